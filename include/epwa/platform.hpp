@@ -1,0 +1,46 @@
+// The platform layer: everything OS-specific (file mapping, memory figures, CPU features) sits behind
+// these declarations; another OS needs a new src/platform/<os>.cpp, not edits elsewhere.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+
+namespace epwa {
+
+// A read-only memory mapping of a whole file. Move-only; unmaps on destruction.
+class MappedFile {
+ public:
+  MappedFile() = default;
+  explicit MappedFile(const std::filesystem::path& path);  // throws Error naming the path
+  MappedFile(MappedFile&& o) noexcept;
+  MappedFile& operator=(MappedFile&& o) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+
+  std::span<const std::byte> bytes() const { return {static_cast<const std::byte*>(addr_), size_}; }
+  size_t size() const { return size_; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  void release() noexcept;
+  void* addr_ = nullptr;
+  size_t size_ = 0;
+  std::filesystem::path path_;
+};
+
+// Bytes of physical memory available to a new allocation now (MemAvailable on Linux).
+uint64_t available_memory_bytes();
+// Peak resident set size of this process, in bytes.
+uint64_t peak_rss_bytes();
+// Hint that a large buffer should be backed by huge pages where the OS allows it; never fails.
+void advise_huge_pages(void* addr, size_t bytes);
+
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false, avx512f = false, avx512bw = false, avx512vnni = false,
+       avxvnni = false;
+};
+const CpuFeatures& cpu_features();
+
+}  // namespace epwa

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package that building, testing and running epwa needs.
+set -euo pipefail
+PKGS=(build-essential cmake ninja-build pkg-config git
+      libssl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+      libopenblas-dev libhwy-dev libsentencepiece-dev sentencepiece libpcre2-dev libcpp-httplib-dev
+      python3)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi

@@ -1,0 +1,66 @@
+// epwa: the command-line front end. Thin: parse flags, call the library, print.
+#include <fmt/core.h>
+
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <vector>
+
+#include "command.hpp"
+#include "epwa/error.hpp"
+
+namespace epwa::cli {
+namespace {
+struct Entry {
+  std::string name, help;
+  Setup setup;
+};
+std::vector<Entry>& registry() {
+  static std::vector<Entry> r;
+  return r;
+}
+}  // namespace
+
+Command::Command(std::string name, std::string help, Setup setup) {
+  registry().push_back({std::move(name), std::move(help), std::move(setup)});
+}
+
+}  // namespace epwa::cli
+
+int main(int argc, char** argv) {
+  using namespace epwa::cli;
+  CLI::App app{"epwa: MoE inference with expert-pathway watermarking (EPW-A)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "epwa 0.1.0");
+  std::vector<std::function<int()>> runners(registry().size());
+  std::vector<CLI::App*> subs;
+  for (size_t i = 0; i < registry().size(); ++i) {
+    auto& e = registry()[i];
+    CLI::App* sub = app.add_subcommand(e.name, e.help);
+    runners[i] = e.setup(*sub);
+    subs.push_back(sub);
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "epwa: error: %s\n", e.what());
+    return 2;
+  }
+  try {
+    for (size_t i = 0; i < subs.size(); ++i)
+      if (subs[i]->parsed()) return runners[i]();
+  } catch (const epwa::Error& e) {
+    std::fprintf(stderr, "epwa: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "epwa: error: %s\n", e.what());
+    return 1;
+  }
+  return 1;
+}
