@@ -1,0 +1,33 @@
+// The small interface between the engine and everything that watches it (watermark, detection,
+// PEPI): router observations in, logits adjusted. Header-only so that watermark/ and detect/ need not
+// link the model.
+#pragma once
+#include <cstdint>
+#include <span>
+
+namespace epwa {
+
+// What the router of one MoE layer decided for one sequence position. Views are valid only during
+// the observe() call.
+struct RouterObservation {
+  int32_t layer = 0;     // MoE layer index, 0-based
+  int64_t position = 0;  // sequence position (0 = first token of the sequence, BOS included)
+  std::span<const float> logits;   // E router logits
+  std::span<const int32_t> topk;   // the k chosen experts, best first (ties -> lower index)
+  std::span<const float> weights;  // their renormalised softmax weights
+};
+
+class RouterObserver {
+ public:
+  virtual ~RouterObserver() = default;
+  virtual void observe(const RouterObservation& obs) = 0;
+};
+
+// Adjusts the raw next-token logits of the last processed position before sampling.
+class LogitsProcessor {
+ public:
+  virtual ~LogitsProcessor() = default;
+  virtual void process(std::span<float> logits) = 0;
+};
+
+}  // namespace epwa
