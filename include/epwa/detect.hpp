@@ -1,0 +1,126 @@
+// Gray-box detection of the EPW-A watermark (docs/SPEC.md): given the token ids of a sequence and
+// the router decision at the watermark layer for every position, count green hits and test them.
+// The router records come from a teacher-forced pass (full / cspv / weighted) or, for the
+// black-box PEPI method, from an ExpertPredictor.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "epwa/watermark.hpp"
+
+namespace epwa {
+
+// The router decision at the watermark layer for one position: top-1 expert and its confidence.
+using RouterRecord = ExpertChoice;
+
+// Records from a positions x E row-major matrix of router logits (one row per position).
+std::vector<RouterRecord> records_from_logits(std::span<const float> logits, int32_t num_experts);
+
+enum class DetectMethod { Full, Cspv, Weighted, Pepi };
+std::string_view detect_method_name(DetectMethod m);          // "full", "cspv", "weighted", "pepi"
+DetectMethod detect_method_from_name(std::string_view name);  // throws Error on an unknown name
+
+struct DetectOptions {
+  DetectMethod method = DetectMethod::Full;
+  double threshold = 4.0;      // detected = z > threshold
+  bool count_repeats = false;  // false: each (expert, token) pair is scored once
+  int64_t sample = 0;          // CSPV: number N of tokens to score (> 0)
+  bool tokens_detail = false;  // fill DetectionResult::tokens
+};
+
+struct DetectionInput {
+  std::span<const int32_t> tokens;  // the whole sequence: [BOS] [prompt] text
+  int64_t prompt_tokens = 0;        // leading tokens that are context only (BOS included)
+  // records[p] = router decision at position p; token t is governed by records[t - 1]. At least
+  // tokens.size() - 1 entries (a last extra one is ignored). Unused by the PEPI method.
+  std::span<const RouterRecord> records;
+};
+
+// The PEPI extension point: predicts the expert choices of a sequence without the model's router.
+class ExpertPredictor {
+ public:
+  virtual ~ExpertPredictor() = default;
+  // Returns records for positions 0 .. tokens.size() - 2 at least (same indexing as
+  // DetectionInput::records).
+  virtual std::vector<RouterRecord> predict(std::span<const int32_t> tokens,
+                                            int64_t prompt_tokens) = 0;
+};
+
+struct TokenDetail {
+  int64_t position = 0;
+  int32_t token = 0;
+  int32_t expert = 0;
+  float confidence = 0.0f;
+  bool green = false;
+  bool scored = false;  // false: a repeat (dedup) or not sampled (CSPV)
+  std::string stratum;  // CSPV: "low", "high", "random"; empty otherwise
+};
+
+struct StratumCount {
+  std::string name;
+  int64_t hits = 0;
+  int64_t n = 0;
+};
+
+struct DetectionResult {
+  std::string method;
+  int64_t g = 0;         // green hits among the scored tokens
+  int64_t n = 0;         // scored tokens
+  double z = 0.0;        // the method's statistic (z_w for weighted)
+  double p_value = 1.0;  // exact binomial P[X >= g] (normal tail of z_w for weighted)
+  double log10_p = 0.0;  // log10 of p_value, finite where p_value underflows
+  double plain_z = 0.0;  // the plain z-test over the scored tokens, for comparison
+  bool detected = false;
+  std::string reason;  // "too short", "z above threshold", "z not above threshold"
+  double threshold = 4.0;
+  double gamma = 0.5;
+  int64_t candidates = 0;            // generated tokens left after dedup (before CSPV sampling)
+  int64_t repeats_skipped = 0;       // generated tokens dropped as repeated (expert, token) pairs
+  std::vector<StratumCount> strata;  // CSPV: low, high, random
+  std::vector<TokenDetail> tokens;   // every generated position, when tokens_detail is set
+};
+
+nlohmann::json to_json(const DetectionResult& r);
+
+class Detector {
+ public:
+  // Throws Error on null lists, a CSPV method without sample > 0, or a non-finite threshold.
+  explicit Detector(std::shared_ptr<const GreenLists> lists, DetectOptions opt = {});
+
+  // Throws Error when records are missing or out of range, or a token is outside the vocabulary.
+  DetectionResult detect(const DetectionInput& in) const;
+
+  // PEPI: the predictor supplies the records; detect() with method Pepi throws until one is set.
+  void set_expert_predictor(std::shared_ptr<ExpertPredictor> predictor);
+
+  const DetectOptions& options() const { return opt_; }
+  const GreenLists& lists() const { return *lists_; }
+
+ private:
+  std::shared_ptr<const GreenLists> lists_;
+  DetectOptions opt_;
+  std::shared_ptr<ExpertPredictor> predictor_;
+};
+
+// --- statistics, exposed for tests, benchmarks and the evaluation ---
+// z = (g - gamma n) / sqrt(n gamma (1 - gamma)); 0 when n = 0.
+double z_score(int64_t g, int64_t n, double gamma);
+// ln P[X >= g] for X ~ Binomial(n, p), summed in log space (exact to ~1e-9 relative for n <= 1e7).
+double binomial_log_sf(int64_t g, int64_t n, double p);
+// ln P[Z > z] for a standard normal Z, accurate in the far tail.
+double normal_log_sf(double z);
+// CSPV: the seed derived from the token ids and the indices (into `confidences`) of the N sampled
+// tokens, each with its stratum (0 low, 1 high, 2 random), in the order low, high, random.
+uint64_t cspv_seed(std::span<const int32_t> tokens);
+struct CspvPick {
+  size_t index = 0;
+  int32_t stratum = 0;
+};
+std::vector<CspvPick> cspv_sample(std::span<const float> confidences, int64_t n, uint64_t seed);
+
+}  // namespace epwa

@@ -1,0 +1,123 @@
+// EPW-A watermarking, version 1 (docs/SPEC.md): the router hash IRSH-v1, the per-expert green lists
+// GL-v1 and the logits processor (GSG / EWP). It sees the engine only through observe.hpp.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "epwa/observe.hpp"
+
+namespace epwa {
+
+// One MoE layer's router: an E x D matrix, expert-major rows (row e = the gate vector of expert e).
+struct RouterMatrix {
+  int32_t layer = 0;
+  int32_t experts = 0;
+  int32_t hidden = 0;
+  std::span<const float> weights;  // experts * hidden values
+};
+
+// IRSH-v1: SHA-256 over "EPWA-IRSH-v1" then, per layer in the given order, u32 LE layer, u32 LE E,
+// u32 LE D and the bf16 (RNE) values as u16 LE. Returns 64 lowercase hex characters.
+// Throws Error when a matrix's size does not match E x D or the list is empty.
+std::string irsh_v1(std::span<const RouterMatrix> routers);
+
+// The top-1 expert of one position's router logits (ties -> lower index) and its softmax
+// probability over all E logits. Throws Error on an empty span or non-finite logits.
+struct ExpertChoice {
+  int32_t expert = -1;
+  float confidence = 0.0f;
+};
+ExpertChoice top1_expert(std::span<const float> router_logits);
+
+// The watermark layer: `requested` < 0 means the last MoE layer. Throws Error when out of range.
+int32_t resolve_router_layer(int32_t requested, int32_t num_moe_layers);
+
+// GL-v1 green lists, one per expert, each the first floor(gamma * V) entries of a keyed
+// Fisher-Yates shuffle of [0, V). Each list is built once, on first use (thread-safe), and kept as
+// a bitset.
+class GreenLists {
+ public:
+  // `key` holds the raw key bytes (UTF-8 of --key, or a key file's bytes); `router_hash_hex` is the
+  // 64-hex IRSH-v1 of the model. Throws Error on an empty key, a malformed hash, V < 2,
+  // gamma outside (0, 1) or E < 1.
+  GreenLists(std::string_view key, std::string_view router_hash_hex, int32_t vocab_size,
+             double gamma, int32_t num_experts);
+  ~GreenLists();
+  GreenLists(const GreenLists&) = delete;
+  GreenLists& operator=(const GreenLists&) = delete;
+
+  bool is_green(int32_t expert, int32_t token) const;  // throws Error when either is out of range
+  // Bitset of expert e's list: bit v of word v / 64 is set when token v is green.
+  std::span<const uint64_t> bits(int32_t expert) const;
+  // The green tokens in shuffle order (the first floor(gamma V) shuffled entries); computed on
+  // call.
+  std::vector<int32_t> green_tokens_in_order(int32_t expert) const;
+
+  int32_t green_count() const { return green_count_; }  // floor(gamma * V)
+  int32_t vocab_size() const { return vocab_; }
+  int32_t num_experts() const { return experts_; }
+  double gamma() const { return gamma_; }
+  const std::string& router_hash() const { return hash_; }
+
+ private:
+  struct Slot;
+  const Slot& slot(int32_t expert) const;
+  std::vector<int32_t> shuffle(int32_t expert) const;
+
+  std::string key_, hash_;
+  int32_t vocab_, experts_, green_count_;
+  double gamma_;
+  std::unique_ptr<Slot[]> slots_;
+};
+
+enum class WatermarkMode { GSG, EWP };
+std::string_view watermark_mode_name(WatermarkMode m);          // "gsg" / "ewp"
+WatermarkMode watermark_mode_from_name(std::string_view name);  // throws Error on an unknown name
+
+struct WatermarkConfig {
+  WatermarkMode mode = WatermarkMode::GSG;
+  double gamma = 0.5;
+  double delta = 2.0;
+  std::vector<double> expert_deltas;  // EWP base delta per expert; empty = all equal to delta
+  int32_t router_layer = 0;           // resolved MoE layer index (see resolve_router_layer)
+};
+
+// Adds the green-list bias to the next-token logits. The engine reports the routers of every layer
+// through observe(); the processor keeps the top-1 expert of the most recent observation at the
+// watermark layer (that of position t-1, which produced the logits of token t). process() consumes
+// that observation: calling it again without a new one throws, so a mis-wired engine cannot
+// silently watermark with a stale expert.
+class WatermarkProcessor : public RouterObserver, public LogitsProcessor {
+ public:
+  // Throws Error when cfg.gamma differs from lists->gamma(), expert_deltas has the wrong size,
+  // delta is NaN or the layer is negative.
+  WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<const GreenLists> lists);
+
+  void observe(const RouterObservation& obs) override;
+  void process(std::span<float> logits) override;
+  void reset();  // forget the last observation (new sequence)
+
+  bool has_observation() const { return fresh_; }  // an unconsumed observation at the layer
+  int32_t last_expert() const { return expert_; }
+  float last_confidence() const { return confidence_; }
+  int64_t last_position() const { return position_; }
+  // The bias process() adds to green tokens for the current observation (delta, or delta_e * c).
+  double current_bias() const;
+
+  const WatermarkConfig& config() const { return cfg_; }
+  const GreenLists& lists() const { return *lists_; }
+
+ private:
+  WatermarkConfig cfg_;
+  std::shared_ptr<const GreenLists> lists_;
+  int32_t expert_ = -1;
+  float confidence_ = 0.0f;
+  int64_t position_ = -1;
+  bool fresh_ = false;
+};
+
+}  // namespace epwa

@@ -1,0 +1,190 @@
+// The gray-box detector: align each generated token with the router decision of the position
+// before it, drop repeated (expert, token) pairs, then score with the chosen method.
+#include <algorithm>
+#include <cmath>
+
+#include "epwa/detect.hpp"
+#include "epwa/error.hpp"
+
+namespace epwa {
+
+std::vector<RouterRecord> records_from_logits(std::span<const float> logits, int32_t num_experts) {
+  check(num_experts > 0, "router logits: the number of experts must be positive");
+  check(logits.size() % static_cast<size_t>(num_experts) == 0,
+        "router logits: " + std::to_string(logits.size()) + " values are not a multiple of " +
+            std::to_string(num_experts) + " experts");
+  std::vector<RouterRecord> out(logits.size() / static_cast<size_t>(num_experts));
+  for (size_t p = 0; p < out.size(); ++p)
+    out[p] = top1_expert(
+        logits.subspan(p * static_cast<size_t>(num_experts), static_cast<size_t>(num_experts)));
+  return out;
+}
+
+std::string_view detect_method_name(DetectMethod m) {
+  switch (m) {
+    case DetectMethod::Full:
+      return "full";
+    case DetectMethod::Cspv:
+      return "cspv";
+    case DetectMethod::Weighted:
+      return "weighted";
+    case DetectMethod::Pepi:
+      return "pepi";
+  }
+  return "?";
+}
+
+DetectMethod detect_method_from_name(std::string_view name) {
+  for (DetectMethod m :
+       {DetectMethod::Full, DetectMethod::Cspv, DetectMethod::Weighted, DetectMethod::Pepi})
+    if (detect_method_name(m) == name) return m;
+  throw Error("unknown detection method '" + std::string(name) +
+              "' (expected full, cspv, weighted or pepi)");
+}
+
+Detector::Detector(std::shared_ptr<const GreenLists> lists, DetectOptions opt)
+    : lists_(std::move(lists)), opt_(opt) {
+  check(lists_ != nullptr, "detector: no green lists");
+  check(std::isfinite(opt_.threshold), "detector: the threshold must be finite");
+  check(opt_.method != DetectMethod::Cspv || opt_.sample > 0,
+        "detector: method cspv needs a sample size N > 0");
+}
+
+void Detector::set_expert_predictor(std::shared_ptr<ExpertPredictor> predictor) {
+  predictor_ = std::move(predictor);
+}
+
+namespace {
+
+struct Candidate {
+  int64_t position;
+  int32_t token, expert;
+  float confidence;
+  bool green;
+};
+
+}  // namespace
+
+DetectionResult Detector::detect(const DetectionInput& in) const {
+  const GreenLists& gl = *lists_;
+  const int64_t T = static_cast<int64_t>(in.tokens.size());
+  check(in.prompt_tokens >= 0 && in.prompt_tokens <= T,
+        "detect: prompt length " + std::to_string(in.prompt_tokens) +
+            " is outside the sequence of " + std::to_string(T) + " tokens");
+  std::vector<RouterRecord> predicted;
+  std::span<const RouterRecord> records = in.records;
+  if (opt_.method == DetectMethod::Pepi) {
+    check(predictor_ != nullptr, "detect: method pepi needs an expert predictor");
+    predicted = predictor_->predict(in.tokens, in.prompt_tokens);
+    records = predicted;
+  }
+  const int64_t start =
+      std::max<int64_t>(in.prompt_tokens, 1);  // token 0 has no position before it
+  if (T > start)
+    check(static_cast<int64_t>(records.size()) >= T - 1,
+          "detect: " + std::to_string(records.size()) + " router records for " + std::to_string(T) +
+              " tokens (need one per position before the last)");
+
+  DetectionResult r;
+  r.method = detect_method_name(opt_.method);
+  r.threshold = opt_.threshold;
+  r.gamma = gl.gamma();
+  const int32_t V = gl.vocab_size(), E = gl.num_experts();
+
+  // Dedup on (expert, token) with one bit per pair.
+  std::vector<uint64_t> seen;
+  if (!opt_.count_repeats) seen.assign((static_cast<size_t>(E) * V + 63) / 64, 0);
+  std::vector<Candidate> cand;
+  cand.reserve(static_cast<size_t>(std::max<int64_t>(T - start, 0)));
+  std::vector<TokenDetail> detail;
+  for (int64_t t = start; t < T; ++t) {
+    const int32_t tok = in.tokens[static_cast<size_t>(t)];
+    const RouterRecord& rec = records[static_cast<size_t>(t - 1)];
+    check(tok >= 0 && tok < V, "detect: token " + std::to_string(tok) + " at position " +
+                                   std::to_string(t) + " is outside the vocabulary of " +
+                                   std::to_string(V));
+    check(rec.expert >= 0 && rec.expert < E,
+          "detect: router record of position " + std::to_string(t - 1) + " names expert " +
+              std::to_string(rec.expert) + " of " + std::to_string(E));
+    const std::span<const uint64_t> bits = gl.bits(rec.expert);
+    const bool green = (bits[static_cast<size_t>(tok) >> 6] >> (tok & 63)) & 1u;
+    bool repeat = false;
+    if (!opt_.count_repeats) {
+      const size_t pair = static_cast<size_t>(rec.expert) * V + static_cast<size_t>(tok);
+      uint64_t& w = seen[pair >> 6];
+      const uint64_t bit = uint64_t{1} << (pair & 63);
+      repeat = (w & bit) != 0;
+      w |= bit;
+    }
+    if (repeat)
+      ++r.repeats_skipped;
+    else
+      cand.push_back({t, tok, rec.expert, rec.confidence, green});
+    if (opt_.tokens_detail)
+      detail.push_back({t, tok, rec.expert, rec.confidence, green, !repeat, ""});
+  }
+  r.candidates = static_cast<int64_t>(cand.size());
+
+  // Select the scored tokens (and their CSPV strata).
+  std::vector<const Candidate*> scored;
+  std::vector<int32_t> stratum;
+  if (opt_.method == DetectMethod::Cspv) {
+    std::vector<float> conf(cand.size());
+    for (size_t i = 0; i < cand.size(); ++i) conf[i] = cand[i].confidence;
+    r.strata = {{"low", 0, 0}, {"high", 0, 0}, {"random", 0, 0}};
+    for (const CspvPick& p : cspv_sample(conf, opt_.sample, cspv_seed(in.tokens))) {
+      scored.push_back(&cand[p.index]);
+      stratum.push_back(p.stratum);
+      StratumCount& s = r.strata[static_cast<size_t>(p.stratum)];
+      ++s.n;
+      s.hits += cand[p.index].green;
+    }
+  } else {
+    for (const Candidate& c : cand) scored.push_back(&c);
+  }
+
+  for (const Candidate* c : scored) r.g += c->green;
+  r.n = static_cast<int64_t>(scored.size());
+  r.plain_z = z_score(r.g, r.n, r.gamma);
+  if (opt_.method == DetectMethod::Weighted) {
+    double num = 0.0, den = 0.0;
+    for (const Candidate* c : scored) {
+      const double w = c->confidence;
+      num += w * ((c->green ? 1.0 : 0.0) - r.gamma);
+      den += w * w;
+    }
+    r.z = den > 0.0 ? num / std::sqrt(r.gamma * (1.0 - r.gamma) * den) : 0.0;
+    const double lp = normal_log_sf(r.z);
+    r.p_value = std::exp(lp);
+    r.log10_p = lp / std::log(10.0);
+  } else {
+    r.z = r.plain_z;
+    const double lp = binomial_log_sf(r.g, r.n, r.gamma);
+    r.p_value = std::exp(lp);
+    r.log10_p = lp / std::log(10.0);
+  }
+  if (r.n < 10) {
+    r.detected = false;
+    r.reason = "too short";
+  } else {
+    r.detected = r.z > r.threshold;
+    r.reason = r.detected ? "z above threshold" : "z not above threshold";
+  }
+
+  if (opt_.tokens_detail) {
+    // Only CSPV leaves candidates unscored; mark the sampled ones with their stratum.
+    if (opt_.method == DetectMethod::Cspv) {
+      static constexpr const char* kNames[] = {"low", "high", "random"};
+      for (TokenDetail& d : detail) d.scored = false;
+      for (size_t i = 0; i < scored.size(); ++i) {
+        TokenDetail& d = detail[static_cast<size_t>(scored[i]->position - start)];
+        d.scored = true;
+        d.stratum = kNames[stratum[i]];
+      }
+    }
+    r.tokens = std::move(detail);
+  }
+  return r;
+}
+
+}  // namespace epwa
