@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
       libssl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-      libopenblas-dev libhwy-dev libsentencepiece-dev sentencepiece libpcre2-dev libcpp-httplib-dev
+      libopenblas-dev libhwy-dev libsentencepiece-dev sentencepiece libpcre2-dev libicu-dev libcpp-httplib-dev
       python3)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
