@@ -220,7 +220,11 @@ class GgufWriter {
     uint64_t nbytes;
     Producer producer;
   };
-  void add_pending(std::string name, DType dtype, std::vector<int64_t> shape, Producer producer);
+  // Validates name and shape; returns the byte size.
+  uint64_t check_tensor(const std::string& name, DType dtype,
+                        const std::vector<int64_t>& shape) const;
+  void add_pending(std::string name, DType dtype, std::vector<int64_t> shape, uint64_t nbytes,
+                   Producer producer);
 
   std::vector<GgufKV> kv_;
   std::unordered_map<std::string, size_t> kv_index_;

@@ -94,8 +94,8 @@ void GgufWriter::set_alignment(uint32_t alignment) {
   set("general.alignment", GgufValue{alignment});
 }
 
-void GgufWriter::add_pending(std::string name, DType dtype, std::vector<int64_t> shape,
-                             Producer producer) {
+uint64_t GgufWriter::check_tensor(const std::string& name, DType dtype,
+                                  const std::vector<int64_t>& shape) const {
   const std::string what = "gguf writer: tensor '" + name + "'";
   check(!name.empty() && name.size() <= kMaxTensorName,
         what + ": name must be 1 to " + std::to_string(kMaxTensorName) + " bytes");
@@ -114,43 +114,45 @@ void GgufWriter::add_pending(std::string name, DType dtype, std::vector<int64_t>
   int64_t nbytes = 0;
   check(!__builtin_mul_overflow(numel / block, dtype_block_bytes(dtype), &nbytes),
         what + ": byte size overflows");
+  return static_cast<uint64_t>(nbytes);
+}
+
+void GgufWriter::add_pending(std::string name, DType dtype, std::vector<int64_t> shape,
+                             uint64_t nbytes, Producer producer) {
   tensor_index_.emplace(name, tensors_.size());
-  tensors_.push_back({std::move(name), dtype, std::move(shape), static_cast<uint64_t>(nbytes),
-                      std::move(producer)});
+  tensors_.push_back({std::move(name), dtype, std::move(shape), nbytes, std::move(producer)});
 }
 
 namespace {
-void check_size(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                size_t got) {
-  int64_t numel = 1;
-  for (int64_t d : shape) {
-    if (d < 1 || __builtin_mul_overflow(numel, d, &numel)) return;  // add_pending reports it
-  }
-  if (numel % dtype_block_size(dtype) != 0) return;
-  const int64_t want = dtype_bytes(dtype, numel);
-  check(static_cast<int64_t>(got) == want,
-        "gguf writer: tensor '" + name + "' has " + std::to_string(got) + " bytes, " +
-            std::string(dtype_name(dtype)) + " of that shape needs " + std::to_string(want));
+void check_size(const std::string& name, DType dtype, uint64_t want, size_t got) {
+  check(got == want, "gguf writer: tensor '" + name + "' has " + std::to_string(got) + " bytes, " +
+                         std::string(dtype_name(dtype)) + " of that shape needs " +
+                         std::to_string(want));
 }
 }  // namespace
 
 void GgufWriter::add_tensor(std::string name, DType dtype, std::vector<int64_t> shape,
                             std::span<const std::byte> data) {
-  check_size(name, dtype, shape, data.size());
-  add_pending(std::move(name), dtype, std::move(shape), [data](const Emit& emit) { emit(data); });
+  const uint64_t nbytes = check_tensor(name, dtype, shape);
+  check_size(name, dtype, nbytes, data.size());
+  add_pending(std::move(name), dtype, std::move(shape), nbytes,
+              [data](const Emit& emit) { emit(data); });
 }
 
 void GgufWriter::add_tensor_copy(std::string name, DType dtype, std::vector<int64_t> shape,
                                  std::span<const std::byte> data) {
-  check_size(name, dtype, shape, data.size());
+  const uint64_t nbytes = check_tensor(name, dtype, shape);
+  check_size(name, dtype, nbytes, data.size());
   auto copy = std::make_shared<const std::vector<std::byte>>(data.begin(), data.end());
-  add_pending(std::move(name), dtype, std::move(shape), [copy](const Emit& emit) { emit(*copy); });
+  add_pending(std::move(name), dtype, std::move(shape), nbytes,
+              [copy](const Emit& emit) { emit(*copy); });
 }
 
 void GgufWriter::add_tensor(std::string name, DType dtype, std::vector<int64_t> shape,
                             Producer producer) {
+  const uint64_t nbytes = check_tensor(name, dtype, shape);
   check(static_cast<bool>(producer), "gguf writer: tensor '" + name + "' has no producer");
-  add_pending(std::move(name), dtype, std::move(shape), std::move(producer));
+  add_pending(std::move(name), dtype, std::move(shape), nbytes, std::move(producer));
 }
 
 void GgufWriter::write(const std::filesystem::path& path) const {
