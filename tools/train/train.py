@@ -60,6 +60,7 @@ def parse_args():
     p.add_argument("--experts", type=int, default=8)
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--max-pos", type=int, default=1024)
+    p.add_argument("--post-only", default=None, help="bundle dir: skip training, redo references and stats")
     return p.parse_args()
 
 
@@ -97,14 +98,17 @@ def gate_weight(moe):
 
 
 class RouterTap:
-    """Captures each MoE block's input so router logits are computed here, independently of the
-    transformers version's internals (used both for the load-balancing loss and for reference numbers)."""
+    """Captures the input of each layer's router (the gate module itself, not the MoE block: what the block
+    does before routing is then irrelevant), so router logits are computed here the same way whatever the
+    transformers version (load-balancing loss cross-check, reference numbers, statistics).
+    block=True taps the MoE block's input instead (used once, as a diagnostic)."""
 
-    def __init__(self, model):
+    def __init__(self, model, block=False):
         self.blocks = moe_blocks(model)
         self.inputs = [None] * len(self.blocks)
-        self.handles = [b.register_forward_pre_hook(self._hook(i), with_kwargs=True)
-                        for i, b in enumerate(self.blocks)]
+        mods = self.blocks if block else [b.gate for b in self.blocks]
+        self.handles = [m.register_forward_pre_hook(self._hook(i), with_kwargs=True)
+                        for i, m in enumerate(mods)]
 
     def _hook(self, i):
         def fn(module, args, kwargs):
@@ -120,6 +124,10 @@ class RouterTap:
                 x, w = x.to(dtype), w.to(dtype)
             out.append(F.linear(x, w))
         return out
+
+    def remove(self):
+        for h_ in self.handles:
+            h_.remove()
 
 
 def load_balance_loss(router_logits, n_experts, top_k=2):
@@ -150,6 +158,8 @@ def evaluate(model, val, seq, device, max_windows=None, dtype=torch.bfloat16):
     if max_windows:
         nw = min(nw, max_windows)
     tot, cnt = 0.0, 0
+    tap = RouterTap(model)
+    usage = None
     for s in range(0, nw, 64):
         e = min(nw, s + 64)
         idx = torch.arange(s * seq, e * seq + 1)
@@ -161,6 +171,13 @@ def evaluate(model, val, seq, device, max_windows=None, dtype=torch.bfloat16):
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
         tot += loss.item()
         cnt += y.numel()
+        u = torch.stack([torch.bincount(r.float().topk(2, -1).indices.reshape(-1), minlength=r.shape[-1])
+                         for r in tap.logits()]).cpu()
+        usage = u if usage is None else usage + u
+    tap.remove()
+    u = usage.double()
+    log("  usage max/mean " + " ".join(f"{v:.2f}" for v in (u.max(1).values / u.mean(1)).tolist()) +
+        ", min/mean " + " ".join(f"{v:.2f}" for v in (u.min(1).values / u.mean(1)).tolist()))
     model.train()
     return tot / cnt
 
@@ -209,9 +226,12 @@ def train(a, device):
             g["lr"] = lr
         x, y = next(it)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = model(input_ids=x, use_cache=False).logits
-            aux = load_balance_loss(tap.logits(), a.experts)
+            out = model(input_ids=x, use_cache=False, output_router_logits=True)
+            my_aux = load_balance_loss(tap.logits(), a.experts)
+        logits = out.logits
         lm = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        hf_aux = getattr(out, "aux_loss", None)
+        aux = hf_aux.float() if hf_aux is not None else my_aux
         loss = lm + a.aux_coef * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -231,7 +251,8 @@ def train(a, device):
             log(f"step time {dt * 1e3:.1f} ms, {tokens_per_step / dt / 1e3:.0f}k tok/s -> {total} steps "
                 f"({total * tokens_per_step / train_ids.numel():.2f} epochs)")
         if step % 50 == 0 or step == 1:
-            log(f"step {step} lr {lr:.2e} loss {lm.item():.4f} aux {aux.item():.4f} gnorm {gn.item():.2f}")
+            log(f"step {step} lr {lr:.2e} loss {lm.item():.4f} aux {aux.item():.4f} (tap {my_aux.item():.4f}, "
+                f"hf {None if hf_aux is None else round(hf_aux.item(), 4)}) gnorm {gn.item():.2f}")
         if step % a.eval_every == 0 or step == total:
             te = time.time()
             vl = evaluate(model, val_ids, a.seq, device, max_windows=128)
@@ -255,8 +276,7 @@ def train(a, device):
     if best[1] is not None and best[2] != step:
         model.load_state_dict(best[1])
         log(f"restored the best checkpoint (step {best[2]}, val loss {best[0]:.4f})")
-    for h_ in tap.handles:
-        h_.remove()
+    tap.remove()
     info = {"steps": step, "best_step": best[2], "tokens_seen": step * tokens_per_step,
             "train_seconds": train_time, "tokens_per_step": tokens_per_step, "parameters": nparams,
             "history": history, "args": vars(a), "train_tokens": train_ids.numel(),
@@ -367,8 +387,7 @@ def forward_ref(model, ids, device):
     x = torch.tensor([ids], device=device)
     logits = model(input_ids=x, use_cache=False).logits[0].float()
     rl = [r.float() for r in tap.logits(dtype=torch.float32)]
-    for h_ in tap.handles:
-        h_.remove()
+    tap.remove()
     return logits, rl
 
 
@@ -458,8 +477,7 @@ def heldout_stats(model, val, seq, device, n_experts):
             sum_p[li] += w[:, 0].double().sum().item()
             sum_w[li] += wn.double().sum().item()
         ntok += y.numel()
-    for h_ in tap.handles:
-        h_.remove()
+    tap.remove()
     ppl = math.exp(tot / cnt)
     u = usage.double()
     return {"heldout_tokens": cnt, "heldout_ppl": ppl, "heldout_loss": tot / cnt,
@@ -512,6 +530,108 @@ def split_file(path, out_dir, base, part=15 * 1024 * 1024):
     return names
 
 
+def analyse(a, device, ref_model, cfg, val_ids, results, sha):
+    try:
+        with torch.no_grad():
+            tg, tb = RouterTap(ref_model), RouterTap(ref_model, block=True)
+            x = val_ids[:2 * 256].view(2, 256).to(device)
+            out = ref_model(input_ids=x, use_cache=False, output_router_logits=True)
+            lg, lb = tg.logits(torch.float32), tb.logits(torch.float32)
+            tg.remove(), tb.remove()
+            d = max((p - q).abs().max().item() for p, q in zip(lg, lb))
+            hf = getattr(out, "router_logits", None)
+            dh = None if not hf else max((p.reshape(q.shape).float() - q).abs().max().item() for p, q in zip(hf, lg))
+        log(f"router logits: gate-input tap vs MoE-block-input tap max diff {d:.3e}; vs transformers' "
+            f"router_logits {dh}")
+        results["router_tap_check"] = {"gate_vs_block": d, "gate_vs_hf": dh}
+    except Exception:
+        log("router tap check failed\n" + traceback.format_exc())
+    ref_in = json.load(open(os.path.join(a.data, "ref_input.json")))
+    try:
+        ref = bundle_reference(ref_model, ref_in, device, sha)
+        with open(os.path.join(a.out, "bundle_ref.json"), "w") as f:
+            json.dump(ref, f, separators=(",", ":"))
+        log(f"bundle_ref.json {os.path.getsize(os.path.join(a.out, 'bundle_ref.json')) / 1e6:.2f} MB")
+    except Exception:
+        log("REFERENCE FAILED\n" + traceback.format_exc())
+    try:
+        st = heldout_stats(ref_model, val_ids, a.seq, device, cfg.num_local_experts)
+        results["heldout"] = st
+        log(f"held-out ppl (fp32 from bf16) {st['heldout_ppl']:.2f}; mean top-1 prob per layer "
+            f"{[round(v, 3) for v in st['mean_top1_prob']]}; top-1 weight {[round(v, 3) for v in st['mean_top1_weight']]}")
+        log(f"usage max/mean {[round(v, 2) for v in st['usage_max_over_mean']]}, "
+            f"min/mean {[round(v, 2) for v in st['usage_min_over_mean']]}")
+    except Exception:
+        log("HELD-OUT STATS FAILED\n" + traceback.format_exc())
+    try:
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(a.data, "tokenizer.model"))
+        gen = torch.Generator(device=device).manual_seed(a.seed)
+        samples = []
+        for p in ref_in["prompts"][:6]:
+            g = greedy(ref_model, p["ids"], 60, device)
+            s = sample(ref_model, p["ids"], 80, device, 0.8, 0.95, gen)
+            samples.append({"prompt": p["text"], "greedy": sp.decode(g), "sampled_t0.8_p0.95": sp.decode(s)})
+            log(f"PROMPT {p['text']!r}\n  greedy: {sp.decode(g)!r}\n  sampled: {sp.decode(s)!r}")
+        results["samples"] = samples
+    except Exception:
+        log("SAMPLES FAILED\n" + traceback.format_exc())
+
+
+def hub_to_native(hub, model):
+    """Hub per-expert tensors back into this transformers version's own names and layout (gate_up_proj =
+    [w1; w3] per expert, the layout picked by to_hub_state), for a load that bypasses from_pretrained."""
+    sd = {}
+    names = set(model.state_dict())
+    for li, moe in enumerate(moe_blocks(model)):
+        prefix = next(n for n, m in model.named_modules() if m is moe)
+        P = f"model.layers.{li}.block_sparse_moe"
+        E = len([k for k in hub if k.startswith(f"{P}.experts.") and k.endswith(".w1.weight")])
+        sd[f"{prefix}.gate.weight"] = hub[f"{P}.gate.weight"]
+        if f"{prefix}.experts.gate_up_proj" in names:
+            sd[f"{prefix}.experts.gate_up_proj"] = torch.stack(
+                [torch.cat([hub[f"{P}.experts.{e}.w1.weight"], hub[f"{P}.experts.{e}.w3.weight"]], 0) for e in range(E)])
+            sd[f"{prefix}.experts.down_proj"] = torch.stack([hub[f"{P}.experts.{e}.w2.weight"] for e in range(E)])
+        else:
+            for e in range(E):
+                for w in ("w1", "w2", "w3"):
+                    sd[f"{prefix}.experts.{e}.{w}.weight"] = hub[f"{P}.experts.{e}.{w}.weight"]
+    for k, v in hub.items():
+        if ".block_sparse_moe." not in k:
+            sd[k] = v
+    return sd
+
+
+def post_only(a, device, results):
+    """References, held-out statistics and samples from a saved bundle (Hub-named bf16 safetensors)."""
+    from safetensors.torch import load_file
+    from transformers import MixtralConfig, MixtralForCausalLM
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    st_path = os.path.join(a.post_only, "model.safetensors")
+    sha = hashlib.sha256(open(st_path, "rb").read()).hexdigest()
+    log(f"bundle {st_path}: sha256 {sha}")
+    ref_model = MixtralForCausalLM.from_pretrained(a.post_only, dtype=torch.float32).to(device).eval()
+    cfg = ref_model.config
+    # Independent round trip: our own Hub -> native mapping into a model built from the config.
+    hub = {k: v.float() for k, v in load_file(st_path).items()}
+    fresh = MixtralForCausalLM(MixtralConfig.from_pretrained(a.post_only)).float()
+    fresh.load_state_dict(hub_to_native(hub, fresh), strict=True)
+    fresh = fresh.to(device).eval()
+    val_ids = torch.from_numpy(np.fromfile(os.path.join(a.data, "heldout.u16"), dtype="<u2").astype(np.int64))
+    with torch.no_grad():
+        x = val_ids[:4 * 256].view(4, 256).to(device)
+        d = (fresh(input_ids=x, use_cache=False).logits - ref_model(input_ids=x, use_cache=False).logits)
+        d = d.abs().max().item()
+    log(f"from_pretrained vs explicit Hub->native load: max |logit difference| {d:.3e}")
+    results["load_back_max_abs_diff"] = d
+    results["bundle"] = {"sha256": sha, "bytes": os.path.getsize(st_path), "tensors": len(hub)}
+    del fresh
+    analyse(a, device, ref_model, cfg, val_ids, results, sha)
+    finish(a, results)
+    return 0
+
+
 def main():
     a = parse_args()
     os.makedirs(a.out, exist_ok=True)
@@ -521,6 +641,8 @@ def main():
     import transformers
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.cuda.get_device_name()}")
     results = {}
+    if a.post_only:
+        return post_only(a, device, results)
     try:
         model, cfg, val_ids, info = train(a, device)
         results["training"] = info
@@ -531,16 +653,22 @@ def main():
 
     work = "/tmp/epwa_bundle"
     os.makedirs(work, exist_ok=True)
-    # Round to the bundle's precision (bf16) but compute in true float32 from here on (no TF32).
+    # Round the parameters to the bundle's precision (bf16) but compute in true float32 from here on (no
+    # TF32). Parameters only: model.to(bfloat16) would also round the RoPE inv_freq buffer, which is not
+    # saved, and change the model's outputs.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    model = model.to(torch.bfloat16).float().eval()
+    with torch.no_grad():
+        for prm in model.parameters():
+            prm.copy_(prm.to(torch.bfloat16).float())
+    model.eval()
     try:
         hub = to_hub_state(model, cfg)
         from safetensors.torch import save_file
         st_path = os.path.join(work, "model.safetensors")
         save_file(hub, st_path, metadata={"format": "pt"})
         cfg_out = copy.deepcopy(cfg)
+        cfg_out.output_router_logits = False
         for attr in ("torch_dtype", "dtype"):
             try:
                 setattr(cfg_out, attr, torch.bfloat16)
@@ -593,36 +721,7 @@ def main():
         ref_model = model
     ref_model.eval()
 
-    ref_in = json.load(open(os.path.join(a.data, "ref_input.json")))
-    try:
-        ref = bundle_reference(ref_model, ref_in, device, results["bundle"]["sha256"])
-        with open(os.path.join(a.out, "bundle_ref.json"), "w") as f:
-            json.dump(ref, f, separators=(",", ":"))
-        log(f"bundle_ref.json {os.path.getsize(os.path.join(a.out, 'bundle_ref.json')) / 1e6:.2f} MB")
-    except Exception:
-        log("REFERENCE FAILED\n" + traceback.format_exc())
-    try:
-        st = heldout_stats(ref_model, val_ids, a.seq, device, cfg.num_local_experts)
-        results["heldout"] = st
-        log(f"held-out ppl (fp32 from bf16) {st['heldout_ppl']:.2f}; mean top-1 prob per layer "
-            f"{[round(v, 3) for v in st['mean_top1_prob']]}; top-1 weight {[round(v, 3) for v in st['mean_top1_weight']]}")
-        log(f"usage max/mean {[round(v, 2) for v in st['usage_max_over_mean']]}, "
-            f"min/mean {[round(v, 2) for v in st['usage_min_over_mean']]}")
-    except Exception:
-        log("HELD-OUT STATS FAILED\n" + traceback.format_exc())
-    try:
-        import sentencepiece as spm
-        sp = spm.SentencePieceProcessor(model_file=os.path.join(a.data, "tokenizer.model"))
-        gen = torch.Generator(device=device).manual_seed(a.seed)
-        samples = []
-        for p in ref_in["prompts"][:6]:
-            g = greedy(ref_model, p["ids"], 60, device)
-            s = sample(ref_model, p["ids"], 80, device, 0.8, 0.95, gen)
-            samples.append({"prompt": p["text"], "greedy": sp.decode(g), "sampled_t0.8_p0.95": sp.decode(s)})
-            log(f"PROMPT {p['text']!r}\n  greedy: {sp.decode(g)!r}\n  sampled: {sp.decode(s)!r}")
-        results["samples"] = samples
-    except Exception:
-        log("SAMPLES FAILED\n" + traceback.format_exc())
+    analyse(a, device, ref_model, cfg, val_ids, results, results["bundle"]["sha256"])
     finish(a, results)
     return 0
 
