@@ -1,0 +1,71 @@
+// Dispatch of the packed kernels: the best ISA is chosen once from cpu_features().
+#include <string>
+
+#include "epwa/platform.hpp"
+#include "quant/blocks.hpp"
+#include "quant/kernels.hpp"
+
+namespace epwa {
+
+KernelIsa best_isa() {
+  static const KernelIsa isa = [] {
+    const CpuFeatures& f = cpu_features();
+    return f.avx2 && f.fma && f.f16c && quant::row_dot_avx2(DType::F32) ? KernelIsa::Avx2
+                                                                        : KernelIsa::Scalar;
+  }();
+  return isa;
+}
+
+std::string_view isa_name(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::Scalar:
+      return "scalar";
+    case KernelIsa::Avx2:
+      return "avx2";
+  }
+  return "unknown";
+}
+
+namespace quant {
+RowDot row_dot(DType t, KernelIsa isa) {
+  if (isa == KernelIsa::Avx2) {
+    const CpuFeatures& f = cpu_features();
+    RowDot k = f.avx2 && f.fma && f.f16c ? row_dot_avx2(t) : nullptr;
+    if (!k) throw Error("quant kernels: AVX2 is not available on this CPU or build");
+    return k;
+  }
+  return row_dot_scalar(t);
+}
+}  // namespace quant
+
+float vec_dot_packed(const std::byte* wrow, const PackedVector& x, KernelIsa isa) {
+  return quant::row_dot(x.wtype(), isa)(wrow, x);
+}
+float vec_dot_packed(const std::byte* wrow, const PackedVector& x) {
+  return vec_dot_packed(wrow, x, best_isa());
+}
+
+void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, int64_t row_begin,
+                  int64_t row_end, float* out, KernelIsa isa) {
+  check(row_begin >= 0 && row_begin <= row_end, "vec_dot_rows: bad row range [" +
+                                                    std::to_string(row_begin) + ", " +
+                                                    std::to_string(row_end) + ")");
+  check(row_bytes >= dtype_bytes(x.wtype(), x.size()),
+        "vec_dot_rows: row stride " + std::to_string(row_bytes) + " bytes is shorter than a " +
+            std::string(dtype_name(x.wtype())) + " row of " + std::to_string(x.size()) +
+            " elements");
+  const quant::RowDot k = quant::row_dot(x.wtype(), isa);
+  for (int64_t r = row_begin; r < row_end; ++r) out[r] = k(w + r * row_bytes, x);
+}
+void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, int64_t row_begin,
+                  int64_t row_end, float* out) {
+  vec_dot_rows(w, row_bytes, x, row_begin, row_end, out, best_isa());
+}
+
+void matvec(DType wtype, const std::byte* w, int64_t rows, int64_t cols, const float* x, float* y) {
+  thread_local PackedVector packed;  // reused: decode calls this for every matrix of every token
+  packed.pack(wtype, {x, static_cast<size_t>(cols)});
+  vec_dot_rows(w, dtype_bytes(wtype, cols), packed, 0, rows, y);
+}
+
+}  // namespace epwa
