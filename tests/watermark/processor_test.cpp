@@ -1,0 +1,103 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "epwa/error.hpp"
+#include "epwa/watermark.hpp"
+
+namespace {
+
+const std::string kHash(64, 'c');
+constexpr int32_t kV = 3000, kE = 4, kLayer = 2;
+
+std::shared_ptr<const epwa::GreenLists> lists() {
+  return std::make_shared<epwa::GreenLists>("proc-key", kHash, kV, 0.5, kE);
+}
+
+void observe(epwa::WatermarkProcessor& p, int32_t layer, int64_t pos, std::vector<float> logits) {
+  const std::vector<int32_t> topk = {0, 1};  // deliberately wrong: the processor must use logits
+  const std::vector<float> w = {0.5f, 0.5f};
+  p.observe({layer, pos, logits, topk, w});
+}
+
+TEST(WatermarkProcessor, GsgBiasesExactlyTheGreenList) {
+  epwa::WatermarkConfig cfg;
+  cfg.delta = 2.5;
+  cfg.router_layer = kLayer;
+  epwa::WatermarkProcessor p(cfg, lists());
+  observe(p, kLayer, 6, {0.1f, 0.2f, 3.0f, 0.0f});
+  observe(p, kLayer + 1, 6, {9.0f, 0.0f, 0.0f, 0.0f});  // another layer: ignored
+  EXPECT_EQ(p.last_expert(), 2);
+  EXPECT_EQ(p.last_position(), 6);
+  std::vector<float> logits(kV);
+  for (int32_t v = 0; v < kV; ++v) logits[v] = 0.001f * v;
+  const auto before = logits;
+  p.process(logits);
+  int32_t biased = 0;
+  for (int32_t v = 0; v < kV; ++v) {
+    const float expect = before[v] + (p.lists().is_green(2, v) ? 2.5f : 0.0f);
+    EXPECT_FLOAT_EQ(logits[v], expect) << v;
+    biased += logits[v] != before[v];
+  }
+  EXPECT_EQ(biased, kV / 2);
+}
+
+TEST(WatermarkProcessor, EwpScalesByConfidenceAndExpertDelta) {
+  epwa::WatermarkConfig cfg;
+  cfg.mode = epwa::WatermarkMode::EWP;
+  cfg.expert_deltas = {1.0, 2.0, 3.0, 4.0};
+  cfg.router_layer = kLayer;
+  epwa::WatermarkProcessor p(cfg, lists());
+  const std::vector<float> rl = {0.0f, 1.0f, 0.5f, 1.0f};  // tie between 1 and 3 -> 1
+  observe(p, kLayer, 3, rl);
+  EXPECT_EQ(p.last_expert(), 1);
+  const double c = 1.0 / (std::exp(-1.0) + 1.0 + std::exp(-0.5) + 1.0);
+  EXPECT_NEAR(p.last_confidence(), c, 1e-6);
+  EXPECT_NEAR(p.current_bias(), 2.0 * c, 1e-6);
+  std::vector<float> logits(kV, -1.0f);
+  p.process(logits);
+  for (int32_t v = 0; v < kV; ++v)
+    EXPECT_NEAR(logits[v], p.lists().is_green(1, v) ? -1.0 + 2.0 * c : -1.0, 1e-6);
+}
+
+TEST(WatermarkProcessor, KeepsTheLastPositionAndNeedsAFreshObservation) {
+  epwa::WatermarkConfig cfg;
+  cfg.router_layer = 0;
+  epwa::WatermarkProcessor p(cfg, lists());
+  std::vector<float> logits(kV, 0.0f);
+  EXPECT_THROW(p.process(logits), epwa::Error);  // nothing observed
+  // A prefill reports every prompt position; the last one governs the next token.
+  observe(p, 0, 0, {5.0f, 0.0f, 0.0f, 0.0f});
+  observe(p, 0, 1, {0.0f, 0.0f, 0.0f, 5.0f});
+  EXPECT_EQ(p.last_expert(), 3);
+  EXPECT_TRUE(p.has_observation());
+  p.process(logits);
+  EXPECT_FALSE(p.has_observation());
+  EXPECT_THROW(p.process(logits), epwa::Error);  // stale: no new forward pass
+  observe(p, 0, 2, {0.0f, 5.0f, 0.0f, 0.0f});
+  std::vector<float> wrong(kV - 1);
+  EXPECT_THROW(p.process(wrong), epwa::Error);
+  EXPECT_THROW(observe(p, 0, 3, {1.0f, 2.0f}), epwa::Error);  // wrong number of experts
+  p.reset();
+  EXPECT_FALSE(p.has_observation());
+}
+
+TEST(WatermarkProcessor, RejectsBadConfig) {
+  epwa::WatermarkConfig cfg;
+  cfg.router_layer = 0;
+  cfg.gamma = 0.25;
+  EXPECT_THROW(epwa::WatermarkProcessor(cfg, lists()), epwa::Error);
+  cfg.gamma = 0.5;
+  cfg.expert_deltas = {1.0, 2.0};
+  EXPECT_THROW(epwa::WatermarkProcessor(cfg, lists()), epwa::Error);
+  cfg.expert_deltas = {};
+  cfg.router_layer = -1;
+  EXPECT_THROW(epwa::WatermarkProcessor(cfg, lists()), epwa::Error);
+  cfg.router_layer = 0;
+  EXPECT_THROW(epwa::WatermarkProcessor(cfg, nullptr), epwa::Error);
+  EXPECT_EQ(epwa::watermark_mode_from_name("ewp"), epwa::WatermarkMode::EWP);
+  EXPECT_THROW(epwa::watermark_mode_from_name("kgw"), epwa::Error);
+}
+
+}  // namespace

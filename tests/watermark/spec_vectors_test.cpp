@@ -1,0 +1,95 @@
+// The C++ implementation must reproduce the vectors of the independent Python reference
+// (tools/spec/epwa_spec.py -> tests/data/spec_vectors.json).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "epwa/detect.hpp"
+#include "epwa/half.hpp"
+#include "epwa/watermark.hpp"
+#include "watermark/sha256.hpp"
+
+namespace {
+
+nlohmann::json load_vectors() {
+  std::ifstream f(std::string(EPWA_TEST_DATA_DIR) + "/spec_vectors.json");
+  EXPECT_TRUE(f.good());
+  return nlohmann::json::parse(f);
+}
+
+// Same set as spec_routers() in the Python reference.
+struct SpecRouters {
+  std::vector<std::vector<float>> values;
+  std::vector<epwa::RouterMatrix> mats;
+  SpecRouters() {
+    for (int32_t layer : {0, 2}) {
+      std::vector<float> w(24);
+      for (int i = 0; i < 24; ++i)
+        w[i] = static_cast<float>(((i * 37 + layer * 11) % 101 - 50) / 7.0);
+      values.push_back(std::move(w));
+    }
+    values.push_back({1.00390625f, 1.01171875f, -0.0f, 3.4e38f, 1e-40f, -2.5f, 65504.0f, 0.1f});
+    mats = {{0, 4, 6, values[0]}, {2, 4, 6, values[1]}, {5, 2, 4, values[2]}};
+  }
+};
+
+TEST(SpecVectors, Bf16Rounding) {
+  const auto v = load_vectors();
+  SpecRouters r;
+  ASSERT_EQ(v["bf16"].size(), r.values[2].size());
+  for (size_t i = 0; i < r.values[2].size(); ++i) {
+    EXPECT_EQ(std::bit_cast<uint32_t>(r.values[2][i]), v["bf16"][i][0].get<uint32_t>());
+    EXPECT_EQ(epwa::f32_to_bf16(r.values[2][i]), v["bf16"][i][1].get<uint16_t>()) << i;
+  }
+}
+
+TEST(SpecVectors, Irsh) {
+  const auto v = load_vectors();
+  SpecRouters r;
+  EXPECT_EQ(epwa::irsh_v1(r.mats), v["irsh"]["hash"].get<std::string>());
+}
+
+TEST(SpecVectors, GreenLists) {
+  const auto v = load_vectors();
+  for (const auto& entry : v["green_lists"]) {
+    epwa::GreenLists gl(entry["key"].get<std::string>(), entry["router_hash"].get<std::string>(),
+                        entry["vocab"].get<int32_t>(), entry["gamma"].get<double>(),
+                        entry["experts"].get<int32_t>());
+    ASSERT_EQ(gl.green_count(), entry["green_count"].get<int32_t>());
+    for (const auto& list : entry["lists"]) {
+      const int32_t e = list["expert"].get<int32_t>();
+      const std::vector<int32_t> order = gl.green_tokens_in_order(e);
+      const auto first16 = list["first16"].get<std::vector<int32_t>>();
+      EXPECT_TRUE(std::equal(first16.begin(), first16.end(), order.begin()))
+          << "V=" << gl.vocab_size() << " gamma=" << gl.gamma() << " expert " << e;
+      // The whole list, through the bitset: sorted green ids as u32 LE, hashed.
+      std::vector<uint8_t> bytes;
+      for (int32_t t = 0; t < gl.vocab_size(); ++t)
+        if (gl.is_green(e, t))
+          for (int b = 0; b < 4; ++b) bytes.push_back(static_cast<uint8_t>(t >> (8 * b)));
+      epwa::detail::Sha256 h;
+      h.update(bytes);
+      EXPECT_EQ(epwa::detail::to_hex(h.finish()), list["sorted_sha256"].get<std::string>());
+    }
+  }
+}
+
+TEST(SpecVectors, CspvSampler) {
+  const auto v = load_vectors()["cspv"];
+  const auto tokens = v["tokens"].get<std::vector<int32_t>>();
+  const uint64_t seed = epwa::cspv_seed(tokens);
+  EXPECT_EQ(std::to_string(seed), v["seed"].get<std::string>());
+  std::vector<float> conf(40);
+  for (int i = 0; i < 40; ++i) conf[i] = static_cast<float>(((i * 13) % 29) / 29.0 + 0.125);
+  const auto picks = epwa::cspv_sample(conf, v["sample_n"].get<int64_t>(), seed);
+  ASSERT_EQ(picks.size(), v["picks"].size());
+  for (size_t i = 0; i < picks.size(); ++i) {
+    EXPECT_EQ(picks[i].index, v["picks"][i][0].get<size_t>()) << i;
+    EXPECT_EQ(picks[i].stratum, v["picks"][i][1].get<int32_t>()) << i;
+  }
+}
+
+}  // namespace

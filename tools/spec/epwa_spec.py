@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Independent reference implementation of EPW-A version 1 (docs/SPEC.md), standard library only.
+
+Implements IRSH-v1 (router hash), GL-v1 (green lists) and the CSPV sampler, and prints the test
+vectors that tests/data/spec_vectors.json holds:
+
+    python3 tools/spec/epwa_spec.py > tests/data/spec_vectors.json
+"""
+import hashlib
+import hmac
+import json
+import math
+import struct
+import sys
+
+MASK32 = 0xFFFFFFFF
+MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def f32_bits(x):
+    """Bits of x rounded to float32 (round-to-nearest-even, like a C++ cast from double)."""
+    return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
+def bf16_from_f32_bits(u):
+    """float32 bits -> bfloat16 bits, round-to-nearest-even; NaN stays a quiet NaN."""
+    if (u & 0x7FFFFFFF) > 0x7F800000:
+        return ((u >> 16) | 0x40) & 0xFFFF
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & MASK32
+    return u >> 16
+
+
+def irsh_v1(routers):
+    """routers: list of (layer, E, D, [E*D float32 bit patterns], expert-major)."""
+    h = hashlib.sha256(b"EPWA-IRSH-v1")
+    for layer, e, d, bits in routers:
+        assert len(bits) == e * d
+        h.update(struct.pack("<III", layer, e, d))
+        h.update(b"".join(struct.pack("<H", bf16_from_f32_bits(b)) for b in bits))
+    return h.hexdigest()
+
+
+def spec_routers():
+    """The small deterministic router set of the test vectors (defined identically in C++)."""
+    routers = []
+    for layer in (0, 2):
+        e, d = 4, 6
+        bits = [f32_bits(((i * 37 + layer * 11) % 101 - 50) / 7.0) for i in range(e * d)]
+        routers.append((layer, e, d, bits))
+    # Rounding cases: ties to even (down and up), -0, overflow to inf, a subnormal, exact values.
+    special = [1.00390625, 1.01171875, -0.0, 3.4e38, 1e-40, -2.5, 65504.0, 0.1]
+    routers.append((5, 2, 4, [f32_bits(x) for x in special]))
+    return routers
+
+
+def expert_key(key, expert, router_hash):
+    return hmac.new(key, f"{expert}:{router_hash}".encode("ascii"), hashlib.sha256).digest()
+
+
+def words(k_e):
+    i = 0
+    while True:
+        block = hmac.new(k_e, struct.pack("<Q", i), hashlib.sha256).digest()
+        yield from struct.unpack("<8I", block)
+        i += 1
+
+
+def green_list(key, router_hash, vocab, gamma, expert):
+    """The green tokens of one expert, in shuffle order (the first floor(gamma * V) entries)."""
+    stream = words(expert_key(key, expert, router_hash))
+    perm = list(range(vocab))
+    for i in range(vocab - 1, 0, -1):
+        n = i + 1
+        limit = (1 << 32) - ((1 << 32) % n)
+        while True:
+            r = next(stream)
+            if r < limit:
+                break
+        j = r % n
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm[: math.floor(gamma * vocab)]
+
+
+def cspv_seed(tokens):
+    h = hashlib.sha256(b"EPWA-CSPV-v1" + b"".join(struct.pack("<i", t) for t in tokens)).digest()
+    return struct.unpack("<Q", h[:8])[0]
+
+
+class SplitMix64:
+    def __init__(self, seed):
+        self.state = seed & MASK64
+
+    def next(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def below(self, n):
+        rem = (1 << 64) % n
+        while True:
+            r = self.next()
+            if r < (1 << 64) - rem:
+                return r % n
+
+
+def cspv_sample(confidences, n, seed):
+    """[(index, stratum)]: stratum 0 = lowest confidence, 1 = highest, 2 = uniform from the rest."""
+    m = len(confidences)
+    third = n // 3
+    k_low = min(third, m)
+    k_high = min(third, m - k_low)
+    k_rand = min(n - 2 * third, m - k_low - k_high)
+    order = sorted(range(m), key=lambda i: (confidences[i], i))
+    picks = [(order[i], 0) for i in range(k_low)] + [(order[m - 1 - i], 1) for i in range(k_high)]
+    taken = {i for i, _ in picks}
+    rest = [i for i in range(m) if i not in taken]
+    rng = SplitMix64(seed)
+    for i in range(k_rand):
+        j = i + rng.below(len(rest) - i)
+        rest[i], rest[j] = rest[j], rest[i]
+        picks.append((rest[i], 2))
+    return picks
+
+
+def f32(x):
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def main():
+    routers = spec_routers()
+    router_hash = irsh_v1(routers)
+    key = b"test-key"
+    out = {
+        "scheme": "EPW-A v1",
+        "irsh": {
+            "routers": "layers 0 and 2: E=4, D=6, w[i] = f32(((i*37 + layer*11) % 101 - 50) / 7.0); "
+            "layer 5: E=2, D=4, the rounding cases below",
+            "hash": router_hash,
+        },
+        "bf16": [[b, bf16_from_f32_bits(b)] for b in routers[2][3]],
+        "green_lists": [],
+    }
+    for vocab in (1000, 32000):
+        for gamma in (0.5, 0.25):
+            entry = {"key": key.decode(), "router_hash": router_hash, "vocab": vocab, "gamma": gamma,
+                     "experts": 4, "green_count": math.floor(gamma * vocab), "lists": []}
+            for e in range(4):
+                g = green_list(key, router_hash, vocab, gamma, e)
+                digest = hashlib.sha256(b"".join(struct.pack("<I", t) for t in sorted(g))).hexdigest()
+                entry["lists"].append({"expert": e, "first16": g[:16], "sorted_sha256": digest})
+            out["green_lists"].append(entry)
+    tokens = [1] + [(i * 7919) % 32000 for i in range(1, 40)]
+    # Confidences exactly representable in float32 so both sides sort the same values.
+    conf = [f32(((i * 13) % 29) / 29.0 + 0.125) for i in range(40)]
+    seed = cspv_seed(tokens)
+    out["cspv"] = {
+        "tokens": tokens,
+        "seed": str(seed),
+        "confidences": "c[i] = f32(((i*13) % 29) / 29.0 + 0.125), i < 40",
+        "sample_n": 10,
+        "picks": [[i, s] for i, s in cspv_sample(conf, 10, seed)],
+    }
+    json.dump(out, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
