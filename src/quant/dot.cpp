@@ -55,7 +55,11 @@ void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, 
             std::string(dtype_name(x.wtype())) + " row of " + std::to_string(x.size()) +
             " elements");
   const quant::RowDot k = quant::row_dot(x.wtype(), isa);
-  for (int64_t r = row_begin; r < row_end; ++r) out[r] = k(w + r * row_bytes, x);
+  int64_t r = row_begin;
+  if (const quant::RowsDot k4 = isa == KernelIsa::Avx2 ? quant::rows4_dot_avx2(x.wtype()) : nullptr)
+    for (; r + quant::kRowsAtOnce <= row_end; r += quant::kRowsAtOnce)
+      k4(w + r * row_bytes, row_bytes, x, out + r);
+  for (; r < row_end; ++r) out[r] = k(w + r * row_bytes, x);
 }
 void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, int64_t row_begin,
                   int64_t row_end, float* out) {

@@ -49,179 +49,230 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-float dot_f32(const std::byte* w, const PackedVector& x) {
-  const float* a = reinterpret_cast<const float*>(w);
-  const float* b = x.f32();
-  const int64_t n = x.size();
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-  }
-  float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
+// Every kernel is a template over R, the rows done at once: R independent accumulator chains and
+// one load of the activations per block. Row r's arithmetic is the same for every R, so results do
+// not depend on how callers group or split rows.
 
-// F16 and BF16 rows: widen 8 values to f32, then FMA.
-template <bool BF>
-inline __m256 widen8(const std::byte* p) {
+// F32/F16/BF16: widen 8 weights to f32, two accumulators per row.
+template <int KIND>  // 0 f32, 1 f16, 2 bf16
+inline __m256 load8(const std::byte* p) {
+  if constexpr (KIND == 0) return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  if constexpr (BF) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  if constexpr (KIND == 2)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   return _mm256_cvtph_ps(h);
 }
-template <bool BF>
-float dot_half(const std::byte* w, const PackedVector& x) {
+template <int KIND>
+inline float load1(const std::byte* p) {
+  if constexpr (KIND == 0) return *reinterpret_cast<const float*>(p);
+  const uint16_t h = load_u16(p);
+  if constexpr (KIND == 2) return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+  return _cvtsh_ss(h);
+}
+template <int KIND, int R>
+void dot_float(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
+  constexpr int64_t es = KIND == 0 ? 4 : 2;
   const float* b = x.f32();
   const int64_t n = x.size();
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  __m256 a0[R], a1[R];
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    s0 = _mm256_fmadd_ps(widen8<BF>(w + 2 * i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(widen8<BF>(w + 2 * i + 16), _mm256_loadu_ps(b + i + 8), s1);
-    s2 = _mm256_fmadd_ps(widen8<BF>(w + 2 * i + 32), _mm256_loadu_ps(b + i + 16), s2);
-    s3 = _mm256_fmadd_ps(widen8<BF>(w + 2 * i + 48), _mm256_loadu_ps(b + i + 24), s3);
-  }
-  float s = hsum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  for (; i < n; ++i) {
-    const uint16_t h = load_u16(w + 2 * i);
-    s += (BF ? std::bit_cast<float>(static_cast<uint32_t>(h) << 16) : _cvtsh_ss(h)) * b[i];
-  }
-  return s;
-}
-
-float dot_q8_0(const std::byte* w, const PackedVector& x) {
-  const int64_t nb = x.size() / 32;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-  int64_t b = 0;
-  auto block = [&](int64_t i, __m256 acc) {
-    const std::byte* blk = w + i * Q8_0::bytes;
-    const __m256i q = load256(blk + Q8_0::qs);
-    const __m256i y = load256(x.qs() + 32 * i);
-    // sign trick: |q| as u8 against y carrying q's sign
-    const __m256i p = dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-    return _mm256_fmadd_ps(_mm256_set1_ps(f16(blk + Q8_0::d) * x.scales()[i]),
-                           _mm256_cvtepi32_ps(p), acc);
-  };
-  for (; b + 2 <= nb; b += 2) {
-    acc0 = block(b, acc0);
-    acc1 = block(b + 1, acc1);
-  }
-  if (b < nb) acc0 = block(b, acc0);
-  return hsum(_mm256_add_ps(acc0, acc1));
-}
-
-// Q4_0/Q4_1/Q5_0/Q5_1: bytes 0..15 or 0..31 unsigned, then the offset (-OFF per value) or the min
-// (m per value) applied through the block's activation sum.
-template <size_t D, size_t M, size_t QH, size_t QS, size_t BYTES, int OFF>
-float dot_small(const std::byte* w, const PackedVector& x) {
-  const int64_t nb = x.size() / 32;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-  float corr = 0.0f;
-  auto block = [&](int64_t i, __m256 acc) {
-    const std::byte* blk = w + i * BYTES;
-    __m256i q = nibbles16(u8(blk + QS));
-    if constexpr (QH != 0) q = _mm256_or_si256(q, fifth_bits(load_u32(blk + QH)));
-    const __m256i p = dot_u8s8(q, load256(x.qs() + 32 * i));
-    const float dx = x.scales()[i];
-    const float dd = f16(blk + D) * dx;
-    if constexpr (M != 0) {
-      corr += f16(blk + M) * dx * static_cast<float>(x.sums()[i]);
-    } else {
-      corr -= dd * static_cast<float>(OFF * x.sums()[i]);
+  for (; i + 16 <= n; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(b + i), x1 = _mm256_loadu_ps(b + i + 8);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      a0[r] = _mm256_fmadd_ps(load8<KIND>(w + r * rb + es * i), x0, a0[r]);
+      a1[r] = _mm256_fmadd_ps(load8<KIND>(w + r * rb + es * (i + 8)), x1, a1[r]);
     }
-    return _mm256_fmadd_ps(_mm256_set1_ps(dd), _mm256_cvtepi32_ps(p), acc);
-  };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    acc0 = block(b, acc0);
-    acc1 = block(b + 1, acc1);
   }
-  if (b < nb) acc0 = block(b, acc0);
-  return hsum(_mm256_add_ps(acc0, acc1)) + corr;
+  for (int r = 0; r < R; ++r) {
+    float s = hsum(_mm256_add_ps(a0[r], a1[r]));
+    for (int64_t j = i; j < n; ++j) s += load1<KIND>(w + r * rb + es * j) * b[j];
+    out[r] = s;
+  }
 }
 
-template <bool FIVE>
-float dot_k_affine(const std::byte* w, const PackedVector& x) {
+template <int R>
+void dot_q8_0(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < x.size() / 32; ++i) {
+    const __m256i y = load256(x.qs() + 32 * i);
+    const float dx = x.scales()[i];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const std::byte* blk = w + r * rb + i * Q8_0::bytes;
+      const __m256i q = load256(blk + Q8_0::qs);
+      // sign trick: |q| as u8 against y carrying q's sign
+      const __m256i p = dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+      acc[r] =
+          _mm256_fmadd_ps(_mm256_set1_ps(f16(blk + Q8_0::d) * dx), _mm256_cvtepi32_ps(p), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+}
+
+// Q4_0/Q5_0 (M == 0): values made signed (q - OFF) and multiplied with the sign trick.
+// Q4_1/Q5_1: unsigned values, the min applied through the block's activation sum.
+template <size_t D, size_t M, size_t QH, size_t QS, size_t BYTES, int OFF, int R>
+void dot_small(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
+  __m256 acc[R];
+  float corr[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0.0f;
+  for (int64_t i = 0; i < x.size() / 32; ++i) {
+    const __m256i y = load256(x.qs() + 32 * i);
+    const float dx = x.scales()[i];
+    const float sx = dx * static_cast<float>(x.sums()[i]);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const std::byte* blk = w + r * rb + i * BYTES;
+      __m256i q = nibbles16(u8(blk + QS));
+      if constexpr (QH != 0) q = _mm256_or_si256(q, fifth_bits(load_u32(blk + QH)));
+      __m256i p;
+      if constexpr (M == 0) {
+        q = _mm256_sub_epi8(q, _mm256_set1_epi8(OFF));
+        p = dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
+      } else {
+        p = dot_u8s8(q, y);
+        corr[r] += f16(blk + M) * sx;
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk + D) * dx), _mm256_cvtepi32_ps(p), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + corr[r];
+}
+
+template <bool FIVE, int R>
+void dot_k_affine(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
   constexpr size_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
   constexpr size_t off_qs = FIVE ? Q5_K::qs : Q4_K::qs;
   const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  __m256 acc = _mm256_setzero_ps();
-  float corr = 0.0f;
-  for (int64_t b = 0; b < x.size() / 256; ++b, w += bytes) {
-    const uint8_t* sc = u8(w + Q4_K::scales);
-    const uint8_t* q = u8(w + off_qs);
-    const int8_t* y = x.qs() + 256 * b;
+  __m256 acc[R];
+  float corr[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0.0f;
+  for (int64_t b = 0; b < x.size() / 256; ++b) {
+    const int8_t* y0 = x.qs() + 256 * b;
     const int32_t* bs = x.sums() + 16 * b;
-    __m256i qh;
-    if constexpr (FIVE) qh = load256(w + Q5_K::qh);
-    __m256i sumi = _mm256_setzero_si256();
-    int32_t summ = 0;
-    for (int c = 0; c < 4; ++c, q += 32, y += 64) {
-      uint8_t s0, m0, s1, m1;
-      scale_min_k4(2 * c, sc, s0, m0);
-      scale_min_k4(2 * c + 1, sc, s1, m1);
-      const __m256i raw = load256(q);
-      __m256i v0 = _mm256_and_si256(raw, low4),
-              v1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-      if constexpr (FIVE) {
-        v0 = _mm256_or_si256(
-            v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
-        v1 = _mm256_or_si256(
-            v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
-      }
-      const __m256i p0 =
-          _mm256_madd_epi16(_mm256_maddubs_epi16(v0, load256(y)), _mm256_set1_epi16(s0));
-      const __m256i p1 =
-          _mm256_madd_epi16(_mm256_maddubs_epi16(v1, load256(y + 32)), _mm256_set1_epi16(s1));
-      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-      summ += m0 * (bs[4 * c] + bs[4 * c + 1]) + m1 * (bs[4 * c + 2] + bs[4 * c + 3]);
-    }
     const float dx = x.scales()[b];
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w + Q4_K::d) * dx), _mm256_cvtepi32_ps(sumi), acc);
-    corr -= f16(w + Q4_K::dmin) * dx * static_cast<float>(summ);
+    for (int r = 0; r < R; ++r) {
+      const std::byte* blk = w + r * rb + b * bytes;
+      const uint8_t* sc = u8(blk + Q4_K::scales);
+      const uint8_t* q = u8(blk + off_qs);
+      const int8_t* y = y0;
+      __m256i qh;
+      if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
+      __m256i sumi = _mm256_setzero_si256();
+      int32_t summ = 0;
+      for (int c = 0; c < 4; ++c, q += 32, y += 64) {
+        uint8_t s0, m0, s1, m1;
+        scale_min_k4(2 * c, sc, s0, m0);
+        scale_min_k4(2 * c + 1, sc, s1, m1);
+        const __m256i raw = load256(q);
+        __m256i v0 = _mm256_and_si256(raw, low4),
+                v1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+        if constexpr (FIVE) {
+          v0 = _mm256_or_si256(
+              v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+          v1 = _mm256_or_si256(
+              v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+        }
+        const __m256i p0 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(v0, load256(y)), _mm256_set1_epi16(s0));
+        const __m256i p1 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(v1, load256(y + 32)), _mm256_set1_epi16(s1));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+        summ += m0 * (bs[4 * c] + bs[4 * c + 1]) + m1 * (bs[4 * c + 2] + bs[4 * c + 3]);
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk + Q4_K::d) * dx), _mm256_cvtepi32_ps(sumi),
+                               acc[r]);
+      corr[r] -= f16(blk + Q4_K::dmin) * dx * static_cast<float>(summ);
+    }
   }
-  return hsum(acc) + corr;
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + corr[r];
 }
 
-float dot_q6_k(const std::byte* w, const PackedVector& x) {
+template <int R>
+void dot_q6_k(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
   const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t b = 0; b < x.size() / 256; ++b, w += Q6_K::bytes) {
-    const uint8_t* ql = u8(w + Q6_K::ql);
-    const uint8_t* qh = u8(w + Q6_K::qh);
-    const auto* sc = reinterpret_cast<const int8_t*>(w + Q6_K::scales);
-    const int8_t* y = x.qs() + 256 * b;
-    __m256i sumi = _mm256_setzero_si256();
-    // Two scales per 32 values: the int16 lanes 0-7 of maddubs cover values 0-15, lanes 8-15 16-31.
-    auto scaled = [&](__m256i v, const int8_t* yy, int g) {
-      const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-      return _mm256_madd_epi16(_mm256_maddubs_epi16(v, load256(yy)), s);
-    };
-    for (int h = 0; h < 2; ++h, ql += 64, qh += 32, y += 128, sc += 8) {
-      const __m256i l0 = load256(ql), l1 = load256(ql + 32), hi = load256(qh);
-      const auto high = [&](int shift) {
-        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, shift), low2), 4);
-      };
-      const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, low4), high(0));
-      const __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, low4), high(2));
-      const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), high(4));
-      const __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), high(6));
-      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scaled(q1, y, 0), scaled(q2, y + 32, 2)));
-      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scaled(q3, y + 64, 4), scaled(q4, y + 96, 6)));
-    }
-    sc -= 16;
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < x.size() / 256; ++b) {
     const int32_t* bs = x.sums() + 16 * b;
-    int32_t off = 0;  // the -32 of every value, through the sums of 16 activations
-    for (int g = 0; g < 16; ++g) off += sc[g] * bs[g];
-    sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(w + Q6_K::d) * x.scales()[b]),
-                          _mm256_cvtepi32_ps(sumi), acc);
+    const float dx = x.scales()[b];
+    for (int r = 0; r < R; ++r) {
+      const std::byte* blk = w + r * rb + b * Q6_K::bytes;
+      const uint8_t* ql = u8(blk + Q6_K::ql);
+      const uint8_t* qh = u8(blk + Q6_K::qh);
+      const auto* sc0 = reinterpret_cast<const int8_t*>(blk + Q6_K::scales);
+      const int8_t* sc = sc0;
+      const int8_t* y = x.qs() + 256 * b;
+      __m256i sumi = _mm256_setzero_si256();
+      // Two scales per 32 values: int16 lanes 0-7 of maddubs cover values 0-15, lanes 8-15 16-31.
+      auto scaled = [&](__m256i v, const int8_t* yy, int g) {
+        const __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(v, load256(yy)), s);
+      };
+      for (int h = 0; h < 2; ++h, ql += 64, qh += 32, y += 128, sc += 8) {
+        const __m256i l0 = load256(ql), l1 = load256(ql + 32), hi = load256(qh);
+        const auto high = [&](int shift) {
+          return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, shift), low2), 4);
+        };
+        const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, low4), high(0));
+        const __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, low4), high(2));
+        const __m256i q3 =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), high(4));
+        const __m256i q4 =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), high(6));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(scaled(q1, y, 0), scaled(q2, y + 32, 2)));
+        sumi =
+            _mm256_add_epi32(sumi, _mm256_add_epi32(scaled(q3, y + 64, 4), scaled(q4, y + 96, 6)));
+      }
+      int32_t off = 0;  // the -32 of every value, through the sums of 16 activations
+      for (int g = 0; g < 16; ++g) off += sc0[g] * bs[g];
+      sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk + Q6_K::d) * dx), _mm256_cvtepi32_ps(sumi),
+                               acc[r]);
+    }
   }
-  return hsum(acc);
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+}
+
+// One row through the R = 1 instance.
+template <void (*F)(const std::byte*, int64_t, const PackedVector&, float*)>
+float one_row(const std::byte* w, const PackedVector& x) {
+  float out;
+  F(w, 0, x, &out);
+  return out;
+}
+
+// The kernels of type t for R rows.
+template <int R>
+RowsDot rows_kernel(DType t) {
+  switch (t) {
+    case DType::F32:
+      return dot_float<0, R>;
+    case DType::F16:
+      return dot_float<1, R>;
+    case DType::BF16:
+      return dot_float<2, R>;
+    case DType::Q8_0:
+      return dot_q8_0<R>;
+    case DType::Q4_0:
+      return dot_small<Q4_0::d, 0, 0, Q4_0::qs, Q4_0::bytes, 8, R>;
+    case DType::Q4_1:
+      return dot_small<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, R>;
+    case DType::Q5_0:
+      return dot_small<Q5_0::d, 0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16, R>;
+    case DType::Q5_1:
+      return dot_small<Q5_1::d, Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0, R>;
+    case DType::Q4_K:
+      return dot_k_affine<false, R>;
+    case DType::Q5_K:
+      return dot_k_affine<true, R>;
+    case DType::Q6_K:
+      return dot_q6_k<R>;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -229,29 +280,35 @@ float dot_q6_k(const std::byte* w, const PackedVector& x) {
 RowDot row_dot_avx2(DType t) {
   switch (t) {
     case DType::F32:
-      return dot_f32;
+      return one_row<dot_float<0, 1>>;
     case DType::F16:
-      return dot_half<false>;
+      return one_row<dot_float<1, 1>>;
     case DType::BF16:
-      return dot_half<true>;
+      return one_row<dot_float<2, 1>>;
     case DType::Q8_0:
-      return dot_q8_0;
+      return one_row<dot_q8_0<1>>;
     case DType::Q4_0:
-      return dot_small<Q4_0::d, 0, 0, Q4_0::qs, Q4_0::bytes, 8>;
+      return one_row<dot_small<Q4_0::d, 0, 0, Q4_0::qs, Q4_0::bytes, 8, 1>>;
     case DType::Q4_1:
-      return dot_small<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0>;
+      return one_row<dot_small<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, 1>>;
     case DType::Q5_0:
-      return dot_small<Q5_0::d, 0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16>;
+      return one_row<dot_small<Q5_0::d, 0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16, 1>>;
     case DType::Q5_1:
-      return dot_small<Q5_1::d, Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0>;
+      return one_row<dot_small<Q5_1::d, Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0, 1>>;
     case DType::Q4_K:
-      return dot_k_affine<false>;
+      return one_row<dot_k_affine<false, 1>>;
     case DType::Q5_K:
-      return dot_k_affine<true>;
+      return one_row<dot_k_affine<true, 1>>;
     case DType::Q6_K:
-      return dot_q6_k;
+      return one_row<dot_q6_k<1>>;
   }
   return nullptr;
+}
+
+// Measured (docs/QUANT.md): four rows at once pay for the float types, whose one-row loop is bound
+// by FMA latency, but slow the integer kernels down (their one-row loop already overlaps blocks).
+RowsDot rows4_dot_avx2(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 ? rows_kernel<4>(t) : nullptr;
 }
 
 }  // namespace epwa::quant

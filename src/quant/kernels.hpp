@@ -10,6 +10,11 @@ namespace epwa::quant {
 // Dot product of one stored row with a packed vector of the matching format (length x.size()).
 using RowDot = float (*)(const std::byte* wrow, const PackedVector& x);
 
+// Dot products of `kRowsAtOnce` rows (row r at w + r * row_bytes) with x, into out[0..kRowsAtOnce).
+// Each row's result is bit-identical to RowDot's for that row.
+inline constexpr int kRowsAtOnce = 4;
+using RowsDot = void (*)(const std::byte* w, int64_t row_bytes, const PackedVector& x, float* out);
+
 // The kernel for weight type t on `isa`; throws Error when that ISA is not available here.
 RowDot row_dot(DType t, KernelIsa isa);
 
@@ -17,5 +22,6 @@ RowDot row_dot(DType t, KernelIsa isa);
 // has no x86 AVX2 code.
 RowDot row_dot_scalar(DType t);
 RowDot row_dot_avx2(DType t);
+RowsDot rows4_dot_avx2(DType t);  // nullptr where there is no multi-row kernel
 
 }  // namespace epwa::quant
