@@ -6,19 +6,29 @@
 
 #include "epwa/quant.hpp"
 #include "quant/blocks.hpp"
+#include "quant/kernels.hpp"
 
 namespace epwa {
-namespace {
-// Symmetric int8 quantisation of n values: q = round(x / d), d = amax / 127.
-float quantize_i8(const float* x, int n, int8_t* q) {
-  float amax = 0.0f;
-  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float d = amax / 127.0f;
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  for (int i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * id));
-  return d;
+namespace quant {
+void pack_q8_scalar(const float* x, int64_t n, int block, int sum_group, int8_t* qs, float* scales,
+                    int32_t* sums) {
+  for (int64_t b = 0; b < n / block; ++b) {
+    const float* xb = x + b * block;
+    float amax = 0.0f;
+    for (int i = 0; i < block; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < block; ++i)
+      qs[b * block + i] = static_cast<int8_t>(std::nearbyint(xb[i] * id));
+    scales[b] = d;
+  }
+  for (int64_t g = 0; g < n / sum_group; ++g) {
+    int32_t s = 0;
+    for (int i = 0; i < sum_group; ++i) s += qs[g * sum_group + i];
+    sums[g] = s;
+  }
 }
-}  // namespace
+}  // namespace quant
 
 ActFormat act_format(DType wtype) {
   switch (wtype) {
@@ -52,29 +62,20 @@ void PackedVector::pack(DType wtype, std::span<const float> x) {
       if (n) std::memcpy(f32_.data(), x.data(), x.size() * sizeof(float));
       return;
     case ActFormat::Q8Block32:
+    case ActFormat::Q8Block256: {
+      const int block = format_ == ActFormat::Q8Block32 ? 32 : 256;
+      const int sum_group = format_ == ActFormat::Q8Block32 ? 32 : 16;
       qs_.resize(x.size());
-      scales_.resize(x.size() / 32);
-      sums_.resize(x.size() / 32);
-      for (int64_t b = 0; b < n / 32; ++b) {
-        int8_t* q = qs_.data() + 32 * b;
-        scales_[b] = quantize_i8(x.data() + 32 * b, 32, q);
-        int32_t s = 0;
-        for (int i = 0; i < 32; ++i) s += q[i];
-        sums_[b] = s;
-      }
+      scales_.resize(x.size() / block);
+      sums_.resize(x.size() / sum_group);
+      if (best_isa() == KernelIsa::Avx2 &&
+          quant::pack_q8_avx2(x.data(), n, block, sum_group, qs_.data(), scales_.data(),
+                              sums_.data()))
+        return;
+      quant::pack_q8_scalar(x.data(), n, block, sum_group, qs_.data(), scales_.data(),
+                            sums_.data());
       return;
-    case ActFormat::Q8Block256:
-      qs_.resize(x.size());
-      scales_.resize(x.size() / 256);
-      sums_.resize(x.size() / 16);
-      for (int64_t b = 0; b < n / 256; ++b)
-        scales_[b] = quantize_i8(x.data() + 256 * b, 256, qs_.data() + 256 * b);
-      for (int64_t g = 0; g < n / 16; ++g) {
-        int32_t s = 0;
-        for (int i = 0; i < 16; ++i) s += qs_[16 * g + i];
-        sums_[g] = s;
-      }
-      return;
+    }
   }
 }
 

@@ -277,6 +277,50 @@ RowsDot rows_kernel(DType t) {
 
 }  // namespace
 
+bool pack_q8_avx2(const float* x, int64_t n, int block, int sum_group, int8_t* qs, float* scales,
+                  int32_t* sums) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  // packs_epi32/packs_epi16 interleave 128-bit lanes; this puts the 4-byte groups back in order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < n / block; ++b) {
+    const float* xb = x + b * block;
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < block; i += 8)
+      m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float d = _mm_cvtss_f32(h) / 127.0f;
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    scales[b] = d;
+    for (int i = 0; i < block; i += 32) {
+      __m256i v[4];
+      for (int k = 0; k < 4; ++k)
+        v[k] =
+            _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 8 * k), id),
+                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      const __m256i p =
+          _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + b * block + i),
+                          _mm256_permutevar8x32_epi32(p, order));
+    }
+  }
+  // sums of int8 groups: maddubs with ones widens to int16 pairs, madd to int32
+  for (int64_t g = 0; g < n / sum_group; ++g) {
+    const int8_t* q = qs + g * sum_group;
+    __m128i acc = _mm_setzero_si128();
+    for (int i = 0; i < sum_group; i += 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + i));
+      acc = _mm_add_epi32(
+          acc, _mm_madd_epi16(_mm_maddubs_epi16(_mm_set1_epi8(1), v), _mm_set1_epi16(1)));
+    }
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, 0x4E));
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, 0xB1));
+    sums[g] = _mm_cvtsi128_si32(acc);
+  }
+  return true;
+}
+
 RowDot row_dot_avx2(DType t) {
   switch (t) {
     case DType::F32:

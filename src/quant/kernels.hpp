@@ -24,4 +24,12 @@ RowDot row_dot_scalar(DType t);
 RowDot row_dot_avx2(DType t);
 RowsDot rows4_dot_avx2(DType t);  // nullptr where there is no multi-row kernel
 
+// Quantises n values (n a multiple of `block`) to int8: per `block` values d = amax / 127 and
+// q = x / d rounded to nearest even; one sum of q per `sum_group` values. Both versions give
+// identical bytes; the AVX2 one returns false when the build has no AVX2 code.
+void pack_q8_scalar(const float* x, int64_t n, int block, int sum_group, int8_t* qs, float* scales,
+                    int32_t* sums);
+bool pack_q8_avx2(const float* x, int64_t n, int block, int sum_group, int8_t* qs, float* scales,
+                  int32_t* sums);
+
 }  // namespace epwa::quant

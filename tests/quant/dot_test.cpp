@@ -262,3 +262,28 @@ TEST(PackedVector, PacksBlocksWithSums) {
   EXPECT_EQ(p.format(), ActFormat::F32);
   EXPECT_EQ(p.f32()[5], x[5]);
 }
+
+TEST(PackedVector, Avx2PackingMatchesScalarBytes) {
+  if (best_isa() != KernelIsa::Avx2) GTEST_SKIP() << "no AVX2 on this CPU";
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const int64_t n = 1024;
+  auto x = test::gaussian(rng, n);
+  x[0] = 127.0f;  // block amax 127 -> d = 1: the halves below are exact ties
+  x[1] = 2.5f, x[2] = -3.5f, x[3] = 0.5f;
+  std::fill(x.begin() + 256, x.begin() + 288, 0.0f);  // an all-zero block
+  for (auto [block, group] : {std::pair{32, 32}, std::pair{256, 16}}) {
+    std::vector<int8_t> q1(n), q2(n);
+    std::vector<float> d1(n / block), d2(n / block);
+    std::vector<int32_t> s1(n / group), s2(n / group);
+    quant::pack_q8_scalar(x.data(), n, block, group, q1.data(), d1.data(), s1.data());
+    ASSERT_TRUE(quant::pack_q8_avx2(x.data(), n, block, group, q2.data(), d2.data(), s2.data()));
+    EXPECT_EQ(q1, q2) << block;
+    EXPECT_EQ(d1, d2) << block;
+    EXPECT_EQ(s1, s2) << block;
+    if (block == 32) EXPECT_EQ(q1[1], 2) << "ties round to even";
+    if (block == 32) EXPECT_EQ(q1[2], -4);
+    if (block == 32) EXPECT_EQ(q1[3], 0);
+  }
+}
