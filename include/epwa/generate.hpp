@@ -1,0 +1,46 @@
+// Token sampling and the generation loop.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "epwa/model.hpp"
+#include "epwa/observe.hpp"
+
+namespace epwa {
+
+struct SamplingOptions {
+  float temperature = 0.0f;  // 0 = greedy (argmax, ties to the lower id)
+  int32_t top_k = 0;         // 0 = off
+  float top_p = 1.0f;        // 1 = off
+  uint64_t seed = 0;
+};
+
+// A seeded sampler whose draws are the same on every platform (own PRNG, no std:: distributions).
+class Sampler {
+ public:
+  explicit Sampler(const SamplingOptions& o);
+  // Picks a token from raw logits (modified in place: temperature, top-k, top-p).
+  int32_t sample(std::span<float> logits);
+
+ private:
+  double uniform();  // [0, 1)
+  SamplingOptions opt_;
+  uint64_t state_;
+  std::vector<int32_t> order_;
+};
+
+struct GenerateOptions {
+  int32_t max_new_tokens = 32;
+  SamplingOptions sampling;
+  std::vector<int32_t> stop_tokens;      // generation ends after emitting one of these
+  RouterObserver* observer = nullptr;    // sees every router decision (prompt and generated)
+  LogitsProcessor* processor = nullptr;  // adjusts raw logits before sampling (the watermark)
+  std::function<void(int32_t)> on_token; // streaming callback
+};
+
+// Generates after `prompt` (which must be non-empty); returns the new tokens only.
+std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, const GenerateOptions& o);
+
+}  // namespace epwa

@@ -1,0 +1,25 @@
+// Random-weight models of named shapes: the project's test fixtures and benchmark models.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "epwa/config.hpp"
+#include "epwa/tensor.hpp"
+
+namespace epwa {
+
+// Known shapes: "tiny", "tiny-gqa", "small", "mixtral-8x7b", "mixtral-l4", "olmoe-l4".
+// layers > 0 overrides the layer count. Throws Error on an unknown name.
+ModelConfig shape_config(std::string_view name, int32_t layers = 0);
+std::vector<std::string> shape_names();
+
+// Writes a HuggingFace folder (config.json + model.safetensors, Hub tensor names) with random weights
+// of type `dtype` (F32, F16 or BF16), deterministic in `seed`.
+void write_random_hf(const ModelConfig& c, uint64_t seed, DType dtype, const std::filesystem::path& dir);
+// Writes a GGUF file in llama.cpp's conventions, streaming tensor by tensor (any size fits).
+void write_random_gguf(const ModelConfig& c, uint64_t seed, DType dtype, const std::filesystem::path& file);
+
+}  // namespace epwa

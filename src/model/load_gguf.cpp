@@ -1,0 +1,104 @@
+// Loads a llama.cpp-convention GGUF (architecture "llama" with experts): memory-mapped; only Q and K
+// are copied, to undo the converter's row permutation.
+#include <memory>
+
+#include "epwa/error.hpp"
+#include "epwa/gguf.hpp"
+#include "epwa/ops.hpp"
+#include "gguf_names.hpp"
+#include "loaders.hpp"
+#include "weights_check.hpp"
+
+namespace epwa {
+
+namespace {
+struct GgufStorage {
+  explicit GgufStorage(const std::filesystem::path& p) : file(p) {}
+  GgufFile file;
+  std::vector<std::vector<std::byte>> owned;  // un-permuted Q and K
+};
+
+ModelConfig gguf_config(const GgufFile& f) {
+  const std::string& arch = f.get_string("general.architecture");
+  check(arch == "llama", f.name() + ": architecture '" + arch + "' is not supported (expected llama)");
+  const std::string a = arch + ".";
+  ModelConfig c;
+  c.hidden_size = static_cast<int32_t>(f.get_u32(a + "embedding_length"));
+  c.num_layers = static_cast<int32_t>(f.get_u32(a + "block_count"));
+  c.intermediate_size = static_cast<int32_t>(f.get_u32(a + "feed_forward_length"));
+  c.num_heads = static_cast<int32_t>(f.get_u32(a + "attention.head_count"));
+  c.num_kv_heads = static_cast<int32_t>(f.find_u32(a + "attention.head_count_kv").value_or(c.num_heads));
+  c.head_dim = static_cast<int32_t>(
+      f.find_u32(a + "attention.key_length").value_or(f.find_u32(a + "rope.dimension_count").value_or(
+          c.num_heads ? c.hidden_size / c.num_heads : 0)));
+  c.num_experts = static_cast<int32_t>(f.get_u32(a + "expert_count"));
+  c.experts_per_token = static_cast<int32_t>(f.get_u32(a + "expert_used_count"));
+  c.rope_theta = f.find_f32(a + "rope.freq_base").value_or(10000.0f);
+  c.rms_norm_eps = f.get_f32(a + "attention.layer_norm_rms_epsilon");
+  c.max_position_embeddings = static_cast<int32_t>(f.find_u32(a + "context_length").value_or(4096));
+  c.vocab_size = static_cast<int32_t>(f.tensor("token_embd.weight").rows());
+  c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
+  c.bos_token_id = static_cast<int32_t>(f.find_u32("tokenizer.ggml.bos_token_id").value_or(1));
+  c.eos_token_id = static_cast<int32_t>(f.find_u32("tokenizer.ggml.eos_token_id").value_or(2));
+  c.validate();
+  return c;
+}
+}  // namespace
+
+std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
+  auto st = std::make_shared<GgufStorage>(path);
+  const GgufFile& f = st->file;
+  ModelConfig c = gguf_config(f);
+  auto get = [&](const std::string& name) { return f.tensor(name); };
+  auto unpermute = [&](const TensorView& t, int64_t heads) {
+    const int64_t row_bytes = dtype_bytes(t.dtype, t.cols());
+    check(t.rows() == heads * c.head_dim, "tensor " + t.name + " has " + std::to_string(t.rows()) +
+                                              " rows, expected " + std::to_string(heads * c.head_dim));
+    st->owned.push_back(unpermute_qk_rows(t.data, heads, c.head_dim, row_bytes));
+    TensorView out = t;
+    out.data = st->owned.back();
+    return out;
+  };
+
+  ModelWeights w;
+  w.embed = get("token_embd.weight");
+  w.final_norm = get("output_norm.weight");
+  const TensorView* head = f.find_tensor("output.weight");
+  w.head = head ? *head : w.embed;
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    auto name = [&](const char* what) { return gguf_layer_name(l, what) + ".weight"; };
+    LayerWeights L;
+    L.attn_norm = get(name("attn_norm"));
+    L.wq = unpermute(get(name("attn_q")), c.num_heads);
+    L.wk = unpermute(get(name("attn_k")), c.num_kv_heads);
+    L.wv = get(name("attn_v"));
+    L.wo = get(name("attn_output"));
+    L.ffn_norm = get(name("ffn_norm"));
+    L.router = get(name("ffn_gate_inp"));
+    if (f.find_tensor(name("ffn_gate_exps"))) {
+      const TensorView& g = get(name("ffn_gate_exps"));
+      const TensorView& d = get(name("ffn_down_exps"));
+      const TensorView& u = get(name("ffn_up_exps"));
+      for (const TensorView* t : {&g, &d, &u})
+        check(t->shape.size() == 3 && t->shape[0] == c.num_experts,
+              "tensor " + t->name + " is not a stack of " + std::to_string(c.num_experts) + " experts");
+      for (int32_t e = 0; e < c.num_experts; ++e) {
+        L.w1.push_back(expert_view(g, e));
+        L.w2.push_back(expert_view(d, e));
+        L.w3.push_back(expert_view(u, e));
+      }
+    } else {  // older files: one tensor per expert
+      for (int32_t e = 0; e < c.num_experts; ++e) {
+        const std::string es = "." + std::to_string(e) + ".weight";
+        L.w1.push_back(get(gguf_layer_name(l, "ffn_gate") + es));
+        L.w2.push_back(get(gguf_layer_name(l, "ffn_down") + es));
+        L.w3.push_back(get(gguf_layer_name(l, "ffn_up") + es));
+      }
+    }
+    w.layers.push_back(std::move(L));
+  }
+  check_weights(c, w);
+  return std::make_unique<Model>(std::move(c), std::move(w), std::move(st), path, "gguf");
+}
+
+}  // namespace epwa

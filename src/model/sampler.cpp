@@ -1,0 +1,82 @@
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "epwa/error.hpp"
+#include "epwa/generate.hpp"
+
+namespace epwa {
+
+Sampler::Sampler(const SamplingOptions& o) : opt_(o), state_(o.seed) {
+  check(o.temperature >= 0, "temperature must be >= 0");
+  check(o.top_k >= 0, "top-k must be >= 0");
+  check(o.top_p > 0 && o.top_p <= 1, "top-p must be in (0, 1]");
+}
+
+double Sampler::uniform() {  // splitmix64, top 53 bits
+  uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+int32_t Sampler::sample(std::span<float> logits) {
+  const int32_t v = static_cast<int32_t>(logits.size());
+  if (opt_.temperature == 0.0f)
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  // Candidates sorted by logit (ties to the lower id), cut by top-k, then softmax at temperature.
+  order_.resize(v);
+  std::iota(order_.begin(), order_.end(), 0);
+  const int32_t k = opt_.top_k > 0 ? std::min(opt_.top_k, v) : v;
+  auto better = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), better);
+  order_.resize(k);
+  const double mx = logits[order_[0]];
+  std::vector<double> p(k);
+  double z = 0;
+  for (int32_t i = 0; i < k; ++i) z += (p[i] = std::exp((logits[order_[i]] - mx) / opt_.temperature));
+  int32_t keep = k;
+  if (opt_.top_p < 1.0f) {
+    double cum = 0;
+    for (int32_t i = 0; i < k; ++i) {
+      cum += p[i] / z;
+      if (cum >= opt_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  double total = 0;
+  for (int32_t i = 0; i < keep; ++i) total += p[i];
+  double r = uniform() * total;
+  for (int32_t i = 0; i < keep; ++i) {
+    r -= p[i];
+    if (r < 0) return order_[i];
+  }
+  return order_[keep - 1];
+}
+
+std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, const GenerateOptions& o) {
+  check(!prompt.empty(), "generate: the prompt is empty (it needs at least a BOS token)");
+  check(o.max_new_tokens >= 0, "max-new-tokens must be >= 0");
+  Sampler sampler(o.sampling);
+  KvCache cache = model.make_cache(static_cast<int64_t>(prompt.size()) + o.max_new_tokens + 1);
+  ForwardOptions fo;
+  fo.observer = o.observer;
+  std::vector<int32_t> out;
+  std::vector<float> logits = model.forward(prompt, cache, fo);
+  for (int32_t i = 0; i < o.max_new_tokens; ++i) {
+    if (o.processor) o.processor->process(logits);
+    const int32_t t = sampler.sample(logits);
+    out.push_back(t);
+    if (o.on_token) o.on_token(t);
+    if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), t) != o.stop_tokens.end()) break;
+    if (i + 1 == o.max_new_tokens) break;
+    const int32_t tok[1] = {t};
+    logits = model.forward(tok, cache, fo);
+  }
+  return out;
+}
+
+}  // namespace epwa
