@@ -34,3 +34,12 @@ void write_model_gguf(const ModelConfig& c, const HfTensorReader& read, const Gg
 uint32_t llama_file_type(DType t);
 
 }  // namespace epwa
+
+namespace epwa {
+
+// Converts a HuggingFace Mixtral folder to GGUF. Tensors keep their bytes exactly when the target
+// type equals the stored type (and widening bf16/f16 -> f32 is exact too).
+void convert_hf_to_gguf(const std::filesystem::path& hf_dir, const std::filesystem::path& out,
+                        GgufExportOptions o);
+
+}  // namespace epwa

@@ -1,0 +1,150 @@
+// The engine against numbers produced by HuggingFace transformers (tools/ref/make_refs.py and
+// tools/train/train.py): logits, router logits, top-k experts and weights, greedy tokens; from
+// safetensors and from the GGUF that `epwa convert` writes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "epwa/export.hpp"
+#include "epwa/generate.hpp"
+#include "epwa/model.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  EXPECT_TRUE(in.good()) << p;
+  return json::parse(in);
+}
+
+double rel_error(std::span<const float> got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (double{got[i]} - want[i]) * (double{got[i]} - want[i]);
+    den += double{want[i]} * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+struct Recorder : epwa::RouterObserver {
+  // [layer][position] -> logits / topk / weights
+  std::vector<std::vector<std::vector<float>>> logits, weights;
+  std::vector<std::vector<std::vector<int32_t>>> topk;
+  void observe(const epwa::RouterObservation& o) override {
+    if (logits.size() <= static_cast<size_t>(o.layer)) {
+      logits.resize(o.layer + 1), weights.resize(o.layer + 1), topk.resize(o.layer + 1);
+    }
+    logits[o.layer].emplace_back(o.logits.begin(), o.logits.end());
+    topk[o.layer].emplace_back(o.topk.begin(), o.topk.end());
+    weights[o.layer].emplace_back(o.weights.begin(), o.weights.end());
+  }
+};
+
+// Checks one model file against tests/data/ref/<name>/ref.json.
+void check_reference(const fs::path& model_path, const json& ref) {
+  auto model = epwa::Model::load(model_path);
+  const int64_t v = model->config().vocab_size;
+  for (const json& c : ref["cases"]) {
+    const auto tokens = c["tokens"].get<std::vector<int32_t>>();
+    SCOPED_TRACE(model_path.string() + " with " + std::to_string(tokens.size()) + " tokens");
+    Recorder rec;
+    auto cache = model->make_cache();
+    epwa::ForwardOptions fo;
+    fo.observer = &rec;
+    fo.all_logits = true;
+    const auto logits = model->forward(tokens, cache, fo);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const auto want = c["logits"][i].get<std::vector<float>>();
+      EXPECT_LE(rel_error({logits.data() + i * v, static_cast<size_t>(v)}, want), 1e-4) << "position " << i;
+    }
+    for (const json& layer : c["router"]) {
+      const int l = layer["layer"];
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        EXPECT_LE(rel_error(rec.logits[l][i], layer["logits"][i].get<std::vector<float>>()), 1e-4);
+        EXPECT_EQ(rec.topk[l][i], layer["topk"][i].get<std::vector<int32_t>>()) << "layer " << l << " pos " << i;
+        const auto w = layer["weights"][i].get<std::vector<float>>();
+        for (size_t j = 0; j < w.size(); ++j) EXPECT_NEAR(rec.weights[l][i][j], w[j], 1e-5);
+      }
+    }
+    epwa::GenerateOptions go;
+    go.max_new_tokens = static_cast<int32_t>(c["greedy"].size());
+    EXPECT_EQ(epwa::generate(*model, tokens, go), c["greedy"].get<std::vector<int32_t>>());
+  }
+}
+
+class Reference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Reference, SafetensorsMatchesTransformers) {
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  check_reference(dir, read_json(dir / "ref.json"));
+}
+
+TEST_P(Reference, ConvertedGgufMatchesTransformers) {
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  const fs::path gguf = fs::temp_directory_path() / ("epwa-parity-" + GetParam() + ".gguf");
+  epwa::convert_hf_to_gguf(dir, gguf, {});
+  check_reference(gguf, read_json(dir / "ref.json"));
+  fs::remove(gguf);
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference, ::testing::Values("gqa", "tied", "headdim"));
+
+// Batched prompt processing and one-token decoding give the same logits and routing.
+TEST(Engine, BatchedPrefillEqualsTokenByToken) {
+  auto model = epwa::Model::load(fs::path(EPWA_TEST_DATA_DIR) / "ref" / "gqa");
+  const std::vector<int32_t> tokens{1, 17, 4, 300, 42, 42, 9, 250};
+  auto c1 = model->make_cache();
+  epwa::ForwardOptions all;
+  all.all_logits = true;
+  const auto batched = model->forward(tokens, c1, all);
+  auto c2 = model->make_cache(2);  // also exercises cache growth
+  const int64_t v = model->config().vocab_size;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const auto one = model->forward(std::span(tokens).subspan(i, 1), c2);
+    std::vector<float> want(batched.begin() + i * v, batched.begin() + (i + 1) * v);
+    EXPECT_LE(rel_error(one, want), 1e-5) << "position " << i;
+  }
+  EXPECT_EQ(c2.size(), static_cast<int64_t>(tokens.size()));
+}
+
+// The bundled model (bf16 weights) against transformers run in f32 on the same weights.
+TEST(Bundle, MatchesTransformers) {
+  const fs::path dir = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+  const json ref = read_json(fs::path(EPWA_TEST_DATA_DIR) / "bundle_ref.json");
+  auto model = epwa::Model::load(dir);
+  const int64_t v = model->config().vocab_size;
+  for (const json& s : ref["sequences"]) {
+    const auto ids = s["ids"].get<std::vector<int32_t>>();
+    SCOPED_TRACE("sequence of " + std::to_string(ids.size()) + " tokens");
+    Recorder rec;
+    auto cache = model->make_cache();
+    epwa::ForwardOptions fo;
+    fo.observer = &rec;
+    fo.all_logits = true;
+    const auto logits = model->forward(ids, cache, fo);
+    const auto positions = s["logits_positions"].get<std::vector<int64_t>>();
+    for (size_t j = 0; j < positions.size(); ++j)
+      EXPECT_LE(rel_error({logits.data() + positions[j] * v, static_cast<size_t>(v)},
+                          s["logits"][j].get<std::vector<float>>()),
+                1e-4);
+    const auto argmax = s["argmax"].get<std::vector<int32_t>>();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const float* row = logits.data() + i * v;
+      EXPECT_EQ(std::max_element(row, row + v) - row, argmax[i]) << "position " << i;
+    }
+    for (size_t l = 0; l < s["layers"].size(); ++l)
+      for (size_t i = 0; i < ids.size(); ++i)
+        EXPECT_EQ(rec.topk[l][i], s["layers"][l]["top2_experts"][i].get<std::vector<int32_t>>());
+    epwa::GenerateOptions go;
+    go.max_new_tokens = 16;
+    EXPECT_EQ(epwa::generate(*model, ids, go), s["greedy16"].get<std::vector<int32_t>>());
+  }
+}
+
+}  // namespace

@@ -1,0 +1,32 @@
+// epwa convert: HuggingFace folder -> GGUF in llama.cpp's conventions.
+#include <fmt/core.h>
+
+#include "command.hpp"
+#include "common.hpp"
+#include "epwa/error.hpp"
+#include "epwa/export.hpp"
+
+namespace epwa::cli {
+namespace {
+
+const Command kConvert{"convert", "Convert a HuggingFace Mixtral folder to GGUF", [](CLI::App& app) {
+  auto model = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  auto type = std::make_shared<std::string>("keep");
+  app.add_option("--model", *model, "HF folder (default: $EPW_MODEL_PATH, then the bundled model)");
+  app.add_option("--out", *out, "output .gguf file")->required();
+  app.add_option("--type", *type, "matrix type: keep (stored type), f32, f16 or bf16")
+      ->check(CLI::IsMember({"keep", "f32", "f16", "bf16"}));
+  return [=] {
+    const auto in = resolve_model_path(*model);
+    check(std::filesystem::is_directory(in), "convert needs a HuggingFace folder, got " + in.string());
+    GgufExportOptions o;
+    if (*type != "keep") o.matrix_type = dtype_from_name(*type);
+    convert_hf_to_gguf(in, *out, o);
+    fmt::print(stderr, "wrote {}\n", *out);
+    return 0;
+  };
+}};
+
+}  // namespace
+}  // namespace epwa::cli
