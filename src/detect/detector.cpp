@@ -94,19 +94,22 @@ DetectionResult Detector::detect(const DetectionInput& in) const {
   // Dedup on (expert, token) with one bit per pair.
   std::vector<uint64_t> seen;
   if (!opt_.count_repeats) seen.assign((static_cast<size_t>(E) * V + 63) / 64, 0);
+  std::vector<std::span<const uint64_t>> bits_of(static_cast<size_t>(E));  // fetched on first use
   std::vector<Candidate> cand;
   cand.reserve(static_cast<size_t>(std::max<int64_t>(T - start, 0)));
   std::vector<TokenDetail> detail;
   for (int64_t t = start; t < T; ++t) {
     const int32_t tok = in.tokens[static_cast<size_t>(t)];
     const RouterRecord& rec = records[static_cast<size_t>(t - 1)];
-    check(tok >= 0 && tok < V, "detect: token " + std::to_string(tok) + " at position " +
-                                   std::to_string(t) + " is outside the vocabulary of " +
-                                   std::to_string(V));
-    check(rec.expert >= 0 && rec.expert < E,
-          "detect: router record of position " + std::to_string(t - 1) + " names expert " +
-              std::to_string(rec.expert) + " of " + std::to_string(E));
-    const std::span<const uint64_t> bits = gl.bits(rec.expert);
+    // Plain ifs: no message is built unless the input is bad.
+    if (tok < 0 || tok >= V)
+      throw Error("detect: token " + std::to_string(tok) + " at position " + std::to_string(t) +
+                  " is outside the vocabulary of " + std::to_string(V));
+    if (rec.expert < 0 || rec.expert >= E)
+      throw Error("detect: router record of position " + std::to_string(t - 1) + " names expert " +
+                  std::to_string(rec.expert) + " of " + std::to_string(E));
+    std::span<const uint64_t>& bits = bits_of[static_cast<size_t>(rec.expert)];
+    if (bits.empty()) bits = gl.bits(rec.expert);
     const bool green = (bits[static_cast<size_t>(tok) >> 6] >> (tok & 63)) & 1u;
     bool repeat = false;
     if (!opt_.count_repeats) {

@@ -92,9 +92,9 @@ std::vector<int32_t> GreenLists::shuffle(int32_t expert) const {
 }
 
 const GreenLists::Slot& GreenLists::slot(int32_t expert) const {
-  check(expert >= 0 && expert < experts_, "expert " + std::to_string(expert) +
-                                              " is out of range: the model has " +
-                                              std::to_string(experts_) + " experts");
+  if (expert < 0 || expert >= experts_)  // plain if: no message built on the hot path
+    throw Error("expert " + std::to_string(expert) + " is out of range: the model has " +
+                std::to_string(experts_) + " experts");
   Slot& s = slots_[static_cast<size_t>(expert)];
   std::call_once(s.once, [&] {
     std::vector<uint64_t> bits((static_cast<size_t>(vocab_) + 63) / 64, 0);
@@ -105,9 +105,9 @@ const GreenLists::Slot& GreenLists::slot(int32_t expert) const {
 }
 
 bool GreenLists::is_green(int32_t expert, int32_t token) const {
-  check(token >= 0 && token < vocab_, "token " + std::to_string(token) +
-                                          " is out of range: the vocabulary has " +
-                                          std::to_string(vocab_) + " entries");
+  if (token < 0 || token >= vocab_)
+    throw Error("token " + std::to_string(token) + " is out of range: the vocabulary has " +
+                std::to_string(vocab_) + " entries");
   const auto& b = slot(expert).bits;
   return (b[static_cast<size_t>(token) >> 6] >> (token & 63)) & 1u;
 }

@@ -1,11 +1,58 @@
 // The GSG / EWP logits processor: bias the green list of the expert that routed position t-1.
+#include <array>
 #include <bit>
 #include <cmath>
+#include <cstring>
 
 #include "epwa/error.hpp"
 #include "epwa/watermark.hpp"
 
 namespace epwa {
+namespace {
+
+// logits[v] += bias for every set bit v, branch-free: each bitset byte selects a row of 8 all-ones
+// or zero masks, ANDed with the bias bits (so +inf adds inf or exactly 0, never NaN). GCC/Clang
+// vector types keep it portable while giving 4-wide adds even without -march flags.
+using U32x4 = uint32_t __attribute__((vector_size(16)));
+using F32x4 = float __attribute__((vector_size(16)));
+using ByteMasks = std::array<std::array<uint32_t, 8>, 256>;
+
+const ByteMasks& byte_masks() {
+  static const ByteMasks table = [] {
+    ByteMasks t{};
+    for (int b = 0; b < 256; ++b)
+      for (int k = 0; k < 8; ++k) t[b][k] = ((b >> k) & 1) ? 0xffffffffu : 0u;
+    return t;
+  }();
+  return table;
+}
+
+void add_masked(std::span<float> logits, std::span<const uint64_t> bits, float bias) {
+  const ByteMasks& table = byte_masks();
+  const uint32_t bb = std::bit_cast<uint32_t>(bias);
+  const U32x4 bv = {bb, bb, bb, bb};
+  const size_t V = logits.size(), full = V / 8;
+  float* out = logits.data();
+  for (size_t b = 0; b < full; ++b) {
+    const auto byte = static_cast<uint8_t>(bits[b / 8] >> (8 * (b % 8)));
+    const uint32_t* m = table[byte].data();
+    float* o = out + 8 * b;
+    U32x4 m0, m1;
+    F32x4 a, c;
+    std::memcpy(&m0, m, 16);
+    std::memcpy(&m1, m + 4, 16);
+    std::memcpy(&a, o, 16);
+    std::memcpy(&c, o + 4, 16);
+    a += reinterpret_cast<F32x4>(m0 & bv);
+    c += reinterpret_cast<F32x4>(m1 & bv);
+    std::memcpy(o, &a, 16);
+    std::memcpy(o + 4, &c, 16);
+  }
+  for (size_t v = full * 8; v < V; ++v)
+    if ((bits[v >> 6] >> (v & 63)) & 1u) out[v] += bias;
+}
+
+}  // namespace
 
 std::string_view watermark_mode_name(WatermarkMode m) {
   return m == WatermarkMode::GSG ? "gsg" : "ewp";
@@ -37,10 +84,10 @@ WatermarkProcessor::WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<cons
 
 void WatermarkProcessor::observe(const RouterObservation& obs) {
   if (obs.layer != cfg_.router_layer) return;
-  check(static_cast<int32_t>(obs.logits.size()) == lists_->num_experts(),
-        "router observation at layer " + std::to_string(obs.layer) + " has " +
-            std::to_string(obs.logits.size()) + " logits, expected " +
-            std::to_string(lists_->num_experts()) + " experts");
+  if (static_cast<int32_t>(obs.logits.size()) != lists_->num_experts())
+    throw Error("router observation at layer " + std::to_string(obs.layer) + " has " +
+                std::to_string(obs.logits.size()) + " logits, expected " +
+                std::to_string(lists_->num_experts()) + " experts");
   // The spec's expert is the argmax of the logits, not the engine's top-k (which may break ties
   // differently or be computed after a bias).
   const ExpertChoice c = top1_expert(obs.logits);
@@ -65,22 +112,16 @@ double WatermarkProcessor::current_bias() const {
 }
 
 void WatermarkProcessor::process(std::span<float> logits) {
-  check(fresh_, "watermark: no new router observation at layer " +
-                    std::to_string(cfg_.router_layer) + " before these logits");
-  check(static_cast<int32_t>(logits.size()) == lists_->vocab_size(),
-        "watermark: got " + std::to_string(logits.size()) + " logits, the green lists have " +
-            std::to_string(lists_->vocab_size()) + " tokens");
+  // Plain ifs: the messages are only built on failure (this runs once per generated token).
+  if (!fresh_)
+    throw Error("watermark: no new router observation at layer " +
+                std::to_string(cfg_.router_layer) + " before these logits");
+  if (static_cast<int32_t>(logits.size()) != lists_->vocab_size())
+    throw Error("watermark: got " + std::to_string(logits.size()) +
+                " logits, the green lists have " + std::to_string(lists_->vocab_size()) +
+                " tokens");
   const float bias = static_cast<float>(current_bias());
-  const std::span<const uint64_t> bits = lists_->bits(expert_);
-  // Walk the set bits only: about gamma * V additions, no branch per token.
-  for (size_t w = 0; w < bits.size(); ++w) {
-    uint64_t word = bits[w];
-    float* base = logits.data() + w * 64;
-    while (word != 0) {
-      base[std::countr_zero(word)] += bias;
-      word &= word - 1;
-    }
-  }
+  add_masked(logits, lists_->bits(expert_), bias);
   fresh_ = false;
 }
 

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "epwa/error.hpp"
@@ -81,6 +82,22 @@ TEST(WatermarkProcessor, KeepsTheLastPositionAndNeedsAFreshObservation) {
   EXPECT_THROW(observe(p, 0, 3, {1.0f, 2.0f}), epwa::Error);  // wrong number of experts
   p.reset();
   EXPECT_FALSE(p.has_observation());
+}
+
+TEST(WatermarkProcessor, InfiniteDeltaForcesGreenWithoutNaN) {
+  epwa::WatermarkConfig cfg;
+  cfg.delta = std::numeric_limits<double>::infinity();
+  cfg.router_layer = 0;
+  epwa::WatermarkProcessor p(cfg, lists());
+  observe(p, 0, 0, {0.0f, 0.0f, 1.0f, 0.0f});
+  std::vector<float> logits(kV, 1.0f);
+  p.process(logits);
+  for (int32_t v = 0; v < kV; ++v) {
+    if (p.lists().is_green(2, v))
+      EXPECT_TRUE(std::isinf(logits[v]));
+    else
+      EXPECT_EQ(logits[v], 1.0f);
+  }
 }
 
 TEST(WatermarkProcessor, RejectsBadConfig) {
