@@ -18,19 +18,23 @@
 
 namespace epwa {
 namespace {
-// Spin this many rounds before sleeping on a futex: decode issues thousands of small jobs per second
-// and a futex wake costs more than a short spin. Kept small since the cores may be shared.
-constexpr int kSpinRounds = 4000;
+// Waiting for a job or for the workers: spin briefly (decode issues thousands of small jobs per
+// second and a futex wake costs more than a short spin), then yield so that an oversubscribed core
+// runs whoever has work, then sleep on a futex.
+constexpr int kSpinRounds = 256, kYieldRounds = 64;
 
 // The pool whose job this thread is running (caller or worker), to run nested calls serially.
 thread_local const ThreadPool* tls_active = nullptr;
 
 template <class T, class Pred>
 void spin_then_wait(std::atomic<T>& a, Pred done) {
-  for (int i = 0; i < kSpinRounds; ++i) {
+  for (int i = 0; i < kSpinRounds + kYieldRounds; ++i) {
     const T v = a.load(std::memory_order_acquire);
     if (done(v)) return;
-    EPWA_PAUSE();
+    if (i < kSpinRounds)
+      EPWA_PAUSE();
+    else
+      std::this_thread::yield();
   }
   for (;;) {
     const T v = a.load(std::memory_order_acquire);

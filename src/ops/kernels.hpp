@@ -1,0 +1,33 @@
+// The per-ISA kernel table behind the public ops: one scalar table that runs anywhere and one AVX2
+// table (kernels_avx2.cpp, compiled for AVX2+FMA+F16C) chosen at run time from cpu_features().
+#pragma once
+#include <cstdint>
+
+#include "epwa/ops.hpp"
+
+namespace epwa::ops {
+
+struct Kernels {
+  // Dot product of n stored weights (any alignment) with f32 x.
+  float (*dot_f32)(const void* w, const float* x, int64_t n);
+  float (*dot_f16)(const void* w, const float* x, int64_t n);
+  float (*dot_bf16)(const void* w, const float* x, int64_t n);
+  // Converts n stored values to f32.
+  void (*f16_to_f32)(const void* src, float* dst, int64_t n);
+  void (*bf16_to_f32)(const void* src, float* dst, int64_t n);
+  // Y[t * ldy + r] (+)= sum_i W[r * ldw + i] * X[t * ldx + i] for r < m, t < n, i < k: the inner
+  // block of matmul once a panel of weight rows has been converted to f32. Overwrites Y unless
+  // accumulate.
+  void (*gemm_nt)(const float* w, int64_t ldw, int64_t m, const float* x, int64_t ldx, int64_t n,
+                  int64_t k, float* y, int64_t ldy, bool accumulate);
+};
+
+const Kernels& scalar_kernels();
+// nullptr when the build has no AVX2 code (non-x86); callers still check cpu_features().
+const Kernels* avx2_kernels();
+// The table for an ISA; throws Error when this CPU cannot run it.
+const Kernels& kernels_for(Isa isa);
+// The table of active_isa().
+const Kernels& kernels();
+
+}  // namespace epwa::ops

@@ -1,0 +1,67 @@
+// Portable kernels: the reference for the SIMD paths and the fallback on CPUs without AVX2.
+#include <cstring>
+
+#include "epwa/half.hpp"
+#include "kernels.hpp"
+
+namespace epwa::ops {
+namespace {
+
+// Stored rows may sit at any byte offset of a mapped file: read through memcpy.
+inline float load_f32(const void* p, int64_t i) {
+  float v;
+  std::memcpy(&v, static_cast<const char*>(p) + i * 4, 4);
+  return v;
+}
+inline uint16_t load_u16(const void* p, int64_t i) {
+  uint16_t v;
+  std::memcpy(&v, static_cast<const char*>(p) + i * 2, 2);
+  return v;
+}
+
+// Eight partial sums, combined pairwise: the same shape of rounding as the SIMD paths, so the two
+// stay close even for long rows.
+template <class Load>
+float dot_generic(Load load, const float* x, int64_t n) {
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += load(i + j) * x[i + j];
+  for (; i < n; ++i) acc[i & 7] += load(i) * x[i];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+float dot_f32(const void* w, const float* x, int64_t n) {
+  return dot_generic([w](int64_t i) { return load_f32(w, i); }, x, n);
+}
+float dot_f16(const void* w, const float* x, int64_t n) {
+  return dot_generic([w](int64_t i) { return f16_to_f32(load_u16(w, i)); }, x, n);
+}
+float dot_bf16(const void* w, const float* x, int64_t n) {
+  return dot_generic([w](int64_t i) { return bf16_to_f32(load_u16(w, i)); }, x, n);
+}
+
+void f16_to_f32_row(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_u16(src, i));
+}
+void bf16_to_f32_row(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src, i));
+}
+
+void gemm_nt(const float* w, int64_t ldw, int64_t m, const float* x, int64_t ldx, int64_t n,
+             int64_t k, float* y, int64_t ldy, bool accumulate) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < m; ++r) {
+      const float d = dot_f32(w + r * ldw, x + t * ldx, k);
+      y[t * ldy + r] = accumulate ? y[t * ldy + r] + d : d;
+    }
+}
+
+}  // namespace
+
+const Kernels& scalar_kernels() {
+  static const Kernels k{dot_f32, dot_f16, dot_bf16, f16_to_f32_row, bf16_to_f32_row, gemm_nt};
+  return k;
+}
+
+}  // namespace epwa::ops

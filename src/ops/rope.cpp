@@ -1,0 +1,67 @@
+#include <cmath>
+#include <string>
+
+#include "epwa/error.hpp"
+#include "epwa/ops.hpp"
+
+namespace epwa {
+
+RopeTable::RopeTable(int64_t head_dim, float theta, int64_t positions) : hd_(head_dim) {
+  check(head_dim > 0 && head_dim % 2 == 0,
+        "rope: head_dim " + std::to_string(head_dim) + " is not a positive even number");
+  check(theta > 0 && std::isfinite(theta),
+        "rope: theta " + std::to_string(theta) + " is not positive");
+  // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), all in f32.
+  inv_freq_.resize(static_cast<size_t>(hd_ / 2));
+  for (int64_t i = 0; i < hd_ / 2; ++i)
+    inv_freq_[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd_));
+  ensure(positions);
+}
+
+void RopeTable::ensure(int64_t positions) {
+  const int64_t half = hd_ / 2;
+  const int64_t have = cached_positions();
+  if (positions <= have) return;
+  cos_.resize(static_cast<size_t>(positions * half));
+  sin_.resize(static_cast<size_t>(positions * half));
+  for (int64_t p = have; p < positions; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = static_cast<float>(p) * inv_freq_[i];  // rounded to f32 like the reference
+      cos_[p * half + i] = std::cos(a);
+      sin_[p * half + i] = std::sin(a);
+    }
+}
+
+void RopeTable::apply(std::span<float> x, int64_t pos) const {
+  check(static_cast<int64_t>(x.size()) == hd_, "rope: head vector has " + std::to_string(x.size()) +
+                                                   " values, head_dim is " + std::to_string(hd_));
+  check(pos >= 0, "rope: negative position " + std::to_string(pos));
+  const int64_t half = hd_ / 2;
+  if (pos < cached_positions()) {
+    const float* c = cos_.data() + pos * half;
+    const float* s = sin_.data() + pos * half;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = x[i], b = x[i + half];
+      x[i] = a * c[i] - b * s[i];
+      x[i + half] = b * c[i] + a * s[i];
+    }
+    return;
+  }
+  for (int64_t i = 0; i < half; ++i) {
+    const float ang = static_cast<float>(pos) * inv_freq_[i];
+    const float c = std::cos(ang), s = std::sin(ang);
+    const float a = x[i], b = x[i + half];
+    x[i] = a * c - b * s;
+    x[i + half] = b * c + a * s;
+  }
+}
+
+void RopeTable::apply_heads(std::span<float> heads, int64_t pos) const {
+  check(heads.size() % static_cast<size_t>(hd_) == 0, "rope: " + std::to_string(heads.size()) +
+                                                          " values are not whole heads of " +
+                                                          std::to_string(hd_));
+  for (size_t h = 0; h < heads.size(); h += static_cast<size_t>(hd_))
+    apply(heads.subspan(h, static_cast<size_t>(hd_)), pos);
+}
+
+}  // namespace epwa
