@@ -75,6 +75,15 @@ void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, 
 void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, int64_t row_begin,
                   int64_t row_end, float* out, KernelIsa isa);
 
+// The same for several vectors of one weight type (prompt processing): out[v * out_stride + r] =
+// dot(row r, xs[v]). Vectors are taken in groups that fit in L2, so each weight row is read from
+// memory once per group instead of once per vector. Results are bit-identical to vec_dot_rows.
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+                        int64_t row_begin, int64_t row_end, float* out, int64_t out_stride);
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+                        int64_t row_begin, int64_t row_end, float* out, int64_t out_stride,
+                        KernelIsa isa);
+
 // Convenience single-thread y = W x for a contiguous {rows, cols} matrix of type wtype.
 void matvec(DType wtype, const std::byte* w, int64_t rows, int64_t cols, const float* x, float* y);
 

@@ -1,4 +1,5 @@
 // Dispatch of the packed kernels: the best ISA is chosen once from cpu_features().
+#include <algorithm>
 #include <string>
 
 #include "epwa/platform.hpp"
@@ -64,6 +65,40 @@ void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, 
 void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, int64_t row_begin,
                   int64_t row_end, float* out) {
   vec_dot_rows(w, row_bytes, x, row_begin, row_end, out, best_isa());
+}
+
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+                        int64_t row_begin, int64_t row_end, float* out, int64_t out_stride,
+                        KernelIsa isa) {
+  if (xs.empty()) return;
+  const DType t = xs[0].wtype();
+  for (const PackedVector& x : xs)
+    check(x.wtype() == t && x.size() == xs[0].size(),
+          "vec_dot_rows_multi: vectors packed for different types or lengths");
+  check(row_begin >= 0 && row_begin <= row_end, "vec_dot_rows_multi: bad row range [" +
+                                                    std::to_string(row_begin) + ", " +
+                                                    std::to_string(row_end) + ")");
+  check(row_bytes >= dtype_bytes(t, xs[0].size()),
+        "vec_dot_rows_multi: row stride " + std::to_string(row_bytes) +
+            " bytes is shorter than a " + std::string(dtype_name(t)) + " row of " +
+            std::to_string(xs[0].size()) + " elements");
+  const quant::RowDot k = quant::row_dot(t, isa);
+  // About 256 KiB of packed activations per group (int8 x for the integer kernels, f32 otherwise).
+  const int64_t per = act_format(t) == ActFormat::F32 ? 4 * xs[0].size() : xs[0].size() + 64;
+  const auto group =
+      static_cast<size_t>(std::max<int64_t>(1, (256 << 10) / std::max<int64_t>(per, 1)));
+  for (size_t v0 = 0; v0 < xs.size(); v0 += group) {
+    const size_t v1 = std::min(xs.size(), v0 + group);
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const std::byte* row = w + r * row_bytes;
+      for (size_t v = v0; v < v1; ++v)
+        out[static_cast<int64_t>(v) * out_stride + r] = k(row, xs[v]);
+    }
+  }
+}
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+                        int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
+  vec_dot_rows_multi(w, row_bytes, xs, row_begin, row_end, out, out_stride, best_isa());
 }
 
 void matvec(DType wtype, const std::byte* w, int64_t rows, int64_t cols, const float* x, float* y) {

@@ -287,3 +287,31 @@ TEST(PackedVector, Avx2PackingMatchesScalarBytes) {
     if (block == 32) EXPECT_EQ(q1[3], 0);
   }
 }
+
+TEST(VecDotRows, MultiVectorMatchesOneByOne) {
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const int64_t rows = 8, n = 512, nv = 5;
+  for (DType t : {DType::Q4_0, DType::Q6_K, DType::F16, DType::F32}) {
+    const auto b = quantized_matrix(t, test::gaussian(rng, rows * n), rows, n);
+    const int64_t rb = dtype_bytes(t, n);
+    std::vector<PackedVector> xs(nv);
+    for (auto& p : xs) p.pack(t, test::gaussian(rng, n));
+    for (KernelIsa isa : isas()) {
+      std::vector<float> out(nv * rows, -7.0f), one(rows);
+      vec_dot_rows_multi(b.data(), rb, xs, 2, rows, out.data(), rows, isa);
+      for (int64_t v = 0; v < nv; ++v) {
+        vec_dot_rows(b.data(), rb, xs[v], 2, rows, one.data(), isa);
+        for (int64_t r = 0; r < rows; ++r)
+          EXPECT_EQ(out[v * rows + r], r < 2 ? -7.0f : one[r]) << v << " " << r;
+      }
+    }
+  }
+  std::vector<PackedVector> mixed(2);
+  mixed[0].pack(DType::Q4_0, std::vector<float>(64, 1.0f));
+  mixed[1].pack(DType::Q8_0, std::vector<float>(64, 1.0f));
+  std::vector<std::byte> b(1024);
+  std::vector<float> out(16);
+  EXPECT_THROW(vec_dot_rows_multi(b.data(), 36, mixed, 0, 1, out.data(), 1), Error);
+}
