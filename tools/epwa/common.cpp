@@ -13,6 +13,12 @@ std::filesystem::path resolve_model_path(const std::string& flag) {
   return std::filesystem::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
 }
 
+void ModelArgs::add(CLI::App& app) {
+  app.add_option("--model", model, "HF folder or .gguf file (default: $EPW_MODEL_PATH, then the bundled model)");
+}
+
+std::unique_ptr<Model> ModelArgs::load() const { return Model::load(resolve_model_path(model)); }
+
 namespace {
 template <typename T>
 std::vector<T> parse_list(const std::string& s, const char* what) {

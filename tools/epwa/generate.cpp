@@ -12,7 +12,8 @@ namespace epwa::cli {
 namespace {
 
 struct Args {
-  std::string model, prompt_tokens;
+  ModelArgs model;
+  std::string prompt_tokens;
   int32_t max_new = 32;
   SamplingOptions s;
   bool json = false;
@@ -20,7 +21,7 @@ struct Args {
 
 const Command kGenerate{"generate", "Generate tokens after a prompt", [](CLI::App& app) {
   auto a = std::make_shared<Args>();
-  app.add_option("--model", a->model, "HF folder or .gguf file");
+  a->model.add(app);
   app.add_option("--prompt-tokens", a->prompt_tokens, "comma-separated prompt token ids")->required();
   app.add_option("--max-new-tokens,-n", a->max_new, "tokens to generate")->check(CLI::NonNegativeNumber);
   app.add_option("--temperature", a->s.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
@@ -30,7 +31,7 @@ const Command kGenerate{"generate", "Generate tokens after a prompt", [](CLI::Ap
   app.add_flag("--json", a->json, "print JSON");
   return [a] {
     const auto prompt = parse_token_list(a->prompt_tokens);
-    auto m = Model::load(resolve_model_path(a->model));
+    auto m = a->model.load();
     GenerateOptions o;
     o.max_new_tokens = a->max_new;
     o.sampling = a->s;

@@ -19,12 +19,12 @@ void count(std::map<std::string, std::pair<int64_t, int64_t>>& by_type, const Te
 }
 
 const Command kInfo{"info", "Show a model's architecture, sizes and tensor types", [](CLI::App& app) {
-  auto model = std::make_shared<std::string>();
+  auto model = std::make_shared<ModelArgs>();
   auto json = std::make_shared<bool>(false);
-  app.add_option("--model", *model, "HF folder or .gguf file");
+  model->add(app);
   app.add_flag("--json", *json, "print JSON");
   return [=] {
-    auto m = Model::load(resolve_model_path(*model));
+    auto m = model->load();
     const ModelConfig& c = m->config();
     const ModelWeights& w = m->weights();
     std::map<std::string, std::pair<int64_t, int64_t>> by_type;

@@ -28,15 +28,15 @@ struct Collector : RouterObserver {
 };
 
 const Command kTrace{"trace", "Print logits and router decisions for a token sequence", [](CLI::App& app) {
-  auto model = std::make_shared<std::string>();
+  auto model = std::make_shared<ModelArgs>();
   auto tokens = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
-  app.add_option("--model", *model, "HF folder or .gguf file (default: $EPW_MODEL_PATH, then the bundled model)");
+  model->add(app);
   app.add_option("--tokens", *tokens, "comma-separated token ids")->required();
   app.add_flag("--json", *json, "print JSON (the only format)");
   return [=] {
     const auto ids = parse_token_list(*tokens);
-    auto m = Model::load(resolve_model_path(*model));
+    auto m = model->load();
     Collector col;
     KvCache cache = m->make_cache(static_cast<int64_t>(ids.size()));
     ForwardOptions fo;
