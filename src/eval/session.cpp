@@ -1,0 +1,127 @@
+#include "epwa/session.hpp"
+
+#include <fstream>
+#include <iterator>
+
+#include "epwa/error.hpp"
+
+namespace epwa {
+
+std::string router_hash(const Model& model) {
+  const ModelConfig& c = model.config();
+  std::vector<std::vector<float>> data;
+  std::vector<RouterMatrix> routers;
+  data.reserve(c.num_layers);
+  for (int32_t l = 0; l < c.num_layers; ++l) data.push_back(model.router_f32(l));
+  for (int32_t l = 0; l < c.num_layers; ++l)
+    routers.push_back({l, c.num_experts, c.hidden_size, data[l]});
+  return irsh_v1(routers);
+}
+
+int32_t model_router_layer(const Model& model, int32_t requested) {
+  return resolve_router_layer(requested, model.config().num_layers);
+}
+
+namespace {
+// Keeps the router logits of one layer, one row per position.
+struct LayerRecorder : RouterObserver {
+  int32_t layer = 0;
+  int32_t experts = 0;
+  std::vector<RouterRecord> records;
+  void observe(const RouterObservation& o) override {
+    if (o.layer != layer) return;
+    check(o.position == static_cast<int64_t>(records.size()),
+          "router records: position " + std::to_string(o.position) + " out of order");
+    records.push_back(top1_expert(o.logits));
+  }
+};
+}  // namespace
+
+std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> tokens, int32_t layer) {
+  check(!tokens.empty(), "router records: the token sequence is empty");
+  LayerRecorder rec;
+  rec.layer = model_router_layer(model, layer);
+  rec.records.reserve(tokens.size());
+  KvCache cache = model.make_cache(static_cast<int64_t>(tokens.size()));
+  ForwardOptions fo;
+  fo.observer = &rec;
+  fo.stop_after_router = rec.layer;
+  model.forward(tokens, cache, fo);
+  check(rec.records.size() == tokens.size(), "router records: the engine reported " +
+                                                 std::to_string(rec.records.size()) + " positions for " +
+                                                 std::to_string(tokens.size()) + " tokens");
+  return std::move(rec.records);
+}
+
+ObserverFan::ObserverFan(std::initializer_list<RouterObserver*> observers) {
+  for (RouterObserver* o : observers) add(o);
+}
+
+void ObserverFan::add(RouterObserver* o) {
+  if (o != nullptr) observers_.push_back(o);
+}
+
+void ObserverFan::observe(const RouterObservation& obs) {
+  for (RouterObserver* o : observers_) o->observe(obs);
+}
+
+std::string read_key_file(const std::filesystem::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  check(f.good(), "key file '" + path.string() + "' cannot be opened");
+  std::string key((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  check(!f.bad(), "key file '" + path.string() + "' cannot be read");
+  check(!key.empty(), "key file '" + path.string() + "' is empty");
+  return key;
+}
+
+std::shared_ptr<const GreenLists> make_green_lists(const Model& model, std::string_view key, double gamma) {
+  check(!key.empty(), "watermark key is empty (give --key, --key-file or EPW_KEY)");
+  const ModelConfig& c = model.config();
+  return std::make_shared<const GreenLists>(key, router_hash(model), c.vocab_size, gamma, c.num_experts);
+}
+
+namespace {
+WatermarkConfig resolved(const Model& model, WatermarkConfig cfg) {
+  cfg.router_layer = model_router_layer(model, cfg.router_layer);
+  return cfg;
+}
+}  // namespace
+
+Watermarker::Watermarker(const Model& model, std::string_view key, WatermarkConfig cfg)
+    : Watermarker(model, make_green_lists(model, key, cfg.gamma), cfg) {}
+
+Watermarker::Watermarker(const Model& model, std::shared_ptr<const GreenLists> lists, WatermarkConfig cfg)
+    : lists_(std::move(lists)), processor_(resolved(model, std::move(cfg)), lists_) {
+  check(lists_->vocab_size() == model.config().vocab_size && lists_->num_experts() == model.config().num_experts,
+        "watermark: green lists do not match the model's vocabulary or expert count");
+}
+
+std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o) {
+  check(o.processor == nullptr, "watermark generate: another logits processor is already set");
+  processor_.reset();
+  ObserverFan fan{&processor_, o.observer};
+  o.observer = &fan;
+  o.processor = &processor_;
+  return epwa::generate(model, prompt, o);
+}
+
+DetectionResult detect_tokens(Model& model, const Detector& detector, std::span<const int32_t> tokens,
+                              int64_t prompt_tokens, int32_t layer) {
+  check(!tokens.empty(), "detect: the token sequence is empty");
+  check(prompt_tokens >= 0 && prompt_tokens <= static_cast<int64_t>(tokens.size()),
+        "detect: prompt length " + std::to_string(prompt_tokens) + " outside the sequence of " +
+            std::to_string(tokens.size()) + " tokens");
+  DetectionInput in;
+  in.tokens = tokens;
+  in.prompt_tokens = prompt_tokens;
+  std::vector<RouterRecord> records;
+  if (detector.options().method != DetectMethod::Pepi) {
+    // The last position's router governs no token: leave it out of the pass.
+    const auto governing = tokens.size() > 1 ? tokens.first(tokens.size() - 1) : tokens;
+    records = router_records(model, governing, layer);
+    in.records = records;
+  }
+  return detector.detect(in);
+}
+
+}  // namespace epwa
