@@ -1,0 +1,595 @@
+// The `epwa eval` pipeline: generate watermarked / unwatermarked texts, take human passages, run
+// teacher-forced passes for router records and oracle perplexity, detect with every method, attack,
+// and collect every number into one JSON document.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <numeric>
+
+#include "epwa/detect.hpp"
+#include "epwa/error.hpp"
+#include "epwa/eval.hpp"
+#include "epwa/generate.hpp"
+#include "epwa/model.hpp"
+#include "epwa/tokenizer.hpp"
+#include "epwa/watermark.hpp"
+
+namespace epwa::eval {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Keeps the top-1 expert of every position at one router layer.
+class LayerTap : public RouterObserver {
+ public:
+  explicit LayerTap(int32_t layer) : layer_(layer) {}
+  void observe(const RouterObservation& o) override {
+    if (o.layer != layer_) return;
+    const size_t p = static_cast<size_t>(o.position);
+    if (records.size() <= p) records.resize(p + 1);
+    records[p] = top1_expert(o.logits);
+  }
+  std::vector<RouterRecord> records;
+
+ private:
+  int32_t layer_;
+};
+
+struct Analysis {
+  std::vector<RouterRecord> records;
+  std::vector<double> nll;                    // tokens[start..]
+  std::vector<std::vector<int32_t>> topk;     // per text position i (= sequence start + i)
+};
+
+}  // namespace
+
+std::vector<double> token_nll(Model& model, std::span<const int32_t> tokens, int64_t start) {
+  check(start >= 1 && start < static_cast<int64_t>(tokens.size()),
+        "token_nll: start must be in [1, " + std::to_string(tokens.size()) + ")");
+  KvCache cache = model.make_cache(static_cast<int64_t>(tokens.size()));
+  ForwardOptions fo;
+  fo.all_logits = true;
+  const std::vector<float> lg = model.forward(tokens, cache, fo);
+  const size_t V = static_cast<size_t>(model.config().vocab_size);
+  std::vector<double> out;
+  for (size_t p = static_cast<size_t>(start) - 1; p + 1 < tokens.size(); ++p) {
+    const float* row = lg.data() + p * V;
+    const double mx = *std::max_element(row, row + V);
+    double s = 0;
+    for (size_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(row[v]) - mx);
+    out.push_back(mx + std::log(s) - row[tokens[p + 1]]);
+  }
+  return out;
+}
+
+namespace {
+
+class Pipeline {
+ public:
+  explicit Pipeline(const EvalOptions& o) : o_(o) {}
+  json run();
+
+ private:
+  struct Text {
+    std::vector<int32_t> prompt;  // BOS + prompt tokens
+    std::vector<int32_t> text;    // generated / human tokens after the prompt
+    std::vector<std::vector<int32_t>> topk;
+    double ppl = 0;
+  };
+  // z of each detector label for one text under one condition.
+  using Scores = std::map<std::string, double>;
+
+  void say(const std::string& s) const {
+    if (o_.progress) o_.progress(s);
+  }
+  Analysis analyze(std::span<const int32_t> seq, int64_t start, bool logits);
+  Scores detect_all(std::span<const int32_t> seq, int64_t prompt_len,
+                    std::span<const RouterRecord> recs, bool timed);
+  std::vector<int32_t> generate_one(std::span<const int32_t> prompt, WatermarkProcessor* wp, uint64_t seed);
+  // Generates (or takes) texts and fills scores for both prompt conditions.
+  void score_texts(const std::string& name, std::vector<Text>& texts, bool quality);
+  json summarize(const std::vector<double>& pos, const std::vector<double>& neg, uint64_t seed) const;
+  json attacks(const std::string& mode, std::vector<Text>& texts);
+  json token_view(const Text& t);
+
+  const EvalOptions& o_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tok_;
+  std::shared_ptr<const GreenLists> lists_;
+  std::vector<std::pair<std::string, Detector>> detectors_;
+  int32_t layer_ = 0;
+  int32_t first_normal_ = 0;
+  std::vector<std::vector<int32_t>> human_texts_;  // human passages' text tokens (for splicing)
+  // scores_[source]["prompt"|"noprompt"][label] = z per text
+  std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>> scores_;
+  std::map<std::string, json> quality_;
+  double pass_seconds_ = 0;
+  int64_t pass_tokens_ = 0;
+  std::map<std::string, double> detect_seconds_;
+  int64_t detect_tokens_ = 0;
+  json cross_precision_ = {{"skipped", "the load-modes API (Model::load with LoadOptions) is not in this build"}};
+};
+
+Analysis Pipeline::analyze(std::span<const int32_t> seq, int64_t start, bool logits) {
+  const auto t0 = Clock::now();
+  LayerTap tap(layer_);
+  KvCache cache = model_->make_cache(static_cast<int64_t>(seq.size()));
+  ForwardOptions fo;
+  fo.observer = &tap;
+  if (logits)
+    fo.all_logits = true;
+  else
+    fo.stop_after_router = layer_;
+  const std::vector<float> lg = model_->forward(seq, cache, fo);
+  Analysis a;
+  a.records = std::move(tap.records);
+  check(a.records.size() >= seq.size(), "eval: the model reported fewer router records than positions");
+  if (logits) {
+    const size_t V = static_cast<size_t>(model_->config().vocab_size);
+    const size_t k = static_cast<size_t>(std::max(1, o_.top_k_attack));
+    std::vector<int32_t> order(V);
+    for (size_t p = static_cast<size_t>(start) - 1; p + 1 < seq.size(); ++p) {
+      const float* row = lg.data() + p * V;
+      const double mx = *std::max_element(row, row + V);
+      double s = 0;
+      for (size_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(row[v]) - mx);
+      a.nll.push_back(mx + std::log(s) - row[seq[p + 1]]);
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(std::min(k, V)),
+                        order.end(), [row](int32_t x, int32_t y) { return row[x] > row[y]; });
+      std::vector<int32_t> top;
+      for (size_t i = 0; i < std::min(k, V); ++i)
+        if (order[i] >= first_normal_) top.push_back(order[i]);
+      a.topk.push_back(std::move(top));
+    }
+  }
+  pass_seconds_ += seconds_since(t0);
+  pass_tokens_ += static_cast<int64_t>(seq.size());
+  return a;
+}
+
+Pipeline::Scores Pipeline::detect_all(std::span<const int32_t> seq, int64_t prompt_len,
+                                      std::span<const RouterRecord> recs, bool timed) {
+  Scores out;
+  DetectionInput in{seq, prompt_len, recs};
+  for (auto& [label, det] : detectors_) {
+    const auto t0 = Clock::now();
+    out[label] = det.detect(in).z;
+    if (timed) detect_seconds_[label] += seconds_since(t0);
+  }
+  if (timed) detect_tokens_ += static_cast<int64_t>(seq.size());
+  return out;
+}
+
+std::vector<int32_t> Pipeline::generate_one(std::span<const int32_t> prompt, WatermarkProcessor* wp,
+                                            uint64_t seed) {
+  GenerateOptions go;
+  go.max_new_tokens = o_.tokens;
+  go.sampling.temperature = o_.temperature;
+  go.sampling.top_p = o_.top_p;
+  go.sampling.seed = seed;
+  go.stop_tokens = {model_->config().eos_token_id};
+  if (wp) {
+    wp->reset();
+    go.observer = wp;
+    go.processor = wp;
+  }
+  std::vector<int32_t> out = generate(*model_, prompt, go);
+  if (!out.empty() && out.back() == model_->config().eos_token_id) out.pop_back();
+  return out;
+}
+
+std::vector<int32_t> concat(std::span<const int32_t> a, std::span<const int32_t> b) {
+  std::vector<int32_t> s(a.begin(), a.end());
+  s.insert(s.end(), b.begin(), b.end());
+  return s;
+}
+
+void Pipeline::score_texts(const std::string& name, std::vector<Text>& texts, bool quality) {
+  std::vector<double> ppl, d1, d2, d3, len;
+  auto& sc = scores_[name];
+  const int32_t bos = model_->config().bos_token_id;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    Text& t = texts[i];
+    if (t.text.empty()) continue;
+    const auto seq = concat(t.prompt, t.text);
+    const int64_t P = static_cast<int64_t>(t.prompt.size());
+    Analysis a = analyze(seq, P, quality);
+    for (auto& [label, z] : detect_all(seq, P, a.records, true)) sc["prompt"][label].push_back(z);
+    if (quality) {
+      t.ppl = perplexity_from_nll(a.nll);
+      t.topk = std::move(a.topk);
+      ppl.push_back(t.ppl);
+      d1.push_back(distinct_n(t.text, 1));
+      d2.push_back(distinct_n(t.text, 2));
+      d3.push_back(distinct_n(t.text, 3));
+    }
+    len.push_back(static_cast<double>(t.text.size()));
+    const std::vector<int32_t> bare = concat(std::vector<int32_t>{bos}, t.text);
+    Analysis b = analyze(bare, 1, false);
+    for (auto& [label, z] : detect_all(bare, 1, b.records, true)) sc["noprompt"][label].push_back(z);
+    if ((i + 1) % 5 == 0 || i + 1 == texts.size())
+      say("detect " + name + " " + std::to_string(i + 1) + "/" + std::to_string(texts.size()));
+  }
+  json q = {{"texts", len.size()}, {"mean_tokens", mean(len)}};
+  if (quality && !ppl.empty()) {
+    q["ppl_mean"] = mean(ppl);
+    q["ppl_median"] = median(ppl);
+    const auto ci = bootstrap_ci(ppl, [](std::span<const double> v) { return mean(v); }, o_.bootstrap, 11);
+    q["ppl_mean_ci"] = {ci.lo, ci.hi};
+    q["distinct_1"] = mean(d1);
+    q["distinct_2"] = mean(d2);
+    q["distinct_3"] = mean(d3);
+    q["ppl"] = ppl;
+  }
+  quality_[name] = q;
+}
+
+json Pipeline::summarize(const std::vector<double>& pos, const std::vector<double>& neg,
+                         uint64_t seed) const {
+  json j;
+  j["n_pos"] = pos.size();
+  j["n_neg"] = neg.size();
+  const double thr = 4.0;
+  auto above = [thr](std::span<const double> v) { return rate_above(v, thr); };
+  j["tpr_z4"] = rate_above(pos, thr);
+  j["z_pos_mean"] = mean(pos);
+  j["z_pos_median"] = median(pos);
+  j["z_pos"] = pos;
+  if (!pos.empty()) {
+    const auto c = bootstrap_ci(pos, above, o_.bootstrap, seed);
+    j["tpr_z4_ci"] = {c.lo, c.hi};
+  }
+  if (neg.empty() || pos.empty()) return j;
+  j["fpr_z4"] = rate_above(neg, thr);
+  const auto cf = bootstrap_ci(neg, above, o_.bootstrap, seed + 1);
+  j["fpr_z4_ci"] = {cf.lo, cf.hi};
+  j["auc"] = roc_auc(pos, neg);
+  const auto ca = bootstrap_ci2(
+      pos, neg, [](std::span<const double> p, std::span<const double> n) { return roc_auc(p, n); },
+      o_.bootstrap, seed + 2);
+  j["auc_ci"] = {ca.lo, ca.hi};
+  for (auto [name, f] : {std::pair{"fpr1", 0.01}, std::pair{"fpr01", 0.001}}) {
+    j[std::string("thr_") + name] = threshold_at_fpr(neg, f);
+    j[std::string("tpr_") + name] = tpr_at_fpr(pos, neg, f);
+    const auto c = bootstrap_ci2(
+        pos, neg, [f](std::span<const double> p, std::span<const double> n) { return tpr_at_fpr(p, n, f); },
+        o_.bootstrap, seed + 3);
+    j[std::string("tpr_") + name + "_ci"] = {c.lo, c.hi};
+  }
+  j["z_neg_mean"] = mean(neg);
+  j["z_neg_median"] = median(neg);
+  j["z_neg"] = neg;
+  json roc = json::array();
+  for (const RocPoint& p : roc_curve(pos, neg)) roc.push_back({p.fpr, p.tpr});
+  j["roc"] = roc;
+  return j;
+}
+
+json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
+  const int32_t count = o_.attack_texts < 0 ? static_cast<int32_t>(texts.size())
+                                            : std::min<int32_t>(o_.attack_texts, texts.size());
+  const int32_t bos = model_->config().bos_token_id;
+  // key "source|kind|rate|prompt" -> label -> z
+  std::map<std::string, std::map<std::string, std::vector<double>>> z;
+  const AttackKind kinds[] = {AttackKind::Substitute, AttackKind::Delete, AttackKind::Insert};
+  for (int32_t i = 0; i < count; ++i) {
+    const Text& t = texts[i];
+    if (t.text.empty()) continue;
+    for (const std::string source : {"vocab", "topk"}) {
+      TokenSource src{first_normal_, model_->config().vocab_size, {}};
+      if (source == "topk") src.candidates = t.topk;
+      for (AttackKind kind : kinds) {
+        for (double rate : o_.attack_rates) {
+          const uint64_t seed = o_.seed * 1000003ULL + static_cast<uint64_t>(i) * 7919ULL +
+                                static_cast<uint64_t>(std::llround(rate * 1000));
+          const auto edited = attack(t.text, kind, rate, src, seed);
+          const std::string key = source + "|" + attack_name(kind) + "|" + std::to_string(rate);
+          const auto seq = concat(t.prompt, edited);
+          const Analysis a = analyze(seq, static_cast<int64_t>(t.prompt.size()), false);
+          for (auto& [label, v] : detect_all(seq, static_cast<int64_t>(t.prompt.size()), a.records, false))
+            z[key + "|prompt"][label].push_back(v);
+          if (kind == AttackKind::Substitute) {  // the prompt-less target is on substitution
+            const auto bare = concat(std::vector<int32_t>{bos}, edited);
+            const Analysis b = analyze(bare, 1, false);
+            for (auto& [label, v] : detect_all(bare, 1, b.records, false))
+              z[key + "|noprompt"][label].push_back(v);
+          }
+        }
+      }
+    }
+    say("attacks " + mode + " " + std::to_string(i + 1) + "/" + std::to_string(count));
+  }
+  json out = json::array();
+  uint64_t seed = 100;
+  for (auto& [key, by_label] : z) {
+    std::vector<std::string> parts;
+    size_t pos = 0;
+    for (size_t e; (e = key.find('|', pos)) != std::string::npos; pos = e + 1) parts.push_back(key.substr(pos, e - pos));
+    parts.push_back(key.substr(pos));
+    for (auto& [label, v] : by_label) {
+      if (label.find("repeats") != std::string::npos) continue;  // dedup only, to keep the table short
+      const auto ci = bootstrap_ci(v, [](std::span<const double> s) { return rate_above(s, 4.0); },
+                                   o_.bootstrap, seed++);
+      out.push_back({{"mode", mode}, {"source", parts[0]}, {"attack", parts[1]}, {"rate", std::stod(parts[2])},
+                     {"prompt", parts[3] == "prompt"}, {"method", label}, {"n", v.size()},
+                     {"tpr_z4", rate_above(v, 4.0)}, {"tpr_z4_ci", {ci.lo, ci.hi}}, {"z_mean", mean(v)}});
+    }
+  }
+  // Span cropping: a window alone, and a window inside human text (no prompt either way).
+  std::map<std::string, std::vector<double>> crop;
+  const auto& humans = human_texts_;
+  for (int32_t i = 0; i < count; ++i) {
+    const Text& t = texts[i];
+    if (t.text.empty()) continue;
+    const Spliced s = splice_window(t.text, humans.empty() ? std::vector<int32_t>{} : humans[i % humans.size()],
+                                    static_cast<size_t>(o_.crop_window), o_.seed + i);
+    const std::span<const int32_t> window(s.tokens.data() + s.window_start, s.window_size);
+    for (auto [name, body] : {std::pair{std::string("crop"), std::vector<int32_t>(window.begin(), window.end())},
+                              std::pair{std::string("splice"), s.tokens}}) {
+      const auto seq = concat(std::vector<int32_t>{bos}, body);
+      const Analysis a = analyze(seq, 1, false);
+      for (auto& [label, v] : detect_all(seq, 1, a.records, false)) crop[name + "|" + label].push_back(v);
+    }
+  }
+  for (auto& [key, v] : crop) {
+    const auto bar = key.find('|');
+    const std::string label = key.substr(bar + 1);
+    if (label.find("repeats") != std::string::npos) continue;
+    const auto ci = bootstrap_ci(v, [](std::span<const double> s) { return rate_above(s, 4.0); },
+                                 o_.bootstrap, seed++);
+    out.push_back({{"mode", mode}, {"source", "human"}, {"attack", key.substr(0, bar)},
+                   {"rate", static_cast<double>(o_.crop_window)}, {"prompt", false}, {"method", label},
+                   {"n", v.size()}, {"tpr_z4", rate_above(v, 4.0)}, {"tpr_z4_ci", {ci.lo, ci.hi}},
+                   {"z_mean", mean(v)}});
+  }
+  return out;
+}
+
+
+json Pipeline::token_view(const Text& t) {
+  DetectOptions opt;
+  opt.tokens_detail = true;
+  const Detector det(lists_, opt);
+  const auto seq = concat(t.prompt, t.text);
+  const Analysis a = analyze(seq, static_cast<int64_t>(t.prompt.size()), false);
+  const DetectionResult r = det.detect({seq, static_cast<int64_t>(t.prompt.size()), a.records});
+  auto piece = [this](int32_t id) {
+    std::string s = tok_->token_to_piece(id);
+    if (s.size() == 6 && s.rfind("<0x", 0) == 0 && s.back() == '>') {  // byte piece
+      const int v = std::stoi(s.substr(3, 2), nullptr, 16);
+      return v == 10 ? std::string("\n") : v < 128 && v >= 32 ? std::string(1, static_cast<char>(v)) : s;
+    }
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s.compare(i, 3, "\xe2\x96\x81") == 0) {  // U+2581, SentencePiece's space
+        out += ' ';
+        i += 2;
+      } else {
+        out += s[i];
+      }
+    }
+    return out;
+  };
+  json toks = json::array();
+  for (const TokenDetail& d : r.tokens)
+    toks.push_back({{"text", piece(d.token)}, {"green", d.green}, {"scored", d.scored}, {"expert", d.expert}});
+  return {{"prompt", tok_->decode(t.prompt, true)}, {"z", r.z}, {"g", r.g}, {"n", r.n}, {"tokens", toks}};
+}
+
+std::vector<std::string> read_lines(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  check(f.good(), "eval: cannot read '" + p.string() + "'");
+  std::vector<std::string> out;
+  for (std::string line; std::getline(f, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) out.push_back(line);
+  }
+  return out;
+}
+
+json Pipeline::run() {
+  check(o_.n > 0, "eval: --n must be > 0");
+  check(o_.tokens > 0, "eval: --tokens must be > 0");
+  check(o_.bootstrap > 0, "eval: --bootstrap must be > 0");
+  const auto t_start = Clock::now();
+  model_ = Model::load(o_.model_path);
+  tok_ = load_tokenizer(o_.model_path);
+  const ModelConfig& c = model_->config();
+  check(tok_->vocab_size() <= c.vocab_size, "eval: the tokenizer has more tokens than the model's vocabulary");
+  layer_ = resolve_router_layer(-1, c.num_layers);
+  std::vector<std::vector<float>> routers;
+  std::vector<RouterMatrix> mats;
+  for (int32_t l = 0; l < c.num_layers; ++l) routers.push_back(model_->router_f32(l));
+  for (int32_t l = 0; l < c.num_layers; ++l) mats.push_back({l, c.num_experts, c.hidden_size, routers[l]});
+  const std::string hash = irsh_v1(mats);
+  lists_ = std::make_shared<GreenLists>(o_.key, hash, c.vocab_size, o_.gamma, c.num_experts);
+  for (int32_t id = 0; id < tok_->vocab_size(); ++id) {
+    if (tok_->token_type(id) == TokenType::Normal) {
+      first_normal_ = id;
+      break;
+    }
+  }
+  for (DetectMethod m : {DetectMethod::Full, DetectMethod::Cspv, DetectMethod::Weighted}) {
+    for (bool rep : {false, true}) {
+      DetectOptions opt;
+      opt.method = m;
+      opt.count_repeats = rep;
+      opt.sample = o_.cspv_sample;
+      detectors_.emplace_back(std::string(detect_method_name(m)) + (rep ? "+repeats" : ""),
+                              Detector(lists_, opt));
+    }
+  }
+  say("model " + o_.model_path.string() + ", router hash " + hash + ", layer " + std::to_string(layer_));
+
+  // Prompts and human passages. Human passages that begin with a prompt are skipped (prompts are
+  // taken from the same held-out file).
+  const auto prompt_lines = read_lines(o_.prompts);
+  check(static_cast<int32_t>(prompt_lines.size()) >= o_.n,
+        "eval: '" + o_.prompts.string() + "' has " + std::to_string(prompt_lines.size()) + " prompts, --n is " +
+            std::to_string(o_.n));
+  const int32_t n_human = o_.n_human < 0 ? o_.n : o_.n_human;
+  std::vector<Text> human;
+  const int32_t human_prompt = 8, human_min = 50;
+  for (const std::string& line : read_lines(o_.human)) {
+    if (static_cast<int32_t>(human.size()) >= n_human) break;
+    bool used = false;
+    for (int32_t i = 0; i < static_cast<int32_t>(prompt_lines.size()) && !used; ++i)
+      used = line.rfind(prompt_lines[i], 0) == 0;
+    if (used) continue;
+    const auto ids = tok_->encode(line, true, false);
+    if (static_cast<int32_t>(ids.size()) < 1 + human_prompt + human_min) continue;
+    Text t;
+    t.prompt.assign(ids.begin(), ids.begin() + 1 + human_prompt);
+    const size_t end = std::min(ids.size(), t.prompt.size() + static_cast<size_t>(o_.tokens));
+    t.text.assign(ids.begin() + static_cast<std::ptrdiff_t>(t.prompt.size()), ids.begin() + end);
+    human.push_back(std::move(t));
+  }
+  for (const Text& t : human) human_texts_.push_back(t.text);
+  say("human passages: " + std::to_string(human.size()));
+
+  // Generation: the same prompt and sampling seed for the unwatermarked and both watermarked texts.
+  WatermarkConfig gsg_cfg{WatermarkMode::GSG, o_.gamma, o_.delta, {}, layer_};
+  WatermarkConfig ewp_cfg{WatermarkMode::EWP, o_.gamma, o_.delta, {}, layer_};
+  WatermarkProcessor gsg(gsg_cfg, lists_), ewp(ewp_cfg, lists_);
+  std::map<std::string, std::vector<Text>> gen;
+  double gen_seconds = 0;
+  int64_t gen_tokens = 0;
+  for (int32_t i = 0; i < o_.n; ++i) {
+    const auto prompt = tok_->encode(prompt_lines[i], true, false);
+    for (auto [name, wp] : {std::pair<std::string, WatermarkProcessor*>{"none", nullptr},
+                            std::pair<std::string, WatermarkProcessor*>{"gsg", &gsg},
+                            std::pair<std::string, WatermarkProcessor*>{"ewp", &ewp}}) {
+      const auto t0 = Clock::now();
+      Text t;
+      t.prompt = prompt;
+      t.text = generate_one(prompt, wp, o_.seed + static_cast<uint64_t>(i));
+      gen_seconds += seconds_since(t0);
+      gen_tokens += static_cast<int64_t>(t.text.size());
+      gen[name].push_back(std::move(t));
+    }
+    say("generate " + std::to_string(i + 1) + "/" + std::to_string(o_.n) + " (" +
+        std::to_string(static_cast<int64_t>(gen_tokens / std::max(gen_seconds, 1e-9))) + " tokens/s)");
+  }
+
+  for (const std::string name : {"gsg", "ewp", "none"}) score_texts(name, gen[name], true);
+  score_texts("human", human, false);
+
+  // Detection summaries: positives = one mode, negatives = human + unwatermarked.
+  json detection = json::array();
+  uint64_t seed = 1;
+  for (const std::string mode : {"gsg", "ewp"}) {
+    for (const std::string cond : {"prompt", "noprompt"}) {
+      for (const auto& [label, det] : detectors_) {
+        std::vector<double> neg = scores_["human"][cond][label];
+        const auto& un = scores_["none"][cond][label];
+        neg.insert(neg.end(), un.begin(), un.end());
+        json s = summarize(scores_[mode][cond][label], neg, seed);
+        seed += 10;
+        s["mode"] = mode;
+        s["method"] = label.substr(0, label.find('+'));
+        s["repeats"] = label.find("+repeats") != std::string::npos;
+        s["prompt"] = cond == "prompt";
+        s["negatives"] = {{"human", scores_["human"][cond][label].size()}, {"unwatermarked", un.size()}};
+        detection.push_back(std::move(s));
+      }
+    }
+  }
+
+  json speed;
+  speed["generate_tokens_per_s"] = gen_tokens / std::max(gen_seconds, 1e-9);
+  const double pass_rate = pass_tokens_ / std::max(pass_seconds_, 1e-9);
+  speed["router_pass_tokens_per_s"] = pass_rate;
+  for (const auto& [label, secs] : detect_seconds_) {
+    const double det_rate = detect_tokens_ / std::max(secs, 1e-9);
+    speed["detector_tokens_per_s"][label] = det_rate;
+    speed["end_to_end_tokens_per_s"][label] = 1.0 / (1.0 / pass_rate + 1.0 / det_rate);
+  }
+
+  json attack = json::array();
+  for (const std::string mode : {"gsg", "ewp"}) {
+    json a = attacks(mode, gen[mode]);
+    attack.insert(attack.end(), a.begin(), a.end());
+  }
+
+  // Perplexity against delta: delta 0 is unwatermarked generation.
+  json grid = json::array();
+  grid.push_back({{"mode", "none"}, {"delta", 0.0}, {"ppl_mean", quality_["none"]["ppl_mean"]},
+                  {"tpr_z4", rate_above(scores_["none"]["prompt"]["full"], 4.0)}});
+  for (const std::string mode : {"gsg", "ewp"})
+    grid.push_back({{"mode", mode}, {"delta", o_.delta}, {"ppl_mean", quality_[mode]["ppl_mean"]},
+                    {"tpr_z4", rate_above(scores_[mode]["prompt"]["full"], 4.0)}});
+  for (double d : o_.delta_grid) {
+    if (d == o_.delta) continue;
+    WatermarkProcessor wp({WatermarkMode::GSG, o_.gamma, d, {}, layer_}, lists_);
+    std::vector<Text> texts;
+    for (int32_t i = 0; i < o_.n; ++i) {
+      Text t;
+      t.prompt = gen["none"][i].prompt;
+      t.text = generate_one(t.prompt, &wp, o_.seed + static_cast<uint64_t>(i));
+      texts.push_back(std::move(t));
+    }
+    const std::string name = "gsg-delta-" + std::to_string(d);
+    score_texts(name, texts, true);
+    grid.push_back({{"mode", "gsg"}, {"delta", d}, {"ppl_mean", quality_[name]["ppl_mean"]},
+                    {"tpr_z4", rate_above(scores_[name]["prompt"]["full"], 4.0)}});
+    say("delta grid " + std::to_string(d) + " done");
+  }
+
+  json out;
+  out["tool"] = "epwa eval";
+  out["commit"] = o_.commit;
+  out["model"] = {{"path", o_.model_path.string()}, {"format", model_->format()},
+                  {"router_hash", hash}, {"watermark_layer", layer_}, {"vocab_size", c.vocab_size},
+                  {"experts", c.num_experts}, {"layers", c.num_layers}};
+  out["params"] = {{"key_bytes", o_.key.size()}, {"prompts", o_.prompts.string()}, {"human", o_.human.string()},
+                   {"n", o_.n}, {"n_human", n_human}, {"tokens", o_.tokens}, {"gamma", o_.gamma},
+                   {"delta", o_.delta}, {"delta_grid", o_.delta_grid}, {"temperature", o_.temperature},
+                   {"top_p", o_.top_p}, {"seed", o_.seed}, {"cspv_sample", o_.cspv_sample},
+                   {"threshold", 4.0}, {"attack_rates", o_.attack_rates}, {"attack_top_k", o_.top_k_attack},
+                   {"attack_texts", o_.attack_texts}, {"crop_window", o_.crop_window},
+                   {"bootstrap", o_.bootstrap}, {"human_prompt_tokens", human_prompt},
+                   {"human_min_tokens", human_min}};
+  out["quality"] = quality_;
+  out["detection"] = detection;
+  out["speed"] = speed;
+  out["attacks"] = attack;
+  out["delta_grid"] = grid;
+  out["cross_precision"] = cross_precision_;
+  out["pepi"] = {{"skipped", "no PEPI oracle in this build (detect.hpp ExpertPredictor slot only)"}};
+  out["sample"] = token_view(gen["gsg"].front());
+  out["samples_text"] = {{"none", tok_->decode(gen["none"].front().text, true)},
+                         {"gsg", tok_->decode(gen["gsg"].front().text, true)},
+                         {"ewp", tok_->decode(gen["ewp"].front().text, true)}};
+  out["seconds"] = seconds_since(t_start);
+  say("done in " + std::to_string(static_cast<int64_t>(seconds_since(t_start))) + " s");
+  return out;
+}
+
+}  // namespace
+
+json run_eval(const EvalOptions& o) { return Pipeline(o).run(); }
+
+json run_eval_to_dir(const EvalOptions& o, const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  json r = run_eval(o);
+  {
+    std::ofstream f(dir / "results.json");
+    check(f.good(), "eval: cannot write '" + (dir / "results.json").string() + "'");
+    f << r.dump(1) << "\n";
+  }
+  std::ofstream f(dir / "report.html");
+  check(f.good(), "eval: cannot write '" + (dir / "report.html").string() + "'");
+  f << render_report(r);
+  return r;
+}
+
+}  // namespace epwa::eval

@@ -1,0 +1,94 @@
+// PEPI on the model side: the router hash, the local model as a distribution source, and the
+// teacher-forced passes that label training positions with the router's top-1 expert.
+#include <algorithm>
+#include <cmath>
+
+#include "epwa/error.hpp"
+#include "epwa/model.hpp"
+#include "epwa/pepi.hpp"
+#include "epwa/watermark.hpp"
+
+namespace epwa {
+
+std::string model_router_hash(const Model& m) {
+  const ModelConfig& c = m.config();
+  std::vector<std::vector<float>> keep;
+  std::vector<RouterMatrix> routers;
+  for (int32_t l = 0; l < c.num_layers; ++l) keep.push_back(m.router_f32(l));
+  for (int32_t l = 0; l < c.num_layers; ++l)
+    routers.push_back({l, c.num_experts, c.hidden_size, keep[static_cast<size_t>(l)]});
+  return irsh_v1(routers);
+}
+
+namespace {
+// Keeps the router logits of one layer, one row per position.
+struct LayerTap : RouterObserver {
+  int32_t layer, experts;
+  int64_t base;
+  std::vector<float> logits;
+  LayerTap(int32_t l, int32_t e, int64_t n, int64_t b) : layer(l), experts(e), base(b), logits(static_cast<size_t>(n * e), NAN) {}
+  void observe(const RouterObservation& o) override {
+    if (o.layer != layer) return;
+    const int64_t p = o.position - base;
+    if (p < 0 || (p + 1) * experts > static_cast<int64_t>(logits.size())) return;
+    std::copy(o.logits.begin(), o.logits.end(), logits.begin() + p * experts);
+  }
+};
+
+std::vector<float> all_logits(Model& m, std::span<const int32_t> tokens, RouterObserver* obs) {
+  KvCache cache = m.make_cache(static_cast<int64_t>(tokens.size()));
+  ForwardOptions fo;
+  fo.observer = obs;
+  fo.all_logits = true;
+  return m.forward(tokens, cache, fo);
+}
+}  // namespace
+
+LocalDistributionSource::LocalDistributionSource(Model& model, int32_t top_k)
+    : model_(&model), k_(top_k) {}
+
+std::vector<TokenDistribution> LocalDistributionSource::distributions(
+    std::span<const int32_t> tokens) {
+  if (tokens.empty()) return {};
+  const size_t V = static_cast<size_t>(model_->config().vocab_size);
+  const std::vector<float> logits = all_logits(*model_, tokens, nullptr);
+  std::vector<TokenDistribution> out;
+  out.reserve(tokens.size());
+  for (size_t p = 0; p < tokens.size(); ++p)
+    out.push_back(top_logprobs(std::span(logits).subspan(p * V, V), k_));
+  return out;
+}
+
+PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>> sequences,
+                              const CollectOptions& opt) {
+  const ModelConfig& c = model.config();
+  const int32_t layer = resolve_router_layer(opt.router_layer, c.num_layers);
+  const PepiFeaturizer feat(opt.features, c.vocab_size);
+  const size_t V = static_cast<size_t>(c.vocab_size);
+  PepiDataset data;
+  int64_t done = 0, total = 0;
+  for (const auto& s : sequences) total += static_cast<int64_t>(s.size());
+  for (size_t si = 0; si < sequences.size(); ++si) {
+    const auto& seq = sequences[si];
+    if (seq.empty()) continue;
+    LayerTap tap(layer, c.num_experts, static_cast<int64_t>(seq.size()), 0);
+    const std::vector<float> logits = all_logits(model, seq, &tap);
+    for (size_t p = 0; p < seq.size(); ++p) {
+      const auto row = std::span<const float>(tap.logits).subspan(p * c.num_experts, c.num_experts);
+      const ExpertChoice ec = top1_expert(row);
+      const TokenDistribution d =
+          top_logprobs(std::span(logits).subspan(p * V, V), opt.features.full ? 0 : opt.features.k);
+      feat.add_row(d, seq[p], p > 0 ? seq[p - 1] : -1, data);
+      data.expert.push_back(ec.expert);
+      data.confidence.push_back(ec.confidence);
+    }
+    done += static_cast<int64_t>(seq.size());
+    if (opt.progress && (si + 1 == sequences.size() || (si + 1) % 20 == 0))
+      opt.progress("collected " + std::to_string(done) + "/" + std::to_string(total) +
+                   " positions (" + std::to_string(si + 1) + "/" + std::to_string(sequences.size()) +
+                   " sequences)");
+  }
+  return data;
+}
+
+}  // namespace epwa

@@ -1,0 +1,92 @@
+// The whole pipeline on a tiny random model (with the bundled tokenizer) in seconds.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "epwa/error.hpp"
+#include "epwa/eval.hpp"
+#include "epwa/make_model.hpp"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+fs::path tiny_model() {
+  const fs::path dir = fs::temp_directory_path() / ("epwa_eval_tiny_" + std::to_string(::getpid()));
+  if (fs::exists(dir / "config.json")) return dir;
+  epwa::ModelConfig c = epwa::shape_config("tiny");
+  c.vocab_size = 8000;  // the bundled tokenizer's size
+  epwa::write_random_hf(c, 7, epwa::DType::F32, dir);
+  const fs::path bundled = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+  fs::copy_file(bundled / "tokenizer.model", dir / "tokenizer.model", fs::copy_options::overwrite_existing);
+  fs::copy_file(bundled / "tokenizer_config.json", dir / "tokenizer_config.json",
+                fs::copy_options::overwrite_existing);
+  return dir;
+}
+
+epwa::eval::EvalOptions tiny_options(const fs::path& model) {
+  epwa::eval::EvalOptions o;
+  o.model_path = model;
+  o.prompts = fs::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "prompts.txt";
+  o.human = fs::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "heldout.txt";
+  o.n = 4;
+  o.n_human = 4;
+  o.tokens = 30;
+  o.delta = 12.0;  // a random model is near-uniform: a big bias makes the test decisive
+  o.delta_grid = {4.0};
+  o.bootstrap = 50;
+  o.attack_rates = {0.1, 0.3};
+  o.attack_texts = 2;
+  o.crop_window = 10;
+  o.cspv_sample = 12;
+  return o;
+}
+}  // namespace
+
+TEST(Pipeline, TinyModelEndToEnd) {
+  const fs::path model = tiny_model();
+  const fs::path out = model / "out";
+  auto o = tiny_options(model);
+  int progress_lines = 0;
+  o.progress = [&](const std::string&) { ++progress_lines; };
+  const json r = epwa::eval::run_eval_to_dir(o, out);
+  EXPECT_GT(progress_lines, 5);
+  ASSERT_TRUE(fs::exists(out / "results.json"));
+  ASSERT_TRUE(fs::exists(out / "report.html"));
+  std::ifstream f(out / "results.json");
+  const json back = json::parse(f);
+  EXPECT_EQ(back["model"]["router_hash"].get<std::string>().size(), 64u);
+  // 2 modes x 2 prompt conditions x 3 methods x 2 repeat settings
+  ASSERT_EQ(back["detection"].size(), 24u);
+  bool seen = false;
+  for (const auto& d : back["detection"]) {
+    EXPECT_EQ(d["n_pos"], 4);
+    EXPECT_EQ(d["n_neg"], 8);  // 4 human + 4 unwatermarked
+    if (d["mode"] == "gsg" && d["method"] == "full" && d["prompt"] == true && d["repeats"] == false) {
+      seen = true;
+      EXPECT_GT(d["z_pos_mean"].get<double>(), d["z_neg_mean"].get<double>() + 2.0);
+      EXPECT_GE(d["auc"].get<double>(), 0.9);
+    }
+  }
+  EXPECT_TRUE(seen);
+  // attacks: per mode 2 sources x 3 kinds x 2 rates (with prompt) + 2 x 2 substitutions without,
+  // each for 3 methods, plus crop/splice x 3 methods
+  EXPECT_EQ(back["attacks"].size(), 2u * ((12 + 4) * 3 + 2 * 3));
+  EXPECT_EQ(back["delta_grid"].size(), 4u);
+  EXPECT_GT(back["quality"]["none"]["ppl_mean"].get<double>(), 1.0);
+  EXPECT_FALSE(back["sample"]["tokens"].empty());
+  std::stringstream html;
+  html << std::ifstream(out / "report.html").rdbuf();
+  for (const char* id : {"roc-gsg", "zhist-gsg", "attacks-gsg", "ppl-delta", "id=\"tokens\""})
+    EXPECT_NE(html.str().find(id), std::string::npos) << id;
+  fs::remove_all(model);
+}
+
+TEST(Pipeline, BadInputsThrow) {
+  auto o = tiny_options(fs::temp_directory_path() / "epwa_eval_no_such_model");
+  EXPECT_THROW(epwa::eval::run_eval(o), epwa::Error);
+  o.n = 0;
+  EXPECT_THROW(epwa::eval::run_eval(o), epwa::Error);
+}
