@@ -1,0 +1,205 @@
+// epwa detect: test a text (or token ids) for the EPW-A watermark, one text or a JSON-lines batch.
+#include <fmt/core.h>
+
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "command.hpp"
+#include "common.hpp"
+#include "epwa/error.hpp"
+#include "epwa/session.hpp"
+#include "epwa/tokenizer.hpp"
+#include "watermark_args.hpp"
+
+namespace epwa::cli {
+namespace {
+
+struct Args {
+  ModelArgs model;
+  WatermarkArgs wm;
+  std::string method = "full";
+  std::string prompt, prompt_tokens, text, file, tokens, jsonl;
+  DetectOptions opt;
+  bool json = false;
+};
+
+// One input: the context ids (BOS and prompt) and the ids of the text to score.
+struct Input {
+  std::vector<int32_t> context, text;
+};
+
+struct Env {
+  Model* model = nullptr;
+  const Tokenizer* tok = nullptr;
+  const Detector* det = nullptr;
+  int32_t layer = 0;
+};
+
+const Tokenizer& need(const Tokenizer* tok) {
+  check(tok != nullptr, "the model has no usable tokenizer: give token ids (--tokens)");
+  return *tok;
+}
+
+std::vector<int32_t> context_ids(const Env& env, const std::string* prompt, const std::vector<int32_t>* ids) {
+  if (ids != nullptr) return *ids;
+  if (prompt != nullptr) {
+    check(!prompt->empty(), "the prompt is empty");
+    return need(env.tok).encode(*prompt, true, false);
+  }
+  // Unknown prompt: BOS only, so the first token of the text is scored too.
+  const int32_t bos = env.tok ? env.tok->bos_id() : env.model->config().bos_token_id;
+  return bos >= 0 ? std::vector<int32_t>{bos} : std::vector<int32_t>{};
+}
+
+std::vector<int32_t> text_ids(const Env& env, const std::string& text) {
+  check(!text.empty(), "the text is empty");
+  auto ids = need(env.tok).encode(text, false, false);
+  check(!ids.empty(), "the text encodes to no tokens");
+  return ids;
+}
+
+nlohmann::json run_one(const Env& env, const Input& in) {
+  check(!in.text.empty(), "no tokens to test");
+  std::vector<int32_t> seq = in.context;
+  seq.insert(seq.end(), in.text.begin(), in.text.end());
+  const DetectionResult r =
+      detect_tokens(*env.model, *env.det, seq, static_cast<int64_t>(in.context.size()), env.layer);
+  nlohmann::json j = to_json(r);
+  j["prompt_tokens"] = in.context.size();
+  j["text_tokens"] = in.text.size();
+  if (env.tok != nullptr && j.contains("tokens"))
+    for (auto& t : j["tokens"]) t["piece"] = env.tok->token_to_piece(t["token"].get<int32_t>());
+  return j;
+}
+
+// A JSON-lines input line: an object with "tokens" (ids of the text) or "text", and optionally
+// "prompt_tokens" (ids) or "prompt" (text) -- `epwa generate --json` lines qualify; any other line is
+// the text itself.
+Input parse_line(const Env& env, const std::string& line) {
+  Input in;
+  if (!line.empty() && line.front() == '{') {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    check(!j.is_discarded() && j.is_object(), "line is not a valid JSON object");
+    if (j.contains("prompt_tokens")) {
+      const auto p = j.at("prompt_tokens").get<std::vector<int32_t>>();
+      in.context = context_ids(env, nullptr, &p);
+    } else if (j.contains("prompt")) {
+      const auto p = j.at("prompt").get<std::string>();
+      in.context = context_ids(env, &p, nullptr);
+    } else {
+      in.context = context_ids(env, nullptr, nullptr);
+    }
+    if (j.contains("tokens")) {
+      in.text = j.at("tokens").get<std::vector<int32_t>>();
+    } else {
+      check(j.contains("text"), "line has neither \"tokens\" nor \"text\"");
+      in.text = text_ids(env, j.at("text").get<std::string>());
+    }
+    return in;
+  }
+  in.context = context_ids(env, nullptr, nullptr);
+  in.text = text_ids(env, line);
+  return in;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  check(f.good(), "cannot open '" + path + "'");
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+void print_human(const nlohmann::json& j) {
+  fmt::print("{}: g={} n={} z={} log10_p={} -> {} ({})\n", j["method"].get<std::string>(), j["g"].get<int64_t>(),
+             j["n"].get<int64_t>(), j["z"].dump(), j["log10_p"].dump(),
+             j["detected"].get<bool>() ? "WATERMARKED" : "not detected", j["reason"].get<std::string>());
+}
+
+const Command kDetect{"detect", "Detect the EPW-A watermark in a text or token ids", [](CLI::App& app) {
+  auto a = std::make_shared<Args>();
+  a->model.add(app);
+  a->wm.add(app, false);
+  app.add_option("--method", a->method, "full, cspv, weighted (pepi: library only)")
+      ->check(CLI::IsMember({"full", "cspv", "weighted", "pepi"}));
+  auto* p = app.add_option("--prompt", a->prompt, "prompt text (context only, BOS added)");
+  app.add_option("--prompt-tokens", a->prompt_tokens, "context token ids, BOS included")->excludes(p);
+  auto* t = app.add_option("--text", a->text, "text to test");
+  auto* f = app.add_option("--file", a->file, "file whose content is the text to test")->excludes(t);
+  auto* k = app.add_option("--tokens", a->tokens, "token ids of the text (context added in front)")
+                ->excludes(t)
+                ->excludes(f);
+  app.add_option("--jsonl", a->jsonl,
+                 "batch: one input per line (JSON with tokens/text[/prompt_tokens/prompt], or plain "
+                 "text); one JSON result line per input line")
+      ->excludes(t)
+      ->excludes(f)
+      ->excludes(k);
+  app.add_option("--sample", a->opt.sample, "CSPV: number of tokens to score");
+  app.add_flag("--count-repeats", a->opt.count_repeats, "score repeated (expert, token) pairs too");
+  app.add_flag("--tokens-detail", a->opt.tokens_detail, "per-token detail in the JSON output");
+  app.add_option("--threshold", a->opt.threshold, "z threshold of the decision (default 4)");
+  app.add_flag("--json", a->json, "print JSON");
+  return [a, &app] {
+    const int inputs = static_cast<int>(app.count("--text") + app.count("--file") + app.count("--tokens") +
+                                        app.count("--jsonl"));
+    check(inputs == 1, "give one of --text, --file, --tokens or --jsonl");
+    a->opt.method = detect_method_from_name(a->method);
+    check(a->opt.method != DetectMethod::Cspv || a->opt.sample > 0, "--method cspv needs --sample N (N > 0)");
+    check(a->opt.method != DetectMethod::Pepi,
+          "--method pepi needs an expert predictor, which this command does not provide yet");
+    const std::string key = a->wm.resolve_key();
+    auto m = a->model.load();
+    std::unique_ptr<Tokenizer> tok;
+    try {
+      tok = load_tokenizer(resolve_model_path(a->model.model));
+    } catch (const Error&) {
+      if (app.count("--tokens") == 0 && app.count("--jsonl") == 0) throw;
+    }
+    const Detector det(make_green_lists(*m, key, a->wm.gamma), a->opt);
+    Env env{m.get(), tok.get(), &det, model_router_layer(*m, a->wm.router_layer)};
+    std::vector<int32_t> pids;
+    if (app.count("--prompt-tokens")) pids = parse_token_list(a->prompt_tokens);
+    const std::string* prompt = app.count("--prompt") ? &a->prompt : nullptr;
+    const std::vector<int32_t>* prompt_ids = app.count("--prompt-tokens") ? &pids : nullptr;
+
+    if (app.count("--jsonl")) {
+      std::ifstream in(a->jsonl);
+      check(in.good(), "cannot open '" + a->jsonl + "'");
+      std::string line;
+      int64_t lineno = 0;
+      while (std::getline(in, line)) {
+        ++lineno;
+        nlohmann::json j;
+        try {
+          Input x = parse_line(env, line);
+          if (prompt != nullptr || prompt_ids != nullptr) x.context = context_ids(env, prompt, prompt_ids);
+          j = run_one(env, x);
+        } catch (const std::exception& e) {  // one bad line does not stop the batch
+          j = {{"error", e.what()}};
+        }
+        j["line"] = lineno;
+        std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      }
+      return 0;
+    }
+    Input x;
+    x.context = context_ids(env, prompt, prompt_ids);
+    if (app.count("--tokens")) {
+      x.text = parse_token_list(a->tokens);
+    } else {
+      x.text = text_ids(env, app.count("--text") ? a->text : read_file(a->file));
+    }
+    nlohmann::json j = run_one(env, x);
+    j["router_hash"] = det.lists().router_hash();
+    if (a->json) {
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    } else {
+      print_human(j);
+    }
+    return 0;
+  };
+}};
+
+}  // namespace
+}  // namespace epwa::cli

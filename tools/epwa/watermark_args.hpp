@@ -1,0 +1,31 @@
+// Watermark options shared by `epwa generate` and `epwa detect`: key, gamma, delta, router layer.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+
+#include "epwa/model.hpp"
+#include "epwa/watermark.hpp"
+
+namespace epwa::cli {
+
+struct WatermarkArgs {
+  std::string key, key_file;
+  double gamma = 0.5;
+  double delta = 2.0;
+  std::string expert_deltas;  // "d0,d1,..." (EWP)
+  int32_t router_layer = -1;  // -1 = last MoE layer
+
+  // --key, --key-file, --gamma, --router-layer; with `generation` also --delta, --expert-deltas.
+  void add(CLI::App& app, bool generation);
+  // --key-file bytes, else --key, else $EPW_KEY; throws Error when none is given (no default key).
+  std::string resolve_key() const;
+  // The configuration for `mode`, router layer resolved against `model`.
+  WatermarkConfig config(WatermarkMode mode, const Model& model) const;
+};
+
+// {"mode", "gamma", "delta", "expert_deltas", "router_layer", "router_hash"} for JSON output.
+nlohmann::json watermark_json(const WatermarkConfig& c, const std::string& router_hash);
+
+}  // namespace epwa::cli
