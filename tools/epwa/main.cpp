@@ -40,6 +40,15 @@ int main(int argc, char** argv) {
     runners[i] = e.setup(*sub);
     subs.push_back(sub);
   }
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string name = argv[1];
+    bool known = false;
+    for (const auto& e : registry()) known = known || e.name == name;
+    if (!known) {
+      std::fprintf(stderr, "epwa: error: unknown command '%s' (see epwa --help)\n", argv[1]);
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

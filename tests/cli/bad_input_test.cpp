@@ -1,0 +1,133 @@
+// Bad input through the command line: a one-line error naming the problem and a non-zero exit,
+// never a crash.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(EPWA_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+// Exits with 1 or 2 (not a signal) and prints exactly one line mentioning `needle`.
+void expect_error(const std::string& args, const std::string& needle) {
+  const Result r = run(args);
+  EXPECT_TRUE(r.code == 1 || r.code == 2) << args << " exited " << r.code << ": " << r.out;
+  EXPECT_NE(r.out.find(needle), std::string::npos) << args << ": " << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << ": " << r.out;
+}
+
+const fs::path kRef = fs::path(EPWA_TEST_DATA_DIR) / "ref" / "gqa";
+
+fs::path temp_dir(const std::string& name) {
+  const fs::path d = fs::temp_directory_path() / ("epwa-cli-" + name);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+TEST(Cli, UnknownFlagAndMissingArguments) {
+  expect_error("trace --tokens 1 --bogus", "bogus");
+  expect_error("trace", "--tokens");
+  expect_error("frobnicate", "frobnicate");
+}
+
+TEST(Cli, MissingModel) { expect_error("info --model /nonexistent/model", "model not found: /nonexistent/model"); }
+
+TEST(Cli, BadTokens) {
+  expect_error("trace --model " + kRef.string() + " --tokens 1,99999", "token id 99999 out of range");
+  expect_error("trace --model " + kRef.string() + " --tokens 1,x", "invalid token id 'x'");
+  expect_error("trace --model " + kRef.string() + " --tokens 1,-4", "token id -4 out of range");
+}
+
+TEST(Cli, TruncatedSafetensors) {
+  const fs::path d = temp_dir("truncated");
+  fs::copy_file(kRef / "config.json", d / "config.json");
+  std::ifstream in(kRef / "model.safetensors", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  std::ofstream(d / "model.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  expect_error("info --model " + d.string(), "model.safetensors");
+}
+
+TEST(Cli, ShapeMismatch) {
+  const fs::path d = temp_dir("shape");
+  fs::copy_file(kRef / "model.safetensors", d / "model.safetensors");
+  nlohmann::json c = nlohmann::json::parse(std::ifstream(kRef / "config.json"));
+  c["intermediate_size"] = 100;
+  std::ofstream(d / "config.json") << c.dump();
+  expect_error("trace --tokens 1 --model " + d.string(), "expected [100, 64]");
+}
+
+TEST(Cli, MissingConfig) {
+  const fs::path d = temp_dir("noconfig");
+  fs::copy_file(kRef / "model.safetensors", d / "model.safetensors");
+  expect_error("info --model " + d.string(), "config.json");
+}
+
+TEST(Cli, CorruptGguf) {
+  const fs::path d = temp_dir("gguf");
+  const fs::path good = d / "good.gguf";
+  ASSERT_EQ(run("convert --model " + kRef.string() + " --out " + good.string()).code, 0);
+  std::ifstream in(good, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  std::ofstream(d / "cut.gguf", std::ios::binary) << bytes.substr(0, bytes.size() - 1000);
+  expect_error("info --model " + (d / "cut.gguf").string(), "cut.gguf");
+  bytes[0] = 'X';
+  std::ofstream(d / "magic.gguf", std::ios::binary) << bytes;
+  expect_error("info --model " + (d / "magic.gguf").string(), "magic");
+}
+
+TEST(Cli, TraceJsonContract) {
+  const Result r = run("trace --model " + kRef.string() + " --tokens 1,5,9 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["tokens"], nlohmann::json({1, 5, 9}));
+  EXPECT_EQ(j["logits"].size(), 3u);
+  EXPECT_EQ(j["logits"][0].size(), 320u);
+  ASSERT_EQ(j["router"].size(), 2u);
+  EXPECT_EQ(j["router"][1]["layer"], 1);
+  EXPECT_EQ(j["router"][1]["logits"][2].size(), 4u);
+  EXPECT_EQ(j["router"][1]["topk"][2].size(), 2u);
+  EXPECT_EQ(j["router"][1]["weights"][2].size(), 2u);
+}
+
+TEST(Cli, GenerateJsonContract) {
+  const Result r = run("generate --model " + kRef.string() + " --prompt-tokens 1,5,9 -n 4 --temperature 0 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["prompt_tokens"], nlohmann::json({1, 5, 9}));
+  EXPECT_EQ(j["tokens"].size(), 4u);
+}
+
+TEST(Cli, MakeModelRoundTrip) {
+  const fs::path d = temp_dir("make");
+  ASSERT_EQ(run("make-model --shape tiny --seed 3 --out " + (d / "hf").string()).code, 0);
+  ASSERT_EQ(run("make-model --shape tiny --seed 3 --out " + (d / "m.gguf").string()).code, 0);
+  const Result a = run("trace --model " + (d / "hf").string() + " --tokens 1,2,3 --json");
+  const Result b = run("trace --model " + (d / "m.gguf").string() + " --tokens 1,2,3 --json");
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_EQ(a.out, b.out);  // same seed, same weights: identical numbers from either format
+  expect_error("make-model --shape nosuch --out " + (d / "x").string(), "unknown model shape 'nosuch'");
+}
+
+}  // namespace
