@@ -153,10 +153,11 @@ void matmul(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool
   }
   const ops::Kernels& k = ops::kernels();
   // Blocking: a task owns kTaskRows weight rows and all tokens. Within it, a block of kTokens
-  // tokens x kCols columns of X (128 KB, in L2) meets kPanelRows rows converted to an f32 panel
-  // (32 KB, in L1), so each weight is converted once per token block and each X block serves
-  // kTaskRows rows.
-  constexpr int64_t kTaskRows = 64, kPanelRows = 16, kTokens = 64, kCols = 512;
+  // tokens x kCols columns of X (256 KB, in L2) meets kPanelRows rows converted to an f32 panel
+  // (64 KB; the 4 rows the micro-kernel uses, 16 KB, stay in L1 across the tokens), so each weight
+  // is converted once per token block and each X block serves kTaskRows rows. Sizes were tuned on
+  // a 2-core EPYC (docs/KERNELS.md).
+  constexpr int64_t kTaskRows = 64, kPanelRows = 16, kTokens = 64, kCols = 1024;
   const int64_t tasks = (m.rows + kTaskRows - 1) / kTaskRows;
   pool.parallel_for(tasks, [&](int64_t b, int64_t e) {
     thread_local std::vector<float> panel;

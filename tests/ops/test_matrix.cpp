@@ -156,7 +156,7 @@ TEST(Matmul, EqualsMatvecPerToken) {
             matvec(m.view, std::span<const float>(xt, cols), yv, pool);
             const Ref ref = reference(m, rows, cols, xt);
             for (int64_t i = 0; i < rows; ++i) {
-              // K blocking adds one rounding per 512 columns.
+              // K blocking adds one rounding per block of >= 512 columns.
               const double bound = dot_bound(cols + 8 * (cols / 512 + 1), ref.abs[i]);
               ASSERT_LE(std::abs(y[tok * rows + i] - ref.y[i]), bound) << "token " << tok;
               ASSERT_LE(std::abs(y[tok * rows + i] - yv[i]), 2 * bound) << "token " << tok;

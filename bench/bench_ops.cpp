@@ -1,0 +1,142 @@
+// Kernel throughput: matvec (decode) per weight type and thread count, reported as weight bytes/s
+// so that it compares directly with the machine's memory bandwidth; matmul (prompt) for 64 tokens
+// against 64 matvecs. Run: build/bench/bench_ops [--benchmark_filter=...]; EPWA_ISA=scalar to see
+// the portable path.
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "epwa/half.hpp"
+#include "epwa/ops.hpp"
+
+namespace {
+using epwa::DType;
+
+// One weight buffer per (type, rows, cols), filled once with small pseudo-random values.
+struct Weights {
+  std::vector<std::byte> bytes;
+  epwa::TensorView view;
+};
+
+const Weights& weights(DType t, int64_t rows, int64_t cols) {
+  static std::map<std::tuple<int, int64_t, int64_t>, std::unique_ptr<Weights>> cache;
+  auto& w = cache[{static_cast<int>(t), rows, cols}];
+  if (!w) {
+    w = std::make_unique<Weights>();
+    const int64_t eb = t == DType::F32 ? 4 : 2;
+    w->bytes.resize(static_cast<size_t>(rows * cols * eb));
+    uint32_t s = 12345;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      s = s * 1664525u + 1013904223u;
+      const float f = static_cast<float>(static_cast<int32_t>(s >> 8) - (1 << 23)) * 1e-9f;
+      if (t == DType::F32) {
+        std::memcpy(&w->bytes[i * 4], &f, 4);
+      } else {
+        const uint16_t h = t == DType::F16 ? epwa::f32_to_f16(f) : epwa::f32_to_bf16(f);
+        std::memcpy(&w->bytes[i * 2], &h, 2);
+      }
+    }
+    w->view.name = "bench";
+    w->view.dtype = t;
+    w->view.shape = {rows, cols};
+    w->view.data = w->bytes;
+  }
+  return *w;
+}
+
+epwa::ThreadPool& pool(int threads) {
+  static std::map<int, std::unique_ptr<epwa::ThreadPool>> pools;
+  auto& p = pools[threads];
+  if (!p) p = std::make_unique<epwa::ThreadPool>(threads);
+  return *p;
+}
+
+// Args: dtype, rows, cols, threads.
+void BM_Matvec(benchmark::State& state) {
+  const auto t = static_cast<DType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2);
+  const Weights& w = weights(t, rows, cols);
+  epwa::ThreadPool& p = pool(static_cast<int>(state.range(3)));
+  std::vector<float> x(cols, 0.5f), y(rows);
+  for (auto _ : state) {
+    epwa::matvec(w.view, x, y, p);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.bytes.size()));
+  state.SetLabel(std::string(epwa::dtype_name(t)) + " " +
+                 std::string(epwa::ops::isa_name(epwa::ops::active_isa())));
+}
+
+// Args: dtype, rows, cols, threads, tokens, as_matvecs (1: n matvecs, the unblocked baseline).
+void BM_Matmul(benchmark::State& state) {
+  const auto t = static_cast<DType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2), n = state.range(4);
+  const Weights& w = weights(t, rows, cols);
+  epwa::ThreadPool& p = pool(static_cast<int>(state.range(3)));
+  std::vector<float> x(n * cols, 0.25f), y(n * rows);
+  for (auto _ : state) {
+    if (state.range(5)) {
+      for (int64_t i = 0; i < n; ++i)
+        epwa::matvec(w.view, std::span<const float>(x).subspan(i * cols, cols),
+                     std::span<float>(y).subspan(i * rows, rows), p);
+    } else {
+      epwa::matmul(w.view, x.data(), n, y.data(), p);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(state.iterations() * n);  // tokens/s
+  state.counters["GFLOPS"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * 2.0 * n * rows * cols * 1e-9,
+                         benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(epwa::dtype_name(t)) + (state.range(5) ? " n x matvec" : " matmul"));
+}
+
+// Memory-bandwidth probe of the same run: a plain read of a 512 MB buffer split across the pool,
+// the yardstick for the matvec numbers (arg: threads).
+void BM_MemRead(benchmark::State& state) {
+  static std::vector<uint64_t> buf(size_t{64} << 20, 1);
+  epwa::ThreadPool& p = pool(static_cast<int>(state.range(0)));
+  const int64_t n = static_cast<int64_t>(buf.size());
+  for (auto _ : state) {
+    std::atomic<uint64_t> total{0};
+    p.parallel_for(
+        n,
+        [&](int64_t b, int64_t e) {
+          uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+          for (int64_t i = b; i + 4 <= e; i += 4) {
+            s0 += buf[i];
+            s1 += buf[i + 1];
+            s2 += buf[i + 2];
+            s3 += buf[i + 3];
+          }
+          total += s0 + s1 + s2 + s3;
+        },
+        1 << 16);
+    benchmark::DoNotOptimize(total.load());
+  }
+  state.SetBytesProcessed(state.iterations() * n * 8);
+}
+
+void MatvecArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16})
+    for (int64_t rows : {4096, 14336})
+      for (int threads : {1, 2}) b->Args({static_cast<int64_t>(t), rows, 4096, threads});
+}
+
+void MatmulArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : {DType::F16, DType::BF16, DType::F32})
+    for (int threads : {1, 2})
+      for (int as_matvec : {0, 1})
+        b->Args({static_cast<int64_t>(t), 4096, 4096, threads, 64, as_matvec});
+}
+
+BENCHMARK(BM_MemRead)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Matvec)->Apply(MatvecArgs)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
