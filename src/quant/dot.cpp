@@ -83,6 +83,7 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
             " bytes is shorter than a " + std::string(dtype_name(t)) + " row of " +
             std::to_string(xs[0].size()) + " elements");
   const quant::RowDot k = quant::row_dot(t, isa);
+  const quant::RowMultiDot k4v = isa == KernelIsa::Avx2 ? quant::row_dot4v_avx2(t) : nullptr;
   // About 256 KiB of packed activations per group (int8 x for the integer kernels, f32 otherwise).
   const int64_t per = act_format(t) == ActFormat::F32 ? 4 * xs[0].size() : xs[0].size() + 64;
   const auto group =
@@ -91,8 +92,18 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
     const size_t v1 = std::min(xs.size(), v0 + group);
     for (int64_t r = row_begin; r < row_end; ++r) {
       const std::byte* row = w + r * row_bytes;
-      for (size_t v = v0; v < v1; ++v)
-        out[static_cast<int64_t>(v) * out_stride + r] = k(row, xs[v]);
+      size_t v = v0;
+      if (k4v) {
+        for (; v + quant::kVectorsAtOnce <= v1; v += quant::kVectorsAtOnce) {
+          const PackedVector* ptrs[quant::kVectorsAtOnce];
+          float res[quant::kVectorsAtOnce];
+          for (int j = 0; j < quant::kVectorsAtOnce; ++j) ptrs[j] = &xs[v + j];
+          k4v(row, ptrs, res);
+          for (int j = 0; j < quant::kVectorsAtOnce; ++j)
+            out[static_cast<int64_t>(v + j) * out_stride + r] = res[j];
+        }
+      }
+      for (; v < v1; ++v) out[static_cast<int64_t>(v) * out_stride + r] = k(row, xs[v]);
     }
   }
 }

@@ -237,6 +237,158 @@ void dot_q6_k(const std::byte* w, int64_t rb, const PackedVector& x, float* out)
   for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
+// One weight row against V vectors: each block is unpacked once and used V times (prompt
+// processing). Per vector the arithmetic is exactly the one-row kernel's, so results are identical.
+template <size_t D, size_t M, size_t QH, size_t QS, size_t BYTES, int OFF, int V>
+void dot_small_v(const std::byte* w, const PackedVector* const* xs, float* out) {
+  __m256 acc[V];
+  float corr[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps(), corr[v] = 0.0f;
+  for (int64_t i = 0; i < xs[0]->size() / 32; ++i) {
+    const std::byte* blk = w + i * BYTES;
+    __m256i q = nibbles16(u8(blk + QS));
+    if constexpr (QH != 0) q = _mm256_or_si256(q, fifth_bits(load_u32(blk + QH)));
+    if constexpr (M == 0) q = _mm256_sub_epi8(q, _mm256_set1_epi8(OFF));
+    const __m256i qa = _mm256_sign_epi8(q, q);
+    const float dw = f16(blk + D);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const PackedVector& x = *xs[v];
+      const __m256i y = load256(x.qs() + 32 * i);
+      const float dx = x.scales()[i];
+      __m256i p;
+      if constexpr (M == 0) {
+        p = dot_u8s8(qa, _mm256_sign_epi8(y, q));
+      } else {
+        p = dot_u8s8(q, y);
+        corr[v] += f16(blk + M) * (dx * static_cast<float>(x.sums()[i]));
+      }
+      acc[v] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(p), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]) + corr[v];
+}
+
+template <int V>
+void dot_q8_0_v(const std::byte* w, const PackedVector* const* xs, float* out) {
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < xs[0]->size() / 32; ++i) {
+    const std::byte* blk = w + i * Q8_0::bytes;
+    const __m256i q = load256(blk + Q8_0::qs);
+    const __m256i qa = _mm256_sign_epi8(q, q);
+    const float dw = f16(blk + Q8_0::d);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m256i p = dot_u8s8(qa, _mm256_sign_epi8(load256(xs[v]->qs() + 32 * i), q));
+      acc[v] =
+          _mm256_fmadd_ps(_mm256_set1_ps(dw * xs[v]->scales()[i]), _mm256_cvtepi32_ps(p), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]);
+}
+
+template <bool FIVE, int V>
+void dot_k_affine_v(const std::byte* w, const PackedVector* const* xs, float* out) {
+  constexpr size_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
+  constexpr size_t off_qs = FIVE ? Q5_K::qs : Q4_K::qs;
+  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  __m256 acc[V];
+  float corr[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps(), corr[v] = 0.0f;
+  for (int64_t b = 0; b < xs[0]->size() / 256; ++b) {
+    const std::byte* blk = w + b * bytes;
+    const uint8_t* sc = u8(blk + Q4_K::scales);
+    const uint8_t* q = u8(blk + off_qs);
+    __m256i qh;
+    if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
+    __m256i sumi[V];
+    int32_t summ[V];
+    for (int v = 0; v < V; ++v) sumi[v] = _mm256_setzero_si256(), summ[v] = 0;
+    for (int c = 0; c < 4; ++c, q += 32) {
+      uint8_t s0, m0, s1, m1;
+      scale_min_k4(2 * c, sc, s0, m0);
+      scale_min_k4(2 * c + 1, sc, s1, m1);
+      const __m256i raw = load256(q);
+      __m256i v0 = _mm256_and_si256(raw, low4),
+              v1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+      if constexpr (FIVE) {
+        v0 = _mm256_or_si256(
+            v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+        v1 = _mm256_or_si256(
+            v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+      }
+      const __m256i sc0 = _mm256_set1_epi16(s0), sc1 = _mm256_set1_epi16(s1);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) {
+        const int8_t* y = xs[v]->qs() + 256 * b + 64 * c;
+        const int32_t* bs = xs[v]->sums() + 16 * b;
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(v0, load256(y)), sc0);
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(v1, load256(y + 32)), sc1);
+        sumi[v] = _mm256_add_epi32(sumi[v], _mm256_add_epi32(p0, p1));
+        summ[v] += m0 * (bs[4 * c] + bs[4 * c + 1]) + m1 * (bs[4 * c + 2] + bs[4 * c + 3]);
+      }
+    }
+    const float d = f16(blk + Q4_K::d), dmin = f16(blk + Q4_K::dmin);
+    for (int v = 0; v < V; ++v) {
+      const float dx = xs[v]->scales()[b];
+      acc[v] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi[v]), acc[v]);
+      corr[v] -= dmin * dx * static_cast<float>(summ[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]) + corr[v];
+}
+
+template <int V>
+void dot_q6_k_v(const std::byte* w, const PackedVector* const* xs, float* out) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < xs[0]->size() / 256; ++b) {
+    const std::byte* blk = w + b * Q6_K::bytes;
+    const uint8_t* ql = u8(blk + Q6_K::ql);
+    const uint8_t* qh = u8(blk + Q6_K::qh);
+    const auto* sc = reinterpret_cast<const int8_t*>(blk + Q6_K::scales);
+    __m256i sumi[V];
+    for (int v = 0; v < V; ++v) sumi[v] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h, ql += 64, qh += 32) {
+      const __m256i l0 = load256(ql), l1 = load256(ql + 32), hi = load256(qh);
+      const auto high = [&](int shift) {
+        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, shift), low2), 4);
+      };
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(l0, low4), high(0)),
+          _mm256_or_si256(_mm256_and_si256(l1, low4), high(2)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), high(4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), high(6))};
+      __m256i s[4];
+      for (int k = 0; k < 4; ++k)
+        s[k] = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * k + 1]),
+                                _mm_set1_epi16(sc[8 * h + 2 * k]));
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) {
+        const int8_t* y = xs[v]->qs() + 256 * b + 128 * h;
+        __m256i t[4];
+        for (int k = 0; k < 4; ++k)
+          t[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(y + 32 * k)), s[k]);
+        sumi[v] = _mm256_add_epi32(sumi[v], _mm256_add_epi32(t[0], t[1]));
+        sumi[v] = _mm256_add_epi32(sumi[v], _mm256_add_epi32(t[2], t[3]));
+      }
+    }
+    const float d = f16(blk + Q6_K::d);
+    for (int v = 0; v < V; ++v) {
+      const int32_t* bs = xs[v]->sums() + 16 * b;
+      int32_t off = 0;
+      for (int g = 0; g < 16; ++g) off += sc[g] * bs[g];
+      const __m256i si =
+          _mm256_sub_epi32(sumi[v], _mm256_setr_epi32(32 * off, 0, 0, 0, 0, 0, 0, 0));
+      acc[v] =
+          _mm256_fmadd_ps(_mm256_set1_ps(d * xs[v]->scales()[b]), _mm256_cvtepi32_ps(si), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]);
+}
+
 // One row through the R = 1 instance.
 template <void (*F)(const std::byte*, int64_t, const PackedVector&, float*)>
 float one_row(const std::byte* w, const PackedVector& x) {
@@ -276,6 +428,29 @@ RowsDot rows_kernel(DType t) {
 }
 
 }  // namespace
+
+RowMultiDot row_dot4v_avx2(DType t) {
+  switch (t) {
+    case DType::Q8_0:
+      return dot_q8_0_v<4>;
+    case DType::Q4_0:
+      return dot_small_v<Q4_0::d, 0, 0, Q4_0::qs, Q4_0::bytes, 8, 4>;
+    case DType::Q4_1:
+      return dot_small_v<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, 4>;
+    case DType::Q5_0:
+      return dot_small_v<Q5_0::d, 0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16, 4>;
+    case DType::Q5_1:
+      return dot_small_v<Q5_1::d, Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0, 4>;
+    case DType::Q4_K:
+      return dot_k_affine_v<false, 4>;
+    case DType::Q5_K:
+      return dot_k_affine_v<true, 4>;
+    case DType::Q6_K:
+      return dot_q6_k_v<4>;
+    default:
+      return nullptr;
+  }
+}
 
 bool pack_q8_avx2(const float* x, int64_t n, int block, int sum_group, int8_t* qs, float* scales,
                   int32_t* sums) {

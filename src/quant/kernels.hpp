@@ -15,6 +15,11 @@ using RowDot = float (*)(const std::byte* wrow, const PackedVector& x);
 inline constexpr int kRowsAtOnce = 4;
 using RowsDot = void (*)(const std::byte* w, int64_t row_bytes, const PackedVector& x, float* out);
 
+// One row against kVectorsAtOnce vectors xs[0..4), into out[0..4); each result bit-identical to
+// RowDot's for that vector.
+inline constexpr int kVectorsAtOnce = 4;
+using RowMultiDot = void (*)(const std::byte* wrow, const PackedVector* const* xs, float* out);
+
 // The kernel for weight type t on `isa`; throws Error when that ISA is not available here.
 RowDot row_dot(DType t, KernelIsa isa);
 
@@ -22,7 +27,8 @@ RowDot row_dot(DType t, KernelIsa isa);
 // has no x86 AVX2 code.
 RowDot row_dot_scalar(DType t);
 RowDot row_dot_avx2(DType t);
-RowsDot rows4_dot_avx2(DType t);  // nullptr where there is no multi-row kernel
+RowsDot rows4_dot_avx2(DType t);      // nullptr where there is no multi-row kernel
+RowMultiDot row_dot4v_avx2(DType t);  // nullptr where there is no multi-vector kernel
 
 // Quantises n values (n a multiple of `block`) to int8: per `block` values d = amax / 127 and
 // q = x / d rounded to nearest even; one sum of q per `sum_group` values. Both versions give

@@ -282,9 +282,11 @@ TEST(PackedVector, Avx2PackingMatchesScalarBytes) {
     EXPECT_EQ(q1, q2) << block;
     EXPECT_EQ(d1, d2) << block;
     EXPECT_EQ(s1, s2) << block;
-    if (block == 32) EXPECT_EQ(q1[1], 2) << "ties round to even";
-    if (block == 32) EXPECT_EQ(q1[2], -4);
-    if (block == 32) EXPECT_EQ(q1[3], 0);
+    if (block == 32) {
+      EXPECT_EQ(q1[1], 2) << "ties round to even";
+      EXPECT_EQ(q1[2], -4);
+      EXPECT_EQ(q1[3], 0);
+    }
   }
 }
 
@@ -292,8 +294,8 @@ TEST(VecDotRows, MultiVectorMatchesOneByOne) {
   const uint32_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  const int64_t rows = 8, n = 512, nv = 5;
-  for (DType t : {DType::Q4_0, DType::Q6_K, DType::F16, DType::F32}) {
+  const int64_t rows = 8, n = 512, nv = 11;
+  for (DType t : kAll) {
     const auto b = quantized_matrix(t, test::gaussian(rng, rows * n), rows, n);
     const int64_t rb = dtype_bytes(t, n);
     std::vector<PackedVector> xs(nv);
