@@ -6,19 +6,12 @@
 #include "epwa/error.hpp"
 #include "epwa/model.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/session.hpp"
 #include "epwa/watermark.hpp"
 
 namespace epwa {
 
-std::string model_router_hash(const Model& m) {
-  const ModelConfig& c = m.config();
-  std::vector<std::vector<float>> keep;
-  std::vector<RouterMatrix> routers;
-  for (int32_t l = 0; l < c.num_layers; ++l) keep.push_back(m.router_f32(l));
-  for (int32_t l = 0; l < c.num_layers; ++l)
-    routers.push_back({l, c.num_experts, c.hidden_size, keep[static_cast<size_t>(l)]});
-  return irsh_v1(routers);
-}
+std::string model_router_hash(const Model& m) { return router_hash(m); }
 
 namespace {
 // Keeps the router logits of one layer, one row per position.

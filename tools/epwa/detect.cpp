@@ -11,6 +11,7 @@
 #include "epwa/error.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
+#include "pepi_args.hpp"
 #include "watermark_args.hpp"
 
 namespace epwa::cli {
@@ -19,6 +20,7 @@ namespace {
 struct Args {
   ModelArgs model;
   WatermarkArgs wm;
+  PepiArgs pepi;
   std::string method = "full";
   std::string prompt, prompt_tokens, text, file, tokens, jsonl;
   DetectOptions opt;
@@ -120,7 +122,7 @@ const Command kDetect{"detect", "Detect the EPW-A watermark in a text or token i
   auto a = std::make_shared<Args>();
   a->model.add(app);
   a->wm.add(app, false);
-  app.add_option("--method", a->method, "full, cspv, weighted (pepi: library only)")
+  app.add_option("--method", a->method, "full, cspv, weighted, pepi (black-box: --oracle)")
       ->check(CLI::IsMember({"full", "cspv", "weighted", "pepi"}));
   auto* p = app.add_option("--prompt", a->prompt, "prompt text (context only, BOS added)");
   app.add_option("--prompt-tokens", a->prompt_tokens, "context token ids, BOS included")->excludes(p);
@@ -140,14 +142,13 @@ const Command kDetect{"detect", "Detect the EPW-A watermark in a text or token i
   app.add_flag("--tokens-detail", a->opt.tokens_detail, "per-token detail in the JSON output");
   app.add_option("--threshold", a->opt.threshold, "z threshold of the decision (default 4)");
   app.add_flag("--json", a->json, "print JSON");
+  a->pepi.add(app);
   return [a, &app] {
     const int inputs = static_cast<int>(app.count("--text") + app.count("--file") + app.count("--tokens") +
                                         app.count("--jsonl"));
     check(inputs == 1, "give one of --text, --file, --tokens or --jsonl");
     a->opt.method = detect_method_from_name(a->method);
     check(a->opt.method != DetectMethod::Cspv || a->opt.sample > 0, "--method cspv needs --sample N (N > 0)");
-    check(a->opt.method != DetectMethod::Pepi,
-          "--method pepi needs an expert predictor, which this command does not provide yet");
     const std::string key = a->wm.resolve_key();
     auto m = a->model.load();
     std::unique_ptr<Tokenizer> tok;
@@ -156,7 +157,9 @@ const Command kDetect{"detect", "Detect the EPW-A watermark in a text or token i
     } catch (const Error&) {
       if (app.count("--tokens") == 0 && app.count("--jsonl") == 0) throw;
     }
-    const Detector det(make_green_lists(*m, key, a->wm.gamma), a->opt);
+    Detector det(make_green_lists(*m, key, a->wm.gamma), a->opt);
+    if (a->opt.method == DetectMethod::Pepi)
+      det.set_expert_predictor(a->pepi.predictor(*m, resolve_model_path(a->model.model)));
     Env env{m.get(), tok.get(), &det, model_router_layer(*m, a->wm.router_layer)};
     std::vector<int32_t> pids;
     if (app.count("--prompt-tokens")) pids = parse_token_list(a->prompt_tokens);

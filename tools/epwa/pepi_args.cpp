@@ -1,0 +1,37 @@
+#include "pepi_args.hpp"
+
+#include "epwa/error.hpp"
+#include "epwa/session.hpp"
+#include "epwa/tokenizer.hpp"
+
+namespace epwa::cli {
+
+void PepiArgs::add(CLI::App& app) {
+  app.add_option("--oracle", oracle, "PEPI: oracle file from epwa train-oracle");
+  app.add_option("--api-url", api_url,
+                 "PEPI: OpenAI-completions server returning prompt log-probs (else the local model)");
+  app.add_option("--api-top-k", api_top_k, "PEPI: logprobs K asked from the API")->check(CLI::Range(1, 1000));
+  app.add_option("--api-model", api_model, "PEPI: the API's model name, if it needs one");
+  app.add_option("--api-timeout", api_timeout, "PEPI: seconds per API request")->check(CLI::PositiveNumber);
+}
+
+std::shared_ptr<ExpertPredictor> PepiArgs::predictor(Model& model, const std::filesystem::path& model_path) const {
+  check(!oracle.empty(), "--method pepi needs --oracle FILE (train one with epwa train-oracle)");
+  auto o = std::make_shared<const Oracle>(Oracle::load(oracle));
+  o->check_router_hash(router_hash(model));
+  std::shared_ptr<DistributionSource> src;
+  if (!api_url.empty()) {
+    std::shared_ptr<const Tokenizer> tok;
+    try {
+      tok = load_tokenizer(model_path);
+    } catch (const Error&) {  // token-id keys need no tokenizer
+    }
+    src = std::make_shared<ApiDistributionSource>(ApiOptions{api_url, api_top_k, api_model, api_timeout}, tok);
+  } else {
+    const int32_t k = o->info().features.full ? 0 : o->info().features.k;
+    src = std::make_shared<LocalDistributionSource>(model, k);
+  }
+  return std::make_shared<PepiPredictor>(std::move(o), std::move(src));
+}
+
+}  // namespace epwa::cli
