@@ -23,8 +23,12 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 // The repository root, from this file's (absolute) path: the bench targets define no source dir.
-fs::path root() { return fs::path(__FILE__).parent_path().parent_path(); }
-fs::path model_dir() { return root() / "models" / "epwa-tiny-moe"; }
+fs::path root() {
+  return fs::path(__FILE__).parent_path().parent_path();
+}
+fs::path model_dir() {
+  return root() / "models" / "epwa-tiny-moe";
+}
 
 epwa::Model& model() {
   static std::unique_ptr<epwa::Model> m = epwa::Model::load(model_dir());
@@ -41,7 +45,9 @@ std::vector<std::string> lines(const std::string& name, size_t count) {
     if (!s.empty()) out.push_back(s);
   return out;
 }
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 epwa::GenerateOptions sampling(int32_t n, uint64_t seed) {
   epwa::GenerateOptions o;
@@ -51,11 +57,13 @@ epwa::GenerateOptions sampling(int32_t n, uint64_t seed) {
   return o;
 }
 
-// Rounds alternate plain / GSG / EWP (rotating the order) so that machine noise hits all three alike.
+// Rounds alternate plain / GSG / EWP (rotating the order) so that machine noise hits all three
+// alike.
 void BM_WatermarkOverhead(benchmark::State& state) {
   epwa::Model& m = model();
   const auto prompt = tok().encode("The ship sailed into the harbour at dawn", true, false);
   epwa::WatermarkConfig gsg, ewp;
+  gsg.router_layer = ewp.router_layer = -1;
   ewp.mode = epwa::WatermarkMode::EWP;
   epwa::Watermarker wg(m, "bench-key", gsg), we(m, "bench-key", ewp);
   (void)wg.generate(m, prompt, sampling(4, 0));  // lists built outside the timing
@@ -68,7 +76,8 @@ void BM_WatermarkOverhead(benchmark::State& state) {
       const int which = static_cast<int>((round + k) % 3);
       const auto t0 = Clock::now();
       const auto o = sampling(static_cast<int32_t>(state.range(0)), round);
-      const auto out = which == 0 ? epwa::generate(m, prompt, o) : (which == 1 ? wg : we).generate(m, prompt, o);
+      const auto out =
+          which == 0 ? epwa::generate(m, prompt, o) : (which == 1 ? wg : we).generate(m, prompt, o);
       secs[which] += since(t0);
       toks[which] += static_cast<int64_t>(out.size());
     }
@@ -101,13 +110,15 @@ void BM_DetectPass(benchmark::State& state) {
       auto cache = m.make_cache(static_cast<int64_t>(ids.size()));
       benchmark::DoNotOptimize(m.forward(ids, cache).data());
     } else {
-      benchmark::DoNotOptimize(epwa::detect_tokens(m, det, ids, 1, static_cast<int32_t>(state.range(0))).z);
+      benchmark::DoNotOptimize(
+          epwa::detect_tokens(m, det, ids, 1, static_cast<int32_t>(state.range(0))).z);
     }
   }
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(ids.size()));
-  state.SetLabel(state.range(0) == -2 ? "full forward + head (tokens/s = items/s)"
-                                      : "detect_tokens full, stop at router layer " +
-                                            std::to_string(epwa::model_router_layer(m, state.range(0))));
+  state.SetLabel(state.range(0) == -2
+                     ? "full forward + head (tokens/s = items/s)"
+                     : "detect_tokens full, stop at router layer " +
+                           std::to_string(epwa::model_router_layer(m, state.range(0))));
 }
 BENCHMARK(BM_DetectPass)
     ->Args({-2, 256})
@@ -130,15 +141,19 @@ struct Rate {
 void BM_PowerStudy(benchmark::State& state) {
   epwa::Model& m = model();
   const int32_t n_texts = static_cast<int32_t>(state.range(0)), len = 200;
-  epwa::Watermarker wm(m, "power-study-key", {});
+  epwa::WatermarkConfig cfg;
+  cfg.router_layer = -1;
+  epwa::Watermarker wm(m, "power-study-key", cfg);
   auto make = [&](epwa::DetectMethod method, int64_t sample) {
     epwa::DetectOptions o;
     o.method = method;
     o.sample = sample;
     return epwa::Detector(wm.lists(), o);
   };
-  const epwa::Detector full = make(epwa::DetectMethod::Full, 0), weighted = make(epwa::DetectMethod::Weighted, 0),
-                       c30 = make(epwa::DetectMethod::Cspv, 30), c60 = make(epwa::DetectMethod::Cspv, 60),
+  const epwa::Detector full = make(epwa::DetectMethod::Full, 0),
+                       weighted = make(epwa::DetectMethod::Weighted, 0),
+                       c30 = make(epwa::DetectMethod::Cspv, 30),
+                       c60 = make(epwa::DetectMethod::Cspv, 60),
                        c100 = make(epwa::DetectMethod::Cspv, 100);
   const epwa::Detector* dets[] = {&full, &weighted, &c30, &c60, &c100};
   const char* names[] = {"full", "weighted", "cspv30", "cspv60", "cspv100"};
@@ -155,11 +170,11 @@ void BM_PowerStudy(benchmark::State& state) {
       std::vector<int32_t> seq = prompt;
       seq.insert(seq.end(), out.begin(), out.end());
       const auto P = static_cast<int64_t>(prompt.size());
-      for (int k = 0; k < 5; ++k) wmr[k].add(epwa::detect_tokens(m, *dets[k], seq, P));
+      for (int k = 0; k < 5; ++k) wmr[k].add(epwa::detect_tokens(m, *dets[k], seq, P, -1));
       // Prompt unknown: BOS + text only. Compare the expert governing each generated token.
       std::vector<int32_t> bare = {seq[0]};
       bare.insert(bare.end(), out.begin(), out.end());
-      promptless.add(epwa::detect_tokens(m, full, bare, 1));
+      promptless.add(epwa::detect_tokens(m, full, bare, 1, -1));
       const auto with = epwa::router_records(m, seq);
       const auto without = epwa::router_records(m, bare);
       for (size_t j = 1; j < out.size(); ++j) {  // token j of the text, governed by position j-1
@@ -170,10 +185,11 @@ void BM_PowerStudy(benchmark::State& state) {
     for (const auto& passage : lines("heldout.txt", n_texts)) {
       auto ids = tok().encode(passage, true, false);
       if (ids.size() > static_cast<size_t>(len + 1)) ids.resize(len + 1);
-      for (int k = 0; k < 5; ++k) human[k].add(epwa::detect_tokens(m, *dets[k], ids, 1));
+      for (int k = 0; k < 5; ++k) human[k].add(epwa::detect_tokens(m, *dets[k], ids, 1, -1));
     }
     for (int k = 0; k < 5; ++k) {
-      state.counters[std::string(names[k]) + "_tpr"] = static_cast<double>(wmr[k].hit) / wmr[k].total;
+      state.counters[std::string(names[k]) + "_tpr"] =
+          static_cast<double>(wmr[k].hit) / wmr[k].total;
       state.counters[std::string(names[k]) + "_mean_z"] = wmr[k].zsum / wmr[k].total;
       state.counters[std::string(names[k]) + "_fp"] = human[k].hit;
       state.counters[std::string(names[k]) + "_human_max_z"] = human[k].zmax;

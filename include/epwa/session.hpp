@@ -55,6 +55,8 @@ std::shared_ptr<const GreenLists> make_green_lists(const Model& model, std::stri
 
 // Generation with the EPW-A watermark: owns the green lists and the WatermarkProcessor of one
 // model and key. cfg.router_layer < 0 means the last MoE layer (resolved in the constructor).
+// Careful: WatermarkConfig's default router_layer is 0 (the first layer); set -1 for the
+// spec's default, and detect with config().router_layer.
 class Watermarker {
  public:
   // Throws Error on an empty key or invalid parameters (see GreenLists, WatermarkProcessor).
@@ -64,8 +66,7 @@ class Watermarker {
 
   // generate() with the watermark processor plugged in; o.observer (if set) still sees every
   // router decision. o.processor must be null. Returns the new tokens only.
-  std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
-                                GenerateOptions o);
+  std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o);
 
   const WatermarkConfig& config() const { return processor_.config(); }  // layer resolved
   std::shared_ptr<const GreenLists> lists() const { return lists_; }
@@ -77,10 +78,11 @@ class Watermarker {
 };
 
 // Detects the watermark in `tokens` ([BOS] [prompt] text; the first `prompt_tokens` are context
-// only) with the detector's method: one router_records() pass at `layer` (< 0 = last MoE layer),
-// skipped for PEPI, whose predictor supplies the records.
+// only) with the detector's method: one router_records() pass at `layer` (< 0 = last MoE layer;
+// pass Watermarker::config().router_layer to match a generation), skipped for PEPI, whose
+// predictor supplies the records.
 DetectionResult detect_tokens(Model& model, const Detector& detector,
                               std::span<const int32_t> tokens, int64_t prompt_tokens,
-                              int32_t layer = -1);
+                              int32_t layer);
 
 }  // namespace epwa

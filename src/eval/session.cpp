@@ -37,7 +37,8 @@ struct LayerRecorder : RouterObserver {
 };
 }  // namespace
 
-std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> tokens, int32_t layer) {
+std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> tokens,
+                                         int32_t layer) {
   check(!tokens.empty(), "router records: the token sequence is empty");
   LayerRecorder rec;
   rec.layer = model_router_layer(model, layer);
@@ -47,9 +48,9 @@ std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> 
   fo.observer = &rec;
   fo.stop_after_router = rec.layer;
   model.forward(tokens, cache, fo);
-  check(rec.records.size() == tokens.size(), "router records: the engine reported " +
-                                                 std::to_string(rec.records.size()) + " positions for " +
-                                                 std::to_string(tokens.size()) + " tokens");
+  check(rec.records.size() == tokens.size(),
+        "router records: the engine reported " + std::to_string(rec.records.size()) +
+            " positions for " + std::to_string(tokens.size()) + " tokens");
   return std::move(rec.records);
 }
 
@@ -74,10 +75,12 @@ std::string read_key_file(const std::filesystem::path& path) {
   return key;
 }
 
-std::shared_ptr<const GreenLists> make_green_lists(const Model& model, std::string_view key, double gamma) {
+std::shared_ptr<const GreenLists> make_green_lists(const Model& model, std::string_view key,
+                                                   double gamma) {
   check(!key.empty(), "watermark key is empty (give --key, --key-file or EPW_KEY)");
   const ModelConfig& c = model.config();
-  return std::make_shared<const GreenLists>(key, router_hash(model), c.vocab_size, gamma, c.num_experts);
+  return std::make_shared<const GreenLists>(key, router_hash(model), c.vocab_size, gamma,
+                                            c.num_experts);
 }
 
 namespace {
@@ -90,13 +93,16 @@ WatermarkConfig resolved(const Model& model, WatermarkConfig cfg) {
 Watermarker::Watermarker(const Model& model, std::string_view key, WatermarkConfig cfg)
     : Watermarker(model, make_green_lists(model, key, cfg.gamma), cfg) {}
 
-Watermarker::Watermarker(const Model& model, std::shared_ptr<const GreenLists> lists, WatermarkConfig cfg)
+Watermarker::Watermarker(const Model& model, std::shared_ptr<const GreenLists> lists,
+                         WatermarkConfig cfg)
     : lists_(std::move(lists)), processor_(resolved(model, std::move(cfg)), lists_) {
-  check(lists_->vocab_size() == model.config().vocab_size && lists_->num_experts() == model.config().num_experts,
+  check(lists_->vocab_size() == model.config().vocab_size &&
+            lists_->num_experts() == model.config().num_experts,
         "watermark: green lists do not match the model's vocabulary or expert count");
 }
 
-std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o) {
+std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t> prompt,
+                                           GenerateOptions o) {
   check(o.processor == nullptr, "watermark generate: another logits processor is already set");
   processor_.reset();
   ObserverFan fan{&processor_, o.observer};
@@ -105,8 +111,9 @@ std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t
   return epwa::generate(model, prompt, o);
 }
 
-DetectionResult detect_tokens(Model& model, const Detector& detector, std::span<const int32_t> tokens,
-                              int64_t prompt_tokens, int32_t layer) {
+DetectionResult detect_tokens(Model& model, const Detector& detector,
+                              std::span<const int32_t> tokens, int64_t prompt_tokens,
+                              int32_t layer) {
   check(!tokens.empty(), "detect: the token sequence is empty");
   check(prompt_tokens >= 0 && prompt_tokens <= static_cast<int64_t>(tokens.size()),
         "detect: prompt length " + std::to_string(prompt_tokens) + " outside the sequence of " +

@@ -1,15 +1,16 @@
 // epwa hash / generate / detect through the real binary: JSON round trip, batch mode, and one-line
 // errors with a non-zero exit status.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
-#include <sys/wait.h>
 
 #include "bundled.hpp"
 #include "epwa/session.hpp"
@@ -20,12 +21,13 @@ namespace {
 
 struct Result {
   int status = -1;
-  std::string out;  // stdout and stderr
+  std::string out, err;  // stdout, stderr
 };
 
 Result run(const std::string& args) {
-  const std::string cmd = std::string("env -u EPW_KEY -u EPW_MODEL_PATH EPWA_THREADS=2 '") + EPWA_BINARY +
-                          "' " + args + " 2>&1";
+  const fs::path err = fs::temp_directory_path() / "epwa-cli-test-stderr.txt";
+  const std::string cmd = std::string("env -u EPW_KEY -u EPW_MODEL_PATH EPWA_THREADS=2 '") +
+                          EPWA_BINARY + "' " + args + " 2>'" + err.string() + "'";
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -33,12 +35,17 @@ Result run(const std::string& args) {
   while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
   const int s = pclose(p);
   r.status = WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+  std::ifstream f(err);
+  r.err.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
   return r;
 }
 
 std::string join(const std::vector<int32_t>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
   return s;
 }
 
@@ -76,8 +83,8 @@ TEST(Cli, GenerateJsonThenDetectRoundTrip) {
   EXPECT_EQ(w.at("router_hash"), epwa::router_hash(bundled::model()));
 
   // Token ids with the prompt: exactly the generation's alignment.
-  const Result d = run("detect --key cli-key --prompt-tokens " + join(prompt) + " --tokens " + join(tokens) +
-                       " --tokens-detail --json");
+  const Result d = run("detect --key cli-key --prompt-tokens " + join(prompt) + " --tokens " +
+                       join(tokens) + " --tokens-detail --json");
   ASSERT_EQ(d.status, 0) << d.out;
   const auto r = last_json_line(d.out);
   EXPECT_TRUE(r.at("detected").get<bool>()) << d.out;
@@ -103,7 +110,8 @@ TEST(Cli, GenerateJsonThenDetectRoundTrip) {
     std::ofstream b(batch);
     b << j.dump() << "\n" << bundled::lines("heldout.txt", 1)[0] << "\n\n";
   }
-  const Result bt = run("detect --key cli-key --method cspv --sample 60 --jsonl '" + batch.string() + "'");
+  const Result bt =
+      run("detect --key cli-key --method cspv --sample 60 --jsonl '" + batch.string() + "'");
   ASSERT_EQ(bt.status, 0) << bt.out;
   std::vector<nlohmann::json> lines;
   size_t pos = 0;
@@ -119,19 +127,26 @@ TEST(Cli, GenerateJsonThenDetectRoundTrip) {
   fs::remove(batch);
 }
 
-// Each failure: non-zero exit and exactly one line "epwa: error: ...".
+// Each failure: non-zero exit, nothing on stdout, and the message as the one "epwa: error: " line
+// at the end of stderr (the loader may print its statistics block before it).
 void expect_one_line_error(const std::string& args, const std::string& needle) {
   const Result r = run(args);
   EXPECT_NE(r.status, 0) << args;
-  EXPECT_EQ(r.out.rfind("epwa: error: ", 0), 0u) << args << "\n" << r.out;
-  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << "\n" << r.out;
-  EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
+  EXPECT_TRUE(r.out.empty()) << args << "\n" << r.out;
+  const size_t at = r.err.find("epwa: error: ");
+  ASSERT_NE(at, std::string::npos) << args << "\n" << r.err;
+  EXPECT_TRUE(at == 0 || r.err[at - 1] == '\n') << r.err;
+  const std::string line = r.err.substr(at);
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1) << args << "\n" << r.err;
+  EXPECT_EQ(line.back(), '\n');
+  EXPECT_NE(line.find(needle), std::string::npos) << args << "\n" << r.err;
 }
 
 TEST(Cli, BadInputGivesOneLineErrors) {
   expect_one_line_error("generate --prompt hello --watermark gsg -n 2", "no watermark key");
   expect_one_line_error("generate --prompt '' --watermark none -n 2", "empty");
-  expect_one_line_error("generate --prompt hi --watermark gsg --key k --expert-deltas 1,2 -n 2", "expert-deltas");
+  expect_one_line_error("generate --prompt hi --watermark gsg --key k --expert-deltas 1,2 -n 2",
+                        "expert-deltas");
   expect_one_line_error("generate --prompt hi --watermark xyz --key k", "watermark");
   expect_one_line_error("detect --key k --text ''", "empty");
   expect_one_line_error("detect --key k --method nope --text hello", "method");
@@ -140,7 +155,7 @@ TEST(Cli, BadInputGivesOneLineErrors) {
   expect_one_line_error("detect --key k --method cspv --text hello", "--sample");
   expect_one_line_error("detect --key k", "--text");
   expect_one_line_error("detect --key k --tokens 1,x", "token id");
-  expect_one_line_error("detect --key k --tokens 99999", "out of range");
+  expect_one_line_error("detect --key k --tokens 99999", "vocabulary");
   expect_one_line_error("detect --key k --router-layer 17 --text hello", "layer");
   expect_one_line_error("hash --model /nonexistent/model", "nonexistent");
 }

@@ -42,7 +42,7 @@ TEST(Power, UnwatermarkedTextIsNeverDetected) {
   for (const std::string& passage : bundled::lines("heldout.txt", 40)) {
     auto ids = tok.encode(passage, true, false);
     if (ids.size() > kTokens + 1) ids.resize(kTokens + 1);
-    const auto r = epwa::detect_tokens(m, det, ids, 1);
+    const auto r = epwa::detect_tokens(m, det, ids, 1, -1);
     EXPECT_LE(r.z, 4.0) << passage.substr(0, 60);
     EXPECT_FALSE(r.detected);
     max_z = std::max(max_z, r.z);
@@ -52,20 +52,23 @@ TEST(Power, UnwatermarkedTextIsNeverDetected) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto prompt = tok.encode(prompts[i], true, false);
     const auto out = epwa::generate(m, prompt, options(1000 + i));
-    const auto r = epwa::detect_tokens(m, det, concat(prompt, out), static_cast<int64_t>(prompt.size()));
+    const auto r =
+        epwa::detect_tokens(m, det, concat(prompt, out), static_cast<int64_t>(prompt.size()), -1);
     EXPECT_LE(r.z, 4.0) << prompts[i];
     EXPECT_FALSE(r.detected);
     max_z = std::max(max_z, r.z);
     ++texts;
   }
   EXPECT_EQ(texts, 50);
-  std::printf("[ power ] %d unwatermarked texts, max z %.2f, %.1f s\n", texts, max_z, seconds_since(t0));
+  std::printf("[ power ] %d unwatermarked texts, max z %.2f, %.1f s\n", texts, max_z,
+              seconds_since(t0));
 }
 
 TEST(Power, WatermarkedGenerationsAreDetected) {
   epwa::Model& m = bundled::model();
   const auto& tok = bundled::tokenizer();
-  epwa::WatermarkConfig cfg;  // GSG, gamma 0.5, delta 2, last layer
+  epwa::WatermarkConfig cfg;  // GSG, gamma 0.5, delta 2
+  cfg.router_layer = -1;      // the last MoE layer
   epwa::Watermarker wm(m, "power-test-key", cfg);
   const epwa::Detector det(wm.lists(), {});
   const auto prompts = bundled::lines("prompts.txt", 50);
@@ -77,13 +80,14 @@ TEST(Power, WatermarkedGenerationsAreDetected) {
     const auto prompt = tok.encode(prompts[i], true, false);
     const auto out = wm.generate(m, prompt, options(i));
     ASSERT_EQ(out.size(), static_cast<size_t>(kTokens));
-    const auto r = epwa::detect_tokens(m, det, concat(prompt, out), static_cast<int64_t>(prompt.size()));
+    const auto r =
+        epwa::detect_tokens(m, det, concat(prompt, out), static_cast<int64_t>(prompt.size()), -1);
     detected += r.detected ? 1 : 0;
     min_z = std::min(min_z, r.z);
     sum_z += r.z;
   }
-  std::printf("[ power ] %d/50 watermarked texts detected, min z %.2f, mean z %.2f, %.1f s\n", detected,
-              min_z, sum_z / 50, seconds_since(t0));
+  std::printf("[ power ] %d/50 watermarked texts detected, min z %.2f, mean z %.2f, %.1f s\n",
+              detected, min_z, sum_z / 50, seconds_since(t0));
   EXPECT_GE(detected, 48);  // >= 95% of 50
 }
 

@@ -16,7 +16,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // Pinned so that a change of the weights or of IRSH-v1 shows up (docs/SPEC.md).
-std::string bundled_hash() { return epwa::router_hash(bundled::model()); }
+std::string bundled_hash() {
+  return epwa::router_hash(bundled::model());
+}
 
 TEST(RouterHash, IsHexAndStable) {
   const std::string h = bundled_hash();
@@ -47,7 +49,9 @@ TEST_P(HashAcrossFormats, GgufConversionKeepsTheHash) {
 
 INSTANTIATE_TEST_SUITE_P(Types, HashAcrossFormats,
                          ::testing::Values(epwa::DType::F32, epwa::DType::F16, epwa::DType::BF16),
-                         [](const auto& info) { return std::string(epwa::dtype_name(info.param)); });
+                         [](const auto& info) {
+                           return std::string(epwa::dtype_name(info.param));
+                         });
 
 struct Recorder : epwa::RouterObserver {
   std::vector<epwa::RouterObservation> seen;
@@ -58,7 +62,9 @@ struct Recorder : epwa::RouterObserver {
   }
 };
 
-std::vector<int32_t> encode(const std::string& text) { return bundled::tokenizer().encode(text, true, false); }
+std::vector<int32_t> encode(const std::string& text) {
+  return bundled::tokenizer().encode(text, true, false);
+}
 
 TEST(RouterRecords, MatchTheFullForwardAtEveryLayer) {
   epwa::Model& m = bundled::model();
@@ -131,6 +137,7 @@ TEST(Alignment, HugeDeltaGivesAllGreen) {
     epwa::WatermarkConfig cfg;
     cfg.mode = mode;
     cfg.delta = 1e4;
+    cfg.router_layer = -1;
     epwa::Watermarker wm(m, "alignment-key", cfg);
     EXPECT_EQ(wm.config().router_layer, m.config().num_layers - 1);
     EXPECT_EQ(wm.router_hash(), bundled_hash());
@@ -147,11 +154,30 @@ TEST(Alignment, HugeDeltaGivesAllGreen) {
     epwa::DetectOptions d;
     d.count_repeats = true;
     const epwa::Detector det(wm.lists(), d);
-    const auto r = epwa::detect_tokens(m, det, seq, static_cast<int64_t>(prompt.size()));
+    const auto r = epwa::detect_tokens(m, det, seq, static_cast<int64_t>(prompt.size()), -1);
     EXPECT_EQ(r.n, static_cast<int64_t>(out.size()));
     EXPECT_EQ(r.g, r.n) << epwa::watermark_mode_name(mode);
     EXPECT_TRUE(r.detected);
   }
+}
+
+// The same alignment at another layer: generation and detection agree on layer 2.
+TEST(Alignment, OtherRouterLayer) {
+  epwa::Model& m = bundled::model();
+  epwa::WatermarkConfig cfg;
+  cfg.delta = 1e4;
+  cfg.router_layer = 2;
+  epwa::Watermarker wm(m, "alignment-key", cfg);
+  const auto prompt = encode("Call me Ishmael.");
+  const auto out = wm.generate(m, prompt, sampling(40, 2));
+  std::vector<int32_t> seq = prompt;
+  seq.insert(seq.end(), out.begin(), out.end());
+  epwa::DetectOptions d;
+  d.count_repeats = true;
+  const auto r = epwa::detect_tokens(m, epwa::Detector(wm.lists(), d), seq,
+                                     static_cast<int64_t>(prompt.size()), wm.config().router_layer);
+  EXPECT_EQ(r.g, r.n);
+  EXPECT_EQ(r.n, static_cast<int64_t>(out.size()));
 }
 
 TEST(Watermarker, RejectsASecondProcessorAndSameSeedRepeats) {
@@ -172,14 +198,15 @@ TEST(DetectTokens, ValidatesInputAndNeedsAPredictorForPepi) {
   auto lists = epwa::make_green_lists(m, "k", 0.5);
   const epwa::Detector det(lists, {});
   const auto seq = encode("A short text about nothing in particular, written for a test.");
-  EXPECT_THROW(epwa::detect_tokens(m, det, {}, 0), epwa::Error);
-  EXPECT_THROW(epwa::detect_tokens(m, det, seq, static_cast<int64_t>(seq.size()) + 1), epwa::Error);
-  const auto r = epwa::detect_tokens(m, det, seq, 1);
+  EXPECT_THROW(epwa::detect_tokens(m, det, {}, 0, -1), epwa::Error);
+  EXPECT_THROW(epwa::detect_tokens(m, det, seq, static_cast<int64_t>(seq.size()) + 1, -1),
+               epwa::Error);
+  const auto r = epwa::detect_tokens(m, det, seq, 1, -1);
   EXPECT_EQ(r.candidates + r.repeats_skipped, static_cast<int64_t>(seq.size()) - 1);
   epwa::DetectOptions p;
   p.method = epwa::DetectMethod::Pepi;
   const epwa::Detector pepi(lists, p);
-  EXPECT_THROW(epwa::detect_tokens(m, pepi, seq, 1), epwa::Error);
+  EXPECT_THROW(epwa::detect_tokens(m, pepi, seq, 1, -1), epwa::Error);
 }
 
 }  // namespace

@@ -44,7 +44,8 @@ const Tokenizer& need(const Tokenizer* tok) {
   return *tok;
 }
 
-std::vector<int32_t> context_ids(const Env& env, const std::string* prompt, const std::vector<int32_t>* ids) {
+std::vector<int32_t> context_ids(const Env& env, const std::string* prompt,
+                                 const std::vector<int32_t>* ids) {
   if (ids != nullptr) return *ids;
   if (prompt != nullptr) {
     check(!prompt->empty(), "the prompt is empty");
@@ -77,8 +78,8 @@ nlohmann::json run_one(const Env& env, const Input& in) {
 }
 
 // A JSON-lines input line: an object with "tokens" (ids of the text) or "text", and optionally
-// "prompt_tokens" (ids) or "prompt" (text) -- `epwa generate --json` lines qualify; any other line is
-// the text itself.
+// "prompt_tokens" (ids) or "prompt" (text) -- `epwa generate --json` lines qualify; any other line
+// is the text itself.
 Input parse_line(const Env& env, const std::string& line) {
   Input in;
   if (!line.empty() && line.front() == '{') {
@@ -113,96 +114,105 @@ std::string read_file(const std::string& path) {
 }
 
 void print_human(const nlohmann::json& j) {
-  fmt::print("{}: g={} n={} z={} log10_p={} -> {} ({})\n", j["method"].get<std::string>(), j["g"].get<int64_t>(),
-             j["n"].get<int64_t>(), j["z"].dump(), j["log10_p"].dump(),
-             j["detected"].get<bool>() ? "WATERMARKED" : "not detected", j["reason"].get<std::string>());
+  fmt::print("{}: g={} n={} z={} log10_p={} -> {} ({})\n", j["method"].get<std::string>(),
+             j["g"].get<int64_t>(), j["n"].get<int64_t>(), j["z"].dump(), j["log10_p"].dump(),
+             j["detected"].get<bool>() ? "WATERMARKED" : "not detected",
+             j["reason"].get<std::string>());
 }
 
-const Command kDetect{"detect", "Detect the EPW-A watermark in a text or token ids", [](CLI::App& app) {
-  auto a = std::make_shared<Args>();
-  a->model.add(app);
-  a->wm.add(app, false);
-  app.add_option("--method", a->method, "full, cspv, weighted, pepi (black-box: --oracle)")
-      ->check(CLI::IsMember({"full", "cspv", "weighted", "pepi"}));
-  auto* p = app.add_option("--prompt", a->prompt, "prompt text (context only, BOS added)");
-  app.add_option("--prompt-tokens", a->prompt_tokens, "context token ids, BOS included")->excludes(p);
-  auto* t = app.add_option("--text", a->text, "text to test");
-  auto* f = app.add_option("--file", a->file, "file whose content is the text to test")->excludes(t);
-  auto* k = app.add_option("--tokens", a->tokens, "token ids of the text (context added in front)")
-                ->excludes(t)
-                ->excludes(f);
-  app.add_option("--jsonl", a->jsonl,
-                 "batch: one input per line (JSON with tokens/text[/prompt_tokens/prompt], or plain "
-                 "text); one JSON result line per input line")
-      ->excludes(t)
-      ->excludes(f)
-      ->excludes(k);
-  app.add_option("--sample", a->opt.sample, "CSPV: number of tokens to score");
-  app.add_flag("--count-repeats", a->opt.count_repeats, "score repeated (expert, token) pairs too");
-  app.add_flag("--tokens-detail", a->opt.tokens_detail, "per-token detail in the JSON output");
-  app.add_option("--threshold", a->opt.threshold, "z threshold of the decision (default 4)");
-  app.add_flag("--json", a->json, "print JSON");
-  a->pepi.add(app);
-  return [a, &app] {
-    const int inputs = static_cast<int>(app.count("--text") + app.count("--file") + app.count("--tokens") +
-                                        app.count("--jsonl"));
-    check(inputs == 1, "give one of --text, --file, --tokens or --jsonl");
-    a->opt.method = detect_method_from_name(a->method);
-    check(a->opt.method != DetectMethod::Cspv || a->opt.sample > 0, "--method cspv needs --sample N (N > 0)");
-    const std::string key = a->wm.resolve_key();
-    auto m = a->model.load();
-    std::unique_ptr<Tokenizer> tok;
-    try {
-      tok = load_tokenizer(resolve_model_path(a->model.model));
-    } catch (const Error&) {
-      if (app.count("--tokens") == 0 && app.count("--jsonl") == 0) throw;
-    }
-    Detector det(make_green_lists(*m, key, a->wm.gamma), a->opt);
-    if (a->opt.method == DetectMethod::Pepi)
-      det.set_expert_predictor(a->pepi.predictor(*m, resolve_model_path(a->model.model)));
-    Env env{m.get(), tok.get(), &det, model_router_layer(*m, a->wm.router_layer)};
-    std::vector<int32_t> pids;
-    if (app.count("--prompt-tokens")) pids = parse_token_list(a->prompt_tokens);
-    const std::string* prompt = app.count("--prompt") ? &a->prompt : nullptr;
-    const std::vector<int32_t>* prompt_ids = app.count("--prompt-tokens") ? &pids : nullptr;
-
-    if (app.count("--jsonl")) {
-      std::ifstream in(a->jsonl);
-      check(in.good(), "cannot open '" + a->jsonl + "'");
-      std::string line;
-      int64_t lineno = 0;
-      while (std::getline(in, line)) {
-        ++lineno;
-        nlohmann::json j;
+const Command kDetect{
+    "detect", "Detect the EPW-A watermark in a text or token ids", [](CLI::App& app) {
+      auto a = std::make_shared<Args>();
+      a->model.add(app);
+      a->wm.add(app, false);
+      app.add_option("--method", a->method, "full, cspv, weighted, pepi (black-box: --oracle)")
+          ->check(CLI::IsMember({"full", "cspv", "weighted", "pepi"}));
+      auto* p = app.add_option("--prompt", a->prompt, "prompt text (context only, BOS added)");
+      app.add_option("--prompt-tokens", a->prompt_tokens, "context token ids, BOS included")
+          ->excludes(p);
+      auto* t = app.add_option("--text", a->text, "text to test");
+      auto* f =
+          app.add_option("--file", a->file, "file whose content is the text to test")->excludes(t);
+      auto* k =
+          app.add_option("--tokens", a->tokens, "token ids of the text (context added in front)")
+              ->excludes(t)
+              ->excludes(f);
+      app.add_option(
+             "--jsonl", a->jsonl,
+             "batch: one input per line (JSON with tokens/text[/prompt_tokens/prompt], or plain "
+             "text); one JSON result line per input line")
+          ->excludes(t)
+          ->excludes(f)
+          ->excludes(k);
+      app.add_option("--sample", a->opt.sample, "CSPV: number of tokens to score");
+      app.add_flag("--count-repeats", a->opt.count_repeats,
+                   "score repeated (expert, token) pairs too");
+      app.add_flag("--tokens-detail", a->opt.tokens_detail, "per-token detail in the JSON output");
+      app.add_option("--threshold", a->opt.threshold, "z threshold of the decision (default 4)");
+      app.add_flag("--json", a->json, "print JSON");
+      a->pepi.add(app);
+      return [a, &app] {
+        const int inputs = static_cast<int>(app.count("--text") + app.count("--file") +
+                                            app.count("--tokens") + app.count("--jsonl"));
+        check(inputs == 1, "give one of --text, --file, --tokens or --jsonl");
+        a->opt.method = detect_method_from_name(a->method);
+        check(a->opt.method != DetectMethod::Cspv || a->opt.sample > 0,
+              "--method cspv needs --sample N (N > 0)");
+        const std::string key = a->wm.resolve_key();
+        auto m = a->model.load();
+        std::unique_ptr<Tokenizer> tok;
         try {
-          Input x = parse_line(env, line);
-          if (prompt != nullptr || prompt_ids != nullptr) x.context = context_ids(env, prompt, prompt_ids);
-          j = run_one(env, x);
-        } catch (const std::exception& e) {  // one bad line does not stop the batch
-          j = {{"error", e.what()}};
+          tok = load_tokenizer(resolve_model_path(a->model.model));
+        } catch (const Error&) {
+          if (app.count("--tokens") == 0 && app.count("--jsonl") == 0) throw;
         }
-        j["line"] = lineno;
-        std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-      }
-      return 0;
-    }
-    Input x;
-    x.context = context_ids(env, prompt, prompt_ids);
-    if (app.count("--tokens")) {
-      x.text = parse_token_list(a->tokens);
-    } else {
-      x.text = text_ids(env, app.count("--text") ? a->text : read_file(a->file));
-    }
-    nlohmann::json j = run_one(env, x);
-    j["router_hash"] = det.lists().router_hash();
-    if (a->json) {
-      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    } else {
-      print_human(j);
-    }
-    return 0;
-  };
-}};
+        Detector det(make_green_lists(*m, key, a->wm.gamma), a->opt);
+        if (a->opt.method == DetectMethod::Pepi)
+          det.set_expert_predictor(a->pepi.predictor(*m, resolve_model_path(a->model.model)));
+        Env env{m.get(), tok.get(), &det, model_router_layer(*m, a->wm.router_layer)};
+        std::vector<int32_t> pids;
+        if (app.count("--prompt-tokens")) pids = parse_token_list(a->prompt_tokens);
+        const std::string* prompt = app.count("--prompt") ? &a->prompt : nullptr;
+        const std::vector<int32_t>* prompt_ids = app.count("--prompt-tokens") ? &pids : nullptr;
+
+        if (app.count("--jsonl")) {
+          std::ifstream in(a->jsonl);
+          check(in.good(), "cannot open '" + a->jsonl + "'");
+          std::string line;
+          int64_t lineno = 0;
+          while (std::getline(in, line)) {
+            ++lineno;
+            nlohmann::json j;
+            try {
+              Input x = parse_line(env, line);
+              if (prompt != nullptr || prompt_ids != nullptr)
+                x.context = context_ids(env, prompt, prompt_ids);
+              j = run_one(env, x);
+            } catch (const std::exception& e) {  // one bad line does not stop the batch
+              j = {{"error", e.what()}};
+            }
+            j["line"] = lineno;
+            std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+          }
+          return 0;
+        }
+        Input x;
+        x.context = context_ids(env, prompt, prompt_ids);
+        if (app.count("--tokens")) {
+          x.text = parse_token_list(a->tokens);
+        } else {
+          x.text = text_ids(env, app.count("--text") ? a->text : read_file(a->file));
+        }
+        nlohmann::json j = run_one(env, x);
+        j["router_hash"] = det.lists().router_hash();
+        if (a->json) {
+          std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+        } else {
+          print_human(j);
+        }
+        return 0;
+      };
+    }};
 
 }  // namespace
 }  // namespace epwa::cli

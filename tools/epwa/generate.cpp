@@ -1,14 +1,14 @@
 // epwa generate: continue a prompt, optionally with the EPW-A watermark.
-#include <nlohmann/json.hpp>
+#include "epwa/generate.hpp"
 
 #include <chrono>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
-#include "epwa/generate.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "watermark_args.hpp"
@@ -27,75 +27,85 @@ struct Args {
   bool json = false;
 };
 
-const Command kGenerate{"generate", "Generate text after a prompt, optionally watermarked", [](CLI::App& app) {
-  auto a = std::make_shared<Args>();
-  a->model.add(app);
-  auto* pt = app.add_option("--prompt-tokens", a->prompt_tokens, "comma-separated prompt token ids (BOS included)");
-  app.add_option("--prompt", a->prompt, "prompt text (tokenized with the model's tokenizer, BOS added)")
-      ->excludes(pt);
-  app.add_option("--watermark", a->watermark, "gsg, ewp or none")
-      ->check(CLI::IsMember({"gsg", "ewp", "none"}));
-  a->wm.add(app, true);
-  app.add_option("--max-new-tokens,-n", a->max_new, "tokens to generate")->check(CLI::NonNegativeNumber);
-  app.add_option("--temperature", a->s.temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
-  app.add_option("--top-k", a->s.top_k, "keep the k most likely tokens (0 = off)")->check(CLI::NonNegativeNumber);
-  app.add_option("--top-p", a->s.top_p, "nucleus sampling mass (1 = off)")->check(CLI::Range(0.0f, 1.0f));
-  app.add_option("--seed", a->s.seed, "sampling seed");
-  app.add_flag("--json", a->json, "print JSON (prompt_tokens, tokens, text, watermark parameters)");
-  return [a, &app] {
-    const bool text_prompt = app.count("--prompt") > 0;
-    check(text_prompt || app.count("--prompt-tokens") > 0, "give --prompt TEXT or --prompt-tokens IDS");
-    // Resolve the key before loading anything: a missing key is the most common mistake.
-    const bool watermarking = a->watermark != "none";
-    const std::string key = watermarking ? a->wm.resolve_key() : std::string();
-    auto m = a->model.load();
-    std::unique_ptr<Tokenizer> tok;
-    try {
-      tok = load_tokenizer(resolve_model_path(a->model.model));
-    } catch (const Error&) {
-      if (text_prompt) throw;  // without a tokenizer only token ids in and out
-    }
-    std::vector<int32_t> prompt;
-    if (text_prompt) {
-      check(!a->prompt.empty(), "--prompt is empty");
-      prompt = tok->encode(a->prompt, true, false);
-    } else {
-      prompt = parse_token_list(a->prompt_tokens);
-    }
-    GenerateOptions o;
-    o.max_new_tokens = a->max_new;
-    o.sampling = a->s;
-    o.stop_tokens = {m->config().eos_token_id};
-    std::vector<int32_t> out;
-    std::optional<Watermarker> wm;
-    const auto t0 = std::chrono::steady_clock::now();
-    if (watermarking) {
-      wm.emplace(*m, key, a->wm.config(watermark_mode_from_name(a->watermark), *m));
-      out = wm->generate(*m, prompt, o);
-    } else {
-      out = generate(*m, prompt, o);
-    }
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const std::string text = tok ? tok->decode(out, true) : std::string();
-    if (a->json) {
-      nlohmann::json j{{"prompt_tokens", prompt}, {"tokens", out}, {"seconds", secs}};
-      if (tok) j["text"] = text;
-      if (text_prompt) j["prompt"] = a->prompt;
-      if (wm) {
-        j["watermark"] = watermark_json(wm->config(), wm->router_hash());
-      } else {
-        j["watermark"] = {{"mode", "none"}, {"router_hash", router_hash(*m)}};
-      }
-      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    } else if (tok) {
-      std::cout << text << "\n";
-    } else {
-      for (size_t i = 0; i < out.size(); ++i) std::cout << (i ? "," : "") << out[i];
-      std::cout << "\n";
-    }
-    return 0;
-  };
-}};
+const Command kGenerate{
+    "generate", "Generate text after a prompt, optionally watermarked", [](CLI::App& app) {
+      auto a = std::make_shared<Args>();
+      a->model.add(app);
+      auto* pt = app.add_option("--prompt-tokens", a->prompt_tokens,
+                                "comma-separated prompt token ids (BOS included)");
+      app.add_option("--prompt", a->prompt,
+                     "prompt text (tokenized with the model's tokenizer, BOS added)")
+          ->excludes(pt);
+      app.add_option("--watermark", a->watermark, "gsg, ewp or none")
+          ->check(CLI::IsMember({"gsg", "ewp", "none"}));
+      a->wm.add(app, true);
+      app.add_option("--max-new-tokens,-n", a->max_new, "tokens to generate")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--temperature", a->s.temperature, "0 = greedy")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--top-k", a->s.top_k, "keep the k most likely tokens (0 = off)")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--top-p", a->s.top_p, "nucleus sampling mass (1 = off)")
+          ->check(CLI::Range(0.0f, 1.0f));
+      app.add_option("--seed", a->s.seed, "sampling seed");
+      app.add_flag("--json", a->json,
+                   "print JSON (prompt_tokens, tokens, text, watermark parameters)");
+      return [a, &app] {
+        const bool text_prompt = app.count("--prompt") > 0;
+        check(text_prompt || app.count("--prompt-tokens") > 0,
+              "give --prompt TEXT or --prompt-tokens IDS");
+        // Resolve the key before loading anything: a missing key is the most common mistake.
+        const bool watermarking = a->watermark != "none";
+        const std::string key = watermarking ? a->wm.resolve_key() : std::string();
+        auto m = a->model.load();
+        std::unique_ptr<Tokenizer> tok;
+        try {
+          tok = load_tokenizer(resolve_model_path(a->model.model));
+        } catch (const Error&) {
+          if (text_prompt) throw;  // without a tokenizer only token ids in and out
+        }
+        std::vector<int32_t> prompt;
+        if (text_prompt) {
+          check(!a->prompt.empty(), "--prompt is empty");
+          prompt = tok->encode(a->prompt, true, false);
+        } else {
+          prompt = parse_token_list(a->prompt_tokens);
+        }
+        GenerateOptions o;
+        o.max_new_tokens = a->max_new;
+        o.sampling = a->s;
+        o.stop_tokens = {m->config().eos_token_id};
+        std::vector<int32_t> out;
+        std::optional<Watermarker> wm;
+        const auto t0 = std::chrono::steady_clock::now();
+        if (watermarking) {
+          wm.emplace(*m, key, a->wm.config(watermark_mode_from_name(a->watermark), *m));
+          out = wm->generate(*m, prompt, o);
+        } else {
+          out = generate(*m, prompt, o);
+        }
+        const double secs =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const std::string text = tok ? tok->decode(out, true) : std::string();
+        if (a->json) {
+          nlohmann::json j{{"prompt_tokens", prompt}, {"tokens", out}, {"seconds", secs}};
+          if (tok) j["text"] = text;
+          if (text_prompt) j["prompt"] = a->prompt;
+          if (wm) {
+            j["watermark"] = watermark_json(wm->config(), wm->router_hash());
+          } else {
+            j["watermark"] = {{"mode", "none"}, {"router_hash", router_hash(*m)}};
+          }
+          std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+        } else if (tok) {
+          std::cout << text << "\n";
+        } else {
+          for (size_t i = 0; i < out.size(); ++i) std::cout << (i ? "," : "") << out[i];
+          std::cout << "\n";
+        }
+        return 0;
+      };
+    }};
 
 }  // namespace
 }  // namespace epwa::cli

@@ -17,7 +17,8 @@ void WatermarkArgs::add(CLI::App& app, bool generation) {
   app.add_option("--router-layer", router_layer, "watermark MoE layer (default -1: the last)");
   if (generation) {
     app.add_option("--delta", delta, "green-token logit bias (GSG) or EWP base bias");
-    app.add_option("--expert-deltas", expert_deltas, "EWP per-expert base biases d0,d1,... (default: --delta)");
+    app.add_option("--expert-deltas", expert_deltas,
+                   "EWP per-expert base biases d0,d1,... (default: --delta)");
   }
 }
 
@@ -38,16 +39,19 @@ WatermarkConfig WatermarkArgs::config(WatermarkMode mode, const Model& model) co
   if (!expert_deltas.empty()) {
     for (float d : parse_float_list(expert_deltas)) c.expert_deltas.push_back(d);
     check(static_cast<int32_t>(c.expert_deltas.size()) == model.config().num_experts,
-          "--expert-deltas has " + std::to_string(c.expert_deltas.size()) + " values, the model has " +
-              std::to_string(model.config().num_experts) + " experts");
+          "--expert-deltas has " + std::to_string(c.expert_deltas.size()) +
+              " values, the model has " + std::to_string(model.config().num_experts) + " experts");
   }
   c.router_layer = model_router_layer(model, router_layer);
   return c;
 }
 
 nlohmann::json watermark_json(const WatermarkConfig& c, const std::string& router_hash) {
-  nlohmann::json j{{"mode", watermark_mode_name(c.mode)}, {"gamma", c.gamma}, {"delta", c.delta},
-                   {"router_layer", c.router_layer}, {"router_hash", router_hash}};
+  nlohmann::json j{{"mode", watermark_mode_name(c.mode)},
+                   {"gamma", c.gamma},
+                   {"delta", c.delta},
+                   {"router_layer", c.router_layer},
+                   {"router_hash", router_hash}};
   if (!c.expert_deltas.empty()) j["expert_deltas"] = c.expert_deltas;
   return j;
 }
