@@ -49,9 +49,10 @@ struct Interval {
 Interval bootstrap_ci(std::span<const double> v,
                       const std::function<double(std::span<const double>)>& stat, int32_t resamples,
                       uint64_t seed, double level = 0.95);
-Interval bootstrap_ci2(std::span<const double> pos, std::span<const double> neg,
-                       const std::function<double(std::span<const double>, std::span<const double>)>& stat,
-                       int32_t resamples, uint64_t seed, double level = 0.95);
+Interval bootstrap_ci2(
+    std::span<const double> pos, std::span<const double> neg,
+    const std::function<double(std::span<const double>, std::span<const double>)>& stat,
+    int32_t resamples, uint64_t seed, double level = 0.95);
 
 // ---- quality metrics ----
 // Distinct n-grams / n-grams of one text (0 when shorter than n); n >= 1.
@@ -99,8 +100,8 @@ struct Spliced {
   std::vector<int32_t> tokens;
   size_t window_start = 0, window_size = 0;
 };
-Spliced splice_window(std::span<const int32_t> marked, std::span<const int32_t> human, size_t window,
-                      uint64_t seed);
+Spliced splice_window(std::span<const int32_t> marked, std::span<const int32_t> human,
+                      size_t window, uint64_t seed);
 
 // ---- report ----
 // Writes a self-contained HTML page (inline SVG, no script or network) from results.json's
@@ -120,13 +121,13 @@ struct EvalOptions {
   float temperature = 0.8f, top_p = 0.95f;
   uint64_t seed = 1;
   int32_t cspv_sample = 64;
-  int32_t top_k_attack = 20;                        // model top-k for fluent attacks
+  int32_t top_k_attack = 20;  // model top-k for fluent attacks
   std::vector<double> attack_rates = {0.05, 0.1, 0.2, 0.3};
-  int32_t attack_texts = -1;                        // positives attacked per mode (-1 = n)
+  int32_t attack_texts = -1;  // positives attacked per mode (-1 = n)
   int32_t crop_window = 50;
   int32_t bootstrap = 1000;
-  bool cross_precision = true;                      // needs the load-modes API
-  std::string commit;                               // recorded in results.json
+  bool cross_precision = true;                       // needs the load-modes API
+  std::string commit;                                // recorded in results.json
   std::function<void(const std::string&)> progress;  // progress lines (stderr in the CLI)
 };
 

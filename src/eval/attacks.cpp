@@ -10,9 +10,12 @@ namespace epwa::eval {
 
 std::string attack_name(AttackKind k) {
   switch (k) {
-    case AttackKind::Substitute: return "substitute";
-    case AttackKind::Delete: return "delete";
-    case AttackKind::Insert: return "insert";
+    case AttackKind::Substitute:
+      return "substitute";
+    case AttackKind::Delete:
+      return "delete";
+    case AttackKind::Insert:
+      return "insert";
   }
   return "?";
 }
@@ -89,8 +92,8 @@ std::vector<int32_t> attack(std::span<const int32_t> text, AttackKind kind, doub
   return out;
 }
 
-Spliced splice_window(std::span<const int32_t> marked, std::span<const int32_t> human, size_t window,
-                      uint64_t seed) {
+Spliced splice_window(std::span<const int32_t> marked, std::span<const int32_t> human,
+                      size_t window, uint64_t seed) {
   check(window > 0, "splice_window: window must be > 0");
   const size_t w = std::min(window, marked.size());
   Rng rng(seed ^ 0xc40bULL);

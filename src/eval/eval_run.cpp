@@ -12,6 +12,7 @@
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
 #include "epwa/generate.hpp"
+#include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
@@ -45,8 +46,8 @@ class LayerTap : public RouterObserver {
 
 struct Analysis {
   std::vector<RouterRecord> records;
-  std::vector<double> nll;                    // tokens[start..]
-  std::vector<std::vector<int32_t>> topk;     // per text position i (= sequence start + i)
+  std::vector<double> nll;                 // tokens[start..]
+  std::vector<std::vector<int32_t>> topk;  // per text position i (= sequence start + i)
 };
 
 }  // namespace
@@ -90,13 +91,23 @@ class Pipeline {
   void say(const std::string& s) const {
     if (o_.progress) o_.progress(s);
   }
-  Analysis analyze(std::span<const int32_t> seq, int64_t start, bool logits);
+  Analysis analyze(std::span<const int32_t> seq, int64_t start, bool logits) {
+    return analyze(*model_, seq, start, logits);
+  }
+  Analysis analyze(Model& m, std::span<const int32_t> seq, int64_t start, bool logits);
+  json cross_precision(const std::vector<Text>& full_texts);
   Scores detect_all(std::span<const int32_t> seq, int64_t prompt_len,
                     std::span<const RouterRecord> recs, bool timed);
-  std::vector<int32_t> generate_one(std::span<const int32_t> prompt, WatermarkProcessor* wp, uint64_t seed);
+  std::vector<int32_t> generate_one(std::span<const int32_t> prompt, WatermarkProcessor* wp,
+                                    uint64_t seed) {
+    return generate_one(*model_, prompt, wp, seed);
+  }
+  std::vector<int32_t> generate_one(Model& m, std::span<const int32_t> prompt,
+                                    WatermarkProcessor* wp, uint64_t seed);
   // Generates (or takes) texts and fills scores for both prompt conditions.
   void score_texts(const std::string& name, std::vector<Text>& texts, bool quality);
-  json summarize(const std::vector<double>& pos, const std::vector<double>& neg, uint64_t seed) const;
+  json summarize(const std::vector<double>& pos, const std::vector<double>& neg,
+                 uint64_t seed) const;
   json attacks(const std::string& mode, std::vector<Text>& texts);
   json token_view(const Text& t);
 
@@ -115,23 +126,24 @@ class Pipeline {
   int64_t pass_tokens_ = 0;
   std::map<std::string, double> detect_seconds_;
   int64_t detect_tokens_ = 0;
-  json cross_precision_ = {{"skipped", "the load-modes API (Model::load with LoadOptions) is not in this build"}};
+  json cross_precision_ = {{"skipped", "disabled (--no-cross-precision)"}};
 };
 
-Analysis Pipeline::analyze(std::span<const int32_t> seq, int64_t start, bool logits) {
+Analysis Pipeline::analyze(Model& m, std::span<const int32_t> seq, int64_t start, bool logits) {
   const auto t0 = Clock::now();
   LayerTap tap(layer_);
-  KvCache cache = model_->make_cache(static_cast<int64_t>(seq.size()));
+  KvCache cache = m.make_cache(static_cast<int64_t>(seq.size()));
   ForwardOptions fo;
   fo.observer = &tap;
   if (logits)
     fo.all_logits = true;
   else
     fo.stop_after_router = layer_;
-  const std::vector<float> lg = model_->forward(seq, cache, fo);
+  const std::vector<float> lg = m.forward(seq, cache, fo);
   Analysis a;
   a.records = std::move(tap.records);
-  check(a.records.size() >= seq.size(), "eval: the model reported fewer router records than positions");
+  check(a.records.size() >= seq.size(),
+        "eval: the model reported fewer router records than positions");
   if (logits) {
     const size_t V = static_cast<size_t>(model_->config().vocab_size);
     const size_t k = static_cast<size_t>(std::max(1, o_.top_k_attack));
@@ -169,8 +181,8 @@ Pipeline::Scores Pipeline::detect_all(std::span<const int32_t> seq, int64_t prom
   return out;
 }
 
-std::vector<int32_t> Pipeline::generate_one(std::span<const int32_t> prompt, WatermarkProcessor* wp,
-                                            uint64_t seed) {
+std::vector<int32_t> Pipeline::generate_one(Model& m, std::span<const int32_t> prompt,
+                                            WatermarkProcessor* wp, uint64_t seed) {
   GenerateOptions go;
   go.max_new_tokens = o_.tokens;
   go.sampling.temperature = o_.temperature;
@@ -182,7 +194,7 @@ std::vector<int32_t> Pipeline::generate_one(std::span<const int32_t> prompt, Wat
     go.observer = wp;
     go.processor = wp;
   }
-  std::vector<int32_t> out = generate(*model_, prompt, go);
+  std::vector<int32_t> out = generate(m, prompt, go);
   if (!out.empty() && out.back() == model_->config().eos_token_id) out.pop_back();
   return out;
 }
@@ -215,7 +227,8 @@ void Pipeline::score_texts(const std::string& name, std::vector<Text>& texts, bo
     len.push_back(static_cast<double>(t.text.size()));
     const std::vector<int32_t> bare = concat(std::vector<int32_t>{bos}, t.text);
     Analysis b = analyze(bare, 1, false);
-    for (auto& [label, z] : detect_all(bare, 1, b.records, true)) sc["noprompt"][label].push_back(z);
+    for (auto& [label, z] : detect_all(bare, 1, b.records, true))
+      sc["noprompt"][label].push_back(z);
     if ((i + 1) % 5 == 0 || i + 1 == texts.size())
       say("detect " + name + " " + std::to_string(i + 1) + "/" + std::to_string(texts.size()));
   }
@@ -223,7 +236,8 @@ void Pipeline::score_texts(const std::string& name, std::vector<Text>& texts, bo
   if (quality && !ppl.empty()) {
     q["ppl_mean"] = mean(ppl);
     q["ppl_median"] = median(ppl);
-    const auto ci = bootstrap_ci(ppl, [](std::span<const double> v) { return mean(v); }, o_.bootstrap, 11);
+    const auto ci = bootstrap_ci(
+        ppl, [](std::span<const double> v) { return mean(v); }, o_.bootstrap, 11);
     q["ppl_mean_ci"] = {ci.lo, ci.hi};
     q["distinct_1"] = mean(d1);
     q["distinct_2"] = mean(d2);
@@ -261,7 +275,8 @@ json Pipeline::summarize(const std::vector<double>& pos, const std::vector<doubl
     j[std::string("thr_") + name] = threshold_at_fpr(neg, f);
     j[std::string("tpr_") + name] = tpr_at_fpr(pos, neg, f);
     const auto c = bootstrap_ci2(
-        pos, neg, [f](std::span<const double> p, std::span<const double> n) { return tpr_at_fpr(p, n, f); },
+        pos, neg,
+        [f](std::span<const double> p, std::span<const double> n) { return tpr_at_fpr(p, n, f); },
         o_.bootstrap, seed + 3);
     j[std::string("tpr_") + name + "_ci"] = {c.lo, c.hi};
   }
@@ -295,7 +310,8 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
           const std::string key = source + "|" + attack_name(kind) + "|" + std::to_string(rate);
           const auto seq = concat(t.prompt, edited);
           const Analysis a = analyze(seq, static_cast<int64_t>(t.prompt.size()), false);
-          for (auto& [label, v] : detect_all(seq, static_cast<int64_t>(t.prompt.size()), a.records, false))
+          for (auto& [label, v] :
+               detect_all(seq, static_cast<int64_t>(t.prompt.size()), a.records, false))
             z[key + "|prompt"][label].push_back(v);
           if (kind == AttackKind::Substitute) {  // the prompt-less target is on substitution
             const auto bare = concat(std::vector<int32_t>{bos}, edited);
@@ -313,15 +329,24 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
   for (auto& [key, by_label] : z) {
     std::vector<std::string> parts;
     size_t pos = 0;
-    for (size_t e; (e = key.find('|', pos)) != std::string::npos; pos = e + 1) parts.push_back(key.substr(pos, e - pos));
+    for (size_t e; (e = key.find('|', pos)) != std::string::npos; pos = e + 1)
+      parts.push_back(key.substr(pos, e - pos));
     parts.push_back(key.substr(pos));
     for (auto& [label, v] : by_label) {
-      if (label.find("repeats") != std::string::npos) continue;  // dedup only, to keep the table short
-      const auto ci = bootstrap_ci(v, [](std::span<const double> s) { return rate_above(s, 4.0); },
-                                   o_.bootstrap, seed++);
-      out.push_back({{"mode", mode}, {"source", parts[0]}, {"attack", parts[1]}, {"rate", std::stod(parts[2])},
-                     {"prompt", parts[3] == "prompt"}, {"method", label}, {"n", v.size()},
-                     {"tpr_z4", rate_above(v, 4.0)}, {"tpr_z4_ci", {ci.lo, ci.hi}}, {"z_mean", mean(v)}});
+      if (label.find("repeats") != std::string::npos)
+        continue;  // dedup only, to keep the table short
+      const auto ci = bootstrap_ci(
+          v, [](std::span<const double> s) { return rate_above(s, 4.0); }, o_.bootstrap, seed++);
+      out.push_back({{"mode", mode},
+                     {"source", parts[0]},
+                     {"attack", parts[1]},
+                     {"rate", std::stod(parts[2])},
+                     {"prompt", parts[3] == "prompt"},
+                     {"method", label},
+                     {"n", v.size()},
+                     {"tpr_z4", rate_above(v, 4.0)},
+                     {"tpr_z4_ci", {ci.lo, ci.hi}},
+                     {"z_mean", mean(v)}});
     }
   }
   // Span cropping: a window alone, and a window inside human text (no prompt either way).
@@ -330,30 +355,109 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
   for (int32_t i = 0; i < count; ++i) {
     const Text& t = texts[i];
     if (t.text.empty()) continue;
-    const Spliced s = splice_window(t.text, humans.empty() ? std::vector<int32_t>{} : humans[i % humans.size()],
-                                    static_cast<size_t>(o_.crop_window), o_.seed + i);
+    const Spliced s =
+        splice_window(t.text, humans.empty() ? std::vector<int32_t>{} : humans[i % humans.size()],
+                      static_cast<size_t>(o_.crop_window), o_.seed + i);
     const std::span<const int32_t> window(s.tokens.data() + s.window_start, s.window_size);
-    for (auto [name, body] : {std::pair{std::string("crop"), std::vector<int32_t>(window.begin(), window.end())},
-                              std::pair{std::string("splice"), s.tokens}}) {
+    for (auto [name, body] :
+         {std::pair{std::string("crop"), std::vector<int32_t>(window.begin(), window.end())},
+          std::pair{std::string("splice"), s.tokens}}) {
       const auto seq = concat(std::vector<int32_t>{bos}, body);
       const Analysis a = analyze(seq, 1, false);
-      for (auto& [label, v] : detect_all(seq, 1, a.records, false)) crop[name + "|" + label].push_back(v);
+      for (auto& [label, v] : detect_all(seq, 1, a.records, false))
+        crop[name + "|" + label].push_back(v);
     }
   }
   for (auto& [key, v] : crop) {
     const auto bar = key.find('|');
     const std::string label = key.substr(bar + 1);
     if (label.find("repeats") != std::string::npos) continue;
-    const auto ci = bootstrap_ci(v, [](std::span<const double> s) { return rate_above(s, 4.0); },
-                                 o_.bootstrap, seed++);
-    out.push_back({{"mode", mode}, {"source", "human"}, {"attack", key.substr(0, bar)},
-                   {"rate", static_cast<double>(o_.crop_window)}, {"prompt", false}, {"method", label},
-                   {"n", v.size()}, {"tpr_z4", rate_above(v, 4.0)}, {"tpr_z4_ci", {ci.lo, ci.hi}},
+    const auto ci = bootstrap_ci(
+        v, [](std::span<const double> s) { return rate_above(s, 4.0); }, o_.bootstrap, seed++);
+    out.push_back({{"mode", mode},
+                   {"source", "human"},
+                   {"attack", key.substr(0, bar)},
+                   {"rate", static_cast<double>(o_.crop_window)},
+                   {"prompt", false},
+                   {"method", label},
+                   {"n", v.size()},
+                   {"tpr_z4", rate_above(v, 4.0)},
+                   {"tpr_z4_ci", {ci.lo, ci.hi}},
                    {"z_mean", mean(v)}});
   }
   return out;
 }
 
+// GSG texts generated by each precision (stored, 8-bit, 4-bit loads) and detected by each; the
+// router agreement (same top-1 expert at the watermark layer) explains the differences.
+json Pipeline::cross_precision(const std::vector<Text>& full_texts) {
+  std::map<std::string, std::unique_ptr<Model>> owned;
+  std::map<std::string, Model*> models{{"stored", model_.get()}};
+  for (auto [name, mode] :
+       {std::pair{"8bit", LoadMode::Bits8}, std::pair{"4bit", LoadMode::Bits4}}) {
+    LoadOptions lo;
+    lo.mode = mode;
+    lo.use_cache = false;
+    lo.warn = [this](const std::string& w) { say(w); };
+    owned[name] = Model::load(o_.model_path, lo);
+    models[name] = owned[name].get();
+  }
+  WatermarkProcessor wp({WatermarkMode::GSG, o_.gamma, o_.delta, {}, layer_}, lists_);
+  DetectOptions dopt;
+  const Detector det(lists_, dopt);
+  json rows = json::array();
+  uint64_t seed = 500;
+  for (const std::string g : {"4bit", "stored", "8bit"}) {
+    std::vector<Text> texts;
+    if (g == "stored") {
+      texts = full_texts;
+    } else if (g == "4bit") {
+      for (const Text& f : full_texts) {
+        Text t;
+        t.prompt = f.prompt;
+        t.text = generate_one(*models[g], t.prompt, &wp, o_.seed + texts.size());
+        texts.push_back(std::move(t));
+      }
+    } else {
+      continue;  // 8-bit generation is not measured (4-bit is the harder case)
+    }
+    std::map<std::string, std::vector<RouterRecord>> own;  // generator's records per text, reused
+    for (const std::string d : {"stored", "8bit", "4bit"}) {
+      std::vector<double> z;
+      int64_t agree = 0, total = 0;
+      for (size_t i = 0; i < texts.size(); ++i) {
+        if (texts[i].text.empty()) continue;
+        const auto seq = concat(texts[i].prompt, texts[i].text);
+        const int64_t P = static_cast<int64_t>(texts[i].prompt.size());
+        const Analysis a = analyze(*models[d], seq, P, false);
+        z.push_back(det.detect({seq, P, a.records}).z);
+        const std::string key = std::to_string(i);
+        if (d == g) own[key] = a.records;
+        if (d != g) {
+          if (!own.count(key)) own[key] = analyze(*models[g], seq, P, false).records;
+          for (size_t p = static_cast<size_t>(P) - 1; p + 1 < seq.size(); ++p)
+            agree += own[key][p].expert == a.records[p].expert, ++total;
+        }
+      }
+      const auto ci = bootstrap_ci(
+          z, [](std::span<const double> v) { return rate_above(v, 4.0); }, o_.bootstrap, seed++);
+      json row = {{"generated_with", g},
+                  {"detected_with", d},
+                  {"method", "full"},
+                  {"prompt", true},
+                  {"n", z.size()},
+                  {"tpr_z4", rate_above(z, 4.0)},
+                  {"tpr_z4_ci", {ci.lo, ci.hi}},
+                  {"z_mean", mean(z)}};
+      if (total > 0)
+        row["router_agreement"] = static_cast<double>(agree) / static_cast<double>(total);
+      rows.push_back(std::move(row));
+      say("cross-precision: generated " + g + ", detected " + d + ": TPR@z4 " +
+          std::to_string(rate_above(z, 4.0)));
+    }
+  }
+  return rows;
+}
 
 json Pipeline::token_view(const Text& t) {
   DetectOptions opt;
@@ -366,7 +470,9 @@ json Pipeline::token_view(const Text& t) {
     std::string s = tok_->token_to_piece(id);
     if (s.size() == 6 && s.rfind("<0x", 0) == 0 && s.back() == '>') {  // byte piece
       const int v = std::stoi(s.substr(3, 2), nullptr, 16);
-      return v == 10 ? std::string("\n") : v < 128 && v >= 32 ? std::string(1, static_cast<char>(v)) : s;
+      return v == 10              ? std::string("\n")
+             : v < 128 && v >= 32 ? std::string(1, static_cast<char>(v))
+                                  : s;
     }
     std::string out;
     for (size_t i = 0; i < s.size(); ++i) {
@@ -381,8 +487,13 @@ json Pipeline::token_view(const Text& t) {
   };
   json toks = json::array();
   for (const TokenDetail& d : r.tokens)
-    toks.push_back({{"text", piece(d.token)}, {"green", d.green}, {"scored", d.scored}, {"expert", d.expert}});
-  return {{"prompt", tok_->decode(t.prompt, true)}, {"z", r.z}, {"g", r.g}, {"n", r.n}, {"tokens", toks}};
+    toks.push_back(
+        {{"text", piece(d.token)}, {"green", d.green}, {"scored", d.scored}, {"expert", d.expert}});
+  return {{"prompt", tok_->decode(t.prompt, true)},
+          {"z", r.z},
+          {"g", r.g},
+          {"n", r.n},
+          {"tokens", toks}};
 }
 
 std::vector<std::string> read_lines(const std::filesystem::path& p) {
@@ -404,12 +515,14 @@ json Pipeline::run() {
   model_ = Model::load(o_.model_path);
   tok_ = load_tokenizer(o_.model_path);
   const ModelConfig& c = model_->config();
-  check(tok_->vocab_size() <= c.vocab_size, "eval: the tokenizer has more tokens than the model's vocabulary");
+  check(tok_->vocab_size() <= c.vocab_size,
+        "eval: the tokenizer has more tokens than the model's vocabulary");
   layer_ = resolve_router_layer(-1, c.num_layers);
   std::vector<std::vector<float>> routers;
   std::vector<RouterMatrix> mats;
   for (int32_t l = 0; l < c.num_layers; ++l) routers.push_back(model_->router_f32(l));
-  for (int32_t l = 0; l < c.num_layers; ++l) mats.push_back({l, c.num_experts, c.hidden_size, routers[l]});
+  for (int32_t l = 0; l < c.num_layers; ++l)
+    mats.push_back({l, c.num_experts, c.hidden_size, routers[l]});
   const std::string hash = irsh_v1(mats);
   lists_ = std::make_shared<GreenLists>(o_.key, hash, c.vocab_size, o_.gamma, c.num_experts);
   for (int32_t id = 0; id < tok_->vocab_size(); ++id) {
@@ -428,14 +541,15 @@ json Pipeline::run() {
                               Detector(lists_, opt));
     }
   }
-  say("model " + o_.model_path.string() + ", router hash " + hash + ", layer " + std::to_string(layer_));
+  say("model " + o_.model_path.string() + ", router hash " + hash + ", layer " +
+      std::to_string(layer_));
 
   // Prompts and human passages. Human passages that begin with a prompt are skipped (prompts are
   // taken from the same held-out file).
   const auto prompt_lines = read_lines(o_.prompts);
   check(static_cast<int32_t>(prompt_lines.size()) >= o_.n,
-        "eval: '" + o_.prompts.string() + "' has " + std::to_string(prompt_lines.size()) + " prompts, --n is " +
-            std::to_string(o_.n));
+        "eval: '" + o_.prompts.string() + "' has " + std::to_string(prompt_lines.size()) +
+            " prompts, --n is " + std::to_string(o_.n));
   const int32_t n_human = o_.n_human < 0 ? o_.n : o_.n_human;
   std::vector<Text> human;
   const int32_t human_prompt = 8, human_min = 50;
@@ -477,7 +591,8 @@ json Pipeline::run() {
       gen[name].push_back(std::move(t));
     }
     say("generate " + std::to_string(i + 1) + "/" + std::to_string(o_.n) + " (" +
-        std::to_string(static_cast<int64_t>(gen_tokens / std::max(gen_seconds, 1e-9))) + " tokens/s)");
+        std::to_string(static_cast<int64_t>(gen_tokens / std::max(gen_seconds, 1e-9))) +
+        " tokens/s)");
   }
 
   for (const std::string name : {"gsg", "ewp", "none"}) score_texts(name, gen[name], true);
@@ -498,7 +613,8 @@ json Pipeline::run() {
         s["method"] = label.substr(0, label.find('+'));
         s["repeats"] = label.find("+repeats") != std::string::npos;
         s["prompt"] = cond == "prompt";
-        s["negatives"] = {{"human", scores_["human"][cond][label].size()}, {"unwatermarked", un.size()}};
+        s["negatives"] = {{"human", scores_["human"][cond][label].size()},
+                          {"unwatermarked", un.size()}};
         detection.push_back(std::move(s));
       }
     }
@@ -522,10 +638,14 @@ json Pipeline::run() {
 
   // Perplexity against delta: delta 0 is unwatermarked generation.
   json grid = json::array();
-  grid.push_back({{"mode", "none"}, {"delta", 0.0}, {"ppl_mean", quality_["none"]["ppl_mean"]},
+  grid.push_back({{"mode", "none"},
+                  {"delta", 0.0},
+                  {"ppl_mean", quality_["none"]["ppl_mean"]},
                   {"tpr_z4", rate_above(scores_["none"]["prompt"]["full"], 4.0)}});
   for (const std::string mode : {"gsg", "ewp"})
-    grid.push_back({{"mode", mode}, {"delta", o_.delta}, {"ppl_mean", quality_[mode]["ppl_mean"]},
+    grid.push_back({{"mode", mode},
+                    {"delta", o_.delta},
+                    {"ppl_mean", quality_[mode]["ppl_mean"]},
                     {"tpr_z4", rate_above(scores_[mode]["prompt"]["full"], 4.0)}});
   for (double d : o_.delta_grid) {
     if (d == o_.delta) continue;
@@ -539,7 +659,9 @@ json Pipeline::run() {
     }
     const std::string name = "gsg-delta-" + std::to_string(d);
     score_texts(name, texts, true);
-    grid.push_back({{"mode", "gsg"}, {"delta", d}, {"ppl_mean", quality_[name]["ppl_mean"]},
+    grid.push_back({{"mode", "gsg"},
+                    {"delta", d},
+                    {"ppl_mean", quality_[name]["ppl_mean"]},
                     {"tpr_z4", rate_above(scores_[name]["prompt"]["full"], 4.0)}});
     say("delta grid " + std::to_string(d) + " done");
   }
@@ -547,24 +669,40 @@ json Pipeline::run() {
   json out;
   out["tool"] = "epwa eval";
   out["commit"] = o_.commit;
-  out["model"] = {{"path", o_.model_path.string()}, {"format", model_->format()},
-                  {"router_hash", hash}, {"watermark_layer", layer_}, {"vocab_size", c.vocab_size},
-                  {"experts", c.num_experts}, {"layers", c.num_layers}};
-  out["params"] = {{"key_bytes", o_.key.size()}, {"prompts", o_.prompts.string()}, {"human", o_.human.string()},
-                   {"n", o_.n}, {"n_human", n_human}, {"tokens", o_.tokens}, {"gamma", o_.gamma},
-                   {"delta", o_.delta}, {"delta_grid", o_.delta_grid}, {"temperature", o_.temperature},
-                   {"top_p", o_.top_p}, {"seed", o_.seed}, {"cspv_sample", o_.cspv_sample},
-                   {"threshold", 4.0}, {"attack_rates", o_.attack_rates}, {"attack_top_k", o_.top_k_attack},
-                   {"attack_texts", o_.attack_texts}, {"crop_window", o_.crop_window},
-                   {"bootstrap", o_.bootstrap}, {"human_prompt_tokens", human_prompt},
+  out["model"] = {
+      {"path", o_.model_path.string()}, {"format", model_->format()}, {"router_hash", hash},
+      {"watermark_layer", layer_},      {"vocab_size", c.vocab_size}, {"experts", c.num_experts},
+      {"layers", c.num_layers}};
+  out["params"] = {{"key_bytes", o_.key.size()},
+                   {"prompts", o_.prompts.string()},
+                   {"human", o_.human.string()},
+                   {"n", o_.n},
+                   {"n_human", n_human},
+                   {"tokens", o_.tokens},
+                   {"gamma", o_.gamma},
+                   {"delta", o_.delta},
+                   {"delta_grid", o_.delta_grid},
+                   {"temperature", o_.temperature},
+                   {"top_p", o_.top_p},
+                   {"seed", o_.seed},
+                   {"cspv_sample", o_.cspv_sample},
+                   {"threshold", 4.0},
+                   {"attack_rates", o_.attack_rates},
+                   {"attack_top_k", o_.top_k_attack},
+                   {"attack_texts", o_.attack_texts},
+                   {"crop_window", o_.crop_window},
+                   {"bootstrap", o_.bootstrap},
+                   {"human_prompt_tokens", human_prompt},
                    {"human_min_tokens", human_min}};
   out["quality"] = quality_;
   out["detection"] = detection;
   out["speed"] = speed;
   out["attacks"] = attack;
   out["delta_grid"] = grid;
+  if (o_.cross_precision) cross_precision_ = cross_precision(gen["gsg"]);
   out["cross_precision"] = cross_precision_;
-  out["pepi"] = {{"skipped", "no PEPI oracle in this build (detect.hpp ExpertPredictor slot only)"}};
+  out["pepi"] = {
+      {"skipped", "no PEPI oracle in this build (detect.hpp ExpertPredictor slot only)"}};
   out["sample"] = token_view(gen["gsg"].front());
   out["samples_text"] = {{"none", tok_->decode(gen["none"].front().text, true)},
                          {"gsg", tok_->decode(gen["gsg"].front().text, true)},
@@ -576,7 +714,9 @@ json Pipeline::run() {
 
 }  // namespace
 
-json run_eval(const EvalOptions& o) { return Pipeline(o).run(); }
+json run_eval(const EvalOptions& o) {
+  return Pipeline(o).run();
+}
 
 json run_eval_to_dir(const EvalOptions& o, const std::filesystem::path& dir) {
   std::filesystem::create_directories(dir);

@@ -26,7 +26,9 @@ uint64_t Rng::below(uint64_t n) {
   return r % n;
 }
 
-double Rng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+double Rng::uniform() {
+  return static_cast<double>(next() >> 11) * 0x1.0p-53;
+}
 
 double roc_auc(std::span<const double> pos, std::span<const double> neg) {
   check(!pos.empty() && !neg.empty(), "roc_auc: needs at least one positive and one negative");
@@ -59,7 +61,8 @@ std::vector<RocPoint> roc_curve(std::span<const double> pos, std::span<const dou
   for (double x : t) {  // detected = score >= x here, i.e. > the next lower distinct score
     auto at_least = [x](std::span<const double> v) {
       if (v.empty()) return 0.0;
-      return static_cast<double>(std::count_if(v.begin(), v.end(), [x](double s) { return s >= x; })) /
+      return static_cast<double>(
+                 std::count_if(v.begin(), v.end(), [x](double s) { return s >= x; })) /
              static_cast<double>(v.size());
     };
     out.push_back({x, at_least(neg), at_least(pos)});
@@ -71,7 +74,8 @@ std::vector<RocPoint> roc_curve(std::span<const double> pos, std::span<const dou
 
 double rate_above(std::span<const double> scores, double threshold) {
   if (scores.empty()) return 0.0;
-  const auto k = std::count_if(scores.begin(), scores.end(), [&](double s) { return s > threshold; });
+  const auto k =
+      std::count_if(scores.begin(), scores.end(), [&](double s) { return s > threshold; });
   return static_cast<double>(k) / static_cast<double>(scores.size());
 }
 
@@ -80,7 +84,8 @@ double threshold_at_fpr(std::span<const double> neg, double fpr) {
   check(fpr >= 0 && fpr <= 1, "threshold_at_fpr: fpr outside [0, 1]");
   std::vector<double> s(neg.begin(), neg.end());
   std::sort(s.begin(), s.end(), std::greater<>());
-  const size_t allowed = static_cast<size_t>(std::floor(fpr * static_cast<double>(s.size()) + 1e-9));
+  const size_t allowed =
+      static_cast<size_t>(std::floor(fpr * static_cast<double>(s.size()) + 1e-9));
   if (allowed >= s.size()) return -std::numeric_limits<double>::infinity();
   // Scores above s[allowed] are exactly those ranked before it (ties with it are not above).
   return s[allowed];
@@ -139,9 +144,10 @@ Interval bootstrap_ci(std::span<const double> v,
   return percentile_interval(std::move(stats), level);
 }
 
-Interval bootstrap_ci2(std::span<const double> pos, std::span<const double> neg,
-                       const std::function<double(std::span<const double>, std::span<const double>)>& stat,
-                       int32_t resamples, uint64_t seed, double level) {
+Interval bootstrap_ci2(
+    std::span<const double> pos, std::span<const double> neg,
+    const std::function<double(std::span<const double>, std::span<const double>)>& stat,
+    int32_t resamples, uint64_t seed, double level) {
   check(!pos.empty() && !neg.empty(), "bootstrap_ci2: empty sample");
   check(resamples > 0, "bootstrap_ci2: resamples must be > 0");
   Rng rng(seed);

@@ -19,11 +19,20 @@ std::string esc(const std::string& s) {
   std::string o;
   for (char c : s) {
     switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
+      case '&':
+        o += "&amp;";
+        break;
+      case '<':
+        o += "&lt;";
+        break;
+      case '>':
+        o += "&gt;";
+        break;
+      case '"':
+        o += "&quot;";
+        break;
+      default:
+        o += c;
     }
   }
   return o;
@@ -44,11 +53,13 @@ std::string with_ci(const json& j, const char* k, int prec = 3) {
   std::string s = num(getd(j, k), prec);
   const std::string ck = std::string(k) + "_ci";
   if (j.contains(ck) && j[ck].is_array() && j[ck].size() == 2 && j[ck][0].is_number())
-    s += " <small>[" + num(j[ck][0].get<double>(), prec) + ", " + num(j[ck][1].get<double>(), prec) + "]</small>";
+    s += " <small>[" + num(j[ck][0].get<double>(), prec) + ", " +
+         num(j[ck][1].get<double>(), prec) + "]</small>";
   return s;
 }
 
-const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
+const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
+                         "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
 
 struct Series {
   std::string name;
@@ -59,58 +70,64 @@ struct Series {
 
 // A line chart with linear axes, ticks, axis labels and a legend.
 std::string line_chart(const std::string& id, const std::string& kind, const std::string& title,
-                       const std::string& xlabel, const std::string& ylabel, const std::vector<Series>& series,
-                       double x0, double x1, double y0, double y1) {
+                       const std::string& xlabel, const std::string& ylabel,
+                       const std::vector<Series>& series, double x0, double x1, double y0,
+                       double y1) {
   const double W = 460, H = 320, L = 56, R = 150, T = 30, B = 46;
   const double pw = W - L - R, ph = H - T - B;
   if (x1 <= x0) x1 = x0 + 1;
   if (y1 <= y0) y1 = y0 + 1;
   auto X = [&](double x) { return L + (x - x0) / (x1 - x0) * pw; };
   auto Y = [&](double y) { return T + ph - (y - y0) / (y1 - y0) * ph; };
-  std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" id=\"" + id + "\" data-chart=\"" + kind +
-                  "\" width=\"" + num(W, 0) + "\" height=\"" + num(H, 0) + "\" viewBox=\"0 0 " + num(W, 0) + " " +
-                  num(H, 0) + "\" role=\"img\"><title>" + esc(title) + "</title>";
+  std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" id=\"" + id +
+                  "\" data-chart=\"" + kind + "\" width=\"" + num(W, 0) + "\" height=\"" +
+                  num(H, 0) + "\" viewBox=\"0 0 " + num(W, 0) + " " + num(H, 0) +
+                  "\" role=\"img\"><title>" + esc(title) + "</title>";
   s += "<text x=\"" + num(L, 0) + "\" y=\"18\" class=\"t\">" + esc(title) + "</text>";
-  s += "<rect x=\"" + num(L, 1) + "\" y=\"" + num(T, 1) + "\" width=\"" + num(pw, 1) + "\" height=\"" + num(ph, 1) +
-       "\" fill=\"none\" stroke=\"#999\"/>";
+  s += "<rect x=\"" + num(L, 1) + "\" y=\"" + num(T, 1) + "\" width=\"" + num(pw, 1) +
+       "\" height=\"" + num(ph, 1) + "\" fill=\"none\" stroke=\"#999\"/>";
   for (int i = 0; i <= 5; ++i) {
     const double xv = x0 + (x1 - x0) * i / 5, yv = y0 + (y1 - y0) * i / 5;
-    s += "<line x1=\"" + num(X(xv), 1) + "\" y1=\"" + num(T + ph, 1) + "\" x2=\"" + num(X(xv), 1) + "\" y2=\"" +
-         num(T + ph + 4, 1) + "\" stroke=\"#666\"/>";
-    s += "<text x=\"" + num(X(xv), 1) + "\" y=\"" + num(T + ph + 16, 1) + "\" class=\"tk\" text-anchor=\"middle\">" +
-         num(xv, 2) + "</text>";
-    s += "<line x1=\"" + num(L, 1) + "\" y1=\"" + num(Y(yv), 1) + "\" x2=\"" + num(L + pw, 1) + "\" y2=\"" +
-         num(Y(yv), 1) + "\" stroke=\"#eee\"/>";
-    s += "<text x=\"" + num(L - 6, 1) + "\" y=\"" + num(Y(yv) + 4, 1) + "\" class=\"tk\" text-anchor=\"end\">" +
-         num(yv, 2) + "</text>";
+    s += "<line x1=\"" + num(X(xv), 1) + "\" y1=\"" + num(T + ph, 1) + "\" x2=\"" + num(X(xv), 1) +
+         "\" y2=\"" + num(T + ph + 4, 1) + "\" stroke=\"#666\"/>";
+    s += "<text x=\"" + num(X(xv), 1) + "\" y=\"" + num(T + ph + 16, 1) +
+         "\" class=\"tk\" text-anchor=\"middle\">" + num(xv, 2) + "</text>";
+    s += "<line x1=\"" + num(L, 1) + "\" y1=\"" + num(Y(yv), 1) + "\" x2=\"" + num(L + pw, 1) +
+         "\" y2=\"" + num(Y(yv), 1) + "\" stroke=\"#eee\"/>";
+    s += "<text x=\"" + num(L - 6, 1) + "\" y=\"" + num(Y(yv) + 4, 1) +
+         "\" class=\"tk\" text-anchor=\"end\">" + num(yv, 2) + "</text>";
   }
-  s += "<text x=\"" + num(L + pw / 2, 1) + "\" y=\"" + num(H - 8, 1) + "\" class=\"ax\" text-anchor=\"middle\">" +
-       esc(xlabel) + "</text>";
-  s += "<text x=\"14\" y=\"" + num(T + ph / 2, 1) + "\" class=\"ax\" text-anchor=\"middle\" transform=\"rotate(-90 14 " +
-       num(T + ph / 2, 1) + ")\">" + esc(ylabel) + "</text>";
+  s += "<text x=\"" + num(L + pw / 2, 1) + "\" y=\"" + num(H - 8, 1) +
+       "\" class=\"ax\" text-anchor=\"middle\">" + esc(xlabel) + "</text>";
+  s += "<text x=\"14\" y=\"" + num(T + ph / 2, 1) +
+       "\" class=\"ax\" text-anchor=\"middle\" transform=\"rotate(-90 14 " + num(T + ph / 2, 1) +
+       ")\">" + esc(ylabel) + "</text>";
   for (size_t k = 0; k < series.size(); ++k) {
     const Series& se = series[k];
     const char* col = kColors[k % 8];
     std::string pts;
-    for (auto [x, y] : se.pts) pts += num(X(std::clamp(x, x0, x1)), 1) + "," + num(Y(std::clamp(y, y0, y1)), 1) + " ";
-    s += "<polyline class=\"series\" fill=\"none\" stroke=\"" + std::string(col) + "\" stroke-width=\"2\"" +
-         (se.dashed ? " stroke-dasharray=\"5,3\"" : "") + " points=\"" + pts + "\"/>";
+    for (auto [x, y] : se.pts)
+      pts += num(X(std::clamp(x, x0, x1)), 1) + "," + num(Y(std::clamp(y, y0, y1)), 1) + " ";
+    s += "<polyline class=\"series\" fill=\"none\" stroke=\"" + std::string(col) +
+         "\" stroke-width=\"2\"" + (se.dashed ? " stroke-dasharray=\"5,3\"" : "") + " points=\"" +
+         pts + "\"/>";
     if (se.markers)
       for (auto [x, y] : se.pts)
-        s += "<circle cx=\"" + num(X(std::clamp(x, x0, x1)), 1) + "\" cy=\"" + num(Y(std::clamp(y, y0, y1)), 1) +
-             "\" r=\"2.5\" fill=\"" + col + "\"/>";
+        s += "<circle cx=\"" + num(X(std::clamp(x, x0, x1)), 1) + "\" cy=\"" +
+             num(Y(std::clamp(y, y0, y1)), 1) + "\" r=\"2.5\" fill=\"" + col + "\"/>";
     const double ly = T + 10 + 16 * static_cast<double>(k);
-    s += "<line x1=\"" + num(L + pw + 10, 1) + "\" y1=\"" + num(ly, 1) + "\" x2=\"" + num(L + pw + 28, 1) +
-         "\" y2=\"" + num(ly, 1) + "\" stroke=\"" + col + "\" stroke-width=\"2\"" +
-         (se.dashed ? " stroke-dasharray=\"5,3\"" : "") + "/>";
-    s += "<text x=\"" + num(L + pw + 32, 1) + "\" y=\"" + num(ly + 4, 1) + "\" class=\"tk\">" + esc(se.name) + "</text>";
+    s += "<line x1=\"" + num(L + pw + 10, 1) + "\" y1=\"" + num(ly, 1) + "\" x2=\"" +
+         num(L + pw + 28, 1) + "\" y2=\"" + num(ly, 1) + "\" stroke=\"" + col +
+         "\" stroke-width=\"2\"" + (se.dashed ? " stroke-dasharray=\"5,3\"" : "") + "/>";
+    s += "<text x=\"" + num(L + pw + 32, 1) + "\" y=\"" + num(ly + 4, 1) + "\" class=\"tk\">" +
+         esc(se.name) + "</text>";
   }
   return s + "</svg>\n";
 }
 
 // Overlaid histograms of positive and negative z-scores with the z = 4 line.
-std::string z_histogram(const std::string& id, const std::string& title, const std::vector<double>& pos,
-                        const std::vector<double>& neg) {
+std::string z_histogram(const std::string& id, const std::string& title,
+                        const std::vector<double>& pos, const std::vector<double>& neg) {
   double lo = -4, hi = 8;
   for (double v : pos) hi = std::max(hi, v), lo = std::min(lo, v);
   for (double v : neg) hi = std::max(hi, v), lo = std::min(lo, v);
@@ -119,49 +136,58 @@ std::string z_histogram(const std::string& id, const std::string& title, const s
   const double w = (hi - lo) / bins;
   std::vector<double> hp(bins, 0), hn(bins, 0);
   auto fill = [&](const std::vector<double>& v, std::vector<double>& h) {
-    for (double x : v) h[std::clamp(static_cast<int>((x - lo) / w), 0, bins - 1)] += 1.0 / std::max<size_t>(1, v.size());
+    for (double x : v)
+      h[std::clamp(static_cast<int>((x - lo) / w), 0, bins - 1)] +=
+          1.0 / std::max<size_t>(1, v.size());
   };
   fill(pos, hp);
   fill(neg, hn);
-  const double ymax = std::max(*std::max_element(hp.begin(), hp.end()), *std::max_element(hn.begin(), hn.end())) * 1.1 + 1e-9;
+  const double ymax =
+      std::max(*std::max_element(hp.begin(), hp.end()), *std::max_element(hn.begin(), hn.end())) *
+          1.1 +
+      1e-9;
   const double W = 460, H = 320, L = 56, R = 150, T = 30, B = 46, pw = W - L - R, ph = H - T - B;
   auto X = [&](double x) { return L + (x - lo) / (hi - lo) * pw; };
   auto Y = [&](double y) { return T + ph - y / ymax * ph; };
   std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" id=\"" + id +
-                  "\" data-chart=\"zhist\" width=\"460\" height=\"320\" viewBox=\"0 0 460 320\" role=\"img\"><title>" +
+                  "\" data-chart=\"zhist\" width=\"460\" height=\"320\" viewBox=\"0 0 460 320\" "
+                  "role=\"img\"><title>" +
                   esc(title) + "</title>";
   s += "<text x=\"" + num(L, 0) + "\" y=\"18\" class=\"t\">" + esc(title) + "</text>";
-  s += "<rect x=\"" + num(L, 1) + "\" y=\"" + num(T, 1) + "\" width=\"" + num(pw, 1) + "\" height=\"" + num(ph, 1) +
-       "\" fill=\"none\" stroke=\"#999\"/>";
+  s += "<rect x=\"" + num(L, 1) + "\" y=\"" + num(T, 1) + "\" width=\"" + num(pw, 1) +
+       "\" height=\"" + num(ph, 1) + "\" fill=\"none\" stroke=\"#999\"/>";
   auto bars = [&](const std::vector<double>& h, const char* col) {
     for (int b = 0; b < bins; ++b)
       if (h[b] > 0)
-        s += "<rect class=\"bar\" x=\"" + num(X(lo + b * w), 1) + "\" y=\"" + num(Y(h[b]), 1) + "\" width=\"" +
-             num(pw / bins, 1) + "\" height=\"" + num(T + ph - Y(h[b]), 1) + "\" fill=\"" + col +
-             "\" fill-opacity=\"0.55\"/>";
+        s += "<rect class=\"bar\" x=\"" + num(X(lo + b * w), 1) + "\" y=\"" + num(Y(h[b]), 1) +
+             "\" width=\"" + num(pw / bins, 1) + "\" height=\"" + num(T + ph - Y(h[b]), 1) +
+             "\" fill=\"" + col + "\" fill-opacity=\"0.55\"/>";
   };
   bars(hn, "#1f77b4");
   bars(hp, "#d62728");
   for (int i = 0; i <= 6; ++i) {
     const double xv = lo + (hi - lo) * i / 6;
-    s += "<text x=\"" + num(X(xv), 1) + "\" y=\"" + num(T + ph + 16, 1) + "\" class=\"tk\" text-anchor=\"middle\">" +
-         num(xv, 1) + "</text>";
+    s += "<text x=\"" + num(X(xv), 1) + "\" y=\"" + num(T + ph + 16, 1) +
+         "\" class=\"tk\" text-anchor=\"middle\">" + num(xv, 1) + "</text>";
     s += "<text x=\"" + num(L - 6, 1) + "\" y=\"" + num(Y(ymax * i / 6) + 4, 1) +
          "\" class=\"tk\" text-anchor=\"end\">" + num(ymax * i / 6, 2) + "</text>";
   }
-  s += "<line x1=\"" + num(X(4), 1) + "\" y1=\"" + num(T, 1) + "\" x2=\"" + num(X(4), 1) + "\" y2=\"" + num(T + ph, 1) +
-       "\" stroke=\"#000\" stroke-dasharray=\"4,3\"/><text x=\"" + num(X(4) + 3, 1) + "\" y=\"" + num(T + 12, 1) +
-       "\" class=\"tk\">z = 4</text>";
+  s += "<line x1=\"" + num(X(4), 1) + "\" y1=\"" + num(T, 1) + "\" x2=\"" + num(X(4), 1) +
+       "\" y2=\"" + num(T + ph, 1) + "\" stroke=\"#000\" stroke-dasharray=\"4,3\"/><text x=\"" +
+       num(X(4) + 3, 1) + "\" y=\"" + num(T + 12, 1) + "\" class=\"tk\">z = 4</text>";
   s += "<text x=\"" + num(L + pw / 2, 1) + "\" y=\"" + num(H - 8, 1) +
        "\" class=\"ax\" text-anchor=\"middle\">z-score</text>";
-  s += "<text x=\"14\" y=\"" + num(T + ph / 2, 1) + "\" class=\"ax\" text-anchor=\"middle\" transform=\"rotate(-90 14 " +
-       num(T + ph / 2, 1) + ")\">fraction of texts</text>";
+  s += "<text x=\"14\" y=\"" + num(T + ph / 2, 1) +
+       "\" class=\"ax\" text-anchor=\"middle\" transform=\"rotate(-90 14 " + num(T + ph / 2, 1) +
+       ")\">fraction of texts</text>";
   const char* names[] = {"negatives", "watermarked"};
   const char* cols[] = {"#1f77b4", "#d62728"};
   for (int k = 0; k < 2; ++k)
-    s += "<rect x=\"" + num(L + pw + 10, 1) + "\" y=\"" + num(T + 4 + 16 * k, 1) + "\" width=\"14\" height=\"10\" fill=\"" +
-         cols[k] + "\" fill-opacity=\"0.55\"/><text x=\"" + num(L + pw + 28, 1) + "\" y=\"" + num(T + 13 + 16 * k, 1) +
-         "\" class=\"tk\">" + names[k] + " (" + std::to_string(k ? pos.size() : neg.size()) + ")</text>";
+    s += "<rect x=\"" + num(L + pw + 10, 1) + "\" y=\"" + num(T + 4 + 16 * k, 1) +
+         "\" width=\"14\" height=\"10\" fill=\"" + cols[k] +
+         "\" fill-opacity=\"0.55\"/><text x=\"" + num(L + pw + 28, 1) + "\" y=\"" +
+         num(T + 13 + 16 * k, 1) + "\" class=\"tk\">" + names[k] + " (" +
+         std::to_string(k ? pos.size() : neg.size()) + ")</text>";
   return s + "</svg>\n";
 }
 
@@ -173,12 +199,12 @@ std::vector<double> dvec(const json& j, const char* k) {
   return v;
 }
 
-const json* find_detection(const json& r, const std::string& mode, const std::string& method, bool prompt,
-                           bool repeats) {
+const json* find_detection(const json& r, const std::string& mode, const std::string& method,
+                           bool prompt, bool repeats) {
   if (!r.contains("detection")) return nullptr;
   for (const auto& d : r["detection"])
-    if (d.value("mode", "") == mode && d.value("method", "") == method && d.value("prompt", false) == prompt &&
-        d.value("repeats", true) == repeats)
+    if (d.value("mode", "") == mode && d.value("method", "") == method &&
+        d.value("prompt", false) == prompt && d.value("repeats", true) == repeats)
       return &d;
   return nullptr;
 }
@@ -187,37 +213,48 @@ const json* find_detection(const json& r, const std::string& mode, const std::st
 
 std::string render_report(const json& r) {
   std::string h =
-      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>epwa eval report</title>\n<style>"
+      "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>epwa eval "
+      "report</title>\n<style>"
       "body{font-family:sans-serif;margin:24px;max-width:1200px;color:#222}"
-      "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;"
+      "table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:3px "
+      "7px;font-size:13px;"
       "text-align:right}th{background:#f3f3f3}td.l{text-align:left}small{color:#777}"
       ".charts{display:flex;flex-wrap:wrap;gap:12px}.chart{border:1px solid #ddd;background:#fff}"
-      ".chart .t{font-size:13px;font-weight:bold}.chart .tk{font-size:10px}.chart .ax{font-size:11px}"
-      ".tokens{font-family:monospace;white-space:pre-wrap;line-height:1.7;border:1px solid #ddd;padding:10px}"
+      ".chart .t{font-size:13px;font-weight:bold}.chart .tk{font-size:10px}.chart "
+      ".ax{font-size:11px}"
+      ".tokens{font-family:monospace;white-space:pre-wrap;line-height:1.7;border:1px solid "
+      "#ddd;padding:10px}"
       ".g{background:#b7f0b1}.r{background:#f7b9b9}.u{background:#eee;color:#888}"
       "</style></head><body>\n<h1>EPW-A evaluation</h1>\n";
   const json& m = r.value("model", json::object());
   const json& p = r.value("params", json::object());
-  h += "<p>Model <code>" + esc(m.value("path", "")) + "</code>, router hash <code>" + esc(m.value("router_hash", "")) +
-       "</code>, watermark layer " + std::to_string(m.value("watermark_layer", 0)) + "; commit <code>" +
+  h += "<p>Model <code>" + esc(m.value("path", "")) + "</code>, router hash <code>" +
+       esc(m.value("router_hash", "")) + "</code>, watermark layer " +
+       std::to_string(m.value("watermark_layer", 0)) + "; commit <code>" +
        esc(r.value("commit", "")) + "</code>. gamma " + num(getd(p, "gamma"), 2) + ", delta " +
-       num(getd(p, "delta"), 2) + ", " + std::to_string(p.value("n", 0)) + " texts per mode of up to " +
-       std::to_string(p.value("tokens", 0)) + " tokens, threshold z = 4.</p>\n";
+       num(getd(p, "delta"), 2) + ", " + std::to_string(p.value("n", 0)) +
+       " texts per mode of up to " + std::to_string(p.value("tokens", 0)) +
+       " tokens, threshold z = 4.</p>\n";
   if (r.contains("seconds")) h += "<p>Run time " + num(getd(r, "seconds"), 0) + " s.</p>\n";
 
   // Detection table.
-  h += "<h2>Detection</h2><p>Negatives: human passages and unwatermarked generations from the same prompts and "
-       "seeds. Brackets: bootstrap 95% intervals.</p>\n<table><tr><th>mode</th><th>method</th><th>prompt</th>"
-       "<th>repeats</th><th>pos</th><th>neg</th><th>TPR@z4</th><th>FPR@z4</th><th>AUC</th><th>TPR@FPR1%</th>"
+  h += "<h2>Detection</h2><p>Negatives: human passages and unwatermarked generations from the same "
+       "prompts and "
+       "seeds. Brackets: bootstrap 95% "
+       "intervals.</p>\n<table><tr><th>mode</th><th>method</th><th>prompt</th>"
+       "<th>repeats</th><th>pos</th><th>neg</th><th>TPR@z4</th><th>FPR@z4</th><th>AUC</"
+       "th><th>TPR@FPR1%</th>"
        "<th>TPR@FPR0.1%</th><th>z pos mean/median</th><th>z neg mean/median</th></tr>\n";
   if (r.contains("detection"))
     for (const auto& d : r["detection"])
-      h += "<tr><td class=l>" + esc(d.value("mode", "")) + "</td><td class=l>" + esc(d.value("method", "")) +
-           "</td><td>" + (d.value("prompt", false) ? "with" : "without") + "</td><td>" +
-           (d.value("repeats", false) ? "counted" : "once") + "</td><td>" + std::to_string(d.value("n_pos", 0)) +
-           "</td><td>" + std::to_string(d.value("n_neg", 0)) + "</td><td>" + with_ci(d, "tpr_z4") + "</td><td>" +
-           with_ci(d, "fpr_z4") + "</td><td>" + with_ci(d, "auc") + "</td><td>" + with_ci(d, "tpr_fpr1") +
-           "</td><td>" + with_ci(d, "tpr_fpr01") + "</td><td>" + num(getd(d, "z_pos_mean"), 2) + " / " +
+      h += "<tr><td class=l>" + esc(d.value("mode", "")) + "</td><td class=l>" +
+           esc(d.value("method", "")) + "</td><td>" +
+           (d.value("prompt", false) ? "with" : "without") + "</td><td>" +
+           (d.value("repeats", false) ? "counted" : "once") + "</td><td>" +
+           std::to_string(d.value("n_pos", 0)) + "</td><td>" + std::to_string(d.value("n_neg", 0)) +
+           "</td><td>" + with_ci(d, "tpr_z4") + "</td><td>" + with_ci(d, "fpr_z4") + "</td><td>" +
+           with_ci(d, "auc") + "</td><td>" + with_ci(d, "tpr_fpr1") + "</td><td>" +
+           with_ci(d, "tpr_fpr01") + "</td><td>" + num(getd(d, "z_pos_mean"), 2) + " / " +
            num(getd(d, "z_pos_median"), 2) + "</td><td>" + num(getd(d, "z_neg_mean"), 2) + " / " +
            num(getd(d, "z_neg_median"), 2) + "</td></tr>\n";
   h += "</table>\n";
@@ -228,18 +265,20 @@ std::string render_report(const json& r) {
     std::vector<Series> ss;
     for (const std::string method : {"full", "cspv", "weighted"})
       for (bool prompt : {true, false})
-        if (const json* d = find_detection(r, mode, method, prompt, false); d && d->contains("roc")) {
+        if (const json* d = find_detection(r, mode, method, prompt, false);
+            d && d->contains("roc")) {
           Series se{method + (prompt ? "" : " no prompt"), {}, !prompt, false};
-          for (const auto& pt : (*d)["roc"]) se.pts.emplace_back(pt[0].get<double>(), pt[1].get<double>());
+          for (const auto& pt : (*d)["roc"])
+            se.pts.emplace_back(pt[0].get<double>(), pt[1].get<double>());
           ss.push_back(std::move(se));
         }
-    h += line_chart("roc-" + mode, "roc", "ROC, " + mode + " vs human + unwatermarked", "false-positive rate",
-                    "true-positive rate", ss, 0, 1, 0, 1);
+    h += line_chart("roc-" + mode, "roc", "ROC, " + mode + " vs human + unwatermarked",
+                    "false-positive rate", "true-positive rate", ss, 0, 1, 0, 1);
   }
   for (const std::string mode : {"gsg", "ewp"})
     if (const json* d = find_detection(r, mode, "full", true, false))
-      h += z_histogram("zhist-" + mode, "z (full, with prompt): " + mode + " vs negatives", dvec(*d, "z_pos"),
-                       dvec(*d, "z_neg"));
+      h += z_histogram("zhist-" + mode, "z (full, with prompt): " + mode + " vs negatives",
+                       dvec(*d, "z_pos"), dvec(*d, "z_neg"));
   h += "</div>\n";
 
   // Attacks.
@@ -251,19 +290,24 @@ std::string render_report(const json& r) {
       const json* base = find_detection(r, mode, "full", true, false);
       for (const std::string source : {"topk", "vocab"})
         for (const std::string kind : {"substitute", "delete", "insert"}) {
-          Series se{kind + " (" + (source == "topk" ? "model top-k" : "vocabulary") + ")", {}, source == "vocab", true};
+          Series se{kind + " (" + (source == "topk" ? "model top-k" : "vocabulary") + ")",
+                    {},
+                    source == "vocab",
+                    true};
           if (base) se.pts.emplace_back(0.0, getd(*base, "tpr_z4", 0));
           for (const auto& a : r["attacks"])
-            if (a.value("mode", "") == mode && a.value("source", "") == source && a.value("attack", "") == kind &&
-                a.value("method", "") == "full" && a.value("prompt", false)) {
+            if (a.value("mode", "") == mode && a.value("source", "") == source &&
+                a.value("attack", "") == kind && a.value("method", "") == "full" &&
+                a.value("prompt", false)) {
               se.pts.emplace_back(getd(a, "rate", 0), getd(a, "tpr_z4", 0));
               xmax = std::max(xmax, getd(a, "rate", 0));
             }
           std::sort(se.pts.begin(), se.pts.end());
           if (se.pts.size() > 1) ss.push_back(std::move(se));
         }
-      h += line_chart("attacks-" + mode, "attacks", "TPR@z4 under attack, " + mode + " (full, with prompt)",
-                      "edit rate", "TPR at z = 4", ss, 0, xmax, 0, 1);
+      h += line_chart("attacks-" + mode, "attacks",
+                      "TPR@z4 under attack, " + mode + " (full, with prompt)", "edit rate",
+                      "TPR at z = 4", ss, 0, xmax, 0, 1);
     }
   }
   // Perplexity against delta.
@@ -285,35 +329,55 @@ std::string render_report(const json& r) {
     }
     if (pmax < pmin) pmin = 0, pmax = 1;
     const double pad = std::max(0.5, (pmax - pmin) * 0.15);
-    h += line_chart("ppl-delta", "ppl-delta", "Oracle perplexity vs delta (0 = unwatermarked)", "delta",
-                    "perplexity", ss, 0, dmax, std::max(0.0, pmin - pad), pmax + pad);
+    h += line_chart("ppl-delta", "ppl-delta", "Oracle perplexity vs delta (0 = unwatermarked)",
+                    "delta", "perplexity", ss, 0, dmax, std::max(0.0, pmin - pad), pmax + pad);
   }
   h += "</div>\n";
 
   // Attack table.
   if (r.contains("attacks") && !r["attacks"].empty()) {
-    h += "<h3>Attack table (dedup)</h3><table><tr><th>mode</th><th>attack</th><th>source</th><th>rate / window</th>"
+    h += "<h3>Attack table "
+         "(dedup)</h3><table><tr><th>mode</th><th>attack</th><th>source</th><th>rate / window</th>"
          "<th>prompt</th><th>method</th><th>n</th><th>TPR@z4</th><th>mean z</th></tr>\n";
     for (const auto& a : r["attacks"])
-      h += "<tr><td class=l>" + esc(a.value("mode", "")) + "</td><td class=l>" + esc(a.value("attack", "")) +
-           "</td><td class=l>" + esc(a.value("source", "")) + "</td><td>" + num(getd(a, "rate", 0), 2) + "</td><td>" +
-           (a.value("prompt", false) ? "with" : "without") + "</td><td class=l>" + esc(a.value("method", "")) +
-           "</td><td>" + std::to_string(a.value("n", 0)) + "</td><td>" + with_ci(a, "tpr_z4") + "</td><td>" +
-           num(getd(a, "z_mean"), 2) + "</td></tr>\n";
+      h += "<tr><td class=l>" + esc(a.value("mode", "")) + "</td><td class=l>" +
+           esc(a.value("attack", "")) + "</td><td class=l>" + esc(a.value("source", "")) +
+           "</td><td>" + num(getd(a, "rate", 0), 2) + "</td><td>" +
+           (a.value("prompt", false) ? "with" : "without") + "</td><td class=l>" +
+           esc(a.value("method", "")) + "</td><td>" + std::to_string(a.value("n", 0)) +
+           "</td><td>" + with_ci(a, "tpr_z4") + "</td><td>" + num(getd(a, "z_mean"), 2) +
+           "</td></tr>\n";
     h += "</table>\n";
   }
 
   // Quality, speed, cross-precision.
-  h += "<h2>Quality</h2><table><tr><th>texts</th><th>n</th><th>mean tokens</th><th>oracle perplexity (mean)</th>"
+  h += "<h2>Quality</h2><table><tr><th>texts</th><th>n</th><th>mean tokens</th><th>oracle "
+       "perplexity (mean)</th>"
        "<th>median</th><th>distinct-1</th><th>distinct-2</th><th>distinct-3</th></tr>\n";
   if (r.contains("quality"))
     for (const auto& [name, q] : r["quality"].items())
-      h += "<tr><td class=l>" + esc(name) + "</td><td>" + std::to_string(q.value("texts", 0)) + "</td><td>" +
-           num(getd(q, "mean_tokens"), 1) + "</td><td>" + with_ci(q, "ppl_mean", 2) + "</td><td>" +
-           num(getd(q, "ppl_median"), 2) + "</td><td>" + num(getd(q, "distinct_1")) + "</td><td>" +
-           num(getd(q, "distinct_2")) + "</td><td>" + num(getd(q, "distinct_3")) + "</td></tr>\n";
-  h += "</table>\n<h2>Speed and other checks</h2><pre>" + esc(r.value("speed", json::object()).dump(1)) + "</pre>\n";
-  h += "<p>Cross-precision: <code>" + esc(r.value("cross_precision", json::object()).dump()) + "</code></p>\n";
+      h += "<tr><td class=l>" + esc(name) + "</td><td>" + std::to_string(q.value("texts", 0)) +
+           "</td><td>" + num(getd(q, "mean_tokens"), 1) + "</td><td>" + with_ci(q, "ppl_mean", 2) +
+           "</td><td>" + num(getd(q, "ppl_median"), 2) + "</td><td>" + num(getd(q, "distinct_1")) +
+           "</td><td>" + num(getd(q, "distinct_2")) + "</td><td>" + num(getd(q, "distinct_3")) +
+           "</td></tr>\n";
+  h += "</table>\n<h2>Speed and other checks</h2><pre>" +
+       esc(r.value("speed", json::object()).dump(1)) + "</pre>\n";
+  const json cp = r.value("cross_precision", json::object());
+  if (cp.is_array()) {
+    h +=
+        "<h3>Cross-precision (GSG, full method, with prompt)</h3><table><tr><th>generated with</th>"
+        "<th>detected with</th><th>n</th><th>TPR@z4</th><th>mean z</th><th>router "
+        "agreement</th></tr>\n";
+    for (const auto& c : cp)
+      h += "<tr><td class=l>" + esc(c.value("generated_with", "")) + "</td><td class=l>" +
+           esc(c.value("detected_with", "")) + "</td><td>" + std::to_string(c.value("n", 0)) +
+           "</td><td>" + with_ci(c, "tpr_z4") + "</td><td>" + num(getd(c, "z_mean"), 2) +
+           "</td><td>" + num(getd(c, "router_agreement"), 4) + "</td></tr>\n";
+    h += "</table>\n";
+  } else {
+    h += "<p>Cross-precision: <code>" + esc(cp.dump()) + "</code></p>\n";
+  }
   h += "<p>PEPI: <code>" + esc(r.value("pepi", json::object()).dump()) + "</code></p>\n";
 
   // Token view.
@@ -322,13 +386,14 @@ std::string render_report(const json& r) {
     const json& s = r["sample"];
     h += "<p>First GSG text (full method, with prompt): z = " + num(getd(s, "z"), 2) + ", " +
          std::to_string(s.value("g", 0)) + " green of " + std::to_string(s.value("n", 0)) +
-         " scored tokens. <span class=g>green</span> <span class=r>red</span> <span class=u>not scored "
+         " scored tokens. <span class=g>green</span> <span class=r>red</span> <span class=u>not "
+         "scored "
          "(repeat)</span></p>\n<div class=\"tokens\" id=\"tokens\"><b>" +
          esc(s.value("prompt", "")) + "</b>";
     for (const auto& t : s["tokens"]) {
       const char* cls = !t.value("scored", false) ? "u" : t.value("green", false) ? "g" : "r";
-      h += "<span class=" + std::string(cls) + " title=\"expert " + std::to_string(t.value("expert", 0)) + "\">" +
-           esc(t.value("text", "")) + "</span>";
+      h += "<span class=" + std::string(cls) + " title=\"expert " +
+           std::to_string(t.value("expert", 0)) + "\">" + esc(t.value("text", "")) + "</span>";
     }
     h += "</div>\n";
   }

@@ -47,8 +47,10 @@ TEST(Attacks, SubstitutionChangesExactlyRatePositions) {
     }
     EXPECT_EQ(changed, attack_edits(t.size(), rate)) << rate;
   }
-  EXPECT_EQ(attack(t, AttackKind::Substitute, 0.2, vocab, 5), attack(t, AttackKind::Substitute, 0.2, vocab, 5));
-  EXPECT_NE(attack(t, AttackKind::Substitute, 0.2, vocab, 5), attack(t, AttackKind::Substitute, 0.2, vocab, 6));
+  EXPECT_EQ(attack(t, AttackKind::Substitute, 0.2, vocab, 5),
+            attack(t, AttackKind::Substitute, 0.2, vocab, 5));
+  EXPECT_NE(attack(t, AttackKind::Substitute, 0.2, vocab, 5),
+            attack(t, AttackKind::Substitute, 0.2, vocab, 6));
 }
 
 TEST(Attacks, DeletionAndInsertion) {

@@ -88,10 +88,12 @@ TEST(Metrics, BootstrapSeededAndSensible) {
   EXPECT_EQ(ci.hi, again.hi);
   // two-sample: separated scores keep AUC 1 in every resample
   auto auc = [](std::span<const double> p, std::span<const double> n) { return roc_auc(p, n); };
-  const auto a = bootstrap_ci2(std::vector<double>{5, 6, 7}, std::vector<double>{1, 2}, auc, 300, 3);
+  const auto a =
+      bootstrap_ci2(std::vector<double>{5, 6, 7}, std::vector<double>{1, 2}, auc, 300, 3);
   EXPECT_DOUBLE_EQ(a.lo, 1.0);
   EXPECT_DOUBLE_EQ(a.hi, 1.0);
-  const auto b = bootstrap_ci2(std::vector<double>{1, 4, 6}, std::vector<double>{2, 3, 5}, auc, 500, 3);
+  const auto b =
+      bootstrap_ci2(std::vector<double>{1, 4, 6}, std::vector<double>{2, 3, 5}, auc, 500, 3);
   EXPECT_LT(b.lo, b.hi);
   EXPECT_THROW(bootstrap_ci(std::vector<double>{}, m, 10, 1), epwa::Error);
 }

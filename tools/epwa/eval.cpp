@@ -1,4 +1,7 @@
-// epwa eval: the evaluation pipeline (issue 8, docs/EVAL.md) -> DIR/results.json and DIR/report.html.
+// epwa eval: the evaluation pipeline (issue 8, docs/EVAL.md) -> DIR/results.json and
+// DIR/report.html.
+#include "epwa/eval.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -6,14 +9,14 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
-#include "epwa/eval.hpp"
 
 namespace epwa::cli {
 namespace {
 
 // The commit of the source tree (empty when git is unavailable).
 std::string source_commit() {
-  const std::string cmd = std::string("git -C '") + EPWA_SOURCE_DIR + "' describe --always --dirty --abbrev=40 2>/dev/null";
+  const std::string cmd = std::string("git -C '") + EPWA_SOURCE_DIR +
+                          "' describe --always --dirty --abbrev=40 2>/dev/null";
   std::string out;
   if (FILE* p = popen(cmd.c_str(), "r")) {
     char buf[128];
@@ -31,51 +34,66 @@ struct Args {
   std::string deltas, rates;
 };
 
-const Command kEval{"eval", "Evaluate the watermark: detection, quality, attacks -> results.json + report.html",
-                    [](CLI::App& app) {
-  auto a = std::make_shared<Args>();
-  const std::filesystem::path data = std::filesystem::path(EPWA_SOURCE_DIR) / "data" / "heldout";
-  a->o.prompts = data / "prompts.txt";
-  a->o.human = data / "heldout.txt";
-  a->model.add(app);
-  app.add_option("--key", a->o.key, "watermark key (default: epwa-eval)");
-  app.add_option("--prompts", a->o.prompts, "prompts, one a line")->check(CLI::ExistingFile);
-  app.add_option("--human", a->o.human, "human passages, one a line")->check(CLI::ExistingFile);
-  app.add_option("--n", a->o.n, "texts per mode (and unwatermarked)")->check(CLI::PositiveNumber);
-  app.add_option("--n-human", a->o.n_human, "human passages (default: --n)");
-  app.add_option("--tokens", a->o.tokens, "new tokens per text")->check(CLI::PositiveNumber);
-  app.add_option("--gamma", a->o.gamma, "green-list fraction")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--delta", a->o.delta, "watermark bias");
-  app.add_option("--deltas", a->deltas, "extra GSG deltas for perplexity vs delta, e.g. 1,4");
-  app.add_option("--temperature", a->o.temperature, "sampling temperature")->check(CLI::NonNegativeNumber);
-  app.add_option("--top-p", a->o.top_p, "nucleus mass")->check(CLI::Range(0.0f, 1.0f));
-  app.add_option("--seed", a->o.seed, "first sampling seed (text i uses seed + i)");
-  app.add_option("--cspv-sample", a->o.cspv_sample, "CSPV sample size")->check(CLI::PositiveNumber);
-  app.add_option("--attack-rates", a->rates, "edit rates (default 0.05,0.1,0.2,0.3)");
-  app.add_option("--attack-texts", a->o.attack_texts, "positives attacked per mode (default: all)");
-  app.add_option("--attack-top-k", a->o.top_k_attack, "model top-k for fluent edits")->check(CLI::PositiveNumber);
-  app.add_option("--crop-window", a->o.crop_window, "tokens kept by span cropping")->check(CLI::PositiveNumber);
-  app.add_option("--bootstrap", a->o.bootstrap, "bootstrap resamples")->check(CLI::PositiveNumber);
-  app.add_option("--out", a->out, "output folder");
-  return [a] {
-    a->o.model_path = resolve_model_path(a->model.model);
-    if (!a->deltas.empty())
-      for (float d : parse_float_list(a->deltas)) a->o.delta_grid.push_back(std::round(d * 1e6) / 1e6);
-    if (!a->rates.empty()) {
-      a->o.attack_rates.clear();
-      for (float r : parse_float_list(a->rates)) a->o.attack_rates.push_back(std::round(r * 1e6) / 1e6);
-    }
-    a->o.commit = source_commit();
-    a->o.progress = [](const std::string& s) { std::cerr << "[eval] " << s << std::endl; };
-    const auto r = eval::run_eval_to_dir(a->o, a->out);
-    std::cerr << "[eval] wrote " << a->out << "/results.json and report.html\n";
-    for (const auto& d : r["detection"])
-      if (d["method"] == "full" && d["prompt"] == true && d["repeats"] == false)
-        std::cout << d["mode"].get<std::string>() << " full: TPR@z4 " << d.value("tpr_z4", 0.0) << ", FPR@z4 "
-                  << d.value("fpr_z4", 0.0) << ", AUC " << d.value("auc", 0.0) << "\n";
-    return 0;
-  };
-}};
+const Command kEval{
+    "eval", "Evaluate the watermark: detection, quality, attacks -> results.json + report.html",
+    [](CLI::App& app) {
+      auto a = std::make_shared<Args>();
+      const std::filesystem::path data =
+          std::filesystem::path(EPWA_SOURCE_DIR) / "data" / "heldout";
+      a->o.prompts = data / "prompts.txt";
+      a->o.human = data / "heldout.txt";
+      a->model.add(app);
+      app.add_option("--key", a->o.key, "watermark key (default: epwa-eval)");
+      app.add_option("--prompts", a->o.prompts, "prompts, one a line")->check(CLI::ExistingFile);
+      app.add_option("--human", a->o.human, "human passages, one a line")->check(CLI::ExistingFile);
+      app.add_option("--n", a->o.n, "texts per mode (and unwatermarked)")
+          ->check(CLI::PositiveNumber);
+      app.add_option("--n-human", a->o.n_human, "human passages (default: --n)");
+      app.add_option("--tokens", a->o.tokens, "new tokens per text")->check(CLI::PositiveNumber);
+      app.add_option("--gamma", a->o.gamma, "green-list fraction")->check(CLI::Range(0.0, 1.0));
+      app.add_option("--delta", a->o.delta, "watermark bias");
+      app.add_option("--deltas", a->deltas, "extra GSG deltas for perplexity vs delta, e.g. 1,4");
+      app.add_option("--temperature", a->o.temperature, "sampling temperature")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--top-p", a->o.top_p, "nucleus mass")->check(CLI::Range(0.0f, 1.0f));
+      app.add_option("--seed", a->o.seed, "first sampling seed (text i uses seed + i)");
+      app.add_option("--cspv-sample", a->o.cspv_sample, "CSPV sample size")
+          ->check(CLI::PositiveNumber);
+      app.add_option("--attack-rates", a->rates, "edit rates (default 0.05,0.1,0.2,0.3)");
+      app.add_option("--attack-texts", a->o.attack_texts,
+                     "positives attacked per mode (default: all)");
+      app.add_option("--attack-top-k", a->o.top_k_attack, "model top-k for fluent edits")
+          ->check(CLI::PositiveNumber);
+      app.add_option("--crop-window", a->o.crop_window, "tokens kept by span cropping")
+          ->check(CLI::PositiveNumber);
+      app.add_option("--bootstrap", a->o.bootstrap, "bootstrap resamples")
+          ->check(CLI::PositiveNumber);
+      app.add_option("--out", a->out, "output folder");
+      bool* cross = &a->o.cross_precision;
+      app.add_flag_callback(
+          "--no-cross-precision", [cross] { *cross = false; }, "skip 4-bit/8-bit loads");
+      return [a] {
+        a->o.model_path = resolve_model_path(a->model.model);
+        if (!a->deltas.empty())
+          for (float d : parse_float_list(a->deltas))
+            a->o.delta_grid.push_back(std::round(d * 1e6) / 1e6);
+        if (!a->rates.empty()) {
+          a->o.attack_rates.clear();
+          for (float r : parse_float_list(a->rates))
+            a->o.attack_rates.push_back(std::round(r * 1e6) / 1e6);
+        }
+        a->o.commit = source_commit();
+        a->o.progress = [](const std::string& s) { std::cerr << "[eval] " << s << std::endl; };
+        const auto r = eval::run_eval_to_dir(a->o, a->out);
+        std::cerr << "[eval] wrote " << a->out << "/results.json and report.html\n";
+        for (const auto& d : r["detection"])
+          if (d["method"] == "full" && d["prompt"] == true && d["repeats"] == false)
+            std::cout << d["mode"].get<std::string>() << " full: TPR@z4 " << d.value("tpr_z4", 0.0)
+                      << ", FPR@z4 " << d.value("fpr_z4", 0.0) << ", AUC " << d.value("auc", 0.0)
+                      << "\n";
+        return 0;
+      };
+    }};
 
 }  // namespace
 }  // namespace epwa::cli
