@@ -24,18 +24,21 @@ void linear(const TensorView& w, const float* x, int64_t n, float* y) {
     matmul(w, x, n, y);
     return;
   }
-  // Quantized weights: quantize each activation row once, then integer dot products over all rows.
+  // Quantized weights: quantize each activation row once, then integer dot products; rows are split
+  // across the pool, and a prompt's rows go through the multi-vector kernel in one pass over W.
   const int64_t rows = w.rows(), cols = w.cols();
   const int64_t row_bytes = dtype_bytes(w.dtype, cols);
-  ThreadPool& pool = ThreadPool::global();
-  PackedVector packed;
-  for (int64_t i = 0; i < n; ++i) {
-    packed.pack(w.dtype, {x + i * cols, static_cast<size_t>(cols)});
-    float* yi = y + i * rows;
-    pool.parallel_for(
-        rows, [&](int64_t r0, int64_t r1) { vec_dot_rows(w.data.data(), row_bytes, packed, r0, r1, yi + r0); },
-        16);
-  }
+  std::vector<PackedVector> packed(n);
+  for (int64_t i = 0; i < n; ++i) packed[i].pack(w.dtype, {x + i * cols, static_cast<size_t>(cols)});
+  ThreadPool::global().parallel_for(
+      rows,
+      [&](int64_t r0, int64_t r1) {
+        if (n == 1)
+          vec_dot_rows(w.data.data(), row_bytes, packed[0], r0, r1, y);
+        else
+          vec_dot_rows_multi(w.data.data(), row_bytes, packed, r0, r1, y, rows);
+      },
+      16);
 }
 
 }  // namespace epwa
