@@ -113,9 +113,13 @@ std::string read_file(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
+std::string number(const nlohmann::json& v) {
+  return v.is_number() ? fmt::format("{:.2f}", v.get<double>()) : "n/a";
+}
+
 void print_human(const nlohmann::json& j) {
   fmt::print("{}: g={} n={} z={} log10_p={} -> {} ({})\n", j["method"].get<std::string>(),
-             j["g"].get<int64_t>(), j["n"].get<int64_t>(), j["z"].dump(), j["log10_p"].dump(),
+             j["g"].get<int64_t>(), j["n"].get<int64_t>(), number(j["z"]), number(j["log10_p"]),
              j["detected"].get<bool>() ? "WATERMARKED" : "not detected",
              j["reason"].get<std::string>());
 }
