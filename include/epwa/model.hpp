@@ -15,6 +15,8 @@
 namespace epwa {
 
 class ThreadPool;
+struct LoadOptions;
+struct LoadReport;
 
 // Keys and values of every layer for the positions processed so far.
 class KvCache {
@@ -56,6 +58,11 @@ class Model {
   // Loads a HuggingFace folder (config.json + safetensors), a single .safetensors beside a config.json,
   // or a .gguf file. Throws Error naming the file and what is wrong.
   static std::unique_ptr<Model> load(const std::filesystem::path& path);
+  // The same, then a loading mode (include/epwa/load_options.hpp): quantizes the attention, expert
+  // and output matrices to Q4_0/Q8_0 (routers, norms, embeddings stay as stored), or reads fast
+  // mode's cache. Fills `report` when given.
+  static std::unique_ptr<Model> load(const std::filesystem::path& path, const LoadOptions& options,
+                                     LoadReport* report = nullptr);
   // Builds a model from weights whose storage `keep_alive` owns (used by the loaders and tests).
   Model(ModelConfig config, ModelWeights weights, std::shared_ptr<const void> keep_alive,
         std::filesystem::path source, std::string format);

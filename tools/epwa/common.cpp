@@ -1,9 +1,12 @@
 #include "common.hpp"
 
 #include <charconv>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 
 #include "epwa/error.hpp"
+#include "epwa/watermark.hpp"
 
 namespace epwa::cli {
 
@@ -14,10 +17,100 @@ std::filesystem::path resolve_model_path(const std::string& flag) {
 }
 
 void ModelArgs::add(CLI::App& app) {
-  app.add_option("--model", model, "HF folder or .gguf file (default: $EPW_MODEL_PATH, then the bundled model)");
+  app.add_option("--model", model,
+                 "HF folder or .gguf file (default: $EPW_MODEL_PATH, then the bundled model)");
+  auto flag = [&](const char* name, std::optional<bool>& target, const char* help) {
+    app.add_flag_function(
+        name, [&target](int64_t count) { target = count > 0; }, help);
+  };
+  flag("--load-in-4bit", load_in_4bit, "weights in 4 bits (Q4_0); default $EPW_LOAD_IN_4BIT");
+  flag("--load-in-8bit", load_in_8bit, "weights in 8 bits (Q8_0); default $EPW_LOAD_IN_8BIT");
+  flag("--fast-loading", fast_loading,
+       "4-bit through a cached quantized GGUF; default $EPW_FAST_LOADING");
+  flag("--cpu", cpu, "run on the CPU (the only backend built); default $EPW_USE_CPU");
+  app.add_option("--load", load_mode,
+                 "loading mode: standard, fast, 4bit, 8bit or auto (wins over the other flags)")
+      ->check(CLI::IsMember({"standard", "fast", "4bit", "8bit", "auto"}));
+  app.add_flag("--no-cache", no_cache, "fast mode: neither read nor write the quantized cache");
+  app.add_option("--cache-dir", cache_dir,
+                 "fast mode's cache folder (default $XDG_CACHE_HOME/epwa or ~/.cache/epwa)");
+  app.add_flag("--quiet,-q", quiet, "do not print the load time statistics");
 }
 
-std::unique_ptr<Model> ModelArgs::load() const { return Model::load(resolve_model_path(model)); }
+ResolvedLoad ModelArgs::resolved() const {
+  LoadFlags f;
+  f.load_in_4bit = load_in_4bit, f.load_in_8bit = load_in_8bit, f.fast_loading = fast_loading,
+  f.cpu = cpu;
+  if (!load_mode.empty()) f.load = load_mode;
+  if (!model.empty()) f.model = model;
+  ResolvedLoad r = resolve_load(f);
+  r.options.use_cache = !no_cache;
+  if (!cache_dir.empty()) r.options.cache_dir = cache_dir;
+  return r;
+}
+
+std::unique_ptr<Model> ModelArgs::load() const {
+  using Clock = std::chrono::steady_clock;
+  auto secs = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
+  State& st = *state_;
+  st = State{};
+  st.resolved = resolved();
+  for (const std::string& w : st.resolved.warnings) std::fprintf(stderr, "%s\n", w.c_str());
+  const std::filesystem::path path = resolve_model_path(st.resolved.model.value_or(""));
+
+  const auto t0 = Clock::now();
+  try {
+    st.tokenizer = load_tokenizer(path);
+  } catch (const std::exception& e) {
+    st.tokenizer_error = e.what();
+  }
+  const auto t1 = Clock::now();
+  auto m = Model::load(path, st.resolved.options, &st.report);
+  const auto t2 = Clock::now();
+  std::vector<std::vector<float>> routers;
+  std::vector<RouterMatrix> mats;
+  for (int32_t l = 0; l < m->config().num_layers; ++l) routers.push_back(m->router_f32(l));
+  for (int32_t l = 0; l < m->config().num_layers; ++l)
+    mats.push_back({l, m->config().num_experts, m->config().hidden_size, routers[l]});
+  st.router_hash = irsh_v1(mats);
+  const auto t3 = Clock::now();
+  st.times = {secs(t0, t1), secs(t1, t2), secs(t2, t3), secs(t0, t3)};
+  if (!quiet && !json_stats) std::fputs(format_load_times(st.times).c_str(), stderr);
+  return m;
+}
+
+const Tokenizer& ModelArgs::tokenizer() const {
+  if (!state_->tokenizer)
+    throw Error(state_->tokenizer_error.empty() ? "no tokenizer loaded (load the model first)"
+                                                : state_->tokenizer_error);
+  return *state_->tokenizer;
+}
+
+nlohmann::json ModelArgs::load_json() const {
+  const State& st = *state_;
+  const LoadReport& r = st.report;
+  nlohmann::json j{{"mode", std::string(load_mode_name(r.requested))},
+                   {"effective", r.effective},
+                   {"cpu", r.cpu},
+                   {"device", "cpu (no GPU backend is built)"},
+                   {"sources", st.resolved.sources},
+                   {"cache", r.cache},
+                   {"reason", r.reason},
+                   {"warnings", r.warnings},
+                   {"weight_bytes", r.weight_bytes},
+                   {"bytes_by_type", r.bytes_by_type},
+                   {"router_hash", st.router_hash},
+                   {"load_time_statistics",
+                    {{"tokenizer_s", st.times.tokenizer_s},
+                     {"model_s", st.times.model_s},
+                     {"router_hash_s", st.times.router_hash_s},
+                     {"total_s", st.times.total_s},
+                     {"text", format_load_times(st.times)}}}};
+  if (!r.cache_path.empty()) j["cache_path"] = r.cache_path.string();
+  return j;
+}
 
 namespace {
 template <typename T>
@@ -41,7 +134,11 @@ std::vector<T> parse_list(const std::string& s, const char* what) {
 }
 }  // namespace
 
-std::vector<int32_t> parse_token_list(const std::string& s) { return parse_list<int32_t>(s, "token id"); }
-std::vector<float> parse_float_list(const std::string& s) { return parse_list<float>(s, "number"); }
+std::vector<int32_t> parse_token_list(const std::string& s) {
+  return parse_list<int32_t>(s, "token id");
+}
+std::vector<float> parse_float_list(const std::string& s) {
+  return parse_list<float>(s, "number");
+}
 
 }  // namespace epwa::cli

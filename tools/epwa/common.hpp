@@ -1,21 +1,59 @@
-// Helpers shared by the subcommands: model path resolution, token lists, output.
+// Helpers shared by the subcommands: model loading (path and loading-mode options), token lists,
+// output.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
+#include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
 
-// The model options every command shares (--model and, with the loading modes, their flags).
+// The model options every command shares: --model and the loading modes (--load-in-4bit,
+// --load-in-8bit, --fast-loading, --load, --cpu, --no-cache, --cache-dir, --quiet), each flag
+// winning over its EPW_* variable (docs/LOADING.md).
 struct ModelArgs {
   std::string model;
+  std::optional<bool> load_in_4bit, load_in_8bit, fast_loading, cpu;
+  std::string load_mode;  // --load
+  std::string cache_dir;
+  bool no_cache = false;
+  bool quiet = false;       // hides the statistics block
+  bool json_stats = false;  // a command printing JSON sets this: the block goes in load_json()
+
   void add(CLI::App& app);
+  // Resolves the settings, loads the model (and, timed for the statistics block, its tokenizer
+  // when one is found beside it), hashes the routers, prints warnings and the block to stderr.
   std::unique_ptr<Model> load() const;
+
+  // After load(): the tokenizer (throws Error with the reason when none could be loaded), the
+  // resolved settings, the report and the timings.
+  const Tokenizer& tokenizer() const;
+  ResolvedLoad resolved() const;
+  const LoadReport& report() const { return state_->report; }
+  const LoadTimes& times() const { return state_->times; }
+  const std::string& router_hash() const { return state_->router_hash; }
+  // {"mode", "effective", "cpu", "device", "sources", "cache", "reason", "warnings",
+  //  "weight_bytes", "bytes_by_type", "router_hash", "load_time_statistics": {...}}
+  nlohmann::json load_json() const;
+
+ private:
+  struct State {
+    ResolvedLoad resolved;
+    LoadReport report;
+    LoadTimes times;
+    std::string router_hash;
+    std::shared_ptr<Tokenizer> tokenizer;
+    std::string tokenizer_error;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 // --model flag, else $EPW_MODEL_PATH, else the bundled model.

@@ -1,9 +1,9 @@
 // epwa info: what a model file holds.
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
 
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "command.hpp"
 #include "common.hpp"
@@ -18,61 +18,78 @@ void count(std::map<std::string, std::pair<int64_t, int64_t>>& by_type, const Te
   bytes += static_cast<int64_t>(t.data.size());
 }
 
-const Command kInfo{"info", "Show a model's architecture, sizes and tensor types", [](CLI::App& app) {
-  auto model = std::make_shared<ModelArgs>();
-  auto json = std::make_shared<bool>(false);
-  model->add(app);
-  app.add_flag("--json", *json, "print JSON");
-  return [=] {
-    auto m = model->load();
-    const ModelConfig& c = m->config();
-    const ModelWeights& w = m->weights();
-    std::map<std::string, std::pair<int64_t, int64_t>> by_type;
-    count(by_type, w.embed);
-    count(by_type, w.final_norm);
-    if (w.head.data.data() != w.embed.data.data()) count(by_type, w.head);
-    for (const auto& L : w.layers) {
-      for (const TensorView* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router}) count(by_type, *t);
-      for (size_t e = 0; e < L.w1.size(); ++e)
-        for (const TensorView* t : {&L.w1[e], &L.w2[e], &L.w3[e]}) count(by_type, *t);
-    }
-    int64_t params = 0, bytes = 0;
-    for (auto& [_, pb] : by_type) params += pb.first, bytes += pb.second;
-    nlohmann::json j{{"path", m->source().string()},
-                     {"format", m->format()},
-                     {"architecture", c.architecture},
-                     {"vocab_size", c.vocab_size},
-                     {"hidden_size", c.hidden_size},
-                     {"intermediate_size", c.intermediate_size},
-                     {"layers", c.num_layers},
-                     {"heads", c.num_heads},
-                     {"kv_heads", c.num_kv_heads},
-                     {"head_dim", c.head_dim},
-                     {"experts", c.num_experts},
-                     {"experts_per_token", c.experts_per_token},
-                     {"rope_theta", c.rope_theta},
-                     {"rms_norm_eps", c.rms_norm_eps},
-                     {"tie_word_embeddings", c.tie_word_embeddings},
-                     {"parameters", params},
-                     {"bytes", bytes}};
-    for (auto& [type, pb] : by_type) j["tensor_types"][type] = {{"parameters", pb.first}, {"bytes", pb.second}};
-    if (*json) {
-      std::cout << j.dump(2) << "\n";
-      return 0;
-    }
-    fmt::print("model        {} ({})\n", m->source().string(), m->format());
-    fmt::print("architecture {}: {} layers, hidden {}, expert FFN {}, heads {}/{} (head dim {})\n",
-               c.architecture, c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads,
-               c.num_kv_heads, c.head_dim);
-    fmt::print("experts      {} per layer, top-{}\n", c.num_experts, c.experts_per_token);
-    fmt::print("vocabulary   {} (tied head: {})\n", c.vocab_size, c.tie_word_embeddings ? "yes" : "no");
-    fmt::print("rope theta   {}, rms eps {}\n", c.rope_theta, c.rms_norm_eps);
-    fmt::print("parameters   {} ({:.2f} M), {} bytes\n", params, params / 1e6, bytes);
-    for (auto& [type, pb] : by_type)
-      fmt::print("  {:<6} {:>14} parameters {:>14} bytes\n", type, pb.first, pb.second);
-    return 0;
-  };
-}};
+const Command kInfo{
+    "info", "Show a model's architecture, sizes and tensor types", [](CLI::App& app) {
+      auto model = std::make_shared<ModelArgs>();
+      auto json = std::make_shared<bool>(false);
+      model->add(app);
+      app.add_flag("--json", *json, "print JSON");
+      return [=] {
+        model->json_stats = *json;
+        auto m = model->load();
+        const ModelConfig& c = m->config();
+        const ModelWeights& w = m->weights();
+        std::map<std::string, std::pair<int64_t, int64_t>> by_type;
+        count(by_type, w.embed);
+        count(by_type, w.final_norm);
+        if (w.head.data.data() != w.embed.data.data()) count(by_type, w.head);
+        for (const auto& L : w.layers) {
+          for (const TensorView* t :
+               {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router})
+            count(by_type, *t);
+          for (size_t e = 0; e < L.w1.size(); ++e)
+            for (const TensorView* t : {&L.w1[e], &L.w2[e], &L.w3[e]}) count(by_type, *t);
+        }
+        int64_t params = 0, bytes = 0;
+        for (auto& [_, pb] : by_type) params += pb.first, bytes += pb.second;
+        nlohmann::json j{{"path", m->source().string()},
+                         {"format", m->format()},
+                         {"architecture", c.architecture},
+                         {"vocab_size", c.vocab_size},
+                         {"hidden_size", c.hidden_size},
+                         {"intermediate_size", c.intermediate_size},
+                         {"layers", c.num_layers},
+                         {"heads", c.num_heads},
+                         {"kv_heads", c.num_kv_heads},
+                         {"head_dim", c.head_dim},
+                         {"experts", c.num_experts},
+                         {"experts_per_token", c.experts_per_token},
+                         {"rope_theta", c.rope_theta},
+                         {"rms_norm_eps", c.rms_norm_eps},
+                         {"tie_word_embeddings", c.tie_word_embeddings},
+                         {"parameters", params},
+                         {"bytes", bytes}};
+        for (auto& [type, pb] : by_type)
+          j["tensor_types"][type] = {{"parameters", pb.first}, {"bytes", pb.second}};
+        j["load"] = model->load_json();
+        if (*json) {
+          std::cout << j.dump(2) << "\n";
+          return 0;
+        }
+        fmt::print("model        {} ({})\n", m->source().string(), m->format());
+        fmt::print(
+            "architecture {}: {} layers, hidden {}, expert FFN {}, heads {}/{} (head dim {})\n",
+            c.architecture, c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads,
+            c.num_kv_heads, c.head_dim);
+        fmt::print("experts      {} per layer, top-{}\n", c.num_experts, c.experts_per_token);
+        fmt::print("vocabulary   {} (tied head: {})\n", c.vocab_size,
+                   c.tie_word_embeddings ? "yes" : "no");
+        fmt::print("rope theta   {}, rms eps {}\n", c.rope_theta, c.rms_norm_eps);
+        fmt::print("parameters   {} ({:.2f} M), {} bytes\n", params, params / 1e6, bytes);
+        for (auto& [type, pb] : by_type)
+          fmt::print("  {:<6} {:>14} parameters {:>14} bytes\n", type, pb.first, pb.second);
+        const auto r = model->resolved();
+        const LoadReport& rep = model->report();
+        fmt::print("load mode    {} ({}) -> {}; {}\n", load_mode_name(rep.requested),
+                   r.sources.at("mode"), rep.effective, rep.reason);
+        fmt::print("device       cpu ({}; no GPU backend is built)\n",
+                   rep.cpu ? "--cpu requested, " + r.sources.at("cpu") : "cpu not requested");
+        if (!rep.cache.empty())
+          fmt::print("cache        {} {}\n", rep.cache, rep.cache_path.string());
+        fmt::print("router hash  {}\n", model->router_hash());
+        return 0;
+      };
+    }};
 
 }  // namespace
 }  // namespace epwa::cli

@@ -1,0 +1,420 @@
+// Model::load with a loading mode: load-time quantization of the weight matrices (Q4_0/Q8_0, with
+// per-tensor fallback), the memory check, --load auto, and fast mode's quantized GGUF cache.
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "epwa/error.hpp"
+#include "epwa/export.hpp"
+#include "epwa/load_options.hpp"
+#include "epwa/model.hpp"
+#include "epwa/platform.hpp"
+#include "epwa/quant.hpp"
+#include "epwa/thread_pool.hpp"
+
+namespace epwa {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool is_float(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16;
+}
+
+// The base model (owning the mappings) and the quantized buffers the new views point into.
+struct QuantizedStorage {
+  std::unique_ptr<Model> base;
+  std::vector<std::vector<std::byte>> owned;
+};
+
+// The matrices a mode quantizes: attention, experts and the output head (unless it is the
+// embedding table itself). Routers, norms and embeddings stay as stored.
+std::vector<TensorView*> quantizable(ModelWeights& w) {
+  std::vector<TensorView*> out;
+  for (auto& L : w.layers) {
+    for (TensorView* t : {&L.wq, &L.wk, &L.wv, &L.wo}) out.push_back(t);
+    for (size_t e = 0; e < L.w1.size(); ++e)
+      for (TensorView* t : {&L.w1[e], &L.w2[e], &L.w3[e]}) out.push_back(t);
+  }
+  if (w.head.data.data() != w.embed.data.data()) out.push_back(&w.head);
+  return out;
+}
+
+template <class F>
+void for_each_tensor(const ModelWeights& w, F&& f) {
+  f(w.embed);
+  f(w.final_norm);
+  if (w.head.data.data() != w.embed.data.data()) f(w.head);
+  for (const auto& L : w.layers) {
+    for (const TensorView* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router})
+      f(*t);
+    for (size_t e = 0; e < L.w1.size(); ++e)
+      for (const TensorView* t : {&L.w1[e], &L.w2[e], &L.w3[e]}) f(*t);
+  }
+}
+
+std::string bits_name(DType t) {
+  return t == DType::Q4_0 ? "4-bit" : "8-bit";
+}
+
+// Why `t` cannot become `to` before any work is done ("" = it can).
+std::string structural_problem(const TensorView& t, DType to) {
+  const int64_t bs = dtype_block_size(to);
+  if (t.cols() % bs != 0)
+    return "row length " + std::to_string(t.cols()) + " is not a multiple of " + std::to_string(bs);
+  return {};
+}
+
+// The type each quantizable tensor will get for `target`, falling back 4-bit -> 8-bit -> stored on
+// structural problems. Already-quantized tensors keep their type. `warn` gets the fallback lines.
+std::vector<DType> plan_types(const std::vector<TensorView*>& ts, DType target,
+                              const std::function<void(const std::string&)>& warn) {
+  std::vector<DType> out;
+  for (const TensorView* t : ts) {
+    DType to = t->dtype;
+    if (is_float(t->dtype)) {
+      to = target;
+      for (;;) {
+        const std::string why = structural_problem(*t, to);
+        if (why.empty()) break;
+        if (warn)
+          warn("Warning: " + bits_name(to) + " quantization failed: " + t->name + ": " + why);
+        if (to == DType::Q4_0) {
+          to = DType::Q8_0;
+        } else {
+          to = t->dtype;
+          break;
+        }
+      }
+    }
+    out.push_back(to);
+  }
+  return out;
+}
+
+uint64_t planned_bytes(const ModelWeights& w, const std::vector<TensorView*>& ts,
+                       const std::vector<DType>& types) {
+  uint64_t total = 0;
+  for_each_tensor(w, [&](const TensorView& t) { total += t.data.size(); });
+  for (size_t i = 0; i < ts.size(); ++i)
+    total =
+        total - ts[i]->data.size() + static_cast<uint64_t>(dtype_bytes(types[i], ts[i]->numel()));
+  return total;
+}
+
+// Quantizes every row of `t` into `out`; returns the reason when a row cannot be (non-finite
+// values).
+std::string quantize_tensor(const TensorView& t, DType to, std::vector<std::byte>& out) {
+  const int64_t rows = t.rows(), cols = t.cols();
+  const int64_t sb = dtype_bytes(t.dtype, cols), db = dtype_bytes(to, cols);
+  out.resize(static_cast<size_t>(rows * db));
+  std::atomic<int64_t> bad_row{-1};
+  ThreadPool::global().parallel_for(
+      rows,
+      [&](int64_t r0, int64_t r1) {
+        std::vector<float> tmp(cols);
+        for (int64_t r = r0; r < r1; ++r) {
+          dequantize_row(t.dtype, t.data.data() + r * sb, tmp.data(), cols);
+          for (float v : tmp)
+            if (!std::isfinite(v)) {
+              int64_t none = -1;
+              bad_row.compare_exchange_strong(none, r);
+              return;
+            }
+          quantize_row(to, tmp.data(), out.data() + r * db, cols);
+        }
+      },
+      std::max<int64_t>(1, 65536 / std::max<int64_t>(cols, 1)));
+  if (bad_row.load() >= 0) return "non-finite value in row " + std::to_string(bad_row.load());
+  return {};
+}
+
+std::string precision_of(DType target) {
+  return target == DType::Q4_0 ? "4bit" : "8bit";
+}
+
+std::string bytes_text(uint64_t b) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%llu bytes (%.1f MiB)", static_cast<unsigned long long>(b),
+                b / 1048576.0);
+  return buf;
+}
+
+}  // namespace
+
+std::map<std::string, uint64_t> weight_bytes_by_type(const Model& m) {
+  std::map<std::string, uint64_t> out;
+  for_each_tensor(m.weights(), [&](const TensorView& t) {
+    out[std::string(dtype_name(t.dtype))] += t.data.size();
+  });
+  return out;
+}
+
+std::vector<std::string> save_model_gguf(const Model& m, const GgufExportOptions& o,
+                                         const std::filesystem::path& out) {
+  const ModelWeights& w = m.weights();
+  ModelConfig c = m.config();
+  const bool shared_head = w.head.data.data() == w.embed.data.data();
+  c.tie_word_embeddings = shared_head;
+  std::map<std::string, const TensorView*> by_name;
+  std::set<std::string> high_precision;  // norms and routers: the writer stores them as f32
+  by_name["model.embed_tokens.weight"] = &w.embed;
+  by_name["model.norm.weight"] = &w.final_norm;
+  high_precision.insert("model.norm.weight");
+  if (!shared_head) by_name["lm_head.weight"] = &w.head;
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const LayerWeights& L = w.layers[l];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    by_name[p + "input_layernorm.weight"] = &L.attn_norm;
+    by_name[p + "self_attn.q_proj.weight"] = &L.wq;
+    by_name[p + "self_attn.k_proj.weight"] = &L.wk;
+    by_name[p + "self_attn.v_proj.weight"] = &L.wv;
+    by_name[p + "self_attn.o_proj.weight"] = &L.wo;
+    by_name[p + "post_attention_layernorm.weight"] = &L.ffn_norm;
+    by_name[p + "block_sparse_moe.gate.weight"] = &L.router;
+    for (const char* hp : {"input_layernorm.weight", "post_attention_layernorm.weight",
+                           "block_sparse_moe.gate.weight"})
+      high_precision.insert(p + hp);
+    for (size_t e = 0; e < L.w1.size(); ++e) {
+      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
+      by_name[ep + "w1.weight"] = &L.w1[e];
+      by_name[ep + "w2.weight"] = &L.w2[e];
+      by_name[ep + "w3.weight"] = &L.w3[e];
+    }
+  }
+  // Each tensor's written type: o.matrix_type where its rows fit the blocks, else llama.cpp's
+  // fallback (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), else the type it has now.
+  std::vector<std::string> notes;
+  std::map<std::string, DType> target;
+  for (const auto& [name, t] : by_name) {
+    DType to = t->dtype;
+    if (o.matrix_type && !high_precision.count(name)) {
+      to = *o.matrix_type;
+      if (t->cols() % dtype_block_size(to) != 0) {
+        const DType fb = to == DType::Q4_K   ? DType::Q5_0
+                         : to == DType::Q5_K ? DType::Q5_1
+                         : to == DType::Q6_K ? DType::Q8_0
+                                             : t->dtype;
+        const DType chosen = t->cols() % dtype_block_size(fb) == 0 ? fb : t->dtype;
+        notes.push_back(name + ": row length " + std::to_string(t->cols()) +
+                        " is not a multiple of " + std::to_string(dtype_block_size(to)) +
+                        "; written as " + std::string(dtype_name(chosen)));
+        to = chosen;
+      }
+    }
+    target[name] = to;
+  }
+  auto find = [&](const std::string& name) -> const TensorView& {
+    auto it = by_name.find(name);
+    check(it != by_name.end(), "save_model_gguf: no tensor " + name);
+    return *it->second;
+  };
+  HfTensorReader reader;
+  reader.type = [&](const std::string& name) {
+    find(name);
+    return target.at(name);
+  };
+  reader.read = [&](const std::string& name, std::vector<std::byte>& bytes) {
+    const TensorView& t = find(name);
+    const DType to = target.at(name);
+    if (to == t.dtype) {
+      bytes.assign(t.data.begin(), t.data.end());
+      return;
+    }
+    const int64_t rows = t.rows(), cols = t.cols(), sb = dtype_bytes(t.dtype, cols),
+                  db = dtype_bytes(to, cols);
+    bytes.resize(static_cast<size_t>(rows * db));
+    ThreadPool::global().parallel_for(
+        rows,
+        [&](int64_t r0, int64_t r1) {
+          std::vector<float> tmp(cols);
+          for (int64_t r = r0; r < r1; ++r) {
+            dequantize_row(t.dtype, t.data.data() + r * sb, tmp.data(), cols);
+            quantize_row(to, tmp.data(), bytes.data() + r * db, cols);
+          }
+        },
+        8);
+  };
+  GgufExportOptions wo = o;
+  wo.matrix_type.reset();
+  wo.extra_metadata.push_back(
+      {"general.file_type", GgufValue{llama_file_type(o.matrix_type.value_or(
+                                target.at("model.layers.0.self_attn.q_proj.weight")))}});
+  std::error_code ec;
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path(), ec);
+  write_model_gguf(c, reader, wo, out);
+  return notes;
+}
+
+std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const LoadOptions& opt,
+                                   LoadReport* report) {
+  const auto t0 = Clock::now();
+  LoadReport local;
+  LoadReport& rep = report ? *report : local;
+  rep = LoadReport{};
+  rep.requested = opt.mode;
+  rep.cpu = opt.cpu;
+  auto warn = [&](const std::string& s) {
+    rep.warnings.push_back(s);
+    if (opt.warn)
+      opt.warn(s);
+    else
+      std::fprintf(stderr, "%s\n", s.c_str());
+  };
+  const uint64_t avail = opt.available_memory.value_or(available_memory_bytes());
+  auto finish = [&](std::unique_ptr<Model> m) {
+    rep.bytes_by_type = weight_bytes_by_type(*m);
+    rep.weight_bytes = 0;
+    for (auto& [_, b] : rep.bytes_by_type) rep.weight_bytes += b;
+    rep.model_s = seconds_since(t0);
+    return m;
+  };
+  auto refuse = [&](uint64_t needed, const std::string& what, std::optional<uint64_t> bits4) {
+    std::string msg = "not enough memory to load " + path.string() + " " + what + ": needs " +
+                      bytes_text(needed) + ", " + bytes_text(avail) + " available";
+    if (bits4)
+      msg += "; use 4-bit (--load-in-4bit or EPW_LOAD_IN_4BIT=true), which needs " +
+             bytes_text(*bits4);
+    throw Error(msg);
+  };
+
+  // Fast mode: a previous fast load's quantized GGUF, mmapped as it is.
+  std::filesystem::path cache;
+  if (opt.mode == LoadMode::Fast) {
+    rep.cache = opt.use_cache ? "" : "off";
+    if (opt.use_cache) {
+      try {
+        cache = fast_cache_path(path, "q4_0", opt.cache_dir);
+        rep.cache_path = cache;
+      } catch (const std::exception& e) {
+        warn(std::string("Warning: fast-load cache disabled: ") + e.what());
+      }
+    }
+    if (!cache.empty() && std::filesystem::exists(cache)) {
+      try {
+        auto m = load(cache);
+        const uint64_t need = planned_bytes(m->weights(), {}, {});
+        if (need > avail) refuse(need, "from its fast-load cache " + cache.string(), std::nullopt);
+        rep.cache = "hit";
+        rep.effective = "4bit";
+        rep.reason = "fast mode: cached 4-bit GGUF " + cache.string();
+        return finish(std::move(m));
+      } catch (const Error& e) {
+        if (std::string(e.what()).rfind("not enough memory", 0) == 0) throw;
+        warn(std::string("Warning: fast-load cache unreadable, rebuilding: ") + e.what());
+      }
+    }
+  }
+
+  auto base = load(path);
+  ModelWeights w = base->weights();
+  auto ts = quantizable(w);
+  const uint64_t stored_bytes = planned_bytes(w, {}, {});
+  auto quiet_plan = [&](DType t) { return planned_bytes(w, ts, plan_types(ts, t, {})); };
+
+  std::optional<DType> target;
+  switch (opt.mode) {
+    case LoadMode::Bits4:
+    case LoadMode::Fast:
+      target = DType::Q4_0;
+      rep.reason = std::string(load_mode_name(opt.mode)) + " mode";
+      break;
+    case LoadMode::Bits8:
+      target = DType::Q8_0;
+      rep.reason = "8bit mode";
+      break;
+    case LoadMode::Standard:
+      if (standard_mode_quantizes(base->config())) {
+        target = DType::Q4_0;
+        rep.reason = "standard mode: 4-bit for Mixtral-scale models (hidden size >= 4096)";
+      } else {
+        rep.reason = "standard mode: stored precision (4-bit only for Mixtral-scale models)";
+      }
+      break;
+    case LoadMode::Auto: {
+      const uint64_t b8 = quiet_plan(DType::Q8_0), b4 = quiet_plan(DType::Q4_0);
+      const std::string figures = "stored needs " + bytes_text(stored_bytes) + ", 8-bit " +
+                                  bytes_text(b8) + ", 4-bit " + bytes_text(b4) + "; " +
+                                  bytes_text(avail) + " available";
+      if (stored_bytes <= avail) {
+        rep.reason = "auto: stored precision fits (" + figures + ")";
+      } else if (b8 <= avail) {
+        target = DType::Q8_0,
+        rep.reason = "auto: 8-bit, the most precise mode that fits (" + figures + ")";
+      } else if (b4 <= avail) {
+        target = DType::Q4_0, rep.reason = "auto: 4-bit, the only mode that fits (" + figures + ")";
+      } else {
+        refuse(b4, "in any mode (auto)", std::nullopt);
+      }
+      break;
+    }
+  }
+
+  if (!target) {
+    if (stored_bytes > avail)
+      refuse(stored_bytes, "at its stored precision", quiet_plan(DType::Q4_0));
+    rep.effective = "stored";
+    if (opt.mode == LoadMode::Fast) rep.cache = "off";
+    return finish(std::move(base));
+  }
+
+  const auto types = plan_types(ts, *target, warn);
+  const uint64_t need = planned_bytes(w, ts, types);
+  if (need > avail)
+    refuse(need, "in " + precision_of(*target),
+           *target == DType::Q4_0 ? std::nullopt : std::optional(quiet_plan(DType::Q4_0)));
+
+  const auto tq = Clock::now();
+  auto storage = std::make_shared<QuantizedStorage>();
+  storage->owned.reserve(ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) {
+    TensorView& t = *ts[i];
+    DType to = types[i];
+    while (to != t.dtype) {
+      std::vector<std::byte> buf;
+      const std::string why = quantize_tensor(t, to, buf);
+      if (why.empty()) {
+        storage->owned.push_back(std::move(buf));
+        t.dtype = to;
+        t.data = storage->owned.back();
+        break;
+      }
+      warn("Warning: " + bits_name(to) + " quantization failed: " + t.name + ": " + why);
+      to =
+          (to == DType::Q4_0 && structural_problem(t, DType::Q8_0).empty()) ? DType::Q8_0 : t.dtype;
+    }
+  }
+  rep.quantize_s = seconds_since(tq);
+  rep.effective = precision_of(*target);
+  const ModelConfig c = base->config();
+  const auto src = base->source();
+  const std::string format = base->format();
+  storage->base = std::move(base);
+  auto m = std::make_unique<Model>(c, std::move(w), storage, src, format);
+
+  if (opt.mode == LoadMode::Fast && !cache.empty()) {
+    try {
+      GgufExportOptions go;
+      go.name = "epwa fast-load cache of " + src.filename().string();
+      save_model_gguf(*m, go, cache);
+      rep.cache = "miss";
+    } catch (const std::exception& e) {
+      rep.cache = "off";
+      warn(std::string("Warning: could not write the fast-load cache: ") + e.what());
+    }
+  }
+  return finish(std::move(m));
+}
+
+}  // namespace epwa

@@ -1,0 +1,62 @@
+// epwa quantize: write a model as a quantized GGUF in llama.cpp's conventions.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "command.hpp"
+#include "common.hpp"
+#include "epwa/error.hpp"
+#include "epwa/export.hpp"
+#include "epwa/load_options.hpp"
+#include "epwa/tokenizer.hpp"
+
+namespace epwa::cli {
+namespace {
+
+struct Args {
+  ModelArgs model;
+  std::string type;
+  std::string out;
+};
+
+const Command kQuantize{
+    "quantize", "Write a quantized GGUF (q4_0, q8_0, q4_k, q5_k, q6_k, ...) that llama.cpp reads",
+    [](CLI::App& app) {
+      auto a = std::make_shared<Args>();
+      a->model.add(app);
+      app.add_option("--type", a->type,
+                     "matrix type: q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, bf16, f32")
+          ->required();
+      app.add_option("--out,-o", a->out, "output .gguf file")->required();
+      return [a] {
+        const DType type = dtype_from_name(a->type);
+        const auto t0 = std::chrono::steady_clock::now();
+        a->model.load_mode =
+            "standard";  // quantize from the source as stored, never from a quantized load
+        auto m = a->model.load();
+        GgufExportOptions o;
+        o.matrix_type = type;
+        o.name = m->source().filename().string();
+        // The tokenizer travels with the file, as llama.cpp expects.
+        try {
+          GgufVocab v = m->format() == "gguf" ? vocab_from_gguf(GgufFile(m->source()))
+                                              : vocab_from_model_files(m->source());
+          GgufWriter tmp;
+          write_tokenizer_gguf_metadata(v, tmp);
+          o.extra_metadata = tmp.metadata();
+        } catch (const Error& e) {
+          fmt::print(stderr, "Warning: no tokenizer written: {}\n", e.what());
+        }
+        for (const std::string& note : save_model_gguf(*m, o, a->out))
+          fmt::print(stderr, "Note: {}\n", note);
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        fmt::print("wrote {} ({} matrices, {} bytes) in {:.2f} s\n", a->out, a->type,
+                   std::filesystem::file_size(a->out), s);
+        return 0;
+      };
+    }};
+
+}  // namespace
+}  // namespace epwa::cli
