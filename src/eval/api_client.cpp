@@ -3,6 +3,7 @@
 // is header-only and TLS would need every includer to agree on CPPHTTPLIB_OPENSSL_SUPPORT.
 #include <httplib.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -120,7 +121,18 @@ std::vector<TokenDistribution> parse_completions_logprobs(std::string_view body,
     }
     check(!d.tokens.empty(), "API response: top_logprobs[" + std::to_string(i) +
                                  "] has no token this tokenizer knows");
-    out.push_back(std::move(d));
+    // JSON objects carry no order: best first, ties to the lower id (as top_logprobs() does).
+    std::vector<size_t> ord(d.tokens.size());
+    for (size_t j = 0; j < ord.size(); ++j) ord[j] = j;
+    std::sort(ord.begin(), ord.end(), [&](size_t a, size_t b) {
+      return d.logprobs[a] > d.logprobs[b] || (d.logprobs[a] == d.logprobs[b] && d.tokens[a] < d.tokens[b]);
+    });
+    TokenDistribution sorted;
+    for (size_t j : ord) {
+      sorted.tokens.push_back(d.tokens[j]);
+      sorted.logprobs.push_back(d.logprobs[j]);
+    }
+    out.push_back(std::move(sorted));
   }
   return out;
 }
