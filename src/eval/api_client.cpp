@@ -1,6 +1,6 @@
 // PEPI over HTTP: an OpenAI legacy-completions client (prompt log-probabilities through echo) and
-// the matching response writer used by `epwa serve-api`. Plain HTTP only: the Debian cpp-httplib
-// is header-only and TLS would need every includer to agree on CPPHTTPLIB_OPENSSL_SUPPORT.
+// the matching response writer used by `epwa serve-api`. Plain HTTP only for now (the loopback /
+// proxy case); Debian's compiled cpp-httplib has OpenSSL, so https is a small follow-up.
 #include <httplib.h>
 
 #include <algorithm>
