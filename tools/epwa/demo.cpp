@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "epwa/detect.hpp"
 #include "epwa/generate.hpp"
+#include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
 
@@ -22,24 +23,6 @@ struct Args {
   int32_t tokens = 200;
   uint64_t seed = 7;
 };
-
-// Expert and confidence at `layer` for every position of `ids`, from one pass that stops there.
-std::vector<RouterRecord> records(Model& m, std::span<const int32_t> ids, int32_t layer) {
-  struct Rec : RouterObserver {
-    int32_t layer;
-    std::vector<RouterRecord> out;
-    void observe(const RouterObservation& o) override {
-      if (o.layer == layer) out.push_back(top1_expert(o.logits));
-    }
-  } rec;
-  rec.layer = layer;
-  auto cache = m.make_cache(static_cast<int64_t>(ids.size()));
-  ForwardOptions fo;
-  fo.observer = &rec;
-  fo.stop_after_router = layer;
-  m.forward(ids, cache, fo);
-  return rec.out;
-}
 
 std::string one_line(std::string s, size_t width) {
   for (char& ch : s)
@@ -60,26 +43,19 @@ const Command kDemo{"demo", "Watermark and detect a text with the bundled model 
     auto model = a->model.load();
     auto tok = load_tokenizer(model->source());
     const ModelConfig& c = model->config();
-    std::vector<RouterMatrix> routers;
-    std::vector<std::vector<float>> router_data;
-    for (int32_t l = 0; l < c.num_layers; ++l) router_data.push_back(model->router_f32(l));
-    for (int32_t l = 0; l < c.num_layers; ++l)
-      routers.push_back({l, c.num_experts, c.hidden_size, router_data[l]});
-    const std::string hash = irsh_v1(routers);
-    const int32_t layer = resolve_router_layer(-1, c.num_layers);
-    auto lists = std::make_shared<GreenLists>(a->key, hash, c.vocab_size, 0.5, c.num_experts);
     WatermarkConfig wc;
-    wc.router_layer = layer;
-    WatermarkProcessor wm(wc, lists);
+    wc.router_layer = -1;  // the spec's default: the last MoE layer
+    Watermarker wm(*model, a->key, wc);
+    const int32_t layer = wm.config().router_layer;
+    const std::string& hash = wm.router_hash();
 
     const auto prompt = tok->encode(a->prompt, true, false);
     GenerateOptions go;
     go.max_new_tokens = a->tokens;
+    go.stop_tokens = {c.eos_token_id};
     go.sampling = {1.0f, 0, 0.95f, a->seed};
     const auto plain = generate(*model, prompt, go);
-    go.observer = &wm;
-    go.processor = &wm;
-    const auto marked = generate(*model, prompt, go);
+    const auto marked = wm.generate(*model, prompt, go);
 
     fmt::print("epwa demo: model {} ({} layers, {} experts top-{}), router hash {}...\n",
                model->source().filename().string(), c.num_layers, c.num_experts, c.experts_per_token,
@@ -95,14 +71,13 @@ const Command kDemo{"demo", "Watermark and detect a text with the bundled model 
     for (const Row& r : {Row{"watermarked", &marked}, Row{"unwatermarked", &plain}}) {
       std::vector<int32_t> ids(prompt);
       ids.insert(ids.end(), r.text->begin(), r.text->end());
-      const auto recs = records(*model, ids, layer);
       for (const auto& [method, sample] : {std::pair{DetectMethod::Full, int64_t{0}},
                                            std::pair{DetectMethod::Cspv, int64_t{60}}}) {
         DetectOptions opt;
         opt.method = method;
         opt.sample = sample;
-        const DetectionResult res =
-            Detector(lists, opt).detect({ids, static_cast<int64_t>(prompt.size()), recs});
+        const DetectionResult res = detect_tokens(*model, Detector(wm.lists(), opt), ids,
+                                                  static_cast<int64_t>(prompt.size()), layer);
         fmt::print("{:<14} {:<7} {:>5} {:>5} {:>8.2f} {:>10.2e} {:>9}\n", r.name, res.method, res.g,
                    res.n, res.z, res.p_value, res.detected ? "yes" : "no");
       }
