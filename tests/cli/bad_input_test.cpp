@@ -55,9 +55,9 @@ TEST(Cli, UnknownFlagAndMissingArguments) {
 TEST(Cli, MissingModel) { expect_error("info --model /nonexistent/model", "model not found: /nonexistent/model"); }
 
 TEST(Cli, BadTokens) {
-  expect_error("trace --model " + kRef.string() + " --tokens 1,99999", "token id 99999 out of range");
-  expect_error("trace --model " + kRef.string() + " --tokens 1,x", "invalid token id 'x'");
-  expect_error("trace --model " + kRef.string() + " --tokens 1,-4", "token id -4 out of range");
+  expect_error("trace --quiet --model " + kRef.string() + " --tokens 1,99999", "token id 99999 out of range");
+  expect_error("trace --quiet --model " + kRef.string() + " --tokens 1,x", "invalid token id 'x'");
+  expect_error("trace --quiet --model " + kRef.string() + " --tokens 1,-4", "token id -4 out of range");
 }
 
 TEST(Cli, TruncatedSafetensors) {
@@ -98,7 +98,7 @@ TEST(Cli, CorruptGguf) {
 }
 
 TEST(Cli, TraceJsonContract) {
-  const Result r = run("trace --model " + kRef.string() + " --tokens 1,5,9 --json");
+  const Result r = run("trace --quiet --model " + kRef.string() + " --tokens 1,5,9 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["tokens"], nlohmann::json({1, 5, 9}));
@@ -112,7 +112,7 @@ TEST(Cli, TraceJsonContract) {
 }
 
 TEST(Cli, GenerateJsonContract) {
-  const Result r = run("generate --model " + kRef.string() + " --prompt-tokens 1,5,9 -n 4 --temperature 0 --json");
+  const Result r = run("generate --quiet --model " + kRef.string() + " --prompt-tokens 1,5,9 -n 4 --temperature 0 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["prompt_tokens"], nlohmann::json({1, 5, 9}));
@@ -123,8 +123,8 @@ TEST(Cli, MakeModelRoundTrip) {
   const fs::path d = temp_dir("make");
   ASSERT_EQ(run("make-model --shape tiny --seed 3 --out " + (d / "hf").string()).code, 0);
   ASSERT_EQ(run("make-model --shape tiny --seed 3 --out " + (d / "m.gguf").string()).code, 0);
-  const Result a = run("trace --model " + (d / "hf").string() + " --tokens 1,2,3 --json");
-  const Result b = run("trace --model " + (d / "m.gguf").string() + " --tokens 1,2,3 --json");
+  const Result a = run("trace --quiet --model " + (d / "hf").string() + " --tokens 1,2,3 --json");
+  const Result b = run("trace --quiet --model " + (d / "m.gguf").string() + " --tokens 1,2,3 --json");
   ASSERT_EQ(a.code, 0) << a.out;
   EXPECT_EQ(a.out, b.out);  // same seed, same weights: identical numbers from either format
   expect_error("make-model --shape nosuch --out " + (d / "x").string(), "unknown model shape 'nosuch'");

@@ -1,6 +1,7 @@
 // The engine against numbers produced by HuggingFace transformers (tools/ref/make_refs.py and
 // tools/train/train.py): logits, router logits, top-k experts and weights, greedy tokens; from
 // safetensors and from the GGUF that `epwa convert` writes.
+#include <fmt/core.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -145,6 +146,33 @@ TEST(Bundle, MatchesTransformers) {
     go.max_new_tokens = 16;
     EXPECT_EQ(epwa::generate(*model, ids, go), s["greedy16"].get<std::vector<int32_t>>());
   }
+}
+
+}  // namespace
+
+#include "watermark/sha256.hpp"
+
+namespace {
+
+// The committed bundle is exactly the trained one: every file matches models/epwa-tiny-moe/SHA256SUMS.
+TEST(Bundle, FilesMatchTheirHashes) {
+  const fs::path dir = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+  std::ifstream sums(dir / "SHA256SUMS");
+  ASSERT_TRUE(sums.good());
+  std::string hex, name;
+  int files = 0;
+  while (sums >> hex >> name) {
+    std::ifstream in(dir / name, std::ios::binary);
+    ASSERT_TRUE(in.good()) << name;
+    const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    epwa::detail::Sha256 h;
+    h.update(bytes.data(), bytes.size());
+    std::string got;
+    for (uint8_t b : h.finish()) got += fmt::format("{:02x}", b);
+    EXPECT_EQ(got, hex) << name;
+    ++files;
+  }
+  EXPECT_GE(files, 3);
 }
 
 }  // namespace

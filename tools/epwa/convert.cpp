@@ -5,6 +5,7 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/export.hpp"
+#include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -22,6 +23,12 @@ const Command kConvert{"convert", "Convert a HuggingFace Mixtral folder to GGUF"
     check(std::filesystem::is_directory(in), "convert needs a HuggingFace folder, got " + in.string());
     GgufExportOptions o;
     if (*type != "keep") o.matrix_type = dtype_from_name(*type);
+    // Embed the tokenizer as llama.cpp's converter does, so the file is complete on its own.
+    if (std::filesystem::exists(in / "tokenizer.model") || std::filesystem::exists(in / "tokenizer.json")) {
+      GgufWriter meta;
+      write_tokenizer_gguf_metadata(vocab_from_model_files(in), meta);
+      o.extra_metadata = meta.metadata();
+    }
     convert_hf_to_gguf(in, *out, o);
     fmt::print(stderr, "wrote {}\n", *out);
     return 0;

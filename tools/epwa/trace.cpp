@@ -8,6 +8,7 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/model.hpp"
+#include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -30,13 +31,18 @@ struct Collector : RouterObserver {
 const Command kTrace{"trace", "Print logits and router decisions for a token sequence", [](CLI::App& app) {
   auto model = std::make_shared<ModelArgs>();
   auto tokens = std::make_shared<std::string>();
+  auto text = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
   model->add(app);
-  app.add_option("--tokens", *tokens, "comma-separated token ids")->required();
+  auto* tok_opt = app.add_option("--tokens", *tokens, "comma-separated token ids");
+  auto* text_opt = app.add_option("--text", *text, "text, tokenized with the model's tokenizer (BOS added)");
+  tok_opt->excludes(text_opt);
   app.add_flag("--json", *json, "print JSON (the only format)");
   return [=] {
-    const auto ids = parse_token_list(*tokens);
+    check(tok_opt->count() || text_opt->count(), "trace needs --tokens or --text");
     auto m = model->load();
+    const auto ids = text_opt->count() ? load_tokenizer(m->source())->encode(*text) : parse_token_list(*tokens);
+    check(!ids.empty(), "trace: no tokens");
     Collector col;
     KvCache cache = m->make_cache(static_cast<int64_t>(ids.size()));
     ForwardOptions fo;
