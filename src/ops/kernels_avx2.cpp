@@ -12,15 +12,11 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
+#include "quant/simd_avx2.hpp"
+
 namespace epwa::ops {
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using simd::hsum;
 
 // Mask of the first `n` (0..8) lanes, for maskload of a row's tail.
 inline __m256i tail_mask(int64_t n) {
