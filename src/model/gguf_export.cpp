@@ -5,6 +5,7 @@
 #include "epwa/export.hpp"
 #include "epwa/quant.hpp"
 #include "gguf_names.hpp"
+#include "hf_names.hpp"
 
 namespace epwa {
 
@@ -100,27 +101,26 @@ void write_model_gguf(const ModelConfig& c, const HfTensorReader& read, const Gg
   };
 
   const int64_t d = c.hidden_size, hd = c.head_dim, in = c.intermediate_size, e = c.num_experts;
-  add("token_embd", {{"model.embed_tokens.weight"}}, {c.vocab_size, d}, false);
+  using namespace hf_name;
+  add("token_embd", {{std::string(kEmbed)}}, {c.vocab_size, d}, false);
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
     auto g = [&](const char* what) { return gguf_layer_name(l, what); };
-    add(g("attn_norm"), {{p + "input_layernorm.weight"}}, {d}, true);
-    add(g("attn_q"), {{p + "self_attn.q_proj.weight", true, c.num_heads}}, {c.num_heads * hd, d}, false);
-    add(g("attn_k"), {{p + "self_attn.k_proj.weight", true, c.num_kv_heads}}, {c.num_kv_heads * hd, d}, false);
-    add(g("attn_v"), {{p + "self_attn.v_proj.weight"}}, {c.num_kv_heads * hd, d}, false);
-    add(g("attn_output"), {{p + "self_attn.o_proj.weight"}}, {d, c.num_heads * hd}, false);
-    add(g("ffn_norm"), {{p + "post_attention_layernorm.weight"}}, {d}, true);
-    add(g("ffn_gate_inp"), {{p + "block_sparse_moe.gate.weight"}}, {e, d}, true);
+    add(g("attn_norm"), {{layer(l, kAttnNorm)}}, {d}, true);
+    add(g("attn_q"), {{layer(l, kQ), true, c.num_heads}}, {c.num_heads * hd, d}, false);
+    add(g("attn_k"), {{layer(l, kK), true, c.num_kv_heads}}, {c.num_kv_heads * hd, d}, false);
+    add(g("attn_v"), {{layer(l, kV)}}, {c.num_kv_heads * hd, d}, false);
+    add(g("attn_output"), {{layer(l, kO)}}, {d, c.num_heads * hd}, false);
+    add(g("ffn_norm"), {{layer(l, kFfnNorm)}}, {d}, true);
+    add(g("ffn_gate_inp"), {{layer(l, kRouter)}}, {e, d}, true);
     for (const auto& [gg, hf, rows, cols] :
-         {std::tuple{"ffn_gate_exps", "w1", in, d}, {"ffn_down_exps", "w2", d, in}, {"ffn_up_exps", "w3", in, d}}) {
+         {std::tuple{"ffn_gate_exps", kW1, in, d}, {"ffn_down_exps", kW2, d, in}, {"ffn_up_exps", kW3, in, d}}) {
       std::vector<Part> parts;
-      for (int64_t x = 0; x < e; ++x)
-        parts.push_back({p + "block_sparse_moe.experts." + std::to_string(x) + "." + hf + ".weight"});
+      for (int32_t x = 0; x < e; ++x) parts.push_back({expert(l, x, hf)});
       add(g(gg), std::move(parts), {e, rows, cols}, false);
     }
   }
-  add("output_norm", {{"model.norm.weight"}}, {d}, true);
-  if (!c.tie_word_embeddings) add("output", {{"lm_head.weight"}}, {c.vocab_size, d}, false);
+  add("output_norm", {{std::string(kFinalNorm)}}, {d}, true);
+  if (!c.tie_word_embeddings) add("output", {{std::string(kHead)}}, {c.vocab_size, d}, false);
   w.write(out);
 }
 

@@ -2,28 +2,37 @@
 
 namespace epwa {
 
+namespace hf_name {
+std::string layer(int32_t layer, std::string_view what) {
+  return "model.layers." + std::to_string(layer) + "." + std::string(what) + ".weight";
+}
+std::string expert(int32_t layer, int32_t expert, std::string_view which) {
+  return "model.layers." + std::to_string(layer) + ".block_sparse_moe.experts." +
+         std::to_string(expert) + "." + std::string(which) + ".weight";
+}
+}  // namespace hf_name
+
 std::vector<HfTensor> hf_tensor_list(const ModelConfig& c) {
+  using namespace hf_name;
   const int64_t d = c.hidden_size, hd = c.head_dim, in = c.intermediate_size;
   std::vector<HfTensor> t;
-  t.push_back({"model.embed_tokens.weight", {c.vocab_size, d}});
+  t.push_back({std::string(kEmbed), {c.vocab_size, d}});
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    t.push_back({p + "input_layernorm.weight", {d}});
-    t.push_back({p + "self_attn.q_proj.weight", {c.num_heads * hd, d}});
-    t.push_back({p + "self_attn.k_proj.weight", {c.num_kv_heads * hd, d}});
-    t.push_back({p + "self_attn.v_proj.weight", {c.num_kv_heads * hd, d}});
-    t.push_back({p + "self_attn.o_proj.weight", {d, c.num_heads * hd}});
-    t.push_back({p + "post_attention_layernorm.weight", {d}});
-    t.push_back({p + "block_sparse_moe.gate.weight", {c.num_experts, d}, true});
+    t.push_back({layer(l, kAttnNorm), {d}});
+    t.push_back({layer(l, kQ), {c.num_heads * hd, d}});
+    t.push_back({layer(l, kK), {c.num_kv_heads * hd, d}});
+    t.push_back({layer(l, kV), {c.num_kv_heads * hd, d}});
+    t.push_back({layer(l, kO), {d, c.num_heads * hd}});
+    t.push_back({layer(l, kFfnNorm), {d}});
+    t.push_back({layer(l, kRouter), {c.num_experts, d}, true});
     for (int32_t e = 0; e < c.num_experts; ++e) {
-      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      t.push_back({ep + "w1.weight", {in, d}});
-      t.push_back({ep + "w2.weight", {d, in}});
-      t.push_back({ep + "w3.weight", {in, d}});
+      t.push_back({expert(l, e, kW1), {in, d}});
+      t.push_back({expert(l, e, kW2), {d, in}});
+      t.push_back({expert(l, e, kW3), {in, d}});
     }
   }
-  t.push_back({"model.norm.weight", {d}});
-  if (!c.tie_word_embeddings) t.push_back({"lm_head.weight", {c.vocab_size, d}});
+  t.push_back({std::string(kFinalNorm), {d}});
+  if (!c.tie_word_embeddings) t.push_back({std::string(kHead), {c.vocab_size, d}});
   return t;
 }
 

@@ -3,6 +3,7 @@
 
 #include "epwa/error.hpp"
 #include "epwa/safetensors.hpp"
+#include "hf_names.hpp"
 #include "loaders.hpp"
 #include "weights_check.hpp"
 
@@ -16,29 +17,28 @@ std::unique_ptr<Model> load_hf(const std::filesystem::path& path) {
   ModelConfig c = read_hf_config(config_path);
   auto st = std::make_shared<SafetensorsModel>(path);
 
-  auto get = [&](const std::string& name) -> TensorView { return st->get(name); };
+  auto get = [&](std::string_view name) -> TensorView { return st->get(std::string(name)); };
+  using namespace hf_name;
   ModelWeights w;
-  w.embed = get("model.embed_tokens.weight");
-  w.final_norm = get("model.norm.weight");
-  const TensorView* head = st->find("lm_head.weight");
-  check(head || c.tie_word_embeddings,
-        "missing tensor lm_head.weight (and tie_word_embeddings is false) in " + path.string());
+  w.embed = get(kEmbed);
+  w.final_norm = get(kFinalNorm);
+  const TensorView* head = st->find(std::string(kHead));
+  check(head || c.tie_word_embeddings, "missing tensor " + std::string(kHead) +
+                                           " (and tie_word_embeddings is false) in " + path.string());
   w.head = c.tie_word_embeddings && !head ? w.embed : *head;
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerWeights L;
-    L.attn_norm = get(p + "input_layernorm.weight");
-    L.wq = get(p + "self_attn.q_proj.weight");
-    L.wk = get(p + "self_attn.k_proj.weight");
-    L.wv = get(p + "self_attn.v_proj.weight");
-    L.wo = get(p + "self_attn.o_proj.weight");
-    L.ffn_norm = get(p + "post_attention_layernorm.weight");
-    L.router = get(p + "block_sparse_moe.gate.weight");
+    L.attn_norm = get(layer(l, kAttnNorm));
+    L.wq = get(layer(l, kQ));
+    L.wk = get(layer(l, kK));
+    L.wv = get(layer(l, kV));
+    L.wo = get(layer(l, kO));
+    L.ffn_norm = get(layer(l, kFfnNorm));
+    L.router = get(layer(l, kRouter));
     for (int32_t e = 0; e < c.num_experts; ++e) {
-      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      L.w1.push_back(get(ep + "w1.weight"));
-      L.w2.push_back(get(ep + "w2.weight"));
-      L.w3.push_back(get(ep + "w3.weight"));
+      L.w1.push_back(get(expert(l, e, kW1)));
+      L.w2.push_back(get(expert(l, e, kW2)));
+      L.w3.push_back(get(expert(l, e, kW3)));
     }
     w.layers.push_back(std::move(L));
   }
