@@ -34,13 +34,19 @@ TokenDistribution top_logprobs(std::span<const float> logits, int32_t k);
 
 // What the oracle sees. "topk:K": sparse top-K log-probs (weights per (token, expert)) + entropy
 // and top-1 mass. "full": a fixed seeded count-sketch of the centred full log-prob vector (any
-// linear function of the logits is linear in it). ",ctx" adds the current and previous token ids.
+// linear function of the logits is linear in it). Suffixes add functions of the text itself
+// (tokens <= p, never the scored token p+1): ",ctx" the ids of tokens p and p-1, ",ctx3" also
+// p-2, ",bigram" the pair (p-1, p) hashed into kPepiBigramBuckets one-hot buckets.
+inline constexpr uint32_t kPepiBigramBuckets = 1u << 15;
 struct PepiFeatureSpec {
   bool full = false;
   int32_t k = 20;
-  bool context = false;
+  bool context = false;   // tokens p, p-1
+  bool context3 = false;  // also token p-2 (implies context)
+  bool bigram = false;    // hashed (p-1, p)
 };
-PepiFeatureSpec parse_pepi_features(std::string_view s);  // "topk:20", "full", "topk:20,ctx"
+PepiFeatureSpec parse_pepi_features(
+    std::string_view s);  // "topk:20", "full", "topk:20,ctx3,bigram"
 std::string pepi_features_name(const PepiFeatureSpec& s);
 
 // Training data: one row of sparse features per position, its top-1 expert and router confidence.
@@ -54,20 +60,48 @@ struct PepiDataset {
   void append(const PepiDataset& other);
 };
 
-// Features of one position. `token` = the token at that position (the last context token),
-// `prev` = the one before (-1 if none). Throws Error on a distribution that does not fit V.
+// Features of one position p. `history` = tokens[0..p] (its last entry is the token at p, the
+// last context token; may be empty). Throws Error on a distribution that does not fit V.
 class PepiFeaturizer {
  public:
   PepiFeaturizer(PepiFeatureSpec spec, int32_t vocab_size);
+  void add_row(const TokenDistribution& d, std::span<const int32_t> history,
+               PepiDataset& out) const;
+  // Same with only the token at p and the one before (-1 = none).
   void add_row(const TokenDistribution& d, int32_t token, int32_t prev, PepiDataset& out) const;
   uint32_t dimension() const { return dim_; }
+  // Features below this index also feed an oracle's hidden layer (all but the bigram buckets).
+  uint32_t hidden_input_dimension() const { return bigram_base_; }
   const PepiFeatureSpec& spec() const { return spec_; }
 
  private:
   PepiFeatureSpec spec_;
   int32_t vocab_;
-  uint32_t dim_, dense_base_, ctx_base_;
+  uint32_t dim_, dense_base_, ctx_base_, bigram_base_;
 };
+
+// Collected positions before featurization (top-k distribution, text, router logits), so that
+// feature kinds and classifiers can be compared without re-running the model. Every token of a
+// sequence is one position: its distribution is the one after tokens[0..p].
+struct PepiRawData {
+  int32_t k = 0, num_experts = 0, vocab_size = 0, router_layer = 0;
+  std::string router_hash;
+  std::vector<int32_t> tokens;          // all sequences, concatenated
+  std::vector<int64_t> seq_offsets{0};  // sequence s = [seq_offsets[s], seq_offsets[s + 1])
+  std::vector<int32_t> top_tokens;      // k per position, best first
+  std::vector<float> top_logprobs;      // k per position
+  std::vector<float> router_logits;     // num_experts per position (layer router_layer)
+  size_t sequences() const { return seq_offsets.size() - 1; }
+  int64_t positions() const { return static_cast<int64_t>(tokens.size()); }
+  void append(const PepiRawData& other);  // same k, experts, vocabulary and hash, else Error
+  // "EPWARAW1" | u32 header bytes | JSON header | i32 tokens | i64 offsets | i32 | f32 | f32.
+  void save(const std::filesystem::path& file) const;
+  static PepiRawData load(const std::filesystem::path& file);
+};
+// Rows (features, top-1 expert label, router confidence) of the sequences `seqs` of `raw`.
+// Throws Error if the featurizer needs more than raw.k tokens or the full distribution.
+PepiDataset featurize_raw(const PepiRawData& raw, const PepiFeaturizer& f,
+                          std::span<const size_t> seqs);
 
 struct ConfidenceBucket {
   float lo = 0, hi = 1;  // router confidence in [lo, hi)
@@ -99,19 +133,25 @@ struct OracleTrainOptions {
   int32_t epochs = 6;
   double learning_rate = 0.2;  // AdaGrad step
   double l2 = 1e-7;            // per-example L2 on touched weights
+  // 0: multinomial logistic regression. > 0: "wide and deep", the same linear part plus one
+  // hidden ReLU layer of this width over the features below hidden_input_dimension() (the token
+  // interactions a linear model cannot express); its weights are stored as f16.
+  int32_t hidden = 0;
+  double hidden_learning_rate = 0.05;  // AdaGrad step of the hidden layer
   uint64_t seed = 1;
   std::function<void(const std::string&)> progress;  // one line per epoch (stderr in the CLI)
 };
 
-// Multinomial logistic regression over the sparse features.
+// Multinomial logistic regression over the sparse features, optionally with a hidden layer.
 class Oracle {
  public:
-  static constexpr int32_t kFormatVersion = 1;
+  static constexpr int32_t kFormatVersion = 2;  // 1 (logistic regression only) is still read
 
   // Fits on `train` and measures on `heldout` (may be empty: metrics then say heldout_size 0).
   static Oracle train(const OracleInfo& info, const PepiDataset& train, const PepiDataset& heldout,
                       const OracleTrainOptions& opt = {});
-  // File: "EPWAPEPI", u32 version, u32 header bytes, JSON header (info + metrics), f32 weights.
+  // File: "EPWAPEPI", u32 version, u32 header bytes, JSON header (info, classifier, metrics),
+  // linear weights and bias (f32), then for "wide-deep" W1, b1, W2 (f16; docs/PEPI.md).
   // Throws Error naming the file and the problem on anything malformed.
   static Oracle load(const std::filesystem::path& file);
   void save(const std::filesystem::path& file) const;
@@ -120,6 +160,7 @@ class Oracle {
   std::vector<float> probabilities(std::span<const uint32_t> index,
                                    std::span<const float> value) const;
   // Top-1 expert and its predicted probability for one position.
+  RouterRecord predict(const TokenDistribution& d, std::span<const int32_t> history) const;
   RouterRecord predict(const TokenDistribution& d, int32_t token, int32_t prev) const;
   OracleMetrics evaluate(const PepiDataset& data) const;
 
@@ -129,14 +170,25 @@ class Oracle {
   const OracleInfo& info() const { return info_; }
   const OracleMetrics& metrics() const { return metrics_; }
   const PepiFeaturizer& featurizer() const { return feat_; }
+  int32_t hidden() const { return hidden_; }
+  std::string classifier() const {
+    return hidden_ > 0 ? "wide-deep" : "multinomial-logistic-regression";
+  }
 
  private:
-  Oracle(OracleInfo info);
+  Oracle(OracleInfo info, int32_t hidden);
+  // Expert logits of one row into z (E); the hidden pre-activations into a (H) when H > 0.
+  void logits(std::span<const uint32_t> index, std::span<const float> value, std::span<float> z,
+              std::span<float> a) const;
   OracleInfo info_;
   PepiFeaturizer feat_;
   OracleMetrics metrics_;
+  int32_t hidden_ = 0;
   std::vector<float> weights_;  // dimension x E, row-major
   std::vector<float> bias_;     // E
+  std::vector<float> w1_;       // hidden_input_dimension x H
+  std::vector<float> b1_;       // H
+  std::vector<float> w2_;       // H x E
 };
 
 nlohmann::json to_json(const OracleMetrics& m);
@@ -217,6 +269,10 @@ struct CollectOptions {
 };
 PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>> sequences,
                               const CollectOptions& opt);
+
+// The same passes, kept raw (top-k with k = opt.features.k; "full" is not supported raw).
+PepiRawData collect_pepi_raw(Model& model, std::span<const std::vector<int32_t>> sequences,
+                             const CollectOptions& opt);
 
 // Convenience for the detect command: loads the oracle, checks it against the model's hash and
 // returns the predictor over `source`.

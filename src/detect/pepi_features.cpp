@@ -42,19 +42,28 @@ TokenDistribution top_logprobs(std::span<const float> logits, int32_t k) {
   TokenDistribution d;
   d.tokens.assign(ids.begin(), ids.begin() + n);
   d.logprobs.resize(static_cast<size_t>(n));
-  for (int32_t i = 0; i < n; ++i) d.logprobs[static_cast<size_t>(i)] = logits[static_cast<size_t>(ids[static_cast<size_t>(i)])] - lse;
+  for (int32_t i = 0; i < n; ++i)
+    d.logprobs[static_cast<size_t>(i)] =
+        logits[static_cast<size_t>(ids[static_cast<size_t>(i)])] - lse;
   return d;
 }
 
 PepiFeatureSpec parse_pepi_features(std::string_view s) {
   PepiFeatureSpec spec;
-  std::string_view head = s;
-  if (const size_t comma = s.find(','); comma != std::string_view::npos) {
-    const std::string_view tail = s.substr(comma + 1);
-    check(tail == "ctx", "features '" + std::string(s) + "': unknown suffix '" + std::string(tail) +
-                             "' (expected ',ctx')");
-    spec.context = true;
-    head = s.substr(0, comma);
+  std::string_view head = s.substr(0, s.find(','));
+  for (size_t at = head.size(); at < s.size();) {
+    const size_t next = std::min(s.find(',', at + 1), s.size());
+    const std::string_view tail = s.substr(at + 1, next - at - 1);
+    if (tail == "ctx")
+      spec.context = true;
+    else if (tail == "ctx3")
+      spec.context = spec.context3 = true;
+    else if (tail == "bigram")
+      spec.bigram = true;
+    else
+      throw Error("features '" + std::string(s) + "': unknown suffix '" + std::string(tail) +
+                  "' (expected ,ctx ,ctx3 or ,bigram)");
+    at = next;
   }
   if (head == "full") {
     spec.full = true;
@@ -66,14 +75,21 @@ PepiFeatureSpec parse_pepi_features(std::string_view s) {
                   std::from_chars(head.data() + 5, head.data() + head.size(), k).ptr ==
                       head.data() + head.size() &&
                   head.size() > 5;
-  check(ok && k > 0, "features '" + std::string(s) + "': expected topk:K (K > 0) or full, optionally followed by ,ctx");
+  check(ok && k > 0,
+        "features '" + std::string(s) +
+            "': expected topk:K (K > 0) or full, optionally followed by ,ctx ,ctx3 ,bigram");
   spec.k = k;
   return spec;
 }
 
 std::string pepi_features_name(const PepiFeatureSpec& s) {
   std::string n = s.full ? "full" : "topk:" + std::to_string(s.k);
-  return s.context ? n + ",ctx" : n;
+  if (s.context3)
+    n += ",ctx3";
+  else if (s.context)
+    n += ",ctx";
+  if (s.bigram) n += ",bigram";
+  return n;
 }
 
 void PepiDataset::append(const PepiDataset& o) {
@@ -90,14 +106,25 @@ PepiFeaturizer::PepiFeaturizer(PepiFeatureSpec spec, int32_t vocab_size)
   check(vocab_size >= 2, "PEPI features: vocabulary size must be at least 2");
   check(spec.full || spec.k > 0, "PEPI features: top-k needs k > 0");
   const uint32_t V = static_cast<uint32_t>(vocab_size);
-  // Layout: [distribution part][dense][context: current token, previous token].
+  // Layout: [distribution part][dense][context: p, p-1, p-2][bigram buckets]. Version-1 oracles
+  // ("...,ctx") keep their layout: the later blocks are only appended.
+  if (spec_.context3) spec_.context = true;
   const uint32_t dist = spec.full ? kSketchDim : 2 * V;
   dense_base_ = dist;
   ctx_base_ = dist + kDense;
-  dim_ = ctx_base_ + (spec.context ? 2 * V : 0);
+  bigram_base_ = ctx_base_ + (spec_.context3 ? 3 * V : spec_.context ? 2 * V : 0);
+  dim_ = bigram_base_ + (spec_.bigram ? kPepiBigramBuckets : 0);
 }
 
 void PepiFeaturizer::add_row(const TokenDistribution& d, int32_t token, int32_t prev,
+                             PepiDataset& out) const {
+  std::vector<int32_t> h;
+  if (prev >= 0 || token >= 0) h.push_back(prev);
+  if (token >= 0) h.push_back(token);
+  add_row(d, h, out);
+}
+
+void PepiFeaturizer::add_row(const TokenDistribution& d, std::span<const int32_t> history,
                              PepiDataset& out) const {
   check(d.tokens.size() == d.logprobs.size() && !d.tokens.empty(),
         "PEPI features: a distribution needs as many log-probs as tokens (and at least one)");
@@ -117,8 +144,7 @@ void PepiFeaturizer::add_row(const TokenDistribution& d, int32_t token, int32_t 
   // Sorted order when a source did not sort (APIs return dicts).
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return lps[a] > lps[b]; });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return lps[a] > lps[b]; });
   const size_t used = spec_.full ? n : std::min(n, static_cast<size_t>(spec_.k));
   const float top = lps[order[0]];
   const float last = lps[order[used - 1]];
@@ -153,7 +179,7 @@ void PepiFeaturizer::add_row(const TokenDistribution& d, int32_t token, int32_t 
     for (size_t j = 0; j < used; ++j) {
       const uint32_t t = static_cast<uint32_t>(d.tokens[order[j]]);
       const float lp = lps[order[j]];
-      push(t, std::exp(lp));                                  // probability
+      push(t, std::exp(lp));                                            // probability
       push(V + t, std::clamp((lp - last) / 8.0f + 0.25f, 0.0f, 4.0f));  // rank-like presence
     }
   }
@@ -161,10 +187,21 @@ void PepiFeaturizer::add_row(const TokenDistribution& d, int32_t token, int32_t 
   push(dense_base_ + 1, std::exp(top));
   push(dense_base_ + 2, static_cast<float>(tail));
   push(dense_base_ + 3, used > 1 ? std::min(1.0f, (top - lps[order[1]]) / 8.0f) : 1.0f);
-  if (spec_.context) {
-    const uint32_t V = static_cast<uint32_t>(vocab_);
-    if (token >= 0 && token < vocab_) push(ctx_base_ + static_cast<uint32_t>(token), 1.0f);
-    if (prev >= 0 && prev < vocab_) push(ctx_base_ + V + static_cast<uint32_t>(prev), 1.0f);
+  // back(i) = token p - i, or -1 before the start (or outside V: an id the model cannot have).
+  auto back = [&](size_t i) -> int32_t {
+    if (i >= history.size()) return -1;
+    const int32_t t = history[history.size() - 1 - i];
+    return t >= 0 && t < vocab_ ? t : -1;
+  };
+  const uint32_t V = static_cast<uint32_t>(vocab_);
+  const size_t depth = spec_.context3 ? 3 : spec_.context ? 2 : 0;
+  for (size_t i = 0; i < depth; ++i)
+    if (const int32_t t = back(i); t >= 0)
+      push(ctx_base_ + static_cast<uint32_t>(i) * V + static_cast<uint32_t>(t), 1.0f);
+  if (spec_.bigram && back(0) >= 0) {
+    const uint64_t h =
+        mix((static_cast<uint64_t>(back(1) + 1) << 32) | static_cast<uint64_t>(back(0)));
+    push(bigram_base_ + static_cast<uint32_t>(h % kPepiBigramBuckets), 1.0f);
   }
   out.offsets.push_back(static_cast<int64_t>(out.index.size()));
 }

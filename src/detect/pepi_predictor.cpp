@@ -25,7 +25,7 @@ std::vector<RouterRecord> PepiPredictor::predict(std::span<const int32_t> tokens
       out[p] = {0, 0.0f};
       continue;
     }
-    out[p] = oracle_->predict(dists[p], tokens[p], p > 0 ? tokens[p - 1] : -1);
+    out[p] = oracle_->predict(dists[p], tokens.first(p + 1));
   }
   return out;
 }

@@ -11,7 +11,9 @@
 
 namespace epwa {
 
-std::string model_router_hash(const Model& m) { return router_hash(m); }
+std::string model_router_hash(const Model& m) {
+  return router_hash(m);
+}
 
 namespace {
 // Keeps the router logits of one layer, one row per position.
@@ -19,7 +21,8 @@ struct LayerTap : RouterObserver {
   int32_t layer, experts;
   int64_t base;
   std::vector<float> logits;
-  LayerTap(int32_t l, int32_t e, int64_t n, int64_t b) : layer(l), experts(e), base(b), logits(static_cast<size_t>(n * e), NAN) {}
+  LayerTap(int32_t l, int32_t e, int64_t n, int64_t b)
+      : layer(l), experts(e), base(b), logits(static_cast<size_t>(n * e), NAN) {}
   void observe(const RouterObservation& o) override {
     if (o.layer != layer) return;
     const int64_t p = o.position - base;
@@ -71,17 +74,52 @@ PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>
       const ExpertChoice ec = top1_expert(row);
       const TokenDistribution d =
           top_logprobs(std::span(logits).subspan(p * V, V), opt.features.full ? 0 : opt.features.k);
-      feat.add_row(d, seq[p], p > 0 ? seq[p - 1] : -1, data);
+      feat.add_row(d, std::span(seq).first(p + 1), data);
       data.expert.push_back(ec.expert);
       data.confidence.push_back(ec.confidence);
     }
     done += static_cast<int64_t>(seq.size());
     if (opt.progress && (si + 1 == sequences.size() || (si + 1) % 20 == 0))
       opt.progress("collected " + std::to_string(done) + "/" + std::to_string(total) +
-                   " positions (" + std::to_string(si + 1) + "/" + std::to_string(sequences.size()) +
-                   " sequences)");
+                   " positions (" + std::to_string(si + 1) + "/" +
+                   std::to_string(sequences.size()) + " sequences)");
   }
   return data;
+}
+
+PepiRawData collect_pepi_raw(Model& model, std::span<const std::vector<int32_t>> sequences,
+                             const CollectOptions& opt) {
+  check(!opt.features.full && opt.features.k > 0,
+        "PEPI raw collection keeps top-k distributions only");
+  const ModelConfig& c = model.config();
+  PepiRawData r;
+  r.k = opt.features.k;
+  r.num_experts = c.num_experts;
+  r.vocab_size = c.vocab_size;
+  r.router_layer = resolve_router_layer(opt.router_layer, c.num_layers);
+  r.router_hash = router_hash(model);
+  const size_t V = static_cast<size_t>(c.vocab_size);
+  int64_t total = 0;
+  for (const auto& s : sequences) total += static_cast<int64_t>(s.size());
+  for (size_t si = 0; si < sequences.size(); ++si) {
+    const auto& seq = sequences[si];
+    if (seq.empty()) continue;
+    LayerTap tap(r.router_layer, c.num_experts, static_cast<int64_t>(seq.size()), 0);
+    const std::vector<float> logits = all_logits(model, seq, &tap);
+    for (size_t p = 0; p < seq.size(); ++p) {
+      const TokenDistribution d = top_logprobs(std::span(logits).subspan(p * V, V), r.k);
+      r.top_tokens.insert(r.top_tokens.end(), d.tokens.begin(), d.tokens.end());
+      r.top_logprobs.insert(r.top_logprobs.end(), d.logprobs.begin(), d.logprobs.end());
+    }
+    r.router_logits.insert(r.router_logits.end(), tap.logits.begin(), tap.logits.end());
+    r.tokens.insert(r.tokens.end(), seq.begin(), seq.end());
+    r.seq_offsets.push_back(static_cast<int64_t>(r.tokens.size()));
+    if (opt.progress && (si + 1 == sequences.size() || (si + 1) % 50 == 0))
+      opt.progress("collected " + std::to_string(r.tokens.size()) + "/" + std::to_string(total) +
+                   " positions (" + std::to_string(si + 1) + "/" +
+                   std::to_string(sequences.size()) + " sequences)");
+  }
+  return r;
 }
 
 }  // namespace epwa

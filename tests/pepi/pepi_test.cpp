@@ -1,17 +1,17 @@
 // PEPI: features, oracle training/round trip/hash check, predictor, and the HTTP client against a
 // loopback server (well-formed and malformed responses).
+#include "epwa/pepi.hpp"
+
 #include <gtest/gtest.h>
 #include <httplib.h>
-
-#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "epwa/error.hpp"
-#include "epwa/pepi.hpp"
 
 namespace epwa {
 namespace {
@@ -21,7 +21,9 @@ namespace fs = std::filesystem;
 constexpr int32_t kV = 64, kE = 4;
 const std::string kHash(64, 'a');
 
-uint64_t lcg(uint64_t& s) { return s = s * 6364136223846793005ull + 1442695040888963407ull; }
+uint64_t lcg(uint64_t& s) {
+  return s = s * 6364136223846793005ull + 1442695040888963407ull;
+}
 
 // A synthetic world where the expert is a (noisy) function of which tokens are likely: expert e
 // makes tokens [16e, 16e + 16) likely. Learnable, so accuracy must be high.
@@ -35,7 +37,8 @@ Synth synth(int n, uint64_t seed) {
     const int32_t e = static_cast<int32_t>((lcg(seed) >> 33) % kE);
     std::vector<float> logits(kV);
     for (int32_t v = 0; v < kV; ++v)
-      logits[v] = static_cast<float>((lcg(seed) >> 40) % 1000) / 400.0f + (v / 16 == e ? 2.0f : 0.0f);
+      logits[v] =
+          static_cast<float>((lcg(seed) >> 40) % 1000) / 400.0f + (v / 16 == e ? 2.0f : 0.0f);
     s.dists.push_back(top_logprobs(logits, 8));
     s.experts.push_back(e);
     s.ctx.push_back(static_cast<int32_t>((lcg(seed) >> 33) % kV));
@@ -76,19 +79,21 @@ TEST(PepiFeatures, TopLogprobsSortedAndNormalised) {
 }
 
 TEST(PepiFeatures, SpecNamesRoundTripAndBadSpecsThrow) {
-  for (const char* n : {"topk:20", "full", "topk:5,ctx", "full,ctx"})
+  for (const char* n : {"topk:20", "full", "topk:5,ctx", "full,ctx", "topk:20,ctx3",
+                        "topk:8,bigram", "topk:20,ctx3,bigram"})
     EXPECT_EQ(pepi_features_name(parse_pepi_features(n)), n);
-  for (const char* n : {"topk:", "topk:0", "topk:x", "top:5", "full,foo", ""})
+  for (const char* n :
+       {"topk:", "topk:0", "topk:x", "top:5", "full,foo", "", "topk:5,", "topk:5,ctx4"})
     EXPECT_THROW(parse_pepi_features(n), Error) << n;
 }
 
 TEST(PepiFeatures, RejectsBadDistributions) {
   PepiFeaturizer f({false, 4, false}, kV);
   PepiDataset d;
-  EXPECT_THROW(f.add_row({{kV}, {-1.0f}}, 0, -1, d), Error);          // token outside V
-  EXPECT_THROW(f.add_row({{1}, {0.5f}}, 0, -1, d), Error);            // positive log-prob
-  EXPECT_THROW(f.add_row({{1}, {NAN}}, 0, -1, d), Error);             // NaN
-  EXPECT_THROW(f.add_row({{1, 2}, {-1.0f}}, 0, -1, d), Error);        // sizes differ
+  EXPECT_THROW(f.add_row({{kV}, {-1.0f}}, 0, -1, d), Error);           // token outside V
+  EXPECT_THROW(f.add_row({{1}, {0.5f}}, 0, -1, d), Error);             // positive log-prob
+  EXPECT_THROW(f.add_row({{1}, {NAN}}, 0, -1, d), Error);              // NaN
+  EXPECT_THROW(f.add_row({{1, 2}, {-1.0f}}, 0, -1, d), Error);         // sizes differ
   EXPECT_NO_THROW(f.add_row({{1, 2}, {-0.1f, -INFINITY}}, 0, -1, d));  // -inf is floored
   for (float v : d.value) EXPECT_TRUE(std::isfinite(v));
 }
@@ -119,7 +124,8 @@ TEST(PepiOracle, SaveLoadGivesIdenticalPredictions) {
     EXPECT_EQ(l.metrics().confusion, o.metrics().confusion);
     const Synth s = synth(200, 9);
     for (size_t i = 0; i < s.dists.size(); ++i) {
-      const RouterRecord a = o.predict(s.dists[i], s.ctx[i], -1), b = l.predict(s.dists[i], s.ctx[i], -1);
+      const RouterRecord a = o.predict(s.dists[i], s.ctx[i], -1),
+                         b = l.predict(s.dists[i], s.ctx[i], -1);
       ASSERT_EQ(a.expert, b.expert);
       ASSERT_EQ(a.confidence, b.confidence);
     }
@@ -153,7 +159,9 @@ TEST(PepiOracle, MalformedFilesAreRejected) {
     std::ifstream in(p, std::ios::binary);
     bytes.assign(std::istreambuf_iterator<char>(in), {});
   }
-  auto write = [&](const std::string& b) { std::ofstream(p, std::ios::binary | std::ios::trunc) << b; };
+  auto write = [&](const std::string& b) {
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << b;
+  };
   write(bytes.substr(0, bytes.size() - 3));
   EXPECT_THROW(Oracle::load(p), Error);  // truncated weights
   std::string v = bytes;
@@ -256,7 +264,8 @@ TEST(PepiApi, ClientReadsEchoedPromptLogprobs) {
   EXPECT_EQ(req["logprobs"], 5);
 }
 
-void expect_error(LoopbackServer& s, const std::string& body, int status, const std::string& needle) {
+void expect_error(LoopbackServer& s, const std::string& body, int status,
+                  const std::string& needle) {
   s.body = body;
   s.status = status;
   ApiOptions o;
@@ -276,14 +285,19 @@ TEST(PepiApi, MalformedResponsesGiveClearErrors) {
   expect_error(s, "not json", 200, "not JSON");
   expect_error(s, R"({"choices": []})", 200, "choices[0]");
   expect_error(s, R"({"choices": [{"text": ""}]})", 200, "logprobs is missing");
-  expect_error(s, R"({"choices": [{"logprobs": {"top_logprobs": [null]}}]})", 200, "1 top_logprobs entries");
-  expect_error(s, R"({"choices": [{"logprobs": {"top_logprobs": [null, 3, {}]}}]})", 200, "not an object");
-  expect_error(s, R"({"choices": [{"logprobs": {"top_logprobs": [null, {"token_id:x": -1}, {}]}}]})", 200,
-               "bad key");
-  expect_error(s, R"({"choices": [{"logprobs": {"top_logprobs": [null, {"token_id:3": "a"}, {}]}}]})", 200,
-               "not a number");
-  expect_error(s, R"({"choices": [{"logprobs": {"top_logprobs": [null, {"token_id:3": 2.0}, {}]}}]})", 200,
-               "not a log-probability");
+  expect_error(s, R"({"choices": [{"logprobs": {"top_logprobs": [null]}}]})", 200,
+               "1 top_logprobs entries");
+  expect_error(s, R"({"choices": [{"logprobs": {"top_logprobs": [null, 3, {}]}}]})", 200,
+               "not an object");
+  expect_error(s,
+               R"({"choices": [{"logprobs": {"top_logprobs": [null, {"token_id:x": -1}, {}]}}]})",
+               200, "bad key");
+  expect_error(s,
+               R"({"choices": [{"logprobs": {"top_logprobs": [null, {"token_id:3": "a"}, {}]}}]})",
+               200, "not a number");
+  expect_error(s,
+               R"({"choices": [{"logprobs": {"top_logprobs": [null, {"token_id:3": 2.0}, {}]}}]})",
+               200, "not a log-probability");
   expect_error(s, R"({"choices": [{"logprobs": {"top_logprobs": [null, {"the": -1}, {}]}}]})", 200,
                "no tokenizer");
   expect_error(s, R"({"error": {"message": "model not found"}})", 404, "HTTP 404");
