@@ -1,9 +1,14 @@
 // Matrix-vector throughput of the packed kernels per weight type at 4096x4096: bytes of weights
 // read per second, 1 and 2 threads, each ISA. Also the activation packing and the f32 reference.
 // Weights are random block bytes with finite f16 scales: throughput does not depend on the values.
+// BM_matvec_mem is the memory-bound decode case: >= 256 MiB of weights in 4096 x 4096 matrices
+// cycled so none is still in L3 when its turn comes, reported as bytes/s and as a ratio (x_probe)
+// to a 2-thread read of the same buffer size measured in the same run (BM_read_probe).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -13,6 +18,10 @@
 
 #include "epwa/half.hpp"
 #include "epwa/quant.hpp"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 using namespace epwa;
 
@@ -129,6 +138,136 @@ void matvec_args(benchmark::internal::Benchmark* b) {
       }
 }
 BENCHMARK(BM_matvec)->Apply(matvec_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// --- memory-bound decode -------------------------------------------------------------------------
+constexpr int64_t kMemBytes = int64_t{256} << 20;
+
+// Matrices of kRows x kCols of type t, together >= kMemBytes. Only the last type asked for is kept
+// (the buffers are large). Rows are 64 quantized Gaussian rows tiled: the kernels' speed does not
+// depend on the values, and tiling keeps set-up fast.
+struct MemSet {
+  DType t{};
+  int64_t rb = 0, mats = 0;
+  std::vector<std::byte> w;
+};
+const MemSet& mem_weights(DType t) {
+  static MemSet s;
+  if (!s.w.empty() && s.t == t) return s;
+  s.t = t;
+  s.rb = dtype_bytes(t, kCols);
+  s.mats = (kMemBytes + s.rb * kRows - 1) / (s.rb * kRows) + 1;
+  s.w.assign(0, std::byte{});
+  s.w.shrink_to_fit();
+  s.w.resize(static_cast<size_t>(s.rb * kRows * s.mats));
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g(0.0f, 0.02f);
+  std::vector<float> row(kCols);
+  const int64_t tile = 64;
+  for (int64_t r = 0; r < tile; ++r) {
+    for (float& v : row) v = g(rng);
+    quantize_row(t, row.data(), s.w.data() + r * s.rb, kCols);
+  }
+  const auto tile_bytes = static_cast<size_t>(tile * s.rb);
+  for (size_t o = tile_bytes; o < s.w.size(); o += tile_bytes)
+    std::memcpy(s.w.data() + o, s.w.data(), std::min(tile_bytes, s.w.size() - o));
+  return s;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) uint64_t read_sum(const std::byte* p, size_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 32)));
+    a2 = _mm256_add_epi64(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 64)));
+    a3 = _mm256_add_epi64(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 96)));
+  }
+  const __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+  alignas(32) uint64_t v[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v), s);
+  return v[0] + v[1] + v[2] + v[3];
+}
+#else
+uint64_t read_sum(const std::byte* p, size_t n) {
+  uint64_t s = 0;
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    s += v;
+  }
+  return s;
+}
+#endif
+
+// Seconds for `threads` threads to read a kMemBytes buffer once (best of `reps`).
+double read_seconds(int threads, int reps) {
+  static std::vector<std::byte> buf(static_cast<size_t>(kMemBytes), std::byte{1});
+  Spinners pool(threads);
+  std::atomic<uint64_t> sink{0};
+  double best = 1e30;
+  for (int k = 0; k < reps; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.run([&](int part) {
+      const size_t lo = buf.size() * part / threads, hi = buf.size() * (part + 1) / threads;
+      sink += read_sum(buf.data() + lo, hi - lo);
+    });
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  benchmark::DoNotOptimize(sink.load());
+  return best;
+}
+// The 2-thread read bandwidth, measured once per run.
+double probe_bytes_per_second() {
+  static const double bps = static_cast<double>(kMemBytes) / read_seconds(2, 5);
+  return bps;
+}
+
+void BM_read_probe(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  for (auto _ : state) state.SetIterationTime(read_seconds(threads, 1));
+  state.SetBytesProcessed(state.iterations() * kMemBytes);
+  state.SetLabel("read t" + std::to_string(threads));
+}
+BENCHMARK(BM_read_probe)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+void BM_matvec_mem(benchmark::State& state) {
+  const auto t = static_cast<DType>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const double probe = probe_bytes_per_second();
+  const MemSet& m = mem_weights(t);
+  std::vector<float> x(kCols), y(kRows);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> g;
+  for (float& v : x) v = g(rng);
+  PackedVector p;
+  Spinners pool(threads);
+  int64_t k = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    const std::byte* w = m.w.data() + (k++ % m.mats) * m.rb * kRows;
+    p.pack(t, x);
+    pool.run([&](int part) {
+      const int64_t lo = kRows * part / threads, hi = kRows * (part + 1) / threads;
+      vec_dot_rows(w, m.rb, p, lo, hi, y.data());
+    });
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double bytes = static_cast<double>(state.iterations() * m.rb * kRows);
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+  state.counters["x_probe"] = bytes / secs / probe;
+  state.counters["probe_GBps"] = probe / 1e9;
+  state.SetLabel(std::string(dtype_name(t)) + " t" + std::to_string(threads) + " " +
+                 std::to_string(m.mats) + " mats");
+}
+void matvec_mem_args(benchmark::internal::Benchmark* b) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::F16, DType::Q4_K, DType::Q6_K, DType::Q5_K,
+                  DType::BF16, DType::F32, DType::Q4_1, DType::Q5_0, DType::Q5_1})
+    for (int threads : {1, 2}) b->Args({static_cast<int64_t>(t), threads});
+}
+BENCHMARK(BM_matvec_mem)->Apply(matvec_mem_args)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_pack(benchmark::State& state) {
   const auto t = static_cast<DType>(state.range(0));

@@ -1,6 +1,7 @@
 // AVX2 kernels (with FMA and F16C): integer dot products of unpacked weight bytes with int8
 // activations through maddubs (u8 x s8 -> s16 pairs) and madd (s16 -> s32). Compiled for AVX2
 // by a target pragma, called only when cpu_features() says the CPU has it.
+#include <algorithm>
 #include <bit>
 
 #include "epwa/quant.hpp"
@@ -62,24 +63,176 @@ void dot_float(const std::byte* w, int64_t rb, const PackedVector& x, float* out
   }
 }
 
-template <int R>
-void dot_q8_0(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
+// Q8_0 and Q4_0 (decode kernels): eight blocks per step. Each block's products end as 8 int32
+// lanes; block_sums8 folds the eight blocks into one vector of exact int32 block sums, so the float
+// work per eight blocks is one f16x8 scale conversion, one multiply by the activation scales, one
+// convert and one FMA, instead of a scalar f16 conversion, a broadcast and an FMA per block.
+// Q4_0 keeps its nibbles unsigned (0..15, maddubs' unsigned operand) and subtracts 8 * sum(y) per
+// block in int32, which is exact (docs/KERNELS.md). The last nb % 8 blocks run the same code with
+// zero lanes, so a row's result does not depend on R or on how rows are split.
+
+// a = [b0 b1 b2 b3 | b0 b1 b2 b3] (two partial sums of blocks 0-3), b the same for blocks 4-7;
+// returns the eight block sums in order.
+inline __m256i block_sums8_pairs(__m256i a, __m256i b) {
+  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
+                          _mm256_permute2x128_si256(a, b, 0x31));
+}
+// p[j] holds 8 partial int32 sums of block j; returns [sum p0, ..., sum p7].
+inline __m256i block_sums8(const __m256i* p) {
+  return block_sums8_pairs(
+      _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3])),
+      _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7])));
+}
+
+// p[j] holds 16 int16 partial sums of block j, small enough that sums of 8 of them fit int16;
+// returns [sum p0, ..., sum p7] as int32.
+inline __m256i block_sums8_i16(const __m256i* p) {
+  const __m256i a = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+  const __m256i b = _mm256_hadd_epi16(_mm256_hadd_epi16(p[4], p[5]), _mm256_hadd_epi16(p[6], p[7]));
+  // a = [b0 b0 b1 b1 b2 b2 b3 b3 | the same for values 16-31 of each block], b for blocks 4-7
+  const __m256i one = _mm256_set1_epi16(1);
+  return block_sums8_pairs(_mm256_madd_epi16(a, one), _mm256_madd_epi16(b, one));
+}
+
+// The f16 fields at p, p + S, ..., p + 7S as floats: assembled in general registers (the integer
+// pipes are idle in these loops) and converted with one vcvtph2ps.
+template <int64_t S>
+inline __m256 f16x8(const std::byte* p) {
+  const auto h = [p](int j) { return static_cast<uint64_t>(load_u16(p + j * S)); };
+  const uint64_t lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
+  const uint64_t hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
+  return _mm256_cvtph_ps(
+      _mm_insert_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(lo)), static_cast<int64_t>(hi), 1));
+}
+// The same for the first m < 8 fields, the others 0.
+template <int64_t S>
+inline __m256 f16x8_part(const std::byte* p, int m) {
+  uint16_t h[8] = {};
+  for (int j = 0; j < m; ++j) h[j] = load_u16(p + j * S);
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+}
+
+// Activation side of a group of 8 (or m) blocks starting at block i: scales and, for Q4_0, 8 *
+// sums.
+struct ActGroup {
+  __m256 dx;
+  __m256i off;
+};
+template <bool OFF>
+inline ActGroup act_group(const PackedVector& x, int64_t i, int m) {
+  if (m == 8) {
+    __m256i off = _mm256_setzero_si256();
+    if constexpr (OFF)
+      off =
+          _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + i)), 3);
+    return {_mm256_loadu_ps(x.scales() + i), off};
+  }
+  float d[8] = {};
+  int32_t o[8] = {};
+  for (int j = 0; j < m; ++j) d[j] = x.scales()[i + j], o[j] = OFF ? 8 * x.sums()[i + j] : 0;
+  return {_mm256_loadu_ps(d), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(o))};
+}
+
+// Unpacked weights of one block, ready for dot_u8s8 against y (Q8_0: sign trick operands).
+// Q4_0's products stay int16 up to the block sums: a maddubs pair is at most 2 * 15 * 127 = 3810,
+// and three pairwise additions (hadd16 tree) reach 8 * 3810 = 30480 < 32767.
+struct Q4_0Op {
+  static constexpr int64_t kBytes = Q4_0::bytes;
+  static constexpr bool kOff = true;
+  using W = __m256i;
+  // [low nibbles | high nibbles] from one broadcast load (a load-unit op) and a per-lane shift:
+  // one shuffle-pipe op fewer than shift + vinserti128 (0.94 instead of 1.27 ns per block).
+  static W unpack(const std::byte* blk) {
+    const __m256i both = _mm256_broadcastsi128_si256(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + Q4_0::qs)));
+    return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)),
+                            _mm256_set1_epi8(0x0F));
+  }
+  static __m256i dot(W q, const int8_t* y) { return _mm256_maddubs_epi16(q, load256(y)); }
+  static __m256i sums(const __m256i* p) { return block_sums8_i16(p); }
+};
+struct Q8_0Op {
+  static constexpr int64_t kBytes = Q8_0::bytes;
+  static constexpr bool kOff = false;
+  using W = __m256i;
+  static W unpack(const std::byte* blk) { return load256(blk + Q8_0::qs); }
+  static __m256i dot(W q, const int8_t* y) {
+    return dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(load256(y), q));
+  }
+  static __m256i sums(const __m256i* p) { return block_sums8(p); }
+};
+
+// One row's contribution of m blocks (m == 8 in the main loop) starting at blk, block i.
+template <class Op>
+inline __m256 group_dot(const std::byte* blk, const int8_t* y, const ActGroup& a, int m,
+                        __m256 acc) {
+  __m256i p[8];
+  for (int j = 0; j < 8; ++j)
+    p[j] = j < m ? Op::dot(Op::unpack(blk + j * Op::kBytes), y + 32 * j) : _mm256_setzero_si256();
+  __m256i s = Op::sums(p);
+  if constexpr (Op::kOff) s = _mm256_sub_epi32(s, a.off);
+  const __m256 dw = m == 8 ? f16x8<Op::kBytes>(blk) : f16x8_part<Op::kBytes>(blk, m);
+  return _mm256_fmadd_ps(_mm256_mul_ps(dw, a.dx), _mm256_cvtepi32_ps(s), acc);
+}
+
+// Software prefetch of the weights kPrefetchBytes ahead of a group of N bytes being read: one row
+// is one sequential stream (and the next row follows it), and the hardware prefetcher alone left a
+// thread at ~80% of the bandwidth it reaches with this (docs/PERF.md). Prefetches never fault, so
+// running past the matrix end is harmless.
+constexpr int64_t kPrefetchBytes = 2048;
+template <int64_t N>
+inline void prefetch_ahead(const std::byte* p) {
+  for (int64_t o = 0; o < N; o += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + o), _MM_HINT_T0);
+}
+
+template <class Op, int R>
+void dot_grouped(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
+  const int64_t nb = x.size() / 32;
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < x.size() / 32; ++i) {
-    const __m256i y = load256(x.qs() + 32 * i);
-    const float dx = x.scales()[i];
-#pragma GCC unroll 4
+  int64_t i = 0;
+  for (; i + 8 <= nb; i += 8) {
+    const ActGroup a = act_group<Op::kOff>(x, i, 8);
+    const int8_t* y = x.qs() + 32 * i;
     for (int r = 0; r < R; ++r) {
-      const std::byte* blk = w + r * rb + i * Q8_0::bytes;
-      const __m256i q = load256(blk + Q8_0::qs);
-      // sign trick: |q| as u8 against y carrying q's sign
-      const __m256i p = dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-      acc[r] =
-          _mm256_fmadd_ps(_mm256_set1_ps(f16(blk + Q8_0::d) * dx), _mm256_cvtepi32_ps(p), acc[r]);
+      const std::byte* blk = w + r * rb + i * Op::kBytes;
+      prefetch_ahead<8 * Op::kBytes>(blk);
+      acc[r] = group_dot<Op>(blk, y, a, 8, acc[r]);
     }
   }
+  if (i < nb) {
+    const int m = static_cast<int>(nb - i);
+    const ActGroup a = act_group<Op::kOff>(x, i, m);
+    for (int r = 0; r < R; ++r)
+      acc[r] = group_dot<Op>(w + r * rb + i * Op::kBytes, x.qs() + 32 * i, a, m, acc[r]);
+  }
   for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+}
+
+// The same arithmetic for one row against V vectors (each block unpacked once).
+template <class Op, int V>
+void dot_grouped_v(const std::byte* w, const PackedVector* const* xs, float* out) {
+  const int64_t nb = xs[0]->size() / 32;
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; i += 8) {
+    const int m = static_cast<int>(std::min<int64_t>(8, nb - i));
+    const std::byte* blk = w + i * Op::kBytes;
+    typename Op::W q[8];
+    for (int j = 0; j < m; ++j) q[j] = Op::unpack(blk + j * Op::kBytes);
+    const __m256 dw = m == 8 ? f16x8<Op::kBytes>(blk) : f16x8_part<Op::kBytes>(blk, m);
+    for (int v = 0; v < V; ++v) {
+      const ActGroup a = act_group<Op::kOff>(*xs[v], i, m);
+      const int8_t* y = xs[v]->qs() + 32 * i;
+      __m256i p[8];
+      for (int j = 0; j < 8; ++j) p[j] = j < m ? Op::dot(q[j], y + 32 * j) : _mm256_setzero_si256();
+      __m256i s = Op::sums(p);
+      if constexpr (Op::kOff) s = _mm256_sub_epi32(s, a.off);
+      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, a.dx), _mm256_cvtepi32_ps(s), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]);
 }
 
 // Q4_0/Q5_0 (M == 0): values made signed (q - OFF) and multiplied with the sign trick.
@@ -239,25 +392,6 @@ void dot_small_v(const std::byte* w, const PackedVector* const* xs, float* out) 
   for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]) + corr[v];
 }
 
-template <int V>
-void dot_q8_0_v(const std::byte* w, const PackedVector* const* xs, float* out) {
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < xs[0]->size() / 32; ++i) {
-    const std::byte* blk = w + i * Q8_0::bytes;
-    const __m256i q = load256(blk + Q8_0::qs);
-    const __m256i qa = _mm256_sign_epi8(q, q);
-    const float dw = f16(blk + Q8_0::d);
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) {
-      const __m256i p = dot_u8s8(qa, _mm256_sign_epi8(load256(xs[v]->qs() + 32 * i), q));
-      acc[v] =
-          _mm256_fmadd_ps(_mm256_set1_ps(dw * xs[v]->scales()[i]), _mm256_cvtepi32_ps(p), acc[v]);
-    }
-  }
-  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]);
-}
-
 template <bool FIVE, int V>
 void dot_k_affine_v(const std::byte* w, const PackedVector* const* xs, float* out) {
   constexpr size_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
@@ -378,9 +512,9 @@ RowsDot rows_kernel(DType t) {
     case DType::BF16:
       return dot_float<2, R>;
     case DType::Q8_0:
-      return dot_q8_0<R>;
+      return dot_grouped<Q8_0Op, R>;
     case DType::Q4_0:
-      return dot_small<Q4_0::d, 0, 0, Q4_0::qs, Q4_0::bytes, 8, R>;
+      return dot_grouped<Q4_0Op, R>;
     case DType::Q4_1:
       return dot_small<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, R>;
     case DType::Q5_0:
@@ -402,9 +536,9 @@ RowsDot rows_kernel(DType t) {
 RowMultiDot row_dot4v_avx2(DType t) {
   switch (t) {
     case DType::Q8_0:
-      return dot_q8_0_v<4>;
+      return dot_grouped_v<Q8_0Op, 4>;
     case DType::Q4_0:
-      return dot_small_v<Q4_0::d, 0, 0, Q4_0::qs, Q4_0::bytes, 8, 4>;
+      return dot_grouped_v<Q4_0Op, 4>;
     case DType::Q4_1:
       return dot_small_v<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, 4>;
     case DType::Q5_0:
@@ -475,9 +609,9 @@ RowDot row_dot_avx2(DType t) {
     case DType::BF16:
       return one_row<dot_float<2, 1>>;
     case DType::Q8_0:
-      return one_row<dot_q8_0<1>>;
+      return one_row<dot_grouped<Q8_0Op, 1>>;
     case DType::Q4_0:
-      return one_row<dot_small<Q4_0::d, 0, 0, Q4_0::qs, Q4_0::bytes, 8, 1>>;
+      return one_row<dot_grouped<Q4_0Op, 1>>;
     case DType::Q4_1:
       return one_row<dot_small<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, 1>>;
     case DType::Q5_0:
