@@ -3,6 +3,7 @@
 // by a target pragma, called only when cpu_features() says the CPU has it.
 #include <algorithm>
 #include <bit>
+#include <cstring>
 
 #include "epwa/quant.hpp"
 #include "quant/blocks.hpp"
@@ -265,53 +266,103 @@ void dot_small(const std::byte* w, int64_t rb, const PackedVector& x, float* out
   for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + corr[r];
 }
 
-template <bool FIVE, int R>
-void dot_k_affine(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
-  constexpr size_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
-  constexpr size_t off_qs = FIVE ? Q5_K::qs : Q4_K::qs;
-  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  __m256 acc[R];
-  float corr[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0.0f;
-  for (int64_t b = 0; b < x.size() / 256; ++b) {
-    const int8_t* y0 = x.qs() + 256 * b;
-    const int32_t* bs = x.sums() + 16 * b;
-    const float dx = x.scales()[b];
-    for (int r = 0; r < R; ++r) {
-      const std::byte* blk = w + r * rb + b * bytes;
-      const uint8_t* sc = u8(blk + Q4_K::scales);
-      const uint8_t* q = u8(blk + off_qs);
-      const int8_t* y = y0;
-      __m256i qh;
-      if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
-      __m256i sumi = _mm256_setzero_si256();
-      int32_t summ = 0;
-      for (int c = 0; c < 4; ++c, q += 32, y += 64) {
-        uint8_t s0, m0, s1, m1;
-        scale_min_k4(2 * c, sc, s0, m0);
-        scale_min_k4(2 * c + 1, sc, s1, m1);
-        const __m256i raw = load256(q);
-        __m256i v0 = _mm256_and_si256(raw, low4),
-                v1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-        if constexpr (FIVE) {
-          v0 = _mm256_or_si256(
-              v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
-          v1 = _mm256_or_si256(
-              v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
-        }
-        const __m256i p0 =
-            _mm256_madd_epi16(_mm256_maddubs_epi16(v0, load256(y)), _mm256_set1_epi16(s0));
-        const __m256i p1 =
-            _mm256_madd_epi16(_mm256_maddubs_epi16(v1, load256(y + 32)), _mm256_set1_epi16(s1));
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-        summ += m0 * (bs[4 * c] + bs[4 * c + 1]) + m1 * (bs[4 * c + 2] + bs[4 * c + 3]);
-      }
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk + Q4_K::d) * dx), _mm256_cvtepi32_ps(sumi),
-                               acc[r]);
-      corr[r] -= f16(blk + Q4_K::dmin) * dx * static_cast<float>(summ);
+// Q4_K/Q5_K. Per super-block the weights are unpacked once (KAffineBlock) and then dotted with
+// one activation vector (k_affine_dot); the R-row and V-vector kernels share both, so their
+// results are identical. The 6-bit scales and mins are decoded with 32-bit integer operations and
+// reach the vector unit as one register; each sub-block's scale is broadcast from it by a shuffle
+// (no scalar-to-vector move per sub-block), and the mins' correction is one vector multiply with
+// the activation sums of the eight sub-blocks.
+template <bool FIVE>
+struct KAffineBlock {
+  __m256i v[8];  // sub-block values 0..15 (0..31 for Q5_K), u8
+  __m256i sc;    // [s0..s7 | s0..s7] int16
+  __m256i mins;  // m0..m7 int32
+  __m128 dd;     // [d, dmin, ., .]
+};
+
+template <bool FIVE>
+inline void k_affine_unpack(const std::byte* blk, KAffineBlock<FIVE>& k) {
+  const uint8_t* q = u8(blk + Q4_K::scales);
+  uint32_t u[3];
+  std::memcpy(u, q, 12);
+  // scale_min_k4 for four sub-blocks at once: bytes j of the 32-bit words are sub-blocks j, j + 4
+  const uint32_t s03 = u[0] & 0x3f3f3f3f, m03 = u[1] & 0x3f3f3f3f;
+  const uint32_t s47 = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+  const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+  const __m128i sm = _mm_set_epi32(static_cast<int>(m47), static_cast<int>(m03),
+                                   static_cast<int>(s47), static_cast<int>(s03));
+  k.sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+  k.mins = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
+  k.dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(blk + Q4_K::d))));
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const uint8_t* qs = u8(blk + (FIVE ? Q5_K::qs : Q4_K::qs));
+  __m256i qh;
+  if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
+  for (int c = 0; c < 4; ++c) {
+    const __m256i raw = load256(qs + 32 * c);
+    k.v[2 * c] = _mm256_and_si256(raw, low4);
+    k.v[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+    if constexpr (FIVE) {
+      const __m256i one = _mm256_set1_epi8(1);
+      k.v[2 * c] = _mm256_or_si256(
+          k.v[2 * c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+      k.v[2 * c + 1] = _mm256_or_si256(
+          k.v[2 * c + 1],
+          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
     }
   }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + corr[r];
+}
+
+// Super-block b of x against an unpacked block, accumulated into acc.
+template <bool FIVE>
+inline __m256 k_affine_dot(const KAffineBlock<FIVE>& k, const PackedVector& x, int64_t b,
+                           __m256 acc) {
+  const int8_t* y = x.qs() + 256 * b;
+  __m256i sumi = _mm256_setzero_si256();
+  for (int j = 0; j < 8; ++j) {
+    // int16 lane pair 2j, 2j+1 of each 128-bit half holds s_j
+    const __m256i sj =
+        _mm256_shuffle_epi8(k.sc, _mm256_set1_epi16(static_cast<int16_t>(0x0100 + 0x0202 * j)));
+    sumi = _mm256_add_epi32(
+        sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(k.v[j], load256(y + 32 * j)), sj));
+  }
+  // sums of 32 activations: [S0 S1 S4 S5 | S2 S3 S6 S7] from the 16 sums of 16, then in order
+  const int32_t* bs = x.sums() + 16 * b;
+  const __m256i s32 =
+      _mm256_permute4x64_epi64(_mm256_hadd_epi32(load256(bs), load256(bs + 8)), 0xD8);
+  const __m256i msum = _mm256_mullo_epi32(k.mins, s32);
+  const __m128 f = _mm_mul_ps(k.dd, _mm_set1_ps(x.scales()[b]));  // [d dx, dmin dx]
+  acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(f), _mm256_cvtepi32_ps(sumi), acc);
+  return _mm256_fnmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(f)), _mm256_cvtepi32_ps(msum), acc);
+}
+
+template <bool FIVE, int R>
+void dot_k_affine(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
+  constexpr int64_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < x.size() / 256; ++b)
+    for (int r = 0; r < R; ++r) {
+      const std::byte* blk = w + r * rb + b * bytes;
+      prefetch_ahead<bytes>(blk);
+      KAffineBlock<FIVE> k;
+      k_affine_unpack(blk, k);
+      acc[r] = k_affine_dot(k, x, b, acc[r]);
+    }
+  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
+}
+
+template <bool FIVE, int V>
+void dot_k_affine_v(const std::byte* w, const PackedVector* const* xs, float* out) {
+  constexpr int64_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < xs[0]->size() / 256; ++b) {
+    KAffineBlock<FIVE> k;
+    k_affine_unpack(w + b * bytes, k);
+    for (int v = 0; v < V; ++v) acc[v] = k_affine_dot(k, *xs[v], b, acc[v]);
+  }
+  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]);
 }
 
 template <int R>
@@ -387,57 +438,6 @@ void dot_small_v(const std::byte* w, const PackedVector* const* xs, float* out) 
         corr[v] += f16(blk + M) * (dx * static_cast<float>(x.sums()[i]));
       }
       acc[v] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(p), acc[v]);
-    }
-  }
-  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]) + corr[v];
-}
-
-template <bool FIVE, int V>
-void dot_k_affine_v(const std::byte* w, const PackedVector* const* xs, float* out) {
-  constexpr size_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
-  constexpr size_t off_qs = FIVE ? Q5_K::qs : Q4_K::qs;
-  const __m256i low4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  __m256 acc[V];
-  float corr[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps(), corr[v] = 0.0f;
-  for (int64_t b = 0; b < xs[0]->size() / 256; ++b) {
-    const std::byte* blk = w + b * bytes;
-    const uint8_t* sc = u8(blk + Q4_K::scales);
-    const uint8_t* q = u8(blk + off_qs);
-    __m256i qh;
-    if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
-    __m256i sumi[V];
-    int32_t summ[V];
-    for (int v = 0; v < V; ++v) sumi[v] = _mm256_setzero_si256(), summ[v] = 0;
-    for (int c = 0; c < 4; ++c, q += 32) {
-      uint8_t s0, m0, s1, m1;
-      scale_min_k4(2 * c, sc, s0, m0);
-      scale_min_k4(2 * c + 1, sc, s1, m1);
-      const __m256i raw = load256(q);
-      __m256i v0 = _mm256_and_si256(raw, low4),
-              v1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-      if constexpr (FIVE) {
-        v0 = _mm256_or_si256(
-            v0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
-        v1 = _mm256_or_si256(
-            v1, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
-      }
-      const __m256i sc0 = _mm256_set1_epi16(s0), sc1 = _mm256_set1_epi16(s1);
-#pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) {
-        const int8_t* y = xs[v]->qs() + 256 * b + 64 * c;
-        const int32_t* bs = xs[v]->sums() + 16 * b;
-        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(v0, load256(y)), sc0);
-        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(v1, load256(y + 32)), sc1);
-        sumi[v] = _mm256_add_epi32(sumi[v], _mm256_add_epi32(p0, p1));
-        summ[v] += m0 * (bs[4 * c] + bs[4 * c + 1]) + m1 * (bs[4 * c + 2] + bs[4 * c + 3]);
-      }
-    }
-    const float d = f16(blk + Q4_K::d), dmin = f16(blk + Q4_K::dmin);
-    for (int v = 0; v < V; ++v) {
-      const float dx = xs[v]->scales()[b];
-      acc[v] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(sumi[v]), acc[v]);
-      corr[v] -= dmin * dx * static_cast<float>(summ[v]);
     }
   }
   for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]) + corr[v];
