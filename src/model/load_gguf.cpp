@@ -1,9 +1,11 @@
-// Loads a llama.cpp-convention GGUF (architecture "llama" with experts): memory-mapped; only Q and K
-// are copied, to undo the converter's row permutation.
+// Loads a llama.cpp-convention GGUF (architecture "llama" with experts): memory-mapped; only Q and
+// K are copied, to undo the converter's row permutation (their mapped pages are then given back).
+#include <algorithm>
 #include <memory>
 
 #include "epwa/error.hpp"
 #include "epwa/gguf.hpp"
+#include "epwa/memory.hpp"
 #include "epwa/ops.hpp"
 #include "gguf_names.hpp"
 #include "loaders.hpp"
@@ -20,17 +22,20 @@ struct GgufStorage {
 
 ModelConfig gguf_config(const GgufFile& f) {
   const std::string& arch = f.get_string("general.architecture");
-  check(arch == "llama", f.name() + ": architecture '" + arch + "' is not supported (expected llama)");
+  check(arch == "llama",
+        f.name() + ": architecture '" + arch + "' is not supported (expected llama)");
   const std::string a = arch + ".";
   ModelConfig c;
   c.hidden_size = static_cast<int32_t>(f.get_u32(a + "embedding_length"));
   c.num_layers = static_cast<int32_t>(f.get_u32(a + "block_count"));
   c.intermediate_size = static_cast<int32_t>(f.get_u32(a + "feed_forward_length"));
   c.num_heads = static_cast<int32_t>(f.get_u32(a + "attention.head_count"));
-  c.num_kv_heads = static_cast<int32_t>(f.find_u32(a + "attention.head_count_kv").value_or(c.num_heads));
+  c.num_kv_heads =
+      static_cast<int32_t>(f.find_u32(a + "attention.head_count_kv").value_or(c.num_heads));
   c.head_dim = static_cast<int32_t>(
-      f.find_u32(a + "attention.key_length").value_or(f.find_u32(a + "rope.dimension_count").value_or(
-          c.num_heads ? c.hidden_size / c.num_heads : 0)));
+      f.find_u32(a + "attention.key_length")
+          .value_or(f.find_u32(a + "rope.dimension_count")
+                        .value_or(c.num_heads ? c.hidden_size / c.num_heads : 0)));
   c.num_experts = static_cast<int32_t>(f.get_u32(a + "expert_count"));
   c.experts_per_token = static_cast<int32_t>(f.get_u32(a + "expert_used_count"));
   c.rope_theta = f.find_f32(a + "rope.freq_base").value_or(10000.0f);
@@ -53,8 +58,12 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
   auto unpermute = [&](const TensorView& t, int64_t heads) {
     const int64_t row_bytes = dtype_bytes(t.dtype, t.cols());
     check(t.rows() == heads * c.head_dim, "tensor " + t.name + " has " + std::to_string(t.rows()) +
-                                              " rows, expected " + std::to_string(heads * c.head_dim));
+                                              " rows, expected " +
+                                              std::to_string(heads * c.head_dim));
     st->owned.push_back(unpermute_qk_rows(t.data, heads, c.head_dim, row_bytes));
+    // The mapped original is never read again: drop its pages, so that the copy does not count
+    // twice in the resident memory (the file is mapped, see GgufStorage).
+    advise_dont_need(t.data.data(), t.data.size());
     TensorView out = t;
     out.data = st->owned.back();
     return out;
@@ -81,7 +90,8 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
       const TensorView& u = get(name("ffn_up_exps"));
       for (const TensorView* t : {&g, &d, &u})
         check(t->shape.size() == 3 && t->shape[0] == c.num_experts,
-              "tensor " + t->name + " is not a stack of " + std::to_string(c.num_experts) + " experts");
+              "tensor " + t->name + " is not a stack of " + std::to_string(c.num_experts) +
+                  " experts");
       for (int32_t e = 0; e < c.num_experts; ++e) {
         L.w1.push_back(expert_view(g, e));
         L.w2.push_back(expert_view(d, e));
@@ -98,6 +108,16 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
     w.layers.push_back(std::move(L));
   }
   check_weights(c, w);
+  // Start reading the weights in now (a no-op when the file is in the page cache already).
+  if (!f.tensors().empty()) {
+    const std::byte* lo = f.tensors().front().data.data();
+    const std::byte* hi = lo;
+    for (const TensorView& t : f.tensors()) {
+      lo = std::min(lo, t.data.data());
+      hi = std::max(hi, t.data.data() + t.data.size());
+    }
+    advise_will_need(lo, static_cast<size_t>(hi - lo));
+  }
   return std::make_unique<Model>(std::move(c), std::move(w), std::move(st), path, "gguf");
 }
 

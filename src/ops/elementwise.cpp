@@ -11,9 +11,10 @@ namespace epwa {
 
 void rmsnorm(std::span<const float> x, std::span<const float> weight, float eps,
              std::span<float> out) {
-  check(weight.size() == x.size() && out.size() == x.size(),
-        "rmsnorm: x has " + std::to_string(x.size()) + " values, weight " +
-            std::to_string(weight.size()) + ", out " + std::to_string(out.size()));
+  // Messages are built only on failure (here and below): these run once per token and layer.
+  if (weight.size() != x.size() || out.size() != x.size())
+    throw Error("rmsnorm: x has " + std::to_string(x.size()) + " values, weight " +
+                std::to_string(weight.size()) + ", out " + std::to_string(out.size()));
   if (x.empty()) return;
   // The mean of squares in double: no cancellation, and at most one rounding away from the exact
   // value that transformers' pairwise f32 sum approximates.
@@ -25,12 +26,12 @@ void rmsnorm(std::span<const float> x, std::span<const float> weight, float eps,
 }
 
 void rmsnorm(std::span<const float> x, const TensorView& weight, float eps, std::span<float> out) {
-  check(weight.numel() == static_cast<int64_t>(x.size()),
-        "rmsnorm: tensor '" + weight.name + "' has " + std::to_string(weight.numel()) +
-            " values, x has " + std::to_string(x.size()));
-  check(static_cast<int64_t>(weight.data.size()) == dtype_bytes(weight.dtype, weight.numel()),
-        "rmsnorm: tensor '" + weight.name + "' has " + std::to_string(weight.data.size()) +
-            " bytes of data for its shape");
+  if (weight.numel() != static_cast<int64_t>(x.size()))
+    throw Error("rmsnorm: tensor '" + weight.name + "' has " + std::to_string(weight.numel()) +
+                " values, x has " + std::to_string(x.size()));
+  if (static_cast<int64_t>(weight.data.size()) != dtype_bytes(weight.dtype, weight.numel()))
+    throw Error("rmsnorm: tensor '" + weight.name + "' has " + std::to_string(weight.data.size()) +
+                " bytes of data for its shape");
   thread_local std::vector<float> w;
   w.resize(x.size());
   to_f32(weight.dtype, weight.data.data(), w.data(), weight.numel());
@@ -55,8 +56,9 @@ void silu(std::span<float> x) {
 }
 
 void swiglu(std::span<float> gate, std::span<const float> up) {
-  check(gate.size() == up.size(), "swiglu: gate has " + std::to_string(gate.size()) +
-                                      " values, up " + std::to_string(up.size()));
+  if (gate.size() != up.size())
+    throw Error("swiglu: gate has " + std::to_string(gate.size()) + " values, up " +
+                std::to_string(up.size()));
   for (size_t i = 0; i < gate.size(); ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];

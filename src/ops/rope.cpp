@@ -33,9 +33,11 @@ void RopeTable::ensure(int64_t positions) {
 }
 
 void RopeTable::apply(std::span<float> x, int64_t pos) const {
-  check(static_cast<int64_t>(x.size()) == hd_, "rope: head vector has " + std::to_string(x.size()) +
-                                                   " values, head_dim is " + std::to_string(hd_));
-  check(pos >= 0, "rope: negative position " + std::to_string(pos));
+  // Messages are built only on failure: this runs once per head and token.
+  if (static_cast<int64_t>(x.size()) != hd_)
+    throw Error("rope: head vector has " + std::to_string(x.size()) + " values, head_dim is " +
+                std::to_string(hd_));
+  if (pos < 0) throw Error("rope: negative position " + std::to_string(pos));
   const int64_t half = hd_ / 2;
   if (pos < cached_positions()) {
     const float* c = cos_.data() + pos * half;

@@ -18,58 +18,81 @@
 
 namespace epwa {
 namespace {
-// Waiting for a job or for the workers: spin briefly (decode issues thousands of small jobs per
-// second and a futex wake costs more than a short spin), then yield so that an oversubscribed core
+// Waiting for a job or for the last chunks: spin briefly (decode issues hundreds of small jobs per
+// token and a futex wake costs more than a short spin), then yield so that an oversubscribed core
 // runs whoever has work, then sleep on a futex.
 constexpr int kSpinRounds = 256, kYieldRounds = 64;
 
 // The pool whose job this thread is running (caller or worker), to run nested calls serially.
 thread_local const ThreadPool* tls_active = nullptr;
 
+// Spins, yields, then sleeps on `a` until done(a) holds. `sleepers` counts the threads that may be
+// asleep on `a`, so that the notifying side makes the futex call only when someone sleeps.
 template <class T, class Pred>
-void spin_then_wait(std::atomic<T>& a, Pred done) {
+void spin_then_wait(std::atomic<T>& a, std::atomic<int>& sleepers, Pred done) {
   for (int i = 0; i < kSpinRounds + kYieldRounds; ++i) {
-    const T v = a.load(std::memory_order_acquire);
-    if (done(v)) return;
+    if (done(a.load(std::memory_order_acquire))) return;
     if (i < kSpinRounds)
       EPWA_PAUSE();
     else
       std::this_thread::yield();
   }
   for (;;) {
-    const T v = a.load(std::memory_order_acquire);
-    if (done(v)) return;
-    a.wait(v, std::memory_order_acquire);
+    sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const T v = a.load(std::memory_order_seq_cst);
+    if (!done(v)) a.wait(v, std::memory_order_acquire);
+    sleepers.fetch_sub(1, std::memory_order_relaxed);
+    if (done(a.load(std::memory_order_acquire))) return;
   }
 }
 }  // namespace
 
+// A job is published as one 64-bit word: its number (high half) and the count of chunks not yet
+// claimed (low half). Threads claim chunk `remaining - 1` by compare-and-swap against the job
+// number they saw, so a worker that wakes late can never claim a chunk of a later job, and the
+// caller waits only for chunks that were claimed, never for a worker that has not started (on a
+// busy machine a descheduled worker no longer stalls every job).
 struct ThreadPool::State {
   std::vector<std::thread> workers;
   std::mutex run_mutex;  // one job at a time when several outside threads share the pool
-  // The current job.
+  // The current job; written before `word` publishes it, stable while any of its chunks is open.
   Task task = nullptr;
   void* ctx = nullptr;
-  int64_t n = 0, chunk = 1, n_chunks = 0;
-  std::atomic<int64_t> next{0};
-  std::atomic<uint32_t> generation{0};  // bumped to start a job (or to stop)
-  std::atomic<uint32_t> pending{0};     // workers that have not finished the current job
+  int64_t n = 0, chunk = 1;
+  uint32_t n_chunks = 0;
+  std::atomic<uint64_t> word{0};
+  std::atomic<uint32_t> done{0};   // chunks finished (run or skipped after an error)
+  std::atomic<uint32_t> epoch{0};  // bumped per job (and to stop): what idle workers sleep on
+  std::atomic<int> epoch_sleepers{0}, done_sleepers{0};
+  std::atomic<bool> failed{false};
   bool stop = false;
   std::mutex error_mutex;
   std::exception_ptr error;
 
-  void work() {
+  // Claims and runs chunks of job `job` until none is left.
+  void work(uint32_t job) {
+    uint64_t w = word.load(std::memory_order_acquire);
     for (;;) {
-      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= n_chunks) return;
-      const int64_t b = c * chunk;
-      try {
-        task(ctx, b, std::min(n, b + chunk));
-      } catch (...) {
-        std::lock_guard lock(error_mutex);
-        if (!error) error = std::current_exception();
-        next.store(n_chunks, std::memory_order_relaxed);  // skip the remaining chunks
+      if (static_cast<uint32_t>(w >> 32) != job || static_cast<uint32_t>(w) == 0) return;
+      if (!word.compare_exchange_weak(w, w - 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire))
+        continue;
+      // The job cannot finish before this chunk does: its fields are stable until then.
+      const uint32_t total = n_chunks;
+      const int64_t b = static_cast<int64_t>(static_cast<uint32_t>(w) - 1) * chunk;
+      if (!failed.load(std::memory_order_relaxed)) {
+        try {
+          task(ctx, b, std::min(n, b + chunk));
+        } catch (...) {
+          std::lock_guard lock(error_mutex);
+          if (!error) error = std::current_exception();
+          failed.store(true, std::memory_order_relaxed);  // skip the remaining chunks
+        }
       }
+      if (done.fetch_add(1, std::memory_order_seq_cst) + 1 == total &&
+          done_sleepers.load(std::memory_order_seq_cst) > 0)
+        done.notify_all();
+      w = word.load(std::memory_order_acquire);
     }
   }
 };
@@ -99,8 +122,8 @@ ThreadPool::~ThreadPool() {
   {
     std::lock_guard lock(s_->run_mutex);
     s_->stop = true;
-    s_->generation.fetch_add(1, std::memory_order_release);
-    s_->generation.notify_all();
+    s_->epoch.fetch_add(1, std::memory_order_seq_cst);
+    s_->epoch.notify_all();
   }
   for (auto& t : s_->workers) t.join();
 }
@@ -108,22 +131,25 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_loop() {
   State& s = *s_;
   tls_active = this;
-  // Generation 0 is the state at construction: a job started before this thread ran is still seen.
+  // Epoch 0 is the state at construction: a job started before this thread ran is still seen.
   uint32_t seen = 0;
   for (;;) {
-    spin_then_wait(s.generation, [&](uint32_t g) { return g != seen; });
-    seen = s.generation.load(std::memory_order_acquire);
+    spin_then_wait(s.epoch, s.epoch_sleepers, [&](uint32_t e) { return e != seen; });
+    seen = s.epoch.load(std::memory_order_acquire);
     if (s.stop) return;
-    s.work();
-    if (s.pending.fetch_sub(1, std::memory_order_acq_rel) == 1) s.pending.notify_one();
+    // The job number is the epoch that published it (see run()).
+    s.work(seen);
   }
 }
 
 void ThreadPool::run(int64_t n, int64_t grain, Task task, void* ctx) {
   if (n <= 0) return;
   grain = std::max<int64_t>(grain, 1);
-  // About four chunks per thread balance uneven progress without much atomic traffic.
-  const int64_t chunk = std::max(grain, (n + 4 * threads_ - 1) / (4 * threads_));
+  // Sixteen chunks per thread: a claim is one compare-and-swap, and small chunks keep a job's tail
+  // short (the thread that runs out of chunks first idles for at most one chunk of the other's).
+  constexpr int64_t kChunksPerThread = 16;
+  const int64_t chunk =
+      std::max(grain, (n + kChunksPerThread * threads_ - 1) / (kChunksPerThread * threads_));
   if (threads_ == 1 || n <= chunk || tls_active == this) {
     task(ctx, 0, n);
     return;
@@ -134,18 +160,21 @@ void ThreadPool::run(int64_t n, int64_t grain, Task task, void* ctx) {
   s.ctx = ctx;
   s.n = n;
   s.chunk = chunk;
-  s.n_chunks = (n + chunk - 1) / chunk;
-  s.next.store(0, std::memory_order_relaxed);
+  s.n_chunks = static_cast<uint32_t>((n + chunk - 1) / chunk);
+  s.done.store(0, std::memory_order_relaxed);
+  s.failed.store(false, std::memory_order_relaxed);
   s.error = nullptr;
-  s.pending.store(static_cast<uint32_t>(threads_ - 1), std::memory_order_relaxed);
-  s.generation.fetch_add(1, std::memory_order_release);
-  s.generation.notify_all();
+  const uint32_t job = s.epoch.load(std::memory_order_relaxed) + 1;
+  s.word.store(uint64_t{job} << 32 | s.n_chunks, std::memory_order_release);
+  s.epoch.store(job, std::memory_order_seq_cst);
+  if (s.epoch_sleepers.load(std::memory_order_seq_cst) > 0) s.epoch.notify_all();
 
   const ThreadPool* outer = tls_active;
   tls_active = this;
-  s.work();
+  s.work(job);
   tls_active = outer;
-  spin_then_wait(s.pending, [](uint32_t p) { return p == 0; });
+  const uint32_t total = s.n_chunks;
+  spin_then_wait(s.done, s.done_sleepers, [&](uint32_t d) { return d == total; });
   if (s.error) std::rethrow_exception(s.error);
 }
 

@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <string>
 #include <utility>
 
 #include "epwa/error.hpp"
+#include "epwa/memory.hpp"
 #include "epwa/platform.hpp"
 
 namespace epwa {
@@ -53,7 +55,9 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   return *this;
 }
 
-MappedFile::~MappedFile() { release(); }
+MappedFile::~MappedFile() {
+  release();
+}
 
 void MappedFile::release() noexcept {
   if (addr_) ::munmap(addr_, size_);
@@ -76,7 +80,8 @@ uint64_t meminfo_kb(const std::string& key) {
 uint64_t available_memory_bytes() {
   const uint64_t kb = meminfo_kb("MemAvailable");
   if (kb) return kb * 1024;
-  return static_cast<uint64_t>(::sysconf(_SC_AVPHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  return static_cast<uint64_t>(::sysconf(_SC_AVPHYS_PAGES)) *
+         static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 }
 
 uint64_t peak_rss_bytes() {
@@ -85,17 +90,89 @@ uint64_t peak_rss_bytes() {
   return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports kilobytes
 }
 
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// The whole pages inside [addr, addr + bytes) aligned to `align`, as [begin, end).
+std::pair<uintptr_t, uintptr_t> inner_range(const void* addr, size_t bytes, size_t align) {
+  const auto a = reinterpret_cast<uintptr_t>(addr);
+  return {(a + align - 1) & ~(align - 1), (a + bytes) & ~(align - 1)};
+}
+
+size_t page_size() {
+  static const size_t p = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  return p;
+}
+}  // namespace
+
 void advise_huge_pages(void* addr, size_t bytes) {
 #ifdef MADV_HUGEPAGE
-  constexpr size_t kHuge = size_t{2} << 20;
-  if (bytes < kHuge) return;
-  const auto begin = (reinterpret_cast<uintptr_t>(addr) + kHuge - 1) & ~(kHuge - 1);
-  const auto end = (reinterpret_cast<uintptr_t>(addr) + bytes) & ~(kHuge - 1);
+  if (bytes < kHugePage) return;
+  const auto [begin, end] = inner_range(addr, bytes, kHugePage);
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 #else
   (void)addr;
   (void)bytes;
 #endif
+}
+
+void advise_will_need(const void* addr, size_t bytes) {
+  // madvise wants a page-aligned start; widening to the enclosing pages is harmless for a hint.
+  const auto a = reinterpret_cast<uintptr_t>(addr) & ~(page_size() - 1);
+  const size_t len = reinterpret_cast<uintptr_t>(addr) + bytes - a;
+  if (bytes > 0) ::madvise(reinterpret_cast<void*>(a), len, MADV_WILLNEED);
+}
+
+void advise_dont_need(const void* addr, size_t bytes) {
+  // Only whole pages inside the range: a neighbouring tensor sharing a page stays resident.
+  const auto [begin, end] = inner_range(addr, bytes, page_size());
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
+LargeBuffer::LargeBuffer(size_t bytes) {
+  if (bytes == 0) return;
+  const size_t page = page_size();
+  const size_t len = (bytes + page - 1) / page * page;
+  // Over-map by one alignment unit and trim both ends, so that huge pages can back every 2 MB.
+  const size_t align = len >= kHugePage ? kHugePage : page;
+  const size_t total = len + align - page;
+  void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    throw Error("cannot allocate a buffer of " + std::to_string(bytes) +
+                " bytes: " + std::strerror(errno));
+  const auto base = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t a = (base + align - 1) & ~(align - 1);
+  if (a > base) ::munmap(p, a - base);
+  if (base + total > a + len) ::munmap(reinterpret_cast<void*>(a + len), base + total - a - len);
+  addr_ = reinterpret_cast<void*>(a);
+  size_ = bytes;
+  mapped_ = len;
+  advise_huge_pages(addr_, len);
+}
+
+LargeBuffer::LargeBuffer(LargeBuffer&& o) noexcept
+    : addr_(std::exchange(o.addr_, nullptr)),
+      size_(std::exchange(o.size_, 0)),
+      mapped_(std::exchange(o.mapped_, 0)) {}
+
+LargeBuffer& LargeBuffer::operator=(LargeBuffer&& o) noexcept {
+  if (this != &o) {
+    release();
+    addr_ = std::exchange(o.addr_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+    mapped_ = std::exchange(o.mapped_, 0);
+  }
+  return *this;
+}
+
+LargeBuffer::~LargeBuffer() {
+  release();
+}
+
+void LargeBuffer::release() noexcept {
+  if (addr_) ::munmap(addr_, mapped_);
+  addr_ = nullptr;
+  size_ = mapped_ = 0;
 }
 
 const CpuFeatures& cpu_features() {

@@ -1,0 +1,37 @@
+// The platform layer's memory side: large anonymous buffers with huge pages, and hints for mapped
+// files. Implemented per OS in src/platform/ (no-ops where the OS has no such hint).
+#pragma once
+#include <cstddef>
+
+namespace epwa {
+
+// Zero-filled anonymous memory for large buffers (KV cache, scratch): page-aligned (2 MB aligned
+// when at least 2 MB), advised for huge pages, and resident only once touched. Move-only; throws
+// Error when the OS refuses the allocation.
+class LargeBuffer {
+ public:
+  LargeBuffer() = default;
+  explicit LargeBuffer(size_t bytes);
+  LargeBuffer(LargeBuffer&& o) noexcept;
+  LargeBuffer& operator=(LargeBuffer&& o) noexcept;
+  LargeBuffer(const LargeBuffer&) = delete;
+  LargeBuffer& operator=(const LargeBuffer&) = delete;
+  ~LargeBuffer();
+
+  void* data() const { return addr_; }
+  size_t size() const { return size_; }
+
+ private:
+  void release() noexcept;
+  void* addr_ = nullptr;
+  size_t size_ = 0, mapped_ = 0;
+};
+
+// Hints for read-only file mappings (MappedFile's bytes); they never fail. The range will be read
+// soon (start reading it in), or will not be read again (drop its resident pages; a later read
+// faults them back in from the file). Never pass anonymous memory to advise_dont_need: its
+// contents would be lost.
+void advise_will_need(const void* addr, size_t bytes);
+void advise_dont_need(const void* addr, size_t bytes);
+
+}  // namespace epwa

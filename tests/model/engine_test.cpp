@@ -1,0 +1,150 @@
+// The engine's speed work keeps every result: decoding token by token gives bit-identical logits to
+// a batched prompt on quantized weights (the fused decode jobs against the per-expert matrix
+// products), a decoded token allocates nothing but its logits, gray-box detection stops at the
+// router and never touches the output head, and the platform's large buffers behave.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <new>
+
+#include "epwa/error.hpp"
+#include "epwa/load_options.hpp"
+#include "epwa/memory.hpp"
+#include "epwa/model.hpp"
+
+namespace fs = std::filesystem;
+
+// Counts allocations of this program while `g_count_allocs` is set (replaceable operator new).
+namespace {
+std::atomic<bool> g_count_allocs{false};
+std::atomic<int64_t> g_allocs{0};
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (g_count_allocs.load(std::memory_order_relaxed)) g_allocs.fetch_add(1);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+
+namespace {
+
+const fs::path kGqa = fs::path(EPWA_TEST_DATA_DIR) / "ref" / "gqa";
+
+std::unique_ptr<epwa::Model> load_quantized(epwa::LoadMode mode) {
+  epwa::LoadOptions o;
+  o.mode = mode;
+  o.use_cache = false;
+  o.warn = [](const std::string&) {};
+  return epwa::Model::load(kGqa, o);
+}
+
+// Each decoded token runs the fused jobs (Q/K/V together, all experts' gate+up, all downs); a
+// prompt runs one product per matrix and expert. On quantized weights both use the same row
+// kernels, so the logits agree to the bit.
+TEST(EngineDecode, BitIdenticalToBatchedPromptOnQuantizedWeights) {
+  for (epwa::LoadMode mode : {epwa::LoadMode::Bits4, epwa::LoadMode::Bits8}) {
+    auto model = load_quantized(mode);
+    const std::vector<int32_t> tokens{1, 17, 4, 300, 42, 42, 9, 250, 3, 77};
+    auto c1 = model->make_cache();
+    epwa::ForwardOptions all;
+    all.all_logits = true;
+    const auto batched = model->forward(tokens, c1, all);
+    auto c2 = model->make_cache(3);  // grows twice on the way
+    const int64_t v = model->config().vocab_size;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const auto one = model->forward(std::span(tokens).subspan(i, 1), c2);
+      ASSERT_EQ(one.size(), static_cast<size_t>(v));
+      for (int64_t t = 0; t < v; ++t)
+        ASSERT_EQ(one[t], batched[i * v + t])
+            << "mode " << static_cast<int>(mode) << " position " << i << " logit " << t;
+    }
+  }
+}
+
+// After a first token has sized the scratch, decoding allocates only the returned logits.
+TEST(EngineDecode, AllocatesOnlyTheLogits) {
+  auto model = load_quantized(epwa::LoadMode::Bits4);
+  auto cache = model->make_cache(64);
+  std::vector<int32_t> prompt{1, 5, 9, 13};
+  model->forward(prompt, cache);
+  int32_t tok = 7;
+  for (int i = 0; i < 3; ++i) model->forward({&tok, 1}, cache);  // warm the per-thread buffers
+  g_allocs = 0;
+  g_count_allocs = true;
+  for (int i = 0; i < 5; ++i) model->forward({&tok, 1}, cache);
+  g_count_allocs = false;
+  EXPECT_EQ(g_allocs.load(), 5);
+}
+
+struct LayerCounter : epwa::RouterObserver {
+  std::vector<int> per_layer = std::vector<int>(8, 0);
+  void observe(const epwa::RouterObservation& o) override { ++per_layer.at(o.layer); }
+};
+
+// Gray-box detection: with the output head and every layer after the router's made unreadable
+// (a byte short), the full forward fails but a stop_after_router pass runs, reports only the layers
+// up to the router's, and returns no logits.
+TEST(EngineDetect, StopAfterRouterNeverReadsLaterLayersOrTheHead) {
+  auto model = epwa::Model::load(kGqa);
+  ASSERT_GE(model->config().num_layers, 2);
+  epwa::ModelWeights w = model->weights();
+  w.head.data = w.head.data.first(w.head.data.size() - 1);
+  for (size_t l = 1; l < w.layers.size(); ++l) {
+    epwa::LayerWeights& L = w.layers[l];
+    L.wq.data = L.wq.data.first(L.wq.data.size() - 1);
+    for (auto& e : L.w1) e.data = e.data.first(e.data.size() - 1);
+  }
+  std::shared_ptr<const epwa::Model> keep(std::move(model));
+  epwa::Model broken(keep->config(), std::move(w), keep, keep->source(), keep->format());
+  const std::vector<int32_t> tokens{1, 17, 4, 300};
+  auto cache = broken.make_cache();
+  EXPECT_THROW(broken.forward(tokens, cache), epwa::Error);
+
+  LayerCounter rec;
+  epwa::ForwardOptions fo;
+  fo.observer = &rec;
+  fo.stop_after_router = 0;
+  auto c2 = broken.make_cache();
+  EXPECT_TRUE(broken.forward(tokens, c2, fo).empty());
+  EXPECT_EQ(rec.per_layer[0], 4);
+  EXPECT_EQ(rec.per_layer[1], 0);
+}
+
+TEST(LargeBuffer, ZeroFilledAlignedAndMovable) {
+  epwa::LargeBuffer small(100);
+  ASSERT_NE(small.data(), nullptr);
+  EXPECT_EQ(small.size(), 100u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 4096, 0u);
+  epwa::LargeBuffer big(5 << 20);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data()) % (2 << 20), 0u);
+  auto* p = static_cast<unsigned char*>(big.data());
+  for (size_t i = 0; i < big.size(); i += 4093) ASSERT_EQ(p[i], 0) << i;
+  p[big.size() - 1] = 7;
+  epwa::LargeBuffer moved(std::move(big));
+  EXPECT_EQ(big.data(), nullptr);
+  EXPECT_EQ(static_cast<unsigned char*>(moved.data())[moved.size() - 1], 7);
+  EXPECT_EQ(epwa::LargeBuffer().data(), nullptr);
+}
+
+// A copied cache carries its positions: continuing from the copy gives the same logits.
+TEST(EngineCache, CopyContinuesLikeTheOriginal) {
+  auto model = load_quantized(epwa::LoadMode::Bits8);
+  const std::vector<int32_t> prompt{1, 17, 4, 300, 42};
+  auto cache = model->make_cache(2);
+  model->forward(prompt, cache);
+  epwa::KvCache copy = cache;
+  EXPECT_EQ(copy.size(), 5);
+  int32_t tok = 9;
+  EXPECT_EQ(model->forward({&tok, 1}, cache), model->forward({&tok, 1}, copy));
+}
+
+}  // namespace
