@@ -17,6 +17,7 @@
 #include "epwa/model.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/quant.hpp"
+#include "epwa/quant_preset.hpp"
 #include "epwa/thread_pool.hpp"
 
 namespace epwa {
@@ -161,64 +162,78 @@ std::map<std::string, uint64_t> weight_bytes_by_type(const Model& m) {
   return out;
 }
 
-std::vector<std::string> save_model_gguf(const Model& m, const GgufExportOptions& o,
-                                         const std::filesystem::path& out) {
+namespace {
+
+// A tensor to write: its view, and the role and layer a preset chooses its type by (no role: a
+// norm or router, always f32).
+struct SaveEntry {
+  const TensorView* view = nullptr;
+  std::optional<TensorRole> role;
+  int32_t layer = -1;
+};
+
+// llama.cpp's fallback for a type whose blocks do not fit a row (Q4_K -> Q5_0, Q5_K -> Q5_1,
+// Q6_K -> Q8_0), else the tensor's own type.
+DType fitting_type(const std::string& name, const TensorView& t, DType to,
+                   std::vector<std::string>& notes) {
+  if (t.cols() % dtype_block_size(to) == 0) return to;
+  const DType fb = to == DType::Q4_K   ? DType::Q5_0
+                   : to == DType::Q5_K ? DType::Q5_1
+                   : to == DType::Q6_K ? DType::Q8_0
+                                       : t.dtype;
+  const DType chosen = t.cols() % dtype_block_size(fb) == 0 ? fb : t.dtype;
+  notes.push_back(name + ": row length " + std::to_string(t.cols()) + " is not a multiple of " +
+                  std::to_string(dtype_block_size(to)) + "; written as " +
+                  std::string(dtype_name(chosen)));
+  return chosen;
+}
+
+using TypeChooser = std::function<std::optional<DType>(const SaveEntry&)>;
+
+std::vector<std::string> save_gguf_impl(const Model& m, const GgufExportOptions& o,
+                                        const std::filesystem::path& out, const TypeChooser& choose,
+                                        std::optional<uint32_t> file_type) {
   const ModelWeights& w = m.weights();
   ModelConfig c = m.config();
   const bool shared_head = w.head.data.data() == w.embed.data.data();
   c.tie_word_embeddings = shared_head;
-  std::map<std::string, const TensorView*> by_name;
-  std::set<std::string> high_precision;  // norms and routers: the writer stores them as f32
-  by_name["model.embed_tokens.weight"] = &w.embed;
-  by_name["model.norm.weight"] = &w.final_norm;
-  high_precision.insert("model.norm.weight");
-  if (!shared_head) by_name["lm_head.weight"] = &w.head;
+  std::map<std::string, SaveEntry> by_name;
+  by_name["model.embed_tokens.weight"] = {&w.embed, shared_head ? TensorRole::Output : TensorRole::Embedding};
+  by_name["model.norm.weight"] = {&w.final_norm, std::nullopt};
+  if (!shared_head) by_name["lm_head.weight"] = {&w.head, TensorRole::Output};
   for (size_t l = 0; l < w.layers.size(); ++l) {
     const LayerWeights& L = w.layers[l];
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    by_name[p + "input_layernorm.weight"] = &L.attn_norm;
-    by_name[p + "self_attn.q_proj.weight"] = &L.wq;
-    by_name[p + "self_attn.k_proj.weight"] = &L.wk;
-    by_name[p + "self_attn.v_proj.weight"] = &L.wv;
-    by_name[p + "self_attn.o_proj.weight"] = &L.wo;
-    by_name[p + "post_attention_layernorm.weight"] = &L.ffn_norm;
-    by_name[p + "block_sparse_moe.gate.weight"] = &L.router;
-    for (const char* hp : {"input_layernorm.weight", "post_attention_layernorm.weight",
-                           "block_sparse_moe.gate.weight"})
-      high_precision.insert(p + hp);
+    const auto li = static_cast<int32_t>(l);
+    by_name[p + "input_layernorm.weight"] = {&L.attn_norm, std::nullopt};
+    by_name[p + "self_attn.q_proj.weight"] = {&L.wq, TensorRole::AttnQ, li};
+    by_name[p + "self_attn.k_proj.weight"] = {&L.wk, TensorRole::AttnK, li};
+    by_name[p + "self_attn.v_proj.weight"] = {&L.wv, TensorRole::AttnV, li};
+    by_name[p + "self_attn.o_proj.weight"] = {&L.wo, TensorRole::AttnOutput, li};
+    by_name[p + "post_attention_layernorm.weight"] = {&L.ffn_norm, std::nullopt};
+    by_name[p + "block_sparse_moe.gate.weight"] = {&L.router, std::nullopt};
     for (size_t e = 0; e < L.w1.size(); ++e) {
       const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      by_name[ep + "w1.weight"] = &L.w1[e];
-      by_name[ep + "w2.weight"] = &L.w2[e];
-      by_name[ep + "w3.weight"] = &L.w3[e];
+      by_name[ep + "w1.weight"] = {&L.w1[e], TensorRole::FfnGate, li};
+      by_name[ep + "w2.weight"] = {&L.w2[e], TensorRole::FfnDown, li};
+      by_name[ep + "w3.weight"] = {&L.w3[e], TensorRole::FfnUp, li};
     }
   }
-  // Each tensor's written type: o.matrix_type where its rows fit the blocks, else llama.cpp's
-  // fallback (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), else the type it has now.
+  // Each tensor's written type: the chooser's where its rows fit the blocks, else llama.cpp's
+  // fallback, else the type it has now. Norms and routers (no role) are written as f32.
   std::vector<std::string> notes;
   std::map<std::string, DType> target;
-  for (const auto& [name, t] : by_name) {
-    DType to = t->dtype;
-    if (o.matrix_type && !high_precision.count(name)) {
-      to = *o.matrix_type;
-      if (t->cols() % dtype_block_size(to) != 0) {
-        const DType fb = to == DType::Q4_K   ? DType::Q5_0
-                         : to == DType::Q5_K ? DType::Q5_1
-                         : to == DType::Q6_K ? DType::Q8_0
-                                             : t->dtype;
-        const DType chosen = t->cols() % dtype_block_size(fb) == 0 ? fb : t->dtype;
-        notes.push_back(name + ": row length " + std::to_string(t->cols()) +
-                        " is not a multiple of " + std::to_string(dtype_block_size(to)) +
-                        "; written as " + std::string(dtype_name(chosen)));
-        to = chosen;
-      }
-    }
+  for (const auto& [name, entry] : by_name) {
+    const TensorView& t = *entry.view;
+    DType to = t.dtype;
+    if (entry.role)
+      if (const auto chosen = choose(entry)) to = fitting_type(name, t, *chosen, notes);
     target[name] = to;
   }
   auto find = [&](const std::string& name) -> const TensorView& {
     auto it = by_name.find(name);
     check(it != by_name.end(), "save_model_gguf: no tensor " + name);
-    return *it->second;
+    return *it->second.view;
   };
   HfTensorReader reader;
   reader.type = [&](const std::string& name) {
@@ -249,12 +264,65 @@ std::vector<std::string> save_model_gguf(const Model& m, const GgufExportOptions
   GgufExportOptions wo = o;
   wo.matrix_type.reset();
   wo.extra_metadata.push_back(
-      {"general.file_type", GgufValue{llama_file_type(o.matrix_type.value_or(
-                                target.at("model.layers.0.self_attn.q_proj.weight")))}});
+      {"general.file_type",
+       GgufValue{file_type.value_or(llama_file_type(
+           o.matrix_type.value_or(target.at("model.layers.0.self_attn.q_proj.weight"))))}});
   std::error_code ec;
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path(), ec);
   write_model_gguf(c, reader, wo, out);
   return notes;
+}
+
+}  // namespace
+
+std::vector<std::string> save_model_gguf(const Model& m, const GgufExportOptions& o,
+                                         const std::filesystem::path& out) {
+  // Every matrix and the embedding get o.matrix_type (when set).
+  return save_gguf_impl(
+      m, o, out, [&](const SaveEntry&) { return o.matrix_type; }, std::nullopt);
+}
+
+bool is_quant_preset(std::string_view name) { return name == "q4_k_m"; }
+
+bool more_bits_layer(int32_t layer, int32_t n) {
+  return layer < n / 8 || layer >= 7 * n / 8 || (layer - n / 8) % 3 == 2;
+}
+
+DType q4_k_m_type(const ModelConfig& c, TensorRole role, int32_t layer, bool tied) {
+  const bool eight_experts = c.num_experts == 8;
+  switch (role) {
+    case TensorRole::Output:
+      return DType::Q6_K;
+    case TensorRole::Embedding:
+      return tied ? DType::Q6_K : DType::Q4_K;
+    case TensorRole::AttnV:
+      if (eight_experts) return DType::Q8_0;
+      return more_bits_layer(layer, c.num_layers) ? DType::Q6_K : DType::Q4_K;
+    case TensorRole::AttnK:
+      return eight_experts ? DType::Q8_0 : DType::Q4_K;
+    case TensorRole::AttnOutput:
+      return eight_experts ? DType::Q5_K : DType::Q4_K;
+    case TensorRole::FfnDown:
+      return more_bits_layer(layer, c.num_layers) ? DType::Q6_K : DType::Q4_K;
+    case TensorRole::AttnQ:
+    case TensorRole::FfnGate:
+    case TensorRole::FfnUp:
+      return DType::Q4_K;
+  }
+  return DType::Q4_K;
+}
+
+std::vector<std::string> save_model_gguf_preset(const Model& m, std::string_view preset,
+                                                const GgufExportOptions& o,
+                                                const std::filesystem::path& out) {
+  check(is_quant_preset(preset), "unknown quantization preset '" + std::string(preset) + "'");
+  check(!o.matrix_type, "save_model_gguf_preset: matrix_type must be unset with a preset");
+  const ModelConfig& c = m.config();
+  return save_gguf_impl(
+      m, o, out,
+      // A tied embedding carries the Output role (it is the head).
+      [&](const SaveEntry& e) -> std::optional<DType> { return q4_k_m_type(c, *e.role, e.layer); },
+      llama_file_type(DType::Q4_K));  // 15 = LLAMA_FTYPE_MOSTLY_Q4_K_M
 }
 
 std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const LoadOptions& opt,

@@ -3,12 +3,14 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/export.hpp"
 #include "epwa/load_options.hpp"
+#include "epwa/quant_preset.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
@@ -26,11 +28,14 @@ const Command kQuantize{
       auto a = std::make_shared<Args>();
       a->model.add(app);
       app.add_option("--type", a->type,
-                     "matrix type: q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, bf16, f32")
+                     "matrix type: q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, bf16, f32, "
+                     "or the mix q4_k_m (llama.cpp's Q4_K_M; docs/QUANT.md)")
           ->required();
       app.add_option("--out,-o", a->out, "output .gguf file")->required();
       return [a] {
-        const DType type = dtype_from_name(a->type);
+        const bool preset = is_quant_preset(a->type);
+        const std::optional<DType> type =
+            preset ? std::nullopt : std::optional(dtype_from_name(a->type));
         const auto t0 = std::chrono::steady_clock::now();
         a->model.load_mode =
             "standard";  // quantize from the source as stored, never from a quantized load
@@ -48,7 +53,9 @@ const Command kQuantize{
         } catch (const Error& e) {
           fmt::print(stderr, "Warning: no tokenizer written: {}\n", e.what());
         }
-        for (const std::string& note : save_model_gguf(*m, o, a->out))
+        const auto notes = preset ? save_model_gguf_preset(*m, a->type, o, a->out)
+                                  : save_model_gguf(*m, o, a->out);
+        for (const std::string& note : notes)
           fmt::print(stderr, "Note: {}\n", note);
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Writes the issue-9 benchmark models into DIR and optionally runs `epwa bench` over them:
+#   scripts/bench_models.sh DIR [--bench] [-- BENCH-ARGS...]
+# Files: {mixtral-l4,olmoe-l4}-{f16,q8_0,q4_0,q4_k_m}.gguf (random weights, llama.cpp conventions).
+# Existing files are kept (never rewritten); a file is written as NAME.tmp and renamed when done,
+# so an interrupted run leaves no truncated model. Needs ~22 GB of disk for all eight files.
+# EPWA (default build/epwa) picks the binary; SHAPES and TYPES narrow the set, e.g.
+#   SHAPES=olmoe-l4 TYPES="q4_0 f16" scripts/bench_models.sh /work/bench-models --bench -- -r 3
+set -euo pipefail
+usage() { echo "usage: $0 DIR [--bench] [-- BENCH-ARGS...]" >&2; exit 2; }
+[[ $# -ge 1 ]] || usage
+dir=$1; shift
+bench=0
+bench_args=()
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --bench) bench=1 ;;
+    --) shift; bench_args=("$@"); break ;;
+    *) usage ;;
+  esac
+  shift
+done
+root=$(cd "$(dirname "$0")/.." && pwd)
+epwa=${EPWA:-$root/build/epwa}
+[[ -x $epwa ]] || { echo "error: $epwa not found (build first, or set EPWA)" >&2; exit 1; }
+shapes=${SHAPES:-"mixtral-l4 olmoe-l4"}
+types=${TYPES:-"f16 q8_0 q4_0 q4_k_m"}
+mkdir -p "$dir"
+
+write() {  # write FILE COMMAND...: runs COMMAND with --out/-o FILE.tmp, then renames
+  local file=$1; shift
+  if [[ -e $file ]]; then echo "keep  $file"; return; fi
+  echo "write $file" >&2
+  nice -n 10 "$@" "$file.tmp.gguf"
+  mv "$file.tmp.gguf" "$file"
+}
+
+for shape in $shapes; do
+  f16=$dir/$shape-f16.gguf
+  write "$f16" "$epwa" make-model --shape "$shape" --type f16 --out
+  for t in $types; do
+    [[ $t == f16 ]] && continue
+    write "$dir/$shape-$t.gguf" "$epwa" quantize --quiet --model "$f16" --type "$t" -o
+  done
+done
+
+if [[ $bench -eq 1 ]]; then
+  for shape in $shapes; do
+    for t in $types; do
+      f=$dir/$shape-$t.gguf
+      echo "== $f" >&2
+      nice -n 10 "$epwa" bench --quiet --model "$f" "${bench_args[@]}"
+      echo
+    done
+  done
+fi
