@@ -36,7 +36,10 @@ TokenDistribution top_logprobs(std::span<const float> logits, int32_t k);
 // and top-1 mass. "full": a fixed seeded count-sketch of the centred full log-prob vector (any
 // linear function of the logits is linear in it). Suffixes add functions of the text itself
 // (tokens <= p, never the scored token p+1): ",ctx" the ids of tokens p and p-1, ",ctx3" also
-// p-2, ",bigram" the pair (p-1, p) hashed into kPepiBigramBuckets one-hot buckets.
+// p-2, ",bigram" the pair (p-1, p) hashed into kPepiBigramBuckets one-hot buckets. ",emb" adds
+// dense features from a per-token table the model owner ships inside the oracle (see
+// pepi_token_table): the table rows of tokens p, p-1, p-2, of the top-1 token and the
+// probability-weighted mean over the top-k, so that what is learnt carries over to rare tokens.
 inline constexpr uint32_t kPepiBigramBuckets = 1u << 15;
 struct PepiFeatureSpec {
   bool full = false;
@@ -44,6 +47,7 @@ struct PepiFeatureSpec {
   bool context = false;   // tokens p, p-1
   bool context3 = false;  // also token p-2 (implies context)
   bool bigram = false;    // hashed (p-1, p)
+  bool embed = false;     // dense token-table features (needs the table)
 };
 PepiFeatureSpec parse_pepi_features(
     std::string_view s);  // "topk:20", "full", "topk:20,ctx3,bigram"
@@ -64,7 +68,8 @@ struct PepiDataset {
 // last context token; may be empty). Throws Error on a distribution that does not fit V.
 class PepiFeaturizer {
  public:
-  PepiFeaturizer(PepiFeatureSpec spec, int32_t vocab_size);
+  // `token_table`: vocab_size rows of the same width (required by ",emb", ignored otherwise).
+  PepiFeaturizer(PepiFeatureSpec spec, int32_t vocab_size, std::vector<float> token_table = {});
   void add_row(const TokenDistribution& d, std::span<const int32_t> history,
                PepiDataset& out) const;
   // Same with only the token at p and the one before (-1 = none).
@@ -73,11 +78,14 @@ class PepiFeaturizer {
   // Features below this index also feed an oracle's hidden layer (all but the bigram buckets).
   uint32_t hidden_input_dimension() const { return bigram_base_; }
   const PepiFeatureSpec& spec() const { return spec_; }
+  const std::vector<float>& token_table() const { return table_; }
 
  private:
   PepiFeatureSpec spec_;
   int32_t vocab_;
-  uint32_t dim_, dense_base_, ctx_base_, bigram_base_;
+  std::vector<float> table_;
+  uint32_t width_ = 0;  // table row width
+  uint32_t dim_, dense_base_, ctx_base_, emb_base_, bigram_base_;
 };
 
 // Collected positions before featurization (top-k distribution, text, router logits), so that
@@ -125,8 +133,9 @@ struct OracleInfo {
   int32_t num_experts = 0;
   int32_t vocab_size = 0;
   PepiFeatureSpec features;
-  std::string model_source;  // informational
-  std::string corpus;        // informational: what the training text was
+  std::string model_source;        // informational
+  std::string corpus;              // informational: what the training text was
+  std::vector<float> token_table;  // ",emb" features: vocab_size rows (pepi_token_table)
 };
 
 struct OracleTrainOptions {
@@ -269,6 +278,12 @@ struct CollectOptions {
 };
 PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>> sequences,
                               const CollectOptions& opt);
+
+// The ",emb" table: per token t, the router of `layer` (after its RMSNorm weight) applied to the
+// unit-RMS input embedding of t and to the unit-RMS output-head row of t: 2 * num_experts floats
+// a row. What the router would say of a residual stream made of that token alone, and of a final
+// state that predicts it.
+std::vector<float> pepi_token_table(const Model& model, int32_t layer);
 
 // The same passes, kept raw (top-k with k = opt.features.k; "full" is not supported raw).
 PepiRawData collect_pepi_raw(Model& model, std::span<const std::vector<int32_t>> sequences,

@@ -60,9 +60,11 @@ PepiFeatureSpec parse_pepi_features(std::string_view s) {
       spec.context = spec.context3 = true;
     else if (tail == "bigram")
       spec.bigram = true;
+    else if (tail == "emb")
+      spec.embed = true;
     else
       throw Error("features '" + std::string(s) + "': unknown suffix '" + std::string(tail) +
-                  "' (expected ,ctx ,ctx3 or ,bigram)");
+                  "' (expected ,ctx ,ctx3 ,bigram or ,emb)");
     at = next;
   }
   if (head == "full") {
@@ -89,6 +91,7 @@ std::string pepi_features_name(const PepiFeatureSpec& s) {
   else if (s.context)
     n += ",ctx";
   if (s.bigram) n += ",bigram";
+  if (s.embed) n += ",emb";
   return n;
 }
 
@@ -101,7 +104,8 @@ void PepiDataset::append(const PepiDataset& o) {
   confidence.insert(confidence.end(), o.confidence.begin(), o.confidence.end());
 }
 
-PepiFeaturizer::PepiFeaturizer(PepiFeatureSpec spec, int32_t vocab_size)
+PepiFeaturizer::PepiFeaturizer(PepiFeatureSpec spec, int32_t vocab_size,
+                               std::vector<float> token_table)
     : spec_(spec), vocab_(vocab_size) {
   check(vocab_size >= 2, "PEPI features: vocabulary size must be at least 2");
   check(spec.full || spec.k > 0, "PEPI features: top-k needs k > 0");
@@ -112,7 +116,18 @@ PepiFeaturizer::PepiFeaturizer(PepiFeatureSpec spec, int32_t vocab_size)
   const uint32_t dist = spec.full ? kSketchDim : 2 * V;
   dense_base_ = dist;
   ctx_base_ = dist + kDense;
-  bigram_base_ = ctx_base_ + (spec_.context3 ? 3 * V : spec_.context ? 2 * V : 0);
+  emb_base_ = ctx_base_ + (spec_.context3 ? 3 * V : spec_.context ? 2 * V : 0);
+  if (spec_.embed) {
+    check(!token_table.empty() && token_table.size() % V == 0 && token_table.size() / V <= 256,
+          "PEPI features ',emb': need a token table of " + std::to_string(V) + " rows, got " +
+              std::to_string(token_table.size()) + " values");
+    for (float x : token_table)
+      check(std::isfinite(x), "PEPI features ',emb': non-finite token table");
+    table_ = std::move(token_table);
+    width_ = static_cast<uint32_t>(table_.size() / V);
+  }
+  // Table rows of tokens p, p-1, p-2, of the top-1 token and the top-k probability-weighted mean.
+  bigram_base_ = emb_base_ + 5 * width_;
   dim_ = bigram_base_ + (spec_.bigram ? kPepiBigramBuckets : 0);
 }
 
@@ -198,6 +213,26 @@ void PepiFeaturizer::add_row(const TokenDistribution& d, std::span<const int32_t
   for (size_t i = 0; i < depth; ++i)
     if (const int32_t t = back(i); t >= 0)
       push(ctx_base_ + static_cast<uint32_t>(i) * V + static_cast<uint32_t>(t), 1.0f);
+  if (spec_.embed) {
+    auto row = [&](int32_t t) {
+      return std::span(table_).subspan(static_cast<size_t>(t) * width_, width_);
+    };
+    for (uint32_t i = 0; i < 3; ++i)
+      if (const int32_t t = back(i); t >= 0) {
+        const auto r = row(t);
+        for (uint32_t c = 0; c < width_; ++c) push(emb_base_ + i * width_ + c, r[c]);
+      }
+    const auto top1 = row(d.tokens[order[0]]);
+    for (uint32_t c = 0; c < width_; ++c) push(emb_base_ + 3 * width_ + c, top1[c]);
+    std::vector<double> mean(width_, 0.0);
+    for (size_t j = 0; j < used; ++j) {
+      const double p = std::exp(static_cast<double>(lps[order[j]])) / std::max(mass, 1e-12);
+      const auto r = row(d.tokens[order[j]]);
+      for (uint32_t c = 0; c < width_; ++c) mean[c] += p * r[c];
+    }
+    for (uint32_t c = 0; c < width_; ++c)
+      push(emb_base_ + 4 * width_ + c, static_cast<float>(mean[c]));
+  }
   if (spec_.bigram && back(0) >= 0) {
     const uint64_t h =
         mix((static_cast<uint64_t>(back(1) + 1) << 32) | static_cast<uint64_t>(back(0)));

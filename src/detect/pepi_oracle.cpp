@@ -27,14 +27,16 @@ void softmax_inplace(std::span<float> z) {
 }
 
 nlohmann::json info_json(const OracleInfo& i) {
-  return {{"router_hash", i.router_hash},
-          {"router_layer", i.router_layer},
-          {"num_experts", i.num_experts},
-          {"vocab_size", i.vocab_size},
-          {"features", pepi_features_name(i.features)},
-          {"k", i.features.k},
-          {"model_source", i.model_source},
-          {"corpus", i.corpus}};
+  return {
+      {"router_hash", i.router_hash},
+      {"router_layer", i.router_layer},
+      {"num_experts", i.num_experts},
+      {"vocab_size", i.vocab_size},
+      {"features", pepi_features_name(i.features)},
+      {"k", i.features.k},
+      {"model_source", i.model_source},
+      {"corpus", i.corpus},
+      {"token_table_width", i.token_table.size() / static_cast<size_t>(std::max(i.vocab_size, 1))}};
 }
 }  // namespace
 
@@ -49,7 +51,9 @@ nlohmann::json to_json(const OracleMetrics& m) {
 }
 
 Oracle::Oracle(OracleInfo info, int32_t hidden)
-    : info_(std::move(info)), feat_(info_.features, info_.vocab_size), hidden_(hidden) {
+    : info_(std::move(info)),
+      feat_(info_.features, info_.vocab_size, info_.token_table),
+      hidden_(hidden) {
   check(info_.num_experts >= 1, "oracle: the number of experts must be positive");
   check(hidden >= 0 && hidden <= 4096, "oracle: hidden width must be in [0, 4096]");
   const size_t E = static_cast<size_t>(info_.num_experts), H = static_cast<size_t>(hidden);
@@ -282,6 +286,10 @@ void Oracle::save(const std::filesystem::path& file) const {
     out.write(reinterpret_cast<const char*>(half.data()),
               static_cast<std::streamsize>(half.size() * 2));
   }
+  // The ",emb" token table last (f32): the loader needs it before it can size the rest.
+  const auto& table = info_.token_table;
+  out.write(reinterpret_cast<const char*>(table.data()),
+            static_cast<std::streamsize>(table.size() * 4));
   check(out.good(), "oracle: write to " + file.string() + " failed");
 }
 
@@ -306,6 +314,7 @@ Oracle Oracle::load(const std::filesystem::path& file) {
   OracleInfo info;
   uint32_t dim = 0;
   int32_t hidden = 0;
+  size_t table_width = 0;
   try {
     h = nlohmann::json::parse(data.substr(16, hlen));
     info.router_hash = h.at("router_hash").get<std::string>();
@@ -316,6 +325,7 @@ Oracle Oracle::load(const std::filesystem::path& file) {
     info.model_source = h.value("model_source", "");
     info.corpus = h.value("corpus", "");
     dim = h.at("dimension").get<uint32_t>();
+    table_width = h.value("token_table_width", size_t{0});
     if (version >= 2) {
       hidden = h.at("hidden").get<int32_t>();
       const std::string kind = h.at("classifier").get<std::string>();
@@ -333,12 +343,17 @@ Oracle Oracle::load(const std::filesystem::path& file) {
         name + ": implausible num_experts or vocab_size in the header");
   check(hidden >= 0 && hidden <= 4096,
         name + ": implausible hidden width " + std::to_string(hidden));
+  check(table_width <= 256, name + ": implausible token_table_width");
+  const size_t table_bytes = table_width * static_cast<size_t>(info.vocab_size) * 4;
+  check(table_bytes <= data.size() - 16 - hlen, name + ": truncated token table");
+  info.token_table.resize(table_bytes / 4);
+  std::memcpy(info.token_table.data(), data.data() + data.size() - table_bytes, table_bytes);
   Oracle o(info, hidden);
   check(o.feat_.dimension() == dim, name + ": header dimension " + std::to_string(dim) +
                                         " does not match features " +
                                         pepi_features_name(info.features));
-  const size_t need =
-      (o.weights_.size() + o.bias_.size()) * 4 + (o.w1_.size() + o.b1_.size() + o.w2_.size()) * 2;
+  const size_t need = (o.weights_.size() + o.bias_.size()) * 4 +
+                      (o.w1_.size() + o.b1_.size() + o.w2_.size()) * 2 + table_bytes;
   check(data.size() - 16 - hlen == need, name + ": weight block is " +
                                              std::to_string(data.size() - 16 - hlen) +
                                              " bytes, expected " + std::to_string(need));

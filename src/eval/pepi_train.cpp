@@ -6,6 +6,7 @@
 #include "epwa/error.hpp"
 #include "epwa/model.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/quant.hpp"
 #include "epwa/session.hpp"
 #include "epwa/watermark.hpp"
 
@@ -59,7 +60,9 @@ PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>
                               const CollectOptions& opt) {
   const ModelConfig& c = model.config();
   const int32_t layer = resolve_router_layer(opt.router_layer, c.num_layers);
-  const PepiFeaturizer feat(opt.features, c.vocab_size);
+  const PepiFeaturizer feat(
+      opt.features, c.vocab_size,
+      opt.features.embed ? pepi_token_table(model, layer) : std::vector<float>{});
   const size_t V = static_cast<size_t>(c.vocab_size);
   PepiDataset data;
   int64_t done = 0, total = 0;
@@ -85,6 +88,40 @@ PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>
                    std::to_string(sequences.size()) + " sequences)");
   }
   return data;
+}
+
+std::vector<float> pepi_token_table(const Model& model, int32_t layer) {
+  const ModelConfig& c = model.config();
+  const int32_t L = resolve_router_layer(layer, c.num_layers);
+  const ModelWeights& w = model.weights();
+  const int64_t D = c.hidden_size, V = c.vocab_size, E = c.num_experts;
+  check(w.embed.cols() == D && w.embed.rows() == V && w.head.cols() == D && w.head.rows() == V,
+        "PEPI token table: embedding or output head is not " + std::to_string(V) + " x " +
+            std::to_string(D));
+  const std::vector<float> router = model.router_f32(L);
+  std::vector<float> norm(static_cast<size_t>(D));
+  dequantize_row(w.layers[static_cast<size_t>(L)].ffn_norm.dtype,
+                 w.layers[static_cast<size_t>(L)].ffn_norm.data.data(), norm.data(), D);
+  std::vector<float> table(static_cast<size_t>(V * 2 * E)), row(static_cast<size_t>(D));
+  for (int part = 0; part < 2; ++part) {
+    const TensorView& m = part == 0 ? w.embed : w.head;
+    const size_t row_bytes = m.data.size() / static_cast<size_t>(V);
+    for (int64_t t = 0; t < V; ++t) {
+      dequantize_row(m.dtype, m.data.data() + static_cast<size_t>(t) * row_bytes, row.data(), D);
+      double ss = 0;
+      for (float x : row) ss += static_cast<double>(x) * x;
+      const float inv =
+          static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + 1e-5));  // RMSNorm
+      for (int64_t e = 0; e < E; ++e) {
+        double acc = 0;
+        for (int64_t d = 0; d < D; ++d)
+          acc += static_cast<double>(router[static_cast<size_t>(e * D + d)]) *
+                 norm[static_cast<size_t>(d)] * row[static_cast<size_t>(d)] * inv;
+        table[static_cast<size_t>((t * 2 + part) * E + e)] = static_cast<float>(acc);
+      }
+    }
+  }
+  return table;
 }
 
 PepiRawData collect_pepi_raw(Model& model, std::span<const std::vector<int32_t>> sequences,

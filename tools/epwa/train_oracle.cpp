@@ -108,6 +108,12 @@ const Command kTrainOracle{
           info.vocab_size = raw.vocab_size;
           info.model_source = "raw: " + a->raw.front();
           info.corpus = "raw positions";
+          if (spec.embed) {  // the token table comes from the model's weights
+            model = a->model.load();
+            check(model_router_hash(*model) == raw.router_hash,
+                  "train-oracle: the raw data was collected from another model (router hash "
+                  "differs)");
+          }
         } else {
           const auto path = resolve_model_path(a->model.model);
           model = a->model.load();
@@ -194,7 +200,8 @@ const Command kTrainOracle{
         log_line(fmt::format("{} training + {} held-out sequences, features {}", train_ids.size(),
                              held_ids.size(), pepi_features_name(spec)));
         PepiDataset train, held;
-        const PepiFeaturizer feat(spec, info.vocab_size);
+        if (spec.embed) info.token_table = pepi_token_table(*model, info.router_layer);
+        const PepiFeaturizer feat(spec, info.vocab_size, info.token_table);
         if (spec.full) {
           check(model != nullptr, "train-oracle: full features need the model (raw data is top-k)");
           std::vector<std::vector<int32_t>> train_seqs, held_seqs;
