@@ -64,13 +64,14 @@ void dot_float(const std::byte* w, int64_t rb, const PackedVector& x, float* out
   }
 }
 
-// Q8_0 and Q4_0 (decode kernels): eight blocks per step. Each block's products end as 8 int32
-// lanes; block_sums8 folds the eight blocks into one vector of exact int32 block sums, so the float
-// work per eight blocks is one f16x8 scale conversion, one multiply by the activation scales, one
-// convert and one FMA, instead of a scalar f16 conversion, a broadcast and an FMA per block.
-// Q4_0 keeps its nibbles unsigned (0..15, maddubs' unsigned operand) and subtracts 8 * sum(y) per
-// block in int32, which is exact (docs/KERNELS.md). The last nb % 8 blocks run the same code with
-// zero lanes, so a row's result does not depend on R or on how rows are split.
+// Q8_0, Q4_0 and the other 32-value formats (Q4_1, Q5_0, Q5_1): eight blocks per step. Each block's
+// products end as 8 int32 lanes; block_sums8 folds the eight blocks into one vector of exact int32
+// block sums, so the float work per eight blocks is one f16x8 scale conversion, one multiply by the
+// activation scales, one convert and one FMA, instead of a scalar f16 conversion, a broadcast and
+// an FMA per block. Q4_0 keeps its nibbles unsigned (0..15, maddubs' unsigned operand) and
+// subtracts 8 * sum(y) per block in int32, which is exact (docs/KERNELS.md); Q5_0 likewise with 16;
+// Q4_1/Q5_1 add min * dx * sum(y) as one more FMA per eight blocks. The last nb % 8 blocks run the
+// same code with zero lanes, so a row's result does not depend on R or on how rows are split.
 
 // a = [b0 b1 b2 b3 | b0 b1 b2 b3] (two partial sums of blocks 0-3), b the same for blocks 4-7;
 // returns the eight block sums in order.
@@ -113,55 +114,97 @@ inline __m256 f16x8_part(const std::byte* p, int m) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
 }
 
-// Activation side of a group of 8 (or m) blocks starting at block i: scales and, for Q4_0, 8 *
-// sums.
+// Activation side of a group of 8 (or m) blocks starting at block i: scales; OFF * sums for the
+// offset formats (Q4_0: 8, Q5_0: 16); dx * sums for the formats with a min (Q4_1/Q5_1).
 struct ActGroup {
   __m256 dx;
   __m256i off;
+  __m256 dxs;
 };
-template <bool OFF>
+template <int OFF, bool MIN>
 inline ActGroup act_group(const PackedVector& x, int64_t i, int m) {
+  ActGroup a{_mm256_setzero_ps(), _mm256_setzero_si256(), _mm256_setzero_ps()};
+  __m256i sums;
   if (m == 8) {
-    __m256i off = _mm256_setzero_si256();
-    if constexpr (OFF)
-      off =
-          _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + i)), 3);
-    return {_mm256_loadu_ps(x.scales() + i), off};
+    a.dx = _mm256_loadu_ps(x.scales() + i);
+    sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + i));
+  } else {
+    float d[8] = {};
+    int32_t s[8] = {};
+    for (int j = 0; j < m; ++j) d[j] = x.scales()[i + j], s[j] = x.sums()[i + j];
+    a.dx = _mm256_loadu_ps(d);
+    sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s));
   }
-  float d[8] = {};
-  int32_t o[8] = {};
-  for (int j = 0; j < m; ++j) d[j] = x.scales()[i + j], o[j] = OFF ? 8 * x.sums()[i + j] : 0;
-  return {_mm256_loadu_ps(d), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(o))};
+  static_assert(std::has_single_bit(static_cast<unsigned>(OFF)) || OFF == 0);
+  if constexpr (OFF != 0)
+    a.off = _mm256_slli_epi32(sums, std::countr_zero(static_cast<unsigned>(OFF)));
+  if constexpr (MIN) a.dxs = _mm256_mul_ps(a.dx, _mm256_cvtepi32_ps(sums));
+  return a;
 }
 
-// Unpacked weights of one block, ready for dot_u8s8 against y (Q8_0: sign trick operands).
+// Unpacked weights of one block, ready for Op::dot against y (Q8_0: sign trick operands). kOff:
+// the value offset subtracted through the activation sums; kMin: the byte offset of an f16 min
+// (0 = none), added as min * dx * sum(y).
+// [low nibbles | high nibbles] of 16 bytes from one broadcast load (a load-unit op) and a per-lane
+// shift: one shuffle-pipe op fewer than shift + vinserti128 (0.94 instead of 1.27 ns per block).
+inline __m256i nibbles16_bcast(const std::byte* p) {
+  const __m256i both =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)),
+                          _mm256_set1_epi8(0x0F));
+}
 // Q4_0's products stay int16 up to the block sums: a maddubs pair is at most 2 * 15 * 127 = 3810,
 // and three pairwise additions (hadd16 tree) reach 8 * 3810 = 30480 < 32767.
 struct Q4_0Op {
   static constexpr int64_t kBytes = Q4_0::bytes;
-  static constexpr bool kOff = true;
-  using W = __m256i;
-  // [low nibbles | high nibbles] from one broadcast load (a load-unit op) and a per-lane shift:
-  // one shuffle-pipe op fewer than shift + vinserti128 (0.94 instead of 1.27 ns per block).
-  static W unpack(const std::byte* blk) {
-    const __m256i both = _mm256_broadcastsi128_si256(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + Q4_0::qs)));
-    return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)),
-                            _mm256_set1_epi8(0x0F));
-  }
-  static __m256i dot(W q, const int8_t* y) { return _mm256_maddubs_epi16(q, load256(y)); }
+  static constexpr int kOff = 8;
+  static constexpr size_t kMin = 0;
+  static __m256i unpack(const std::byte* blk) { return nibbles16_bcast(blk + Q4_0::qs); }
+  static __m256i dot(__m256i q, const int8_t* y) { return _mm256_maddubs_epi16(q, load256(y)); }
   static __m256i sums(const __m256i* p) { return block_sums8_i16(p); }
 };
 struct Q8_0Op {
   static constexpr int64_t kBytes = Q8_0::bytes;
-  static constexpr bool kOff = false;
-  using W = __m256i;
-  static W unpack(const std::byte* blk) { return load256(blk + Q8_0::qs); }
-  static __m256i dot(W q, const int8_t* y) {
+  static constexpr int kOff = 0;
+  static constexpr size_t kMin = 0;
+  static __m256i unpack(const std::byte* blk) { return load256(blk + Q8_0::qs); }
+  static __m256i dot(__m256i q, const int8_t* y) {
     return dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(load256(y), q));
   }
   static __m256i sums(const __m256i* p) { return block_sums8(p); }
 };
+// The 4- and 5-bit formats with a fifth bit or a min: values up to 31 do not fit the int16 tree, so
+// each block is widened by madd.
+template <size_t M, size_t QH, size_t QS, size_t BYTES, int OFF>
+struct SmallOp {
+  static constexpr int64_t kBytes = BYTES;
+  static constexpr int kOff = OFF;
+  static constexpr size_t kMin = M;
+  static __m256i unpack(const std::byte* blk) {
+    __m256i q = nibbles16_bcast(blk + QS);
+    if constexpr (QH != 0) q = _mm256_or_si256(q, fifth_bits(load_u32(blk + QH)));
+    return q;
+  }
+  static __m256i dot(__m256i q, const int8_t* y) { return dot_u8s8(q, load256(y)); }
+  static __m256i sums(const __m256i* p) { return block_sums8(p); }
+};
+using Q4_1Op = SmallOp<Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0>;
+using Q5_0Op = SmallOp<0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16>;
+using Q5_1Op = SmallOp<Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0>;
+
+// The f16 fields at offset O of m blocks (all 8 when m == 8).
+template <class Op, size_t O>
+inline __m256 block_f16(const std::byte* blk, int m) {
+  return m == 8 ? f16x8<Op::kBytes>(blk + O) : f16x8_part<Op::kBytes>(blk + O, m);
+}
+// Float step of a group: acc + dw * dx * s (+ min * dx * sum(y)).
+template <class Op>
+inline __m256 group_float(const std::byte* blk, int m, const ActGroup& a, __m256i s, __m256 acc) {
+  if constexpr (Op::kOff != 0) s = _mm256_sub_epi32(s, a.off);
+  acc = _mm256_fmadd_ps(_mm256_mul_ps(block_f16<Op, 0>(blk, m), a.dx), _mm256_cvtepi32_ps(s), acc);
+  if constexpr (Op::kMin != 0) acc = _mm256_fmadd_ps(block_f16<Op, Op::kMin>(blk, m), a.dxs, acc);
+  return acc;
+}
 
 // One row's contribution of m blocks (m == 8 in the main loop) starting at blk, block i.
 template <class Op>
@@ -170,10 +213,7 @@ inline __m256 group_dot(const std::byte* blk, const int8_t* y, const ActGroup& a
   __m256i p[8];
   for (int j = 0; j < 8; ++j)
     p[j] = j < m ? Op::dot(Op::unpack(blk + j * Op::kBytes), y + 32 * j) : _mm256_setzero_si256();
-  __m256i s = Op::sums(p);
-  if constexpr (Op::kOff) s = _mm256_sub_epi32(s, a.off);
-  const __m256 dw = m == 8 ? f16x8<Op::kBytes>(blk) : f16x8_part<Op::kBytes>(blk, m);
-  return _mm256_fmadd_ps(_mm256_mul_ps(dw, a.dx), _mm256_cvtepi32_ps(s), acc);
+  return group_float<Op>(blk, m, a, Op::sums(p), acc);
 }
 
 // Software prefetch of the weights kPrefetchBytes ahead of a group of N bytes being read: one row
@@ -194,7 +234,7 @@ void dot_grouped(const std::byte* w, int64_t rb, const PackedVector& x, float* o
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= nb; i += 8) {
-    const ActGroup a = act_group<Op::kOff>(x, i, 8);
+    const ActGroup a = act_group<Op::kOff, Op::kMin != 0>(x, i, 8);
     const int8_t* y = x.qs() + 32 * i;
     for (int r = 0; r < R; ++r) {
       const std::byte* blk = w + r * rb + i * Op::kBytes;
@@ -204,7 +244,7 @@ void dot_grouped(const std::byte* w, int64_t rb, const PackedVector& x, float* o
   }
   if (i < nb) {
     const int m = static_cast<int>(nb - i);
-    const ActGroup a = act_group<Op::kOff>(x, i, m);
+    const ActGroup a = act_group<Op::kOff, Op::kMin != 0>(x, i, m);
     for (int r = 0; r < R; ++r)
       acc[r] = group_dot<Op>(w + r * rb + i * Op::kBytes, x.qs() + 32 * i, a, m, acc[r]);
   }
@@ -220,50 +260,17 @@ void dot_grouped_v(const std::byte* w, const PackedVector* const* xs, float* out
   for (int64_t i = 0; i < nb; i += 8) {
     const int m = static_cast<int>(std::min<int64_t>(8, nb - i));
     const std::byte* blk = w + i * Op::kBytes;
-    typename Op::W q[8];
+    __m256i q[8];
     for (int j = 0; j < m; ++j) q[j] = Op::unpack(blk + j * Op::kBytes);
-    const __m256 dw = m == 8 ? f16x8<Op::kBytes>(blk) : f16x8_part<Op::kBytes>(blk, m);
     for (int v = 0; v < V; ++v) {
-      const ActGroup a = act_group<Op::kOff>(*xs[v], i, m);
+      const ActGroup a = act_group<Op::kOff, Op::kMin != 0>(*xs[v], i, m);
       const int8_t* y = xs[v]->qs() + 32 * i;
       __m256i p[8];
       for (int j = 0; j < 8; ++j) p[j] = j < m ? Op::dot(q[j], y + 32 * j) : _mm256_setzero_si256();
-      __m256i s = Op::sums(p);
-      if constexpr (Op::kOff) s = _mm256_sub_epi32(s, a.off);
-      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, a.dx), _mm256_cvtepi32_ps(s), acc[v]);
+      acc[v] = group_float<Op>(blk, m, a, Op::sums(p), acc[v]);
     }
   }
   for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]);
-}
-
-// Q4_0/Q5_0 (M == 0): values made signed (q - OFF) and multiplied with the sign trick.
-// Q4_1/Q5_1: unsigned values, the min applied through the block's activation sum.
-template <size_t D, size_t M, size_t QH, size_t QS, size_t BYTES, int OFF, int R>
-void dot_small(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
-  __m256 acc[R];
-  float corr[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), corr[r] = 0.0f;
-  for (int64_t i = 0; i < x.size() / 32; ++i) {
-    const __m256i y = load256(x.qs() + 32 * i);
-    const float dx = x.scales()[i];
-    const float sx = dx * static_cast<float>(x.sums()[i]);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const std::byte* blk = w + r * rb + i * BYTES;
-      __m256i q = nibbles16(u8(blk + QS));
-      if constexpr (QH != 0) q = _mm256_or_si256(q, fifth_bits(load_u32(blk + QH)));
-      __m256i p;
-      if constexpr (M == 0) {
-        q = _mm256_sub_epi8(q, _mm256_set1_epi8(OFF));
-        p = dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(y, q));
-      } else {
-        p = dot_u8s8(q, y);
-        corr[r] += f16(blk + M) * sx;
-      }
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16(blk + D) * dx), _mm256_cvtepi32_ps(p), acc[r]);
-    }
-  }
-  for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + corr[r];
 }
 
 // Q4_K/Q5_K. Per super-block the weights are unpacked once (KAffineBlock) and then dotted with
@@ -441,38 +448,6 @@ void dot_q6_k_v(const std::byte* w, const PackedVector* const* xs, float* out) {
   for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]);
 }
 
-// One weight row against V vectors: each block is unpacked once and used V times (prompt
-// processing). Per vector the arithmetic is exactly the one-row kernel's, so results are identical.
-template <size_t D, size_t M, size_t QH, size_t QS, size_t BYTES, int OFF, int V>
-void dot_small_v(const std::byte* w, const PackedVector* const* xs, float* out) {
-  __m256 acc[V];
-  float corr[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps(), corr[v] = 0.0f;
-  for (int64_t i = 0; i < xs[0]->size() / 32; ++i) {
-    const std::byte* blk = w + i * BYTES;
-    __m256i q = nibbles16(u8(blk + QS));
-    if constexpr (QH != 0) q = _mm256_or_si256(q, fifth_bits(load_u32(blk + QH)));
-    if constexpr (M == 0) q = _mm256_sub_epi8(q, _mm256_set1_epi8(OFF));
-    const __m256i qa = _mm256_sign_epi8(q, q);
-    const float dw = f16(blk + D);
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) {
-      const PackedVector& x = *xs[v];
-      const __m256i y = load256(x.qs() + 32 * i);
-      const float dx = x.scales()[i];
-      __m256i p;
-      if constexpr (M == 0) {
-        p = dot_u8s8(qa, _mm256_sign_epi8(y, q));
-      } else {
-        p = dot_u8s8(q, y);
-        corr[v] += f16(blk + M) * (dx * static_cast<float>(x.sums()[i]));
-      }
-      acc[v] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(p), acc[v]);
-    }
-  }
-  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]) + corr[v];
-}
-
 // One row through the R = 1 instance.
 template <void (*F)(const std::byte*, int64_t, const PackedVector&, float*)>
 float one_row(const std::byte* w, const PackedVector& x) {
@@ -496,11 +471,11 @@ RowsDot rows_kernel(DType t) {
     case DType::Q4_0:
       return dot_grouped<Q4_0Op, R>;
     case DType::Q4_1:
-      return dot_small<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, R>;
+      return dot_grouped<Q4_1Op, R>;
     case DType::Q5_0:
-      return dot_small<Q5_0::d, 0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16, R>;
+      return dot_grouped<Q5_0Op, R>;
     case DType::Q5_1:
-      return dot_small<Q5_1::d, Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0, R>;
+      return dot_grouped<Q5_1Op, R>;
     case DType::Q4_K:
       return dot_k_affine<false, R>;
     case DType::Q5_K:
@@ -520,11 +495,11 @@ RowMultiDot row_dot4v_avx2(DType t) {
     case DType::Q4_0:
       return dot_grouped_v<Q4_0Op, 4>;
     case DType::Q4_1:
-      return dot_small_v<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, 4>;
+      return dot_grouped_v<Q4_1Op, 4>;
     case DType::Q5_0:
-      return dot_small_v<Q5_0::d, 0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16, 4>;
+      return dot_grouped_v<Q5_0Op, 4>;
     case DType::Q5_1:
-      return dot_small_v<Q5_1::d, Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0, 4>;
+      return dot_grouped_v<Q5_1Op, 4>;
     case DType::Q4_K:
       return dot_k_affine_v<false, 4>;
     case DType::Q5_K:
@@ -593,11 +568,11 @@ RowDot row_dot_avx2(DType t) {
     case DType::Q4_0:
       return one_row<dot_grouped<Q4_0Op, 1>>;
     case DType::Q4_1:
-      return one_row<dot_small<Q4_1::d, Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0, 1>>;
+      return one_row<dot_grouped<Q4_1Op, 1>>;
     case DType::Q5_0:
-      return one_row<dot_small<Q5_0::d, 0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16, 1>>;
+      return one_row<dot_grouped<Q5_0Op, 1>>;
     case DType::Q5_1:
-      return one_row<dot_small<Q5_1::d, Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0, 1>>;
+      return one_row<dot_grouped<Q5_1Op, 1>>;
     case DType::Q4_K:
       return one_row<dot_k_affine<false, 1>>;
     case DType::Q5_K:
