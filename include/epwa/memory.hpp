@@ -27,6 +27,9 @@ class LargeBuffer {
   size_t size_ = 0, mapped_ = 0;
 };
 
+// Whether advised anonymous memory can get huge pages (Linux: transparent huge pages not "never").
+bool huge_pages_available();
+
 // Hints for read-only file mappings (MappedFile's bytes); they never fail. The range will be read
 // soon (start reading it in), or will not be read again (drop its resident pages; a later read
 // faults them back in from the file). Never pass anonymous memory to advise_dont_need: its

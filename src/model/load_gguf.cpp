@@ -1,12 +1,17 @@
-// Loads a llama.cpp-convention GGUF (architecture "llama" with experts): memory-mapped; only Q and
-// K are copied, to undo the converter's row permutation (their mapped pages are then given back).
+// Loads a llama.cpp-convention GGUF (architecture "llama" with experts): memory-mapped; Q and K are
+// copied to undo the converter's row permutation (their mapped pages are then given back), and the
+// weights move to huge-page memory when that pays (see copy_to_huge_pages).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <string_view>
 
 #include "epwa/error.hpp"
 #include "epwa/gguf.hpp"
 #include "epwa/memory.hpp"
 #include "epwa/ops.hpp"
+#include "epwa/platform.hpp"
 #include "gguf_names.hpp"
 #include "loaders.hpp"
 #include "weights_check.hpp"
@@ -18,7 +23,35 @@ struct GgufStorage {
   explicit GgufStorage(const std::filesystem::path& p) : file(p) {}
   GgufFile file;
   std::vector<std::vector<std::byte>> owned;  // un-permuted Q and K
+  LargeBuffer data;                           // the tensor data in huge pages, when copied
 };
+
+// Mapped files stay on 4 KB pages here (the page cache's large folios are rarely mapped whole, and
+// MADV_COLLAPSE refuses file mappings), and the page walks over hundreds of MB of weights per token
+// cost about 10% of a decode step (docs/PERF.md, "Engine"). So the weights are copied into
+// anonymous huge-page memory: EPWA_HUGE_WEIGHTS=0 keeps the mapping, =1 always copies; by default
+// the copy is made when huge pages exist and the data takes at most half the available memory.
+bool copy_to_huge_pages(uint64_t bytes) {
+  if (const char* env = std::getenv("EPWA_HUGE_WEIGHTS")) {
+    const std::string_view v(env);
+    if (v == "0") return false;
+    if (v == "1") return true;
+  }
+  return huge_pages_available() && bytes <= available_memory_bytes() / 2;
+}
+
+// Copies [lo, hi) of the mapping into `buf` slice by slice, giving each mapped slice back once
+// copied, so that resident memory holds the data once (plus one slice) at any time.
+void copy_mapped(const std::byte* lo, const std::byte* hi, LargeBuffer& buf) {
+  buf = LargeBuffer(static_cast<size_t>(hi - lo));
+  constexpr size_t kSlice = size_t{16} << 20;
+  auto* dst = static_cast<std::byte*>(buf.data());
+  for (size_t off = 0; off < buf.size(); off += kSlice) {
+    const size_t len = std::min(kSlice, buf.size() - off);
+    std::memcpy(dst + off, lo + off, len);
+    advise_dont_need(lo + off, len);
+  }
+}
 
 ModelConfig gguf_config(const GgufFile& f) {
   const std::string& arch = f.get_string("general.architecture");
@@ -108,7 +141,6 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
     w.layers.push_back(std::move(L));
   }
   check_weights(c, w);
-  // Start reading the weights in now (a no-op when the file is in the page cache already).
   if (!f.tensors().empty()) {
     const std::byte* lo = f.tensors().front().data.data();
     const std::byte* hi = lo;
@@ -116,7 +148,25 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
       lo = std::min(lo, t.data.data());
       hi = std::max(hi, t.data.data() + t.data.size());
     }
+    // Start reading the weights in now (a no-op when the file is in the page cache already).
     advise_will_need(lo, static_cast<size_t>(hi - lo));
+    if (copy_to_huge_pages(static_cast<uint64_t>(hi - lo))) {
+      copy_mapped(lo, hi, st->data);
+      const auto* base = static_cast<const std::byte*>(st->data.data());
+      auto rebase = [&](TensorView& t) {
+        if (t.data.data() >= lo && t.data.data() < hi)  // not the Q/K copies
+          t.data = {base + (t.data.data() - lo), t.data.size()};
+      };
+      rebase(w.embed);
+      rebase(w.final_norm);
+      rebase(w.head);
+      for (LayerWeights& L : w.layers) {
+        for (TensorView* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router})
+          rebase(*t);
+        for (auto* experts : {&L.w1, &L.w2, &L.w3})
+          for (TensorView& t : *experts) rebase(t);
+      }
+    }
   }
   return std::make_unique<Model>(std::move(c), std::move(w), std::move(st), path, "gguf");
 }

@@ -129,6 +129,19 @@ void advise_dont_need(const void* addr, size_t bytes) {
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
+bool huge_pages_available() {
+#ifdef MADV_HUGEPAGE
+  static const bool available = [] {
+    std::ifstream in("/sys/kernel/mm/transparent_hugepage/enabled");
+    std::string line;
+    return std::getline(in, line) && line.find("[never]") == std::string::npos;
+  }();
+  return available;
+#else
+  return false;
+#endif
+}
+
 LargeBuffer::LargeBuffer(size_t bytes) {
   if (bytes == 0) return;
   const size_t page = page_size();
