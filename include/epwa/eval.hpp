@@ -126,14 +126,23 @@ struct EvalOptions {
   int32_t attack_texts = -1;  // positives attacked per mode (-1 = n)
   int32_t crop_window = 50;
   int32_t bootstrap = 1000;
-  bool cross_precision = true;                       // needs the load-modes API
+  bool cross_precision = true;  // needs the load-modes API
+  int32_t cross_texts = -1;      // GSG texts regenerated / detected per precision (-1 = n)
+  int32_t delta_texts = -1;      // texts per extra delta of delta_grid (-1 = n)
+  // PEPI oracle (epwa train-oracle); empty = PEPI skipped. Distributions come from the loaded
+  // model (top-k as the oracle was trained), i.e. the local model simulates the API.
+  std::filesystem::path oracle;
   std::string commit;                                // recorded in results.json
   std::function<void(const std::string&)> progress;  // progress lines (stderr in the CLI)
+  // Called with the results gathered so far after each phase (detection, attacks, delta grid),
+  // so that a long run that is cut off still leaves its finished parts.
+  std::function<void(const nlohmann::json&)> checkpoint;
 };
 
 // Runs everything and returns results.json's content (see docs/EVAL.md for the layout).
 nlohmann::json run_eval(const EvalOptions& o);
-// Runs the pipeline and writes DIR/results.json and DIR/report.html.
+// Runs the pipeline and writes DIR/results.json and DIR/report.html; while it runs,
+// DIR/results.partial.json holds the phases finished so far (removed at the end).
 nlohmann::json run_eval_to_dir(const EvalOptions& o, const std::filesystem::path& dir);
 
 }  // namespace epwa::eval

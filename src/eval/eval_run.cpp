@@ -14,6 +14,7 @@
 #include "epwa/generate.hpp"
 #include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
+#include "epwa/pepi.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
 
@@ -46,8 +47,24 @@ class LayerTap : public RouterObserver {
 
 struct Analysis {
   std::vector<RouterRecord> records;
+  std::vector<RouterRecord> pepi;          // PEPI's predicted experts (when an oracle is loaded)
+  double pepi_seconds = 0;                 // oracle predictions (the logits come with the pass)
   std::vector<double> nll;                 // tokens[start..]
   std::vector<std::vector<int32_t>> topk;  // per text position i (= sequence start + i)
+};
+
+// Hands the detector the PEPI records computed from the pass's own logits, so that PEPI costs no
+// second forward pass (the local model plays the API).
+class CachedPredictor : public ExpertPredictor {
+ public:
+  std::vector<RouterRecord> predict(std::span<const int32_t>, int64_t) override { return records; }
+  std::vector<RouterRecord> records;
+};
+
+// Why perplexity rises: next-token entropy and the green mass the bias moves, per scored position
+// of unwatermarked texts (router expert of the same pass).
+struct Spread {
+  std::vector<double> entropy_t, entropy_1, green;  // at the sampling temperature and at T = 1
 };
 
 }  // namespace
@@ -84,6 +101,7 @@ class Pipeline {
     std::vector<int32_t> text;    // generated / human tokens after the prompt
     std::vector<std::vector<int32_t>> topk;
     double ppl = 0;
+    double z_full = 0;  // full method, with prompt (for the delta grid)
   };
   // z of each detector label for one text under one condition.
   using Scores = std::map<std::string, double>;
@@ -96,8 +114,16 @@ class Pipeline {
   }
   Analysis analyze(Model& m, std::span<const int32_t> seq, int64_t start, bool logits);
   json cross_precision(const std::vector<Text>& full_texts);
-  Scores detect_all(std::span<const int32_t> seq, int64_t prompt_len,
-                    std::span<const RouterRecord> recs, bool timed);
+  Scores detect_all(std::span<const int32_t> seq, int64_t prompt_len, const Analysis& a,
+                    bool timed);
+  json spread_json() const;
+  json pepi_json() const;
+  void checkpoint(const json& out, const std::string& phase) const {
+    if (!o_.checkpoint) return;
+    json c = out;
+    c["partial"] = "finished up to: " + phase;
+    o_.checkpoint(c);
+  }
   std::vector<int32_t> generate_one(std::span<const int32_t> prompt, WatermarkProcessor* wp,
                                     uint64_t seed) {
     return generate_one(*model_, prompt, wp, seed);
@@ -109,6 +135,8 @@ class Pipeline {
   json summarize(const std::vector<double>& pos, const std::vector<double>& neg,
                  uint64_t seed) const;
   json attacks(const std::string& mode, std::vector<Text>& texts);
+  json grid_point(const std::string& mode, double delta, const std::vector<Text>& texts,
+                  size_t count) const;
   json token_view(const Text& t);
 
   const EvalOptions& o_;
@@ -122,6 +150,11 @@ class Pipeline {
   // scores_[source]["prompt"|"noprompt"][label] = z per text
   std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>> scores_;
   std::map<std::string, json> quality_;
+  std::shared_ptr<const Oracle> oracle_;
+  std::shared_ptr<CachedPredictor> cached_ = std::make_shared<CachedPredictor>();
+  Spread spread_;
+  bool collect_spread_ = false;
+  bool pepi_on_ = true;
   double pass_seconds_ = 0;
   int64_t pass_tokens_ = 0;
   std::map<std::string, double> detect_seconds_;
@@ -135,7 +168,10 @@ Analysis Pipeline::analyze(Model& m, std::span<const int32_t> seq, int64_t start
   KvCache cache = m.make_cache(static_cast<int64_t>(seq.size()));
   ForwardOptions fo;
   fo.observer = &tap;
-  if (logits)
+  // PEPI reads the logits of the main load; a pass with logits costs several times one that
+  // stops after the watermark layer, so attacks use it only where pepi_attacks_ says.
+  const bool pepi = oracle_ && pepi_on_ && &m == model_.get();
+  if (logits || pepi)
     fo.all_logits = true;
   else
     fo.stop_after_router = layer_;
@@ -144,8 +180,17 @@ Analysis Pipeline::analyze(Model& m, std::span<const int32_t> seq, int64_t start
   a.records = std::move(tap.records);
   check(a.records.size() >= seq.size(),
         "eval: the model reported fewer router records than positions");
+  const size_t V = static_cast<size_t>(model_->config().vocab_size);
+  if (pepi) {
+    const auto tp = Clock::now();
+    const int32_t k = oracle_->info().features.full ? 0 : oracle_->info().features.k;
+    a.pepi.assign(seq.size() - 1, RouterRecord{0, 0.0f});
+    for (size_t p = static_cast<size_t>(std::max<int64_t>(start, 1)) - 1; p + 1 < seq.size(); ++p)
+      a.pepi[p] = oracle_->predict(top_logprobs(std::span(lg).subspan(p * V, V), k), seq[p],
+                                   p > 0 ? seq[p - 1] : -1);
+    a.pepi_seconds = seconds_since(tp);
+  }
   if (logits) {
-    const size_t V = static_cast<size_t>(model_->config().vocab_size);
     const size_t k = static_cast<size_t>(std::max(1, o_.top_k_attack));
     std::vector<int32_t> order(V);
     for (size_t p = static_cast<size_t>(start) - 1; p + 1 < seq.size(); ++p) {
@@ -154,6 +199,24 @@ Analysis Pipeline::analyze(Model& m, std::span<const int32_t> seq, int64_t start
       double s = 0;
       for (size_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(row[v]) - mx);
       a.nll.push_back(mx + std::log(s) - row[seq[p + 1]]);
+      if (collect_spread_) {
+        // Entropy at T = 1 from the same sums; at the sampling temperature and the green mass
+        // of the router's expert with one more pass over the row.
+        double e1 = 0, st = 0, et = 0, gt = 0;
+        const double T = std::max(1e-3, static_cast<double>(o_.temperature));
+        const auto bits = lists_->bits(a.records[p].expert);
+        for (size_t v = 0; v < V; ++v) {
+          const double x = static_cast<double>(row[v]) - mx;
+          e1 -= std::exp(x) / s * (x - std::log(s));
+          const double w = std::exp(x / T);
+          st += w;
+          et += w * x / T;
+          if ((bits[v >> 6] >> (v & 63)) & 1u) gt += w;
+        }
+        spread_.entropy_1.push_back(e1);
+        spread_.entropy_t.push_back(std::log(st) - et / st);
+        spread_.green.push_back(gt / st);
+      }
       std::iota(order.begin(), order.end(), 0);
       std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(std::min(k, V)),
                         order.end(), [row](int32_t x, int32_t y) { return row[x] > row[y]; });
@@ -169,13 +232,17 @@ Analysis Pipeline::analyze(Model& m, std::span<const int32_t> seq, int64_t start
 }
 
 Pipeline::Scores Pipeline::detect_all(std::span<const int32_t> seq, int64_t prompt_len,
-                                      std::span<const RouterRecord> recs, bool timed) {
+                                      const Analysis& a, bool timed) {
   Scores out;
-  DetectionInput in{seq, prompt_len, recs};
+  DetectionInput in{seq, prompt_len, a.records};
+  cached_->records = a.pepi;
   for (auto& [label, det] : detectors_) {
+    const bool is_pepi = label.rfind("pepi", 0) == 0;
+    if (is_pepi && a.pepi.empty()) continue;  // PEPI not run on this pass
     const auto t0 = Clock::now();
     out[label] = det.detect(in).z;
-    if (timed) detect_seconds_[label] += seconds_since(t0);
+    if (timed)
+      detect_seconds_[label] += seconds_since(t0) + (is_pepi ? a.pepi_seconds : 0);
   }
   if (timed) detect_tokens_ += static_cast<int64_t>(seq.size());
   return out;
@@ -214,8 +281,13 @@ void Pipeline::score_texts(const std::string& name, std::vector<Text>& texts, bo
     if (t.text.empty()) continue;
     const auto seq = concat(t.prompt, t.text);
     const int64_t P = static_cast<int64_t>(t.prompt.size());
+    collect_spread_ = quality && name == "none";
     Analysis a = analyze(seq, P, quality);
-    for (auto& [label, z] : detect_all(seq, P, a.records, true)) sc["prompt"][label].push_back(z);
+    collect_spread_ = false;
+    for (auto& [label, z] : detect_all(seq, P, a, true)) {
+      sc["prompt"][label].push_back(z);
+      if (label == "full") t.z_full = z;
+    }
     if (quality) {
       t.ppl = perplexity_from_nll(a.nll);
       t.topk = std::move(a.topk);
@@ -227,7 +299,7 @@ void Pipeline::score_texts(const std::string& name, std::vector<Text>& texts, bo
     len.push_back(static_cast<double>(t.text.size()));
     const std::vector<int32_t> bare = concat(std::vector<int32_t>{bos}, t.text);
     Analysis b = analyze(bare, 1, false);
-    for (auto& [label, z] : detect_all(bare, 1, b.records, true))
+    for (auto& [label, z] : detect_all(bare, 1, b, true))
       sc["noprompt"][label].push_back(z);
     if ((i + 1) % 5 == 0 || i + 1 == texts.size())
       say("detect " + name + " " + std::to_string(i + 1) + "/" + std::to_string(texts.size()));
@@ -309,14 +381,17 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
           const auto edited = attack(t.text, kind, rate, src, seed);
           const std::string key = source + "|" + attack_name(kind) + "|" + std::to_string(rate);
           const auto seq = concat(t.prompt, edited);
+          // PEPI only on the fluent substitution with prompt (and the crops below).
+          pepi_on_ = source == "topk" && kind == AttackKind::Substitute;
           const Analysis a = analyze(seq, static_cast<int64_t>(t.prompt.size()), false);
+          pepi_on_ = false;
           for (auto& [label, v] :
-               detect_all(seq, static_cast<int64_t>(t.prompt.size()), a.records, false))
+               detect_all(seq, static_cast<int64_t>(t.prompt.size()), a, false))
             z[key + "|prompt"][label].push_back(v);
           if (kind == AttackKind::Substitute) {  // the prompt-less target is on substitution
             const auto bare = concat(std::vector<int32_t>{bos}, edited);
             const Analysis b = analyze(bare, 1, false);
-            for (auto& [label, v] : detect_all(bare, 1, b.records, false))
+            for (auto& [label, v] : detect_all(bare, 1, b, false))
               z[key + "|noprompt"][label].push_back(v);
           }
         }
@@ -349,6 +424,7 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
                      {"z_mean", mean(v)}});
     }
   }
+  pepi_on_ = true;
   // Span cropping: a window alone, and a window inside human text (no prompt either way).
   std::map<std::string, std::vector<double>> crop;
   const auto& humans = human_texts_;
@@ -364,7 +440,7 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
           std::pair{std::string("splice"), s.tokens}}) {
       const auto seq = concat(std::vector<int32_t>{bos}, body);
       const Analysis a = analyze(seq, 1, false);
-      for (auto& [label, v] : detect_all(seq, 1, a.records, false))
+      for (auto& [label, v] : detect_all(seq, 1, a, false))
         crop[name + "|" + label].push_back(v);
     }
   }
@@ -390,7 +466,12 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
 
 // GSG texts generated by each precision (stored, 8-bit, 4-bit loads) and detected by each; the
 // router agreement (same top-1 expert at the watermark layer) explains the differences.
-json Pipeline::cross_precision(const std::vector<Text>& full_texts) {
+json Pipeline::cross_precision(const std::vector<Text>& all_texts) {
+  const size_t count = o_.cross_texts < 0
+                           ? all_texts.size()
+                           : std::min(all_texts.size(), static_cast<size_t>(o_.cross_texts));
+  const std::vector<Text> full_texts(all_texts.begin(),
+                                     all_texts.begin() + static_cast<std::ptrdiff_t>(count));
   std::map<std::string, std::unique_ptr<Model>> owned;
   std::map<std::string, Model*> models{{"stored", model_.get()}};
   for (auto [name, mode] :
@@ -417,6 +498,9 @@ json Pipeline::cross_precision(const std::vector<Text>& full_texts) {
         t.prompt = f.prompt;
         t.text = generate_one(*models[g], t.prompt, &wp, o_.seed + texts.size());
         texts.push_back(std::move(t));
+        if (texts.size() % 10 == 0)
+          say("cross-precision: 4-bit generation " + std::to_string(texts.size()) + "/" +
+              std::to_string(full_texts.size()));
       }
     } else {
       continue;  // 8-bit generation is not measured (4-bit is the harder case)
@@ -457,6 +541,68 @@ json Pipeline::cross_precision(const std::vector<Text>& full_texts) {
     }
   }
   return rows;
+}
+
+json Pipeline::grid_point(const std::string& mode, double delta, const std::vector<Text>& texts,
+                          size_t count) const {
+  std::vector<double> ppl, z;
+  for (size_t i = 0; i < std::min(count, texts.size()); ++i) {
+    if (texts[i].text.empty()) continue;
+    ppl.push_back(texts[i].ppl);
+    z.push_back(texts[i].z_full);
+  }
+  json j = {{"mode", mode},           {"delta", delta},         {"n", ppl.size()},
+            {"ppl_mean", mean(ppl)},  {"ppl_median", median(ppl)}, {"tpr_z4", rate_above(z, 4.0)},
+            {"z_mean", mean(z)}};
+  if (!ppl.empty()) {
+    const auto c = bootstrap_ci(
+        ppl, [](std::span<const double> v) { return mean(v); }, o_.bootstrap, 21);
+    j["ppl_mean_ci"] = {c.lo, c.hi};
+  }
+  return j;
+}
+
+json Pipeline::spread_json() const {
+  const Spread& sp = spread_;
+  if (sp.green.empty()) return {{"skipped", "no unwatermarked text"}};
+  const double T = std::max(1e-3, static_cast<double>(o_.temperature));
+  std::vector<double> deltas = {0.5, 1.0, 1.5, 2.0, 3.0, o_.delta};
+  deltas.insert(deltas.end(), o_.delta_grid.begin(), o_.delta_grid.end());
+  std::sort(deltas.begin(), deltas.end());
+  deltas.erase(std::unique(deltas.begin(), deltas.end()), deltas.end());
+  json after = json::array();
+  for (double d : deltas) {
+    // The processor adds delta to the green logits before the temperature divides them, so the
+    // green mass G becomes G e^(d/T) / (G e^(d/T) + 1 - G).
+    const double f = std::exp(d / T);
+    double m = 0;
+    for (double g : sp.green) m += g * f / (g * f + 1.0 - g);
+    after.push_back({{"delta", d}, {"green_mass", m / static_cast<double>(sp.green.size())}});
+  }
+  auto share_below = [](const std::vector<double>& v, double x) {
+    return static_cast<double>(std::count_if(v.begin(), v.end(), [x](double e) { return e < x; })) /
+           static_cast<double>(v.size());
+  };
+  return {{"texts", "unwatermarked"},
+          {"positions", sp.green.size()},
+          {"temperature", o_.temperature},
+          {"entropy_nats_mean_t", mean(sp.entropy_t)},
+          {"entropy_nats_median_t", median(sp.entropy_t)},
+          {"entropy_nats_mean_t1", mean(sp.entropy_1)},
+          {"share_entropy_t_below_0_5", share_below(sp.entropy_t, 0.5)},
+          {"share_entropy_t_below_1", share_below(sp.entropy_t, 1.0)},
+          {"green_mass_before", mean(sp.green)},
+          {"green_mass_after", after}};
+}
+
+json Pipeline::pepi_json() const {
+  if (!oracle_) return {{"skipped", "no oracle (--oracle FILE; default MODEL.oracle when present)"}};
+  const OracleInfo& i = oracle_->info();
+  return {{"oracle", o_.oracle.string()},
+          {"features", pepi_features_name(i.features)},
+          {"router_layer", i.router_layer},
+          {"distributions", "local model (simulated API), top-k as trained"},
+          {"metrics", to_json(oracle_->metrics())}};
 }
 
 json Pipeline::token_view(const Text& t) {
@@ -540,6 +686,25 @@ json Pipeline::run() {
       detectors_.emplace_back(std::string(detect_method_name(m)) + (rep ? "+repeats" : ""),
                               Detector(lists_, opt));
     }
+  }
+  if (!o_.oracle.empty()) {
+    auto oracle = std::make_shared<const Oracle>(Oracle::load(o_.oracle));
+    oracle->check_router_hash(hash);
+    check(oracle->info().router_layer == layer_,
+          "eval: the oracle '" + o_.oracle.string() + "' predicts router layer " +
+              std::to_string(oracle->info().router_layer) + ", the watermark layer is " +
+              std::to_string(layer_));
+    oracle_ = std::move(oracle);
+    for (bool rep : {false, true}) {
+      DetectOptions opt;
+      opt.method = DetectMethod::Pepi;
+      opt.count_repeats = rep;
+      Detector d(lists_, opt);
+      d.set_expert_predictor(cached_);
+      detectors_.emplace_back(std::string("pepi") + (rep ? "+repeats" : ""), std::move(d));
+    }
+    say("PEPI oracle " + o_.oracle.string() + " (" + pepi_features_name(oracle_->info().features) +
+        ", held-out accuracy " + std::to_string(oracle_->metrics().accuracy) + ")");
   }
   say("model " + o_.model_path.string() + ", router hash " + hash + ", layer " +
       std::to_string(layer_));
@@ -630,42 +795,6 @@ json Pipeline::run() {
     speed["end_to_end_tokens_per_s"][label] = 1.0 / (1.0 / pass_rate + 1.0 / det_rate);
   }
 
-  json attack = json::array();
-  for (const std::string mode : {"gsg", "ewp"}) {
-    json a = attacks(mode, gen[mode]);
-    attack.insert(attack.end(), a.begin(), a.end());
-  }
-
-  // Perplexity against delta: delta 0 is unwatermarked generation.
-  json grid = json::array();
-  grid.push_back({{"mode", "none"},
-                  {"delta", 0.0},
-                  {"ppl_mean", quality_["none"]["ppl_mean"]},
-                  {"tpr_z4", rate_above(scores_["none"]["prompt"]["full"], 4.0)}});
-  for (const std::string mode : {"gsg", "ewp"})
-    grid.push_back({{"mode", mode},
-                    {"delta", o_.delta},
-                    {"ppl_mean", quality_[mode]["ppl_mean"]},
-                    {"tpr_z4", rate_above(scores_[mode]["prompt"]["full"], 4.0)}});
-  for (double d : o_.delta_grid) {
-    if (d == o_.delta) continue;
-    WatermarkProcessor wp({WatermarkMode::GSG, o_.gamma, d, {}, layer_}, lists_);
-    std::vector<Text> texts;
-    for (int32_t i = 0; i < o_.n; ++i) {
-      Text t;
-      t.prompt = gen["none"][i].prompt;
-      t.text = generate_one(t.prompt, &wp, o_.seed + static_cast<uint64_t>(i));
-      texts.push_back(std::move(t));
-    }
-    const std::string name = "gsg-delta-" + std::to_string(d);
-    score_texts(name, texts, true);
-    grid.push_back({{"mode", "gsg"},
-                    {"delta", d},
-                    {"ppl_mean", quality_[name]["ppl_mean"]},
-                    {"tpr_z4", rate_above(scores_[name]["prompt"]["full"], 4.0)}});
-    say("delta grid " + std::to_string(d) + " done");
-  }
-
   json out;
   out["tool"] = "epwa eval";
   out["commit"] = o_.commit;
@@ -697,16 +826,52 @@ json Pipeline::run() {
   out["quality"] = quality_;
   out["detection"] = detection;
   out["speed"] = speed;
-  out["attacks"] = attack;
-  out["delta_grid"] = grid;
-  if (o_.cross_precision) cross_precision_ = cross_precision(gen["gsg"]);
-  out["cross_precision"] = cross_precision_;
-  out["pepi"] = {
-      {"skipped", "no PEPI oracle in this build (detect.hpp ExpertPredictor slot only)"}};
+  out["spread"] = spread_json();
+  out["pepi"] = pepi_json();
   out["sample"] = token_view(gen["gsg"].front());
   out["samples_text"] = {{"none", tok_->decode(gen["none"].front().text, true)},
                          {"gsg", tok_->decode(gen["gsg"].front().text, true)},
                          {"ewp", tok_->decode(gen["ewp"].front().text, true)}};
+  const size_t n_grid = o_.delta_texts < 0 ? static_cast<size_t>(o_.n)
+                                           : std::min<size_t>(o_.n, o_.delta_texts);
+  json grid = json::array();
+  grid.push_back(grid_point("none", 0.0, gen["none"], n_grid));
+  for (const std::string mode : {"gsg", "ewp"})
+    grid.push_back(grid_point(mode, o_.delta, gen[mode], n_grid));
+  out["delta_grid"] = grid;
+  checkpoint(out, "detection");
+
+  json attack = json::array();
+  for (const std::string mode : {"gsg", "ewp"}) {
+    json a = attacks(mode, gen[mode]);
+    attack.insert(attack.end(), a.begin(), a.end());
+  }
+  out["attacks"] = attack;
+  checkpoint(out, "attacks");
+
+  // Perplexity against delta: delta 0 is unwatermarked generation; extra GSG deltas on the first
+  // n_grid prompts (the base points above use the same prompts and seeds).
+  for (double d : o_.delta_grid) {
+    if (d == o_.delta) continue;
+    WatermarkProcessor wp({WatermarkMode::GSG, o_.gamma, d, {}, layer_}, lists_);
+    std::vector<Text> texts;
+    for (size_t i = 0; i < n_grid; ++i) {
+      Text t;
+      t.prompt = gen["none"][i].prompt;
+      t.text = generate_one(t.prompt, &wp, o_.seed + static_cast<uint64_t>(i));
+      texts.push_back(std::move(t));
+    }
+    const std::string name = "gsg-delta-" + std::to_string(d);
+    score_texts(name, texts, true);
+    grid.push_back(grid_point("gsg", d, texts, n_grid));
+    say("delta grid " + std::to_string(d) + " done");
+    out["delta_grid"] = grid;
+    out["quality"] = quality_;
+    checkpoint(out, "delta " + std::to_string(d));
+  }
+
+  if (o_.cross_precision) cross_precision_ = cross_precision(gen["gsg"]);
+  out["cross_precision"] = cross_precision_;
   out["seconds"] = seconds_since(t_start);
   say("done in " + std::to_string(static_cast<int64_t>(seconds_since(t_start))) + " s");
   return out;
@@ -720,7 +885,18 @@ json run_eval(const EvalOptions& o) {
 
 json run_eval_to_dir(const EvalOptions& o, const std::filesystem::path& dir) {
   std::filesystem::create_directories(dir);
-  json r = run_eval(o);
+  const auto partial = dir / "results.partial.json";
+  EvalOptions opt = o;
+  opt.checkpoint = [&o, partial](const json& j) {
+    {
+      std::ofstream f(partial);
+      check(f.good(), "eval: cannot write '" + partial.string() + "'");
+      f << j.dump(1) << "\n";
+    }
+    if (o.checkpoint) o.checkpoint(j);
+  };
+  json r = run_eval(opt);
+  std::filesystem::remove(partial);
   {
     std::ofstream f(dir / "results.json");
     check(f.good(), "eval: cannot write '" + (dir / "results.json").string() + "'");

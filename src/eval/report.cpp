@@ -263,7 +263,7 @@ std::string render_report(const json& r) {
   h += "<h2>ROC curves and z-scores</h2><div class=\"charts\">\n";
   for (const std::string mode : {"gsg", "ewp"}) {
     std::vector<Series> ss;
-    for (const std::string method : {"full", "cspv", "weighted"})
+    for (const std::string method : {"full", "cspv", "weighted", "pepi"})
       for (bool prompt : {true, false})
         if (const json* d = find_detection(r, mode, method, prompt, false);
             d && d->contains("roc")) {
@@ -379,6 +379,9 @@ std::string render_report(const json& r) {
     h += "<p>Cross-precision: <code>" + esc(cp.dump()) + "</code></p>\n";
   }
   h += "<p>PEPI: <code>" + esc(r.value("pepi", json::object()).dump()) + "</code></p>\n";
+  if (r.contains("spread"))
+    h += "<h3>Next-token entropy and green mass (unwatermarked texts)</h3><pre>" +
+         esc(r["spread"].dump(1)) + "</pre>\n";
 
   // Token view.
   h += "<h2>Token view</h2>\n";

@@ -1,6 +1,7 @@
 // The whole pipeline on a tiny random model (with the bundled tokenizer) in seconds.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -52,8 +53,19 @@ TEST(Pipeline, TinyModelEndToEnd) {
   auto o = tiny_options(model);
   int progress_lines = 0;
   o.progress = [&](const std::string&) { ++progress_lines; };
+  o.cross_texts = 2;
+  o.delta_texts = 3;
+  std::vector<std::string> phases;
+  o.checkpoint = [&](const json& j) {
+    phases.push_back(j.value("partial", ""));
+    // The partial file is on disk while the run goes on.
+    EXPECT_TRUE(fs::exists(out / "results.partial.json"));
+  };
   const json r = epwa::eval::run_eval_to_dir(o, out);
   EXPECT_GT(progress_lines, 5);
+  ASSERT_EQ(phases.size(), 3u);  // detection, attacks, the one extra delta
+  EXPECT_EQ(phases[0], "finished up to: detection");
+  EXPECT_FALSE(fs::exists(out / "results.partial.json"));  // removed at the end
   ASSERT_TRUE(fs::exists(out / "results.json"));
   ASSERT_TRUE(fs::exists(out / "report.html"));
   std::ifstream f(out / "results.json");
@@ -76,13 +88,30 @@ TEST(Pipeline, TinyModelEndToEnd) {
   // attacks: per mode 2 sources x 3 kinds x 2 rates (with prompt) + 2 x 2 substitutions without,
   // each for 3 methods, plus crop/splice x 3 methods
   EXPECT_EQ(back["attacks"].size(), 2u * ((12 + 4) * 3 + 2 * 3));
-  EXPECT_EQ(back["delta_grid"].size(), 4u);
+  ASSERT_EQ(back["delta_grid"].size(), 4u);
+  for (const auto& g : back["delta_grid"]) EXPECT_EQ(g["n"], 3) << g.dump();  // --delta-texts
+  EXPECT_EQ(back["delta_grid"][3]["delta"], 4.0);
+  // Entropy and green mass of the unwatermarked texts' positions.
+  const json& sp = back["spread"];
+  EXPECT_GT(sp["positions"].get<int>(), 0);
+  EXPECT_GT(sp["entropy_nats_mean_t1"].get<double>(), 0.0);
+  EXPECT_LE(sp["entropy_nats_mean_t1"].get<double>(), std::log(8000.0) + 1e-9);
+  const double g0 = sp["green_mass_before"].get<double>();
+  EXPECT_GT(g0, 0.2);  // gamma 0.5 green lists of a near-uniform model
+  EXPECT_LT(g0, 0.8);
+  double last = g0;
+  for (const auto& a : sp["green_mass_after"]) {  // grows with delta
+    EXPECT_GT(a["green_mass"].get<double>(), last);
+    last = a["green_mass"].get<double>();
+  }
+  EXPECT_FALSE(back["pepi"].contains("oracle"));  // no oracle given
   EXPECT_GT(back["quality"]["none"]["ppl_mean"].get<double>(), 1.0);
   EXPECT_FALSE(back["sample"]["tokens"].empty());
   // cross-precision: 4-bit and stored generation, each detected by stored, 8-bit and 4-bit loads
   ASSERT_TRUE(back["cross_precision"].is_array());
   EXPECT_EQ(back["cross_precision"].size(), 6u);
   for (const auto& c : back["cross_precision"]) {
+    EXPECT_EQ(c["n"], 2);  // --cross-texts
     if (c["generated_with"] != c["detected_with"]) {
       EXPECT_GT(c["router_agreement"].get<double>(), 0.3);
     }
@@ -99,4 +128,7 @@ TEST(Pipeline, BadInputsThrow) {
   EXPECT_THROW(epwa::eval::run_eval(o), epwa::Error);
   o.n = 0;
   EXPECT_THROW(epwa::eval::run_eval(o), epwa::Error);
+  auto p = tiny_options(tiny_model());
+  p.oracle = fs::temp_directory_path() / "epwa_eval_no_such.oracle";
+  EXPECT_THROW(epwa::eval::run_eval(p), epwa::Error);
 }

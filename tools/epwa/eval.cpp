@@ -32,6 +32,8 @@ struct Args {
   eval::EvalOptions o;
   std::string out = "eval-out";
   std::string deltas, rates;
+  std::string oracle;
+  bool no_pepi = false;
 };
 
 const Command kEval{
@@ -68,12 +70,33 @@ const Command kEval{
           ->check(CLI::PositiveNumber);
       app.add_option("--bootstrap", a->o.bootstrap, "bootstrap resamples")
           ->check(CLI::PositiveNumber);
+      app.add_option("--cross-texts", a->o.cross_texts,
+                     "GSG texts per precision for cross-precision (default: all)")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--delta-texts", a->o.delta_texts,
+                     "texts per extra delta of --deltas (default: --n)")
+          ->check(CLI::PositiveNumber);
+      app.add_option("--oracle", a->oracle,
+                     "PEPI oracle (default: MODEL.oracle when it exists, e.g. "
+                     "models/epwa-tiny-moe.oracle)")
+          ->check(CLI::ExistingFile);
+      app.add_flag("--no-pepi", a->no_pepi, "skip PEPI even when an oracle is found");
       app.add_option("--out", a->out, "output folder");
       bool* cross = &a->o.cross_precision;
       app.add_flag_callback(
           "--no-cross-precision", [cross] { *cross = false; }, "skip 4-bit/8-bit loads");
       return [a] {
         a->o.model_path = resolve_model_path(a->model.model);
+        if (!a->no_pepi) {
+          if (!a->oracle.empty()) {
+            a->o.oracle = a->oracle;
+          } else {  // the oracle shipped beside the model (folder name + ".oracle")
+            std::filesystem::path m = a->o.model_path;
+            if (!m.has_filename()) m = m.parent_path();
+            const std::filesystem::path def = m.string() + ".oracle";
+            if (std::filesystem::is_regular_file(def)) a->o.oracle = def;
+          }
+        }
         if (!a->deltas.empty())
           for (float d : parse_float_list(a->deltas))
             a->o.delta_grid.push_back(std::round(d * 1e6) / 1e6);
