@@ -73,8 +73,9 @@ std::vector<std::string_view> score_merge(std::string_view text, const PieceScor
   std::priority_queue<Cand> pq;
   std::string buf;
   auto push = [&](int32_t p) {
+    if (p < 0) return;
     const int32_t q = link[p].next;
-    if (p < 0 || q < 0) return;
+    if (q < 0) return;
     // Adjacent symbols are adjacent in `text`, so the pair is one contiguous view.
     const std::string_view merged(sym[p].data(), sym[p].size() + sym[q].size());
     buf.assign(merged);
