@@ -2,6 +2,7 @@
 #include "epwa/bench.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -67,23 +68,55 @@ std::string cpu_text() {
   return s.empty() ? "baseline (no AVX2)" : s;
 }
 
-std::string model_type_of(const Model& m) {
-  if (m.format() == "gguf") {
-    try {
-      GgufFile f(m.source());
-      if (auto ft = f.find_u32("general.file_type")) {
-        std::string name = llama_file_type_name(*ft);
-        if (name != "unknown") return name;
-      }
-    } catch (const Error&) {
-      // Fall through to the in-memory types.
-    }
+// The in-memory type a llama.cpp file type stores most of its weights in.
+std::string main_type_of(uint32_t file_type) {
+  switch (file_type) {
+    case 0:
+      return "f32";
+    case 1:
+      return "f16";
+    case 2:
+      return "q4_0";
+    case 3:
+      return "q4_1";
+    case 7:
+      return "q8_0";
+    case 8:
+      return "q5_0";
+    case 9:
+      return "q5_1";
+    case 14:
+    case 15:
+      return "q4_k";
+    case 16:
+    case 17:
+      return "q5_k";
+    case 18:
+      return "q6_k";
+    case 32:
+      return "bf16";
+    default:
+      return "";
   }
-  // The type holding most weight bytes, as llama.cpp's "mostly X".
+}
+
+// llama.cpp's name of the GGUF's general.file_type when the loaded weights agree with it (not
+// after a quantizing load, nor when a writer left the default 0), else the type holding most
+// weight bytes, upper-case, as llama.cpp's "mostly X".
+std::string model_type_of(const Model& m) {
   std::string best = "unknown";
   uint64_t most = 0;
   for (const auto& [name, b] : weight_bytes_by_type(m))
     if (b > most) most = b, best = name;
+  if (m.format() == "gguf") {
+    try {
+      GgufFile f(m.source());
+      if (auto ft = f.find_u32("general.file_type"); ft && main_type_of(*ft) == best)
+        return llama_file_type_name(*ft);
+    } catch (const Error&) {
+      // Fall through to the in-memory types.
+    }
+  }
   std::transform(best.begin(), best.end(), best.begin(), [](char ch) {
     return static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
   });
