@@ -82,6 +82,10 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
         "vec_dot_rows_multi: row stride " + std::to_string(row_bytes) +
             " bytes is shorter than a " + std::string(dtype_name(t)) + " row of " +
             std::to_string(xs[0].size()) + " elements");
+  if (const quant::RowsMultiDot g = isa == KernelIsa::Avx2 ? quant::gemm_avx2(t) : nullptr) {
+    g(w, row_bytes, xs, row_begin, row_end, out, out_stride);
+    return;
+  }
   const quant::RowDot k = quant::row_dot(t, isa);
   const quant::RowMultiDot k4v = isa == KernelIsa::Avx2 ? quant::row_dot4v_avx2(t) : nullptr;
   // About 256 KiB of packed activations per group (int8 x for the integer kernels, f32 otherwise).

@@ -30,6 +30,14 @@ RowDot row_dot_avx2(DType t);
 RowsDot rows4_dot_avx2(DType t);      // nullptr where there is no multi-row kernel
 RowMultiDot row_dot4v_avx2(DType t);  // nullptr where there is no multi-vector kernel
 
+// Tiled multi-vector kernel (gemm_avx2.cpp, prompt processing): vec_dot_rows_multi for rows
+// [row_begin, row_end) and every vector, bit-identical to vec_dot_rows (exact integer block sums,
+// then the decode kernels' float steps in the same order). nullptr for types it does not cover.
+using RowsMultiDot = void (*)(const std::byte* w, int64_t row_bytes,
+                              std::span<const PackedVector> xs, int64_t row_begin,
+                              int64_t row_end, float* out, int64_t out_stride);
+RowsMultiDot gemm_avx2(DType t);
+
 // Quantises n values (n a multiple of `block`) to int8: per `block` values d = amax / 127 and
 // q = x / d rounded to nearest even; one sum of q per `sum_group` values. Both versions give
 // identical bytes; the AVX2 one returns false when the build has no AVX2 code.
