@@ -1,0 +1,367 @@
+// Register-blocked multi-vector kernels for prompt processing (AVX2): one weight row against up to
+// eight activation vectors per pass, four blocks of 32 values per step.
+//
+// Why this layout: AVX2 has no int8 dot-product instruction, so every (row, vector, block) costs a
+// maddubs, a widening madd, an int -> float conversion and a scaled FMA. Here four blocks a, b, c,
+// d share those steps: the activations of a group of four blocks are repacked once per call so that
+// each 32-byte register holds 8 values of each block ([a c | b d] per 128-bit half), the weights
+// are unpacked into the same order once per row and reused by all vectors, and one int32 vector
+// then holds two lanes per block ([a a c c b b d d]), so one convert and two FMAs serve four
+// blocks. Q4_0's unsigned nibbles (0..15) times int8 activations stay within int16 over the four
+// maddubs (4 * 2 * 15 * 127 = 15240), so they are summed before the madd; Q4_0's -8 offset is
+// folded into the float step through the activation block sums. Q8_0 uses the sign trick
+// (|w| as u8 against y carrying w's sign) and sums after the madd.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "epwa/quant.hpp"
+#include "quant/blocks.hpp"
+#include "quant/kernels.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+#include "quant/simd_avx2.hpp"
+
+namespace epwa::quant {
+namespace {
+using namespace simd;
+
+// Q4_0/Q8_0 work on groups of eight blocks. Repacked activations of a group: two halves of four
+// blocks (4 x 32 bytes each, see interleave), then dx and Q4_0's 8 * sum(y) per block (int32),
+// both in the lane order kLanes of the block sums the kernels form.
+constexpr int64_t kGroupBytes = 256 + 32 + 32;
+constexpr int kMaxV = 8;  // vectors per pass: 8 accumulators
+// Lane i of a group's block sums holds block kLanes[i] (what hadd_epi32 of two [a a c c b b d d]
+// halves gives); kNatural undoes it before the final horizontal sum.
+constexpr int kLanes[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+inline __m256i natural_order() {
+  return _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+}
+
+// 32 bytes each from four 16-byte halves: [a c | b d] order, 8 bytes of each per 128-bit half.
+// lo_x holds values 0..15 of block x; the result j holds values 8j..8j+7 of every block (j < 2).
+inline void interleave(__m128i a, __m128i b, __m128i c, __m128i d, __m256i& r0, __m256i& r1) {
+  const __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
+  const __m256i cd = _mm256_inserti128_si256(_mm256_castsi128_si256(c), d, 1);
+  r0 = _mm256_unpacklo_epi64(ab, cd);
+  r1 = _mm256_unpackhi_epi64(ab, cd);
+}
+inline __m128i load128(const void* p) {
+  return _mm_loadu_si128(static_cast<const __m128i*>(p));
+}
+// The f16 scales of the eight blocks at blk (BYTES apart) as floats in kLanes order, assembled in
+// general registers and converted with one vcvtph2ps (the same values as the decode kernel's).
+template <size_t BYTES>
+inline __m256 scales_in_lanes(const std::byte* blk) {
+  const auto h = [blk](int j) { return static_cast<uint64_t>(load_u16(blk + j * BYTES)); };
+  const uint64_t lo = h(0) | h(2) << 16 | h(4) << 32 | h(6) << 48;
+  const uint64_t hi = h(1) | h(3) << 16 | h(5) << 32 | h(7) << 48;
+  return _mm256_cvtph_ps(
+      _mm_insert_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(lo)), static_cast<int64_t>(hi), 1));
+}
+
+// One vector into the group layout. Blocks past the end are zeros (scale 0, as the decode
+// kernel's zero lanes), so the kernels run whole groups.
+void repack_vector(const PackedVector& x, bool offset, uint8_t* dst) {
+  const int64_t nb = x.size() / 32, groups = (nb + 7) / 8;
+  alignas(32) static const int8_t zeros[32] = {};
+  for (int64_t g = 0; g < groups; ++g, dst += kGroupBytes) {
+    const int8_t* y[8];
+    alignas(32) float dx[8];
+    alignas(32) int32_t off[8];
+    for (int j = 0; j < 8; ++j) {
+      const int64_t b = 8 * g + j;
+      y[j] = b < nb ? x.qs() + 32 * b : zeros;
+      const int64_t bl = 8 * g + kLanes[j];
+      dx[j] = bl < nb ? x.scales()[bl] : 0.0f;
+      off[j] = bl < nb && offset ? 8 * x.sums()[bl] : 0;
+    }
+    for (int half = 0; half < 2; ++half) {
+      const int8_t* const* q = y + 4 * half;
+      __m256i v[4];
+      interleave(load128(q[0]), load128(q[1]), load128(q[2]), load128(q[3]), v[0], v[1]);
+      interleave(load128(q[0] + 16), load128(q[1] + 16), load128(q[2] + 16), load128(q[3] + 16),
+                 v[2], v[3]);
+      for (int j = 0; j < 4; ++j)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 128 * half + 32 * j), v[j]);
+    }
+    _mm256_storeu_ps(reinterpret_cast<float*>(dst + 256), _mm256_load_ps(dx));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 288),
+                        _mm256_load_si256(reinterpret_cast<const __m256i*>(off)));
+  }
+}
+
+// The blocks of group g of a row, or a zero-padded copy of the last, partial group.
+template <size_t BYTES>
+inline const std::byte* group_blocks(const std::byte* row, int64_t nb, int64_t g, std::byte* tail) {
+  const int64_t have = nb - 8 * g;
+  if (have >= 8) return row + 8 * g * BYTES;
+  std::memset(tail, 0, 8 * BYTES);
+  std::memcpy(tail, row + 8 * g * BYTES, static_cast<size_t>(have) * BYTES);
+  return tail;
+}
+
+inline __m256i ones16() {
+  return _mm256_set1_epi16(1);
+}
+
+// Q4_0: out[v * ldo] = dot(row, vector v) for V vectors whose groups are `ystride` bytes apart.
+// Per half of four blocks the nibbles (0..15) times int8 activations are summed in int16 (at most
+// 4 * 2 * 15 * 127 = 15240), widened by one madd to [a a c c b b d d], and hadd_epi32 of the two
+// halves gives the eight exact block sums; then 8 * sum(y) comes off in int32 and the float step
+// is the decode kernel's, fma(dw * dx, float(sum), acc) per block lane, so the results are
+// bit-identical to vec_dot_rows.
+template <int V>
+void tile_q4_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
+               int64_t ldo) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  alignas(32) std::byte tail[8 * Q4_0::bytes];
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  const int64_t groups = (nb + 7) / 8;
+  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
+    const std::byte* blk = group_blocks<Q4_0::bytes>(row, nb, g, tail);
+    __m256i w[8];
+    for (int half = 0; half < 2; ++half) {
+      const std::byte* b = blk + 4 * half * Q4_0::bytes + Q4_0::qs;
+      __m256i raw0, raw1;  // bytes 0..7 / 8..15 of every block's qs
+      interleave(load128(b), load128(b + Q4_0::bytes), load128(b + 2 * Q4_0::bytes),
+                 load128(b + 3 * Q4_0::bytes), raw0, raw1);
+      w[4 * half] = _mm256_and_si256(raw0, low4);
+      w[4 * half + 1] = _mm256_and_si256(raw1, low4);
+      w[4 * half + 2] = _mm256_and_si256(_mm256_srli_epi16(raw0, 4), low4);
+      w[4 * half + 3] = _mm256_and_si256(_mm256_srli_epi16(raw1, 4), low4);
+    }
+    const __m256 dw = scales_in_lanes<Q4_0::bytes>(blk);
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      __m256i h[2];
+      for (int half = 0; half < 2; ++half) {
+        const __m256i* wh = w + 4 * half;
+        const uint8_t* yh = yv + 128 * half;
+        const __m256i s16 =
+            _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(wh[0], load256(yh)),
+                                              _mm256_maddubs_epi16(wh[1], load256(yh + 32))),
+                             _mm256_add_epi16(_mm256_maddubs_epi16(wh[2], load256(yh + 64)),
+                                              _mm256_maddubs_epi16(wh[3], load256(yh + 96))));
+        h[half] = _mm256_madd_epi16(s16, ones16());
+      }
+      const __m256i s = _mm256_sub_epi32(_mm256_hadd_epi32(h[0], h[1]), load256(yv + 288));
+      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
+      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v)
+    out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
+}
+
+// Q8_0: the sign trick (|w| as u8 against y carrying w's sign); products reach 2 * 128 * 127 per
+// int16 lane, so blocks are summed after the madd. Same float step as Q4_0 (bit-identical).
+template <int V>
+void tile_q8_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
+               int64_t ldo) {
+  alignas(32) std::byte tail[8 * Q8_0::bytes];
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  const int64_t groups = (nb + 7) / 8;
+  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
+    const std::byte* blk = group_blocks<Q8_0::bytes>(row, nb, g, tail);
+    __m256i w[8], aw[8];
+    for (int half = 0; half < 2; ++half) {
+      const std::byte* b = blk + 4 * half * Q8_0::bytes + Q8_0::qs;
+      constexpr size_t B = Q8_0::bytes;
+      interleave(load128(b), load128(b + B), load128(b + 2 * B), load128(b + 3 * B), w[4 * half],
+                 w[4 * half + 1]);
+      interleave(load128(b + 16), load128(b + B + 16), load128(b + 2 * B + 16),
+                 load128(b + 3 * B + 16), w[4 * half + 2], w[4 * half + 3]);
+    }
+    for (int j = 0; j < 8; ++j) aw[j] = _mm256_abs_epi8(w[j]);  // -128 -> 0x80 = 128 as u8
+    const __m256 dw = scales_in_lanes<Q8_0::bytes>(blk);
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      __m256i h[2];
+      for (int half = 0; half < 2; ++half) {
+        __m256i p[4];
+        for (int j = 0; j < 4; ++j)
+          p[j] = _mm256_madd_epi16(
+              _mm256_maddubs_epi16(
+                  aw[4 * half + j],
+                  _mm256_sign_epi8(load256(yv + 128 * half + 32 * j), w[4 * half + j])),
+              ones16());
+        h[half] = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
+      }
+      const __m256i s = _mm256_hadd_epi32(h[0], h[1]);
+      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
+      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v)
+    out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
+}
+
+// Super-block formats: one repacked unit per 256 values.
+constexpr int64_t kSuperBytes = 256 + 32 + 32;
+
+// ---- Q6_K: super-blocks of 256, 6-bit values (q - 32), one int8 scale per 16 ------------------
+// The values unpack in activation order (32 per register, two scales per register), so the
+// repacked vector is the plain int8 values, then dx (8 copies) and the 16 sums of 16 as int16
+// (|sum| <= 2032): the -32 offset of every value is one madd of those sums with the row's scales.
+void repack_vector_q6k(const PackedVector& x, uint8_t* dst) {
+  const int64_t nsb = x.size() / 256;
+  for (int64_t b = 0; b < nsb; ++b, dst += kSuperBytes) {
+    std::memcpy(dst, x.qs() + 256 * b, 256);
+    _mm256_storeu_ps(reinterpret_cast<float*>(dst + 256), _mm256_set1_ps(x.scales()[b]));
+    const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + 16 * b));
+    const __m256i s1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + 16 * b + 8));
+    // packs interleaves 128-bit lanes: [s0 lo, s1 lo, s0 hi, s1 hi] -> reorder to sums 0..15
+    const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(s0, s1), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 288), p);
+  }
+}
+
+template <int V>
+void tile_q6_k(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystride, float* out,
+               int64_t ldo) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nsb; ++b, y += kSuperBytes) {
+    const std::byte* blk = row + b * Q6_K::bytes;
+    const auto* sc = reinterpret_cast<const int8_t*>(blk + Q6_K::scales);
+    __m256i q[8], scale[8];
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = u8(blk + Q6_K::ql) + 64 * h;
+      const __m256i l0 = load256(ql), l1 = load256(ql + 32),
+                    hi = load256(u8(blk + Q6_K::qh) + 32 * h);
+      const auto high = [&](int shift) {
+        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, shift), low2), 4);
+      };
+      q[4 * h] = _mm256_or_si256(_mm256_and_si256(l0, low4), high(0));
+      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, low4), high(2));
+      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), high(4));
+      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), high(6));
+    }
+    for (int k = 0; k < 8; ++k)
+      scale[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+    const __m256i sc16 = _mm256_cvtepi8_epi16(load128(sc));
+    const __m256 d = _mm256_set1_ps(f16(blk + Q6_K::d));
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      __m256i sumi = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(yv + 288)), 5);
+      sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
+      for (int k = 0; k < 8; ++k)
+        sumi = _mm256_add_epi32(
+            sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(yv + 32 * k)), scale[k]));
+      // the decode kernel's float step: fma(d * dx, float(sumi), acc), so results are identical
+      const __m256 ddx =
+          _mm256_mul_ps(d, _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256)));
+      acc[v] = _mm256_fmadd_ps(ddx, _mm256_cvtepi32_ps(sumi), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);
+}
+
+using TileFn = void (*)(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride,
+                        float* out, int64_t ldo);
+const TileFn kQ4_0[kMaxV] = {tile_q4_0<1>, tile_q4_0<2>, tile_q4_0<3>, tile_q4_0<4>,
+                             tile_q4_0<5>, tile_q4_0<6>, tile_q4_0<7>, tile_q4_0<8>};
+const TileFn kQ8_0[kMaxV] = {tile_q8_0<1>, tile_q8_0<2>, tile_q8_0<3>, tile_q8_0<4>,
+                             tile_q8_0<5>, tile_q8_0<6>, tile_q8_0<7>, tile_q8_0<8>};
+const TileFn kQ6_K[kMaxV] = {tile_q6_k<1>, tile_q6_k<2>, tile_q6_k<3>, tile_q6_k<4>,
+                             tile_q6_k<5>, tile_q6_k<6>, tile_q6_k<7>, tile_q6_k<8>};
+
+// Repacks one vector for the tile functions of a format.
+using RepackFn = void (*)(const PackedVector& x, uint8_t* dst);
+void repack_q4_0(const PackedVector& x, uint8_t* dst) {
+  repack_vector(x, true, dst);
+}
+void repack_q8_0(const PackedVector& x, uint8_t* dst) {
+  repack_vector(x, false, dst);
+}
+// A format's kernels: `unit` values per repacked unit of `unit_bytes`.
+struct Format {
+  int64_t unit, unit_bytes;
+  RepackFn repack;
+  const TileFn* tiles;
+};
+// Q4_0/Q8_0 tiles take the number of 32-blocks and round it up to groups of eight themselves.
+const Format kFmtQ4_0{32, 0, repack_q4_0, kQ4_0};
+const Format kFmtQ8_0{32, 0, repack_q8_0, kQ8_0};
+const Format kFmtQ6_K{256, kSuperBytes, repack_vector_q6k, kQ6_K};
+
+}  // namespace
+}  // namespace epwa::quant
+
+#pragma GCC pop_options
+
+// The driver is portable code: it owns the scratch buffer (standard-library templates must not be
+// instantiated under the AVX2 pragma) and only calls the AVX2 functions above.
+namespace epwa::quant {
+namespace {
+
+template <const Format* F>
+void gemm_tiled(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+                int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
+  const int64_t units = xs[0].size() / F->unit;  // 32-blocks or 256-super-blocks
+  // Bytes of one repacked vector: groups of eight 32-blocks, or super-blocks.
+  const int64_t stride = F->unit_bytes ? units * F->unit_bytes : (units + 7) / 8 * kGroupBytes;
+  if (units == 0 || row_begin >= row_end) {
+    for (size_t v = 0; v < xs.size(); ++v)
+      for (int64_t r = row_begin; r < row_end; ++r)
+        out[static_cast<int64_t>(v) * out_stride + r] = 0.0f;
+    return;
+  }
+  // Vectors per repacked batch: ~256 KiB of activations stay in L2 while the row range streams
+  // past them; each pass of kMaxV vectors (24 KiB for 2048 columns) stays in L1.
+  const int64_t batch = std::max<int64_t>(kMaxV, (256 << 10) / stride / kMaxV * kMaxV);
+  thread_local std::vector<uint8_t> ybuf;
+  for (size_t v0 = 0; v0 < xs.size(); v0 += static_cast<size_t>(batch)) {
+    const size_t v1 = std::min(xs.size(), v0 + static_cast<size_t>(batch));
+    ybuf.resize((v1 - v0) * static_cast<size_t>(stride));
+    for (size_t v = v0; v < v1; ++v)
+      F->repack(xs[v], ybuf.data() + (v - v0) * static_cast<size_t>(stride));
+    for (size_t s = v0; s < v1; s += kMaxV) {
+      const int nv = static_cast<int>(std::min<size_t>(kMaxV, v1 - s));
+      const TileFn tile = F->tiles[nv - 1];
+      const uint8_t* y = ybuf.data() + (s - v0) * static_cast<size_t>(stride);
+      float* o = out + static_cast<int64_t>(s) * out_stride;
+      for (int64_t r = row_begin; r < row_end; ++r)
+        tile(w + r * row_bytes, units, y, stride, o + r, out_stride);
+    }
+  }
+}
+
+}  // namespace
+
+RowsMultiDot gemm_avx2(DType t) {
+  switch (t) {
+    case DType::Q4_0:
+      return gemm_tiled<&kFmtQ4_0>;
+    case DType::Q8_0:
+      return gemm_tiled<&kFmtQ8_0>;
+    case DType::Q6_K:
+      return gemm_tiled<&kFmtQ6_K>;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace epwa::quant
+
+#else
+
+namespace epwa::quant {
+RowsMultiDot gemm_avx2(DType) {
+  return nullptr;
+}
+}  // namespace epwa::quant
+
+#endif

@@ -1,0 +1,175 @@
+// The tiled multi-vector kernels (src/quant/gemm_avx2.cpp) behind vec_dot_rows_multi on AVX2, on
+// fresh random data, against a double-precision dot of the dequantised rows with the packed
+// activations (what the integer kernel computes exactly). Bound, with M = sum_i |w_i| |xq_i| plus
+// the magnitude of the offset terms (Q4_0: 8 |d_b| sum |xq_i|; Q6_K: 32 |d sc_g| sum |xq_i|):
+//   |fast - exact| <= 2e-5 * M   (float roundings only: ~n/128 + 8 chained roundings of 2^-24,
+//                                 i.e. < 1e-6 relative for n <= 4096; 2e-5 leaves room but a wrong
+//                                 block, lane or scale gives O(1) errors)
+// and bit-identical to the one-row kernel (vec_dot_rows): the tiles form the same exact integer
+// block sums and repeat the decode kernels' float steps (the engine relies on prompt and decode
+// logits agreeing to the bit).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "epwa/quant.hpp"
+#include "quant/blocks.hpp"
+#include "quant/kernels.hpp"
+#include "quant_test_util.hpp"
+
+using namespace epwa;
+
+namespace {
+
+bool tiled(DType t) {
+  return best_isa() == KernelIsa::Avx2 && quant::gemm_avx2(t) != nullptr;
+}
+
+std::vector<std::byte> quantized(DType t, const std::vector<float>& w, int64_t rows, int64_t n) {
+  std::vector<std::byte> b(static_cast<size_t>(dtype_bytes(t, n) * rows));
+  for (int64_t r = 0; r < rows; ++r)
+    quantize_row(t, w.data() + r * n, b.data() + r * dtype_bytes(t, n), n);
+  return b;
+}
+
+// The f16 scale d at the start of a Q4_0 or Q8_0 block.
+double block_scale(const std::byte* blk) {
+  uint16_t h;
+  std::memcpy(&h, blk, 2);
+  return static_cast<double>(f16_to_f32(h));
+}
+
+double xq(const PackedVector& p, int64_t i) {
+  return static_cast<double>(p.qs()[i]) *
+         p.scales()[i / (p.format() == ActFormat::Q8Block32 ? 32 : 256)];
+}
+
+// Runs vec_dot_rows_multi over rows [r0, rows) with out_stride rows + 3 and checks every value
+// against the exact dot and against vec_dot_rows; rows before r0 and the padding stay untouched.
+void check(DType t, const std::vector<std::byte>& w, int64_t rows, int64_t n,
+           const std::vector<PackedVector>& xs, int64_t r0) {
+  const int64_t rb = dtype_bytes(t, n), ld = rows + 3;
+  const auto nv = static_cast<int64_t>(xs.size());
+  std::vector<float> out(static_cast<size_t>(nv * ld), -7.0f), one(static_cast<size_t>(rows));
+  vec_dot_rows_multi(w.data(), rb, xs, r0, rows, out.data(), ld);
+  std::vector<float> wd(static_cast<size_t>(n));
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::byte* row = w.data() + r * rb;
+    dequantize_row(t, row, wd.data(), n);
+    for (int64_t v = 0; v < nv; ++v) {
+      const float got = out[v * ld + r];
+      if (r < r0) {
+        ASSERT_EQ(got, -7.0f) << "row " << r << " outside the range was written";
+        continue;
+      }
+      double exact = 0, mag = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        exact += wd[i] * xq(xs[v], i);
+        mag += std::abs(wd[i] * xq(xs[v], i));
+        if (t == DType::Q4_0 && i % 32 == 0) {
+          double ys = 0;
+          for (int64_t j = i; j < i + 32; ++j) ys += std::abs(xq(xs[v], j));
+          mag += 8 * ys * std::abs(block_scale(row + (i / 32) * dtype_bytes(t, 32)));
+        }
+        if (t == DType::Q6_K && i % 16 == 0) {  // w = d sc (q - 32): 2 * 32 |d sc| covers both
+          const std::byte* sb = row + (i / 256) * quant::Q6_K::bytes;
+          const auto sc = static_cast<int8_t>(sb[quant::Q6_K::scales + i % 256 / 16]);
+          double ys = 0;
+          for (int64_t j = i; j < i + 16; ++j) ys += std::abs(xq(xs[v], j));
+          mag += 64 * ys * std::abs(sc * block_scale(sb + quant::Q6_K::d));
+        }
+      }
+      const double bound = 2e-5 * mag + 1e-30;
+      ASSERT_LE(std::abs(got - exact), bound) << "row " << r << " vector " << v << " of " << nv;
+      vec_dot_rows(w.data(), rb, xs[v], r, r + 1, one.data());
+      ASSERT_EQ(got, one[r]) << "row " << r << " vector " << v;
+    }
+    for (int64_t v = 0; v < nv; ++v)
+      for (int64_t p = rows; p < ld; ++p) ASSERT_EQ(out[v * ld + p], -7.0f) << "padding written";
+  }
+}
+
+}  // namespace
+
+TEST(GemmTiled, RandomMatricesEveryVectorCountAndLength) {
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K}) {
+    if (!tiled(t)) GTEST_SKIP() << "no tiled kernel on this CPU";
+    // n: one block, a partial group of four blocks, whole groups, whole groups plus a partial one
+    // (Q6_K: one to five super-blocks)
+    for (int64_t n : {32, 96, 128, 160, 1024 + 64}) {
+      if (t == DType::Q6_K) n = n <= 128 ? 256 * (n / 32) : 1280;
+      const int64_t rows = 5;
+      const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
+      for (int64_t nv : {1, 3, 8, 9, 17}) {
+        SCOPED_TRACE(std::string(dtype_name(t)) + " n=" + std::to_string(n) +
+                     " vectors=" + std::to_string(nv));
+        std::vector<PackedVector> xs(static_cast<size_t>(nv));
+        for (auto& p : xs) p.pack(t, test::gaussian(rng, n, 3.0f));
+        check(t, w, rows, n, xs, nv % 2);
+      }
+    }
+  }
+}
+
+TEST(GemmTiled, ManyVectorsSpanSeveralRepackBatches) {
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K}) {
+    if (!tiled(t)) GTEST_SKIP() << "no tiled kernel on this CPU";
+    const int64_t rows = 3, n = 4096, nv = 53;  // batches of 40 (Q6_K: 48) vectors here
+    const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
+    std::vector<PackedVector> xs(nv);
+    for (auto& p : xs) p.pack(t, test::gaussian(rng, n));
+    check(t, w, rows, n, xs, 0);
+  }
+}
+
+// Extreme bytes: Q4_0 nibbles all 0 or all 15 and Q8_0 values of -128/127 against activations of
+// +-127, the largest int16 partial sums the kernels form (saturation would show as a large error).
+TEST(GemmTiled, ExtremeValuesDoNotSaturate) {
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const int64_t rows = 4, n = 256;
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K}) {
+    if (!tiled(t)) GTEST_SKIP() << "no tiled kernel on this CPU";
+    if (t == DType::Q6_K) {  // values 63 or 0 (q - 32 = 31 / -32), scales 127 or -128
+      std::vector<std::byte> w(static_cast<size_t>(rows * dtype_bytes(t, n)));
+      for (size_t b = 0; b < w.size(); b += quant::Q6_K::bytes) {
+        const bool high = b / quant::Q6_K::bytes % 2 != 0;
+        for (size_t i = 0; i < quant::Q6_K::scales; ++i) w[b + i] = std::byte(high ? 0xFF : 0x00);
+        for (size_t i = quant::Q6_K::scales; i < quant::Q6_K::d; ++i)
+          w[b + i] = std::byte(high ? 0x7F : 0x80);
+        test::put_u16(w, b + quant::Q6_K::d, f32_to_f16(0.01f));
+      }
+      std::vector<PackedVector> xs(8);
+      for (size_t v = 0; v < xs.size(); ++v)
+        xs[v].pack(t, std::vector<float>(n, v % 2 ? 1.0f : -1.0f));
+      check(t, w, rows, n, xs, 0);
+      continue;
+    }
+    const int64_t bb = dtype_bytes(t, 32), rb = dtype_bytes(t, n);
+    std::vector<std::byte> w(static_cast<size_t>(rows * rb));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t b = 0; b < n / 32; ++b) {
+        std::byte* blk = w.data() + r * rb + b * bb;
+        test::put_u16(w, static_cast<size_t>(blk - w.data()), f32_to_f16(0.5f + 0.25f * r));
+        const bool high = (r + b) % 2 == 0;
+        for (int64_t i = 2; i < bb; ++i)
+          blk[i] = t == DType::Q4_0 ? std::byte(high ? 0xFF : 0x00)
+                                    : std::byte(high ? 0x80 : 0x7F);  // -128 / 127
+      }
+    std::vector<PackedVector> xs(8);
+    for (size_t v = 0; v < xs.size(); ++v) {
+      std::vector<float> x(n);
+      for (int64_t i = 0; i < n; ++i) x[i] = (v % 2 == 0 || i % 3 == 0) ? 1.0f : -1.0f;
+      xs[v].pack(t, x);  // every value +-127 at scale 1/127
+    }
+    check(t, w, rows, n, xs, 0);
+  }
+}
