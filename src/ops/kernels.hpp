@@ -15,12 +15,18 @@ struct Kernels {
   // Converts n stored values to f32.
   void (*f16_to_f32)(const void* src, float* dst, int64_t n);
   void (*bf16_to_f32)(const void* src, float* dst, int64_t n);
-  // Y[t * ldy + r] (+)= sum_i W[r * ldw + i] * X[t * ldx + i] for r < m, t < n, i < k: the inner
-  // block of matmul once a panel of weight rows has been converted to f32. Overwrites Y unless
-  // accumulate.
-  void (*gemm_nt)(const float* w, int64_t ldw, int64_t m, const float* x, int64_t ldx, int64_t n,
-                  int64_t k, float* y, int64_t ldy, bool accumulate);
+  // matmul's panel: k columns of m <= kPanel stored rows (row i at w + i * row_bytes, element
+  // type t: F32/F16/BF16) converted to f32 and transposed, panel[j * kPanel + i] = W[i][j]; rows
+  // m..kPanel-1 are zeros.
+  void (*pack_panel)(DType t, const std::byte* w, int64_t row_bytes, int64_t m, int64_t k,
+                     float* panel);
+  // Y[t * ldy + i] (+)= sum_j panel[j * kPanel + i] * X[t * ldx + j] for i < m, t < n, j < k,
+  // each sum in order of j. Overwrites Y unless accumulate.
+  void (*gemm_panel)(const float* panel, int64_t m, const float* x, int64_t ldx, int64_t n,
+                     int64_t k, float* y, int64_t ldy, bool accumulate);
 };
+// Rows per matmul panel: two 8-lane registers per token in the AVX2 micro-kernel.
+inline constexpr int64_t kPanel = 16;
 
 const Kernels& scalar_kernels();
 // nullptr when the build has no AVX2 code (non-x86); callers still check cpu_features().

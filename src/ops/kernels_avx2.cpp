@@ -85,64 +85,115 @@ void bf16_to_f32_row(const void* s, float* d, int64_t n) {
   convert_avx2<load8_bf16>(s, d, n);
 }
 
-// MR weight rows x NR tokens of dot products over k, all kept in registers: each loaded weight
-// vector serves NR tokens and each token vector MR rows, so the loop is bound by FMAs, not loads.
-template <int MR, int NR>
-void micro(const float* w, int64_t ldw, const float* x, int64_t ldx, int64_t k, float* y,
-           int64_t ldy, bool accumulate) {
-  __m256 acc[MR][NR];
-  for (int r = 0; r < MR; ++r)
-    for (int t = 0; t < NR; ++t) acc[r][t] = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8) {
-    __m256 wv[MR];
-    for (int r = 0; r < MR; ++r) wv[r] = _mm256_loadu_ps(w + r * ldw + i);
-    for (int t = 0; t < NR; ++t) {
-      const __m256 xv = _mm256_loadu_ps(x + t * ldx + i);
-      for (int r = 0; r < MR; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
+// Transposes eight 8-lane rows in place: r[j] becomes lane j of every input row.
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
   }
-  if (i < k) {
-    const __m256i m = tail_mask(k - i);
-    __m256 wv[MR];
-    for (int r = 0; r < MR; ++r) wv[r] = _mm256_maskload_ps(w + r * ldw + i, m);
-    for (int t = 0; t < NR; ++t) {
-      const __m256 xv = _mm256_maskload_ps(x + t * ldx + i, m);
-      for (int r = 0; r < MR; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
   }
-  for (int t = 0; t < NR; ++t)
-    for (int r = 0; r < MR; ++r) {
-      float* out = y + t * ldy + r;
-      const float s = hsum(acc[r][t]);
-      *out = accumulate ? *out + s : s;
-    }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
+    r[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
+  }
 }
 
-constexpr int kMR = 4, kNR = 3;
+template <int kBytes, __m256 (*Load)(const char*)>
+void pack_panel_t(const char* w, int64_t row_bytes, int64_t m, int64_t k, float* panel) {
+  for (int64_t i0 = 0; i0 < kPanel; i0 += 8) {
+    int64_t j = 0;
+    for (; j + 8 <= k; j += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i)
+        r[i] = i0 + i < m ? Load(w + (i0 + i) * row_bytes + j * kBytes) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int c = 0; c < 8; ++c) _mm256_storeu_ps(panel + (j + c) * kPanel + i0, r[c]);
+    }
+    for (; j < k; ++j)  // the last < 8 columns, through a padded copy of each row's tail
+      for (int i = 0; i < 8; ++i) {
+        float v = 0.0f;
+        if (i0 + i < m) {
+          alignas(32) char buf[8 * kBytes] = {};
+          std::memcpy(buf, w + (i0 + i) * row_bytes + j * kBytes, kBytes);
+          v = _mm256_cvtss_f32(Load(buf));
+        }
+        panel[j * kPanel + i0 + i] = v;
+      }
+  }
+}
+
+void pack_panel(DType t, const std::byte* w, int64_t row_bytes, int64_t m, int64_t k,
+                float* panel) {
+  const char* p = reinterpret_cast<const char*>(w);
+  if (t == DType::F32) return pack_panel_t<4, load8_f32>(p, row_bytes, m, k, panel);
+  if (t == DType::F16) return pack_panel_t<2, load8_f16>(p, row_bytes, m, k, panel);
+  pack_panel_t<2, load8_bf16>(p, row_bytes, m, k, panel);
+}
+
+// NT tokens x 16 rows in 2 * NT accumulators: per column j, two panel loads and NT broadcasts of
+// x feed 2 * NT FMAs, so the loop is bound by the FMA units (NT = 6: 12 of 16 registers).
+template <int NT>
+void micro(const float* panel, int64_t m, const float* x, int64_t ldx, int64_t k, float* y,
+           int64_t ldy, bool accumulate) {
+  __m256 a0[NT], a1[NT];
+  for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+  const float* xt[NT];
+  for (int t = 0; t < NT; ++t) xt[t] = x + t * ldx;
+  for (int64_t j = 0; j < k; ++j) {
+    const __m256 w0 = _mm256_loadu_ps(panel + j * kPanel);
+    const __m256 w1 = _mm256_loadu_ps(panel + j * kPanel + 8);
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      const __m256 b = _mm256_broadcast_ss(xt[t] + j);
+      a0[t] = _mm256_fmadd_ps(w0, b, a0[t]);
+      a1[t] = _mm256_fmadd_ps(w1, b, a1[t]);
+    }
+  }
+  // Fully unrolled so that the accumulators stay registers (a loop over t indexing a0[t] makes
+  // GCC keep them in memory and store them on every column: 2x slower).
+  alignas(32) float buf[NT][kPanel];
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) {
+    _mm256_store_ps(buf[t], a0[t]);
+    _mm256_store_ps(buf[t] + 8, a1[t]);
+  }
+  for (int t = 0; t < NT; ++t) {
+    float* out = y + t * ldy;
+    if (m == kPanel) {
+      __m256 r0 = _mm256_load_ps(buf[t]), r1 = _mm256_load_ps(buf[t] + 8);
+      if (accumulate) {
+        r0 = _mm256_add_ps(_mm256_loadu_ps(out), r0);
+        r1 = _mm256_add_ps(_mm256_loadu_ps(out + 8), r1);
+      }
+      _mm256_storeu_ps(out, r0);
+      _mm256_storeu_ps(out + 8, r1);
+    } else {
+      for (int64_t i = 0; i < m; ++i) out[i] = accumulate ? out[i] + buf[t][i] : buf[t][i];
+    }
+  }
+}
+
+constexpr int kNT = 6;
 using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t,
                          bool);
-// kMicro[mr - 1][nr - 1] handles the full blocks and the edges.
-const MicroFn kMicro[kMR][kNR] = {
-    {micro<1, 1>, micro<1, 2>, micro<1, 3>},
-    {micro<2, 1>, micro<2, 2>, micro<2, 3>},
-    {micro<3, 1>, micro<3, 2>, micro<3, 3>},
-    {micro<4, 1>, micro<4, 2>, micro<4, 3>},
-};
+const MicroFn kMicro[kNT] = {micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
 
-void gemm_nt(const float* w, int64_t ldw, int64_t m, const float* x, int64_t ldx, int64_t n,
-             int64_t k, float* y, int64_t ldy, bool accumulate) {
-  for (int64_t r = 0; r < m; r += kMR) {
-    const int64_t mr = m - r < kMR ? m - r : kMR;
-    for (int64_t t = 0; t < n; t += kNR) {
-      const int64_t nr = n - t < kNR ? n - t : kNR;
-      kMicro[mr - 1][nr - 1](w + r * ldw, ldw, x + t * ldx, ldx, k, y + t * ldy + r, ldy,
-                             accumulate);
-    }
+void gemm_panel(const float* panel, int64_t m, const float* x, int64_t ldx, int64_t n, int64_t k,
+                float* y, int64_t ldy, bool accumulate) {
+  for (int64_t t = 0; t < n; t += kNT) {
+    const int64_t nt = n - t < kNT ? n - t : kNT;
+    kMicro[nt - 1](panel, m, x + t * ldx, ldx, k, y + t * ldy, ldy, accumulate);
   }
 }
 
-const Kernels kAvx2{dot_f32, dot_f16, dot_bf16, f16_to_f32_row, bf16_to_f32_row, gemm_nt};
+const Kernels kAvx2{dot_f32,         dot_f16,    dot_bf16,  f16_to_f32_row,
+                    bf16_to_f32_row, pack_panel, gemm_panel};
 
 }  // namespace
 }  // namespace epwa::ops

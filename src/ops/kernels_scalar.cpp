@@ -62,19 +62,35 @@ void bf16_to_f32_row(const void* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src, i));
 }
 
-void gemm_nt(const float* w, int64_t ldw, int64_t m, const float* x, int64_t ldx, int64_t n,
-             int64_t k, float* y, int64_t ldy, bool accumulate) {
+void pack_panel(DType t, const std::byte* w, int64_t row_bytes, int64_t m, int64_t k,
+                float* panel) {
+  const float* h = f16_table();
+  for (int64_t i = 0; i < kPanel; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const std::byte* row = w + i * row_bytes;
+      panel[j * kPanel + i] = i >= m            ? 0.0f
+                              : t == DType::F32 ? load_f32(row, j)
+                              : t == DType::F16 ? h[load_u16(row, j)]
+                                                : bf16_to_f32(load_u16(row, j));
+    }
+}
+
+void gemm_panel(const float* panel, int64_t m, const float* x, int64_t ldx, int64_t n, int64_t k,
+                float* y, int64_t ldy, bool accumulate) {
   for (int64_t t = 0; t < n; ++t)
-    for (int64_t r = 0; r < m; ++r) {
-      const float d = dot_f32(w + r * ldw, x + t * ldx, k);
-      y[t * ldy + r] = accumulate ? y[t * ldy + r] + d : d;
+    for (int64_t i = 0; i < m; ++i) {
+      float s = accumulate ? y[t * ldy + i] : 0.0f;
+      float d = 0.0f;
+      for (int64_t j = 0; j < k; ++j) d += panel[j * kPanel + i] * x[t * ldx + j];
+      y[t * ldy + i] = s + d;
     }
 }
 
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{dot_f32, dot_f16, dot_bf16, f16_to_f32_row, bf16_to_f32_row, gemm_nt};
+  static const Kernels k{dot_f32,         dot_f16,    dot_bf16,  f16_to_f32_row,
+                         bf16_to_f32_row, pack_panel, gemm_panel};
   return k;
 }
 

@@ -152,30 +152,27 @@ void matmul(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool
     return;
   }
   const ops::Kernels& k = ops::kernels();
-  // Blocking: a task owns kTaskRows weight rows and all tokens. Within it, a block of kTokens
-  // tokens x kCols columns of X (256 KB, in L2) meets kPanelRows rows converted to an f32 panel
-  // (64 KB; the 4 rows the micro-kernel uses, 16 KB, stay in L1 across the tokens), so each weight
-  // is converted once per token block and each X block serves kTaskRows rows. Sizes were tuned on
-  // a 2-core EPYC (docs/KERNELS.md).
-  constexpr int64_t kTaskRows = 64, kPanelRows = 16, kTokens = 64, kCols = 1024;
-  const int64_t tasks = (m.rows + kTaskRows - 1) / kTaskRows;
-  pool.parallel_for(tasks, [&](int64_t b, int64_t e) {
+  // Blocking: a task owns a range of 16-row panels and all tokens. For each block of kTokens
+  // tokens x kCols columns of X (128 KB, stays in L2) every panel of the task is converted once to
+  // a transposed f32 panel (16 KB, stays in L1) that meets all tokens of the block in 6-token x
+  // 16-row register tiles. Each weight is thus converted once per kTokens tokens. Sizes were tuned
+  // on a 2-core EPYC (docs/KERNELS.md).
+  constexpr int64_t kTokens = 128, kCols = 256;
+  const int64_t eb = elem_bytes(m.type);
+  const int64_t panels = (m.rows + ops::kPanel - 1) / ops::kPanel;
+  pool.parallel_for(panels, [&](int64_t b, int64_t e) {
     thread_local std::vector<float> panel;
-    panel.resize(kPanelRows * kCols);
-    for (int64_t task = b; task < e; ++task) {
-      const int64_t ra = task * kTaskRows, rb = std::min(m.rows, ra + kTaskRows);
-      for (int64_t t0 = 0; t0 < n; t0 += kTokens) {
-        const int64_t nt = std::min(kTokens, n - t0);
-        for (int64_t c0 = 0; c0 < m.cols; c0 += kCols) {
-          const int64_t nc = std::min(kCols, m.cols - c0);
-          for (int64_t r = ra; r < rb; r += kPanelRows) {
-            const int64_t mr = std::min(kPanelRows, rb - r);
-            for (int64_t i = 0; i < mr; ++i)
-              convert(k, m.type, m.data + (r + i) * m.row_bytes + c0 * elem_bytes(m.type),
-                      panel.data() + i * kCols, nc);
-            k.gemm_nt(panel.data(), kCols, mr, x + t0 * m.cols + c0, m.cols, nt, nc,
-                      y + t0 * m.rows + r, m.rows, c0 > 0);
-          }
+    panel.resize(ops::kPanel * kCols);
+    for (int64_t t0 = 0; t0 < n; t0 += kTokens) {
+      const int64_t nt = std::min(kTokens, n - t0);
+      for (int64_t c0 = 0; c0 < m.cols; c0 += kCols) {
+        const int64_t nc = std::min(kCols, m.cols - c0);
+        for (int64_t p = b; p < e; ++p) {
+          const int64_t r = p * ops::kPanel, mr = std::min(ops::kPanel, m.rows - r);
+          k.pack_panel(m.type, m.data + r * m.row_bytes + c0 * eb, m.row_bytes, mr, nc,
+                       panel.data());
+          k.gemm_panel(panel.data(), mr, x + t0 * m.cols + c0, m.cols, nt, nc, y + t0 * m.rows + r,
+                       m.rows, c0 > 0);
         }
       }
     }
