@@ -127,8 +127,8 @@ struct EvalOptions {
   int32_t crop_window = 50;
   int32_t bootstrap = 1000;
   bool cross_precision = true;  // needs the load-modes API
-  int32_t cross_texts = -1;      // GSG texts regenerated / detected per precision (-1 = n)
-  int32_t delta_texts = -1;      // texts per extra delta of delta_grid (-1 = n)
+  int32_t cross_texts = -1;     // GSG texts regenerated / detected per precision (-1 = n)
+  int32_t delta_texts = -1;     // texts per extra delta of delta_grid (-1 = n)
   // PEPI oracle (epwa train-oracle); empty = PEPI skipped. Distributions come from the loaded
   // model (top-k as the oracle was trained), i.e. the local model simulates the API.
   std::filesystem::path oracle;

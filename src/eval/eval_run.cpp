@@ -241,8 +241,7 @@ Pipeline::Scores Pipeline::detect_all(std::span<const int32_t> seq, int64_t prom
     if (is_pepi && a.pepi.empty()) continue;  // PEPI not run on this pass
     const auto t0 = Clock::now();
     out[label] = det.detect(in).z;
-    if (timed)
-      detect_seconds_[label] += seconds_since(t0) + (is_pepi ? a.pepi_seconds : 0);
+    if (timed) detect_seconds_[label] += seconds_since(t0) + (is_pepi ? a.pepi_seconds : 0);
   }
   if (timed) detect_tokens_ += static_cast<int64_t>(seq.size());
   return out;
@@ -299,8 +298,7 @@ void Pipeline::score_texts(const std::string& name, std::vector<Text>& texts, bo
     len.push_back(static_cast<double>(t.text.size()));
     const std::vector<int32_t> bare = concat(std::vector<int32_t>{bos}, t.text);
     Analysis b = analyze(bare, 1, false);
-    for (auto& [label, z] : detect_all(bare, 1, b, true))
-      sc["noprompt"][label].push_back(z);
+    for (auto& [label, z] : detect_all(bare, 1, b, true)) sc["noprompt"][label].push_back(z);
     if ((i + 1) % 5 == 0 || i + 1 == texts.size())
       say("detect " + name + " " + std::to_string(i + 1) + "/" + std::to_string(texts.size()));
   }
@@ -385,8 +383,7 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
           pepi_on_ = source == "topk" && kind == AttackKind::Substitute;
           const Analysis a = analyze(seq, static_cast<int64_t>(t.prompt.size()), false);
           pepi_on_ = false;
-          for (auto& [label, v] :
-               detect_all(seq, static_cast<int64_t>(t.prompt.size()), a, false))
+          for (auto& [label, v] : detect_all(seq, static_cast<int64_t>(t.prompt.size()), a, false))
             z[key + "|prompt"][label].push_back(v);
           if (kind == AttackKind::Substitute) {  // the prompt-less target is on substitution
             const auto bare = concat(std::vector<int32_t>{bos}, edited);
@@ -440,8 +437,7 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
           std::pair{std::string("splice"), s.tokens}}) {
       const auto seq = concat(std::vector<int32_t>{bos}, body);
       const Analysis a = analyze(seq, 1, false);
-      for (auto& [label, v] : detect_all(seq, 1, a, false))
-        crop[name + "|" + label].push_back(v);
+      for (auto& [label, v] : detect_all(seq, 1, a, false)) crop[name + "|" + label].push_back(v);
     }
   }
   for (auto& [key, v] : crop) {
@@ -551,8 +547,12 @@ json Pipeline::grid_point(const std::string& mode, double delta, const std::vect
     ppl.push_back(texts[i].ppl);
     z.push_back(texts[i].z_full);
   }
-  json j = {{"mode", mode},           {"delta", delta},         {"n", ppl.size()},
-            {"ppl_mean", mean(ppl)},  {"ppl_median", median(ppl)}, {"tpr_z4", rate_above(z, 4.0)},
+  json j = {{"mode", mode},
+            {"delta", delta},
+            {"n", ppl.size()},
+            {"ppl_mean", mean(ppl)},
+            {"ppl_median", median(ppl)},
+            {"tpr_z4", rate_above(z, 4.0)},
             {"z_mean", mean(z)}};
   if (!ppl.empty()) {
     const auto c = bootstrap_ci(
@@ -596,7 +596,8 @@ json Pipeline::spread_json() const {
 }
 
 json Pipeline::pepi_json() const {
-  if (!oracle_) return {{"skipped", "no oracle (--oracle FILE; default MODEL.oracle when present)"}};
+  if (!oracle_)
+    return {{"skipped", "no oracle (--oracle FILE; default MODEL.oracle when present)"}};
   const OracleInfo& i = oracle_->info();
   return {{"oracle", o_.oracle.string()},
           {"features", pepi_features_name(i.features)},
@@ -832,8 +833,8 @@ json Pipeline::run() {
   out["samples_text"] = {{"none", tok_->decode(gen["none"].front().text, true)},
                          {"gsg", tok_->decode(gen["gsg"].front().text, true)},
                          {"ewp", tok_->decode(gen["ewp"].front().text, true)}};
-  const size_t n_grid = o_.delta_texts < 0 ? static_cast<size_t>(o_.n)
-                                           : std::min<size_t>(o_.n, o_.delta_texts);
+  const size_t n_grid =
+      o_.delta_texts < 0 ? static_cast<size_t>(o_.n) : std::min<size_t>(o_.n, o_.delta_texts);
   json grid = json::array();
   grid.push_back(grid_point("none", 0.0, gen["none"], n_grid));
   for (const std::string mode : {"gsg", "ewp"})

@@ -1,13 +1,13 @@
 // report.html renders in headless Chromium with every chart in the DOM (scripts/check_report.sh).
 // Skipped where no chromium is installed (CI installs only scripts/setup.sh's packages).
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "epwa/eval.hpp"
 #include "synthetic_results.hpp"
@@ -37,7 +37,8 @@ std::string slurp(const fs::path& p) {
 
 TEST(ReportRender, EveryChartInTheChromiumDom) {
   if (!have_chromium()) GTEST_SKIP() << "chromium is not installed";
-  const fs::path dir = fs::temp_directory_path() / ("epwa_report_render_" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("epwa_report_render_" + std::to_string(getpid()));
   fs::create_directories(dir);
   {
     std::ofstream f(dir / "report.html");

@@ -9,7 +9,9 @@
 using json = nlohmann::json;
 using namespace epwa::eval;
 
-json synthetic() { return epwa::eval::testing::synthetic_results(); }
+json synthetic() {
+  return epwa::eval::testing::synthetic_results();
+}
 
 TEST(Report, HasEveryChartAndTheTokenView) {
   const std::string h = render_report(synthetic());

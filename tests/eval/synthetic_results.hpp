@@ -28,16 +28,16 @@ inline nlohmann::json synthetic_results() {
                                   {"roc", {{0.0, 0.0}, {0.0, 0.5}, {0.5, 1.0}, {1.0, 1.0}}}});
   r["attacks"] = json::array();
   for (std::string mode : {"gsg", "ewp"})
-  for (double rate : {0.1, 0.2})
-    r["attacks"].push_back({{"mode", mode},
-                            {"source", "topk"},
-                            {"attack", "substitute"},
-                            {"rate", rate},
-                            {"prompt", true},
-                            {"method", "full"},
-                            {"n", 2},
-                            {"tpr_z4", 0.5},
-                            {"z_mean", 3.0}});
+    for (double rate : {0.1, 0.2})
+      r["attacks"].push_back({{"mode", mode},
+                              {"source", "topk"},
+                              {"attack", "substitute"},
+                              {"rate", rate},
+                              {"prompt", true},
+                              {"method", "full"},
+                              {"n", 2},
+                              {"tpr_z4", 0.5},
+                              {"z_mean", 3.0}});
   r["delta_grid"] = {{{"mode", "none"}, {"delta", 0.0}, {"ppl_mean", 5.0}},
                      {{"mode", "gsg"}, {"delta", 2.0}, {"ppl_mean", 6.0}}};
   r["quality"] = {{"gsg", {{"texts", 2}, {"ppl_mean", 6.0}}}};
