@@ -13,6 +13,8 @@
 
 #include "epwa/half.hpp"
 #include "epwa/ops.hpp"
+#include "epwa/quant.hpp"
+#include "quant/kernels.hpp"
 
 namespace {
 using epwa::DType;
@@ -122,6 +124,68 @@ void BM_MemRead(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * n * 8);
 }
 
+// Quantized prompt product of one MoE expert matrix: `vectors` packed activation rows against a
+// {rows, cols} matrix, rows split across the pool as the engine's linear() does. Args: dtype, rows,
+// cols, vectors, threads, kernel (0: vec_dot_rows_multi, i.e. the tiled kernel where one exists;
+// 1: the one-row x four-vector kernel it replaced, for before/after in one run).
+void BM_QuantMatmul(benchmark::State& state) {
+  const auto t = static_cast<DType>(state.range(0));
+  const int64_t rows = state.range(1), cols = state.range(2), nv = state.range(3);
+  epwa::ThreadPool& p = pool(static_cast<int>(state.range(4)));
+  const bool old = state.range(5) != 0;
+  const int64_t rb = epwa::dtype_bytes(t, cols);
+  std::vector<std::byte> w(static_cast<size_t>(rows * rb));
+  {
+    std::vector<float> row(cols);
+    uint32_t s = 777;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (float& v : row) {
+        s = s * 1664525u + 1013904223u;
+        v = static_cast<float>(static_cast<int32_t>(s >> 8) - (1 << 23)) * 1e-7f;
+      }
+      epwa::quantize_row(t, row.data(), w.data() + r * rb, cols);
+    }
+  }
+  std::vector<epwa::PackedVector> xs(nv);
+  for (int64_t v = 0; v < nv; ++v) {
+    std::vector<float> x(cols);
+    for (int64_t i = 0; i < cols; ++i) x[i] = static_cast<float>((i * 7 + v * 13) % 31) - 15.0f;
+    xs[v].pack(t, x);
+  }
+  const epwa::quant::RowMultiDot k4v = epwa::quant::row_dot4v_avx2(t);
+  if (old && (!k4v || epwa::best_isa() != epwa::KernelIsa::Avx2)) {
+    state.SkipWithError("no one-row x four-vector kernel here");
+    return;
+  }
+  std::vector<float> out(nv * rows);
+  for (auto _ : state) {
+    p.parallel_for(
+        rows,
+        [&](int64_t r0, int64_t r1) {
+          if (!old) return epwa::vec_dot_rows_multi(w.data(), rb, xs, r0, r1, out.data(), rows);
+          for (int64_t r = r0; r < r1; ++r)  // the replaced loop (nv a multiple of 4 here)
+            for (int64_t v = 0; v < nv; v += 4) {
+              const epwa::PackedVector* ptr[4] = {&xs[v], &xs[v + 1], &xs[v + 2], &xs[v + 3]};
+              float res[4];
+              k4v(w.data() + r * rb, ptr, res);
+              for (int j = 0; j < 4; ++j) out[(v + j) * rows + r] = res[j];
+            }
+        },
+        16);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["GFLOPS"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * 2.0 * nv * rows * cols * 1e-9,
+                         benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(epwa::dtype_name(t)) + (old ? " 1x4 (old)" : " multi"));
+}
+
+void QuantMatmulArgs(benchmark::internal::Benchmark* b) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K})
+    for (int threads : {1, 2})
+      for (int old : {0, 1}) b->Args({static_cast<int64_t>(t), 1024, 2048, 64, threads, old});
+}
+
 void MatvecArgs(benchmark::internal::Benchmark* b) {
   for (DType t : {DType::F32, DType::F16, DType::BF16})
     for (int64_t rows : {4096, 14336})
@@ -138,5 +202,6 @@ void MatmulArgs(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_MemRead)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matvec)->Apply(MatvecArgs)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_QuantMatmul)->Apply(QuantMatmulArgs)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
