@@ -48,13 +48,14 @@ float vec_dot_packed(const std::byte* wrow, const PackedVector& x) {
 
 void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, int64_t row_begin,
                   int64_t row_end, float* out, KernelIsa isa) {
-  check(row_begin >= 0 && row_begin <= row_end, "vec_dot_rows: bad row range [" +
-                                                    std::to_string(row_begin) + ", " +
-                                                    std::to_string(row_end) + ")");
-  check(row_bytes >= dtype_bytes(x.wtype(), x.size()),
-        "vec_dot_rows: row stride " + std::to_string(row_bytes) + " bytes is shorter than a " +
-            std::string(dtype_name(x.wtype())) + " row of " + std::to_string(x.size()) +
-            " elements");
+  check(row_begin >= 0 && row_begin <= row_end, [&] {
+    return "vec_dot_rows: bad row range [" + std::to_string(row_begin) + ", " +
+           std::to_string(row_end) + ")";
+  });
+  check(row_bytes >= dtype_bytes(x.wtype(), x.size()), [&] {
+    return "vec_dot_rows: row stride " + std::to_string(row_bytes) + " bytes is shorter than a " +
+           std::string(dtype_name(x.wtype())) + " row of " + std::to_string(x.size()) + " elements";
+  });
   const quant::RowDot k = quant::row_dot(x.wtype(), isa);
   int64_t r = row_begin;
   if (const quant::RowsDot k4 = isa == KernelIsa::Avx2 ? quant::rows4_dot_avx2(x.wtype()) : nullptr)
@@ -75,13 +76,15 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
   for (const PackedVector& x : xs)
     check(x.wtype() == t && x.size() == xs[0].size(),
           "vec_dot_rows_multi: vectors packed for different types or lengths");
-  check(row_begin >= 0 && row_begin <= row_end, "vec_dot_rows_multi: bad row range [" +
-                                                    std::to_string(row_begin) + ", " +
-                                                    std::to_string(row_end) + ")");
-  check(row_bytes >= dtype_bytes(t, xs[0].size()),
-        "vec_dot_rows_multi: row stride " + std::to_string(row_bytes) +
-            " bytes is shorter than a " + std::string(dtype_name(t)) + " row of " +
-            std::to_string(xs[0].size()) + " elements");
+  check(row_begin >= 0 && row_begin <= row_end, [&] {
+    return "vec_dot_rows_multi: bad row range [" + std::to_string(row_begin) + ", " +
+           std::to_string(row_end) + ")";
+  });
+  check(row_bytes >= dtype_bytes(t, xs[0].size()), [&] {
+    return "vec_dot_rows_multi: row stride " + std::to_string(row_bytes) +
+           " bytes is shorter than a " + std::string(dtype_name(t)) + " row of " +
+           std::to_string(xs[0].size()) + " elements";
+  });
   if (const quant::RowsMultiDot g = isa == KernelIsa::Avx2 ? quant::gemm_avx2(t) : nullptr) {
     g(w, row_bytes, xs, row_begin, row_end, out, out_stride);
     return;

@@ -57,6 +57,7 @@ const Command kGenerate{
         // Resolve the key before loading anything: a missing key is the most common mistake.
         const bool watermarking = a->watermark != "none";
         const std::string key = watermarking ? a->wm.resolve_key() : std::string();
+        a->model.json_stats = a->json;
         auto m = a->model.load();
         std::unique_ptr<Tokenizer> tok;
         try {
@@ -88,7 +89,8 @@ const Command kGenerate{
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const std::string text = tok ? tok->decode(out, true) : std::string();
         if (a->json) {
-          nlohmann::json j{{"prompt_tokens", prompt}, {"tokens", out}, {"seconds", secs}};
+          nlohmann::json j{{"prompt_tokens", prompt}, {"tokens", out}, {"seconds", secs},
+                           {"load", a->model.load_json()}};
           if (tok) j["text"] = text;
           if (text_prompt) j["prompt"] = a->prompt;
           if (wm) {

@@ -16,13 +16,15 @@ const Command kHash{"hash", "Print the IRSH-v1 router hash of a model", [](CLI::
                       app.add_flag("--json", *json,
                                    "print {\"router_hash\", \"layers\", \"experts\", \"hidden\"}");
                       return [=] {
+                        model->json_stats = *json;
                         auto m = model->load();
                         const std::string h = router_hash(*m);
                         if (*json) {
                           std::cout << nlohmann::json{{"router_hash", h},
                                                       {"layers", m->config().num_layers},
                                                       {"experts", m->config().num_experts},
-                                                      {"hidden", m->config().hidden_size}}
+                                                      {"hidden", m->config().hidden_size},
+                                                      {"load", model->load_json()}}
                                            .dump()
                                     << "\n";
                         } else {

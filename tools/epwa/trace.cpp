@@ -40,6 +40,7 @@ const Command kTrace{"trace", "Print logits and router decisions for a token seq
   app.add_flag("--json", *json, "print JSON (the only format)");
   return [=] {
     check(tok_opt->count() || text_opt->count(), "trace needs --tokens or --text");
+    model->json_stats = true;  // JSON is the only format: the statistics go in its "load" field
     auto m = model->load();
     const auto ids = text_opt->count() ? load_tokenizer(m->source())->encode(*text) : parse_token_list(*tokens);
     check(!ids.empty(), "trace: no tokens");
@@ -56,6 +57,7 @@ const Command kTrace{"trace", "Print logits and router decisions for a token seq
     for (size_t i = 0; i < ids.size(); ++i)
       out["logits"].push_back(std::vector<float>(logits.begin() + i * v, logits.begin() + (i + 1) * v));
     out["router"] = std::move(col.layers);
+    out["load"] = model->load_json();
     std::cout << out.dump() << "\n";
     return 0;
   };
