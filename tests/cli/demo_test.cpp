@@ -70,16 +70,21 @@ TEST(Demo, TableAndDetections) {
     EXPECT_TRUE(rows.emplace(std::pair{w[0], w[1]}, r).second) << "duplicate row: " << l;
   }
   ASSERT_TRUE(header) << out;
+  auto row = [&](const std::string& text, const std::string& method) -> Row& {
+    return rows[{text, method}];
+  };
+  auto has = [&](const std::string& text, const std::string& method) {
+    return rows.count({text, method});
+  };
   for (const char* text : {"watermarked", "unwatermarked"})
     for (const char* method : {"full", "cspv", "pepi"})
-      ASSERT_EQ(rows.count({text, method}), 1u) << "no row for " << text << " / " << method << "\n"
-                                                << out;
+      ASSERT_EQ(has(text, method), 1u) << "no row for " << text << " / " << method << "\n" << out;
   EXPECT_EQ(rows.size(), 6u) << out;
   // Properties of the demo's fixed seed and key (a failure here is a finding, not noise).
-  EXPECT_EQ(rows[{"watermarked", "full"}].detected, "yes") << out;
-  EXPECT_EQ(rows[{"watermarked", "pepi"}].detected, "yes") << out;
+  EXPECT_EQ(row("watermarked", "full").detected, "yes") << out;
+  EXPECT_EQ(row("watermarked", "pepi").detected, "yes") << out;
   for (const char* method : {"full", "cspv", "pepi"})
-    EXPECT_EQ(rows[{"unwatermarked", method}].detected, "no") << method << "\n" << out;
+    EXPECT_EQ(row("unwatermarked", method).detected, "no") << method << "\n" << out;
   // The decision is z > 4, and the watermark raises z far above the unwatermarked text's.
   for (const auto& [key, r] : rows) {  // z is printed with two decimals
     if (r.detected == "yes")
@@ -87,7 +92,7 @@ TEST(Demo, TableAndDetections) {
     else
       EXPECT_LE(r.z, 4.005) << key.first << " " << key.second;
   }
-  EXPECT_GT(rows[{"watermarked", "full"}].z, rows[{"unwatermarked", "full"}].z + 3.0);
+  EXPECT_GT(row("watermarked", "full").z, row("unwatermarked", "full").z + 3.0);
   EXPECT_NE(out.find("watermarked:   "), std::string::npos);
   EXPECT_NE(out.find("unwatermarked: "), std::string::npos);
 }
