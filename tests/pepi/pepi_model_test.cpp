@@ -28,7 +28,8 @@ std::vector<std::vector<int32_t>> sequences(int n, int len, int32_t V) {
   uint64_t x = 3;
   for (int i = 0; i < n; ++i) {
     std::vector<int32_t> t = {1};
-    for (int j = 1; j < len; ++j) t.push_back(static_cast<int32_t>((x = x * 6364136223846793005ull + 1) >> 40) % V);
+    for (int j = 1; j < len; ++j)
+      t.push_back(static_cast<int32_t>((x = x * 6364136223846793005ull + 1) >> 40) % V);
     s.push_back(t);
   }
   return s;
@@ -81,7 +82,8 @@ TEST(PepiModel, ApiRoundTripMatchesLocalSource) {
   ASSERT_EQ(got.size(), seq.size() - 1);
   for (size_t p = 0; p < got.size(); ++p) {
     EXPECT_EQ(got[p].tokens, want[p].tokens);
-    for (size_t j = 0; j < got[p].logprobs.size(); ++j) EXPECT_NEAR(got[p].logprobs[j], want[p].logprobs[j], 1e-6);
+    for (size_t j = 0; j < got[p].logprobs.size(); ++j)
+      EXPECT_NEAR(got[p].logprobs[j], want[p].logprobs[j], 1e-6);
   }
 }
 
