@@ -31,19 +31,22 @@ struct Matrix {
 };
 
 Matrix as_matrix(const TensorView& w, const char* op) {
-  const std::string name = "tensor '" + w.name + "'";
-  check(is_float_type(w.dtype), std::string(op) + ": " + name + " has type " +
-                                    std::string(dtype_name(w.dtype)) +
-                                    "; these kernels take f32, f16 or bf16");
+  const auto name = [&] { return "tensor '" + w.name + "'"; };  // built only on error
+  check(is_float_type(w.dtype), [&] {
+    return std::string(op) + ": " + name() + " has type " + std::string(dtype_name(w.dtype)) +
+           "; these kernels take f32, f16 or bf16";
+  });
   for (int64_t d : w.shape)
-    check(d >= 0,
-          std::string(op) + ": " + name + " has a negative dimension in " + shape_str(w.shape));
+    check(d >= 0, [&] {
+      return std::string(op) + ": " + name() + " has a negative dimension in " + shape_str(w.shape);
+    });
   const int64_t rows = w.rows(), cols = w.cols();
   const int64_t bytes = rows * cols * elem_bytes(w.dtype);
-  check(static_cast<int64_t>(w.data.size()) == bytes,
-        std::string(op) + ": " + name + " of shape " + shape_str(w.shape) + " and type " +
-            std::string(dtype_name(w.dtype)) + " needs " + std::to_string(bytes) + " bytes, has " +
-            std::to_string(w.data.size()));
+  check(static_cast<int64_t>(w.data.size()) == bytes, [&] {
+    return std::string(op) + ": " + name() + " of shape " + shape_str(w.shape) + " and type " +
+           std::string(dtype_name(w.dtype)) + " needs " + std::to_string(bytes) + " bytes, has " +
+           std::to_string(w.data.size());
+  });
   return {w.data.data(), w.dtype, rows, cols, cols * elem_bytes(w.dtype)};
 }
 
@@ -77,15 +80,19 @@ int64_t row_grain(int64_t row_bytes) {
 }  // namespace
 
 TensorView expert_view(const TensorView& w, int64_t e) {
-  check(w.shape.size() == 3, "expert_view: tensor '" + w.name + "' has shape " +
-                                 shape_str(w.shape) + ", not {experts, rows, cols}");
-  check(e >= 0 && e < w.shape[0], "expert_view: expert " + std::to_string(e) +
-                                      " out of range for tensor '" + w.name + "' with " +
-                                      std::to_string(w.shape[0]) + " experts");
+  check(w.shape.size() == 3, [&] {
+    return "expert_view: tensor '" + w.name + "' has shape " + shape_str(w.shape) +
+           ", not {experts, rows, cols}";
+  });
+  check(e >= 0 && e < w.shape[0], [&] {
+    return "expert_view: expert " + std::to_string(e) + " out of range for tensor '" + w.name +
+           "' with " + std::to_string(w.shape[0]) + " experts";
+  });
   const int64_t per = dtype_bytes(w.dtype, w.shape[1] * w.shape[2]);
-  check(static_cast<int64_t>(w.data.size()) == per * w.shape[0],
-        "expert_view: tensor '" + w.name + "' has " + std::to_string(w.data.size()) +
-            " bytes, its shape needs " + std::to_string(per * w.shape[0]));
+  check(static_cast<int64_t>(w.data.size()) == per * w.shape[0], [&] {
+    return "expert_view: tensor '" + w.name + "' has " + std::to_string(w.data.size()) +
+           " bytes, its shape needs " + std::to_string(per * w.shape[0]);
+  });
   TensorView v;
   v.name = w.name + "[" + std::to_string(e) + "]";
   v.dtype = w.dtype;
@@ -95,16 +102,20 @@ TensorView expert_view(const TensorView& w, int64_t e) {
 }
 
 TensorView row_range(const TensorView& w, int64_t r0, int64_t r1) {
-  check(w.shape.size() == 2, "row_range: tensor '" + w.name + "' has shape " + shape_str(w.shape) +
-                                 ", not {rows, cols}");
-  check(0 <= r0 && r0 <= r1 && r1 <= w.shape[0],
-        "row_range: rows [" + std::to_string(r0) + ", " + std::to_string(r1) +
-            ") out of range for tensor '" + w.name + "' with " + std::to_string(w.shape[0]) +
-            " rows");
+  check(w.shape.size() == 2, [&] {
+    return "row_range: tensor '" + w.name + "' has shape " + shape_str(w.shape) +
+           ", not {rows, cols}";
+  });
+  check(0 <= r0 && r0 <= r1 && r1 <= w.shape[0], [&] {
+    return "row_range: rows [" + std::to_string(r0) + ", " + std::to_string(r1) +
+           ") out of range for tensor '" + w.name + "' with " + std::to_string(w.shape[0]) +
+           " rows";
+  });
   const int64_t row_bytes = dtype_bytes(w.dtype, w.shape[1]);
-  check(static_cast<int64_t>(w.data.size()) == row_bytes * w.shape[0],
-        "row_range: tensor '" + w.name + "' has " + std::to_string(w.data.size()) +
-            " bytes, its shape needs " + std::to_string(row_bytes * w.shape[0]));
+  check(static_cast<int64_t>(w.data.size()) == row_bytes * w.shape[0], [&] {
+    return "row_range: tensor '" + w.name + "' has " + std::to_string(w.data.size()) +
+           " bytes, its shape needs " + std::to_string(row_bytes * w.shape[0]);
+  });
   TensorView v;
   v.name = w.name;
   v.dtype = w.dtype;
@@ -121,15 +132,18 @@ void matvec(const TensorView& w, std::span<const float> x, std::span<float> y, T
 void matvec(const TensorView& w, int64_t r0, int64_t r1, std::span<const float> x,
             std::span<float> y, ThreadPool& pool) {
   const Matrix m = as_matrix(w, "matvec");
-  check(0 <= r0 && r0 <= r1 && r1 <= m.rows,
-        "matvec: rows [" + std::to_string(r0) + ", " + std::to_string(r1) +
-            ") out of range for tensor '" + w.name + "' with " + std::to_string(m.rows) + " rows");
-  check(static_cast<int64_t>(x.size()) == m.cols, "matvec: tensor '" + w.name + "' has " +
-                                                      std::to_string(m.cols) + " columns, x has " +
-                                                      std::to_string(x.size()) + " values");
-  check(static_cast<int64_t>(y.size()) == r1 - r0, "matvec: " + std::to_string(r1 - r0) +
-                                                       " rows of tensor '" + w.name + "', y has " +
-                                                       std::to_string(y.size()) + " values");
+  check(0 <= r0 && r0 <= r1 && r1 <= m.rows, [&] {
+    return "matvec: rows [" + std::to_string(r0) + ", " + std::to_string(r1) +
+           ") out of range for tensor '" + w.name + "' with " + std::to_string(m.rows) + " rows";
+  });
+  check(static_cast<int64_t>(x.size()) == m.cols, [&] {
+    return "matvec: tensor '" + w.name + "' has " + std::to_string(m.cols) + " columns, x has " +
+           std::to_string(x.size()) + " values";
+  });
+  check(static_cast<int64_t>(y.size()) == r1 - r0, [&] {
+    return "matvec: " + std::to_string(r1 - r0) + " rows of tensor '" + w.name + "', y has " +
+           std::to_string(y.size()) + " values";
+  });
   const DotFn dotf = dot_for(ops::kernels(), m.type);
   const std::byte* base = m.data + r0 * m.row_bytes;
   const float* xp = x.data();
@@ -144,9 +158,10 @@ void matvec(const TensorView& w, int64_t r0, int64_t r1, std::span<const float> 
 
 void matmul(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool& pool) {
   const Matrix m = as_matrix(w, "matmul");
-  check(n >= 0, "matmul: negative token count for tensor '" + w.name + "'");
+  check(n >= 0, [&] { return "matmul: negative token count for tensor '" + w.name + "'"; });
   if (n == 0 || m.rows == 0) return;
-  check(x != nullptr && y != nullptr, "matmul: null x or y for tensor '" + w.name + "'");
+  check(x != nullptr && y != nullptr,
+        [&] { return "matmul: null x or y for tensor '" + w.name + "'"; });
   if (n == 1) {
     matvec(w, {x, static_cast<size_t>(m.cols)}, {y, static_cast<size_t>(m.rows)}, pool);
     return;
@@ -186,17 +201,20 @@ void to_f32(DType t, const std::byte* src, float* dst, int64_t n) {
 
 void embedding_row(const TensorView& table, int64_t row, std::span<float> out) {
   const Matrix m = as_matrix(table, "embedding_row");
-  check(row >= 0 && row < m.rows, "embedding_row: row " + std::to_string(row) +
-                                      " out of range for tensor '" + table.name + "' with " +
-                                      std::to_string(m.rows) + " rows");
-  check(static_cast<int64_t>(out.size()) == m.cols,
-        "embedding_row: tensor '" + table.name + "' has " + std::to_string(m.cols) +
-            " columns, out has " + std::to_string(out.size()));
+  check(row >= 0 && row < m.rows, [&] {
+    return "embedding_row: row " + std::to_string(row) + " out of range for tensor '" + table.name +
+           "' with " + std::to_string(m.rows) + " rows";
+  });
+  check(static_cast<int64_t>(out.size()) == m.cols, [&] {
+    return "embedding_row: tensor '" + table.name + "' has " + std::to_string(m.cols) +
+           " columns, out has " + std::to_string(out.size());
+  });
   convert(ops::kernels(), m.type, m.data + row * m.row_bytes, out.data(), m.cols);
 }
 
 float dot(DType t, const std::byte* w, const float* x, int64_t n) {
-  check(is_float_type(t), "dot: type " + std::string(dtype_name(t)) + " is not f32, f16 or bf16");
+  check(is_float_type(t),
+        [&] { return "dot: type " + std::string(dtype_name(t)) + " is not f32, f16 or bf16"; });
   check(n >= 0, "dot: negative count");
   return dot_for(ops::kernels(), t)(w, x, n);
 }

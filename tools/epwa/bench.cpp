@@ -11,10 +11,7 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/thread_pool.hpp"
-
-#ifndef EPWA_GIT_DESCRIBE
-#define EPWA_GIT_DESCRIBE "unknown"
-#endif
+#include "epwa_git_describe.hpp"  // generated at build time (cmake/git_describe.cmake)
 
 namespace epwa::cli {
 namespace {

@@ -163,6 +163,8 @@ const Command kDetect{
         check(a->opt.method != DetectMethod::Cspv || a->opt.sample > 0,
               "--method cspv needs --sample N (N > 0)");
         const std::string key = a->wm.resolve_key();
+        const bool single_json = a->json && app.count("--jsonl") == 0;
+        a->model.json_stats = single_json;  // --json: the load statistics go in its "load" field
         auto m = a->model.load();
         std::unique_ptr<Tokenizer> tok;
         try {
@@ -209,6 +211,7 @@ const Command kDetect{
         }
         nlohmann::json j = run_one(env, x);
         j["router_hash"] = det.lists().router_hash();
+        if (single_json) j["load"] = a->model.load_json();
         if (a->json) {
           std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
         } else {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.hpp"
+#include "common.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
@@ -17,14 +18,16 @@ const Command kTokenize{
       auto text = std::make_shared<std::string>();
       auto json = std::make_shared<bool>(false);
       auto no_special = std::make_shared<bool>(false);
-      app.add_option("--model", *model, "model folder, tokenizer.json, tokenizer.model or .gguf")
-          ->required();
+      app.add_option(
+          "--model", *model,
+          "model folder, tokenizer.json, tokenizer.model or .gguf (default: $EPW_MODEL_PATH, "
+          "then the bundled model)");
       app.add_option("--text", *text, "text to encode")->required();
       app.add_flag("--json", *json, "print {\"ids\":[...],\"pieces\":[...]}");
       app.add_flag("--no-special", *no_special,
                    "add no BOS/EOS and treat special tokens in the text as plain text");
       return [=] {
-        const auto tok = load_tokenizer(*model);
+        const auto tok = load_tokenizer(resolve_model_path(*model));
         const auto ids = tok->encode(*text, !*no_special, !*no_special);
         std::vector<std::string> pieces;
         for (int32_t id : ids) pieces.push_back(tok->token_to_piece(id));
