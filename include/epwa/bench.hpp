@@ -32,8 +32,9 @@ struct BenchOptions {
   std::vector<int32_t> prompt_lengths{64, 512};  // one ppN test each (and detN with `detect`)
   std::vector<int32_t> gen_lengths{32, 128};     // one tgN test each
   int32_t repetitions = 3;
-  bool warmup = true;                      // one untimed run of each test first
-  std::optional<WatermarkMode> watermark;  // tg with this watermark; nullopt = none
+  bool warmup = true;  // one untimed run of each test first
+  // With a watermark every tgN runs twice, plain and watermarked, repetitions alternating.
+  std::optional<WatermarkMode> watermark;
   std::string key = "epwa-bench-key";
   bool detect = false;   // add detN tests (gray-box, full method, over an N-token text)
   uint64_t seed = 1234;  // the prompt's pseudo-random token ids
@@ -47,15 +48,19 @@ struct BenchOptions {
 };
 
 struct BenchRow {
-  std::string test;             // "pp512", "tg128", "det512"
-  std::string kind;             // "pp", "tg", "detect"
-  int32_t tokens = 0;           // N
-  std::vector<double> seconds;  // one per repetition
-  double tokens_per_s = 0;      // mean over repetitions of N / seconds
-  double stddev = 0;            // sample standard deviation of those (0 for one repetition)
+  std::string test;                // "pp512", "tg128", "det512"
+  std::string kind;                // "pp", "tg", "detect"
+  int32_t tokens = 0;              // N
+  std::vector<double> seconds;     // one per repetition
+  std::string watermark = "none";  // tg: the watermark of this row ("none", "gsg", "ewp")
+  double tokens_per_s = 0;         // mean over repetitions of N / seconds
+  double stddev = 0;               // sample standard deviation of those (0 for one repetition)
   // tg only (0 elsewhere): active bytes x tokens/s, and its ratio to the probe's best pass.
   double effective_gb_per_s = 0;
   double bandwidth_ratio = 0;
+  // Watermarked tg only: tokens/s over the plain tgN row of the same run (repetitions alternate
+  // between the two, so both see the same machine state); 0 elsewhere.
+  double vs_plain = 0;
 };
 
 struct BenchReport {

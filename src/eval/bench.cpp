@@ -225,16 +225,48 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
     wm.emplace(model, lists, cfg);
   }
   const std::vector<int32_t> prompt = bench_tokens(c, 1, o.seed);  // BOS: N decode steps exactly
-  for (int32_t n : o.gen_lengths) {
-    timed("tg" + std::to_string(n), "tg", n, [&] {
-      GenerateOptions g;
-      g.max_new_tokens = n;  // greedy, no stop token: always n forwards of one token
-      const auto out = wm ? wm->generate(model, prompt, g) : generate(model, prompt, g);
-      check(static_cast<int32_t>(out.size()) == n, "bench: generation stopped early");
-    });
-    BenchRow& row = r.rows.back();
+  auto finish_tg = [&](BenchRow& row) {
     row.effective_gb_per_s = static_cast<double>(r.active.total()) * row.tokens_per_s * 1e-9;
     row.bandwidth_ratio = r.probe.gb_per_s > 0 ? row.effective_gb_per_s / r.probe.gb_per_s : 0;
+  };
+  for (int32_t n : o.gen_lengths) {
+    const std::string test = "tg" + std::to_string(n);
+    auto gen = [&](bool watermarked) {
+      GenerateOptions g;
+      g.max_new_tokens = n;  // greedy, no stop token: always n forwards of one token
+      const auto out = watermarked ? wm->generate(model, prompt, g) : generate(model, prompt, g);
+      check(static_cast<int32_t>(out.size()) == n, "bench: generation stopped early");
+    };
+    if (!wm) {
+      timed(test, "tg", n, [&] { gen(false); });
+      finish_tg(r.rows.back());
+      continue;
+    }
+    // Plain and watermarked, alternating which goes first, so that drifts of the machine (other
+    // load, frequency) fall on both alike: the ratio is the watermark's cost.
+    say(test + " plain and +" + r.watermark);
+    if (o.warmup) gen(false), gen(true);
+    BenchRow rows[2];
+    std::vector<double> tps[2];
+    for (int32_t i = 0; i < o.repetitions; ++i)
+      for (int32_t k = 0; k < 2; ++k) {
+        const int32_t which = (i + k) % 2;  // 0 = plain, 1 = watermarked
+        const auto t0 = Clock::now();
+        gen(which == 1);
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        rows[which].seconds.push_back(s);
+        tps[which].push_back(n / std::max(s, 1e-12));
+      }
+    for (int32_t which = 0; which < 2; ++which) {
+      BenchRow& row = rows[which];
+      row.test = test, row.kind = "tg", row.tokens = n;
+      row.watermark = which == 1 ? r.watermark : "none";
+      std::tie(row.tokens_per_s, row.stddev) = mean_stddev(tps[which]);
+      finish_tg(row);
+    }
+    rows[1].vs_plain = rows[0].tokens_per_s > 0 ? rows[1].tokens_per_s / rows[0].tokens_per_s : 0;
+    r.rows.push_back(std::move(rows[0]));
+    r.rows.push_back(std::move(rows[1]));
   }
 
   if (o.detect) {

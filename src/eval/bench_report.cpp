@@ -87,7 +87,8 @@ std::string render_bench_markdown(const BenchReport& r) {
   for (const BenchRow& row : r.rows) {
     const bool tg = row.kind == "tg";
     std::string test = row.test;
-    if (tg && r.watermark != "none") test += " +" + r.watermark;
+    if (tg && row.watermark != "none")
+      test += " +" + row.watermark + fmt(" (%.3fx plain)", row.vs_plain);
     s += "| " + r.model_type + " | " + gib(r.weight_bytes) + " | " +
          fmt("%.2f B", static_cast<double>(r.params) * 1e-9) + " | " + std::to_string(r.threads) +
          " | " + test + " | " + fmt("%.2f", row.tokens_per_s) + " ± " + fmt("%.2f", row.stddev) +
@@ -108,9 +109,10 @@ nlohmann::json bench_to_json(const BenchReport& r) {
                     {"seconds", row.seconds},
                     {"tokens_per_s", row.tokens_per_s},
                     {"stddev", row.stddev},
-                    {"watermark", row.kind == "tg" ? r.watermark : "none"},
+                    {"watermark", row.watermark},
                     {"effective_gb_per_s", row.effective_gb_per_s},
-                    {"bandwidth_ratio", row.bandwidth_ratio}});
+                    {"bandwidth_ratio", row.bandwidth_ratio},
+                    {"vs_plain", row.vs_plain}});
   return {{"model_file", r.model_file},
           {"model_type", r.model_type},
           {"file_bytes", r.file_bytes},

@@ -41,12 +41,18 @@ TEST(Bench, TinyModelRowsAreFinitePositive) {
   o.watermark = WatermarkMode::GSG;
   o.detect = true;
   const BenchReport r = run_bench(*m, o);
-  ASSERT_EQ(r.rows.size(), 3u);
+  // With a watermark, tg runs plain and watermarked (alternating repetitions): two rows.
+  ASSERT_EQ(r.rows.size(), 4u);
   EXPECT_EQ(r.rows[0].test, "pp8");
   EXPECT_EQ(r.rows[1].test, "tg4");
-  EXPECT_EQ(r.rows[2].test, "det8");
-  EXPECT_EQ(r.rows[2].kind, "detect");
+  EXPECT_EQ(r.rows[1].watermark, "none");
+  EXPECT_EQ(r.rows[2].test, "tg4");
+  EXPECT_EQ(r.rows[2].watermark, "gsg");
+  EXPECT_EQ(r.rows[3].test, "det8");
+  EXPECT_EQ(r.rows[3].kind, "detect");
   for (const BenchRow& row : r.rows) expect_positive(row);
+  EXPECT_EQ(r.rows[1].vs_plain, 0.0);
+  EXPECT_NEAR(r.rows[2].vs_plain, r.rows[2].tokens_per_s / r.rows[1].tokens_per_s, 1e-12);
   // Only generation has a bandwidth figure: active bytes x tokens/s.
   const BenchRow& tg = r.rows[1];
   EXPECT_NEAR(tg.effective_gb_per_s, r.active.total() * tg.tokens_per_s * 1e-9,
@@ -60,7 +66,8 @@ TEST(Bench, TinyModelRowsAreFinitePositive) {
   EXPECT_EQ(r.params, m->config().parameter_count());
 
   const std::string md = render_bench_markdown(r);
-  EXPECT_NE(md.find("| tg4 +gsg |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| tg4 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| tg4 +gsg ("), std::string::npos) << md;
   EXPECT_NE(md.find("| det8 |"), std::string::npos) << md;
   EXPECT_NE(md.find("memory bandwidth probe:"), std::string::npos) << md;
 
@@ -73,12 +80,13 @@ TEST(Bench, TinyModelRowsAreFinitePositive) {
     EXPECT_TRUE(j["active_bytes"].contains(k)) << k;
   for (const char* k : {"gb_per_s", "mean_gb_per_s", "bytes", "threads", "passes", "method"})
     EXPECT_TRUE(j["memory_bandwidth"].contains(k)) << k;
-  ASSERT_EQ(j["tests"].size(), 3u);
+  ASSERT_EQ(j["tests"].size(), 4u);
   for (const auto& t : j["tests"])
     for (const char* k : {"test", "kind", "tokens", "seconds", "tokens_per_s", "stddev",
-                          "watermark", "effective_gb_per_s", "bandwidth_ratio"})
+                          "watermark", "effective_gb_per_s", "bandwidth_ratio", "vs_plain"})
       EXPECT_TRUE(t.contains(k)) << k;
-  EXPECT_EQ(j["tests"][1]["watermark"], "gsg");
+  EXPECT_EQ(j["tests"][1]["watermark"], "none");
+  EXPECT_EQ(j["tests"][2]["watermark"], "gsg");
   EXPECT_EQ(j["active_bytes"]["total"].get<uint64_t>(), r.active.total());
 }
 

@@ -57,7 +57,7 @@ TEST(BenchCli, JsonRun) {
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["threads"], 2);
   EXPECT_EQ(j["watermark"], "ewp");
-  ASSERT_EQ(j["tests"].size(), 3u);
+  ASSERT_EQ(j["tests"].size(), 4u);  // pp8, tg4 plain, tg4 +ewp, det8
   for (const auto& t : j["tests"]) {
     EXPECT_GT(t["tokens_per_s"].get<double>(), 0.0);
     EXPECT_GE(t["stddev"].get<double>(), 0.0);

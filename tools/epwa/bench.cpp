@@ -57,7 +57,8 @@ const Command kBench{
       app.add_option("-r,--repetitions", a->reps, "repetitions of each test");
       app.add_option("-t,--threads", a->threads, "threads (default $EPWA_THREADS, else all cores)");
       app.add_option("--watermark", a->watermark,
-                     "watermark the generation tests: gsg, ewp or none")
+                     "gsg or ewp: each generation test also runs watermarked, alternating with "
+                     "the plain run (overhead = the ratio); none (default)")
           ->check(CLI::IsMember({"gsg", "ewp", "none"}));
       app.add_option("--key", a->key, "watermark key (default: a fixed bench key)");
       app.add_flag("--detect", a->detect, "add gray-box detection tests over each prompt length");
