@@ -1,32 +1,20 @@
 // `epwa bench` and `epwa quantize --type q4_k_m` through the command line.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "epwa/gguf.hpp"
 #include "fixture.hpp"
+#include "support/run_cli.hpp"
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;
-};
-
+using Result = epwa_test::CliResult;
 Result run(const std::string& args, bool merge_stderr = true) {
-  const std::string cmd =
-      std::string(EPWA_BINARY) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+  return epwa_test::run_cli(args,
+                            merge_stderr ? epwa_test::Stderr::Merge : epwa_test::Stderr::Drop);
 }
 
 void expect_error(const std::string& args, const std::string& needle) {

@@ -1,32 +1,21 @@
 // Bad input through the command line: a one-line error naming the problem and a non-zero exit,
 // never a crash.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "support/run_cli.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;
-};
-
+using Result = epwa_test::CliResult;
 Result run(const std::string& args) {
-  const std::string cmd = std::string(EPWA_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+  return epwa_test::run_cli(args);
 }
 
 // Exits with 1 or 2 (not a signal) and prints exactly one line mentioning `needle`.
@@ -52,12 +41,16 @@ TEST(Cli, UnknownFlagAndMissingArguments) {
   expect_error("frobnicate", "frobnicate");
 }
 
-TEST(Cli, MissingModel) { expect_error("info --model /nonexistent/model", "model not found: /nonexistent/model"); }
+TEST(Cli, MissingModel) {
+  expect_error("info --model /nonexistent/model", "model not found: /nonexistent/model");
+}
 
 TEST(Cli, BadTokens) {
-  expect_error("trace --quiet --model " + kRef.string() + " --tokens 1,99999", "token id 99999 out of range");
+  expect_error("trace --quiet --model " + kRef.string() + " --tokens 1,99999",
+               "token id 99999 out of range");
   expect_error("trace --quiet --model " + kRef.string() + " --tokens 1,x", "invalid token id 'x'");
-  expect_error("trace --quiet --model " + kRef.string() + " --tokens 1,-4", "token id -4 out of range");
+  expect_error("trace --quiet --model " + kRef.string() + " --tokens 1,-4",
+               "token id -4 out of range");
 }
 
 TEST(Cli, TruncatedSafetensors) {
@@ -112,7 +105,8 @@ TEST(Cli, TraceJsonContract) {
 }
 
 TEST(Cli, GenerateJsonContract) {
-  const Result r = run("generate --quiet --model " + kRef.string() + " --prompt-tokens 1,5,9 -n 4 --temperature 0 --json");
+  const Result r = run("generate --quiet --model " + kRef.string() +
+                       " --prompt-tokens 1,5,9 -n 4 --temperature 0 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["prompt_tokens"], nlohmann::json({1, 5, 9}));
@@ -124,17 +118,19 @@ TEST(Cli, MakeModelRoundTrip) {
   ASSERT_EQ(run("make-model --shape tiny --seed 3 --out " + (d / "hf").string()).code, 0);
   ASSERT_EQ(run("make-model --shape tiny --seed 3 --out " + (d / "m.gguf").string()).code, 0);
   const Result a = run("trace --quiet --model " + (d / "hf").string() + " --tokens 1,2,3 --json");
-  const Result b = run("trace --quiet --model " + (d / "m.gguf").string() + " --tokens 1,2,3 --json");
+  const Result b =
+      run("trace --quiet --model " + (d / "m.gguf").string() + " --tokens 1,2,3 --json");
   ASSERT_EQ(a.code, 0) << a.out;
   ASSERT_EQ(b.code, 0) << b.out;
-  // Same seed, same weights: identical numbers from either format. The "load" block differs by design
-  // (file format, timings), so it is left out of the comparison.
+  // Same seed, same weights: identical numbers from either format. The "load" block differs by
+  // design (file format, timings), so it is left out of the comparison.
   auto ja = nlohmann::json::parse(a.out), jb = nlohmann::json::parse(b.out);
   ASSERT_TRUE(ja.contains("load"));
   ja.erase("load");
   jb.erase("load");
   EXPECT_EQ(ja, jb);
-  expect_error("make-model --shape nosuch --out " + (d / "x").string(), "unknown model shape 'nosuch'");
+  expect_error("make-model --shape nosuch --out " + (d / "x").string(),
+               "unknown model shape 'nosuch'");
 }
 
 }  // namespace

@@ -1,27 +1,21 @@
 // The build writes the bundled model as GGUF (CMake target epwa_bundle_gguf, `epwa convert`); that
 // file gives exactly the numbers of the committed safetensors folder.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include "support/run_cli.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
 std::string run_ok(const std::string& args) {
-  const std::string cmd = std::string(EPWA_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << args << ": " << out;
-  return out;
+  const auto r = epwa_test::run_cli(args);
+  EXPECT_EQ(r.code, 0) << args << ": " << r.out;
+  return r.out;
 }
 
 TEST(BundleGguf, BuildWritesItAndItMatchesTheSafetensors) {

@@ -1,14 +1,13 @@
 // `epwa demo` (the README's main job): its output format, and what its fixed seed and key must
 // show: the watermarked text detected by the full and PEPI methods, the unwatermarked one by none.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
 #include <map>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "support/run_cli.hpp"
 
 namespace {
 
@@ -19,14 +18,9 @@ struct Row {
 };
 
 std::string run_demo(int& code) {
-  const std::string cmd = std::string(EPWA_BINARY) + " demo --quiet 2>/dev/null";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return out;
+  auto r = epwa_test::run_cli("demo --quiet", epwa_test::Stderr::Drop);
+  code = r.code;
+  return r.out;
 }
 
 TEST(Demo, TableAndDetections) {

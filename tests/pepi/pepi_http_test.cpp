@@ -13,28 +13,19 @@
 
 #include <array>
 #include <chrono>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+
+#include "support/run_cli.hpp"
 
 extern char** environ;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;
-};
-
+using Result = epwa_test::CliResult;
 Result run(const std::string& args) {
-  const std::string cmd = std::string(EPWA_BINARY) + " " + args + " 2>/dev/null";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+  return epwa_test::run_cli(args, epwa_test::Stderr::Drop);
 }
 
 // A port nobody listens on right now (the kernel picks it; the tiny race is harmless here).
@@ -135,17 +126,12 @@ TEST(PepiHttp, BrokenServerGivesAOneLineError) {
   const int port = srv.bind_to_any_port("127.0.0.1");
   std::thread th([&] { srv.listen_after_bind(); });
   while (!srv.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  const std::string cmd = std::string(EPWA_BINARY) +
-                          " detect --quiet --method pepi --key k --tokens 5,6,7,8 " +
-                          "--api-url http://127.0.0.1:" + std::to_string(port) + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int status = pclose(p);
+  const auto [code, out] = epwa_test::run_cli(
+      "detect --quiet --method pepi --key k --tokens 5,6,7,8 --api-url http://127.0.0.1:" +
+      std::to_string(port));
   srv.stop();
   th.join();
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << out;
+  EXPECT_NE(code, 0) << out;
   EXPECT_NE(out.find("top_logprobs"), std::string::npos) << out;
   EXPECT_NE(out.find("127.0.0.1"), std::string::npos) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;

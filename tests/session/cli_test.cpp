@@ -1,10 +1,8 @@
 // epwa hash / generate / detect through the real binary: JSON round trip, batch mode, and one-line
 // errors with a non-zero exit status.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +12,7 @@
 
 #include "bundled.hpp"
 #include "epwa/session.hpp"
+#include "support/run_cli.hpp"
 
 namespace fs = std::filesystem;
 
@@ -29,12 +28,9 @@ Result run(const std::string& args) {
   const std::string cmd = std::string("env -u EPW_KEY -u EPW_MODEL_PATH EPWA_THREADS=2 '") +
                           EPWA_BINARY + "' " + args + " 2>'" + err.string() + "'";
   Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-  const int s = pclose(p);
-  r.status = WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+  const auto c = epwa_test::run_command(cmd);
+  r.out = c.out;
+  r.status = c.code;
   std::ifstream f(err);
   r.err.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
   return r;

@@ -7,6 +7,7 @@
 
 #include "epwa/error.hpp"
 #include "epwa/tokenizer.hpp"
+#include "support/run_cli.hpp"
 #include "tokenizer/utf8.hpp"
 
 namespace fs = std::filesystem;
@@ -171,14 +172,9 @@ TEST(TokenizerUtf8, SanitizeUsesMaximalSubparts) {
 
 namespace {
 std::string run_cli(const std::string& args, int* rc) {
-  const std::string cmd = std::string(EPWA_BINARY) + " tokenize " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *rc = pclose(p);
-  return out;
+  auto r = epwa_test::run_cli("tokenize " + args);
+  *rc = r.code;
+  return r.out;
 }
 
 TEST(TokenizeCommand, PrintsJsonIdsAndPieces) {
