@@ -181,7 +181,7 @@ void BM_QuantMatmul(benchmark::State& state) {
 }
 
 void QuantMatmulArgs(benchmark::internal::Benchmark* b) {
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K})
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K, DType::Q4_K, DType::Q5_K})
     for (int threads : {1, 2})
       for (int old : {0, 1}) b->Args({static_cast<int64_t>(t), 1024, 2048, 64, threads, old});
 }

@@ -269,6 +269,102 @@ void tile_q6_k(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystr
   for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);
 }
 
+// ---- Q4_K/Q5_K: super-blocks of 256, 8 sub-blocks of 32 with 6-bit scales and mins ----------
+// The decode kernel's int32 lane i of a super-block is sum_j s_j * P_j[i], P_j[i] the dot of values
+// 4i..4i+3 of sub-block j, from one maddubs and one madd (by s_j) per sub-block. Here the two
+// sub-blocks of a qs chunk (2c: low nibbles, 2c+1: high) share them: register A holds in int32
+// lane i values 4i, 4i+1 of sub-block 2c and then of 2c+1, register B values 4i+2, 4i+3, and the
+// activations are repacked in the same order; maddubs(A) + maddubs(B) in int16 is then
+// [P_2c[i], P_2c+1[i]] per lane (|P| <= 4 * 31 * 127 = 15748), and one madd with [s_2c, s_2c+1]
+// gives exactly the decode kernel's lane contents: 3 multiplies per pair instead of 4, and the
+// float step is the decode kernel's. The repacked vector: per pair 64 bytes (A order, B order),
+// then dx (8 copies) and the eight sums of 32 as int32.
+
+// Per int32 lane i: [word 2i of a, word 2i of b] and [word 2i+1 of a, word 2i+1 of b].
+inline void pair_words(__m256i a, __m256i b, __m256i& even, __m256i& odd) {
+  even = _mm256_blend_epi16(a, _mm256_slli_epi32(b, 16), 0xAA);
+  odd = _mm256_blend_epi16(_mm256_srli_epi32(a, 16), b, 0xAA);
+}
+
+void repack_vector_k(const PackedVector& x, uint8_t* dst) {
+  const int64_t nsb = x.size() / 256;
+  for (int64_t b = 0; b < nsb; ++b, dst += kSuperBytes) {
+    const int8_t* y = x.qs() + 256 * b;
+    for (int c = 0; c < 4; ++c) {
+      __m256i e, o;
+      pair_words(load256(y + 64 * c), load256(y + 64 * c + 32), e, o);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * c), e);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * c + 32), o);
+    }
+    _mm256_storeu_ps(reinterpret_cast<float*>(dst + 256), _mm256_set1_ps(x.scales()[b]));
+    // sums of 32 from the 16 sums of 16: hadd gives [S0 S1 S4 S5 | S2 S3 S6 S7], permute orders
+    const int32_t* bs = x.sums() + 16 * b;
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(dst + 288),
+        _mm256_permute4x64_epi64(_mm256_hadd_epi32(load256(bs), load256(bs + 8)), 0xD8));
+  }
+}
+
+template <bool FIVE, int V>
+void tile_k_affine(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystride, float* out,
+                   int64_t ldo) {
+  constexpr int64_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nsb; ++b, y += kSuperBytes) {
+    const std::byte* blk = row + b * bytes;
+    // the decode kernel's 6-bit decoding: bytes j of the words are sub-blocks j, j + 4
+    uint32_t u[3];
+    std::memcpy(u, blk + Q4_K::scales, 12);
+    const uint32_t s03 = u[0] & 0x3f3f3f3f, m03 = u[1] & 0x3f3f3f3f;
+    const uint32_t s47 = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+    const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+    const __m128i sm = _mm_set_epi32(static_cast<int>(m47), static_cast<int>(m03),
+                                     static_cast<int>(s47), static_cast<int>(s03));
+    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));  // [s0..s7 | s0..s7]
+    // m0..m7 as int32 = int16 pairs (m, 0): madd with the sums of 32 (|S| <= 4064, int16) is the
+    // decode kernel's m * S exactly
+    const __m256i mins = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(blk + Q4_K::d))));
+    const __m256 d = _mm256_broadcastss_ps(dd), dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+    const uint8_t* qs = u8(blk + (FIVE ? Q5_K::qs : Q4_K::qs));
+    __m256i qh;
+    if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
+    __m256i wa[4], wb[4], sp[4];
+    for (int c = 0; c < 4; ++c) {
+      const __m256i raw = load256(qs + 32 * c);
+      __m256i lo = _mm256_and_si256(raw, low4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+      if constexpr (FIVE) {
+        const __m256i one = _mm256_set1_epi8(1);
+        lo = _mm256_or_si256(
+            lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+        hi = _mm256_or_si256(
+            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+      }
+      pair_words(lo, hi, wa[c], wb[c]);
+      // int16 words alternating s_2c, s_2c+1: bytes 4c..4c+3 of each half of sc
+      sp[c] = _mm256_shuffle_epi8(sc, _mm256_set1_epi32(0x03020100 + 0x04040404 * c));
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      __m256i sumi = _mm256_setzero_si256();
+      for (int c = 0; c < 4; ++c) {
+        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wa[c], load256(yv + 64 * c)),
+                                           _mm256_maddubs_epi16(wb[c], load256(yv + 64 * c + 32)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sp[c]));
+      }
+      const __m256i msum = _mm256_madd_epi16(mins, load256(yv + 288));
+      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
+      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi), acc[v]);
+      acc[v] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(msum), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);
+}
+
 using TileFn = void (*)(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride,
                         float* out, int64_t ldo);
 const TileFn kQ4_0[kMaxV] = {tile_q4_0<1>, tile_q4_0<2>, tile_q4_0<3>, tile_q4_0<4>,
@@ -277,6 +373,13 @@ const TileFn kQ8_0[kMaxV] = {tile_q8_0<1>, tile_q8_0<2>, tile_q8_0<3>, tile_q8_0
                              tile_q8_0<5>, tile_q8_0<6>, tile_q8_0<7>, tile_q8_0<8>};
 const TileFn kQ6_K[kMaxV] = {tile_q6_k<1>, tile_q6_k<2>, tile_q6_k<3>, tile_q6_k<4>,
                              tile_q6_k<5>, tile_q6_k<6>, tile_q6_k<7>, tile_q6_k<8>};
+const TileFn kQ4_K[kMaxV] = {tile_k_affine<false, 1>, tile_k_affine<false, 2>,
+                             tile_k_affine<false, 3>, tile_k_affine<false, 4>,
+                             tile_k_affine<false, 5>, tile_k_affine<false, 6>,
+                             tile_k_affine<false, 7>, tile_k_affine<false, 8>};
+const TileFn kQ5_K[kMaxV] = {tile_k_affine<true, 1>, tile_k_affine<true, 2>, tile_k_affine<true, 3>,
+                             tile_k_affine<true, 4>, tile_k_affine<true, 5>, tile_k_affine<true, 6>,
+                             tile_k_affine<true, 7>, tile_k_affine<true, 8>};
 
 // Repacks one vector for the tile functions of a format.
 using RepackFn = void (*)(const PackedVector& x, uint8_t* dst);
@@ -296,6 +399,8 @@ struct Format {
 const Format kFmtQ4_0{32, 0, repack_q4_0, kQ4_0};
 const Format kFmtQ8_0{32, 0, repack_q8_0, kQ8_0};
 const Format kFmtQ6_K{256, kSuperBytes, repack_vector_q6k, kQ6_K};
+const Format kFmtQ4_K{256, kSuperBytes, repack_vector_k, kQ4_K};
+const Format kFmtQ5_K{256, kSuperBytes, repack_vector_k, kQ5_K};
 
 }  // namespace
 }  // namespace epwa::quant
@@ -349,6 +454,10 @@ RowsMultiDot gemm_avx2(DType t) {
       return gemm_tiled<&kFmtQ8_0>;
     case DType::Q6_K:
       return gemm_tiled<&kFmtQ6_K>;
+    case DType::Q4_K:
+      return gemm_tiled<&kFmtQ4_K>;
+    case DType::Q5_K:
+      return gemm_tiled<&kFmtQ5_K>;
     default:
       return nullptr;
   }

@@ -1,13 +1,14 @@
 // The tiled multi-vector kernels (src/quant/gemm_avx2.cpp) behind vec_dot_rows_multi on AVX2, on
 // fresh random data, against a double-precision dot of the dequantised rows with the packed
 // activations (what the integer kernel computes exactly). Bound, with M = sum_i |w_i| |xq_i| plus
-// the magnitude of the offset terms (Q4_0: 8 |d_b| sum |xq_i|; Q6_K: 32 |d sc_g| sum |xq_i|):
+// the magnitude of the offset terms (Q4_0: 8 |d_b| sum |xq_i|; Q6_K: 32 |d sc_g| sum |xq_i|;
+// Q4_K/Q5_K, whose w = d sc q - dmin m: (31 |d sc_j| + |dmin m_j|) sum |xq_i| per sub-block j):
 //   |fast - exact| <= 2e-5 * M   (float roundings only: ~n/128 + 8 chained roundings of 2^-24,
 //                                 i.e. < 1e-6 relative for n <= 4096; 2e-5 leaves room but a wrong
 //                                 block, lane or scale gives O(1) errors)
 // and bit-identical to the one-row kernel (vec_dot_rows): the tiles form the same exact integer
 // block sums and repeat the decode kernels' float steps (the engine relies on prompt and decode
-// logits agreeing to the bit).
+// logits agreeing to the bit). The scalar reference (other float order) is held to twice the bound.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -21,6 +22,10 @@
 using namespace epwa;
 
 namespace {
+
+bool super_blocks(DType t) {
+  return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
 
 bool tiled(DType t) {
   return best_isa() == KernelIsa::Avx2 && quant::gemm_avx2(t) != nullptr;
@@ -72,6 +77,16 @@ void check(DType t, const std::vector<std::byte>& w, int64_t rows, int64_t n,
           for (int64_t j = i; j < i + 32; ++j) ys += std::abs(xq(xs[v], j));
           mag += 8 * ys * std::abs(block_scale(row + (i / 32) * dtype_bytes(t, 32)));
         }
+        if ((t == DType::Q4_K || t == DType::Q5_K) && i % 32 == 0) {
+          const std::byte* sb = row + (i / 256) * dtype_bytes(t, 256);
+          uint8_t sc, m;
+          quant::scale_min_k4(static_cast<int>(i % 256 / 32), quant::u8(sb + quant::Q4_K::scales),
+                              sc, m);
+          double ys = 0;
+          for (int64_t j = i; j < i + 32; ++j) ys += std::abs(xq(xs[v], j));
+          mag += ys * (31 * sc * std::abs(block_scale(sb + quant::Q4_K::d)) +
+                       m * std::abs(block_scale(sb + quant::Q4_K::dmin)));
+        }
         if (t == DType::Q6_K && i % 16 == 0) {  // w = d sc (q - 32): 2 * 32 |d sc| covers both
           const std::byte* sb = row + (i / 256) * quant::Q6_K::bytes;
           const auto sc = static_cast<int8_t>(sb[quant::Q6_K::scales + i % 256 / 16]);
@@ -82,6 +97,8 @@ void check(DType t, const std::vector<std::byte>& w, int64_t rows, int64_t n,
       }
       const double bound = 2e-5 * mag + 1e-30;
       ASSERT_LE(std::abs(got - exact), bound) << "row " << r << " vector " << v << " of " << nv;
+      const float scalar = vec_dot_packed(row, xs[v], KernelIsa::Scalar);
+      ASSERT_LE(std::abs(got - scalar), 2 * bound) << "row " << r << " vector " << v << " (scalar)";
       vec_dot_rows(w.data(), rb, xs[v], r, r + 1, one.data());
       ASSERT_EQ(got, one[r]) << "row " << r << " vector " << v;
     }
@@ -96,12 +113,12 @@ TEST(GemmTiled, RandomMatricesEveryVectorCountAndLength) {
   const uint32_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K, DType::Q4_K, DType::Q5_K}) {
     if (!tiled(t)) GTEST_SKIP() << "no tiled kernel on this CPU";
     // n: one block, a partial group of four blocks, whole groups, whole groups plus a partial one
-    // (Q6_K: one to five super-blocks)
+    // (super-block types: one to five super-blocks)
     for (int64_t n : {32, 96, 128, 160, 1024 + 64}) {
-      if (t == DType::Q6_K) n = n <= 128 ? 256 * (n / 32) : 1280;
+      if (super_blocks(t)) n = n <= 128 ? 256 * (n / 32) : 1280;
       const int64_t rows = 5;
       const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
       for (int64_t nv : {1, 3, 8, 9, 17}) {
@@ -119,9 +136,9 @@ TEST(GemmTiled, ManyVectorsSpanSeveralRepackBatches) {
   const uint32_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K, DType::Q4_K, DType::Q5_K}) {
     if (!tiled(t)) GTEST_SKIP() << "no tiled kernel on this CPU";
-    const int64_t rows = 3, n = 4096, nv = 53;  // batches of 40 (Q6_K: 48) vectors here
+    const int64_t rows = 3, n = 4096, nv = 53;  // batches of 40 (super-blocks: 48) vectors here
     const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
     std::vector<PackedVector> xs(nv);
     for (auto& p : xs) p.pack(t, test::gaussian(rng, n));
@@ -136,8 +153,29 @@ TEST(GemmTiled, ExtremeValuesDoNotSaturate) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   const int64_t rows = 4, n = 256;
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K, DType::Q4_K, DType::Q5_K}) {
     if (!tiled(t)) GTEST_SKIP() << "no tiled kernel on this CPU";
+    if (t == DType::Q4_K || t == DType::Q5_K) {
+      // every value 15 (Q5_K: 31), scales and mins 63, or all zero, alternating per super-block:
+      // the int16 pair sums reach 4 * 31 * 127 = 15748
+      const int64_t sbytes = dtype_bytes(t, 256);
+      std::vector<std::byte> w(static_cast<size_t>(rows * dtype_bytes(t, n)));
+      for (size_t b = 0; b < w.size(); b += static_cast<size_t>(sbytes)) {
+        const bool high = b / static_cast<size_t>(sbytes) % 2 == 0;
+        for (size_t i = quant::Q4_K::scales; i < static_cast<size_t>(sbytes); ++i)
+          w[b + i] = std::byte(high ? 0xFF : 0x00);
+        test::put_u16(w, b + quant::Q4_K::d, f32_to_f16(0.01f));
+        test::put_u16(w, b + quant::Q4_K::dmin, f32_to_f16(0.02f));
+      }
+      std::vector<PackedVector> xs(8);
+      for (size_t v = 0; v < xs.size(); ++v) {
+        std::vector<float> x(n);
+        for (int64_t i = 0; i < n; ++i) x[i] = (v % 2 == 0 || i % 3 == 0) ? 1.0f : -1.0f;
+        xs[v].pack(t, x);
+      }
+      check(t, w, rows, n, xs, 0);
+      continue;
+    }
     if (t == DType::Q6_K) {  // values 63 or 0 (q - 32 = 31 / -32), scales 127 or -128
       std::vector<std::byte> w(static_cast<size_t>(rows * dtype_bytes(t, n)));
       for (size_t b = 0; b < w.size(); b += quant::Q6_K::bytes) {
