@@ -209,14 +209,40 @@ void tile_q8_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystri
 // Super-block formats: one repacked unit per 256 values.
 constexpr int64_t kSuperBytes = 256 + 32 + 32;
 
+// The super-block tiles share one trick. The decode kernels form, per 32 values in a register,
+// maddubs (int16 pairs) and a madd by that register's scales, so int32 lane i holds the sum over
+// registers of s * P[i], P[i] the dot of the lane's 4 values. Two registers a, b share those steps
+// here: A holds in int32 lane i values 4i, 4i+1 of a and then of b, B values 4i+2, 4i+3 (the
+// activations are repacked the same way), so maddubs(A) + maddubs(B) in int16 is [P_a[i], P_b[i]]
+// per lane, and one madd with [s_a, s_b] gives exactly the decode kernel's lane contents: 3
+// multiplies per pair of registers instead of 4, bit-identical results. The int16 sums must not
+// overflow: 4 * 63 * 127 = 32004 for Q6_K, 4 * 31 * 127 = 15748 for Q5_K.
+
+// Per int32 lane i: [word 2i of a, word 2i of b] and [word 2i+1 of a, word 2i+1 of b].
+inline void pair_words(__m256i a, __m256i b, __m256i& even, __m256i& odd) {
+  even = _mm256_blend_epi16(a, _mm256_slli_epi32(b, 16), 0xAA);
+  odd = _mm256_blend_epi16(_mm256_srli_epi32(a, 16), b, 0xAA);
+}
+
+// 256 activations in pair order: registers 2c and 2c+1 (values 64c..64c+63) as A then B.
+inline void repack_pairs(const int8_t* y, uint8_t* dst) {
+  for (int c = 0; c < 4; ++c) {
+    __m256i e, o;
+    pair_words(load256(y + 64 * c), load256(y + 64 * c + 32), e, o);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * c), e);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * c + 32), o);
+  }
+}
+
 // ---- Q6_K: super-blocks of 256, 6-bit values (q - 32), one int8 scale per 16 ------------------
-// The values unpack in activation order (32 per register, two scales per register), so the
-// repacked vector is the plain int8 values, then dx (8 copies) and the 16 sums of 16 as int16
-// (|sum| <= 2032): the -32 offset of every value is one madd of those sums with the row's scales.
+// The decode kernel's unpacking (32 values and two scales per register), registers paired as
+// above; the repacked vector is the values in pair order, then dx (8 copies) and the 16 sums of
+// 16 as int16 (|sum| <= 2032): the -32 offset of every value is one madd of those sums with the
+// row's scales.
 void repack_vector_q6k(const PackedVector& x, uint8_t* dst) {
   const int64_t nsb = x.size() / 256;
   for (int64_t b = 0; b < nsb; ++b, dst += kSuperBytes) {
-    std::memcpy(dst, x.qs() + 256 * b, 256);
+    repack_pairs(x.qs() + 256 * b, dst);
     _mm256_storeu_ps(reinterpret_cast<float*>(dst + 256), _mm256_set1_ps(x.scales()[b]));
     const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + 16 * b));
     const __m256i s1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + 16 * b + 8));
@@ -250,6 +276,11 @@ void tile_q6_k(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystr
     }
     for (int k = 0; k < 8; ++k)
       scale[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+    __m256i qa[4], qb[4], sp[4], unused;
+    for (int c = 0; c < 4; ++c) {
+      pair_words(q[2 * c], q[2 * c + 1], qa[c], qb[c]);
+      pair_words(scale[2 * c], scale[2 * c + 1], sp[c], unused);  // [s_a, s_b] per int32 lane
+    }
     const __m256i sc16 = _mm256_cvtepi8_epi16(load128(sc));
     const __m256 d = _mm256_set1_ps(f16(blk + Q6_K::d));
 #pragma GCC unroll 8
@@ -257,9 +288,11 @@ void tile_q6_k(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystr
       const uint8_t* yv = y + v * ystride;
       __m256i sumi = _mm256_slli_epi32(_mm256_madd_epi16(sc16, load256(yv + 288)), 5);
       sumi = _mm256_sub_epi32(_mm256_setzero_si256(), sumi);
-      for (int k = 0; k < 8; ++k)
-        sumi = _mm256_add_epi32(
-            sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], load256(yv + 32 * k)), scale[k]));
+      for (int c = 0; c < 4; ++c) {
+        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(qa[c], load256(yv + 64 * c)),
+                                           _mm256_maddubs_epi16(qb[c], load256(yv + 64 * c + 32)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sp[c]));
+      }
       // the decode kernel's float step: fma(d * dx, float(sumi), acc), so results are identical
       const __m256 ddx =
           _mm256_mul_ps(d, _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256)));
@@ -270,32 +303,14 @@ void tile_q6_k(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystr
 }
 
 // ---- Q4_K/Q5_K: super-blocks of 256, 8 sub-blocks of 32 with 6-bit scales and mins ----------
-// The decode kernel's int32 lane i of a super-block is sum_j s_j * P_j[i], P_j[i] the dot of values
-// 4i..4i+3 of sub-block j, from one maddubs and one madd (by s_j) per sub-block. Here the two
-// sub-blocks of a qs chunk (2c: low nibbles, 2c+1: high) share them: register A holds in int32
-// lane i values 4i, 4i+1 of sub-block 2c and then of 2c+1, register B values 4i+2, 4i+3, and the
-// activations are repacked in the same order; maddubs(A) + maddubs(B) in int16 is then
-// [P_2c[i], P_2c+1[i]] per lane (|P| <= 4 * 31 * 127 = 15748), and one madd with [s_2c, s_2c+1]
-// gives exactly the decode kernel's lane contents: 3 multiplies per pair instead of 4, and the
-// float step is the decode kernel's. The repacked vector: per pair 64 bytes (A order, B order),
-// then dx (8 copies) and the eight sums of 32 as int32.
-
-// Per int32 lane i: [word 2i of a, word 2i of b] and [word 2i+1 of a, word 2i+1 of b].
-inline void pair_words(__m256i a, __m256i b, __m256i& even, __m256i& odd) {
-  even = _mm256_blend_epi16(a, _mm256_slli_epi32(b, 16), 0xAA);
-  odd = _mm256_blend_epi16(_mm256_srli_epi32(a, 16), b, 0xAA);
-}
+// Paired registers: the two sub-blocks of a qs chunk (2c: low nibbles, 2c+1: high), scales
+// [s_2c, s_2c+1]; the decode kernel's scale/min decoding and float step. The repacked vector: the
+// values in pair order, then dx (8 copies) and the eight sums of 32 as int32.
 
 void repack_vector_k(const PackedVector& x, uint8_t* dst) {
   const int64_t nsb = x.size() / 256;
   for (int64_t b = 0; b < nsb; ++b, dst += kSuperBytes) {
-    const int8_t* y = x.qs() + 256 * b;
-    for (int c = 0; c < 4; ++c) {
-      __m256i e, o;
-      pair_words(load256(y + 64 * c), load256(y + 64 * c + 32), e, o);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * c), e);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * c + 32), o);
-    }
+    repack_pairs(x.qs() + 256 * b, dst);
     _mm256_storeu_ps(reinterpret_cast<float*>(dst + 256), _mm256_set1_ps(x.scales()[b]));
     // sums of 32 from the 16 sums of 16: hadd gives [S0 S1 S4 S5 | S2 S3 S6 S7], permute orders
     const int32_t* bs = x.sums() + 16 * b;
