@@ -66,6 +66,10 @@ void linear(const TensorView& w, const LinearInput& in, float* y, ThreadPool& po
   const int64_t rows = w.rows();
   const int64_t row_bytes = dtype_bytes(w.dtype, w.cols());
   const std::span<const PackedVector> packed = in.packed();
+  // A prompt's chunks are at least kPromptRows rows: the tiled kernel repacks every activation row
+  // once per call, which cost 12% of an olmoe pp512 profile with 32-row chunks (docs/PERF.md,
+  // "Profiles"). The row split does not change any value.
+  constexpr int64_t kPromptRows = 128;
   pool.parallel_for(
       rows,
       [&](int64_t r0, int64_t r1) {
@@ -74,7 +78,7 @@ void linear(const TensorView& w, const LinearInput& in, float* y, ThreadPool& po
         else
           vec_dot_rows_multi(w.data.data(), row_bytes, packed, r0, r1, y, rows);
       },
-      16);
+      n == 1 ? 16 : kPromptRows);
 }
 
 void linear(const TensorView& w, const float* x, int64_t n, float* y) {

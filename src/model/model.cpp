@@ -20,9 +20,47 @@
 #include "epwa/ops.hpp"
 #include "linear.hpp"
 
+#ifdef EPWA_PHASE_STATS
+#include <chrono>
+#include <cstdio>
+#include <map>
+#endif
+
 namespace epwa {
 
 namespace {
+
+#ifdef EPWA_PHASE_STATS
+// Profiling build only (docs/PERF.md, "Profiles"): wall time of each phase of forward(), printed at
+// exit. Calls from one thread (the caller of forward) only.
+struct PhaseStats {
+  std::map<std::string, std::pair<int64_t, int64_t>> t;  // name -> (ns, calls)
+  ~PhaseStats() {
+    int64_t all = 0;
+    for (const auto& [k, v] : t) all += v.first;
+    for (const auto& [k, v] : t)
+      std::fprintf(stderr, "phase %-16s %9.1f ms %5.1f%% %8lld calls\n", k.c_str(), v.first / 1e6,
+                   100.0 * v.first / std::max<int64_t>(all, 1), static_cast<long long>(v.second));
+  }
+};
+PhaseStats g_phases;
+struct PhaseTimer {
+  std::pair<int64_t, int64_t>& slot;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  explicit PhaseTimer(const char* name) : slot(g_phases.t[name]) {}
+  ~PhaseTimer() {
+    slot.first +=
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    ++slot.second;
+  }
+};
+#define EPWA_PHASE_CAT(a, b) a##b
+#define EPWA_PHASE_VAR(line) EPWA_PHASE_CAT(epwa_phase_timer_, line)
+#define EPWA_PHASE(name) PhaseTimer EPWA_PHASE_VAR(__LINE__)(name)
+#else
+#define EPWA_PHASE(name) (void)0
+#endif
 
 // A scratch array that only grows (its contents are lost when it does); large ones get huge pages.
 template <class T>
@@ -169,26 +207,33 @@ void moe_one_token(const ModelConfig& c, const LayerWeights& L, Scratch& s, cons
       throw Error("tensor '" + w1.name + "' or '" + w3.name + "' does not have " +
                   std::to_string(inter) + " rows");
   }
-  ThreadPool::global().parallel_for(
-      m * inter,
-      [&](int64_t b, int64_t e) {
-        for (int64_t j = b / inter; j < m && j * inter < e; ++j) {
-          const int64_t r0 = std::max(b, j * inter) - j * inter;
-          const int64_t r1 = std::min(e, (j + 1) * inter) - j * inter;
-          float* g = gate + j * inter;
-          float* u = up + j * inter;
-          linear_rows(L.w1[experts[j]], *in_gate[j], r0, r1, g);
-          linear_rows(L.w3[experts[j]], *in_up[j], r0, r1, u);
-          swiglu({g + r0, static_cast<size_t>(r1 - r0)}, {u + r0, static_cast<size_t>(r1 - r0)});
-        }
-      },
-      16);
-  s.tasks.clear();
-  for (int64_t j = 0; j < m; ++j) {
-    const TensorView& w2 = L.w2[experts[j]];
-    s.tasks.push_back({&w2, &s.inputs.get(w2.dtype, gate + j * inter, 1, inter), down + j * d});
+  {
+    EPWA_PHASE("moe gate+up");
+    ThreadPool::global().parallel_for(
+        m * inter,
+        [&](int64_t b, int64_t e) {
+          for (int64_t j = b / inter; j < m && j * inter < e; ++j) {
+            const int64_t r0 = std::max(b, j * inter) - j * inter;
+            const int64_t r1 = std::min(e, (j + 1) * inter) - j * inter;
+            float* g = gate + j * inter;
+            float* u = up + j * inter;
+            linear_rows(L.w1[experts[j]], *in_gate[j], r0, r1, g);
+            linear_rows(L.w3[experts[j]], *in_up[j], r0, r1, u);
+            swiglu({g + r0, static_cast<size_t>(r1 - r0)}, {u + r0, static_cast<size_t>(r1 - r0)});
+          }
+        },
+        16);
   }
-  linear_tasks(s.tasks);
+  s.tasks.clear();
+  {
+    EPWA_PHASE("moe down");
+    for (int64_t j = 0; j < m; ++j) {
+      const TensorView& w2 = L.w2[experts[j]];
+      s.tasks.push_back({&w2, &s.inputs.get(w2.dtype, gate + j * inter, 1, inter), down + j * d});
+    }
+    linear_tasks(s.tasks);
+  }
+  EPWA_PHASE("moe sum");
   for (int64_t j = 0; j < m; ++j)
     for (int64_t t = 0; t < d; ++t) o[t] += weights[j] * down[j * d + t];
 }
@@ -244,81 +289,106 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, KvCache& cach
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
     // Attention block.
-    rmsnorm_rows(x, n, d, L.attn_norm, c.rms_norm_eps, xn);
+    {
+      EPWA_PHASE("norm");
+      rmsnorm_rows(x, n, d, L.attn_norm, c.rms_norm_eps, xn);
+    }
     s.inputs.reset();
-    if (n == 1) {
-      const TensorView* ws[] = {&L.wq, &L.wk, &L.wv};
-      float* ys[] = {q, kk, vv};
-      run_one_token(ws, ys, xn, d, s.inputs, s.tasks);
-    } else {
-      linear(L.wq, s.inputs.get(L.wq.dtype, xn, n, d), q);
-      linear(L.wk, s.inputs.get(L.wk.dtype, xn, n, d), kk);
-      linear(L.wv, s.inputs.get(L.wv.dtype, xn, n, d), vv);
+    {
+      EPWA_PHASE("qkv");
+      if (n == 1) {
+        const TensorView* ws[] = {&L.wq, &L.wk, &L.wv};
+        float* ys[] = {q, kk, vv};
+        run_one_token(ws, ys, xn, d, s.inputs, s.tasks);
+      } else {
+        linear(L.wq, s.inputs.get(L.wq.dtype, xn, n, d), q);
+        linear(L.wk, s.inputs.get(L.wk.dtype, xn, n, d), kk);
+        linear(L.wv, s.inputs.get(L.wv.dtype, xn, n, d), vv);
+      }
     }
     float* kc = cache.k_[l].data();
     float* vc = cache.v_[l].data();
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t pos = p0 + i;
-      for (int64_t h = 0; h < nh; ++h) s.rope.apply(q + i * qdim + h * hd, pos);
-      for (int64_t h = 0; h < nkv; ++h) s.rope.apply(kk + i * kvdim + h * hd, pos);
-      std::copy_n(kk + i * kvdim, kvdim, kc + pos * kvdim);
-      std::copy_n(vv + i * kvdim, kvdim, vc + pos * kvdim);
+    {
+      EPWA_PHASE("rope+cache");
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t pos = p0 + i;
+        for (int64_t h = 0; h < nh; ++h) s.rope.apply(q + i * qdim + h * hd, pos);
+        for (int64_t h = 0; h < nkv; ++h) s.rope.apply(kk + i * kvdim + h * hd, pos);
+        std::copy_n(kk + i * kvdim, kvdim, kc + pos * kvdim);
+        std::copy_n(vv + i * kvdim, kvdim, vc + pos * kvdim);
+      }
     }
     // Every (token, head) pair on its own: split across the pool once there is enough work.
     const int64_t group = nh / nkv;
     const int64_t att_grain = std::max<int64_t>(1, (int64_t{1} << 15) / ((p0 + 1) * hd));
-    pool.parallel_for(
-        n * nh,
-        [&](int64_t b, int64_t e) {
-          thread_local std::vector<float> scores;
-          if (scores.size() < static_cast<size_t>(p0 + n))
-            scores.resize(static_cast<size_t>(std::max(p0 + n, cache.capacity_)));
-          for (int64_t it = b; it < e; ++it) {
-            const int64_t i = it / nh, h = it % nh, g = h / group;
-            attention_head({q + i * qdim + h * hd, static_cast<size_t>(hd)}, kc + g * hd,
-                           vc + g * hd, p0 + i + 1, kvdim, scores,
-                           {att + i * qdim + h * hd, static_cast<size_t>(hd)});
-          }
-        },
-        att_grain);
-    s.inputs.reset();
-    if (n == 1) {
-      const TensorView* ws[] = {&L.wo};
-      float* ys[] = {o};
-      run_one_token(ws, ys, att, qdim, s.inputs, s.tasks);
-    } else {
-      linear(L.wo, s.inputs.get(L.wo.dtype, att, n, qdim), o);
+    {
+      EPWA_PHASE("attention");
+      pool.parallel_for(
+          n * nh,
+          [&](int64_t b, int64_t e) {
+            thread_local std::vector<float> scores;
+            if (scores.size() < static_cast<size_t>(p0 + n))
+              scores.resize(static_cast<size_t>(std::max(p0 + n, cache.capacity_)));
+            for (int64_t it = b; it < e; ++it) {
+              const int64_t i = it / nh, h = it % nh, g = h / group;
+              attention_head({q + i * qdim + h * hd, static_cast<size_t>(hd)}, kc + g * hd,
+                             vc + g * hd, p0 + i + 1, kvdim, scores,
+                             {att + i * qdim + h * hd, static_cast<size_t>(hd)});
+            }
+          },
+          att_grain);
     }
-    for (int64_t i = 0; i < n * d; ++i) x[i] += o[i];
+    s.inputs.reset();
+    {
+      EPWA_PHASE("wo");
+      if (n == 1) {
+        const TensorView* ws[] = {&L.wo};
+        float* ys[] = {o};
+        run_one_token(ws, ys, att, qdim, s.inputs, s.tasks);
+      } else {
+        linear(L.wo, s.inputs.get(L.wo.dtype, att, n, qdim), o);
+      }
+    }
+    {
+      EPWA_PHASE("norm");
+      for (int64_t i = 0; i < n * d; ++i) x[i] += o[i];
 
-    // Sparse MoE block.
-    rmsnorm_rows(x, n, d, L.ffn_norm, c.rms_norm_eps, xn);
-    s.inputs.reset();
-    if (n == 1) {
-      const TensorView* ws[] = {&L.router};
-      float* ys[] = {router};
-      run_one_token(ws, ys, xn, d, s.inputs, s.tasks);
-    } else {
-      linear(L.router, s.inputs.get(L.router.dtype, xn, n, d), router);
+      // Sparse MoE block.
+      rmsnorm_rows(x, n, d, L.ffn_norm, c.rms_norm_eps, xn);
     }
-    for (int64_t i = 0; i < n; ++i) {
-      std::span<const float> logits(router + i * ne, ne);
-      int32_t* top = topk + i * k;
-      float* w = topw + i * k;
-      select_topk(logits, static_cast<int32_t>(k), top);
-      const float mx = logits[top[0]];
-      float z = 0;
-      for (int64_t e = 0; e < ne; ++e) z += (probs[e] = std::exp(logits[e] - mx));
-      float wsum = 0;
-      for (int64_t j = 0; j < k; ++j) wsum += (w[j] = probs[top[j]] / z);
-      for (int64_t j = 0; j < k; ++j) w[j] /= wsum;
-      if (opt.observer)
-        opt.observer->observe(
-            {l, p0 + i, logits, {top, static_cast<size_t>(k)}, {w, static_cast<size_t>(k)}});
+    s.inputs.reset();
+    {
+      EPWA_PHASE("router");
+      if (n == 1) {
+        const TensorView* ws[] = {&L.router};
+        float* ys[] = {router};
+        run_one_token(ws, ys, xn, d, s.inputs, s.tasks);
+      } else {
+        linear(L.router, s.inputs.get(L.router.dtype, xn, n, d), router);
+      }
+    }
+    {
+      EPWA_PHASE("top-k");
+      for (int64_t i = 0; i < n; ++i) {
+        std::span<const float> logits(router + i * ne, ne);
+        int32_t* top = topk + i * k;
+        float* w = topw + i * k;
+        select_topk(logits, static_cast<int32_t>(k), top);
+        const float mx = logits[top[0]];
+        float z = 0;
+        for (int64_t e = 0; e < ne; ++e) z += (probs[e] = std::exp(logits[e] - mx));
+        float wsum = 0;
+        for (int64_t j = 0; j < k; ++j) wsum += (w[j] = probs[top[j]] / z);
+        for (int64_t j = 0; j < k; ++j) w[j] /= wsum;
+        if (opt.observer)
+          opt.observer->observe(
+              {l, p0 + i, logits, {top, static_cast<size_t>(k)}, {w, static_cast<size_t>(k)}});
+      }
     }
     if (l == opt.stop_after_router) return {};
 
     // The tokens routed to each expert, in token order (a counting sort by expert).
+    EPWA_PHASE("~moe total");
     std::fill_n(ebegin, ne + 1, 0);
     for (int64_t i = 0; i < n * k; ++i) ++ebegin[topk[i] + 1];
     for (int64_t e = 0; e < ne; ++e) ebegin[e + 1] += ebegin[e];
@@ -340,19 +410,40 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, KvCache& cach
         if (m == 0) continue;
         const int32_t* rows = erows + ebegin[e];
         const float* rw = erw + ebegin[e];
-        for (int64_t r = 0; r < m; ++r) std::copy_n(xn + rows[r] * d, d, gathered + r * d);
+        {
+          EPWA_PHASE("moe gather");
+          for (int64_t r = 0; r < m; ++r) std::copy_n(xn + rows[r] * d, d, gathered + r * d);
+        }
         s.inputs.reset();
-        linear(L.w1[e], s.inputs.get(L.w1[e].dtype, gathered, m, d), gate);
-        linear(L.w3[e], s.inputs.get(L.w3[e].dtype, gathered, m, d), up);
-        // Elementwise, and each token's row on its own: split across the pool, same values.
-        pool.parallel_for(
-            m * inter,
-            [&](int64_t b, int64_t end) {
-              swiglu({gate + b, static_cast<size_t>(end - b)},
-                     {up + b, static_cast<size_t>(end - b)});
-            },
-            4096);
-        linear(L.w2[e], s.inputs.get(L.w2[e].dtype, gate, m, inter), down);
+        {
+          EPWA_PHASE("moe pack");
+          s.inputs.get(L.w1[e].dtype, gathered, m, d);
+        }
+        {
+          EPWA_PHASE("moe gate+up");
+          linear(L.w1[e], s.inputs.get(L.w1[e].dtype, gathered, m, d), gate);
+          linear(L.w3[e], s.inputs.get(L.w3[e].dtype, gathered, m, d), up);
+        }
+        {
+          EPWA_PHASE("moe swiglu");
+          // Elementwise, and each token's row on its own: split across the pool, same values.
+          pool.parallel_for(
+              m * inter,
+              [&](int64_t b, int64_t end) {
+                swiglu({gate + b, static_cast<size_t>(end - b)},
+                       {up + b, static_cast<size_t>(end - b)});
+              },
+              4096);
+        }
+        {
+          EPWA_PHASE("moe pack");
+          s.inputs.get(L.w2[e].dtype, gate, m, inter);
+        }
+        {
+          EPWA_PHASE("moe down");
+          linear(L.w2[e], s.inputs.get(L.w2[e].dtype, gate, m, inter), down);
+        }
+        EPWA_PHASE("moe scatter");
         pool.parallel_for(
             m,
             [&](int64_t b, int64_t end) {
@@ -366,6 +457,7 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, KvCache& cach
   }
   cache.size_ = p0 + n;
 
+  EPWA_PHASE("head");
   const int64_t first = opt.all_logits ? 0 : n - 1;
   const int64_t rows_out = n - first;
   rmsnorm_rows(x + first * d, rows_out, d, weights_.final_norm, c.rms_norm_eps, xn);

@@ -9,6 +9,11 @@
 #include <thread>
 #include <vector>
 
+#ifdef EPWA_POOL_STATS
+#include <chrono>
+#include <cstdio>
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define EPWA_PAUSE() _mm_pause()
@@ -20,8 +25,38 @@ namespace epwa {
 namespace {
 // Waiting for a job or for the last chunks: spin briefly (decode issues hundreds of small jobs per
 // token and a futex wake costs more than a short spin), then yield so that an oversubscribed core
-// runs whoever has work, then sleep on a futex.
+// runs whoever has work, then sleep on a futex. (On the idle machine workers joined 99.7% of
+// decode's jobs within 3 us with these rounds; a time-based 2 ms yield phase changed nothing
+// measurable: docs/PERF.md, "Profiles".)
 constexpr int kSpinRounds = 256, kYieldRounds = 64;
+
+#ifdef EPWA_POOL_STATS
+// Profiling build only (docs/PERF.md, "Profiles"): per job, its wall time, the caller's wait for
+// the last chunks, each thread's time inside chunks, and how late the workers join.
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+struct PoolStats {
+  std::atomic<int64_t> jobs{0}, serial{0}, chunks{0}, wall{0}, tail{0}, caller_busy{0},
+      worker_busy{0}, worker_joined{0}, join_latency{0}, sleeps{0};
+  ~PoolStats() {
+    const auto ms = [](const std::atomic<int64_t>& v) { return v.load() / 1e6; };
+    std::fprintf(
+        stderr,
+        "pool stats: %lld parallel jobs (%lld run serially), %lld chunks; job wall %.1f ms, "
+        "caller busy %.1f ms, worker busy %.1f ms, caller waiting for claimed chunks "
+        "%.1f ms; worker joined %lld jobs, mean join latency %.2f us; %lld futex sleeps\n",
+        static_cast<long long>(jobs.load()), static_cast<long long>(serial.load()),
+        static_cast<long long>(chunks.load()), ms(wall), ms(caller_busy), ms(worker_busy), ms(tail),
+        static_cast<long long>(worker_joined.load()),
+        worker_joined.load() ? join_latency.load() / 1e3 / worker_joined.load() : 0.0,
+        static_cast<long long>(sleeps.load()));
+  }
+};
+PoolStats g_stats;
+#endif
 
 // The pool whose job this thread is running (caller or worker), to run nested calls serially.
 thread_local const ThreadPool* tls_active = nullptr;
@@ -37,6 +72,9 @@ void spin_then_wait(std::atomic<T>& a, std::atomic<int>& sleepers, Pred done) {
     else
       std::this_thread::yield();
   }
+#ifdef EPWA_POOL_STATS
+  ++g_stats.sleeps;
+#endif
   for (;;) {
     sleepers.fetch_add(1, std::memory_order_seq_cst);
     const T v = a.load(std::memory_order_seq_cst);
@@ -68,10 +106,22 @@ struct ThreadPool::State {
   bool stop = false;
   std::mutex error_mutex;
   std::exception_ptr error;
+#ifdef EPWA_POOL_STATS
+  std::atomic<int64_t> published_ns{0};
+#endif
 
   // Claims and runs chunks of job `job` until none is left.
-  void work(uint32_t job) {
+  void work(uint32_t job, bool caller) {
     uint64_t w = word.load(std::memory_order_acquire);
+#ifdef EPWA_POOL_STATS
+    bool first = true;
+    int64_t busy = 0;
+    struct Flush {
+      int64_t& busy;
+      bool caller;
+      ~Flush() { (caller ? g_stats.caller_busy : g_stats.worker_busy) += busy; }
+    } flush{busy, caller};
+#endif
     for (;;) {
       if (static_cast<uint32_t>(w >> 32) != job || static_cast<uint32_t>(w) == 0) return;
       if (!word.compare_exchange_weak(w, w - 1, std::memory_order_acq_rel,
@@ -80,6 +130,20 @@ struct ThreadPool::State {
       // The job cannot finish before this chunk does: its fields are stable until then.
       const uint32_t total = n_chunks;
       const int64_t b = static_cast<int64_t>(static_cast<uint32_t>(w) - 1) * chunk;
+#ifdef EPWA_POOL_STATS
+      const int64_t t0 = now_ns();
+      if (first && !caller) {
+        ++g_stats.worker_joined;
+        g_stats.join_latency += t0 - published_ns.load(std::memory_order_relaxed);
+      }
+      first = false;
+      ++g_stats.chunks;
+      struct Busy {
+        int64_t& busy;
+        int64_t t0;
+        ~Busy() { busy += now_ns() - t0; }
+      } timer{busy, t0};
+#endif
       if (!failed.load(std::memory_order_relaxed)) {
         try {
           task(ctx, b, std::min(n, b + chunk));
@@ -138,7 +202,7 @@ void ThreadPool::worker_loop() {
     seen = s.epoch.load(std::memory_order_acquire);
     if (s.stop) return;
     // The job number is the epoch that published it (see run()).
-    s.work(seen);
+    s.work(seen, false);
   }
 }
 
@@ -151,6 +215,9 @@ void ThreadPool::run(int64_t n, int64_t grain, Task task, void* ctx) {
   const int64_t chunk =
       std::max(grain, (n + kChunksPerThread * threads_ - 1) / (kChunksPerThread * threads_));
   if (threads_ == 1 || n <= chunk || tls_active == this) {
+#ifdef EPWA_POOL_STATS
+    ++g_stats.serial;
+#endif
     task(ctx, 0, n);
     return;
   }
@@ -165,16 +232,29 @@ void ThreadPool::run(int64_t n, int64_t grain, Task task, void* ctx) {
   s.failed.store(false, std::memory_order_relaxed);
   s.error = nullptr;
   const uint32_t job = s.epoch.load(std::memory_order_relaxed) + 1;
+#ifdef EPWA_POOL_STATS
+  const int64_t t_pub = now_ns();
+  s.published_ns.store(t_pub, std::memory_order_relaxed);
+#endif
   s.word.store(uint64_t{job} << 32 | s.n_chunks, std::memory_order_release);
   s.epoch.store(job, std::memory_order_seq_cst);
   if (s.epoch_sleepers.load(std::memory_order_seq_cst) > 0) s.epoch.notify_all();
 
   const ThreadPool* outer = tls_active;
   tls_active = this;
-  s.work(job);
+  s.work(job, true);
   tls_active = outer;
   const uint32_t total = s.n_chunks;
+#ifdef EPWA_POOL_STATS
+  const int64_t t_own = now_ns();
+#endif
   spin_then_wait(s.done, s.done_sleepers, [&](uint32_t d) { return d == total; });
+#ifdef EPWA_POOL_STATS
+  const int64_t t_end = now_ns();
+  ++g_stats.jobs;
+  g_stats.wall += t_end - t_pub;
+  g_stats.tail += t_end - t_own;
+#endif
   if (s.error) std::rethrow_exception(s.error);
 }
 
