@@ -49,7 +49,9 @@ if [[ $bench -eq 1 ]]; then
     for t in $types; do
       f=$dir/$shape-$t.gguf
       echo "== $f" >&2
-      nice -n 10 "$epwa" bench --quiet --model "$f" "${bench_args[@]}"
+      # --load auto keeps the stored type when it fits in memory (standard mode would quantize a
+      # Mixtral-scale F16 file to 4 bits at load time; docs/LOADING.md).
+      nice -n 10 "$epwa" bench --quiet --load auto --model "$f" "${bench_args[@]}"
       echo
     done
   done
