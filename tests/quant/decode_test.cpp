@@ -14,27 +14,6 @@
 using namespace epwa;
 
 namespace {
-const DType kAll[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
-                      DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-
-std::vector<KernelIsa> isas() {
-  std::vector<KernelIsa> v{KernelIsa::Scalar};
-  if (best_isa() == KernelIsa::Avx2) v.push_back(KernelIsa::Avx2);
-  return v;
-}
-
-double packed_value(const PackedVector& p, int64_t i) {
-  switch (p.format()) {
-    case ActFormat::F32:
-      return p.f32()[i];
-    case ActFormat::Q8Block32:
-      return static_cast<double>(p.qs()[i]) * p.scales()[i / 32];
-    case ActFormat::Q8Block256:
-      return static_cast<double>(p.qs()[i]) * p.scales()[i / 256];
-  }
-  return 0;
-}
-
 // |got - exact| within the documented bound for one row.
 void expect_close(DType t, const std::byte* row, const PackedVector& p, const std::vector<float>& x,
                   float got) {
@@ -43,7 +22,7 @@ void expect_close(DType t, const std::byte* row, const PackedVector& p, const st
   dequantize_row(t, row, wd.data(), n);
   double ref = 0, mag = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const double xi = p.format() == ActFormat::F32 ? x[i] : packed_value(p, i);
+    const double xi = p.format() == ActFormat::F32 ? x[i] : test::packed_value(p, i);
     ref += wd[i] * xi;
     mag += std::fabs(wd[i] * xi);
   }
@@ -74,7 +53,7 @@ TEST(DecodeKernels, EveryBlockCountModuloTheGroup) {
   const uint32_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  for (DType t : kAll) {
+  for (DType t : test::kAllTypes) {
     const int64_t bs = dtype_block_size(t);
     // 1..17 blocks, and a long row with a partial last group
     std::vector<int64_t> counts(17);
@@ -87,7 +66,7 @@ TEST(DecodeKernels, EveryBlockCountModuloTheGroup) {
       x[rng() % n] *= 40.0f;
       PackedVector p;
       p.pack(t, x);
-      for (KernelIsa isa : isas()) {
+      for (KernelIsa isa : test::runnable_isas()) {
         SCOPED_TRACE(std::string(dtype_name(t)) + " " + std::string(isa_name(isa)) + " blocks " +
                      std::to_string(nb));
         std::vector<float> out(rows);
@@ -108,7 +87,7 @@ TEST(DecodeKernels, ResultsDoNotDependOnTheRowSplit) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   const int64_t rows = 23;
-  for (DType t : kAll) {
+  for (DType t : test::kAllTypes) {
     const int64_t bs = dtype_block_size(t);
     const int64_t n = bs * (bs == 32 ? 13 : 3);
     for (auto [pad, skew] : {std::pair<int64_t, int64_t>{0, 0}, {6, 3}, {64, 1}}) {
@@ -116,7 +95,7 @@ TEST(DecodeKernels, ResultsDoNotDependOnTheRowSplit) {
       const auto x = test::gaussian(rng, n);
       PackedVector p;
       p.pack(t, x);
-      for (KernelIsa isa : isas()) {
+      for (KernelIsa isa : test::runnable_isas()) {
         SCOPED_TRACE(std::string(dtype_name(t)) + " " + std::string(isa_name(isa)) + " pad " +
                      std::to_string(pad) + " skew " + std::to_string(skew));
         std::vector<float> whole(rows);
@@ -148,5 +127,5 @@ TEST(DecodeKernels, OffsetCorrectionIsExactForConstantNibbles) {
   for (int64_t b = 0; b < n / 32; ++b) test::put_u16(row, static_cast<size_t>(b * 18), 0x3C00);
   PackedVector p;
   p.pack(DType::Q4_0, test::gaussian(rng, n, 3.0f));
-  for (KernelIsa isa : isas()) EXPECT_EQ(vec_dot_packed(row.data(), p, isa), 0.0f);
+  for (KernelIsa isa : test::runnable_isas()) EXPECT_EQ(vec_dot_packed(row.data(), p, isa), 0.0f);
 }

@@ -17,31 +17,10 @@
 using namespace epwa;
 
 namespace {
-const DType kAll[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
-                      DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-
-std::vector<KernelIsa> isas() {
-  std::vector<KernelIsa> v{KernelIsa::Scalar};
-  if (best_isa() == KernelIsa::Avx2) v.push_back(KernelIsa::Avx2);
-  return v;
-}
-
 // The activations as the packed kernels see them.
 std::vector<double> unpacked(const PackedVector& p) {
   std::vector<double> v(static_cast<size_t>(p.size()));
-  for (int64_t i = 0; i < p.size(); ++i) {
-    switch (p.format()) {
-      case ActFormat::F32:
-        v[i] = p.f32()[i];
-        break;
-      case ActFormat::Q8Block32:
-        v[i] = static_cast<double>(p.qs()[i]) * p.scales()[i / 32];
-        break;
-      case ActFormat::Q8Block256:
-        v[i] = static_cast<double>(p.qs()[i]) * p.scales()[i / 256];
-        break;
-    }
-  }
+  for (int64_t i = 0; i < p.size(); ++i) v[i] = test::packed_value(p, i);
   return v;
 }
 
@@ -107,12 +86,12 @@ TEST(VecDot, EveryTypeEveryIsaOnQuantizedGaussians) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   const int64_t rows = 6, n = 4096;
-  for (DType t : kAll) {
+  for (DType t : test::kAllTypes) {
     const auto w = test::gaussian(rng, rows * n, 0.02f);
     auto x = test::gaussian(rng, n, 1.0f);
     for (int i = 0; i < 8; ++i) x[rng() % n] *= 30.0f;  // outliers, as real activations have
     const auto b = quantized_matrix(t, w, rows, n);
-    for (KernelIsa isa : isas()) check_rows(t, isa, b, rows, n, x);
+    for (KernelIsa isa : test::runnable_isas()) check_rows(t, isa, b, rows, n, x);
   }
 }
 
@@ -124,7 +103,7 @@ TEST(VecDot, RandomBlockBytesCoverEveryBitPattern) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(-0.05f, 0.05f);
   const int64_t rows = 4, n = 1024;
-  for (DType t : kAll) {
+  for (DType t : test::kAllTypes) {
     if (t == DType::F32 || t == DType::F16 || t == DType::BF16) continue;
     std::vector<std::byte> b(static_cast<size_t>(dtype_bytes(t, n) * rows));
     for (auto& v : b) v = std::byte(static_cast<uint8_t>(rng()));
@@ -133,7 +112,7 @@ TEST(VecDot, RandomBlockBytesCoverEveryBitPattern) {
     for (size_t blk = 0; blk < b.size() / bb; ++blk)
       for (size_t o : halves) test::put_u16(b, blk * bb + o, f32_to_f16(u(rng)));
     auto x = test::gaussian(rng, n, 1.0f);
-    for (KernelIsa isa : isas()) check_rows(t, isa, b, rows, n, x);
+    for (KernelIsa isa : test::runnable_isas()) check_rows(t, isa, b, rows, n, x);
   }
 }
 
@@ -143,7 +122,7 @@ TEST(VecDot, SaturatingExtremes) {
   const int64_t n = 256;
   std::vector<float> plus(n, 1.0f), alt(n);
   for (int64_t i = 0; i < n; ++i) alt[i] = i % 2 ? 1.0f : -1.0f;
-  for (DType t : kAll) {
+  for (DType t : test::kAllTypes) {
     std::vector<std::byte> b(static_cast<size_t>(dtype_bytes(t, n)), std::byte{0xFF});
     if (t == DType::Q8_0)
       for (size_t blk = 0; blk < b.size() / 34; ++blk)
@@ -158,7 +137,7 @@ TEST(VecDot, SaturatingExtremes) {
       for (size_t i = 0; i < b.size(); i += t == DType::F32 ? 4 : 2)
         t == DType::F32 ? (void)std::memcpy(&b[i], &plus[0], 4)
                         : test::put_u16(b, i, t == DType::F16 ? 0x3C00 : 0x3F80);
-    for (KernelIsa isa : isas()) {
+    for (KernelIsa isa : test::runnable_isas()) {
       check_rows(t, isa, b, 1, n, plus);
       check_rows(t, isa, b, 1, n, alt);
     }
@@ -174,7 +153,7 @@ TEST(VecDot, FloatTypesHandleTails) {
       const auto w = test::gaussian(rng, 3 * n);
       const auto x = test::gaussian(rng, n);
       const auto b = quantized_matrix(t, w, 3, n);
-      for (KernelIsa isa : isas()) check_rows(t, isa, b, 3, n, x);
+      for (KernelIsa isa : test::runnable_isas()) check_rows(t, isa, b, 3, n, x);
     }
 }
 
@@ -184,7 +163,7 @@ TEST(VecDot, AvxMatchesScalarPackedPath) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   const int64_t n = 2048;
-  for (DType t : kAll) {
+  for (DType t : test::kAllTypes) {
     const auto w = test::gaussian(rng, n);
     const auto x = test::gaussian(rng, n);
     const auto b = quantized_matrix(t, w, 1, n);
@@ -208,7 +187,7 @@ TEST(VecDotRows, RangeWritesOnlyItsRows) {
     const int64_t rb = dtype_bytes(t, n);
     PackedVector p;
     p.pack(t, x);
-    for (KernelIsa isa : isas()) {
+    for (KernelIsa isa : test::runnable_isas()) {
       std::vector<float> out(rows, -7.0f);
       vec_dot_rows(b.data(), rb, p, 3, 11, out.data(), isa);
       for (int64_t r = 0; r < rows; ++r) {
@@ -295,12 +274,12 @@ TEST(VecDotRows, MultiVectorMatchesOneByOne) {
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   const int64_t rows = 8, n = 512, nv = 11;
-  for (DType t : kAll) {
+  for (DType t : test::kAllTypes) {
     const auto b = quantized_matrix(t, test::gaussian(rng, rows * n), rows, n);
     const int64_t rb = dtype_bytes(t, n);
     std::vector<PackedVector> xs(nv);
     for (auto& p : xs) p.pack(t, test::gaussian(rng, n));
-    for (KernelIsa isa : isas()) {
+    for (KernelIsa isa : test::runnable_isas()) {
       std::vector<float> out(nv * rows, -7.0f), one(rows);
       vec_dot_rows_multi(b.data(), rb, xs, 2, rows, out.data(), rows, isa);
       for (int64_t v = 0; v < nv; ++v) {

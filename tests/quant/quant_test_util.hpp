@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "epwa/half.hpp"
+#include "epwa/quant.hpp"
 #include "epwa/tensor.hpp"
 
 namespace epwa::test {
@@ -29,6 +30,30 @@ inline std::vector<std::byte> bytes_for(DType t, int64_t n) {
 inline void put_u16(std::vector<std::byte>& b, size_t off, uint16_t v) {
   b[off] = std::byte(v & 0xFF);
   b[off + 1] = std::byte(v >> 8);
+}
+
+// Every weight type with a dot kernel, and the kernel ISAs this CPU can run.
+inline constexpr DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
+                                      DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                                      DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+inline std::vector<KernelIsa> runnable_isas() {
+  std::vector<KernelIsa> v{KernelIsa::Scalar};
+  if (best_isa() == KernelIsa::Avx2) v.push_back(KernelIsa::Avx2);
+  return v;
+}
+
+// Activation i as the packed kernels see it (after 8-bit quantization when packed so).
+inline double packed_value(const PackedVector& p, int64_t i) {
+  switch (p.format()) {
+    case ActFormat::F32:
+      return p.f32()[i];
+    case ActFormat::Q8Block32:
+      return static_cast<double>(p.qs()[i]) * p.scales()[i / 32];
+    case ActFormat::Q8Block256:
+      return static_cast<double>(p.qs()[i]) * p.scales()[i / 256];
+  }
+  return 0;
 }
 
 }  // namespace epwa::test
