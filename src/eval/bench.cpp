@@ -6,7 +6,9 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <span>
 
 #include "epwa/error.hpp"
 #include "epwa/generate.hpp"
@@ -192,20 +194,32 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
     for (int32_t e = 0; e < lists->num_experts(); ++e) (void)lists->bits(e);
   }
 
-  auto timed = [&](const std::string& test, const std::string& kind, int32_t n, auto&& once) {
+  // Times each of `runs` o.repetitions times after one warm-up each; with several, repetitions
+  // alternate and rotate which goes first, so that drifts of the machine (other load, frequency)
+  // fall on all alike. Fills each row's seconds, tokens/s and stddev (rows[k].tokens set).
+  auto measure = [&](std::span<BenchRow> rows, std::span<const std::function<void()>> runs) {
+    if (o.warmup)
+      for (const auto& run : runs) run();
+    const size_t m = runs.size();
+    std::vector<std::vector<double>> tps(m);
+    for (int32_t i = 0; i < o.repetitions; ++i)
+      for (size_t k = 0; k < m; ++k) {
+        const size_t which = (static_cast<size_t>(i) + k) % m;
+        const auto t0 = Clock::now();
+        runs[which]();
+        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        rows[which].seconds.push_back(s);
+        tps[which].push_back(rows[which].tokens / std::max(s, 1e-12));
+      }
+    for (size_t k = 0; k < m; ++k)
+      std::tie(rows[k].tokens_per_s, rows[k].stddev) = mean_stddev(tps[k]);
+  };
+  auto timed = [&](const std::string& test, const std::string& kind, int32_t n,
+                   std::function<void()> once) {
     say(test);
     BenchRow row;
     row.test = test, row.kind = kind, row.tokens = n;
-    if (o.warmup) once();
-    std::vector<double> tps;
-    for (int32_t i = 0; i < o.repetitions; ++i) {
-      const auto t0 = Clock::now();
-      once();
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      row.seconds.push_back(s);
-      tps.push_back(n / std::max(s, 1e-12));
-    }
-    std::tie(row.tokens_per_s, row.stddev) = mean_stddev(tps);
+    measure({&row, 1}, {&once, 1});
     r.rows.push_back(std::move(row));
   };
 
@@ -242,28 +256,17 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
       finish_tg(r.rows.back());
       continue;
     }
-    // Plain and watermarked, alternating which goes first, so that drifts of the machine (other
-    // load, frequency) fall on both alike: the ratio is the watermark's cost.
+    // Plain and watermarked in one measurement: the ratio is the watermark's cost.
     say(test + " plain and +" + r.watermark);
-    if (o.warmup) gen(false), gen(true);
     BenchRow rows[2];
-    std::vector<double> tps[2];
-    for (int32_t i = 0; i < o.repetitions; ++i)
-      for (int32_t k = 0; k < 2; ++k) {
-        const int32_t which = (i + k) % 2;  // 0 = plain, 1 = watermarked
-        const auto t0 = Clock::now();
-        gen(which == 1);
-        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-        rows[which].seconds.push_back(s);
-        tps[which].push_back(n / std::max(s, 1e-12));
-      }
+    const std::function<void()> runs[2] = {[&] { gen(false); }, [&] { gen(true); }};
     for (int32_t which = 0; which < 2; ++which) {
       BenchRow& row = rows[which];
       row.test = test, row.kind = "tg", row.tokens = n;
       row.watermark = which == 1 ? r.watermark : "none";
-      std::tie(row.tokens_per_s, row.stddev) = mean_stddev(tps[which]);
-      finish_tg(row);
     }
+    measure(rows, runs);
+    for (BenchRow& row : rows) finish_tg(row);
     rows[1].vs_plain = rows[0].tokens_per_s > 0 ? rows[1].tokens_per_s / rows[0].tokens_per_s : 0;
     r.rows.push_back(std::move(rows[0]));
     r.rows.push_back(std::move(rows[1]));
