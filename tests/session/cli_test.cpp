@@ -1,6 +1,7 @@
 // epwa hash / generate / detect through the real binary: JSON round trip, batch mode, and one-line
 // errors with a non-zero exit status.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -24,7 +25,9 @@ struct Result {
 };
 
 Result run(const std::string& args) {
-  const fs::path err = fs::temp_directory_path() / "epwa-cli-test-stderr.txt";
+  // One file per test process: ctest -j runs this program's tests side by side.
+  const fs::path err =
+      fs::temp_directory_path() / ("epwa-cli-test-stderr-" + std::to_string(getpid()) + ".txt");
   const std::string cmd = std::string("env -u EPW_KEY -u EPW_MODEL_PATH EPWA_THREADS=2 '") +
                           EPWA_BINARY + "' " + args + " 2>'" + err.string() + "'";
   Result r;
