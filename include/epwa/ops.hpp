@@ -94,6 +94,21 @@ class RopeTable {
 void attention_head(std::span<const float> q, const float* k, const float* v, int64_t n_keys,
                     int64_t stride, std::span<float> scores, std::span<float> out);
 
+// One query of an attention_block: head_dim floats at q, attends to keys 0..n_keys-1, writes
+// head_dim floats at out.
+struct AttentionQuery {
+  const float* q;
+  float* out;
+  int64_t n_keys;
+};
+// Several queries over the same keys and values (one KV head: the tokens of a prompt block, the
+// query heads of a group), keys and values laid out as for attention_head. Every output is
+// bit-identical to attention_head on that query alone (prompt and decode agree); the block reads
+// each K/V row once per block instead of once per query. `scores` is scratch of at least the sum
+// of the queries' n_keys floats.
+void attention_block(std::span<const AttentionQuery> queries, int64_t head_dim, const float* k,
+                     const float* v, int64_t stride, std::span<float> scores);
+
 // ---- dispatch -------------------------------------------------------------------------------
 
 namespace ops {

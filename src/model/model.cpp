@@ -318,22 +318,31 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, KvCache& cach
         std::copy_n(vv + i * kvdim, kvdim, vc + pos * kvdim);
       }
     }
-    // Every (token, head) pair on its own: split across the pool once there is enough work.
+    // Blocks of ~16 queries (consecutive tokens x the query heads of one KV head) share each K/V
+    // row (attention_block); every output equals attention_head on its query alone, so prompt and
+    // decode agree. Split across the pool once there is enough work.
     const int64_t group = nh / nkv;
-    const int64_t att_grain = std::max<int64_t>(1, (int64_t{1} << 15) / ((p0 + 1) * hd));
+    const int64_t bt = std::max<int64_t>(1, 16 / group);  // tokens per block
+    const int64_t nblocks = (n + bt - 1) / bt;
+    const int64_t att_grain =
+        std::max<int64_t>(1, (int64_t{1} << 15) / ((p0 + 1) * hd * group * std::min(bt, n)));
     {
       EPWA_PHASE("attention");
       pool.parallel_for(
-          n * nh,
+          nblocks * nkv,
           [&](int64_t b, int64_t e) {
             thread_local std::vector<float> scores;
-            if (scores.size() < static_cast<size_t>(p0 + n))
-              scores.resize(static_cast<size_t>(std::max(p0 + n, cache.capacity_)));
+            thread_local std::vector<AttentionQuery> queries;
+            const size_t need = static_cast<size_t>(bt * group * (p0 + n));
+            if (scores.size() < need)
+              scores.resize(std::max(need, static_cast<size_t>(bt * group * cache.capacity_)));
             for (int64_t it = b; it < e; ++it) {
-              const int64_t i = it / nh, h = it % nh, g = h / group;
-              attention_head({q + i * qdim + h * hd, static_cast<size_t>(hd)}, kc + g * hd,
-                             vc + g * hd, p0 + i + 1, kvdim, scores,
-                             {att + i * qdim + h * hd, static_cast<size_t>(hd)});
+              const int64_t blk = it / nkv, g = it % nkv;
+              queries.clear();
+              for (int64_t i = blk * bt; i < std::min(n, (blk + 1) * bt); ++i)
+                for (int64_t h = g * group; h < (g + 1) * group; ++h)
+                  queries.push_back({q + i * qdim + h * hd, att + i * qdim + h * hd, p0 + i + 1});
+              attention_block(queries, hd, kc + g * hd, vc + g * hd, kvdim, scores);
             }
           },
           att_grain);

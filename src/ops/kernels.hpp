@@ -24,6 +24,15 @@ struct Kernels {
   // each sum in order of j. Overwrites Y unless accumulate.
   void (*gemm_panel)(const float* panel, int64_t m, const float* x, int64_t ldx, int64_t n,
                      int64_t k, float* y, int64_t ldy, bool accumulate);
+  // Attention scores: scores[t] = dot_f32(k + t * stride, q, n) * scale for t < n_keys. Each key
+  // gets exactly the float operations of dot_f32, however many keys one call gets.
+  void (*attn_scores)(const float* k, int64_t stride, int64_t n_keys, const float* q, int64_t n,
+                      float scale, float* scores);
+  // Attention weighted sum: out[i] (+)= p[t] * v[t * stride + i] for i < n, added in order of t =
+  // 0..n_keys-1, each product rounded before its add (no FMA). Starts from zeros unless
+  // accumulate, so a sum split over consecutive calls equals the one-call sum bit for bit.
+  void (*attn_wsum)(const float* p, const float* v, int64_t stride, int64_t n_keys, int64_t n,
+                    float* out, bool accumulate);
 };
 // Rows per matmul panel: two 8-lane registers per token in the AVX2 micro-kernel.
 inline constexpr int64_t kPanel = 16;

@@ -192,8 +192,122 @@ void gemm_panel(const float* panel, int64_t m, const float* x, int64_t ldx, int6
   }
 }
 
-const Kernels kAvx2{dot_f32,         dot_f16,    dot_bf16,  f16_to_f32_row,
-                    bf16_to_f32_row, pack_panel, gemm_panel};
+// ---- attention ----
+
+// The four accumulators of dot_f32 for two f32 rows (keys) against the same q, loaded once, each
+// key's accumulators updated exactly as dot_avx2 updates them; returns each key's
+// (a0 + a1) + (a2 + a3), the vector that dot_avx2 passes to hsum.
+inline void dot2_f32(const float* k0, const float* k1, const float* q, int64_t n, __m256& r0,
+                     __m256& r1) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256 q0 = _mm256_loadu_ps(q + i), q1 = _mm256_loadu_ps(q + i + 8);
+    const __m256 q2 = _mm256_loadu_ps(q + i + 16), q3 = _mm256_loadu_ps(q + i + 24);
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + i), q0, a0);
+    b0 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + i), q0, b0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + i + 8), q1, a1);
+    b1 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + i + 8), q1, b1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + i + 16), q2, a2);
+    b2 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + i + 16), q2, b2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + i + 24), q3, a3);
+    b3 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + i + 24), q3, b3);
+  }
+  for (; i + 8 <= n; i += 8) {
+    const __m256 q0 = _mm256_loadu_ps(q + i);
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(k0 + i), q0, a0);
+    b0 = _mm256_fmadd_ps(_mm256_loadu_ps(k1 + i), q0, b0);
+  }
+  if (i < n) {  // masked-off lanes are zeros, as in dot_avx2's zero-padded copy
+    const __m256i m = tail_mask(n - i);
+    const __m256 qm = _mm256_maskload_ps(q + i, m);
+    a1 = _mm256_fmadd_ps(_mm256_maskload_ps(k0 + i, m), qm, a1);
+    b1 = _mm256_fmadd_ps(_mm256_maskload_ps(k1 + i, m), qm, b1);
+  }
+  r0 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+  r1 = _mm256_add_ps(_mm256_add_ps(b0, b1), _mm256_add_ps(b2, b3));
+}
+
+// The first two steps of hsum for four keys: lane pairs (i, i + 4), then (i, i + 2) of each key,
+// giving [e0, o0, e2, o2 | e1, o1, e3, o3] with e = s0 + s2, o = s1 + s3 (s_i = r_i + r_{i+4}).
+inline __m256 hsum4_partial(__m256 r0, __m256 r1, __m256 r2, __m256 r3) {
+  const __m256 s01 =
+      _mm256_add_ps(_mm256_permute2f128_ps(r0, r1, 0x20), _mm256_permute2f128_ps(r0, r1, 0x31));
+  const __m256 s23 =
+      _mm256_add_ps(_mm256_permute2f128_ps(r2, r3, 0x20), _mm256_permute2f128_ps(r2, r3, 0x31));
+  return _mm256_add_ps(_mm256_shuffle_ps(s01, s23, 0x44), _mm256_shuffle_ps(s01, s23, 0xEE));
+}
+
+// Eight keys' dot_f32 at once: lane j is e_j + o_j, the very additions of hsum (float addition is
+// commutative, so only which values are paired matters, not the operand order).
+inline __m256 dot8_f32(const float* k, int64_t stride, const float* q, int64_t n) {
+  __m256 r0, r1, r2, r3;
+  dot2_f32(k, k + stride, q, n, r0, r1);
+  dot2_f32(k + 2 * stride, k + 3 * stride, q, n, r2, r3);
+  const __m256 x0 = hsum4_partial(r0, r1, r2, r3);
+  dot2_f32(k + 4 * stride, k + 5 * stride, q, n, r0, r1);
+  dot2_f32(k + 6 * stride, k + 7 * stride, q, n, r2, r3);
+  const __m256 x1 = hsum4_partial(r0, r1, r2, r3);
+  // [k0, k2, k4, k6 | k1, k3, k5, k7], then back to key order.
+  const __m256 h = _mm256_add_ps(_mm256_shuffle_ps(x0, x1, 0x88), _mm256_shuffle_ps(x0, x1, 0xDD));
+  return _mm256_permutevar8x32_ps(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+void attn_scores(const float* k, int64_t stride, int64_t n_keys, const float* q, int64_t n,
+                 float scale, float* scores) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  int64_t t = 0;
+  for (; t + 8 <= n_keys; t += 8)
+    _mm256_storeu_ps(scores + t, _mm256_mul_ps(dot8_f32(k + t * stride, stride, q, n), vs));
+  for (; t < n_keys; ++t) scores[t] = dot_f32(k + t * stride, q, n) * scale;
+}
+
+// p * v as its own rounded value: the empty asm hides the product from GCC, which would otherwise
+// contract the following add into an FMA (-ffp-contract=fast) and round differently from the
+// scalar kernel.
+inline __m256 product(__m256 p, __m256 v) {
+  __m256 m = _mm256_mul_ps(p, v);
+  asm("" : "+x"(m));
+  return m;
+}
+
+// R registers (8R outputs) kept in registers across all keys.
+template <int R>
+inline void wsum_block(const float* p, const float* v, int64_t stride, int64_t n_keys, float* out,
+                       bool accumulate) {
+  __m256 acc[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+    acc[r] = accumulate ? _mm256_loadu_ps(out + 8 * r) : _mm256_setzero_ps();
+  for (int64_t t = 0; t < n_keys; ++t) {
+    const __m256 pt = _mm256_broadcast_ss(p + t);
+    const float* vt = v + t * stride;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm256_add_ps(acc[r], product(pt, _mm256_loadu_ps(vt + 8 * r)));
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + 8 * r, acc[r]);
+}
+
+void attn_wsum(const float* p, const float* v, int64_t stride, int64_t n_keys, int64_t n,
+               float* out, bool accumulate) {
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) wsum_block<8>(p, v + i, stride, n_keys, out + i, accumulate);
+  for (; i + 8 <= n; i += 8) wsum_block<1>(p, v + i, stride, n_keys, out + i, accumulate);
+  if (i < n) {
+    const __m256i m = tail_mask(n - i);
+    __m256 acc = accumulate ? _mm256_maskload_ps(out + i, m) : _mm256_setzero_ps();
+    for (int64_t t = 0; t < n_keys; ++t)
+      acc = _mm256_add_ps(
+          acc, product(_mm256_broadcast_ss(p + t), _mm256_maskload_ps(v + t * stride + i, m)));
+    _mm256_maskstore_ps(out + i, m, acc);
+  }
+}
+
+const Kernels kAvx2{dot_f32,    dot_f16,    dot_bf16,    f16_to_f32_row, bf16_to_f32_row,
+                    pack_panel, gemm_panel, attn_scores, attn_wsum};
 
 }  // namespace
 }  // namespace epwa::ops

@@ -86,11 +86,27 @@ void gemm_panel(const float* panel, int64_t m, const float* x, int64_t ldx, int6
     }
 }
 
+void attn_scores(const float* k, int64_t stride, int64_t n_keys, const float* q, int64_t n,
+                 float scale, float* scores) {
+  for (int64_t t = 0; t < n_keys; ++t) scores[t] = dot_f32(k + t * stride, q, n) * scale;
+}
+
+void attn_wsum(const float* p, const float* v, int64_t stride, int64_t n_keys, int64_t n,
+               float* out, bool accumulate) {
+  if (!accumulate)
+    for (int64_t i = 0; i < n; ++i) out[i] = 0.0f;
+  for (int64_t t = 0; t < n_keys; ++t) {
+    const float pt = p[t];
+    const float* vt = v + t * stride;
+    for (int64_t i = 0; i < n; ++i) out[i] += pt * vt[i];
+  }
+}
+
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{dot_f32,         dot_f16,    dot_bf16,  f16_to_f32_row,
-                         bf16_to_f32_row, pack_panel, gemm_panel};
+  static const Kernels k{dot_f32,    dot_f16,    dot_bf16,    f16_to_f32_row, bf16_to_f32_row,
+                         pack_panel, gemm_panel, attn_scores, attn_wsum};
   return k;
 }
 
