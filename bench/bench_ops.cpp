@@ -132,7 +132,15 @@ void BM_QuantMatmul(benchmark::State& state) {
   const auto t = static_cast<DType>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2), nv = state.range(3);
   epwa::ThreadPool& p = pool(static_cast<int>(state.range(4)));
-  const bool old = state.range(5) != 0;
+  // 0: the tiles of the best kernel level; 1: the AVX2 tiles (VNNI against AVX2 in one run);
+  // 2: the one-row x four-vector kernel the tiles replaced
+  const int64_t mode = state.range(5);
+  const bool old = mode == 2;
+  const epwa::KernelIsa isa = mode == 1 ? epwa::KernelIsa::Avx2 : epwa::best_isa();
+  if (!epwa::isa_available(isa) || (mode == 1 && epwa::best_isa() == epwa::KernelIsa::Avx2)) {
+    state.SkipWithError("kernel level not available here, or the same as mode 0");
+    return;
+  }
   const int64_t rb = epwa::dtype_bytes(t, cols);
   std::vector<std::byte> w(static_cast<size_t>(rows * rb));
   {
@@ -153,7 +161,7 @@ void BM_QuantMatmul(benchmark::State& state) {
     xs[v].pack(t, x);
   }
   const epwa::quant::RowMultiDot k4v = epwa::quant::row_dot4v_avx2(t);
-  if (old && (!k4v || epwa::best_isa() != epwa::KernelIsa::Avx2)) {
+  if (old && (!k4v || !epwa::isa_available(epwa::KernelIsa::Avx2))) {
     state.SkipWithError("no one-row x four-vector kernel here");
     return;
   }
@@ -162,7 +170,8 @@ void BM_QuantMatmul(benchmark::State& state) {
     p.parallel_for(
         rows,
         [&](int64_t r0, int64_t r1) {
-          if (!old) return epwa::vec_dot_rows_multi(w.data(), rb, xs, r0, r1, out.data(), rows);
+          if (!old)
+            return epwa::vec_dot_rows_multi(w.data(), rb, xs, r0, r1, out.data(), rows, isa);
           for (int64_t r = r0; r < r1; ++r)  // the replaced loop (nv a multiple of 4 here)
             for (int64_t v = 0; v < nv; v += 4) {
               const epwa::PackedVector* ptr[4] = {&xs[v], &xs[v + 1], &xs[v + 2], &xs[v + 3]};
@@ -177,13 +186,14 @@ void BM_QuantMatmul(benchmark::State& state) {
   state.counters["GFLOPS"] =
       benchmark::Counter(static_cast<double>(state.iterations()) * 2.0 * nv * rows * cols * 1e-9,
                          benchmark::Counter::kIsRate);
-  state.SetLabel(std::string(epwa::dtype_name(t)) + (old ? " 1x4 (old)" : " multi"));
+  state.SetLabel(std::string(epwa::dtype_name(t)) +
+                 (old ? " 1x4 (old)" : " tiles " + std::string(epwa::isa_name(isa))));
 }
 
 void QuantMatmulArgs(benchmark::internal::Benchmark* b) {
   for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K, DType::Q4_K, DType::Q5_K})
     for (int threads : {1, 2})
-      for (int old : {0, 1}) b->Args({static_cast<int64_t>(t), 1024, 2048, 64, threads, old});
+      for (int mode : {0, 1, 2}) b->Args({static_cast<int64_t>(t), 1024, 2048, 64, threads, mode});
 }
 
 void MatvecArgs(benchmark::internal::Benchmark* b) {

@@ -104,8 +104,8 @@ void BM_matvec(benchmark::State& state) {
   const auto t = static_cast<DType>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
   const auto isa = static_cast<KernelIsa>(state.range(2));
-  if (isa == KernelIsa::Avx2 && best_isa() != KernelIsa::Avx2) {
-    state.SkipWithError("no AVX2");
+  if (!isa_available(isa)) {
+    state.SkipWithError("kernel level not available on this CPU");
     return;
   }
   const auto& w = weights(t);

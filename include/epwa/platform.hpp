@@ -1,5 +1,5 @@
-// The platform layer: everything OS-specific (file mapping, memory figures, CPU features) sits behind
-// these declarations; another OS needs a new src/platform/<os>.cpp, not edits elsewhere.
+// The platform layer: everything OS-specific (file mapping, memory figures, CPU features) sits
+// behind these declarations; another OS needs a new src/platform/<os>.cpp, not edits elsewhere.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -38,8 +38,8 @@ uint64_t peak_rss_bytes();
 void advise_huge_pages(void* addr, size_t bytes);
 
 struct CpuFeatures {
-  bool avx2 = false, fma = false, f16c = false, avx512f = false, avx512bw = false, avx512vnni = false,
-       avxvnni = false;
+  bool avx2 = false, fma = false, f16c = false, avx512f = false, avx512bw = false, avx512vl = false,
+       avx512vnni = false, avxvnni = false;
 };
 const CpuFeatures& cpu_features();
 

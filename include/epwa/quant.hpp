@@ -23,9 +23,15 @@ void quantize_row(DType t, const float* src, std::byte* dst, int64_t n);
 // accumulates in double. Slow; the yardstick for the fast kernels.
 float vec_dot(DType wtype, const std::byte* wrow, const float* x, int64_t n);
 
-// Instruction sets the fast kernels exist for.
-enum class KernelIsa : uint8_t { Scalar, Avx2 };
-KernelIsa best_isa();  // from cpu_features(): Avx2 needs AVX2+FMA+F16C
+// Instruction sets the fast kernels exist for; each level includes the one before it.
+// Avx512Vnni runs the AVX2 kernels except the prompt (multi-vector) products of the integer
+// formats, which use `vpdpbusd` on 256-bit registers (AVX-512 VNNI + VL); results stay
+// bit-identical to the AVX2 ones.
+enum class KernelIsa : uint8_t { Scalar, Avx2, Avx512Vnni };
+// The best level this CPU and build can run (Avx2 needs AVX2+FMA+F16C; Avx512Vnni also AVX-512 F,
+// BW, VL and VNNI), capped by the environment variable EPWA_ISA=scalar|avx2|avx512vnni if set.
+KernelIsa best_isa();
+bool isa_available(KernelIsa isa);  // this CPU and build can run it (ignores EPWA_ISA)
 std::string_view isa_name(KernelIsa isa);
 
 // How activations are packed for a weight type: f32 for float weights; int8 blocks of 32 with an

@@ -16,6 +16,7 @@
 #include "epwa/load_options.hpp"
 #include "epwa/ops.hpp"
 #include "epwa/platform.hpp"
+#include "epwa/quant.hpp"
 #include "epwa/session.hpp"
 #include "epwa/thread_pool.hpp"
 
@@ -174,7 +175,7 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
   r.params = c.parameter_count();
   r.threads = ThreadPool::global().size();
   r.cpu = cpu_text();
-  r.kernels = std::string(ops::isa_name(ops::active_isa()));
+  r.kernels = std::string(epwa::isa_name(epwa::best_isa()));
   r.watermark = o.watermark ? std::string(watermark_mode_name(*o.watermark)) : "none";
   r.key = (o.watermark || o.detect) ? o.key : "";
   r.active = active_bytes_per_token(model);

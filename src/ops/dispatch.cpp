@@ -1,9 +1,9 @@
 #include <atomic>
-#include <cstdlib>
 #include <string>
 
 #include "epwa/error.hpp"
 #include "epwa/platform.hpp"
+#include "epwa/quant.hpp"
 #include "kernels.hpp"
 
 namespace epwa::ops {
@@ -14,14 +14,10 @@ bool cpu_has(Isa isa) {
   return avx2_kernels() != nullptr && f.avx2 && f.fma && f.f16c;
 }
 
-// EPWA_ISA=scalar|avx2 picks the kernels at start-up (to compare paths without rebuilding).
+// EPWA_ISA=scalar|avx2|avx512vnni caps the kernels at start-up (to compare paths without
+// rebuilding). The quant level reads and checks it; the float kernels have no AVX-512 level.
 Isa initial_isa() {
-  if (const char* env = std::getenv("EPWA_ISA")) {
-    const std::string s(env);
-    if (s == "scalar") return Isa::Scalar;
-    if (s == "avx2" && cpu_has(Isa::Avx2)) return Isa::Avx2;
-  }
-  return best_isa();
+  return epwa::best_isa() == KernelIsa::Scalar ? Isa::Scalar : best_isa();
 }
 
 std::atomic<Isa>& active() {

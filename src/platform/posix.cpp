@@ -198,6 +198,7 @@ const CpuFeatures& cpu_features() {
     c.f16c = __builtin_cpu_supports("f16c");
     c.avx512f = __builtin_cpu_supports("avx512f");
     c.avx512bw = __builtin_cpu_supports("avx512bw");
+    c.avx512vl = __builtin_cpu_supports("avx512vl");
     c.avx512vnni = __builtin_cpu_supports("avx512vnni");
     c.avxvnni = __builtin_cpu_supports("avxvnni");
 #endif

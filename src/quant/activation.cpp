@@ -68,7 +68,7 @@ void PackedVector::pack(DType wtype, std::span<const float> x) {
       qs_.resize(x.size());
       scales_.resize(x.size() / block);
       sums_.resize(x.size() / sum_group);
-      if (best_isa() == KernelIsa::Avx2 &&
+      if (best_isa() >= KernelIsa::Avx2 &&
           quant::pack_q8_avx2(x.data(), n, block, sum_group, qs_.data(), scales_.data(),
                               sums_.data()))
         return;

@@ -1,5 +1,6 @@
 // Dispatch of the packed kernels: the best ISA is chosen once from cpu_features().
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "epwa/platform.hpp"
@@ -8,11 +9,38 @@
 
 namespace epwa {
 
+bool isa_available(KernelIsa isa) {
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case KernelIsa::Scalar:
+      return true;
+    case KernelIsa::Avx2:
+      return f.avx2 && f.fma && f.f16c && quant::row_dot_avx2(DType::F32);
+    case KernelIsa::Avx512Vnni:
+      return isa_available(KernelIsa::Avx2) && f.avx512f && f.avx512bw && f.avx512vl &&
+             f.avx512vnni && quant::gemm_avx512vnni(DType::Q8_0);
+  }
+  return false;
+}
+
 KernelIsa best_isa() {
   static const KernelIsa isa = [] {
-    const CpuFeatures& f = cpu_features();
-    return f.avx2 && f.fma && f.f16c && quant::row_dot_avx2(DType::F32) ? KernelIsa::Avx2
-                                                                        : KernelIsa::Scalar;
+    KernelIsa best = KernelIsa::Scalar;
+    for (KernelIsa i : {KernelIsa::Avx2, KernelIsa::Avx512Vnni})
+      if (isa_available(i)) best = i;
+    if (const char* env = std::getenv("EPWA_ISA")) {
+      const std::string_view s(env);
+      KernelIsa cap = KernelIsa::Scalar;
+      if (s == "avx2")
+        cap = KernelIsa::Avx2;
+      else if (s == "avx512vnni")
+        cap = KernelIsa::Avx512Vnni;
+      else if (s != "scalar")
+        throw Error("EPWA_ISA=" + std::string(s) +
+                    ": unknown kernel level (scalar, avx2, avx512vnni)");
+      best = std::min(best, cap);
+    }
+    return best;
   }();
   return isa;
 }
@@ -23,19 +51,21 @@ std::string_view isa_name(KernelIsa isa) {
       return "scalar";
     case KernelIsa::Avx2:
       return "avx2";
+    case KernelIsa::Avx512Vnni:
+      return "avx512vnni";
   }
   return "unknown";
 }
 
 namespace quant {
 RowDot row_dot(DType t, KernelIsa isa) {
-  if (isa == KernelIsa::Avx2) {
-    const CpuFeatures& f = cpu_features();
-    RowDot k = f.avx2 && f.fma && f.f16c ? row_dot_avx2(t) : nullptr;
-    if (!k) throw Error("quant kernels: AVX2 is not available on this CPU or build");
-    return k;
-  }
-  return row_dot_scalar(t);
+  if (isa == KernelIsa::Scalar) return row_dot_scalar(t);
+  if (!isa_available(isa))
+    throw Error("quant kernels: " + std::string(isa_name(isa)) +
+                " is not available on this CPU or build");
+  const RowDot k = row_dot_avx2(t);  // every x86 level decodes with the AVX2 kernels
+  if (!k) throw Error("quant kernels: no AVX2 kernel for " + std::string(dtype_name(t)));
+  return k;
 }
 }  // namespace quant
 
@@ -58,7 +88,7 @@ void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, 
   });
   const quant::RowDot k = quant::row_dot(x.wtype(), isa);
   int64_t r = row_begin;
-  if (const quant::RowsDot k4 = isa == KernelIsa::Avx2 ? quant::rows4_dot_avx2(x.wtype()) : nullptr)
+  if (const quant::RowsDot k4 = isa >= KernelIsa::Avx2 ? quant::rows4_dot_avx2(x.wtype()) : nullptr)
     for (; r + quant::kRowsAtOnce <= row_end; r += quant::kRowsAtOnce)
       k4(w + r * row_bytes, row_bytes, x, out + r);
   for (; r < row_end; ++r) out[r] = k(w + r * row_bytes, x);
@@ -85,12 +115,14 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
            " bytes is shorter than a " + std::string(dtype_name(t)) + " row of " +
            std::to_string(xs[0].size()) + " elements";
   });
-  if (const quant::RowsMultiDot g = isa == KernelIsa::Avx2 ? quant::gemm_avx2(t) : nullptr) {
+  const quant::RowDot k = quant::row_dot(t, isa);  // checks that isa runs here
+  quant::RowsMultiDot g = isa == KernelIsa::Avx512Vnni ? quant::gemm_avx512vnni(t) : nullptr;
+  if (!g && isa >= KernelIsa::Avx2) g = quant::gemm_avx2(t);
+  if (g) {
     g(w, row_bytes, xs, row_begin, row_end, out, out_stride);
     return;
   }
-  const quant::RowDot k = quant::row_dot(t, isa);
-  const quant::RowMultiDot k4v = isa == KernelIsa::Avx2 ? quant::row_dot4v_avx2(t) : nullptr;
+  const quant::RowMultiDot k4v = isa >= KernelIsa::Avx2 ? quant::row_dot4v_avx2(t) : nullptr;
   // About 256 KiB of packed activations per group (int8 x for the integer kernels, f32 otherwise).
   const int64_t per = act_format(t) == ActFormat::F32 ? 4 * xs[0].size() : xs[0].size() + 64;
   const auto group =

@@ -25,86 +25,11 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
-#include "quant/simd_avx2.hpp"
+#include "quant/gemm_layout.hpp"
 
 namespace epwa::quant {
 namespace {
 using namespace simd;
-
-// Q4_0/Q8_0 work on groups of eight blocks. Repacked activations of a group: two halves of four
-// blocks (4 x 32 bytes each, see interleave), then dx and Q4_0's 8 * sum(y) per block (int32),
-// both in the lane order kLanes of the block sums the kernels form.
-constexpr int64_t kGroupBytes = 256 + 32 + 32;
-constexpr int kMaxV = 8;  // vectors per pass: 8 accumulators
-// Lane i of a group's block sums holds block kLanes[i] (what hadd_epi32 of two [a a c c b b d d]
-// halves gives); kNatural undoes it before the final horizontal sum.
-constexpr int kLanes[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-inline __m256i natural_order() {
-  return _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-}
-
-// 32 bytes each from four 16-byte halves: [a c | b d] order, 8 bytes of each per 128-bit half.
-// lo_x holds values 0..15 of block x; the result j holds values 8j..8j+7 of every block (j < 2).
-inline void interleave(__m128i a, __m128i b, __m128i c, __m128i d, __m256i& r0, __m256i& r1) {
-  const __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
-  const __m256i cd = _mm256_inserti128_si256(_mm256_castsi128_si256(c), d, 1);
-  r0 = _mm256_unpacklo_epi64(ab, cd);
-  r1 = _mm256_unpackhi_epi64(ab, cd);
-}
-inline __m128i load128(const void* p) {
-  return _mm_loadu_si128(static_cast<const __m128i*>(p));
-}
-// The f16 scales of the eight blocks at blk (BYTES apart) as floats in kLanes order, assembled in
-// general registers and converted with one vcvtph2ps (the same values as the decode kernel's).
-template <size_t BYTES>
-inline __m256 scales_in_lanes(const std::byte* blk) {
-  const auto h = [blk](int j) { return static_cast<uint64_t>(load_u16(blk + j * BYTES)); };
-  const uint64_t lo = h(0) | h(2) << 16 | h(4) << 32 | h(6) << 48;
-  const uint64_t hi = h(1) | h(3) << 16 | h(5) << 32 | h(7) << 48;
-  return _mm256_cvtph_ps(
-      _mm_insert_epi64(_mm_cvtsi64_si128(static_cast<int64_t>(lo)), static_cast<int64_t>(hi), 1));
-}
-
-// One vector into the group layout. Blocks past the end are zeros (scale 0, as the decode
-// kernel's zero lanes), so the kernels run whole groups.
-void repack_vector(const PackedVector& x, bool offset, uint8_t* dst) {
-  const int64_t nb = x.size() / 32, groups = (nb + 7) / 8;
-  alignas(32) static const int8_t zeros[32] = {};
-  for (int64_t g = 0; g < groups; ++g, dst += kGroupBytes) {
-    const int8_t* y[8];
-    alignas(32) float dx[8];
-    alignas(32) int32_t off[8];
-    for (int j = 0; j < 8; ++j) {
-      const int64_t b = 8 * g + j;
-      y[j] = b < nb ? x.qs() + 32 * b : zeros;
-      const int64_t bl = 8 * g + kLanes[j];
-      dx[j] = bl < nb ? x.scales()[bl] : 0.0f;
-      off[j] = bl < nb && offset ? 8 * x.sums()[bl] : 0;
-    }
-    for (int half = 0; half < 2; ++half) {
-      const int8_t* const* q = y + 4 * half;
-      __m256i v[4];
-      interleave(load128(q[0]), load128(q[1]), load128(q[2]), load128(q[3]), v[0], v[1]);
-      interleave(load128(q[0] + 16), load128(q[1] + 16), load128(q[2] + 16), load128(q[3] + 16),
-                 v[2], v[3]);
-      for (int j = 0; j < 4; ++j)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 128 * half + 32 * j), v[j]);
-    }
-    _mm256_storeu_ps(reinterpret_cast<float*>(dst + 256), _mm256_load_ps(dx));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 288),
-                        _mm256_load_si256(reinterpret_cast<const __m256i*>(off)));
-  }
-}
-
-// The blocks of group g of a row, or a zero-padded copy of the last, partial group.
-template <size_t BYTES>
-inline const std::byte* group_blocks(const std::byte* row, int64_t nb, int64_t g, std::byte* tail) {
-  const int64_t have = nb - 8 * g;
-  if (have >= 8) return row + 8 * g * BYTES;
-  std::memset(tail, 0, 8 * BYTES);
-  std::memcpy(tail, row + 8 * g * BYTES, static_cast<size_t>(have) * BYTES);
-  return tail;
-}
 
 inline __m256i ones16() {
   return _mm256_set1_epi16(1);
@@ -119,7 +44,6 @@ inline __m256i ones16() {
 template <int V>
 void tile_q4_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
                int64_t ldo) {
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
   alignas(32) std::byte tail[8 * Q4_0::bytes];
   __m256 acc[V];
   for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
@@ -127,16 +51,7 @@ void tile_q4_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystri
   for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
     const std::byte* blk = group_blocks<Q4_0::bytes>(row, nb, g, tail);
     __m256i w[8];
-    for (int half = 0; half < 2; ++half) {
-      const std::byte* b = blk + 4 * half * Q4_0::bytes + Q4_0::qs;
-      __m256i raw0, raw1;  // bytes 0..7 / 8..15 of every block's qs
-      interleave(load128(b), load128(b + Q4_0::bytes), load128(b + 2 * Q4_0::bytes),
-                 load128(b + 3 * Q4_0::bytes), raw0, raw1);
-      w[4 * half] = _mm256_and_si256(raw0, low4);
-      w[4 * half + 1] = _mm256_and_si256(raw1, low4);
-      w[4 * half + 2] = _mm256_and_si256(_mm256_srli_epi16(raw0, 4), low4);
-      w[4 * half + 3] = _mm256_and_si256(_mm256_srli_epi16(raw1, 4), low4);
-    }
+    unpack_q4_0(blk, w);
     const __m256 dw = scales_in_lanes<Q4_0::bytes>(blk);
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
@@ -173,14 +88,7 @@ void tile_q8_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystri
   for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
     const std::byte* blk = group_blocks<Q8_0::bytes>(row, nb, g, tail);
     __m256i w[8], aw[8];
-    for (int half = 0; half < 2; ++half) {
-      const std::byte* b = blk + 4 * half * Q8_0::bytes + Q8_0::qs;
-      constexpr size_t B = Q8_0::bytes;
-      interleave(load128(b), load128(b + B), load128(b + 2 * B), load128(b + 3 * B), w[4 * half],
-                 w[4 * half + 1]);
-      interleave(load128(b + 16), load128(b + B + 16), load128(b + 2 * B + 16),
-                 load128(b + 3 * B + 16), w[4 * half + 2], w[4 * half + 3]);
-    }
+    unpack_q8_0(blk, w);
     for (int j = 0; j < 8; ++j) aw[j] = _mm256_abs_epi8(w[j]);  // -128 -> 0x80 = 128 as u8
     const __m256 dw = scales_in_lanes<Q8_0::bytes>(blk);
 #pragma GCC unroll 8
@@ -204,52 +112,6 @@ void tile_q8_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystri
   }
   for (int v = 0; v < V; ++v)
     out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
-}
-
-// Super-block formats: one repacked unit per 256 values.
-constexpr int64_t kSuperBytes = 256 + 32 + 32;
-
-// The super-block tiles share one trick. The decode kernels form, per 32 values in a register,
-// maddubs (int16 pairs) and a madd by that register's scales, so int32 lane i holds the sum over
-// registers of s * P[i], P[i] the dot of the lane's 4 values. Two registers a, b share those steps
-// here: A holds in int32 lane i values 4i, 4i+1 of a and then of b, B values 4i+2, 4i+3 (the
-// activations are repacked the same way), so maddubs(A) + maddubs(B) in int16 is [P_a[i], P_b[i]]
-// per lane, and one madd with [s_a, s_b] gives exactly the decode kernel's lane contents: 3
-// multiplies per pair of registers instead of 4, bit-identical results. The int16 sums must not
-// overflow: 4 * 63 * 127 = 32004 for Q6_K, 4 * 31 * 127 = 15748 for Q5_K.
-
-// Per int32 lane i: [word 2i of a, word 2i of b] and [word 2i+1 of a, word 2i+1 of b].
-inline void pair_words(__m256i a, __m256i b, __m256i& even, __m256i& odd) {
-  even = _mm256_blend_epi16(a, _mm256_slli_epi32(b, 16), 0xAA);
-  odd = _mm256_blend_epi16(_mm256_srli_epi32(a, 16), b, 0xAA);
-}
-
-// 256 activations in pair order: registers 2c and 2c+1 (values 64c..64c+63) as A then B.
-inline void repack_pairs(const int8_t* y, uint8_t* dst) {
-  for (int c = 0; c < 4; ++c) {
-    __m256i e, o;
-    pair_words(load256(y + 64 * c), load256(y + 64 * c + 32), e, o);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * c), e);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 * c + 32), o);
-  }
-}
-
-// ---- Q6_K: super-blocks of 256, 6-bit values (q - 32), one int8 scale per 16 ------------------
-// The decode kernel's unpacking (32 values and two scales per register), registers paired as
-// above; the repacked vector is the values in pair order, then dx (8 copies) and the 16 sums of
-// 16 as int16 (|sum| <= 2032): the -32 offset of every value is one madd of those sums with the
-// row's scales.
-void repack_vector_q6k(const PackedVector& x, uint8_t* dst) {
-  const int64_t nsb = x.size() / 256;
-  for (int64_t b = 0; b < nsb; ++b, dst += kSuperBytes) {
-    repack_pairs(x.qs() + 256 * b, dst);
-    _mm256_storeu_ps(reinterpret_cast<float*>(dst + 256), _mm256_set1_ps(x.scales()[b]));
-    const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + 16 * b));
-    const __m256i s1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.sums() + 16 * b + 8));
-    // packs interleaves 128-bit lanes: [s0 lo, s1 lo, s0 hi, s1 hi] -> reorder to sums 0..15
-    const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(s0, s1), 0xD8);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 288), p);
-  }
 }
 
 template <int V>
@@ -300,24 +162,6 @@ void tile_q6_k(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystr
     }
   }
   for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);
-}
-
-// ---- Q4_K/Q5_K: super-blocks of 256, 8 sub-blocks of 32 with 6-bit scales and mins ----------
-// Paired registers: the two sub-blocks of a qs chunk (2c: low nibbles, 2c+1: high), scales
-// [s_2c, s_2c+1]; the decode kernel's scale/min decoding and float step. The repacked vector: the
-// values in pair order, then dx (8 copies) and the eight sums of 32 as int32.
-
-void repack_vector_k(const PackedVector& x, uint8_t* dst) {
-  const int64_t nsb = x.size() / 256;
-  for (int64_t b = 0; b < nsb; ++b, dst += kSuperBytes) {
-    repack_pairs(x.qs() + 256 * b, dst);
-    _mm256_storeu_ps(reinterpret_cast<float*>(dst + 256), _mm256_set1_ps(x.scales()[b]));
-    // sums of 32 from the 16 sums of 16: hadd gives [S0 S1 S4 S5 | S2 S3 S6 S7], permute orders
-    const int32_t* bs = x.sums() + 16 * b;
-    _mm256_storeu_si256(
-        reinterpret_cast<__m256i*>(dst + 288),
-        _mm256_permute4x64_epi64(_mm256_hadd_epi32(load256(bs), load256(bs + 8)), 0xD8));
-  }
 }
 
 template <bool FIVE, int V>
@@ -380,8 +224,6 @@ void tile_k_affine(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t 
   for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);
 }
 
-using TileFn = void (*)(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride,
-                        float* out, int64_t ldo);
 const TileFn kQ4_0[kMaxV] = {tile_q4_0<1>, tile_q4_0<2>, tile_q4_0<3>, tile_q4_0<4>,
                              tile_q4_0<5>, tile_q4_0<6>, tile_q4_0<7>, tile_q4_0<8>};
 const TileFn kQ8_0[kMaxV] = {tile_q8_0<1>, tile_q8_0<2>, tile_q8_0<3>, tile_q8_0<4>,
@@ -396,26 +238,17 @@ const TileFn kQ5_K[kMaxV] = {tile_k_affine<true, 1>, tile_k_affine<true, 2>, til
                              tile_k_affine<true, 4>, tile_k_affine<true, 5>, tile_k_affine<true, 6>,
                              tile_k_affine<true, 7>, tile_k_affine<true, 8>};
 
-// Repacks one vector for the tile functions of a format.
-using RepackFn = void (*)(const PackedVector& x, uint8_t* dst);
 void repack_q4_0(const PackedVector& x, uint8_t* dst) {
-  repack_vector(x, true, dst);
+  repack_vector(x, true, false, dst);
 }
 void repack_q8_0(const PackedVector& x, uint8_t* dst) {
-  repack_vector(x, false, dst);
+  repack_vector(x, false, false, dst);
 }
-// A format's kernels: `unit` values per repacked unit of `unit_bytes`.
-struct Format {
-  int64_t unit, unit_bytes;
-  RepackFn repack;
-  const TileFn* tiles;
-};
-// Q4_0/Q8_0 tiles take the number of 32-blocks and round it up to groups of eight themselves.
-const Format kFmtQ4_0{32, 0, repack_q4_0, kQ4_0};
-const Format kFmtQ8_0{32, 0, repack_q8_0, kQ8_0};
-const Format kFmtQ6_K{256, kSuperBytes, repack_vector_q6k, kQ6_K};
-const Format kFmtQ4_K{256, kSuperBytes, repack_vector_k, kQ4_K};
-const Format kFmtQ5_K{256, kSuperBytes, repack_vector_k, kQ5_K};
+const TileFormat kFmtQ4_0{32, 8, kGroupBytes, repack_q4_0, kQ4_0};
+const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0, kQ8_0};
+const TileFormat kFmtQ6_K{256, 1, kSuperBytes, repack_vector_q6k, kQ6_K};
+const TileFormat kFmtQ4_K{256, 1, kSuperBytes, repack_vector_k, kQ4_K};
+const TileFormat kFmtQ5_K{256, 1, kSuperBytes, repack_vector_k, kQ5_K};
 
 }  // namespace
 }  // namespace epwa::quant
@@ -423,16 +256,14 @@ const Format kFmtQ5_K{256, kSuperBytes, repack_vector_k, kQ5_K};
 #pragma GCC pop_options
 
 // The driver is portable code: it owns the scratch buffer (standard-library templates must not be
-// instantiated under the AVX2 pragma) and only calls the AVX2 functions above.
+// instantiated under a target pragma) and only calls the kernel files' functions through f.
 namespace epwa::quant {
-namespace {
 
-template <const Format* F>
-void gemm_tiled(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
-                int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
-  const int64_t units = xs[0].size() / F->unit;  // 32-blocks or 256-super-blocks
-  // Bytes of one repacked vector: groups of eight 32-blocks, or super-blocks.
-  const int64_t stride = F->unit_bytes ? units * F->unit_bytes : (units + 7) / 8 * kGroupBytes;
+void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
+               std::span<const PackedVector> xs, int64_t row_begin, int64_t row_end, float* out,
+               int64_t out_stride) {
+  const int64_t units = xs[0].size() / f.unit_values;  // 32-blocks or 256-super-blocks
+  const int64_t stride = (units + f.group_units - 1) / f.group_units * f.group_bytes;
   if (units == 0 || row_begin >= row_end) {
     for (size_t v = 0; v < xs.size(); ++v)
       for (int64_t r = row_begin; r < row_end; ++r)
@@ -447,10 +278,10 @@ void gemm_tiled(const std::byte* w, int64_t row_bytes, std::span<const PackedVec
     const size_t v1 = std::min(xs.size(), v0 + static_cast<size_t>(batch));
     ybuf.resize((v1 - v0) * static_cast<size_t>(stride));
     for (size_t v = v0; v < v1; ++v)
-      F->repack(xs[v], ybuf.data() + (v - v0) * static_cast<size_t>(stride));
+      f.repack(xs[v], ybuf.data() + (v - v0) * static_cast<size_t>(stride));
     for (size_t s = v0; s < v1; s += kMaxV) {
       const int nv = static_cast<int>(std::min<size_t>(kMaxV, v1 - s));
-      const TileFn tile = F->tiles[nv - 1];
+      const TileFn tile = f.tiles[nv - 1];
       const uint8_t* y = ybuf.data() + (s - v0) * static_cast<size_t>(stride);
       float* o = out + static_cast<int64_t>(s) * out_stride;
       for (int64_t r = row_begin; r < row_end; ++r)
@@ -459,6 +290,12 @@ void gemm_tiled(const std::byte* w, int64_t row_bytes, std::span<const PackedVec
   }
 }
 
+namespace {
+template <const TileFormat* F>
+void gemm_tiled(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+                int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
+  run_tiles(*F, w, row_bytes, xs, row_begin, row_end, out, out_stride);
+}
 }  // namespace
 
 RowsMultiDot gemm_avx2(DType t) {

@@ -158,7 +158,7 @@ TEST(VecDot, FloatTypesHandleTails) {
 }
 
 TEST(VecDot, AvxMatchesScalarPackedPath) {
-  if (best_isa() != KernelIsa::Avx2) GTEST_SKIP() << "no AVX2 on this CPU";
+  if (!isa_available(KernelIsa::Avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
   const uint32_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
@@ -243,7 +243,7 @@ TEST(PackedVector, PacksBlocksWithSums) {
 }
 
 TEST(PackedVector, Avx2PackingMatchesScalarBytes) {
-  if (best_isa() != KernelIsa::Avx2) GTEST_SKIP() << "no AVX2 on this CPU";
+  if (!isa_available(KernelIsa::Avx2)) GTEST_SKIP() << "no AVX2 on this CPU";
   const uint32_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);

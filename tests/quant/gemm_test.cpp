@@ -1,4 +1,5 @@
-// The tiled multi-vector kernels (src/quant/gemm_avx2.cpp) behind vec_dot_rows_multi on AVX2, on
+// The tiled multi-vector kernels (src/quant/gemm_avx2.cpp, gemm_avx512.cpp) behind
+// vec_dot_rows_multi on every x86 level this CPU runs, on
 // fresh random data, against a double-precision dot of the dequantised rows with the packed
 // activations (what the integer kernel computes exactly). Bound, with M = sum_i |w_i| |xq_i| plus
 // the magnitude of the offset terms (Q4_0: 8 |d_b| sum |xq_i|; Q6_K: 32 |d sc_g| sum |xq_i|;
@@ -27,8 +28,16 @@ bool super_blocks(DType t) {
   return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
 }
 
+// Every kernel level this CPU runs that has a tiled kernel for t (the AVX-512 VNNI level falls back
+// to the AVX2 tiles for the types it has none for).
+std::vector<KernelIsa> tiled_isas(DType t) {
+  std::vector<KernelIsa> v;
+  for (KernelIsa isa : test::runnable_isas())
+    if (isa >= KernelIsa::Avx2 && quant::gemm_avx2(t)) v.push_back(isa);
+  return v;
+}
 bool tiled(DType t) {
-  return best_isa() == KernelIsa::Avx2 && quant::gemm_avx2(t) != nullptr;
+  return !tiled_isas(t).empty();
 }
 
 std::vector<std::byte> quantized(DType t, const std::vector<float>& w, int64_t rows, int64_t n) {
@@ -52,12 +61,13 @@ double xq(const PackedVector& p, int64_t i) {
 
 // Runs vec_dot_rows_multi over rows [r0, rows) with out_stride rows + 3 and checks every value
 // against the exact dot and against vec_dot_rows; rows before r0 and the padding stay untouched.
-void check(DType t, const std::vector<std::byte>& w, int64_t rows, int64_t n,
-           const std::vector<PackedVector>& xs, int64_t r0) {
+void check_isa(KernelIsa isa, DType t, const std::vector<std::byte>& w, int64_t rows, int64_t n,
+               const std::vector<PackedVector>& xs, int64_t r0) {
+  SCOPED_TRACE(std::string(isa_name(isa)));
   const int64_t rb = dtype_bytes(t, n), ld = rows + 3;
   const auto nv = static_cast<int64_t>(xs.size());
   std::vector<float> out(static_cast<size_t>(nv * ld), -7.0f), one(static_cast<size_t>(rows));
-  vec_dot_rows_multi(w.data(), rb, xs, r0, rows, out.data(), ld);
+  vec_dot_rows_multi(w.data(), rb, xs, r0, rows, out.data(), ld, isa);
   std::vector<float> wd(static_cast<size_t>(n));
   for (int64_t r = 0; r < rows; ++r) {
     const std::byte* row = w.data() + r * rb;
@@ -99,12 +109,16 @@ void check(DType t, const std::vector<std::byte>& w, int64_t rows, int64_t n,
       ASSERT_LE(std::abs(got - exact), bound) << "row " << r << " vector " << v << " of " << nv;
       const float scalar = vec_dot_packed(row, xs[v], KernelIsa::Scalar);
       ASSERT_LE(std::abs(got - scalar), 2 * bound) << "row " << r << " vector " << v << " (scalar)";
-      vec_dot_rows(w.data(), rb, xs[v], r, r + 1, one.data());
+      vec_dot_rows(w.data(), rb, xs[v], r, r + 1, one.data(), isa);
       ASSERT_EQ(got, one[r]) << "row " << r << " vector " << v;
     }
     for (int64_t v = 0; v < nv; ++v)
       for (int64_t p = rows; p < ld; ++p) ASSERT_EQ(out[v * ld + p], -7.0f) << "padding written";
   }
+}
+void check(DType t, const std::vector<std::byte>& w, int64_t rows, int64_t n,
+           const std::vector<PackedVector>& xs, int64_t r0) {
+  for (KernelIsa isa : tiled_isas(t)) check_isa(isa, t, w, rows, n, xs, r0);
 }
 
 }  // namespace

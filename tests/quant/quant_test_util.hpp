@@ -38,8 +38,9 @@ inline constexpr DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DTy
                                       DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 inline std::vector<KernelIsa> runnable_isas() {
-  std::vector<KernelIsa> v{KernelIsa::Scalar};
-  if (best_isa() == KernelIsa::Avx2) v.push_back(KernelIsa::Avx2);
+  std::vector<KernelIsa> v;
+  for (KernelIsa isa : {KernelIsa::Scalar, KernelIsa::Avx2, KernelIsa::Avx512Vnni})
+    if (isa_available(isa)) v.push_back(isa);
   return v;
 }
 
