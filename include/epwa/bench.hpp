@@ -36,7 +36,10 @@ struct BenchOptions {
   // With a watermark every tgN runs twice, plain and watermarked, repetitions alternating.
   std::optional<WatermarkMode> watermark;
   std::string key = "epwa-bench-key";
-  bool detect = false;   // add detN tests (gray-box, full method, over an N-token text)
+  bool detect = false;  // add detN tests (gray-box, full method, over an N-token text)
+  // The watermark layer of the tgN (watermarked) and detN tests; -1 = the last MoE layer (the
+  // spec's default). Detection stops after this layer's router, so an earlier one is cheaper.
+  int32_t router_layer = -1;
   uint64_t seed = 1234;  // the prompt's pseudo-random token ids
   uint64_t probe_bytes = uint64_t{1} << 30;
   int32_t probe_passes = 3;
@@ -76,6 +79,7 @@ struct BenchReport {
   std::string commit;
   std::string watermark = "none";
   std::string key;
+  int32_t router_layer = 0;  // the watermark layer in use (resolved: never -1)
   ActiveBytes active;
   MemBandwidth probe;
   std::vector<BenchRow> rows;

@@ -183,13 +183,15 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
   auto say = [&](const std::string& s) {
     if (o.progress) o.progress(s);
   };
+  // Checked before the probe, so a bad layer fails at once.
+  const int32_t layer = model_router_layer(model, o.router_layer);
+  r.router_layer = layer;
   say("memory bandwidth probe");
   r.probe = measure_memory_bandwidth(o.probe_bytes, r.threads, o.probe_passes);
 
   // The green lists are built once, every expert's bitset up front, so no test times their
   // construction.
   std::shared_ptr<const GreenLists> lists;
-  const int32_t layer = model_router_layer(model, -1);
   if (o.watermark || o.detect) {
     lists = make_green_lists(model, o.key, 0.5);
     for (int32_t e = 0; e < lists->num_experts(); ++e) (void)lists->bits(e);
@@ -236,7 +238,7 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
   if (o.watermark) {
     WatermarkConfig cfg;
     cfg.mode = *o.watermark;
-    cfg.router_layer = -1;  // the spec's default: the last MoE layer
+    cfg.router_layer = layer;
     wm.emplace(model, lists, cfg);
   }
   const std::vector<int32_t> prompt = bench_tokens(c, 1, o.seed);  // BOS: N decode steps exactly

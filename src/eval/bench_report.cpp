@@ -81,7 +81,7 @@ std::string render_bench_markdown(const BenchReport& r) {
   s += "active bytes per generated token: " + mb(a.total()) + " MB (attention " + mb(a.attention) +
        ", router " + mb(a.router) + ", experts " + mb(a.experts) + ", head " + mb(a.head) +
        ", embedding row " + fmt("%.4f", static_cast<double>(a.embedding_row) * 1e-6) + ")\n";
-  s += "watermark: " + r.watermark + "\n\n";
+  s += "watermark: " + r.watermark + ", router layer " + std::to_string(r.router_layer) + "\n\n";
   s += "| model | size | params | threads | test | t/s | active MB/token | eff. GB/s | x probe |\n";
   s += "|---|---:|---:|---:|---|---:|---:|---:|---:|\n";
   for (const BenchRow& row : r.rows) {
@@ -123,6 +123,7 @@ nlohmann::json bench_to_json(const BenchReport& r) {
           {"kernels", r.kernels},
           {"commit", r.commit.empty() ? "unknown" : r.commit},
           {"watermark", r.watermark},
+          {"router_layer", r.router_layer},
           {"active_bytes",
            {{"attention", a.attention},
             {"router", a.router},

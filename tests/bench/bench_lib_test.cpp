@@ -62,6 +62,7 @@ TEST(Bench, TinyModelRowsAreFinitePositive) {
   EXPECT_GT(r.probe.gb_per_s, 0.0);
   EXPECT_GE(r.probe.gb_per_s, r.probe.mean_gb_per_s);
   EXPECT_EQ(r.watermark, "gsg");
+  EXPECT_EQ(r.router_layer, m->config().num_layers - 1);  // the spec's default: the last layer
   EXPECT_EQ(r.model_type, "F16");
   EXPECT_EQ(r.params, m->config().parameter_count());
 
@@ -88,6 +89,27 @@ TEST(Bench, TinyModelRowsAreFinitePositive) {
   EXPECT_EQ(j["tests"][1]["watermark"], "none");
   EXPECT_EQ(j["tests"][2]["watermark"], "gsg");
   EXPECT_EQ(j["active_bytes"]["total"].get<uint64_t>(), r.active.total());
+  EXPECT_EQ(j["router_layer"].get<int32_t>(), r.router_layer);
+}
+
+TEST(Bench, RouterLayerChoosesTheWatermarkLayer) {
+  auto m = Model::load(bench_test::tiny_f16());
+  BenchOptions o = small_options();
+  o.watermark = WatermarkMode::GSG;
+  o.detect = true;
+  o.router_layer = 0;
+  const BenchReport r = run_bench(*m, o);
+  EXPECT_EQ(r.router_layer, 0);
+  ASSERT_EQ(r.rows.size(), 4u);
+  for (const BenchRow& row : r.rows) expect_positive(row);
+  EXPECT_NE(render_bench_markdown(r).find("router layer 0"), std::string::npos);
+  o.router_layer = m->config().num_layers;
+  try {
+    (void)run_bench(*m, o);
+    FAIL() << "an out-of-range router layer was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Bench, ActiveBytesMatchHandCount) {

@@ -19,7 +19,7 @@ namespace {
 struct Args {
   ModelArgs model;
   std::string prompts = "64,512", gens = "32,128", watermark = "none", key = "epwa-bench-key";
-  int32_t reps = 3, threads = 0;
+  int32_t reps = 3, threads = 0, router_layer = -1;
   bool detect = false, json = false, no_warmup = false;
   double probe_mib = 1024;
 };
@@ -62,6 +62,9 @@ const Command kBench{
           ->check(CLI::IsMember({"gsg", "ewp", "none"}));
       app.add_option("--key", a->key, "watermark key (default: a fixed bench key)");
       app.add_flag("--detect", a->detect, "add gray-box detection tests over each prompt length");
+      app.add_option(
+          "--router-layer", a->router_layer,
+          "watermark layer of the watermarked and detection tests (-1 = last MoE layer)");
       app.add_flag("--json", a->json, "print JSON instead of the table");
       app.add_flag("--no-warmup", a->no_warmup, "skip the untimed warm-up run of each test");
       app.add_option("--probe-mib", a->probe_mib, "memory bandwidth probe buffer in MiB (>= 1)");
@@ -77,6 +80,7 @@ const Command kBench{
         o.warmup = !a->no_warmup;
         o.detect = a->detect;
         o.key = a->key;
+        o.router_layer = a->router_layer;
         if (a->watermark != "none") o.watermark = watermark_mode_from_name(a->watermark);
         o.probe_bytes = static_cast<uint64_t>(a->probe_mib * 1048576.0);
         o.validate();
