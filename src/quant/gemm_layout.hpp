@@ -41,7 +41,7 @@ using namespace simd;
 // both in the lane order kLanes of the block sums the kernels form.
 constexpr int64_t kGroupBytes = 256 + 32 + 32;
 // Lane i of a group's block sums holds block kLanes[i] (what hadd_epi32 of two [a a c c b b d d]
-// halves gives); kNatural undoes it before the final horizontal sum.
+// halves gives); natural_order() undoes it before the final horizontal sum.
 constexpr int kLanes[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 inline __m256i natural_order() {
   return _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
