@@ -132,10 +132,7 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
       }
     } else {  // older files: one tensor per expert
       for (int32_t e = 0; e < c.num_experts; ++e) {
-        // Appended, not "." + to_string(e): GCC 12 warns falsely (-Wrestrict) on that operator+.
-        std::string es = ".";
-        es += std::to_string(e);
-        es += ".weight";
+        const std::string es = "." + std::to_string(e) + ".weight";
         L.w1.push_back(get(gguf_layer_name(l, "ffn_gate") + es));
         L.w2.push_back(get(gguf_layer_name(l, "ffn_down") + es));
         L.w3.push_back(get(gguf_layer_name(l, "ffn_up") + es));
