@@ -23,14 +23,18 @@ TEST(ThreadPool, CoversEveryIndexExactlyOnce) {
               ASSERT_LE(0, b);
               ASSERT_LT(b, e);
               ASSERT_LE(e, n);
-              if (e != n) ASSERT_GE(e - b, grain);
+              if (e != n) {
+                ASSERT_GE(e - b, grain);
+              }
               for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
               calls.fetch_add(1);
             },
             grain);
         for (int64_t i = 0; i < n; ++i)
           ASSERT_EQ(hits[i].load(), 1) << "threads=" << threads << " n=" << n << " i=" << i;
-        if (n == 0) EXPECT_EQ(calls.load(), 0);
+        if (n == 0) {
+          EXPECT_EQ(calls.load(), 0);
+        }
       }
     }
   }
