@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs every Debian 12 package that building, testing and running epwa needs.
+# Installs every Debian 12 package that building, testing and running epwa needs; with --tests also
+# what only the tests use (Chromium, for the report-rendering test).
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
       libssl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-dev libhwy-dev libsentencepiece-dev sentencepiece libpcre2-dev libicu-dev libcpp-httplib-dev
       python3)
+if [[ "${1:-}" == --tests ]]; then PKGS+=(chromium); fi
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

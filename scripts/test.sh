@@ -3,7 +3,7 @@
 # GoogleTest program through ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 scripts/build.sh
 
 sanitized=(test_safetensors test_gguf test_tokenizer)
