@@ -12,6 +12,7 @@
 #include "epwa/memory.hpp"
 #include "epwa/ops.hpp"
 #include "epwa/platform.hpp"
+#include "epwa/thread_pool.hpp"
 #include "gguf_names.hpp"
 #include "loaders.hpp"
 #include "weights_check.hpp"
@@ -41,16 +42,23 @@ bool copy_to_huge_pages(uint64_t bytes) {
 }
 
 // Copies [lo, hi) of the mapping into `buf` slice by slice, giving each mapped slice back once
-// copied, so that resident memory holds the data once (plus one slice) at any time.
+// copied, so that resident memory holds the data once (plus a slice per thread) at any time. The
+// threads of the pool copy slices side by side: most of the time is the kernel zeroing the fresh
+// huge pages at their first touch, which runs in each faulting thread.
 void copy_mapped(const std::byte* lo, const std::byte* hi, LargeBuffer& buf) {
   buf = LargeBuffer(static_cast<size_t>(hi - lo));
   constexpr size_t kSlice = size_t{16} << 20;
   auto* dst = static_cast<std::byte*>(buf.data());
-  for (size_t off = 0; off < buf.size(); off += kSlice) {
-    const size_t len = std::min(kSlice, buf.size() - off);
-    std::memcpy(dst + off, lo + off, len);
-    advise_dont_need(lo + off, len);
-  }
+  const auto slices = static_cast<int64_t>((buf.size() + kSlice - 1) / kSlice);
+  auto copy = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const size_t off = static_cast<size_t>(i) * kSlice;
+      const size_t len = std::min(kSlice, buf.size() - off);
+      std::memcpy(dst + off, lo + off, len);
+      advise_dont_need(lo + off, len);
+    }
+  };
+  ThreadPool::global().parallel_for(slices, copy, 1);
 }
 
 ModelConfig gguf_config(const GgufFile& f) {
