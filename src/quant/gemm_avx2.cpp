@@ -35,84 +35,56 @@ inline __m256i ones16() {
   return _mm256_set1_epi16(1);
 }
 
-// Q4_0: out[v * ldo] = dot(row, vector v) for V vectors whose groups are `ystride` bytes apart.
-// Per half of four blocks the nibbles (0..15) times int8 activations are summed in int16 (at most
-// 4 * 2 * 15 * 127 = 15240), widened by one madd to [a a c c b b d d], and hadd_epi32 of the two
-// halves gives the eight exact block sums; then 8 * sum(y) comes off in int32 and the float step
-// is the decode kernel's, fma(dw * dx, float(sum), acc) per block lane, so the results are
-// bit-identical to vec_dot_rows.
-template <int V>
-void tile_q4_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
-               int64_t ldo) {
-  alignas(32) std::byte tail[8 * Q4_0::bytes];
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-  const int64_t groups = (nb + 7) / 8;
-  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
-    const std::byte* blk = group_blocks<Q4_0::bytes>(row, nb, g, tail);
-    __m256i w[8];
-    unpack_q4_0(blk, w);
-    const __m256 dw = scales_in_lanes<Q4_0::bytes>(blk);
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) {
-      const uint8_t* yv = y + v * ystride;
-      __m256i h[2];
-      for (int half = 0; half < 2; ++half) {
-        const __m256i* wh = w + 4 * half;
-        const uint8_t* yh = yv + 128 * half;
-        const __m256i s16 =
-            _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(wh[0], load256(yh)),
-                                              _mm256_maddubs_epi16(wh[1], load256(yh + 32))),
-                             _mm256_add_epi16(_mm256_maddubs_epi16(wh[2], load256(yh + 64)),
-                                              _mm256_maddubs_epi16(wh[3], load256(yh + 96))));
-        h[half] = _mm256_madd_epi16(s16, ones16());
-      }
-      const __m256i s = _mm256_sub_epi32(_mm256_hadd_epi32(h[0], h[1]), load256(yv + 288));
-      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
-      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[v]);
+// Q4_0: per half of four blocks the nibbles (0..15) times int8 activations are summed in int16
+// (at most 4 * 2 * 15 * 127 = 15240), widened by one madd to [a a c c b b d d], and hadd_epi32 of
+// the two halves gives the eight exact block sums; then 8 * sum(y) comes off in int32.
+struct Q4_0Avx2 {
+  static constexpr size_t kBytes = Q4_0::bytes;
+  static Q4_0Group unpack(const std::byte* blk) { return Q4_0Group::of(blk); }
+  static __m256i sums(const Q4_0Group& g, const uint8_t* yv) {
+    __m256i h[2];
+    for (int half = 0; half < 2; ++half) {
+      const __m256i* wh = g.w + 4 * half;
+      const uint8_t* yh = yv + 128 * half;
+      const __m256i s16 =
+          _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(wh[0], load256(yh)),
+                                            _mm256_maddubs_epi16(wh[1], load256(yh + 32))),
+                           _mm256_add_epi16(_mm256_maddubs_epi16(wh[2], load256(yh + 64)),
+                                            _mm256_maddubs_epi16(wh[3], load256(yh + 96))));
+      h[half] = _mm256_madd_epi16(s16, ones16());
     }
+    return _mm256_sub_epi32(_mm256_hadd_epi32(h[0], h[1]), load256(yv + 288));
   }
-  for (int v = 0; v < V; ++v)
-    out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
-}
+};
 
 // Q8_0: the sign trick (|w| as u8 against y carrying w's sign); products reach 2 * 128 * 127 per
-// int16 lane, so blocks are summed after the madd. Same float step as Q4_0 (bit-identical).
-template <int V>
-void tile_q8_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
-               int64_t ldo) {
-  alignas(32) std::byte tail[8 * Q8_0::bytes];
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-  const int64_t groups = (nb + 7) / 8;
-  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
-    const std::byte* blk = group_blocks<Q8_0::bytes>(row, nb, g, tail);
+// int16 lane, so blocks are summed after the madd.
+struct Q8_0Avx2 {
+  static constexpr size_t kBytes = Q8_0::bytes;
+  struct Group {
     __m256i w[8], aw[8];
-    unpack_q8_0(blk, w);
-    for (int j = 0; j < 8; ++j) aw[j] = _mm256_abs_epi8(w[j]);  // -128 -> 0x80 = 128 as u8
-    const __m256 dw = scales_in_lanes<Q8_0::bytes>(blk);
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) {
-      const uint8_t* yv = y + v * ystride;
-      __m256i h[2];
-      for (int half = 0; half < 2; ++half) {
-        __m256i p[4];
-        for (int j = 0; j < 4; ++j)
-          p[j] = _mm256_madd_epi16(
-              _mm256_maddubs_epi16(
-                  aw[4 * half + j],
-                  _mm256_sign_epi8(load256(yv + 128 * half + 32 * j), w[4 * half + j])),
-              ones16());
-        h[half] = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
-      }
-      const __m256i s = _mm256_hadd_epi32(h[0], h[1]);
-      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
-      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[v]);
-    }
+  };
+  static Group unpack(const std::byte* blk) {
+    Group g;
+    unpack_q8_0(blk, g.w);
+    for (int j = 0; j < 8; ++j) g.aw[j] = _mm256_abs_epi8(g.w[j]);  // -128 -> 128 as u8
+    return g;
   }
-  for (int v = 0; v < V; ++v)
-    out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
-}
+  static __m256i sums(const Group& g, const uint8_t* yv) {
+    __m256i h[2];
+    for (int half = 0; half < 2; ++half) {
+      __m256i p[4];
+      for (int j = 0; j < 4; ++j)
+        p[j] = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(
+                g.aw[4 * half + j],
+                _mm256_sign_epi8(load256(yv + 128 * half + 32 * j), g.w[4 * half + j])),
+            ones16());
+      h[half] = _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]));
+    }
+    return _mm256_hadd_epi32(h[0], h[1]);
+  }
+};
 
 template <int V>
 void tile_q6_k(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystride, float* out,
@@ -224,10 +196,6 @@ void tile_k_affine(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t 
   for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);
 }
 
-const TileFn kQ4_0[kMaxV] = {tile_q4_0<1>, tile_q4_0<2>, tile_q4_0<3>, tile_q4_0<4>,
-                             tile_q4_0<5>, tile_q4_0<6>, tile_q4_0<7>, tile_q4_0<8>};
-const TileFn kQ8_0[kMaxV] = {tile_q8_0<1>, tile_q8_0<2>, tile_q8_0<3>, tile_q8_0<4>,
-                             tile_q8_0<5>, tile_q8_0<6>, tile_q8_0<7>, tile_q8_0<8>};
 const TileFn kQ6_K[kMaxV] = {tile_q6_k<1>, tile_q6_k<2>, tile_q6_k<3>, tile_q6_k<4>,
                              tile_q6_k<5>, tile_q6_k<6>, tile_q6_k<7>, tile_q6_k<8>};
 const TileFn kQ4_K[kMaxV] = {tile_k_affine<false, 1>, tile_k_affine<false, 2>,
@@ -244,8 +212,8 @@ void repack_q4_0(const PackedVector& x, uint8_t* dst) {
 void repack_q8_0(const PackedVector& x, uint8_t* dst) {
   repack_vector(x, false, false, dst);
 }
-const TileFormat kFmtQ4_0{32, 8, kGroupBytes, repack_q4_0, kQ4_0};
-const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0, kQ8_0};
+const TileFormat kFmtQ4_0{32, 8, kGroupBytes, repack_q4_0, kGroupTiles<Q4_0Avx2>};
+const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0, kGroupTiles<Q8_0Avx2>};
 const TileFormat kFmtQ6_K{256, 1, kSuperBytes, repack_vector_q6k, kQ6_K};
 const TileFormat kFmtQ4_K{256, 1, kSuperBytes, repack_vector_k, kQ4_K};
 const TileFormat kFmtQ5_K{256, 1, kSuperBytes, repack_vector_k, kQ5_K};

@@ -44,77 +44,49 @@ inline __m256i half_sums_signed(__m256i start, const __m256i* w, const uint8_t* 
                              w[3]);
 }
 
-template <int V>
-void tile_q4_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
-               int64_t ldo) {
-  alignas(32) std::byte tail[8 * Q4_0::bytes];
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-  const int64_t groups = (nb + 7) / 8;
-  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
-    const std::byte* blk = group_blocks<Q4_0::bytes>(row, nb, g, tail);
-    __m256i w[8];
-    unpack_q4_0(blk, w);
-    const __m256 dw = scales_in_lanes<Q4_0::bytes>(blk);
+struct Q4_0Vnni {
+  static constexpr size_t kBytes = Q4_0::bytes;
+  static Q4_0Group unpack(const std::byte* blk) { return Q4_0Group::of(blk); }
+  static __m256i sums(const Q4_0Group& g, const uint8_t* yv) {
     const __m256i zero = _mm256_setzero_si256();
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) {
-      const uint8_t* yv = y + v * ystride;
-      const __m256i s = _mm256_sub_epi32(
-          _mm256_hadd_epi32(half_sums(zero, w, yv), half_sums(zero, w + 4, yv + 128)),
-          load256(yv + 288));
-      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
-      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[v]);
-    }
+    return _mm256_sub_epi32(
+        _mm256_hadd_epi32(half_sums(zero, g.w, yv), half_sums(zero, g.w + 4, yv + 128)),
+        load256(yv + 288));
   }
-  for (int v = 0; v < V; ++v)
-    out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
-}
+};
 
-template <int V>
-void tile_q8_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
-               int64_t ldo) {
-  alignas(32) std::byte tail[8 * Q8_0::bytes];
-  const __m256i u128 = _mm256_set1_epi8(-128);  // 128 as u8
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-  const int64_t groups = (nb + 7) / 8;
-  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
-    const std::byte* blk = group_blocks<Q8_0::bytes>(row, nb, g, tail);
+struct Q8_0Vnni {
+  static constexpr size_t kBytes = Q8_0::bytes;
+  // The weights and, per half, -128 * sum(w) of each lane (|.| <= 16 * 128 * 128): the offset
+  // the u8 activations y + 128 add, removed by starting the sums there.
+  struct Group {
     __m256i w[8], bias[2];
-    unpack_q8_0(blk, w);
+  };
+  static Group unpack(const std::byte* blk) {
+    const __m256i u128 = _mm256_set1_epi8(-128);  // 128 as u8
+    Group g;
+    unpack_q8_0(blk, g.w);
     for (int half = 0; half < 2; ++half) {
-      // -128 * sum(w) per lane (|.| <= 16 * 128 * 128): the offset the u8 activations add
       __m256i s = _mm256_setzero_si256();
-      for (int j = 0; j < 4; ++j) s = _mm256_dpbusd_epi32(s, u128, w[4 * half + j]);
-      bias[half] = _mm256_sub_epi32(_mm256_setzero_si256(), s);
+      for (int j = 0; j < 4; ++j) s = _mm256_dpbusd_epi32(s, u128, g.w[4 * half + j]);
+      g.bias[half] = _mm256_sub_epi32(_mm256_setzero_si256(), s);
     }
-    const __m256 dw = scales_in_lanes<Q8_0::bytes>(blk);
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) {
-      const uint8_t* yv = y + v * ystride;
-      const __m256i s = _mm256_hadd_epi32(half_sums_signed(bias[0], w, yv),
-                                          half_sums_signed(bias[1], w + 4, yv + 128));
-      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
-      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[v]);
-    }
+    return g;
   }
-  for (int v = 0; v < V; ++v)
-    out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
-}
+  static __m256i sums(const Group& g, const uint8_t* yv) {
+    return _mm256_hadd_epi32(half_sums_signed(g.bias[0], g.w, yv),
+                             half_sums_signed(g.bias[1], g.w + 4, yv + 128));
+  }
+};
 
-const TileFn kQ4_0[kMaxV] = {tile_q4_0<1>, tile_q4_0<2>, tile_q4_0<3>, tile_q4_0<4>,
-                             tile_q4_0<5>, tile_q4_0<6>, tile_q4_0<7>, tile_q4_0<8>};
-const TileFn kQ8_0[kMaxV] = {tile_q8_0<1>, tile_q8_0<2>, tile_q8_0<3>, tile_q8_0<4>,
-                             tile_q8_0<5>, tile_q8_0<6>, tile_q8_0<7>, tile_q8_0<8>};
 void repack_q4_0(const PackedVector& x, uint8_t* dst) {
   repack_vector(x, true, false, dst);
 }
 void repack_q8_0_u8(const PackedVector& x, uint8_t* dst) {
   repack_vector(x, false, true, dst);
 }
-const TileFormat kFmtQ4_0{32, 8, kGroupBytes, repack_q4_0, kQ4_0};
-const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0_u8, kQ8_0};
+const TileFormat kFmtQ4_0{32, 8, kGroupBytes, repack_q4_0, kGroupTiles<Q4_0Vnni>};
+const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0_u8, kGroupTiles<Q8_0Vnni>};
 
 }  // namespace
 }  // namespace epwa::quant

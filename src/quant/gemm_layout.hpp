@@ -141,6 +141,51 @@ inline void unpack_q8_0(const std::byte* blk, __m256i* w) {
   }
 }
 
+// The group loop of every Q4_0/Q8_0 tile: out[v * ldo] = dot(row, vector v) for V vectors whose
+// groups are `ystride` bytes apart. Per group of eight blocks `F::unpack(blk)` prepares the row's
+// weights once for all V vectors, and `F::sums(prepared, yv)` gives a vector's eight exact int32
+// block sums in kLanes order; then the decode kernel's float step, fma(dw * dx, float(sum), acc)
+// per block lane, and the block order restored before the horizontal sum, so the results are
+// bit-identical to vec_dot_rows whatever instructions form the integer sums. F is a struct of
+// static functions (not lambdas: GCC leaves a lambda's function-pointer thunk outside the target
+// pragma).
+template <int V, class F>
+inline void tile_groups(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride,
+                        float* out, int64_t ldo) {
+  alignas(32) std::byte tail[8 * F::kBytes];
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  const int64_t groups = (nb + 7) / 8;
+  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
+    const std::byte* blk = group_blocks<F::kBytes>(row, nb, g, tail);
+    const auto w = F::unpack(blk);
+    const __m256 dw = scales_in_lanes<F::kBytes>(blk);
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      const __m256i s = F::sums(w, yv);
+      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
+      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v)
+    out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
+}
+// tile_groups for 1..kMaxV vectors, as TileFormat::tiles wants them.
+template <class F>
+constexpr TileFn kGroupTiles[kMaxV] = {tile_groups<1, F>, tile_groups<2, F>, tile_groups<3, F>,
+                                       tile_groups<4, F>, tile_groups<5, F>, tile_groups<6, F>,
+                                       tile_groups<7, F>, tile_groups<8, F>};
+// A Q4_0 group's weight registers, as unpack_q4_0 leaves them.
+struct Q4_0Group {
+  __m256i w[8];
+  static Q4_0Group of(const std::byte* blk) {
+    Q4_0Group r;
+    unpack_q4_0(blk, r.w);
+    return r;
+  }
+};
+
 // Super-block formats: one repacked unit per 256 values.
 constexpr int64_t kSuperBytes = 256 + 32 + 32;
 
