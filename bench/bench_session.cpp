@@ -107,7 +107,7 @@ void BM_DetectPass(benchmark::State& state) {
   const epwa::Detector det(lists, {});
   for (auto _ : state) {
     if (state.range(0) == -2) {
-      auto cache = m.make_cache(static_cast<int64_t>(ids.size()));
+      auto cache = m.make_context(static_cast<int64_t>(ids.size()));
       benchmark::DoNotOptimize(m.forward(ids, cache).data());
     } else {
       benchmark::DoNotOptimize(

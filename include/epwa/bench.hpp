@@ -22,9 +22,10 @@ struct ActiveBytes {
   uint64_t attention = 0;  // wq + wk + wv + wo, all layers
   uint64_t router = 0;     // the routers, all layers
   uint64_t experts = 0;    // per layer: experts_per_token x the mean bytes of one expert (w1+w2+w3)
+  uint64_t ffn = 0;        // shared experts (and their gates) and the FFNs of dense layers
   uint64_t head = 0;       // the output head (the embedding table when tied)
   uint64_t embedding_row = 0;  // one row of the embedding table
-  uint64_t total() const { return attention + router + experts + head + embedding_row; }
+  uint64_t total() const { return attention + router + experts + ffn + head + embedding_row; }
 };
 ActiveBytes active_bytes_per_token(const Model& m);
 

@@ -1,24 +1,48 @@
-// The hyper-parameters of a Mixtral-style MoE transformer, whatever file they came from.
+// The hyper-parameters of an MoE transformer, whatever family and file they came from. The family's
+// own rules (which layers are sparse, q/k norms, biases, shared experts) are read by its file in
+// src/arch/ and stated here as plain fields, so that the engine knows no family by name.
 #pragma once
 #include <cstdint>
 #include <filesystem>
-#include <string>
-
 #include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
 
 namespace epwa {
 
+// RMSNorm of the query and key projections before RoPE.
+enum class QkNorm : uint8_t {
+  None,
+  Full,     // over the whole projection, before the split into heads (OLMoE)
+  PerHead,  // over each head's head_dim values (Qwen3-MoE)
+};
+
+// How the router turns its logits into the chosen experts and their weights.
+enum class RouterScoring : uint8_t {
+  Softmax,  // softmax over all experts, top-k (ties to the lower index), renormalised if
+            // norm_topk_prob
+};
+
+// What one transformer layer holds, derived from ModelConfig.
+struct LayerConfig {
+  bool moe = true;
+  int32_t experts = 0, experts_used = 0, expert_ffn = 0;  // routed experts (MoE layer)
+  int32_t shared_ffn = 0;                                 // width of the shared expert (0: none)
+  bool shared_gate = false;  // the shared expert is scaled by sigmoid(w . x)
+  int32_t dense_ffn = 0;     // width of the dense FFN (dense layer)
+};
+
 struct ModelConfig {
-  std::string architecture = "MixtralForCausalLM";
+  std::string architecture = "MixtralForCausalLM";  // the HF class name
+  std::string family = "mixtral";                   // the id of its file in src/arch/
   int32_t vocab_size = 0;
   int32_t hidden_size = 0;
-  int32_t intermediate_size = 0;  // width of one expert's FFN
+  int32_t intermediate_size =
+      0;  // dense FFN width (Mixtral: the expert width; it has no dense layer)
   int32_t num_layers = 0;
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;  // hidden_size / num_heads unless the config says otherwise
-  int32_t num_experts = 0;
-  int32_t experts_per_token = 0;
   float rope_theta = 1e6f;
   float rms_norm_eps = 1e-5f;
   int32_t max_position_embeddings = 32768;
@@ -26,12 +50,34 @@ struct ModelConfig {
   int32_t bos_token_id = 1;
   int32_t eos_token_id = 2;
 
+  // Attention.
+  bool attention_bias = false;  // q/k/v projections have biases
+  QkNorm qk_norm = QkNorm::None;
+  float clip_qkv = 0;  // > 0: q, k, v clamped to [-clip_qkv, clip_qkv]
+
+  // Experts.
+  int32_t num_experts = 0;
+  int32_t experts_per_token = 0;
+  int32_t expert_intermediate_size = 0;         // width of one routed expert's FFN
+  int32_t shared_expert_intermediate_size = 0;  // 0: no shared expert
+  bool shared_expert_gate = false;
+  RouterScoring router_scoring = RouterScoring::Softmax;
+  bool norm_topk_prob = true;
+  std::vector<int32_t>
+      dense_layers;  // transformer layers with a dense FFN instead of experts, sorted
+
+  bool is_moe_layer(int32_t layer) const;
+  std::vector<int32_t> moe_layers() const;  // transformer-layer index of each MoE layer, in order
+  int32_t num_moe_layers() const;
+  LayerConfig layer(int32_t layer) const;
+
   // Throws Error naming the first field that is missing, non-positive or inconsistent.
   void validate() const;
   int64_t parameter_count() const;
 };
 
-// Reads a HuggingFace config.json (MixtralForCausalLM); throws Error naming the file and field.
+// Reads a HuggingFace config.json of any family in the registry (include/epwa/arch.hpp); throws
+// Error naming the file and field.
 ModelConfig read_hf_config(const std::filesystem::path& config_json);
 ModelConfig hf_config_from_json(const nlohmann::json& j);
 nlohmann::json hf_config_to_json(const ModelConfig& c);

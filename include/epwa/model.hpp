@@ -1,5 +1,6 @@
-// The Mixtral-style MoE transformer: load from a HuggingFace folder or a GGUF file, run forward passes
-// with a KV cache, and report every router decision to an observer.
+// The MoE transformer of every family in the registry (include/epwa/arch.hpp): an immutable Model
+// (config and weights, shareable across threads) and a Context per sequence (KV cache and scratch),
+// so that several threads can run their own Contexts on one Model at once.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -8,44 +9,70 @@
 #include <string>
 #include <vector>
 
+#include "epwa/arch.hpp"
 #include "epwa/config.hpp"
 #include "epwa/observe.hpp"
 #include "epwa/tensor.hpp"
 
 namespace epwa {
 
-class ThreadPool;
+class Model;
 struct LoadOptions;
 struct LoadReport;
 
-// Keys and values of every layer for the positions processed so far.
-class KvCache {
+struct ForwardOptions {
+  RouterObserver* observer = nullptr;
+  // The MoE layers (0-based among MoE layers) the observer is told about; empty: all.
+  std::vector<int32_t> watch;
+  bool all_logits = false;  // logits of every position, else only of the last one
+  // Stop right after this MoE layer's router (no later layer, no output head): returns no logits
+  // and leaves the context unusable for later positions. -1 = full forward.
+  int32_t stop_after_router = -1;
+};
+
+// Per-sequence state: the keys and values of every layer for the positions processed so far, and
+// the scratch buffers of the forward pass. Copying a Context copies its cache (a fork of the
+// sequence) with fresh scratch.
+class Context {
  public:
-  KvCache(const ModelConfig& c, int64_t capacity = 256);
+  explicit Context(const Model& model, int64_t capacity = 256);
+  Context(const Context& other);
+  Context& operator=(const Context&) = delete;
+  ~Context();
+
+  const Model& model() const { return *model_; }
   int64_t size() const { return size_; }
+  int64_t capacity() const { return capacity_; }
   void clear() { size_ = 0; }
   // Drops positions >= n (n <= size()).
   void truncate(int64_t n);
 
+  struct Scratch;
+
  private:
   friend class Model;
   void reserve(int64_t positions);
+  const Model* model_;
   int64_t kv_dim_, capacity_ = 0, size_ = 0;
   std::vector<std::vector<float>> k_, v_;  // per layer: [capacity x kv_dim]
+  std::unique_ptr<Scratch> scratch_;
 };
 
-struct ForwardOptions {
-  RouterObserver* observer = nullptr;
-  bool all_logits = false;  // logits of every position, else only of the last one
-  // Stop right after this MoE layer's router (no later layer, no output head): returns no logits and
-  // leaves the cache unusable for later positions. -1 = full forward.
-  int32_t stop_after_router = -1;
+// A dense FFN, or the shared expert of an MoE layer: down(silu(gate x) * up x).
+struct FfnWeights {
+  TensorView gate, down, up;
 };
 
-// One layer's tensors, as views into mapped files or into buffers the model owns.
+// One layer's tensors, as views into mapped files or into buffers the model owns. Parts a family
+// does not have are empty views.
 struct LayerWeights {
-  TensorView attn_norm, wq, wk, wv, wo, ffn_norm, router;
-  std::vector<TensorView> w1, w2, w3;  // per expert: gate {I, D}, down {D, I}, up {I, D}
+  TensorView attn_norm, wq, wk, wv, wo, ffn_norm;
+  TensorView bq, bk, bv, q_norm, k_norm;
+  TensorView router;
+  std::vector<TensorView> w1, w2, w3;  // per routed expert: gate {I, D}, down {D, I}, up {I, D}
+  TensorView shared_gate_inp;          // {1, D}: the shared expert is scaled by sigmoid(w . x)
+  FfnWeights shared;                   // shared expert of an MoE layer
+  FfnWeights dense;                    // FFN of a dense layer
 };
 
 struct ModelWeights {
@@ -53,10 +80,16 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 };
 
+// The field of `w` that the tensor `s` of the schema fills.
+TensorView& weight_slot(ModelWeights& w, const TensorSpec& s);
+const TensorView& weight_slot(const ModelWeights& w, const TensorSpec& s);
+// Throws Error naming the first tensor whose shape does not match the schema.
+void check_weights(const ModelConfig& c, const ModelWeights& w);
+
 class Model {
  public:
-  // Loads a HuggingFace folder (config.json + safetensors), a single .safetensors beside a config.json,
-  // or a .gguf file. Throws Error naming the file and what is wrong.
+  // Loads a HuggingFace folder (config.json + safetensors), a single .safetensors beside a
+  // config.json, or a .gguf file. Throws Error naming the file and what is wrong.
   static std::unique_ptr<Model> load(const std::filesystem::path& path);
   // The same, then a loading mode (include/epwa/load_options.hpp): quantizes the attention, expert
   // and output matrices to Q4_0/Q8_0 (routers, norms, embeddings stay as stored), or reads fast
@@ -72,16 +105,19 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   const std::filesystem::path& source() const { return source_; }
   std::string format() const { return format_; }  // "safetensors" or "gguf"
+  // Transformer-layer index of each MoE layer.
+  const std::vector<int32_t>& moe_layers() const { return moe_layers_; }
 
-  // Router matrix of MoE layer `layer` as f32 (E x D, expert-major), for hashing.
-  std::vector<float> router_f32(int32_t layer) const;
+  // Router matrix of MoE layer `moe_layer` (0-based among MoE layers) as f32 (E x D,
+  // expert-major), for hashing.
+  std::vector<float> router_f32(int32_t moe_layer) const;
 
-  // Runs `tokens` at positions cache.size() ... and returns their logits ([n][V] row-major when
-  // all_logits, else the last position's V values).
-  std::vector<float> forward(std::span<const int32_t> tokens, KvCache& cache,
-                             const ForwardOptions& opt = {});
+  // Runs `tokens` at positions ctx.size() ... and returns their logits ([n][V] row-major when
+  // all_logits, else the last position's V values). Thread-safe for distinct contexts.
+  std::vector<float> forward(std::span<const int32_t> tokens, Context& ctx,
+                             const ForwardOptions& opt = {}) const;
 
-  KvCache make_cache(int64_t capacity = 256) const { return KvCache(config_, capacity); }
+  Context make_context(int64_t capacity = 256) const { return Context(*this, capacity); }
 
  private:
   ModelConfig config_;
@@ -89,8 +125,8 @@ class Model {
   std::shared_ptr<const void> keep_alive_;
   std::filesystem::path source_;
   std::string format_;
-  struct Scratch;
-  std::unique_ptr<Scratch> scratch_;
+  std::vector<int32_t> moe_layers_;
+  std::vector<int32_t> moe_index_;  // per transformer layer: its MoE-layer index, or -1
 };
 
 }  // namespace epwa

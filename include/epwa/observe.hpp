@@ -10,11 +10,12 @@ namespace epwa {
 // What the router of one MoE layer decided for one sequence position. Views are valid only during
 // the observe() call.
 struct RouterObservation {
-  int32_t layer = 0;     // MoE layer index, 0-based
+  int32_t layer = 0;     // MoE layer index, 0-based among the MoE layers (dense layers have none)
   int64_t position = 0;  // sequence position (0 = first token of the sequence, BOS included)
   std::span<const float> logits;   // E router logits
   std::span<const int32_t> topk;   // the k chosen experts, best first (ties -> lower index)
-  std::span<const float> weights;  // their renormalised softmax weights
+  std::span<const float> weights;  // their routing weights, as the model applies them
+  int32_t sequence = 0;            // the sequence of the context (0 for a single-sequence context)
 };
 
 class RouterObserver {

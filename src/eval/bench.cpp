@@ -141,6 +141,9 @@ ActiveBytes active_bytes_per_token(const Model& m) {
     for (size_t e = 0; e < L.w1.size(); ++e)
       all += bytes_of(L.w1[e]) + bytes_of(L.w2[e]) + bytes_of(L.w3[e]);
     if (!L.w1.empty()) a.experts += static_cast<uint64_t>(k) * all / L.w1.size();
+    for (const FfnWeights* f : {&L.shared, &L.dense})
+      a.ffn += bytes_of(f->gate) + bytes_of(f->up) + bytes_of(f->down);
+    a.ffn += bytes_of(L.shared_gate_inp);
   }
   a.head = bytes_of(w.head);
   a.embedding_row =
@@ -229,7 +232,7 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
   for (int32_t n : o.prompt_lengths) {
     const auto tokens = bench_tokens(c, n, o.seed);
     timed("pp" + std::to_string(n), "pp", n, [&] {
-      KvCache cache = model.make_cache(n);
+      Context cache = model.make_context(n);
       model.forward(tokens, cache);
     });
   }

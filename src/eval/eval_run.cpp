@@ -15,6 +15,7 @@
 #include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
 
@@ -72,7 +73,7 @@ struct Spread {
 std::vector<double> token_nll(Model& model, std::span<const int32_t> tokens, int64_t start) {
   check(start >= 1 && start < static_cast<int64_t>(tokens.size()),
         "token_nll: start must be in [1, " + std::to_string(tokens.size()) + ")");
-  KvCache cache = model.make_cache(static_cast<int64_t>(tokens.size()));
+  Context cache = model.make_context(static_cast<int64_t>(tokens.size()));
   ForwardOptions fo;
   fo.all_logits = true;
   const std::vector<float> lg = model.forward(tokens, cache, fo);
@@ -165,7 +166,7 @@ class Pipeline {
 Analysis Pipeline::analyze(Model& m, std::span<const int32_t> seq, int64_t start, bool logits) {
   const auto t0 = Clock::now();
   LayerTap tap(layer_);
-  KvCache cache = m.make_cache(static_cast<int64_t>(seq.size()));
+  Context cache = m.make_context(static_cast<int64_t>(seq.size()));
   ForwardOptions fo;
   fo.observer = &tap;
   // PEPI reads the logits of the main load; a pass with logits costs several times one that
@@ -664,13 +665,8 @@ json Pipeline::run() {
   const ModelConfig& c = model_->config();
   check(tok_->vocab_size() <= c.vocab_size,
         "eval: the tokenizer has more tokens than the model's vocabulary");
-  layer_ = resolve_router_layer(-1, c.num_layers);
-  std::vector<std::vector<float>> routers;
-  std::vector<RouterMatrix> mats;
-  for (int32_t l = 0; l < c.num_layers; ++l) routers.push_back(model_->router_f32(l));
-  for (int32_t l = 0; l < c.num_layers; ++l)
-    mats.push_back({l, c.num_experts, c.hidden_size, routers[l]});
-  const std::string hash = irsh_v1(mats);
+  layer_ = model_router_layer(*model_, -1);
+  const std::string hash = router_hash(*model_);
   lists_ = std::make_shared<GreenLists>(o_.key, hash, c.vocab_size, o_.gamma, c.num_experts);
   for (int32_t id = 0; id < tok_->vocab_size(); ++id) {
     if (tok_->token_type(id) == TokenType::Normal) {

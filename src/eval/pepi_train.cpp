@@ -33,7 +33,7 @@ struct LayerTap : RouterObserver {
 };
 
 std::vector<float> all_logits(Model& m, std::span<const int32_t> tokens, RouterObserver* obs) {
-  KvCache cache = m.make_cache(static_cast<int64_t>(tokens.size()));
+  Context cache = m.make_context(static_cast<int64_t>(tokens.size()));
   ForwardOptions fo;
   fo.observer = obs;
   fo.all_logits = true;
@@ -59,7 +59,7 @@ std::vector<TokenDistribution> LocalDistributionSource::distributions(
 PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>> sequences,
                               const CollectOptions& opt) {
   const ModelConfig& c = model.config();
-  const int32_t layer = resolve_router_layer(opt.router_layer, c.num_layers);
+  const int32_t layer = resolve_router_layer(opt.router_layer, c.num_moe_layers());
   const PepiFeaturizer feat(
       opt.features, c.vocab_size,
       opt.features.embed ? pepi_token_table(model, layer) : std::vector<float>{});
@@ -92,7 +92,7 @@ PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>
 
 std::vector<float> pepi_token_table(const Model& model, int32_t layer) {
   const ModelConfig& c = model.config();
-  const int32_t L = resolve_router_layer(layer, c.num_layers);
+  const int32_t L = resolve_router_layer(layer, c.num_moe_layers());
   const ModelWeights& w = model.weights();
   const int64_t D = c.hidden_size, V = c.vocab_size, E = c.num_experts;
   check(w.embed.cols() == D && w.embed.rows() == V && w.head.cols() == D && w.head.rows() == V,
@@ -100,8 +100,8 @@ std::vector<float> pepi_token_table(const Model& model, int32_t layer) {
             std::to_string(D));
   const std::vector<float> router = model.router_f32(L);
   std::vector<float> norm(static_cast<size_t>(D));
-  dequantize_row(w.layers[static_cast<size_t>(L)].ffn_norm.dtype,
-                 w.layers[static_cast<size_t>(L)].ffn_norm.data.data(), norm.data(), D);
+  const TensorView& ffn_norm = w.layers[static_cast<size_t>(model.moe_layers()[L])].ffn_norm;
+  dequantize_row(ffn_norm.dtype, ffn_norm.data.data(), norm.data(), D);
   std::vector<float> table(static_cast<size_t>(V * 2 * E)), row(static_cast<size_t>(D));
   for (int part = 0; part < 2; ++part) {
     const TensorView& m = part == 0 ? w.embed : w.head;
@@ -133,7 +133,7 @@ PepiRawData collect_pepi_raw(Model& model, std::span<const std::vector<int32_t>>
   r.k = opt.features.k;
   r.num_experts = c.num_experts;
   r.vocab_size = c.vocab_size;
-  r.router_layer = resolve_router_layer(opt.router_layer, c.num_layers);
+  r.router_layer = resolve_router_layer(opt.router_layer, c.num_moe_layers());
   r.router_hash = router_hash(model);
   const size_t V = static_cast<size_t>(c.vocab_size);
   int64_t total = 0;

@@ -9,17 +9,17 @@ namespace epwa {
 
 std::string router_hash(const Model& model) {
   const ModelConfig& c = model.config();
+  const int32_t n = c.num_moe_layers();
   std::vector<std::vector<float>> data;
   std::vector<RouterMatrix> routers;
-  data.reserve(c.num_layers);
-  for (int32_t l = 0; l < c.num_layers; ++l) data.push_back(model.router_f32(l));
-  for (int32_t l = 0; l < c.num_layers; ++l)
-    routers.push_back({l, c.num_experts, c.hidden_size, data[l]});
+  data.reserve(n);
+  for (int32_t l = 0; l < n; ++l) data.push_back(model.router_f32(l));
+  for (int32_t l = 0; l < n; ++l) routers.push_back({l, c.num_experts, c.hidden_size, data[l]});
   return irsh_v1(routers);
 }
 
 int32_t model_router_layer(const Model& model, int32_t requested) {
-  return resolve_router_layer(requested, model.config().num_layers);
+  return resolve_router_layer(requested, model.config().num_moe_layers());
 }
 
 namespace {
@@ -43,7 +43,7 @@ std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> 
   LayerRecorder rec;
   rec.layer = model_router_layer(model, layer);
   rec.records.reserve(tokens.size());
-  KvCache cache = model.make_cache(static_cast<int64_t>(tokens.size()));
+  Context cache = model.make_context(static_cast<int64_t>(tokens.size()));
   ForwardOptions fo;
   fo.observer = &rec;
   fo.stop_after_router = rec.layer;

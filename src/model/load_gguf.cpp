@@ -1,6 +1,7 @@
-// Loads a llama.cpp-convention GGUF (architecture "llama" with experts): memory-mapped; Q and K are
-// copied to undo the converter's row permutation (their mapped pages are then given back), and the
-// weights move to huge-page memory when that pays (see copy_to_huge_pages).
+// Loads a GGUF in llama.cpp's conventions for any family of the registry: memory-mapped; where the
+// family's converter permutes Q and K (Mixtral, "llama"), they are copied to undo it (their mapped
+// pages are then given back), and the weights move to huge-page memory when that pays (see
+// copy_to_huge_pages).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -13,9 +14,8 @@
 #include "epwa/ops.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/thread_pool.hpp"
-#include "gguf_names.hpp"
 #include "loaders.hpp"
-#include "weights_check.hpp"
+#include "qk_permute.hpp"
 
 namespace epwa {
 
@@ -61,41 +61,12 @@ void copy_mapped(const std::byte* lo, const std::byte* hi, LargeBuffer& buf) {
   ThreadPool::global().parallel_for(slices, copy, 1);
 }
 
-ModelConfig gguf_config(const GgufFile& f) {
-  const std::string& arch = f.get_string("general.architecture");
-  check(arch == "llama",
-        f.name() + ": architecture '" + arch + "' is not supported (expected llama)");
-  const std::string a = arch + ".";
-  ModelConfig c;
-  c.hidden_size = static_cast<int32_t>(f.get_u32(a + "embedding_length"));
-  c.num_layers = static_cast<int32_t>(f.get_u32(a + "block_count"));
-  c.intermediate_size = static_cast<int32_t>(f.get_u32(a + "feed_forward_length"));
-  c.num_heads = static_cast<int32_t>(f.get_u32(a + "attention.head_count"));
-  c.num_kv_heads =
-      static_cast<int32_t>(f.find_u32(a + "attention.head_count_kv").value_or(c.num_heads));
-  c.head_dim = static_cast<int32_t>(
-      f.find_u32(a + "attention.key_length")
-          .value_or(f.find_u32(a + "rope.dimension_count")
-                        .value_or(c.num_heads ? c.hidden_size / c.num_heads : 0)));
-  c.num_experts = static_cast<int32_t>(f.get_u32(a + "expert_count"));
-  c.experts_per_token = static_cast<int32_t>(f.get_u32(a + "expert_used_count"));
-  c.rope_theta = f.find_f32(a + "rope.freq_base").value_or(10000.0f);
-  c.rms_norm_eps = f.get_f32(a + "attention.layer_norm_rms_epsilon");
-  c.max_position_embeddings = static_cast<int32_t>(f.find_u32(a + "context_length").value_or(4096));
-  c.vocab_size = static_cast<int32_t>(f.tensor("token_embd.weight").rows());
-  c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
-  c.bos_token_id = static_cast<int32_t>(f.find_u32("tokenizer.ggml.bos_token_id").value_or(1));
-  c.eos_token_id = static_cast<int32_t>(f.find_u32("tokenizer.ggml.eos_token_id").value_or(2));
-  c.validate();
-  return c;
-}
 }  // namespace
 
 std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
   auto st = std::make_shared<GgufStorage>(path);
   const GgufFile& f = st->file;
-  ModelConfig c = gguf_config(f);
-  auto get = [&](const std::string& name) { return f.tensor(name); };
+  ModelConfig c = gguf_model_config(f);
   auto unpermute = [&](const TensorView& t, int64_t heads) {
     const int64_t row_bytes = dtype_bytes(t.dtype, t.cols());
     check(t.rows() == heads * c.head_dim, "tensor " + t.name + " has " + std::to_string(t.rows()) +
@@ -109,45 +80,37 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
     out.data = st->owned.back();
     return out;
   };
+  // A stacked expert tensor {E, rows, cols}, or older files' one tensor per expert
+  // ("blk.L.ffn_gate.E.weight" for "blk.L.ffn_gate_exps.weight").
+  auto expert = [&](const TensorSpec& s) {
+    if (const TensorView* stack = f.find_tensor(s.gguf)) {
+      check(stack->shape.size() == 3 && stack->shape[0] == c.num_experts,
+            "tensor " + stack->name + " is not a stack of " + std::to_string(c.num_experts) +
+                " experts");
+      return expert_view(*stack, s.expert);
+    }
+    std::string name = s.gguf;
+    const size_t at = name.find("_exps.weight");
+    check(at != std::string::npos, "tensor " + s.gguf + ": not an expert stack");
+    name.replace(at, std::string::npos, "." + std::to_string(s.expert) + ".weight");
+    if (!f.find_tensor(name)) f.tensor(s.gguf);  // names the stacked tensor in the error
+    return f.tensor(name);
+  };
 
   ModelWeights w;
-  w.embed = get("token_embd.weight");
-  w.final_norm = get("output_norm.weight");
-  const TensorView* head = f.find_tensor("output.weight");
-  w.head = head ? *head : w.embed;
-  for (int32_t l = 0; l < c.num_layers; ++l) {
-    auto name = [&](const char* what) { return gguf_layer_name(l, what) + ".weight"; };
-    LayerWeights L;
-    L.attn_norm = get(name("attn_norm"));
-    L.wq = unpermute(get(name("attn_q")), c.num_heads);
-    L.wk = unpermute(get(name("attn_k")), c.num_kv_heads);
-    L.wv = get(name("attn_v"));
-    L.wo = get(name("attn_output"));
-    L.ffn_norm = get(name("ffn_norm"));
-    L.router = get(name("ffn_gate_inp"));
-    if (f.find_tensor(name("ffn_gate_exps"))) {
-      const TensorView& g = get(name("ffn_gate_exps"));
-      const TensorView& d = get(name("ffn_down_exps"));
-      const TensorView& u = get(name("ffn_up_exps"));
-      for (const TensorView* t : {&g, &d, &u})
-        check(t->shape.size() == 3 && t->shape[0] == c.num_experts,
-              "tensor " + t->name + " is not a stack of " + std::to_string(c.num_experts) +
-                  " experts");
-      for (int32_t e = 0; e < c.num_experts; ++e) {
-        L.w1.push_back(expert_view(g, e));
-        L.w2.push_back(expert_view(d, e));
-        L.w3.push_back(expert_view(u, e));
-      }
-    } else {  // older files: one tensor per expert
-      for (int32_t e = 0; e < c.num_experts; ++e) {
-        const std::string es = "." + std::to_string(e) + ".weight";
-        L.w1.push_back(get(gguf_layer_name(l, "ffn_gate") + es));
-        L.w2.push_back(get(gguf_layer_name(l, "ffn_down") + es));
-        L.w3.push_back(get(gguf_layer_name(l, "ffn_up") + es));
-      }
+  w.layers.resize(c.num_layers);
+  for_each_tensor(c, [&](const TensorSpec& s) {
+    TensorView& slot = weight_slot(w, s);
+    if (!s.required && !f.find_tensor(s.gguf)) {
+      slot = w.embed;  // the head of a tied model is the embedding table
+    } else if (s.expert >= 0) {
+      slot = expert(s);
+    } else if (s.permute_heads > 0) {
+      slot = unpermute(f.tensor(s.gguf), s.permute_heads);
+    } else {
+      slot = f.tensor(s.gguf);
     }
-    w.layers.push_back(std::move(L));
-  }
+  });
   check_weights(c, w);
   if (!f.tensors().empty()) {
     const std::byte* lo = f.tensors().front().data.data();
@@ -165,15 +128,7 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
         if (t.data.data() >= lo && t.data.data() < hi)  // not the Q/K copies
           t.data = {base + (t.data.data() - lo), t.data.size()};
       };
-      rebase(w.embed);
-      rebase(w.final_norm);
-      rebase(w.head);
-      for (LayerWeights& L : w.layers) {
-        for (TensorView* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router})
-          rebase(*t);
-        for (auto* experts : {&L.w1, &L.w2, &L.w3})
-          for (TensorView& t : *experts) rebase(t);
-      }
+      for_each_tensor(c, [&](const TensorSpec& s) { rebase(weight_slot(w, s)); });
     }
   }
   return std::make_unique<Model>(std::move(c), std::move(w), std::move(st), path, "gguf");

@@ -2,18 +2,17 @@
 // HF and GGUF writers produce the same numbers for the same model.
 #include "epwa/make_model.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
+#include "epwa/arch.hpp"
 #include "epwa/error.hpp"
-#include "epwa/half.hpp"
 #include "epwa/export.hpp"
+#include "epwa/half.hpp"
 #include "epwa/safetensors.hpp"
-#include "hf_names.hpp"
 
 namespace epwa {
 
@@ -49,7 +48,8 @@ class Normal {
       has_ = false;
       return spare_;
     }
-    const double u1 = (static_cast<double>(mix(s_ += 0x9e3779b97f4a7c15ull) >> 11) + 1.0) * 0x1.0p-53;
+    const double u1 =
+        (static_cast<double>(mix(s_ += 0x9e3779b97f4a7c15ull) >> 11) + 1.0) * 0x1.0p-53;
     const double u2 = static_cast<double>(mix(s_ += 0x9e3779b97f4a7c15ull) >> 11) * 0x1.0p-53;
     const double r = std::sqrt(-2.0 * std::log(u1));
     spare_ = static_cast<float>(r * std::sin(2 * M_PI * u2));
@@ -71,6 +71,7 @@ ModelConfig shape_config(std::string_view name, int32_t layers) {
     c.vocab_size = s.vocab;
     c.hidden_size = s.hidden;
     c.intermediate_size = s.inter;
+    c.expert_intermediate_size = s.inter;
     c.num_layers = layers > 0 ? layers : s.layers;
     c.num_heads = s.heads;
     c.num_kv_heads = s.kv_heads;
@@ -92,13 +93,18 @@ std::vector<std::string> shape_names() {
   return out;
 }
 
-void fill_random(const HfTensor& t, uint64_t seed, DType dtype, std::byte* out) {
-  Normal rng(seed, t.name);
-  const int64_t n = t.numel();
-  // Norm weights near 1; routers with a larger spread so that routing is decisive; the rest scaled
-  // by 1/sqrt(fan-in) so that activations stay O(1) through the layers.
-  const bool norm = t.shape.size() == 1;
-  const float std = norm ? 0.1f : (t.is_router ? 2.0f : 1.0f) / std::sqrt(static_cast<float>(t.shape.back()));
+// Norm weights near 1, biases small; routers with a larger spread so that routing is decisive;
+// the rest scaled by 1/sqrt(fan-in) so that activations stay O(1) through the layers.
+void fill_random(const TensorSpec& t, uint64_t seed, DType dtype, std::byte* out) {
+  Normal rng(seed, t.hf);
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  const bool bias = t.kind == TensorKind::AttnQBias || t.kind == TensorKind::AttnKBias ||
+                    t.kind == TensorKind::AttnVBias;
+  const bool norm = t.shape.size() == 1 && !bias;
+  const bool router = t.kind == TensorKind::Router;
+  const float std =
+      norm || bias ? 0.1f : (router ? 2.0f : 1.0f) / std::sqrt(static_cast<float>(t.shape.back()));
   for (int64_t i = 0; i < n; ++i) {
     const float v = (norm ? 1.0f : 0.0f) + std * rng.next();
     switch (dtype) {
@@ -116,22 +122,29 @@ void fill_random(const HfTensor& t, uint64_t seed, DType dtype, std::byte* out) 
         break;
       }
       default:
-        throw Error("random models are written as f32, f16 or bf16, not " + std::string(dtype_name(dtype)));
+        throw Error("random models are written as f32, f16 or bf16, not " +
+                    std::string(dtype_name(dtype)));
     }
   }
 }
 
-void write_random_hf(const ModelConfig& c, uint64_t seed, DType dtype, const std::filesystem::path& dir) {
+void write_random_hf(const ModelConfig& c, uint64_t seed, DType dtype,
+                     const std::filesystem::path& dir) {
   c.validate();
   std::filesystem::create_directories(dir);
-  const auto tensors = hf_tensor_list(c);
+  std::vector<TensorSpec> tensors;
+  for_each_tensor(c, [&](const TensorSpec& s) {
+    if (s.required) tensors.push_back(s);
+  });
   std::vector<std::vector<std::byte>> storage;
   std::vector<TensorToWrite> out;
   storage.reserve(tensors.size());
-  for (const HfTensor& t : tensors) {
-    storage.emplace_back(dtype_bytes(dtype, t.numel()));
+  for (const TensorSpec& t : tensors) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    storage.emplace_back(dtype_bytes(dtype, n));
     fill_random(t, seed, dtype, storage.back().data());
-    out.push_back({t.name, dtype, t.shape, storage.back()});
+    out.push_back({t.hf, dtype, t.shape, storage.back()});
   }
   write_safetensors(dir / "model.safetensors", out, {{"format", "pt"}});
   nlohmann::json j = hf_config_to_json(c);
@@ -139,15 +152,18 @@ void write_random_hf(const ModelConfig& c, uint64_t seed, DType dtype, const std
   std::ofstream(dir / "config.json") << j.dump(2) << "\n";
 }
 
-void write_random_gguf(const ModelConfig& c, uint64_t seed, DType dtype, const std::filesystem::path& file) {
+void write_random_gguf(const ModelConfig& c, uint64_t seed, DType dtype,
+                       const std::filesystem::path& file) {
   c.validate();
-  std::map<std::string, HfTensor> by_name;
-  for (HfTensor& t : hf_tensor_list(c)) by_name.emplace(t.name, std::move(t));
+  std::map<std::string, TensorSpec> by_name;
+  for_each_tensor(c, [&](const TensorSpec& s) { by_name.emplace(s.hf, s); });
   HfTensorReader reader;
   reader.type = [dtype](const std::string&) { return dtype; };
   reader.read = [&](const std::string& name, std::vector<std::byte>& out) {
-    const HfTensor& t = by_name.at(name);
-    out.resize(dtype_bytes(dtype, t.numel()));
+    const TensorSpec& t = by_name.at(name);
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    out.resize(dtype_bytes(dtype, n));
     fill_random(t, seed, dtype, out.data());
   };
   GgufExportOptions o;

@@ -57,7 +57,7 @@ QuantQuality compare_models(Model& ref, Model& test,
     Top1Recorder rr, rt;
     ForwardOptions fo;
     fo.all_logits = true;
-    auto cr = ref.make_cache(n), ct = test.make_cache(n);
+    auto cr = ref.make_context(n), ct = test.make_context(n);
     fo.observer = &rr;
     const auto a = ref.forward(seq, cr, fo);
     fo.observer = &rt;

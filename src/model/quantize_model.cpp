@@ -39,30 +39,62 @@ struct QuantizedStorage {
   std::vector<std::vector<std::byte>> owned;
 };
 
-// The matrices a mode quantizes: attention, experts and the output head (unless it is the
-// embedding table itself). Routers, norms and embeddings stay as stored.
-std::vector<TensorView*> quantizable(ModelWeights& w) {
-  std::vector<TensorView*> out;
-  for (auto& L : w.layers) {
-    for (TensorView* t : {&L.wq, &L.wk, &L.wv, &L.wo}) out.push_back(t);
-    for (size_t e = 0; e < L.w1.size(); ++e)
-      for (TensorView* t : {&L.w1[e], &L.w2[e], &L.w3[e]}) out.push_back(t);
+// The role a preset chooses a tensor's type by; none for norms, biases, routers and gates (always
+// f32).
+std::optional<TensorRole> quant_role(const TensorSpec& s) {
+  if (s.keep_f32) return std::nullopt;
+  switch (s.kind) {
+    case TensorKind::Embed:
+      return TensorRole::Embedding;
+    case TensorKind::Output:
+      return TensorRole::Output;
+    case TensorKind::AttnQ:
+      return TensorRole::AttnQ;
+    case TensorKind::AttnK:
+      return TensorRole::AttnK;
+    case TensorKind::AttnV:
+      return TensorRole::AttnV;
+    case TensorKind::AttnOut:
+      return TensorRole::AttnOutput;
+    case TensorKind::ExpGate:
+    case TensorKind::ShexpGate:
+    case TensorKind::FfnGate:
+      return TensorRole::FfnGate;
+    case TensorKind::ExpDown:
+    case TensorKind::ShexpDown:
+    case TensorKind::FfnDown:
+      return TensorRole::FfnDown;
+    case TensorKind::ExpUp:
+    case TensorKind::ShexpUp:
+    case TensorKind::FfnUp:
+      return TensorRole::FfnUp;
+    default:
+      return std::nullopt;
   }
-  if (w.head.data.data() != w.embed.data.data()) out.push_back(&w.head);
-  return out;
 }
 
-template <class F>
-void for_each_tensor(const ModelWeights& w, F&& f) {
-  f(w.embed);
-  f(w.final_norm);
-  if (w.head.data.data() != w.embed.data.data()) f(w.head);
-  for (const auto& L : w.layers) {
-    for (const TensorView* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router})
-      f(*t);
-    for (size_t e = 0; e < L.w1.size(); ++e)
-      for (const TensorView* t : {&L.w1[e], &L.w2[e], &L.w3[e]}) f(*t);
-  }
+bool tied_head(const ModelWeights& w) {
+  return w.head.data.data() == w.embed.data.data();
+}
+
+// Every stored tensor once (a tied head is the embedding).
+template <class W, class F>
+void for_each_weight(const ModelConfig& c, W& w, F&& f) {
+  const bool tied = tied_head(w);
+  for_each_tensor(c, [&](const TensorSpec& s) {
+    if (s.kind == TensorKind::Output && tied) return;
+    f(s, weight_slot(w, s));
+  });
+}
+
+// The matrices a mode quantizes: attention, experts, FFNs and the output head (unless it is the
+// embedding table itself). Routers, gates, norms, biases and embeddings stay as stored.
+std::vector<TensorView*> quantizable(const ModelConfig& c, ModelWeights& w) {
+  std::vector<TensorView*> out;
+  for_each_weight(c, w, [&](const TensorSpec& s, TensorView& t) {
+    if (quant_role(s) && s.kind != TensorKind::Embed) out.push_back(&t);
+  });
+  return out;
 }
 
 std::string bits_name(DType t) {
@@ -104,10 +136,10 @@ std::vector<DType> plan_types(const std::vector<TensorView*>& ts, DType target,
   return out;
 }
 
-uint64_t planned_bytes(const ModelWeights& w, const std::vector<TensorView*>& ts,
-                       const std::vector<DType>& types) {
+uint64_t planned_bytes(const ModelConfig& c, const ModelWeights& w,
+                       const std::vector<TensorView*>& ts, const std::vector<DType>& types) {
   uint64_t total = 0;
-  for_each_tensor(w, [&](const TensorView& t) { total += t.data.size(); });
+  for_each_weight(c, w, [&](const TensorSpec&, const TensorView& t) { total += t.data.size(); });
   for (size_t i = 0; i < ts.size(); ++i)
     total =
         total - ts[i]->data.size() + static_cast<uint64_t>(dtype_bytes(types[i], ts[i]->numel()));
@@ -156,7 +188,7 @@ std::string bytes_text(uint64_t b) {
 
 std::map<std::string, uint64_t> weight_bytes_by_type(const Model& m) {
   std::map<std::string, uint64_t> out;
-  for_each_tensor(m.weights(), [&](const TensorView& t) {
+  for_each_weight(m.config(), m.weights(), [&](const TensorSpec&, const TensorView& t) {
     out[std::string(dtype_name(t.dtype))] += t.data.size();
   });
   return out;
@@ -190,35 +222,28 @@ DType fitting_type(const std::string& name, const TensorView& t, DType to,
 
 using TypeChooser = std::function<std::optional<DType>(const SaveEntry&)>;
 
+// The HF name of the first layer's query projection: its type names the file's type.
+std::string first_matrix(const ModelConfig& c) {
+  std::string name;
+  for_each_tensor(c, 0, [&](const TensorSpec& s) {
+    if (s.kind == TensorKind::AttnQ) name = s.hf;
+  });
+  return name;
+}
+
 std::vector<std::string> save_gguf_impl(const Model& m, const GgufExportOptions& o,
                                         const std::filesystem::path& out, const TypeChooser& choose,
                                         std::optional<uint32_t> file_type) {
   const ModelWeights& w = m.weights();
   ModelConfig c = m.config();
-  const bool shared_head = w.head.data.data() == w.embed.data.data();
+  const bool shared_head = tied_head(w);
   c.tie_word_embeddings = shared_head;
   std::map<std::string, SaveEntry> by_name;
-  by_name["model.embed_tokens.weight"] = {&w.embed, shared_head ? TensorRole::Output : TensorRole::Embedding};
-  by_name["model.norm.weight"] = {&w.final_norm, std::nullopt};
-  if (!shared_head) by_name["lm_head.weight"] = {&w.head, TensorRole::Output};
-  for (size_t l = 0; l < w.layers.size(); ++l) {
-    const LayerWeights& L = w.layers[l];
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    const auto li = static_cast<int32_t>(l);
-    by_name[p + "input_layernorm.weight"] = {&L.attn_norm, std::nullopt};
-    by_name[p + "self_attn.q_proj.weight"] = {&L.wq, TensorRole::AttnQ, li};
-    by_name[p + "self_attn.k_proj.weight"] = {&L.wk, TensorRole::AttnK, li};
-    by_name[p + "self_attn.v_proj.weight"] = {&L.wv, TensorRole::AttnV, li};
-    by_name[p + "self_attn.o_proj.weight"] = {&L.wo, TensorRole::AttnOutput, li};
-    by_name[p + "post_attention_layernorm.weight"] = {&L.ffn_norm, std::nullopt};
-    by_name[p + "block_sparse_moe.gate.weight"] = {&L.router, std::nullopt};
-    for (size_t e = 0; e < L.w1.size(); ++e) {
-      const std::string ep = p + "block_sparse_moe.experts." + std::to_string(e) + ".";
-      by_name[ep + "w1.weight"] = {&L.w1[e], TensorRole::FfnGate, li};
-      by_name[ep + "w2.weight"] = {&L.w2[e], TensorRole::FfnDown, li};
-      by_name[ep + "w3.weight"] = {&L.w3[e], TensorRole::FfnUp, li};
-    }
-  }
+  for_each_weight(c, w, [&](const TensorSpec& s, const TensorView& t) {
+    auto role = quant_role(s);
+    if (s.kind == TensorKind::Embed && shared_head) role = TensorRole::Output;  // it is the head
+    by_name[s.hf] = {&t, role, s.layer};
+  });
   // Each tensor's written type: the chooser's where its rows fit the blocks, else llama.cpp's
   // fallback, else the type it has now. Norms and routers (no role) are written as f32.
   std::vector<std::string> notes;
@@ -264,9 +289,8 @@ std::vector<std::string> save_gguf_impl(const Model& m, const GgufExportOptions&
   GgufExportOptions wo = o;
   wo.matrix_type.reset();
   wo.extra_metadata.push_back(
-      {"general.file_type",
-       GgufValue{file_type.value_or(llama_file_type(
-           o.matrix_type.value_or(target.at("model.layers.0.self_attn.q_proj.weight"))))}});
+      {"general.file_type", GgufValue{file_type.value_or(llama_file_type(
+                                o.matrix_type.value_or(target.at(first_matrix(c)))))}});
   std::error_code ec;
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path(), ec);
   write_model_gguf(c, reader, wo, out);
@@ -282,7 +306,9 @@ std::vector<std::string> save_model_gguf(const Model& m, const GgufExportOptions
       m, o, out, [&](const SaveEntry&) { return o.matrix_type; }, std::nullopt);
 }
 
-bool is_quant_preset(std::string_view name) { return name == "q4_k_m"; }
+bool is_quant_preset(std::string_view name) {
+  return name == "q4_k_m";
+}
 
 bool more_bits_layer(int32_t layer, int32_t n) {
   return layer < n / 8 || layer >= 7 * n / 8 || (layer - n / 8) % 3 == 2;
@@ -372,7 +398,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
     if (!cache.empty() && std::filesystem::exists(cache)) {
       try {
         auto m = load(cache);
-        const uint64_t need = planned_bytes(m->weights(), {}, {});
+        const uint64_t need = planned_bytes(m->config(), m->weights(), {}, {});
         if (need > avail) refuse(need, "from its fast-load cache " + cache.string(), std::nullopt);
         rep.cache = "hit";
         rep.effective = "4bit";
@@ -387,9 +413,11 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
 
   auto base = load(path);
   ModelWeights w = base->weights();
-  auto ts = quantizable(w);
-  const uint64_t stored_bytes = planned_bytes(w, {}, {});
-  auto quiet_plan = [&](DType t) { return planned_bytes(w, ts, plan_types(ts, t, {})); };
+  auto ts = quantizable(base->config(), w);
+  const uint64_t stored_bytes = planned_bytes(base->config(), w, {}, {});
+  auto quiet_plan = [&](DType t) {
+    return planned_bytes(base->config(), w, ts, plan_types(ts, t, {}));
+  };
 
   std::optional<DType> target;
   switch (opt.mode) {
@@ -438,7 +466,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
   }
 
   const auto types = plan_types(ts, *target, warn);
-  const uint64_t need = planned_bytes(w, ts, types);
+  const uint64_t need = planned_bytes(base->config(), w, ts, types);
   if (need > avail)
     refuse(need, "in " + precision_of(*target),
            *target == DType::Q4_0 ? std::nullopt : std::optional(quiet_plan(DType::Q4_0)));

@@ -61,7 +61,7 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, con
   check(!prompt.empty(), "generate: the prompt is empty (it needs at least a BOS token)");
   check(o.max_new_tokens >= 0, "max-new-tokens must be >= 0");
   Sampler sampler(o.sampling);
-  KvCache cache = model.make_cache(static_cast<int64_t>(prompt.size()) + o.max_new_tokens + 1);
+  Context cache = model.make_context(static_cast<int64_t>(prompt.size()) + o.max_new_tokens + 1);
   ForwardOptions fo;
   fo.observer = o.observer;
   std::vector<int32_t> out;

@@ -116,7 +116,7 @@ TEST(Bench, ActiveBytesMatchHandCount) {
   // F16 matrices and embedding, f32 routers (the GGUF writer keeps routers and norms in f32).
   auto m = Model::load(bench_test::tiny_f16());
   const ModelConfig& c = m->config();
-  const uint64_t D = c.hidden_size, V = c.vocab_size, I = c.intermediate_size, E = c.num_experts,
+  const uint64_t D = c.hidden_size, V = c.vocab_size, I = c.expert_intermediate_size, E = c.num_experts,
                  k = c.experts_per_token, L = c.num_layers, q = uint64_t(c.num_heads) * c.head_dim,
                  kv = uint64_t(c.num_kv_heads) * c.head_dim;
   const ActiveBytes a = active_bytes_per_token(*m);
@@ -125,6 +125,7 @@ TEST(Bench, ActiveBytesMatchHandCount) {
   EXPECT_EQ(a.experts, L * k * 3 * D * I * 2);
   EXPECT_EQ(a.head, V * D * 2);
   EXPECT_EQ(a.embedding_row, D * 2);
+  EXPECT_EQ(a.ffn, 0u);  // Mixtral: no shared expert, no dense layer
   EXPECT_EQ(a.total(), a.attention + a.router + a.experts + a.head + a.embedding_row);
 }
 
@@ -136,7 +137,7 @@ TEST(Bench, ActiveBytesOfQ4_0) {
   save_model_gguf(*f16, o, path);
   auto m = Model::load(path);
   const ModelConfig& c = m->config();
-  const uint64_t D = c.hidden_size, I = c.intermediate_size, k = c.experts_per_token,
+  const uint64_t D = c.hidden_size, I = c.expert_intermediate_size, k = c.experts_per_token,
                  L = c.num_layers;
   const ActiveBytes a = active_bytes_per_token(*m);
   EXPECT_EQ(a.experts, L * k * 3 * (D * I / 32 * 18));  // 18 bytes per 32 weights

@@ -34,6 +34,7 @@ inline epwa::ModelConfig ksize_config(int32_t experts) {
   c.vocab_size = 320;
   c.hidden_size = 256;
   c.intermediate_size = 256;
+  c.expert_intermediate_size = 256;
   c.num_layers = 4;
   c.num_heads = 4;
   c.num_kv_heads = 2;

@@ -62,7 +62,7 @@ TEST(Q4KM, EightExpertsFileHasMixtralTypes) {
   }
   // The file loads and runs.
   auto q = Model::load(out);
-  KvCache cache = q->make_cache(4);
+  Context cache = q->make_context(4);
   const std::vector<int32_t> toks{1, 7, 42};
   const auto logits = q->forward(toks, cache);
   ASSERT_EQ(logits.size(), static_cast<size_t>(q->config().vocab_size));

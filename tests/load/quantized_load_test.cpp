@@ -44,7 +44,7 @@ LoadOptions quiet(LoadMode m) {
 }
 
 std::vector<float> logits_of(Model& m, const std::vector<int32_t>& tokens) {
-  auto cache = m.make_cache();
+  auto cache = m.make_context();
   ForwardOptions fo;
   fo.all_logits = true;
   return m.forward(tokens, cache, fo);
@@ -160,7 +160,7 @@ TEST(QuantizedLoad, KQuantGgufWithinTolerance) {
 TEST(QuantizedLoad, FallsBackPerTensorWhenRowsDoNotFitBlocks) {
   TempDir dir("epwa-odd");
   ModelConfig c;
-  c.vocab_size = 64, c.hidden_size = 48, c.intermediate_size = 64, c.num_layers = 2,
+  c.vocab_size = 64, c.hidden_size = 48, c.intermediate_size = 64, c.expert_intermediate_size = 64, c.num_layers = 2,
   c.num_heads = 2, c.num_kv_heads = 1, c.head_dim = 24, c.num_experts = 4, c.experts_per_token = 2;
   write_random_hf(c, 5, DType::F32, dir.path);
   std::vector<std::string> warnings;

@@ -45,12 +45,12 @@ TEST(EngineDecode, FusedJobsMatchTheBatchedPromptOnQuantizedWeights) {
     auto model = load_quantized(mode);
     const std::vector<int32_t> tokens{1, 17, 4, 300, 42, 42, 9, 250, 3, 77};
     Routes batched_routes, decoded_routes;
-    auto c1 = model->make_cache();
+    auto c1 = model->make_context();
     epwa::ForwardOptions all;
     all.all_logits = true;
     all.observer = &batched_routes;
     const auto batched = model->forward(tokens, c1, all);
-    auto c2 = model->make_cache(3);  // grows twice on the way
+    auto c2 = model->make_context(3);  // grows twice on the way
     epwa::ForwardOptions one_opt;
     one_opt.observer = &decoded_routes;
     const int64_t v = model->config().vocab_size;
@@ -91,14 +91,14 @@ TEST(EngineDetect, StopAfterRouterNeverReadsLaterLayersOrTheHead) {
   std::shared_ptr<const epwa::Model> keep(std::move(model));
   epwa::Model broken(keep->config(), std::move(w), keep, keep->source(), keep->format());
   const std::vector<int32_t> tokens{1, 17, 4, 300};
-  auto cache = broken.make_cache();
+  auto cache = broken.make_context();
   EXPECT_THROW(broken.forward(tokens, cache), epwa::Error);
 
   LayerCounter rec;
   epwa::ForwardOptions fo;
   fo.observer = &rec;
   fo.stop_after_router = 0;
-  auto c2 = broken.make_cache();
+  auto c2 = broken.make_context();
   EXPECT_TRUE(broken.forward(tokens, c2, fo).empty());
   EXPECT_EQ(rec.per_layer[0], 4);
   EXPECT_EQ(rec.per_layer[1], 0);
@@ -124,9 +124,9 @@ TEST(LargeBuffer, ZeroFilledAlignedAndMovable) {
 TEST(EngineCache, CopyContinuesLikeTheOriginal) {
   auto model = load_quantized(epwa::LoadMode::Bits8);
   const std::vector<int32_t> prompt{1, 17, 4, 300, 42};
-  auto cache = model->make_cache(2);
+  auto cache = model->make_context(2);
   model->forward(prompt, cache);
-  epwa::KvCache copy = cache;
+  epwa::Context copy = cache;
   EXPECT_EQ(copy.size(), 5);
   int32_t tok = 9;
   EXPECT_EQ(model->forward({&tok, 1}, cache), model->forward({&tok, 1}, copy));

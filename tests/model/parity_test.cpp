@@ -1,6 +1,7 @@
-// The engine against numbers produced by HuggingFace transformers (tools/ref/make_refs.py and
-// tools/train/train.py): logits, router logits, top-k experts and weights, greedy tokens; from
-// safetensors and from the GGUF that `epwa convert` writes.
+// The engine against reference numbers: HuggingFace transformers for Mixtral (tools/ref/make_refs.py
+// and tools/train/train.py), an independent numpy forward written from transformers' modeling code
+// for Qwen2-MoE, OLMoE and Qwen3-MoE (tools/ref/make_family_refs.py): logits, router logits, top-k
+// experts and weights, greedy tokens; from safetensors and from the GGUF that `epwa convert` writes.
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
@@ -55,7 +56,7 @@ void check_reference(const fs::path& model_path, const json& ref) {
     const auto tokens = c["tokens"].get<std::vector<int32_t>>();
     SCOPED_TRACE(model_path.string() + " with " + std::to_string(tokens.size()) + " tokens");
     Recorder rec;
-    auto cache = model->make_cache();
+    auto cache = model->make_context();
     epwa::ForwardOptions fo;
     fo.observer = &rec;
     fo.all_logits = true;
@@ -65,7 +66,8 @@ void check_reference(const fs::path& model_path, const json& ref) {
       EXPECT_LE(rel_error({logits.data() + i * v, static_cast<size_t>(v)}, want), 1e-4) << "position " << i;
     }
     for (const json& layer : c["router"]) {
-      const int l = layer["layer"];
+      // Observations carry the MoE-layer index ("layer" is the transformer layer).
+      const int l = layer.value("moe_layer", layer["layer"].get<int>());
       for (size_t i = 0; i < tokens.size(); ++i) {
         EXPECT_LE(rel_error(rec.logits[l][i], layer["logits"][i].get<std::vector<float>>()), 1e-4);
         EXPECT_EQ(rec.topk[l][i], layer["topk"][i].get<std::vector<int32_t>>()) << "layer " << l << " pos " << i;
@@ -94,17 +96,18 @@ TEST_P(Reference, ConvertedGgufMatchesTransformers) {
   fs::remove(gguf);
 }
 
-INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference, ::testing::Values("gqa", "tied", "headdim"));
+INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference,
+                         ::testing::Values("gqa", "tied", "headdim", "qwen2moe", "olmoe", "qwen3moe"));
 
 // Batched prompt processing and one-token decoding give the same logits and routing.
 TEST(Engine, BatchedPrefillEqualsTokenByToken) {
   auto model = epwa::Model::load(fs::path(EPWA_TEST_DATA_DIR) / "ref" / "gqa");
   const std::vector<int32_t> tokens{1, 17, 4, 300, 42, 42, 9, 250};
-  auto c1 = model->make_cache();
+  auto c1 = model->make_context();
   epwa::ForwardOptions all;
   all.all_logits = true;
   const auto batched = model->forward(tokens, c1, all);
-  auto c2 = model->make_cache(2);  // also exercises cache growth
+  auto c2 = model->make_context(2);  // also exercises cache growth
   const int64_t v = model->config().vocab_size;
   for (size_t i = 0; i < tokens.size(); ++i) {
     const auto one = model->forward(std::span(tokens).subspan(i, 1), c2);
@@ -124,7 +127,7 @@ TEST(Bundle, MatchesTransformers) {
     const auto ids = s["ids"].get<std::vector<int32_t>>();
     SCOPED_TRACE("sequence of " + std::to_string(ids.size()) + " tokens");
     Recorder rec;
-    auto cache = model->make_cache();
+    auto cache = model->make_context();
     epwa::ForwardOptions fo;
     fo.observer = &rec;
     fo.all_logits = true;

@@ -51,7 +51,7 @@ TEST(PepiModel, CollectedLabelsAreTheRoutersTopExpert) {
     }
   } tap;
   tap.layer = m->config().num_layers - 1;
-  KvCache c = m->make_cache(16);
+  Context c = m->make_context(16);
   ForwardOptions fo;
   fo.observer = &tap;
   m->forward(seqs[0], c, fo);

@@ -182,7 +182,7 @@ TEST(HfConfig, ValidateNamesTheField) {
               HasSubstr("num_attention_heads 4 is not a multiple of num_key_value_heads 3"));
   j = tiny();
   j["num_experts_per_tok"] = 5;
-  EXPECT_THAT(from_json_error(j), HasSubstr("num_experts_per_tok 5 exceeds num_local_experts 4"));
+  EXPECT_THAT(from_json_error(j), HasSubstr("num_experts_per_tok 5 exceeds the number of experts 4"));
   j = tiny();
   j["num_hidden_layers"] = 0;
   EXPECT_THAT(from_json_error(j), HasSubstr("num_hidden_layers must be positive"));

@@ -71,7 +71,7 @@ TEST(RouterRecords, MatchTheFullForwardAtEveryLayer) {
   const auto tokens = encode("The old man looked at the sea and said nothing for a long while.");
   ASSERT_GT(tokens.size(), 8u);
   Recorder full;
-  auto cache = m.make_cache();
+  auto cache = m.make_context();
   epwa::ForwardOptions fo;
   fo.observer = &full;
   m.forward(tokens, cache, fo);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "epwa/error.hpp"
+#include "epwa/session.hpp"
 #include "epwa/watermark.hpp"
 
 namespace epwa::cli {
@@ -69,12 +70,7 @@ std::unique_ptr<Model> ModelArgs::load() const {
   const auto t1 = Clock::now();
   auto m = Model::load(path, st.resolved.options, &st.report);
   const auto t2 = Clock::now();
-  std::vector<std::vector<float>> routers;
-  std::vector<RouterMatrix> mats;
-  for (int32_t l = 0; l < m->config().num_layers; ++l) routers.push_back(m->router_f32(l));
-  for (int32_t l = 0; l < m->config().num_layers; ++l)
-    mats.push_back({l, m->config().num_experts, m->config().hidden_size, routers[l]});
-  st.router_hash = irsh_v1(mats);
+  st.router_hash = epwa::router_hash(*m);
   const auto t3 = Clock::now();
   st.times = {secs(t0, t1), secs(t1, t2), secs(t2, t3), secs(t0, t3)};
   if (!quiet && !json_stats) std::fputs(format_load_times(st.times).c_str(), stderr);

@@ -45,7 +45,7 @@ const Command kTrace{"trace", "Print logits and router decisions for a token seq
     const auto ids = text_opt->count() ? load_tokenizer(m->source())->encode(*text) : parse_token_list(*tokens);
     check(!ids.empty(), "trace: no tokens");
     Collector col;
-    KvCache cache = m->make_cache(static_cast<int64_t>(ids.size()));
+    Context cache = m->make_context(static_cast<int64_t>(ids.size()));
     ForwardOptions fo;
     fo.observer = &col;
     fo.all_logits = true;

@@ -163,7 +163,7 @@ const Command kTrainOracle{
           }
           check(!seqs.empty(), "train-oracle: no training sequence");
           info.router_hash = model_router_hash(*model);
-          info.router_layer = resolve_router_layer(a->layer, c.num_layers);
+          info.router_layer = resolve_router_layer(a->layer, c.num_moe_layers());
           info.num_experts = c.num_experts;
           info.vocab_size = c.vocab_size;
           info.model_source = path.string();

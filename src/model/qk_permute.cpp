@@ -1,14 +1,10 @@
-#include "gguf_names.hpp"
+#include "qk_permute.hpp"
 
 #include <cstring>
 
 #include "epwa/error.hpp"
 
 namespace epwa {
-
-std::string gguf_layer_name(int32_t layer, const char* what) {
-  return "blk." + std::to_string(layer) + "." + what;
-}
 
 namespace {
 // GGUF row of HF row (h, j, i) is h * hd + 2 i + j, where the HF row is h * hd + j * hd / 2 + i.

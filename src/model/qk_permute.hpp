@@ -1,5 +1,5 @@
-// llama.cpp's conventions for a Mixtral model in GGUF (architecture "llama"): metadata keys, tensor
-// names, and the row permutation its converter applies to Q and K (docs/GGUF.md).
+// The row permutation llama.cpp's converter applies to Q and K of LLaMA-rope families (Mixtral:
+// GGUF architecture "llama"; docs/GGUF.md).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -8,8 +8,6 @@
 #include <vector>
 
 namespace epwa {
-
-std::string gguf_layer_name(int32_t layer, const char* what);  // "blk.<layer>.<what>"
 
 // llama.cpp stores the rows of Q and K of each head interleaved (pairs (i, i + hd/2) of the HF
 // "rotate_half" layout become rows 2i and 2i + 1). These map whole rows of any type between layouts.

@@ -1,0 +1,111 @@
+// ModelConfig: the per-layer view, validation and parameter count, for every family.
+#include "epwa/config.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "epwa/arch.hpp"
+#include "epwa/error.hpp"
+
+namespace epwa {
+namespace {
+void positive(int64_t v, const char* field) {
+  check(v > 0, std::string("config: ") + field + " must be positive, got " + std::to_string(v));
+}
+}  // namespace
+
+bool ModelConfig::is_moe_layer(int32_t l) const {
+  return !std::binary_search(dense_layers.begin(), dense_layers.end(), l);
+}
+
+std::vector<int32_t> ModelConfig::moe_layers() const {
+  std::vector<int32_t> out;
+  for (int32_t l = 0; l < num_layers; ++l)
+    if (is_moe_layer(l)) out.push_back(l);
+  return out;
+}
+
+int32_t ModelConfig::num_moe_layers() const {
+  return static_cast<int32_t>(moe_layers().size());
+}
+
+LayerConfig ModelConfig::layer(int32_t l) const {
+  LayerConfig lc;
+  lc.moe = is_moe_layer(l);
+  if (lc.moe) {
+    lc.experts = num_experts;
+    lc.experts_used = experts_per_token;
+    lc.expert_ffn = expert_intermediate_size;
+    lc.shared_ffn = shared_expert_intermediate_size;
+    lc.shared_gate = shared_expert_gate;
+  } else {
+    lc.dense_ffn = intermediate_size;
+  }
+  return lc;
+}
+
+void ModelConfig::validate() const {
+  const Architecture* arch = find_hf_architecture(architecture);
+  check(arch != nullptr, "unsupported architecture '" + architecture + "' (epwa runs " +
+                             known_architectures() + ")");
+  check(arch->id == family,
+        "config: architecture " + architecture + " is not of the family '" + family + "'");
+  positive(vocab_size, "vocab_size");
+  positive(hidden_size, "hidden_size");
+  positive(num_layers, "num_hidden_layers");
+  positive(num_heads, "num_attention_heads");
+  positive(num_kv_heads, "num_key_value_heads");
+  positive(head_dim, "head_dim");
+  positive(num_experts, "num_experts");
+  positive(experts_per_token, "num_experts_per_tok");
+  positive(expert_intermediate_size, "expert intermediate_size");
+  positive(max_position_embeddings, "max_position_embeddings");
+  check(num_heads % num_kv_heads == 0, "config: num_attention_heads " + std::to_string(num_heads) +
+                                           " is not a multiple of num_key_value_heads " +
+                                           std::to_string(num_kv_heads));
+  check(head_dim % 2 == 0,
+        "config: head_dim " + std::to_string(head_dim) + " must be even for RoPE");
+  check(experts_per_token <= num_experts,
+        "config: num_experts_per_tok " + std::to_string(experts_per_token) +
+            " exceeds the number of experts " + std::to_string(num_experts));
+  check(std::isfinite(rope_theta) && rope_theta > 0, "config: rope_theta must be positive");
+  check(std::isfinite(rms_norm_eps) && rms_norm_eps > 0, "config: rms_norm_eps must be positive");
+  check(std::isfinite(clip_qkv) && clip_qkv >= 0, "config: clip_qkv must be positive or unset");
+  check(shared_expert_intermediate_size >= 0,
+        "config: shared_expert_intermediate_size must not be negative");
+  check(std::is_sorted(dense_layers.begin(), dense_layers.end()) &&
+            std::adjacent_find(dense_layers.begin(), dense_layers.end()) == dense_layers.end(),
+        "config: dense layers must be sorted and distinct");
+  for (int32_t l : dense_layers)
+    check(l >= 0 && l < num_layers, "config: dense layer " + std::to_string(l) +
+                                        " is not one of the " + std::to_string(num_layers) +
+                                        " layers");
+  if (!dense_layers.empty()) positive(intermediate_size, "intermediate_size");
+  check(num_moe_layers() > 0, "config: the model has no MoE layer (every layer is dense)");
+  check(bos_token_id >= 0 && bos_token_id < vocab_size,
+        "config: bos_token_id " + std::to_string(bos_token_id) + " is outside the vocabulary");
+  check(eos_token_id >= 0 && eos_token_id < vocab_size,
+        "config: eos_token_id " + std::to_string(eos_token_id) + " is outside the vocabulary");
+}
+
+int64_t ModelConfig::parameter_count() const {
+  const int64_t D = hidden_size, V = vocab_size;
+  const int64_t q = int64_t{num_heads} * head_dim, kv = int64_t{num_kv_heads} * head_dim;
+  int64_t attention = D * q + 2 * D * kv + q * D + 2 * D;  // q, k, v, o projections; two norms
+  if (attention_bias) attention += q + 2 * kv;
+  if (qk_norm == QkNorm::Full) attention += q + kv;
+  if (qk_norm == QkNorm::PerHead) attention += 2 * int64_t{head_dim};
+  int64_t total = V * D + D + (tie_word_embeddings ? 0 : V * D);
+  for (int32_t l = 0; l < num_layers; ++l) {
+    const LayerConfig lc = layer(l);
+    total += attention;
+    if (lc.moe)
+      total += int64_t{lc.experts} * D + int64_t{lc.experts} * 3 * D * lc.expert_ffn +
+               3 * D * lc.shared_ffn + (lc.shared_gate ? D : 0);
+    else
+      total += 3 * D * lc.dense_ffn;
+  }
+  return total;
+}
+
+}  // namespace epwa

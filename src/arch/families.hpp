@@ -1,0 +1,16 @@
+// The families of the registry, one file each (src/arch/<id>.cpp).
+#pragma once
+#include "epwa/arch.hpp"
+
+namespace epwa {
+
+const Architecture& arch_mixtral();
+const Architecture& arch_qwen2_moe();
+const Architecture& arch_olmoe();
+const Architecture& arch_qwen3_moe();
+
+// Qwen-MoE's rule for sparse layers (decoder_sparse_step, mlp_only_layers), as dense_layers.
+void read_qwen_sparse_layers(const HfFields& f, ModelConfig& c);
+void write_qwen_sparse_layers(const ModelConfig& c, nlohmann::json& j);
+
+}  // namespace epwa

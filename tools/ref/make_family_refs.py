@@ -1,0 +1,611 @@
+#!/usr/bin/env python3
+"""Builds small random Qwen2-MoE, OLMoE and Qwen3-MoE checkpoints (HF Hub naming, f32 safetensors)
+and reference outputs from an independent numpy forward pass, for the C++ engine's parity tests.
+
+    /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref           # write, then check
+    /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref --check   # check only
+
+Needs only numpy (no torch, no transformers). For every model in SPECS it writes
+<out>/<name>/{config.json, model.safetensors, ref.json}; the layout of ref.json is that of
+make_refs.py (Mixtral, computed by transformers itself), plus "moe_layer" in each router entry.
+
+The forward pass is written from transformers' modeling code (see REFERENCE) and runs in float64;
+the same code in float32 gives the f32_* figures in each ref.json's meta. A seed is rejected (and the
+next one tried) when a router top-k boundary, the order inside a top-k, or a greedy argmax is a
+near-tie (< MIN_GAP in logits), when the greedy run emits EOS, or, for OLMoE, when clip_qkv clips
+nothing in q, k or v.
+
+--check reloads every written folder (config.json, model.safetensors read by this script's own
+parser, ref.json), verifies the file format and tensor set, regenerates the weights from the seed and
+compares them bit-exactly, recomputes every case from the loaded files and compares it with ref.json.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import struct
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+MIN_GAP = 1e-3  # smallest accepted logit gap at a top-k boundary, inside a top-k, or a greedy argmax
+NEW_TOKENS = 8
+LENGTHS = (1, 6, 19)
+BOS, EOS = 1, 2
+MAX_ATTEMPTS = 50
+
+REFERENCE = (
+    "numpy float64 forward written from transformers src/transformers/models/"
+    "{qwen2_moe/modeling_qwen2_moe.py, olmoe/modeling_olmoe.py, qwen3_moe/modeling_qwen3_moe.py} and "
+    "their configuration_*.py: transformers 5 code (strict-dataclass configs, fused experts) as "
+    "stored in the Zahgon/transformers fork at c0ce2e40523611eb0eb5d2c03ba304371523a1fc, cross-read "
+    "with huggingface/transformers modular_qwen2_moe.py@8fb1742f, modeling_qwen2_moe.py@1c351314, "
+    "modeling_olmoe.py@00dcc6dd, modeling_qwen3_moe.py@00d4b3d2 (4.x); Hub expert names from "
+    "conversion_mapping.py ('qwen2_moe' pattern, shared by qwen3_moe and olmoe)")
+
+
+# ---------------------------------------------------------------- the three models
+
+
+def _common(vocab, hidden, layers, heads, kv_heads, eps, theta, tied):
+    return OrderedDict(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, hidden_act="silu", max_position_embeddings=4096,
+        initializer_range=0.02, rms_norm_eps=eps, use_cache=True, bos_token_id=BOS,
+        eos_token_id=EOS, tie_word_embeddings=tied, rope_theta=theta, rope_scaling=None,
+        attention_dropout=0.0)
+
+
+def qwen2moe_config():
+    """Qwen1.5-MoE / Qwen2-57B-A14B style (Qwen2MoeConfig fields)."""
+    c = OrderedDict(architectures=["Qwen2MoeForCausalLM"], model_type="qwen2_moe")
+    c.update(_common(320, 64, 3, 4, 2, 1e-6, 1000000.0, False))
+    c.update(intermediate_size=80, use_sliding_window=False, sliding_window=4096, max_window_layers=3,
+             qkv_bias=True, decoder_sparse_step=1, mlp_only_layers=[1], moe_intermediate_size=32,
+             shared_expert_intermediate_size=48, num_experts=8, num_experts_per_tok=2,
+             norm_topk_prob=False, output_router_logits=False, router_aux_loss_coef=0.001,
+             torch_dtype="float32")
+    return c
+
+
+def olmoe_config(clip_qkv):
+    """allenai/OLMoE-1B-7B style (OlmoeConfig fields); experts are intermediate_size wide."""
+    c = OrderedDict(architectures=["OlmoeForCausalLM"], model_type="olmoe")
+    c.update(_common(320, 64, 2, 4, 2, 1e-5, 10000.0, False))
+    c.update(intermediate_size=32, pad_token_id=0, attention_bias=False, clip_qkv=clip_qkv,
+             num_experts=8, num_experts_per_tok=3, norm_topk_prob=False, output_router_logits=False,
+             router_aux_loss_coef=0.01, torch_dtype="float32")
+    return c
+
+
+def qwen3moe_config():
+    """Qwen3-30B-A3B style (Qwen3MoeConfig fields); head_dim 24 != hidden / heads = 16."""
+    c = OrderedDict(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe")
+    c.update(_common(320, 64, 3, 4, 2, 1e-6, 1000000.0, True))
+    c.update(head_dim=24, intermediate_size=80, attention_bias=False, use_sliding_window=False,
+             sliding_window=None, max_window_layers=3, decoder_sparse_step=1, mlp_only_layers=[0],
+             moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2, norm_topk_prob=True,
+             output_router_logits=False, router_aux_loss_coef=0.001, torch_dtype="float32")
+    return c
+
+
+# name -> (config.json contents, first seed tried)
+SPECS = OrderedDict(
+    qwen2moe=(qwen2moe_config(), 4000),
+    olmoe=(olmoe_config(clip_qkv=2.5), 5000),
+    qwen3moe=(qwen3moe_config(), 6000),
+)
+
+
+# ---------------------------------------------------------------- architecture, from config.json
+
+
+def head_dim(cfg):
+    # Attention.__init__: getattr(config, "head_dim", hidden_size // num_attention_heads)
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+def is_sparse(cfg, layer):
+    """Which decoder layers hold a sparse MoE block (DecoderLayer.__init__)."""
+    if cfg["model_type"] == "olmoe":  # OlmoeDecoderLayer: always OlmoeSparseMoeBlock
+        return True
+    # Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer; otherwise a dense MLP of intermediate_size
+    return (layer not in cfg.get("mlp_only_layers", [])) and (
+        cfg["num_experts"] > 0 and (layer + 1) % cfg["decoder_sparse_step"] == 0)
+
+
+def expert_width(cfg):
+    # OlmoeExperts (= MixtralExperts): intermediate_size; Qwen2Moe/Qwen3MoeExperts: moe_intermediate_size
+    return cfg["intermediate_size"] if cfg["model_type"] == "olmoe" else cfg["moe_intermediate_size"]
+
+
+def biased_projections(cfg):
+    """Attention projections that carry a bias."""
+    if cfg["model_type"] == "qwen2_moe":  # q/k/v: bias=config.qkv_bias (default True); o: never
+        return ("q", "k", "v") if cfg.get("qkv_bias", True) else ()
+    # OLMoE, Qwen3-MoE: all four follow attention_bias
+    return ("q", "k", "v", "o") if cfg.get("attention_bias", False) else ()
+
+
+def expected_tensors(cfg):
+    """Hub tensor name -> shape, in generation order (the file itself is sorted by name)."""
+    H, V, E = cfg["hidden_size"], cfg["vocab_size"], cfg["num_experts"]
+    nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
+    family = cfg["model_type"]
+    out = {"q": nh * hd, "k": nkv * hd, "v": nkv * hd, "o": H}
+    into = {"q": H, "k": H, "v": H, "o": nh * hd}
+    T = OrderedDict()
+    T["model.embed_tokens.weight"] = (V, H)
+
+    def mlp(prefix, width):
+        T[prefix + "gate_proj.weight"] = (width, H)
+        T[prefix + "up_proj.weight"] = (width, H)
+        T[prefix + "down_proj.weight"] = (H, width)
+
+    for layer in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        T[p + "input_layernorm.weight"] = (H,)
+        for x in "qkvo":
+            T[f"{p}self_attn.{x}_proj.weight"] = (out[x], into[x])
+            if x in biased_projections(cfg):
+                T[f"{p}self_attn.{x}_proj.bias"] = (out[x],)
+        if family == "olmoe":  # over the whole projections
+            T[p + "self_attn.q_norm.weight"] = (nh * hd,)
+            T[p + "self_attn.k_norm.weight"] = (nkv * hd,)
+        elif family == "qwen3_moe":  # over one head
+            T[p + "self_attn.q_norm.weight"] = (hd,)
+            T[p + "self_attn.k_norm.weight"] = (hd,)
+        T[p + "post_attention_layernorm.weight"] = (H,)
+        if is_sparse(cfg, layer):
+            T[p + "mlp.gate.weight"] = (E, H)
+            for e in range(E):
+                mlp(f"{p}mlp.experts.{e}.", expert_width(cfg))
+            if family == "qwen2_moe":
+                mlp(p + "mlp.shared_expert.", cfg["shared_expert_intermediate_size"])
+                T[p + "mlp.shared_expert_gate.weight"] = (1, H)
+        else:
+            mlp(p + "mlp.", cfg["intermediate_size"])
+    T["model.norm.weight"] = (H,)
+    if not cfg["tie_word_embeddings"]:
+        T["lm_head.weight"] = (V, H)
+    return T
+
+
+def init_std(name, cfg):
+    """Larger than HF's init (0.02) so that router choices and logits are well separated."""
+    if name == "model.embed_tokens.weight":
+        # Tied: the embedding is also the LM head; at 0.5 the input token dominates the residual
+        # stream and every greedy run just repeats its first token.
+        return 0.2 if cfg["tie_word_embeddings"] else 0.5
+    if name.endswith(".mlp.gate.weight"):  # router
+        return 0.3
+    if name.endswith("shared_expert_gate.weight"):
+        return 0.2
+    return 0.15
+
+
+def make_weights(cfg, seed):
+    """f32 tensors: matrices N(0, std), norm weights 1 + 0.1 N(0, 1), biases 0.1 N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    W = OrderedDict()
+    for name, shape in expected_tensors(cfg).items():
+        noise = rng.standard_normal(shape)
+        if name.endswith("norm.weight"):
+            t = 1.0 + 0.1 * noise
+        elif name.endswith(".bias"):
+            t = 0.1 * noise
+        else:
+            t = init_std(name, cfg) * noise
+        W[name] = t.astype(np.float32)
+    return W
+
+
+# ---------------------------------------------------------------- safetensors
+
+
+def write_safetensors(path, tensors):
+    """f32 safetensors: u64 LE header length, JSON header, data; tensors sorted by name."""
+    header, blobs, off = OrderedDict(__metadata__={"format": "pt"}), [], 0
+    for name in sorted(tensors):
+        b = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+                        "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)  # keep the data 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def read_safetensors(path):
+    """Returns (OrderedDict name -> f32 array in file order, metadata); checks the layout."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n], object_pairs_hook=OrderedDict)
+    meta = header.pop("__metadata__", None)
+    body = data[8 + n:]
+    names = list(header)
+    assert names == sorted(names), "tensors not sorted by name"
+    W, off = OrderedDict(), 0
+    for name in names:
+        h = header[name]
+        assert h["dtype"] == "F32", f"{name}: dtype {h['dtype']}"
+        start, end = h["data_offsets"]
+        assert start == off and end - start == 4 * math.prod(h["shape"]), f"{name}: offsets {start, end}"
+        W[name] = np.frombuffer(body, "<f4", math.prod(h["shape"]), start).reshape(h["shape"])
+        off = end
+    assert off == len(body), "trailing bytes after the last tensor"
+    return W, meta
+
+
+# ---------------------------------------------------------------- forward pass
+
+
+def rms_norm(x, weight, eps):
+    # RMSNorm.forward: x * rsqrt(mean(x^2) + eps) over the last axis, then weight * (.)
+    return weight * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps))
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def rope_tables(cfg, T, dt):
+    # RotaryEmbedding.compute_default_rope_parameters + forward: inv_freq over head_dim, emb = cat(f, f)
+    hd = head_dim(cfg)
+    inv_freq = 1.0 / (dt(cfg["rope_theta"]) ** (np.arange(0, hd, 2, dtype=dt) / dt(hd)))
+    ang = np.arange(T, dtype=dt)[:, None] * inv_freq[None, :]
+    emb = np.concatenate([ang, ang], axis=-1)
+    return np.cos(emb), np.sin(emb)
+
+
+def apply_rope(x, cos, sin):
+    # apply_rotary_pos_emb with rotate_half: x [T, heads, hd]; halves, not interleaved pairs
+    half = x.shape[-1] // 2
+    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, None, :] + rotated * sin[:, None, :]
+
+
+def routing(logits, k, norm_topk_prob):
+    """TopKRouter.forward: softmax over all experts (f32 in HF), top-k, renormalise only if asked.
+
+    Returns (expert ids [T, k] best first, weights [T, k] exactly as applied to the experts).
+    Exact ties go to the lower expert index (stable sort); references never contain near-ties."""
+    probs = softmax(logits)
+    top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    weights = np.take_along_axis(probs, top, axis=-1)
+    if norm_topk_prob:
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+    return top, weights
+
+
+class Model:
+    """Forward pass of one checkpoint (config.json + Hub tensors) in a chosen float dtype."""
+
+    def __init__(self, cfg, W, dtype=np.float64):
+        self.cfg, self.dt = cfg, dtype
+        self.w = {name: np.asarray(t, dtype=dtype) for name, t in W.items()}
+        self.family = cfg["model_type"]
+        self.eps = dtype(cfg["rms_norm_eps"])
+        self.clip_counts = {"q": [0, 0], "k": [0, 0], "v": [0, 0]}  # OLMoE: [clipped, total]
+
+    def linear(self, x, name, bias=False):
+        y = x @ self.w[name + ".weight"].T
+        return y + self.w[name + ".bias"] if bias else y
+
+    def mlp(self, x, prefix):
+        # *MLP.forward: down_proj(act_fn(gate_proj(x)) * up_proj(x)), act = silu
+        gate, up = self.linear(x, prefix + "gate_proj"), self.linear(x, prefix + "up_proj")
+        return self.linear(silu(gate) * up, prefix + "down_proj")
+
+    def attention(self, h, p, cos, sin):
+        cfg, T = self.cfg, h.shape[0]
+        nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
+        bias = biased_projections(cfg)
+        q, k, v = (self.linear(h, f"{p}self_attn.{x}_proj", x in bias) for x in "qkv")
+        if self.family == "olmoe":
+            # OlmoeAttention.forward: q_norm(q_proj(x)), k_norm(k_proj(x)) over the whole projection
+            # (hidden_size and kv_heads * head_dim wide), then clamp_ q, k (normed) and v to
+            # [-clip_qkv, clip_qkv], and only then view into heads and apply RoPE.
+            q = rms_norm(q, self.w[p + "self_attn.q_norm.weight"], self.eps)
+            k = rms_norm(k, self.w[p + "self_attn.k_norm.weight"], self.eps)
+            c = cfg.get("clip_qkv")
+            if c is not None:
+                for name, t in (("q", q), ("k", k), ("v", v)):
+                    self.clip_counts[name][0] += int(np.count_nonzero(np.abs(t) > c))
+                    self.clip_counts[name][1] += t.size
+                q, k, v = (np.clip(t, -c, c) for t in (q, k, v))
+        q, k, v = q.reshape(T, nh, hd), k.reshape(T, nkv, hd), v.reshape(T, nkv, hd)
+        if self.family == "qwen3_moe":
+            # Qwen3MoeAttention.forward: q_norm / k_norm (head_dim wide) on view(..., -1, head_dim),
+            # i.e. per head, before RoPE
+            q = rms_norm(q, self.w[p + "self_attn.q_norm.weight"], self.eps)
+            k = rms_norm(k, self.w[p + "self_attn.k_norm.weight"], self.eps)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # repeat_kv: query head i reads kv head i // (nh / nkv)
+        k, v = np.repeat(k, nh // nkv, axis=1), np.repeat(v, nh // nkv, axis=1)
+        # eager_attention_forward: q k^T * head_dim^-0.5 + causal mask, softmax, @ v
+        scores = np.einsum("thd,shd->hts", q, k) * self.dt(hd ** -0.5)
+        scores = scores + np.triu(np.full((T, T), -np.inf, dtype=self.dt), 1)
+        o = np.einsum("hts,shd->thd", softmax(scores), v).reshape(T, nh * hd)
+        return self.linear(o, p + "self_attn.o_proj", "o" in bias)
+
+    def sparse_moe(self, h, p):
+        """Returns (block output, raw router logits [T, E])."""
+        cfg = self.cfg
+        logits = self.linear(h, p + "mlp.gate")  # TopKRouter: F.linear(x, weight), no bias
+        top, weights = routing(logits, cfg["num_experts_per_tok"], cfg["norm_topk_prob"])
+        y = np.zeros_like(h)
+        for e in range(cfg["num_experts"]):  # Experts.forward: each hit expert on its tokens, weighted
+            rows, slot = np.nonzero(top == e)
+            if rows.size:
+                y[rows] += weights[rows, slot, None] * self.mlp(h[rows], f"{p}mlp.experts.{e}.")
+        if self.family == "qwen2_moe":
+            # Qwen2MoeSparseMoeBlock.forward: + sigmoid(shared_expert_gate(x)) * shared_expert(x)
+            gate = 1.0 / (1.0 + np.exp(-self.linear(h, p + "mlp.shared_expert_gate")))  # [T, 1]
+            y = y + gate * self.mlp(h, p + "mlp.shared_expert.")
+        return y, logits
+
+    def forward(self, ids):
+        """Logits [T, V] and [(layer, raw router logits [T, E])] for every sparse layer."""
+        cfg, w = self.cfg, self.w
+        cos, sin = rope_tables(cfg, len(ids), self.dt)
+        x = w["model.embed_tokens.weight"][np.asarray(ids)]
+        routers = []
+        for layer in range(cfg["num_hidden_layers"]):
+            p = f"model.layers.{layer}."
+            # DecoderLayer.forward: pre-norm residual blocks
+            x = x + self.attention(rms_norm(x, w[p + "input_layernorm.weight"], self.eps), p, cos, sin)
+            h = rms_norm(x, w[p + "post_attention_layernorm.weight"], self.eps)
+            if is_sparse(cfg, layer):
+                y, r = self.sparse_moe(h, p)
+                routers.append((layer, r))
+            else:
+                y = self.mlp(h, p + "mlp.")
+            x = x + y
+        x = rms_norm(x, w["model.norm.weight"], self.eps)
+        head = w["model.embed_tokens.weight" if cfg["tie_word_embeddings"] else "lm_head.weight"]
+        return x @ head.T, routers
+
+    def greedy(self, ids, n):
+        """n argmax tokens, full recomputation each step (no KV cache).
+
+        Returns (tokens, smallest top-2 logit gap, router logits of the last step's forward, which
+        cover every position the run routed)."""
+        seq, gaps = list(ids), []
+        for _ in range(n):
+            logits, routers = self.forward(seq)
+            last = np.sort(logits[-1])
+            gaps.append(float(last[-1] - last[-2]))
+            seq.append(int(np.argmax(logits[-1])))
+        return seq[len(ids):], min(gaps), routers
+
+
+# ---------------------------------------------------------------- references
+
+
+def router_gaps(routers, k):
+    """(smallest gap at the top-k boundary, smallest gap between consecutive top-k entries)."""
+    boundary, order = math.inf, math.inf
+    for _, r in routers:
+        s = -np.sort(-r, axis=-1)
+        if k < r.shape[1]:
+            boundary = min(boundary, float((s[:, k - 1] - s[:, k]).min()))
+        if k > 1:
+            order = min(order, float((s[:, :k - 1] - s[:, 1:k]).min()))
+    return boundary, order
+
+
+def build_case(model, ids):
+    cfg = model.cfg
+    logits, routers = model.forward(ids)
+    k = cfg["num_experts_per_tok"]
+    case = OrderedDict(tokens=list(ids), logits=logits.tolist(), router=[])
+    for moe_layer, (layer, r) in enumerate(routers):
+        top, weights = routing(r, k, cfg["norm_topk_prob"])
+        case["router"].append(OrderedDict(layer=layer, moe_layer=moe_layer, logits=r.tolist(),
+                                          topk=top.tolist(), weights=weights.tolist()))
+    case["greedy"], greedy_gap, full_routers = model.greedy(ids, NEW_TOKENS)
+    boundary, order = router_gaps(routers + full_routers, k)
+    return case, dict(router_gap=boundary, order_gap=order, greedy_gap=greedy_gap)
+
+
+def prompts(cfg, seed):
+    rng = np.random.default_rng(seed * 7 + 11)
+    return [[BOS] + rng.integers(3, cfg["vocab_size"], n - 1).tolist() for n in LENGTHS]
+
+
+def f32_agreement(cfg, W, cases):
+    """The same forward in float32 against the float64 references."""
+    m = Model(cfg, W, np.float32)
+    rel, router_err, topk_equal, greedy_equal = 0.0, 0.0, True, True
+    for c in cases:
+        logits, routers = m.forward(c["tokens"])
+        ref = np.array(c["logits"])
+        rel = max(rel, float((np.abs(logits - ref).max(-1) / np.abs(ref).max(-1)).max()))
+        for (_, r), rc in zip(routers, c["router"]):
+            router_err = max(router_err, float(np.abs(r - np.array(rc["logits"])).max()))
+            top, _ = routing(r, cfg["num_experts_per_tok"], cfg["norm_topk_prob"])
+            topk_equal = topk_equal and top.tolist() == rc["topk"]
+        greedy_equal = greedy_equal and m.greedy(c["tokens"], NEW_TOKENS)[0] == c["greedy"]
+    return OrderedDict(f32_max_rel_err=rel, f32_router_max_abs_err=router_err,
+                       f32_topk_equal=topk_equal, f32_greedy_equal=greedy_equal)
+
+
+def try_seed(cfg, seed):
+    """(ref.json document, weights), or (None, reason) when the seed has a near-tie."""
+    W = make_weights(cfg, seed)
+    model = Model(cfg, W)
+    cases, stats = [], []
+    for ids in prompts(cfg, seed):
+        case, st = build_case(model, ids)
+        if st["router_gap"] < MIN_GAP:
+            return None, f"router top-k boundary near-tie {st['router_gap']:.3g}"
+        if st["order_gap"] < MIN_GAP:
+            return None, f"near-tie inside a top-k {st['order_gap']:.3g}"
+        if st["greedy_gap"] < MIN_GAP:
+            return None, f"greedy near-tie {st['greedy_gap']:.3g}"
+        if EOS in case["greedy"]:
+            return None, "greedy emits EOS"
+        cases.append(case)
+        stats.append(st)
+    meta = OrderedDict(
+        seed=seed, generator="tools/ref/make_family_refs.py", reference=REFERENCE, dtype="float64",
+        numpy=np.__version__, python=platform.python_version(),
+        moe_layers=[l for l in range(cfg["num_hidden_layers"]) if is_sparse(cfg, l)],
+        dense_layers=[l for l in range(cfg["num_hidden_layers"]) if not is_sparse(cfg, l)],
+        router_min_gap=min(s["router_gap"] for s in stats),
+        router_min_order_gap=min(s["order_gap"] for s in stats),
+        greedy_min_gap=min(s["greedy_gap"] for s in stats))
+    if cfg.get("clip_qkv") is not None:
+        # entries of q (normed), k (normed), v beyond +-clip_qkv over the three prompts' forwards
+        counter = Model(cfg, W)
+        for c in cases:
+            counter.forward(c["tokens"])
+        frac = OrderedDict((x, c / t) for x, (c, t) in counter.clip_counts.items())
+        if min(frac.values()) == 0:
+            return None, f"clip_qkv={cfg['clip_qkv']} clips nothing in some of q, k, v"
+        meta["clip_qkv_fraction"] = frac
+    meta.update(f32_agreement(cfg, W, cases))
+    return OrderedDict(config=cfg, meta=meta, cases=cases), W
+
+
+def make_model(name, cfg, first_seed, out_dir):
+    for seed in range(first_seed, first_seed + MAX_ATTEMPTS):
+        doc, W = try_seed(cfg, seed)
+        if doc is None:
+            print(f"  {name} seed {seed}: rejected ({W})")
+            continue
+        folder = os.path.join(out_dir, name)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=2)
+            f.write("\n")
+        write_safetensors(os.path.join(folder, "model.safetensors"), W)
+        with open(os.path.join(folder, "ref.json"), "w") as f:
+            f.write(to_json(doc))
+        m = doc["meta"]
+        clipped = ", ".join(f"{x} {v:.2%}" for x, v in m.get("clip_qkv_fraction", {}).items())
+        print(f"  {name} seed {seed}: router gap {m['router_min_gap']:.3g} "
+              f"(order {m['router_min_order_gap']:.3g}), greedy gap {m['greedy_min_gap']:.3g}, "
+              f"f32 rel err {m['f32_max_rel_err']:.2g}" + (f", clipped {clipped}" if clipped else ""))
+        return
+    raise RuntimeError(f"{name}: no usable seed in {MAX_ATTEMPTS} attempts")
+
+
+def to_json(o, depth=0):
+    """JSON as in make_refs.py: one row per line, floats with 9 significant digits."""
+    if isinstance(o, bool):
+        return "true" if o else "false"
+    if o is None:
+        return "null"
+    if isinstance(o, int):
+        return str(o)
+    if isinstance(o, float):
+        return format(o, ".9g") if math.isfinite(o) else json.dumps(str(o))
+    if isinstance(o, str):
+        return json.dumps(o)
+    if isinstance(o, (list, tuple)):
+        if o and isinstance(o[0], (list, tuple)):
+            return "[" + ",\n".join(to_json(x, depth + 1) for x in o) + "]"
+        return "[" + ",".join(to_json(x, depth + 1) for x in o) + "]"
+    if isinstance(o, dict):
+        sep = ",\n" if depth <= 2 else ","
+        return "{" + sep.join(json.dumps(str(k)) + ":" + to_json(v, depth + 1)
+                              for k, v in o.items()) + "}"
+    raise TypeError(type(o))
+
+
+# ---------------------------------------------------------------- self-check
+
+
+def assert_close(got, want, what, rtol=1e-8, atol=1e-12):
+    """Recomputed float64 values against the 9-digit text of ref.json."""
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    err = np.abs(got - want) - (rtol * np.abs(want) + atol)
+    assert (err <= 0).all(), f"{what}: max |diff| {np.abs(got - want).max():.3g}"
+
+
+def check_model(folder):
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f, object_pairs_hook=OrderedDict)
+    with open(os.path.join(folder, "ref.json")) as f:
+        text = f.read()
+    ref = json.loads(text, object_pairs_hook=OrderedDict)
+    assert ref["config"] == cfg, "ref.json config differs from config.json"
+    W, meta = read_safetensors(os.path.join(folder, "model.safetensors"))
+    assert meta == {"format": "pt"}, f"metadata {meta}"
+    want = expected_tensors(cfg)
+    assert set(W) == set(want), f"tensor set: missing {set(want) - set(W)}, extra {set(W) - set(want)}"
+    for name, shape in want.items():
+        assert W[name].shape == shape, f"{name}: shape {W[name].shape} != {shape}"
+    seed = ref["meta"]["seed"]
+    regen = make_weights(cfg, seed)
+    assert all(np.array_equal(W[n], regen[n]) for n in W), "weights differ from the seed's"
+
+    model = Model(cfg, W)
+    k = cfg["num_experts_per_tok"]
+    moe_layers = [l for l in range(cfg["num_hidden_layers"]) if is_sparse(cfg, l)]
+    assert [len(c["tokens"]) for c in ref["cases"]] == list(LENGTHS)
+    for c in ref["cases"]:
+        n = len(c["tokens"])
+        assert c["tokens"][0] == BOS
+        logits, routers = model.forward(c["tokens"])
+        assert_close(logits, c["logits"], f"logits (T={n})")
+        assert [r["layer"] for r in c["router"]] == moe_layers, "router layers"
+        assert [r["moe_layer"] for r in c["router"]] == list(range(len(moe_layers))), "moe_layer"
+        for (layer, r), rc in zip(routers, c["router"]):
+            top, weights = routing(r, k, cfg["norm_topk_prob"])
+            assert_close(r, rc["logits"], f"router logits layer {layer} (T={n})")
+            assert top.tolist() == rc["topk"], f"top-k layer {layer} (T={n})"
+            assert_close(weights, rc["weights"], f"router weights layer {layer} (T={n})")
+            if cfg["norm_topk_prob"]:
+                assert_close(np.sum(rc["weights"], -1), np.ones(n), "weights sum", rtol=1e-7)
+        assert model.greedy(c["tokens"], NEW_TOKENS)[0] == c["greedy"], f"greedy (T={n})"
+    identical = to_json(ref) == text
+    sizes = {f: os.path.getsize(os.path.join(folder, f)) for f in
+             ("config.json", "model.safetensors", "ref.json")}
+    print(f"  {os.path.basename(folder)}: OK ({cfg['model_type']}, seed {seed}, {len(W)} tensors, "
+          f"MoE layers {moe_layers}, {len(ref['cases'])} cases; ref.json re-serialises "
+          f"{'byte-identically' if identical else 'with differences'}; sizes {sizes})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="tests/data/ref")
+    ap.add_argument("--only", nargs="*", choices=list(SPECS), help="subset of the models")
+    ap.add_argument("--check", action="store_true", help="only verify the written folders")
+    a = ap.parse_args()
+    names = [n for n in SPECS if not a.only or n in a.only]
+    if not a.check:
+        print("writing:")
+        for name in names:
+            cfg, seed = SPECS[name]
+            make_model(name, cfg, seed, a.out)
+    print("checking:")
+    status = 0
+    for name in names:
+        try:
+            check_model(os.path.join(a.out, name))
+        except (AssertionError, OSError, KeyError, ValueError) as e:
+            print(f"  {name}: FAILED: {type(e).__name__}: {e}")
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
