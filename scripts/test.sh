@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: the file parsers and tokenizers once more under AddressSanitizer/UBSan, then every
-# GoogleTest program through ctest.
+# Runs the whole test suite: the file parsers and tokenizers once more under AddressSanitizer/UBSan, the
+# Model/Context thread test under ThreadSanitizer, then every GoogleTest program through ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
@@ -13,5 +13,11 @@ for t in "${sanitized[@]}"; do
   echo "== $t (ASan/UBSan)"
   ASAN_OPTIONS=detect_leaks=1 build-asan/tests/"$t" --gtest_brief=1
 done
+
+# Several Contexts on one Model from several threads (the Model/Context split), under ThreadSanitizer.
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPWA_TSAN=ON -DEPWA_BENCH=OFF >/dev/null
+cmake --build build-tsan -j"$(nproc)" --target test_model
+echo "== test_model Context.* (ThreadSanitizer)"
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_model --gtest_brief=1 --gtest_filter='Context.*'
 
 ctest --test-dir build --output-on-failure -j"$(nproc)"

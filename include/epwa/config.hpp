@@ -70,6 +70,8 @@ struct ModelConfig {
   std::vector<int32_t> moe_layers() const;  // transformer-layer index of each MoE layer, in order
   int32_t num_moe_layers() const;
   LayerConfig layer(int32_t layer) const;
+  // The routing rule as IRSH-v2 hashes it: "softmax,top<k>,renorm" or "softmax,top<k>,raw".
+  std::string router_rule() const;
 
   // Throws Error naming the first field that is missing, non-positive or inconsistent.
   void validate() const;

@@ -19,7 +19,8 @@
 
 namespace epwa {
 
-// IRSH-v1 over the routers of all MoE layers of `model` (Model::router_f32), in layer order.
+// The router hash of `model` (docs/SPEC.md): IRSH-v1 over the routers of its MoE layers for Mixtral,
+// IRSH-v2 (with the layer list and routing rule) for every other family.
 std::string router_hash(const Model& model);
 
 // The MoE layer index the watermark uses: `requested` < 0 = the last MoE layer. Throws Error when

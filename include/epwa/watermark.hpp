@@ -14,16 +14,23 @@ namespace epwa {
 
 // One MoE layer's router: an E x D matrix, expert-major rows (row e = the gate vector of expert e).
 struct RouterMatrix {
-  int32_t layer = 0;
+  int32_t layer = 0;  // MoE-layer index (0-based among MoE layers)
   int32_t experts = 0;
   int32_t hidden = 0;
   std::span<const float> weights;  // experts * hidden values
+  int32_t block = 0;               // its transformer layer (IRSH-v2)
+  std::span<const float> bias;     // a router bias or correction term, E values or none (IRSH-v2)
 };
 
 // IRSH-v1: SHA-256 over "EPWA-IRSH-v1" then, per layer in the given order, u32 LE layer, u32 LE E,
 // u32 LE D and the bf16 (RNE) values as u16 LE. Returns 64 lowercase hex characters.
 // Throws Error when a matrix's size does not match E x D or the list is empty.
 std::string irsh_v1(std::span<const RouterMatrix> routers);
+
+// IRSH-v2 (docs/SPEC.md): also hashes the transformer-layer count, each MoE layer's transformer
+// layer, the routing rule (e.g. "softmax,top2,raw") and any router bias, so that models whose
+// routers agree but route differently never share green lists.
+std::string irsh_v2(int32_t num_layers, std::string_view rule, std::span<const RouterMatrix> routers);
 
 // The top-1 expert of one position's router logits (ties -> lower index) and its softmax
 // probability over all E logits. Throws Error on an empty span or non-finite logits.
@@ -33,7 +40,8 @@ struct ExpertChoice {
 };
 ExpertChoice top1_expert(std::span<const float> router_logits);
 
-// The watermark layer: `requested` < 0 means the last MoE layer. Throws Error when out of range.
+// The watermark layer among the MoE layers: `requested` >= 0 counts from the first, < 0 from the last
+// (-1 the last, -2 the one before). Throws Error when out of range.
 int32_t resolve_router_layer(int32_t requested, int32_t num_moe_layers);
 
 // GL-v1 green lists, one per expert, each the first floor(gamma * V) entries of a keyed

@@ -44,6 +44,10 @@ LayerConfig ModelConfig::layer(int32_t l) const {
   return lc;
 }
 
+std::string ModelConfig::router_rule() const {
+  return "softmax,top" + std::to_string(experts_per_token) + (norm_topk_prob ? ",renorm" : ",raw");
+}
+
 void ModelConfig::validate() const {
   const Architecture* arch = find_hf_architecture(architecture);
   check(arch != nullptr, "unsupported architecture '" + architecture + "' (epwa runs " +

@@ -14,8 +14,10 @@ std::string router_hash(const Model& model) {
   std::vector<RouterMatrix> routers;
   data.reserve(n);
   for (int32_t l = 0; l < n; ++l) data.push_back(model.router_f32(l));
-  for (int32_t l = 0; l < n; ++l) routers.push_back({l, c.num_experts, c.hidden_size, data[l]});
-  return irsh_v1(routers);
+  for (int32_t l = 0; l < n; ++l)
+    routers.push_back({l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l]});
+  // Mixtral keeps IRSH-v1 (existing keys and oracles); every other family has IRSH-v2.
+  return c.family == "mixtral" ? irsh_v1(routers) : irsh_v2(c.num_layers, c.router_rule(), routers);
 }
 
 int32_t model_router_layer(const Model& model, int32_t requested) {

@@ -17,18 +17,62 @@
 namespace epwa {
 
 namespace {
+// Named shapes as the config.json of their family (read through the registry, so each family's
+// rules apply as for a downloaded checkpoint). The "-l4" shapes keep a real model's layer shape
+// with 4 layers (benchmarks); "olmoe-l4" is Mixtral's architecture with OLMoE-1B-7B's sizes (the
+// benchmark shape of the earlier measurements, docs/history/).
 struct Shape {
   const char* name;
-  int32_t vocab, hidden, inter, layers, heads, kv_heads, experts, top_k;
-  float theta;
+  const char* config;
 };
 constexpr Shape kShapes[] = {
-    {"tiny", 256, 64, 128, 2, 4, 4, 4, 2, 10000.0f},
-    {"tiny-gqa", 320, 64, 96, 2, 4, 2, 8, 2, 1e6f},
-    {"small", 2048, 256, 512, 4, 8, 2, 8, 2, 1e6f},
-    {"mixtral-8x7b", 32000, 4096, 14336, 32, 32, 8, 8, 2, 1e6f},
-    {"mixtral-l4", 32000, 4096, 14336, 4, 32, 8, 8, 2, 1e6f},
-    {"olmoe-l4", 50304, 2048, 1024, 4, 16, 16, 64, 8, 10000.0f},
+    {"tiny", R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 256, "hidden_size": 64,
+      "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+      "num_local_experts": 4, "num_experts_per_tok": 2, "rope_theta": 10000.0})"},
+    {"tiny-gqa", R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "num_local_experts": 8, "num_experts_per_tok": 2, "rope_theta": 1e6})"},
+    {"tiny-qwen2moe",
+     R"({"architectures": ["Qwen2MoeForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 96, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 64,
+      "num_hidden_layers": 3, "mlp_only_layers": [1], "num_attention_heads": 4, "num_key_value_heads": 2,
+      "num_experts": 8, "num_experts_per_tok": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-6})"},
+    {"tiny-olmoe", R"({"architectures": ["OlmoeForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+      "num_experts": 16, "num_experts_per_tok": 4, "rope_theta": 10000.0})"},
+    {"tiny-qwen3moe",
+     R"({"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 3, "mlp_only_layers": [0],
+      "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "num_experts": 8,
+      "num_experts_per_tok": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-6})"},
+    {"small", R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 2048, "hidden_size": 256,
+      "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
+      "num_local_experts": 8, "num_experts_per_tok": 2, "rope_theta": 1e6})"},
+    {"mixtral-8x7b",
+     R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 32000, "hidden_size": 4096,
+      "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+      "num_local_experts": 8, "num_experts_per_tok": 2, "rope_theta": 1e6})"},
+    {"mixtral-l4",
+     R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 32000, "hidden_size": 4096,
+      "intermediate_size": 14336, "num_hidden_layers": 4, "num_attention_heads": 32, "num_key_value_heads": 8,
+      "num_local_experts": 8, "num_experts_per_tok": 2, "rope_theta": 1e6})"},
+    {"olmoe-l4",
+     R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 50304, "hidden_size": 2048,
+      "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 16,
+      "num_local_experts": 64, "num_experts_per_tok": 8, "rope_theta": 10000.0})"},
+    {"olmoe-1b-7b-l4",
+     R"({"architectures": ["OlmoeForCausalLM"], "vocab_size": 50304, "hidden_size": 2048,
+      "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 16,
+      "num_experts": 64, "num_experts_per_tok": 8, "rope_theta": 10000.0, "max_position_embeddings": 4096})"},
+    {"qwen1.5-moe-a2.7b-l4", R"({"architectures": ["Qwen2MoeForCausalLM"], "vocab_size": 151936,
+      "hidden_size": 2048, "intermediate_size": 5632, "moe_intermediate_size": 1408,
+      "shared_expert_intermediate_size": 5632, "num_hidden_layers": 4, "num_attention_heads": 16,
+      "num_key_value_heads": 16, "num_experts": 60, "num_experts_per_tok": 4, "rope_theta": 1e6,
+      "rms_norm_eps": 1e-6, "max_position_embeddings": 8192})"},
+    {"qwen3-30b-a3b-l4", R"({"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 151936,
+      "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768, "num_hidden_layers": 4,
+      "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128,
+      "num_experts_per_tok": 8, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "max_position_embeddings": 40960})"},
 };
 
 uint64_t mix(uint64_t z) {
@@ -67,20 +111,17 @@ class Normal {
 ModelConfig shape_config(std::string_view name, int32_t layers) {
   for (const Shape& s : kShapes) {
     if (name != s.name) continue;
-    ModelConfig c;
-    c.vocab_size = s.vocab;
-    c.hidden_size = s.hidden;
-    c.intermediate_size = s.inter;
-    c.expert_intermediate_size = s.inter;
-    c.num_layers = layers > 0 ? layers : s.layers;
-    c.num_heads = s.heads;
-    c.num_kv_heads = s.kv_heads;
-    c.head_dim = s.hidden / s.heads;
-    c.num_experts = s.experts;
-    c.experts_per_token = s.top_k;
-    c.rope_theta = s.theta;
-    c.validate();
-    return c;
+    nlohmann::json j = nlohmann::json::parse(s.config);
+    if (layers > 0) {
+      j["num_hidden_layers"] = layers;
+      if (j.contains("mlp_only_layers")) {  // keep only the dense layers that still exist
+        nlohmann::json kept = nlohmann::json::array();
+        for (const auto& l : j["mlp_only_layers"])
+          if (l.get<int32_t>() < layers) kept.push_back(l);
+        j["mlp_only_layers"] = kept;
+      }
+    }
+    return hf_config_from_json(j);
   }
   std::string known;
   for (const Shape& s : kShapes) known += std::string(known.empty() ? "" : ", ") + s.name;

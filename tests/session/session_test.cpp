@@ -210,3 +210,36 @@ TEST(DetectTokens, ValidatesInputAndNeedsAPredictorForPepi) {
 }
 
 }  // namespace
+
+#include <nlohmann/json.hpp>
+
+#include "epwa/load_options.hpp"
+
+namespace {
+
+// The router hash of each family's reference checkpoint equals the one the independent Python
+// reference computes from the files (tools/spec/epwa_spec.py: IRSH-v1 for Mixtral, v2 otherwise),
+// from safetensors, from the converted GGUF and in 4-bit mode.
+TEST(RouterHash, MatchesTheSpecReferenceForEveryFamily) {
+  std::ifstream f(fs::path(EPWA_TEST_DATA_DIR) / "spec_vectors.json");
+  ASSERT_TRUE(f.good());
+  const auto v = nlohmann::json::parse(f);
+  ASSERT_EQ(v["families"].size(), 4u);
+  for (const auto& fam : v["families"]) {
+    const std::string name = fam["model"], want = fam["hash"];
+    SCOPED_TRACE(name);
+    const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / name;
+    EXPECT_EQ(epwa::router_hash(*epwa::Model::load(dir)), want);
+    const fs::path gguf = fs::temp_directory_path() / ("epwa-hash-" + name + ".gguf");
+    epwa::convert_hf_to_gguf(dir, gguf, {});
+    EXPECT_EQ(epwa::router_hash(*epwa::Model::load(gguf)), want);
+    fs::remove(gguf);
+    epwa::LoadOptions o;
+    o.mode = epwa::LoadMode::Bits4;
+    o.use_cache = false;
+    o.warn = [](const std::string&) {};
+    EXPECT_EQ(epwa::router_hash(*epwa::Model::load(dir, o)), want);
+  }
+}
+
+}  // namespace

@@ -133,6 +133,9 @@ TEST(Top1Expert, ArgmaxTiesAndConfidence) {
   const std::vector<float> nan = {0.0f, std::nanf("")};
   EXPECT_THROW(epwa::top1_expert(nan), epwa::Error);
   EXPECT_EQ(epwa::resolve_router_layer(-1, 32), 31);
+  EXPECT_EQ(epwa::resolve_router_layer(-2, 32), 30);  // counts from the last MoE layer
+  EXPECT_EQ(epwa::resolve_router_layer(-32, 32), 0);
+  EXPECT_THROW(epwa::resolve_router_layer(-33, 32), epwa::Error);
   EXPECT_EQ(epwa::resolve_router_layer(3, 32), 3);
   EXPECT_THROW(epwa::resolve_router_layer(32, 32), epwa::Error);
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "epwa/detect.hpp"
+#include "epwa/error.hpp"
 #include "epwa/half.hpp"
 #include "epwa/watermark.hpp"
 #include "watermark/sha256.hpp"
@@ -50,6 +51,24 @@ TEST(SpecVectors, Irsh) {
   const auto v = load_vectors();
   SpecRouters r;
   EXPECT_EQ(epwa::irsh_v1(r.mats), v["irsh"]["hash"].get<std::string>());
+}
+
+TEST(SpecVectors, IrshV2) {
+  const auto v = load_vectors();
+  SpecRouters r;
+  const std::vector<float> bias{0.5f, -1.25f, 3.0f, 1e-3f};
+  std::vector<epwa::RouterMatrix> mats = r.mats;
+  mats[0].block = 0, mats[1].block = 2, mats[2].block = 5;
+  mats[1].layer = 1, mats[2].layer = 2;
+  mats[1].bias = bias;
+  const std::string want = v["irsh_v2"]["hash"];
+  EXPECT_EQ(epwa::irsh_v2(7, "softmax,top2,raw", mats), want);
+  EXPECT_NE(epwa::irsh_v2(7, "softmax,top2,renorm", mats), want);  // the rule counts
+  EXPECT_NE(epwa::irsh_v2(8, "softmax,top2,raw", mats), want);     // the layer count counts
+  mats[2].block = 6;
+  EXPECT_NE(epwa::irsh_v2(7, "softmax,top2,raw", mats), want);  // where the MoE layers are counts
+  mats[2].block = 1;
+  EXPECT_THROW(epwa::irsh_v2(7, "softmax,top2,raw", mats), epwa::Error);  // out of order
 }
 
 TEST(SpecVectors, GreenLists) {

@@ -61,7 +61,7 @@ const Command kEvalQuant{
       app.add_option("--max-tokens", a->max_tokens, "tokens per line at most")
           ->check(CLI::Range(2, 4096));
       app.add_option("--modes", a->modes, "comma-separated modes: 8bit, 4bit (fast = 4bit)");
-      app.add_option("--router-layer", a->layer, "watermark layer (-1 = last MoE layer)");
+      app.add_option("--router-layer", a->layer, "watermark MoE layer (negative: from the last, -1 = last)");
       app.add_flag("--json", a->json, "print JSON");
       return [a] {
         a->model.json_stats = a->json;

@@ -1,5 +1,6 @@
 // epwa info: what a model file holds.
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include <iostream>
 #include <map>
@@ -30,24 +31,29 @@ const Command kInfo{
         const ModelConfig& c = m->config();
         const ModelWeights& w = m->weights();
         std::map<std::string, std::pair<int64_t, int64_t>> by_type;
-        count(by_type, w.embed);
-        count(by_type, w.final_norm);
-        if (w.head.data.data() != w.embed.data.data()) count(by_type, w.head);
-        for (const auto& L : w.layers) {
-          for (const TensorView* t :
-               {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_norm, &L.router})
-            count(by_type, *t);
-          for (size_t e = 0; e < L.w1.size(); ++e)
-            for (const TensorView* t : {&L.w1[e], &L.w2[e], &L.w3[e]}) count(by_type, *t);
-        }
+        const bool tied = w.head.data.data() == w.embed.data.data();
+        for_each_tensor(c, [&](const TensorSpec& s) {
+          if (!(s.kind == TensorKind::Output && tied)) count(by_type, weight_slot(w, s));
+        });
         int64_t params = 0, bytes = 0;
         for (auto& [_, pb] : by_type) params += pb.first, bytes += pb.second;
         nlohmann::json j{{"path", m->source().string()},
                          {"format", m->format()},
                          {"architecture", c.architecture},
+                         {"family", c.family},
                          {"vocab_size", c.vocab_size},
                          {"hidden_size", c.hidden_size},
                          {"intermediate_size", c.intermediate_size},
+                         {"expert_intermediate_size", c.expert_intermediate_size},
+                         {"shared_expert_intermediate_size", c.shared_expert_intermediate_size},
+                         {"moe_layers", c.moe_layers()},
+                         {"dense_layers", c.dense_layers},
+                         {"norm_topk_prob", c.norm_topk_prob},
+                         {"attention_bias", c.attention_bias},
+                         {"qk_norm", c.qk_norm == QkNorm::None   ? "none"
+                                     : c.qk_norm == QkNorm::Full ? "full"
+                                                                 : "per-head"},
+                         {"clip_qkv", c.clip_qkv},
                          {"layers", c.num_layers},
                          {"heads", c.num_heads},
                          {"kv_heads", c.num_kv_heads},
@@ -67,11 +73,23 @@ const Command kInfo{
           return 0;
         }
         fmt::print("model        {} ({})\n", m->source().string(), m->format());
-        fmt::print(
-            "architecture {}: {} layers, hidden {}, expert FFN {}, heads {}/{} (head dim {})\n",
-            c.architecture, c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads,
-            c.num_kv_heads, c.head_dim);
-        fmt::print("experts      {} per layer, top-{}\n", c.num_experts, c.experts_per_token);
+        fmt::print("architecture {}: {} layers, hidden {}, heads {}/{} (head dim {})\n",
+                   c.architecture, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
+                   c.head_dim);
+        fmt::print("attention    q/k/v bias: {}, q/k norm: {}, clip_qkv: {}\n",
+                   c.attention_bias ? "yes" : "no", j["qk_norm"].get<std::string>(),
+                   c.clip_qkv > 0 ? fmt::format("{}", c.clip_qkv) : "off");
+        fmt::print("experts      {} per MoE layer, top-{}, expert FFN {}, weights {}renormalised\n",
+                   c.num_experts, c.experts_per_token, c.expert_intermediate_size,
+                   c.norm_topk_prob ? "" : "not ");
+        if (c.shared_expert_intermediate_size > 0)
+          fmt::print("shared       one shared expert, FFN {}{}\n",
+                     c.shared_expert_intermediate_size,
+                     c.shared_expert_gate ? ", sigmoid gate" : "");
+        fmt::print("layers       {} MoE, {} dense{}\n", c.num_moe_layers(), c.dense_layers.size(),
+                   c.dense_layers.empty() ? ""
+                                          : fmt::format(" (FFN {}: layers {})", c.intermediate_size,
+                                                        fmt::join(c.dense_layers, ", ")));
         fmt::print("vocabulary   {} (tied head: {})\n", c.vocab_size,
                    c.tie_word_embeddings ? "yes" : "no");
         fmt::print("rope theta   {}, rms eps {}\n", c.rope_theta, c.rms_norm_eps);

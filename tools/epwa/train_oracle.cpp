@@ -55,7 +55,7 @@ const Command kTrainOracle{
           ->check(CLI::NonNegativeNumber);
       app.add_option("--gen-len", a->gen_len, "tokens per sampled continuation")
           ->check(CLI::PositiveNumber);
-      app.add_option("--router-layer", a->layer, "MoE layer (-1 = last)");
+      app.add_option("--router-layer", a->layer, "MoE layer (negative: from the last, -1 = last)");
       app.add_option("--features", a->features,
                      "topk:K, full, optionally ',ctx' (context token ids)");
       app.add_option("--out", a->out, "oracle file to write");

@@ -14,7 +14,7 @@ void WatermarkArgs::add(CLI::App& app, bool generation) {
   auto* k = app.add_option("--key", key, "watermark key (UTF-8; default $EPW_KEY)");
   app.add_option("--key-file", key_file, "file whose raw bytes are the watermark key")->excludes(k);
   app.add_option("--gamma", gamma, "green-list fraction, in (0, 1)")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--router-layer", router_layer, "watermark MoE layer (default -1: the last)");
+  app.add_option("--router-layer", router_layer, "watermark layer among the MoE layers (negative: from the last; default -1, the last)");
   if (generation) {
     app.add_option("--delta", delta, "green-token logit bias (GSG) or EWP base bias");
     app.add_option("--expert-deltas", expert_deltas,

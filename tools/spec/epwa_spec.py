@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Independent reference implementation of EPW-A version 1 (docs/SPEC.md), standard library only.
+"""Independent reference implementation of EPW-A version 2 (docs/SPEC.md), standard library only.
 
-Implements IRSH-v1 (router hash), GL-v1 (green lists) and the CSPV sampler, and prints the test
-vectors that tests/data/spec_vectors.json holds:
+Implements IRSH-v1 and IRSH-v2 (router hashes), GL-v1 (green lists) and the CSPV sampler, reads the
+routers of the reference checkpoints of every family (tests/data/ref/*, f32 safetensors) by itself,
+and prints the test vectors that tests/data/spec_vectors.json holds:
 
     python3 tools/spec/epwa_spec.py > tests/data/spec_vectors.json
 """
@@ -10,8 +11,11 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import struct
 import sys
+
+REF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "ref")
 
 MASK32 = 0xFFFFFFFF
 MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -38,6 +42,76 @@ def irsh_v1(routers):
         h.update(struct.pack("<III", layer, e, d))
         h.update(b"".join(struct.pack("<H", bf16_from_f32_bits(b)) for b in bits))
     return h.hexdigest()
+
+
+def bf16_bytes(bits):
+    return b"".join(struct.pack("<H", bf16_from_f32_bits(b)) for b in bits)
+
+
+def irsh_v2(num_layers, rule, routers):
+    """routers: list of (transformer layer, E, D, [E*D float32 bits], [E bias bits] or []), MoE order."""
+    h = hashlib.sha256(b"EPWA-IRSH-v2")
+    rule = rule.encode("ascii")
+    h.update(struct.pack("<II", num_layers, len(routers)))
+    h.update(b"".join(struct.pack("<I", r[0]) for r in routers))
+    h.update(struct.pack("<I", len(rule)) + rule)
+    for m, (block, e, d, bits, bias) in enumerate(routers):
+        assert len(bits) == e * d and len(bias) in (0, e)
+        h.update(struct.pack("<III", m, e, d) + bf16_bytes(bits))
+        h.update(struct.pack("<I", len(bias)) + bf16_bytes(bias))
+    return h.hexdigest()
+
+
+def routing_rule(config):
+    """The routing rule string of a config.json (the softmax families)."""
+    k = config["num_experts_per_tok"]
+    mt = config["model_type"]
+    renorm = True if mt == "mixtral" else config.get("norm_topk_prob", mt == "qwen3_moe")
+    return f"softmax,top{k},{'renorm' if renorm else 'raw'}"
+
+
+def moe_layers(config):
+    """Transformer layers with experts: transformers' rule for each family."""
+    n = config["num_hidden_layers"]
+    if config["model_type"] in ("qwen2_moe", "qwen3_moe"):
+        step = config.get("decoder_sparse_step", 1)
+        dense = config.get("mlp_only_layers") or []
+        return [l for l in range(n) if l not in dense and (l + 1) % step == 0]
+    return list(range(n))
+
+
+def read_f32_safetensors(path, names):
+    """The named F32 tensors of a safetensors file, as lists of float32 bit patterns."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        base = 8 + n
+        out = {}
+        for name in names:
+            t = header[name]
+            assert t["dtype"] == "F32", name
+            begin, end = t["data_offsets"]
+            f.seek(base + begin)
+            raw = f.read(end - begin)
+            out[name] = list(struct.unpack(f"<{len(raw) // 4}I", raw))
+    return out
+
+
+def family_hash(folder):
+    """The router hash epwa must print for a reference checkpoint (v1 for Mixtral, else v2)."""
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    mt = config["model_type"]
+    layers = moe_layers(config)
+    part = "block_sparse_moe" if mt == "mixtral" else "mlp"
+    names = [f"model.layers.{l}.{part}.gate.weight" for l in layers]
+    bits = read_f32_safetensors(os.path.join(folder, "model.safetensors"), names)
+    e = config.get("num_local_experts", config.get("num_experts"))
+    d = config["hidden_size"]
+    if mt == "mixtral":
+        return "v1", irsh_v1([(m, e, d, bits[n]) for m, n in enumerate(names)])
+    routers = [(l, e, d, bits[n], []) for l, n in zip(layers, names)]
+    return "v2", irsh_v2(config["num_hidden_layers"], routing_rule(config), routers)
 
 
 def spec_routers():
@@ -133,12 +207,23 @@ def main():
     router_hash = irsh_v1(routers)
     key = b"test-key"
     out = {
-        "scheme": "EPW-A v1",
+        "scheme": "EPW-A v2",
         "irsh": {
             "routers": "layers 0 and 2: E=4, D=6, w[i] = f32(((i*37 + layer*11) % 101 - 50) / 7.0); "
             "layer 5: E=2, D=4, the rounding cases below",
             "hash": router_hash,
         },
+        "irsh_v2": {
+            "routers": "the same three matrices as MoE layers 0, 1, 2 at transformer layers 0, 2, 5 of 7; "
+            "MoE layer 1 has the bias [0.5, -1.25, 3.0, 1e-3]",
+            "layers": 7,
+            "rule": "softmax,top2,raw",
+            "hash": irsh_v2(7, "softmax,top2,raw",
+                            [(0, 4, 6, routers[0][3], []),
+                             (2, 4, 6, routers[1][3], [f32_bits(x) for x in (0.5, -1.25, 3.0, 1e-3)]),
+                             (5, 2, 4, routers[2][3], [])]),
+        },
+        "families": [],
         "bf16": [[b, bf16_from_f32_bits(b)] for b in routers[2][3]],
         "green_lists": [],
     }
@@ -151,6 +236,9 @@ def main():
                 digest = hashlib.sha256(b"".join(struct.pack("<I", t) for t in sorted(g))).hexdigest()
                 entry["lists"].append({"expert": e, "first16": g[:16], "sorted_sha256": digest})
             out["green_lists"].append(entry)
+    for name in ("gqa", "qwen2moe", "olmoe", "qwen3moe"):
+        version, h = family_hash(os.path.join(REF_DIR, name))
+        out["families"].append({"model": name, "irsh": version, "hash": h})
     tokens = [1] + [(i * 7919) % 32000 for i in range(1, 40)]
     # Confidences exactly representable in float32 so both sides sort the same values.
     conf = [f32(((i * 13) % 29) / 29.0 + 0.125) for i in range(40)]
