@@ -66,6 +66,9 @@ void write_model_gguf(const ModelConfig& c, const HfTensorReader& read, const Gg
   w.set_u32("general.file_type", llama_file_type(o.matrix_type.value_or(DType::F32)));
   w.set_u32("tokenizer.ggml.bos_token_id", c.bos_token_id);
   w.set_u32("tokenizer.ggml.eos_token_id", c.eos_token_id);
+  // llama.cpp needs tokenizer.ggml.model even without a vocabulary: "none", as its converter
+  // writes for such a model (then it makes placeholder tokens from <arch>.vocab_size).
+  w.set_string("tokenizer.ggml.model", "none");
   for (const GgufKV& kv : o.extra_metadata) w.set(kv.key, kv.value);
 
   // The schema's tensors, the experts of one stack gathered into one GGUF tensor (along a new

@@ -97,6 +97,17 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
     return f.tensor(name);
   };
 
+  // GGUF writers drop a tensor's outer dimensions of 1 (llama.cpp's ggml_n_dims: the shared
+  // expert's gate {1, D} is stored as {D} by llama-quantize): take the schema's shape when only
+  // they differ.
+  auto as_schema = [](TensorView t, const TensorSpec& s) {
+    auto outer = s.shape.begin();
+    while (outer != s.shape.end() && *outer == 1 && s.shape.end() - outer > 1) ++outer;
+    if (t.shape != s.shape && std::equal(t.shape.begin(), t.shape.end(), outer, s.shape.end()))
+      t.shape = s.shape;
+    return t;
+  };
+
   ModelWeights w;
   w.layers.resize(c.num_layers);
   for_each_tensor(c, [&](const TensorSpec& s) {
@@ -108,7 +119,7 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
     } else if (s.permute_heads > 0) {
       slot = unpermute(f.tensor(s.gguf), s.permute_heads);
     } else {
-      slot = f.tensor(s.gguf);
+      slot = as_schema(f.tensor(s.gguf), s);
     }
   });
   check_weights(c, w);

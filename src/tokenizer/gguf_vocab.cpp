@@ -10,6 +10,9 @@ GgufVocab vocab_from_gguf(const GgufFile& f) {
   const std::string& name = f.name();
   const std::string* model = f.find_string("tokenizer.ggml.model");
   if (!model) throw Error(name + ": no tokenizer.ggml.model (the file holds no vocabulary)");
+  // llama.cpp's converters write "none" / "no_vocab" for a model without a tokenizer.
+  if (*model == "none" || *model == "no_vocab")
+    throw Error(name + ": tokenizer.ggml.model is \"" + *model + "\" (the file holds no vocabulary)");
   v.model = *model;
   if (const std::string* pre = f.find_string("tokenizer.ggml.pre")) v.pre = *pre;
   v.tokens = f.get_array("tokenizer.ggml.tokens").strings();
