@@ -867,7 +867,10 @@ json Pipeline::run() {
     checkpoint(out, "delta " + std::to_string(d));
   }
 
-  if (o_.cross_precision) cross_precision_ = cross_precision(gen["gsg"]);
+  if (o_.cross_precision && o_.cross_texts == 0)  // nothing to estimate a rate from
+    cross_precision_ = {{"skipped", "no texts (--cross-texts 0)"}};
+  else if (o_.cross_precision)
+    cross_precision_ = cross_precision(gen["gsg"]);
   out["cross_precision"] = cross_precision_;
   out["seconds"] = seconds_since(t_start);
   say("done in " + std::to_string(static_cast<int64_t>(seconds_since(t_start))) + " s");

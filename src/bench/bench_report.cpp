@@ -79,7 +79,7 @@ std::string render_bench_markdown(const BenchReport& r) {
        "), " + std::to_string(r.probe.threads) + " threads, " + r.probe.method + " read of " +
        gib(r.probe.bytes) + "\n";
   s += "active bytes per generated token: " + mb(a.total()) + " MB (attention " + mb(a.attention) +
-       ", router " + mb(a.router) + ", experts " + mb(a.experts) + ", head " + mb(a.head) +
+       ", router " + mb(a.router) + ", experts " + mb(a.experts) + ", shared/dense FFN " + mb(a.ffn) + ", head " + mb(a.head) +
        ", embedding row " + fmt("%.4f", static_cast<double>(a.embedding_row) * 1e-6) + ")\n";
   s += "watermark: " + r.watermark + ", router layer " + std::to_string(r.router_layer) + "\n\n";
   s += "| model | size | params | threads | test | t/s | active MB/token | eff. GB/s | x probe |\n";
@@ -128,6 +128,7 @@ nlohmann::json bench_to_json(const BenchReport& r) {
            {{"attention", a.attention},
             {"router", a.router},
             {"experts", a.experts},
+            {"ffn", a.ffn},
             {"head", a.head},
             {"embedding_row", a.embedding_row},
             {"total", a.total()}}},
