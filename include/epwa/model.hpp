@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "epwa/arch.hpp"
+#include "epwa/backend.hpp"
 #include "epwa/config.hpp"
 #include "epwa/observe.hpp"
 #include "epwa/tensor.hpp"
@@ -119,6 +120,9 @@ class Model {
 
   Context make_context(int64_t capacity = 256) const { return Context(*this, capacity); }
 
+  // The device the forward pass runs on (the CPU backend; include/epwa/backend.hpp).
+  const Backend& backend() const { return *backend_; }
+
  private:
   ModelConfig config_;
   ModelWeights weights_;
@@ -127,6 +131,7 @@ class Model {
   std::string format_;
   std::vector<int32_t> moe_layers_;
   std::vector<int32_t> moe_index_;  // per transformer layer: its MoE-layer index, or -1
+  const Backend* backend_;
 };
 
 }  // namespace epwa

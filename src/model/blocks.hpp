@@ -1,38 +1,29 @@
 // The blocks the forward pass is built from, each over n tokens of one sequence at positions
-// p0 .. p0 + n - 1, using the context's scratch. Each is testable on its own.
+// p0 .. p0 + n - 1, running its operations on a backend (include/epwa/backend.hpp). Each is
+// testable on its own.
 #pragma once
 #include <cstdint>
 
+#include "epwa/backend.hpp"
 #include "epwa/model.hpp"
 #include "scratch.hpp"
 
 namespace epwa::block {
 
-// The K/V rows of one layer's cache.
-struct KvLayer {
-  float* k;
-  float* v;
-  int64_t capacity;  // positions
-};
-
 // x += Wo Attention(q, k, v) of RMSNorm(x): projections with optional biases, q/k norms (whole
 // projection or per head), clip_qkv, rotate-half RoPE, GQA over the cache; appends k, v at p0...
-void attention(const ModelConfig& c, const LayerWeights& L, KvLayer kv, int64_t p0, int64_t n,
-               float* x, Context::Scratch& s);
+void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L, const KvLayer& kv,
+               int64_t p0, int64_t n, float* x, Context::Scratch& s);
 
 // The router of an MoE layer over n normed rows `xn`: s.router gets the logits, s.topk the k
 // experts of each row (best first, ties to the lower index), s.topw their weights (softmax over all
 // experts, renormalised over the k when norm_topk_prob).
-void route(const ModelConfig& c, const LayerWeights& L, const float* xn, int64_t n,
-           Context::Scratch& s);
+void route(const Backend& be, const ModelConfig& c, const LayerWeights& L, const float* xn,
+           int64_t n, Context::Scratch& s);
 
 // o = sum over each row's k experts of w * expert(xn), plus the shared expert when the layer has
 // one (uses the routing in s).
-void moe(const ModelConfig& c, const LayerWeights& L, const float* xn, int64_t n, float* o,
-         Context::Scratch& s);
-
-// o = down(silu(gate xn) * up xn) for n rows: a dense layer's FFN or a shared expert.
-void ffn(const FfnWeights& f, int64_t width, int64_t d, const float* xn, int64_t n, float* o,
-         Context::Scratch& s);
+void moe(const Backend& be, const ModelConfig& c, const LayerWeights& L, const float* xn, int64_t n,
+         float* o, Context::Scratch& s);
 
 }  // namespace epwa::block

@@ -4,35 +4,12 @@
 #include <algorithm>
 
 #include "blocks.hpp"
+#include "core/phase_stats.hpp"
 #include "epwa/error.hpp"
 #include "epwa/model.hpp"
-#include "phase_stats.hpp"
-
-#ifdef EPWA_PHASE_STATS
-#include <cstdio>
-#include <map>
-#include <mutex>
-#endif
+#include "table_row.hpp"
 
 namespace epwa {
-
-#ifdef EPWA_PHASE_STATS
-namespace {
-struct PhaseStats {
-  std::map<std::string, std::pair<int64_t, int64_t>> t;  // name -> (ns, calls)
-  ~PhaseStats() {
-    int64_t all = 0;
-    for (const auto& [k, v] : t) all += v.first;
-    for (const auto& [k, v] : t)
-      std::fprintf(stderr, "phase %-16s %9.1f ms %5.1f%% %8lld calls\n", k.c_str(), v.first / 1e6,
-                   100.0 * v.first / std::max<int64_t>(all, 1), static_cast<long long>(v.second));
-  }
-};
-PhaseStats g_phases;
-}  // namespace
-// Calls from one thread (the caller of forward) only.
-detail::PhaseTimer::PhaseTimer(const char* name) : slot(g_phases.t[name]) {}
-#endif
 
 std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
                                   const ForwardOptions& opt) const {
@@ -53,6 +30,7 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
   const int64_t p0 = ctx.size();
   ctx.reserve(p0 + n);
 
+  const Backend& be = *backend_;
   Context::Scratch& s = *ctx.scratch_;
   float* x = s.x.resize(n * d);
   float* xn = s.xn.resize(n * d);
@@ -62,7 +40,7 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
   s.att.resize(n * qdim);
   float* o = s.o.resize(n * d);
   // Sized for the whole cache: a generation fills it without growing anything.
-  s.rope.ensure(std::max(p0 + n, ctx.capacity()));
+  be.reserve(*s.backend, std::max(p0 + n, ctx.capacity()));
   auto watched = [&](int32_t m) {
     return opt.watch.empty() || std::find(opt.watch.begin(), opt.watch.end(), m) != opt.watch.end();
   };
@@ -71,16 +49,16 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
 
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
-    block::attention(c, L, {ctx.k_[l].data(), ctx.v_[l].data(), ctx.capacity()}, p0, n, x, s);
+    block::attention(be, c, L, {ctx.k_[l].data(), ctx.v_[l].data(), ctx.capacity()}, p0, n, x, s);
     {
       EPWA_PHASE("norm");
-      rmsnorm_rows(x, n, d, L.ffn_norm, c.rms_norm_eps, xn);
+      be.rmsnorm(x, n, d, L.ffn_norm, c.rms_norm_eps, xn);
     }
     const int32_t m = moe_index_[l];
     if (m < 0) {
-      block::ffn(L.dense, c.intermediate_size, d, xn, n, o, s);
+      be.ffn(L.dense, c.intermediate_size, xn, n, d, o, *s.backend);
     } else {
-      block::route(c, L, xn, n, s);
+      block::route(be, c, L, xn, n, s);
       if (opt.observer && watched(m)) {
         const int64_t ne = c.num_experts, k = c.experts_per_token;
         for (int64_t i = 0; i < n; ++i)
@@ -91,7 +69,7 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
                                  {s.topw.data() + i * k, static_cast<size_t>(k)}});
       }
       if (m == opt.stop_after_router) return {};
-      block::moe(c, L, xn, n, o, s);
+      block::moe(be, c, L, xn, n, o, s);
     }
     for (int64_t i = 0; i < n * d; ++i) x[i] += o[i];
   }
@@ -100,10 +78,11 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
   EPWA_PHASE("head");
   const int64_t first = opt.all_logits ? 0 : n - 1;
   const int64_t rows_out = n - first;
-  rmsnorm_rows(x + first * d, rows_out, d, weights_.final_norm, c.rms_norm_eps, xn);
+  be.rmsnorm(x + first * d, rows_out, d, weights_.final_norm, c.rms_norm_eps, xn);
   std::vector<float> logits(rows_out * c.vocab_size);
-  s.inputs.reset();
-  linear_rows_of(weights_.head, xn, rows_out, d, logits.data(), s);
+  const TensorView* head[] = {&weights_.head};
+  float* ys[] = {logits.data()};
+  be.linear(head, xn, rows_out, d, ys, *s.backend);
   return logits;
 }
 

@@ -5,8 +5,8 @@
 
 #include "epwa/error.hpp"
 #include "epwa/platform.hpp"
-#include "linear.hpp"
 #include "scratch.hpp"
+#include "table_row.hpp"
 
 namespace epwa {
 
@@ -18,7 +18,8 @@ Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<const voi
       source_(std::move(source)),
       format_(std::move(format)),
       moe_layers_(config_.moe_layers()),
-      moe_index_(config_.num_layers, -1) {
+      moe_index_(config_.num_layers, -1),
+      backend_(&cpu_backend()) {
   for (size_t i = 0; i < moe_layers_.size(); ++i)
     moe_index_[moe_layers_[i]] = static_cast<int32_t>(i);
 }
@@ -155,7 +156,8 @@ Context::Context(const Model& model, int64_t capacity)
       kv_dim_(int64_t{model.config().num_kv_heads} * model.config().head_dim),
       k_(model.config().num_layers),
       v_(model.config().num_layers),
-      scratch_(std::make_unique<Scratch>(model.config())) {
+      scratch_(std::make_unique<Scratch>()) {
+  scratch_->backend = model.backend().make_scratch(model.config());
   reserve(std::max<int64_t>(capacity, 1));
 }
 
@@ -166,7 +168,9 @@ Context::Context(const Context& other)
       size_(other.size_),
       k_(other.k_),
       v_(other.v_),
-      scratch_(std::make_unique<Scratch>(other.model_->config())) {}
+      scratch_(std::make_unique<Scratch>()) {
+  scratch_->backend = model_->backend().make_scratch(model_->config());
+}
 
 Context::~Context() = default;
 

@@ -11,7 +11,8 @@ namespace {
 std::vector<std::byte> move_rows(std::span<const std::byte> rows, int64_t n_heads, int64_t hd,
                                  int64_t row_bytes, bool to_gguf) {
   check(hd % 2 == 0, "head dimension " + std::to_string(hd) + " is odd: cannot apply RoPE");
-  check(static_cast<int64_t>(rows.size()) == n_heads * hd * row_bytes, "Q/K permutation: size mismatch");
+  check(static_cast<int64_t>(rows.size()) == n_heads * hd * row_bytes,
+        "Q/K permutation: size mismatch");
   std::vector<std::byte> out(rows.size());
   for (int64_t h = 0; h < n_heads; ++h)
     for (int64_t j = 0; j < 2; ++j)
@@ -28,8 +29,8 @@ std::vector<std::byte> permute_qk_rows(std::span<const std::byte> rows, int64_t 
                                        int64_t row_bytes) {
   return move_rows(rows, n_heads, hd, row_bytes, true);
 }
-std::vector<std::byte> unpermute_qk_rows(std::span<const std::byte> rows, int64_t n_heads, int64_t hd,
-                                         int64_t row_bytes) {
+std::vector<std::byte> unpermute_qk_rows(std::span<const std::byte> rows, int64_t n_heads,
+                                         int64_t hd, int64_t row_bytes) {
   return move_rows(rows, n_heads, hd, row_bytes, false);
 }
 

@@ -29,13 +29,16 @@ int32_t Sampler::sample(std::span<float> logits) {
   order_.resize(v);
   std::iota(order_.begin(), order_.end(), 0);
   const int32_t k = opt_.top_k > 0 ? std::min(opt_.top_k, v) : v;
-  auto better = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  auto better = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
   std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), better);
   order_.resize(k);
   const double mx = logits[order_[0]];
   std::vector<double> p(k);
   double z = 0;
-  for (int32_t i = 0; i < k; ++i) z += (p[i] = std::exp((logits[order_[i]] - mx) / opt_.temperature));
+  for (int32_t i = 0; i < k; ++i)
+    z += (p[i] = std::exp((logits[order_[i]] - mx) / opt_.temperature));
   int32_t keep = k;
   if (opt_.top_p < 1.0f) {
     double cum = 0;
@@ -57,7 +60,8 @@ int32_t Sampler::sample(std::span<float> logits) {
   return order_[keep - 1];
 }
 
-std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, const GenerateOptions& o) {
+std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
+                              const GenerateOptions& o) {
   check(!prompt.empty(), "generate: the prompt is empty (it needs at least a BOS token)");
   check(o.max_new_tokens >= 0, "max-new-tokens must be >= 0");
   Sampler sampler(o.sampling);

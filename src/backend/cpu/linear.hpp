@@ -1,5 +1,5 @@
-// The model's view of the kernels: linear layers over rows of activations. Keeps the graph code
-// independent of which kernel library serves each weight type.
+// The CPU backend's linear layers over rows of activations: which kernel library serves each
+// weight type (quant/ for the block types, ops/ for the float types).
 #pragma once
 #include <cstdint>
 #include <span>
@@ -57,8 +57,5 @@ void linear_tasks(std::span<const RowTask> tasks, ThreadPool& pool = ThreadPool:
 
 // Checks that `in` (one row at least) fits W: type, columns, and W's byte size for its shape.
 void check_linear(const TensorView& w, const LinearInput& in);
-
-// One row of an embedding-like table as f32.
-void table_row(const TensorView& w, int64_t row, float* out);
 
 }  // namespace epwa

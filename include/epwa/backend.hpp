@@ -1,0 +1,89 @@
+// The backend seam: the operations the model's blocks (src/model/*_block.cpp) ask of a device.
+// The CPU kernels are the first backend (src/backend/cpu/); another device is a new folder that
+// implements this interface, tested op by op against the CPU backend.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "epwa/tensor.hpp"
+
+namespace epwa {
+
+struct ModelConfig;
+struct LayerWeights;
+struct FfnWeights;
+
+enum class BackendOp : uint8_t {
+  Linear,     // y = x W^T over rows of activations
+  ExpertFfn,  // the routed experts of an MoE layer, grouped by expert
+  Ffn,        // one SwiGLU FFN (a dense layer, a shared expert)
+  RmsNorm,
+  Rope,       // rotate-half RoPE
+  Attention,  // causal GQA attention over a layer's KV cache
+};
+
+// A backend's per-context state (packed activations, job lists, RoPE tables, buffers): one per
+// Context, so that contexts never share mutable state.
+class BackendScratch {
+ public:
+  virtual ~BackendScratch() = default;
+};
+
+// The K/V rows of one layer's cache: row p of k and v holds position p (kv_heads x head_dim).
+struct KvLayer {
+  float* k;
+  float* v;
+  int64_t capacity;  // positions
+};
+
+// The routing of n rows: k experts per row, best first, and the weights the model applies.
+struct Routing {
+  const int32_t* topk;
+  const float* weights;
+  int64_t k;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  // Whether `op` runs weights of `type` (Linear, ExpertFfn, Ffn, RmsNorm) or runs at all (Rope,
+  // Attention: any type).
+  virtual bool supports(BackendOp op, DType type) const = 0;
+  virtual std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const = 0;
+  // Prepares `s` for positions [0, positions) (tables sized once, not per token).
+  virtual void reserve(BackendScratch& s, int64_t positions) const = 0;
+
+  // ys[i] = x W_i^T for n rows of `cols` activations, for matrices that read the same rows (Q, K
+  // and V of one token run as one job).
+  virtual void linear(std::span<const TensorView* const> ws, const float* x, int64_t n,
+                      int64_t cols, std::span<float* const> ys, BackendScratch& s) const = 0;
+  // out[i] = sum over row i's k experts e of weight * down_e(silu(gate_e x_i) * up_e x_i), the
+  // terms added in expert-index order; out is overwritten.
+  virtual void expert_ffn(const LayerWeights& L, int64_t experts, int64_t width, const Routing& r,
+                          const float* x, int64_t n, int64_t d, float* out,
+                          BackendScratch& s) const = 0;
+  // out = down(silu(gate x) * up x) for n rows of d activations; the FFN is `width` wide.
+  virtual void ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, int64_t d,
+                   float* out, BackendScratch& s) const = 0;
+  // out = x / sqrt(mean(x^2) + eps) * w for n rows of d values (out may alias x).
+  virtual void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps,
+                       float* out) const = 0;
+  // Rotates, in place, `heads` heads of head_dim values in each of n rows (rows `stride` apart) at
+  // positions p0, p0 + 1, ...
+  virtual void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t p0,
+                    BackendScratch& s) const = 0;
+  // Appends the n rows of k and v at positions p0... of the cache, then att[i] = softmax(q_i k^T /
+  // sqrt(head_dim)) v per query head over cache positions [0, p0 + i] (query head h reads KV head
+  // h / (heads / kv_heads)).
+  virtual void attention(const float* q, const float* k, const float* v, int64_t n, int64_t p0,
+                         int64_t heads, int64_t kv_heads, int64_t head_dim, const KvLayer& kv,
+                         float* att, BackendScratch& s) const = 0;
+};
+
+// The CPU backend (src/backend/cpu/): every type and op.
+const Backend& cpu_backend();
+
+}  // namespace epwa

@@ -1,0 +1,131 @@
+// The CPU backend: today's kernels (src/ops, src/quant) behind the backend seam. Its operations are
+// exactly those of the former single-function forward pass, so outputs are bit-identical to it.
+#include <algorithm>
+
+#include "cpu_scratch.hpp"
+#include "epwa/config.hpp"
+#include "epwa/model.hpp"
+#include "epwa/thread_pool.hpp"
+
+namespace epwa::cpu {
+
+void run_one_token(std::span<const TensorView* const> ws, std::span<float* const> ys,
+                   const float* x, int64_t cols, Scratch& s) {
+  s.tasks.clear();
+  for (size_t i = 0; i < ws.size(); ++i)
+    s.tasks.push_back({ws[i], &s.inputs.get(ws[i]->dtype, x, 1, cols), ys[i]});
+  linear_tasks(s.tasks);
+}
+
+void expert_ffn(const LayerWeights& L, int64_t experts, int64_t width, const Routing& r,
+                const float* x, int64_t n, int64_t d, float* out, Scratch& s);  // cpu_experts.cpp
+
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "cpu"; }
+
+  bool supports(BackendOp, DType) const override { return true; }
+
+  std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
+    return std::make_unique<Scratch>(c.head_dim, c.rope_theta);
+  }
+
+  void reserve(BackendScratch& s, int64_t positions) const override {
+    cast(s).rope.ensure(positions);
+  }
+
+  // A single token's matrices run as one job; a prompt's as one matrix product each.
+  void linear(std::span<const TensorView* const> ws, const float* x, int64_t n, int64_t cols,
+              std::span<float* const> ys, BackendScratch& bs) const override {
+    Scratch& s = cast(bs);
+    s.inputs.reset();
+    if (n == 1) return run_one_token(ws, ys, x, cols, s);
+    for (size_t i = 0; i < ws.size(); ++i)
+      epwa::linear(*ws[i], s.inputs.get(ws[i]->dtype, x, n, cols), ys[i]);
+  }
+
+  void expert_ffn(const LayerWeights& L, int64_t experts, int64_t width, const Routing& r,
+                  const float* x, int64_t n, int64_t d, float* out,
+                  BackendScratch& s) const override {
+    cpu::expert_ffn(L, experts, width, r, x, n, d, out, cast(s));
+  }
+
+  void ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, int64_t d, float* out,
+           BackendScratch& bs) const override {
+    Scratch& s = cast(bs);
+    float* gate = s.gate.resize(n * width);
+    float* up = s.up.resize(n * width);
+    const TensorView* gu[] = {&f.gate, &f.up};
+    float* ys[] = {gate, up};
+    linear(gu, x, n, d, ys, s);
+    swiglu({gate, static_cast<size_t>(n * width)}, {up, static_cast<size_t>(n * width)});
+    const TensorView* down[] = {&f.down};
+    float* o[] = {out};
+    linear(down, gate, n, width, o, s);
+  }
+
+  void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps,
+               float* out) const override {
+    for (int64_t i = 0; i < n; ++i)
+      epwa::rmsnorm({x + i * d, static_cast<size_t>(d)}, w, eps,
+                    {out + i * d, static_cast<size_t>(d)});
+  }
+
+  void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t p0,
+            BackendScratch& bs) const override {
+    const Scratch& s = cast(bs);
+    const int64_t hd = s.rope.head_dim();
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < heads; ++h) s.rope.apply(x + i * stride + h * hd, p0 + i);
+  }
+
+  // Blocks of ~16 queries (consecutive tokens x the query heads of one KV head) share each K/V row
+  // (attention_block); every output equals attention_head on its query alone, so prompt and decode
+  // agree. Split across the pool once there is enough work.
+  void attention(const float* q, const float* k, const float* v, int64_t n, int64_t p0, int64_t nh,
+                 int64_t nkv, int64_t hd, const KvLayer& kv, float* att,
+                 BackendScratch&) const override {
+    const int64_t qdim = nh * hd, kvdim = nkv * hd;
+    std::copy_n(k, n * kvdim, kv.k + p0 * kvdim);
+    std::copy_n(v, n * kvdim, kv.v + p0 * kvdim);
+    const int64_t group = nh / nkv;
+    const int64_t bt = std::max<int64_t>(1, 16 / group);  // tokens per block
+    const int64_t nblocks = (n + bt - 1) / bt;
+    const int64_t grain =
+        std::max<int64_t>(1, (int64_t{1} << 15) / ((p0 + 1) * hd * group * std::min(bt, n)));
+    ThreadPool::global().parallel_for(
+        nblocks * nkv,
+        [&](int64_t b, int64_t e) {
+          thread_local std::vector<float> scores;
+          thread_local std::vector<AttentionQuery> queries;
+          const size_t need = static_cast<size_t>(bt * group * (p0 + n));
+          if (scores.size() < need)
+            scores.resize(std::max(need, static_cast<size_t>(bt * group * kv.capacity)));
+          for (int64_t it = b; it < e; ++it) {
+            const int64_t blk = it / nkv, g = it % nkv;
+            queries.clear();
+            for (int64_t i = blk * bt; i < std::min(n, (blk + 1) * bt); ++i)
+              for (int64_t h = g * group; h < (g + 1) * group; ++h)
+                queries.push_back({q + i * qdim + h * hd, att + i * qdim + h * hd, p0 + i + 1});
+            attention_block(queries, hd, kv.k + g * hd, kv.v + g * hd, kvdim, scores);
+          }
+        },
+        grain);
+  }
+
+ private:
+  static Scratch& cast(BackendScratch& s) { return static_cast<Scratch&>(s); }
+  static const Scratch& cast(const BackendScratch& s) { return static_cast<const Scratch&>(s); }
+};
+
+}  // namespace
+}  // namespace epwa::cpu
+
+namespace epwa {
+const Backend& cpu_backend() {
+  static const cpu::CpuBackend backend;
+  return backend;
+}
+}  // namespace epwa

@@ -1,0 +1,177 @@
+// The routed experts of an MoE layer on the CPU (Backend::expert_ffn).
+//
+// Speed without changing a bit of the results (docs/PERF.md, "Engine"): activations are packed
+// once per weight type, and a decoded token runs two parallel jobs for its experts (every selected
+// expert's gate and up with the SwiGLU; every selected expert's down) instead of one per matrix.
+// Each output value is computed by the same kernel call on the same inputs as the one-matrix-at-a-
+// time path, and sums keep their order (experts in index order).
+#include <algorithm>
+
+#include "core/phase_stats.hpp"
+#include "cpu_scratch.hpp"
+#include "epwa/error.hpp"
+#include "epwa/model.hpp"
+#include "epwa/thread_pool.hpp"
+
+namespace epwa::cpu {
+
+namespace {
+
+// The experts of one token (decode), in two parallel jobs: the gate and up rows of every selected
+// expert with the SwiGLU of each finished range, then every selected expert's down rows. Outputs
+// are summed in expert index order, as the batched path does.
+void moe_one_token(const LayerWeights& L, int64_t ne, int64_t inter, int64_t k, int64_t d,
+                   Scratch& s, const float* xn, float* o) {
+  // The selected experts in index order (the counting sort left them so in expert_begin).
+  s.sel.resize(k);
+  s.sel_w.resize(k);
+  s.in_gate.resize(k);
+  s.in_up.resize(k);
+  int32_t* experts = s.sel.data();
+  float* weights = s.sel_w.data();
+  const LinearInput** in_gate = s.in_gate.data();
+  const LinearInput** in_up = s.in_up.data();
+  int64_t m = 0;
+  for (int64_t e = 0; e < ne && m < k; ++e)
+    if (s.expert_begin[e + 1] > s.expert_begin[e]) {
+      experts[m] = static_cast<int32_t>(e);
+      weights[m++] = s.rw[s.expert_begin[e]];
+    }
+  float* gate = s.gate.data();
+  float* up = s.up.data();
+  float* down = s.down.data();
+  s.inputs.reset();
+  for (int64_t j = 0; j < m; ++j) {
+    const TensorView& w1 = L.w1[experts[j]];
+    const TensorView& w3 = L.w3[experts[j]];
+    in_gate[j] = &s.inputs.get(w1.dtype, xn, 1, d);
+    in_up[j] = &s.inputs.get(w3.dtype, xn, 1, d);
+    check_linear(w1, *in_gate[j]);
+    check_linear(w3, *in_up[j]);
+    if (w1.rows() != inter || w3.rows() != inter)
+      throw Error("tensor '" + w1.name + "' or '" + w3.name + "' does not have " +
+                  std::to_string(inter) + " rows");
+  }
+  {
+    EPWA_PHASE("moe gate+up");
+    ThreadPool::global().parallel_for(
+        m * inter,
+        [&](int64_t b, int64_t e) {
+          for (int64_t j = b / inter; j < m && j * inter < e; ++j) {
+            const int64_t r0 = std::max(b, j * inter) - j * inter;
+            const int64_t r1 = std::min(e, (j + 1) * inter) - j * inter;
+            float* g = gate + j * inter;
+            float* u = up + j * inter;
+            linear_rows(L.w1[experts[j]], *in_gate[j], r0, r1, g);
+            linear_rows(L.w3[experts[j]], *in_up[j], r0, r1, u);
+            swiglu({g + r0, static_cast<size_t>(r1 - r0)}, {u + r0, static_cast<size_t>(r1 - r0)});
+          }
+        },
+        16);
+  }
+  s.tasks.clear();
+  {
+    EPWA_PHASE("moe down");
+    for (int64_t j = 0; j < m; ++j) {
+      const TensorView& w2 = L.w2[experts[j]];
+      s.tasks.push_back({&w2, &s.inputs.get(w2.dtype, gate + j * inter, 1, inter), down + j * d});
+    }
+    linear_tasks(s.tasks);
+  }
+  EPWA_PHASE("moe sum");
+  for (int64_t j = 0; j < m; ++j)
+    for (int64_t t = 0; t < d; ++t) o[t] += weights[j] * down[j * d + t];
+}
+
+// One matrix product per expert over the tokens routed to it (prompt).
+void moe_tokens(const LayerWeights& L, int64_t ne, int64_t inter, int64_t d, Scratch& s,
+                const float* xn, int64_t n, float* o) {
+  ThreadPool& pool = ThreadPool::global();
+  const int32_t* ebegin = s.expert_begin.data();
+  float* gathered = s.gathered.data();
+  float* gate = s.gate.data();
+  float* up = s.up.data();
+  float* down = s.down.data();
+  for (int64_t e = 0; e < ne; ++e) {
+    const int64_t m = ebegin[e + 1] - ebegin[e];
+    if (m == 0) continue;
+    const int32_t* rows = s.rows.data() + ebegin[e];
+    const float* rw = s.rw.data() + ebegin[e];
+    {
+      EPWA_PHASE("moe gather");
+      for (int64_t r = 0; r < m; ++r) std::copy_n(xn + rows[r] * d, d, gathered + r * d);
+    }
+    s.inputs.reset();
+    {
+      EPWA_PHASE("moe pack");
+      s.inputs.get(L.w1[e].dtype, gathered, m, d);
+    }
+    {
+      EPWA_PHASE("moe gate+up");
+      linear(L.w1[e], s.inputs.get(L.w1[e].dtype, gathered, m, d), gate);
+      linear(L.w3[e], s.inputs.get(L.w3[e].dtype, gathered, m, d), up);
+    }
+    {
+      EPWA_PHASE("moe swiglu");
+      // Elementwise, and each token's row on its own: split across the pool, same values.
+      pool.parallel_for(
+          m * inter,
+          [&](int64_t b, int64_t end) {
+            swiglu({gate + b, static_cast<size_t>(end - b)},
+                   {up + b, static_cast<size_t>(end - b)});
+          },
+          4096);
+    }
+    {
+      EPWA_PHASE("moe pack");
+      s.inputs.get(L.w2[e].dtype, gate, m, inter);
+    }
+    {
+      EPWA_PHASE("moe down");
+      linear(L.w2[e], s.inputs.get(L.w2[e].dtype, gate, m, inter), down);
+    }
+    EPWA_PHASE("moe scatter");
+    pool.parallel_for(
+        m,
+        [&](int64_t b, int64_t end) {
+          for (int64_t r = b; r < end; ++r)
+            for (int64_t t = 0; t < d; ++t) o[rows[r] * d + t] += rw[r] * down[r * d + t];
+        },
+        std::max<int64_t>(1, 8192 / d));
+  }
+}
+
+}  // namespace
+
+void expert_ffn(const LayerWeights& L, int64_t ne, int64_t inter, const Routing& r, const float* xn,
+                int64_t n, int64_t d, float* o, Scratch& s) {
+  EPWA_PHASE("~moe total");
+  const int64_t k = r.k;
+  const int64_t ex_rows = n == 1 ? k : n;
+  s.gate.resize(ex_rows * inter);
+  s.up.resize(ex_rows * inter);
+  s.down.resize(ex_rows * d);
+  s.gathered.resize(n * d);
+  // The tokens routed to each expert, in token order (a counting sort by expert).
+  int32_t* ebegin = s.expert_begin.resize(ne + 1);
+  int32_t* efill = s.expert_fill.resize(ne);
+  int32_t* erows = s.rows.resize(n * k);
+  float* erw = s.rw.resize(n * k);
+  std::fill_n(ebegin, ne + 1, 0);
+  for (int64_t i = 0; i < n * k; ++i) ++ebegin[r.topk[i] + 1];
+  for (int64_t e = 0; e < ne; ++e) ebegin[e + 1] += ebegin[e];
+  std::copy_n(ebegin, ne, efill);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t slot = efill[r.topk[i * k + j]]++;
+      erows[slot] = static_cast<int32_t>(i);
+      erw[slot] = r.weights[i * k + j];
+    }
+  std::fill_n(o, n * d, 0.0f);
+  if (n == 1)
+    moe_one_token(L, ne, inter, k, d, s, xn, o);
+  else
+    moe_tokens(L, ne, inter, d, s, xn, n, o);
+}
+
+}  // namespace epwa::cpu

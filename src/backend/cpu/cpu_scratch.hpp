@@ -1,0 +1,73 @@
+// The CPU backend's per-context state: scratch arrays that only grow (no allocation per token once
+// grown), the prepared activations, and the RoPE table.
+#pragma once
+#include <algorithm>
+#include <deque>
+#include <vector>
+
+#include "epwa/backend.hpp"
+#include "epwa/memory.hpp"
+#include "epwa/ops.hpp"
+#include "linear.hpp"
+
+namespace epwa::cpu {
+
+// A scratch array that only grows (its contents are lost when it does); large ones get huge pages.
+template <class T>
+class Buffer {
+ public:
+  T* data() const { return static_cast<T*>(mem_.data()); }
+  size_t size() const { return n_; }
+  T& operator[](size_t i) const { return data()[i]; }
+  T* resize(int64_t n) {
+    const auto need = static_cast<size_t>(n) * sizeof(T);
+    if (need > mem_.size()) mem_ = LargeBuffer(std::max(need, mem_.size() + mem_.size() / 2));
+    n_ = static_cast<size_t>(n);
+    return data();
+  }
+
+ private:
+  LargeBuffer mem_;
+  size_t n_ = 0;
+};
+
+// Inputs prepared for the weight types that read the same activations; references stay valid
+// until reset().
+class InputSet {
+ public:
+  void reset() { used_ = 0; }
+  const LinearInput& get(DType t, const float* x, int64_t n, int64_t cols) {
+    for (size_t i = 0; i < used_; ++i) {
+      const LinearInput& in = inputs_[i];
+      if (in.wtype() == t && in.x() == x && in.rows() == n && in.cols() == cols) return in;
+    }
+    if (used_ == inputs_.size()) inputs_.emplace_back();
+    inputs_[used_].prepare(t, x, n, cols);
+    return inputs_[used_++];
+  }
+
+ private:
+  std::deque<LinearInput> inputs_;  // a deque: growing keeps references
+  size_t used_ = 0;
+};
+
+struct Scratch : BackendScratch {
+  RopeTable rope;
+  InputSet inputs;
+  std::vector<RowTask> tasks;
+  // Expert outputs: one token's k experts side by side (decode), or one expert's tokens (prompt).
+  Buffer<float> gathered, gate, up, down;
+  Buffer<int32_t> expert_begin, expert_fill, rows;
+  Buffer<float> rw;
+  // Decode's selected experts: index, weight, prepared inputs of gate and up.
+  std::vector<int32_t> sel;
+  std::vector<float> sel_w;
+  std::vector<const LinearInput*> in_gate, in_up;
+  Scratch(int64_t head_dim, float theta) : rope(head_dim, theta) {}
+};
+
+// y = W x for each (W, y) of one token reading the same activations `x` (decode): one job.
+void run_one_token(std::span<const TensorView* const> ws, std::span<float* const> ys,
+                   const float* x, int64_t cols, Scratch& s);
+
+}  // namespace epwa::cpu

@@ -1,0 +1,211 @@
+// Every backend op against a plain double-precision reference, for every backend built (today the
+// CPU one): the harness a new backend is checked with, op by op.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "epwa/backend.hpp"
+#include "epwa/model.hpp"
+
+namespace {
+
+using epwa::Backend;
+using epwa::TensorView;
+
+struct Mat {
+  std::vector<float> v;
+  TensorView t;
+  Mat(int64_t rows, int64_t cols, std::mt19937& rng, float mean = 0) : v(rows * cols) {
+    std::normal_distribution<float> nd(mean, mean ? 0.1f : 0.5f);
+    for (float& x : v) x = nd(rng);
+    t.name = "m";
+    t.shape = rows == 1 ? std::vector<int64_t>{cols} : std::vector<int64_t>{rows, cols};
+    t.data = std::as_bytes(std::span<const float>(v));
+  }
+  double at(int64_t r, int64_t c) const { return v[r * t.cols() + c]; }
+};
+
+std::vector<float> randn(int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> x(n);
+  for (float& f : x) f = nd(rng);
+  return x;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<double>& want, double tol) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want[i], tol * (1 + std::fabs(want[i]))) << i;
+}
+
+double silu(double z) {
+  return z / (1 + std::exp(-z));
+}
+
+epwa::ModelConfig config() {
+  epwa::ModelConfig c;
+  c.head_dim = 8;
+  c.rope_theta = 10000.0f;
+  return c;
+}
+
+class BackendOps : public ::testing::TestWithParam<const Backend*> {};
+
+TEST_P(BackendOps, LinearOfSeveralMatrices) {
+  const Backend& be = *GetParam();
+  auto s = be.make_scratch(config());
+  std::mt19937 rng(1);
+  for (int64_t n : {1, 5}) {
+    Mat a(7, 16, rng), b(3, 16, rng);
+    const auto x = randn(n * 16, rng);
+    std::vector<float> ya(n * 7), yb(n * 3);
+    const TensorView* ws[] = {&a.t, &b.t};
+    float* ys[] = {ya.data(), yb.data()};
+    be.linear(ws, x.data(), n, 16, ys, *s);
+    for (auto [m, y] : {std::pair{&a, &ya}, std::pair{&b, &yb}}) {
+      std::vector<double> want;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t r = 0; r < m->t.rows(); ++r) {
+          double acc = 0;
+          for (int64_t c = 0; c < 16; ++c) acc += m->at(r, c) * x[i * 16 + c];
+          want.push_back(acc);
+        }
+      expect_close(*y, want, 1e-5);
+    }
+  }
+}
+
+// down(silu(gate x) * up x) of one FFN, and the routed experts summed with their weights.
+std::vector<double> ffn_ref(const Mat& g, const Mat& u, const Mat& dn, const float* x, int64_t d,
+                            int64_t w) {
+  std::vector<double> h(w), out(d, 0);
+  for (int64_t r = 0; r < w; ++r) {
+    double a = 0, b = 0;
+    for (int64_t c = 0; c < d; ++c) a += g.at(r, c) * x[c], b += u.at(r, c) * x[c];
+    h[r] = silu(a) * b;
+  }
+  for (int64_t r = 0; r < d; ++r)
+    for (int64_t c = 0; c < w; ++c) out[r] += dn.at(r, c) * h[c];
+  return out;
+}
+
+TEST_P(BackendOps, FfnAndExperts) {
+  const Backend& be = *GetParam();
+  auto s = be.make_scratch(config());
+  std::mt19937 rng(2);
+  const int64_t d = 32, w = 24, ne = 4, k = 2;
+  epwa::LayerWeights L;
+  std::vector<Mat> mats;
+  mats.reserve(3 * ne);
+  for (int64_t e = 0; e < ne; ++e) {
+    mats.emplace_back(w, d, rng), mats.emplace_back(d, w, rng), mats.emplace_back(w, d, rng);
+    L.w1.push_back(mats[3 * e].t), L.w2.push_back(mats[3 * e + 1].t),
+        L.w3.push_back(mats[3 * e + 2].t);
+  }
+  for (int64_t n : {1, 6}) {
+    const auto x = randn(n * d, rng);
+    std::vector<int32_t> topk;
+    std::vector<float> weights;
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t a = static_cast<int32_t>((i * 3 + 1) % ne),
+                    b = static_cast<int32_t>((a + 1 + i % 2) % ne);
+      topk.insert(topk.end(), {a, b});
+      weights.insert(weights.end(), {0.7f, 0.3f});
+    }
+    std::vector<float> out(n * d);
+    be.expert_ffn(L, ne, w, {topk.data(), weights.data(), k}, x.data(), n, d, out.data(), *s);
+    std::vector<double> want(n * d, 0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t e = topk[i * k + j];
+        const auto y =
+            ffn_ref(mats[3 * e], mats[3 * e + 2], mats[3 * e + 1], x.data() + i * d, d, w);
+        for (int64_t t = 0; t < d; ++t) want[i * d + t] += weights[i * k + j] * y[t];
+      }
+    expect_close(out, want, 1e-4);
+    epwa::FfnWeights f{mats[0].t, mats[1].t, mats[2].t};
+    be.ffn(f, w, x.data(), n, d, out.data(), *s);
+    want.clear();
+    for (int64_t i = 0; i < n; ++i) {
+      const auto y = ffn_ref(mats[0], mats[2], mats[1], x.data() + i * d, d, w);
+      want.insert(want.end(), y.begin(), y.end());
+    }
+    expect_close(out, want, 1e-4);
+  }
+}
+
+TEST_P(BackendOps, RmsNormAndRope) {
+  const Backend& be = *GetParam();
+  auto s = be.make_scratch(config());
+  be.reserve(*s, 16);
+  std::mt19937 rng(3);
+  const int64_t n = 3, d = 16;
+  Mat w(1, d, rng, 1.0f);
+  const auto x = randn(n * d, rng);
+  std::vector<float> out(n * d);
+  be.rmsnorm(x.data(), n, d, w.t, 1e-5f, out.data());
+  std::vector<double> want;
+  for (int64_t i = 0; i < n; ++i) {
+    double ms = 0;
+    for (int64_t c = 0; c < d; ++c) ms += double{x[i * d + c]} * x[i * d + c];
+    const double r = 1 / std::sqrt(ms / d + 1e-5);
+    for (int64_t c = 0; c < d; ++c) want.push_back(x[i * d + c] * r * w.v[c]);
+  }
+  expect_close(out, want, 1e-5);
+  // Two heads of 8 per row, rows 16 apart, positions 5, 6, 7: rotate-half pairs (i, i + 4).
+  std::vector<float> q = x;
+  be.rope(q.data(), n, 2, d, 5, *s);
+  want.clear();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t h = 0; h < 2; ++h)
+      for (int64_t j = 0; j < 8; ++j) {
+        const int64_t p = i * d + h * 8, jj = j % 4;
+        const double a = (5.0 + i) * std::pow(10000.0, -2.0 * jj / 8);
+        const double v = x[p + j], other = j < 4 ? -double{x[p + j + 4]} : double{x[p + j - 4]};
+        want.push_back(v * std::cos(a) + other * std::sin(a));
+      }
+  expect_close(q, want, 1e-5);
+}
+
+TEST_P(BackendOps, AttentionAppendsAndAttendsCausally) {
+  const Backend& be = *GetParam();
+  auto s = be.make_scratch(config());
+  std::mt19937 rng(4);
+  const int64_t nh = 4, nkv = 2, hd = 8, p0 = 2, n = 3, cap = 8, kvd = nkv * hd;
+  std::vector<float> kc(cap * kvd), vc(cap * kvd);
+  const auto old_k = randn(p0 * kvd, rng), old_v = randn(p0 * kvd, rng);
+  std::copy(old_k.begin(), old_k.end(), kc.begin());
+  std::copy(old_v.begin(), old_v.end(), vc.begin());
+  const auto q = randn(n * nh * hd, rng), k = randn(n * kvd, rng), v = randn(n * kvd, rng);
+  std::vector<float> att(n * nh * hd);
+  be.attention(q.data(), k.data(), v.data(), n, p0, nh, nkv, hd, {kc.data(), vc.data(), cap},
+               att.data(), *s);
+  std::vector<double> want;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t h = 0; h < nh; ++h) {
+      const int64_t g = h / (nh / nkv), keys = p0 + i + 1;
+      std::vector<double> sc(keys);
+      double mx = -1e300, z = 0;
+      for (int64_t t = 0; t < keys; ++t) {
+        double dotp = 0;
+        for (int64_t j = 0; j < hd; ++j)
+          dotp += double{q[(i * nh + h) * hd + j]} * kc[t * kvd + g * hd + j];
+        mx = std::max(mx, sc[t] = dotp / std::sqrt(double(hd)));
+      }
+      for (double& e : sc) z += (e = std::exp(e - mx));
+      for (int64_t j = 0; j < hd; ++j) {
+        double acc = 0;
+        for (int64_t t = 0; t < keys; ++t) acc += sc[t] / z * vc[t * kvd + g * hd + j];
+        want.push_back(acc);
+      }
+    }
+  expect_close(att, want, 1e-5);
+  for (int64_t i = 0; i < n * kvd; ++i) EXPECT_EQ(kc[p0 * kvd + i], k[i]);  // appended
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BackendOps, ::testing::Values(&epwa::cpu_backend()),
+                         [](const auto& info) { return std::string(info.param->name()); });
+
+}  // namespace
