@@ -13,6 +13,7 @@
 #include "epwa/load_options.hpp"
 #include "epwa/make_model.hpp"
 #include "epwa/model.hpp"
+#include "epwa/session.hpp"
 #include "epwa/watermark.hpp"
 
 namespace fs = std::filesystem;
@@ -71,14 +72,6 @@ double top1_agreement(const std::vector<float>& a, const std::vector<float>& b, 
   return static_cast<double>(same) / n;
 }
 
-std::string router_hash(const Model& m) {
-  std::vector<std::vector<float>> r;
-  std::vector<RouterMatrix> mats;
-  for (int32_t l = 0; l < m.config().num_layers; ++l) r.push_back(m.router_f32(l));
-  for (int32_t l = 0; l < m.config().num_layers; ++l)
-    mats.push_back({l, m.config().num_experts, m.config().hidden_size, r[l]});
-  return irsh_v1(mats);
-}
 
 std::vector<int32_t> some_tokens(int32_t vocab, int n) {
   std::vector<int32_t> t;
