@@ -7,6 +7,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "epwa/arch.hpp"
@@ -31,31 +32,45 @@ struct ForwardOptions {
   int32_t stop_after_router = -1;
 };
 
-// Per-sequence state: the keys and values of every layer for the positions processed so far, and
-// the scratch buffers of the forward pass. Copying a Context copies its cache (a fork of the
-// sequence) with fresh scratch.
+// One token of a batch: its id, its position in its sequence and the sequence (Model::decode).
+struct BatchToken {
+  int32_t token = 0;
+  int64_t position = 0;
+  int32_t sequence = 0;
+};
+
+// The state of one or more sequences run together: the keys and values of every layer for the
+// positions processed so far (one cache per sequence), and the scratch buffers of the forward pass.
+// Copying a Context copies its caches (a fork) with fresh scratch.
 class Context {
  public:
-  explicit Context(const Model& model, int64_t capacity = 256);
+  explicit Context(const Model& model, int64_t capacity = 256, int32_t sequences = 1);
   Context(const Context& other);
   Context& operator=(const Context&) = delete;
   ~Context();
 
   const Model& model() const { return *model_; }
-  int64_t size() const { return size_; }
-  int64_t capacity() const { return capacity_; }
-  void clear() { size_ = 0; }
-  // Drops positions >= n (n <= size()).
-  void truncate(int64_t n);
+  int32_t sequences() const { return static_cast<int32_t>(seqs_.size()); }
+  int64_t size(int32_t seq = 0) const { return at(seq).size; }
+  int64_t capacity(int32_t seq = 0) const { return at(seq).capacity; }
+  void clear(int32_t seq = 0) { at(seq).size = 0; }
+  // Drops positions >= n of sequence `seq` (n <= size(seq)).
+  void truncate(int64_t n, int32_t seq = 0);
 
   struct Scratch;
 
  private:
   friend class Model;
-  void reserve(int64_t positions);
+  struct Seq {
+    int64_t capacity = 0, size = 0;
+    std::vector<std::vector<float>> k, v;  // per layer: [capacity x kv_dim]
+  };
+  const Seq& at(int32_t seq) const;
+  Seq& at(int32_t seq) { return const_cast<Seq&>(std::as_const(*this).at(seq)); }
+  void reserve(int32_t seq, int64_t positions);
   const Model* model_;
-  int64_t kv_dim_, capacity_ = 0, size_ = 0;
-  std::vector<std::vector<float>> k_, v_;  // per layer: [capacity x kv_dim]
+  int64_t kv_dim_;
+  std::vector<Seq> seqs_;
   std::unique_ptr<Scratch> scratch_;
 };
 
@@ -117,6 +132,13 @@ class Model {
   // all_logits, else the last position's V values). Thread-safe for distinct contexts.
   std::vector<float> forward(std::span<const int32_t> tokens, Context& ctx,
                              const ForwardOptions& opt = {}) const;
+  // Runs a batch of tokens of several sequences of `ctx` at once (the matrix products over the
+  // whole batch, attention per sequence). The tokens of one sequence must be consecutive in the
+  // batch, at consecutive positions starting at ctx.size(seq); a sequence appears at most once.
+  // Returns the logits ([n][V]) of every token with all_logits, else of the last token of each
+  // sequence, in batch order. Observations carry the sequence and its position.
+  std::vector<float> decode(std::span<const BatchToken> batch, Context& ctx,
+                            const ForwardOptions& opt = {}) const;
 
   Context make_context(int64_t capacity = 256) const { return Context(*this, capacity); }
 
@@ -132,6 +154,10 @@ class Model {
   std::vector<int32_t> moe_layers_;
   std::vector<int32_t> moe_index_;  // per transformer layer: its MoE-layer index, or -1
   const Backend* backend_;
+
+  struct Run;  // the tokens of one sequence in a batch
+  std::vector<float> run(std::span<const int32_t> tokens, std::span<const Run> runs, Context& ctx,
+                         const ForwardOptions& opt) const;
 };
 
 }  // namespace epwa

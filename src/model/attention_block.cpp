@@ -26,8 +26,8 @@ void clamp_all(float* y, int64_t count, float limit) {
 
 }  // namespace
 
-void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L, const KvLayer& kv,
-               int64_t p0, int64_t n, float* x, Context::Scratch& s) {
+void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
+               std::span<const SeqRows> seqs, int64_t n, float* x, Context::Scratch& s) {
   const int64_t d = c.hidden_size, hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads;
   const int64_t qdim = nh * hd, kvdim = nkv * hd;
   float* xn = s.xn.data();
@@ -67,12 +67,16 @@ void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L, c
   }
   {
     EPWA_PHASE("rope");
-    be.rope(q, n, nh, qdim, p0, bs);
-    be.rope(kk, n, nkv, kvdim, p0, bs);
+    for (const SeqRows& r : seqs) {
+      be.rope(q + r.begin * qdim, r.n, nh, qdim, r.p0, bs);
+      be.rope(kk + r.begin * kvdim, r.n, nkv, kvdim, r.p0, bs);
+    }
   }
   {
     EPWA_PHASE("attention");
-    be.attention(q, kk, vv, n, p0, nh, nkv, hd, kv, att, bs);
+    for (const SeqRows& r : seqs)
+      be.attention(q + r.begin * qdim, kk + r.begin * kvdim, vv + r.begin * kvdim, r.n, r.p0, nh,
+                   nkv, hd, r.kv, att + r.begin * qdim, bs);
   }
   {
     EPWA_PHASE("wo");

@@ -1,6 +1,6 @@
-// The blocks the forward pass is built from, each over n tokens of one sequence at positions
-// p0 .. p0 + n - 1, running its operations on a backend (include/epwa/backend.hpp). Each is
-// testable on its own.
+// The blocks the forward pass is built from, each over the n rows of a batch (the tokens of one or
+// more sequences), running its operations on a backend (include/epwa/backend.hpp). Each is testable
+// on its own.
 #pragma once
 #include <cstdint>
 
@@ -10,10 +10,18 @@
 
 namespace epwa::block {
 
-// x += Wo Attention(q, k, v) of RMSNorm(x): projections with optional biases, q/k norms (whole
-// projection or per head), clip_qkv, rotate-half RoPE, GQA over the cache; appends k, v at p0...
-void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L, const KvLayer& kv,
-               int64_t p0, int64_t n, float* x, Context::Scratch& s);
+// The rows [begin, begin + n) of a batch that belong to one sequence, at its positions p0 ..., with
+// that sequence's cache of the layer.
+struct SeqRows {
+  int64_t begin, n, p0;
+  KvLayer kv;
+};
+
+// x += Wo Attention(q, k, v) of RMSNorm(x) for the n rows of a batch: projections with optional
+// biases, q/k norms (whole projection or per head), clip_qkv, rotate-half RoPE, and per sequence
+// GQA over its cache (k, v appended at its positions).
+void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
+               std::span<const SeqRows> seqs, int64_t n, float* x, Context::Scratch& s);
 
 // The router of an MoE layer over n normed rows `xn`: s.router gets the logits, s.topk the k
 // experts of each row (best first, ties to the lower index), s.topw their weights (softmax over all

@@ -1,6 +1,8 @@
 // The forward pass: the embedding, then per layer the attention block and either the MoE block
 // (router observed here) or the dense FFN, then the output head. Each block matches transformers'
-// modeling code of the family operation for operation (docs/ARCHITECTURE.md).
+// modeling code of the family operation for operation (docs/ARCHITECTURE.md). A batch holds the
+// tokens of one or more sequences: the matrix products run over all of them, attention per
+// sequence over its own cache.
 #include <algorithm>
 
 #include "blocks.hpp"
@@ -11,13 +13,52 @@
 
 namespace epwa {
 
+struct Model::Run {
+  int32_t seq;
+  int64_t begin, n, p0;  // rows [begin, begin + n) of the batch, at positions p0 ...
+};
+
 std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
                                   const ForwardOptions& opt) const {
+  check(&ctx.model() == this, "forward: the context belongs to another model");
+  if (tokens.empty()) throw Error("forward: no tokens");
+  const Run one{0, 0, static_cast<int64_t>(tokens.size()), ctx.size()};
+  return run(tokens, {&one, 1}, ctx, opt);
+}
+
+std::vector<float> Model::decode(std::span<const BatchToken> batch, Context& ctx,
+                                 const ForwardOptions& opt) const {
+  check(&ctx.model() == this, "decode: the context belongs to another model");
+  if (batch.empty()) throw Error("decode: empty batch");
+  std::vector<Run> runs;
+  std::vector<int32_t> tokens;
+  std::vector<bool> seen(ctx.sequences());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchToken& b = batch[i];
+    check(b.sequence >= 0 && b.sequence < ctx.sequences(),
+          "decode: sequence " + std::to_string(b.sequence) + " out of range (the context has " +
+              std::to_string(ctx.sequences()) + ")");
+    if (runs.empty() || runs.back().seq != b.sequence) {
+      check(!seen[b.sequence], "decode: the tokens of sequence " + std::to_string(b.sequence) +
+                                   " are not consecutive in the batch");
+      seen[b.sequence] = true;
+      runs.push_back({b.sequence, static_cast<int64_t>(i), 0, ctx.size(b.sequence)});
+    }
+    Run& r = runs.back();
+    check(b.position == r.p0 + r.n, "decode: sequence " + std::to_string(b.sequence) +
+                                        " expects position " + std::to_string(r.p0 + r.n) +
+                                        ", got " + std::to_string(b.position));
+    ++r.n;
+    tokens.push_back(b.token);
+  }
+  return run(tokens, runs, ctx, opt);
+}
+
+std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const Run> runs,
+                              Context& ctx, const ForwardOptions& opt) const {
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(tokens.size());
   const auto n_moe = static_cast<int32_t>(moe_layers_.size());
-  check(&ctx.model() == this, "forward: the context belongs to another model");
-  if (n <= 0) throw Error("forward: no tokens");
   if (opt.stop_after_router >= n_moe)
     throw Error("router layer " + std::to_string(opt.stop_after_router) +
                 " out of range (model has " + std::to_string(n_moe) + " MoE layers)");
@@ -27,8 +68,11 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
                   std::to_string(c.vocab_size) + ")");
   const int64_t d = c.hidden_size, qdim = int64_t{c.num_heads} * c.head_dim;
   const int64_t kvdim = int64_t{c.num_kv_heads} * c.head_dim;
-  const int64_t p0 = ctx.size();
-  ctx.reserve(p0 + n);
+  int64_t max_positions = 0;
+  for (const Run& r : runs) {
+    ctx.reserve(r.seq, r.p0 + r.n);
+    max_positions = std::max({max_positions, r.p0 + r.n, ctx.capacity(r.seq)});
+  }
 
   const Backend& be = *backend_;
   Context::Scratch& s = *ctx.scratch_;
@@ -40,16 +84,21 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
   s.att.resize(n * qdim);
   float* o = s.o.resize(n * d);
   // Sized for the whole cache: a generation fills it without growing anything.
-  be.reserve(*s.backend, std::max(p0 + n, ctx.capacity()));
+  be.reserve(*s.backend, max_positions);
   auto watched = [&](int32_t m) {
     return opt.watch.empty() || std::find(opt.watch.begin(), opt.watch.end(), m) != opt.watch.end();
   };
+  std::vector<block::SeqRows> seqs(runs.size());
 
   for (int64_t i = 0; i < n; ++i) table_row(weights_.embed, tokens[i], x + i * d);
 
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
-    block::attention(be, c, L, {ctx.k_[l].data(), ctx.v_[l].data(), ctx.capacity()}, p0, n, x, s);
+    for (size_t r = 0; r < runs.size(); ++r) {
+      Context::Seq& q = ctx.at(runs[r].seq);
+      seqs[r] = {runs[r].begin, runs[r].n, runs[r].p0, {q.k[l].data(), q.v[l].data(), q.capacity}};
+    }
+    block::attention(be, c, L, seqs, n, x, s);
     {
       EPWA_PHASE("norm");
       be.rmsnorm(x, n, d, L.ffn_norm, c.rms_norm_eps, xn);
@@ -61,24 +110,33 @@ std::vector<float> Model::forward(std::span<const int32_t> tokens, Context& ctx,
       block::route(be, c, L, xn, n, s);
       if (opt.observer && watched(m)) {
         const int64_t ne = c.num_experts, k = c.experts_per_token;
-        for (int64_t i = 0; i < n; ++i)
-          opt.observer->observe({m,
-                                 p0 + i,
-                                 {s.router.data() + i * ne, static_cast<size_t>(ne)},
-                                 {s.topk.data() + i * k, static_cast<size_t>(k)},
-                                 {s.topw.data() + i * k, static_cast<size_t>(k)}});
+        for (const Run& r : runs)
+          for (int64_t i = r.begin; i < r.begin + r.n; ++i)
+            opt.observer->observe({m,
+                                   r.p0 + (i - r.begin),
+                                   {s.router.data() + i * ne, static_cast<size_t>(ne)},
+                                   {s.topk.data() + i * k, static_cast<size_t>(k)},
+                                   {s.topw.data() + i * k, static_cast<size_t>(k)},
+                                   r.seq});
       }
       if (m == opt.stop_after_router) return {};
       block::moe(be, c, L, xn, n, o, s);
     }
     for (int64_t i = 0; i < n * d; ++i) x[i] += o[i];
   }
-  ctx.size_ = p0 + n;
+  for (const Run& r : runs) ctx.at(r.seq).size = r.p0 + r.n;
 
   EPWA_PHASE("head");
-  const int64_t first = opt.all_logits ? 0 : n - 1;
-  const int64_t rows_out = n - first;
-  be.rmsnorm(x + first * d, rows_out, d, weights_.final_norm, c.rms_norm_eps, xn);
+  // The rows whose logits are returned: all, or the last of each sequence (consecutive when there
+  // is one sequence, so the head is one product over them either way).
+  std::vector<int64_t> rows;
+  if (opt.all_logits)
+    for (int64_t i = 0; i < n; ++i) rows.push_back(i);
+  else
+    for (const Run& r : runs) rows.push_back(r.begin + r.n - 1);
+  const auto rows_out = static_cast<int64_t>(rows.size());
+  for (int64_t j = 0; j < rows_out; ++j)
+    be.rmsnorm(x + rows[j] * d, 1, d, weights_.final_norm, c.rms_norm_eps, xn + j * d);
   std::vector<float> logits(rows_out * c.vocab_size);
   const TensorView* head[] = {&weights_.head};
   float* ys[] = {logits.data()};

@@ -151,45 +151,55 @@ void check_weights(const ModelConfig& c, const ModelWeights& w) {
 
 // ---- Context ----
 
-Context::Context(const Model& model, int64_t capacity)
+Context::Context(const Model& model, int64_t capacity, int32_t sequences)
     : model_(&model),
       kv_dim_(int64_t{model.config().num_kv_heads} * model.config().head_dim),
-      k_(model.config().num_layers),
-      v_(model.config().num_layers),
       scratch_(std::make_unique<Scratch>()) {
+  check(sequences >= 1, "context: needs at least one sequence, got " + std::to_string(sequences));
   scratch_->backend = model.backend().make_scratch(model.config());
-  reserve(std::max<int64_t>(capacity, 1));
+  seqs_.resize(sequences);
+  for (int32_t q = 0; q < sequences; ++q) {
+    seqs_[q].k.resize(model.config().num_layers);
+    seqs_[q].v.resize(model.config().num_layers);
+    reserve(q, std::max<int64_t>(capacity, 1));
+  }
 }
 
 Context::Context(const Context& other)
     : model_(other.model_),
       kv_dim_(other.kv_dim_),
-      capacity_(other.capacity_),
-      size_(other.size_),
-      k_(other.k_),
-      v_(other.v_),
+      seqs_(other.seqs_),
       scratch_(std::make_unique<Scratch>()) {
   scratch_->backend = model_->backend().make_scratch(model_->config());
 }
 
 Context::~Context() = default;
 
-void Context::reserve(int64_t positions) {
-  if (positions <= capacity_) return;
-  capacity_ = std::max(positions, capacity_ * 2);
-  for (auto* side : {&k_, &v_})
+const Context::Seq& Context::at(int32_t seq) const {
+  check(seq >= 0 && seq < sequences(), "context: sequence " + std::to_string(seq) +
+                                           " out of range (the context has " +
+                                           std::to_string(sequences()) + ")");
+  return seqs_[seq];
+}
+
+void Context::reserve(int32_t seq, int64_t positions) {
+  Seq& q = at(seq);
+  if (positions <= q.capacity) return;
+  q.capacity = std::max(positions, q.capacity * 2);
+  for (auto* side : {&q.k, &q.v})
     for (auto& buf : *side) {
       // Advised before the new part is zero-filled, so that its first touch can fault huge pages.
-      buf.reserve(static_cast<size_t>(capacity_ * kv_dim_));
+      buf.reserve(static_cast<size_t>(q.capacity * kv_dim_));
       advise_huge_pages(buf.data(), buf.capacity() * sizeof(float));
-      buf.resize(static_cast<size_t>(capacity_ * kv_dim_));
+      buf.resize(static_cast<size_t>(q.capacity * kv_dim_));
     }
 }
 
-void Context::truncate(int64_t n) {
-  check(n >= 0 && n <= size_, "KV cache: cannot truncate " + std::to_string(size_) +
-                                  " positions to " + std::to_string(n));
-  size_ = n;
+void Context::truncate(int64_t n, int32_t seq) {
+  Seq& q = at(seq);
+  check(n >= 0 && n <= q.size, "KV cache: cannot truncate " + std::to_string(q.size) +
+                                   " positions to " + std::to_string(n));
+  q.size = n;
 }
 
 }  // namespace epwa

@@ -4,6 +4,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <thread>
@@ -109,6 +111,102 @@ TEST(Context, ObservationsUseMoeLayerIndex) {
   EXPECT_THROW(model->forward(tokens, c4, fo), epwa::Error);
   EXPECT_EQ(model->router_f32(1).size(), 8u * 64u);
   EXPECT_THROW(model->router_f32(2), epwa::Error);
+}
+
+}  // namespace
+
+namespace {
+
+double rel_diff(std::span<const float> a, std::span<const float> b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    num += (double{a[i]} - b[i]) * (a[i] - b[i]), den += double{b[i]} * b[i];
+  return std::sqrt(num / den);
+}
+
+struct PerSeq : epwa::RouterObserver {
+  std::map<std::pair<int32_t, int64_t>, std::vector<int32_t>>
+      topk;  // (sequence, position) -> experts
+  void observe(const epwa::RouterObservation& o) override {
+    if (o.layer == 0) topk[{o.sequence, o.position}] = {o.topk.begin(), o.topk.end()};
+  }
+};
+
+// Three sequences run as one batch (prompts of different lengths, then one token each per step)
+// give each sequence what it gets alone: the same routing and logits up to the rounding of batched
+// products, the same greedy tokens.
+TEST(Context, BatchOfSequencesMatchesEachAlone) {
+  for (const char* name : {"qwen3moe", "gqa"}) {
+    SCOPED_TRACE(name);
+    auto model = epwa::Model::load(kRef / name);
+    const int64_t V = model->config().vocab_size;
+    const std::vector<std::vector<int32_t>> prompts{
+        {1, 5, 9, 200}, {1, 77}, {1, 300, 2, 41, 150, 7}};
+    ASSERT_EQ(epwa::Context(*model, 4, 3).sequences(), 3);
+    epwa::Context ctx(*model, 4, 3);
+    PerSeq seen_batch;
+    epwa::ForwardOptions fo;
+    fo.observer = &seen_batch;
+    std::vector<epwa::BatchToken> batch;
+    for (int32_t q = 0; q < 3; ++q)
+      for (size_t p = 0; p < prompts[q].size(); ++p)
+        batch.push_back({prompts[q][p], static_cast<int64_t>(p), q});
+    auto logits = model->decode(batch, ctx, fo);  // the last token of each sequence
+    ASSERT_EQ(logits.size(), static_cast<size_t>(3 * V));
+    std::vector<std::vector<int32_t>> greedy(3);
+    for (int step = 0; step < 4; ++step) {
+      batch.clear();
+      for (int32_t q = 0; q < 3; ++q) {
+        const float* row = logits.data() + q * V;
+        greedy[q].push_back(static_cast<int32_t>(std::max_element(row, row + V) - row));
+        batch.push_back({greedy[q].back(), ctx.size(q), q});
+      }
+      logits = model->decode(batch, ctx, fo);
+    }
+    for (int32_t q = 0; q < 3; ++q) {
+      auto alone = model->make_context();
+      PerSeq seen_alone;
+      epwa::ForwardOptions fa;
+      fa.observer = &seen_alone;
+      auto l = model->forward(prompts[q], alone, fa);
+      std::vector<int32_t> g;
+      for (int step = 0; step < 4; ++step) {
+        g.push_back(static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin()));
+        const int32_t t = g.back();
+        const auto next = model->forward({&t, 1}, alone, fa);
+        if (step == 3)
+          EXPECT_LE(rel_diff(next, {logits.data() + q * V, static_cast<size_t>(V)}), 1e-5);
+        l = next;
+      }
+      EXPECT_EQ(g, greedy[q]) << "sequence " << q;
+      EXPECT_EQ(ctx.size(q), static_cast<int64_t>(prompts[q].size() + 4));
+      // Its observations carry its sequence id and the positions and experts it has alone.
+      for (int64_t p = 0; p < ctx.size(q); ++p)
+        EXPECT_EQ(seen_batch.topk.at({q, p}), seen_alone.topk.at({0, p})) << q << " " << p;
+    }
+    EXPECT_EQ(seen_batch.topk.size(), (4 + 2 + 6) + 3 * 4u);
+  }
+}
+
+TEST(Context, DecodeRejectsBadBatches) {
+  auto model = epwa::Model::load(kRef / "olmoe");
+  epwa::Context ctx(*model, 8, 2);
+  using B = std::vector<epwa::BatchToken>;
+  auto err = [&](const B& b) {
+    try {
+      model->decode(b, ctx);
+    } catch (const epwa::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(err({{1, 0, 2}}), ::testing::HasSubstr("sequence 2 out of range"));
+  EXPECT_THAT(err({{1, 1, 0}}), ::testing::HasSubstr("expects position 0, got 1"));
+  EXPECT_THAT(err({{1, 0, 0}, {1, 0, 1}, {2, 1, 0}}), ::testing::HasSubstr("not consecutive"));
+  EXPECT_THAT(err({}), ::testing::HasSubstr("empty batch"));
+  EXPECT_EQ(ctx.size(0), 0);
+  EXPECT_THROW(ctx.size(2), epwa::Error);
+  EXPECT_THROW(epwa::Context(*model, 8, 0), epwa::Error);
 }
 
 }  // namespace
