@@ -174,8 +174,9 @@ TEST(Context, BatchOfSequencesMatchesEachAlone) {
         g.push_back(static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin()));
         const int32_t t = g.back();
         const auto next = model->forward({&t, 1}, alone, fa);
-        if (step == 3)
+        if (step == 3) {
           EXPECT_LE(rel_diff(next, {logits.data() + q * V, static_cast<size_t>(V)}), 1e-5);
+        }
         l = next;
       }
       EXPECT_EQ(g, greedy[q]) << "sequence " << q;
