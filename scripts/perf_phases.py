@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Groups `perf script -F tid,time,ip,sym,dso` samples of an epwa run by forward phase and by thread
-# (docs/PERF.md, "Profiles"). Usage: perf script -i F -F tid,time,ip,sym,dso | scripts/perf_phases.py [T0 [T1]]
+# (docs/history/PERF-issue9.md, "Profiles"). Usage: perf script -i F -F tid,time,ip,sym,dso | scripts/perf_phases.py [T0 [T1]]
 # keeps samples with T0 <= time <= T1 (seconds, as perf prints them), e.g. the timed window after the load.
 import sys, re, collections
 CATS = [

@@ -1,4 +1,4 @@
-// Profiling build only (docs/PERF.md, "Profiles"): the phase totals, printed at exit.
+// Profiling build only (docs/history/PERF-issue9.md, "Profiles"): the phase totals, printed at exit.
 #include "core/phase_stats.hpp"
 
 #ifdef EPWA_PHASE_STATS

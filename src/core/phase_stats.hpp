@@ -1,4 +1,4 @@
-// Profiling build only (-DEPWA_PHASE_STATS, docs/PERF.md "Profiles"): wall time of each phase of
+// Profiling build only (-DEPWA_PHASE_STATS, docs/history/PERF-issue9.md "Profiles"): wall time of each phase of
 // the forward pass, printed at exit. EPWA_PHASE("name") times the rest of the enclosing scope.
 #pragma once
 

@@ -27,11 +27,11 @@ namespace {
 // token and a futex wake costs more than a short spin), then yield so that an oversubscribed core
 // runs whoever has work, then sleep on a futex. (On the idle machine workers joined 99.7% of
 // decode's jobs within 3 us with these rounds; a time-based 2 ms yield phase changed nothing
-// measurable: docs/PERF.md, "Profiles".)
+// measurable: docs/history/PERF-issue9.md, "Profiles".)
 constexpr int kSpinRounds = 256, kYieldRounds = 64;
 
 #ifdef EPWA_POOL_STATS
-// Profiling build only (docs/PERF.md, "Profiles"): per job, its wall time, the caller's wait for
+// Profiling build only (docs/history/PERF-issue9.md, "Profiles"): per job, its wall time, the caller's wait for
 // the last chunks, each thread's time inside chunks, and how late the workers join.
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

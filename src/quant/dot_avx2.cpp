@@ -218,7 +218,7 @@ inline __m256 group_dot(const std::byte* blk, const int8_t* y, const ActGroup& a
 
 // Software prefetch of the weights kPrefetchBytes ahead of a group of N bytes being read: one row
 // is one sequential stream (and the next row follows it), and the hardware prefetcher alone left a
-// thread at ~80% of the bandwidth it reaches with this (docs/PERF.md). Prefetches never fault, so
+// thread at ~80% of the bandwidth it reaches with this (docs/history/PERF-issue9.md). Prefetches never fault, so
 // running past the matrix end is harmless.
 constexpr int64_t kPrefetchBytes = 2048;
 template <int64_t N>

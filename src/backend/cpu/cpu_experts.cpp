@@ -1,6 +1,6 @@
 // The routed experts of an MoE layer on the CPU (Backend::expert_ffn).
 //
-// Speed without changing a bit of the results (docs/PERF.md, "Engine"): activations are packed
+// Speed without changing a bit of the results (docs/history/PERF-issue9.md, "Engine"): activations are packed
 // once per weight type, and a decoded token runs two parallel jobs for its experts (every selected
 // expert's gate and up with the SwiGLU; every selected expert's down) instead of one per matrix.
 // Each output value is computed by the same kernel call on the same inputs as the one-matrix-at-a-
