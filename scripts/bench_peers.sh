@@ -16,7 +16,7 @@ args=("$@")
 [[ ${#args[@]} -gt 0 ]] || args=(-p 512 -n 128 -r 3 -t 2)
 root=$(cd "$(dirname "$0")/.." && pwd)
 epwa=${EPWA:-$root/build/epwa}
-llama=${LLAMA_BENCH:?set LLAMA_BENCH to llama.cpp's llama-bench}
+llama=${LLAMA_BENCH:?set LLAMA_BENCH to the llama-bench of llama.cpp}
 [[ -x $epwa ]] || { echo "error: $epwa not found (build first, or set EPWA)" >&2; exit 1; }
 [[ -x $llama ]] || { echo "error: $llama is not executable" >&2; exit 1; }
 mkdir -p "$out"
@@ -25,6 +25,7 @@ for f in "${files[@]}"; do
   echo "== $name: epwa" >&2
   "$epwa" bench --quiet --load auto --json --model "$f" "${args[@]}" > "$out/epwa-$name.json"
   echo "== $name: llama.cpp" >&2
-  "$llama" -m "$f" -o json "${args[@]}" > "$out/llama-$name.json"
+  "$llama" -m "$f" -o json "${args[@]}" > "$out/llama-$name.json" ||
+    { echo "llama-bench failed on $name" >&2; rm -f "$out/llama-$name.json"; }
 done
 python3 "$root/tools/bench/peer_table.py" "$out"

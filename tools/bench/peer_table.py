@@ -36,6 +36,7 @@ def main():
         name = os.path.basename(path)[len("epwa-"):-len(".json")]
         peer = os.path.join(out, f"llama-{name}.json")
         if not os.path.exists(peer):
+            print(f"| {name} | - | - | llama.cpp failed | - |")
             continue
         commit, mine = epwa_rows(path)
         build, theirs = llama_rows(peer)
