@@ -30,10 +30,13 @@ std::string join(const json& ids) {
 class Families : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Families, EveryCommand) {
-  const fs::path dir = fs::temp_directory_path() / ("epwa-family-" + GetParam() + "-" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("epwa-family-" + GetParam() + "-" + std::to_string(getpid()));
   fs::remove_all(dir);
   const std::string hf = (dir / "hf").string(), gguf = (dir / "m.gguf").string();
-  ASSERT_EQ(epwa_test::run_cli("make-model --shape tiny-" + GetParam() + " --seed 3 --out " + hf).code, 0);
+  ASSERT_EQ(
+      epwa_test::run_cli("make-model --shape tiny-" + GetParam() + " --seed 3 --out " + hf).code,
+      0);
   ASSERT_EQ(epwa_test::run_cli("convert --model " + hf + " --out " + gguf).code, 0);
   for (const char* type : {"q8_0", "q4_k_m"})
     ASSERT_EQ(epwa_test::run_cli("quantize --quiet --model " + gguf + " --type " + type + " -o " +
@@ -48,25 +51,37 @@ TEST_P(Families, EveryCommand) {
   const json b = run_json("trace --json --model " + gguf + " --tokens " + toks);
   EXPECT_EQ(a["logits"], b["logits"]);
   EXPECT_EQ(a["router"], b["router"]);
-  EXPECT_FALSE(run_json("trace --json --load-in-4bit --model " + hf + " --tokens " + toks)["logits"].empty());
-  EXPECT_FALSE(run_json("trace --json --model " + (dir / "q4_k_m.gguf").string() + " --tokens " + toks)["logits"].empty());
+  EXPECT_FALSE(run_json("trace --json --load-in-4bit --model " + hf + " --tokens " + toks)["logits"]
+                   .empty());
+  EXPECT_FALSE(run_json("trace --json --model " + (dir / "q4_k_m.gguf").string() + " --tokens " +
+                        toks)["logits"]
+                   .empty());
 
   // The router hash is a property of the model, whatever the file or mode.
   const auto hash = epwa_test::run_cli("hash --model " + hf, epwa_test::Stderr::Drop).out;
-  EXPECT_EQ(epwa_test::run_cli("hash --model " + (dir / "q8_0.gguf").string(), epwa_test::Stderr::Drop).out, hash);
+  EXPECT_EQ(
+      epwa_test::run_cli("hash --model " + (dir / "q8_0.gguf").string(), epwa_test::Stderr::Drop)
+          .out,
+      hash);
 
-  // Watermarked generation is detected by every gray-box method at the last and the first MoE layer.
+  // Watermarked generation is detected by every gray-box method at the last and the first MoE
+  // layer.
   for (const char* layer : {"-1", "0"}) {
-    const json g = run_json("generate --json --model " + gguf + " --prompt-tokens 1,5,9 -n 120 --seed 4 --key k " +
+    const json g = run_json("generate --json --model " + gguf +
+                            " --prompt-tokens 1,5,9 -n 120 --seed 4 --key k " +
                             "--watermark gsg --delta 6 --router-layer " + layer);
     const std::string ids = join(g["tokens"]);
+    // A random model's text repeats itself: every position counts here (--count-repeats), so
+    // that the test sees the watermark rather than the length of the deduplicated text.
     for (const char* method : {"full", "weighted", "cspv --sample 30"}) {
-      const json d = run_json("detect --json --model " + hf + " --key k --prompt-tokens 1,5,9 --tokens " + ids +
+      const json d = run_json("detect --json --count-repeats --model " + hf +
+                              " --key k --prompt-tokens 1,5,9 --tokens " + ids +
                               " --router-layer " + layer + " --method " + method);
       EXPECT_GT(d["z"].get<double>(), 4.0) << GetParam() << " layer " << layer << " " << method;
     }
-    const json none = run_json("detect --json --model " + hf + " --key other --prompt-tokens 1,5,9 --tokens " + ids +
-                               " --router-layer " + layer);
+    const json none =
+        run_json("detect --json --model " + hf + " --key other --prompt-tokens 1,5,9 --tokens " +
+                 ids + " --router-layer " + layer);
     EXPECT_LT(none["z"].get<double>(), 4.0) << "a wrong key";
   }
   fs::remove_all(dir);
