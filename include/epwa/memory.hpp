@@ -2,6 +2,7 @@
 // files. Implemented per OS in src/platform/ (no-ops where the OS has no such hint).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace epwa {
 
@@ -25,6 +26,25 @@ class LargeBuffer {
   void release() noexcept;
   void* addr_ = nullptr;
   size_t size_ = 0, mapped_ = 0;
+};
+
+// A scratch array of T that only grows, in LargeBuffer memory (its contents are lost when it does):
+// a forward pass resizes it to what it needs and allocates nothing once it has grown.
+template <class T>
+class ScratchArray {
+ public:
+  T* data() const { return static_cast<T*>(mem_.data()); }
+  T& operator[](size_t i) const { return data()[i]; }
+  T* resize(int64_t n) {
+    const auto need = static_cast<size_t>(n) * sizeof(T);
+    if (need > mem_.size())
+      mem_ =
+          LargeBuffer(need > mem_.size() + mem_.size() / 2 ? need : mem_.size() + mem_.size() / 2);
+    return data();
+  }
+
+ private:
+  LargeBuffer mem_;
 };
 
 // Whether advised anonymous memory can get huge pages (Linux: transparent huge pages not "never").

@@ -12,7 +12,7 @@ namespace epwa::block {
 namespace {
 
 // y[i] += b for each of n rows of `b.numel()` values (the bias dequantized once into `tmp`).
-void add_bias(const TensorView& b, float* y, int64_t n, Buffer<float>& tmp) {
+void add_bias(const TensorView& b, float* y, int64_t n, ScratchArray<float>& tmp) {
   const int64_t m = b.numel();
   float* row = tmp.resize(m);
   table_row(b, 0, row);

@@ -11,25 +11,10 @@
 
 namespace epwa {
 
-// A scratch array that only grows (its contents are lost when it does); large ones get huge pages.
-template <class T>
-class Buffer {
- public:
-  T* data() const { return static_cast<T*>(mem_.data()); }
-  T* resize(int64_t n) {
-    const auto need = static_cast<size_t>(n) * sizeof(T);
-    if (need > mem_.size()) mem_ = LargeBuffer(std::max(need, mem_.size() + mem_.size() / 2));
-    return data();
-  }
-
- private:
-  LargeBuffer mem_;
-};
-
 struct Context::Scratch {
-  Buffer<float> x, xn, q, k, v, att, o, router, probs, bias, shared;
-  Buffer<int32_t> topk;
-  Buffer<float> topw;
+  ScratchArray<float> x, xn, q, k, v, att, o, router, probs, bias, shared;
+  ScratchArray<int32_t> topk;
+  ScratchArray<float> topw;
   std::unique_ptr<BackendScratch> backend;
 };
 

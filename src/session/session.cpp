@@ -48,6 +48,7 @@ std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> 
   Context cache = model.make_context(static_cast<int64_t>(tokens.size()));
   ForwardOptions fo;
   fo.observer = &rec;
+  fo.watch = {rec.layer};  // only the watermark layer is observed
   fo.stop_after_router = rec.layer;
   model.forward(tokens, cache, fo);
   check(rec.records.size() == tokens.size(),

@@ -12,25 +12,6 @@
 
 namespace epwa::cpu {
 
-// A scratch array that only grows (its contents are lost when it does); large ones get huge pages.
-template <class T>
-class Buffer {
- public:
-  T* data() const { return static_cast<T*>(mem_.data()); }
-  size_t size() const { return n_; }
-  T& operator[](size_t i) const { return data()[i]; }
-  T* resize(int64_t n) {
-    const auto need = static_cast<size_t>(n) * sizeof(T);
-    if (need > mem_.size()) mem_ = LargeBuffer(std::max(need, mem_.size() + mem_.size() / 2));
-    n_ = static_cast<size_t>(n);
-    return data();
-  }
-
- private:
-  LargeBuffer mem_;
-  size_t n_ = 0;
-};
-
 // Inputs prepared for the weight types that read the same activations; references stay valid
 // until reset().
 class InputSet {
@@ -56,9 +37,9 @@ struct Scratch : BackendScratch {
   InputSet inputs;
   std::vector<RowTask> tasks;
   // Expert outputs: one token's k experts side by side (decode), or one expert's tokens (prompt).
-  Buffer<float> gathered, gate, up, down;
-  Buffer<int32_t> expert_begin, expert_fill, rows;
-  Buffer<float> rw;
+  ScratchArray<float> gathered, gate, up, down;
+  ScratchArray<int32_t> expert_begin, expert_fill, rows;
+  ScratchArray<float> rw;
   // Decode's selected experts: index, weight, prepared inputs of gate and up.
   std::vector<int32_t> sel;
   std::vector<float> sel_w;
