@@ -12,8 +12,6 @@
 namespace epwa {
 
 struct ModelConfig;
-struct LayerWeights;
-struct FfnWeights;
 
 enum class BackendOp : uint8_t {
   Linear,     // y = x W^T over rows of activations
@@ -45,6 +43,11 @@ struct Routing {
   int64_t k;
 };
 
+// The routed experts of a layer: expert e is down[e](silu(gate[e] x) * up[e] x).
+struct ExpertMatrices {
+  std::span<const TensorView> gate, down, up;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -62,12 +65,13 @@ class Backend {
                       int64_t cols, std::span<float* const> ys, BackendScratch& s) const = 0;
   // out[i] = sum over row i's k experts e of weight * down_e(silu(gate_e x_i) * up_e x_i), the
   // terms added in expert-index order; out is overwritten.
-  virtual void expert_ffn(const LayerWeights& L, int64_t experts, int64_t width, const Routing& r,
+  virtual void expert_ffn(const ExpertMatrices& experts, int64_t width, const Routing& r,
                           const float* x, int64_t n, int64_t d, float* out,
                           BackendScratch& s) const = 0;
   // out = down(silu(gate x) * up x) for n rows of d activations; the FFN is `width` wide.
-  virtual void ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, int64_t d,
-                   float* out, BackendScratch& s) const = 0;
+  virtual void ffn(const TensorView& gate, const TensorView& down, const TensorView& up,
+                   int64_t width, const float* x, int64_t n, int64_t d, float* out,
+                   BackendScratch& s) const = 0;
   // out = x / sqrt(mean(x^2) + eps) * w for n rows of d values (out may alias x).
   virtual void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps,
                        float* out) const = 0;

@@ -105,7 +105,7 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
     }
     const int32_t m = moe_index_[l];
     if (m < 0) {
-      be.ffn(L.dense, c.intermediate_size, xn, n, d, o, *s.backend);
+      be.ffn(L.dense.gate, L.dense.down, L.dense.up, c.intermediate_size, xn, n, d, o, *s.backend);
     } else {
       block::route(be, c, L, xn, n, s);
       if (opt.observer && watched(m)) {

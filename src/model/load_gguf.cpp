@@ -29,9 +29,10 @@ struct GgufStorage {
 
 // Mapped files stay on 4 KB pages here (the page cache's large folios are rarely mapped whole, and
 // MADV_COLLAPSE refuses file mappings), and the page walks over hundreds of MB of weights per token
-// cost about 10% of a decode step (docs/history/PERF-issue9.md, "Engine"). So the weights are copied into
-// anonymous huge-page memory: EPWA_HUGE_WEIGHTS=0 keeps the mapping, =1 always copies; by default
-// the copy is made when huge pages exist and the data takes at most half the available memory.
+// cost about 10% of a decode step (docs/history/PERF-issue9.md, "Engine"). So the weights are
+// copied into anonymous huge-page memory: EPWA_HUGE_WEIGHTS=0 keeps the mapping, =1 always copies;
+// by default the copy is made when huge pages exist and the data takes at most half the available
+// memory.
 bool copy_to_huge_pages(uint64_t bytes) {
   if (const char* env = std::getenv("EPWA_HUGE_WEIGHTS")) {
     const std::string_view v(env);

@@ -30,7 +30,8 @@ void add_shared_expert(const Backend& be, const ModelConfig& c, const LayerWeigh
                        const float* xn, int64_t n, float* o, Context::Scratch& s) {
   const int64_t d = c.hidden_size;
   float* shared = s.shared.resize(n * d);
-  be.ffn(L.shared, c.shared_expert_intermediate_size, xn, n, d, shared, *s.backend);
+  be.ffn(L.shared.gate, L.shared.down, L.shared.up, c.shared_expert_intermediate_size, xn, n, d,
+         shared, *s.backend);
   for (int64_t i = 0; i < n; ++i) {
     float g = 1;
     if (c.shared_expert_gate) {
@@ -75,7 +76,7 @@ void route(const Backend& be, const ModelConfig& c, const LayerWeights& L, const
 void moe(const Backend& be, const ModelConfig& c, const LayerWeights& L, const float* xn, int64_t n,
          float* o, Context::Scratch& s) {
   const Routing r{s.topk.data(), s.topw.data(), c.experts_per_token};
-  be.expert_ffn(L, c.num_experts, c.expert_intermediate_size, r, xn, n, c.hidden_size, o,
+  be.expert_ffn({L.w1, L.w2, L.w3}, c.expert_intermediate_size, r, xn, n, c.hidden_size, o,
                 *s.backend);
   if (c.shared_expert_intermediate_size > 0) add_shared_expert(be, c, L, xn, n, o, s);
 }

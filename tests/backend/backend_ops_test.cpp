@@ -115,7 +115,8 @@ TEST_P(BackendOps, FfnAndExperts) {
       weights.insert(weights.end(), {0.7f, 0.3f});
     }
     std::vector<float> out(n * d);
-    be.expert_ffn(L, ne, w, {topk.data(), weights.data(), k}, x.data(), n, d, out.data(), *s);
+    be.expert_ffn({L.w1, L.w2, L.w3}, w, {topk.data(), weights.data(), k}, x.data(), n, d,
+                  out.data(), *s);
     std::vector<double> want(n * d, 0);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < k; ++j) {
@@ -125,8 +126,7 @@ TEST_P(BackendOps, FfnAndExperts) {
         for (int64_t t = 0; t < d; ++t) want[i * d + t] += weights[i * k + j] * y[t];
       }
     expect_close(out, want, 1e-4);
-    epwa::FfnWeights f{mats[0].t, mats[1].t, mats[2].t};
-    be.ffn(f, w, x.data(), n, d, out.data(), *s);
+    be.ffn(mats[0].t, mats[1].t, mats[2].t, w, x.data(), n, d, out.data(), *s);
     want.clear();
     for (int64_t i = 0; i < n; ++i) {
       const auto y = ffn_ref(mats[0], mats[2], mats[1], x.data() + i * d, d, w);

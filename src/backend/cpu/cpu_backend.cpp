@@ -4,7 +4,6 @@
 
 #include "cpu_scratch.hpp"
 #include "epwa/config.hpp"
-#include "epwa/model.hpp"
 #include "epwa/thread_pool.hpp"
 
 namespace epwa::cpu {
@@ -17,7 +16,7 @@ void run_one_token(std::span<const TensorView* const> ws, std::span<float* const
   linear_tasks(s.tasks);
 }
 
-void expert_ffn(const LayerWeights& L, int64_t experts, int64_t width, const Routing& r,
+void expert_ffn(const ExpertMatrices& X, int64_t experts, int64_t width, const Routing& r,
                 const float* x, int64_t n, int64_t d, float* out, Scratch& s);  // cpu_experts.cpp
 
 namespace {
@@ -46,22 +45,22 @@ class CpuBackend final : public Backend {
       epwa::linear(*ws[i], s.inputs.get(ws[i]->dtype, x, n, cols), ys[i]);
   }
 
-  void expert_ffn(const LayerWeights& L, int64_t experts, int64_t width, const Routing& r,
-                  const float* x, int64_t n, int64_t d, float* out,
-                  BackendScratch& s) const override {
-    cpu::expert_ffn(L, experts, width, r, x, n, d, out, cast(s));
+  void expert_ffn(const ExpertMatrices& X, int64_t width, const Routing& r, const float* x,
+                  int64_t n, int64_t d, float* out, BackendScratch& s) const override {
+    cpu::expert_ffn(X, static_cast<int64_t>(X.gate.size()), width, r, x, n, d, out, cast(s));
   }
 
-  void ffn(const FfnWeights& f, int64_t width, const float* x, int64_t n, int64_t d, float* out,
+  void ffn(const TensorView& gate_w, const TensorView& down_w, const TensorView& up_w,
+           int64_t width, const float* x, int64_t n, int64_t d, float* out,
            BackendScratch& bs) const override {
     Scratch& s = cast(bs);
     float* gate = s.gate.resize(n * width);
     float* up = s.up.resize(n * width);
-    const TensorView* gu[] = {&f.gate, &f.up};
+    const TensorView* gu[] = {&gate_w, &up_w};
     float* ys[] = {gate, up};
     linear(gu, x, n, d, ys, s);
     swiglu({gate, static_cast<size_t>(n * width)}, {up, static_cast<size_t>(n * width)});
-    const TensorView* down[] = {&f.down};
+    const TensorView* down[] = {&down_w};
     float* o[] = {out};
     linear(down, gate, n, width, o, s);
   }

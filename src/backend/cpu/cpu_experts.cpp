@@ -1,16 +1,15 @@
 // The routed experts of an MoE layer on the CPU (Backend::expert_ffn).
 //
-// Speed without changing a bit of the results (docs/history/PERF-issue9.md, "Engine"): activations are packed
-// once per weight type, and a decoded token runs two parallel jobs for its experts (every selected
-// expert's gate and up with the SwiGLU; every selected expert's down) instead of one per matrix.
-// Each output value is computed by the same kernel call on the same inputs as the one-matrix-at-a-
-// time path, and sums keep their order (experts in index order).
+// Speed without changing a bit of the results (docs/history/PERF-issue9.md, "Engine"): activations
+// are packed once per weight type, and a decoded token runs two parallel jobs for its experts
+// (every selected expert's gate and up with the SwiGLU; every selected expert's down) instead of
+// one per matrix. Each output value is computed by the same kernel call on the same inputs as the
+// one-matrix-at-a- time path, and sums keep their order (experts in index order).
 #include <algorithm>
 
 #include "core/phase_stats.hpp"
 #include "cpu_scratch.hpp"
 #include "epwa/error.hpp"
-#include "epwa/model.hpp"
 #include "epwa/thread_pool.hpp"
 
 namespace epwa::cpu {
@@ -20,7 +19,7 @@ namespace {
 // The experts of one token (decode), in two parallel jobs: the gate and up rows of every selected
 // expert with the SwiGLU of each finished range, then every selected expert's down rows. Outputs
 // are summed in expert index order, as the batched path does.
-void moe_one_token(const LayerWeights& L, int64_t ne, int64_t inter, int64_t k, int64_t d,
+void moe_one_token(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t k, int64_t d,
                    Scratch& s, const float* xn, float* o) {
   // The selected experts in index order (the counting sort left them so in expert_begin).
   s.sel.resize(k);
@@ -42,8 +41,8 @@ void moe_one_token(const LayerWeights& L, int64_t ne, int64_t inter, int64_t k, 
   float* down = s.down.data();
   s.inputs.reset();
   for (int64_t j = 0; j < m; ++j) {
-    const TensorView& w1 = L.w1[experts[j]];
-    const TensorView& w3 = L.w3[experts[j]];
+    const TensorView& w1 = X.gate[experts[j]];
+    const TensorView& w3 = X.up[experts[j]];
     in_gate[j] = &s.inputs.get(w1.dtype, xn, 1, d);
     in_up[j] = &s.inputs.get(w3.dtype, xn, 1, d);
     check_linear(w1, *in_gate[j]);
@@ -62,8 +61,8 @@ void moe_one_token(const LayerWeights& L, int64_t ne, int64_t inter, int64_t k, 
             const int64_t r1 = std::min(e, (j + 1) * inter) - j * inter;
             float* g = gate + j * inter;
             float* u = up + j * inter;
-            linear_rows(L.w1[experts[j]], *in_gate[j], r0, r1, g);
-            linear_rows(L.w3[experts[j]], *in_up[j], r0, r1, u);
+            linear_rows(X.gate[experts[j]], *in_gate[j], r0, r1, g);
+            linear_rows(X.up[experts[j]], *in_up[j], r0, r1, u);
             swiglu({g + r0, static_cast<size_t>(r1 - r0)}, {u + r0, static_cast<size_t>(r1 - r0)});
           }
         },
@@ -73,7 +72,7 @@ void moe_one_token(const LayerWeights& L, int64_t ne, int64_t inter, int64_t k, 
   {
     EPWA_PHASE("moe down");
     for (int64_t j = 0; j < m; ++j) {
-      const TensorView& w2 = L.w2[experts[j]];
+      const TensorView& w2 = X.down[experts[j]];
       s.tasks.push_back({&w2, &s.inputs.get(w2.dtype, gate + j * inter, 1, inter), down + j * d});
     }
     linear_tasks(s.tasks);
@@ -84,7 +83,7 @@ void moe_one_token(const LayerWeights& L, int64_t ne, int64_t inter, int64_t k, 
 }
 
 // One matrix product per expert over the tokens routed to it (prompt).
-void moe_tokens(const LayerWeights& L, int64_t ne, int64_t inter, int64_t d, Scratch& s,
+void moe_tokens(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, Scratch& s,
                 const float* xn, int64_t n, float* o) {
   ThreadPool& pool = ThreadPool::global();
   const int32_t* ebegin = s.expert_begin.data();
@@ -104,12 +103,12 @@ void moe_tokens(const LayerWeights& L, int64_t ne, int64_t inter, int64_t d, Scr
     s.inputs.reset();
     {
       EPWA_PHASE("moe pack");
-      s.inputs.get(L.w1[e].dtype, gathered, m, d);
+      s.inputs.get(X.gate[e].dtype, gathered, m, d);
     }
     {
       EPWA_PHASE("moe gate+up");
-      linear(L.w1[e], s.inputs.get(L.w1[e].dtype, gathered, m, d), gate);
-      linear(L.w3[e], s.inputs.get(L.w3[e].dtype, gathered, m, d), up);
+      linear(X.gate[e], s.inputs.get(X.gate[e].dtype, gathered, m, d), gate);
+      linear(X.up[e], s.inputs.get(X.up[e].dtype, gathered, m, d), up);
     }
     {
       EPWA_PHASE("moe swiglu");
@@ -124,11 +123,11 @@ void moe_tokens(const LayerWeights& L, int64_t ne, int64_t inter, int64_t d, Scr
     }
     {
       EPWA_PHASE("moe pack");
-      s.inputs.get(L.w2[e].dtype, gate, m, inter);
+      s.inputs.get(X.down[e].dtype, gate, m, inter);
     }
     {
       EPWA_PHASE("moe down");
-      linear(L.w2[e], s.inputs.get(L.w2[e].dtype, gate, m, inter), down);
+      linear(X.down[e], s.inputs.get(X.down[e].dtype, gate, m, inter), down);
     }
     EPWA_PHASE("moe scatter");
     pool.parallel_for(
@@ -143,8 +142,8 @@ void moe_tokens(const LayerWeights& L, int64_t ne, int64_t inter, int64_t d, Scr
 
 }  // namespace
 
-void expert_ffn(const LayerWeights& L, int64_t ne, int64_t inter, const Routing& r, const float* xn,
-                int64_t n, int64_t d, float* o, Scratch& s) {
+void expert_ffn(const ExpertMatrices& X, int64_t ne, int64_t inter, const Routing& r,
+                const float* xn, int64_t n, int64_t d, float* o, Scratch& s) {
   EPWA_PHASE("~moe total");
   const int64_t k = r.k;
   const int64_t ex_rows = n == 1 ? k : n;
@@ -169,9 +168,9 @@ void expert_ffn(const LayerWeights& L, int64_t ne, int64_t inter, const Routing&
     }
   std::fill_n(o, n * d, 0.0f);
   if (n == 1)
-    moe_one_token(L, ne, inter, k, d, s, xn, o);
+    moe_one_token(X, ne, inter, k, d, s, xn, o);
   else
-    moe_tokens(L, ne, inter, d, s, xn, n, o);
+    moe_tokens(X, ne, inter, d, s, xn, n, o);
 }
 
 }  // namespace epwa::cpu

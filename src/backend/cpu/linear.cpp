@@ -67,8 +67,8 @@ void linear(const TensorView& w, const LinearInput& in, float* y, ThreadPool& po
   const int64_t row_bytes = dtype_bytes(w.dtype, w.cols());
   const std::span<const PackedVector> packed = in.packed();
   // A prompt's chunks are at least kPromptRows rows: the tiled kernel repacks every activation row
-  // once per call, which cost 12% of an olmoe pp512 profile with 32-row chunks (docs/history/PERF-issue9.md,
-  // "Profiles"). The row split does not change any value.
+  // once per call, which cost 12% of an olmoe pp512 profile with 32-row chunks
+  // (docs/history/PERF-issue9.md, "Profiles"). The row split does not change any value.
   constexpr int64_t kPromptRows = 128;
   pool.parallel_for(
       rows,
