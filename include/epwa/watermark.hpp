@@ -14,6 +14,16 @@ namespace epwa {
 
 // One MoE layer's router: an E x D matrix, expert-major rows (row e = the gate vector of expert e).
 struct RouterMatrix {
+  RouterMatrix() = default;
+  // (IRSH-v1 needs only the first four.)
+  RouterMatrix(int32_t layer_, int32_t experts_, int32_t hidden_, std::span<const float> weights_,
+               int32_t block_ = 0, std::span<const float> bias_ = {})
+      : layer(layer_),
+        experts(experts_),
+        hidden(hidden_),
+        weights(weights_),
+        block(block_),
+        bias(bias_) {}
   int32_t layer = 0;  // MoE-layer index (0-based among MoE layers)
   int32_t experts = 0;
   int32_t hidden = 0;
@@ -30,7 +40,8 @@ std::string irsh_v1(std::span<const RouterMatrix> routers);
 // IRSH-v2 (docs/SPEC.md): also hashes the transformer-layer count, each MoE layer's transformer
 // layer, the routing rule (e.g. "softmax,top2,raw") and any router bias, so that models whose
 // routers agree but route differently never share green lists.
-std::string irsh_v2(int32_t num_layers, std::string_view rule, std::span<const RouterMatrix> routers);
+std::string irsh_v2(int32_t num_layers, std::string_view rule,
+                    std::span<const RouterMatrix> routers);
 
 // The top-1 expert of one position's router logits (ties -> lower index) and its softmax
 // probability over all E logits. Throws Error on an empty span or non-finite logits.
@@ -40,7 +51,8 @@ struct ExpertChoice {
 };
 ExpertChoice top1_expert(std::span<const float> router_logits);
 
-// The watermark layer among the MoE layers: `requested` >= 0 counts from the first, < 0 from the last
+// The watermark layer among the MoE layers: `requested` >= 0 counts from the first, < 0 from the
+// last
 // (-1 the last, -2 the one before). Throws Error when out of range.
 int32_t resolve_router_layer(int32_t requested, int32_t num_moe_layers);
 

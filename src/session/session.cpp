@@ -15,7 +15,7 @@ std::string router_hash(const Model& model) {
   data.reserve(n);
   for (int32_t l = 0; l < n; ++l) data.push_back(model.router_f32(l));
   for (int32_t l = 0; l < n; ++l)
-    routers.push_back({l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l], {}});
+    routers.emplace_back(l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l]);
   // Mixtral keeps IRSH-v1 (existing keys and oracles); every other family has IRSH-v2.
   return c.family == "mixtral" ? irsh_v1(routers) : irsh_v2(c.num_layers, c.router_rule(), routers);
 }
