@@ -138,7 +138,9 @@ TEST(FamilyConfig, TensorSchemaNames) {
     int optional = 0;
     for_each_tensor(c, [&](const TensorSpec& s) {
       EXPECT_TRUE(hf.insert(s.hf).second) << s.hf;
-      if (s.expert <= 0) EXPECT_TRUE(gguf.insert(s.gguf).second) << s.gguf;
+      if (s.expert <= 0) {
+        EXPECT_TRUE(gguf.insert(s.gguf).second) << s.gguf;
+      }
       EXPECT_LE(s.gguf.size(), 63u);
       optional += !s.required;
     });
