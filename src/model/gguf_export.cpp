@@ -63,7 +63,12 @@ void write_model_gguf(const ModelConfig& c, const HfTensorReader& read, const Gg
   GgufWriter w;
   write_gguf_config(c, w);
   w.set_string("general.name", o.name);
-  w.set_u32("general.file_type", llama_file_type(o.matrix_type.value_or(DType::F32)));
+  // The file's main type: the matrices' (as written), else the first query projection's as stored.
+  std::optional<DType> main_type = o.matrix_type;
+  for_each_tensor(c, 0, [&](const TensorSpec& s) {
+    if (!main_type && s.kind == TensorKind::AttnQ) main_type = read.type(s.hf);
+  });
+  w.set_u32("general.file_type", llama_file_type(main_type.value_or(DType::F32)));
   w.set_u32("tokenizer.ggml.bos_token_id", c.bos_token_id);
   w.set_u32("tokenizer.ggml.eos_token_id", c.eos_token_id);
   // llama.cpp needs tokenizer.ggml.model even without a vocabulary: "none", as its converter

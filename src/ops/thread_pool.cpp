@@ -103,7 +103,8 @@ struct ThreadPool::State {
   std::atomic<uint32_t> epoch{0};  // bumped per job (and to stop): what idle workers sleep on
   std::atomic<int> epoch_sleepers{0}, done_sleepers{0};
   std::atomic<bool> failed{false};
-  bool stop = false;
+  // Read by the workers while they spin, written by the destructor (atomic: ThreadSanitizer).
+  std::atomic<bool> stop{false};
   std::mutex error_mutex;
   std::exception_ptr error;
 #ifdef EPWA_POOL_STATS
@@ -185,7 +186,7 @@ ThreadPool::ThreadPool(int threads) : s_(std::make_unique<State>()) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard lock(s_->run_mutex);
-    s_->stop = true;
+    s_->stop.store(true, std::memory_order_relaxed);  // published by the epoch bump below
     s_->epoch.fetch_add(1, std::memory_order_seq_cst);
     s_->epoch.notify_all();
   }
@@ -200,7 +201,7 @@ void ThreadPool::worker_loop() {
   for (;;) {
     spin_then_wait(s.epoch, s.epoch_sleepers, [&](uint32_t e) { return e != seen; });
     seen = s.epoch.load(std::memory_order_acquire);
-    if (s.stop) return;
+    if (s.stop.load(std::memory_order_acquire)) return;
     // The job number is the epoch that published it (see run()).
     s.work(seen, false);
   }

@@ -7,6 +7,7 @@
 
 #include "epwa/export.hpp"
 #include "epwa/gguf.hpp"
+#include "epwa/make_model.hpp"
 #include "epwa/model.hpp"
 
 namespace fs = std::filesystem;
@@ -23,6 +24,18 @@ TEST(GgufConventions, NoTokenizerIsNone) {
   EXPECT_EQ(f.get_string("tokenizer.ggml.model"), "none");
   EXPECT_EQ(f.get_u32("olmoe.expert_count"), 8u);
   EXPECT_EQ(f.get_f32("olmoe.attention.clamp_kqv"), 2.5f);
+  fs::remove(out);
+}
+
+// A folder converted without --type keeps its stored types; general.file_type says which
+// (llama.cpp and ik_llama.cpp describe the file by it).
+TEST(GgufConventions, FileTypeOfAKeptType) {
+  const fs::path dir = fs::temp_directory_path() / "epwa-conv-f16";
+  const fs::path out = fs::temp_directory_path() / "epwa-conv-f16.gguf";
+  epwa::write_random_hf(epwa::shape_config("tiny-olmoe"), 1, epwa::DType::F16, dir);
+  epwa::convert_hf_to_gguf(dir, out, {});
+  EXPECT_EQ(epwa::GgufFile(out).get_u32("general.file_type"), 1u);  // LLAMA_FTYPE_MOSTLY_F16
+  fs::remove_all(dir);
   fs::remove(out);
 }
 
