@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -88,5 +89,76 @@ TEST_P(Families, EveryCommand) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, Families, ::testing::Values("qwen2moe", "olmoe", "qwen3moe"));
+
+}  // namespace
+
+namespace {
+
+// The commands that read text, on each family: a random model of the family with the bundled
+// model's tokenizer (vocabulary 8000) generates watermarked text from a prompt, detects it from the
+// text, trains a PEPI oracle on a corpus slice and detects with it, and runs a small `epwa eval`.
+class FamiliesText : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FamiliesText, TextCommands) {
+  const fs::path dir = fs::temp_directory_path() /
+                       ("epwa-family-text-" + GetParam() + "-" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path bundle = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+  const std::string model = (dir / "m").string();
+  ASSERT_EQ(
+      epwa_test::run_cli("make-model --shape tiny-" + GetParam() + " --seed 5 --out " + model).code,
+      0);
+  {  // the bundled tokenizer's vocabulary
+    json c = json::parse(std::ifstream(dir / "m" / "config.json"));
+    c["vocab_size"] = 8000;
+    std::ofstream(dir / "m" / "config.json") << c.dump(2);
+  }
+  ASSERT_EQ(epwa_test::run_cli("make-model --config " + (dir / "m" / "config.json").string() +
+                               " --seed 5 --out " + (dir / "m8k").string())
+                .code,
+            0);
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json"})
+    fs::copy_file(bundle / f, dir / "m8k" / f);
+  const std::string m = (dir / "m8k").string();
+
+  const auto gen =
+      epwa_test::run_cli("generate --model " + m + " --prompt \"The old house\" -n 120 --seed 2 " +
+                             "--watermark gsg --key k --delta 4",
+                         epwa_test::Stderr::Drop);
+  ASSERT_EQ(gen.code, 0);
+  const std::string text = gen.out.substr(0, gen.out.find_last_not_of('\n') + 1);
+  const std::string quoted =
+      "'" + text.substr(0, text.find('\'')) + "'";  // the shell quote, cut at a quote
+  const json full = run_json("detect --json --model " + m +
+                             " --key k --prompt \"The old house\" --text " + quoted);
+  EXPECT_GT(full["n"].get<int>(), 10);
+
+  const std::string corpus =
+      (fs::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "heldout.txt").string();
+  const std::string oracle = (dir / "o.oracle").string();
+  ASSERT_EQ(epwa_test::run_cli("train-oracle -q --model " + m + " --corpus " + corpus +
+                               " --max-positions 3000 --out " + oracle)
+                .code,
+            0);
+  const json pepi = run_json("detect --json --model " + m + " --key k --method pepi --oracle " +
+                             oracle + " --prompt \"The old house\" --text " + quoted);
+  // The same text, the experts predicted instead of read (so the deduplicated (expert, token)
+  // pairs, and n, may differ).
+  EXPECT_EQ(pepi["text_tokens"], full["text_tokens"]);
+  EXPECT_GT(pepi["n"].get<int>(), 10);
+
+  const std::string out = (dir / "eval").string();
+  ASSERT_EQ(epwa_test::run_cli("eval --model " + m +
+                               " --key k --n 3 --n-human 3 --tokens 30 --attack-texts 1 " +
+                               "--deltas 2 --delta-texts 1 --cross-texts 1 --out " + out)
+                .code,
+            0);
+  EXPECT_TRUE(fs::exists(fs::path(out) / "results.json"));
+  EXPECT_TRUE(fs::exists(fs::path(out) / "report.html"));
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, FamiliesText, ::testing::Values("qwen2moe", "olmoe", "qwen3moe"));
 
 }  // namespace
