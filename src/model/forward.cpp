@@ -35,19 +35,21 @@ std::vector<float> Model::decode(std::span<const BatchToken> batch, Context& ctx
   std::vector<bool> seen(ctx.sequences());
   for (size_t i = 0; i < batch.size(); ++i) {
     const BatchToken& b = batch[i];
-    check(b.sequence >= 0 && b.sequence < ctx.sequences(),
-          "decode: sequence " + std::to_string(b.sequence) + " out of range (the context has " +
-              std::to_string(ctx.sequences()) + ")");
+    // Messages are built only on failure: this runs for every token of every step.
+    if (b.sequence < 0 || b.sequence >= ctx.sequences())
+      throw Error("decode: sequence " + std::to_string(b.sequence) +
+                  " out of range (the context has " + std::to_string(ctx.sequences()) + ")");
     if (runs.empty() || runs.back().seq != b.sequence) {
-      check(!seen[b.sequence], "decode: the tokens of sequence " + std::to_string(b.sequence) +
-                                   " are not consecutive in the batch");
+      if (seen[b.sequence])
+        throw Error("decode: the tokens of sequence " + std::to_string(b.sequence) +
+                    " are not consecutive in the batch");
       seen[b.sequence] = true;
       runs.push_back({b.sequence, static_cast<int64_t>(i), 0, ctx.size(b.sequence)});
     }
     Run& r = runs.back();
-    check(b.position == r.p0 + r.n, "decode: sequence " + std::to_string(b.sequence) +
-                                        " expects position " + std::to_string(r.p0 + r.n) +
-                                        ", got " + std::to_string(b.position));
+    if (b.position != r.p0 + r.n)
+      throw Error("decode: sequence " + std::to_string(b.sequence) + " expects position " +
+                  std::to_string(r.p0 + r.n) + ", got " + std::to_string(b.position));
     ++r.n;
     tokens.push_back(b.token);
   }

@@ -176,9 +176,10 @@ Context::Context(const Context& other)
 Context::~Context() = default;
 
 const Context::Seq& Context::at(int32_t seq) const {
-  check(seq >= 0 && seq < sequences(), "context: sequence " + std::to_string(seq) +
-                                           " out of range (the context has " +
-                                           std::to_string(sequences()) + ")");
+  // Called per layer and token: the message is built only on failure.
+  if (seq < 0 || seq >= sequences())
+    throw Error("context: sequence " + std::to_string(seq) + " out of range (the context has " +
+                std::to_string(sequences()) + ")");
   return seqs_[seq];
 }
 
