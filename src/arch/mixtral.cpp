@@ -22,9 +22,9 @@ void write_hf(const ModelConfig& c, nlohmann::json& j) {
   j["router_aux_loss_coef"] = 0.001;
 }
 
-void read_gguf(const GgufFile&, ModelConfig& c) {
-  c.expert_intermediate_size = c.intermediate_size;
-}
+// The expert width is feed_forward_length (registry.cpp's fallback when there is no
+// expert_feed_forward_length); llama.cpp's defaults are Mixtral's.
+void read_gguf(const GgufFile&, ModelConfig&) {}
 
 void write_gguf(const ModelConfig&, GgufWriter&) {}
 

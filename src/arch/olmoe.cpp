@@ -29,8 +29,8 @@ void write_hf(const ModelConfig& c, nlohmann::json& j) {
   j["router_aux_loss_coef"] = 0.01;
 }
 
+// The expert width is feed_forward_length (registry.cpp's fallback).
 void read_gguf(const GgufFile&, ModelConfig& c) {
-  c.expert_intermediate_size = c.intermediate_size;
   c.norm_topk_prob = false;
   c.qk_norm = QkNorm::Full;
 }

@@ -59,7 +59,6 @@ void read_gguf(const GgufFile& f, ModelConfig& c) {
       static_cast<int32_t>(f.find_u32("qwen2moe.expert_shared_feed_forward_length").value_or(0));
   c.shared_expert_gate = c.shared_expert_intermediate_size > 0;
   c.norm_topk_prob = false;  // llama.cpp's qwen2moe graph (expert_weights_norm overrides)
-  c.attention_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
 }
 
 void write_gguf(const ModelConfig& c, GgufWriter& w) {

@@ -31,9 +31,8 @@ void write_hf(const ModelConfig& c, nlohmann::json& j) {
   write_qwen_sparse_layers(c, j);
 }
 
-void read_gguf(const GgufFile& f, ModelConfig& c) {
+void read_gguf(const GgufFile&, ModelConfig& c) {
   c.norm_topk_prob = true;  // llama.cpp's qwen3moe graph (expert_weights_norm overrides)
-  c.attention_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
   c.qk_norm = QkNorm::PerHead;
 }
 

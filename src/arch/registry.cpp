@@ -276,6 +276,7 @@ ModelConfig gguf_model_config(const GgufFile& f) {
   c.bos_token_id = static_cast<int32_t>(f.find_u32("tokenizer.ggml.bos_token_id").value_or(1));
   c.eos_token_id = static_cast<int32_t>(f.find_u32("tokenizer.ggml.eos_token_id").value_or(2));
   c.clip_qkv = f.find_f32(a + "attention.clamp_kqv").value_or(0.0f);
+  c.attention_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
   if (const GgufArray* dense = f.find_array("epwa.dense_layers"))
     for (uint32_t l : dense->as<uint32_t>()) c.dense_layers.push_back(static_cast<int32_t>(l));
   arch->read_gguf(f, c);

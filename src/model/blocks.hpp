@@ -10,13 +10,6 @@
 
 namespace epwa::block {
 
-// The rows [begin, begin + n) of a batch that belong to one sequence, at its positions p0 ..., with
-// that sequence's cache of the layer.
-struct SeqRows {
-  int64_t begin, n, p0;
-  KvLayer kv;
-};
-
 // x += Wo Attention(q, k, v) of RMSNorm(x) for the n rows of a batch: projections with optional
 // biases, q/k norms (whole projection or per head), clip_qkv, rotate-half RoPE, and per sequence
 // GQA over its cache (k, v appended at its positions).

@@ -90,7 +90,8 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
   auto watched = [&](int32_t m) {
     return opt.watch.empty() || std::find(opt.watch.begin(), opt.watch.end(), m) != opt.watch.end();
   };
-  std::vector<block::SeqRows> seqs(runs.size());
+  std::vector<block::SeqRows>& seqs = s.seqs;  // kept in the scratch: no allocation per token
+  seqs.resize(runs.size());
 
   for (int64_t i = 0; i < n; ++i) table_row(weights_.embed, tokens[i], x + i * d);
 
@@ -131,7 +132,8 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
   EPWA_PHASE("head");
   // The rows whose logits are returned: all, or the last of each sequence (consecutive when there
   // is one sequence, so the head is one product over them either way).
-  std::vector<int64_t> rows;
+  std::vector<int64_t>& rows = s.head_rows;
+  rows.clear();
   if (opt.all_logits)
     for (int64_t i = 0; i < n; ++i) rows.push_back(i);
   else

@@ -222,15 +222,6 @@ DType fitting_type(const std::string& name, const TensorView& t, DType to,
 
 using TypeChooser = std::function<std::optional<DType>(const SaveEntry&)>;
 
-// The HF name of the first layer's query projection: its type names the file's type.
-std::string first_matrix(const ModelConfig& c) {
-  std::string name;
-  for_each_tensor(c, 0, [&](const TensorSpec& s) {
-    if (s.kind == TensorKind::AttnQ) name = s.hf;
-  });
-  return name;
-}
-
 std::vector<std::string> save_gguf_impl(const Model& m, const GgufExportOptions& o,
                                         const std::filesystem::path& out, const TypeChooser& choose,
                                         std::optional<uint32_t> file_type) {
@@ -288,9 +279,10 @@ std::vector<std::string> save_gguf_impl(const Model& m, const GgufExportOptions&
   };
   GgufExportOptions wo = o;
   wo.matrix_type.reset();
-  wo.extra_metadata.push_back(
-      {"general.file_type", GgufValue{file_type.value_or(llama_file_type(
-                                o.matrix_type.value_or(target.at(first_matrix(c)))))}});
+  // Without a requested type, write_model_gguf names the file by its query projection's type.
+  if (file_type || o.matrix_type)
+    wo.extra_metadata.push_back(
+        {"general.file_type", GgufValue{file_type.value_or(llama_file_type(*o.matrix_type))}});
   std::error_code ec;
   if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path(), ec);
   write_model_gguf(c, reader, wo, out);
