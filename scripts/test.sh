@@ -20,4 +20,16 @@ cmake --build build-tsan -j"$(nproc)" --target test_model
 echo "== test_model Context.* (ThreadSanitizer)"
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_model --gtest_brief=1 --gtest_filter='Context.*'
 
+# The CUDA backend compiles where nvcc is installed (CI has no GPU: its tests run on a GPU machine,
+# docs/GPU.md).
+nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+if [ -x "$nvcc" ]; then
+  cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DEPWA_CUDA=ON -DEPWA_BENCH=OFF \
+    -DCMAKE_CUDA_COMPILER="$nvcc" >/dev/null
+  echo "== CUDA backend (compile check with $("$nvcc" --version | tail -1))"
+  cmake --build build-cuda -j"$(nproc)" --target epwa_backend_gpu
+else
+  echo "== CUDA backend: not compiled (no nvcc on this machine)"
+fi
+
 ctest --test-dir build --output-on-failure -j"$(nproc)"

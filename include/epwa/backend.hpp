@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "epwa/tensor.hpp"
@@ -30,10 +31,12 @@ class BackendScratch {
 };
 
 // The K/V rows of one layer's cache: row p of k and v holds position p (kv_heads x head_dim).
+// `sequence` and `layer` name the cache, for a backend that keeps its own copy of it.
 struct KvLayer {
   float* k;
   float* v;
   int64_t capacity;  // positions
+  int32_t sequence = 0, layer = 0;
 };
 
 // The routing of n rows: k experts per row, best first, and the weights the model applies.
@@ -52,12 +55,17 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
+  // The device in words, for the load report ("cpu", "cuda:0 (NVIDIA H200, 140 GiB, sm_90)").
+  virtual std::string device() const { return std::string(name()); }
   // Whether `op` runs weights of `type` (Linear, ExpertFfn, Ffn, RmsNorm) or runs at all (Rope,
   // Attention: any type).
   virtual bool supports(BackendOp op, DType type) const = 0;
   virtual std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const = 0;
   // Prepares `s` for positions [0, positions) (tables sized once, not per token).
   virtual void reserve(BackendScratch& s, int64_t positions) const = 0;
+  // Takes the model's weights to the device ahead of the first forward pass (the CPU reads them
+  // where they are). The views must outlive the backend.
+  virtual void prepare(std::span<const TensorView* const> weights) const {}
 
   // ys[i] = x W_i^T for n rows of `cols` activations, for matrices that read the same rows (Q, K
   // and V of one token run as one job).
@@ -74,7 +82,7 @@ class Backend {
                    BackendScratch& s) const = 0;
   // out = x / sqrt(mean(x^2) + eps) * w for n rows of d values (out may alias x).
   virtual void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps,
-                       float* out) const = 0;
+                       float* out, BackendScratch& s) const = 0;
   // Rotates, in place, `heads` heads of head_dim values in each of n rows (rows `stride` apart) at
   // positions p0, p0 + 1, ...
   virtual void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t p0,
@@ -89,5 +97,10 @@ class Backend {
 
 // The CPU backend (src/backend/cpu/): every type and op.
 const Backend& cpu_backend();
+
+// A GPU backend (src/backend/cuda/) on the first device, one per model (it holds that model's
+// weights on the device); nullptr when epwa was built without one (-DEPWA_CUDA=ON) or no device
+// is usable, and *why_not then says which.
+std::shared_ptr<const Backend> gpu_backend(std::string* why_not = nullptr);
 
 }  // namespace epwa

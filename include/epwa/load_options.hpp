@@ -18,7 +18,7 @@ LoadMode load_mode_from_name(std::string_view);  // inverse; throws Error on an 
 
 struct LoadOptions {
   LoadMode mode = LoadMode::Standard;
-  bool cpu = false;  // there is no GPU backend yet: accepted and reported
+  bool cpu = false;  // run on the CPU even when a GPU backend is built and a device is present
   // Fast mode's cache folder; empty = $XDG_CACHE_HOME/epwa, else ~/.cache/epwa.
   std::filesystem::path cache_dir;
   bool use_cache = true;  // fast mode reads/writes the cache
@@ -34,7 +34,9 @@ struct LoadReport {
   std::string effective;  // "4bit", "8bit" or "stored": the precision the matrices got
   std::string reason;     // why (auto's choice, standard's rule, cache hit)
   bool cpu = false;
-  std::string cache;  // "hit", "miss" (written), "off" or "" (not fast mode)
+  std::string device;      // where the model runs (Backend::device()), "cpu" or "cuda:0 (...)"
+  std::string device_why;  // why not on a GPU, when it runs on the CPU
+  std::string cache;       // "hit", "miss" (written), "off" or "" (not fast mode)
   std::filesystem::path cache_path;
   uint64_t weight_bytes = 0;  // bytes of every weight tensor as held in memory
   std::map<std::string, uint64_t> bytes_by_type;

@@ -142,7 +142,8 @@ class Model {
 
   Context make_context(int64_t capacity = 256) const { return Context(*this, capacity); }
 
-  // The device the forward pass runs on (the CPU backend; include/epwa/backend.hpp).
+  // The device the forward pass runs on (include/epwa/backend.hpp): the CPU, unless the loading
+  // options picked a GPU.
   const Backend& backend() const { return *backend_; }
 
  private:
@@ -153,7 +154,9 @@ class Model {
   std::string format_;
   std::vector<int32_t> moe_layers_;
   std::vector<int32_t> moe_index_;  // per transformer layer: its MoE-layer index, or -1
-  const Backend* backend_;
+  std::shared_ptr<const Backend> backend_;
+  // Runs the model on `b` from now on (its weights prepared there); only before any Context.
+  void use_backend(std::shared_ptr<const Backend> b);
 
   struct Run;  // the tokens of one sequence in a batch
   std::vector<float> run(std::span<const int32_t> tokens, std::span<const Run> runs, Context& ctx,

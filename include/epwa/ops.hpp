@@ -73,6 +73,9 @@ class RopeTable {
   void ensure(int64_t positions);  // not thread-safe; call before sharing across threads
   int64_t head_dim() const { return hd_; }
   int64_t cached_positions() const { return static_cast<int64_t>(cos_.size()) / (hd_ / 2); }
+  // The cached values, [position][head_dim / 2] (a GPU backend uploads them).
+  std::span<const float> cos_table() const { return cos_; }
+  std::span<const float> sin_table() const { return sin_; }
 
   // Rotates one head vector of head_dim floats in place.
   void apply(std::span<float> head, int64_t pos) const;

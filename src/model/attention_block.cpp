@@ -39,7 +39,7 @@ void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
   BackendScratch& bs = *s.backend;
   {
     EPWA_PHASE("norm");
-    be.rmsnorm(x, n, d, L.attn_norm, c.rms_norm_eps, xn);
+    be.rmsnorm(x, n, d, L.attn_norm, c.rms_norm_eps, xn, bs);
   }
   {
     EPWA_PHASE("qkv");
@@ -52,8 +52,8 @@ void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
       add_bias(L.bv, vv, n, s.bias);
     }
     if (c.qk_norm == QkNorm::Full) {  // over the whole projection, before the split into heads
-      be.rmsnorm(q, n, qdim, L.q_norm, c.rms_norm_eps, q);
-      be.rmsnorm(kk, n, kvdim, L.k_norm, c.rms_norm_eps, kk);
+      be.rmsnorm(q, n, qdim, L.q_norm, c.rms_norm_eps, q, bs);
+      be.rmsnorm(kk, n, kvdim, L.k_norm, c.rms_norm_eps, kk, bs);
     }
     if (c.clip_qkv > 0) {
       clamp_all(q, n * qdim, c.clip_qkv);
@@ -61,8 +61,8 @@ void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
       clamp_all(vv, n * kvdim, c.clip_qkv);
     }
     if (c.qk_norm == QkNorm::PerHead) {  // each head over head_dim
-      be.rmsnorm(q, n * nh, hd, L.q_norm, c.rms_norm_eps, q);
-      be.rmsnorm(kk, n * nkv, hd, L.k_norm, c.rms_norm_eps, kk);
+      be.rmsnorm(q, n * nh, hd, L.q_norm, c.rms_norm_eps, q, bs);
+      be.rmsnorm(kk, n * nkv, hd, L.k_norm, c.rms_norm_eps, kk, bs);
     }
   }
   {

@@ -99,12 +99,15 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
     const LayerWeights& L = weights_.layers[l];
     for (size_t r = 0; r < runs.size(); ++r) {
       Context::Seq& q = ctx.at(runs[r].seq);
-      seqs[r] = {runs[r].begin, runs[r].n, runs[r].p0, {q.k[l].data(), q.v[l].data(), q.capacity}};
+      seqs[r] = {runs[r].begin,
+                 runs[r].n,
+                 runs[r].p0,
+                 {q.k[l].data(), q.v[l].data(), q.capacity, runs[r].seq, l}};
     }
     block::attention(be, c, L, seqs, n, x, s);
     {
       EPWA_PHASE("norm");
-      be.rmsnorm(x, n, d, L.ffn_norm, c.rms_norm_eps, xn);
+      be.rmsnorm(x, n, d, L.ffn_norm, c.rms_norm_eps, xn, *s.backend);
     }
     const int32_t m = moe_index_[l];
     if (m < 0) {
@@ -140,7 +143,7 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
     for (const Run& r : runs) rows.push_back(r.begin + r.n - 1);
   const auto rows_out = static_cast<int64_t>(rows.size());
   for (int64_t j = 0; j < rows_out; ++j)
-    be.rmsnorm(x + rows[j] * d, 1, d, weights_.final_norm, c.rms_norm_eps, xn + j * d);
+    be.rmsnorm(x + rows[j] * d, 1, d, weights_.final_norm, c.rms_norm_eps, xn + j * d, *s.backend);
   std::vector<float> logits(rows_out * c.vocab_size);
   const TensorView* head[] = {&weights_.head};
   float* ys[] = {logits.data()};

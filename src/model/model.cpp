@@ -19,7 +19,7 @@ Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<const voi
       format_(std::move(format)),
       moe_layers_(config_.moe_layers()),
       moe_index_(config_.num_layers, -1),
-      backend_(&cpu_backend()) {
+      backend_(std::shared_ptr<const Backend>(), &cpu_backend()) {  // not owned: a static
   for (size_t i = 0; i < moe_layers_.size(); ++i)
     moe_index_[moe_layers_[i]] = static_cast<int32_t>(i);
 }
@@ -35,6 +35,18 @@ std::vector<float> Model::router_f32(int32_t moe_layer) const {
   std::vector<float> out(r.numel());
   for (int64_t e = 0; e < r.rows(); ++e) table_row(r, e, out.data() + e * r.cols());
   return out;
+}
+
+void Model::use_backend(std::shared_ptr<const Backend> b) {
+  // Every tensor the backend's ops read; the embedding is looked up on the host (a tied head is
+  // the same data, taken as the head).
+  std::vector<const TensorView*> views;
+  for_each_tensor(config_, [&](const TensorSpec& s) {
+    const TensorView& t = weight_slot(weights_, s);
+    if (s.kind != TensorKind::Embed && !t.data.empty()) views.push_back(&t);
+  });
+  b->prepare(views);
+  backend_ = std::move(b);
 }
 
 TensorView& weight_slot(ModelWeights& w, const TensorSpec& s) {

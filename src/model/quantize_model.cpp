@@ -360,6 +360,12 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
   };
   const uint64_t avail = opt.available_memory.value_or(available_memory_bytes());
   auto finish = [&](std::unique_ptr<Model> m) {
+    // The device: a GPU when one is built and usable, unless the CPU was asked for.
+    if (opt.cpu)
+      rep.device_why = "the CPU was asked for";
+    else if (auto gpu = gpu_backend(&rep.device_why))
+      m->use_backend(std::move(gpu));
+    rep.device = m->backend().device();
     rep.bytes_by_type = weight_bytes_by_type(*m);
     rep.weight_bytes = 0;
     for (auto& [_, b] : rep.bytes_by_type) rep.weight_bytes += b;

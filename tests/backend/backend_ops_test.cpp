@@ -1,5 +1,6 @@
-// Every backend op against a plain double-precision reference, for every backend built (today the
-// CPU one): the harness a new backend is checked with, op by op.
+// Every backend op against a plain double-precision reference, for every backend built and usable
+// here (the CPU; the GPU where epwa was built with it and a device is present): the harness a new
+// backend is checked with, op by op.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,7 @@
 
 #include "epwa/backend.hpp"
 #include "epwa/model.hpp"
+#include "epwa/quant.hpp"
 
 namespace {
 
@@ -145,7 +147,7 @@ TEST_P(BackendOps, RmsNormAndRope) {
   Mat w(1, d, rng, 1.0f);
   const auto x = randn(n * d, rng);
   std::vector<float> out(n * d);
-  be.rmsnorm(x.data(), n, d, w.t, 1e-5f, out.data());
+  be.rmsnorm(x.data(), n, d, w.t, 1e-5f, out.data(), *s);
   std::vector<double> want;
   for (int64_t i = 0; i < n; ++i) {
     double ms = 0;
@@ -205,7 +207,166 @@ TEST_P(BackendOps, AttentionAppendsAndAttendsCausally) {
   for (int64_t i = 0; i < n * kvd; ++i) EXPECT_EQ(kc[p0 * kvd + i], k[i]);  // appended
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, BackendOps, ::testing::Values(&epwa::cpu_backend()),
+// A matrix of `rows` x `cols` random values stored as `type` (quantized row by row), with its
+// dequantized values for the reference.
+struct StoredMat {
+  std::vector<std::byte> bytes;
+  std::vector<float> deq;
+  TensorView t;
+  StoredMat(epwa::DType type, int64_t rows, int64_t cols, std::mt19937& rng)
+      : bytes(epwa::dtype_bytes(type, rows * cols)), deq(rows * cols) {
+    const auto v = randn(rows * cols, rng);
+    const int64_t rb = epwa::dtype_bytes(type, cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      epwa::quantize_row(type, v.data() + r * cols, bytes.data() + r * rb, cols);
+      epwa::dequantize_row(type, bytes.data() + r * rb, deq.data() + r * cols, cols);
+    }
+    t.name = "m";
+    t.dtype = type;
+    t.shape = {rows, cols};
+    t.data = bytes;
+  }
+  double at(int64_t r, int64_t c) const { return deq[r * t.cols() + c]; }
+};
+
+// The GPU reads the stored values exactly and keeps activations in f32; the CPU quantizes
+// activations to 8 bits for the quantized types (and rounds them to f16/bf16 for those): its
+// error is that of the activations, about 1% of sum |w x|.
+double type_tolerance(const Backend& be, epwa::DType t) {
+  if (be.name() != "cpu") return 2e-6;
+  return t == epwa::DType::F32 ? 2e-6 : 2e-2;
+}
+
+const epwa::DType kTypes[] = {epwa::DType::F32,  epwa::DType::F16,  epwa::DType::BF16,
+                              epwa::DType::Q8_0, epwa::DType::Q4_0, epwa::DType::Q4_1,
+                              epwa::DType::Q5_0, epwa::DType::Q5_1, epwa::DType::Q4_K,
+                              epwa::DType::Q5_K, epwa::DType::Q6_K};
+
+TEST_P(BackendOps, LinearOfEveryStorageType) {
+  const Backend& be = *GetParam();
+  auto s = be.make_scratch(config());
+  std::mt19937 rng(5);
+  const int64_t rows = 9, cols = 512;  // two K-quant super-blocks per row
+  for (epwa::DType type : kTypes)
+    for (int64_t n : {1, 11}) {
+      SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
+      StoredMat m(type, rows, cols, rng);
+      const auto x = randn(n * cols, rng);
+      std::vector<float> y(n * rows);
+      const TensorView* ws[] = {&m.t};
+      float* ys[] = {y.data()};
+      be.linear(ws, x.data(), n, cols, ys, *s);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t r = 0; r < rows; ++r) {
+          double acc = 0, mag = 0;
+          for (int64_t c = 0; c < cols; ++c) {
+            acc += m.at(r, c) * x[i * cols + c];
+            mag += std::fabs(m.at(r, c) * x[i * cols + c]);
+          }
+          EXPECT_NEAR(y[i * rows + r], acc, type_tolerance(be, type) * mag) << i << "," << r;
+        }
+    }
+}
+
+TEST_P(BackendOps, ExpertsOfEveryStorageType) {
+  const Backend& be = *GetParam();
+  auto s = be.make_scratch(config());
+  std::mt19937 rng(6);
+  const int64_t d = 256, w = 512, ne = 3, k = 2, n = 4;
+  for (epwa::DType type : kTypes) {
+    SCOPED_TRACE(std::string(epwa::dtype_name(type)));
+    std::vector<StoredMat> g, dn, u;
+    std::vector<TensorView> G, D, U;
+    for (int64_t e = 0; e < ne; ++e) {
+      g.emplace_back(type, w, d, rng), dn.emplace_back(type, d, w, rng),
+          u.emplace_back(type, w, d, rng);
+    }
+    for (int64_t e = 0; e < ne; ++e) G.push_back(g[e].t), D.push_back(dn[e].t), U.push_back(u[e].t);
+    const auto x = randn(n * d, rng);
+    const std::vector<int32_t> topk = {2, 0, 1, 2, 0, 1, 1, 0};  // not in index order
+    const std::vector<float> weights = {0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f, 0.3f, 0.7f};
+    std::vector<float> out(n * d);
+    be.expert_ffn({G, D, U}, w, {topk.data(), weights.data(), k}, x.data(), n, d, out.data(), *s);
+    double scale = 0;
+    std::vector<double> want(n * d, 0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t e = topk[i * k + j];
+        std::vector<double> h(w);
+        for (int64_t r = 0; r < w; ++r) {
+          double a = 0, b = 0;
+          for (int64_t c = 0; c < d; ++c)
+            a += g[e].at(r, c) * x[i * d + c], b += u[e].at(r, c) * x[i * d + c];
+          h[r] = silu(a) * b;
+        }
+        for (int64_t r = 0; r < d; ++r) {
+          double acc = 0;
+          for (int64_t c = 0; c < w; ++c) acc += dn[e].at(r, c) * h[c];
+          want[i * d + r] += weights[i * k + j] * acc;
+        }
+      }
+    for (double v : want) scale = std::max(scale, std::fabs(v));
+    const double tol = be.name() == "cpu" && type != epwa::DType::F32 ? 5e-2 : 1e-5;
+    for (int64_t i = 0; i < n * d; ++i) EXPECT_NEAR(out[i], want[i], tol * scale) << i;
+  }
+}
+
+// A backend that keeps its own copy of the cache must follow the host cache through the
+// Context's life: history it has not seen (a fork), growth (a new buffer with the old rows), and
+// a rewind (rows overwritten from an earlier position).
+TEST_P(BackendOps, AttentionFollowsTheCacheThroughGrowthAndRewind) {
+  const Backend& be = *GetParam();
+  auto s = be.make_scratch(config());
+  std::mt19937 rng(7);
+  const int64_t nh = 4, nkv = 2, hd = 8, kvd = nkv * hd;
+  std::vector<float> kc(4 * kvd), vc(4 * kvd);
+  auto step = [&](int64_t p0, int64_t n) {
+    const int64_t cap = static_cast<int64_t>(kc.size()) / kvd;
+    const auto q = randn(n * nh * hd, rng), k = randn(n * kvd, rng), v = randn(n * kvd, rng);
+    std::vector<float> att(n * nh * hd);
+    be.attention(q.data(), k.data(), v.data(), n, p0, nh, nkv, hd,
+                 {kc.data(), vc.data(), cap, 1, 3}, att.data(), *s);
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t h = 0; h < nh; ++h) {
+        const int64_t g = h / (nh / nkv), keys = p0 + i + 1;
+        std::vector<double> sc(keys);
+        double mx = -1e300, z = 0;
+        for (int64_t t = 0; t < keys; ++t) {
+          double dotp = 0;
+          for (int64_t j = 0; j < hd; ++j)
+            dotp += double{q[(i * nh + h) * hd + j]} * kc[t * kvd + g * hd + j];
+          mx = std::max(mx, sc[t] = dotp / std::sqrt(double(hd)));
+        }
+        for (double& e : sc) z += (e = std::exp(e - mx));
+        for (int64_t j = 0; j < hd; ++j) {
+          double acc = 0;
+          for (int64_t t = 0; t < keys; ++t) acc += sc[t] / z * vc[t * kvd + g * hd + j];
+          worst = std::max(worst, std::fabs(att[(i * nh + h) * hd + j] - acc));
+        }
+      }
+    return worst;
+  };
+  // History written before this scratch existed (a forked context): positions 0, 1.
+  const auto hk = randn(2 * kvd, rng), hv = randn(2 * kvd, rng);
+  std::copy(hk.begin(), hk.end(), kc.begin());
+  std::copy(hv.begin(), hv.end(), vc.begin());
+  EXPECT_LT(step(2, 2), 1e-5);
+  kc.resize(16 * kvd), vc.resize(16 * kvd);  // the cache grows (its rows kept)
+  EXPECT_LT(step(4, 5), 1e-5);
+  EXPECT_LT(step(3, 1), 1e-5);  // a rewind to position 3: rows 3... are rewritten
+  EXPECT_LT(step(4, 1), 1e-5);
+}
+
+// The CPU, and the GPU where it is usable (one backend object for the whole test program).
+std::vector<const Backend*> backends() {
+  static const auto gpu = epwa::gpu_backend();
+  std::vector<const Backend*> v{&epwa::cpu_backend()};
+  if (gpu) v.push_back(gpu.get());
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, BackendOps, ::testing::ValuesIn(backends()),
                          [](const auto& info) { return std::string(info.param->name()); });
 
 }  // namespace

@@ -1,7 +1,8 @@
-// The engine against reference numbers: HuggingFace transformers for Mixtral (tools/ref/make_refs.py
-// and tools/train/train.py), an independent numpy forward written from transformers' modeling code
-// for Qwen2-MoE, OLMoE and Qwen3-MoE (tools/ref/make_family_refs.py): logits, router logits, top-k
-// experts and weights, greedy tokens; from safetensors and from the GGUF that `epwa convert` writes.
+// The engine against reference numbers: HuggingFace transformers for Mixtral
+// (tools/ref/make_refs.py and tools/train/train.py), an independent numpy forward written from
+// transformers' modeling code for Qwen2-MoE, OLMoE and Qwen3-MoE (tools/ref/make_family_refs.py):
+// logits, router logits, top-k experts and weights, greedy tokens; from safetensors and from the
+// GGUF that `epwa convert` writes; on the GPU backend too where one is usable.
 #include <fmt/core.h>
 #include <gtest/gtest.h>
 
@@ -12,6 +13,7 @@
 
 #include "epwa/export.hpp"
 #include "epwa/generate.hpp"
+#include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
 
 namespace fs = std::filesystem;
@@ -48,9 +50,11 @@ struct Recorder : epwa::RouterObserver {
   }
 };
 
-// Checks one model file against tests/data/ref/<name>/ref.json.
-void check_reference(const fs::path& model_path, const json& ref) {
-  auto model = epwa::Model::load(model_path);
+// Checks one model file against tests/data/ref/<name>/ref.json, on the CPU or (gpu) on the GPU.
+void check_reference(const fs::path& model_path, const json& ref, bool gpu = false) {
+  auto model =
+      gpu ? epwa::Model::load(model_path, epwa::LoadOptions{}) : epwa::Model::load(model_path);
+  ASSERT_EQ(model->backend().name(), gpu ? "cuda" : "cpu");
   const int64_t v = model->config().vocab_size;
   for (const json& c : ref["cases"]) {
     const auto tokens = c["tokens"].get<std::vector<int32_t>>();
@@ -63,14 +67,16 @@ void check_reference(const fs::path& model_path, const json& ref) {
     const auto logits = model->forward(tokens, cache, fo);
     for (size_t i = 0; i < tokens.size(); ++i) {
       const auto want = c["logits"][i].get<std::vector<float>>();
-      EXPECT_LE(rel_error({logits.data() + i * v, static_cast<size_t>(v)}, want), 1e-4) << "position " << i;
+      EXPECT_LE(rel_error({logits.data() + i * v, static_cast<size_t>(v)}, want), 1e-4)
+          << "position " << i;
     }
     for (const json& layer : c["router"]) {
       // Observations carry the MoE-layer index ("layer" is the transformer layer).
       const int l = layer.value("moe_layer", layer["layer"].get<int>());
       for (size_t i = 0; i < tokens.size(); ++i) {
         EXPECT_LE(rel_error(rec.logits[l][i], layer["logits"][i].get<std::vector<float>>()), 1e-4);
-        EXPECT_EQ(rec.topk[l][i], layer["topk"][i].get<std::vector<int32_t>>()) << "layer " << l << " pos " << i;
+        EXPECT_EQ(rec.topk[l][i], layer["topk"][i].get<std::vector<int32_t>>())
+            << "layer " << l << " pos " << i;
         const auto w = layer["weights"][i].get<std::vector<float>>();
         for (size_t j = 0; j < w.size(); ++j) EXPECT_NEAR(rec.weights[l][i][j], w[j], 1e-5);
       }
@@ -96,8 +102,16 @@ TEST_P(Reference, ConvertedGgufMatchesTransformers) {
   fs::remove(gguf);
 }
 
+TEST_P(Reference, GpuMatchesTransformers) {
+  std::string why;
+  if (!epwa::gpu_backend(&why)) GTEST_SKIP() << why;
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  check_reference(dir, read_json(dir / "ref.json"), true);
+}
+
 INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference,
-                         ::testing::Values("gqa", "tied", "headdim", "qwen2moe", "olmoe", "qwen3moe"));
+                         ::testing::Values("gqa", "tied", "headdim", "qwen2moe", "olmoe",
+                                           "qwen3moe"));
 
 // Batched prompt processing and one-token decoding give the same logits and routing.
 TEST(Engine, BatchedPrefillEqualsTokenByToken) {
@@ -157,7 +171,8 @@ TEST(Bundle, MatchesTransformers) {
 
 namespace {
 
-// The committed bundle is exactly the trained one: every file matches models/epwa-tiny-moe/SHA256SUMS.
+// The committed bundle is exactly the trained one: every file matches
+// models/epwa-tiny-moe/SHA256SUMS.
 TEST(Bundle, FilesMatchTheirHashes) {
   const fs::path dir = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
   std::ifstream sums(dir / "SHA256SUMS");

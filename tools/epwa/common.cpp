@@ -28,7 +28,7 @@ void ModelArgs::add(CLI::App& app) {
   flag("--load-in-8bit", load_in_8bit, "weights in 8 bits (Q8_0); default $EPW_LOAD_IN_8BIT");
   flag("--fast-loading", fast_loading,
        "4-bit through a cached quantized GGUF; default $EPW_FAST_LOADING");
-  flag("--cpu", cpu, "run on the CPU (the only backend built); default $EPW_USE_CPU");
+  flag("--cpu", cpu, "run on the CPU even where a GPU is usable; default $EPW_USE_CPU");
   app.add_option("--load", load_mode,
                  "loading mode: standard, fast, 4bit, 8bit or auto (wins over the other flags)")
       ->check(CLI::IsMember({"standard", "fast", "4bit", "8bit", "auto"}));
@@ -90,7 +90,8 @@ nlohmann::json ModelArgs::load_json() const {
   nlohmann::json j{{"mode", std::string(load_mode_name(r.requested))},
                    {"effective", r.effective},
                    {"cpu", r.cpu},
-                   {"device", "cpu (no GPU backend is built)"},
+                   {"device", r.device},
+                   {"device_why", r.device_why},
                    {"sources", st.resolved.sources},
                    {"cache", r.cache},
                    {"reason", r.reason},

@@ -100,8 +100,10 @@ const Command kInfo{
         const LoadReport& rep = model->report();
         fmt::print("load mode    {} ({}) -> {}; {}\n", load_mode_name(rep.requested),
                    r.sources.at("mode"), rep.effective, rep.reason);
-        fmt::print("device       cpu ({}; no GPU backend is built)\n",
-                   rep.cpu ? "--cpu requested, " + r.sources.at("cpu") : "cpu not requested");
+        fmt::print("device       {}{}\n", rep.device,
+                   rep.device_why.empty()
+                       ? ""
+                       : " (" + (rep.cpu ? r.sources.at("cpu") : rep.device_why) + ")");
         if (!rep.cache.empty())
           fmt::print("cache        {} {}\n", rep.cache, rep.cache_path.string());
         fmt::print("router hash  {}\n", model->router_hash());

@@ -65,8 +65,8 @@ class CpuBackend final : public Backend {
     linear(down, gate, n, width, o, s);
   }
 
-  void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps,
-               float* out) const override {
+  void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps, float* out,
+               BackendScratch&) const override {
     for (int64_t i = 0; i < n; ++i)
       epwa::rmsnorm({x + i * d, static_cast<size_t>(d)}, w, eps,
                     {out + i * d, static_cast<size_t>(d)});

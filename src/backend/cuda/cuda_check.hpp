@@ -1,0 +1,62 @@
+// CUDA runtime errors as epwa::Error (one line naming the call), and a grow-only device buffer.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+#include <utility>
+
+#include "epwa/error.hpp"
+
+namespace epwa::cuda {
+
+inline void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw Error(std::string("cuda: ") + what + ": " + cudaGetErrorString(e));
+}
+
+}  // namespace epwa::cuda
+
+#define EPWA_CUDA(call) ::epwa::cuda::check_cuda((call), #call)
+
+namespace epwa::cuda {
+
+// Device memory that only grows (its contents are not kept when it does).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(bytes_, o.bytes_);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+
+  template <typename T = void>
+  T* get(size_t bytes) {
+    if (bytes > bytes_) {
+      if (p_) EPWA_CUDA(cudaFree(p_));
+      p_ = nullptr;
+      bytes_ = 0;
+      EPWA_CUDA(cudaMalloc(&p_, bytes));
+      bytes_ = bytes;
+    }
+    return static_cast<T*>(p_);
+  }
+  template <typename T>
+  T* data() const {
+    return static_cast<T*>(p_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace epwa::cuda

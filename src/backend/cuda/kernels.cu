@@ -1,0 +1,280 @@
+// The CUDA backend's kernels: simple and exact first (one warp per output row, weights decoded
+// element by element, f32 activations); docs/GPU.md says what is planned to make them fast.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+#include "cuda_check.hpp"
+#include "kernels.hpp"
+#include "weight_at.cuh"
+
+namespace epwa::cuda {
+namespace {
+
+constexpr int kWarps = 4;  // output rows per block of the matrix kernels
+constexpr int kTile = 8;   // activation rows a warp reads each weight value for
+constexpr int64_t kMaxGridY = 65535;
+
+template <typename F>
+void dispatch(DType t, F&& f) {
+  switch (t) {
+    case DType::F32:
+      return f(std::integral_constant<DType, DType::F32>{});
+    case DType::F16:
+      return f(std::integral_constant<DType, DType::F16>{});
+    case DType::BF16:
+      return f(std::integral_constant<DType, DType::BF16>{});
+    case DType::Q8_0:
+      return f(std::integral_constant<DType, DType::Q8_0>{});
+    case DType::Q4_0:
+      return f(std::integral_constant<DType, DType::Q4_0>{});
+    case DType::Q4_1:
+      return f(std::integral_constant<DType, DType::Q4_1>{});
+    case DType::Q5_0:
+      return f(std::integral_constant<DType, DType::Q5_0>{});
+    case DType::Q5_1:
+      return f(std::integral_constant<DType, DType::Q5_1>{});
+    case DType::Q4_K:
+      return f(std::integral_constant<DType, DType::Q4_K>{});
+    case DType::Q5_K:
+      return f(std::integral_constant<DType, DType::Q5_K>{});
+    case DType::Q6_K:
+      return f(std::integral_constant<DType, DType::Q6_K>{});
+  }
+  throw Error("cuda: unknown tensor type " + std::to_string(static_cast<int>(t)));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum (or max) over the block, returned to every thread; blockDim.x is a multiple of 32.
+template <typename T, bool Max>
+__device__ T block_reduce(T v, T* shared) {
+  v = Max ? warp_max(v) : warp_sum(v);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  __syncthreads();  // `shared` may still be read by a previous reduction
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  const T none = Max ? T(-INFINITY) : T(0);
+  v = lane < warps ? shared[lane] : none;
+  return Max ? warp_max(v) : warp_sum(v);
+}
+
+template <DType T>
+__global__ void linear_kernel(const uint8_t* w, int64_t rows, int64_t cols, int64_t row_bytes,
+                              const float* x, int64_t n, float* y) {
+  const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const uint8_t* row = w + r * row_bytes;
+  for (int64_t i0 = int64_t{blockIdx.y} * kTile; i0 < n; i0 += int64_t{gridDim.y} * kTile) {
+    const int nt = static_cast<int>(min(int64_t{kTile}, n - i0));
+    float acc[kTile] = {};
+    for (int64_t j = lane; j < cols; j += 32) {
+      const float wv = weight_at<T>(row, j);
+#pragma unroll
+      for (int t = 0; t < kTile; ++t)
+        if (t < nt) acc[t] += wv * x[(i0 + t) * cols + j];
+    }
+#pragma unroll
+    for (int t = 0; t < kTile; ++t) {
+      const float v = warp_sum(acc[t]);
+      if (lane == 0 && t < nt) y[(i0 + t) * rows + r] = v;
+    }
+  }
+}
+
+template <DType T>
+__global__ void expert_linear_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
+                                     int64_t row_bytes, const int32_t* topk, int64_t slots,
+                                     int64_t k, bool x_per_token, const float* x, float* y) {
+  const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  for (int64_t slot = blockIdx.y; slot < slots; slot += gridDim.y) {
+    const uint8_t* row = mats[topk[slot]] + r * row_bytes;
+    const float* xs = x + (x_per_token ? slot / k : slot) * cols;
+    float acc = 0;
+    for (int64_t j = lane; j < cols; j += 32) acc += weight_at<T>(row, j) * xs[j];
+    acc = warp_sum(acc);
+    if (lane == 0) y[slot * rows + r] = acc;
+  }
+}
+
+__global__ void swiglu_kernel(float* g, const float* u, int64_t count) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i < count) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+__global__ void combine_kernel(const float* y, const int32_t* topk, const float* w, int64_t n,
+                               int64_t k, int64_t d, float* out) {
+  const int64_t idx = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (idx >= n * d) return;
+  const int64_t i = idx / d, o = idx % d;
+  const int32_t* t = topk + i * k;
+  float acc = 0;
+  int32_t prev = -1;
+  for (int64_t m = 0; m < k; ++m) {  // the slots by increasing expert index (k is small)
+    int64_t best = -1;
+    for (int64_t s = 0; s < k; ++s)
+      if (t[s] > prev && (best < 0 || t[s] < t[best])) best = s;
+    prev = t[best];
+    acc += w[i * k + best] * y[(i * k + best) * d + o];
+  }
+  out[idx] = acc;
+}
+
+template <DType T>
+__global__ void rmsnorm_kernel(const float* x, int64_t d, const uint8_t* w, float eps, float* out) {
+  __shared__ double partial[32];
+  const float* xi = x + int64_t{blockIdx.x} * d;
+  float* oi = out + int64_t{blockIdx.x} * d;
+  double ss = 0;  // in double, as the CPU's rmsnorm
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) ss += static_cast<double>(xi[j]) * xi[j];
+  ss = block_reduce<double, false>(ss, partial);
+  const float mean = static_cast<float>(ss / static_cast<double>(d));
+  const float scale = 1.0f / sqrtf(mean + eps);
+  // Each thread writes only the values it read: out may alias x.
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
+    oi[j] = weight_at<T>(w, j) * (xi[j] * scale);
+}
+
+__global__ void rope_kernel(float* x, int64_t n, int64_t heads, int64_t stride, int64_t hd,
+                            int64_t p0, const float* cos, const float* sin) {
+  const int64_t half = hd / 2;
+  const int64_t idx = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (idx >= n * heads * half) return;
+  const int64_t i = idx / (heads * half), h = (idx / half) % heads, t = idx % half;
+  float* v = x + i * stride + h * hd;
+  const float c = cos[(p0 + i) * half + t], s = sin[(p0 + i) * half + t];
+  const float a = v[t], b = v[t + half];
+  v[t] = a * c - b * s;
+  v[t + half] = b * c + a * s;
+}
+
+// One block per (query head, query row): scores over the keys, softmax, weighted values.
+__global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t p0,
+                                 int64_t heads, int64_t group, int64_t hd, int64_t kvdim,
+                                 float scale, float* scores, int64_t score_stride, float* att) {
+  __shared__ float partial[32];
+  const int64_t h = blockIdx.x, i = blockIdx.y, keys = p0 + i + 1, g = h / group;
+  const float* qi = q + (i * heads + h) * hd;
+  float* sc = scores + (i * heads + h) * score_stride;
+  float mx = -INFINITY;
+  for (int64_t t = threadIdx.x; t < keys; t += blockDim.x) {
+    const float* kt = kc + t * kvdim + g * hd;
+    float dot = 0;
+    for (int64_t j = 0; j < hd; ++j) dot += qi[j] * kt[j];
+    sc[t] = dot * scale;
+    mx = fmaxf(mx, sc[t]);
+  }
+  mx = block_reduce<float, true>(mx, partial);
+  float sum = 0;
+  for (int64_t t = threadIdx.x; t < keys; t += blockDim.x) {
+    const float p = expf(sc[t] - mx);
+    sc[t] = p;
+    sum += p;
+  }
+  sum = block_reduce<float, false>(sum, partial);  // its barriers also publish sc
+  for (int64_t j = threadIdx.x; j < hd; j += blockDim.x) {
+    float acc = 0;
+    for (int64_t t = 0; t < keys; ++t) acc += sc[t] * vc[t * kvdim + g * hd + j];
+    att[(i * heads + h) * hd + j] = acc / sum;
+  }
+}
+
+void check_launch(const char* what) {
+  check_cuda(cudaGetLastError(), what);
+}
+
+int64_t blocks_of(int64_t count, int64_t per) {
+  return (count + per - 1) / per;
+}
+
+}  // namespace
+
+void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s) {
+  if (w.rows == 0 || n == 0) return;
+  const dim3 grid(static_cast<unsigned>(blocks_of(w.rows, kWarps)),
+                  static_cast<unsigned>(std::min(blocks_of(n, kTile), kMaxGridY)));
+  dispatch(w.type, [&](auto T) {
+    linear_kernel<decltype(T)::value>
+        <<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
+  });
+  check_launch("linear kernel");
+}
+
+void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
+                   int64_t row_bytes, const int32_t* topk, int64_t slots, int64_t k,
+                   bool x_per_token, const float* x, float* y, cudaStream_t s) {
+  if (rows == 0 || slots == 0) return;
+  const dim3 grid(static_cast<unsigned>(blocks_of(rows, kWarps)),
+                  static_cast<unsigned>(std::min(slots, kMaxGridY)));
+  dispatch(type, [&](auto T) {
+    expert_linear_kernel<decltype(T)::value><<<grid, kWarps * 32, 0, s>>>(
+        mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
+  });
+  check_launch("expert linear kernel");
+}
+
+void swiglu(float* g, const float* u, int64_t count, cudaStream_t s) {
+  if (count == 0) return;
+  swiglu_kernel<<<static_cast<unsigned>(blocks_of(count, 256)), 256, 0, s>>>(g, u, count);
+  check_launch("swiglu kernel");
+}
+
+void combine_experts(const float* y, const int32_t* topk, const float* w, int64_t n, int64_t k,
+                     int64_t d, float* out, cudaStream_t s) {
+  if (n * d == 0) return;
+  combine_kernel<<<static_cast<unsigned>(blocks_of(n * d, 256)), 256, 0, s>>>(y, topk, w, n, k, d,
+                                                                              out);
+  check_launch("combine kernel");
+}
+
+void rmsnorm(const float* x, int64_t n, int64_t d, const uint8_t* w, DType wtype, float eps,
+             float* out, cudaStream_t s) {
+  if (n == 0) return;
+  dispatch(wtype, [&](auto T) {
+    rmsnorm_kernel<decltype(T)::value><<<static_cast<unsigned>(n), 256, 0, s>>>(x, d, w, eps, out);
+  });
+  check_launch("rmsnorm kernel");
+}
+
+void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t head_dim, int64_t p0,
+          const float* cos, const float* sin, cudaStream_t s) {
+  const int64_t count = n * heads * (head_dim / 2);
+  if (count == 0) return;
+  rope_kernel<<<static_cast<unsigned>(blocks_of(count, 256)), 256, 0, s>>>(x, n, heads, stride,
+                                                                           head_dim, p0, cos, sin);
+  check_launch("rope kernel");
+}
+
+void attention(const float* q, const float* kc, const float* vc, int64_t n, int64_t p0,
+               int64_t heads, int64_t kv_heads, int64_t head_dim, float* scores, float* att,
+               cudaStream_t s) {
+  if (n == 0) return;
+  // The CPU's scale (src/ops/attention.cpp): 1/sqrt(head_dim) in double, rounded once.
+  const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  const int64_t qdim = heads * head_dim;
+  for (int64_t i0 = 0; i0 < n; i0 += kMaxGridY) {  // grid.y is at most 65535 query rows
+    const int64_t rows = std::min(n - i0, kMaxGridY);
+    const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(rows));
+    attention_kernel<<<grid, 128, 0, s>>>(q + i0 * qdim, kc, vc, p0 + i0, heads, heads / kv_heads,
+                                          head_dim, kv_heads * head_dim, scale, scores, p0 + n,
+                                          att + i0 * qdim);
+    check_launch("attention kernel");
+  }
+}
+
+}  // namespace epwa::cuda

@@ -1,0 +1,50 @@
+// The CUDA backend's kernels, launched on a stream. Pointers are device pointers; weights are
+// stored rows (`row_bytes` apart) of any DType, read element by element through weight_at.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "epwa/tensor.hpp"
+
+namespace epwa::cuda {
+
+struct DevMatrix {
+  const uint8_t* data;
+  DType type;
+  int64_t rows, cols, row_bytes;
+};
+
+// y[i][r] = W[r] . x[i] for n rows of x (cols values each).
+void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s);
+
+// The experts of `slots` (token, expert) pairs: matrix e = topk[slot] of `mats` (one row pointer
+// per expert, all of `type`, rows x cols). y[slot][r] = W_e[r] . x[slot / k] when x_per_token,
+// else W_e[r] . x[slot].
+void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
+                   int64_t row_bytes, const int32_t* topk, int64_t slots, int64_t k,
+                   bool x_per_token, const float* x, float* y, cudaStream_t s);
+
+// g[i] = silu(g[i]) * u[i].
+void swiglu(float* g, const float* u, int64_t count, cudaStream_t s);
+
+// out[i] = sum over the k slots of row i, in expert-index order, of w[slot] * y[slot] (d values).
+void combine_experts(const float* y, const int32_t* topk, const float* w, int64_t n, int64_t k,
+                     int64_t d, float* out, cudaStream_t s);
+
+// out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w for n rows of d values (w: one stored row).
+void rmsnorm(const float* x, int64_t n, int64_t d, const uint8_t* w, DType wtype, float eps,
+             float* out, cudaStream_t s);
+
+// Rotate-half RoPE in place: `heads` heads of head_dim values per row, rows `stride` apart, at
+// positions p0...; cos/sin are tables [position][head_dim / 2].
+void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t head_dim, int64_t p0,
+          const float* cos, const float* sin, cudaStream_t s);
+
+// Causal GQA attention of n queries at positions p0... over a cache whose rows hold kv_heads x
+// head_dim keys / values (kc, vc); `scores` holds n x heads x (p0 + n) floats.
+void attention(const float* q, const float* kc, const float* vc, int64_t n, int64_t p0,
+               int64_t heads, int64_t kv_heads, int64_t head_dim, float* scores, float* att,
+               cudaStream_t s);
+
+}  // namespace epwa::cuda

@@ -1,0 +1,112 @@
+// The whole model on the GPU backend against the same model on the CPU, where a GPU is usable
+// (skipped otherwise): the loading modes' quantized weights, a prompt longer than the context's
+// first capacity (its cache grows), several sequences decoded in one batch, forked contexts, and
+// the router hash (which reads the weights on the host, so the watermark keys are the same).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "epwa/load_options.hpp"
+#include "epwa/model.hpp"
+#include "epwa/session.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// max |a - b| / max |b| over each row of v values; the worst row.
+double worst_rel(const std::vector<float>& a, const std::vector<float>& b, int64_t v) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t r = 0; r * v < b.size(); ++r) {
+    double num = 0, den = 0;
+    for (int64_t j = 0; j < v; ++j) {
+      num = std::max(num, std::fabs(double{a[r * v + j]} - b[r * v + j]));
+      den = std::max(den, std::fabs(double{b[r * v + j]}));
+    }
+    worst = std::max(worst, num / den);
+  }
+  return worst;
+}
+
+std::vector<int32_t> prompt(int64_t n, int32_t vocab) {
+  std::vector<int32_t> t{1};
+  for (int64_t i = 1; i < n; ++i) t.push_back(static_cast<int32_t>(3 + (i * 7919) % (vocab - 3)));
+  return t;
+}
+
+class Gpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!epwa::gpu_backend(&why)) GTEST_SKIP() << why;
+  }
+  static std::unique_ptr<epwa::Model> load(const std::string& name, epwa::LoadMode mode, bool cpu) {
+    epwa::LoadOptions o;
+    o.mode = mode;
+    o.cpu = cpu;
+    o.use_cache = false;
+    auto m = epwa::Model::load(fs::path(EPWA_TEST_DATA_DIR) / "ref" / name, o);
+    EXPECT_EQ(m->backend().name(), cpu ? "cpu" : "cuda");
+    return m;
+  }
+  static std::vector<float> logits(const epwa::Model& m, const std::vector<int32_t>& tokens) {
+    auto ctx = m.make_context(16);  // smaller than the prompts: the caches grow
+    epwa::ForwardOptions fo;
+    fo.all_logits = true;
+    return m.forward(tokens, ctx, fo);
+  }
+};
+
+// 8-bit and 4-bit weights: the GPU reads the same stored values, the CPU rounds its activations to
+// 8 bits for the integer dot products, so the two differ by the activations' rounding only.
+TEST_F(Gpu, QuantizedModesAgreeWithTheCpu) {
+  for (const char* name : {"gqa", "qwen2moe", "olmoe", "qwen3moe"})
+    for (epwa::LoadMode mode :
+         {epwa::LoadMode::Standard, epwa::LoadMode::Bits8, epwa::LoadMode::Bits4}) {
+      SCOPED_TRACE(std::string(name) + " " + std::string(epwa::load_mode_name(mode)));
+      auto cpu = load(name, mode, true), gpu = load(name, mode, false);
+      const auto t = prompt(40, static_cast<int32_t>(cpu->config().vocab_size));
+      const double rel = worst_rel(logits(*gpu, t), logits(*cpu, t), cpu->config().vocab_size);
+      RecordProperty(std::string(name) + "_" + std::string(epwa::load_mode_name(mode)),
+                     std::to_string(rel));
+      EXPECT_LE(rel, mode == epwa::LoadMode::Standard ? 1e-4 : 3e-2);
+      EXPECT_EQ(epwa::router_hash(*gpu), epwa::router_hash(*cpu));
+    }
+}
+
+// Three sequences in one batch (prompts of different lengths, then a decode step each) against
+// each sequence alone; then a fork continues from a copied cache the GPU has not seen.
+TEST_F(Gpu, BatchedSequencesAndForksMatchSingleRuns) {
+  auto m = load("qwen3moe", epwa::LoadMode::Standard, false);
+  const int64_t v = m->config().vocab_size;
+  const auto vocab = static_cast<int32_t>(v);
+  const std::vector<std::vector<int32_t>> prompts = {prompt(5, vocab), prompt(23, vocab),
+                                                     prompt(2, vocab)};
+  epwa::Context ctx(*m, 4, 3);
+  std::vector<epwa::BatchToken> batch;
+  for (int32_t s = 0; s < 3; ++s)
+    for (size_t i = 0; i < prompts[s].size(); ++i)
+      batch.push_back({prompts[s][i], static_cast<int64_t>(i), s});
+  const auto last = m->decode(batch, ctx);  // the last position of each sequence
+  for (int32_t s = 0; s < 3; ++s) {
+    auto alone = m->make_context(4);
+    const auto want = m->forward(prompts[s], alone);
+    EXPECT_LE(worst_rel({last.begin() + s * v, last.begin() + (s + 1) * v}, want, v), 1e-5) << s;
+  }
+  epwa::Context fork(ctx);
+  std::vector<epwa::BatchToken> step;
+  for (int32_t s = 0; s < 3; ++s) step.push_back({7, static_cast<int64_t>(prompts[s].size()), s});
+  const auto a = m->decode(step, ctx), b = m->decode(step, fork);
+  EXPECT_LE(worst_rel(b, a, v), 1e-6);
+  for (int32_t s = 0; s < 3; ++s) {
+    auto alone = m->make_context(4);
+    auto t = prompts[s];
+    t.push_back(7);
+    const auto want = m->forward(t, alone);
+    EXPECT_LE(worst_rel({a.begin() + s * v, a.begin() + (s + 1) * v}, want, v), 1e-5) << s;
+  }
+}
+
+}  // namespace
