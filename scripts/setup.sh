@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
       libssl-dev nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
-      libopenblas-dev libhwy-dev libsentencepiece-dev sentencepiece libpcre2-dev libicu-dev libcpp-httplib-dev
+      libopenblas-dev libhwy-dev libsentencepiece-dev sentencepiece libpcre2-dev libicu-dev libcpp-httplib-dev libboost1.81-dev
       python3)
 if [[ "${1:-}" == --tests ]]; then PKGS+=(chromium); fi
 missing=()

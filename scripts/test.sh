@@ -14,11 +14,13 @@ for t in "${sanitized[@]}"; do
   ASAN_OPTIONS=detect_leaks=1 build-asan/tests/"$t" --gtest_brief=1
 done
 
-# Several Contexts on one Model from several threads (the Model/Context split), under ThreadSanitizer.
+# Several Contexts on one Model from several threads (the Model/Context split) and the batch engine's
+# threads, under ThreadSanitizer.
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEPWA_TSAN=ON -DEPWA_BENCH=OFF >/dev/null
-cmake --build build-tsan -j"$(nproc)" --target test_model
-echo "== test_model Context.* (ThreadSanitizer)"
+cmake --build build-tsan -j"$(nproc)" --target test_model test_serve
+echo "== test_model Context.*, test_serve (ThreadSanitizer)"
 TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_model --gtest_brief=1 --gtest_filter='Context.*'
+TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_serve --gtest_brief=1
 
 # The CUDA backend compiles where nvcc is installed (CI has no GPU: its tests run on a GPU machine,
 # docs/GPU.md).

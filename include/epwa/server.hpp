@@ -1,0 +1,78 @@
+// `epwa serve`: an OpenAI-compatible HTTP server over one loaded model (docs/SERVER.md). Requests
+// generate through the BatchEngine (continuous batching), watermarked according to the server's
+// policy, and detect on request. Bound to loopback unless told otherwise.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "epwa/batch_engine.hpp"
+#include "epwa/detect.hpp"
+#include "epwa/model.hpp"
+#include "epwa/tokenizer.hpp"
+#include "epwa/watermark.hpp"
+
+namespace epwa {
+
+enum class WatermarkPolicy : uint8_t {
+  Off,       // nothing is watermarked; a request asking for it is refused
+  OptIn,     // a request watermarks with "watermark": true (or a key id)
+  Enforced,  // every response is watermarked; a request cannot turn it off
+};
+std::string_view watermark_policy_name(WatermarkPolicy p);     // "off", "opt-in", "enforced"
+WatermarkPolicy watermark_policy_from_name(std::string_view);  // throws Error on others
+
+// Watermark keys by id, from a JSON file {"default": "<id>", "keys": {"<id>": "<secret>", ...}}
+// that only its owner may read (mode 0600 or stricter; checked like ssh checks its keys).
+struct Keyring {
+  std::map<std::string, std::string> keys;
+  std::string default_id;
+  // Throws Error naming the file and the problem (missing, readable by others, bad JSON, no keys,
+  // an empty secret, a default that is not a key).
+  static Keyring load(const std::filesystem::path& path);
+};
+
+struct ServerLimits {
+  size_t max_body_bytes = 1 << 20;
+  int32_t default_max_tokens = 16;  // OpenAI's default for completions
+  int32_t max_tokens = 1024;        // the most a request may ask for
+  int64_t max_detect_tokens = 16384;
+  std::chrono::milliseconds header_timeout{10000};  // to receive a request's headers (and idle)
+  std::chrono::milliseconds body_timeout{30000};    // to receive its body
+  std::chrono::milliseconds write_timeout{30000};   // for each write to the client
+  int32_t max_connections = 256;
+};
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8080;  // 0: any free port (Server::port() says which)
+  int32_t threads = 2;   // HTTP threads; generation runs on the engine's own thread
+  std::string model_id = "epwa";
+  BatchEngineOptions engine;
+  ServerLimits limits;
+  WatermarkPolicy policy = WatermarkPolicy::Off;
+  Keyring keyring;            // needed unless the policy is off
+  WatermarkConfig watermark;  // scheme and parameters (router_layer < 0: the last MoE layer)
+  DetectOptions detect;       // threshold etc. for /v1/watermark/detect
+};
+
+class Server {
+ public:
+  // Binds the address and builds the green lists of every key. Throws Error when it cannot.
+  Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerOptions options);
+  ~Server();
+  uint16_t port() const;
+  // Serves until stop() (from any thread, a signal handler's thread included).
+  void run();
+  void stop();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace epwa

@@ -1,0 +1,247 @@
+// Continuous batching (include/epwa/batch_engine.hpp). One thread runs steps: admit queued requests
+// into free sequences of the Context, give each running request's next tokens (a prompt chunk, or
+// the token it sampled last) to one Model::decode, then sample for the requests whose prompt is
+// done. Only the queue, cancellations and statistics are shared with other threads (under mu_);
+// the running jobs belong to the engine's thread.
+#include "epwa/batch_engine.hpp"
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace epwa {
+
+std::string_view finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::Stop:
+      return "stop";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::Cancelled:
+      return "cancelled";
+    case FinishReason::Error:
+      return "error";
+  }
+  return "error";
+}
+
+struct BatchEngine::Job {
+  uint64_t id;
+  BatchRequest req;
+  Sampler sampler;
+  size_t fed = 0;         // prompt tokens given to the model so far
+  int32_t generated = 0;  // new tokens sampled
+  int32_t next = -1;      // the last sampled token, given to the model at the next step
+  bool sample = false;    // this step's logits are this job's next-token logits
+  Job(uint64_t i, BatchRequest r) : id(i), req(std::move(r)), sampler(req.sampling) {}
+};
+
+namespace {
+
+// Routes each router observation to the watermark of the request decoding in that sequence.
+struct SlotObserver : RouterObserver {
+  std::vector<WatermarkProcessor*> by_slot;
+  void observe(const RouterObservation& obs) override {
+    if (WatermarkProcessor* w = by_slot[obs.sequence]) w->observe(obs);
+  }
+};
+
+}  // namespace
+
+BatchEngine::BatchEngine(const Model& model, BatchEngineOptions o)
+    : model_(model),
+      opt_(o),
+      ctx_(model, std::min<int64_t>(std::max<int64_t>(o.context, 1), 256),
+           std::max<int32_t>(o.slots, 1)) {
+  check(o.slots >= 1 && o.slots <= 1024,
+        "batch engine: slots must be in [1, 1024], got " + std::to_string(o.slots));
+  check(o.context >= 2, "batch engine: the context must hold at least 2 positions, got " +
+                            std::to_string(o.context));
+  check(o.prefill_chunk >= 1, "batch engine: the prefill chunk must be at least 1 token, got " +
+                                  std::to_string(o.prefill_chunk));
+  check(o.queue >= 0,
+        "batch engine: the queue length must be >= 0, got " + std::to_string(o.queue));
+  slots_.resize(o.slots);
+  thread_ = std::thread([this] { loop(); });
+}
+
+BatchEngine::~BatchEngine() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+  for (auto& j : slots_)
+    if (j) finish(*j, FinishReason::Cancelled);
+  for (auto& j : queue_) finish(*j, FinishReason::Cancelled);
+}
+
+uint64_t BatchEngine::submit(BatchRequest r) {
+  const ModelConfig& c = model_.config();
+  check(!r.prompt.empty(), "the prompt is empty (it needs at least a BOS token)");
+  for (int32_t t : r.prompt)
+    if (t < 0 || t >= c.vocab_size)
+      throw Error("token id " + std::to_string(t) + " out of range [0, " +
+                  std::to_string(c.vocab_size) + ")");
+  check(r.max_new_tokens >= 0, "max_tokens must be >= 0, got " + std::to_string(r.max_new_tokens));
+  const auto need = static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens;
+  if (need > opt_.context)
+    throw Error("the prompt (" + std::to_string(r.prompt.size()) + " tokens) and max_tokens (" +
+                std::to_string(r.max_new_tokens) + ") exceed the context of " +
+                std::to_string(opt_.context) + " positions");
+  if (r.watermark) {
+    const int32_t layer = r.watermark->config().router_layer;
+    const auto n = static_cast<int32_t>(model_.moe_layers().size());
+    check(layer >= 0 && layer < n, "watermark router layer " + std::to_string(layer) +
+                                       " out of range (the model has " + std::to_string(n) +
+                                       " MoE layers)");
+  }
+  std::unique_lock lock(mu_);
+  if (static_cast<int32_t>(queue_.size()) >= opt_.queue)
+    throw QueueFull("too many requests waiting (" + std::to_string(queue_.size()) +
+                    " queued); try again later");
+  const uint64_t id = next_id_++;
+  queue_.push_back(std::make_unique<Job>(id, std::move(r)));  // the Sampler checks its options
+  stats_.queued = static_cast<int32_t>(queue_.size());
+  lock.unlock();
+  wake_.notify_all();
+  return id;
+}
+
+void BatchEngine::cancel(uint64_t id) {
+  {
+    std::lock_guard lock(mu_);
+    cancels_.insert(id);
+  }
+  wake_.notify_all();
+}
+
+BatchEngine::Stats BatchEngine::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void BatchEngine::finish(Job& j, FinishReason why, const std::string& error) {
+  if (j.req.on_done) j.req.on_done(why, error);
+}
+
+void BatchEngine::loop() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [&] {
+      return stop_ || !queue_.empty() || !cancels_.empty() ||
+             std::any_of(slots_.begin(), slots_.end(), [](const auto& j) { return j != nullptr; });
+    });
+    if (stop_) return;
+    step(lock);
+  }
+}
+
+void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
+  // Under the lock: admit queued requests, take the cancellations.
+  for (int32_t s = 0; s < opt_.slots && !queue_.empty(); ++s)
+    if (!slots_[s]) {
+      slots_[s] = std::move(queue_.front());
+      queue_.pop_front();
+    }
+  std::unordered_set<uint64_t> cancels;
+  cancels.swap(cancels_);
+  std::vector<std::unique_ptr<Job>> dropped;
+  for (auto it = queue_.begin(); it != queue_.end();)
+    if (cancels.count((*it)->id)) {
+      dropped.push_back(std::move(*it));
+      it = queue_.erase(it);
+    } else {
+      ++it;
+    }
+  stats_.queued = static_cast<int32_t>(queue_.size());
+  lock.unlock();
+
+  uint64_t finished = dropped.size();
+  for (auto& j : dropped) finish(*j, FinishReason::Cancelled);
+  auto done = [&](int32_t s, FinishReason why, const std::string& error = {}) {
+    finish(*slots_[s], why, error);
+    slots_[s].reset();
+    ++finished;
+  };
+
+  // The batch: a prompt chunk, or the last sampled token, of every running request.
+  std::vector<BatchToken> batch;
+  std::vector<int32_t> runs;  // the sequence of each run, in batch order
+  SlotObserver obs;
+  obs.by_slot.assign(opt_.slots, nullptr);
+  for (int32_t s = 0; s < opt_.slots; ++s) {
+    if (!slots_[s]) continue;
+    Job& j = *slots_[s];
+    if (cancels.count(j.id)) {
+      done(s, FinishReason::Cancelled);
+      continue;
+    }
+    if (j.fed == 0) ctx_.clear(s);
+    const auto plen = j.req.prompt.size();
+    if (j.fed < plen) {
+      const size_t n = std::min<size_t>(static_cast<size_t>(opt_.prefill_chunk), plen - j.fed);
+      for (size_t i = 0; i < n; ++i)
+        batch.push_back({j.req.prompt[j.fed + i], static_cast<int64_t>(j.fed + i), s});
+      j.fed += n;
+      j.sample = j.fed == plen;
+    } else {
+      batch.push_back({j.next, ctx_.size(s), s});
+      j.sample = true;
+    }
+    obs.by_slot[s] = j.req.watermark.get();
+    runs.push_back(s);
+  }
+
+  uint64_t sampled = 0;
+  if (!batch.empty()) {
+    ForwardOptions fo;
+    fo.observer = &obs;
+    std::vector<float> logits;
+    try {
+      logits = model_.decode(batch, ctx_, fo);
+    } catch (const std::exception& e) {
+      for (int32_t s : runs) done(s, FinishReason::Error, e.what());
+      runs.clear();
+    }
+    const int64_t v = model_.config().vocab_size;
+    for (size_t r = 0; r < runs.size(); ++r) {
+      const int32_t s = runs[r];
+      Job& j = *slots_[s];
+      if (!j.sample) continue;
+      if (j.generated >= j.req.max_new_tokens) {
+        done(s, FinishReason::Length);
+        continue;
+      }
+      std::span<float> row(logits.data() + static_cast<int64_t>(r) * v, static_cast<size_t>(v));
+      int32_t t;
+      try {
+        if (j.req.watermark) j.req.watermark->process(row);
+        t = j.sampler.sample(row);
+      } catch (const std::exception& e) {
+        done(s, FinishReason::Error, e.what());
+        continue;
+      }
+      ++j.generated;
+      ++sampled;
+      if (j.req.on_token) j.req.on_token(t);
+      if (std::find(j.req.stop_tokens.begin(), j.req.stop_tokens.end(), t) !=
+          j.req.stop_tokens.end())
+        done(s, FinishReason::Stop);
+      else if (j.generated >= j.req.max_new_tokens)
+        done(s, FinishReason::Length);
+      else
+        j.next = t;
+    }
+  }
+
+  lock.lock();
+  stats_.running = static_cast<int32_t>(
+      std::count_if(slots_.begin(), slots_.end(), [](const auto& j) { return j != nullptr; }));
+  if (!batch.empty()) ++stats_.steps;
+  stats_.tokens_in += batch.size();
+  stats_.tokens_out += sampled;
+  stats_.finished += finished;
+}
+
+}  // namespace epwa

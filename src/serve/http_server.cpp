@@ -1,0 +1,498 @@
+// The HTTP layer of `epwa serve` (include/epwa/server.hpp) on Boost.Beast: asynchronous sessions on
+// a few threads, each connection on its own strand, deadlines for headers, bodies and writes (a
+// slow or idle client holds no thread), a body size limit and a connection limit. Generation runs
+// on the BatchEngine's thread, detection on a worker thread; their results come back to the
+// connection's strand.
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <deque>
+#include <optional>
+#include <thread>
+
+#include "epwa/server.hpp"
+#include "epwa/session.hpp"
+#include "openai_api.hpp"
+
+namespace epwa {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using serve::ApiError;
+using serve::bad_request;
+
+struct Server::Impl {
+  Model& model;
+  std::shared_ptr<const Tokenizer> tok;
+  ServerOptions opt;
+  std::map<std::string, std::shared_ptr<const GreenLists>> lists;  // by key id
+  std::string router_hash;
+  int32_t layer = 0;
+  std::atomic<int32_t> connections{0};
+  std::atomic<uint64_t> completions{0};
+  // Destroyed in reverse order: the engine and the detection worker (which post to the I/O
+  // context) before the context.
+  net::io_context ioc;
+  tcp::acceptor acceptor{ioc};
+  net::signal_set signals{ioc};
+  net::thread_pool detect_pool{1};
+  std::unique_ptr<BatchEngine> engine;
+
+  Impl(Model& m, std::shared_ptr<const Tokenizer> t, ServerOptions o)
+      : model(m), tok(std::move(t)), opt(std::move(o)) {}
+  void accept();
+  nlohmann::json watermark_record(bool applied, const std::string& key_id) const;
+};
+
+namespace {
+
+int64_t now_s() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string dump(const nlohmann::json& j) {
+  // Generated text can hold invalid UTF-8 (a byte-level token split): replaced, never a throw.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// One generation request's progress, touched only on its connection's strand.
+struct Generation {
+  std::vector<int32_t> prompt, tokens;
+  std::vector<std::string> stop;
+  std::optional<std::string> prompt_text;  // the prompt decoded
+  std::string text;                        // the text so far (cut at a stop string)
+  size_t sent = 0;                         // bytes of text already streamed
+  bool stopped = false;                    // a stop string was met
+  bool stream = false;
+  uint64_t job = 0;
+  std::string id;
+  nlohmann::json watermark;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket s, Server::Impl& srv) : stream_(std::move(s)), srv_(srv) {
+    ++srv_.connections;
+  }
+  ~Session() { --srv_.connections; }
+
+  void start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+  }
+  void refuse_busy() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      self->send_error(ApiError(503, "server_error", "too many connections; try again later"),
+                       false);
+    });
+  }
+
+ private:
+  const ServerLimits& limits() const { return srv_.opt.limits; }
+
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(limits().max_body_bytes);
+    parser_->header_limit(16 * 1024);
+    stream_.expires_after(limits().header_timeout);
+    http::async_read_header(stream_, buf_, *parser_,
+                            beast::bind_front_handler(&Session::on_header, shared_from_this()));
+  }
+
+  void on_header(beast::error_code ec, size_t) {
+    if (ec) return on_read_error(ec);
+    stream_.expires_after(limits().body_timeout);
+    http::async_read(stream_, buf_, *parser_,
+                     beast::bind_front_handler(&Session::on_body, shared_from_this()));
+  }
+
+  void on_body(beast::error_code ec, size_t) {
+    if (ec) return on_read_error(ec);
+    handle(parser_->release());
+  }
+
+  void on_read_error(beast::error_code ec) {
+    if (ec == http::error::body_limit)
+      return send_error(
+          ApiError(413, "invalid_request_error",
+                   "the body is larger than " + std::to_string(limits().max_body_bytes) + " bytes"),
+          false);
+    if (ec == http::error::header_limit)
+      return send_error(ApiError(431, "invalid_request_error", "the headers are too large"), false);
+    if (ec.category() == http::make_error_code(http::error::bad_target).category())
+      return send_error(bad_request("malformed HTTP request"), false);
+    close();  // closed by the client, or a deadline passed: nothing to answer
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  void send(http::status status, std::string body, bool keep_alive) {
+    auto res = std::make_shared<http::response<http::string_body>>(status, 11);
+    res->set(http::field::server, "epwa");
+    res->set(http::field::content_type, "application/json");
+    res->keep_alive(keep_alive);
+    res->body() = std::move(body);
+    res->prepare_payload();
+    stream_.expires_after(limits().write_timeout);
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                        if (ec || !res->keep_alive()) return self->close();
+                        self->read();
+                      });
+  }
+
+  void send_error(const ApiError& e, bool keep_alive) {
+    send(static_cast<http::status>(e.status), dump(serve::error_json(e)), keep_alive);
+  }
+
+  void handle(http::request<http::string_body> req) {
+    keep_alive_ = req.keep_alive();
+    std::string target(req.target());
+    target = target.substr(0, target.find('?'));
+    const auto method = req.method();
+    auto only = [&](http::verb v) {
+      if (method != v)
+        throw ApiError(405, "invalid_request_error",
+                       std::string(req.method_string()) + " is not allowed on " + target);
+    };
+    try {
+      if (target == "/health") {
+        only(http::verb::get);
+        const auto st = srv_.engine->stats();
+        return send(http::status::ok,
+                    dump({{"status", "ok"}, {"running", st.running}, {"queued", st.queued}}),
+                    keep_alive_);
+      }
+      if (target == "/v1/models") {
+        only(http::verb::get);
+        return send(http::status::ok,
+                    dump({{"object", "list"},
+                          {"data",
+                           {{{"id", srv_.opt.model_id},
+                             {"object", "model"},
+                             {"created", 0},
+                             {"owned_by", "epwa"}}}}}),
+                    keep_alive_);
+      }
+      if (target == "/v1/completions") {
+        only(http::verb::post);
+        return completion(req.body());
+      }
+      if (target == "/v1/watermark/detect") {
+        only(http::verb::post);
+        return detect(req.body());
+      }
+      throw ApiError(404, "invalid_request_error",
+                     "unknown endpoint " + std::string(req.method_string()) + " " + target);
+    } catch (const ApiError& e) {
+      send_error(e, keep_alive_);
+    } catch (const QueueFull& e) {
+      send_error(ApiError(429, "rate_limit_error", e.what()), keep_alive_);
+    } catch (const Error& e) {  // the library's checks of a request: a bad request
+      send_error(bad_request(e.what()), keep_alive_);
+    }
+  }
+
+  // The key a request watermarks with under the server's policy, or "" for none.
+  std::string watermark_key(const serve::CompletionParams& p) const {
+    const ServerOptions& o = srv_.opt;
+    bool on = false;
+    switch (o.policy) {
+      case WatermarkPolicy::Off:
+        if (p.watermark.value_or(false))
+          throw bad_request("watermarking is off on this server", "watermark");
+        return {};
+      case WatermarkPolicy::OptIn:
+        on = p.watermark.value_or(false);
+        break;
+      case WatermarkPolicy::Enforced:
+        if (p.watermark == false)
+          throw bad_request("this server watermarks every response (policy enforced)", "watermark");
+        on = true;
+        break;
+    }
+    if (!on) return {};
+    const std::string id = p.key_id.empty() ? o.keyring.default_id : p.key_id;
+    if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "watermark");
+    return id;
+  }
+
+  void completion(const std::string& body) {
+    const ModelConfig& c = srv_.model.config();
+    const auto p =
+        serve::parse_completion(serve::parse_body(body), srv_.tok.get(), c.vocab_size, limits());
+    const std::string key = watermark_key(p);
+    auto g = std::make_shared<Generation>();
+    g->prompt = p.prompt;
+    g->stop = p.stop;
+    g->stream = p.stream;
+    g->id = "cmpl-" + std::to_string(now_s()) + "-" + std::to_string(++srv_.completions);
+    g->watermark = srv_.watermark_record(!key.empty(), key);
+    BatchRequest r;
+    r.prompt = p.prompt;
+    r.max_new_tokens = p.max_tokens;
+    r.sampling = p.sampling;
+    r.stop_tokens = {c.eos_token_id};
+    if (!key.empty()) {
+      WatermarkConfig wc = srv_.opt.watermark;
+      wc.router_layer = srv_.layer;
+      r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(key));
+    }
+    auto self = shared_from_this();
+    auto ex = stream_.get_executor();
+    r.on_token = [self, g, ex](int32_t t) {
+      net::post(ex, [self, g, t] { self->on_token(*g, t); });
+    };
+    r.on_done = [self, g, ex](FinishReason why, const std::string& error) {
+      net::post(ex, [self, g, why, error] { self->on_done(*g, why, error); });
+    };
+    g->job = srv_.engine->submit(std::move(r));  // QueueFull -> 429, Error -> 400
+    stream_job_ = g->job;
+    if (g->stream) {
+      push(
+          "HTTP/1.1 200 OK\r\nServer: epwa\r\nContent-Type: text/event-stream\r\n"
+          "Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
+    }
+  }
+
+  nlohmann::json chunk(const Generation& g, const std::string& text,
+                       const nlohmann::json& finish) const {
+    return {{"id", g.id},
+            {"object", "text_completion"},
+            {"created", now_s()},
+            {"model", srv_.opt.model_id},
+            {"choices",
+             {{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}}}}};
+  }
+
+  void on_token(Generation& g, int32_t t) {
+    if (g.stopped || t == srv_.model.config().eos_token_id) return;
+    g.tokens.push_back(t);
+    g.text = continuation(g);
+    for (const std::string& s : g.stop) {
+      const size_t at = g.text.find(s);
+      if (at != std::string::npos) {
+        g.text.resize(at);
+        g.stopped = true;
+      }
+    }
+    if (g.stopped) srv_.engine->cancel(g.job);
+    if (!g.stream) return;
+    // Hold back what could still become a stop string, and a character split across tokens.
+    size_t ready = serve::complete_utf8_prefix(g.text);
+    if (!g.stopped)
+      for (const std::string& s : g.stop)
+        ready = std::min(ready, g.text.size() - std::min(g.text.size(), s.size() - 1));
+    if (ready > g.sent) {
+      push("data: " + dump(chunk(g, g.text.substr(g.sent, ready - g.sent), nullptr)) + "\n\n");
+      g.sent = ready;
+    }
+  }
+
+  // The new tokens' text as it continues the prompt (a SentencePiece word's leading space kept):
+  // the prompt and continuation decoded together, less the prompt's own text.
+  std::string continuation(Generation& g) const {
+    if (!srv_.tok) return {};
+    if (!g.prompt_text) g.prompt_text = srv_.tok->decode(g.prompt, true);
+    std::vector<int32_t> all = g.prompt;
+    all.insert(all.end(), g.tokens.begin(), g.tokens.end());
+    const std::string full = srv_.tok->decode(all, true);
+    if (full.compare(0, g.prompt_text->size(), *g.prompt_text) == 0)
+      return full.substr(g.prompt_text->size());
+    return srv_.tok->decode(g.tokens, true);  // the prompt's text changed when continued
+  }
+
+  void on_done(Generation& g, FinishReason why, const std::string& error) {
+    if (why == FinishReason::Error) {
+      std::fprintf(stderr, "epwa serve: generation %s failed: %s\n", g.id.c_str(), error.c_str());
+      const ApiError e(500, "server_error", "the generation failed");
+      if (!g.stream) return send_error(e, false);
+      push("data: " + dump(serve::error_json(e)) + "\n\n");
+      return end_stream();
+    }
+    const std::string finish = g.stopped || why == FinishReason::Stop ? "stop"
+                               : why == FinishReason::Length          ? "length"
+                                                                      : "cancelled";
+    const nlohmann::json usage = {{"prompt_tokens", g.prompt.size()},
+                                  {"completion_tokens", g.tokens.size()},
+                                  {"total_tokens", g.prompt.size() + g.tokens.size()}};
+    if (g.stream) {
+      auto last = chunk(g, g.text.substr(std::min(g.sent, g.text.size())), finish);
+      last["usage"] = usage;
+      last["watermark"] = g.watermark;
+      push("data: " + dump(last) + "\n\n");
+      return end_stream();
+    }
+    auto res = chunk(g, g.text, finish);
+    res["usage"] = usage;
+    res["watermark"] = g.watermark;
+    send(http::status::ok, dump(res), keep_alive_);
+  }
+
+  void detect(const std::string& body) {
+    const ModelConfig& c = srv_.model.config();
+    auto d = serve::parse_detect(serve::parse_body(body), srv_.tok.get(), c.vocab_size,
+                                 c.bos_token_id, limits());
+    if (srv_.lists.empty()) throw bad_request("this server has no watermark keys");
+    const std::string id = d.key_id.empty() ? srv_.opt.keyring.default_id : d.key_id;
+    if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "key_id");
+    auto self = shared_from_this();
+    net::post(srv_.detect_pool, [self, d = std::move(d), id] {
+      int status = 200;
+      nlohmann::json out;
+      try {
+        DetectOptions o = self->srv_.opt.detect;
+        o.method = d.method;
+        o.tokens_detail = d.tokens_detail;
+        const Detector det(self->srv_.lists.at(id), o);
+        out = to_json(
+            detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
+        out["key_id"] = id;
+        out["router_hash"] = self->srv_.router_hash;
+      } catch (const Error& e) {
+        status = 400;
+        out = serve::error_json(bad_request(e.what()));
+      }
+      net::post(self->stream_.get_executor(), [self, status, out = std::move(out)] {
+        self->send(static_cast<http::status>(status), dump(out), self->keep_alive_);
+      });
+    });
+  }
+
+  // Streamed output: raw bytes written in order, one write at a time.
+  void push(std::string s) {
+    out_.push_back(std::move(s));
+    if (!writing_) write_next();
+  }
+  void write_next() {
+    if (out_.empty()) {
+      writing_ = false;
+      if (ending_) close();
+      return;
+    }
+    writing_ = true;
+    stream_.expires_after(limits().write_timeout);
+    net::async_write(stream_, net::buffer(out_.front()),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (ec) {  // the client went away: stop its generation
+                         self->srv_.engine->cancel(self->job_of_stream());
+                         self->out_.clear();
+                         self->writing_ = false;
+                         return self->close();
+                       }
+                       self->out_.pop_front();
+                       self->write_next();
+                     });
+  }
+  void end_stream() {
+    push("data: [DONE]\n\n");
+    ending_ = true;
+  }
+  uint64_t job_of_stream() const { return stream_job_; }
+
+  beast::tcp_stream stream_;
+  Server::Impl& srv_;
+  beast::flat_buffer buf_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  bool keep_alive_ = true;
+  std::deque<std::string> out_;
+  bool writing_ = false, ending_ = false;
+  uint64_t stream_job_ = 0;
+};
+
+}  // namespace
+
+nlohmann::json Server::Impl::watermark_record(bool applied, const std::string& key_id) const {
+  nlohmann::json j = {{"policy", watermark_policy_name(opt.policy)}, {"applied", applied}};
+  if (!applied) return j;
+  j["key_id"] = key_id;
+  j["scheme"] = "EPW-A";
+  j["mode"] = opt.watermark.mode == WatermarkMode::GSG ? "gsg" : "ewp";
+  j["gamma"] = opt.watermark.gamma;
+  j["delta"] = opt.watermark.delta;
+  j["router_layer"] = layer;
+  j["router_hash"] = router_hash;
+  return j;
+}
+
+void Server::Impl::accept() {
+  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
+    if (ec == net::error::operation_aborted) return;  // stopped
+    if (!ec) {
+      auto session = std::make_shared<Session>(std::move(s), *this);
+      if (connections > opt.limits.max_connections)
+        session->refuse_busy();
+      else
+        session->start();
+    }
+    accept();
+  });
+}
+
+Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerOptions o)
+    : impl_(std::make_unique<Impl>(model, std::move(tokenizer), std::move(o))) {
+  Impl& s = *impl_;
+  check(s.opt.threads >= 1 && s.opt.threads <= 256,
+        "serve: threads must be in [1, 256], got " + std::to_string(s.opt.threads));
+  s.layer = model_router_layer(model, s.opt.watermark.router_layer);
+  s.router_hash = epwa::router_hash(model);
+  if (s.opt.policy != WatermarkPolicy::Off)
+    check(!s.opt.keyring.keys.empty(), "serve: the watermark policy " +
+                                           std::string(watermark_policy_name(s.opt.policy)) +
+                                           " needs a keyring (--keyring)");
+  for (const auto& [id, secret] : s.opt.keyring.keys)
+    s.lists[id] = make_green_lists(model, secret, s.opt.watermark.gamma);
+  beast::error_code ec;
+  const auto addr = net::ip::make_address(s.opt.host, ec);
+  if (ec) throw Error("serve: '" + s.opt.host + "' is not an IP address");
+  const tcp::endpoint ep(addr, s.opt.port);
+  s.acceptor.open(ep.protocol(), ec);
+  if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor.bind(ep, ec);
+  if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw Error("serve: cannot listen on " + s.opt.host + ":" + std::to_string(s.opt.port) + ": " +
+                ec.message());
+  s.engine = std::make_unique<BatchEngine>(model, s.opt.engine);
+}
+
+Server::~Server() = default;
+
+uint16_t Server::port() const {
+  return impl_->acceptor.local_endpoint().port();
+}
+
+void Server::run() {
+  Impl& s = *impl_;
+  s.signals.add(SIGINT);
+  s.signals.add(SIGTERM);
+  s.signals.async_wait([this](beast::error_code ec, int) {
+    if (!ec) stop();
+  });
+  s.accept();
+  std::vector<std::thread> threads;
+  for (int32_t i = 1; i < s.opt.threads; ++i) threads.emplace_back([&] { s.ioc.run(); });
+  s.ioc.run();
+  for (auto& t : threads) t.join();
+}
+
+void Server::stop() {
+  net::post(impl_->ioc, [this] {
+    beast::error_code ignored;
+    impl_->acceptor.close(ignored);
+    impl_->signals.cancel(ignored);
+    impl_->ioc.stop();
+  });
+}
+
+}  // namespace epwa

@@ -1,0 +1,204 @@
+// Request parsing for the server (openai_api.hpp): every field's type and range checked, with
+// OpenAI's error shapes; unknown fields are refused as OpenAI refuses them.
+#include "openai_api.hpp"
+
+#include <set>
+
+namespace epwa::serve {
+
+ApiError bad_request(const std::string& message, const std::string& param) {
+  return ApiError(400, "invalid_request_error", message, param);
+}
+
+nlohmann::json error_json(const ApiError& e) {
+  return {{"error",
+           {{"message", e.what()},
+            {"type", e.type},
+            {"param", e.param.empty() ? nlohmann::json() : nlohmann::json(e.param)},
+            {"code", nullptr}}}};
+}
+
+nlohmann::json parse_body(const std::string& body) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(body);
+  } catch (const nlohmann::json::parse_error& e) {
+    // The library's message names a byte offset; ours says what is wrong in words.
+    throw bad_request(std::string("the body is not valid JSON") +
+                      (e.id == 101 && std::string(e.what()).find("UTF-8") != std::string::npos
+                           ? " (invalid UTF-8)"
+                           : "") +
+                      " at byte " + std::to_string(e.byte));
+  }
+  if (!j.is_object()) throw bad_request("the body must be a JSON object");
+  return j;
+}
+
+namespace {
+
+void refuse_unknown(const nlohmann::json& j, const std::set<std::string>& known) {
+  for (const auto& [k, v] : j.items())
+    if (!known.count(k)) throw bad_request("unrecognized request argument supplied: " + k, k);
+}
+
+int64_t integer(const nlohmann::json& v, const std::string& name, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer()) throw bad_request("'" + name + "' must be an integer", name);
+  const int64_t x =
+      v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX ? INT64_MAX : v.get<int64_t>();
+  if (x < lo || x > hi)
+    throw bad_request("'" + name + "' must be in [" + std::to_string(lo) + ", " +
+                          std::to_string(hi) + "], got " + v.dump(),
+                      name);
+  return x;
+}
+
+double number(const nlohmann::json& v, const std::string& name, double lo, double hi,
+              bool lo_open = false) {
+  if (!v.is_number()) throw bad_request("'" + name + "' must be a number", name);
+  const double x = v.get<double>();
+  if (!(lo_open ? x > lo : x >= lo) || !(x <= hi))
+    throw bad_request("'" + name + "' must be in " + std::string(lo_open ? "(" : "[") +
+                          nlohmann::json(lo).dump() + ", " + nlohmann::json(hi).dump() + "], got " +
+                          v.dump(),
+                      name);
+  return x;
+}
+
+// Text (tokenized, with BOS when `bos`) or an array of token ids.
+std::vector<int32_t> tokens_of(const nlohmann::json& v, const std::string& name,
+                               const Tokenizer* tok, int32_t vocab, bool bos) {
+  if (v.is_string()) {
+    if (!tok)
+      throw bad_request("the server's model has no tokenizer: send '" + name + "' as token ids",
+                        name);
+    return tok->encode(v.get<std::string>(), bos, false);
+  }
+  if (!v.is_array()) throw bad_request("'" + name + "' must be a string or token ids", name);
+  std::vector<int32_t> ids;
+  ids.reserve(v.size());
+  for (const auto& x : v) {
+    if (!x.is_number_integer())
+      throw bad_request("'" + name + "' holds " + x.dump() + ", not an integer token id", name);
+    const int64_t id =
+        x.is_number_unsigned() && x.get<uint64_t>() > INT64_MAX ? -1 : x.get<int64_t>();
+    if (id < 0 || id >= vocab)
+      throw bad_request("token id " + x.dump() + " out of range [0, " + std::to_string(vocab) + ")",
+                        name);
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
+}
+
+}  // namespace
+
+CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok, int32_t vocab,
+                                  const ServerLimits& limits) {
+  refuse_unknown(j,
+                 {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+                  "stream", "n", "user", "watermark", "frequency_penalty", "presence_penalty"});
+  CompletionParams p;
+  if (!j.contains("prompt")) throw bad_request("'prompt' is required", "prompt");
+  p.prompt = tokens_of(j["prompt"], "prompt", tok, vocab, true);
+  if (p.prompt.empty()) throw bad_request("'prompt' is empty", "prompt");
+  p.max_tokens = limits.default_max_tokens;
+  if (j.contains("max_tokens") && !j["max_tokens"].is_null())
+    p.max_tokens =
+        static_cast<int32_t>(integer(j["max_tokens"], "max_tokens", 0, limits.max_tokens));
+  p.sampling.temperature = 1.0f;  // OpenAI's default
+  if (j.contains("temperature") && !j["temperature"].is_null())
+    p.sampling.temperature = static_cast<float>(number(j["temperature"], "temperature", 0, 2));
+  if (j.contains("top_p") && !j["top_p"].is_null())
+    p.sampling.top_p = static_cast<float>(number(j["top_p"], "top_p", 0, 1, true));
+  if (j.contains("top_k") && !j["top_k"].is_null())
+    p.sampling.top_k = static_cast<int32_t>(integer(j["top_k"], "top_k", 0, vocab));
+  if (j.contains("seed") && !j["seed"].is_null())
+    p.sampling.seed = static_cast<uint64_t>(integer(j["seed"], "seed", INT64_MIN, INT64_MAX));
+  if (j.contains("n") && !j["n"].is_null() && integer(j["n"], "n", 1, 128) != 1)
+    throw bad_request("'n' other than 1 is not supported yet", "n");
+  for (const char* pen : {"frequency_penalty", "presence_penalty"})
+    if (j.contains(pen) && !j[pen].is_null() && number(j[pen], pen, -2, 2) != 0)
+      throw bad_request(std::string("'") + pen + "' other than 0 is not supported", pen);
+  if (j.contains("stop") && !j["stop"].is_null()) {
+    const auto& s = j["stop"];
+    if (s.is_string()) {
+      p.stop.push_back(s.get<std::string>());
+    } else if (s.is_array() && s.size() <= 4) {
+      for (const auto& x : s) {
+        if (!x.is_string()) throw bad_request("'stop' must hold strings", "stop");
+        p.stop.push_back(x.get<std::string>());
+      }
+    } else {
+      throw bad_request("'stop' must be a string or up to 4 strings", "stop");
+    }
+    for (const auto& x : p.stop)
+      if (x.empty()) throw bad_request("'stop' strings must not be empty", "stop");
+  }
+  if (j.contains("stream") && !j["stream"].is_null()) {
+    if (!j["stream"].is_boolean()) throw bad_request("'stream' must be true or false", "stream");
+    p.stream = j["stream"].get<bool>();
+  }
+  if (j.contains("watermark") && !j["watermark"].is_null()) {
+    const auto& w = j["watermark"];
+    if (w.is_boolean()) {
+      p.watermark = w.get<bool>();
+    } else if (w.is_string()) {
+      p.watermark = true;
+      p.key_id = w.get<std::string>();
+    } else {
+      throw bad_request("'watermark' must be true, false or a key id", "watermark");
+    }
+  }
+  return p;
+}
+
+DetectParams parse_detect(const nlohmann::json& j, const Tokenizer* tok, int32_t vocab, int32_t bos,
+                          const ServerLimits& limits) {
+  refuse_unknown(j, {"model", "text", "tokens", "prompt", "key_id", "method", "tokens_detail"});
+  DetectParams d;
+  const bool text = j.contains("text"), ids = j.contains("tokens");
+  if (text == ids) throw bad_request("give exactly one of 'text' and 'tokens'");
+  std::vector<int32_t> context{bos};
+  if (j.contains("prompt") && !j["prompt"].is_null())
+    context = tokens_of(j["prompt"], "prompt", tok, vocab, true);
+  std::vector<int32_t> body = text ? tokens_of(j["text"], "text", tok, vocab, false)
+                                   : tokens_of(j["tokens"], "tokens", tok, vocab, false);
+  d.prompt_tokens = static_cast<int64_t>(context.size());
+  d.tokens = std::move(context);
+  d.tokens.insert(d.tokens.end(), body.begin(), body.end());
+  if (static_cast<int64_t>(d.tokens.size()) > limits.max_detect_tokens)
+    throw bad_request("the text has " + std::to_string(d.tokens.size()) +
+                      " tokens with its context; at most " +
+                      std::to_string(limits.max_detect_tokens) + " are scored per request");
+  if (j.contains("key_id")) {
+    if (!j["key_id"].is_string()) throw bad_request("'key_id' must be a string", "key_id");
+    d.key_id = j["key_id"].get<std::string>();
+  }
+  if (j.contains("method")) {
+    const auto& m = j["method"];
+    if (m == "full")
+      d.method = DetectMethod::Full;
+    else if (m == "weighted")
+      d.method = DetectMethod::Weighted;
+    else
+      throw bad_request("'method' must be \"full\" or \"weighted\"", "method");
+  }
+  if (j.contains("tokens_detail")) {
+    if (!j["tokens_detail"].is_boolean())
+      throw bad_request("'tokens_detail' must be true or false", "tokens_detail");
+    d.tokens_detail = j["tokens_detail"].get<bool>();
+  }
+  return d;
+}
+
+size_t complete_utf8_prefix(const std::string& s) {
+  // Walk back over at most 3 continuation bytes to the last lead byte.
+  size_t i = s.size();
+  int cont = 0;
+  while (i > 0 && cont < 4 && (static_cast<unsigned char>(s[i - 1]) & 0xC0) == 0x80) --i, ++cont;
+  if (i == 0) return cont ? 0 : s.size();
+  const auto lead = static_cast<unsigned char>(s[i - 1]);
+  const int need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
+  return need > cont ? i - 1 : s.size();
+}
+
+}  // namespace epwa::serve

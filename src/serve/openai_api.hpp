@@ -1,0 +1,65 @@
+// OpenAI's wire format for the server: request bodies checked field by field into parameters, and
+// the JSON of errors. Every problem is an ApiError with the HTTP status and the field it concerns.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "epwa/detect.hpp"
+#include "epwa/error.hpp"
+#include "epwa/generate.hpp"
+#include "epwa/server.hpp"
+#include "epwa/tokenizer.hpp"
+
+namespace epwa::serve {
+
+class ApiError : public Error {
+ public:
+  ApiError(int status, std::string type, const std::string& message, std::string param = {})
+      : Error(message), status(status), type(std::move(type)), param(std::move(param)) {}
+  int status;
+  std::string type;   // "invalid_request_error", "rate_limit_error", ...
+  std::string param;  // the request field at fault, if any
+};
+
+ApiError bad_request(const std::string& message, const std::string& param = {});
+
+// {"error": {"message", "type", "param", "code"}} as OpenAI sends it.
+nlohmann::json error_json(const ApiError& e);
+
+// The body as a JSON object (400 on invalid JSON, invalid UTF-8, or another JSON type).
+nlohmann::json parse_body(const std::string& body);
+
+struct CompletionParams {
+  std::vector<int32_t> prompt;  // BOS included
+  int32_t max_tokens = 16;
+  SamplingOptions sampling;
+  std::vector<std::string> stop;
+  bool stream = false;
+  std::optional<bool> watermark;  // the request's "watermark" field, when given
+  std::string key_id;             // "watermark": "<key id>" picks a key
+};
+
+// POST /v1/completions's body. The prompt is text (tokenized with BOS) or token ids.
+CompletionParams parse_completion(const nlohmann::json& body, const Tokenizer* tokenizer,
+                                  int32_t vocab, const ServerLimits& limits);
+
+struct DetectParams {
+  std::vector<int32_t> tokens;  // BOS, prompt, text
+  int64_t prompt_tokens = 1;    // BOS and the prompt are context only
+  std::string key_id;
+  DetectMethod method = DetectMethod::Full;
+  bool tokens_detail = false;
+};
+
+// POST /v1/watermark/detect's body: "text" or "tokens", optional "prompt" (text or ids),
+// "key_id", "method" ("full" or "cspv"), "tokens_detail".
+DetectParams parse_detect(const nlohmann::json& body, const Tokenizer* tokenizer, int32_t vocab,
+                          int32_t bos, const ServerLimits& limits);
+
+// The longest prefix of `s` that does not end inside a UTF-8 sequence (streamed text waits for the
+// rest of a character split across tokens).
+size_t complete_utf8_prefix(const std::string& s);
+
+}  // namespace epwa::serve

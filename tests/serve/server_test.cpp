@@ -1,0 +1,337 @@
+// `epwa serve` over real HTTP on loopback (cpp-httplib as the client, raw sockets for hostile
+// clients): completions as the library generates them, streamed and not; the watermark policy and
+// detection; every kind of bad request answered with a JSON 4xx; slow and idle clients holding
+// nothing; 429 beyond the queue.
+#include "epwa/server.hpp"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "epwa/session.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const fs::path kBundle = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+
+struct Bundle {
+  std::unique_ptr<epwa::Model> model = epwa::Model::load(kBundle);
+  std::shared_ptr<const epwa::Tokenizer> tok = epwa::load_tokenizer(kBundle);
+};
+Bundle& bundle() {
+  static Bundle b;
+  return b;
+}
+
+// A server on a free loopback port, serving on its own thread for the test's life.
+class Running {
+ public:
+  explicit Running(epwa::ServerOptions o) {
+    o.port = 0;
+    server_ = std::make_unique<epwa::Server>(*bundle().model, bundle().tok, std::move(o));
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  ~Running() {
+    server_->stop();
+    thread_.join();
+  }
+  uint16_t port() const { return server_->port(); }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port());
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  json post(const std::string& path, const std::string& body, int* status = nullptr) const {
+    auto res = client().Post(path.c_str(), body, "application/json");
+    EXPECT_TRUE(res) << "no answer to " << path;
+    if (!res) return {};
+    if (status) *status = res->status;
+    EXPECT_EQ(res->get_header_value("Content-Type"), "application/json");
+    return json::parse(res->body);
+  }
+
+ private:
+  std::unique_ptr<epwa::Server> server_;
+  std::thread thread_;
+};
+
+epwa::Keyring keyring() {
+  epwa::Keyring k;
+  k.keys = {{"k1", "server-test-secret-1"}, {"k2", "server-test-secret-2"}};
+  k.default_id = "k1";
+  return k;
+}
+
+std::string text_of(const std::string& prompt, const epwa::GenerateOptions& go,
+                    epwa::Watermarker* wm = nullptr) {
+  auto& b = bundle();
+  const auto ids = b.tok->encode(prompt, true, false);
+  auto out = wm ? wm->generate(*b.model, ids, go) : epwa::generate(*b.model, ids, go);
+  if (!out.empty() && out.back() == b.model->config().eos_token_id) out.pop_back();
+  std::vector<int32_t> all = ids;
+  all.insert(all.end(), out.begin(), out.end());
+  return b.tok->decode(all, true).substr(b.tok->decode(ids, true).size());
+}
+
+TEST(Server, CompletionsAsTheLibraryGenerates) {
+  Running s({});
+  int status = 0;
+  const json r = s.post("/v1/completions",
+                        R"({"model": "epwa", "prompt": "The river", "max_tokens": 24,
+                            "temperature": 0.7, "seed": 5})",
+                        &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 24;
+  go.sampling.temperature = 0.7f;
+  go.sampling.seed = 5;
+  go.stop_tokens = {bundle().model->config().eos_token_id};
+  EXPECT_EQ(r["choices"][0]["text"], text_of("The river", go));
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["usage"]["prompt_tokens"], 3);
+  EXPECT_EQ(r["watermark"]["applied"], false);
+
+  // Streamed: the deltas add up to the same text, then [DONE].
+  auto res = s.client().Post(
+      "/v1/completions",
+      R"({"prompt": "The river", "max_tokens": 24, "temperature": 0.7, "seed": 5, "stream": true})",
+      "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->get_header_value("Content-Type"), "text/event-stream");
+  std::string joined, finish;
+  size_t events = 0;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0) continue;
+    ++events;
+    if (line == "data: [DONE]") break;
+    const json e = json::parse(line.substr(6));
+    joined += e["choices"][0]["text"].get<std::string>();
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(joined, r["choices"][0]["text"]);
+  EXPECT_EQ(finish, r["choices"][0]["finish_reason"]);
+  EXPECT_GT(events, 5u);
+
+  // Token ids as the prompt; a stop string cuts the text before it.
+  const std::string full = r["choices"][0]["text"];
+  const std::string stop = full.substr(full.size() / 2, 3);
+  const json cut = s.post("/v1/completions", json{{"prompt", "The river"},
+                                                  {"max_tokens", 24},
+                                                  {"temperature", 0.7},
+                                                  {"seed", 5},
+                                                  {"stop", stop}}
+                                                 .dump());
+  EXPECT_EQ(cut["choices"][0]["text"], full.substr(0, full.find(stop)));
+  EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
+}
+
+TEST(Server, EnforcedWatermarkIsDetected) {
+  epwa::ServerOptions o;
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.keyring = keyring();
+  o.watermark.router_layer = -1;
+  Running s(o);
+  const json r =
+      s.post("/v1/completions",
+             R"({"prompt": "The river", "max_tokens": 200, "temperature": 0.7, "seed": 1})");
+  const json& wm = r["watermark"];
+  EXPECT_EQ(wm["policy"], "enforced");
+  EXPECT_EQ(wm["applied"], true);
+  EXPECT_EQ(wm["key_id"], "k1");
+  EXPECT_EQ(wm["router_hash"], epwa::router_hash(*bundle().model));
+  EXPECT_EQ(r.dump().find("server-test-secret"), std::string::npos);  // never the secret
+  // The same text as the library's watermarked generation with that key.
+  epwa::WatermarkConfig wc;
+  wc.router_layer = -1;
+  epwa::Watermarker w(*bundle().model, "server-test-secret-1", wc);
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 200;
+  go.sampling.temperature = 0.7f;
+  go.sampling.seed = 1;
+  go.stop_tokens = {bundle().model->config().eos_token_id};
+  const std::string text = r["choices"][0]["text"];
+  EXPECT_EQ(text, text_of("The river", go, &w));
+  const json d =
+      s.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
+  EXPECT_EQ(d["detected"], true) << d.dump();
+  EXPECT_GT(d["z"].get<double>(), 4);
+  const json other = s.post("/v1/watermark/detect",
+                            json{{"prompt", "The river"}, {"text", text}, {"key_id", "k2"}}.dump());
+  EXPECT_EQ(other["detected"], false) << other.dump();
+  int status = 0;
+  s.post("/v1/completions", R"({"prompt": "x", "watermark": false})", &status);
+  EXPECT_EQ(status, 400);
+}
+
+TEST(Server, BadRequestsGetJson4xx) {
+  epwa::ServerOptions o;
+  o.limits.max_body_bytes = 4096;
+  o.engine.context = 64;
+  Running s(o);
+  const std::vector<std::pair<std::string, int>> cases = {
+      {"{not json", 400},
+      {"[1, 2]", 400},
+      {"{\"prompt\": \"\xff\xfe\"}", 400},
+      {R"({"prompt": [1, 2.5]})", 400},
+      {R"({"prompt": [1, 99999999]})", 400},
+      {R"({"prompt": [1, -3]})", 400},
+      {R"({"prompt": "x", "max_tokens": "9"})", 400},
+      {R"({"prompt": "x", "max_tokens": 1e3})", 400},
+      {R"({"prompt": "x", "max_tokens": 100000000})", 400},
+      {R"({"prompt": "x", "max_tokens": 100})", 400},  // beyond the context of 64
+      {R"({"prompt": "x", "temperature": -1})", 400},
+      {R"({"prompt": "x", "top_p": 0})", 400},
+      {R"({"prompt": "x", "n": 2})", 400},
+      {R"({"prompt": "x", "stop": [1]})", 400},
+      {R"({"prompt": "x", "stream": "yes"})", 400},
+      {R"({"prompt": "x", "bogus": 1})", 400},
+      {R"({"prompt": "x", "watermark": true})", 400},  // the policy is off
+      {R"({"max_tokens": 3})", 400},
+      {R"({"prompt": []})", 400},
+      {"{\"prompt\": \"" + std::string(5000, 'a') + "\"}", 413},
+  };
+  for (const auto& [body, want] : cases) {
+    int status = 0;
+    const json e = s.post("/v1/completions", body, &status);
+    EXPECT_EQ(status, want) << body.substr(0, 60);
+    EXPECT_TRUE(e.contains("error") && e["error"]["message"].is_string()) << e.dump();
+  }
+  int status = 0;
+  s.post("/v1/watermark/detect", R"({"text": "x"})", &status);  // no keys on this server
+  EXPECT_EQ(status, 400);
+  auto res = s.client().Get("/v1/completions");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 405);
+  res = s.client().Get("/nope");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+  // Still answering after all that.
+  EXPECT_EQ(s.client().Get("/health")->status, 200);
+}
+
+int connect_to(uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  return fd;
+}
+
+// 16 idle sockets and 16 sending their headers a byte at a time hold no thread: a valid request
+// is answered at once; the slow ones are cut off at the header deadline.
+TEST(Server, SlowAndIdleClientsHoldNothing) {
+  epwa::ServerOptions o;
+  o.threads = 1;
+  o.limits.header_timeout = std::chrono::milliseconds(800);
+  Running s(o);
+  std::vector<int> idle, slow;
+  for (int i = 0; i < 16; ++i) idle.push_back(connect_to(s.port()));
+  for (int i = 0; i < 16; ++i) {
+    slow.push_back(connect_to(s.port()));
+    ASSERT_EQ(::send(slow.back(), "POST /v1/comp", 13, 0), 13);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  auto res = s.client().Get("/health");
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_LT(ms, 500);
+  // Past the deadline the server has closed them: a read returns 0 (end of stream).
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  for (int fd : slow) {
+    char c;
+    EXPECT_EQ(::recv(fd, &c, 1, MSG_DONTWAIT), 0);
+    ::close(fd);
+  }
+  for (int fd : idle) ::close(fd);
+}
+
+TEST(Server, QueueFullIs429AndConcurrentRequestsAllAnswer) {
+  {
+    epwa::ServerOptions o;
+    o.engine.slots = 1;
+    o.engine.queue = 0;
+    o.engine.context = 2048;
+    Running s(o);
+    // One long generation holds the only slot; a second request is refused with 429.
+    std::thread t([&] { s.post("/v1/completions", R"({"prompt": "a", "max_tokens": 1000})"); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    int status = 0;
+    const json e = s.post("/v1/completions", R"({"prompt": "b", "max_tokens": 4})", &status);
+    EXPECT_EQ(status, 429) << e.dump();
+    EXPECT_EQ(e["error"]["type"], "rate_limit_error");
+    t.join();
+  }
+  epwa::ServerOptions o;
+  o.engine.slots = 4;
+  Running s(o);
+  std::vector<std::thread> threads;
+  std::vector<json> got(8);
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&, i] {
+      got[i] = s.post(
+          "/v1/completions",
+          json{{"prompt", "The river " + std::to_string(i)}, {"max_tokens", 16}, {"temperature", 0}}
+              .dump());
+    });
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 8; ++i) {
+    epwa::GenerateOptions go;
+    go.max_new_tokens = 16;
+    go.stop_tokens = {bundle().model->config().eos_token_id};
+    EXPECT_EQ(got[i]["choices"][0]["text"], text_of("The river " + std::to_string(i), go)) << i;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Keyring, RefusesWhatAnotherUserCouldReadOrWhatIsMalformed) {
+  const fs::path p = fs::temp_directory_path() / "epwa-keyring-test.json";
+  auto write = [&](const std::string& s, fs::perms mode) {
+    std::ofstream(p) << s;
+    fs::permissions(p, mode);
+  };
+  const auto owner = fs::perms::owner_read | fs::perms::owner_write;
+  write(R"({"default": "a", "keys": {"a": "s1", "b": "s2"}})", owner);
+  const auto k = epwa::Keyring::load(p);
+  EXPECT_EQ(k.default_id, "a");
+  EXPECT_EQ(k.keys.size(), 2u);
+  write(R"({"keys": {"only": "s"}})", owner);
+  EXPECT_EQ(epwa::Keyring::load(p).default_id, "only");
+  for (const std::string bad :
+       {"{", "[]", R"({"keys": {}})", R"({"keys": {"a": ""}})", R"({"keys": {"a": 5}})",
+        R"({"keys": {"a": "s", "b": "t"}})", R"({"default": "z", "keys": {"a": "s"}})"}) {
+    write(bad, owner);
+    EXPECT_THROW(epwa::Keyring::load(p), epwa::Error) << bad;
+  }
+  write(R"({"keys": {"a": "s"}})", owner | fs::perms::group_read);
+  try {
+    epwa::Keyring::load(p);
+    ADD_FAILURE() << "a group-readable keyring was accepted";
+  } catch (const epwa::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("chmod 600"), std::string::npos) << e.what();
+  }
+  fs::remove(p);
+  EXPECT_THROW(epwa::Keyring::load(p), epwa::Error);
+}
+
+}  // namespace

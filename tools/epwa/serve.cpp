@@ -1,0 +1,98 @@
+// epwa serve: the OpenAI-compatible server (include/epwa/server.hpp, docs/SERVER.md).
+#include <cstdio>
+
+#include "command.hpp"
+#include "common.hpp"
+#include "epwa/server.hpp"
+
+namespace epwa::cli {
+namespace {
+
+struct Args {
+  ModelArgs model;
+  ServerOptions o;
+  std::string policy = "off", keyring;
+  int port = 8080;
+  int64_t max_body = 1 << 20;
+  int32_t timeout_s = 10;
+};
+
+const Command kServe{
+    "serve", "Serve completions (watermarked by policy) and detection over HTTP, OpenAI-compatible",
+    [](CLI::App& app) {
+      auto a = std::make_shared<Args>();
+      a->model.add(app);
+      ServerOptions& o = a->o;
+      app.add_option("--host", o.host, "IP address to bind (default 127.0.0.1, loopback only)")
+          ->capture_default_str();
+      app.add_option("--port", a->port, "TCP port (0: any free port)")
+          ->check(CLI::Range(0, 65535))
+          ->capture_default_str();
+      app.add_option("--threads", o.threads, "HTTP threads")
+          ->check(CLI::Range(1, 256))
+          ->capture_default_str();
+      app.add_option("--model-id", o.model_id, "the model's name in the API")
+          ->capture_default_str();
+      app.add_option("--policy", a->policy, "watermark policy: off, opt-in or enforced")
+          ->check(CLI::IsMember({"off", "opt-in", "enforced"}))
+          ->capture_default_str();
+      app.add_option("--keyring", a->keyring,
+                     "JSON keyring {\"default\": id, \"keys\": {id: secret}}, mode 0600");
+      app.add_option("--gamma", o.watermark.gamma, "green-list fraction")
+          ->check(CLI::Range(0.0, 1.0))
+          ->capture_default_str();
+      app.add_option("--delta", o.watermark.delta, "green-list bias")
+          ->check(CLI::Range(0.0, 100.0))
+          ->capture_default_str();
+      o.watermark.router_layer = -1;
+      app.add_option("--router-layer", o.watermark.router_layer,
+                     "watermark layer among the MoE layers (negative: from the last)")
+          ->capture_default_str();
+      app.add_option("--slots", o.engine.slots, "requests generating together at most")
+          ->check(CLI::Range(1, 1024))
+          ->capture_default_str();
+      app.add_option("--context", o.engine.context, "positions per request (prompt + new tokens)")
+          ->check(CLI::Range(int64_t{2}, int64_t{1} << 24))
+          ->capture_default_str();
+      app.add_option("--queue", o.engine.queue, "requests waiting for a slot at most (then 429)")
+          ->check(CLI::Range(0, 1 << 20))
+          ->capture_default_str();
+      app.add_option("--max-tokens", o.limits.max_tokens, "largest max_tokens of a request")
+          ->check(CLI::Range(1, 1 << 24))
+          ->capture_default_str();
+      app.add_option("--max-body", a->max_body, "largest request body in bytes")
+          ->check(CLI::Range(int64_t{1024}, int64_t{1} << 30))
+          ->capture_default_str();
+      app.add_option("--header-timeout", a->timeout_s,
+                     "seconds a client has to send its headers (and to stay idle)")
+          ->check(CLI::Range(1, 3600))
+          ->capture_default_str();
+      return [a] {
+        ServerOptions o = a->o;
+        o.port = static_cast<uint16_t>(a->port);
+        o.policy = watermark_policy_from_name(a->policy);
+        o.limits.max_body_bytes = static_cast<size_t>(a->max_body);
+        o.limits.header_timeout = std::chrono::seconds(a->timeout_s);
+        if (!a->keyring.empty()) o.keyring = Keyring::load(a->keyring);
+        auto model = a->model.load();
+        std::shared_ptr<const Tokenizer> tok;
+        try {
+          tok = std::shared_ptr<const Tokenizer>(&a->model.tokenizer(), [](const Tokenizer*) {});
+        } catch (const Error& e) {
+          std::fprintf(stderr, "epwa serve: %s; prompts must be token ids\n", e.what());
+        }
+        Server server(*model, tok, o);
+        if (o.host != "127.0.0.1" && o.host != "::1")
+          std::fprintf(stderr,
+                       "epwa serve: warning: listening on %s, beyond this machine, without "
+                       "authentication\n",
+                       o.host.c_str());
+        std::fprintf(stderr, "epwa serve: http://%s:%u (policy %s, %d slots); Ctrl-C stops\n",
+                     o.host.c_str(), server.port(), a->policy.c_str(), o.engine.slots);
+        server.run();
+        return 0;
+      };
+    }};
+
+}  // namespace
+}  // namespace epwa::cli
