@@ -34,4 +34,7 @@ else
   echo "== CUDA backend: not compiled (no nvcc on this machine)"
 fi
 
+# The official openai npm client, for the server's client test (pinned by its package-lock.json).
+npm ci --prefix tests/serve/openai_client --no-audit --no-fund --loglevel=error
+
 ctest --test-dir build --output-on-failure -j"$(nproc)"

@@ -1,0 +1,80 @@
+// epwa serve driven by the official `openai` npm client: models, completions (plain and streamed),
+// the watermark record, error objects, detection. Usage: node client_test.mjs EPWA_BINARY
+// (starts the server on a free port with a keyring of its own, stops it at the end; exits non-zero
+// on the first failure).
+import { spawn } from "node:child_process";
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+
+const [epwa] = process.argv.slice(2);
+const keyring = join(mkdtempSync(join(tmpdir(), "epwa-npm-")), "keys.json");
+writeFileSync(keyring, JSON.stringify({ default: "k1", keys: { k1: "npm-test-secret" } }),
+              { mode: 0o600 });
+const server = spawn(epwa, ["serve", "--port", "0", "-q", "--policy", "opt-in", "--keyring", keyring],
+                     { stdio: ["ignore", "ignore", "pipe"] });
+const base = await new Promise((resolve, reject) => {
+  let err = "";
+  const timer = setTimeout(() => reject(new Error("no server address in 60 s: " + err)), 60000);
+  server.stderr.on("data", (d) => {
+    err += d;
+    const m = err.match(/(http:\/\/127\.0\.0\.1:\d+)/);
+    if (m) { clearTimeout(timer); resolve(m[1]); }
+  });
+  server.on("exit", (code) => reject(new Error(`server exited (${code}): ${err}`)));
+});
+
+try {
+  const client = new OpenAI({ baseURL: base + "/v1", apiKey: "unused", maxRetries: 0 });
+
+  const models = await client.models.list();
+  assert.equal(models.data[0].id, "epwa");
+
+  const plain = await client.completions.create({
+    model: "epwa", prompt: "The river", max_tokens: 20, temperature: 0 });
+  assert.equal(plain.object, "text_completion");
+  assert.ok(plain.choices[0].text.length > 0);
+  assert.equal(plain.usage.completion_tokens, 20);
+  assert.equal(plain.watermark.applied, false);
+
+  // Streamed: the same text in pieces.
+  const stream = await client.completions.create({
+    model: "epwa", prompt: "The river", max_tokens: 20, temperature: 0, stream: true });
+  let joined = "", pieces = 0, finish = null;
+  for await (const chunk of stream) {
+    joined += chunk.choices[0].text;
+    pieces += 1;
+    finish = chunk.choices[0].finish_reason ?? finish;
+  }
+  assert.equal(joined, plain.choices[0].text);
+  assert.ok(pieces > 5);
+  assert.equal(finish, "length");
+
+  // Opt-in watermark through an extra body field; then detected with the key.
+  const marked = await client.completions.create({
+    model: "epwa", prompt: "The river", max_tokens: 200, temperature: 0.7, seed: 3,
+    watermark: true });
+  assert.equal(marked.watermark.applied, true);
+  assert.equal(marked.watermark.key_id, "k1");
+  const det = await (await fetch(base + "/v1/watermark/detect", {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ prompt: "The river", text: marked.choices[0].text }) })).json();
+  assert.equal(det.detected, true, JSON.stringify(det));
+
+  // Errors arrive as the client's APIError with OpenAI's fields.
+  await assert.rejects(
+    client.completions.create({ model: "epwa", prompt: "x", max_tokens: -1 }),
+    (e) => e instanceof OpenAI.APIError && e.status === 400 && /max_tokens/.test(e.message) &&
+           e.param === "max_tokens");
+  await assert.rejects(
+    client.completions.create({ model: "epwa", prompt: [1, 1e9] }),
+    (e) => e instanceof OpenAI.APIError && e.status === 400 && /out of range/.test(e.message));
+  await assert.rejects(
+    client.chat.completions.create({ model: "epwa", messages: [{ role: "user", content: "hi" }] }),
+    (e) => e instanceof OpenAI.APIError && e.status === 404);
+  console.log("openai client: all checks passed against " + base);
+} finally {
+  server.kill("SIGTERM");
+}
