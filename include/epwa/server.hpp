@@ -8,6 +8,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "epwa/batch_engine.hpp"
 #include "epwa/detect.hpp"
@@ -35,6 +37,26 @@ struct Keyring {
   static Keyring load(const std::filesystem::path& path);
 };
 
+// What an API key may do.
+enum Role : uint8_t { kGenerate = 1, kDetect = 2, kAdmin = 4 };
+
+// Bearer API keys from a JSON file {"keys": [{"name": "alice", "key": "<secret>", "roles":
+// ["generate", "detect", "admin"]}, ...]}, mode 0600 like the keyring. With no keys the server
+// is open (and stays on loopback unless told otherwise).
+struct ApiKeys {
+  struct Key {
+    std::string name;
+    std::string digest;  // SHA-256 of the secret: keys are compared digest to digest
+    uint8_t roles = 0;
+  };
+  std::vector<Key> keys;
+  // Throws Error naming the file and the problem.
+  static ApiKeys load(const std::filesystem::path& path);
+  // The key whose secret is `bearer`, or null; the time taken does not depend on which key (or
+  // how much of one) matches.
+  const Key* find(std::string_view bearer) const;
+};
+
 struct ServerLimits {
   size_t max_body_bytes = 1 << 20;
   int32_t default_max_tokens = 16;  // OpenAI's default for completions
@@ -44,6 +66,9 @@ struct ServerLimits {
   std::chrono::milliseconds body_timeout{30000};    // to receive its body
   std::chrono::milliseconds write_timeout{30000};   // for each write to the client
   int32_t max_connections = 256;
+  // Detection answers are an oracle for learning green lists: at most this many per minute for
+  // each API key (each client address when the server has no keys).
+  double detect_per_minute = 30;
 };
 
 struct ServerOptions {
@@ -55,6 +80,7 @@ struct ServerOptions {
   ServerLimits limits;
   WatermarkPolicy policy = WatermarkPolicy::Off;
   Keyring keyring;            // needed unless the policy is off
+  ApiKeys api_keys;           // empty: no authentication
   WatermarkConfig watermark;  // scheme and parameters (router_layer < 0: the last MoE layer)
   DetectOptions detect;       // threshold etc. for /v1/watermark/detect
 };

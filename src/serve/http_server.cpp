@@ -3,6 +3,7 @@
 // slow or idle client holds no thread), a body size limit and a connection limit. Generation runs
 // on the BatchEngine's thread, detection on a worker thread; their results come back to the
 // connection's strand.
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -10,7 +11,9 @@
 #include <csignal>
 #include <cstdio>
 #include <deque>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "epwa/server.hpp"
@@ -35,6 +38,19 @@ struct Server::Impl {
   int32_t layer = 0;
   std::atomic<int32_t> connections{0};
   std::atomic<uint64_t> completions{0};
+  // /metrics: answers by (endpoint, status), completion latency, detections.
+  struct Metrics {
+    std::mutex mu;
+    std::map<std::pair<std::string, int>, uint64_t> answers;
+    static constexpr std::array<double, 11> kBounds = {0.05, 0.1, 0.25, 0.5, 1,  2.5,
+                                                       5,    10,  30,   60,  300};
+    std::array<uint64_t, kBounds.size()> buckets{};
+    double seconds = 0;
+    uint64_t completed = 0, detections = 0;
+  } metrics;
+  // Detection allowance per API key or client address: a bucket refilled continuously.
+  std::mutex rate_mu;
+  std::map<std::string, std::pair<double, std::chrono::steady_clock::time_point>> allowance;
   // Destroyed in reverse order: the engine and the detection worker (which post to the I/O
   // context) before the context.
   net::io_context ioc;
@@ -47,6 +63,10 @@ struct Server::Impl {
       : model(m), tok(std::move(t)), opt(std::move(o)) {}
   void accept();
   nlohmann::json watermark_record(bool applied, const std::string& key_id) const;
+  void count(const std::string& endpoint, int status);
+  void observe_completion(double seconds);
+  bool allow_detection(const std::string& who);
+  std::string metrics_text();
 };
 
 namespace {
@@ -74,12 +94,16 @@ struct Generation {
   uint64_t job = 0;
   std::string id;
   nlohmann::json watermark;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket s, Server::Impl& srv) : stream_(std::move(s)), srv_(srv) {
     ++srv_.connections;
+    beast::error_code ec;
+    const auto peer = stream_.socket().remote_endpoint(ec);
+    peer_ = ec ? "unknown" : peer.address().to_string();
   }
   ~Session() { --srv_.connections; }
 
@@ -137,6 +161,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void send(http::status status, std::string body, bool keep_alive) {
+    srv_.count(endpoint_, static_cast<int>(status));
     auto res = std::make_shared<http::response<http::string_body>>(status, 11);
     res->set(http::field::server, "epwa");
     res->set(http::field::content_type, "application/json");
@@ -155,6 +180,23 @@ class Session : public std::enable_shared_from_this<Session> {
     send(static_cast<http::status>(e.status), dump(serve::error_json(e)), keep_alive);
   }
 
+  // Prometheus' text format.
+  void send_text(std::string body) {
+    srv_.count(endpoint_, 200);
+    auto res = std::make_shared<http::response<http::string_body>>(http::status::ok, 11);
+    res->set(http::field::server, "epwa");
+    res->set(http::field::content_type, "text/plain; version=0.0.4");
+    res->keep_alive(keep_alive_);
+    res->body() = std::move(body);
+    res->prepare_payload();
+    stream_.expires_after(limits().write_timeout);
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                        if (ec || !res->keep_alive()) return self->close();
+                        self->read();
+                      });
+  }
+
   void handle(http::request<http::string_body> req) {
     keep_alive_ = req.keep_alive();
     std::string target(req.target());
@@ -165,7 +207,30 @@ class Session : public std::enable_shared_from_this<Session> {
         throw ApiError(405, "invalid_request_error",
                        std::string(req.method_string()) + " is not allowed on " + target);
     };
+    static const std::set<std::string> kEndpoints = {"/health", "/metrics", "/v1/models",
+                                                     "/v1/completions", "/v1/watermark/detect"};
+    endpoint_ = kEndpoints.count(target) ? target : "other";
     try {
+      // With API keys, everything but /health needs one, and the role for what it asks.
+      const ApiKeys::Key* key = nullptr;
+      if (!srv_.opt.api_keys.keys.empty() && target != "/health") {
+        const std::string_view auth = req[http::field::authorization];
+        if (auth.substr(0, 7) != "Bearer ")
+          throw ApiError(401, "authentication_error",
+                         "no API key: send the header 'Authorization: Bearer <key>'");
+        key = srv_.opt.api_keys.find(auth.substr(7));
+        if (!key) throw ApiError(401, "authentication_error", "invalid API key");
+      }
+      auto need = [&](uint8_t role, const char* what) {
+        if (key && !(key->roles & role))
+          throw ApiError(403, "permission_error", std::string("this API key may not ") + what);
+      };
+      who_ = key ? "key:" + key->name : "addr:" + peer_;
+      if (target == "/metrics") {
+        only(http::verb::get);
+        need(kAdmin, "read the metrics");
+        return send_text(srv_.metrics_text());
+      }
       if (target == "/health") {
         only(http::verb::get);
         const auto st = srv_.engine->stats();
@@ -186,10 +251,12 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       if (target == "/v1/completions") {
         only(http::verb::post);
+        need(kGenerate, "generate");
         return completion(req.body());
       }
       if (target == "/v1/watermark/detect") {
         only(http::verb::post);
+        need(kDetect, "detect");
         return detect(req.body());
       }
       throw ApiError(404, "invalid_request_error",
@@ -259,6 +326,7 @@ class Session : public std::enable_shared_from_this<Session> {
     g->job = srv_.engine->submit(std::move(r));  // QueueFull -> 429, Error -> 400
     stream_job_ = g->job;
     if (g->stream) {
+      srv_.count(endpoint_, 200);
       push(
           "HTTP/1.1 200 OK\r\nServer: epwa\r\nContent-Type: text/event-stream\r\n"
           "Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
@@ -320,6 +388,8 @@ class Session : public std::enable_shared_from_this<Session> {
       push("data: " + dump(serve::error_json(e)) + "\n\n");
       return end_stream();
     }
+    srv_.observe_completion(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - g.start).count());
     const std::string finish = g.stopped || why == FinishReason::Stop ? "stop"
                                : why == FinishReason::Length          ? "length"
                                                                       : "cancelled";
@@ -346,6 +416,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (srv_.lists.empty()) throw bad_request("this server has no watermark keys");
     const std::string id = d.key_id.empty() ? srv_.opt.keyring.default_id : d.key_id;
     if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "key_id");
+    if (!srv_.allow_detection(who_))
+      throw ApiError(429, "rate_limit_error",
+                     "detection is limited to " +
+                         nlohmann::json(limits().detect_per_minute).dump() +
+                         " requests a minute for each client; try again later");
     auto self = shared_from_this();
     net::post(srv_.detect_pool, [self, d = std::move(d), id] {
       int status = 200;
@@ -359,6 +434,10 @@ class Session : public std::enable_shared_from_this<Session> {
             detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
         out["key_id"] = id;
         out["router_hash"] = self->srv_.router_hash;
+        // Detection is an oracle: every use is logged (who, how much, the verdict).
+        std::fprintf(stderr, "epwa serve: detect by %s: key %s, %zu tokens, z %.2f, %s\n",
+                     self->who_.c_str(), id.c_str(), d.tokens.size(), out["z"].get<double>(),
+                     out["detected"].get<bool>() ? "detected" : "not detected");
       } catch (const Error& e) {
         status = 400;
         out = serve::error_json(bad_request(e.what()));
@@ -405,6 +484,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
+  std::string peer_, endpoint_ = "other", who_;
   std::deque<std::string> out_;
   bool writing_ = false, ending_ = false;
   uint64_t stream_job_ = 0;
@@ -423,6 +503,66 @@ nlohmann::json Server::Impl::watermark_record(bool applied, const std::string& k
   j["router_layer"] = layer;
   j["router_hash"] = router_hash;
   return j;
+}
+
+void Server::Impl::count(const std::string& endpoint, int status) {
+  std::lock_guard lock(metrics.mu);
+  ++metrics.answers[{endpoint, status}];
+  if (endpoint == "/v1/watermark/detect" && status == 200) ++metrics.detections;
+}
+
+void Server::Impl::observe_completion(double seconds) {
+  std::lock_guard lock(metrics.mu);
+  for (size_t i = 0; i < Metrics::kBounds.size(); ++i)
+    if (seconds <= Metrics::kBounds[i]) ++metrics.buckets[i];
+  metrics.seconds += seconds;
+  ++metrics.completed;
+}
+
+bool Server::Impl::allow_detection(const std::string& who) {
+  const double cap = opt.limits.detect_per_minute;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(rate_mu);
+  auto [it, fresh] = allowance.try_emplace(who, cap, now);
+  auto& [left, last] = it->second;
+  if (!fresh)
+    left = std::min(cap, left + cap / 60 * std::chrono::duration<double>(now - last).count());
+  last = now;
+  if (left < 1) return false;
+  left -= 1;
+  return true;
+}
+
+std::string Server::Impl::metrics_text() {
+  const auto st = engine->stats();
+  std::string s;
+  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
+    s += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+         name + " " + std::to_string(value) + "\n";
+  };
+  std::lock_guard lock(metrics.mu);
+  s += "# HELP epwa_http_answers_total HTTP answers by endpoint and status.\n"
+       "# TYPE epwa_http_answers_total counter\n";
+  for (const auto& [k, n] : metrics.answers)
+    s += "epwa_http_answers_total{endpoint=\"" + k.first + "\",status=\"" +
+         std::to_string(k.second) + "\"} " + std::to_string(n) + "\n";
+  metric("epwa_generated_tokens_total", "counter", "Tokens generated.", st.tokens_out);
+  metric("epwa_model_tokens_total", "counter",
+         "Tokens run through the model (prompts and generated).", st.tokens_in);
+  metric("epwa_batch_steps_total", "counter", "Batched decoding steps.", st.steps);
+  metric("epwa_detections_total", "counter", "Detection requests answered.", metrics.detections);
+  metric("epwa_running", "gauge", "Requests generating now.", st.running);
+  metric("epwa_queued", "gauge", "Requests waiting for a slot.", st.queued);
+  metric("epwa_connections", "gauge", "Open HTTP connections.", connections.load());
+  s += "# HELP epwa_completion_seconds Time from a completion request to its last token.\n"
+       "# TYPE epwa_completion_seconds histogram\n";
+  for (size_t i = 0; i < Metrics::kBounds.size(); ++i)
+    s += "epwa_completion_seconds_bucket{le=\"" + nlohmann::json(Metrics::kBounds[i]).dump() +
+         "\"} " + std::to_string(metrics.buckets[i]) + "\n";
+  s += "epwa_completion_seconds_bucket{le=\"+Inf\"} " + std::to_string(metrics.completed) + "\n";
+  s += "epwa_completion_seconds_sum " + nlohmann::json(metrics.seconds).dump() + "\n";
+  s += "epwa_completion_seconds_count " + std::to_string(metrics.completed) + "\n";
+  return s;
 }
 
 void Server::Impl::accept() {

@@ -304,6 +304,72 @@ TEST(Server, QueueFullIs429AndConcurrentRequestsAllAnswer) {
 
 namespace {
 
+// Bearer keys with roles: 401 without or with a wrong key, 403 for a role the key lacks; the
+// detection allowance per key; the metrics for the admin.
+TEST(Server, ApiKeysRolesRateLimitAndMetrics) {
+  const fs::path p = fs::temp_directory_path() / "epwa-api-keys-test.json";
+  std::ofstream(p) << R"({"keys": [
+      {"name": "gen", "key": "generate-key-0123456789", "roles": ["generate"]},
+      {"name": "det", "key": "detect-key-0123456789", "roles": ["detect"]},
+      {"name": "ops", "key": "admin-key-0123456789", "roles": ["admin"]}]})";
+  fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
+  epwa::ServerOptions o;
+  o.api_keys = epwa::ApiKeys::load(p);
+  o.keyring = keyring();
+  o.policy = epwa::WatermarkPolicy::OptIn;
+  o.limits.detect_per_minute = 3;
+  Running s(o);
+  auto call = [&](const std::string& key, const char* method, const std::string& path,
+                  const std::string& body = "") {
+    auto c = s.client();
+    if (!key.empty()) c.set_bearer_token_auth(key);
+    auto res = std::string(method) == "GET" ? c.Get(path.c_str())
+                                            : c.Post(path.c_str(), body, "application/json");
+    EXPECT_TRUE(res);
+    return res ? res->status : 0;
+  };
+  const std::string gen = R"({"prompt": "a", "max_tokens": 2})";
+  const std::string det = R"({"text": "the river is long"})";
+  EXPECT_EQ(call("", "POST", "/v1/completions", gen), 401);
+  EXPECT_EQ(call("generate-key-012345678X", "POST", "/v1/completions", gen), 401);
+  EXPECT_EQ(call("generate-key-0123456789", "POST", "/v1/completions", gen), 200);
+  EXPECT_EQ(call("detect-key-0123456789", "POST", "/v1/completions", gen), 403);
+  EXPECT_EQ(call("generate-key-0123456789", "POST", "/v1/watermark/detect", det), 403);
+  EXPECT_EQ(call("", "GET", "/health"), 200);  // open: for load balancers
+  EXPECT_EQ(call("", "GET", "/v1/models"), 401);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(call("detect-key-0123456789", "POST", "/v1/watermark/detect", det), 200) << i;
+  EXPECT_EQ(call("detect-key-0123456789", "POST", "/v1/watermark/detect", det), 429);
+  EXPECT_EQ(call("generate-key-0123456789", "GET", "/metrics"), 403);
+  auto c = s.client();
+  c.set_bearer_token_auth("admin-key-0123456789");
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  EXPECT_NE(m->body.find(R"(epwa_http_answers_total{endpoint="/v1/completions",status="401"} 2)"),
+            std::string::npos)
+      << m->body;
+  EXPECT_NE(m->body.find("epwa_detections_total 3"), std::string::npos);
+  EXPECT_NE(m->body.find("epwa_generated_tokens_total 2"), std::string::npos);
+  EXPECT_NE(m->body.find("epwa_completion_seconds_count 1"), std::string::npos);
+  fs::remove(p);
+}
+
+TEST(ApiKeys, RefusesWeakDuplicateOrMalformedKeys) {
+  const fs::path p = fs::temp_directory_path() / "epwa-api-keys-bad.json";
+  for (const std::string bad :
+       {R"({"keys": []})", R"({"keys": [{"name": "a", "key": "short", "roles": []}]})",
+        R"({"keys": [{"name": "a", "key": "0123456789abcdef", "roles": ["root"]}]})",
+        R"({"keys": [{"name": "a", "key": "0123456789abcdef", "roles": []},
+                     {"name": "b", "key": "0123456789abcdef", "roles": []}]})",
+        R"({"keys": [{"name": "a", "roles": []}]})", "nonsense"}) {
+    std::ofstream(p) << bad;
+    fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
+    EXPECT_THROW(epwa::ApiKeys::load(p), epwa::Error) << bad;
+    fs::remove(p);
+  }
+}
+
 TEST(Keyring, RefusesWhatAnotherUserCouldReadOrWhatIsMalformed) {
   const fs::path p = fs::temp_directory_path() / "epwa-keyring-test.json";
   auto write = [&](const std::string& s, fs::perms mode) {

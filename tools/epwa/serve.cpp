@@ -11,7 +11,7 @@ namespace {
 struct Args {
   ModelArgs model;
   ServerOptions o;
-  std::string policy = "off", keyring;
+  std::string policy = "off", keyring, api_keys;
   int port = 8080;
   int64_t max_body = 1 << 20;
   int32_t timeout_s = 10;
@@ -38,6 +38,13 @@ const Command kServe{
           ->capture_default_str();
       app.add_option("--keyring", a->keyring,
                      "JSON keyring {\"default\": id, \"keys\": {id: secret}}, mode 0600");
+      app.add_option("--api-keys", a->api_keys,
+                     "JSON bearer keys {\"keys\": [{\"name\", \"key\", \"roles\"}]}, mode 0600 "
+                     "(default: no authentication)");
+      app.add_option("--detect-per-minute", o.limits.detect_per_minute,
+                     "detection requests a minute for each key (or client address)")
+          ->check(CLI::Range(0.0, 1e6))
+          ->capture_default_str();
       app.add_option("--gamma", o.watermark.gamma, "green-list fraction")
           ->check(CLI::Range(0.0, 1.0))
           ->capture_default_str();
@@ -74,6 +81,7 @@ const Command kServe{
         o.limits.max_body_bytes = static_cast<size_t>(a->max_body);
         o.limits.header_timeout = std::chrono::seconds(a->timeout_s);
         if (!a->keyring.empty()) o.keyring = Keyring::load(a->keyring);
+        if (!a->api_keys.empty()) o.api_keys = ApiKeys::load(a->api_keys);
         auto model = a->model.load();
         std::shared_ptr<const Tokenizer> tok;
         try {
@@ -82,7 +90,7 @@ const Command kServe{
           std::fprintf(stderr, "epwa serve: %s; prompts must be token ids\n", e.what());
         }
         Server server(*model, tok, o);
-        if (o.host != "127.0.0.1" && o.host != "::1")
+        if (o.host != "127.0.0.1" && o.host != "::1" && o.api_keys.keys.empty())
           std::fprintf(stderr,
                        "epwa serve: warning: listening on %s, beyond this machine, without "
                        "authentication\n",

@@ -1,0 +1,82 @@
+// Bearer API keys (include/epwa/server.hpp): loaded from an owner-only file, stored as SHA-256
+// digests, compared in constant time.
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "epwa/server.hpp"
+
+namespace epwa {
+
+namespace {
+
+std::string sha256(std::string_view s) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
+  return std::string(reinterpret_cast<const char*>(d), sizeof d);
+}
+
+}  // namespace
+
+ApiKeys ApiKeys::load(const std::filesystem::path& path) {
+  const std::string f = path.string();
+  struct stat st {};
+  if (::stat(f.c_str(), &st) != 0) throw Error("API keys " + f + ": not found");
+  if (!S_ISREG(st.st_mode)) throw Error("API keys " + f + ": not a regular file");
+  if (st.st_mode & 077) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw Error("API keys " + f + ": permissions " + mode + " let others read them; chmod 600 it");
+  }
+  std::ifstream in(path, std::ios::binary);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception&) {
+    throw Error("API keys " + f +
+                ": not valid JSON ({\"keys\": [{\"name\", \"key\", \"roles\"}, ...]})");
+  }
+  if (!j.is_object() || !j.contains("keys") || !j["keys"].is_array() || j["keys"].empty())
+    throw Error("API keys " + f + ": no \"keys\" array with at least one key");
+  ApiKeys out;
+  for (const auto& k : j["keys"]) {
+    if (!k.is_object() || !k.contains("name") || !k["name"].is_string() || !k.contains("key") ||
+        !k["key"].is_string() || !k.contains("roles") || !k["roles"].is_array())
+      throw Error("API keys " + f + ": each key needs \"name\", \"key\" and \"roles\"");
+    Key key;
+    key.name = k["name"].get<std::string>();
+    const std::string secret = k["key"].get<std::string>();
+    if (secret.size() < 16)
+      throw Error("API keys " + f + ": key '" + key.name + "' is shorter than 16 characters");
+    key.digest = sha256(secret);
+    for (const auto& r : k["roles"]) {
+      if (r == "generate")
+        key.roles |= kGenerate;
+      else if (r == "detect")
+        key.roles |= kDetect;
+      else if (r == "admin")
+        key.roles |= kAdmin;
+      else
+        throw Error("API keys " + f + ": key '" + key.name + "' has an unknown role " + r.dump() +
+                    " (generate, detect, admin)");
+    }
+    for (const Key& other : out.keys)
+      if (other.name == key.name || other.digest == key.digest)
+        throw Error("API keys " + f + ": key '" + key.name + "' is given twice");
+    out.keys.push_back(std::move(key));
+  }
+  return out;
+}
+
+const ApiKeys::Key* ApiKeys::find(std::string_view bearer) const {
+  const std::string d = sha256(bearer);
+  const Key* hit = nullptr;
+  for (const Key& k : keys)  // every key compared, whole digests: no early exit
+    if (CRYPTO_memcmp(k.digest.data(), d.data(), d.size()) == 0) hit = &k;
+  return hit;
+}
+
+}  // namespace epwa
