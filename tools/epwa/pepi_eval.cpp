@@ -11,6 +11,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
@@ -30,8 +31,7 @@ struct Args {
 };
 
 std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in(path);
-  check(in.good(), "pepi-eval: cannot read " + path);
+  std::ifstream in = open_input_file(path, "pepi-eval: input");
   std::vector<std::string> v;
   for (std::string l; std::getline(in, l);)
     if (!l.empty()) v.push_back(l);

@@ -11,6 +11,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/generate.hpp"
 #include "epwa/pepi.hpp"
 #include "epwa/tokenizer.hpp"
@@ -122,8 +123,7 @@ const Command kTrainOracle{
 
           std::vector<std::string> lines;
           if (!a->corpus.empty()) {
-            std::ifstream in(a->corpus);
-            check(in.good(), "train-oracle: cannot read corpus " + a->corpus);
+            std::ifstream in = open_input_file(a->corpus, "train-oracle: corpus");
             for (std::string l; std::getline(in, l);)
               if (l.size() >= 40) lines.push_back(std::move(l));
             check(!lines.empty(),
