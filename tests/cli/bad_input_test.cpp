@@ -90,6 +90,44 @@ TEST(Cli, CorruptGguf) {
   expect_error("info --model " + (d / "magic.gguf").string(), "magic");
 }
 
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// An output that is an input (or inside an input folder) is refused, before anything is written.
+TEST(Cli, OutputThatIsAnInput) {
+  const fs::path d = temp_dir("outin");
+  fs::copy(kRef, d / "hf");
+  const std::string hf = (d / "hf").string(), gguf = (d / "m.gguf").string();
+  expect_error("convert --model " + hf + " --out " + hf, "is the input");
+  expect_error("convert --model " + hf + " --out " + hf + "/sub/../m.gguf",
+               "inside the input folder");
+  EXPECT_EQ(slurp(d / "hf" / "model.safetensors"), slurp(kRef / "model.safetensors"));
+  EXPECT_TRUE(fs::is_regular_file(d / "hf" / "config.json"));
+  ASSERT_EQ(run("convert --model " + hf + " --out " + gguf).code, 0);
+  const std::string before = slurp(gguf);
+  expect_error("quantize -q --model " + gguf + " --type q8_0 -o " + (d / "." / "m.gguf").string(),
+               "is the input");
+  expect_error("quantize -q --model " + hf + " --type q8_0 -o " + hf + "/q.gguf",
+               "inside the input folder");
+  EXPECT_EQ(slurp(gguf), before);
+}
+
+// A conversion that fails half way leaves the existing output as it was, and no temporary.
+TEST(Cli, FailedWriteKeepsTheOldOutput) {
+  const fs::path d = temp_dir("failwrite");
+  fs::copy_file(kRef / "model.safetensors", d / "model.safetensors");
+  nlohmann::json c = nlohmann::json::parse(std::ifstream(kRef / "config.json"));
+  c["intermediate_size"] = 100;  // found only while the tensors are written
+  std::ofstream(d / "config.json") << c.dump();
+  const fs::path out = temp_dir("failwrite-out") / "m.gguf";
+  std::ofstream(out) << "precious";
+  expect_error("convert --model " + d.string() + " --out " + out.string(), "ffn_gate_exps");
+  EXPECT_EQ(slurp(out), "precious");
+  EXPECT_EQ(std::distance(fs::directory_iterator(out.parent_path()), fs::directory_iterator()), 1);
+}
+
 TEST(Cli, TraceJsonContract) {
   const Result r = run("trace --quiet --model " + kRef.string() + " --tokens 1,5,9 --json");
   ASSERT_EQ(r.code, 0) << r.out;

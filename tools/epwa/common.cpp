@@ -50,6 +50,10 @@ ResolvedLoad ModelArgs::resolved() const {
   return r;
 }
 
+std::filesystem::path ModelArgs::path() const {
+  return resolve_model_path(resolved().model.value_or(""));
+}
+
 std::unique_ptr<Model> ModelArgs::load() const {
   using Clock = std::chrono::steady_clock;
   auto secs = [](Clock::time_point a, Clock::time_point b) {

@@ -33,6 +33,9 @@ struct ModelArgs {
   // when one is found beside it), hashes the routers, prints warnings and the block to stderr.
   std::unique_ptr<Model> load() const;
 
+  // The model path these settings resolve to (flag, variable or the bundled model).
+  std::filesystem::path path() const;
+
   // After load(): the tokenizer (throws Error with the reason when none could be loaded), the
   // resolved settings, the report and the timings.
   const Tokenizer& tokenizer() const;

@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/export.hpp"
+#include "epwa/files.hpp"
 #include "epwa/load_options.hpp"
 #include "epwa/quant_preset.hpp"
 #include "epwa/tokenizer.hpp"
@@ -39,6 +40,7 @@ const Command kQuantize{
         const auto t0 = std::chrono::steady_clock::now();
         a->model.load_mode =
             "standard";  // quantize from the source as stored, never from a quantized load
+        check_output_not_input(a->out, {a->model.path()}, "--out");
         auto m = a->model.load();
         GgufExportOptions o;
         o.matrix_type = type;
@@ -53,10 +55,12 @@ const Command kQuantize{
         } catch (const Error& e) {
           fmt::print(stderr, "Warning: no tokenizer written: {}\n", e.what());
         }
-        const auto notes = preset ? save_model_gguf_preset(*m, a->type, o, a->out)
-                                  : save_model_gguf(*m, o, a->out);
-        for (const std::string& note : notes)
-          fmt::print(stderr, "Note: {}\n", note);
+        std::vector<std::string> notes;
+        write_via_temp(a->out, [&](const std::filesystem::path& tmp) {
+          notes =
+              preset ? save_model_gguf_preset(*m, a->type, o, tmp) : save_model_gguf(*m, o, tmp);
+        });
+        for (const std::string& note : notes) fmt::print(stderr, "Note: {}\n", note);
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         fmt::print("wrote {} ({} matrices, {} bytes) in {:.2f} s\n", a->out, a->type,
