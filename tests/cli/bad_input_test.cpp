@@ -2,6 +2,7 @@
 // never a crash.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -126,6 +127,28 @@ TEST(Cli, FailedWriteKeepsTheOldOutput) {
   expect_error("convert --model " + d.string() + " --out " + out.string(), "ffn_gate_exps");
   EXPECT_EQ(slurp(out), "precious");
   EXPECT_EQ(std::distance(fs::directory_iterator(out.parent_path()), fs::directory_iterator()), 1);
+}
+
+// A tensor's type edited in place (f32 -> f16): refused, naming the tensor, instead of loading
+// garbage.
+TEST(Cli, GgufWithAnEditedTensorType) {
+  const fs::path d = temp_dir("edited");
+  const fs::path good = d / "good.gguf";
+  ASSERT_EQ(run("convert --model " + kRef.string() + " --out " + good.string()).code, 0);
+  std::string bytes = slurp(good);
+  const std::string name = "blk.0.attn_q.weight";
+  const size_t at = bytes.find(name);
+  ASSERT_NE(at, std::string::npos);
+  uint32_t dims = 0, type = 0;
+  std::memcpy(&dims, bytes.data() + at + name.size(), 4);
+  const size_t type_at = at + name.size() + 4 + 8 * dims;
+  std::memcpy(&type, bytes.data() + type_at, 4);
+  ASSERT_EQ(type, 0u);  // f32
+  type = 1;             // f16
+  std::memcpy(bytes.data() + type_at, &type, 4);
+  std::ofstream(d / "edited.gguf", std::ios::binary) << bytes;
+  expect_error("trace --quiet --tokens 1,2 --model " + (d / "edited.gguf").string(),
+               "tensor '" + name + "' (f16");
 }
 
 TEST(Cli, TraceJsonContract) {
