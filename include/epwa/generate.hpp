@@ -34,13 +34,17 @@ class Sampler {
 struct GenerateOptions {
   int32_t max_new_tokens = 32;
   SamplingOptions sampling;
-  std::vector<int32_t> stop_tokens;      // generation ends after emitting one of these
-  RouterObserver* observer = nullptr;    // sees every router decision (prompt and generated)
-  LogitsProcessor* processor = nullptr;  // adjusts raw logits before sampling (the watermark)
-  std::function<void(int32_t)> on_token; // streaming callback
+  std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these
+  // Never sampled: their logits are set to -inf after the processor (non_text_token_ids, less the
+  // stop tokens, keeps <unk> and control tokens out of the text).
+  std::vector<int32_t> suppress_tokens;
+  RouterObserver* observer = nullptr;     // sees every router decision (prompt and generated)
+  LogitsProcessor* processor = nullptr;   // adjusts raw logits before sampling (the watermark)
+  std::function<void(int32_t)> on_token;  // streaming callback
 };
 
 // Generates after `prompt` (which must be non-empty); returns the new tokens only.
-std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, const GenerateOptions& o);
+std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
+                              const GenerateOptions& o);
 
 }  // namespace epwa

@@ -88,6 +88,11 @@ class StreamDecoder {
   std::string pending_;
 };
 
+// The ids a sampler must not pick as text: control tokens (BOS, EOS, padding, chat markers), the
+// unknown token, unused pieces, and the ids from vocab_size() up to `model_vocab` (a model's
+// padding rows, which have no text). EOS is among them: give it as a stop token as well.
+std::vector<int32_t> non_text_token_ids(const Tokenizer& tok, int32_t model_vocab);
+
 // Picks the tokenizer: a .gguf file (its tokenizer.ggml.* metadata), a tokenizer.model or
 // tokenizer.json file, or a model directory holding tokenizer.json (preferred) or tokenizer.model.
 // Throws Error naming the path and the problem.

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "epwa/error.hpp"
@@ -64,6 +65,9 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
                               const GenerateOptions& o) {
   check(!prompt.empty(), "generate: the prompt is empty (it needs at least a BOS token)");
   check(o.max_new_tokens >= 0, "max-new-tokens must be >= 0");
+  for (int32_t t : o.suppress_tokens)
+    check(t >= 0 && t < model.config().vocab_size,
+          "generate: suppressed token " + std::to_string(t) + " is outside the vocabulary");
   Sampler sampler(o.sampling);
   Context cache = model.make_context(static_cast<int64_t>(prompt.size()) + o.max_new_tokens + 1);
   ForwardOptions fo;
@@ -72,6 +76,7 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
   std::vector<float> logits = model.forward(prompt, cache, fo);
   for (int32_t i = 0; i < o.max_new_tokens; ++i) {
     if (o.processor) o.processor->process(logits);
+    for (int32_t s : o.suppress_tokens) logits[s] = -std::numeric_limits<float>::infinity();
     const int32_t t = sampler.sample(logits);
     out.push_back(t);
     if (o.on_token) o.on_token(t);

@@ -1,6 +1,8 @@
 // The parts every tokenizer shares: id checks, decode, streaming decode.
 #include "epwa/tokenizer.hpp"
 
+#include <algorithm>
+
 #include "epwa/error.hpp"
 #include "tokenizer/utf8.hpp"
 
@@ -44,6 +46,21 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) c
   }
   if (strip_leading_space_ && !raw.empty() && raw[0] == ' ') raw.erase(0, 1);
   return tok::utf8_sanitize(raw);
+}
+
+std::vector<int32_t> non_text_token_ids(const Tokenizer& tok, int32_t model_vocab) {
+  std::vector<int32_t> out;
+  for (int32_t id = 0; id < std::max(model_vocab, tok.vocab_size()); ++id) {
+    if (id >= tok.vocab_size()) {
+      out.push_back(id);
+      continue;
+    }
+    const TokenType t = tok.token_type(id);
+    if (t == TokenType::Control || t == TokenType::Unknown || t == TokenType::Unused ||
+        id == tok.unk_id() || id == tok.bos_id() || id == tok.eos_id())
+      out.push_back(id);
+  }
+  return out;
 }
 
 StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special)

@@ -151,7 +151,7 @@ TEST(Cli, BadInputGivesOneLineErrors) {
   expect_one_line_error("detect --key k --method nope --text hello", "method");
   expect_one_line_error("detect --text hello", "no watermark key");
   expect_one_line_error("detect --key-file /nonexistent/epwa.key --text hello", "key file");
-  expect_one_line_error("detect --key k --method cspv --text hello", "--sample");
+  expect_one_line_error("detect --key k --text hello --sample 5", "--sample is for --method cspv");
   expect_one_line_error("detect --key k", "--text");
   expect_one_line_error("detect --key k --tokens 1,x", "token id");
   expect_one_line_error("detect --key k --tokens 99999", "vocabulary");

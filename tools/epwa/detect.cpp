@@ -27,6 +27,7 @@ struct Args {
   std::string method = "full";
   std::string prompt, prompt_tokens, text, file, tokens, jsonl, output;
   bool resume = false;
+  int64_t sample = 64;  // CSPV, as `epwa eval`
   DetectOptions opt;
   bool json = false;
 };
@@ -157,11 +158,13 @@ const Command kDetect{
                    "batch: keep the results already in --output and score only the input lines "
                    "not there (matched by \"id\", else by line number)")
           ->needs(o);
-      app.add_option("--sample", a->opt.sample, "CSPV: number of tokens to score");
+      app.add_option("--sample", a->sample, "CSPV: number of tokens to score")
+          ->check(whole_number(1));
       app.add_flag("--count-repeats", a->opt.count_repeats,
                    "score repeated (expert, token) pairs too");
       app.add_flag("--tokens-detail", a->opt.tokens_detail, "per-token detail in the JSON output");
-      app.add_option("--threshold", a->opt.threshold, "z threshold of the decision (default 4)");
+      app.add_option("--threshold", a->opt.threshold, "z threshold of the decision")
+          ->check(real_number({.lo = -100, .hi = 100}));
       app.add_flag("--json", a->json, "print JSON");
       a->pepi.add(app);
       return [a, &app] {
@@ -169,8 +172,9 @@ const Command kDetect{
                                             app.count("--tokens") + app.count("--jsonl"));
         check(inputs == 1, "give one of --text, --file, --tokens or --jsonl");
         a->opt.method = detect_method_from_name(a->method);
-        check(a->opt.method != DetectMethod::Cspv || a->opt.sample > 0,
-              "--method cspv needs --sample N (N > 0)");
+        check(a->opt.method == DetectMethod::Cspv || app.count("--sample") == 0,
+              "--sample is for --method cspv");
+        if (a->opt.method == DetectMethod::Cspv) a->opt.sample = a->sample;
         const std::string key = a->wm.resolve_key();
         const bool single_json = a->json && app.count("--jsonl") == 0;
         a->model.json_stats = single_json;  // --json: the load statistics go in its "load" field

@@ -57,9 +57,10 @@ const Command kEvalQuant{
       auto a = std::make_shared<Args>();
       a->model.add(app);
       app.add_option("--text", a->text, "held-out text, one paragraph a line");
-      app.add_option("--lines", a->lines, "lines to use")->check(CLI::PositiveNumber);
+      app.add_option("--lines", a->lines, "lines to use")
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--max-tokens", a->max_tokens, "tokens per line at most")
-          ->check(CLI::Range(2, 4096));
+          ->check(real_number({.lo = 2, .hi = 4096}));
       app.add_option("--modes", a->modes, "comma-separated modes: 8bit, 4bit (fast = 4bit)");
       app.add_option("--router-layer", a->layer,
                      "watermark MoE layer (negative: from the last, -1 = last)");

@@ -61,8 +61,9 @@ const Command kPepiEval{"pepi-eval", "Measure PEPI detection against the full me
   app.add_option("--oracle", a->oracle, "oracle file")->required();
   app.add_option("--prompts", a->prompts, "prompts, one a line");
   app.add_option("--human", a->human, "human passages (negatives), one a line");
-  app.add_option("-n", a->n, "texts per set")->check(CLI::PositiveNumber);
-  app.add_option("--tokens", a->tokens, "new tokens per text")->check(CLI::PositiveNumber);
+  app.add_option("-n", a->n, "texts per set")->check(real_number({.lo = 0, .lo_open = true}));
+  app.add_option("--tokens", a->tokens, "new tokens per text")
+      ->check(real_number({.lo = 0, .lo_open = true}));
   app.add_option("--key", a->key);
   app.add_option("--gamma", a->gamma);
   app.add_option("--delta", a->delta);
