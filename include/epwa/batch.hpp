@@ -26,9 +26,16 @@ BatchLine parse_batch_line(std::string_view line);
 // one (compared as compact JSON, so 1 and "1" differ), else the 1-based line number.
 std::string batch_key(const nlohmann::json& object, int64_t line);
 
-// The keys of the results already in the batch output file `out` (empty when it does not exist).
-// A last line cut short by an interruption (no final newline) is removed from the file; any other
-// line that is not a JSON object with a "line" number throws Error (not a batch output file).
-std::unordered_set<std::string> resume_batch_output(const std::filesystem::path& out);
+// The results already in a batch output file: their keys, and whether any is watermarked
+// ("detected": true) or failed ("error").
+struct BatchProgress {
+  std::unordered_set<std::string> done;
+  bool any_detected = false, any_error = false;
+};
+
+// What the batch output file `out` holds (nothing when it does not exist). A last line cut short
+// by an interruption (no final newline) is removed from the file; any other line that is not a
+// JSON object with a "line" number throws Error (not a batch output file).
+BatchProgress resume_batch_output(const std::filesystem::path& out);
 
 }  // namespace epwa

@@ -29,9 +29,9 @@ std::string batch_key(const nlohmann::json& object, int64_t line) {
   return "line:" + std::to_string(line);
 }
 
-std::unordered_set<std::string> resume_batch_output(const std::filesystem::path& out) {
-  std::unordered_set<std::string> done;
-  if (!std::filesystem::exists(out)) return done;
+BatchProgress resume_batch_output(const std::filesystem::path& out) {
+  BatchProgress p;
+  if (!std::filesystem::exists(out)) return p;
   const std::string where = "--resume: '" + out.string() + "'";
   check(std::filesystem::is_regular_file(out), where + " is not a file");
   std::string bytes;
@@ -50,10 +50,12 @@ std::unordered_set<std::string> resume_batch_output(const std::filesystem::path&
     const auto j = nlohmann::json::parse(bytes.begin() + pos, bytes.begin() + nl, nullptr, false);
     check(j.is_object() && j.contains("line") && j["line"].is_number_integer(),
           where + " line " + std::to_string(lineno) + " is not a batch result");
-    done.insert(batch_key(j, j["line"].get<int64_t>()));
+    p.done.insert(batch_key(j, j["line"].get<int64_t>()));
+    p.any_detected = p.any_detected || j.value("detected", false) == true;
+    p.any_error = p.any_error || j.contains("error");
     pos = nl + 1;
   }
-  return done;
+  return p;
 }
 
 }  // namespace epwa

@@ -55,7 +55,8 @@ TEST(Batch, InterruptedRunKeepsFinishedLinesAndResumeCompletesIt) {
   const fs::path d = temp_dir("resume");
   const fs::path in = write_batch(d, 150);
   const fs::path full = d / "full.jsonl", part = d / "part.jsonl";
-  ASSERT_EQ(epwa_test::run_cli(kDetect + in.string() + " -o " + full.string()).code, 0);
+  // Held-out human text: scored, not watermarked (exit 1).
+  ASSERT_EQ(epwa_test::run_cli(kDetect + in.string() + " -o " + full.string()).code, 1);
   const auto expected = json_lines(slurp(full));
   ASSERT_EQ(expected.size(), 150u);
   EXPECT_EQ(expected[4].at("id"), "p5");
@@ -75,11 +76,11 @@ TEST(Batch, InterruptedRunKeepsFinishedLinesAndResumeCompletesIt) {
   // A torn last line (as a kill mid-write leaves) is redone; finished ids are not.
   std::ofstream(part, std::ios::app) << "{\"line\": 99, \"z\"";
   const auto r = epwa_test::run_cli(kDetect + in.string() + " -o " + part.string() + " --resume");
-  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_EQ(r.code, 1) << r.out;
   EXPECT_EQ(json_lines(slurp(part)), expected);
   // Nothing left to do: the file is unchanged.
   ASSERT_EQ(epwa_test::run_cli(kDetect + in.string() + " -o " + part.string() + " --resume").code,
-            0);
+            1);
   EXPECT_EQ(json_lines(slurp(part)), expected);
 }
 
@@ -132,6 +133,51 @@ TEST(Batch, FoldersWhereFilesAreExpected) {
         << args << r.out;
     EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << r.out;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// detect's exit status, as grep's: 0 watermarked, 1 not watermarked, 2 error; the default output
+// gives the green fraction and the tokens scored.
+TEST(DetectExit, WatermarkedNotWatermarkedOrError) {
+  const fs::path d = temp_dir("exit");
+  const auto g = epwa_test::run_cli(
+      "generate -q --prompt 'The ship sailed into the harbour' --watermark gsg --key exit-key "
+      "-n 100 --temperature 1 --seed 3",
+      epwa_test::Stderr::Drop);
+  ASSERT_EQ(g.code, 0);
+  std::ofstream(d / "marked.txt") << g.out;
+  const std::string file = " --file " + (d / "marked.txt").string();
+  const auto yes = epwa_test::run_cli("detect -q --key exit-key" + file);
+  EXPECT_EQ(yes.code, 0) << yes.out;
+  EXPECT_NE(yes.out.find("full: WATERMARKED (z above threshold): z="), std::string::npos)
+      << yes.out;
+  EXPECT_NE(yes.out.find(" tokens scored (green fraction 0."), std::string::npos) << yes.out;
+  const auto no = epwa_test::run_cli("detect -q --key other-key" + file);
+  EXPECT_EQ(no.code, 1) << no.out;
+  EXPECT_NE(no.out.find("full: not watermarked (z not above threshold)"), std::string::npos)
+      << no.out;
+  EXPECT_EQ(epwa_test::run_cli("detect -q --key k --text ''").code, 2);
+  EXPECT_EQ(epwa_test::run_cli("detect -q --key k --file /nonexistent").code, 2);
+  EXPECT_EQ(epwa_test::run_cli("detect -q --key k --file " + d.string() + " --bogus").code, 2);
+  const auto j = json::parse(epwa_test::run_cli("detect -q --json --key exit-key" + file).out);
+  EXPECT_DOUBLE_EQ(j.at("green_fraction").get<double>(),
+                   j.at("g").get<double>() / j.at("n").get<double>());
+
+  // A batch: 0 when a line is watermarked, 1 when none is, 2 when a line failed.
+  std::ofstream(d / "one.jsonl") << json{{"text", g.out}}.dump() << "\nThe river is wide\n";
+  std::ofstream(d / "none.jsonl") << "The river is wide\n";
+  std::ofstream(d / "bad.jsonl") << json{{"text", g.out}}.dump() << "\nnull\n";
+  const std::string batch = "detect -q --key exit-key --jsonl " + d.string();
+  EXPECT_EQ(epwa_test::run_cli(batch + "/one.jsonl").code, 0);
+  EXPECT_EQ(epwa_test::run_cli(batch + "/none.jsonl").code, 1);
+  EXPECT_EQ(epwa_test::run_cli(batch + "/bad.jsonl").code, 2);
+  // Resumed with nothing left to do: the kept results decide, as for the whole batch.
+  const std::string out = " -o " + (d / "one.out").string();
+  EXPECT_EQ(epwa_test::run_cli(batch + "/one.jsonl" + out).code, 0);
+  EXPECT_EQ(epwa_test::run_cli(batch + "/one.jsonl" + out + " --resume").code, 0);
 }
 
 }  // namespace

@@ -43,11 +43,14 @@ TEST(BatchKey, IdElseLineNumber) {
 
 TEST(ResumeBatchOutput, KeysOfCompleteLinesAndTornTailRemoved) {
   const fs::path p = fs::temp_directory_path() / "epwa-batch-resume.jsonl";
-  EXPECT_TRUE(epwa::resume_batch_output(p.string() + ".absent").empty());
-  std::ofstream(p, std::ios::binary) << "{\"line\": 1, \"id\": \"a\", \"z\": 1}\n"
+  EXPECT_TRUE(epwa::resume_batch_output(p.string() + ".absent").done.empty());
+  std::ofstream(p, std::ios::binary) << "{\"line\": 1, \"id\": \"a\", \"detected\": true}\n"
                                      << "{\"line\": 2, \"error\": \"x\"}\n"
                                      << "{\"line\": 3, \"z\"";
-  const auto done = epwa::resume_batch_output(p);
+  const auto progress = epwa::resume_batch_output(p);
+  const auto& done = progress.done;
+  EXPECT_TRUE(progress.any_detected);
+  EXPECT_TRUE(progress.any_error);
   EXPECT_EQ(done.size(), 2u);
   EXPECT_TRUE(done.contains("id:\"a\""));
   EXPECT_TRUE(done.contains("line:2"));

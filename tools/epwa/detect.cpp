@@ -5,7 +5,6 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <unordered_set>
 
 #include "command.hpp"
 #include "common.hpp"
@@ -120,10 +119,17 @@ std::string number(const nlohmann::json& v) {
 }
 
 void print_human(const nlohmann::json& j) {
-  fmt::print("{}: g={} n={} z={} log10_p={} -> {} ({})\n", j["method"].get<std::string>(),
-             j["g"].get<int64_t>(), j["n"].get<int64_t>(), number(j["z"]), number(j["log10_p"]),
-             j["detected"].get<bool>() ? "WATERMARKED" : "not detected",
-             j["reason"].get<std::string>());
+  fmt::print(
+      "{}: {} ({}): z={} log10_p={}, {} green of {} tokens scored (green fraction {}, gamma "
+      "{})\n",
+      j["method"].get<std::string>(), j["detected"].get<bool>() ? "WATERMARKED" : "not watermarked",
+      j["reason"].get<std::string>(), number(j["z"]), number(j["log10_p"]), j["g"].get<int64_t>(),
+      j["n"].get<int64_t>(), number(j["green_fraction"]), j["gamma"].get<double>());
+}
+
+// Exit status for scripts, as grep's: 0 watermarked, 1 not watermarked (main's errors are 2).
+int exit_status(bool detected) {
+  return detected ? 0 : 1;
 }
 
 const Command kDetect{
@@ -196,7 +202,7 @@ const Command kDetect{
 
         if (app.count("--jsonl")) {
           std::ifstream in = open_input_file(a->jsonl, "--jsonl file");
-          std::unordered_set<std::string> done;
+          BatchProgress done;
           std::ofstream file;
           std::ostream* out = &std::cout;
           if (!a->output.empty()) {
@@ -223,7 +229,7 @@ const Command kDetect{
             } catch (const Error& e) {
               j = {{"error", e.what()}};
             }
-            if (done.contains(batch_key(b.object, lineno))) continue;
+            if (done.done.contains(batch_key(b.object, lineno))) continue;
             if (j.empty()) {
               try {  // one bad line does not stop the batch
                 Input x = batch_input(env, b);
@@ -234,6 +240,8 @@ const Command kDetect{
                 j = {{"error", e.what()}};
               }
             }
+            done.any_error = done.any_error || j.contains("error");
+            done.any_detected = done.any_detected || j.value("detected", false);
             j["line"] = lineno;
             if (b.is_object && b.object.contains("id")) j["id"] = b.object["id"];
             // Flushed line by line: an interrupted batch keeps every finished result.
@@ -241,7 +249,9 @@ const Command kDetect{
             check(out->good(), "writing the results failed");
           }
           check(!in.bad(), "--jsonl file '" + a->jsonl + "' cannot be read");
-          return 0;
+          // A batch: 2 when a line failed (even with others scored), else as for one text, on
+          // whether any line is watermarked; the results kept by --resume count too.
+          return done.any_error ? 2 : exit_status(done.any_detected);
         }
         Input x;
         x.context = context_ids(env, prompt, prompt_ids);
@@ -259,7 +269,7 @@ const Command kDetect{
         } else {
           print_human(j);
         }
-        return 0;
+        return exit_status(j["detected"].get<bool>());
       };
     }};
 

@@ -8,7 +8,6 @@
 
 #include "command.hpp"
 #include "common.hpp"
-#include "epwa/error.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -67,12 +66,9 @@ int main(int argc, char** argv) {
   try {
     for (size_t i = 0; i < subs.size(); ++i)
       if (subs[i]->parsed()) return runners[i]();
-  } catch (const epwa::Error& e) {
+  } catch (const std::exception& e) {  // epwa::Error and the rest alike
     std::fprintf(stderr, "epwa: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "epwa: error: %s\n", e.what());
-    return 1;
+    return 2;  // as grep: 1 is detect's "not watermarked"
   }
-  return 1;
+  return 2;
 }
