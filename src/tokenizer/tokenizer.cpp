@@ -38,13 +38,22 @@ TokenType Tokenizer::token_type(int32_t id) const {
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
+  return decode_text(ids, skip_special, true);
+}
+
+std::string Tokenizer::decode_continuation(std::span<const int32_t> ids, bool skip_special) const {
+  return decode_text(ids, skip_special, false);
+}
+
+std::string Tokenizer::decode_text(std::span<const int32_t> ids, bool skip_special,
+                                   bool at_start) const {
   std::string raw;
   for (int32_t id : ids) {
     check_id(id);
     if (skip_special && types_[id] == TokenType::Control) continue;
     raw += token_bytes(id);
   }
-  if (strip_leading_space_ && !raw.empty() && raw[0] == ' ') raw.erase(0, 1);
+  if (at_start && strip_leading_space_ && !raw.empty() && raw[0] == ' ') raw.erase(0, 1);
   return tok::utf8_sanitize(raw);
 }
 

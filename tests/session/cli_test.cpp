@@ -126,6 +126,20 @@ TEST(Cli, GenerateJsonThenDetectRoundTrip) {
   fs::remove(batch);
 }
 
+// The printed continuation keeps its leading space: prompt + text is the generated string.
+TEST(Cli, GenerateTextContinuesThePrompt) {
+  const Result g = run("generate -q --prompt 'The river' -n 12 --json");
+  ASSERT_EQ(g.status, 0) << g.err;
+  const auto j = last_json_line(g.out);
+  auto ids = j.at("prompt_tokens").get<std::vector<int32_t>>();
+  for (int32_t t : j.at("tokens")) ids.push_back(t);
+  const std::string text = j.at("text").get<std::string>();
+  EXPECT_EQ("The river" + text, bundled::tokenizer().decode(ids, true));
+  EXPECT_EQ(text.front(), ' ') << text;
+  const Result plain = run("generate -q --prompt 'The river' -n 12");
+  EXPECT_EQ(plain.out, text + "\n");
+}
+
 // Each failure: non-zero exit, nothing on stdout, and the message as the one "epwa: error: " line
 // at the end of stderr (the loader may print its statistics block before it).
 void expect_one_line_error(const std::string& args, const std::string& needle) {

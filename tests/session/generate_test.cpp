@@ -37,4 +37,16 @@ TEST(Generate, NonTextTokensAreTheSpecialOnes) {
   EXPECT_LT(ids.size(), 16u);
 }
 
+// A continuation keeps its leading space: prompt text + continuation text is the text of all ids.
+TEST(Generate, ContinuationTextKeepsItsLeadingSpace) {
+  const epwa::Tokenizer& tok = bundled::tokenizer();
+  const auto prompt = tok.encode("The river", true, false);
+  const auto rest = tok.encode("is called the Nile", false, false);
+  EXPECT_EQ(tok.decode(rest, true), "is called the Nile");
+  EXPECT_EQ(tok.decode_continuation(rest, true), " is called the Nile");
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), rest.begin(), rest.end());
+  EXPECT_EQ(tok.decode(prompt, true) + tok.decode_continuation(rest, true), tok.decode(all, true));
+}
+
 }  // namespace

@@ -104,7 +104,8 @@ const Command kGenerate{
         }
         const double secs =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const std::string text = tok ? tok->decode(out, true) : std::string();
+        // The continuation keeps its leading space: prompt + text is the real string.
+        const std::string text = tok ? tok->decode_continuation(out, true) : std::string();
         if (a->json) {
           nlohmann::json j{{"prompt_tokens", prompt},
                            {"tokens", out},
