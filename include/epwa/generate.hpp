@@ -43,7 +43,14 @@ struct GenerateOptions {
   std::function<void(int32_t)> on_token;  // streaming callback
 };
 
-// Generates after `prompt` (which must be non-empty); returns the new tokens only.
+// The most new tokens generate() makes after `prompt_tokens`: `max_new_tokens`, capped so that
+// the prompt and the text fit the model's context (max_position_embeddings); 0 when the prompt
+// fills it already.
+int32_t max_generated_tokens(const Model& model, int64_t prompt_tokens, int32_t max_new_tokens);
+
+// Generates after `prompt` (which must be non-empty) up to max_generated_tokens() tokens; returns
+// the new tokens only. The KV cache grows as the text does: a large max_new_tokens reserves
+// nothing up front.
 std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
                               const GenerateOptions& o);
 

@@ -2,8 +2,12 @@
 // what is allowed in plain words; options that would be ignored are refused; --help shows every
 // default; the sampler keeps special tokens out of the text.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -89,6 +93,50 @@ TEST(Options, SamplerKeepsSpecialTokensOut) {
     EXPECT_EQ(j["text"].get<std::string>().find("<unk>"), std::string::npos) << seed;
     for (int32_t t : j["tokens"]) EXPECT_GT(t, 1) << seed;  // 0 <unk>, 1 <s>
   }
+}
+
+}  // namespace
+
+namespace {
+
+// Peak resident memory (KiB) of the command line `args`, run in a forked child so that no earlier
+// test's processes count.
+long peak_rss_kib(const std::string& args, int* code) {
+  int fd[2];
+  if (pipe(fd) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fd[0]);
+    const int status =
+        std::system((std::string(EPWA_BINARY) + " " + args + " >/dev/null 2>&1").c_str());
+    rusage ru{};
+    getrusage(RUSAGE_CHILDREN, &ru);
+    const long out[2] = {ru.ru_maxrss, WIFEXITED(status) ? WEXITSTATUS(status) : 128};
+    (void)!write(fd[1], out, sizeof out);
+    _exit(0);
+  }
+  close(fd[1]);
+  long in[2] = {-1, -1};
+  (void)!read(fd[0], in, sizeof in);
+  close(fd[0]);
+  waitpid(pid, nullptr, 0);
+  *code = static_cast<int>(in[1]);
+  return in[0];
+}
+
+// -n reserves nothing up front and is capped at the model's context (1024 tokens for the bundled
+// model): -n 2147483647 ended in std::bad_alloc, -n 100000 used ~380 MB for a short text.
+TEST(Options, MaxNewTokensReservesNothingUpFront) {
+  const auto r = epwa_test::run_cli("generate -q --prompt 'The river' -n 2147483647 --json");
+  ASSERT_EQ(r.code, 0) << r.out.substr(0, 300);
+  EXPECT_NE(r.out.find("Note: at most 1021 new tokens (--max-new-tokens 2147483647)"),
+            std::string::npos)
+      << r.out.substr(0, 300);
+  int code = -1;
+  const long kib = peak_rss_kib("generate -q --prompt 'The river' -n 100000", &code);
+  EXPECT_EQ(code, 0);
+  EXPECT_GT(kib, 0);
+  EXPECT_LT(kib, 150 * 1024) << "peak RSS " << kib << " KiB";
 }
 
 }  // namespace

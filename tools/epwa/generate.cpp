@@ -42,7 +42,8 @@ const Command kGenerate{
       app.add_option("--watermark", a->watermark, "gsg, ewp or none")
           ->check(CLI::IsMember({"gsg", "ewp", "none"}));
       a->wm.add(app, true);
-      app.add_option("--max-new-tokens,-n", a->max_new, "tokens to generate")
+      app.add_option("--max-new-tokens,-n", a->max_new,
+                     "tokens to generate, at most (capped at the model's context)")
           ->check(whole_number(0, std::numeric_limits<int32_t>::max()));
       app.add_option("--temperature", a->s.temperature,
                      "0 = greedy (the default; generation_config.json is not read)")
@@ -80,6 +81,12 @@ const Command kGenerate{
         } else {
           prompt = parse_token_list(a->prompt_tokens);
         }
+        const int32_t room =
+            max_generated_tokens(*m, static_cast<int64_t>(prompt.size()), a->max_new);
+        if (room < a->max_new)
+          std::cerr << "Note: at most " << room << " new tokens (--max-new-tokens " << a->max_new
+                    << "): the prompt's " << prompt.size() << " tokens and the text must fit the "
+                    << "model's context of " << m->config().max_position_embeddings << " tokens\n";
         GenerateOptions o;
         o.max_new_tokens = a->max_new;
         o.sampling = a->s;
