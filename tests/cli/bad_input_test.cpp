@@ -151,6 +151,22 @@ TEST(Cli, GgufWithAnEditedTensorType) {
                "tensor '" + name + "' (f16");
 }
 
+// Quantizing an already quantized model again is refused unless asked for (it compounds the
+// rounding error); widening it to a float type is not re-quantizing.
+TEST(Cli, RequantizeNeedsToBeAskedFor) {
+  const fs::path d = temp_dir("requant");
+  const std::string q8 = (d / "q8.gguf").string();
+  ASSERT_EQ(run("quantize -q --model " + kRef.string() + " --type q8_0 -o " + q8).code, 0);
+  const std::string again = "quantize -q --model " + q8 + " -o " + (d / "q4.gguf").string();
+  expect_error(again + " --type q4_0", "is already quantized (q8_0 weights)");
+  expect_error(again + " --type q4_k_m", "give --allow-requantize");
+  EXPECT_FALSE(fs::exists(d / "q4.gguf"));
+  const Result forced = run(again + " --type q4_0 --allow-requantize");
+  EXPECT_EQ(forced.code, 0) << forced.out;
+  EXPECT_NE(forced.out.find("Warning: re-quantizing q8_0 weights to q4_0"), std::string::npos);
+  EXPECT_EQ(run(again + " --type f16").code, 0);
+}
+
 TEST(Cli, TraceJsonContract) {
   const Result r = run("trace --quiet --model " + kRef.string() + " --tokens 1,5,9 --json");
   ASSERT_EQ(r.code, 0) << r.out;
