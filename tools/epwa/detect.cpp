@@ -182,6 +182,27 @@ const Command kDetect{
               "--sample is for --method cspv");
         if (a->opt.method == DetectMethod::Cspv) a->opt.sample = a->sample;
         const std::string key = a->wm.resolve_key();
+        // A batch's files are checked before the model loads.
+        std::ifstream in;
+        BatchProgress done;
+        std::ofstream file;
+        std::ostream* out = &std::cout;
+        if (app.count("--jsonl")) {
+          in = open_input_file(a->jsonl, "--jsonl file");
+          if (!a->output.empty()) {
+            check_output_not_input(a->output, {a->jsonl}, "--output");
+            if (a->resume) {
+              done = resume_batch_output(a->output);
+            } else {
+              check(!std::filesystem::exists(a->output),
+                    "--output '" + a->output +
+                        "' exists: give --resume to continue it, or another path");
+            }
+            file.open(a->output, std::ios::binary | std::ios::app);
+            check(file.good(), "--output '" + a->output + "' cannot be written");
+            out = &file;
+          }
+        }
         const bool single_json = a->json && app.count("--jsonl") == 0;
         a->model.json_stats = single_json;  // --json: the load statistics go in its "load" field
         auto m = a->model.load();
@@ -201,23 +222,6 @@ const Command kDetect{
         const std::vector<int32_t>* prompt_ids = app.count("--prompt-tokens") ? &pids : nullptr;
 
         if (app.count("--jsonl")) {
-          std::ifstream in = open_input_file(a->jsonl, "--jsonl file");
-          BatchProgress done;
-          std::ofstream file;
-          std::ostream* out = &std::cout;
-          if (!a->output.empty()) {
-            check_output_not_input(a->output, {a->jsonl}, "--output");
-            if (a->resume) {
-              done = resume_batch_output(a->output);
-            } else {
-              check(!std::filesystem::exists(a->output),
-                    "--output '" + a->output +
-                        "' exists: give --resume to continue it, or another path");
-            }
-            file.open(a->output, std::ios::binary | std::ios::app);
-            check(file.good(), "--output '" + a->output + "' cannot be written");
-            out = &file;
-          }
           std::string line;
           int64_t lineno = 0;
           while (std::getline(in, line)) {
