@@ -34,13 +34,24 @@ class Sampler {
 struct GenerateOptions {
   int32_t max_new_tokens = 32;
   SamplingOptions sampling;
-  std::vector<int32_t> stop_tokens;      // generation ends after emitting one of these
-  RouterObserver* observer = nullptr;    // sees every router decision (prompt and generated)
-  LogitsProcessor* processor = nullptr;  // adjusts raw logits before sampling (the watermark)
-  std::function<void(int32_t)> on_token; // streaming callback
+  std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these
+  // Never sampled: their logits are set to -inf after the processor (non_text_token_ids, less the
+  // stop tokens, keeps <unk> and control tokens out of the text).
+  std::vector<int32_t> suppress_tokens;
+  RouterObserver* observer = nullptr;     // sees every router decision (prompt and generated)
+  LogitsProcessor* processor = nullptr;   // adjusts raw logits before sampling (the watermark)
+  std::function<void(int32_t)> on_token;  // streaming callback
 };
 
-// Generates after `prompt` (which must be non-empty); returns the new tokens only.
-std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, const GenerateOptions& o);
+// The most new tokens generate() makes after `prompt_tokens`: `max_new_tokens`, capped so that
+// the prompt and the text fit the model's context (max_position_embeddings); 0 when the prompt
+// fills it already.
+int32_t max_generated_tokens(const Model& model, int64_t prompt_tokens, int32_t max_new_tokens);
+
+// Generates after `prompt` (which must be non-empty) up to max_generated_tokens() tokens; returns
+// the new tokens only. The KV cache grows as the text does: a large max_new_tokens reserves
+// nothing up front.
+std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
+                              const GenerateOptions& o);
 
 }  // namespace epwa

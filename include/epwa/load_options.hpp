@@ -103,5 +103,8 @@ std::vector<std::string> save_model_gguf(const Model& m, const GgufExportOptions
 // Bytes of every weight tensor as held in memory, by type name ("bf16", "q4_0", ...); a tied
 // output head is counted once.
 std::map<std::string, uint64_t> weight_bytes_by_type(const Model& m);
+// The block-quantized types among `m`'s weights as held in memory ("q8_0", ...; empty for a float
+// model): quantizing such a model again compounds the rounding error.
+std::vector<std::string> quantized_weight_types(const Model& m);
 
 }  // namespace epwa

@@ -43,6 +43,10 @@ class Tokenizer {
   // Ids to text, always valid UTF-8 (broken byte sequences become U+FFFD). Special tokens are
   // written as their text unless `skip_special`. Throws Error on an id outside the vocabulary.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
+  // The text `ids` add after a context (a prompt): as decode(), but keeping the leading space that
+  // decode() drops at the start of a text, so that the context's text + this is the whole text
+  // ("The river" + " is called", not "The riveris called").
+  std::string decode_continuation(std::span<const int32_t> ids, bool skip_special = false) const;
   // The raw vocabulary string of one token ("▁the", "Ġthe", "<0x0A>", "<s>").
   std::string token_to_piece(int32_t id) const;
   std::optional<int32_t> piece_to_id(std::string_view piece) const;
@@ -64,6 +68,7 @@ class Tokenizer {
 
  protected:
   void check_id(int32_t id) const;
+  std::string decode_text(std::span<const int32_t> ids, bool skip_special, bool at_start) const;
   std::vector<std::string> pieces_;
   std::vector<TokenType> types_;
   int32_t bos_id_ = -1, eos_id_ = -1, unk_id_ = -1;
@@ -87,6 +92,11 @@ class StreamDecoder {
   bool at_start_ = true;
   std::string pending_;
 };
+
+// The ids a sampler must not pick as text: control tokens (BOS, EOS, padding, chat markers), the
+// unknown token, unused pieces, and the ids from vocab_size() up to `model_vocab` (a model's
+// padding rows, which have no text). EOS is among them: give it as a stop token as well.
+std::vector<int32_t> non_text_token_ids(const Tokenizer& tok, int32_t model_vocab);
 
 // Picks the tokenizer: a .gguf file (its tokenizer.ggml.* metadata), a tokenizer.model or
 // tokenizer.json file, or a model directory holding tokenizer.json (preferred) or tokenizer.model.

@@ -98,6 +98,11 @@ enum class WatermarkMode { GSG, EWP };
 std::string_view watermark_mode_name(WatermarkMode m);          // "gsg" / "ewp"
 WatermarkMode watermark_mode_from_name(std::string_view name);  // throws Error on an unknown name
 
+// The largest watermark bias (delta, and each EWP expert delta). Far beyond any logit spread, so
+// it already forces green tokens; larger values would swamp the logits in float arithmetic
+// (1e30 + logit == 1e30), making every green token tie and the first one, often <unk>, win.
+inline constexpr double kMaxDelta = 1e4;
+
 struct WatermarkConfig {
   WatermarkMode mode = WatermarkMode::GSG;
   double gamma = 0.5;
@@ -114,7 +119,7 @@ struct WatermarkConfig {
 class WatermarkProcessor : public RouterObserver, public LogitsProcessor {
  public:
   // Throws Error when cfg.gamma differs from lists->gamma(), expert_deltas has the wrong size,
-  // delta is NaN or the layer is negative.
+  // delta or an expert delta is outside [0, kMaxDelta] (or NaN) or the layer is negative.
   WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<const GreenLists> lists);
 
   void observe(const RouterObservation& obs) override;

@@ -18,6 +18,9 @@ nlohmann::json to_json(const DetectionResult& r) {
       {"z", finite_or_null(r.z)},
       {"p_value", r.p_value},
       {"log10_p", finite_or_null(r.log10_p)},
+      // g / n, as transformers' WatermarkDetector reports it; null when no token was scored.
+      {"green_fraction",
+       r.n > 0 ? nlohmann::json(static_cast<double>(r.g) / r.n) : nlohmann::json()},
       {"plain_z", finite_or_null(r.plain_z)},
       {"detected", r.detected},
       {"reason", r.reason},

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/half.hpp"
 #include "epwa/pepi.hpp"
 
@@ -295,9 +296,7 @@ void Oracle::save(const std::filesystem::path& file) const {
 
 Oracle Oracle::load(const std::filesystem::path& file) {
   const std::string name = "oracle " + file.string();
-  std::ifstream in(file, std::ios::binary);
-  check(in.good(), name + ": cannot open");
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string data = read_input_file(file, "oracle");
   check(data.size() >= 16 && std::memcmp(data.data(), kMagic, 8) == 0,
         name + ": not a PEPI oracle (bad magic)");
   auto u32 = [&](size_t at) {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/pepi.hpp"
 #include "epwa/watermark.hpp"
 
@@ -63,8 +64,7 @@ void PepiRawData::save(const std::filesystem::path& file) const {
 
 PepiRawData PepiRawData::load(const std::filesystem::path& file) {
   const std::string name = "PEPI raw data " + file.string();
-  std::ifstream in(file, std::ios::binary);
-  check(in.good(), name + ": cannot open");
+  std::ifstream in = open_input_file(file, "PEPI raw data");
   char magic[8] = {};
   uint32_t hl = 0;
   in.read(magic, 8);

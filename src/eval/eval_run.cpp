@@ -11,6 +11,7 @@
 #include "epwa/detect.hpp"
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
+#include "epwa/files.hpp"
 #include "epwa/generate.hpp"
 #include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
@@ -645,8 +646,7 @@ json Pipeline::token_view(const Text& t) {
 }
 
 std::vector<std::string> read_lines(const std::filesystem::path& p) {
-  std::ifstream f(p);
-  check(f.good(), "eval: cannot read '" + p.string() + "'");
+  std::ifstream f = open_input_file(p, "eval: input");
   std::vector<std::string> out;
   for (std::string line; std::getline(f, line);) {
     if (!line.empty() && line.back() == '\r') line.pop_back();

@@ -261,7 +261,8 @@ void GgufFile::parse(GgufReadOptions opts) {
   struct Info {
     uint64_t offset;
     uint64_t nbytes;
-    size_t index;
+    size_t index;  // into tensors_, or unsupported_ when !supported
+    bool supported = true;
   };
   std::vector<Info> infos;
   std::vector<std::pair<uint64_t, size_t>> unsupported_offsets;
@@ -306,7 +307,7 @@ void GgufFile::parse(GgufReadOptions opts) {
     if (__builtin_mul_overflow(numel / static_cast<uint64_t>(block),
                                static_cast<uint64_t>(dtype_block_bytes(*dtype)), &nbytes))
       c.fail(what + ": byte size overflows");
-    infos.push_back({offset, nbytes, tensors_.size()});
+    infos.push_back({offset, nbytes, tensors_.size(), true});
     tensor_index_.emplace(name, tensors_.size());
     TensorView t;
     t.name = std::move(name);
@@ -329,16 +330,45 @@ void GgufFile::parse(GgufReadOptions opts) {
              std::to_string(in.offset) + ") runs past the end of the file");
     t.data = bytes_.subspan(data_offset_ + in.offset, in.nbytes);
   }
-  for (const auto& [offset, i] : unsupported_offsets)
+  for (const auto& [offset, i] : unsupported_offsets) {
     if (offset > avail)
       c.fail("tensor '" + unsupported_[i].name + "': offset " + std::to_string(offset) +
              " is past the end of the file");
+    infos.push_back({offset, 0, i, false});
+  }
+  // The data regions must tile the data section as writers lay them out (llama.cpp checks the
+  // same): each tensor at the previous one's aligned end, from 0 to the end of the file. A gap
+  // means a declared type or shape no longer matches the data (an edited type), and reading it
+  // would give garbage. The size of a tensor of an unsupported type is unknown: no check after it.
   std::sort(infos.begin(), infos.end(),
             [](const Info& a, const Info& b) { return a.offset < b.offset; });
-  for (size_t i = 1; i < infos.size(); ++i)
-    if (infos[i - 1].offset + infos[i - 1].nbytes > infos[i].offset)
-      c.fail("tensors '" + tensors_[infos[i - 1].index].name + "' and '" +
-             tensors_[infos[i].index].name + "' overlap");
+  auto name_of = [&](const Info& in) {
+    return in.supported ? tensors_[in.index].name : unsupported_[in.index].name;
+  };
+  auto describe = [&](const Info& in) {
+    if (!in.supported) return "tensor '" + name_of(in) + "'";
+    const TensorView& t = tensors_[in.index];
+    return "tensor '" + t.name + "' (" + std::string(dtype_name(t.dtype)) + " " +
+           shape_str(t.shape) + ", " + std::to_string(in.nbytes) + " bytes at data offset " +
+           std::to_string(in.offset) + ")";
+  };
+  for (size_t i = 1; i < infos.size(); ++i) {
+    const Info& a = infos[i - 1];
+    const Info& b = infos[i];
+    if (a.offset + a.nbytes > b.offset || a.offset == b.offset)
+      c.fail("tensors '" + name_of(a) + "' and '" + name_of(b) + "' overlap");
+    if (a.supported && align_up(a.offset + a.nbytes, alignment_) != b.offset)
+      c.fail(describe(a) + " ends " + std::to_string(b.offset - a.offset - a.nbytes) +
+             " bytes before the next tensor '" + name_of(b) +
+             "': its declared type or shape does not match its data");
+  }
+  if (infos.front().offset != 0)
+    c.fail(describe(infos.front()) + " is the first tensor but does not start the data section");
+  const Info& last = infos.back();
+  if (last.supported && avail > align_up(last.offset + last.nbytes, alignment_))
+    c.fail(describe(last) + " is the last tensor but ends " +
+           std::to_string(avail - last.offset - last.nbytes) +
+           " bytes before the end of the file: its declared type or shape does not match its data");
 }
 
 const GgufValue* GgufFile::find(std::string_view key) const {

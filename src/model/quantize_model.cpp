@@ -194,6 +194,13 @@ std::map<std::string, uint64_t> weight_bytes_by_type(const Model& m) {
   return out;
 }
 
+std::vector<std::string> quantized_weight_types(const Model& m) {
+  std::vector<std::string> out;
+  for (const auto& [name, bytes] : weight_bytes_by_type(m))
+    if (dtype_block_size(dtype_from_name(name)) > 1) out.push_back(name);
+  return out;
+}
+
 namespace {
 
 // A tensor to write: its view, and the role and layer a preset chooses its type by (no role: a

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "epwa/error.hpp"
@@ -60,23 +61,37 @@ int32_t Sampler::sample(std::span<float> logits) {
   return order_[keep - 1];
 }
 
+int32_t max_generated_tokens(const Model& model, int64_t prompt_tokens, int32_t max_new_tokens) {
+  const int64_t room = int64_t{model.config().max_position_embeddings} - prompt_tokens;
+  return static_cast<int32_t>(std::clamp<int64_t>(room, 0, max_new_tokens));
+}
+
 std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
                               const GenerateOptions& o) {
   check(!prompt.empty(), "generate: the prompt is empty (it needs at least a BOS token)");
   check(o.max_new_tokens >= 0, "max-new-tokens must be >= 0");
+  for (int32_t t : o.suppress_tokens)
+    check(t >= 0 && t < model.config().vocab_size,
+          "generate: suppressed token " + std::to_string(t) + " is outside the vocabulary");
   Sampler sampler(o.sampling);
-  Context cache = model.make_context(static_cast<int64_t>(prompt.size()) + o.max_new_tokens + 1);
+  const int32_t n =
+      max_generated_tokens(model, static_cast<int64_t>(prompt.size()), o.max_new_tokens);
+  // Room for a short text; the context doubles as the text grows (forward() reserves).
+  constexpr int32_t kInitialRoom = 256;
+  Context cache =
+      model.make_context(static_cast<int64_t>(prompt.size()) + std::min(n, kInitialRoom) + 1);
   ForwardOptions fo;
   fo.observer = o.observer;
   std::vector<int32_t> out;
   std::vector<float> logits = model.forward(prompt, cache, fo);
-  for (int32_t i = 0; i < o.max_new_tokens; ++i) {
+  for (int32_t i = 0; i < n; ++i) {
     if (o.processor) o.processor->process(logits);
+    for (int32_t s : o.suppress_tokens) logits[s] = -std::numeric_limits<float>::infinity();
     const int32_t t = sampler.sample(logits);
     out.push_back(t);
     if (o.on_token) o.on_token(t);
     if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), t) != o.stop_tokens.end()) break;
-    if (i + 1 == o.max_new_tokens) break;
+    if (i + 1 == n) break;
     const int32_t tok[1] = {t};
     logits = model.forward(tok, cache, fo);
   }

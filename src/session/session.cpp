@@ -4,6 +4,7 @@
 #include <iterator>
 
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 
 namespace epwa {
 
@@ -70,10 +71,7 @@ void ObserverFan::observe(const RouterObservation& obs) {
 }
 
 std::string read_key_file(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  check(f.good(), "key file '" + path.string() + "' cannot be opened");
-  std::string key((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  check(!f.bad(), "key file '" + path.string() + "' cannot be read");
+  const std::string key = read_input_file(path, "key file");
   check(!key.empty(), "key file '" + path.string() + "' is empty");
   return key;
 }

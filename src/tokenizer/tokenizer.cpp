@@ -1,6 +1,8 @@
 // The parts every tokenizer shares: id checks, decode, streaming decode.
 #include "epwa/tokenizer.hpp"
 
+#include <algorithm>
+
 #include "epwa/error.hpp"
 #include "tokenizer/utf8.hpp"
 
@@ -36,14 +38,38 @@ TokenType Tokenizer::token_type(int32_t id) const {
 }
 
 std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special) const {
+  return decode_text(ids, skip_special, true);
+}
+
+std::string Tokenizer::decode_continuation(std::span<const int32_t> ids, bool skip_special) const {
+  return decode_text(ids, skip_special, false);
+}
+
+std::string Tokenizer::decode_text(std::span<const int32_t> ids, bool skip_special,
+                                   bool at_start) const {
   std::string raw;
   for (int32_t id : ids) {
     check_id(id);
     if (skip_special && types_[id] == TokenType::Control) continue;
     raw += token_bytes(id);
   }
-  if (strip_leading_space_ && !raw.empty() && raw[0] == ' ') raw.erase(0, 1);
+  if (at_start && strip_leading_space_ && !raw.empty() && raw[0] == ' ') raw.erase(0, 1);
   return tok::utf8_sanitize(raw);
+}
+
+std::vector<int32_t> non_text_token_ids(const Tokenizer& tok, int32_t model_vocab) {
+  std::vector<int32_t> out;
+  for (int32_t id = 0; id < std::max(model_vocab, tok.vocab_size()); ++id) {
+    if (id >= tok.vocab_size()) {
+      out.push_back(id);
+      continue;
+    }
+    const TokenType t = tok.token_type(id);
+    if (t == TokenType::Control || t == TokenType::Unknown || t == TokenType::Unused ||
+        id == tok.unk_id() || id == tok.bos_id() || id == tok.eos_id())
+      out.push_back(id);
+  }
+  return out;
 }
 
 StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special)

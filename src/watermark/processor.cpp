@@ -70,7 +70,11 @@ WatermarkProcessor::WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<cons
   check(cfg_.gamma == lists_->gamma(), "watermark processor: gamma " + std::to_string(cfg_.gamma) +
                                            " differs from the green lists' gamma " +
                                            std::to_string(lists_->gamma()));
-  check(!std::isnan(cfg_.delta), "watermark delta is NaN");
+  auto delta_ok = [](double d) { return d >= 0 && d <= kMaxDelta; };
+  check(delta_ok(cfg_.delta), [&] {
+    return "watermark delta " + std::to_string(cfg_.delta) + " is outside 0 to " +
+           std::to_string(kMaxDelta);
+  });
   check(cfg_.router_layer >= 0, "watermark router layer is negative (resolve it first)");
   if (cfg_.expert_deltas.empty()) {
     cfg_.expert_deltas.assign(static_cast<size_t>(lists_->num_experts()), cfg_.delta);
@@ -78,7 +82,8 @@ WatermarkProcessor::WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<cons
     check(static_cast<int32_t>(cfg_.expert_deltas.size()) == lists_->num_experts(),
           "expert deltas: got " + std::to_string(cfg_.expert_deltas.size()) + " values for " +
               std::to_string(lists_->num_experts()) + " experts");
-    for (double d : cfg_.expert_deltas) check(!std::isnan(d), "expert deltas: a value is NaN");
+    for (double d : cfg_.expert_deltas)
+      check(delta_ok(d), "expert deltas: a value is outside 0 to " + std::to_string(kMaxDelta));
   }
 }
 

@@ -2,6 +2,7 @@
 // never a crash.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -88,6 +89,82 @@ TEST(Cli, CorruptGguf) {
   bytes[0] = 'X';
   std::ofstream(d / "magic.gguf", std::ios::binary) << bytes;
   expect_error("info --model " + (d / "magic.gguf").string(), "magic");
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+// An output that is an input (or inside an input folder) is refused, before anything is written.
+TEST(Cli, OutputThatIsAnInput) {
+  const fs::path d = temp_dir("outin");
+  fs::copy(kRef, d / "hf");
+  const std::string hf = (d / "hf").string(), gguf = (d / "m.gguf").string();
+  expect_error("convert --model " + hf + " --out " + hf, "is the input");
+  expect_error("convert --model " + hf + " --out " + hf + "/sub/../m.gguf",
+               "inside the input folder");
+  EXPECT_EQ(slurp(d / "hf" / "model.safetensors"), slurp(kRef / "model.safetensors"));
+  EXPECT_TRUE(fs::is_regular_file(d / "hf" / "config.json"));
+  ASSERT_EQ(run("convert --model " + hf + " --out " + gguf).code, 0);
+  const std::string before = slurp(gguf);
+  expect_error("quantize -q --model " + gguf + " --type q8_0 -o " + (d / "." / "m.gguf").string(),
+               "is the input");
+  expect_error("quantize -q --model " + hf + " --type q8_0 -o " + hf + "/q.gguf",
+               "inside the input folder");
+  EXPECT_EQ(slurp(gguf), before);
+}
+
+// A conversion that fails half way leaves the existing output as it was, and no temporary.
+TEST(Cli, FailedWriteKeepsTheOldOutput) {
+  const fs::path d = temp_dir("failwrite");
+  fs::copy_file(kRef / "model.safetensors", d / "model.safetensors");
+  nlohmann::json c = nlohmann::json::parse(std::ifstream(kRef / "config.json"));
+  c["intermediate_size"] = 100;  // found only while the tensors are written
+  std::ofstream(d / "config.json") << c.dump();
+  const fs::path out = temp_dir("failwrite-out") / "m.gguf";
+  std::ofstream(out) << "precious";
+  expect_error("convert --model " + d.string() + " --out " + out.string(), "ffn_gate_exps");
+  EXPECT_EQ(slurp(out), "precious");
+  EXPECT_EQ(std::distance(fs::directory_iterator(out.parent_path()), fs::directory_iterator()), 1);
+}
+
+// A tensor's type edited in place (f32 -> f16): refused, naming the tensor, instead of loading
+// garbage.
+TEST(Cli, GgufWithAnEditedTensorType) {
+  const fs::path d = temp_dir("edited");
+  const fs::path good = d / "good.gguf";
+  ASSERT_EQ(run("convert --model " + kRef.string() + " --out " + good.string()).code, 0);
+  std::string bytes = slurp(good);
+  const std::string name = "blk.0.attn_q.weight";
+  const size_t at = bytes.find(name);
+  ASSERT_NE(at, std::string::npos);
+  uint32_t dims = 0, type = 0;
+  std::memcpy(&dims, bytes.data() + at + name.size(), 4);
+  const size_t type_at = at + name.size() + 4 + 8 * dims;
+  std::memcpy(&type, bytes.data() + type_at, 4);
+  ASSERT_EQ(type, 0u);  // f32
+  type = 1;             // f16
+  std::memcpy(bytes.data() + type_at, &type, 4);
+  std::ofstream(d / "edited.gguf", std::ios::binary) << bytes;
+  expect_error("trace --quiet --tokens 1,2 --model " + (d / "edited.gguf").string(),
+               "tensor '" + name + "' (f16");
+}
+
+// Quantizing an already quantized model again is refused unless asked for (it compounds the
+// rounding error); widening it to a float type is not re-quantizing.
+TEST(Cli, RequantizeNeedsToBeAskedFor) {
+  const fs::path d = temp_dir("requant");
+  const std::string q8 = (d / "q8.gguf").string();
+  ASSERT_EQ(run("quantize -q --model " + kRef.string() + " --type q8_0 -o " + q8).code, 0);
+  const std::string again = "quantize -q --model " + q8 + " -o " + (d / "q4.gguf").string();
+  expect_error(again + " --type q4_0", "is already quantized (q8_0 weights)");
+  expect_error(again + " --type q4_k_m", "give --allow-requantize");
+  EXPECT_FALSE(fs::exists(d / "q4.gguf"));
+  const Result forced = run(again + " --type q4_0 --allow-requantize");
+  EXPECT_EQ(forced.code, 0) << forced.out;
+  EXPECT_NE(forced.out.find("Warning: re-quantizing q8_0 weights to q4_0"), std::string::npos);
+  EXPECT_EQ(run(again + " --type f16").code, 0);
 }
 
 TEST(Cli, TraceJsonContract) {

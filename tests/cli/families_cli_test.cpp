@@ -22,6 +22,14 @@ json run_json(const std::string& args) {
   return r.code == 0 ? json::parse(r.out) : json();
 }
 
+// `epwa detect`, which exits 0 when the text is watermarked and 1 when it is not: either way it
+// was scored.
+json run_detect(const std::string& args) {
+  const auto r = epwa_test::run_cli(args, epwa_test::Stderr::Drop);
+  EXPECT_TRUE(r.code == 0 || r.code == 1) << args << " exited " << r.code;
+  return r.code == 0 || r.code == 1 ? json::parse(r.out) : json();
+}
+
 std::string join(const json& ids) {
   std::string s;
   for (const auto& t : ids) s += (s.empty() ? "" : ",") + std::to_string(t.get<int>());
@@ -75,14 +83,14 @@ TEST_P(Families, EveryCommand) {
     // A random model's text repeats itself: every position counts here (--count-repeats), so
     // that the test sees the watermark rather than the length of the deduplicated text.
     for (const char* method : {"full", "weighted", "cspv --sample 30"}) {
-      const json d = run_json("detect --json --count-repeats --model " + hf +
-                              " --key k --prompt-tokens 1,5,9 --tokens " + ids +
-                              " --router-layer " + layer + " --method " + method);
+      const json d = run_detect("detect --json --count-repeats --model " + hf +
+                                " --key k --prompt-tokens 1,5,9 --tokens " + ids +
+                                " --router-layer " + layer + " --method " + method);
       EXPECT_GT(d["z"].get<double>(), 4.0) << GetParam() << " layer " << layer << " " << method;
     }
     const json none =
-        run_json("detect --json --model " + hf + " --key other --prompt-tokens 1,5,9 --tokens " +
-                 ids + " --router-layer " + layer);
+        run_detect("detect --json --model " + hf + " --key other --prompt-tokens 1,5,9 --tokens " +
+                   ids + " --router-layer " + layer);
     EXPECT_LT(none["z"].get<double>(), 4.0) << "a wrong key";
   }
   fs::remove_all(dir);
@@ -130,8 +138,8 @@ TEST_P(FamiliesText, TextCommands) {
   const std::string text = gen.out.substr(0, gen.out.find_last_not_of('\n') + 1);
   const std::string quoted =
       "'" + text.substr(0, text.find('\'')) + "'";  // the shell quote, cut at a quote
-  const json full = run_json("detect --json --model " + m +
-                             " --key k --prompt \"The old house\" --text " + quoted);
+  const json full = run_detect("detect --json --model " + m +
+                               " --key k --prompt \"The old house\" --text " + quoted);
   EXPECT_GT(full["n"].get<int>(), 10);
 
   const std::string corpus =
@@ -141,8 +149,8 @@ TEST_P(FamiliesText, TextCommands) {
                                " --max-positions 3000 --out " + oracle)
                 .code,
             0);
-  const json pepi = run_json("detect --json --model " + m + " --key k --method pepi --oracle " +
-                             oracle + " --prompt \"The old house\" --text " + quoted);
+  const json pepi = run_detect("detect --json --model " + m + " --key k --method pepi --oracle " +
+                               oracle + " --prompt \"The old house\" --text " + quoted);
   // The same text, the experts predicted instead of read (so the deduplicated (expert, token)
   // pairs, and n, may differ).
   EXPECT_EQ(pepi["text_tokens"], full["text_tokens"]);

@@ -179,6 +179,26 @@ TEST(GgufMalformed, TensorData) {
   RawGguf same;
   same.header(2, 0).tensor("a", {8}, 0, 32).tensor("b", {8}, 0, 32).pad(32).zeros(128);
   EXPECT_BAD(same, "overlap");
+  // A type edited to a smaller one (f32 [16] -> f16 [16]): its data no longer reaches the next
+  // tensor, which is read from where the writer put it.
+  RawGguf gap;
+  gap.header(2, 0).tensor("a", {16}, 1, 0).tensor("b", {8}, 0, 64).pad(32).zeros(96);
+  EXPECT_BAD(gap,
+             "tensor 'a' (f16 [16], 32 bytes at data offset 0) ends 32 bytes before the next "
+             "tensor 'b': its declared type or shape does not match its data");
+  RawGguf last;
+  last.header(2, 0).tensor("a", {8}, 0, 0).tensor("b", {16}, 1, 32).pad(32).zeros(96);
+  EXPECT_BAD(last,
+             "tensor 'b' (f16 [16], 32 bytes at data offset 32) is the last tensor but ends "
+             "32 bytes before the end of the file");
+  RawGguf late;
+  late.header(1, 0).tensor("w", {8}, 0, 32).pad(32).zeros(64);
+  EXPECT_BAD(late,
+             "tensor 'w' (f32 [8], 32 bytes at data offset 32) is the first tensor but does "
+             "not start the data section");
+  RawGguf padded;  // padding after the last tensor, up to the alignment, is fine
+  padded.header(2, 0).tensor("a", {8}, 0, 0).tensor("b", {4}, 0, 32).pad(32).zeros(64);
+  EXPECT_EQ(open_error(padded), "<opened>");
   RawGguf unsupported_far;
   unsupported_far.header(1, 0).tensor("q", {256}, 10, 4096).pad(32).zeros(32);
   EXPECT_THAT(open_error(unsupported_far, {.allow_unsupported_types = true}),

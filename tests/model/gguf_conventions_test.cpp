@@ -30,13 +30,17 @@ TEST(GgufConventions, NoTokenizerIsNone) {
 // A folder converted without --type keeps its stored types; general.file_type says which
 // (llama.cpp and ik_llama.cpp describe the file by it).
 TEST(GgufConventions, FileTypeOfAKeptType) {
-  const fs::path dir = fs::temp_directory_path() / "epwa-conv-f16";
-  const fs::path out = fs::temp_directory_path() / "epwa-conv-f16.gguf";
-  epwa::write_random_hf(epwa::shape_config("tiny-olmoe"), 1, epwa::DType::F16, dir);
-  epwa::convert_hf_to_gguf(dir, out, {});
-  EXPECT_EQ(epwa::GgufFile(out).get_u32("general.file_type"), 1u);  // LLAMA_FTYPE_MOSTLY_F16
-  fs::remove_all(dir);
-  fs::remove(out);
+  const fs::path dir = fs::temp_directory_path() / "epwa-conv-kept";
+  const fs::path out = fs::temp_directory_path() / "epwa-conv-kept.gguf";
+  // LLAMA_FTYPE_MOSTLY_F16 and _BF16 (a bf16 model was once written as 0, all f32).
+  for (const auto& [type, file_type] :
+       {std::pair{epwa::DType::F16, 1u}, {epwa::DType::BF16, 32u}}) {
+    epwa::write_random_hf(epwa::shape_config("tiny-olmoe"), 1, type, dir);
+    epwa::convert_hf_to_gguf(dir, out, {});
+    EXPECT_EQ(epwa::GgufFile(out).get_u32("general.file_type"), file_type);
+    fs::remove_all(dir);
+    fs::remove(out);
+  }
 }
 
 TEST(GgufConventions, OneDimensionalSharedExpertGate) {

@@ -99,7 +99,7 @@ TEST(Cli, GenerateJsonThenDetectRoundTrip) {
   ASSERT_EQ(t.status, 0) << t.out;
   EXPECT_TRUE(last_json_line(t.out).at("detected").get<bool>()) << t.out;
   const Result wrong = run("detect --key other-key --file '" + file.string() + "' --json");
-  ASSERT_EQ(wrong.status, 0) << wrong.out;
+  ASSERT_EQ(wrong.status, 1) << wrong.out;  // scored, not watermarked
   EXPECT_FALSE(last_json_line(wrong.out).at("detected").get<bool>()) << wrong.out;
   fs::remove(file);
 
@@ -111,7 +111,7 @@ TEST(Cli, GenerateJsonThenDetectRoundTrip) {
   }
   const Result bt =
       run("detect --key cli-key --method cspv --sample 60 --jsonl '" + batch.string() + "'");
-  ASSERT_EQ(bt.status, 0) << bt.out;
+  ASSERT_EQ(bt.status, 2) << bt.out;  // the empty line failed
   std::vector<nlohmann::json> lines;
   size_t pos = 0;
   for (size_t nl; (nl = bt.out.find('\n', pos)) != std::string::npos; pos = nl + 1)
@@ -124,6 +124,20 @@ TEST(Cli, GenerateJsonThenDetectRoundTrip) {
   EXPECT_TRUE(lines[2].contains("error"));
   EXPECT_EQ(lines[2].at("line"), 3);
   fs::remove(batch);
+}
+
+// The printed continuation keeps its leading space: prompt + text is the generated string.
+TEST(Cli, GenerateTextContinuesThePrompt) {
+  const Result g = run("generate -q --prompt 'The river' -n 12 --json");
+  ASSERT_EQ(g.status, 0) << g.err;
+  const auto j = last_json_line(g.out);
+  auto ids = j.at("prompt_tokens").get<std::vector<int32_t>>();
+  for (int32_t t : j.at("tokens")) ids.push_back(t);
+  const std::string text = j.at("text").get<std::string>();
+  EXPECT_EQ("The river" + text, bundled::tokenizer().decode(ids, true));
+  EXPECT_EQ(text.front(), ' ') << text;
+  const Result plain = run("generate -q --prompt 'The river' -n 12");
+  EXPECT_EQ(plain.out, text + "\n");
 }
 
 // Each failure: non-zero exit, nothing on stdout, and the message as the one "epwa: error: " line
@@ -151,7 +165,7 @@ TEST(Cli, BadInputGivesOneLineErrors) {
   expect_one_line_error("detect --key k --method nope --text hello", "method");
   expect_one_line_error("detect --text hello", "no watermark key");
   expect_one_line_error("detect --key-file /nonexistent/epwa.key --text hello", "key file");
-  expect_one_line_error("detect --key k --method cspv --text hello", "--sample");
+  expect_one_line_error("detect --key k --text hello --sample 5", "--sample is for --method cspv");
   expect_one_line_error("detect --key k", "--text");
   expect_one_line_error("detect --key k --tokens 1,x", "token id");
   expect_one_line_error("detect --key k --tokens 99999", "vocabulary");

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -84,20 +85,31 @@ TEST(WatermarkProcessor, KeepsTheLastPositionAndNeedsAFreshObservation) {
   EXPECT_FALSE(p.has_observation());
 }
 
-TEST(WatermarkProcessor, InfiniteDeltaForcesGreenWithoutNaN) {
+// The largest delta forces green tokens yet keeps their order: with an unbounded one (1e30, inf)
+// every green logit became the same number and the lowest green id (often <unk>) won.
+TEST(WatermarkProcessor, LargestDeltaForcesGreenAndKeepsTheirOrder) {
   epwa::WatermarkConfig cfg;
-  cfg.delta = std::numeric_limits<double>::infinity();
+  cfg.delta = epwa::kMaxDelta;
   cfg.router_layer = 0;
   epwa::WatermarkProcessor p(cfg, lists());
   observe(p, 0, 0, {0.0f, 0.0f, 1.0f, 0.0f});
-  std::vector<float> logits(kV, 1.0f);
+  std::vector<float> logits(kV);
+  for (int32_t v = 0; v < kV; ++v) logits[v] = 0.01f * static_cast<float>(v);
   p.process(logits);
-  for (int32_t v = 0; v < kV; ++v) {
-    if (p.lists().is_green(2, v))
-      EXPECT_TRUE(std::isinf(logits[v]));
-    else
-      EXPECT_EQ(logits[v], 1.0f);
+  const int32_t best =
+      static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  int32_t last_green = -1;
+  for (int32_t v = 0; v < kV; ++v)
+    if (p.lists().is_green(2, v)) last_green = v;
+  EXPECT_EQ(best, last_green);
+  for (double bad : {epwa::kMaxDelta * 1.01, 1e30, std::numeric_limits<double>::infinity(), -1.0,
+                     std::numeric_limits<double>::quiet_NaN()}) {
+    cfg.delta = bad;
+    EXPECT_THROW(epwa::WatermarkProcessor(cfg, lists()), epwa::Error) << bad;
   }
+  cfg.delta = 2;
+  cfg.expert_deltas = {1.0, 2.0, 1e30, 4.0};
+  EXPECT_THROW(epwa::WatermarkProcessor(cfg, lists()), epwa::Error);
 }
 
 TEST(WatermarkProcessor, RejectsBadConfig) {

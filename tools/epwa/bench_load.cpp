@@ -70,12 +70,12 @@ const Command kBenchLoad{
       auto a = std::make_shared<Args>();
       a->model.add(app);
       app.add_option("--runs", a->runs, "fresh processes per configuration (median reported)")
-          ->check(CLI::Range(1, 50));
+          ->check(real_number({.lo = 1, .hi = 50}));
       app.add_option("--text", a->text, "held-out text for the quality columns");
       app.add_option("--lines", a->lines, "held-out lines for the quality columns")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--max-tokens", a->max_tokens, "tokens per line at most")
-          ->check(CLI::Range(2, 4096));
+          ->check(real_number({.lo = 2, .hi = 4096}));
       app.add_flag("--no-quality", a->no_quality, "skip the quality columns");
       app.add_flag("--json", a->json, "print JSON");
       app.add_flag("--child", a->child, "internal: load once and print the figures as JSON")

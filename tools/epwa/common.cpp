@@ -50,6 +50,10 @@ ResolvedLoad ModelArgs::resolved() const {
   return r;
 }
 
+std::filesystem::path ModelArgs::path() const {
+  return resolve_model_path(resolved().model.value_or(""));
+}
+
 std::unique_ptr<Model> ModelArgs::load() const {
   using Clock = std::chrono::steady_clock;
   auto secs = [](Clock::time_point a, Clock::time_point b) {
@@ -136,6 +140,77 @@ std::vector<int32_t> parse_token_list(const std::string& s) {
 }
 std::vector<float> parse_float_list(const std::string& s) {
   return parse_list<float>(s, "number");
+}
+
+namespace {
+// A validator from a parse function that throws Error.
+template <class Parse>
+CLI::Validator validator(std::string desc, Parse parse) {
+  return CLI::Validator(
+      [parse](std::string& text) {
+        try {
+          parse(text);
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+        return std::string();
+      },
+      std::move(desc));
+}
+}  // namespace
+
+CLI::Validator whole_number(int64_t lo, int64_t hi) {
+  using L = std::numeric_limits<int64_t>;
+  std::string desc = lo == L::min()   ? ""
+                     : hi == L::max() ? ">= " + std::to_string(lo)
+                                      : std::to_string(lo) + " to " + std::to_string(hi);
+  return validator(desc, [lo, hi](const std::string& t) { parse_whole_number(t, lo, hi); });
+}
+
+CLI::Validator unsigned_number() {
+  return validator("", [](const std::string& t) { parse_unsigned_number(t); });
+}
+
+CLI::Validator real_number(RealRange range) {
+  std::string desc = describe(range);
+  desc = desc == "a number" ? "" : desc.substr(std::string("a number ").size());
+  if (desc.starts_with("of ")) desc.erase(0, 3);
+  return validator(desc, [range](const std::string& t) { parse_real_number(t, range); });
+}
+
+CLI::Validator non_empty() {
+  return validator("", [](const std::string& t) { check(!t.empty(), "must not be empty"); });
+}
+
+void check_value_syntax(CLI::App& app) {
+  for (CLI::Option* o : app.get_options()) {
+    if (o->get_expected_min() == 0) continue;  // a flag
+    const std::string type = o->get_type_name();
+    if (type == "INT") o->check(whole_number());
+    if (type == "UINT") o->check(unsigned_number());
+    if (type == "FLOAT") o->check(real_number());
+    if (type == "TEXT") o->check(non_empty());
+  }
+  for (CLI::App* sub : app.get_subcommands({})) check_value_syntax(*sub);
+}
+
+std::string plain_parse_error(const CLI::ParseError& e) {
+  const std::string what = e.what();
+  // "NAME: At Most 1 required but received N"
+  if (const size_t at = what.find(": At Most 1 required but received "); at != std::string::npos)
+    return what.substr(0, at) + " is given " + what.substr(what.rfind(' ') + 1) +
+           " times: give it once";
+  // "Could not convert: NAME = VALUE": the text passed the syntax check, so the number is beyond
+  // what the option's type holds (32 bits for most whole numbers).
+  if (what.starts_with("Could not convert: ")) {
+    const std::string rest = what.substr(19);
+    const size_t eq = rest.find(" = ");
+    if (eq != std::string::npos)
+      return rest.substr(0, eq) + ": '" + rest.substr(eq + 3) +
+             "' is too large for this option (whole numbers here are 32-bit: at most 2147483647 "
+             "in size)";
+  }
+  return what;
 }
 
 }  // namespace epwa::cli

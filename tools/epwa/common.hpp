@@ -12,6 +12,7 @@
 
 #include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
+#include "epwa/numbers.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
@@ -32,6 +33,9 @@ struct ModelArgs {
   // Resolves the settings, loads the model (and, timed for the statistics block, its tokenizer
   // when one is found beside it), hashes the routers, prints warnings and the block to stderr.
   std::unique_ptr<Model> load() const;
+
+  // The model path these settings resolve to (flag, variable or the bundled model).
+  std::filesystem::path path() const;
 
   // After load(): the tokenizer (throws Error with the reason when none could be loaded), the
   // resolved settings, the report and the timings.
@@ -62,5 +66,18 @@ std::filesystem::path resolve_model_path(const std::string& flag);
 std::vector<int32_t> parse_token_list(const std::string& s);
 // "0.5,1,2" -> floats; throws Error on anything else.
 std::vector<float> parse_float_list(const std::string& s);
+
+// Option validators whose messages give the allowed values in plain words (epwa/numbers.hpp);
+// CLI11 puts the flag's name in front.
+CLI::Validator whole_number(int64_t lo = std::numeric_limits<int64_t>::min(),
+                            int64_t hi = std::numeric_limits<int64_t>::max());
+CLI::Validator unsigned_number();  // 0 to 2^64 - 1: seeds
+CLI::Validator real_number(RealRange range = {});
+CLI::Validator non_empty();
+// Every option of `app` and its subcommands gets the check its type asks for (a whole number, a
+// non-negative whole number, a finite number, a non-empty text), after the checks it already has.
+void check_value_syntax(CLI::App& app);
+// The message of a CLI11 parse error in plain words (a repeated flag, a value out of range).
+std::string plain_parse_error(const CLI::ParseError& e);
 
 }  // namespace epwa::cli

@@ -41,7 +41,8 @@ const Command kDemo{
       app.add_option("--prompt", a->prompt, "prompt text");
       app.add_option("--key", a->key,
                      "watermark key (the demo's own default key is for the demo only)");
-      app.add_option("--tokens", a->tokens, "tokens to generate")->check(CLI::PositiveNumber);
+      app.add_option("--tokens", a->tokens, "tokens to generate")
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--seed", a->seed, "sampling seed");
       a->pepi.add(app);
       return [a] {

@@ -1,14 +1,16 @@
 // epwa detect: test a text (or token ids) for the EPW-A watermark, one text or a JSON-lines batch.
 #include <fmt/core.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "command.hpp"
 #include "common.hpp"
+#include "epwa/batch.hpp"
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "pepi_args.hpp"
@@ -22,7 +24,9 @@ struct Args {
   WatermarkArgs wm;
   PepiArgs pepi;
   std::string method = "full";
-  std::string prompt, prompt_tokens, text, file, tokens, jsonl;
+  std::string prompt, prompt_tokens, text, file, tokens, jsonl, output;
+  bool resume = false;
+  int64_t sample = 64;  // CSPV, as `epwa eval`
   DetectOptions opt;
   bool json = false;
 };
@@ -77,40 +81,37 @@ nlohmann::json run_one(const Env& env, const Input& in) {
   return j;
 }
 
-// A JSON-lines input line: an object with "tokens" (ids of the text) or "text", and optionally
-// "prompt_tokens" (ids) or "prompt" (text) -- `epwa generate --json` lines qualify; any other line
-// is the text itself.
-Input parse_line(const Env& env, const std::string& line) {
+// A JSON-lines input line (parse_batch_line): an object with "tokens" (ids of the text) or "text",
+// and optionally "prompt_tokens" (ids) or "prompt" (text) -- `epwa generate --json` lines qualify;
+// or plain text, the text itself.
+Input batch_input(const Env& env, const BatchLine& b) {
   Input in;
-  if (!line.empty() && line.front() == '{') {
-    const auto j = nlohmann::json::parse(line, nullptr, false);
-    check(!j.is_discarded() && j.is_object(), "line is not a valid JSON object");
-    if (j.contains("prompt_tokens")) {
-      const auto p = j.at("prompt_tokens").get<std::vector<int32_t>>();
-      in.context = context_ids(env, nullptr, &p);
-    } else if (j.contains("prompt")) {
-      const auto p = j.at("prompt").get<std::string>();
-      in.context = context_ids(env, &p, nullptr);
-    } else {
-      in.context = context_ids(env, nullptr, nullptr);
-    }
-    if (j.contains("tokens")) {
-      in.text = j.at("tokens").get<std::vector<int32_t>>();
-    } else {
-      check(j.contains("text"), "line has neither \"tokens\" nor \"text\"");
-      in.text = text_ids(env, j.at("text").get<std::string>());
-    }
+  if (!b.is_object) {
+    in.context = context_ids(env, nullptr, nullptr);
+    in.text = text_ids(env, b.text);
     return in;
   }
-  in.context = context_ids(env, nullptr, nullptr);
-  in.text = text_ids(env, line);
+  const nlohmann::json& j = b.object;
+  if (j.contains("prompt_tokens")) {
+    const auto p = j.at("prompt_tokens").get<std::vector<int32_t>>();
+    in.context = context_ids(env, nullptr, &p);
+  } else if (j.contains("prompt")) {
+    const auto p = j.at("prompt").get<std::string>();
+    in.context = context_ids(env, &p, nullptr);
+  } else {
+    in.context = context_ids(env, nullptr, nullptr);
+  }
+  if (j.contains("tokens")) {
+    in.text = j.at("tokens").get<std::vector<int32_t>>();
+  } else {
+    check(j.contains("text"), "line has neither \"tokens\" nor \"text\"");
+    in.text = text_ids(env, j.at("text").get<std::string>());
+  }
   return in;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  check(f.good(), "cannot open '" + path + "'");
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+std::string dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string number(const nlohmann::json& v) {
@@ -118,10 +119,17 @@ std::string number(const nlohmann::json& v) {
 }
 
 void print_human(const nlohmann::json& j) {
-  fmt::print("{}: g={} n={} z={} log10_p={} -> {} ({})\n", j["method"].get<std::string>(),
-             j["g"].get<int64_t>(), j["n"].get<int64_t>(), number(j["z"]), number(j["log10_p"]),
-             j["detected"].get<bool>() ? "WATERMARKED" : "not detected",
-             j["reason"].get<std::string>());
+  fmt::print(
+      "{}: {} ({}): z={} log10_p={}, {} green of {} tokens scored (green fraction {}, gamma "
+      "{})\n",
+      j["method"].get<std::string>(), j["detected"].get<bool>() ? "WATERMARKED" : "not watermarked",
+      j["reason"].get<std::string>(), number(j["z"]), number(j["log10_p"]), j["g"].get<int64_t>(),
+      j["n"].get<int64_t>(), number(j["green_fraction"]), j["gamma"].get<double>());
+}
+
+// Exit status for scripts, as grep's: 0 watermarked, 1 not watermarked (main's errors are 2).
+int exit_status(bool detected) {
+  return detected ? 0 : 1;
 }
 
 const Command kDetect{
@@ -141,18 +149,28 @@ const Command kDetect{
           app.add_option("--tokens", a->tokens, "token ids of the text (context added in front)")
               ->excludes(t)
               ->excludes(f);
-      app.add_option(
-             "--jsonl", a->jsonl,
-             "batch: one input per line (JSON with tokens/text[/prompt_tokens/prompt], or plain "
-             "text); one JSON result line per input line")
-          ->excludes(t)
-          ->excludes(f)
-          ->excludes(k);
-      app.add_option("--sample", a->opt.sample, "CSPV: number of tokens to score");
+      auto* jl = app.add_option("--jsonl", a->jsonl,
+                                "batch: one input per line (JSON with "
+                                "tokens/text[/prompt_tokens/prompt], or plain "
+                                "text); one JSON result line per input line")
+                     ->excludes(t)
+                     ->excludes(f)
+                     ->excludes(k);
+      auto* o = app.add_option("--output,-o", a->output,
+                               "batch: append the result lines to this file (flushed line by line) "
+                               "instead of printing them; it must not exist unless --resume")
+                    ->needs(jl);
+      app.add_flag("--resume", a->resume,
+                   "batch: keep the results already in --output and score only the input lines "
+                   "not there (matched by \"id\", else by line number)")
+          ->needs(o);
+      app.add_option("--sample", a->sample, "CSPV: number of tokens to score")
+          ->check(whole_number(1));
       app.add_flag("--count-repeats", a->opt.count_repeats,
                    "score repeated (expert, token) pairs too");
       app.add_flag("--tokens-detail", a->opt.tokens_detail, "per-token detail in the JSON output");
-      app.add_option("--threshold", a->opt.threshold, "z threshold of the decision (default 4)");
+      app.add_option("--threshold", a->opt.threshold, "z threshold of the decision")
+          ->check(real_number({.lo = -100, .hi = 100}));
       app.add_flag("--json", a->json, "print JSON");
       a->pepi.add(app);
       return [a, &app] {
@@ -160,9 +178,31 @@ const Command kDetect{
                                             app.count("--tokens") + app.count("--jsonl"));
         check(inputs == 1, "give one of --text, --file, --tokens or --jsonl");
         a->opt.method = detect_method_from_name(a->method);
-        check(a->opt.method != DetectMethod::Cspv || a->opt.sample > 0,
-              "--method cspv needs --sample N (N > 0)");
+        check(a->opt.method == DetectMethod::Cspv || app.count("--sample") == 0,
+              "--sample is for --method cspv");
+        if (a->opt.method == DetectMethod::Cspv) a->opt.sample = a->sample;
         const std::string key = a->wm.resolve_key();
+        // A batch's files are checked before the model loads.
+        std::ifstream in;
+        BatchProgress done;
+        std::ofstream file;
+        std::ostream* out = &std::cout;
+        if (app.count("--jsonl")) {
+          in = open_input_file(a->jsonl, "--jsonl file");
+          if (!a->output.empty()) {
+            check_output_not_input(a->output, {a->jsonl}, "--output");
+            if (a->resume) {
+              done = resume_batch_output(a->output);
+            } else {
+              check(!std::filesystem::exists(a->output),
+                    "--output '" + a->output +
+                        "' exists: give --resume to continue it, or another path");
+            }
+            file.open(a->output, std::ios::binary | std::ios::app);
+            check(file.good(), "--output '" + a->output + "' cannot be written");
+            out = &file;
+          }
+        }
         const bool single_json = a->json && app.count("--jsonl") == 0;
         a->model.json_stats = single_json;  // --json: the load statistics go in its "load" field
         auto m = a->model.load();
@@ -182,42 +222,58 @@ const Command kDetect{
         const std::vector<int32_t>* prompt_ids = app.count("--prompt-tokens") ? &pids : nullptr;
 
         if (app.count("--jsonl")) {
-          std::ifstream in(a->jsonl);
-          check(in.good(), "cannot open '" + a->jsonl + "'");
           std::string line;
           int64_t lineno = 0;
           while (std::getline(in, line)) {
             ++lineno;
+            BatchLine b;
             nlohmann::json j;
             try {
-              Input x = parse_line(env, line);
-              if (prompt != nullptr || prompt_ids != nullptr)
-                x.context = context_ids(env, prompt, prompt_ids);
-              j = run_one(env, x);
-            } catch (const std::exception& e) {  // one bad line does not stop the batch
+              b = parse_batch_line(line);
+            } catch (const Error& e) {
               j = {{"error", e.what()}};
             }
+            if (done.done.contains(batch_key(b.object, lineno))) continue;
+            if (j.empty()) {
+              try {  // one bad line does not stop the batch
+                Input x = batch_input(env, b);
+                if (prompt != nullptr || prompt_ids != nullptr)
+                  x.context = context_ids(env, prompt, prompt_ids);
+                j = run_one(env, x);
+              } catch (const std::exception& e) {
+                j = {{"error", e.what()}};
+              }
+            }
+            done.any_error = done.any_error || j.contains("error");
+            done.any_detected = done.any_detected || j.value("detected", false);
             j["line"] = lineno;
-            std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+            if (b.is_object && b.object.contains("id")) j["id"] = b.object["id"];
+            // Flushed line by line: an interrupted batch keeps every finished result.
+            *out << dump(j) << '\n' << std::flush;
+            check(out->good(), "writing the results failed");
           }
-          return 0;
+          check(!in.bad(), "--jsonl file '" + a->jsonl + "' cannot be read");
+          // A batch: 2 when a line failed (even with others scored), else as for one text, on
+          // whether any line is watermarked; the results kept by --resume count too.
+          return done.any_error ? 2 : exit_status(done.any_detected);
         }
         Input x;
         x.context = context_ids(env, prompt, prompt_ids);
         if (app.count("--tokens")) {
           x.text = parse_token_list(a->tokens);
         } else {
-          x.text = text_ids(env, app.count("--text") ? a->text : read_file(a->file));
+          x.text =
+              text_ids(env, app.count("--text") ? a->text : read_input_file(a->file, "--file"));
         }
         nlohmann::json j = run_one(env, x);
         j["router_hash"] = det.lists().router_hash();
         if (single_json) j["load"] = a->model.load_json();
         if (a->json) {
-          std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+          std::cout << dump(j) << "\n";
         } else {
           print_human(j);
         }
-        return 0;
+        return exit_status(j["detected"].get<bool>());
       };
     }};
 

@@ -49,33 +49,36 @@ const Command kEval{
       app.add_option("--prompts", a->o.prompts, "prompts, one a line")->check(CLI::ExistingFile);
       app.add_option("--human", a->o.human, "human passages, one a line")->check(CLI::ExistingFile);
       app.add_option("--n", a->o.n, "texts per mode (and unwatermarked)")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--n-human", a->o.n_human, "human passages (default: --n)");
-      app.add_option("--tokens", a->o.tokens, "new tokens per text")->check(CLI::PositiveNumber);
-      app.add_option("--gamma", a->o.gamma, "green-list fraction")->check(CLI::Range(0.0, 1.0));
+      app.add_option("--tokens", a->o.tokens, "new tokens per text")
+          ->check(real_number({.lo = 0, .lo_open = true}));
+      app.add_option("--gamma", a->o.gamma, "green-list fraction")
+          ->check(real_number({.lo = 0, .hi = 1, .lo_open = true, .hi_open = true}));
       app.add_option("--delta", a->o.delta, "watermark bias");
       app.add_option("--deltas", a->deltas, "extra GSG deltas for perplexity vs delta, e.g. 1,4");
       app.add_option("--temperature", a->o.temperature, "sampling temperature")
-          ->check(CLI::NonNegativeNumber);
-      app.add_option("--top-p", a->o.top_p, "nucleus mass")->check(CLI::Range(0.0f, 1.0f));
+          ->check(real_number({.lo = 0}));
+      app.add_option("--top-p", a->o.top_p, "nucleus mass")
+          ->check(real_number({.lo = 0, .hi = 1, .lo_open = true}));
       app.add_option("--seed", a->o.seed, "first sampling seed (text i uses seed + i)");
       app.add_option("--cspv-sample", a->o.cspv_sample, "CSPV sample size")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--attack-rates", a->rates, "edit rates (default 0.05,0.1,0.2,0.3)");
       app.add_option("--attack-texts", a->o.attack_texts,
                      "positives attacked per mode (default: all)");
       app.add_option("--attack-top-k", a->o.top_k_attack, "model top-k for fluent edits")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--crop-window", a->o.crop_window, "tokens kept by span cropping")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--bootstrap", a->o.bootstrap, "bootstrap resamples")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--cross-texts", a->o.cross_texts,
                      "GSG texts per precision for cross-precision (default: all)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(real_number({.lo = 0}));
       app.add_option("--delta-texts", a->o.delta_texts,
                      "texts per extra delta of --deltas (default: --n)")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--oracle", a->oracle,
                      "PEPI oracle (default: MODEL.oracle when it exists, e.g. "
                      "models/epwa-tiny-moe.oracle)")

@@ -10,6 +10,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/quant_quality.hpp"
 
 namespace epwa::cli {
@@ -17,8 +18,7 @@ namespace epwa::cli {
 std::vector<std::vector<int32_t>> heldout_sequences(const Tokenizer& tok,
                                                     const std::filesystem::path& text,
                                                     int32_t lines, int32_t max_tokens) {
-  std::ifstream in(text);
-  check(in.good(), "cannot read held-out text " + text.string());
+  std::ifstream in = open_input_file(text, "held-out text");
   std::vector<std::vector<int32_t>> out;
   std::string line;
   while (static_cast<int32_t>(out.size()) < lines && std::getline(in, line)) {
@@ -57,11 +57,13 @@ const Command kEvalQuant{
       auto a = std::make_shared<Args>();
       a->model.add(app);
       app.add_option("--text", a->text, "held-out text, one paragraph a line");
-      app.add_option("--lines", a->lines, "lines to use")->check(CLI::PositiveNumber);
+      app.add_option("--lines", a->lines, "lines to use")
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--max-tokens", a->max_tokens, "tokens per line at most")
-          ->check(CLI::Range(2, 4096));
+          ->check(real_number({.lo = 2, .hi = 4096}));
       app.add_option("--modes", a->modes, "comma-separated modes: 8bit, 4bit (fast = 4bit)");
-      app.add_option("--router-layer", a->layer, "watermark MoE layer (negative: from the last, -1 = last)");
+      app.add_option("--router-layer", a->layer,
+                     "watermark MoE layer (negative: from the last, -1 = last)");
       app.add_flag("--json", a->json, "print JSON");
       return [a] {
         a->model.json_stats = a->json;

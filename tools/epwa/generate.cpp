@@ -1,8 +1,10 @@
 // epwa generate: continue a prompt, optionally with the EPW-A watermark.
 #include "epwa/generate.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -25,6 +27,7 @@ struct Args {
   int32_t max_new = 32;
   SamplingOptions s;
   bool json = false;
+  bool allow_special = false;
 };
 
 const Command kGenerate{
@@ -39,15 +42,20 @@ const Command kGenerate{
       app.add_option("--watermark", a->watermark, "gsg, ewp or none")
           ->check(CLI::IsMember({"gsg", "ewp", "none"}));
       a->wm.add(app, true);
-      app.add_option("--max-new-tokens,-n", a->max_new, "tokens to generate")
-          ->check(CLI::NonNegativeNumber);
-      app.add_option("--temperature", a->s.temperature, "0 = greedy")
-          ->check(CLI::NonNegativeNumber);
+      app.add_option("--max-new-tokens,-n", a->max_new,
+                     "tokens to generate, at most (capped at the model's context)")
+          ->check(whole_number(0, std::numeric_limits<int32_t>::max()));
+      app.add_option("--temperature", a->s.temperature,
+                     "0 = greedy (the default; generation_config.json is not read)")
+          ->check(real_number({.lo = 0, .hi = 100}));
       app.add_option("--top-k", a->s.top_k, "keep the k most likely tokens (0 = off)")
-          ->check(CLI::NonNegativeNumber);
+          ->check(whole_number(0, std::numeric_limits<int32_t>::max()));
       app.add_option("--top-p", a->s.top_p, "nucleus sampling mass (1 = off)")
-          ->check(CLI::Range(0.0f, 1.0f));
-      app.add_option("--seed", a->s.seed, "sampling seed");
+          ->check(real_number({.lo = 0, .hi = 1, .lo_open = true}));
+      app.add_option("--seed", a->s.seed, "sampling seed, 0 to 2^64-1");
+      app.add_flag("--allow-special-tokens", a->allow_special,
+                   "let the sampler pick special tokens (<unk>, BOS, control tokens); without it "
+                   "only EOS, which ends the text");
       app.add_flag("--json", a->json,
                    "print JSON (prompt_tokens, tokens, text, watermark parameters)");
       return [a, &app] {
@@ -55,6 +63,7 @@ const Command kGenerate{
         check(text_prompt || app.count("--prompt-tokens") > 0,
               "give --prompt TEXT or --prompt-tokens IDS");
         // Resolve the key before loading anything: a missing key is the most common mistake.
+        a->wm.check_used(app, a->watermark);
         const bool watermarking = a->watermark != "none";
         const std::string key = watermarking ? a->wm.resolve_key() : std::string();
         a->model.json_stats = a->json;
@@ -72,10 +81,25 @@ const Command kGenerate{
         } else {
           prompt = parse_token_list(a->prompt_tokens);
         }
+        const int32_t room =
+            max_generated_tokens(*m, static_cast<int64_t>(prompt.size()), a->max_new);
+        if (room < a->max_new)
+          std::cerr << "Note: at most " << room << " new tokens (--max-new-tokens " << a->max_new
+                    << "): the prompt's " << prompt.size() << " tokens and the text must fit the "
+                    << "model's context of " << m->config().max_position_embeddings << " tokens\n";
         GenerateOptions o;
         o.max_new_tokens = a->max_new;
         o.sampling = a->s;
         o.stop_tokens = {m->config().eos_token_id};
+        if (!a->allow_special) {
+          const int32_t vocab = m->config().vocab_size;
+          o.suppress_tokens = tok ? non_text_token_ids(*tok, vocab) : std::vector<int32_t>{};
+          if (const int32_t bos = m->config().bos_token_id; bos >= 0 && bos < vocab)
+            o.suppress_tokens.push_back(bos);
+          std::erase_if(o.suppress_tokens, [&](int32_t id) {
+            return std::find(o.stop_tokens.begin(), o.stop_tokens.end(), id) != o.stop_tokens.end();
+          });
+        }
         std::vector<int32_t> out;
         std::optional<Watermarker> wm;
         const auto t0 = std::chrono::steady_clock::now();
@@ -87,9 +111,12 @@ const Command kGenerate{
         }
         const double secs =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        const std::string text = tok ? tok->decode(out, true) : std::string();
+        // The continuation keeps its leading space: prompt + text is the real string.
+        const std::string text = tok ? tok->decode_continuation(out, true) : std::string();
         if (a->json) {
-          nlohmann::json j{{"prompt_tokens", prompt}, {"tokens", out}, {"seconds", secs},
+          nlohmann::json j{{"prompt_tokens", prompt},
+                           {"tokens", out},
+                           {"seconds", secs},
                            {"load", a->model.load_json()}};
           if (tok) j["text"] = text;
           if (text_prompt) j["prompt"] = a->prompt;

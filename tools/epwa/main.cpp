@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "command.hpp"
-#include "epwa/error.hpp"
+#include "common.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   CLI::App app{"epwa: MoE inference with expert-pathway watermarking (EPW-A)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "epwa 0.1.0");
+  app.option_defaults()->always_capture_default();  // --help shows every default
   std::vector<std::function<int()>> runners(registry().size());
   std::vector<CLI::App*> subs;
   for (size_t i = 0; i < registry().size(); ++i) {
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     runners[i] = e.setup(*sub);
     subs.push_back(sub);
   }
+  check_value_syntax(app);
   if (argc > 1 && argv[1][0] != '-') {
     const std::string name = argv[1];
     bool known = false;
@@ -58,18 +60,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "epwa: error: %s\n", e.what());
+    std::fprintf(stderr, "epwa: error: %s\n", plain_parse_error(e).c_str());
     return 2;
   }
   try {
     for (size_t i = 0; i < subs.size(); ++i)
       if (subs[i]->parsed()) return runners[i]();
-  } catch (const epwa::Error& e) {
+  } catch (const std::exception& e) {  // epwa::Error and the rest alike
     std::fprintf(stderr, "epwa: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "epwa: error: %s\n", e.what());
-    return 1;
+    return 2;  // as grep: 1 is detect's "not watermarked"
   }
-  return 1;
+  return 2;
 }

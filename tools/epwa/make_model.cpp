@@ -1,12 +1,14 @@
 // epwa make-model: write a random-weight model of a named shape (fixtures, benchmarks).
+#include "epwa/make_model.hpp"
+
 #include <fmt/core.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "command.hpp"
+#include "common.hpp"
 #include "epwa/error.hpp"
-#include "epwa/make_model.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -25,7 +27,8 @@ const Command kMakeModel{"make-model", "Write a random model (HF folder, or GGUF
   auto* shape = app.add_option("--shape", a->shape, "named shape: " + shapes);
   auto* cfg = app.add_option("--config", a->config, "a HF config.json giving the shape");
   shape->excludes(cfg);
-  app.add_option("--layers", a->layers, "override the number of layers")->check(CLI::PositiveNumber);
+  app.add_option("--layers", a->layers, "override the number of layers")
+      ->check(real_number({.lo = 0, .lo_open = true}));
   app.add_option("--seed", a->seed, "random seed");
   app.add_option("--type", a->type, "weight type: f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
   app.add_option("--out", a->out, "output folder (HF) or file ending in .gguf")->required();

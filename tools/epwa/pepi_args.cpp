@@ -1,5 +1,6 @@
 #include "pepi_args.hpp"
 
+#include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
@@ -18,10 +19,10 @@ void PepiArgs::add(CLI::App& app) {
       "--api-url", api_url,
       "PEPI: OpenAI-completions server returning prompt log-probs (else the local model)");
   app.add_option("--api-top-k", api_top_k, "PEPI: logprobs K asked from the API")
-      ->check(CLI::Range(1, 1000));
+      ->check(real_number({.lo = 1, .hi = 1000}));
   app.add_option("--api-model", api_model, "PEPI: the API's model name, if it needs one");
   app.add_option("--api-timeout", api_timeout, "PEPI: seconds per API request")
-      ->check(CLI::PositiveNumber);
+      ->check(real_number({.lo = 0, .lo_open = true}));
 }
 
 std::shared_ptr<ExpertPredictor> PepiArgs::predictor(

@@ -11,6 +11,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
@@ -30,8 +31,7 @@ struct Args {
 };
 
 std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in(path);
-  check(in.good(), "pepi-eval: cannot read " + path);
+  std::ifstream in = open_input_file(path, "pepi-eval: input");
   std::vector<std::string> v;
   for (std::string l; std::getline(in, l);)
     if (!l.empty()) v.push_back(l);
@@ -61,8 +61,9 @@ const Command kPepiEval{"pepi-eval", "Measure PEPI detection against the full me
   app.add_option("--oracle", a->oracle, "oracle file")->required();
   app.add_option("--prompts", a->prompts, "prompts, one a line");
   app.add_option("--human", a->human, "human passages (negatives), one a line");
-  app.add_option("-n", a->n, "texts per set")->check(CLI::PositiveNumber);
-  app.add_option("--tokens", a->tokens, "new tokens per text")->check(CLI::PositiveNumber);
+  app.add_option("-n", a->n, "texts per set")->check(real_number({.lo = 0, .lo_open = true}));
+  app.add_option("--tokens", a->tokens, "new tokens per text")
+      ->check(real_number({.lo = 0, .lo_open = true}));
   app.add_option("--key", a->key);
   app.add_option("--gamma", a->gamma);
   app.add_option("--delta", a->delta);

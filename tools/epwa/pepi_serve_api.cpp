@@ -33,8 +33,9 @@ const Command kServeApi{"serve-api", "Serve prompt log-probabilities over HTTP (
   auto a = std::make_shared<Args>();
   a->model.add(app);
   app.add_option("--host", a->host, "address to bind (default loopback)");
-  app.add_option("--port", a->port, "TCP port")->check(CLI::Range(1, 65535));
-  app.add_option("--max-logprobs", a->max_k, "largest logprobs K accepted")->check(CLI::PositiveNumber);
+  app.add_option("--port", a->port, "TCP port")->check(real_number({.lo = 1, .hi = 65535}));
+  app.add_option("--max-logprobs", a->max_k, "largest logprobs K accepted")
+      ->check(real_number({.lo = 0, .lo_open = true}));
   app.add_flag("--text-keys", a->text_keys, "key top_logprobs by token text instead of token_id:N");
   return [a] {
     const auto path = resolve_model_path(a->model.model);

@@ -9,6 +9,7 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/export.hpp"
+#include "epwa/files.hpp"
 #include "epwa/load_options.hpp"
 #include "epwa/quant_preset.hpp"
 #include "epwa/tokenizer.hpp"
@@ -20,6 +21,7 @@ struct Args {
   ModelArgs model;
   std::string type;
   std::string out;
+  bool allow_requantize = false;
 };
 
 const Command kQuantize{
@@ -32,6 +34,9 @@ const Command kQuantize{
                      "or the mix q4_k_m (llama.cpp's Q4_K_M; docs/QUANT.md)")
           ->required();
       app.add_option("--out,-o", a->out, "output .gguf file")->required();
+      app.add_flag("--allow-requantize", a->allow_requantize,
+                   "quantize a model whose weights are already quantized (refused without it: "
+                   "the rounding errors add up)");
       return [a] {
         const bool preset = is_quant_preset(a->type);
         const std::optional<DType> type =
@@ -39,7 +44,20 @@ const Command kQuantize{
         const auto t0 = std::chrono::steady_clock::now();
         a->model.load_mode =
             "standard";  // quantize from the source as stored, never from a quantized load
+        check_output_not_input(a->out, {a->model.path()}, "--out");
         auto m = a->model.load();
+        // Re-quantizing compounds the rounding error, as llama-quantize's --allow-requantize
+        // says; to a float type it only widens what is there.
+        const bool to_blocks = preset || dtype_block_size(*type) > 1;
+        if (const auto q = quantized_weight_types(*m); to_blocks && !q.empty()) {
+          std::string types;
+          for (const std::string& t : q) types += (types.empty() ? "" : ", ") + t;
+          check(a->allow_requantize, a->model.path().string() + " is already quantized (" + types +
+                                         " weights): quantizing it again to " + a->type +
+                                         " adds a second rounding error; quantize the float "
+                                         "model instead, or give --allow-requantize");
+          fmt::print(stderr, "Warning: re-quantizing {} weights to {}\n", types, a->type);
+        }
         GgufExportOptions o;
         o.matrix_type = type;
         o.name = m->source().filename().string();
@@ -53,10 +71,12 @@ const Command kQuantize{
         } catch (const Error& e) {
           fmt::print(stderr, "Warning: no tokenizer written: {}\n", e.what());
         }
-        const auto notes = preset ? save_model_gguf_preset(*m, a->type, o, a->out)
-                                  : save_model_gguf(*m, o, a->out);
-        for (const std::string& note : notes)
-          fmt::print(stderr, "Note: {}\n", note);
+        std::vector<std::string> notes;
+        write_via_temp(a->out, [&](const std::filesystem::path& tmp) {
+          notes =
+              preset ? save_model_gguf_preset(*m, a->type, o, tmp) : save_model_gguf(*m, o, tmp);
+        });
+        for (const std::string& note : notes) fmt::print(stderr, "Note: {}\n", note);
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         fmt::print("wrote {} ({} matrices, {} bytes) in {:.2f} s\n", a->out, a->type,

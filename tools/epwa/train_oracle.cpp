@@ -11,6 +11,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/generate.hpp"
 #include "epwa/pepi.hpp"
 #include "epwa/tokenizer.hpp"
@@ -52,9 +53,9 @@ const Command kTrainOracle{
                      "text file, one paragraph a line (never the evaluation's held-out text)");
       app.add_option("--generate", a->generate,
                      "also sample this many continuations of corpus-line prompts")
-          ->check(CLI::NonNegativeNumber);
+          ->check(real_number({.lo = 0}));
       app.add_option("--gen-len", a->gen_len, "tokens per sampled continuation")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--router-layer", a->layer, "MoE layer (negative: from the last, -1 = last)");
       app.add_option("--features", a->features,
                      "topk:K, full, optionally ',ctx' (context token ids)");
@@ -65,21 +66,21 @@ const Command kTrainOracle{
                      "train on positions kept by --save-raw (repeatable) instead of the model");
       app.add_option("--line-offset", a->line_offset,
                      "skip this many (shuffled) corpus lines first")
-          ->check(CLI::NonNegativeNumber);
+          ->check(real_number({.lo = 0}));
       app.add_option("--max-positions", a->max_positions, "positions to collect (train + held-out)")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--seq-len", a->seq_len, "tokens per corpus sequence")
-          ->check(CLI::Range(2, 4096));
+          ->check(real_number({.lo = 2, .hi = 4096}));
       app.add_option("--heldout", a->heldout, "fraction of sequences held out")
-          ->check(CLI::Range(0.0, 0.9));
-      app.add_option("--epochs", a->epochs)->check(CLI::PositiveNumber);
-      app.add_option("--lr", a->lr, "AdaGrad step")->check(CLI::PositiveNumber);
-      app.add_option("--l2", a->l2)->check(CLI::NonNegativeNumber);
+          ->check(real_number({.lo = 0.0, .hi = 0.9}));
+      app.add_option("--epochs", a->epochs)->check(real_number({.lo = 0, .lo_open = true}));
+      app.add_option("--lr", a->lr, "AdaGrad step")->check(real_number({.lo = 0, .lo_open = true}));
+      app.add_option("--l2", a->l2)->check(real_number({.lo = 0}));
       app.add_option("--hidden", a->hidden,
                      "width of the hidden ReLU layer (0 = logistic regression)")
-          ->check(CLI::Range(0, 4096));
+          ->check(real_number({.lo = 0, .hi = 4096}));
       app.add_option("--hidden-lr", a->hidden_lr, "AdaGrad step of the hidden layer")
-          ->check(CLI::PositiveNumber);
+          ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--seed", a->seed);
       app.add_option("--metrics-json", a->metrics_json, "also write the held-out metrics here");
       return [a] {
@@ -122,8 +123,7 @@ const Command kTrainOracle{
 
           std::vector<std::string> lines;
           if (!a->corpus.empty()) {
-            std::ifstream in(a->corpus);
-            check(in.good(), "train-oracle: cannot read corpus " + a->corpus);
+            std::ifstream in = open_input_file(a->corpus, "train-oracle: corpus");
             for (std::string l; std::getline(in, l);)
               if (l.size() >= 40) lines.push_back(std::move(l));
             check(!lines.empty(),

@@ -13,13 +13,31 @@ namespace epwa::cli {
 void WatermarkArgs::add(CLI::App& app, bool generation) {
   auto* k = app.add_option("--key", key, "watermark key (UTF-8; default $EPW_KEY)");
   app.add_option("--key-file", key_file, "file whose raw bytes are the watermark key")->excludes(k);
-  app.add_option("--gamma", gamma, "green-list fraction, in (0, 1)")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--router-layer", router_layer, "watermark layer among the MoE layers (negative: from the last; default -1, the last)");
+  app.add_option("--gamma", gamma, "green-list fraction, in (0, 1)")
+      ->check(real_number({.lo = 0, .hi = 1, .lo_open = true, .hi_open = true}));
+  app.add_option(
+      "--router-layer", router_layer,
+      "watermark layer among the MoE layers (negative: from the last; default -1, the last)");
   if (generation) {
-    app.add_option("--delta", delta, "green-token logit bias (GSG) or EWP base bias");
+    app.add_option("--delta", delta,
+                   "green-token logit bias (GSG) or EWP base bias; at most 10000, which already "
+                   "forces green tokens")
+        ->check(real_number({.lo = 0, .hi = kMaxDelta}));
     app.add_option("--expert-deltas", expert_deltas,
                    "EWP per-expert base biases d0,d1,... (default: --delta)");
   }
+}
+
+void WatermarkArgs::check_used(const CLI::App& app, const std::string& mode) const {
+  if (mode == "none") {
+    for (const char* flag :
+         {"--key", "--key-file", "--gamma", "--delta", "--expert-deltas", "--router-layer"})
+      check(app.count(flag) == 0, std::string(flag) +
+                                      " is a watermark option, but --watermark is none: add "
+                                      "--watermark gsg or ewp, or leave it out");
+  }
+  check(mode != "gsg" || app.count("--expert-deltas") == 0,
+        "--expert-deltas is for --watermark ewp (gsg uses the one --delta)");
 }
 
 std::string WatermarkArgs::resolve_key() const {
@@ -33,11 +51,15 @@ WatermarkConfig WatermarkArgs::config(WatermarkMode mode, const Model& model) co
   WatermarkConfig c;
   c.mode = mode;
   check(gamma > 0.0 && gamma < 1.0, "--gamma must be in (0, 1)");
-  check(std::isfinite(delta), "--delta must be a finite number");
   c.gamma = gamma;
   c.delta = delta;
   if (!expert_deltas.empty()) {
-    for (float d : parse_float_list(expert_deltas)) c.expert_deltas.push_back(d);
+    for (float d : parse_float_list(expert_deltas)) {
+      check(
+          d >= 0 && d <= kMaxDelta,
+          "--expert-deltas: each value must be a number from 0 to 10000, got " + std::to_string(d));
+      c.expert_deltas.push_back(d);
+    }
     check(static_cast<int32_t>(c.expert_deltas.size()) == model.config().num_experts,
           "--expert-deltas has " + std::to_string(c.expert_deltas.size()) +
               " values, the model has " + std::to_string(model.config().num_experts) + " experts");

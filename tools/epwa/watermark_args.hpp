@@ -19,6 +19,9 @@ struct WatermarkArgs {
 
   // --key, --key-file, --gamma, --router-layer; with `generation` also --delta, --expert-deltas.
   void add(CLI::App& app, bool generation);
+  // Throws Error when a watermark option is given that `mode` ("none", "gsg", "ewp") would ignore:
+  // any of them without a watermark, --expert-deltas with GSG.
+  void check_used(const CLI::App& app, const std::string& mode) const;
   // --key-file bytes, else --key, else $EPW_KEY; throws Error when none is given (no default key).
   std::string resolve_key() const;
   // The configuration for `mode`, router layer resolved against `model`.

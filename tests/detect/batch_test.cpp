@@ -1,0 +1,67 @@
+// JSON-lines batch input and --resume bookkeeping (include/epwa/batch.hpp).
+#include "epwa/batch.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "epwa/error.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+TEST(BatchLine, ObjectsTextAndRefusedJson) {
+  const auto o = epwa::parse_batch_line(R"({"id": 7, "text": "hi"})");
+  ASSERT_TRUE(o.is_object);
+  EXPECT_EQ(o.object["text"], "hi");
+  const auto t = epwa::parse_batch_line("The river is wide");
+  EXPECT_FALSE(t.is_object);
+  EXPECT_EQ(t.text, "The river is wide");
+  // JSON that is not an object is an error, not text to score.
+  for (const char* bad : {"[1,2,3]", "null", "42", "\"quoted\"", "true", "{\"text\": "})
+    EXPECT_THROW(epwa::parse_batch_line(bad), epwa::Error) << bad;
+}
+
+TEST(BatchLine, ByteOrderMarkAndCarriageReturnAreStripped) {
+  const auto o = epwa::parse_batch_line("\xEF\xBB\xBF{\"text\": \"hi\"}\r");
+  ASSERT_TRUE(o.is_object);
+  EXPECT_EQ(o.object["text"], "hi");
+  EXPECT_EQ(epwa::parse_batch_line("\xEF\xBB\xBFplain\r").text, "plain");
+  EXPECT_THROW(epwa::parse_batch_line("\xEF\xBB\xBFnull"), epwa::Error);
+}
+
+TEST(BatchKey, IdElseLineNumber) {
+  EXPECT_EQ(epwa::batch_key(nlohmann::json{{"id", "a"}}, 3), "id:\"a\"");
+  EXPECT_NE(epwa::batch_key(nlohmann::json{{"id", 1}}, 3),
+            epwa::batch_key(nlohmann::json{{"id", "1"}}, 3));
+  EXPECT_EQ(epwa::batch_key(nlohmann::json{{"text", "x"}}, 3), "line:3");
+  EXPECT_EQ(epwa::batch_key(nlohmann::json(), 4), "line:4");
+}
+
+TEST(ResumeBatchOutput, KeysOfCompleteLinesAndTornTailRemoved) {
+  const fs::path p = fs::temp_directory_path() / "epwa-batch-resume.jsonl";
+  EXPECT_TRUE(epwa::resume_batch_output(p.string() + ".absent").done.empty());
+  std::ofstream(p, std::ios::binary) << "{\"line\": 1, \"id\": \"a\", \"detected\": true}\n"
+                                     << "{\"line\": 2, \"error\": \"x\"}\n"
+                                     << "{\"line\": 3, \"z\"";
+  const auto progress = epwa::resume_batch_output(p);
+  const auto& done = progress.done;
+  EXPECT_TRUE(progress.any_detected);
+  EXPECT_TRUE(progress.any_error);
+  EXPECT_EQ(done.size(), 2u);
+  EXPECT_TRUE(done.contains("id:\"a\""));
+  EXPECT_TRUE(done.contains("line:2"));
+  std::ifstream f(p, std::ios::binary);
+  const std::string rest((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(rest.back(), '\n');
+  EXPECT_EQ(rest.find("\"line\": 3"), std::string::npos);
+
+  std::ofstream(p, std::ios::binary) << "not a result\n";
+  EXPECT_THROW(epwa::resume_batch_output(p), epwa::Error);
+  fs::remove(p);
+}
+
+}  // namespace
