@@ -35,7 +35,8 @@ struct BatchRequest {
   std::vector<int32_t> prompt;  // BOS included; at least one token
   int32_t max_new_tokens = 16;
   SamplingOptions sampling;
-  std::vector<int32_t> stop_tokens;  // generation ends after emitting one (it is reported)
+  std::vector<int32_t> stop_tokens;      // generation ends after emitting one (it is reported)
+  std::vector<int32_t> suppress_tokens;  // never sampled (as GenerateOptions::suppress_tokens)
   std::unique_ptr<WatermarkProcessor> watermark;  // null: no watermark
   // Called on the engine's thread, in order: each new token, then once at the end (the message
   // is set for FinishReason::Error). Keep them short: the whole batch waits for them.
@@ -45,7 +46,7 @@ struct BatchRequest {
 
 struct BatchEngineOptions {
   int32_t slots = 8;            // sequences decoded together at most
-  int64_t context = 2048;       // positions per sequence: prompt + new tokens
+  int64_t context = 2048;       // positions per sequence (prompt + new), at most the model's
   int64_t prefill_chunk = 256;  // prompt tokens a sequence contributes to one step at most
   int32_t queue = 64;           // requests waiting for a slot at most
 };

@@ -72,6 +72,11 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
   const int64_t kvdim = int64_t{c.num_kv_heads} * c.head_dim;
   int64_t max_positions = 0;
   for (const Run& r : runs) {
+    // Positions the model was never trained on give plausible-looking garbage: refused.
+    if (r.p0 + r.n > c.max_position_embeddings)
+      throw Error("the input reaches position " + std::to_string(r.p0 + r.n) +
+                  ", beyond the model's context of " + std::to_string(c.max_position_embeddings) +
+                  " positions (max_position_embeddings); shorten it");
     ctx.reserve(r.seq, r.p0 + r.n);
     max_positions = std::max({max_positions, r.p0 + r.n, ctx.capacity(r.seq)});
   }

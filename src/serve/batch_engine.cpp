@@ -6,6 +6,7 @@
 #include "epwa/batch_engine.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <unordered_set>
 
 namespace epwa {
@@ -45,11 +46,17 @@ struct SlotObserver : RouterObserver {
   }
 };
 
+// A sequence never runs past the model's context.
+BatchEngineOptions capped(BatchEngineOptions o, const Model& m) {
+  o.context = std::min<int64_t>(o.context, m.config().max_position_embeddings);
+  return o;
+}
+
 }  // namespace
 
 BatchEngine::BatchEngine(const Model& model, BatchEngineOptions o)
     : model_(model),
-      opt_(o),
+      opt_(capped(o, model)),
       ctx_(model, std::min<int64_t>(std::max<int64_t>(o.context, 1), 256),
            std::max<int32_t>(o.slots, 1)) {
   check(o.slots >= 1 && o.slots <= 1024,
@@ -89,6 +96,9 @@ uint64_t BatchEngine::submit(BatchRequest r) {
     throw Error("the prompt (" + std::to_string(r.prompt.size()) + " tokens) and max_tokens (" +
                 std::to_string(r.max_new_tokens) + ") exceed the context of " +
                 std::to_string(opt_.context) + " positions");
+  for (int32_t t : r.suppress_tokens)
+    if (t < 0 || t >= c.vocab_size)
+      throw Error("suppressed token " + std::to_string(t) + " is outside the vocabulary");
   if (r.watermark) {
     const int32_t layer = r.watermark->config().router_layer;
     const auto n = static_cast<int32_t>(model_.moe_layers().size());
@@ -217,6 +227,7 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
       int32_t t;
       try {
         if (j.req.watermark) j.req.watermark->process(row);
+        for (int32_t x : j.req.suppress_tokens) row[x] = -std::numeric_limits<float>::infinity();
         t = j.sampler.sample(row);
       } catch (const std::exception& e) {
         done(s, FinishReason::Error, e.what());

@@ -36,6 +36,7 @@ struct Server::Impl {
   std::map<std::string, std::shared_ptr<const GreenLists>> lists;  // by key id
   std::string router_hash;
   int32_t layer = 0;
+  std::vector<int32_t> suppress;  // ids that are not text (control, unknown), EOS aside
   std::atomic<int32_t> connections{0};
   std::atomic<uint64_t> completions{0};
   // /metrics: answers by (endpoint, status), completion latency, detections.
@@ -86,10 +87,9 @@ std::string dump(const nlohmann::json& j) {
 struct Generation {
   std::vector<int32_t> prompt, tokens;
   std::vector<std::string> stop;
-  std::optional<std::string> prompt_text;  // the prompt decoded
-  std::string text;                        // the text so far (cut at a stop string)
-  size_t sent = 0;                         // bytes of text already streamed
-  bool stopped = false;                    // a stop string was met
+  std::string text;      // the text so far (cut at a stop string)
+  size_t sent = 0;       // bytes of text already streamed
+  bool stopped = false;  // a stop string was met
   bool stream = false;
   uint64_t job = 0;
   std::string id;
@@ -310,6 +310,7 @@ class Session : public std::enable_shared_from_this<Session> {
     r.max_new_tokens = p.max_tokens;
     r.sampling = p.sampling;
     r.stop_tokens = {c.eos_token_id};
+    r.suppress_tokens = srv_.suppress;
     if (!key.empty()) {
       WatermarkConfig wc = srv_.opt.watermark;
       wc.router_layer = srv_.layer;
@@ -367,17 +368,9 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
-  // The new tokens' text as it continues the prompt (a SentencePiece word's leading space kept):
-  // the prompt and continuation decoded together, less the prompt's own text.
-  std::string continuation(Generation& g) const {
-    if (!srv_.tok) return {};
-    if (!g.prompt_text) g.prompt_text = srv_.tok->decode(g.prompt, true);
-    std::vector<int32_t> all = g.prompt;
-    all.insert(all.end(), g.tokens.begin(), g.tokens.end());
-    const std::string full = srv_.tok->decode(all, true);
-    if (full.compare(0, g.prompt_text->size(), *g.prompt_text) == 0)
-      return full.substr(g.prompt_text->size());
-    return srv_.tok->decode(g.tokens, true);  // the prompt's text changed when continued
+  // The new tokens' text as it continues the prompt (a word's leading space kept).
+  std::string continuation(const Generation& g) const {
+    return srv_.tok ? srv_.tok->decode_continuation(g.tokens, true) : std::string();
   }
 
   void on_done(Generation& g, FinishReason why, const std::string& error) {
@@ -585,6 +578,9 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
   check(s.opt.threads >= 1 && s.opt.threads <= 256,
         "serve: threads must be in [1, 256], got " + std::to_string(s.opt.threads));
   s.layer = model_router_layer(model, s.opt.watermark.router_layer);
+  if (s.tok)
+    for (int32_t t : non_text_token_ids(*s.tok, model.config().vocab_size))
+      if (t != model.config().eos_token_id) s.suppress.push_back(t);
   s.router_hash = epwa::router_hash(model);
   if (s.opt.policy != WatermarkPolicy::Off)
     check(!s.opt.keyring.keys.empty(), "serve: the watermark policy " +

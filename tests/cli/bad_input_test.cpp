@@ -211,3 +211,24 @@ TEST(Cli, MakeModelRoundTrip) {
 }
 
 }  // namespace
+
+namespace {
+
+// Text longer than the model's context (the bundled model: 1024 positions) is refused with the
+// limit named, by every command that runs it, instead of scored at positions never trained on.
+TEST(Cli, InputLongerThanTheContext) {
+  const fs::path f = fs::temp_directory_path() / "epwa-long-input.txt";
+  {
+    std::ofstream out(f);
+    for (int i = 0; i < 900; ++i) out << "the river flows " << i << ". ";
+  }
+  expect_error("detect -q --key k --file " + f.string(), "beyond the model's context of 1024");
+  std::string ids = "1";
+  for (int i = 0; i < 1100; ++i) ids += ",5";
+  expect_error("generate -q --prompt-tokens " + ids + " -n 4",
+               "beyond the model's context of 1024");
+  expect_error("trace -q --tokens " + ids, "beyond the model's context of 1024");
+  fs::remove(f);
+}
+
+}  // namespace

@@ -211,3 +211,28 @@ TEST(Context, DecodeRejectsBadBatches) {
 }
 
 }  // namespace
+
+namespace {
+
+// Positions past max_position_embeddings are refused, in one prompt or token by token.
+TEST(Context, RefusesPositionsBeyondTheModelsContext) {
+  auto model = epwa::Model::load(kRef / "gqa");
+  const int64_t ctx = model->config().max_position_embeddings;
+  std::vector<int32_t> tokens(ctx, 5);
+  auto c = model->make_context(16);
+  EXPECT_NO_THROW(model->forward(tokens, c));  // exactly the context
+  const int32_t one[1] = {5};
+  try {
+    model->forward(one, c);
+    ADD_FAILURE() << "position " << ctx << " was run";
+  } catch (const epwa::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("beyond the model's context of " + std::to_string(ctx)),
+              std::string::npos)
+        << e.what();
+  }
+  tokens.push_back(5);
+  auto fresh = model->make_context(16);
+  EXPECT_THROW(model->forward(tokens, fresh), epwa::Error);
+}
+
+}  // namespace

@@ -78,7 +78,10 @@ std::string text_of(const std::string& prompt, const epwa::GenerateOptions& go,
                     epwa::Watermarker* wm = nullptr) {
   auto& b = bundle();
   const auto ids = b.tok->encode(prompt, true, false);
-  auto out = wm ? wm->generate(*b.model, ids, go) : epwa::generate(*b.model, ids, go);
+  epwa::GenerateOptions o = go;  // what the server does: no special token in the text
+  for (int32_t t : epwa::non_text_token_ids(*b.tok, b.model->config().vocab_size))
+    if (t != b.model->config().eos_token_id) o.suppress_tokens.push_back(t);
+  auto out = wm ? wm->generate(*b.model, ids, o) : epwa::generate(*b.model, ids, o);
   if (!out.empty() && out.back() == b.model->config().eos_token_id) out.pop_back();
   std::vector<int32_t> all = ids;
   all.insert(all.end(), out.begin(), out.end());

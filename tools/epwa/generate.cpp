@@ -81,6 +81,12 @@ const Command kGenerate{
         } else {
           prompt = parse_token_list(a->prompt_tokens);
         }
+        const int64_t ctx = m->config().max_position_embeddings;
+        check(static_cast<int64_t>(prompt.size()) <= ctx, [&] {
+          return "the prompt's " + std::to_string(prompt.size()) +
+                 " tokens are beyond the model's context of " + std::to_string(ctx) +
+                 " positions (max_position_embeddings); shorten it";
+        });
         const int32_t room =
             max_generated_tokens(*m, static_cast<int64_t>(prompt.size()), a->max_new);
         if (room < a->max_new)

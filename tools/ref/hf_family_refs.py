@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Run HuggingFace transformers on the committed Qwen2-MoE, OLMoE and Qwen3-MoE reference checkpoints.
+
+make_family_refs.py wrote tests/data/ref/{qwen2moe,olmoe,qwen3moe}/ and their references from a numpy
+float64 forward (no torch). This script loads the same files with transformers' own
+Qwen2MoeForCausalLM / OlmoeForCausalLM / Qwen3MoeForCausalLM (AutoModelForCausalLM, float32, eager
+attention and experts, on the CPU), runs every case of ref.json through it and writes
+<out>/<name>/hf.json in ref.json's layout: transformers' logits, raw router logits, top-k and
+weights of every MoE layer, and 8 greedy tokens. meta records the versions, the loading report, how
+far transformers is from the numpy references and a GPU cross-check (TF32 off).
+
+    python3 tools/ref/hf_family_refs.py --ref tests/data/ref --out /tmp/hf
+"""
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+
+import torch
+import torch.nn.functional as F
+
+NAMES = ["qwen2moe", "olmoe", "qwen3moe"]
+
+
+def log(*parts):
+    print(*parts, flush=True)
+
+
+def to_json(o, depth=0):
+    """JSON with floats as float32 values printed to 9 significant digits (round-trips f32)."""
+    if isinstance(o, bool):
+        return "true" if o else "false"
+    if o is None:
+        return "null"
+    if isinstance(o, float):
+        return format(o, ".9g") if math.isfinite(o) else json.dumps(str(o))
+    if isinstance(o, (int, str)):
+        return json.dumps(o)
+    if isinstance(o, (list, tuple)):
+        if depth < 3:
+            return "[" + ",\n".join(to_json(x, depth + 1) for x in o) + "]"
+        return "[" + ",".join(to_json(x, depth + 1) for x in o) + "]"
+    if isinstance(o, dict):
+        sep = ",\n" if depth < 3 else ","
+        return "{" + sep.join(json.dumps(str(k)) + ":" + to_json(v, depth + 1)
+                              for k, v in o.items()) + "}"
+    raise TypeError(type(o))
+
+
+class HF:
+    """One checkpoint in transformers, with hooks on every router."""
+
+    def __init__(self, folder, cfg):
+        from transformers import AutoModelForCausalLM
+
+        self.cfg = cfg
+        self.device = "cpu"
+        model, info = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, attn_implementation="eager",
+            experts_implementation="eager", output_loading_info=True)
+        self.model = model.eval()
+        self.loading = {k: sorted(map(str, v)) for k, v in dict(info).items()}
+        self.gates = {}  # transformer layer -> router module
+        for name, mod in self.model.named_modules():
+            m = re.search(r"layers\.(\d+)\.mlp\.gate$", name)
+            if m:
+                self.gates[int(m.group(1))] = mod
+        self.captured = {l: [] for l in self.gates}
+        for l, g in self.gates.items():
+            g.register_forward_hook(self._hook(l), with_kwargs=True)
+
+    def _hook(self, l):
+        def hook(mod, args, kwargs, out):
+            x = args[0] if args else next(iter(kwargs.values()))
+            self.captured[l].append((x.detach(), out))
+        return hook
+
+    def to(self, device):
+        self.model.to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def forward(self, ids):
+        for c in self.captured.values():
+            c.clear()
+        t = torch.tensor([ids], device=self.device)
+        out = self.model(input_ids=t, use_cache=False)
+        logits = out.logits[0].float().cpu()
+        routers, module_agree = {}, []
+        k = self.cfg["num_experts_per_tok"]
+        for l, g in sorted(self.gates.items()):
+            assert len(self.captured[l]) == 1, f"router {l} ran {len(self.captured[l])} times"
+            x, gout = self.captured[l][0]
+            raw = F.linear(x.reshape(-1, x.shape[-1]).float(), g.weight.float()).cpu()
+            probs = raw.softmax(-1)
+            w, i = probs.topk(k, -1)
+            if self.cfg.get("norm_topk_prob", False):
+                w = w / w.sum(-1, keepdim=True)
+            routers[l] = (raw, i, w)
+            # What the router module itself returned, for the record.
+            outs = gout if isinstance(gout, (tuple, list)) else (gout,)
+            agree = {"raw_logits_maxdiff": float((outs[0].float().cpu().reshape(raw.shape) - raw)
+                                                 .abs().max())}
+            if len(outs) == 3:
+                agree["topk_equal"] = bool(torch.equal(outs[2].cpu().reshape(i.shape), i))
+                agree["weights_maxdiff"] = float((outs[1].float().cpu().reshape(w.shape) - w)
+                                                 .abs().max())
+            module_agree.append(agree)
+        return logits, routers, module_agree
+
+    @torch.no_grad()
+    def greedy(self, ids, n):
+        seq = list(ids)
+        for _ in range(n):  # full recompute each step
+            logits, _, _ = self.forward(seq)
+            seq.append(int(logits[-1].argmax()))
+        manual = seq[len(ids):]
+        m = self.model
+        m.generation_config.eos_token_id = None
+        m.generation_config.pad_token_id = 0
+        t = torch.tensor([ids], device=self.device)
+        gen = m.generate(input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=n,
+                         do_sample=False, eos_token_id=None, pad_token_id=0)
+        return manual, gen[0, len(ids):].tolist()
+
+
+def compare_weights(hf, folder):
+    """save_pretrained writes the Hub naming back: every tensor must equal the committed file's."""
+    from safetensors.torch import load_file
+
+    want = load_file(os.path.join(folder, "model.safetensors"))
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.model.save_pretrained(tmp)
+        got = {}
+        for f in sorted(os.listdir(tmp)):
+            if f.endswith(".safetensors"):
+                got.update(load_file(os.path.join(tmp, f)))
+    tied = hf.cfg.get("tie_word_embeddings", False)
+    missing = sorted(k for k in want if k not in got)
+    extra = sorted(k for k in got if k not in want and not (tied and k == "lm_head.weight"))
+    differ = sorted(k for k in want if k in got and not torch.equal(got[k].float(), want[k].float()))
+    return {"saved_tensors": len(got), "file_tensors": len(want), "missing": missing,
+            "unexpected": extra, "differ": differ}
+
+
+def rel_err(a, b):
+    return float(((a - b).abs().max(-1).values / b.abs().max(-1).values).max())
+
+
+def run_one(name, ref_dir, out_dir, gpu):
+    import transformers
+
+    folder = os.path.join(ref_dir, name)
+    with open(os.path.join(folder, "ref.json")) as f:
+        ref = json.load(f)
+    cfg = ref["config"]
+    hf = HF(folder, cfg)
+    weights = compare_weights(hf, folder)
+    log(name, type(hf.model).__name__, "loading", hf.loading, "weights", weights)
+    moe_index = {l: i for i, l in enumerate(sorted(hf.gates))}
+
+    cases, agree = [], {"logits_max_rel_err": 0.0, "router_max_abs_err": 0.0, "topk_equal": True,
+                        "weights_max_abs_err": 0.0, "greedy_equal": True,
+                        "generate_equals_argmax": True, "router_module": []}
+    for rc in ref["cases"]:
+        ids = rc["tokens"]
+        logits, routers, module_agree = hf.forward(ids)
+        agree["router_module"].append(module_agree)
+        agree["logits_max_rel_err"] = max(agree["logits_max_rel_err"],
+                                          rel_err(logits.double(), torch.tensor(rc["logits"]).double()))
+        entries = []
+        for l, (raw, i, w) in sorted(routers.items()):
+            entries.append({"layer": l, "moe_layer": moe_index[l], "logits": raw.tolist(),
+                            "topk": i.tolist(), "weights": w.tolist()})
+        by_layer = {e["layer"]: e for e in rc["router"]}
+        assert set(by_layer) == set(routers), f"{name}: router layers {sorted(routers)} vs ref"
+        for e in entries:
+            r = by_layer[e["layer"]]
+            agree["router_max_abs_err"] = max(agree["router_max_abs_err"], float(
+                (torch.tensor(e["logits"]).double() - torch.tensor(r["logits"]).double()).abs().max()))
+            agree["topk_equal"] &= e["topk"] == r["topk"]
+            agree["weights_max_abs_err"] = max(agree["weights_max_abs_err"], float(
+                (torch.tensor(e["weights"]).double() - torch.tensor(r["weights"]).double()).abs().max()))
+        manual, gen = hf.greedy(ids, len(rc["greedy"]))
+        agree["greedy_equal"] &= manual == rc["greedy"]
+        agree["generate_equals_argmax"] &= gen == manual
+        cases.append({"tokens": ids, "logits": logits.tolist(), "router": entries, "greedy": manual})
+        log(f"  case of {len(ids)} tokens: greedy {manual} (numpy ref {rc['greedy']}, generate {gen})")
+
+    gpu_check = None
+    if gpu and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        hf.to("cuda")
+        rel, same = 0.0, True
+        for c in cases:
+            logits, routers, _ = hf.forward(c["tokens"])
+            rel = max(rel, rel_err(logits.double(), torch.tensor(c["logits"]).double()))
+            for e in c["router"]:
+                same &= routers[e["layer"]][1].tolist() == e["topk"]
+        gpu_check = {"device": torch.cuda.get_device_name(0), "max_rel_diff": rel, "topk_equal": same}
+        hf.to("cpu")
+
+    meta = {"generator": "tools/ref/hf_family_refs.py", "model_class": type(hf.model).__name__,
+            "transformers": transformers.__version__, "torch": torch.__version__,
+            "python": sys.version.split()[0], "dtype": "float32", "device": "cpu",
+            "attn_implementation": "eager", "experts_implementation": "eager",
+            "loading_info": hf.loading, "weights_round_trip": weights,
+            "vs_numpy_reference": agree, "gpu_crosscheck": gpu_check,
+            "numpy_reference_seed": ref["meta"].get("seed")}
+    os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+    with open(os.path.join(out_dir, name, "hf.json"), "w") as f:
+        f.write(to_json({"config": cfg, "meta": meta, "cases": cases}))
+    summary = {k: v for k, v in agree.items() if k != "router_module"}
+    log(name, "vs numpy:", summary, "gpu:", gpu_check)
+    return summary, weights, hf.loading
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ref", default="tests/data/ref")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--no-gpu", action="store_true")
+    ap.add_argument("--threads", type=int, default=8)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.use_deterministic_algorithms(True)
+    ok = True
+    for name in NAMES:
+        summary, weights, loading = run_one(name, a.ref, a.out, not a.no_gpu)
+        ok &= (summary["topk_equal"] and summary["greedy_equal"]
+               and summary["logits_max_rel_err"] < 1e-4 and not weights["missing"]
+               and not weights["differ"] and not any(loading.get("missing_keys", [])))
+    log("ALL OK" if ok else "MISMATCH")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
