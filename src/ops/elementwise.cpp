@@ -41,7 +41,9 @@ void rmsnorm(std::span<const float> x, const TensorView& weight, float eps, std:
 void softmax(std::span<float> x) {
   if (x.empty()) return;
   float mx = x[0];
-  for (float v : x) mx = std::fmax(mx, v);
+  // A comparison, not std::fmax (a libm call per score, 19% of a long prompt's time in perf);
+  // the same maximum for every non-NaN input.
+  for (float v : x) mx = v > mx ? v : mx;
   double sum = 0;
   for (float& v : x) {
     v = std::exp(v - mx);
