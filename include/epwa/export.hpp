@@ -21,10 +21,13 @@ struct HfTensorReader {
 
 struct GgufExportOptions {
   // Type of the weight matrices; nullopt keeps each tensor's stored type. Norms and routers are
-  // always written as f32 (llama.cpp does the same: the router decides the experts the watermark reads).
+  // always written as f32 (llama.cpp does the same: the router decides the experts the watermark
+  // reads).
   std::optional<DType> matrix_type;
   std::string name = "epwa";
   std::vector<GgufKV> extra_metadata;  // e.g. the tokenizer
+  // Called after each tensor is written, with (tensors written, tensors in all); may be empty.
+  std::function<void(int64_t done, int64_t total)> progress;
 };
 
 void write_model_gguf(const ModelConfig& c, const HfTensorReader& read, const GgufExportOptions& o,

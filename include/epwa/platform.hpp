@@ -34,6 +34,8 @@ class MappedFile {
 uint64_t available_memory_bytes();
 // Peak resident set size of this process, in bytes.
 uint64_t peak_rss_bytes();
+// Whether standard error is a terminal (progress is shown there, not when it is piped).
+bool stderr_is_terminal();
 // Hint that a large buffer should be backed by huge pages where the OS allows it; never fails.
 void advise_huge_pages(void* addr, size_t bytes);
 

@@ -1,6 +1,7 @@
 // HF -> GGUF for every family: names, keys, Q/K row permutation and merged expert tensors as
 // llama.cpp writes them.
 #include <cstring>
+#include <memory>
 
 #include "epwa/arch.hpp"
 #include "epwa/error.hpp"
@@ -86,6 +87,8 @@ void write_model_gguf(const ModelConfig& c, const HfTensorReader& read, const Gg
     else
       groups.push_back({s});
   });
+  const auto total = static_cast<int64_t>(groups.size());
+  auto done = std::make_shared<int64_t>(0);
   for (std::vector<TensorSpec>& parts : groups) {
     const TensorSpec& first = parts.front();
     const DType to = first.keep_f32 ? DType::F32 : o.matrix_type.value_or(read.type(first.hf));
@@ -93,7 +96,8 @@ void write_model_gguf(const ModelConfig& c, const HfTensorReader& read, const Gg
     if (first.expert >= 0) shape.insert(shape.begin(), static_cast<int64_t>(parts.size()));
     const int64_t cols = shape.back();
     w.add_tensor(first.gguf, to, std::move(shape),
-                 [&c, &read, to, cols, parts = std::move(parts)](const GgufWriter::Emit& emit) {
+                 [&c, &read, &o, to, cols, total, done,
+                  parts = std::move(parts)](const GgufWriter::Emit& emit) {
                    std::vector<std::byte> src, dst;
                    for (const TensorSpec& p : parts) {
                      const DType t = read.type(p.hf);
@@ -108,6 +112,7 @@ void write_model_gguf(const ModelConfig& c, const HfTensorReader& read, const Gg
                      convert_rows(t, src.data(), to, dst.data(), rows, cols);
                      emit(dst);
                    }
+                   if (o.progress) o.progress(++*done, total);
                  });
   }
   w.write(out);

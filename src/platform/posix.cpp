@@ -208,3 +208,9 @@ const CpuFeatures& cpu_features() {
 }
 
 }  // namespace epwa
+
+namespace epwa {
+bool stderr_is_terminal() {
+  return ::isatty(STDERR_FILENO) == 1;
+}
+}  // namespace epwa

@@ -7,6 +7,7 @@
 #include "epwa/export.hpp"
 #include "epwa/files.hpp"
 #include "epwa/tokenizer.hpp"
+#include "progress.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -35,8 +36,11 @@ const Command kConvert{
           write_tokenizer_gguf_metadata(vocab_from_model_files(in), meta);
           o.extra_metadata = meta.metadata();
         }
+        TerminalProgress progress("converting", false);
+        o.progress = [&](int64_t done, int64_t total) { progress.update(done, total, " tensors"); };
         write_via_temp(*out,
                        [&](const std::filesystem::path& tmp) { convert_hf_to_gguf(in, tmp, o); });
+        progress.finish();
         fmt::print(stderr, "wrote {}\n", *out);
         return 0;
       };

@@ -14,6 +14,7 @@
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "pepi_args.hpp"
+#include "progress.hpp"
 #include "watermark_args.hpp"
 
 namespace epwa::cli {
@@ -224,8 +225,14 @@ const Command kDetect{
         if (app.count("--jsonl")) {
           std::string line;
           int64_t lineno = 0;
+          // With --output the terminal shows how far the file is (results go to the file).
+          TerminalProgress progress("detecting", a->model.quiet || a->output.empty());
+          std::error_code size_error;
+          const auto bytes = static_cast<int64_t>(std::filesystem::file_size(a->jsonl, size_error));
           while (std::getline(in, line)) {
             ++lineno;
+            if (!size_error)
+              progress.update(in.eof() ? bytes : static_cast<int64_t>(in.tellg()), bytes, " bytes");
             BatchLine b;
             nlohmann::json j;
             try {
@@ -252,6 +259,7 @@ const Command kDetect{
             *out << dump(j) << '\n' << std::flush;
             check(out->good(), "writing the results failed");
           }
+          progress.finish();
           check(!in.bad(), "--jsonl file '" + a->jsonl + "' cannot be read");
           // A batch: 2 when a line failed (even with others scored), else as for one text, on
           // whether any line is watermarked; the results kept by --resume count too.

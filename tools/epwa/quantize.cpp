@@ -13,6 +13,7 @@
 #include "epwa/load_options.hpp"
 #include "epwa/quant_preset.hpp"
 #include "epwa/tokenizer.hpp"
+#include "progress.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -72,10 +73,13 @@ const Command kQuantize{
           fmt::print(stderr, "Warning: no tokenizer written: {}\n", e.what());
         }
         std::vector<std::string> notes;
+        TerminalProgress progress("quantizing", a->model.quiet);
+        o.progress = [&](int64_t done, int64_t total) { progress.update(done, total, " tensors"); };
         write_via_temp(a->out, [&](const std::filesystem::path& tmp) {
           notes =
               preset ? save_model_gguf_preset(*m, a->type, o, tmp) : save_model_gguf(*m, o, tmp);
         });
+        progress.finish();
         for (const std::string& note : notes) fmt::print(stderr, "Note: {}\n", note);
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
