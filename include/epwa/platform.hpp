@@ -34,6 +34,9 @@ class MappedFile {
 uint64_t available_memory_bytes();
 // Peak resident set size of this process, in bytes.
 uint64_t peak_rss_bytes();
+// Throws Error ("<what> <path>: ...") unless `path` is a regular file that only its owner may read
+// or write (mode 0600 or stricter), as ssh requires of private keys.
+void check_private_file(const std::filesystem::path& path, const std::string& what);
 // Whether standard error is a terminal (progress is shown there, not when it is piped).
 bool stderr_is_terminal();
 // Hint that a large buffer should be backed by huge pages where the OS allows it; never fails.

@@ -210,6 +210,19 @@ const CpuFeatures& cpu_features() {
 }  // namespace epwa
 
 namespace epwa {
+void check_private_file(const std::filesystem::path& path, const std::string& what) {
+  const std::string f = path.string();
+  struct stat st {};
+  if (::stat(f.c_str(), &st) != 0) throw Error(what + " " + f + ": not found");
+  if (!S_ISREG(st.st_mode)) throw Error(what + " " + f + ": not a regular file");
+  if (st.st_mode & 077) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw Error(what + " " + f + ": permissions " + mode +
+                " let other users read it; chmod 600 it");
+  }
+}
+
 bool stderr_is_terminal() {
   return ::isatty(STDERR_FILENO) == 1;
 }

@@ -2,12 +2,11 @@
 // digests, compared in constant time.
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
-#include <sys/stat.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "epwa/server.hpp"
+#include "private_json.hpp"
 
 namespace epwa {
 
@@ -23,23 +22,9 @@ std::string sha256(std::string_view s) {
 
 ApiKeys ApiKeys::load(const std::filesystem::path& path) {
   const std::string f = path.string();
-  struct stat st {};
-  if (::stat(f.c_str(), &st) != 0) throw Error("API keys " + f + ": not found");
-  if (!S_ISREG(st.st_mode)) throw Error("API keys " + f + ": not a regular file");
-  if (st.st_mode & 077) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    throw Error("API keys " + f + ": permissions " + mode + " let others read them; chmod 600 it");
-  }
-  std::ifstream in(path, std::ios::binary);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception&) {
-    throw Error("API keys " + f +
-                ": not valid JSON ({\"keys\": [{\"name\", \"key\", \"roles\"}, ...]})");
-  }
-  if (!j.is_object() || !j.contains("keys") || !j["keys"].is_array() || j["keys"].empty())
+  const nlohmann::json j = serve::read_private_json(
+      path, "API keys", "{\"keys\": [{\"name\", \"key\", \"roles\"}, ...]}");
+  if (!j.contains("keys") || !j["keys"].is_array() || j["keys"].empty())
     throw Error("API keys " + f + ": no \"keys\" array with at least one key");
   ApiKeys out;
   for (const auto& k : j["keys"]) {

@@ -160,11 +160,12 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.close();
   }
 
-  void send(http::status status, std::string body, bool keep_alive) {
+  void send(http::status status, std::string body, bool keep_alive,
+            const char* content_type = "application/json") {
     srv_.count(endpoint_, static_cast<int>(status));
     auto res = std::make_shared<http::response<http::string_body>>(status, 11);
     res->set(http::field::server, "epwa");
-    res->set(http::field::content_type, "application/json");
+    res->set(http::field::content_type, content_type);
     res->keep_alive(keep_alive);
     res->body() = std::move(body);
     res->prepare_payload();
@@ -178,23 +179,6 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void send_error(const ApiError& e, bool keep_alive) {
     send(static_cast<http::status>(e.status), dump(serve::error_json(e)), keep_alive);
-  }
-
-  // Prometheus' text format.
-  void send_text(std::string body) {
-    srv_.count(endpoint_, 200);
-    auto res = std::make_shared<http::response<http::string_body>>(http::status::ok, 11);
-    res->set(http::field::server, "epwa");
-    res->set(http::field::content_type, "text/plain; version=0.0.4");
-    res->keep_alive(keep_alive_);
-    res->body() = std::move(body);
-    res->prepare_payload();
-    stream_.expires_after(limits().write_timeout);
-    http::async_write(stream_, *res,
-                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
-                        if (ec || !res->keep_alive()) return self->close();
-                        self->read();
-                      });
   }
 
   void handle(http::request<http::string_body> req) {
@@ -229,7 +213,8 @@ class Session : public std::enable_shared_from_this<Session> {
       if (target == "/metrics") {
         only(http::verb::get);
         need(kAdmin, "read the metrics");
-        return send_text(srv_.metrics_text());
+        return send(http::status::ok, srv_.metrics_text(), keep_alive_,
+                    "text/plain; version=0.0.4");  // Prometheus' text format
       }
       if (target == "/health") {
         only(http::verb::get);

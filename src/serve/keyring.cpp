@@ -1,10 +1,8 @@
 // The server's keyring and policy names (include/epwa/server.hpp).
-#include <sys/stat.h>
-
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "epwa/server.hpp"
+#include "private_json.hpp"
 
 namespace epwa {
 
@@ -28,24 +26,9 @@ WatermarkPolicy watermark_policy_from_name(std::string_view s) {
 
 Keyring Keyring::load(const std::filesystem::path& path) {
   const std::string f = path.string();
-  struct stat st {};
-  if (::stat(f.c_str(), &st) != 0) throw Error("keyring " + f + ": not found");
-  if (!S_ISREG(st.st_mode)) throw Error("keyring " + f + ": not a regular file");
-  if (st.st_mode & 077) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    throw Error("keyring " + f + ": permissions " + mode +
-                " let others read the keys; chmod 600 it");
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("keyring " + f + ": cannot be read");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception&) {
-    throw Error("keyring " + f + ": not valid JSON ({\"default\": id, \"keys\": {id: secret}})");
-  }
-  if (!j.is_object() || !j.contains("keys") || !j["keys"].is_object() || j["keys"].empty())
+  const nlohmann::json j =
+      serve::read_private_json(path, "keyring", "{\"default\": id, \"keys\": {id: secret}}");
+  if (!j.contains("keys") || !j["keys"].is_object() || j["keys"].empty())
     throw Error("keyring " + f + ": no \"keys\" object with at least one key");
   Keyring k;
   for (const auto& [id, secret] : j["keys"].items()) {

@@ -13,7 +13,6 @@ far transformers is from the numpy references and a GPU cross-check (TF32 off).
 """
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -22,32 +21,13 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
+from make_family_refs import to_json  # the same JSON layout as ref.json
+
 NAMES = ["qwen2moe", "olmoe", "qwen3moe"]
 
 
 def log(*parts):
     print(*parts, flush=True)
-
-
-def to_json(o, depth=0):
-    """JSON with floats as float32 values printed to 9 significant digits (round-trips f32)."""
-    if isinstance(o, bool):
-        return "true" if o else "false"
-    if o is None:
-        return "null"
-    if isinstance(o, float):
-        return format(o, ".9g") if math.isfinite(o) else json.dumps(str(o))
-    if isinstance(o, (int, str)):
-        return json.dumps(o)
-    if isinstance(o, (list, tuple)):
-        if depth < 3:
-            return "[" + ",\n".join(to_json(x, depth + 1) for x in o) + "]"
-        return "[" + ",".join(to_json(x, depth + 1) for x in o) + "]"
-    if isinstance(o, dict):
-        sep = ",\n" if depth < 3 else ","
-        return "{" + sep.join(json.dumps(str(k)) + ":" + to_json(v, depth + 1)
-                              for k, v in o.items()) + "}"
-    raise TypeError(type(o))
 
 
 class HF:
