@@ -316,7 +316,32 @@ class Session : public std::enable_shared_from_this<Session> {
       push(
           "HTTP/1.1 200 OK\r\nServer: epwa\r\nContent-Type: text/event-stream\r\n"
           "Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
+    } else {
+      watch_for_hangup(g->job);
     }
+  }
+
+  // While a plain completion is generated nothing is written: a client that hangs up is seen as
+  // its socket turning readable with nothing to read (end of stream), and its work is cancelled.
+  void watch_for_hangup(uint64_t job) {
+    watching_ = true;
+    stream_.socket().async_wait(
+        tcp::socket::wait_read, [self = shared_from_this(), job](beast::error_code ec) {
+          if (ec || !self->watching_) return;  // cancelled: the answer is being written
+          char c;
+          beast::error_code peek;
+          const size_t n =
+              self->stream_.socket().receive(net::buffer(&c, 1), tcp::socket::message_peek, peek);
+          self->watching_ = false;
+          // Bytes waiting are a pipelined request, read after the answer: not a hang-up.
+          if (n == 0 || peek) self->srv_.engine->cancel(job);
+        });
+  }
+  void stop_watching() {
+    if (!watching_) return;
+    watching_ = false;
+    beast::error_code ignored;
+    stream_.socket().cancel(ignored);
   }
 
   nlohmann::json chunk(const Generation& g, const std::string& text,
@@ -362,7 +387,10 @@ class Session : public std::enable_shared_from_this<Session> {
     if (why == FinishReason::Error) {
       std::fprintf(stderr, "epwa serve: generation %s failed: %s\n", g.id.c_str(), error.c_str());
       const ApiError e(500, "server_error", "the generation failed");
-      if (!g.stream) return send_error(e, false);
+      if (!g.stream) {
+        stop_watching();
+        return send_error(e, false);
+      }
       push("data: " + dump(serve::error_json(e)) + "\n\n");
       return end_stream();
     }
@@ -384,6 +412,7 @@ class Session : public std::enable_shared_from_this<Session> {
     auto res = chunk(g, g.text, finish);
     res["usage"] = usage;
     res["watermark"] = g.watermark;
+    stop_watching();
     send(http::status::ok, dump(res), keep_alive_);
   }
 
@@ -465,6 +494,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_, endpoint_ = "other", who_;
   std::deque<std::string> out_;
   bool writing_ = false, ending_ = false;
+  bool watching_ = false;  // a plain completion's hang-up watch is pending
   uint64_t stream_job_ = 0;
 };
 

@@ -266,6 +266,34 @@ TEST(Server, SlowAndIdleClientsHoldNothing) {
   for (int fd : idle) ::close(fd);
 }
 
+// A client that hangs up on a plain (not streamed) completion frees its slot at once.
+TEST(Server, HangingUpCancelsAPlainCompletion) {
+  epwa::ServerOptions o;
+  o.engine.slots = 1;
+  o.engine.queue = 4;
+  Running s(o);
+  const int fd = connect_to(s.port());
+  const std::string body = R"({"prompt": "a", "max_tokens": 1000, "temperature": 0.8})";
+  const std::string req =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ::close(fd);
+  // The generation stops: the slot is free and far fewer than 1000 tokens were made.
+  for (int i = 0;
+       i < 500 && s.client().Get("/health")->body.find("\"running\":0") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const std::string m = s.client().Get("/metrics")->body;
+  const std::string key = "\nepwa_generated_tokens_total ";
+  const auto at = m.find(key);
+  ASSERT_NE(at, std::string::npos) << m;
+  EXPECT_LT(std::stoll(m.substr(at + key.size())), 1000) << m;
+  const json r = s.post("/v1/completions", R"({"prompt": "b", "max_tokens": 4})");
+  EXPECT_EQ(r["usage"]["completion_tokens"], 4);
+}
+
 TEST(Server, QueueFullIs429AndConcurrentRequestsAllAnswer) {
   {
     epwa::ServerOptions o;
