@@ -48,7 +48,7 @@ struct BatchEngineOptions {
   int32_t slots = 8;            // sequences decoded together at most
   int64_t context = 2048;       // positions per sequence (prompt + new), at most the model's
   int64_t prefill_chunk = 256;  // prompt tokens a sequence contributes to one step at most
-  int32_t queue = 64;           // requests waiting for a slot at most
+  int32_t queue = 64;           // requests waiting for a slot at most (beyond the free slots)
 };
 
 class BatchEngine {
@@ -60,7 +60,8 @@ class BatchEngine {
   BatchEngine(const BatchEngine&) = delete;
   BatchEngine& operator=(const BatchEngine&) = delete;
 
-  // Queues a request and returns its id. Throws QueueFull when the queue is full, Error when the
+  // Queues a request and returns its id. Throws QueueFull when every slot is taken and `queue`
+  // requests already wait, Error when the
   // request is invalid (empty prompt, a token id out of range, prompt + max_new_tokens beyond the
   // context, a watermark without a layer of this model).
   uint64_t submit(BatchRequest r);
@@ -89,6 +90,7 @@ class BatchEngine {
   std::deque<std::unique_ptr<Job>> queue_;
   std::unordered_set<uint64_t> cancels_;
   std::vector<std::unique_ptr<Job>> slots_;  // by sequence of ctx_; null = free
+  int32_t occupied_ = 0;                     // slots holding a job, as of the last step (mu_)
   uint64_t next_id_ = 1;
   bool stop_ = false;
   Stats stats_;

@@ -107,9 +107,10 @@ uint64_t BatchEngine::submit(BatchRequest r) {
                                        " MoE layers)");
   }
   std::unique_lock lock(mu_);
-  if (static_cast<int32_t>(queue_.size()) >= opt_.queue)
-    throw QueueFull("too many requests waiting (" + std::to_string(queue_.size()) +
-                    " queued); try again later");
+  // Refused only when every slot is taken (or promised to a queued request) and the queue is full.
+  if (static_cast<int32_t>(queue_.size()) >= opt_.queue + (opt_.slots - occupied_))
+    throw QueueFull("too many requests (" + std::to_string(occupied_) + " running, " +
+                    std::to_string(queue_.size()) + " queued); try again later");
   const uint64_t id = next_id_++;
   queue_.push_back(std::make_unique<Job>(id, std::move(r)));  // the Sampler checks its options
   stats_.queued = static_cast<int32_t>(queue_.size());
@@ -153,6 +154,7 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
     if (!slots_[s]) {
       slots_[s] = std::move(queue_.front());
       queue_.pop_front();
+      ++occupied_;
     }
   std::unordered_set<uint64_t> cancels;
   cancels.swap(cancels_);
@@ -247,8 +249,9 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
   }
 
   lock.lock();
-  stats_.running = static_cast<int32_t>(
+  occupied_ = static_cast<int32_t>(
       std::count_if(slots_.begin(), slots_.end(), [](const auto& j) { return j != nullptr; }));
+  stats_.running = occupied_;
   if (!batch.empty()) ++stats_.steps;
   stats_.tokens_in += batch.size();
   stats_.tokens_out += sampled;

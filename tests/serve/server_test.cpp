@@ -302,13 +302,18 @@ TEST(Server, QueueFullIs429AndConcurrentRequestsAllAnswer) {
     o.engine.context = 2048;
     Running s(o);
     // One long generation holds the only slot; a second request is refused with 429.
-    std::thread t([&] { s.post("/v1/completions", R"({"prompt": "a", "max_tokens": 1000})"); });
+    int first = 0;
+    std::thread t([&] {
+      s.post("/v1/completions", R"({"prompt": "a", "max_tokens": 1000, "temperature": 0.8})",
+             &first);
+    });
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     int status = 0;
     const json e = s.post("/v1/completions", R"({"prompt": "b", "max_tokens": 4})", &status);
     EXPECT_EQ(status, 429) << e.dump();
     EXPECT_EQ(e["error"]["type"], "rate_limit_error");
     t.join();
+    EXPECT_EQ(first, 200);  // the first one had the free slot
   }
   epwa::ServerOptions o;
   o.engine.slots = 4;
