@@ -61,9 +61,8 @@ class BatchEngine {
   BatchEngine& operator=(const BatchEngine&) = delete;
 
   // Queues a request and returns its id. Throws QueueFull when every slot is taken and `queue`
-  // requests already wait, Error when the
-  // request is invalid (empty prompt, a token id out of range, prompt + max_new_tokens beyond the
-  // context, a watermark without a layer of this model).
+  // requests already wait, Error when the request is invalid (empty prompt, a token id out of
+  // range, prompt + max_new_tokens beyond the context, a watermark without a layer of this model).
   uint64_t submit(BatchRequest r);
   // Ends a request (queued or running) with Cancelled before its next step; unknown ids are
   // ignored (it may have finished already).
