@@ -51,6 +51,9 @@ struct ExpertMatrices {
   std::span<const TensorView> gate, down, up;
 };
 
+// Weights are passed as views of the model's tensors; a backend may keep its own copy of each
+// (keyed by the view's data), so the views given to one backend must stay alive and unchanged for
+// its life: one backend per model.
 class Backend {
  public:
   virtual ~Backend() = default;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <deque>
 #include <random>
 #include <vector>
 
@@ -53,14 +54,33 @@ epwa::ModelConfig config() {
   return c;
 }
 
-class BackendOps : public ::testing::TestWithParam<const Backend*> {};
+// Each test gets a backend of its own (the CPU's is static): a GPU backend keeps copies of the
+// weights it was given, keyed by their address, so it must not outlive them (include/epwa/
+// backend.hpp). Matrices stay alive until the end of the test for the same reason.
+class BackendOps : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "cpu") {
+      backend_ = &epwa::cpu_backend();
+    } else {
+      gpu_ = epwa::gpu_backend();
+      ASSERT_TRUE(gpu_) << "no GPU backend";
+      backend_ = gpu_.get();
+    }
+  }
+  const Backend& backend() const { return *backend_; }
+
+ private:
+  std::shared_ptr<const Backend> gpu_;
+  const Backend* backend_ = nullptr;
+};
 
 TEST_P(BackendOps, LinearOfSeveralMatrices) {
-  const Backend& be = *GetParam();
+  const Backend& be = backend();
   auto s = be.make_scratch(config());
   std::mt19937 rng(1);
+  Mat a(7, 16, rng), b(3, 16, rng);
   for (int64_t n : {1, 5}) {
-    Mat a(7, 16, rng), b(3, 16, rng);
     const auto x = randn(n * 16, rng);
     std::vector<float> ya(n * 7), yb(n * 3);
     const TensorView* ws[] = {&a.t, &b.t};
@@ -94,7 +114,7 @@ std::vector<double> ffn_ref(const Mat& g, const Mat& u, const Mat& dn, const flo
 }
 
 TEST_P(BackendOps, FfnAndExperts) {
-  const Backend& be = *GetParam();
+  const Backend& be = backend();
   auto s = be.make_scratch(config());
   std::mt19937 rng(2);
   const int64_t d = 32, w = 24, ne = 4, k = 2;
@@ -139,7 +159,7 @@ TEST_P(BackendOps, FfnAndExperts) {
 }
 
 TEST_P(BackendOps, RmsNormAndRope) {
-  const Backend& be = *GetParam();
+  const Backend& be = backend();
   auto s = be.make_scratch(config());
   be.reserve(*s, 16);
   std::mt19937 rng(3);
@@ -200,7 +220,7 @@ std::vector<double> attention_ref(const std::vector<float>& q, const std::vector
 }
 
 TEST_P(BackendOps, AttentionAppendsAndAttendsCausally) {
-  const Backend& be = *GetParam();
+  const Backend& be = backend();
   auto s = be.make_scratch(config());
   std::mt19937 rng(4);
   const int64_t nh = 4, nkv = 2, hd = 8, p0 = 2, n = 3, cap = 8, kvd = nkv * hd;
@@ -253,14 +273,15 @@ const epwa::DType kTypes[] = {epwa::DType::F32,  epwa::DType::F16,  epwa::DType:
                               epwa::DType::Q5_K, epwa::DType::Q6_K};
 
 TEST_P(BackendOps, LinearOfEveryStorageType) {
-  const Backend& be = *GetParam();
+  const Backend& be = backend();
   auto s = be.make_scratch(config());
   std::mt19937 rng(5);
   const int64_t rows = 9, cols = 512;  // two K-quant super-blocks per row
+  std::deque<StoredMat> keep;
   for (epwa::DType type : kTypes)
     for (int64_t n : {1, 11}) {
       SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
-      StoredMat m(type, rows, cols, rng);
+      const StoredMat& m = keep.emplace_back(type, rows, cols, rng);
       const auto x = randn(n * cols, rng);
       std::vector<float> y(n * rows);
       const TensorView* ws[] = {&m.t};
@@ -279,13 +300,16 @@ TEST_P(BackendOps, LinearOfEveryStorageType) {
 }
 
 TEST_P(BackendOps, ExpertsOfEveryStorageType) {
-  const Backend& be = *GetParam();
+  const Backend& be = backend();
   auto s = be.make_scratch(config());
   std::mt19937 rng(6);
   const int64_t d = 256, w = 512, ne = 3, k = 2, n = 4;
+  std::deque<std::vector<StoredMat>> keep;
   for (epwa::DType type : kTypes) {
     SCOPED_TRACE(std::string(epwa::dtype_name(type)));
-    std::vector<StoredMat> g, dn, u;
+    auto& g = keep.emplace_back();
+    auto& dn = keep.emplace_back();
+    auto& u = keep.emplace_back();
     std::vector<TensorView> G, D, U;
     for (int64_t e = 0; e < ne; ++e) {
       g.emplace_back(type, w, d, rng), dn.emplace_back(type, d, w, rng),
@@ -325,7 +349,7 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
 // Context's life: history it has not seen (a fork), growth (a new buffer with the old rows), and
 // a rewind (rows overwritten from an earlier position).
 TEST_P(BackendOps, AttentionFollowsTheCacheThroughGrowthAndRewind) {
-  const Backend& be = *GetParam();
+  const Backend& be = backend();
   auto s = be.make_scratch(config());
   std::mt19937 rng(7);
   const int64_t nh = 4, nkv = 2, hd = 8, kvd = nkv * hd;
@@ -352,15 +376,14 @@ TEST_P(BackendOps, AttentionFollowsTheCacheThroughGrowthAndRewind) {
   EXPECT_LT(step(4, 1), 1e-5);
 }
 
-// The CPU, and the GPU where it is usable (one backend object for the whole test program).
-std::vector<const Backend*> backends() {
-  static const auto gpu = epwa::gpu_backend();
-  std::vector<const Backend*> v{&epwa::cpu_backend()};
-  if (gpu) v.push_back(gpu.get());
+// The CPU, and the GPU where it is usable.
+std::vector<std::string> backends() {
+  std::vector<std::string> v{"cpu"};
+  if (epwa::gpu_backend()) v.push_back("cuda");
   return v;
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BackendOps, ::testing::ValuesIn(backends()),
-                         [](const auto& info) { return std::string(info.param->name()); });
+                         [](const auto& info) { return info.param; });
 
 }  // namespace

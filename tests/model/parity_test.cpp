@@ -109,6 +109,21 @@ TEST_P(Reference, GpuMatchesTransformers) {
   check_reference(dir, read_json(dir / "ref.json"), true);
 }
 
+// transformers itself (tools/ref/hf_family_refs.py on the GPU machine) on the family checkpoints
+// whose ref.json comes from the numpy forward.
+class TransformersReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TransformersReference, SafetensorsMatchesTransformers) {
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  const json hf = read_json(dir / "hf.json");
+  EXPECT_EQ(hf["meta"]["model_class"].get<std::string>().find("ForCausalLM") != std::string::npos,
+            true);
+  check_reference(dir, hf);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, TransformersReference,
+                         ::testing::Values("qwen2moe", "olmoe", "qwen3moe"));
+
 INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference,
                          ::testing::Values("gqa", "tied", "headdim", "qwen2moe", "olmoe",
                                            "qwen3moe"));

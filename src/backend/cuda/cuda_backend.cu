@@ -223,9 +223,14 @@ class CudaBackend final : public Backend {
                               cudaMemcpyHostToDevice, s.stream));
     m.valid = p0 + n;
     const float* dq = s.upload(s.q, q, n * qdim);
-    float* scores = s.scores.get<float>(static_cast<size_t>(n * nh * (p0 + n)) * sizeof(float));
     float* da = s.att.get<float>(static_cast<size_t>(n * qdim) * sizeof(float));
-    cuda::attention(dq, dk, dv, n, p0, nh, nkv, hd, scores, da, s.stream);
+    // Queries in chunks whose scores fit in 256 MiB (a long prompt's n x heads x keys would not).
+    const int64_t per_row = nh * (p0 + n);
+    const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / per_row, 1, n);
+    float* scores = s.scores.get<float>(static_cast<size_t>(chunk * per_row) * sizeof(float));
+    for (int64_t i0 = 0; i0 < n; i0 += chunk)
+      cuda::attention(dq + i0 * qdim, dk, dv, std::min(chunk, n - i0), p0 + i0, nh, nkv, hd, scores,
+                      da + i0 * qdim, s.stream);
     s.download(att, da, n * qdim);
     s.sync();
   }
