@@ -328,10 +328,15 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().async_wait(
         tcp::socket::wait_read, [self = shared_from_this(), job](beast::error_code ec) {
           if (ec || !self->watching_) return;  // cancelled: the answer is being written
+          // Peek without blocking: readable with nothing to read is the end of the stream.
+          auto& sock = self->stream_.socket();
           char c;
           beast::error_code peek;
-          const size_t n =
-              self->stream_.socket().receive(net::buffer(&c, 1), tcp::socket::message_peek, peek);
+          sock.non_blocking(true, peek);
+          const size_t n = sock.receive(net::buffer(&c, 1), tcp::socket::message_peek, peek);
+          beast::error_code ignored;
+          sock.non_blocking(false, ignored);
+          if (peek == net::error::would_block) return self->watch_for_hangup(job);  // spurious
           self->watching_ = false;
           // Bytes waiting are a pipelined request, read after the answer: not a hang-up.
           if (n == 0 || peek) self->srv_.engine->cancel(job);
