@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: the file parsers and tokenizers once more under AddressSanitizer/UBSan, the
-# Model/Context thread test under ThreadSanitizer, then every GoogleTest program through ctest.
+# Runs the whole test suite: the file parsers, tokenizers and chat templates once more under
+# AddressSanitizer/UBSan, the Model/Context thread test under ThreadSanitizer, then every GoogleTest
+# program through ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
 scripts/build.sh
 
-sanitized=(test_safetensors test_gguf test_tokenizer)
+sanitized=(test_safetensors test_gguf test_tokenizer test_chat)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEPWA_SANITIZE=ON -DEPWA_BENCH=OFF >/dev/null
 cmake --build build-asan -j"$(nproc)" --target "${sanitized[@]}"
 for t in "${sanitized[@]}"; do

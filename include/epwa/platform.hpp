@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <span>
 
@@ -39,6 +40,8 @@ uint64_t peak_rss_bytes();
 void check_private_file(const std::filesystem::path& path, const std::string& what);
 // Whether standard error is a terminal (progress is shown there, not when it is piped).
 bool stderr_is_terminal();
+// The broken-down local time of `t` (chat templates' strftime_now()).
+std::tm local_time(std::time_t t);
 // Hint that a large buffer should be backed by huge pages where the OS allows it; never fails.
 void advise_huge_pages(void* addr, size_t bytes);
 

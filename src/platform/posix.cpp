@@ -226,4 +226,10 @@ void check_private_file(const std::filesystem::path& path, const std::string& wh
 bool stderr_is_terminal() {
   return ::isatty(STDERR_FILENO) == 1;
 }
+
+std::tm local_time(std::time_t t) {
+  std::tm tm{};
+  ::localtime_r(&t, &tm);
+  return tm;
+}
 }  // namespace epwa

@@ -8,19 +8,13 @@
 #include <fstream>
 
 #include "epwa/error.hpp"
+#include "support/error_of.hpp"
 
 namespace fs = std::filesystem;
 
-namespace {
+using epwa_test::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const epwa::Error& e) {
-    return e.what();
-  }
-  return "";
-}
+namespace {
 
 fs::path fresh_dir(const std::string& name) {
   const fs::path d = fs::temp_directory_path() / ("epwa-files-" + name);

@@ -7,25 +7,19 @@
 
 #include "epwa/error.hpp"
 #include "epwa/tokenizer.hpp"
+#include "support/error_of.hpp"
 #include "support/run_cli.hpp"
 #include "tokenizer/utf8.hpp"
 
 namespace fs = std::filesystem;
+
+using epwa_test::error_of;
 
 namespace {
 
 const fs::path kDir = fs::path(EPWA_TEST_DATA_DIR) / "tokenizers";
 const char* const kFiles[] = {"llama_spm.model", "llama_bpe_norm.json", "llama_bpe_meta.json",
                               "gpt2_bl.json", "qwen_bl.json"};
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const epwa::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::string read(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
