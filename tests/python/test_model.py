@@ -1,0 +1,63 @@
+"""Model loading as the CLI loads (path, $EPW_MODEL_PATH, the bundled model), config, hash,
+tokenizer and the kernel pool's size."""
+
+import json
+import os
+import pathlib
+
+import epwa
+import pytest
+
+from conftest import ROOT, cli
+
+
+def test_bundled_model(model):
+    assert model.path == ROOT / "models" / "epwa-tiny-moe"
+    c = model.config
+    assert (c.architecture, c.num_experts, c.vocab_size) == ("MixtralForCausalLM", 8, 8000)
+    assert c.num_moe_layers == len(c.moe_layers) == c.num_layers
+    _, out, _ = cli("hash", "--json", "-q")
+    assert model.router_hash == json.loads(out)["router_hash"]
+    assert model.load_report["effective"] == "stored"
+    assert model.format == "safetensors"
+
+
+def test_tokenizer_matches_cli(model):
+    text = "Hello world, <s> and the river."
+    _, out, _ = cli("tokenize", "--text", text, "--json")
+    want = json.loads(out)
+    ids = model.tokenizer.encode(text)
+    assert ids == want["ids"]
+    assert [model.tokenizer.token_to_piece(i) for i in ids] == want["pieces"]
+    plain = "Hello world and the river."
+    assert model.tokenizer.decode(model.tokenizer.encode(plain), skip_special=True) == plain
+    assert model.tokenizer.piece_to_id(want["pieces"][1]) == want["ids"][1]
+
+
+def test_gguf_and_model_path_variable(model, monkeypatch):
+    gguf = pathlib.Path(os.environ.get("EPWA_BINARY", ROOT / "build" / "epwa")).parent / \
+        "models" / "epwa-tiny-moe.gguf"
+    if not gguf.exists():
+        pytest.skip("the build's GGUF copy of the bundled model is not there")
+    g = epwa.Model(gguf)
+    assert g.format == "gguf" and g.router_hash == model.router_hash
+    assert g.tokenizer is not None
+    monkeypatch.setenv("EPW_MODEL_PATH", str(gguf))
+    assert epwa.Model().path == gguf
+    assert epwa.Model(ROOT / "models" / "epwa-tiny-moe").format == "safetensors"
+
+
+def test_load_modes(model):
+    m8 = epwa.Model(load="8bit")
+    assert m8.load_report["effective"] == "8bit"
+    assert m8.trace([1, 5, 9]).logits.shape == (3, 8000)
+    std = epwa.Model(load=None)
+    assert std.load_report["mode"] == "standard"
+
+
+def test_threads_is_the_process_pool(model):
+    model.trace([1, 5, 9])  # the pool starts at the first kernel call
+    n = int(os.environ.get("EPWA_THREADS", os.cpu_count()))
+    assert epwa.Model(threads=n).router_hash == model.router_hash
+    with pytest.raises(epwa.Error, match="already runs"):
+        epwa.Model(threads=n + 1)
