@@ -39,9 +39,7 @@ std::string key_bytes(py::handle key, const std::optional<std::filesystem::path>
     if (!py::isinstance<py::str>(key) && !py::isinstance<py::bytes>(key))
       throw py::type_error("key must be str or bytes");
     // str: its UTF-8, as --key; bytes: as they are, as --key-file.
-    const std::string k = key.cast<std::string>();
-    check(!k.empty(), "the watermark key is empty");
-    return k;
+    return key.cast<std::string>();
   }
   if (key_file) return read_key_file(*key_file);
   if (keyring || key_id) {
@@ -63,28 +61,37 @@ void check_delta(double d, const char* what) {
         std::string(what) + " must be a number from 0 to 10000, got " + std::to_string(d));
 }
 
-KeyedConfig make(py::handle key, std::optional<std::filesystem::path> key_file,
-                 std::optional<std::filesystem::path> keyring, std::optional<std::string> key_id,
-                 const std::string& mode, double gamma, double delta, int32_t router_layer,
-                 std::optional<std::vector<double>> expert_deltas) {
+// The parameters' checks, for a new config and an unpickled one.
+KeyedConfig checked(std::string key, std::string key_id, const std::string& mode, double gamma,
+                    double delta, int32_t router_layer, const std::vector<double>& expert_deltas) {
   KeyedConfig k;
-  k.key = key_bytes(key, key_file, keyring, key_id, k.key_id);
+  check(!key.empty(), "the watermark key is empty");
+  k.key = std::move(key);
+  k.key_id = std::move(key_id);
   k.config.mode = watermark_mode_from_name(mode);
   check(gamma > 0.0 && gamma < 1.0, "gamma must be in (0, 1), got " + std::to_string(gamma));
   check_delta(delta, "delta");
   k.config.gamma = gamma;
   k.config.delta = delta;
   k.config.router_layer = router_layer;
-  if (expert_deltas) {
-    check(k.config.mode == WatermarkMode::EWP,
-          "expert_deltas is for mode 'ewp' (gsg uses the one delta)");
-    for (double d : *expert_deltas) {
-      check_delta(d, "each of expert_deltas");
-      // Rounded to float as the CLI's --expert-deltas list is, so both watermark alike.
-      k.config.expert_deltas.push_back(static_cast<float>(d));
-    }
+  check(expert_deltas.empty() || k.config.mode == WatermarkMode::EWP,
+        "expert_deltas is for mode 'ewp' (gsg uses the one delta)");
+  for (double d : expert_deltas) {
+    check_delta(d, "each of expert_deltas");
+    // Rounded to float as the CLI's --expert-deltas list is, so both watermark alike.
+    k.config.expert_deltas.push_back(static_cast<float>(d));
   }
   return k;
+}
+
+KeyedConfig make(py::handle key, std::optional<std::filesystem::path> key_file,
+                 std::optional<std::filesystem::path> keyring, std::optional<std::string> key_id,
+                 const std::string& mode, double gamma, double delta, int32_t router_layer,
+                 std::optional<std::vector<double>> expert_deltas) {
+  std::string id;
+  std::string bytes = key_bytes(key, key_file, keyring, key_id, id);
+  return checked(std::move(bytes), std::move(id), mode, gamma, delta, router_layer,
+                 expert_deltas.value_or(std::vector<double>{}));
 }
 
 }  // namespace
@@ -113,6 +120,19 @@ void bind_watermark(py::module_& m) {
                                if (k.key_id.empty()) return std::nullopt;
                                return k.key_id;
                              })
+      // A pickle carries the key (workers of epwa.dask need it): ship it to trusted places only.
+      .def(py::pickle(
+          [](const KeyedConfig& k) {
+            return py::make_tuple(py::bytes(k.key), k.key_id,
+                                  std::string(watermark_mode_name(k.config.mode)), k.config.gamma,
+                                  k.config.delta, k.config.router_layer, k.config.expert_deltas);
+          },
+          [](const py::tuple& t) {
+            check(t.size() == 7, "not a pickled WatermarkConfig");
+            return checked(t[0].cast<std::string>(), t[1].cast<std::string>(),
+                           t[2].cast<std::string>(), t[3].cast<double>(), t[4].cast<double>(),
+                           t[5].cast<int32_t>(), t[6].cast<std::vector<double>>());
+          }))
       .def("__repr__", [](const KeyedConfig& k) {  // never the key
         return "<epwa.WatermarkConfig " + std::string(watermark_mode_name(k.config.mode)) +
                " gamma=" + py::repr(py::float_(k.config.gamma)).cast<std::string>() +
