@@ -60,7 +60,8 @@ std::shared_ptr<LoadedModel> load(std::optional<std::filesystem::path> path,
     lm->model = Model::load(lm->path, r.options, &lm->report);
     lm->router_hash = router_hash(*lm->model);
   }
-  for (const std::string& w : warnings) PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1);
+  for (const std::string& w : warnings)
+    if (PyErr_WarnEx(PyExc_UserWarning, w.c_str(), 1) != 0) throw py::error_already_set();
   if (threads)
     check(ThreadPool::global().size() == *threads,
           "threads: the thread pool already runs " + std::to_string(ThreadPool::global().size()) +

@@ -4,6 +4,7 @@ tokenizer and the kernel pool's size."""
 import json
 import os
 import pathlib
+import warnings
 
 import epwa
 import pytest
@@ -61,3 +62,13 @@ def test_threads_is_the_process_pool(model):
     assert epwa.Model(threads=n).router_hash == model.router_hash
     with pytest.raises(epwa.Error, match="already runs"):
         epwa.Model(threads=n + 1)
+
+
+def test_load_warnings_are_python_warnings(monkeypatch):
+    monkeypatch.setenv("EPW_LOAD_IN_4BIT", "maybe")
+    with pytest.warns(UserWarning, match="EPW_LOAD_IN_4BIT='maybe' is not a recognised value"):
+        epwa.Model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning):
+            epwa.Model()
