@@ -27,9 +27,9 @@ def cli(*args, check=True):
     return p.returncode, p.stdout, p.stderr
 
 
-def cli_json(*args):
+def cli_json(*args, load="auto"):
     """The JSON object an `epwa ... --json` command prints, without its "load" member."""
-    _, out, _ = cli(*args, "--json", "--load", "auto", "-q")
+    _, out, _ = cli(*args, "--json", "--load", load, "-q")
     j = json.loads(out)
     j.pop("load", None)
     return j

@@ -7,9 +7,10 @@ import pathlib
 import warnings
 
 import epwa
+import numpy as np
 import pytest
 
-from conftest import ROOT, cli
+from conftest import ROOT, cli, cli_json
 
 
 def test_bundled_model(model):
@@ -51,7 +52,10 @@ def test_gguf_and_model_path_variable(model, monkeypatch):
 def test_load_modes(model):
     m8 = epwa.Model(load="8bit")
     assert m8.load_report["effective"] == "8bit"
-    assert m8.trace([1, 5, 9]).logits.shape == (3, 8000)
+    ids = [1, 415, 5210, 349, 264]
+    want = cli_json("trace", "--tokens", ",".join(map(str, ids)), load="8bit")
+    np.testing.assert_array_equal(m8.trace(ids).logits, np.array(want["logits"], dtype=np.float32))
+    assert not np.array_equal(model.trace(ids).logits, m8.trace(ids).logits)
     std = epwa.Model(load=None)
     assert std.load_report["mode"] == "standard"
 
