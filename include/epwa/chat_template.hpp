@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace epwa {
 
@@ -50,6 +51,11 @@ std::optional<std::string> find_chat_template(const std::filesystem::path& model
 
 // bos_token, eos_token and unk_token as text, for the tokens the tokenizer has.
 std::map<std::string, std::string> special_token_strings(const Tokenizer& tok);
+
+// The tokens that end an assistant turn in this template: the special token the template writes
+// right after an assistant message's content (Qwen's <|im_end|>, Mixtral's </s>), found by
+// rendering a probe conversation. Empty when it writes none there or refuses the probe.
+std::vector<int32_t> end_of_turn_tokens(const ChatTemplate& tpl, const Tokenizer& tok);
 
 // Checks OpenAI-style chat messages and brings them to the form templates expect: an array of
 // objects with a string role; content a string, null, or an array of text parts (joined into one

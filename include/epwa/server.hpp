@@ -83,6 +83,9 @@ struct ServerOptions {
   ApiKeys api_keys;           // empty: no authentication
   WatermarkConfig watermark;  // scheme and parameters (router_layer < 0: the last MoE layer)
   DetectOptions detect;       // threshold etc. for /v1/watermark/detect
+  // The Jinja chat template of /v1/chat/completions (docs/CHAT.md); empty: that endpoint answers
+  // 400. `epwa serve` passes the model's own unless --chat-template names another.
+  std::string chat_template;
 };
 
 class Server {

@@ -95,6 +95,26 @@ std::map<std::string, std::string> special_token_strings(const Tokenizer& tok) {
   return out;
 }
 
+std::vector<int32_t> end_of_turn_tokens(const ChatTemplate& tpl, const Tokenizer& tok) {
+  static const std::string kProbe = "EPWA_END_OF_TURN_PROBE";
+  ChatInput in;
+  in.messages = nlohmann::ordered_json::parse(
+      R"([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ")" + kProbe +
+      R"("}])");
+  in.add_generation_prompt = false;
+  std::string text;
+  try {
+    text = tpl.render(in);
+  } catch (const Error&) {
+    return {};
+  }
+  const size_t at = text.rfind(kProbe);
+  if (at == std::string::npos) return {};
+  const auto ids = tok.encode(text.substr(at + kProbe.size()), false, true);
+  if (ids.empty() || !tok.is_special(ids[0])) return {};
+  return {ids[0]};
+}
+
 nlohmann::ordered_json normalize_chat_messages(const nlohmann::ordered_json& messages) {
   check(messages.is_array(), "messages must be an array");
   check(!messages.empty(), "messages must not be empty");

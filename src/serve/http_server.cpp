@@ -3,6 +3,7 @@
 // slow or idle client holds no thread), a body size limit and a connection limit. Generation runs
 // on the BatchEngine's thread, detection on a worker thread; their results come back to the
 // connection's strand.
+#include <algorithm>
 #include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -37,6 +38,10 @@ struct Server::Impl {
   std::string router_hash;
   int32_t layer = 0;
   std::vector<int32_t> suppress;  // ids that are not text (control, unknown), EOS aside
+  // /v1/chat/completions: the chat template, the tokens that end an assistant turn (stop tokens
+  // there, so not suppressed), and the suppressed ids without them.
+  std::optional<ChatTemplate> chat;
+  std::vector<int32_t> end_of_turn, chat_suppress;
   std::atomic<int32_t> connections{0};
   std::atomic<uint64_t> completions{0};
   // /metrics: answers by (endpoint, status), completion latency, detections.
@@ -85,7 +90,9 @@ std::string dump(const nlohmann::json& j) {
 
 // One generation request's progress, touched only on its connection's strand.
 struct Generation {
-  std::vector<int32_t> prompt, tokens;
+  bool chat = false;       // /v1/chat/completions (its chunks carry messages and deltas)
+  bool sent_role = false;  // a streamed chat's first delta names the role
+  std::vector<int32_t> prompt, tokens, stop_tokens;
   std::vector<std::string> stop;
   std::string text;      // the text so far (cut at a stop string)
   size_t sent = 0;       // bytes of text already streamed
@@ -191,8 +198,12 @@ class Session : public std::enable_shared_from_this<Session> {
         throw ApiError(405, "invalid_request_error",
                        std::string(req.method_string()) + " is not allowed on " + target);
     };
-    static const std::set<std::string> kEndpoints = {"/health", "/metrics", "/v1/models",
-                                                     "/v1/completions", "/v1/watermark/detect"};
+    static const std::set<std::string> kEndpoints = {"/health",
+                                                     "/metrics",
+                                                     "/v1/models",
+                                                     "/v1/completions",
+                                                     "/v1/chat/completions",
+                                                     "/v1/watermark/detect"};
     endpoint_ = kEndpoints.count(target) ? target : "other";
     try {
       // With API keys, everything but /health needs one, and the role for what it asks.
@@ -237,7 +248,12 @@ class Session : public std::enable_shared_from_this<Session> {
       if (target == "/v1/completions") {
         only(http::verb::post);
         need(kGenerate, "generate");
-        return completion(req.body());
+        return completion(req.body(), false);
+      }
+      if (target == "/v1/chat/completions") {
+        only(http::verb::post);
+        need(kGenerate, "generate");
+        return completion(req.body(), true);
       }
       if (target == "/v1/watermark/detect") {
         only(http::verb::post);
@@ -279,23 +295,30 @@ class Session : public std::enable_shared_from_this<Session> {
     return id;
   }
 
-  void completion(const std::string& body) {
+  void completion(const std::string& body, bool chat) {
     const ModelConfig& c = srv_.model.config();
-    const auto p =
-        serve::parse_completion(serve::parse_body(body), srv_.tok.get(), c.vocab_size, limits());
+    const auto j = serve::parse_body(body);
+    const auto p = chat ? serve::parse_chat_completion(j, srv_.chat ? &*srv_.chat : nullptr,
+                                                       srv_.tok.get(), c.vocab_size, limits())
+                        : serve::parse_completion(j, srv_.tok.get(), c.vocab_size, limits());
     const std::string key = watermark_key(p);
     auto g = std::make_shared<Generation>();
+    g->chat = chat;
     g->prompt = p.prompt;
     g->stop = p.stop;
     g->stream = p.stream;
-    g->id = "cmpl-" + std::to_string(now_s()) + "-" + std::to_string(++srv_.completions);
+    g->stop_tokens = {c.eos_token_id};
+    if (chat)
+      g->stop_tokens.insert(g->stop_tokens.end(), srv_.end_of_turn.begin(), srv_.end_of_turn.end());
+    g->id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(now_s()) + "-" +
+            std::to_string(++srv_.completions);
     g->watermark = srv_.watermark_record(!key.empty(), key);
     BatchRequest r;
     r.prompt = p.prompt;
     r.max_new_tokens = p.max_tokens;
     r.sampling = p.sampling;
-    r.stop_tokens = {c.eos_token_id};
-    r.suppress_tokens = srv_.suppress;
+    r.stop_tokens = g->stop_tokens;
+    r.suppress_tokens = chat ? srv_.chat_suppress : srv_.suppress;
     if (!key.empty()) {
       WatermarkConfig wc = srv_.opt.watermark;
       wc.router_layer = srv_.layer;
@@ -349,18 +372,34 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().cancel(ignored);
   }
 
-  nlohmann::json chunk(const Generation& g, const std::string& text,
-                       const nlohmann::json& finish) const {
+  // One answer (or streamed chunk) in the endpoint's shape: a completion's "text", a chat's
+  // "message" (whole answer) or "delta" (streamed, the first naming the role).
+  nlohmann::json chunk(Generation& g, const std::string& text, const nlohmann::json& finish) const {
+    nlohmann::json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
+    const char* object = "text_completion";
+    if (!g.chat) {
+      choice["text"] = text;
+    } else if (!g.stream) {
+      object = "chat.completion";
+      choice["message"] = {{"role", "assistant"}, {"content", text}};
+    } else {
+      object = "chat.completion.chunk";
+      choice["delta"] = nlohmann::json::object();
+      if (!g.sent_role) choice["delta"]["role"] = "assistant";
+      g.sent_role = true;
+      if (!text.empty() || finish.is_null()) choice["delta"]["content"] = text;
+    }
     return {{"id", g.id},
-            {"object", "text_completion"},
+            {"object", object},
             {"created", now_s()},
             {"model", srv_.opt.model_id},
-            {"choices",
-             {{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}}}}};
+            {"choices", {choice}}};
   }
 
   void on_token(Generation& g, int32_t t) {
-    if (g.stopped || t == srv_.model.config().eos_token_id) return;
+    if (g.stopped ||
+        std::find(g.stop_tokens.begin(), g.stop_tokens.end(), t) != g.stop_tokens.end())
+      return;
     g.tokens.push_back(t);
     g.text = continuation(g);
     for (const std::string& s : g.stop) {
@@ -601,6 +640,14 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
   if (s.tok)
     for (int32_t t : non_text_token_ids(*s.tok, model.config().vocab_size))
       if (t != model.config().eos_token_id) s.suppress.push_back(t);
+  if (!s.opt.chat_template.empty()) {
+    check(s.tok != nullptr, "serve: a chat template needs the model's tokenizer");
+    s.chat.emplace(s.opt.chat_template, special_token_strings(*s.tok));
+    s.end_of_turn = end_of_turn_tokens(*s.chat, *s.tok);
+  }
+  for (int32_t t : s.suppress)
+    if (std::find(s.end_of_turn.begin(), s.end_of_turn.end(), t) == s.end_of_turn.end())
+      s.chat_suppress.push_back(t);
   s.router_hash = epwa::router_hash(model);
   if (s.opt.policy != WatermarkPolicy::Off)
     check(!s.opt.keyring.keys.empty(), "serve: the watermark policy " +

@@ -91,19 +91,15 @@ std::vector<int32_t> tokens_of(const nlohmann::json& v, const std::string& name,
 
 }  // namespace
 
-CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok, int32_t vocab,
-                                  const ServerLimits& limits) {
-  refuse_unknown(j,
-                 {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-                  "stream", "n", "user", "watermark", "frequency_penalty", "presence_penalty"});
-  CompletionParams p;
-  if (!j.contains("prompt")) throw bad_request("'prompt' is required", "prompt");
-  p.prompt = tokens_of(j["prompt"], "prompt", tok, vocab, true);
-  if (p.prompt.empty()) throw bad_request("'prompt' is empty", "prompt");
+namespace {
+
+// The sampling, length, stop, stream and watermark fields both completion endpoints take.
+void parse_generation_fields(const nlohmann::json& j, CompletionParams& p, int32_t vocab,
+                             const ServerLimits& limits) {
   p.max_tokens = limits.default_max_tokens;
-  if (j.contains("max_tokens") && !j["max_tokens"].is_null())
-    p.max_tokens =
-        static_cast<int32_t>(integer(j["max_tokens"], "max_tokens", 0, limits.max_tokens));
+  for (const char* name : {"max_tokens", "max_completion_tokens"})
+    if (j.contains(name) && !j[name].is_null())
+      p.max_tokens = static_cast<int32_t>(integer(j[name], name, 0, limits.max_tokens));
   p.sampling.temperature = 1.0f;  // OpenAI's default
   if (j.contains("temperature") && !j["temperature"].is_null())
     p.sampling.temperature = static_cast<float>(number(j["temperature"], "temperature", 0, 2));
@@ -148,6 +144,97 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
       throw bad_request("'watermark' must be true, false or a key id", "watermark");
     }
   }
+}
+
+}  // namespace
+
+CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok, int32_t vocab,
+                                  const ServerLimits& limits) {
+  refuse_unknown(j,
+                 {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
+                  "stream", "n", "user", "watermark", "frequency_penalty", "presence_penalty"});
+  CompletionParams p;
+  if (!j.contains("prompt")) throw bad_request("'prompt' is required", "prompt");
+  p.prompt = tokens_of(j["prompt"], "prompt", tok, vocab, true);
+  if (p.prompt.empty()) throw bad_request("'prompt' is empty", "prompt");
+  parse_generation_fields(j, p, vocab, limits);
+  return p;
+}
+
+CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTemplate* chat,
+                                       const Tokenizer* tok, int32_t vocab,
+                                       const ServerLimits& limits) {
+  refuse_unknown(j, {"model",
+                     "messages",
+                     "max_tokens",
+                     "max_completion_tokens",
+                     "temperature",
+                     "top_p",
+                     "top_k",
+                     "seed",
+                     "stop",
+                     "stream",
+                     "stream_options",
+                     "n",
+                     "user",
+                     "watermark",
+                     "frequency_penalty",
+                     "presence_penalty",
+                     "tools",
+                     "tool_choice",
+                     "chat_template_kwargs",
+                     "logprobs"});
+  if (!chat || !tok)
+    throw bad_request(
+        "this server has no chat template: start it with --chat-template FILE "
+        "(the model ships none)");
+  if (!j.contains("messages")) throw bad_request("'messages' is required", "messages");
+  ChatInput in;
+  try {
+    in.messages = normalize_chat_messages(nlohmann::ordered_json::parse(j["messages"].dump()));
+  } catch (const ApiError&) {
+    throw;
+  } catch (const Error& e) {
+    throw bad_request(e.what(), "messages");
+  }
+  if (j.contains("tools") && !j["tools"].is_null()) {
+    if (!j["tools"].is_array()) throw bad_request("'tools' must be an array", "tools");
+    in.tools = nlohmann::ordered_json::parse(j["tools"].dump());
+  }
+  if (j.contains("tool_choice") && !j["tool_choice"].is_null() && j["tool_choice"] != "auto" &&
+      j["tool_choice"] != "none")
+    throw bad_request("'tool_choice' other than \"auto\" or \"none\" is not supported",
+                      "tool_choice");
+  if (j.contains("chat_template_kwargs") && !j["chat_template_kwargs"].is_null()) {
+    if (!j["chat_template_kwargs"].is_object())
+      throw bad_request("'chat_template_kwargs' must be an object", "chat_template_kwargs");
+    in.kwargs = nlohmann::ordered_json::parse(j["chat_template_kwargs"].dump());
+  }
+  if (j.contains("logprobs") && !j["logprobs"].is_null()) {
+    if (!j["logprobs"].is_boolean())
+      throw bad_request("'logprobs' must be true or false", "logprobs");
+    if (j["logprobs"].get<bool>()) throw bad_request("'logprobs' is not supported yet", "logprobs");
+  }
+  if (j.contains("stream_options") && !j["stream_options"].is_null()) {
+    const auto& so = j["stream_options"];
+    if (!so.is_object()) throw bad_request("'stream_options' must be an object", "stream_options");
+    for (const auto& [k, v] : so.items()) {
+      if (k != "include_usage" || !v.is_boolean())
+        throw bad_request("'stream_options' takes only include_usage (true or false)",
+                          "stream_options");
+    }
+  }
+  CompletionParams p;
+  std::string text;
+  try {
+    text = chat->render(in);
+  } catch (const Error& e) {
+    throw bad_request(e.what(), "messages");
+  }
+  // The template writes the special tokens (BOS included) as text: parse them, add none.
+  p.prompt = tok->encode(text, false, true);
+  if (p.prompt.empty()) throw bad_request("the chat template rendered an empty prompt", "messages");
+  parse_generation_fields(j, p, vocab, limits);
   return p;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "epwa/chat_template.hpp"
 #include "epwa/detect.hpp"
 #include "epwa/error.hpp"
 #include "epwa/generate.hpp"
@@ -44,6 +45,12 @@ struct CompletionParams {
 // POST /v1/completions's body. The prompt is text (tokenized with BOS) or token ids.
 CompletionParams parse_completion(const nlohmann::json& body, const Tokenizer* tokenizer,
                                   int32_t vocab, const ServerLimits& limits);
+
+// POST /v1/chat/completions's body: the messages rendered with the chat template (null: none,
+// a 400), tokenized with its special tokens parsed and no BOS added (the template writes it).
+CompletionParams parse_chat_completion(const nlohmann::json& body, const ChatTemplate* chat,
+                                       const Tokenizer* tokenizer, int32_t vocab,
+                                       const ServerLimits& limits);
 
 struct DetectParams {
   std::vector<int32_t> tokens;  // BOS, prompt, text

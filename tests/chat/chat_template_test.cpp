@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "epwa/gguf.hpp"
+#include "epwa/tokenizer.hpp"
 #include "support/error_of.hpp"
 #include "support/run_cli.hpp"
 
@@ -269,6 +270,29 @@ TEST(ChatTemplateCli, PrintsTheRenderingAndRefusesAModelWithoutATemplate) {
   EXPECT_EQ(refused.out,
             "epwa: error: chat template refused the conversation: System role not supported\n");
   fs::remove_all(d);
+}
+
+}  // namespace
+
+namespace {
+
+// The token that ends an assistant turn, read off the template: ChatML's <|im_end|> for Qwen,
+// </s> (the EOS) for Mixtral; none for a template that writes plain text there.
+TEST(ChatTemplate, EndOfTurnTokenIsWhatTheTemplateWritesAfterAnAnswer) {
+  const auto qwen_tok =
+      epwa::load_hf_tokenizer(fs::path(EPWA_TEST_DATA_DIR) / "tokenizers" / "qwen_bl.json");
+  const epwa::ChatTemplate qwen(read(kDir / "qwen3.jinja"), epwa::special_token_strings(*qwen_tok));
+  EXPECT_EQ(epwa::end_of_turn_tokens(qwen, *qwen_tok),
+            std::vector<int32_t>{qwen_tok->piece_to_id("<|im_end|>").value()});
+  const auto llama_tok =
+      epwa::load_hf_tokenizer(fs::path(EPWA_TEST_DATA_DIR) / "tokenizers" / "llama_bpe_meta.json");
+  const epwa::ChatTemplate mixtral(read(kDir / "mixtral-8x7b-instruct.jinja"),
+                                   epwa::special_token_strings(*llama_tok));
+  EXPECT_EQ(epwa::end_of_turn_tokens(mixtral, *llama_tok),
+            std::vector<int32_t>{llama_tok->piece_to_id("</s>").value()});
+  const epwa::ChatTemplate plain(
+      "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}");
+  EXPECT_TRUE(epwa::end_of_turn_tokens(plain, *llama_tok).empty());
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "epwa/chat_template.hpp"
 #include "epwa/session.hpp"
 
 namespace fs = std::filesystem;
@@ -139,6 +140,95 @@ TEST(Server, CompletionsAsTheLibraryGenerates) {
                                                  .dump());
   EXPECT_EQ(cut["choices"][0]["text"], full.substr(0, full.find(stop)));
   EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+// Chat completions render the messages with the template and generate from exactly those tokens:
+// the same text as a completion of the rendered ids, whole and streamed (deltas, role first).
+TEST(Server, ChatCompletionsGenerateFromTheRenderedTemplate) {
+  const fs::path tpl_file =
+      fs::path(EPWA_TEST_DATA_DIR) / "chat_templates" / "mixtral-8x7b-instruct.jinja";
+  epwa::ServerOptions o;
+  o.chat_template = read_file(tpl_file);
+  Running s(o);
+  const json messages = json::parse(R"([{"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "The river"}])");
+  int status = 0;
+  const json r = s.post("/v1/chat/completions",
+                        json{{"model", "epwa"},
+                             {"messages", messages},
+                             {"max_tokens", 20},
+                             {"temperature", 0.7},
+                             {"seed", 9}}
+                            .dump(),
+                        &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  EXPECT_EQ(r["object"], "chat.completion");
+  EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
+
+  auto& b = bundle();
+  const epwa::ChatTemplate tpl(o.chat_template, epwa::special_token_strings(*b.tok));
+  epwa::ChatInput in;
+  in.messages = messages;
+  const auto ids = b.tok->encode(tpl.render(in), false, true);
+  EXPECT_EQ(ids[0], b.model->config().bos_token_id);  // the template's <s> is the BOS token
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+  const json plain =
+      s.post("/v1/completions",
+             json{{"prompt", ids}, {"max_tokens", 20}, {"temperature", 0.7}, {"seed", 9}}.dump());
+  EXPECT_EQ(r["choices"][0]["message"]["content"], plain["choices"][0]["text"]);
+  EXPECT_EQ(r["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
+
+  auto res = s.client().Post("/v1/chat/completions",
+                             json{{"messages", messages},
+                                  {"max_tokens", 20},
+                                  {"temperature", 0.7},
+                                  {"seed", 9},
+                                  {"stream", true},
+                                  {"stream_options", {{"include_usage", true}}}}
+                                 .dump(),
+                             "application/json");
+  ASSERT_TRUE(res);
+  std::string joined;
+  int roles = 0;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+    const json e = json::parse(line.substr(6));
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    const json& d = e["choices"][0]["delta"];
+    if (d.contains("role")) ++roles;
+    if (d.contains("content")) joined += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(roles, 1);
+  EXPECT_EQ(joined, r["choices"][0]["message"]["content"]);
+
+  // The template's refusal and malformed messages are 400s naming the problem.
+  const json refused = s.post("/v1/chat/completions",
+                              R"({"messages": [{"role": "user", "content": "a"},
+                                               {"role": "user", "content": "b"}]})",
+                              &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(refused["error"]["message"].get<std::string>().find(
+                "chat template refused the conversation: After the optional system message"),
+            std::string::npos);
+  const json bad = s.post("/v1/chat/completions", R"({"messages": [{"content": "x"}]})", &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(bad["error"]["message"], "messages[0].role must be a string");
+  EXPECT_EQ(bad["error"]["param"], "messages");
+}
+
+TEST(Server, ChatWithoutATemplateIsAClear400) {
+  Running s({});
+  int status = 0;
+  const json r = s.post("/v1/chat/completions",
+                        R"({"messages": [{"role": "user", "content": "hi"}]})", &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(r["error"]["message"].get<std::string>().find("--chat-template"), std::string::npos);
 }
 
 TEST(Server, EnforcedWatermarkIsDetected) {

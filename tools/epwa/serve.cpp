@@ -3,6 +3,8 @@
 
 #include "command.hpp"
 #include "common.hpp"
+#include "epwa/chat_template.hpp"
+#include "epwa/files.hpp"
 #include "epwa/server.hpp"
 
 namespace epwa::cli {
@@ -11,7 +13,7 @@ namespace {
 struct Args {
   ModelArgs model;
   ServerOptions o;
-  std::string policy = "off", keyring, api_keys;
+  std::string policy = "off", keyring, api_keys, chat_template;
   int port = 8080;
   int64_t max_body = 1 << 20;
   int32_t timeout_s = 10;
@@ -67,6 +69,9 @@ const Command kServe{
       app.add_option("--max-tokens", o.limits.max_tokens, "largest max_tokens of a request")
           ->check(CLI::Range(1, 1 << 24))
           ->capture_default_str();
+      app.add_option("--chat-template", a->chat_template,
+                     "Jinja chat template for /v1/chat/completions (default: the model's own, "
+                     "docs/CHAT.md)");
       app.add_option("--max-body", a->max_body, "largest request body in bytes")
           ->check(CLI::Range(int64_t{1024}, int64_t{1} << 30))
           ->capture_default_str();
@@ -88,6 +93,15 @@ const Command kServe{
           tok = std::shared_ptr<const Tokenizer>(&a->model.tokenizer(), [](const Tokenizer*) {});
         } catch (const Error& e) {
           std::fprintf(stderr, "epwa serve: %s; prompts must be token ids\n", e.what());
+        }
+        if (!a->chat_template.empty()) {
+          o.chat_template = read_input_file(a->chat_template, "--chat-template");
+        } else if (auto found = find_chat_template(a->model.path())) {
+          o.chat_template = *found;
+        } else {
+          std::fprintf(stderr,
+                       "epwa serve: the model has no chat template: /v1/chat/completions answers "
+                       "400 (give one with --chat-template)\n");
         }
         Server server(*model, tok, o);
         if (o.host != "127.0.0.1" && o.host != "::1" && o.api_keys.keys.empty())

@@ -1,5 +1,6 @@
-// epwa serve driven by the official `openai` npm client: models, completions (plain and streamed),
-// the watermark record, error objects, detection. Usage: node client_test.mjs EPWA_BINARY
+// epwa serve driven by the official `openai` npm client: models, completions and chat completions
+// (plain and streamed, the chat template given with --chat-template), the watermark record, error
+// objects, detection. Usage: node client_test.mjs EPWA_BINARY
 // (starts the server on a free port with a keyring of its own, stops it at the end; exits non-zero
 // on the first failure).
 import { spawn } from "node:child_process";
@@ -9,11 +10,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 
-const [epwa] = process.argv.slice(2);
+const [epwa, chatTemplate] = process.argv.slice(2);
 const keyring = join(mkdtempSync(join(tmpdir(), "epwa-npm-")), "keys.json");
 writeFileSync(keyring, JSON.stringify({ default: "k1", keys: { k1: "npm-test-secret" } }),
               { mode: 0o600 });
-const server = spawn(epwa, ["serve", "--port", "0", "-q", "--policy", "opt-in", "--keyring", keyring],
+const server = spawn(epwa, ["serve", "--port", "0", "-q", "--policy", "opt-in", "--keyring", keyring,
+                            "--chat-template", chatTemplate],
                      { stdio: ["ignore", "ignore", "pipe"] });
 const base = await new Promise((resolve, reject) => {
   let err = "";
@@ -71,9 +73,28 @@ try {
   await assert.rejects(
     client.completions.create({ model: "epwa", prompt: [1, 1e9] }),
     (e) => e instanceof OpenAI.APIError && e.status === 400 && /out of range/.test(e.message));
+
+  // Chat: the whole answer, then streamed deltas adding up to it; the template's refusal is a 400.
+  const messages = [{ role: "system", content: "Be brief." }, { role: "user", content: "The river" }];
+  const chat = await client.chat.completions.create({
+    model: "epwa", messages, max_tokens: 20, temperature: 0, watermark: true });
+  assert.equal(chat.object, "chat.completion");
+  assert.equal(chat.choices[0].message.role, "assistant");
+  assert.ok(chat.choices[0].message.content.length > 0);
+  assert.equal(chat.watermark.applied, true);
+  const chatStream = await client.chat.completions.create({
+    model: "epwa", messages, max_tokens: 20, temperature: 0, watermark: true, stream: true });
+  let said = "", role = null;
+  for await (const chunk of chatStream) {
+    said += chunk.choices[0]?.delta?.content ?? "";
+    role = chunk.choices[0]?.delta?.role ?? role;
+  }
+  assert.equal(role, "assistant");
+  assert.equal(said, chat.choices[0].message.content);
   await assert.rejects(
-    client.chat.completions.create({ model: "epwa", messages: [{ role: "user", content: "hi" }] }),
-    (e) => e instanceof OpenAI.APIError && e.status === 404);
+    client.chat.completions.create({
+      model: "epwa", messages: [{ role: "user", content: "a" }, { role: "user", content: "b" }] }),
+    (e) => e instanceof OpenAI.APIError && e.status === 400 && /roles must alternate/.test(e.message));
   console.log("openai client: all checks passed against " + base);
 } finally {
   server.kill("SIGTERM");
