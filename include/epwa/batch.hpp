@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-#include <unordered_set>
+#include <unordered_map>
 
 namespace epwa {
 
@@ -26,11 +26,14 @@ BatchLine parse_batch_line(std::string_view line);
 // one (compared as compact JSON, so 1 and "1" differ), else the 1-based line number.
 std::string batch_key(const nlohmann::json& object, int64_t line);
 
-// The results already in a batch output file: their keys, and whether any is watermarked
-// ("detected": true) or failed ("error").
+// The results already in a batch output file: how many results each key has, and whether any is
+// watermarked ("detected": true) or failed ("error").
 struct BatchProgress {
-  std::unordered_set<std::string> done;
+  std::unordered_map<std::string, int64_t> done;
   bool any_detected = false, any_error = false;
+  // Whether an input line with this key already has its result, counting it off: input lines that
+  // share an id are matched to the results in order, so a duplicate never loses its own result.
+  bool take(const std::string& key);
 };
 
 // What the batch output file `out` holds (nothing when it does not exist). A last line cut short

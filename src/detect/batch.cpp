@@ -29,6 +29,13 @@ std::string batch_key(const nlohmann::json& object, int64_t line) {
   return "line:" + std::to_string(line);
 }
 
+bool BatchProgress::take(const std::string& key) {
+  auto it = done.find(key);
+  if (it == done.end() || it->second == 0) return false;
+  --it->second;
+  return true;
+}
+
 BatchProgress resume_batch_output(const std::filesystem::path& out) {
   BatchProgress p;
   if (!std::filesystem::exists(out)) return p;
@@ -50,7 +57,7 @@ BatchProgress resume_batch_output(const std::filesystem::path& out) {
     const auto j = nlohmann::json::parse(bytes.begin() + pos, bytes.begin() + nl, nullptr, false);
     check(j.is_object() && j.contains("line") && j["line"].is_number_integer(),
           where + " line " + std::to_string(lineno) + " is not a batch result");
-    p.done.insert(batch_key(j, j["line"].get<int64_t>()));
+    ++p.done[batch_key(j, j["line"].get<int64_t>())];
     p.any_detected = p.any_detected || j.value("detected", false) == true;
     p.any_error = p.any_error || j.contains("error");
     pos = nl + 1;

@@ -144,6 +144,7 @@ class Pipeline {
   const EvalOptions& o_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tok_;
+  std::vector<int32_t> suppress_;  // ids that are not text (EOS aside, a stop token)
   std::shared_ptr<const GreenLists> lists_;
   std::vector<std::pair<std::string, Detector>> detectors_;
   int32_t layer_ = 0;
@@ -257,6 +258,7 @@ std::vector<int32_t> Pipeline::generate_one(Model& m, std::span<const int32_t> p
   go.sampling.top_p = o_.top_p;
   go.sampling.seed = seed;
   go.stop_tokens = {model_->config().eos_token_id};
+  go.suppress_tokens = suppress_;  // text only, as epwa generate samples it
   if (wp) {
     wp->reset();
     go.observer = wp;
@@ -665,6 +667,8 @@ json Pipeline::run() {
   const ModelConfig& c = model_->config();
   check(tok_->vocab_size() <= c.vocab_size,
         "eval: the tokenizer has more tokens than the model's vocabulary");
+  for (int32_t id : non_text_token_ids(*tok_, c.vocab_size))
+    if (id != c.eos_token_id) suppress_.push_back(id);
   layer_ = model_router_layer(*model_, -1);
   const std::string hash = router_hash(*model_);
   lists_ = std::make_shared<GreenLists>(o_.key, hash, c.vocab_size, o_.gamma, c.num_experts);

@@ -41,6 +41,22 @@ TEST(BatchKey, IdElseLineNumber) {
   EXPECT_EQ(epwa::batch_key(nlohmann::json(), 4), "line:4");
 }
 
+// Two input lines with one id: a run stopped after the first resumes with the second (each result
+// is counted off once), and a finished run skips both.
+TEST(ResumeBatchOutput, DuplicateIdsAreMatchedToTheirResultsInOrder) {
+  const fs::path p = fs::temp_directory_path() / "epwa-batch-dup.jsonl";
+  std::ofstream(p, std::ios::binary) << "{\"line\": 1, \"id\": \"x\"}\n";
+  auto progress = epwa::resume_batch_output(p);
+  EXPECT_TRUE(progress.take("id:\"x\""));   // line 1: done
+  EXPECT_FALSE(progress.take("id:\"x\""));  // line 2, same id: still to do
+  std::ofstream(p, std::ios::binary | std::ios::app) << "{\"line\": 2, \"id\": \"x\"}\n";
+  progress = epwa::resume_batch_output(p);
+  EXPECT_TRUE(progress.take("id:\"x\""));
+  EXPECT_TRUE(progress.take("id:\"x\""));
+  EXPECT_FALSE(progress.take("id:\"x\""));
+  fs::remove(p);
+}
+
 TEST(ResumeBatchOutput, KeysOfCompleteLinesAndTornTailRemoved) {
   const fs::path p = fs::temp_directory_path() / "epwa-batch-resume.jsonl";
   EXPECT_TRUE(epwa::resume_batch_output(p.string() + ".absent").done.empty());

@@ -240,7 +240,7 @@ const Command kDetect{
             } catch (const Error& e) {
               j = {{"error", e.what()}};
             }
-            if (done.done.contains(batch_key(b.object, lineno))) continue;
+            if (done.take(batch_key(b.object, lineno))) continue;
             if (j.empty()) {
               try {  // one bad line does not stop the batch
                 Input x = batch_input(env, b);
