@@ -59,9 +59,10 @@ struct ApiKeys {
 
 struct ServerLimits {
   size_t max_body_bytes = 1 << 20;
-  int32_t default_max_tokens = 16;  // OpenAI's default for completions
-  int32_t max_tokens = 1024;        // the most a request may ask for
-  int64_t max_detect_tokens = 16384;
+  int32_t default_max_tokens = 16;                  // OpenAI's default for completions
+  int32_t max_tokens = 1024;                        // the most a request may ask for
+  int64_t max_detect_tokens = 16384;                // per text
+  int64_t max_detect_batch = 64;                    // texts in one batch detection request
   std::chrono::milliseconds header_timeout{10000};  // to receive a request's headers (and idle)
   std::chrono::milliseconds body_timeout{30000};    // to receive its body
   std::chrono::milliseconds write_timeout{30000};   // for each write to the client

@@ -71,7 +71,7 @@ struct Server::Impl {
   nlohmann::json watermark_record(bool applied, const std::string& key_id) const;
   void count(const std::string& endpoint, int status);
   void observe_completion(double seconds);
-  bool allow_detection(const std::string& who);
+  bool allow_detection(const std::string& who, double n);  // n texts
   std::string metrics_text();
 };
 
@@ -462,37 +462,52 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void detect(const std::string& body) {
     const ModelConfig& c = srv_.model.config();
-    auto d = serve::parse_detect(serve::parse_body(body), srv_.tok.get(), c.vocab_size,
-                                 c.bos_token_id, limits());
+    const auto j = serve::parse_body(body);
+    const bool batch = j.contains("inputs");
+    auto items = serve::parse_detect(j, srv_.tok.get(), c.vocab_size, c.bos_token_id, limits());
     if (srv_.lists.empty()) throw bad_request("this server has no watermark keys");
-    const std::string id = d.key_id.empty() ? srv_.opt.keyring.default_id : d.key_id;
+    const std::string id = items[0].key_id.empty() ? srv_.opt.keyring.default_id : items[0].key_id;
     if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "key_id");
-    if (!srv_.allow_detection(who_))
+    const double n = static_cast<double>(items.size());
+    if (n > limits().detect_per_minute)
+      throw ApiError(429, "rate_limit_error",
+                     "a batch of " + std::to_string(items.size()) +
+                         " texts exceeds the detection allowance of " +
+                         nlohmann::json(limits().detect_per_minute).dump() + " a minute");
+    if (!srv_.allow_detection(who_, n))
       throw ApiError(429, "rate_limit_error",
                      "detection is limited to " +
                          nlohmann::json(limits().detect_per_minute).dump() +
-                         " requests a minute for each client; try again later");
+                         " texts a minute for each client; try again later");
     auto self = shared_from_this();
-    net::post(srv_.detect_pool, [self, d = std::move(d), id] {
+    net::post(srv_.detect_pool, [self, items = std::move(items), id, batch] {
       int status = 200;
-      nlohmann::json out;
+      nlohmann::json results = nlohmann::json::array();
       try {
-        DetectOptions o = self->srv_.opt.detect;
-        o.method = d.method;
-        o.tokens_detail = d.tokens_detail;
-        const Detector det(self->srv_.lists.at(id), o);
-        out = to_json(
-            detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
-        out["key_id"] = id;
-        out["router_hash"] = self->srv_.router_hash;
-        // Detection is an oracle: every use is logged (who, how much, the verdict).
-        std::fprintf(stderr, "epwa serve: detect by %s: key %s, %zu tokens, z %.2f, %s\n",
-                     self->who_.c_str(), id.c_str(), d.tokens.size(), out["z"].get<double>(),
-                     out["detected"].get<bool>() ? "detected" : "not detected");
+        for (const auto& d : items) {
+          DetectOptions o = self->srv_.opt.detect;
+          o.method = d.method;
+          o.tokens_detail = d.tokens_detail;
+          const Detector det(self->srv_.lists.at(id), o);
+          nlohmann::json r = to_json(
+              detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
+          r["key_id"] = id;
+          r["router_hash"] = self->srv_.router_hash;
+          if (!d.id.is_null()) r["id"] = d.id;
+          // Detection is an oracle: every use is logged (who, how much, the verdict).
+          std::fprintf(stderr, "epwa serve: detect by %s: key %s, %zu tokens, z %.2f, %s\n",
+                       self->who_.c_str(), id.c_str(), d.tokens.size(), r["z"].get<double>(),
+                       r["detected"].get<bool>() ? "detected" : "not detected");
+          results.push_back(std::move(r));
+        }
       } catch (const Error& e) {
         status = 400;
-        out = serve::error_json(bad_request(e.what()));
+        results = serve::error_json(bad_request(e.what()));
       }
+      nlohmann::json out = status != 200 ? std::move(results)
+                           : batch
+                               ? nlohmann::json{{"object", "list"}, {"data", std::move(results)}}
+                               : std::move(results[0]);
       net::post(self->stream_.get_executor(), [self, status, out = std::move(out)] {
         self->send(static_cast<http::status>(status), dump(out), self->keep_alive_);
       });
@@ -571,7 +586,7 @@ void Server::Impl::observe_completion(double seconds) {
   ++metrics.completed;
 }
 
-bool Server::Impl::allow_detection(const std::string& who) {
+bool Server::Impl::allow_detection(const std::string& who, double n) {
   const double cap = opt.limits.detect_per_minute;
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(rate_mu);
@@ -580,8 +595,8 @@ bool Server::Impl::allow_detection(const std::string& who) {
   if (!fresh)
     left = std::min(cap, left + cap / 60 * std::chrono::duration<double>(now - last).count());
   last = now;
-  if (left < 1) return false;
-  left -= 1;
+  if (left < n) return false;
+  left -= n;
   return true;
 }
 

@@ -238,43 +238,85 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTempla
   return p;
 }
 
-DetectParams parse_detect(const nlohmann::json& j, const Tokenizer* tok, int32_t vocab, int32_t bos,
-                          const ServerLimits& limits) {
-  refuse_unknown(j, {"model", "text", "tokens", "prompt", "key_id", "method", "tokens_detail"});
+namespace {
+
+// One text to score: "text" or "tokens", optional "prompt"; `where` prefixes field names in errors.
+DetectParams detect_input(const nlohmann::json& j, const std::string& where, const Tokenizer* tok,
+                          int32_t vocab, int32_t bos, const ServerLimits& limits) {
   DetectParams d;
   const bool text = j.contains("text"), ids = j.contains("tokens");
-  if (text == ids) throw bad_request("give exactly one of 'text' and 'tokens'");
+  if (text == ids) throw bad_request(where + "give exactly one of 'text' and 'tokens'");
   std::vector<int32_t> context{bos};
   if (j.contains("prompt") && !j["prompt"].is_null())
-    context = tokens_of(j["prompt"], "prompt", tok, vocab, true);
-  std::vector<int32_t> body = text ? tokens_of(j["text"], "text", tok, vocab, false)
-                                   : tokens_of(j["tokens"], "tokens", tok, vocab, false);
+    context = tokens_of(j["prompt"], where + "prompt", tok, vocab, true);
+  std::vector<int32_t> body = text ? tokens_of(j["text"], where + "text", tok, vocab, false)
+                                   : tokens_of(j["tokens"], where + "tokens", tok, vocab, false);
   d.prompt_tokens = static_cast<int64_t>(context.size());
   d.tokens = std::move(context);
   d.tokens.insert(d.tokens.end(), body.begin(), body.end());
   if (static_cast<int64_t>(d.tokens.size()) > limits.max_detect_tokens)
-    throw bad_request("the text has " + std::to_string(d.tokens.size()) +
+    throw bad_request(where + "the text has " + std::to_string(d.tokens.size()) +
                       " tokens with its context; at most " +
-                      std::to_string(limits.max_detect_tokens) + " are scored per request");
+                      std::to_string(limits.max_detect_tokens) + " are scored per text");
+  return d;
+}
+
+}  // namespace
+
+std::vector<DetectParams> parse_detect(const nlohmann::json& j, const Tokenizer* tok, int32_t vocab,
+                                       int32_t bos, const ServerLimits& limits) {
+  const bool batch = j.contains("inputs");
+  if (batch)
+    refuse_unknown(j, {"model", "inputs", "key_id", "method", "tokens_detail"});
+  else
+    refuse_unknown(j, {"model", "text", "tokens", "prompt", "key_id", "method", "tokens_detail"});
+  DetectParams shared;
   if (j.contains("key_id")) {
     if (!j["key_id"].is_string()) throw bad_request("'key_id' must be a string", "key_id");
-    d.key_id = j["key_id"].get<std::string>();
+    shared.key_id = j["key_id"].get<std::string>();
   }
   if (j.contains("method")) {
     const auto& m = j["method"];
     if (m == "full")
-      d.method = DetectMethod::Full;
+      shared.method = DetectMethod::Full;
     else if (m == "weighted")
-      d.method = DetectMethod::Weighted;
+      shared.method = DetectMethod::Weighted;
     else
       throw bad_request("'method' must be \"full\" or \"weighted\"", "method");
   }
   if (j.contains("tokens_detail")) {
     if (!j["tokens_detail"].is_boolean())
       throw bad_request("'tokens_detail' must be true or false", "tokens_detail");
-    d.tokens_detail = j["tokens_detail"].get<bool>();
+    shared.tokens_detail = j["tokens_detail"].get<bool>();
   }
-  return d;
+  std::vector<DetectParams> out;
+  auto add = [&](DetectParams d) {
+    d.key_id = shared.key_id;
+    d.method = shared.method;
+    d.tokens_detail = shared.tokens_detail;
+    out.push_back(std::move(d));
+  };
+  if (!batch) {
+    add(detect_input(j, "", tok, vocab, bos, limits));
+    return out;
+  }
+  const auto& in = j["inputs"];
+  if (!in.is_array() || in.empty() || static_cast<int64_t>(in.size()) > limits.max_detect_batch)
+    throw bad_request(
+        "'inputs' must be an array of 1 to " + std::to_string(limits.max_detect_batch) + " texts",
+        "inputs");
+  for (size_t k = 0; k < in.size(); ++k) {
+    const std::string where = "inputs[" + std::to_string(k) + "].";
+    if (!in[k].is_object())
+      throw bad_request("'inputs[" + std::to_string(k) + "]' must be an object", "inputs");
+    for (const auto& [key, v] : in[k].items())
+      if (key != "text" && key != "tokens" && key != "prompt" && key != "id")
+        throw bad_request("unrecognized field " + where + key, "inputs");
+    DetectParams d = detect_input(in[k], where, tok, vocab, bos, limits);
+    if (in[k].contains("id")) d.id = in[k]["id"];
+    add(std::move(d));
+  }
+  return out;
 }
 
 size_t complete_utf8_prefix(const std::string& s) {

@@ -58,12 +58,14 @@ struct DetectParams {
   std::string key_id;
   DetectMethod method = DetectMethod::Full;
   bool tokens_detail = false;
+  nlohmann::json id;  // a batch input's "id", echoed in its result (null: none)
 };
 
-// POST /v1/watermark/detect's body: "text" or "tokens", optional "prompt" (text or ids),
-// "key_id", "method" ("full" or "cspv"), "tokens_detail".
-DetectParams parse_detect(const nlohmann::json& body, const Tokenizer* tokenizer, int32_t vocab,
-                          int32_t bos, const ServerLimits& limits);
+// POST /v1/watermark/detect's body: "text" or "tokens", optional "prompt" (text or ids), or a
+// batch: "inputs": [{"text" | "tokens", "prompt", "id"}, ...]; with "key_id", "method" ("full" or
+// "weighted") and "tokens_detail" for all. One DetectParams per text, in order.
+std::vector<DetectParams> parse_detect(const nlohmann::json& body, const Tokenizer* tokenizer,
+                                       int32_t vocab, int32_t bos, const ServerLimits& limits);
 
 // The longest prefix of `s` that does not end inside a UTF-8 sequence (streamed text waits for the
 // rest of a character split across tokens).

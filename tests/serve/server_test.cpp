@@ -267,6 +267,50 @@ TEST(Server, EnforcedWatermarkIsDetected) {
   int status = 0;
   s.post("/v1/completions", R"({"prompt": "x", "watermark": false})", &status);
   EXPECT_EQ(status, 400);
+
+  // The batch form: each text scored as alone, in order, ids echoed.
+  const std::string human = "The river runs past the old mill and on toward the sea.";
+  const json batch = s.post(
+      "/v1/watermark/detect",
+      json{{"key_id", "k1"},
+           {"inputs",
+            {{{"id", "w"}, {"prompt", "The river"}, {"text", text}}, {{"id", 7}, {"text", human}}}}}
+          .dump(),
+      &status);
+  ASSERT_EQ(status, 200) << batch.dump();
+  EXPECT_EQ(batch["object"], "list");
+  ASSERT_EQ(batch["data"].size(), 2u);
+  EXPECT_EQ(batch["data"][0]["id"], "w");
+  EXPECT_EQ(batch["data"][0]["z"], d["z"]);
+  EXPECT_EQ(batch["data"][0]["detected"], true);
+  const json alone = s.post("/v1/watermark/detect", json{{"text", human}}.dump());
+  EXPECT_EQ(batch["data"][1]["id"], 7);
+  EXPECT_EQ(batch["data"][1]["z"], alone["z"]);
+  const json bad = s.post("/v1/watermark/detect",
+                          R"({"inputs": [{"text": "a"}, {"tokens": [1, 1.5]}]})", &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_EQ(bad["error"]["message"], "'inputs[1].tokens' holds 1.5, not an integer token id");
+  s.post("/v1/watermark/detect", R"({"inputs": []})", &status);
+  EXPECT_EQ(status, 400);
+}
+
+// A batch costs one detection per text: beyond the allowance it is refused whole.
+TEST(Server, BatchDetectionCountsEveryText) {
+  epwa::ServerOptions o;
+  o.policy = epwa::WatermarkPolicy::OptIn;
+  o.keyring = keyring();
+  o.limits.detect_per_minute = 3;
+  Running s(o);
+  int status = 0;
+  s.post("/v1/watermark/detect",
+         R"({"inputs": [{"text": "a"}, {"text": "b"}, {"text": "c"}, {"text": "d"}]})", &status);
+  EXPECT_EQ(status, 429);
+  s.post("/v1/watermark/detect", R"({"inputs": [{"text": "a"}, {"text": "b"}]})", &status);
+  EXPECT_EQ(status, 200);
+  s.post("/v1/watermark/detect", R"({"inputs": [{"text": "a"}, {"text": "b"}]})", &status);
+  EXPECT_EQ(status, 429);  // one left this minute
+  s.post("/v1/watermark/detect", R"({"text": "a"})", &status);
+  EXPECT_EQ(status, 200);
 }
 
 TEST(Server, BadRequestsGetJson4xx) {
