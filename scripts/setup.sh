@@ -8,7 +8,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libopenblas-dev libhwy-dev libsentencepiece-dev sentencepiece libpcre2-dev libicu-dev libcpp-httplib-dev libboost1.81-dev
       python3 python3-dev pybind11-dev python3-numpy)
 if [[ "${1:-}" == --tests ]]; then
-  PKGS+=(chromium python3-pytest python3-dask python3-pandas)
+  PKGS+=(chromium python3-pytest python3-dask python3-pandas openssl)
   # Node.js and npm for the server's openai-client test (the machine's own node is kept).
   command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
 fi

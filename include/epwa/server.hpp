@@ -84,6 +84,9 @@ struct ServerOptions {
   ApiKeys api_keys;           // empty: no authentication
   WatermarkConfig watermark;  // scheme and parameters (router_layer < 0: the last MoE layer)
   DetectOptions detect;       // threshold etc. for /v1/watermark/detect
+  // HTTPS (TLS 1.2 or later) with a PEM certificate chain and its private key (mode 0600), both or
+  // neither.
+  std::filesystem::path tls_cert, tls_key;
   // The Jinja chat template of /v1/chat/completions (docs/CHAT.md); empty: that endpoint answers
   // 400. `epwa serve` passes the model's own unless --chat-template names another.
   std::string chat_template;

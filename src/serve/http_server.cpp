@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <array>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -17,6 +19,7 @@
 #include <set>
 #include <thread>
 
+#include "epwa/platform.hpp"
 #include "epwa/server.hpp"
 #include "epwa/session.hpp"
 #include "openai_api.hpp"
@@ -59,6 +62,7 @@ struct Server::Impl {
   std::map<std::string, std::pair<double, std::chrono::steady_clock::time_point>> allowance;
   // Destroyed in reverse order: the engine and the detection worker (which post to the I/O
   // context) before the context.
+  std::optional<net::ssl::context> tls;  // with tls_cert and tls_key; outlives the sessions
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   net::signal_set signals{ioc};
@@ -104,21 +108,39 @@ struct Generation {
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
 
-class Session : public std::enable_shared_from_this<Session> {
+// One client connection; Stream is a plain TCP stream or a TLS stream over one.
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
  public:
-  Session(tcp::socket s, Server::Impl& srv) : stream_(std::move(s)), srv_(srv) {
+  template <class... TlsContext>
+  Session(tcp::socket s, Server::Impl& srv, TlsContext&... tls)
+      : stream_(std::move(s), tls...), srv_(srv) {
     ++srv_.connections;
     beast::error_code ec;
-    const auto peer = stream_.socket().remote_endpoint(ec);
+    const auto peer = lowest().socket().remote_endpoint(ec);
     peer_ = ec ? "unknown" : peer.address().to_string();
   }
   ~Session() { --srv_.connections; }
 
   void start() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (kTls) {
+        // The handshake has the header deadline: a client that never completes it holds nothing.
+        self->lowest().expires_after(self->limits().header_timeout);
+        self->stream_.async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
+          if (ec) return self->drop();
+          self->read();
+        });
+      } else {
+        self->read();
+      }
+    });
   }
   void refuse_busy() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (kTls) return self->drop();  // no handshake spent on a refusal
       self->send_error(ApiError(503, "server_error", "too many connections; try again later"),
                        false);
     });
@@ -131,16 +153,17 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(limits().max_body_bytes);
     parser_->header_limit(16 * 1024);
-    stream_.expires_after(limits().header_timeout);
-    http::async_read_header(stream_, buf_, *parser_,
-                            beast::bind_front_handler(&Session::on_header, shared_from_this()));
+    lowest().expires_after(limits().header_timeout);
+    http::async_read_header(
+        stream_, buf_, *parser_,
+        beast::bind_front_handler(&Session::on_header, this->shared_from_this()));
   }
 
   void on_header(beast::error_code ec, size_t) {
     if (ec) return on_read_error(ec);
-    stream_.expires_after(limits().body_timeout);
+    lowest().expires_after(limits().body_timeout);
     http::async_read(stream_, buf_, *parser_,
-                     beast::bind_front_handler(&Session::on_body, shared_from_this()));
+                     beast::bind_front_handler(&Session::on_body, this->shared_from_this()));
   }
 
   void on_body(beast::error_code ec, size_t) {
@@ -161,11 +184,24 @@ class Session : public std::enable_shared_from_this<Session> {
     close();  // closed by the client, or a deadline passed: nothing to answer
   }
 
+  // Ends the connection: TLS says close_notify first (bounded by the write deadline).
   void close() {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    if constexpr (kTls) {
+      if (!tls_closing_) {
+        tls_closing_ = true;
+        lowest().expires_after(limits().write_timeout);
+        return stream_.async_shutdown(
+            [self = this->shared_from_this()](beast::error_code) { self->drop(); });
+      }
+    }
+    drop();
   }
+  void drop() {
+    beast::error_code ignored;
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().close();
+  }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
 
   void send(http::status status, std::string body, bool keep_alive,
             const char* content_type = "application/json") {
@@ -176,9 +212,9 @@ class Session : public std::enable_shared_from_this<Session> {
     res->keep_alive(keep_alive);
     res->body() = std::move(body);
     res->prepare_payload();
-    stream_.expires_after(limits().write_timeout);
+    lowest().expires_after(limits().write_timeout);
     http::async_write(stream_, *res,
-                      [self = shared_from_this(), res](beast::error_code ec, size_t) {
+                      [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
                         if (ec || !res->keep_alive()) return self->close();
                         self->read();
                       });
@@ -324,7 +360,7 @@ class Session : public std::enable_shared_from_this<Session> {
       wc.router_layer = srv_.layer;
       r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(key));
     }
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     auto ex = stream_.get_executor();
     r.on_token = [self, g, ex](int32_t t) {
       net::post(ex, [self, g, t] { self->on_token(*g, t); });
@@ -348,11 +384,11 @@ class Session : public std::enable_shared_from_this<Session> {
   // its socket turning readable with nothing to read (end of stream), and its work is cancelled.
   void watch_for_hangup(uint64_t job) {
     watching_ = true;
-    stream_.socket().async_wait(
-        tcp::socket::wait_read, [self = shared_from_this(), job](beast::error_code ec) {
+    lowest().socket().async_wait(
+        tcp::socket::wait_read, [self = this->shared_from_this(), job](beast::error_code ec) {
           if (ec || !self->watching_) return;  // cancelled: the answer is being written
           // Peek without blocking: readable with nothing to read is the end of the stream.
-          auto& sock = self->stream_.socket();
+          auto& sock = self->lowest().socket();
           char c;
           beast::error_code peek;
           sock.non_blocking(true, peek);
@@ -361,15 +397,16 @@ class Session : public std::enable_shared_from_this<Session> {
           sock.non_blocking(false, ignored);
           if (peek == net::error::would_block) return self->watch_for_hangup(job);  // spurious
           self->watching_ = false;
-          // Bytes waiting are a pipelined request, read after the answer: not a hang-up.
-          if (n == 0 || peek) self->srv_.engine->cancel(job);
+          // Bytes waiting are a pipelined request, read after the answer: not a hang-up. Under
+          // TLS they are the client's close_notify (TLS clients do not pipeline): a hang-up.
+          if (n == 0 || peek || kTls) self->srv_.engine->cancel(job);
         });
   }
   void stop_watching() {
     if (!watching_) return;
     watching_ = false;
     beast::error_code ignored;
-    stream_.socket().cancel(ignored);
+    lowest().socket().cancel(ignored);
   }
 
   // One answer (or streamed chunk) in the endpoint's shape: a completion's "text", a chat's
@@ -479,7 +516,7 @@ class Session : public std::enable_shared_from_this<Session> {
                      "detection is limited to " +
                          nlohmann::json(limits().detect_per_minute).dump() +
                          " texts a minute for each client; try again later");
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     net::post(srv_.detect_pool, [self, items = std::move(items), id, batch] {
       int status = 200;
       nlohmann::json results = nlohmann::json::array();
@@ -526,9 +563,9 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     writing_ = true;
-    stream_.expires_after(limits().write_timeout);
+    lowest().expires_after(limits().write_timeout);
     net::async_write(stream_, net::buffer(out_.front()),
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                     [self = this->shared_from_this()](beast::error_code ec, size_t) {
                        if (ec) {  // the client went away: stop its generation
                          self->srv_.engine->cancel(self->job_of_stream());
                          self->out_.clear();
@@ -545,8 +582,9 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   uint64_t job_of_stream() const { return stream_job_; }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   Server::Impl& srv_;
+  bool tls_closing_ = false;
   beast::flat_buffer buf_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
@@ -636,11 +674,17 @@ void Server::Impl::accept() {
   acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
     if (ec == net::error::operation_aborted) return;  // stopped
     if (!ec) {
-      auto session = std::make_shared<Session>(std::move(s), *this);
-      if (connections > opt.limits.max_connections)
-        session->refuse_busy();
+      auto go = [&](auto session) {
+        if (connections > opt.limits.max_connections)
+          session->refuse_busy();
+        else
+          session->start();
+      };
+      if (tls)
+        go(std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(s), *this,
+                                                                           *tls));
       else
-        session->start();
+        go(std::make_shared<Session<beast::tcp_stream>>(std::move(s), *this));
     }
     accept();
   });
@@ -670,6 +714,24 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
                                            " needs a keyring (--keyring)");
   for (const auto& [id, secret] : s.opt.keyring.keys)
     s.lists[id] = make_green_lists(model, secret, s.opt.watermark.gamma);
+  if (!s.opt.tls_cert.empty() || !s.opt.tls_key.empty()) {
+    check(!s.opt.tls_cert.empty() && !s.opt.tls_key.empty(),
+          "serve: TLS needs both a certificate (--tls-cert) and its key (--tls-key)");
+    check_private_file(s.opt.tls_key, "--tls-key");
+    s.tls.emplace(net::ssl::context::tls_server);
+    SSL_CTX_set_min_proto_version(s.tls->native_handle(), TLS1_2_VERSION);
+    beast::error_code tec;
+    s.tls->use_certificate_chain_file(s.opt.tls_cert.string(), tec);
+    if (tec)
+      throw Error("serve: --tls-cert " + s.opt.tls_cert.string() +
+                  ": not a PEM certificate chain (" + tec.message() + ")");
+    s.tls->use_private_key_file(s.opt.tls_key.string(), net::ssl::context::pem, tec);
+    if (tec)
+      throw Error("serve: --tls-key " + s.opt.tls_key.string() + ": not a PEM private key (" +
+                  tec.message() + ")");
+    check(SSL_CTX_check_private_key(s.tls->native_handle()) == 1,
+          "serve: --tls-key does not belong to the certificate in --tls-cert");
+  }
   beast::error_code ec;
   const auto addr = net::ip::make_address(s.opt.host, ec);
   if (ec) throw Error("serve: '" + s.opt.host + "' is not an IP address");

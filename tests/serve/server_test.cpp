@@ -231,6 +231,61 @@ TEST(Server, ChatWithoutATemplateIsAClear400) {
   EXPECT_NE(r["error"]["message"].get<std::string>().find("--chat-template"), std::string::npos);
 }
 
+// HTTPS with a self-signed certificate made by the openssl command: a verifying client gets the
+// same completion as over plain HTTP; a plain-HTTP client gets nothing and changes nothing; bad
+// certificate settings are refused at start with the file named.
+TEST(Server, ServesHttpsWithTheGivenCertificate) {
+  const fs::path d = fs::temp_directory_path() / "epwa_tls_test";
+  fs::remove_all(d);
+  fs::create_directories(d);
+  const std::string cert = (d / "cert.pem").string(), key = (d / "key.pem").string();
+  ASSERT_EQ(std::system(("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+                         "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+                         key + " -out " + cert + " 2>/dev/null")
+                            .c_str()),
+            0);
+  fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+  epwa::ServerOptions o;
+  o.tls_cert = cert;
+  o.tls_key = key;
+  Running s(o);
+  httplib::SSLClient c("127.0.0.1", s.port());
+  c.set_ca_cert_path(cert.c_str());
+  c.enable_server_certificate_verification(true);
+  c.set_read_timeout(60, 0);
+  const std::string body = R"({"prompt": "The river", "max_tokens": 12, "temperature": 0})";
+  auto res = c.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  ASSERT_EQ(res->status, 200);
+  httplib::Client plain("127.0.0.1", s.port());
+  plain.set_read_timeout(5, 0);
+  EXPECT_FALSE(plain.Post("/v1/completions", body, "application/json"));
+  Running http({});
+  EXPECT_EQ(json::parse(res->body)["choices"][0]["text"],
+            http.post("/v1/completions", body)["choices"][0]["text"]);
+  auto again = c.Get("/health");  // still serving after the plain-HTTP attempt
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+
+  auto start_error = [&](const std::string& cert_path, const std::string& key_path) {
+    epwa::ServerOptions bad;
+    bad.port = 0;
+    bad.tls_cert = cert_path;
+    bad.tls_key = key_path;
+    try {
+      epwa::Server srv(*bundle().model, bundle().tok, bad);
+    } catch (const epwa::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(start_error(key, key).find("not a PEM certificate chain"), std::string::npos);
+  EXPECT_NE(start_error(cert, "").find("needs both"), std::string::npos);
+  fs::permissions(key, fs::perms::group_read, fs::perm_options::add);
+  EXPECT_NE(start_error(cert, key).find("--tls-key"), std::string::npos);
+  fs::remove_all(d);
+}
+
 TEST(Server, EnforcedWatermarkIsDetected) {
   epwa::ServerOptions o;
   o.policy = epwa::WatermarkPolicy::Enforced;

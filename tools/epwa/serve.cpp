@@ -69,6 +69,9 @@ const Command kServe{
       app.add_option("--max-tokens", o.limits.max_tokens, "largest max_tokens of a request")
           ->check(CLI::Range(1, 1 << 24))
           ->capture_default_str();
+      app.add_option("--tls-cert", o.tls_cert,
+                     "PEM certificate chain: serve HTTPS (with --tls-key)");
+      app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert (mode 0600)");
       app.add_option("--chat-template", a->chat_template,
                      "Jinja chat template for /v1/chat/completions (default: the model's own, "
                      "docs/CHAT.md)");
@@ -109,8 +112,9 @@ const Command kServe{
                        "epwa serve: warning: listening on %s, beyond this machine, without "
                        "authentication\n",
                        o.host.c_str());
-        std::fprintf(stderr, "epwa serve: http://%s:%u (policy %s, %d slots); Ctrl-C stops\n",
-                     o.host.c_str(), server.port(), a->policy.c_str(), o.engine.slots);
+        std::fprintf(stderr, "epwa serve: %s://%s:%u (policy %s, %d slots); Ctrl-C stops\n",
+                     o.tls_cert.empty() ? "http" : "https", o.host.c_str(), server.port(),
+                     a->policy.c_str(), o.engine.slots);
         server.run();
         return 0;
       };
