@@ -31,6 +31,14 @@ class QueueFull : public Error {
   using Error::Error;
 };
 
+// The model's log-probabilities at one position, taken before any watermark bias or suppression
+// (so they reveal nothing of a key): the token's, and the `k` most likely tokens.
+struct TokenLogprobs {
+  int32_t token = -1;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;  // best first, ties to the lower id
+};
+
 struct BatchRequest {
   std::vector<int32_t> prompt;  // BOS included; at least one token
   int32_t max_new_tokens = 16;
@@ -41,6 +49,12 @@ struct BatchRequest {
   // Called on the engine's thread, in order: each new token, then once at the end (the message
   // is set for FinishReason::Error). Keep them short: the whole batch waits for them.
   std::function<void(int32_t token)> on_token;
+  // With logprobs >= 0: on_logprobs gets each new token's TokenLogprobs (with `logprobs`
+  // alternatives) just before on_token; with prompt_logprobs also, first, those of prompt tokens
+  // 1 .. n-1 (echo), in order.
+  int32_t logprobs = -1;
+  bool prompt_logprobs = false;
+  std::function<void(const TokenLogprobs&)> on_logprobs;
   std::function<void(FinishReason, const std::string& error)> on_done;
 };
 

@@ -6,7 +6,9 @@
 #include "epwa/batch_engine.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <numeric>
 #include <unordered_set>
 
 namespace epwa {
@@ -37,6 +39,27 @@ struct BatchEngine::Job {
 };
 
 namespace {
+
+// log_softmax(row)[token] and the k best (value, then lower id), in double precision.
+TokenLogprobs logprobs_of(std::span<const float> row, int32_t token, int32_t k) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (float x : row) mx = std::max(mx, x);
+  double sum = 0;
+  for (float x : row) sum += std::exp(static_cast<double>(x) - mx);
+  const double lse = mx + std::log(sum);
+  TokenLogprobs out;
+  out.token = token;
+  out.logprob = static_cast<float>(row[token] - lse);
+  std::vector<int32_t> ids(row.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  const size_t kk = std::min<size_t>(static_cast<size_t>(std::max(k, 0)), ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + kk, ids.end(), [&](int32_t a, int32_t b) {
+    return row[a] > row[b] || (row[a] == row[b] && a < b);
+  });
+  for (size_t i = 0; i < kk; ++i)
+    out.top.emplace_back(ids[i], static_cast<float>(row[ids[i]] - lse));
+  return out;
+}
 
 // Routes each router observation to the watermark of the request decoding in that sequence.
 struct SlotObserver : RouterObserver {
@@ -179,7 +202,9 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
 
   // The batch: a prompt chunk, or the last sampled token, of every running request.
   std::vector<BatchToken> batch;
-  std::vector<int32_t> runs;  // the sequence of each run, in batch order
+  std::vector<int32_t> runs;      // the sequence of each run, in batch order
+  std::vector<size_t> run_first;  // each run's first token in the batch
+  bool all_logits = false;        // a prompt's log-probabilities are asked for in this step
   SlotObserver obs;
   obs.by_slot.assign(opt_.slots, nullptr);
   for (int32_t s = 0; s < opt_.slots; ++s) {
@@ -191,7 +216,9 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
     }
     if (j.fed == 0) ctx_.clear(s);
     const auto plen = j.req.prompt.size();
+    run_first.push_back(batch.size());
     if (j.fed < plen) {
+      all_logits = all_logits || j.req.prompt_logprobs;
       const size_t n = std::min<size_t>(static_cast<size_t>(opt_.prefill_chunk), plen - j.fed);
       for (size_t i = 0; i < n; ++i)
         batch.push_back({j.req.prompt[j.fed + i], static_cast<int64_t>(j.fed + i), s});
@@ -209,6 +236,7 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
   if (!batch.empty()) {
     ForwardOptions fo;
     fo.observer = &obs;
+    fo.all_logits = all_logits;
     std::vector<float> logits;
     try {
       logits = model_.decode(batch, ctx_, fo);
@@ -220,12 +248,30 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
     for (size_t r = 0; r < runs.size(); ++r) {
       const int32_t s = runs[r];
       Job& j = *slots_[s];
+      const size_t end = r + 1 < runs.size() ? run_first[r + 1] : batch.size();
+      // The row of this run's last token: with every position's logits, that of its place.
+      const size_t last = all_logits ? end - 1 : r;
+      auto row_at = [&](size_t i) {
+        return std::span<float>(logits.data() + static_cast<int64_t>(i) * v,
+                                static_cast<size_t>(v));
+      };
+      if (all_logits && j.req.prompt_logprobs && j.req.on_logprobs) {
+        // Prompt token p+1 from the logits at p, for the prompt tokens of this chunk.
+        for (size_t i = run_first[r]; i < end; ++i) {
+          const auto p = static_cast<size_t>(batch[i].position);
+          if (p + 1 >= j.req.prompt.size() || batch[i].token != j.req.prompt[p]) continue;
+          j.req.on_logprobs(
+              logprobs_of(row_at(i), j.req.prompt[p + 1], std::max(j.req.logprobs, 0)));
+        }
+      }
       if (!j.sample) continue;
       if (j.generated >= j.req.max_new_tokens) {
         done(s, FinishReason::Length);
         continue;
       }
-      std::span<float> row(logits.data() + static_cast<int64_t>(r) * v, static_cast<size_t>(v));
+      std::span<float> row = row_at(last);
+      std::vector<float> raw;  // the model's own distribution, for the token's log-probabilities
+      if (j.req.logprobs >= 0 && j.req.on_logprobs) raw.assign(row.begin(), row.end());
       int32_t t;
       try {
         if (j.req.watermark) j.req.watermark->process(row);
@@ -237,6 +283,7 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
       }
       ++j.generated;
       ++sampled;
+      if (!raw.empty()) j.req.on_logprobs(logprobs_of(raw, t, j.req.logprobs));
       if (j.req.on_token) j.req.on_token(t);
       if (std::find(j.req.stop_tokens.begin(), j.req.stop_tokens.end(), t) !=
           j.req.stop_tokens.end())

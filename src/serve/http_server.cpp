@@ -102,6 +102,9 @@ struct Generation {
   size_t sent = 0;       // bytes of text already streamed
   bool stopped = false;  // a stop string was met
   bool stream = false;
+  int32_t logprobs = -1;  // >= 0: log-probabilities with this many alternatives
+  bool echo = false;
+  std::vector<TokenLogprobs> lps;  // the echoed prompt's (tokens 1..), then each new token's
   uint64_t job = 0;
   std::string id;
   nlohmann::json watermark;
@@ -343,6 +346,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     g->prompt = p.prompt;
     g->stop = p.stop;
     g->stream = p.stream;
+    g->logprobs = p.logprobs;
+    g->echo = p.echo;
     g->stop_tokens = {c.eos_token_id};
     if (chat)
       g->stop_tokens.insert(g->stop_tokens.end(), srv_.end_of_turn.begin(), srv_.end_of_turn.end());
@@ -365,6 +370,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     r.on_token = [self, g, ex](int32_t t) {
       net::post(ex, [self, g, t] { self->on_token(*g, t); });
     };
+    if (p.logprobs >= 0 || p.echo) {
+      r.logprobs = std::max(p.logprobs, 0);
+      r.prompt_logprobs = p.echo;
+      r.on_logprobs = [self, g, ex](const TokenLogprobs& lp) {
+        net::post(ex, [g, lp] { g->lps.push_back(lp); });
+      };
+    }
     r.on_done = [self, g, ex](FinishReason why, const std::string& error) {
       net::post(ex, [self, g, why, error] { self->on_done(*g, why, error); });
     };
@@ -490,11 +502,72 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       push("data: " + dump(last) + "\n\n");
       return end_stream();
     }
-    auto res = chunk(g, g.text, finish);
+    const std::string echoed = g.echo ? token_texts(g.prompt) : std::string();
+    auto res = chunk(g, echoed + g.text, finish);
+    if (g.logprobs >= 0 || g.echo) res["choices"][0]["logprobs"] = logprobs_json(g, echoed.size());
     res["usage"] = usage;
     res["watermark"] = g.watermark;
     stop_watching();
     send(http::status::ok, dump(res), keep_alive_);
+  }
+
+  // The tokens' texts one after another (special tokens as their text, a SentencePiece word's
+  // space kept): what an echoed prompt reads as, so that every token has its offset in it.
+  std::string token_texts(std::span<const int32_t> ids) const {
+    std::string out;
+    for (int32_t id : ids) out += srv_.tok->token_bytes(id);
+    return out;
+  }
+
+  // choices[0].logprobs: the legacy completions' {tokens, token_logprobs, top_logprobs,
+  // text_offset} (the echoed prompt first, its first token without a log-probability), or the chat
+  // form {content: [{token, logprob, bytes, top_logprobs}]}. New tokens beyond a stop string are
+  // left out, as their text is.
+  nlohmann::json logprobs_json(const Generation& g, size_t echoed_bytes) const {
+    const Tokenizer& tok = *srv_.tok;
+    const size_t prompt_entries = g.echo && !g.prompt.empty() ? g.prompt.size() - 1 : 0;
+    nlohmann::json tokens = nlohmann::json::array(), token_lp = nlohmann::json::array(),
+                   top = nlohmann::json::array(), offsets = nlohmann::json::array(),
+                   content = nlohmann::json::array();
+    size_t offset = 0;
+    auto add = [&](int32_t id, const TokenLogprobs* lp, bool generated) {
+      const std::string text = tok.token_bytes(id);
+      tokens.push_back(text);
+      offsets.push_back(offset);
+      offset += text.size();
+      if (!lp) {
+        token_lp.push_back(nullptr);
+        top.push_back(nullptr);
+        return;
+      }
+      token_lp.push_back(lp->logprob);
+      nlohmann::json alts = nlohmann::json::object(), chat_alts = nlohmann::json::array();
+      for (const auto& [alt, v] : lp->top) {
+        const std::string t = tok.token_bytes(alt);
+        if (!alts.contains(t)) alts[t] = v;  // tokens with one text share a key, as OpenAI's do
+        chat_alts.push_back(
+            {{"token", t}, {"logprob", v}, {"bytes", std::vector<uint8_t>(t.begin(), t.end())}});
+      }
+      top.push_back(std::move(alts));
+      if (generated)  // the chat form lists new tokens only
+        content.push_back({{"token", text},
+                           {"logprob", lp->logprob},
+                           {"bytes", std::vector<uint8_t>(text.begin(), text.end())},
+                           {"top_logprobs", std::move(chat_alts)}});
+    };
+    if (g.echo)
+      for (size_t i = 0; i < g.prompt.size(); ++i)
+        add(g.prompt[i], i > 0 && i - 1 < g.lps.size() ? &g.lps[i - 1] : nullptr, false);
+    for (size_t i = 0; i < g.tokens.size(); ++i) {
+      if (offset - echoed_bytes >= g.text.size()) break;  // at or past a stop string
+      const size_t k = prompt_entries + i;
+      add(g.tokens[i], k < g.lps.size() ? &g.lps[k] : nullptr, true);
+    }
+    if (g.chat) return {{"content", std::move(content)}, {"refusal", nullptr}};
+    return {{"tokens", std::move(tokens)},
+            {"token_logprobs", std::move(token_lp)},
+            {"top_logprobs", std::move(top)},
+            {"text_offset", std::move(offsets)}};
   }
 
   void detect(const std::string& body) {

@@ -150,14 +150,24 @@ void parse_generation_fields(const nlohmann::json& j, CompletionParams& p, int32
 
 CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok, int32_t vocab,
                                   const ServerLimits& limits) {
-  refuse_unknown(j,
-                 {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop",
-                  "stream", "n", "user", "watermark", "frequency_penalty", "presence_penalty"});
+  refuse_unknown(j, {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed",
+                     "stop", "stream", "n", "user", "watermark", "frequency_penalty",
+                     "presence_penalty", "logprobs", "echo"});
   CompletionParams p;
   if (!j.contains("prompt")) throw bad_request("'prompt' is required", "prompt");
   p.prompt = tokens_of(j["prompt"], "prompt", tok, vocab, true);
   if (p.prompt.empty()) throw bad_request("'prompt' is empty", "prompt");
   parse_generation_fields(j, p, vocab, limits);
+  if (j.contains("logprobs") && !j["logprobs"].is_null())
+    p.logprobs = static_cast<int32_t>(integer(j["logprobs"], "logprobs", 0, kMaxLogprobs));
+  if (j.contains("echo") && !j["echo"].is_null()) {
+    if (!j["echo"].is_boolean()) throw bad_request("'echo' must be true or false", "echo");
+    p.echo = j["echo"].get<bool>();
+  }
+  if (p.stream && (p.echo || p.logprobs >= 0))
+    throw bad_request("'echo' and 'logprobs' are not supported with 'stream' yet", "stream");
+  if (!tok && (p.echo || p.logprobs >= 0))
+    throw bad_request("'echo' and 'logprobs' need the model's tokenizer", "logprobs");
   return p;
 }
 
@@ -183,7 +193,8 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTempla
                      "tools",
                      "tool_choice",
                      "chat_template_kwargs",
-                     "logprobs"});
+                     "logprobs",
+                     "top_logprobs"});
   if (!chat || !tok)
     throw bad_request(
         "this server has no chat template: start it with --chat-template FILE "
@@ -210,10 +221,16 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTempla
       throw bad_request("'chat_template_kwargs' must be an object", "chat_template_kwargs");
     in.kwargs = nlohmann::ordered_json::parse(j["chat_template_kwargs"].dump());
   }
+  bool want_logprobs = false;
   if (j.contains("logprobs") && !j["logprobs"].is_null()) {
     if (!j["logprobs"].is_boolean())
       throw bad_request("'logprobs' must be true or false", "logprobs");
-    if (j["logprobs"].get<bool>()) throw bad_request("'logprobs' is not supported yet", "logprobs");
+    want_logprobs = j["logprobs"].get<bool>();
+  }
+  int32_t top = 0;
+  if (j.contains("top_logprobs") && !j["top_logprobs"].is_null()) {
+    top = static_cast<int32_t>(integer(j["top_logprobs"], "top_logprobs", 0, kMaxLogprobs));
+    if (!want_logprobs) throw bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs");
   }
   if (j.contains("stream_options") && !j["stream_options"].is_null()) {
     const auto& so = j["stream_options"];
@@ -235,6 +252,9 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTempla
   p.prompt = tok->encode(text, false, true);
   if (p.prompt.empty()) throw bad_request("the chat template rendered an empty prompt", "messages");
   parse_generation_fields(j, p, vocab, limits);
+  if (want_logprobs) p.logprobs = top;
+  if (p.stream && p.logprobs >= 0)
+    throw bad_request("'logprobs' is not supported with 'stream' yet", "stream");
   return p;
 }
 

@@ -40,7 +40,12 @@ struct CompletionParams {
   bool stream = false;
   std::optional<bool> watermark;  // the request's "watermark" field, when given
   std::string key_id;             // "watermark": "<key id>" picks a key
+  int32_t logprobs = -1;          // >= 0: log-probabilities with this many alternatives
+  bool echo = false;              // completions: the prompt (and its log-probabilities) first
 };
+
+// The most alternatives "logprobs" / "top_logprobs" may ask for (OpenAI allows 5 and 20).
+inline constexpr int32_t kMaxLogprobs = 20;
 
 // POST /v1/completions's body. The prompt is text (tokenized with BOS) or token ids.
 CompletionParams parse_completion(const nlohmann::json& body, const Tokenizer* tokenizer,

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "epwa/chat_template.hpp"
+#include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 
 namespace fs = std::filesystem;
@@ -207,6 +208,27 @@ TEST(Server, ChatCompletionsGenerateFromTheRenderedTemplate) {
   EXPECT_EQ(roles, 1);
   EXPECT_EQ(joined, r["choices"][0]["message"]["content"]);
 
+  // logprobs: one entry per new token, in the chat form, with the alternatives asked for.
+  const json lp = s.post("/v1/chat/completions",
+                         json{{"messages", messages},
+                              {"max_tokens", 6},
+                              {"temperature", 0},
+                              {"logprobs", true},
+                              {"top_logprobs", 2}}
+                             .dump(),
+                         &status);
+  ASSERT_EQ(status, 200) << lp.dump();
+  const json& content = lp["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), lp["usage"]["completion_tokens"].get<size_t>());
+  std::string said;
+  for (const auto& c : content) {
+    EXPECT_EQ(c["top_logprobs"].size(), 2u);
+    EXPECT_LE(c["logprob"].get<double>(), 0);
+    EXPECT_EQ(c["top_logprobs"][0]["token"], c["token"]);  // greedy: the best is the one taken
+    said += c["token"].get<std::string>();
+  }
+  EXPECT_EQ(said, lp["choices"][0]["message"]["content"]);
+
   // The template's refusal and malformed messages are 400s naming the problem.
   const json refused = s.post("/v1/chat/completions",
                               R"({"messages": [{"role": "user", "content": "a"},
@@ -284,6 +306,74 @@ TEST(Server, ServesHttpsWithTheGivenCertificate) {
   fs::permissions(key, fs::perms::group_read, fs::perm_options::add);
   EXPECT_NE(start_error(cert, key).find("--tls-key"), std::string::npos);
   fs::remove_all(d);
+}
+
+// echo + logprobs: the prompt's log-probabilities are what PEPI's HTTP client reads (equal to the
+// local model's), and a watermarked answer's log-probabilities are the model's own (no bias shows).
+TEST(Server, LogprobsAreTheModelsOwnAndServePepi) {
+  epwa::ServerOptions o;
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.keyring = keyring();
+  o.watermark.router_layer = -1;
+  Running s(o);
+  auto& b = bundle();
+  const auto ids = b.tok->encode("The river runs past the old mill", true, false);
+  epwa::ApiOptions api;
+  api.url = "http://127.0.0.1:" + std::to_string(s.port());
+  api.top_k = 5;
+  epwa::ApiDistributionSource remote(api, b.tok);
+  epwa::LocalDistributionSource local(*b.model, 5);
+  const auto got = remote.distributions(ids), want = local.distributions(ids);
+  ASSERT_EQ(got.size(), ids.size() - 1);
+  for (size_t i = 0; i < got.size(); ++i)
+    for (size_t r = 0; r < 3; ++r) {  // keyed by text, as OpenAI's: tokens compared by text
+      EXPECT_EQ(b.tok->token_bytes(got[i].tokens[r]), b.tok->token_bytes(want[i].tokens[r]))
+          << "position " << i;
+      EXPECT_NEAR(got[i].logprobs[r], want[i].logprobs[r], 1e-4) << "position " << i;
+    }
+
+  // Greedy and watermarked: each token's log-probability is the unbiased model's, the same as an
+  // echo of the prompt and the answer gives.
+  int status = 0;
+  const json r =
+      s.post("/v1/completions",
+             json{{"prompt", ids}, {"max_tokens", 12}, {"temperature", 0}, {"logprobs", 2}}.dump(),
+             &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  const json& lp = r["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), 12u);
+  epwa::WatermarkConfig wc;
+  wc.router_layer = -1;
+  epwa::Watermarker w(*b.model, "server-test-secret-1", wc);
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 12;
+  go.sampling.temperature = 0;
+  for (int32_t t : epwa::non_text_token_ids(*b.tok, b.model->config().vocab_size))
+    if (t != b.model->config().eos_token_id) go.suppress_tokens.push_back(t);
+  std::vector<int32_t> all = ids;
+  for (int32_t t : w.generate(*b.model, ids, go)) all.push_back(t);
+  ASSERT_EQ(all.size(), ids.size() + 12);
+  for (size_t i = 0; i < 12; ++i)
+    EXPECT_EQ(lp["tokens"][i], b.tok->token_bytes(all[ids.size() + i]));
+  std::string joined;
+  for (const auto& t : lp["tokens"]) joined += t.get<std::string>();
+  EXPECT_EQ(joined, r["choices"][0]["text"]);
+  const json e = s.post(
+      "/v1/completions",
+      json{{"prompt", all}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 1}}.dump(), &status);
+  ASSERT_EQ(status, 200) << e.dump();
+  const json& elp = e["choices"][0]["logprobs"];
+  ASSERT_EQ(elp["token_logprobs"].size(), all.size());
+  EXPECT_TRUE(elp["token_logprobs"][0].is_null());
+  for (size_t i = 0; i < 12; ++i)
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(),
+                elp["token_logprobs"][ids.size() + i].get<double>(), 1e-4)
+        << "token " << i;
+  EXPECT_EQ(e["usage"]["completion_tokens"], 0);
+  s.post("/v1/completions", R"({"prompt": "x", "logprobs": 21})", &status);
+  EXPECT_EQ(status, 400);
+  s.post("/v1/completions", R"({"prompt": "x", "logprobs": 2, "stream": true})", &status);
+  EXPECT_EQ(status, 400);
 }
 
 TEST(Server, EnforcedWatermarkIsDetected) {
