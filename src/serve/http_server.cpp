@@ -93,9 +93,19 @@ std::string dump(const nlohmann::json& j) {
 }
 
 // One generation request's progress, touched only on its connection's strand.
+struct Generation;
+// The n choices of one request: the answer (or the end of the stream) waits for all of them.
+struct Choices {
+  std::vector<std::shared_ptr<Generation>> all;
+  size_t pending = 0;
+  bool failed = false;  // one choice's generation failed: the request is answered with 500 once
+};
+
 struct Generation {
-  bool chat = false;       // /v1/chat/completions (its chunks carry messages and deltas)
-  bool sent_role = false;  // a streamed chat's first delta names the role
+  int32_t index = 0;               // the choice's index
+  std::shared_ptr<Choices> group;  // its request's choices
+  bool chat = false;               // /v1/chat/completions (its chunks carry messages and deltas)
+  bool sent_role = false;          // a streamed chat's first delta names the role
   std::vector<int32_t> prompt, tokens, stop_tokens;
   std::vector<std::string> stop;
   std::string text;      // the text so far (cut at a stop string)
@@ -107,6 +117,7 @@ struct Generation {
   std::vector<TokenLogprobs> lps;  // the echoed prompt's (tokens 1..), then each new token's
   uint64_t job = 0;
   std::string id;
+  std::string finish;  // the choice's finish_reason, once done
   nlohmann::json watermark;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
@@ -341,63 +352,85 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                                        srv_.tok.get(), c.vocab_size, limits())
                         : serve::parse_completion(j, srv_.tok.get(), c.vocab_size, limits());
     const std::string key = watermark_key(p);
-    auto g = std::make_shared<Generation>();
-    g->chat = chat;
-    g->prompt = p.prompt;
-    g->stop = p.stop;
-    g->stream = p.stream;
-    g->logprobs = p.logprobs;
-    g->echo = p.echo;
-    g->stop_tokens = {c.eos_token_id};
-    if (chat)
-      g->stop_tokens.insert(g->stop_tokens.end(), srv_.end_of_turn.begin(), srv_.end_of_turn.end());
-    g->id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(now_s()) + "-" +
-            std::to_string(++srv_.completions);
-    g->watermark = srv_.watermark_record(!key.empty(), key);
-    BatchRequest r;
-    r.prompt = p.prompt;
-    r.max_new_tokens = p.max_tokens;
-    r.sampling = p.sampling;
-    r.stop_tokens = g->stop_tokens;
-    r.suppress_tokens = chat ? srv_.chat_suppress : srv_.suppress;
-    if (!key.empty()) {
-      WatermarkConfig wc = srv_.opt.watermark;
-      wc.router_layer = srv_.layer;
-      r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(key));
-    }
-    auto self = this->shared_from_this();
-    auto ex = stream_.get_executor();
-    r.on_token = [self, g, ex](int32_t t) {
-      net::post(ex, [self, g, t] { self->on_token(*g, t); });
-    };
-    if (p.logprobs >= 0 || p.echo) {
-      r.logprobs = std::max(p.logprobs, 0);
-      r.prompt_logprobs = p.echo;
-      r.on_logprobs = [self, g, ex](const TokenLogprobs& lp) {
-        net::post(ex, [g, lp] { g->lps.push_back(lp); });
+    auto group = std::make_shared<Choices>();
+    const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(now_s()) + "-" +
+                           std::to_string(++srv_.completions);
+    std::vector<BatchRequest> requests;
+    for (int32_t i = 0; i < p.n; ++i) {
+      auto g = std::make_shared<Generation>();
+      g->index = i;
+      g->group = group;
+      g->chat = chat;
+      g->prompt = p.prompt;
+      g->stop = p.stop;
+      g->stream = p.stream;
+      g->logprobs = p.logprobs;
+      g->echo = p.echo;
+      g->stop_tokens = {c.eos_token_id};
+      if (chat)
+        g->stop_tokens.insert(g->stop_tokens.end(), srv_.end_of_turn.begin(),
+                              srv_.end_of_turn.end());
+      g->id = id;
+      g->watermark = srv_.watermark_record(!key.empty(), key);
+      BatchRequest r;
+      r.prompt = p.prompt;
+      r.max_new_tokens = p.max_tokens;
+      r.sampling = p.sampling;
+      r.sampling.seed = p.sampling.seed + static_cast<uint64_t>(i);  // choices differ, reproducibly
+      r.stop_tokens = g->stop_tokens;
+      r.suppress_tokens = chat ? srv_.chat_suppress : srv_.suppress;
+      if (!key.empty()) {
+        WatermarkConfig wc = srv_.opt.watermark;
+        wc.router_layer = srv_.layer;
+        r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(key));
+      }
+      auto self = this->shared_from_this();
+      auto ex = stream_.get_executor();
+      r.on_token = [self, g, ex](int32_t t) {
+        net::post(ex, [self, g, t] { self->on_token(*g, t); });
       };
+      if (p.logprobs >= 0 || p.echo) {
+        r.logprobs = std::max(p.logprobs, 0);
+        r.prompt_logprobs = p.echo;
+        r.on_logprobs = [g, ex](const TokenLogprobs& lp) {
+          net::post(ex, [g, lp] { g->lps.push_back(lp); });
+        };
+      }
+      r.on_done = [self, g, ex](FinishReason why, const std::string& error) {
+        net::post(ex, [self, g, why, error] { self->on_done(*g, why, error); });
+      };
+      group->all.push_back(g);
+      requests.push_back(std::move(r));
     }
-    r.on_done = [self, g, ex](FinishReason why, const std::string& error) {
-      net::post(ex, [self, g, why, error] { self->on_done(*g, why, error); });
-    };
-    g->job = srv_.engine->submit(std::move(r));  // QueueFull -> 429, Error -> 400
-    stream_job_ = g->job;
-    if (g->stream) {
+    // All n or none: a choice refused (queue full) takes back those already queued.
+    jobs_.clear();
+    for (size_t i = 0; i < requests.size(); ++i) {
+      try {
+        group->all[i]->job = srv_.engine->submit(std::move(requests[i]));
+      } catch (...) {
+        for (size_t k = 0; k < i; ++k) srv_.engine->cancel(group->all[k]->job);
+        group->all.clear();  // their cancellations are not answered
+        throw;               // QueueFull -> 429, Error -> 400
+      }
+      jobs_.push_back(group->all[i]->job);
+    }
+    group->pending = group->all.size();
+    if (p.stream) {
       srv_.count(endpoint_, 200);
       push(
           "HTTP/1.1 200 OK\r\nServer: epwa\r\nContent-Type: text/event-stream\r\n"
           "Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
     } else {
-      watch_for_hangup(g->job);
+      watch_for_hangup();
     }
   }
 
   // While a plain completion is generated nothing is written: a client that hangs up is seen as
   // its socket turning readable with nothing to read (end of stream), and its work is cancelled.
-  void watch_for_hangup(uint64_t job) {
+  void watch_for_hangup() {
     watching_ = true;
     lowest().socket().async_wait(
-        tcp::socket::wait_read, [self = this->shared_from_this(), job](beast::error_code ec) {
+        tcp::socket::wait_read, [self = this->shared_from_this()](beast::error_code ec) {
           if (ec || !self->watching_) return;  // cancelled: the answer is being written
           // Peek without blocking: readable with nothing to read is the end of the stream.
           auto& sock = self->lowest().socket();
@@ -407,11 +440,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           const size_t n = sock.receive(net::buffer(&c, 1), tcp::socket::message_peek, peek);
           beast::error_code ignored;
           sock.non_blocking(false, ignored);
-          if (peek == net::error::would_block) return self->watch_for_hangup(job);  // spurious
+          if (peek == net::error::would_block) return self->watch_for_hangup();  // spurious
           self->watching_ = false;
           // Bytes waiting are a pipelined request, read after the answer: not a hang-up. Under
           // TLS they are the client's close_notify (TLS clients do not pipeline): a hang-up.
-          if (n == 0 || peek || kTls) self->srv_.engine->cancel(job);
+          if (n == 0 || peek || kTls) self->cancel_jobs();
         });
   }
   void stop_watching() {
@@ -424,7 +457,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   // One answer (or streamed chunk) in the endpoint's shape: a completion's "text", a chat's
   // "message" (whole answer) or "delta" (streamed, the first naming the role).
   nlohmann::json chunk(Generation& g, const std::string& text, const nlohmann::json& finish) const {
-    nlohmann::json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}};
+    nlohmann::json choice = {{"index", g.index}, {"logprobs", nullptr}, {"finish_reason", finish}};
     const char* object = "text_completion";
     if (!g.chat) {
       choice["text"] = text;
@@ -477,8 +510,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   }
 
   void on_done(Generation& g, FinishReason why, const std::string& error) {
+    Choices& group = *g.group;
+    if (group.all.empty()) return;  // the request was refused while its choices were queued
+    const bool last = --group.pending == 0;
     if (why == FinishReason::Error) {
       std::fprintf(stderr, "epwa serve: generation %s failed: %s\n", g.id.c_str(), error.c_str());
+      if (group.failed) return;
+      group.failed = true;
+      cancel_jobs();
       const ApiError e(500, "server_error", "the generation failed");
       if (!g.stream) {
         stop_watching();
@@ -487,28 +526,46 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       push("data: " + dump(serve::error_json(e)) + "\n\n");
       return end_stream();
     }
+    if (group.failed) return;
     srv_.observe_completion(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - g.start).count());
-    const std::string finish = g.stopped || why == FinishReason::Stop ? "stop"
-                               : why == FinishReason::Length          ? "length"
-                                                                      : "cancelled";
+    g.finish = g.stopped || why == FinishReason::Stop ? "stop"
+               : why == FinishReason::Length          ? "length"
+                                                      : "cancelled";
+    size_t generated = 0;
+    for (const auto& x : group.all) generated += x->tokens.size();
     const nlohmann::json usage = {{"prompt_tokens", g.prompt.size()},
-                                  {"completion_tokens", g.tokens.size()},
-                                  {"total_tokens", g.prompt.size() + g.tokens.size()}};
+                                  {"completion_tokens", generated},
+                                  {"total_tokens", g.prompt.size() + generated}};
     if (g.stream) {
-      auto last = chunk(g, g.text.substr(std::min(g.sent, g.text.size())), finish);
-      last["usage"] = usage;
-      last["watermark"] = g.watermark;
-      push("data: " + dump(last) + "\n\n");
-      return end_stream();
+      auto out = chunk(g, g.text.substr(std::min(g.sent, g.text.size())), g.finish);
+      if (last) {  // the usage and the watermark record close the stream
+        out["usage"] = usage;
+        out["watermark"] = g.watermark;
+      }
+      push("data: " + dump(out) + "\n\n");
+      if (last) end_stream();
+      return;
     }
-    const std::string echoed = g.echo ? token_texts(g.prompt) : std::string();
-    auto res = chunk(g, echoed + g.text, finish);
-    if (g.logprobs >= 0 || g.echo) res["choices"][0]["logprobs"] = logprobs_json(g, echoed.size());
+    if (!last) return;
+    nlohmann::json res, choices = nlohmann::json::array();
+    for (const auto& x : group.all) {
+      const std::string echoed = x->echo ? token_texts(x->prompt) : std::string();
+      auto one = chunk(*x, echoed + x->text, x->finish);
+      if (x->logprobs >= 0 || x->echo)
+        one["choices"][0]["logprobs"] = logprobs_json(*x, echoed.size());
+      choices.push_back(one["choices"][0]);
+      if (res.is_null()) res = std::move(one);
+    }
+    res["choices"] = std::move(choices);
     res["usage"] = usage;
     res["watermark"] = g.watermark;
     stop_watching();
     send(http::status::ok, dump(res), keep_alive_);
+  }
+
+  void cancel_jobs() {
+    for (uint64_t j : jobs_) srv_.engine->cancel(j);
   }
 
   // The tokens' texts one after another (special tokens as their text, a SentencePiece word's
@@ -640,7 +697,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     net::async_write(stream_, net::buffer(out_.front()),
                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
                        if (ec) {  // the client went away: stop its generation
-                         self->srv_.engine->cancel(self->job_of_stream());
+                         self->cancel_jobs();
                          self->out_.clear();
                          self->writing_ = false;
                          return self->close();
@@ -653,7 +710,6 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     push("data: [DONE]\n\n");
     ending_ = true;
   }
-  uint64_t job_of_stream() const { return stream_job_; }
 
   Stream stream_;
   Server::Impl& srv_;
@@ -664,8 +720,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::string peer_, endpoint_ = "other", who_;
   std::deque<std::string> out_;
   bool writing_ = false, ending_ = false;
-  bool watching_ = false;  // a plain completion's hang-up watch is pending
-  uint64_t stream_job_ = 0;
+  bool watching_ = false;       // a plain completion's hang-up watch is pending
+  std::vector<uint64_t> jobs_;  // the generations of this connection's request
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 // OpenAI's error shapes; unknown fields are refused as OpenAI refuses them.
 #include "openai_api.hpp"
 
+#include <random>
 #include <set>
 
 namespace epwa::serve {
@@ -107,10 +108,14 @@ void parse_generation_fields(const nlohmann::json& j, CompletionParams& p, int32
     p.sampling.top_p = static_cast<float>(number(j["top_p"], "top_p", 0, 1, true));
   if (j.contains("top_k") && !j["top_k"].is_null())
     p.sampling.top_k = static_cast<int32_t>(integer(j["top_k"], "top_k", 0, vocab));
+  // Without a seed every request samples differently (as OpenAI's do); with one, repeatably.
   if (j.contains("seed") && !j["seed"].is_null())
     p.sampling.seed = static_cast<uint64_t>(integer(j["seed"], "seed", INT64_MIN, INT64_MAX));
-  if (j.contains("n") && !j["n"].is_null() && integer(j["n"], "n", 1, 128) != 1)
-    throw bad_request("'n' other than 1 is not supported yet", "n");
+  else
+    p.sampling.seed =
+        (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+  if (j.contains("n") && !j["n"].is_null())
+    p.n = static_cast<int32_t>(integer(j["n"], "n", 1, kMaxChoices));
   for (const char* pen : {"frequency_penalty", "presence_penalty"})
     if (j.contains(pen) && !j[pen].is_null() && number(j[pen], pen, -2, 2) != 0)
       throw bad_request(std::string("'") + pen + "' other than 0 is not supported", pen);

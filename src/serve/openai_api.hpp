@@ -42,7 +42,11 @@ struct CompletionParams {
   std::string key_id;             // "watermark": "<key id>" picks a key
   int32_t logprobs = -1;          // >= 0: log-probabilities with this many alternatives
   bool echo = false;              // completions: the prompt (and its log-probabilities) first
+  int32_t n = 1;                  // choices: choice i samples with seed + i
 };
+
+// The most choices ("n") a request may ask for.
+inline constexpr int32_t kMaxChoices = 16;
 
 // The most alternatives "logprobs" / "top_logprobs" may ask for (OpenAI allows 5 and 20).
 inline constexpr int32_t kMaxLogprobs = 20;

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "epwa/chat_template.hpp"
@@ -141,6 +142,59 @@ TEST(Server, CompletionsAsTheLibraryGenerates) {
                                                  .dump());
   EXPECT_EQ(cut["choices"][0]["text"], full.substr(0, full.find(stop)));
   EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
+}
+
+// n choices: choice i is what a request with seed + i generates; streamed, each index's deltas add
+// up to its choice. Without a seed two requests sample differently.
+TEST(Server, SeveralChoicesAndUnseededRequests) {
+  Running s({});
+  int status = 0;
+  const json r = s.post("/v1/completions",
+                        R"({"prompt": "The river", "max_tokens": 16, "temperature": 0.9, "seed": 5,
+                            "n": 3})",
+                        &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  ASSERT_EQ(r["choices"].size(), 3u);
+  int64_t total = 0;
+  std::set<std::string> distinct;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(r["choices"][i]["index"], i);
+    const json one = s.post(
+        "/v1/completions",
+        json{{"prompt", "The river"}, {"max_tokens", 16}, {"temperature", 0.9}, {"seed", 5 + i}}
+            .dump());
+    EXPECT_EQ(r["choices"][i]["text"], one["choices"][0]["text"]) << "choice " << i;
+    total += one["usage"]["completion_tokens"].get<int64_t>();
+    distinct.insert(r["choices"][i]["text"].get<std::string>());
+  }
+  EXPECT_EQ(r["usage"]["completion_tokens"], total);
+  EXPECT_EQ(distinct.size(), 3u);
+
+  auto res = s.client().Post("/v1/completions",
+                             R"({"prompt": "The river", "max_tokens": 16, "temperature": 0.9,
+                                 "seed": 5, "n": 3, "stream": true})",
+                             "application/json");
+  ASSERT_TRUE(res);
+  std::vector<std::string> texts(3);
+  std::vector<int> finished(3, 0);
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+    const json e = json::parse(line.substr(6));
+    const int i = e["choices"][0]["index"];
+    texts[i] += e["choices"][0]["text"].get<std::string>();
+    if (!e["choices"][0]["finish_reason"].is_null()) ++finished[i];
+  }
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(texts[i], r["choices"][i]["text"]) << "choice " << i;
+    EXPECT_EQ(finished[i], 1);
+  }
+  s.post("/v1/completions", R"({"prompt": "x", "n": 17})", &status);
+  EXPECT_EQ(status, 400);
+
+  const std::string unseeded = R"({"prompt": "The river", "max_tokens": 24, "temperature": 1})";
+  EXPECT_NE(s.post("/v1/completions", unseeded)["choices"][0]["text"],
+            s.post("/v1/completions", unseeded)["choices"][0]["text"]);
 }
 
 std::string read_file(const fs::path& p) {
@@ -476,7 +530,7 @@ TEST(Server, BadRequestsGetJson4xx) {
       {R"({"prompt": "x", "max_tokens": 100})", 400},  // beyond the context of 64
       {R"({"prompt": "x", "temperature": -1})", 400},
       {R"({"prompt": "x", "top_p": 0})", 400},
-      {R"({"prompt": "x", "n": 2})", 400},
+      {R"({"prompt": "x", "n": 17})", 400},
       {R"({"prompt": "x", "stop": [1]})", 400},
       {R"({"prompt": "x", "stream": "yes"})", 400},
       {R"({"prompt": "x", "bogus": 1})", 400},
