@@ -35,4 +35,21 @@ TEST(Progress, ShownOnATerminalOnly) {
   fs::remove(out.string() + ".q8");
 }
 
+// bench-load counts its child loads (6 configurations, one run each here) and ends the progress
+// line before each table row.
+TEST(Progress, BenchLoadCountsItsLoads) {
+  const fs::path cache = fs::temp_directory_path() / "epwa-progress-bench-load";
+  fs::remove_all(cache);
+  const auto tty = run_command("script -qec '" + std::string(EPWA_BINARY) +
+                               " bench-load --runs 1 --no-quality --cache-dir " + cache.string() +
+                               "' /dev/null");
+  EXPECT_EQ(tty.code, 0) << tty.out;
+  EXPECT_NE(tty.out.find("bench-load: 1/"), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find(" loads (100%)"), std::string::npos) << tty.out;
+  const auto piped = run_cli("bench-load --runs 1 --no-quality --cache-dir " + cache.string());
+  EXPECT_EQ(piped.code, 0) << piped.out;
+  EXPECT_EQ(piped.out.find("bench-load:"), std::string::npos) << piped.out;
+  fs::remove_all(cache);
+}
+
 }  // namespace

@@ -10,17 +10,11 @@
 #include <string>
 
 #include "epwa/error.hpp"
+#include "support/error_of.hpp"
+
+using epwa_test::error_of;
 
 namespace {
-
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const epwa::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(Numbers, WholeNumbers) {
   EXPECT_EQ(epwa::parse_whole_number("42"), 42);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <random>
 
 #include "epwa/error.hpp"
 
@@ -31,6 +32,31 @@ TEST(BatchLine, ByteOrderMarkAndCarriageReturnAreStripped) {
   EXPECT_EQ(o.object["text"], "hi");
   EXPECT_EQ(epwa::parse_batch_line("\xEF\xBB\xBFplain\r").text, "plain");
   EXPECT_THROW(epwa::parse_batch_line("\xEF\xBB\xBFnull"), epwa::Error);
+}
+
+// Random bytes, and JSON-like lines cut and corrupted anywhere: each line is an object, plain text
+// or one Error, never a crash or another exception (also run under AddressSanitizer).
+TEST(BatchLine, RandomAndCorruptedLinesParseOrFailCleanly) {
+  std::mt19937 rng(11);
+  const std::string seeds[] = {R"({"id": 7, "text": "hi", "prompt": [1, 2, 3]})",
+                               "\xEF\xBB\xBF{\"text\": \"caf\xC3\xA9\"}\r", "[1,2,3]",
+                               "plain text"};
+  for (int i = 0; i < 20000; ++i) {
+    std::string line;
+    if (i % 2 == 0) {
+      line.resize(rng() % 40);
+      for (char& c : line) c = static_cast<char>(rng() % 256);
+    } else {
+      line = seeds[rng() % 4];
+      line.resize(rng() % (line.size() + 1));
+      if (!line.empty()) line[rng() % line.size()] = "{}[]\",:\\\xFF0n"[rng() % 11];
+    }
+    try {
+      const epwa::BatchLine b = epwa::parse_batch_line(line);
+      if (b.is_object) EXPECT_TRUE(b.object.is_object());
+    } catch (const epwa::Error&) {
+    }
+  }
 }
 
 TEST(BatchKey, IdElseLineNumber) {

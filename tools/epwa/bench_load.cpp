@@ -17,6 +17,7 @@
 #include "epwa/platform.hpp"
 #include "epwa/quant_quality.hpp"
 #include "eval_quant.hpp"
+#include "progress.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -103,6 +104,11 @@ const Command kBenchLoad{
             env + shell_quote(self.string()) + " bench-load --child --quiet --model " +
             shell_quote(model.string()) + " --cache-dir " + shell_quote(cache.string()) + " ";
 
+        // Each configuration loads the model in a child process `runs` times: a progress line
+        // counts the loads on a terminal (quiet with -q or when piped).
+        TerminalProgress progress("bench-load", a->model.quiet);
+        const int64_t loads = static_cast<int64_t>(kConfigs.size()) * a->runs;
+        int64_t loaded = 0;
         std::map<std::string, QuantQuality> quality;
         if (!a->no_quality) {
           auto tok = load_tokenizer(model);
@@ -128,6 +134,7 @@ const Command kBenchLoad{
           nlohmann::json last, first;
           for (int32_t r = 0; r < a->runs; ++r) {
             last = run_child(base + c.flags);
+            progress.update(++loaded, loads, " loads");
             if (r == 0) first = last;
             totals.push_back(last["load_time_statistics"]["total_s"]);
             models.push_back(last["load_time_statistics"]["model_s"]);
@@ -149,6 +156,7 @@ const Command kBenchLoad{
           if (!a->no_quality) row["quality"] = quality_json(quality.at(c.precision));
           rows.push_back(row);
           if (!a->json) {
+            progress.finish();  // the row below, not over the progress line
             const QuantQuality q = a->no_quality ? QuantQuality{} : quality.at(c.precision);
             fmt::print(
                 "{:<10} {:>9.3f} {:>9.3f} {:>9.3f} {:>8.1f}MB {:>9.1f}MB {:>8.3f} {:>9.5f} "
