@@ -11,6 +11,7 @@
 #include "chat/ast.hpp"
 #include "epwa/error.hpp"
 #include "epwa/platform.hpp"
+#include "epwa/text.hpp"
 #include "tokenizer/utf8.hpp"
 
 namespace epwa::jinja {
@@ -270,32 +271,6 @@ Value attribute_path(const Value& v, const Value& path) {
     if (dot == std::string::npos) return cur;
     start = dot + 1;
   }
-}
-
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&#34;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
 }
 
 Value str_method(const std::string& s, const std::string& name, Args& a) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "epwa/eval.hpp"
+#include "epwa/text.hpp"
 
 namespace epwa::eval {
 
@@ -16,26 +17,7 @@ using json = nlohmann::json;
 namespace {
 
 std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        o += "&amp;";
-        break;
-      case '<':
-        o += "&lt;";
-        break;
-      case '>':
-        o += "&gt;";
-        break;
-      case '"':
-        o += "&quot;";
-        break;
-      default:
-        o += c;
-    }
-  }
-  return o;
+  return html_escape(s);
 }
 
 std::string num(double v, int prec = 3) {
