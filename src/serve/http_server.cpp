@@ -117,7 +117,9 @@ struct Generation {
   std::vector<TokenLogprobs> lps;  // the echoed prompt's (tokens 1..), then each new token's
   uint64_t job = 0;
   std::string id;
-  std::string finish;  // the choice's finish_reason, once done
+  std::string finish;    // the choice's finish_reason, once done
+  size_t lp_sent = 0;    // new tokens whose log-probabilities were sent (streams)
+  size_t lp_offset = 0;  // bytes of new text those tokens cover
   nlohmann::json watermark;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
@@ -499,7 +501,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       for (const std::string& s : g.stop)
         ready = std::min(ready, g.text.size() - std::min(g.text.size(), s.size() - 1));
     if (ready > g.sent) {
-      push("data: " + dump(chunk(g, g.text.substr(g.sent, ready - g.sent), nullptr)) + "\n\n");
+      auto out = chunk(g, g.text.substr(g.sent, ready - g.sent), nullptr);
+      if (g.logprobs >= 0) out["choices"][0]["logprobs"] = logprobs_json(g, 0, ready);
+      push("data: " + dump(out) + "\n\n");
       g.sent = ready;
     }
   }
@@ -539,6 +543,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                   {"total_tokens", g.prompt.size() + generated}};
     if (g.stream) {
       auto out = chunk(g, g.text.substr(std::min(g.sent, g.text.size())), g.finish);
+      if (g.logprobs >= 0) out["choices"][0]["logprobs"] = logprobs_json(g, 0, g.text.size());
       if (last) {  // the usage and the watermark record close the stream
         out["usage"] = usage;
         out["watermark"] = g.watermark;
@@ -553,7 +558,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       const std::string echoed = x->echo ? token_texts(x->prompt) : std::string();
       auto one = chunk(*x, echoed + x->text, x->finish);
       if (x->logprobs >= 0 || x->echo)
-        one["choices"][0]["logprobs"] = logprobs_json(*x, echoed.size());
+        one["choices"][0]["logprobs"] = logprobs_json(*x, echoed.size(), x->text.size());
       choices.push_back(one["choices"][0]);
       if (res.is_null()) res = std::move(one);
     }
@@ -580,13 +585,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   // text_offset} (the echoed prompt first, its first token without a log-probability), or the chat
   // form {content: [{token, logprob, bytes, top_logprobs}]}. New tokens beyond a stop string are
   // left out, as their text is.
-  nlohmann::json logprobs_json(const Generation& g, size_t echoed_bytes) const {
+  // `upto` bytes of the new text (a stream's released part) bound the new tokens listed, from the
+  // first not yet sent (g.lp_sent), which it advances; echo lists the prompt first.
+  nlohmann::json logprobs_json(Generation& g, size_t echoed_bytes, size_t upto) const {
     const Tokenizer& tok = *srv_.tok;
     const size_t prompt_entries = g.echo && !g.prompt.empty() ? g.prompt.size() - 1 : 0;
     nlohmann::json tokens = nlohmann::json::array(), token_lp = nlohmann::json::array(),
                    top = nlohmann::json::array(), offsets = nlohmann::json::array(),
                    content = nlohmann::json::array();
-    size_t offset = 0;
+    size_t offset = g.lp_sent == 0 ? 0 : echoed_bytes + g.lp_offset;
     auto add = [&](int32_t id, const TokenLogprobs* lp, bool generated) {
       const std::string text = tok.token_bytes(id);
       tokens.push_back(text);
@@ -612,13 +619,18 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                            {"bytes", std::vector<uint8_t>(text.begin(), text.end())},
                            {"top_logprobs", std::move(chat_alts)}});
     };
-    if (g.echo)
+    if (g.echo && g.lp_sent == 0)
       for (size_t i = 0; i < g.prompt.size(); ++i)
         add(g.prompt[i], i > 0 && i - 1 < g.lps.size() ? &g.lps[i - 1] : nullptr, false);
-    for (size_t i = 0; i < g.tokens.size(); ++i) {
-      if (offset - echoed_bytes >= g.text.size()) break;  // at or past a stop string
+    for (size_t i = g.lp_sent; i < g.tokens.size(); ++i) {
+      // A token is listed once its text is out: whole, or cut by a stop string at the end.
+      const size_t start = offset - echoed_bytes;
+      const size_t end = start + tok.token_bytes(g.tokens[i]).size();
+      if (start >= std::min(upto, g.text.size()) || (end > upto && upto < g.text.size())) break;
       const size_t k = prompt_entries + i;
       add(g.tokens[i], k < g.lps.size() ? &g.lps[k] : nullptr, true);
+      g.lp_sent = i + 1;
+      g.lp_offset = offset - echoed_bytes;
     }
     if (g.chat) return {{"content", std::move(content)}, {"refusal", nullptr}};
     return {{"tokens", std::move(tokens)},

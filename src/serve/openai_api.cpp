@@ -169,8 +169,7 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
     if (!j["echo"].is_boolean()) throw bad_request("'echo' must be true or false", "echo");
     p.echo = j["echo"].get<bool>();
   }
-  if (p.stream && (p.echo || p.logprobs >= 0))
-    throw bad_request("'echo' and 'logprobs' are not supported with 'stream' yet", "stream");
+  if (p.stream && p.echo) throw bad_request("'echo' is not supported with 'stream' yet", "stream");
   if (!tok && (p.echo || p.logprobs >= 0))
     throw bad_request("'echo' and 'logprobs' need the model's tokenizer", "logprobs");
   return p;
@@ -258,8 +257,6 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTempla
   if (p.prompt.empty()) throw bad_request("the chat template rendered an empty prompt", "messages");
   parse_generation_fields(j, p, vocab, limits);
   if (want_logprobs) p.logprobs = top;
-  if (p.stream && p.logprobs >= 0)
-    throw bad_request("'logprobs' is not supported with 'stream' yet", "stream");
   return p;
 }
 

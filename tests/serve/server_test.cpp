@@ -426,8 +426,34 @@ TEST(Server, LogprobsAreTheModelsOwnAndServePepi) {
   EXPECT_EQ(e["usage"]["completion_tokens"], 0);
   s.post("/v1/completions", R"({"prompt": "x", "logprobs": 21})", &status);
   EXPECT_EQ(status, 400);
-  s.post("/v1/completions", R"({"prompt": "x", "logprobs": 2, "stream": true})", &status);
+  s.post("/v1/completions", R"({"prompt": "x", "echo": true, "stream": true})", &status);
   EXPECT_EQ(status, 400);
+
+  // Streamed: each chunk carries the log-probabilities of the tokens its text completes; together
+  // they are the whole answer's.
+  auto res = s.client().Post("/v1/completions",
+                             json{{"prompt", ids},
+                                  {"max_tokens", 12},
+                                  {"temperature", 0},
+                                  {"logprobs", 2},
+                                  {"stream", true}}
+                                 .dump(),
+                             "application/json");
+  ASSERT_TRUE(res);
+  json streamed_tokens = json::array(), streamed_lp = json::array();
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+    const json ev = json::parse(line.substr(6));
+    const json& l = ev["choices"][0]["logprobs"];
+    ASSERT_TRUE(l.is_object()) << line;
+    for (size_t i = 0; i < l["tokens"].size(); ++i) {
+      streamed_tokens.push_back(l["tokens"][i]);
+      streamed_lp.push_back(l["token_logprobs"][i]);
+    }
+  }
+  EXPECT_EQ(streamed_tokens, lp["tokens"]);
+  EXPECT_EQ(streamed_lp, lp["token_logprobs"]);
 }
 
 TEST(Server, EnforcedWatermarkIsDetected) {
