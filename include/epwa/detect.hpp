@@ -31,6 +31,9 @@ struct DetectOptions {
   bool count_repeats = false;  // false: each (expert, token) pair is scored once
   int64_t sample = 0;          // CSPV: number N of tokens to score (> 0)
   bool tokens_detail = false;  // fill DetectionResult::tokens
+  // Entropy-aware detection (docs/SPEC.md "Entropy threshold"): only tokens whose next-token
+  // distribution had at least this entropy (nats) are scored; the input then carries entropies.
+  double min_entropy = 0.0;
 };
 
 struct DetectionInput {
@@ -39,6 +42,9 @@ struct DetectionInput {
   // records[p] = router decision at position p; token t is governed by records[t - 1]. At least
   // tokens.size() - 1 entries (a last extra one is ignored). Unused by the PEPI method.
   std::span<const RouterRecord> records;
+  // With DetectOptions::min_entropy > 0: entropy[p] = the entropy of the model's distribution at
+  // position p (over token p + 1), at least tokens.size() - 1 entries.
+  std::span<const float> entropy;
 };
 
 // The PEPI extension point: predicts the expert choices of a sequence without the model's router.
@@ -79,8 +85,10 @@ struct DetectionResult {
   std::string reason;  // "too short", "z above threshold", "z not above threshold"
   double threshold = 4.0;
   double gamma = 0.5;
-  int64_t candidates = 0;            // generated tokens left after dedup (before CSPV sampling)
-  int64_t repeats_skipped = 0;       // generated tokens dropped as repeated (expert, token) pairs
+  int64_t candidates = 0;           // generated tokens left after dedup (before CSPV sampling)
+  int64_t repeats_skipped = 0;      // generated tokens dropped as repeated (expert, token) pairs
+  int64_t low_entropy_skipped = 0;  // generated tokens below DetectOptions::min_entropy
+  double min_entropy = 0.0;
   std::vector<StratumCount> strata;  // CSPV: low, high, random
   std::vector<TokenDetail> tokens;   // every generated position, when tokens_detail is set
 };

@@ -1,5 +1,5 @@
-// One error type for the whole library: every failure is an epwa::Error with a one-line message that
-// names the problem (the file, the tensor, the flag). The CLI prints it and exits non-zero.
+// One error type for the whole library: every failure is an epwa::Error with a one-line message
+// that names the problem (the file, the tensor, the flag). The CLI prints it and exits non-zero.
 #pragma once
 #include <concepts>
 #include <stdexcept>

@@ -19,10 +19,12 @@ namespace epwa {
 ModelConfig shape_config(std::string_view name, int32_t layers = 0);
 std::vector<std::string> shape_names();
 
-// Writes a HuggingFace folder (config.json + model.safetensors, Hub tensor names) with random weights
-// of type `dtype` (F32, F16 or BF16), deterministic in `seed`.
-void write_random_hf(const ModelConfig& c, uint64_t seed, DType dtype, const std::filesystem::path& dir);
+// Writes a HuggingFace folder (config.json + model.safetensors, Hub tensor names) with random
+// weights of type `dtype` (F32, F16 or BF16), deterministic in `seed`.
+void write_random_hf(const ModelConfig& c, uint64_t seed, DType dtype,
+                     const std::filesystem::path& dir);
 // Writes a GGUF file in llama.cpp's conventions, streaming tensor by tensor (any size fits).
-void write_random_gguf(const ModelConfig& c, uint64_t seed, DType dtype, const std::filesystem::path& file);
+void write_random_gguf(const ModelConfig& c, uint64_t seed, DType dtype,
+                       const std::filesystem::path& file);
 
 }  // namespace epwa

@@ -1,6 +1,6 @@
 // The small interface between the engine and everything that watches it (watermark, detection,
-// PEPI): router observations in, logits adjusted. Header-only so that watermark/ and detect/ need not
-// link the model.
+// PEPI): router observations in, logits adjusted. Header-only so that watermark/ and detect/ need
+// not link the model.
 #pragma once
 #include <cstdint>
 #include <span>

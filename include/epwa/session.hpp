@@ -19,8 +19,8 @@
 
 namespace epwa {
 
-// The router hash of `model` (docs/SPEC.md): IRSH-v1 over the routers of its MoE layers for Mixtral,
-// IRSH-v2 (with the layer list and routing rule) for every other family.
+// The router hash of `model` (docs/SPEC.md): IRSH-v1 over the routers of its MoE layers for
+// Mixtral, IRSH-v2 (with the layer list and routing rule) for every other family.
 std::string router_hash(const Model& model);
 
 // The MoE layer index the watermark uses: `requested` < 0 = the last MoE layer. Throws Error when
@@ -33,6 +33,16 @@ int32_t model_router_layer(const Model& model, int32_t requested = -1);
 // records[t - 1]. Throws Error on an empty sequence or a bad token id.
 std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> tokens,
                                          int32_t layer = -1);
+
+// The router records at MoE layer `layer` (< 0 = last) and the entropy (nats) of the model's
+// next-token distribution at every position of `tokens`, from one full teacher-forced pass (every
+// position's logits, taken in chunks of 256 positions): what entropy-aware detection needs.
+struct RecordsAndEntropy {
+  std::vector<RouterRecord> records;
+  std::vector<float> entropy;
+};
+RecordsAndEntropy router_records_and_entropy(Model& model, std::span<const int32_t> tokens,
+                                             int32_t layer = -1);
 
 // Forwards every observation to several observers, in the order added (null ones are skipped).
 class ObserverFan : public RouterObserver {

@@ -1,4 +1,5 @@
-// Storage types and a non-owning view of a stored tensor, shared by every file format and the model.
+// Storage types and a non-owning view of a stored tensor, shared by every file format and the
+// model.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -12,7 +13,7 @@ namespace epwa {
 // Weight storage types. Values of the quantized types follow GGUF's block layouts.
 enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K };
 
-std::string_view dtype_name(DType t);    // "f32", "f16", "bf16", "q8_0", ...
+std::string_view dtype_name(DType t);     // "f32", "f16", "bf16", "q8_0", ...
 DType dtype_from_name(std::string_view);  // inverse of dtype_name; throws Error on an unknown name
 int64_t dtype_block_size(DType t);        // elements per block (1 for float types)
 int64_t dtype_block_bytes(DType t);       // bytes per block

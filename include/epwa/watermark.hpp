@@ -109,7 +109,14 @@ struct WatermarkConfig {
   double delta = 2.0;
   std::vector<double> expert_deltas;  // EWP base delta per expert; empty = all equal to delta
   int32_t router_layer = 0;           // resolved MoE layer index (see resolve_router_layer)
+  // Selective bias (docs/SPEC.md "Entropy threshold"): a step whose next-token distribution has
+  // less entropy than this (nats) is left unbiased. 0 = every step is biased.
+  double min_entropy = 0.0;
 };
+
+// The Shannon entropy (nats) of softmax(logits), in double precision; -inf logits count as zero
+// probability. The rule both the selective bias and entropy-aware detection apply.
+double next_token_entropy(std::span<const float> logits);
 
 // Adds the green-list bias to the next-token logits. The engine reports the routers of every layer
 // through observe(); the processor keeps the top-1 expert of the most recent observation at the

@@ -48,6 +48,8 @@ Detector::Detector(std::shared_ptr<const GreenLists> lists, DetectOptions opt)
   check(std::isfinite(opt_.threshold), "detector: the threshold must be finite");
   check(opt_.method != DetectMethod::Cspv || opt_.sample > 0,
         "detector: method cspv needs a sample size N > 0");
+  check(std::isfinite(opt_.min_entropy) && opt_.min_entropy >= 0,
+        "detector: min_entropy must be a finite number of nats >= 0");
 }
 
 void Detector::set_expert_predictor(std::shared_ptr<ExpertPredictor> predictor) {
@@ -84,11 +86,17 @@ DetectionResult Detector::detect(const DetectionInput& in) const {
     check(static_cast<int64_t>(records.size()) >= T - 1,
           "detect: " + std::to_string(records.size()) + " router records for " + std::to_string(T) +
               " tokens (need one per position before the last)");
+  const bool by_entropy = opt_.min_entropy > 0;
+  if (by_entropy && T > start)
+    check(static_cast<int64_t>(in.entropy.size()) >= T - 1,
+          "detect: min_entropy needs the entropy of every position before the last (got " +
+              std::to_string(in.entropy.size()) + " for " + std::to_string(T) + " tokens)");
 
   DetectionResult r;
   r.method = detect_method_name(opt_.method);
   r.threshold = opt_.threshold;
   r.gamma = gl.gamma();
+  r.min_entropy = opt_.min_entropy;
   const int32_t V = gl.vocab_size(), E = gl.num_experts();
 
   // Dedup on (expert, token) with one bit per pair.
@@ -111,6 +119,14 @@ DetectionResult Detector::detect(const DetectionInput& in) const {
     std::span<const uint64_t>& bits = bits_of[static_cast<size_t>(rec.expert)];
     if (bits.empty()) bits = gl.bits(rec.expert);
     const bool green = (bits[static_cast<size_t>(tok) >> 6] >> (tok & 63)) & 1u;
+    // Below the entropy threshold the step carried no bias (selective generation) or too little
+    // choice to show one: not scored, and not counted as seen by the dedup.
+    if (by_entropy && in.entropy[static_cast<size_t>(t - 1)] < opt_.min_entropy) {
+      ++r.low_entropy_skipped;
+      if (opt_.tokens_detail)
+        detail.push_back({t, tok, rec.expert, rec.confidence, green, false, ""});
+      continue;
+    }
     bool repeat = false;
     if (!opt_.count_repeats) {
       const size_t pair = static_cast<size_t>(rec.expert) * V + static_cast<size_t>(tok);

@@ -29,6 +29,10 @@ nlohmann::json to_json(const DetectionResult& r) {
       {"candidates", r.candidates},
       {"repeats_skipped", r.repeats_skipped},
   };
+  if (r.min_entropy > 0) {  // entropy-aware detection (absent otherwise: outputs unchanged)
+    j["min_entropy"] = r.min_entropy;
+    j["low_entropy_skipped"] = r.low_entropy_skipped;
+  }
   if (!r.strata.empty()) {
     nlohmann::json s = nlohmann::json::object();
     for (const StratumCount& c : r.strata) s[c.name] = {{"hits", c.hits}, {"n", c.n}};

@@ -58,6 +58,35 @@ std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> 
   return std::move(rec.records);
 }
 
+RecordsAndEntropy router_records_and_entropy(Model& model, std::span<const int32_t> tokens,
+                                             int32_t layer) {
+  check(!tokens.empty(), "router records: the token sequence is empty");
+  LayerRecorder rec;
+  rec.layer = model_router_layer(model, layer);
+  rec.records.reserve(tokens.size());
+  Context cache = model.make_context(static_cast<int64_t>(tokens.size()));
+  ForwardOptions fo;
+  fo.observer = &rec;
+  fo.watch = {rec.layer};
+  fo.all_logits = true;
+  RecordsAndEntropy out;
+  out.entropy.reserve(tokens.size());
+  const auto v = static_cast<size_t>(model.config().vocab_size);
+  constexpr size_t kChunk = 256;  // bounds the logits held at once to 256 x V floats
+  for (size_t at = 0; at < tokens.size(); at += kChunk) {
+    const auto part = tokens.subspan(at, std::min(kChunk, tokens.size() - at));
+    const std::vector<float> logits = model.forward(part, cache, fo);
+    for (size_t i = 0; i < part.size(); ++i)
+      out.entropy.push_back(
+          static_cast<float>(next_token_entropy(std::span<const float>(logits.data() + i * v, v))));
+  }
+  check(rec.records.size() == tokens.size(),
+        "router records: the engine reported " + std::to_string(rec.records.size()) +
+            " positions for " + std::to_string(tokens.size()) + " tokens");
+  out.records = std::move(rec.records);
+  return out;
+}
+
 ObserverFan::ObserverFan(std::initializer_list<RouterObserver*> observers) {
   for (RouterObserver* o : observers) add(o);
 }
@@ -123,9 +152,16 @@ DetectionResult detect_tokens(Model& model, const Detector& detector,
   in.tokens = tokens;
   in.prompt_tokens = prompt_tokens;
   std::vector<RouterRecord> records;
-  if (detector.options().method != DetectMethod::Pepi) {
-    // The last position's router governs no token: leave it out of the pass.
-    const auto governing = tokens.size() > 1 ? tokens.first(tokens.size() - 1) : tokens;
+  RecordsAndEntropy full;
+  // The last position's router (and distribution) governs no token: leave it out of the pass.
+  const auto governing = tokens.size() > 1 ? tokens.first(tokens.size() - 1) : tokens;
+  if (detector.options().min_entropy > 0) {
+    check(detector.options().method != DetectMethod::Pepi,
+          "detect: min_entropy needs the model's own distributions, which PEPI does not use");
+    full = router_records_and_entropy(model, governing, layer);
+    in.records = full.records;
+    in.entropy = full.entropy;
+  } else if (detector.options().method != DetectMethod::Pepi) {
     records = router_records(model, governing, layer);
     in.records = records;
   }

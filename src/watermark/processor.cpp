@@ -1,8 +1,10 @@
 // The GSG / EWP logits processor: bias the green list of the expert that routed position t-1.
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "epwa/error.hpp"
 #include "epwa/watermark.hpp"
@@ -76,6 +78,8 @@ WatermarkProcessor::WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<cons
            std::to_string(kMaxDelta);
   });
   check(cfg_.router_layer >= 0, "watermark router layer is negative (resolve it first)");
+  check(std::isfinite(cfg_.min_entropy) && cfg_.min_entropy >= 0,
+        "watermark min_entropy must be a finite number of nats >= 0");
   if (cfg_.expert_deltas.empty()) {
     cfg_.expert_deltas.assign(static_cast<size_t>(lists_->num_experts()), cfg_.delta);
   } else {
@@ -125,9 +129,26 @@ void WatermarkProcessor::process(std::span<float> logits) {
     throw Error("watermark: got " + std::to_string(logits.size()) +
                 " logits, the green lists have " + std::to_string(lists_->vocab_size()) +
                 " tokens");
+  fresh_ = false;
+  if (cfg_.min_entropy > 0 && next_token_entropy(logits) < cfg_.min_entropy) return;
   const float bias = static_cast<float>(current_bias());
   add_masked(logits, lists_->bits(expert_), bias);
-  fresh_ = false;
+}
+
+double next_token_entropy(std::span<const float> logits) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (float x : logits) mx = std::max(mx, x);
+  if (!std::isfinite(mx)) return 0.0;
+  // H = log Z - sum p x, with Z and p taken relative to the maximum.
+  double z = 0, px = 0;
+  for (float x : logits) {
+    if (x == -std::numeric_limits<float>::infinity()) continue;
+    const double d = static_cast<double>(x) - mx;
+    const double e = std::exp(d);
+    z += e;
+    px += e * d;
+  }
+  return std::log(z) - px / z;
 }
 
 }  // namespace epwa

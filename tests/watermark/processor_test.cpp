@@ -23,6 +23,27 @@ void observe(epwa::WatermarkProcessor& p, int32_t layer, int64_t pos, std::vecto
   p.observe({layer, pos, logits, topk, w});
 }
 
+// Selective bias: a step whose next-token distribution is flat (entropy ln V) is biased; one where
+// a token dominates (entropy near 0) is left exactly as it was.
+TEST(WatermarkProcessor, MinEntropyLeavesLowEntropyStepsAlone) {
+  epwa::WatermarkConfig cfg;
+  cfg.delta = 2.0;
+  cfg.min_entropy = 1.0;
+  epwa::WatermarkProcessor p(cfg, lists());
+  std::vector<float> flat(kV, 0.0f);
+  observe(p, 0, 0, {5.0f, 0.0f, 0.0f, 0.0f});
+  p.process(flat);
+  EXPECT_EQ(std::count(flat.begin(), flat.end(), 2.0f), lists()->green_count());
+  std::vector<float> peaked(kV, 0.0f);
+  peaked[3] = 50.0f;
+  const std::vector<float> before = peaked;
+  observe(p, 0, 1, {5.0f, 0.0f, 0.0f, 0.0f});
+  p.process(peaked);
+  EXPECT_EQ(peaked, before);
+  cfg.min_entropy = -1;
+  EXPECT_THROW(epwa::WatermarkProcessor(cfg, lists()), epwa::Error);
+}
+
 TEST(WatermarkProcessor, GsgBiasesExactlyTheGreenList) {
   epwa::WatermarkConfig cfg;
   cfg.delta = 2.5;

@@ -182,6 +182,7 @@ const Command kDetect{
         check(a->opt.method == DetectMethod::Cspv || app.count("--sample") == 0,
               "--sample is for --method cspv");
         if (a->opt.method == DetectMethod::Cspv) a->opt.sample = a->sample;
+        a->opt.min_entropy = a->wm.min_entropy;
         const std::string key = a->wm.resolve_key();
         // A batch's files are checked before the model loads.
         std::ifstream in;

@@ -19,33 +19,36 @@ struct Args {
   uint64_t seed = 0;
 };
 
-const Command kMakeModel{"make-model", "Write a random model (HF folder, or GGUF when OUT ends in .gguf)",
-                         [](CLI::App& app) {
-  auto a = std::make_shared<Args>();
-  std::string shapes;
-  for (const auto& s : shape_names()) shapes += (shapes.empty() ? "" : ", ") + s;
-  auto* shape = app.add_option("--shape", a->shape, "named shape: " + shapes);
-  auto* cfg = app.add_option("--config", a->config, "a HF config.json giving the shape");
-  shape->excludes(cfg);
-  app.add_option("--layers", a->layers, "override the number of layers")
-      ->check(real_number({.lo = 0, .lo_open = true}));
-  app.add_option("--seed", a->seed, "random seed");
-  app.add_option("--type", a->type, "weight type: f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  app.add_option("--out", a->out, "output folder (HF) or file ending in .gguf")->required();
-  return [a] {
-    check(!a->shape.empty() || !a->config.empty(), "make-model needs --shape or --config");
-    ModelConfig c = a->shape.empty() ? read_hf_config(a->config) : shape_config(a->shape, a->layers);
-    if (a->layers > 0) c.num_layers = a->layers;
-    const DType t = dtype_from_name(a->type);
-    const std::filesystem::path out = a->out;
-    if (out.extension() == ".gguf")
-      write_random_gguf(c, a->seed, t, out);
-    else
-      write_random_hf(c, a->seed, t, out);
-    fmt::print(stderr, "wrote {} ({} parameters)\n", out.string(), c.parameter_count());
-    return 0;
-  };
-}};
+const Command kMakeModel{
+    "make-model", "Write a random model (HF folder, or GGUF when OUT ends in .gguf)",
+    [](CLI::App& app) {
+      auto a = std::make_shared<Args>();
+      std::string shapes;
+      for (const auto& s : shape_names()) shapes += (shapes.empty() ? "" : ", ") + s;
+      auto* shape = app.add_option("--shape", a->shape, "named shape: " + shapes);
+      auto* cfg = app.add_option("--config", a->config, "a HF config.json giving the shape");
+      shape->excludes(cfg);
+      app.add_option("--layers", a->layers, "override the number of layers")
+          ->check(real_number({.lo = 0, .lo_open = true}));
+      app.add_option("--seed", a->seed, "random seed");
+      app.add_option("--type", a->type, "weight type: f32, f16 or bf16")
+          ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+      app.add_option("--out", a->out, "output folder (HF) or file ending in .gguf")->required();
+      return [a] {
+        check(!a->shape.empty() || !a->config.empty(), "make-model needs --shape or --config");
+        ModelConfig c =
+            a->shape.empty() ? read_hf_config(a->config) : shape_config(a->shape, a->layers);
+        if (a->layers > 0) c.num_layers = a->layers;
+        const DType t = dtype_from_name(a->type);
+        const std::filesystem::path out = a->out;
+        if (out.extension() == ".gguf")
+          write_random_gguf(c, a->seed, t, out);
+        else
+          write_random_hf(c, a->seed, t, out);
+        fmt::print(stderr, "wrote {} ({} parameters)\n", out.string(), c.parameter_count());
+        return 0;
+      };
+    }};
 
 }  // namespace
 }  // namespace epwa::cli

@@ -18,6 +18,12 @@ void WatermarkArgs::add(CLI::App& app, bool generation) {
   app.add_option(
       "--router-layer", router_layer,
       "watermark layer among the MoE layers (negative: from the last; default -1, the last)");
+  app.add_option("--min-entropy", min_entropy,
+                 generation ? "bias only steps whose next-token entropy is at least this (nats; "
+                              "default 0: every step); detect with the same value"
+                            : "score only tokens whose next-token entropy was at least this (nats; "
+                              "default 0: every token); as the text was generated with")
+      ->check(real_number({.lo = 0, .hi = 20}));
   if (generation) {
     app.add_option("--delta", delta,
                    "green-token logit bias (GSG) or EWP base bias; at most 10000, which already "
@@ -30,8 +36,8 @@ void WatermarkArgs::add(CLI::App& app, bool generation) {
 
 void WatermarkArgs::check_used(const CLI::App& app, const std::string& mode) const {
   if (mode == "none") {
-    for (const char* flag :
-         {"--key", "--key-file", "--gamma", "--delta", "--expert-deltas", "--router-layer"})
+    for (const char* flag : {"--key", "--key-file", "--gamma", "--delta", "--expert-deltas",
+                             "--router-layer", "--min-entropy"})
       check(app.count(flag) == 0, std::string(flag) +
                                       " is a watermark option, but --watermark is none: add "
                                       "--watermark gsg or ewp, or leave it out");
@@ -65,6 +71,7 @@ WatermarkConfig WatermarkArgs::config(WatermarkMode mode, const Model& model) co
               " values, the model has " + std::to_string(model.config().num_experts) + " experts");
   }
   c.router_layer = model_router_layer(model, router_layer);
+  c.min_entropy = min_entropy;
   return c;
 }
 
@@ -75,6 +82,7 @@ nlohmann::json watermark_json(const WatermarkConfig& c, const std::string& route
                    {"router_layer", c.router_layer},
                    {"router_hash", router_hash}};
   if (!c.expert_deltas.empty()) j["expert_deltas"] = c.expert_deltas;
+  if (c.min_entropy > 0) j["min_entropy"] = c.min_entropy;
   return j;
 }
 

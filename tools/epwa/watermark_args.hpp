@@ -16,8 +16,10 @@ struct WatermarkArgs {
   double delta = 2.0;
   std::string expert_deltas;  // "d0,d1,..." (EWP)
   int32_t router_layer = -1;  // -1 = last MoE layer
+  double min_entropy = 0.0;   // selective bias / entropy-aware detection (nats)
 
-  // --key, --key-file, --gamma, --router-layer; with `generation` also --delta, --expert-deltas.
+  // --key, --key-file, --gamma, --router-layer, --min-entropy; with `generation` also --delta,
+  // --expert-deltas.
   void add(CLI::App& app, bool generation);
   // Throws Error when a watermark option is given that `mode` ("none", "gsg", "ewp") would ignore:
   // any of them without a watermark, --expert-deltas with GSG.
