@@ -9,6 +9,7 @@
 
 #include "epwa/arch.hpp"
 #include "epwa/config.hpp"
+#include "epwa/make_model.hpp"
 #include "st_test_util.hpp"
 
 namespace epwa {
@@ -92,6 +93,20 @@ TEST(FamilyConfig, DeepseekMoE16B) {
   EXPECT_EQ(c.num_moe_layers(), 27);
   EXPECT_EQ(c.router_rule(), "softmax,top6,raw");
   EXPECT_EQ(c.parameter_count(), 16375728128);  // "16.4B"
+}
+
+// The benchmark shape is 4 layers of the released model; the tiny one has its dense first layer and
+// shared experts.
+TEST(FamilyConfig, DeepseekShapes) {
+  json j = json::parse(kDeepseekMoE16B);
+  j["num_hidden_layers"] = 4;
+  const ModelConfig released = hf_config_from_json(j);
+  const ModelConfig bench = shape_config("deepseek-moe-16b-l4");
+  EXPECT_EQ(hf_config_to_json(bench), hf_config_to_json(released));
+  const ModelConfig tiny = shape_config("tiny-deepseek");
+  EXPECT_EQ(tiny.family, "deepseek");
+  EXPECT_THAT(tiny.dense_layers, ElementsAre(0));
+  EXPECT_EQ(tiny.shared_expert_intermediate_size, 2 * tiny.expert_intermediate_size);
 }
 
 // DeepseekDecoderLayer: MoE iff layer >= first_k_dense_replace and layer % moe_layer_freq == 0;
