@@ -4,6 +4,9 @@
 // into one ungated FFN of n_shared_experts * moe_intermediate_size added to the routed output, and
 // dense layers: layer l is an MoE layer iff l >= first_k_dense_replace and l % moe_layer_freq == 0.
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "arch/families.hpp"
 #include "arch/hf_fields.hpp"
