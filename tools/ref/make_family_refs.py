@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Builds small random Qwen2-MoE, OLMoE, Qwen3-MoE and DeepSeek-MoE (V1) checkpoints (HF Hub naming, f32 safetensors)
-and reference outputs from an independent numpy forward pass, for the C++ engine's parity tests.
+"""Builds small random Qwen2-MoE, OLMoE, Qwen3-MoE and DeepSeek-MoE (V1) checkpoints (HF Hub naming,
+f32 safetensors) and reference outputs from an independent numpy forward pass, for the C++ engine's
+parity tests.
 
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref           # write, then check
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref --check   # check only
@@ -54,7 +55,7 @@ REFERENCE_DEEPSEEK = (
     "first_k_dense_replace / moe_layer_freq rule)")
 
 
-# ---------------------------------------------------------------- the three models
+# ---------------------------------------------------------------- the models
 
 
 def _common(vocab, hidden, layers, heads, kv_heads, eps, theta, tied):
