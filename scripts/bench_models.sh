@@ -3,9 +3,9 @@
 #   scripts/bench_models.sh DIR [--bench] [-- BENCH-ARGS...]
 # Files: SHAPE-{f16,q8_0,q4_0,q4_k_m}.gguf (random weights, llama.cpp conventions) for the shapes
 # mixtral-l4, olmoe-l4 (Mixtral with OLMoE's sizes, the issue-9 shape), olmoe-1b-7b-l4,
-# qwen1.5-moe-a2.7b-l4 and qwen3-30b-a3b-l4 (4 layers of the released models).
+# qwen1.5-moe-a2.7b-l4, qwen3-30b-a3b-l4 and deepseek-moe-16b-l4 (4 layers of the released models).
 # Existing files are kept (never rewritten); a file is written as NAME.tmp and renamed when done,
-# so an interrupted run leaves no truncated model. Needs ~60 GB of disk for all twenty files.
+# so an interrupted run leaves no truncated model. Needs ~70 GB of disk for all twenty-four files.
 # EPWA (default build/epwa) picks the binary; SHAPES and TYPES narrow the set, e.g.
 #   SHAPES=olmoe-l4 TYPES="q4_0 f16" scripts/bench_models.sh /work/bench-models --bench -- -r 3
 set -euo pipefail
@@ -25,7 +25,7 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 epwa=${EPWA:-$root/build/epwa}
 [[ -x $epwa ]] || { echo "error: $epwa not found (build first, or set EPWA)" >&2; exit 1; }
-shapes=${SHAPES:-"mixtral-l4 olmoe-l4 olmoe-1b-7b-l4 qwen1.5-moe-a2.7b-l4 qwen3-30b-a3b-l4"}
+shapes=${SHAPES:-"mixtral-l4 olmoe-l4 olmoe-1b-7b-l4 qwen1.5-moe-a2.7b-l4 qwen3-30b-a3b-l4 deepseek-moe-16b-l4"}
 types=${TYPES:-"f16 q8_0 q4_0 q4_k_m"}
 mkdir -p "$dir"
 

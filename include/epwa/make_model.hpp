@@ -13,8 +13,8 @@ namespace epwa {
 
 // Known shapes (shape_names()): Mixtral "tiny", "tiny-gqa", "small", "mixtral-8x7b", "mixtral-l4",
 // "olmoe-l4" (Mixtral with OLMoE's sizes); one tiny shape per other family ("tiny-qwen2moe",
-// "tiny-olmoe", "tiny-qwen3moe"); and 4-layer benchmark shapes of released models
-// ("olmoe-1b-7b-l4", "qwen1.5-moe-a2.7b-l4", "qwen3-30b-a3b-l4").
+// "tiny-olmoe", "tiny-qwen3moe", "tiny-deepseek"); and 4-layer benchmark shapes of released models
+// ("olmoe-1b-7b-l4", "qwen1.5-moe-a2.7b-l4", "qwen3-30b-a3b-l4", "deepseek-moe-16b-l4").
 // layers > 0 overrides the layer count. Throws Error on an unknown name.
 ModelConfig shape_config(std::string_view name, int32_t layers = 0);
 std::vector<std::string> shape_names();

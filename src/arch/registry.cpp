@@ -18,7 +18,7 @@ using nlohmann::json;
 // A new family is one file in src/arch/ and one line here.
 std::span<const Architecture* const> architectures() {
   static const Architecture* const kAll[] = {&arch_mixtral(), &arch_qwen2_moe(), &arch_olmoe(),
-                                             &arch_qwen3_moe()};
+                                             &arch_qwen3_moe(), &arch_deepseek()};
   return kAll;
 }
 

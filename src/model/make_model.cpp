@@ -45,6 +45,11 @@ constexpr Shape kShapes[] = {
       "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 3, "mlp_only_layers": [0],
       "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "num_experts": 8,
       "num_experts_per_tok": 2, "rope_theta": 1e6, "rms_norm_eps": 1e-6})"},
+    {"tiny-deepseek",
+     R"({"architectures": ["DeepseekForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 96, "moe_intermediate_size": 32, "n_shared_experts": 2, "num_hidden_layers": 3,
+      "first_k_dense_replace": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "n_routed_experts": 8,
+      "num_experts_per_tok": 3, "rope_theta": 10000.0, "rms_norm_eps": 1e-6})"},
     {"small", R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 2048, "hidden_size": 256,
       "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
       "num_local_experts": 8, "num_experts_per_tok": 2, "rope_theta": 1e6})"},
@@ -73,6 +78,11 @@ constexpr Shape kShapes[] = {
       "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768, "num_hidden_layers": 4,
       "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128,
       "num_experts_per_tok": 8, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "max_position_embeddings": 40960})"},
+    {"deepseek-moe-16b-l4", R"({"architectures": ["DeepseekForCausalLM"], "vocab_size": 102400,
+      "hidden_size": 2048, "intermediate_size": 10944, "moe_intermediate_size": 1408, "n_shared_experts": 2,
+      "num_hidden_layers": 4, "first_k_dense_replace": 1, "moe_layer_freq": 1, "num_attention_heads": 16,
+      "num_key_value_heads": 16, "n_routed_experts": 64, "num_experts_per_tok": 6, "rope_theta": 10000.0,
+      "rms_norm_eps": 1e-6, "max_position_embeddings": 4096, "bos_token_id": 100000, "eos_token_id": 100001})"},
 };
 
 uint64_t mix(uint64_t z) {

@@ -96,7 +96,8 @@ TEST_P(Families, EveryCommand) {
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, Families, ::testing::Values("qwen2moe", "olmoe", "qwen3moe"));
+INSTANTIATE_TEST_SUITE_P(All, Families,
+                         ::testing::Values("qwen2moe", "olmoe", "qwen3moe", "deepseek"));
 
 }  // namespace
 
@@ -167,6 +168,7 @@ TEST_P(FamiliesText, TextCommands) {
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, FamiliesText, ::testing::Values("qwen2moe", "olmoe", "qwen3moe"));
+INSTANTIATE_TEST_SUITE_P(All, FamiliesText,
+                         ::testing::Values("qwen2moe", "olmoe", "qwen3moe", "deepseek"));
 
 }  // namespace

@@ -3,7 +3,9 @@
 // (llama-quantize stores the shared expert's gate {1, D} as {D}) load to the same model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 
 #include "epwa/export.hpp"
 #include "epwa/gguf.hpp"
@@ -76,6 +78,66 @@ TEST(GgufConventions, OneDimensionalSharedExpertGate) {
   EXPECT_EQ(a->forward(tokens, ca, fo), b->forward(tokens, cb, fo));
   fs::remove(conv);
   fs::remove(flat);
+}
+
+}  // namespace
+
+namespace {
+
+// Rewrites `in` without the keys in `drop` and with `set` applied (a header-only edit).
+void rewrite(const fs::path& in, const fs::path& out, std::initializer_list<std::string> drop,
+             const std::function<void(epwa::GgufWriter&)>& set = {}) {
+  const epwa::GgufFile f(in);
+  epwa::GgufWriter w;
+  for (const epwa::GgufKV& kv : f.metadata())
+    if (kv.key != "general.alignment" && std::find(drop.begin(), drop.end(), kv.key) == drop.end())
+      w.set(kv.key, kv.value);
+  if (set) set(w);
+  for (const epwa::TensorView& t : f.tensors()) w.add_tensor_copy(t.name, t.dtype, t.shape, t.data);
+  w.write(out);
+}
+
+// DeepSeek-MoE V1 in llama.cpp's `deepseek` keys; a file as llama.cpp's converter writes it (no
+// epwa.dense_layers, no expert_weights_norm) takes its dense layers from leading_dense_block_count
+// and gives the same model.
+TEST(GgufConventions, DeepseekKeys) {
+  const fs::path conv = fs::temp_directory_path() / "epwa-conv-deepseek.gguf";
+  const fs::path bare = fs::temp_directory_path() / "epwa-bare-deepseek.gguf";
+  const fs::path scaled = fs::temp_directory_path() / "epwa-scaled-deepseek.gguf";
+  epwa::convert_hf_to_gguf(kRef / "deepseek", conv, {});
+  {
+    const epwa::GgufFile f(conv);
+    EXPECT_EQ(f.get_string("general.architecture"), "deepseek");
+    EXPECT_EQ(f.get_u32("deepseek.leading_dense_block_count"), 1u);
+    EXPECT_EQ(f.get_u32("deepseek.expert_count"), 8u);
+    EXPECT_EQ(f.get_u32("deepseek.expert_feed_forward_length"), 24u);
+    EXPECT_EQ(f.get_u32("deepseek.expert_shared_count"), 2u);
+    EXPECT_EQ(f.get_u32("deepseek.feed_forward_length"), 96u);
+    EXPECT_EQ(f.get_f32("deepseek.expert_weights_scale"), 1.0f);
+    EXPECT_EQ(f.tensor("blk.1.ffn_down_shexp.weight").shape, (std::vector<int64_t>{64, 48}));
+    EXPECT_EQ(f.find_tensor("blk.1.ffn_gate_inp_shexp.weight"), nullptr);
+    EXPECT_EQ(f.find_tensor("blk.0.ffn_gate_inp.weight"), nullptr);  // the dense layer
+  }
+  rewrite(conv, bare, {"epwa.dense_layers", "deepseek.expert_weights_norm"});
+  auto a = epwa::Model::load(conv);
+  auto b = epwa::Model::load(bare);
+  EXPECT_EQ(b->config().dense_layers, std::vector<int32_t>{0});
+  EXPECT_FALSE(b->config().norm_topk_prob);
+  const std::vector<int32_t> tokens{1, 40, 41, 300, 7};
+  auto ca = a->make_context(), cb = b->make_context();
+  epwa::ForwardOptions fo;
+  fo.all_logits = true;
+  EXPECT_EQ(a->forward(tokens, ca, fo), b->forward(tokens, cb, fo));
+  rewrite(conv, scaled, {"deepseek.expert_weights_scale"},
+          [](epwa::GgufWriter& w) { w.set_f32("deepseek.expert_weights_scale", 2.0f); });
+  try {
+    epwa::Model::load(scaled);
+    ADD_FAILURE() << "a scale of 2 loaded";
+  } catch (const epwa::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("deepseek.expert_weights_scale"), std::string::npos)
+        << e.what();
+  }
+  for (const fs::path& p : {conv, bare, scaled}) fs::remove(p);
 }
 
 }  // namespace

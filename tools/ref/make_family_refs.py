@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Builds small random Qwen2-MoE, OLMoE and Qwen3-MoE checkpoints (HF Hub naming, f32 safetensors)
-and reference outputs from an independent numpy forward pass, for the C++ engine's parity tests.
+"""Builds small random Qwen2-MoE, OLMoE, Qwen3-MoE and DeepSeek-MoE (V1) checkpoints (HF Hub naming,
+f32 safetensors) and reference outputs from an independent numpy forward pass, for the C++ engine's
+parity tests.
 
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref           # write, then check
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref --check   # check only
@@ -9,7 +10,8 @@ Needs only numpy (no torch, no transformers). For every model in SPECS it writes
 <out>/<name>/{config.json, model.safetensors, ref.json}; the layout of ref.json is that of
 make_refs.py (Mixtral, computed by transformers itself), plus "moe_layer" in each router entry.
 
-The forward pass is written from transformers' modeling code (see REFERENCE) and runs in float64;
+The forward pass is written from transformers' modeling code (see REFERENCE; DeepSeek-MoE V1 from
+its remote modeling code, REFERENCE_DEEPSEEK) and runs in float64;
 the same code in float32 gives the f32_* figures in each ref.json's meta. A seed is rejected (and the
 next one tried) when a router top-k boundary, the order inside a top-k, or a greedy argmax is a
 near-tie (< MIN_GAP in logits), when the greedy run emits EOS, or, for OLMoE, when clip_qkv clips
@@ -45,9 +47,15 @@ REFERENCE = (
     "with huggingface/transformers modular_qwen2_moe.py@8fb1742f, modeling_qwen2_moe.py@1c351314, "
     "modeling_olmoe.py@00dcc6dd, modeling_qwen3_moe.py@00d4b3d2 (4.x); Hub expert names from "
     "conversion_mapping.py ('qwen2_moe' pattern, shared by qwen3_moe and olmoe)")
+REFERENCE_DEEPSEEK = (
+    "numpy float64 forward written from the remote modeling_deepseek.py / configuration_deepseek.py "
+    "of deepseek-ai/deepseek-moe-16b-base (DeepseekForCausalLM: DeepseekAttention as Llama's, "
+    "MoEGate softmax + topk + norm_topk_prob for top_k > 1 with a 1e-20 denominator guard, "
+    "DeepseekMoE = routed experts + shared_experts(identity), DeepseekDecoderLayer's "
+    "first_k_dense_replace / moe_layer_freq rule)")
 
 
-# ---------------------------------------------------------------- the three models
+# ---------------------------------------------------------------- the models
 
 
 def _common(vocab, hidden, layers, heads, kv_heads, eps, theta, tied):
@@ -92,11 +100,24 @@ def qwen3moe_config():
     return c
 
 
+def deepseek_config():
+    """deepseek-ai/deepseek-moe-16b style (DeepseekConfig fields): a dense first layer, fine-grained
+    routed experts, two shared experts fused into one FFN."""
+    c = OrderedDict(architectures=["DeepseekForCausalLM"], model_type="deepseek")
+    c.update(_common(320, 64, 3, 4, 2, 1e-6, 10000.0, False))
+    c.update(intermediate_size=96, moe_intermediate_size=24, n_shared_experts=2, n_routed_experts=8,
+             num_experts_per_tok=3, first_k_dense_replace=1, moe_layer_freq=1, norm_topk_prob=False,
+             scoring_func="softmax", aux_loss_alpha=0.001, seq_aux=True, pretraining_tp=1,
+             attention_bias=False, torch_dtype="float32")
+    return c
+
+
 # name -> (config.json contents, first seed tried)
 SPECS = OrderedDict(
     qwen2moe=(qwen2moe_config(), 4000),
     olmoe=(olmoe_config(clip_qkv=2.5), 5000),
     qwen3moe=(qwen3moe_config(), 6000),
+    deepseek=(deepseek_config(), 7000),
 )
 
 
@@ -108,8 +129,15 @@ def head_dim(cfg):
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
+def num_experts(cfg):
+    return cfg["n_routed_experts"] if cfg["model_type"] == "deepseek" else cfg["num_experts"]
+
+
 def is_sparse(cfg, layer):
     """Which decoder layers hold a sparse MoE block (DecoderLayer.__init__)."""
+    if cfg["model_type"] == "deepseek":  # DeepseekDecoderLayer: DeepseekMoE, else DeepseekMLP
+        return (cfg.get("n_routed_experts") is not None and layer >= cfg["first_k_dense_replace"]
+                and layer % cfg["moe_layer_freq"] == 0)
     if cfg["model_type"] == "olmoe":  # OlmoeDecoderLayer: always OlmoeSparseMoeBlock
         return True
     # Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer; otherwise a dense MLP of intermediate_size
@@ -126,13 +154,13 @@ def biased_projections(cfg):
     """Attention projections that carry a bias."""
     if cfg["model_type"] == "qwen2_moe":  # q/k/v: bias=config.qkv_bias (default True); o: never
         return ("q", "k", "v") if cfg.get("qkv_bias", True) else ()
-    # OLMoE, Qwen3-MoE: all four follow attention_bias
+    # OLMoE, Qwen3-MoE, DeepSeek-MoE: all four follow attention_bias
     return ("q", "k", "v", "o") if cfg.get("attention_bias", False) else ()
 
 
 def expected_tensors(cfg):
     """Hub tensor name -> shape, in generation order (the file itself is sorted by name)."""
-    H, V, E = cfg["hidden_size"], cfg["vocab_size"], cfg["num_experts"]
+    H, V, E = cfg["hidden_size"], cfg["vocab_size"], num_experts(cfg)
     nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
     family = cfg["model_type"]
     out = {"q": nh * hd, "k": nkv * hd, "v": nkv * hd, "o": H}
@@ -166,6 +194,9 @@ def expected_tensors(cfg):
             if family == "qwen2_moe":
                 mlp(p + "mlp.shared_expert.", cfg["shared_expert_intermediate_size"])
                 T[p + "mlp.shared_expert_gate.weight"] = (1, H)
+            if family == "deepseek" and cfg.get("n_shared_experts") is not None:
+                # DeepseekMoE: one DeepseekMLP of moe_intermediate_size * n_shared_experts, no gate
+                mlp(p + "mlp.shared_experts.", cfg["moe_intermediate_size"] * cfg["n_shared_experts"])
         else:
             mlp(p + "mlp.", cfg["intermediate_size"])
     T["model.norm.weight"] = (H,)
@@ -279,15 +310,22 @@ def apply_rope(x, cos, sin):
     return x * cos[:, None, :] + rotated * sin[:, None, :]
 
 
-def routing(logits, k, norm_topk_prob):
+def routing(logits, cfg):
     """TopKRouter.forward: softmax over all experts (f32 in HF), top-k, renormalise only if asked.
+    DeepSeek's MoEGate: the same, renormalising only when top_k > 1, over sum + 1e-20.
 
     Returns (expert ids [T, k] best first, weights [T, k] exactly as applied to the experts).
-    Exact ties go to the lower expert index (stable sort); references never contain near-ties."""
+    Exact ties go to the lower expert index (stable sort); references never contain near-ties.
+    (MoEGate's torch.topk(sorted=False) may list its k in another order: the set and each expert's
+    weight are what the forward uses, and the spec's top-1 is the argmax.)"""
+    k = cfg["num_experts_per_tok"]
     probs = softmax(logits)
     top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     weights = np.take_along_axis(probs, top, axis=-1)
-    if norm_topk_prob:
+    if cfg["model_type"] == "deepseek":
+        if k > 1 and cfg["norm_topk_prob"]:
+            weights = weights / (weights.sum(axis=-1, keepdims=True) + 1e-20)
+    elif cfg["norm_topk_prob"]:
         weights = weights / weights.sum(axis=-1, keepdims=True)
     return top, weights
 
@@ -347,9 +385,9 @@ class Model:
         """Returns (block output, raw router logits [T, E])."""
         cfg = self.cfg
         logits = self.linear(h, p + "mlp.gate")  # TopKRouter: F.linear(x, weight), no bias
-        top, weights = routing(logits, cfg["num_experts_per_tok"], cfg["norm_topk_prob"])
+        top, weights = routing(logits, cfg)
         y = np.zeros_like(h)
-        for e in range(cfg["num_experts"]):  # Experts.forward: each hit expert on its tokens, weighted
+        for e in range(num_experts(cfg)):  # Experts.forward: each hit expert on its tokens, weighted
             rows, slot = np.nonzero(top == e)
             if rows.size:
                 y[rows] += weights[rows, slot, None] * self.mlp(h[rows], f"{p}mlp.experts.{e}.")
@@ -357,6 +395,9 @@ class Model:
             # Qwen2MoeSparseMoeBlock.forward: + sigmoid(shared_expert_gate(x)) * shared_expert(x)
             gate = 1.0 / (1.0 + np.exp(-self.linear(h, p + "mlp.shared_expert_gate")))  # [T, 1]
             y = y + gate * self.mlp(h, p + "mlp.shared_expert.")
+        if self.family == "deepseek" and cfg.get("n_shared_experts") is not None:
+            # DeepseekMoE.forward: y + shared_experts(identity), identity = the normed input
+            y = y + self.mlp(h, p + "mlp.shared_experts.")
         return y, logits
 
     def forward(self, ids):
@@ -415,7 +456,7 @@ def build_case(model, ids):
     k = cfg["num_experts_per_tok"]
     case = OrderedDict(tokens=list(ids), logits=logits.tolist(), router=[])
     for moe_layer, (layer, r) in enumerate(routers):
-        top, weights = routing(r, k, cfg["norm_topk_prob"])
+        top, weights = routing(r, cfg)
         case["router"].append(OrderedDict(layer=layer, moe_layer=moe_layer, logits=r.tolist(),
                                           topk=top.tolist(), weights=weights.tolist()))
     case["greedy"], greedy_gap, full_routers = model.greedy(ids, NEW_TOKENS)
@@ -438,7 +479,7 @@ def f32_agreement(cfg, W, cases):
         rel = max(rel, float((np.abs(logits - ref).max(-1) / np.abs(ref).max(-1)).max()))
         for (_, r), rc in zip(routers, c["router"]):
             router_err = max(router_err, float(np.abs(r - np.array(rc["logits"])).max()))
-            top, _ = routing(r, cfg["num_experts_per_tok"], cfg["norm_topk_prob"])
+            top, _ = routing(r, cfg)
             topk_equal = topk_equal and top.tolist() == rc["topk"]
         greedy_equal = greedy_equal and m.greedy(c["tokens"], NEW_TOKENS)[0] == c["greedy"]
     return OrderedDict(f32_max_rel_err=rel, f32_router_max_abs_err=router_err,
@@ -463,7 +504,8 @@ def try_seed(cfg, seed):
         cases.append(case)
         stats.append(st)
     meta = OrderedDict(
-        seed=seed, generator="tools/ref/make_family_refs.py", reference=REFERENCE, dtype="float64",
+        seed=seed, generator="tools/ref/make_family_refs.py",
+        reference=REFERENCE_DEEPSEEK if cfg["model_type"] == "deepseek" else REFERENCE, dtype="float64",
         numpy=np.__version__, python=platform.python_version(),
         moe_layers=[l for l in range(cfg["num_hidden_layers"]) if is_sparse(cfg, l)],
         dense_layers=[l for l in range(cfg["num_hidden_layers"]) if not is_sparse(cfg, l)],
@@ -569,11 +611,11 @@ def check_model(folder):
         assert [r["layer"] for r in c["router"]] == moe_layers, "router layers"
         assert [r["moe_layer"] for r in c["router"]] == list(range(len(moe_layers))), "moe_layer"
         for (layer, r), rc in zip(routers, c["router"]):
-            top, weights = routing(r, k, cfg["norm_topk_prob"])
+            top, weights = routing(r, cfg)
             assert_close(r, rc["logits"], f"router logits layer {layer} (T={n})")
             assert top.tolist() == rc["topk"], f"top-k layer {layer} (T={n})"
             assert_close(weights, rc["weights"], f"router weights layer {layer} (T={n})")
-            if cfg["norm_topk_prob"]:
+            if cfg["norm_topk_prob"] and k > 1:
                 assert_close(np.sum(rc["weights"], -1), np.ones(n), "weights sum", rtol=1e-7)
         assert model.greedy(c["tokens"], NEW_TOKENS)[0] == c["greedy"], f"greedy (T={n})"
     identical = to_json(ref) == text

@@ -67,6 +67,8 @@ def routing_rule(config):
     k = config["num_experts_per_tok"]
     mt = config["model_type"]
     renorm = True if mt == "mixtral" else config.get("norm_topk_prob", mt == "qwen3_moe")
+    if mt == "deepseek":  # MoEGate renormalises only when top_k > 1
+        renorm = renorm and k > 1
     return f"softmax,top{k},{'renorm' if renorm else 'raw'}"
 
 
@@ -77,6 +79,9 @@ def moe_layers(config):
         step = config.get("decoder_sparse_step", 1)
         dense = config.get("mlp_only_layers") or []
         return [l for l in range(n) if l not in dense and (l + 1) % step == 0]
+    if config["model_type"] == "deepseek":
+        first, freq = config.get("first_k_dense_replace", 0), config.get("moe_layer_freq", 1)
+        return [l for l in range(n) if l >= first and l % freq == 0]
     return list(range(n))
 
 
@@ -106,7 +111,7 @@ def family_hash(folder):
     part = "block_sparse_moe" if mt == "mixtral" else "mlp"
     names = [f"model.layers.{l}.{part}.gate.weight" for l in layers]
     bits = read_f32_safetensors(os.path.join(folder, "model.safetensors"), names)
-    e = config.get("num_local_experts", config.get("num_experts"))
+    e = config.get("num_local_experts", config.get("num_experts", config.get("n_routed_experts")))
     d = config["hidden_size"]
     if mt == "mixtral":
         return "v1", irsh_v1([(m, e, d, bits[n]) for m, n in enumerate(names)])
@@ -236,7 +241,7 @@ def main():
                 digest = hashlib.sha256(b"".join(struct.pack("<I", t) for t in sorted(g))).hexdigest()
                 entry["lists"].append({"expert": e, "first16": g[:16], "sorted_sha256": digest})
             out["green_lists"].append(entry)
-    for name in ("gqa", "qwen2moe", "olmoe", "qwen3moe"):
+    for name in ("gqa", "qwen2moe", "olmoe", "qwen3moe", "deepseek"):
         version, h = family_hash(os.path.join(REF_DIR, name))
         out["families"].append({"model": name, "irsh": version, "hash": h})
     tokens = [1] + [(i * 7919) % 32000 for i in range(1, 40)]
