@@ -748,6 +748,7 @@ nlohmann::json Server::Impl::watermark_record(bool applied, const std::string& k
   j["delta"] = opt.watermark.delta;
   j["router_layer"] = layer;
   j["router_hash"] = router_hash;
+  if (opt.watermark.min_entropy > 0) j["min_entropy"] = opt.watermark.min_entropy;
   return j;
 }
 

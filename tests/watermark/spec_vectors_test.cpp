@@ -112,3 +112,26 @@ TEST(SpecVectors, CspvSampler) {
 }
 
 }  // namespace
+
+namespace {
+
+// The entropy threshold's rule (docs/SPEC.md): next_token_entropy over the vector rows equals the
+// reference's double-precision values, and the rows at or above the threshold are those listed.
+TEST(SpecVectors, EntropyThreshold) {
+  const nlohmann::json all = load_vectors();
+  const auto& e = all["entropy"];
+  const double tau = e["threshold"].get<double>();
+  std::vector<int64_t> eligible;
+  for (int j = 0; j < 5; ++j) {
+    std::vector<float> row(32);
+    for (int v = 0; v < 32; ++v)
+      row[static_cast<size_t>(v)] =
+          j < 4 ? static_cast<float>(((v * 17 + j * 5) % 23) / (j + 1.0)) : (v == 3 ? 40.0f : 0.0f);
+    const double want = std::stod(e["values"][static_cast<size_t>(j)].get<std::string>());
+    EXPECT_NEAR(epwa::next_token_entropy(row), want, 1e-12 * std::max(1.0, want)) << "row " << j;
+    if (epwa::next_token_entropy(row) >= tau) eligible.push_back(j);
+  }
+  EXPECT_EQ(nlohmann::json(eligible), e["eligible"]);
+}
+
+}  // namespace

@@ -53,6 +53,11 @@ const Command kServe{
       app.add_option("--delta", o.watermark.delta, "green-list bias")
           ->check(CLI::Range(0.0, 100.0))
           ->capture_default_str();
+      app.add_option("--min-entropy", o.watermark.min_entropy,
+                     "bias only steps whose next-token entropy is at least this (nats), and score "
+                     "only such tokens in detection (docs/SPEC.md)")
+          ->check(CLI::Range(0.0, 20.0))
+          ->capture_default_str();
       o.watermark.router_layer = -1;
       app.add_option("--router-layer", o.watermark.router_layer,
                      "watermark layer among the MoE layers (negative: from the last)")
@@ -84,6 +89,7 @@ const Command kServe{
           ->capture_default_str();
       return [a] {
         ServerOptions o = a->o;
+        o.detect.min_entropy = o.watermark.min_entropy;  // detection scores as generation biased
         o.port = static_cast<uint16_t>(a->port);
         o.policy = watermark_policy_from_name(a->policy);
         o.limits.max_body_bytes = static_cast<size_t>(a->max_body);

@@ -207,6 +207,15 @@ def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
+def entropy(logits):
+    """Shannon entropy (nats) of softmax(logits), relative to the maximum (section 4/5, entropy
+    threshold); -inf logits have probability zero."""
+    m = max(logits)
+    finite = [x - m for x in logits if x != float("-inf")]
+    z = sum(math.exp(d) for d in finite)
+    return math.log(z) - sum(math.exp(d) * d for d in finite) / z
+
+
 def main():
     routers = spec_routers()
     router_hash = irsh_v1(routers)
@@ -254,6 +263,14 @@ def main():
         "confidences": "c[i] = f32(((i*13) % 29) / 29.0 + 0.125), i < 40",
         "sample_n": 10,
         "picks": [[i, s] for i, s in cspv_sample(conf, 10, seed)],
+    }
+    rows = [[f32(((v * 17 + j * 5) % 23) / (j + 1.0)) for v in range(32)] for j in range(4)]
+    rows.append([f32(40.0) if v == 3 else f32(0.0) for v in range(32)])
+    out["entropy"] = {
+        "logits": "row j < 4: l[v] = f32(((v*17 + j*5) % 23) / (j + 1.0)), v < 32; row 4: 40 at v = 3, else 0",
+        "values": [repr(entropy(r)) for r in rows],
+        "threshold": 2.2,
+        "eligible": [j for j, r in enumerate(rows) if entropy(r) >= 2.2],
     }
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
