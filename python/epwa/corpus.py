@@ -163,6 +163,13 @@ def _write_json(path: str, value: Any) -> None:
     os.replace(tmp, path)
 
 
+def _remove_temporaries(out_dir: str) -> None:
+    parts = os.path.join(out_dir, "parts")
+    for name in os.listdir(parts):
+        if name.startswith(".tmp-"):
+            os.unlink(os.path.join(parts, name))
+
+
 def _counts_of(path: str) -> dict:
     counts = {"documents": 0, "tokens": 0, "detected": 0, "errors": 0}
     with open(path, encoding="utf-8") as f:
@@ -264,10 +271,7 @@ def detect_corpus(inputs, model, keyring=None, method: str = "full", out_dir=Non
 def _run(manifest, out_dir, job, config, client, workers, progress) -> dict:
     from distributed import Client, LocalCluster, as_completed
 
-    parts_dir = os.path.join(out_dir, "parts")
-    for name in os.listdir(parts_dir):  # what killed tasks of an earlier run left half-written
-        if name.startswith(".tmp-"):
-            os.unlink(os.path.join(parts_dir, name))
+    _remove_temporaries(out_dir)  # what killed tasks of an earlier run left half-written
     totals = {"documents": 0, "tokens": 0, "detected": 0, "errors": 0}
     todo = []
     for i, p in enumerate(manifest["partitions"]):
@@ -288,7 +292,7 @@ def _run(manifest, out_dir, job, config, client, workers, progress) -> dict:
                 client = default_client()
             except ValueError:
                 own = LocalCluster(n_workers=workers or os.cpu_count(), threads_per_worker=1,
-                                   processes=True, dashboard_address=None)
+                                   processes=True, dashboard_address=":0")
                 client = Client(own)
         job_id = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
         name = f"epwa-detect-{job_id}"
@@ -305,6 +309,7 @@ def _run(manifest, out_dir, job, config, client, workers, progress) -> dict:
             for fut in as_completed(futures):
                 for k, v in fut.result().items():
                     run_counts[k] += v
+            _remove_temporaries(out_dir)  # those of tasks whose worker was killed in this run
         finally:
             try:
                 client.unregister_worker_plugin(name)
