@@ -229,3 +229,38 @@ def test_cli_wrapper(corpus, model_path, keyring, tmp_path):
     p = run_module(corpus / "b.jsonl", "-o", out, "--model", model_path, "--keyring", keyring,
                    "--key-id", "k2")
     assert p.returncode == 2 and "holds another job" in p.stderr
+
+
+def test_cluster_of_dask_commands(corpus, model_path, keyring, tmp_path):
+    """A scheduler and workers started as on several hosts (`dask scheduler`, `dask worker`), on
+    loopback; the wrapper joins with --scheduler and gives the same results."""
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
+                               "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
+                               str(sched_file)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        address = json.loads(sched_file.read_text())["address"]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+             str(sched_file), "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1",
+             "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(address, timeout="60s") as cl:
+            cl.wait_for_workers(2, timeout=60)
+        out = tmp_path / "out"
+        p = run_module(corpus / "a.jsonl", "-o", out, "--model", model_path, "--keyring", keyring,
+                       "--scheduler", address, "--partition-size", "4", "--json")
+        assert p.returncode == 2 and json.loads(p.stdout)["errors"] == 3, p.stderr
+        assert "".join(t for _, t in part_files(out)) == cli_jsonl(corpus / "a.jsonl", model_path)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
