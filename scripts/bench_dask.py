@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""Corpus detection speed (docs/SCALE.md): epwa.dask.detect_corpus with 1 and 2 one-thread workers
+against `epwa detect --jsonl` on one thread, on the same documents of --tokens tokens each.
+
+PYTHONPATH=build/python scripts/bench_dask.py --binary build/epwa --model build/models/epwa-tiny-moe.gguf
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import epwa
+from distributed import Client, LocalCluster
+from epwa.corpus import detect_corpus
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--binary", default="build/epwa")
+    p.add_argument("--model", default="build/models/epwa-tiny-moe.gguf")
+    p.add_argument("--docs", type=int, default=200)
+    p.add_argument("--tokens", type=int, default=200)
+    p.add_argument("--methods", default="full")
+    p.add_argument("--workers", default="1,2")
+    p.add_argument("--repeat", type=int, default=2, help="best of")
+    a = p.parse_args()
+
+    key = "bench-key"
+    config = epwa.WatermarkConfig(key)
+    model = epwa.Model(a.model, threads=1)
+    tmp = tempfile.mkdtemp(prefix="bench-dask-")
+    # Watermarked generations (joined where one stops early) cut into documents of --tokens tokens,
+    # reused round-robin: the speed does not depend on what the tokens say.
+    ids, seed = [], 0
+    while len(ids) < 8 * a.tokens:
+        ids += model.generate("The river", max_new_tokens=a.tokens, temperature=0.9, seed=seed,
+                              watermark=config).tokens
+        seed += 1
+    texts = [ids[i * a.tokens:(i + 1) * a.tokens] for i in range(8)]
+    inp = os.path.join(tmp, "in.jsonl")
+    with open(inp, "w") as f:
+        for i in range(a.docs):
+            f.write(json.dumps({"id": i, "tokens": texts[i % len(texts)]}) + "\n")
+    shares = {}
+    for n in {1, *map(int, a.workers.split(","))}:
+        shares[n] = []
+        for k in range(n):
+            path = os.path.join(tmp, f"share-{n}-{k}.jsonl")
+            with open(path, "w") as f:
+                for i in range(k, a.docs, n):
+                    f.write(json.dumps({"id": i, "tokens": texts[i % len(texts)]}) + "\n")
+            shares[n].append(path)
+    tokens = a.docs * a.tokens
+    print(f"{a.docs} documents of {a.tokens} tokens ({tokens} tokens), model {a.model}")
+
+    for method in a.methods.split(","):
+        def cli_run(n=1):
+            # n commands side by side, each on its share of the lines: what n cores give the
+            # command on this machine now (the control for n workers).
+            env = dict(os.environ, EPWA_THREADS="1")
+            t = time.perf_counter()
+            procs = [subprocess.Popen([a.binary, "detect", "--key", key, "--model", a.model,
+                                       "--load", "auto", "--method", method, "--jsonl", f, "-q"],
+                                      env=env, stdout=subprocess.DEVNULL) for f in shares[n]]
+            for proc in procs:
+                proc.wait()
+            return time.perf_counter() - t
+
+        cli_s = min(cli_run() for _ in range(a.repeat))
+        print(f"{method}: epwa detect --jsonl, 1 thread: {cli_s:.2f} s, {tokens / cli_s:,.0f} tokens/s")
+        base = None
+        for n in map(int, a.workers.split(",")):
+            with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                              dashboard_address=":0") as c, Client(c) as client:
+                best = None
+                for r in range(a.repeat):
+                    out = os.path.join(tmp, f"out-{method}-{n}-{r}")
+                    t = time.perf_counter()
+                    detect_corpus(inp, a.model, config, method, out, client=client, progress=False,
+                                  partition_size=max(1, a.docs // (8 * n)))
+                    s = time.perf_counter() - t
+                    best = s if best is None else min(best, s)
+            base = base or best
+        if n > 1:
+            side = min(cli_run(n) for _ in range(a.repeat))
+            print(f"{method}: {n} commands side by side: {side:.2f} s, {tokens / side:,.0f} "
+                  f"tokens/s, {cli_s / side:.2f}x of one")
+            print(f"{method}: detect_corpus, {n} worker(s): {best:.2f} s, {tokens / best:,.0f} tokens/s, "
+                  f"{base / best:.2f}x of 1 worker; vs the command: "
+                  f"{(best * n - cli_s) / a.docs * 1000:+.1f} ms per document per core "
+                  f"({100 * (best * n / cli_s - 1):+.1f}%)")
+
+
+# The workers are spawned processes that import this file: only the main process runs it.
+if __name__ == "__main__":
+    main()
