@@ -123,9 +123,10 @@ def _differs(old: dict, new: dict) -> str | None:
     return None
 
 
-def _open_out_dir(out_dir: str, job: dict, parts: list[dict]) -> dict:
-    """The manifest of out_dir: made for a new job, or the same job's (resumed). Refuses a folder
-    that holds anything else, so nothing is mixed or overwritten."""
+def _open_out_dir(out_dir: str, job: dict, parts: list[dict]) -> tuple[dict, bool]:
+    """(the manifest of out_dir, whether it is new): the same job's (resumed), or one for a new
+    job, written by _create once the workers have the model. Refuses a folder that holds anything
+    else, so nothing is mixed or overwritten."""
     manifest = os.path.join(out_dir, "manifest.json")
     if os.path.exists(manifest):
         try:
@@ -139,18 +140,21 @@ def _open_out_dir(out_dir: str, job: dict, parts: list[dict]) -> dict:
         why = _differs(old["job"], job)
         if why:
             raise Error(f"out_dir '{out_dir}' holds another job ({why}): give another out_dir")
-        return old
+        return old, False
     if os.path.exists(out_dir):
         if not os.path.isdir(out_dir):
             raise Error(f"out_dir '{out_dir}' is not a folder")
         if os.listdir(out_dir):
             raise Error(f"out_dir '{out_dir}' is not empty and has no manifest: give a new or "
                         "empty folder")
+    return {"format": FORMAT, "job": job,
+            "partitions": [{"results": f"parts/{i:06d}.jsonl", **p}
+                           for i, p in enumerate(parts)]}, True
+
+
+def _create(out_dir: str, manifest: dict) -> None:
     os.makedirs(os.path.join(out_dir, "parts"), exist_ok=True)
-    m = {"format": FORMAT, "job": job,
-         "partitions": [{"results": f"parts/{i:06d}.jsonl", **p} for i, p in enumerate(parts)]}
-    _write_json(manifest, m)
-    return m
+    _write_json(os.path.join(out_dir, "manifest.json"), manifest)
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -264,19 +268,20 @@ def detect_corpus(inputs, model, keyring=None, method: str = "full", out_dir=Non
             pass
     job = _job(input_list, model, load, config, method, oracle, threshold, count_repeats, sample,
                detail, partition_size, salt)
-    manifest = _open_out_dir(out_dir, job, parts)
-    return _run(manifest, out_dir, job, config, client, workers, progress)
+    manifest, new = _open_out_dir(out_dir, job, parts)
+    return _run(manifest, new, out_dir, job, config, client, workers, progress)
 
 
-def _run(manifest, out_dir, job, config, client, workers, progress) -> dict:
+def _run(manifest, new, out_dir, job, config, client, workers, progress) -> dict:
     from distributed import Client, LocalCluster, as_completed
 
-    _remove_temporaries(out_dir)  # what killed tasks of an earlier run left half-written
+    if not new:
+        _remove_temporaries(out_dir)  # what killed tasks of an earlier run left half-written
     totals = {"documents": 0, "tokens": 0, "detected": 0, "errors": 0}
     todo = []
     for i, p in enumerate(manifest["partitions"]):
         path = os.path.join(out_dir, p["results"])
-        if os.path.exists(path):
+        if not new and os.path.exists(path):
             for k, v in _counts_of(path).items():
                 totals[k] += v
         else:
@@ -302,12 +307,20 @@ def _run(manifest, out_dir, job, config, client, workers, progress) -> dict:
                                               job["method"], job["oracle"], job["threshold"],
                                               job["count_repeats"], job["sample"],
                                               job["tokens_detail"]), name=name)
-            futures = [client.submit(_corpus_worker.run_partition, name, p, path,
-                                     key=f"{name}-{i}", pure=False) for i, p, path in todo]
+            if new:  # only now: a model that does not load leaves no folder behind
+                _create(out_dir, manifest)
+            futures = {client.submit(_corpus_worker.run_partition, name, p, path,
+                                     key=f"{name}-{i}", pure=False): p for i, p, path in todo}
             if progress if progress is not None else sys.stderr.isatty():
-                _StderrBar(futures, client.scheduler.address)
+                _StderrBar(list(futures), client.scheduler.address)
             for fut in as_completed(futures):
-                for k, v in fut.result().items():
+                try:
+                    counts = fut.result()
+                except Exception as e:  # noqa: BLE001 - one line for the user, the rest kept
+                    client.cancel(list(futures))
+                    raise Error(f"partition {futures[fut]['results']} failed: "
+                                f"{type(e).__name__}: {e}".splitlines()[0]) from e
+                for k, v in counts.items():
                     run_counts[k] += v
             _remove_temporaries(out_dir)  # those of tasks whose worker was killed in this run
         finally:
@@ -318,6 +331,8 @@ def _run(manifest, out_dir, job, config, client, workers, progress) -> dict:
             if own is not None:
                 client.close()
                 own.close()
+    if new and not todo:
+        _create(out_dir, manifest)
     seconds = time.monotonic() - start
     for k, v in run_counts.items():
         totals[k] += v

@@ -226,6 +226,12 @@ def test_cli_wrapper(corpus, model_path, keyring, tmp_path):
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert last.startswith("epwa: error: "), p.stderr
         assert re.search(message, last), last
+    # A model the workers cannot load: its error, and no folder left behind to block a re-run.
+    (tmp_path / "model.txt").write_text("not a model")
+    p = run_module(corpus / "b.jsonl", "-o", tmp_path / "y", "--model", tmp_path / "model.txt",
+                   "--keyring", keyring, "--workers", "1")
+    assert p.returncode == 2 and "epwa: error: unrecognised model path" in p.stderr, p.stderr
+    assert not (tmp_path / "y").exists()
     p = run_module(corpus / "b.jsonl", "-o", out, "--model", model_path, "--keyring", keyring,
                    "--key-id", "k2")
     assert p.returncode == 2 and "holds another job" in p.stderr
