@@ -84,12 +84,12 @@ def main():
                     s = time.perf_counter() - t
                     best = s if best is None else min(best, s)
             base = base or best
-        if n > 1:
-            side = min(cli_run(n) for _ in range(a.repeat))
-            print(f"{method}: {n} commands side by side: {side:.2f} s, {tokens / side:,.0f} "
-                  f"tokens/s, {cli_s / side:.2f}x of one")
-            print(f"{method}: detect_corpus, {n} worker(s): {best:.2f} s, {tokens / best:,.0f} tokens/s, "
-                  f"{base / best:.2f}x of 1 worker; vs the command: "
+            if n > 1:
+                side = min(cli_run(n) for _ in range(a.repeat))
+                print(f"{method}: {n} commands side by side: {side:.2f} s, {tokens / side:,.0f} "
+                      f"tokens/s, {cli_s / side:.2f}x of one")
+            print(f"{method}: detect_corpus, {n} worker(s): {best:.2f} s, {tokens / best:,.0f} "
+                  f"tokens/s, {base / best:.2f}x of 1 worker; vs the command: "
                   f"{(best * n - cli_s) / a.docs * 1000:+.1f} ms per document per core "
                   f"({100 * (best * n / cli_s - 1):+.1f}%)")
 
