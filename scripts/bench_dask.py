@@ -8,6 +8,7 @@ PYTHONPATH=build/python scripts/bench_dask.py --binary build/epwa --model build/
 import argparse
 import json
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -15,6 +16,14 @@ import time
 import epwa
 from distributed import Client, LocalCluster
 from epwa.corpus import detect_corpus
+
+
+def cpu(client):
+    """CPU seconds so far of a LocalCluster's workers and nannies and of this process (the client
+    and the scheduler's thread)."""
+    workers = sum(client.run(time.process_time).values())
+    nannies = sum(client.run(time.process_time, nanny=True).values())
+    return workers + nannies + time.process_time()
 
 
 def main():
@@ -57,6 +66,14 @@ def main():
     print(f"{a.docs} documents of {a.tokens} tokens ({tokens} tokens), model {a.model}")
 
     for method in a.methods.split(","):
+        def cli_cpu():
+            # CPU seconds of one command over every line: what the load of the shared machine
+            # changes least.
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cli_run()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
         def cli_run(n=1):
             # n commands side by side, each on its share of the lines: what n cores give the
             # command on this machine now (the control for n workers).
@@ -71,18 +88,22 @@ def main():
 
         cli_s = min(cli_run() for _ in range(a.repeat))
         print(f"{method}: epwa detect --jsonl, 1 thread: {cli_s:.2f} s, {tokens / cli_s:,.0f} tokens/s")
+        cli_c = min(cli_cpu() for _ in range(a.repeat))
         base = None
         for n in map(int, a.workers.split(",")):
             with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                               dashboard_address=":0") as c, Client(c) as client:
-                best = None
+                best = best_c = None
                 for r in range(a.repeat):
                     out = os.path.join(tmp, f"out-{method}-{n}-{r}")
+                    c0 = cpu(client)
                     t = time.perf_counter()
                     detect_corpus(inp, a.model, config, method, out, client=client, progress=False,
                                   partition_size=max(1, a.docs // (8 * n)))
                     s = time.perf_counter() - t
+                    c = cpu(client) - c0
                     best = s if best is None else min(best, s)
+                    best_c = c if best_c is None else min(best_c, c)
             base = base or best
             if n > 1:
                 side = min(cli_run(n) for _ in range(a.repeat))
@@ -92,6 +113,9 @@ def main():
                   f"tokens/s, {base / best:.2f}x of 1 worker; vs the command: "
                   f"{(best * n - cli_s) / a.docs * 1000:+.1f} ms per document per core "
                   f"({100 * (best * n / cli_s - 1):+.1f}%)")
+            print(f"{method}: CPU per document: the command {1000 * cli_c / a.docs:.1f} ms, "
+                  f"detect_corpus on {n} worker(s) {1000 * best_c / a.docs:.1f} ms "
+                  f"({100 * (best_c / cli_c - 1):+.1f}%; workers, nannies, client and scheduler)")
 
 
 # The workers are spawned processes that import this file: only the main process runs it.
