@@ -15,7 +15,7 @@ import time
 from typing import Any, Iterable
 
 from . import _corpus_worker
-from ._epwa import Error, WatermarkConfig
+from ._epwa import Error, Model, WatermarkConfig
 
 FORMAT = "epwa-corpus-1"
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -187,9 +187,7 @@ def _config(keyring, key_id) -> WatermarkConfig:
         if key_id is not None:
             raise Error("key_id is for a keyring file, not a WatermarkConfig")
         return keyring
-    if keyring is None:
-        return WatermarkConfig(key_id=None) if key_id is None else WatermarkConfig(key_id=key_id)
-    return WatermarkConfig(keyring=keyring, key_id=key_id)
+    return WatermarkConfig(keyring=keyring, key_id=key_id)  # None, None: $EPW_KEY
 
 
 class _StderrBar:
@@ -229,8 +227,6 @@ def detect_corpus(inputs, model, keyring=None, method: str = "full", out_dir=Non
     distributed.Client; None: the default client if there is one, else a LocalCluster of
     ``workers`` one-thread workers (default: one per core) made for this call.
     """
-    from ._epwa import Model
-
     if out_dir is None:
         raise Error("give out_dir, the folder for the results")
     out_dir = os.path.abspath(os.fspath(out_dir))
