@@ -270,3 +270,32 @@ def test_cluster_of_dask_commands(corpus, model_path, keyring, tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_workers_share_the_gguf_pages(client, model_path, config):
+    """The plugin leaves a GGUF's weights in its file mapping: the two workers' resident pages of
+    the file are shared ones."""
+    if not model_path.endswith(".gguf"):
+        pytest.skip("the build's GGUF copy of the bundled model is not there")
+    from epwa._corpus_worker import DetectorPlugin
+
+    def mapped_kb(path=os.path.realpath(model_path)):  # smaps names the file, not a link
+        kb, inside = {}, False
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                    inside = line.rstrip().endswith(path)
+                elif inside and line.split(":")[0] in ("Rss", "Shared_Clean"):
+                    kb[line.split(":")[0]] = kb.get(line.split(":")[0], 0) + int(line.split()[1])
+        return kb
+
+    client.register_worker_plugin(DetectorPlugin("share-test", model_path, "auto", config, "full",
+                                                 None, 4.0, False, None, False), name="share-test")
+    try:
+        z = client.run(lambda: __import__("distributed").get_worker().plugins["share-test"]
+                       .detector.detect("The river runs past the mill.").z_score)
+        assert len(z) == 2
+        for kb in client.run(mapped_kb).values():
+            assert kb["Rss"] > 1024 and kb["Shared_Clean"] == kb["Rss"], kb
+    finally:
+        client.unregister_worker_plugin("share-test")
