@@ -2,7 +2,8 @@
 """Corpus detection speed (docs/SCALE.md): epwa.dask.detect_corpus with 1 and 2 one-thread workers
 against `epwa detect --jsonl` on one thread, on the same documents of --tokens tokens each.
 
-PYTHONPATH=build/python scripts/bench_dask.py --binary build/epwa --model build/models/epwa-tiny-moe.gguf
+PYTHONPATH=build/python scripts/bench_dask.py --binary build/epwa \
+    --model build/models/epwa-tiny-moe.gguf [--methods full,cspv,weighted,pepi] [--workers 1,2]
 """
 
 import argparse
@@ -87,7 +88,8 @@ def main():
             return time.perf_counter() - t
 
         cli_s = min(cli_run() for _ in range(a.repeat))
-        print(f"{method}: epwa detect --jsonl, 1 thread: {cli_s:.2f} s, {tokens / cli_s:,.0f} tokens/s")
+        print(f"{method}: epwa detect --jsonl, 1 thread: {cli_s:.2f} s, "
+              f"{tokens / cli_s:,.0f} tokens/s")
         cli_c = min(cli_cpu() for _ in range(a.repeat))
         base = None
         for n in map(int, a.workers.split(",")):

@@ -53,7 +53,8 @@ def _score(det: Detector, item, detail: bool) -> dict:
 
 
 def _items(part: dict):
-    """(line number, input, the dict that may hold its "id") of a partition: lines of a JSON-lines file, or a text file whole."""
+    """(line number, input, the dict that may hold its "id") of each input of a partition: the
+    lines of a JSON-lines file's byte range, or text files, each one document."""
     if part["kind"] == "texts":
         for doc in part["docs"]:
             with open(doc["path"], "rb") as f:

@@ -113,8 +113,8 @@ def test_results_equal_cli_jsonl(client, corpus, model_path, keyring, tmp_path):
     for name in ("a.jsonl", "b.jsonl"):
         assert by_input[str(corpus / name)] == cli_jsonl(corpus / name, model_path)
     # A text file is scored as a line {"id": its path, "text": its content}.
-    lines = [json.dumps({"id": str(corpus / "texts" / n), "text": (corpus / "texts" / n).read_text()})
-             for n in ("one.txt", "two.txt")]
+    texts = [corpus / "texts" / n for n in ("one.txt", "two.txt")]
+    lines = [json.dumps({"id": str(t), "text": t.read_text()}) for t in texts]
     want = "".join(cli_jsonl(_write(tmp_path / f"t{i}.jsonl", line), model_path)
                    for i, line in enumerate(lines))
     assert by_input["texts"] == want
