@@ -4,6 +4,7 @@ file."""
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 
@@ -37,7 +38,10 @@ class DetectorPlugin(WorkerPlugin):
                                  count_repeats=count_repeats, sample=sample)
 
     def teardown(self, worker):
+        # The job is over: free the model now. A reference cycle (not traced) held it
+        # (seen: each finished job's mapping kept until a collection), so collect.
         self.detector = None
+        gc.collect()
 
 
 def _score(det: Detector, item, detail: bool) -> dict:

@@ -274,7 +274,7 @@ def test_cluster_of_dask_commands(corpus, model_path, keyring, tmp_path):
 
 def test_workers_share_the_gguf_pages(client, model_path, config):
     """The plugin leaves a GGUF's weights in its file mapping: the two workers' resident pages of
-    the file are shared ones."""
+    the file are, for the most part, shared ones."""
     if not model_path.endswith(".gguf"):
         pytest.skip("the build's GGUF copy of the bundled model is not there")
     from epwa._corpus_worker import DetectorPlugin
@@ -296,6 +296,10 @@ def test_workers_share_the_gguf_pages(client, model_path, config):
                        .detector.detect("The river runs past the mill.").z_score)
         assert len(z) == 2
         for kb in client.run(mapped_kb).values():
-            assert kb["Rss"] > 1024 and kb["Shared_Clean"] == kb["Rss"], kb
+            # Weights read from the mapping (a copy to huge pages leaves ~0.2 MB of it resident),
+            # and shared (pages only one worker touched, in this or an earlier job, are not).
+            assert kb["Rss"] > 8 * 1024 and kb["Shared_Clean"] >= 0.8 * kb["Rss"], kb
     finally:
         client.unregister_worker_plugin("share-test")
+    # Unregistered (as at the end of a job), the plugin frees the model: nothing stays mapped.
+    assert all(kb == {} for kb in client.run(mapped_kb).values())
