@@ -164,9 +164,10 @@ def test_resume_and_refusals(client, corpus, model_path, keyring, tmp_path):
 
 
 def test_killed_worker_loses_and_duplicates_nothing(model, config, model_path, tmp_path):
-    lines = [json.dumps({"id": i, "text": f"Document {i}: the river runs past the old mill and "
-                                          f"the town of number {i} in the spring rain."})
-             for i in range(80)]
+    # About 80 tokens each, so that the job lasts long enough (~1 s here) to be killed mid-run.
+    lines = [json.dumps({"id": i, "text": " ".join(
+        f"Document {i}, part {k}: the river runs past the old mill and the town of number {i}."
+        for k in range(4))}) for i in range(80)]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     with cluster() as c, Client(c) as cl:
