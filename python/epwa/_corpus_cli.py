@@ -82,6 +82,9 @@ def main(argv=None) -> int:
     except (epwa.Error, OSError) as e:
         sys.stderr.write(f"epwa: error: {e}\n")
         return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("epwa: interrupted: the same command resumes the job\n")
+        return 130
     finally:
         if client is not None:
             client.close()
