@@ -7,9 +7,11 @@ PYTHONPATH=build/python scripts/bench_dask.py --binary build/epwa \
 """
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import subprocess
 import tempfile
 import time
@@ -42,6 +44,7 @@ def main():
     config = epwa.WatermarkConfig(key)
     model = epwa.Model(a.model, threads=1)
     tmp = tempfile.mkdtemp(prefix="bench-dask-")
+    atexit.register(shutil.rmtree, tmp, True)
     # Watermarked generations (joined where one stops early) cut into documents of --tokens tokens,
     # reused round-robin: the speed does not depend on what the tokens say.
     ids, seed = [], 0
