@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import math
-from decimal import Decimal
 from typing import Any
+
+from ._grisu2 import to_chars
 
 
 class LineError(Exception):
@@ -101,29 +102,6 @@ def detect_args(obj: dict) -> tuple[Any, Any]:
     return _string(obj["text"]), prompt
 
 
-def _float(x: float) -> str:
-    # nlohmann's format_buffer over the shortest digits: fixed notation for decimal exponents
-    # -4 < n <= 15 (with ".0" when whole), else d.ddde+XX.
-    if not math.isfinite(x):
-        return "null"
-    if x == 0:
-        return "-0.0" if math.copysign(1, x) < 0 else "0.0"
-    sign, digits, exp = Decimal(repr(x)).normalize().as_tuple()
-    ds = "".join(map(str, digits))
-    k = len(ds)
-    n = k + exp
-    s = "-" if sign else ""
-    if k <= n <= 15:
-        return s + ds + "0" * (n - k) + ".0"
-    if 0 < n <= 15:
-        return s + ds[:n] + "." + ds[n:]
-    if -4 < n <= 0:
-        return s + "0." + "0" * -n + ds
-    e = n - 1
-    mant = ds if k == 1 else ds[0] + "." + ds[1:]
-    return f"{s}{mant}e{'-' if e < 0 else '+'}{abs(e):02d}"
-
-
 def dumps(value: Any) -> str:
     """The compact dump nlohmann::json writes of `value`."""
     if value is None:
@@ -135,7 +113,7 @@ def dumps(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return _float(value)
+        return to_chars(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):

@@ -5,6 +5,7 @@ killed mid-run with every document still scored exactly once, and the CLI wrappe
 import json
 import os
 import pathlib
+import random
 import re
 import signal
 import subprocess
@@ -304,3 +305,21 @@ def test_workers_share_the_gguf_pages(client, model_path, config):
         client.unregister_worker_plugin("share-test")
     # Unregistered (as at the end of a job), the plugin frees the model: nothing stays mapped.
     assert all(kb == {} for kb in client.run(mapped_kb).values())
+
+
+def test_numbers_written_as_the_command_writes_them(model_path, tmp_path):
+    """Doubles (and other JSON) in result lines as nlohmann::json writes them: its Grisu2 digits
+    differ from Python's repr for about 1 double in 150. The command echoes each line's "id"."""
+    rng = random.Random(5)
+    ids = ["1e15", "1e16", "0.0001", "0.00001", "-0.0", "5e-324", "1.7976931348623157e308",
+           "959926189324977.7", "-1.8680214772830281e-07", "18446744073709551616", "-12",
+           '"a\\u0001\\"\\\\/\\u007f\\u00e9\\ud83d\\ude00"', '{"b": [1.0, 2.5e-8, null, true], "a": {}}']
+    ids += [repr(rng.uniform(-1, 1) * 10 ** rng.randint(-300, 300)) for _ in range(400)]
+    path = tmp_path / "ids.jsonl"
+    path.write_text("".join('{"id": %s}\n' % i for i in ids))
+    want = cli_jsonl(path, model_path).splitlines()
+    from epwa import _jsonl
+    got = [_jsonl.dumps({"error": 'line has neither "tokens" nor "text"', "line": n,
+                         "id": _jsonl.parse_line(f'{{"id": {i}}}'.encode())["id"]})
+           for n, i in enumerate(ids, 1)]
+    assert got == want
