@@ -100,3 +100,19 @@ def detect_series(texts, config: WatermarkConfig, *, model=None, load: str | Non
     options = _options(method, oracle, threshold, count_repeats, sample)
     meta = pd.DataFrame({c: pd.Series(dtype=t) for c, t in _dtypes().items()}, columns=COLUMNS)
     return texts.map_partitions(_detect_frame, spec, config, options, prompt, meta=meta)
+
+
+def detect_corpus(*args, **kwargs):
+    """epwa.corpus.detect_corpus (docs/SCALE.md): a corpus of files scored on a distributed
+    cluster, results per partition, resumable."""
+    from .corpus import detect_corpus as run
+
+    return run(*args, **kwargs)
+
+
+if __name__ == "__main__":  # python3 -m epwa.dask
+    import sys
+
+    from epwa._corpus_cli import main
+
+    sys.exit(main())
