@@ -9,7 +9,7 @@ import json
 import math
 from typing import Any
 
-from ._grisu2 import to_chars
+from ._epwa import _json_dumps
 
 
 class LineError(Exception):
@@ -103,22 +103,6 @@ def detect_args(obj: dict) -> tuple[Any, Any]:
 
 
 def dumps(value: Any) -> str:
-    """The compact dump nlohmann::json writes of `value`."""
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return to_chars(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + dumps(value[k])
-                              for k in sorted(value)) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(dumps(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    """The compact dump nlohmann::json writes of `value` (the command's own code, through the
+    extension module: numbers and escapes byte for byte)."""
+    return _json_dumps(value)

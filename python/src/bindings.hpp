@@ -38,6 +38,10 @@ using ModelClass = pybind11::class_<LoadedModel, std::shared_ptr<LoadedModel>>;
 std::vector<int32_t> token_ids(pybind11::handle h, const char* what);
 // nlohmann JSON as Python objects (dict, list, str, int, float, bool, None).
 pybind11::object to_python(const nlohmann::json& j);
+// Python's JSON-like values (None, bool, int, float, str, dict with str keys, list, tuple) to JSON;
+// TypeError or ValueError for others.
+nlohmann::json from_python(pybind11::handle h, int depth = 0);
+void bind_json(pybind11::module_& m);
 
 void bind_errors(pybind11::module_& m);
 void bind_tokenizer(pybind11::module_& m);

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_epwa, m) {
   bind_watermark(m);
   bind_generate(m, model);
   bind_detect(m);
+  bind_json(m);
 }

@@ -308,8 +308,8 @@ def test_workers_share_the_gguf_pages(client, model_path, config):
 
 
 def test_numbers_written_as_the_command_writes_them(model_path, tmp_path):
-    """Doubles (and other JSON) in result lines as nlohmann::json writes them: its Grisu2 digits
-    differ from Python's repr for about 1 double in 150. The command echoes each line's "id"."""
+    """Doubles (and other JSON) in result lines as nlohmann::json writes them: its digits differ
+    from Python's repr for about 1 double in 150. The command echoes each line's "id"."""
     rng = random.Random(5)
     ids = ["1e15", "1e16", "0.0001", "0.00001", "-0.0", "5e-324", "1.7976931348623157e308",
            "959926189324977.7", "-1.8680214772830281e-07", "18446744073709551616", "-12",
