@@ -350,7 +350,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   void completion(const std::string& body, bool chat) {
     const ModelConfig& c = srv_.model.config();
     const auto j = serve::parse_body(body);
-    const auto p = chat ? serve::parse_chat_completion(j, srv_.chat ? &*srv_.chat : nullptr,
+    const auto p = chat ? serve::parse_chat_completion(j, body, srv_.chat ? &*srv_.chat : nullptr,
                                                        srv_.tok.get(), c.vocab_size, limits())
                         : serve::parse_completion(j, srv_.tok.get(), c.vocab_size, limits());
     const std::string key = watermark_key(p);

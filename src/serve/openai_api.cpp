@@ -175,9 +175,9 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
   return p;
 }
 
-CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTemplate* chat,
-                                       const Tokenizer* tok, int32_t vocab,
-                                       const ServerLimits& limits) {
+CompletionParams parse_chat_completion(const nlohmann::json& j, const std::string& body,
+                                       const ChatTemplate* chat, const Tokenizer* tok,
+                                       int32_t vocab, const ServerLimits& limits) {
   refuse_unknown(j, {"model",
                      "messages",
                      "max_tokens",
@@ -204,9 +204,12 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTempla
         "this server has no chat template: start it with --chat-template FILE "
         "(the model ships none)");
   if (!j.contains("messages")) throw bad_request("'messages' is required", "messages");
+  // What the template sees keeps the request's key order (a tool schema's tojson writes it as
+  // sent, as transformers does with Python dicts): read again as an ordered object.
+  const auto ordered = nlohmann::ordered_json::parse(body);
   ChatInput in;
   try {
-    in.messages = normalize_chat_messages(nlohmann::ordered_json::parse(j["messages"].dump()));
+    in.messages = normalize_chat_messages(ordered["messages"]);
   } catch (const ApiError&) {
     throw;
   } catch (const Error& e) {
@@ -214,7 +217,7 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTempla
   }
   if (j.contains("tools") && !j["tools"].is_null()) {
     if (!j["tools"].is_array()) throw bad_request("'tools' must be an array", "tools");
-    in.tools = nlohmann::ordered_json::parse(j["tools"].dump());
+    in.tools = ordered["tools"];
   }
   if (j.contains("tool_choice") && !j["tool_choice"].is_null() && j["tool_choice"] != "auto" &&
       j["tool_choice"] != "none")
@@ -223,7 +226,7 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const ChatTempla
   if (j.contains("chat_template_kwargs") && !j["chat_template_kwargs"].is_null()) {
     if (!j["chat_template_kwargs"].is_object())
       throw bad_request("'chat_template_kwargs' must be an object", "chat_template_kwargs");
-    in.kwargs = nlohmann::ordered_json::parse(j["chat_template_kwargs"].dump());
+    in.kwargs = ordered["chat_template_kwargs"];
   }
   bool want_logprobs = false;
   if (j.contains("logprobs") && !j["logprobs"].is_null()) {

@@ -57,9 +57,10 @@ CompletionParams parse_completion(const nlohmann::json& body, const Tokenizer* t
 
 // POST /v1/chat/completions's body: the messages rendered with the chat template (null: none,
 // a 400), tokenized with its special tokens parsed and no BOS added (the template writes it).
-CompletionParams parse_chat_completion(const nlohmann::json& body, const ChatTemplate* chat,
-                                       const Tokenizer* tokenizer, int32_t vocab,
-                                       const ServerLimits& limits);
+// `text` is the body as sent (parse_body's `body` lost its key order, which the template keeps).
+CompletionParams parse_chat_completion(const nlohmann::json& body, const std::string& text,
+                                       const ChatTemplate* chat, const Tokenizer* tokenizer,
+                                       int32_t vocab, const ServerLimits& limits);
 
 struct DetectParams {
   std::vector<int32_t> tokens;  // BOS, prompt, text

@@ -3,6 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
+#include "epwa/chat_template.hpp"
+#include "epwa/tokenizer.hpp"
+
 namespace {
 
 using epwa::serve::complete_utf8_prefix;
@@ -26,6 +31,25 @@ TEST(OpenAiApi, ErrorObjectsHaveOpenAisShape) {
   EXPECT_TRUE(j["error"]["code"].is_null());
   EXPECT_THROW(epwa::serve::parse_body("{\"a\": 1"), epwa::serve::ApiError);
   EXPECT_THROW(epwa::serve::parse_body("3"), epwa::serve::ApiError);
+}
+
+}  // namespace
+
+namespace {
+
+// A chat request's tools reach the template in the order the client wrote their keys (a tool
+// schema's tojson then reads as sent, as with transformers' Python dicts), not sorted.
+TEST(OpenAiApi, ChatToolsKeepTheirKeyOrder) {
+  const auto tok =
+      epwa::load_tokenizer(std::filesystem::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe");
+  const epwa::ChatTemplate tpl("{{ tools[0] | tojson }}|{{ messages[0].content }}");
+  const std::string body =
+      R"({"messages": [{"role": "user", "content": "hi"}],
+          "tools": [{"type": "function", "function": {"name": "f", "description": "d"}}]})";
+  const auto p = epwa::serve::parse_chat_completion(nlohmann::json::parse(body), body, &tpl,
+                                                    tok.get(), 8000, epwa::ServerLimits{});
+  EXPECT_EQ(tok->decode(p.prompt),
+            R"({"type": "function", "function": {"name": "f", "description": "d"}}|hi)");
 }
 
 }  // namespace
