@@ -97,8 +97,9 @@ TEST_F(Gpu, LoadingModesRun) {
     const auto t = prompt(20, static_cast<int32_t>(cpu->config().vocab_size));
     const auto l = logits(*gpu, t);
     for (float v : l) ASSERT_TRUE(std::isfinite(v));
-    if (mode == epwa::LoadMode::Standard)
+    if (mode == epwa::LoadMode::Standard) {
       EXPECT_LE(worst_rel(l, logits(*cpu, t), cpu->config().vocab_size), 1e-4);
+    }
     EXPECT_EQ(epwa::router_hash(*gpu), epwa::router_hash(*cpu));
   }
 }
