@@ -51,7 +51,12 @@ def wait_health(port, proc, timeout=300):
     raise SystemExit("bench_serve: a server did not become healthy")
 
 
+TOKEN_PROMPTS = False  # --token-ids: prompts as ids, for GGUF files without a vocabulary
+
+
 def prompt(i):
+    if TOKEN_PROMPTS:
+        return [1] + [100 + (i * 37 + k * 11) % 2000 for k in range(14)]
     return "The " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(12)) + " and the"
 
 
@@ -115,12 +120,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", required=True, help="GGUF file both servers load")
     ap.add_argument("--epwa", default=os.path.join(ROOT, "build", "epwa"))
-    ap.add_argument("--llama-server", required=True)
+    ap.add_argument("--llama-server", help="llama-server binary (left out: epwa alone)")
+    ap.add_argument("--token-ids", action="store_true",
+                    help="send prompts as token ids (GGUF files without a vocabulary; llama-server "
+                         "cannot serve those, so it is left out)")
     ap.add_argument("--streams", default="1,4,16")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args()
+    global TOKEN_PROMPTS
+    TOKEN_PROMPTS = a.token_ids
     streams = [int(s) for s in a.streams.split(",")]
     slots, ctx = max(streams), 512
     keyring = os.path.join(tempfile.mkdtemp(), "keys.json")
@@ -144,6 +154,8 @@ def main():
               ("epwa (watermarked)",
                lambda: epwa("epwa (watermarked)", ["--policy", "enforced", "--keyring", keyring])),
               ("llama-server", llama)]
+    if not a.llama_server or a.token_ids:
+        makers = makers[:2]
     best = {}
     for rep in range(a.repeat):
         for name, make in makers:  # one server at a time: they would share the cores
@@ -166,10 +178,11 @@ def main():
             r = best[(name, n)]
             print(f"| {name} | {n} | {r['tok_s']:.1f} | {r['ttft'] * 1000:.0f} | {r['tokens']} |")
     for n in streams:
-        e, w, l = best[("epwa", n)], best[("epwa (watermarked)", n)], best[("llama-server", n)]
-        print(f"\n{n} streams: epwa / llama-server {e['tok_s'] / l['tok_s']:.2f}x, watermarked / plain "
-              f"{w['tok_s'] / e['tok_s']:.3f}, epwa {n} / 1 stream "
-              f"{e['tok_s'] / best[('epwa', streams[0])]['tok_s']:.2f}x", end="")
+        e, w = best[("epwa", n)], best[("epwa (watermarked)", n)]
+        peer = (f"epwa / llama-server {e['tok_s'] / best[('llama-server', n)]['tok_s']:.2f}x, "
+                if ("llama-server", n) in best else "")
+        print(f"\n{n} streams: {peer}watermarked / plain {w['tok_s'] / e['tok_s']:.3f}, epwa {n} / "
+              f"{streams[0]} stream {e['tok_s'] / best[('epwa', streams[0])]['tok_s']:.2f}x", end="")
     print()
 
 
