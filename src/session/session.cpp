@@ -40,8 +40,13 @@ struct LayerRecorder : RouterObserver {
 };
 }  // namespace
 
-std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> tokens,
-                                         int32_t layer) {
+namespace {
+
+// The watermark layer's router records of `tokens` from the teacher-forced pass that `run(cache,
+// fo)` makes, fo set to observe that layer only. One record per token, checked.
+template <class Run>
+std::vector<RouterRecord> recorded_pass(Model& model, std::span<const int32_t> tokens,
+                                        int32_t layer, Run&& run) {
   check(!tokens.empty(), "router records: the token sequence is empty");
   LayerRecorder rec;
   rec.layer = model_router_layer(model, layer);
@@ -50,40 +55,39 @@ std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> 
   ForwardOptions fo;
   fo.observer = &rec;
   fo.watch = {rec.layer};  // only the watermark layer is observed
-  fo.stop_after_router = rec.layer;
-  model.forward(tokens, cache, fo);
+  run(cache, fo);
   check(rec.records.size() == tokens.size(),
         "router records: the engine reported " + std::to_string(rec.records.size()) +
             " positions for " + std::to_string(tokens.size()) + " tokens");
   return std::move(rec.records);
 }
 
+}  // namespace
+
+std::vector<RouterRecord> router_records(Model& model, std::span<const int32_t> tokens,
+                                         int32_t layer) {
+  return recorded_pass(model, tokens, layer, [&](Context& cache, ForwardOptions& fo) {
+    fo.stop_after_router = fo.watch[0];  // no later layer, no output head
+    model.forward(tokens, cache, fo);
+  });
+}
+
 RecordsAndEntropy router_records_and_entropy(Model& model, std::span<const int32_t> tokens,
                                              int32_t layer) {
-  check(!tokens.empty(), "router records: the token sequence is empty");
-  LayerRecorder rec;
-  rec.layer = model_router_layer(model, layer);
-  rec.records.reserve(tokens.size());
-  Context cache = model.make_context(static_cast<int64_t>(tokens.size()));
-  ForwardOptions fo;
-  fo.observer = &rec;
-  fo.watch = {rec.layer};
-  fo.all_logits = true;
   RecordsAndEntropy out;
-  out.entropy.reserve(tokens.size());
-  const auto v = static_cast<size_t>(model.config().vocab_size);
-  constexpr size_t kChunk = 256;  // bounds the logits held at once to 256 x V floats
-  for (size_t at = 0; at < tokens.size(); at += kChunk) {
-    const auto part = tokens.subspan(at, std::min(kChunk, tokens.size() - at));
-    const std::vector<float> logits = model.forward(part, cache, fo);
-    for (size_t i = 0; i < part.size(); ++i)
-      out.entropy.push_back(
-          static_cast<float>(next_token_entropy(std::span<const float>(logits.data() + i * v, v))));
-  }
-  check(rec.records.size() == tokens.size(),
-        "router records: the engine reported " + std::to_string(rec.records.size()) +
-            " positions for " + std::to_string(tokens.size()) + " tokens");
-  out.records = std::move(rec.records);
+  out.records = recorded_pass(model, tokens, layer, [&](Context& cache, ForwardOptions& fo) {
+    fo.all_logits = true;
+    out.entropy.reserve(tokens.size());
+    const auto v = static_cast<size_t>(model.config().vocab_size);
+    constexpr size_t kChunk = 256;  // bounds the logits held at once to 256 x V floats
+    for (size_t at = 0; at < tokens.size(); at += kChunk) {
+      const auto part = tokens.subspan(at, std::min(kChunk, tokens.size() - at));
+      const std::vector<float> logits = model.forward(part, cache, fo);
+      for (size_t i = 0; i < part.size(); ++i)
+        out.entropy.push_back(static_cast<float>(
+            next_token_entropy(std::span<const float>(logits.data() + i * v, v))));
+    }
+  });
   return out;
 }
 
