@@ -31,7 +31,8 @@ class BackendScratch {
 };
 
 // The K/V rows of one layer's cache: row p of k and v holds position p (kv_heads x head_dim).
-// `sequence` and `layer` name the cache, for a backend that keeps its own copy of it.
+// A backend that keeps the caches itself (keeps_kv_cache()) gets null k and v and finds its copy
+// by `sequence` and `layer`.
 struct KvLayer {
   float* k;
   float* v;
@@ -54,6 +55,11 @@ struct ExpertMatrices {
 // Weights are passed as views of the model's tensors; a backend may keep its own copy of each
 // (keyed by the view's data), so the views given to one backend must stay alive and unchanged for
 // its life: one backend per model.
+//
+// Activations live in the backend's memory (host memory on the CPU, device memory on a GPU): every
+// float* / int32_t* an op takes or fills, except the tables, is memory from buffer(). The caller
+// never reads it directly; upload and download cross over. Ops run in the order they are called
+// and may return before they finish; download returns once its data is there.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -69,6 +75,46 @@ class Backend {
   // Takes the model's weights to the device ahead of the first forward pass (the CPU reads them
   // where they are). The views must outlive the backend.
   virtual void prepare(std::span<const TensorView* const> weights) const {}
+  // Whether the backend keeps the KV caches in its own memory (in its scratch, by sequence and
+  // layer): the Context then holds no host rows, and copying a Context copies the caches through
+  // copy_scratch.
+  virtual bool keeps_kv_cache() const { return false; }
+  // A fresh scratch for a copy of the context that owns `from` (its caches copied, if it keeps
+  // them).
+  virtual std::unique_ptr<BackendScratch> copy_scratch(const BackendScratch& from,
+                                                       const ModelConfig& c) const {
+    return make_scratch(c);
+  }
+
+  // Whether activation memory is host memory (the CPU): a caller may then pass host memory to
+  // the ops, and skip a download.
+  virtual bool host_memory() const { return false; }
+  // At least `bytes` of activation memory in slot `slot` of `s` (slots are the caller's numbers,
+  // 0..63). The slot keeps its memory between calls and grows when asked for more, which leaves
+  // earlier pointers into it dangling.
+  virtual void* buffer(BackendScratch& s, int slot, size_t bytes) const = 0;
+  // Copies `bytes` from host memory into activation memory, or back (download returns when the
+  // host copy is complete, after every op called before it).
+  virtual void upload(void* dst, const void* src, size_t bytes, BackendScratch& s) const = 0;
+  virtual void download(void* dst, const void* src, size_t bytes, BackendScratch& s) const = 0;
+
+  // x[i] = row tokens[i] of `table` for the n tokens (ids in range, checked by the caller).
+  virtual void embed(const TensorView& table, std::span<const int32_t> tokens, float* x,
+                     BackendScratch& s) const = 0;
+  // x += y over `count` values.
+  virtual void add(float* x, const float* y, int64_t count, BackendScratch& s) const = 0;
+  // y[i] += b for n rows of b.numel() values.
+  virtual void add_bias(const TensorView& b, float* y, int64_t n, BackendScratch& s) const = 0;
+  // y = clamp(y, -limit, limit) over `count` values.
+  virtual void clamp(float* y, int64_t count, float limit, BackendScratch& s) const = 0;
+  // The routing of n rows of `experts` router logits: topk[i] the k best experts of row i (best
+  // first, ties to the lower index), topw their softmax weights over all experts, renormalised
+  // over the k when `renormalize`.
+  virtual void route(const float* logits, int64_t n, int64_t experts, int64_t k, bool renormalize,
+                     int32_t* topk, float* topw, BackendScratch& s) const = 0;
+  // o[i] += sigmoid(gate . x[i]) * y[i] for n rows of d values (gate: one stored row of d).
+  virtual void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n,
+                         int64_t d, float* o, BackendScratch& s) const = 0;
 
   // ys[i] = x W_i^T for n rows of `cols` activations, for matrices that read the same rows (Q, K
   // and V of one token run as one job).

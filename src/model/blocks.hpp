@@ -16,11 +16,14 @@ namespace epwa::block {
 void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
                std::span<const SeqRows> seqs, int64_t n, float* x, Context::Scratch& s);
 
-// The router of an MoE layer over n normed rows `xn`: s.router gets the logits, s.topk the k
-// experts of each row (best first, ties to the lower index), s.topw their weights (softmax over all
+// The router of an MoE layer over n normed rows `xn`: slot Router gets the logits, TopK the k
+// experts of each row (best first, ties to the lower index), TopW their weights (softmax over all
 // experts, renormalised over the k when norm_topk_prob).
 void route(const Backend& be, const ModelConfig& c, const LayerWeights& L, const float* xn,
            int64_t n, Context::Scratch& s);
+
+// The last route()'s logits, experts and weights into the host copies s.router, s.topk, s.topw.
+void download_routing(const Backend& be, const ModelConfig& c, int64_t n, Context::Scratch& s);
 
 // o = sum over each row's k experts of w * expert(xn), plus the shared expert when the layer has
 // one (uses the routing in s).

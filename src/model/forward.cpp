@@ -9,7 +9,6 @@
 #include "core/phase_stats.hpp"
 #include "epwa/error.hpp"
 #include "epwa/model.hpp"
-#include "table_row.hpp"
 
 namespace epwa {
 
@@ -83,13 +82,20 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
 
   const Backend& be = *backend_;
   Context::Scratch& s = *ctx.scratch_;
-  float* x = s.x.resize(n * d);
-  float* xn = s.xn.resize(n * d);
-  s.q.resize(n * qdim);
-  s.k.resize(n * kvdim);
-  s.v.resize(n * kvdim);
-  s.att.resize(n * qdim);
-  float* o = s.o.resize(n * d);
+  // Every activation slot sized before the first block, so that no pointer below dangles.
+  float* x = s.buf(be, Slot::X, n * d);
+  float* xn = s.buf(be, Slot::Xn, n * d);
+  s.buf(be, Slot::Q, n * qdim);
+  s.buf(be, Slot::K, n * kvdim);
+  s.buf(be, Slot::V, n * kvdim);
+  s.buf(be, Slot::Att, n * qdim);
+  float* o = s.buf(be, Slot::O, n * d);
+  if (n_moe > 0) {
+    s.buf(be, Slot::Router, n * c.num_experts);
+    s.buf<int32_t>(be, Slot::TopK, n * c.experts_per_token);
+    s.buf(be, Slot::TopW, n * c.experts_per_token);
+    if (c.shared_expert_intermediate_size > 0) s.buf(be, Slot::Shared, n * d);
+  }
   // Sized for the whole cache: a generation fills it without growing anything.
   be.reserve(*s.backend, max_positions);
   auto watched = [&](int32_t m) {
@@ -98,7 +104,7 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
   std::vector<block::SeqRows>& seqs = s.seqs;  // kept in the scratch: no allocation per token
   seqs.resize(runs.size());
 
-  for (int64_t i = 0; i < n; ++i) table_row(weights_.embed, tokens[i], x + i * d);
+  be.embed(weights_.embed, tokens, x, *s.backend);
 
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& L = weights_.layers[l];
@@ -120,6 +126,7 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
     } else {
       block::route(be, c, L, xn, n, s);
       if (opt.observer && watched(m)) {
+        block::download_routing(be, c, n, s);
         const int64_t ne = c.num_experts, k = c.experts_per_token;
         for (const Run& r : runs)
           for (int64_t i = r.begin; i < r.begin + r.n; ++i)
@@ -133,7 +140,7 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
       if (m == opt.stop_after_router) return {};
       block::moe(be, c, L, xn, n, o, s);
     }
-    for (int64_t i = 0; i < n * d; ++i) x[i] += o[i];
+    be.add(x, o, n * d, *s.backend);
   }
   for (const Run& r : runs) ctx.at(r.seq).size = r.p0 + r.n;
 
@@ -151,8 +158,11 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
     be.rmsnorm(x + rows[j] * d, 1, d, weights_.final_norm, c.rms_norm_eps, xn + j * d, *s.backend);
   std::vector<float> logits(rows_out * c.vocab_size);
   const TensorView* head[] = {&weights_.head};
-  float* ys[] = {logits.data()};
+  // Host activation memory: the head writes the result itself (no copy of a prompt's logits).
+  float* ys[] = {be.host_memory() ? logits.data() : s.buf(be, Slot::Logits, std::ssize(logits))};
   be.linear(head, xn, rows_out, d, ys, *s.backend);
+  if (!be.host_memory())
+    be.download(logits.data(), ys[0], logits.size() * sizeof(float), *s.backend);
   return logits;
 }
 

@@ -38,12 +38,11 @@ std::vector<float> Model::router_f32(int32_t moe_layer) const {
 }
 
 void Model::use_backend(std::shared_ptr<const Backend> b) {
-  // Every tensor the backend's ops read; the embedding is looked up on the host (a tied head is
-  // the same data, taken as the head).
+  // Every tensor the backend's ops read (a tied head is the embedding's data, taken once).
   std::vector<const TensorView*> views;
   for_each_tensor(config_, [&](const TensorSpec& s) {
     const TensorView& t = weight_slot(weights_, s);
-    if (s.kind != TensorKind::Embed && !t.data.empty()) views.push_back(&t);
+    if (!t.data.empty()) views.push_back(&t);
   });
   b->prepare(views);
   backend_ = std::move(b);
@@ -182,7 +181,7 @@ Context::Context(const Context& other)
       kv_dim_(other.kv_dim_),
       seqs_(other.seqs_),
       scratch_(std::make_unique<Scratch>()) {
-  scratch_->backend = model_->backend().make_scratch(model_->config());
+  scratch_->backend = model_->backend().copy_scratch(*other.scratch_->backend, model_->config());
 }
 
 Context::~Context() = default;
@@ -199,6 +198,7 @@ void Context::reserve(int32_t seq, int64_t positions) {
   Seq& q = at(seq);
   if (positions <= q.capacity) return;
   q.capacity = std::max(positions, q.capacity * 2);
+  if (model_->backend().keeps_kv_cache()) return;  // its rows live in the backend's scratch
   for (auto* side : {&q.k, &q.v})
     for (auto& buf : *side) {
       // Advised before the new part is zero-filled, so that its first touch can fault huge pages.

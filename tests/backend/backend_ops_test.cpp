@@ -3,6 +3,7 @@
 // backend is checked with, op by op.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <random>
@@ -58,7 +59,7 @@ epwa::ModelConfig config() {
 // weights it was given, keyed by their address, so it must not outlive them (include/epwa/
 // backend.hpp). Matrices stay alive until the end of the test for the same reason.
 class BackendOps : public ::testing::TestWithParam<std::string> {
- protected:
+ public:
   void SetUp() override {
     if (GetParam() == "cpu") {
       backend_ = &epwa::cpu_backend();
@@ -69,6 +70,24 @@ class BackendOps : public ::testing::TestWithParam<std::string> {
     }
   }
   const Backend& backend() const { return *backend_; }
+
+  // Host values in the backend's activation memory (a slot of `s` each), and back.
+  template <typename T>
+  T* put(epwa::BackendScratch& s, int slot, const std::vector<T>& v) const {
+    void* p = backend_->buffer(s, slot, v.size() * sizeof(T));
+    backend_->upload(p, v.data(), v.size() * sizeof(T), s);
+    return static_cast<T*>(p);
+  }
+  template <typename T = float>
+  T* room(epwa::BackendScratch& s, int slot, int64_t count) const {
+    return static_cast<T*>(backend_->buffer(s, slot, static_cast<size_t>(count) * sizeof(T)));
+  }
+  template <typename T>
+  std::vector<T> get(epwa::BackendScratch& s, const T* p, int64_t count) const {
+    std::vector<T> v(count);
+    backend_->download(v.data(), p, v.size() * sizeof(T), s);
+    return v;
+  }
 
  private:
   std::shared_ptr<const Backend> gpu_;
@@ -82,10 +101,10 @@ TEST_P(BackendOps, LinearOfSeveralMatrices) {
   Mat a(7, 16, rng), b(3, 16, rng);
   for (int64_t n : {1, 5}) {
     const auto x = randn(n * 16, rng);
-    std::vector<float> ya(n * 7), yb(n * 3);
     const TensorView* ws[] = {&a.t, &b.t};
-    float* ys[] = {ya.data(), yb.data()};
-    be.linear(ws, x.data(), n, 16, ys, *s);
+    float* ys[] = {room(*s, 1, n * 7), room(*s, 2, n * 3)};
+    be.linear(ws, put(*s, 0, x), n, 16, ys, *s);
+    const auto ya = get(*s, ys[0], n * 7), yb = get(*s, ys[1], n * 3);
     for (auto [m, y] : {std::pair{&a, &ya}, std::pair{&b, &yb}}) {
       std::vector<double> want;
       for (int64_t i = 0; i < n; ++i)
@@ -136,9 +155,11 @@ TEST_P(BackendOps, FfnAndExperts) {
       topk.insert(topk.end(), {a, b});
       weights.insert(weights.end(), {0.7f, 0.3f});
     }
-    std::vector<float> out(n * d);
-    be.expert_ffn({L.w1, L.w2, L.w3}, w, {topk.data(), weights.data(), k}, x.data(), n, d,
-                  out.data(), *s);
+    const float* dx = put(*s, 0, x);
+    float* dout = room(*s, 3, n * d);
+    be.expert_ffn({L.w1, L.w2, L.w3}, w, {put(*s, 1, topk), put(*s, 2, weights), k}, dx, n, d, dout,
+                  *s);
+    auto out = get(*s, dout, n * d);
     std::vector<double> want(n * d, 0);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < k; ++j) {
@@ -148,7 +169,8 @@ TEST_P(BackendOps, FfnAndExperts) {
         for (int64_t t = 0; t < d; ++t) want[i * d + t] += weights[i * k + j] * y[t];
       }
     expect_close(out, want, 1e-4);
-    be.ffn(mats[0].t, mats[1].t, mats[2].t, w, x.data(), n, d, out.data(), *s);
+    be.ffn(mats[0].t, mats[1].t, mats[2].t, w, dx, n, d, dout, *s);
+    out = get(*s, dout, n * d);
     want.clear();
     for (int64_t i = 0; i < n; ++i) {
       const auto y = ffn_ref(mats[0], mats[2], mats[1], x.data() + i * d, d, w);
@@ -166,8 +188,9 @@ TEST_P(BackendOps, RmsNormAndRope) {
   const int64_t n = 3, d = 16;
   Mat w(1, d, rng, 1.0f);
   const auto x = randn(n * d, rng);
-  std::vector<float> out(n * d);
-  be.rmsnorm(x.data(), n, d, w.t, 1e-5f, out.data(), *s);
+  float* dout = room(*s, 1, n * d);
+  be.rmsnorm(put(*s, 0, x), n, d, w.t, 1e-5f, dout, *s);
+  const auto out = get(*s, dout, n * d);
   std::vector<double> want;
   for (int64_t i = 0; i < n; ++i) {
     double ms = 0;
@@ -177,8 +200,9 @@ TEST_P(BackendOps, RmsNormAndRope) {
   }
   expect_close(out, want, 1e-5);
   // Two heads of 8 per row, rows 16 apart, positions 5, 6, 7: rotate-half pairs (i, i + 4).
-  std::vector<float> q = x;
-  be.rope(q.data(), n, 2, d, 5, *s);
+  float* dq = put(*s, 2, x);
+  be.rope(dq, n, 2, d, 5, *s);
+  const auto q = get(*s, dq, n * d);
   want.clear();
   for (int64_t i = 0; i < n; ++i)
     for (int64_t h = 0; h < 2; ++h)
@@ -219,22 +243,51 @@ std::vector<double> attention_ref(const std::vector<float>& q, const std::vector
   return want;
 }
 
-TEST_P(BackendOps, AttentionAppendsAndAttendsCausally) {
-  const Backend& be = backend();
-  auto s = be.make_scratch(config());
-  std::mt19937 rng(4);
-  const int64_t nh = 4, nkv = 2, hd = 8, p0 = 2, n = 3, cap = 8, kvd = nkv * hd;
-  std::vector<float> kc(cap * kvd), vc(cap * kvd);
-  const auto old_k = randn(p0 * kvd, rng), old_v = randn(p0 * kvd, rng);
-  std::copy(old_k.begin(), old_k.end(), kc.begin());
-  std::copy(old_v.begin(), old_v.end(), vc.begin());
+// The KV cache of one layer of one sequence on a backend: the host rows (a backend that keeps the
+// cache itself gets none), and the reference rows the test keeps.
+struct TestCache {
+  std::vector<float> k, v, ref_k, ref_v;
+  int64_t kvd, capacity;
+  TestCache(const Backend& be, int64_t kvd, int64_t capacity) : kvd(kvd), capacity(capacity) {
+    ref_k.resize(capacity * kvd), ref_v.resize(capacity * kvd);
+    if (!be.keeps_kv_cache()) k.resize(capacity * kvd), v.resize(capacity * kvd);
+  }
+  void grow(int64_t cap) {  // the Context's reserve: rows kept
+    capacity = cap;
+    ref_k.resize(cap * kvd), ref_v.resize(cap * kvd);
+    if (!k.empty()) k.resize(cap * kvd), v.resize(cap * kvd);
+  }
+  epwa::KvLayer layer() {
+    return {k.empty() ? nullptr : k.data(), v.empty() ? nullptr : v.data(), capacity, 1, 3};
+  }
+};
+
+// One attention call of n new rows at p0 on `c`; the worst difference from the reference.
+template <typename Fixture>
+double attend(const Fixture& f, epwa::BackendScratch& s, TestCache& c, int64_t p0, int64_t n,
+              std::mt19937& rng) {
+  const int64_t nh = 4, nkv = 2, hd = 8, kvd = nkv * hd;
   const auto q = randn(n * nh * hd, rng), k = randn(n * kvd, rng), v = randn(n * kvd, rng);
-  std::vector<float> att(n * nh * hd);
-  be.attention(q.data(), k.data(), v.data(), n, p0, nh, nkv, hd, {kc.data(), vc.data(), cap},
-               att.data(), *s);
-  const auto want = attention_ref(q, kc, vc, n, p0, nh, nkv, hd);
-  expect_close(att, want, 1e-5);
-  for (int64_t i = 0; i < n * kvd; ++i) EXPECT_EQ(kc[p0 * kvd + i], k[i]);  // appended
+  std::copy(k.begin(), k.end(), c.ref_k.begin() + p0 * kvd);
+  std::copy(v.begin(), v.end(), c.ref_v.begin() + p0 * kvd);
+  float* att = f.room(s, 3, n * nh * hd);
+  f.backend().attention(f.put(s, 0, q), f.put(s, 1, k), f.put(s, 2, v), n, p0, nh, nkv, hd,
+                        c.layer(), att, s);
+  const auto got = f.get(s, att, n * nh * hd);
+  const auto want = attention_ref(q, c.ref_k, c.ref_v, n, p0, nh, nkv, hd);
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
+  if (!c.k.empty())  // host rows: appended
+    for (int64_t i = 0; i < n * kvd; ++i) EXPECT_EQ(c.k[p0 * kvd + i], k[i]);
+  return worst;
+}
+
+TEST_P(BackendOps, AttentionAppendsAndAttendsCausally) {
+  auto s = backend().make_scratch(config());
+  std::mt19937 rng(4);
+  TestCache c(backend(), 16, 8);
+  EXPECT_LT(attend(*this, *s, c, 0, 2, rng), 1e-5);
+  EXPECT_LT(attend(*this, *s, c, 2, 3, rng), 1e-5);
 }
 
 // A matrix of `rows` x `cols` random values stored as `type` (quantized row by row), with its
@@ -283,10 +336,10 @@ TEST_P(BackendOps, LinearOfEveryStorageType) {
       SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
       const StoredMat& m = keep.emplace_back(type, rows, cols, rng);
       const auto x = randn(n * cols, rng);
-      std::vector<float> y(n * rows);
       const TensorView* ws[] = {&m.t};
-      float* ys[] = {y.data()};
-      be.linear(ws, x.data(), n, cols, ys, *s);
+      float* ys[] = {room(*s, 1, n * rows)};
+      be.linear(ws, put(*s, 0, x), n, cols, ys, *s);
+      const auto y = get(*s, ys[0], n * rows);
       for (int64_t i = 0; i < n; ++i)
         for (int64_t r = 0; r < rows; ++r) {
           double acc = 0, mag = 0;
@@ -319,8 +372,10 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
     const auto x = randn(n * d, rng);
     const std::vector<int32_t> topk = {2, 0, 1, 2, 0, 1, 1, 0};  // not in index order
     const std::vector<float> weights = {0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f, 0.3f, 0.7f};
-    std::vector<float> out(n * d);
-    be.expert_ffn({G, D, U}, w, {topk.data(), weights.data(), k}, x.data(), n, d, out.data(), *s);
+    float* dout = room(*s, 3, n * d);
+    be.expert_ffn({G, D, U}, w, {put(*s, 1, topk), put(*s, 2, weights), k}, put(*s, 0, x), n, d,
+                  dout, *s);
+    const auto out = get(*s, dout, n * d);
     double scale = 0;
     std::vector<double> want(n * d, 0);
     for (int64_t i = 0; i < n; ++i)
@@ -345,35 +400,100 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
   }
 }
 
-// A backend that keeps its own copy of the cache must follow the host cache through the
-// Context's life: history it has not seen (a fork), growth (a new buffer with the old rows), and
-// a rewind (rows overwritten from an earlier position).
-TEST_P(BackendOps, AttentionFollowsTheCacheThroughGrowthAndRewind) {
+// The cache through a Context's life: growth (rows kept), a rewind (rows rewritten from an earlier
+// position), and a fork (copy_scratch: the copy continues from the same rows, the original is
+// unchanged).
+TEST_P(BackendOps, AttentionFollowsTheCacheThroughGrowthRewindAndFork) {
   const Backend& be = backend();
   auto s = be.make_scratch(config());
   std::mt19937 rng(7);
-  const int64_t nh = 4, nkv = 2, hd = 8, kvd = nkv * hd;
-  std::vector<float> kc(4 * kvd), vc(4 * kvd);
-  auto step = [&](int64_t p0, int64_t n) {
-    const int64_t cap = static_cast<int64_t>(kc.size()) / kvd;
-    const auto q = randn(n * nh * hd, rng), k = randn(n * kvd, rng), v = randn(n * kvd, rng);
-    std::vector<float> att(n * nh * hd);
-    be.attention(q.data(), k.data(), v.data(), n, p0, nh, nkv, hd,
-                 {kc.data(), vc.data(), cap, 1, 3}, att.data(), *s);
-    const auto want = attention_ref(q, kc, vc, n, p0, nh, nkv, hd);
-    double worst = 0;
-    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(att[i] - want[i]));
-    return worst;
-  };
-  // History written before this scratch existed (a forked context): positions 0, 1.
-  const auto hk = randn(2 * kvd, rng), hv = randn(2 * kvd, rng);
-  std::copy(hk.begin(), hk.end(), kc.begin());
-  std::copy(hv.begin(), hv.end(), vc.begin());
-  EXPECT_LT(step(2, 2), 1e-5);
-  kc.resize(16 * kvd), vc.resize(16 * kvd);  // the cache grows (its rows kept)
-  EXPECT_LT(step(4, 5), 1e-5);
-  EXPECT_LT(step(3, 1), 1e-5);  // a rewind to position 3: rows 3... are rewritten
-  EXPECT_LT(step(4, 1), 1e-5);
+  TestCache c(be, 16, 4);
+  EXPECT_LT(attend(*this, *s, c, 0, 2, rng), 1e-5);
+  EXPECT_LT(attend(*this, *s, c, 2, 2, rng), 1e-5);
+  c.grow(16);
+  EXPECT_LT(attend(*this, *s, c, 4, 5, rng), 1e-5);
+  EXPECT_LT(attend(*this, *s, c, 3, 1, rng), 1e-5);  // a rewind to position 3
+  EXPECT_LT(attend(*this, *s, c, 4, 1, rng), 1e-5);
+  auto fork = be.copy_scratch(*s, config());
+  TestCache f = c;
+  EXPECT_LT(attend(*this, *fork, f, 5, 2, rng), 1e-5);
+  EXPECT_LT(attend(*this, *s, c, 5, 1, rng), 1e-5);  // the original did not see the fork's rows
+  EXPECT_LT(attend(*this, *fork, f, 7, 1, rng), 1e-5);
+}
+
+// The element-wise ops between the blocks: embedding rows, residual add, biases, clamping, the
+// shared expert's gate.
+TEST_P(BackendOps, EmbedAddBiasClampGate) {
+  const Backend& be = backend();
+  auto s = be.make_scratch(config());
+  std::mt19937 rng(8);
+  const int64_t n = 3, d = 64;
+  std::deque<StoredMat> keep;
+  for (epwa::DType type : {epwa::DType::F32, epwa::DType::F16, epwa::DType::Q8_0}) {
+    SCOPED_TRACE(std::string(epwa::dtype_name(type)));
+    const StoredMat& table = keep.emplace_back(type, 10, d, rng);
+    const std::vector<int32_t> tokens = {7, 0, 7};
+    float* x = room(*s, 0, n * d);
+    be.embed(table.t, tokens, x, *s);
+    auto got = get(*s, x, n * d);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < d; ++j) EXPECT_EQ(got[i * d + j], table.at(tokens[i], j));
+    const auto y = randn(n * d, rng);
+    be.add(x, put(*s, 1, y), n * d, *s);
+    const StoredMat& bias = keep.emplace_back(type, 1, d, rng);
+    be.add_bias(bias.t, x, n, *s);
+    be.clamp(x, n * d, 1.5f, *s);
+    got = get(*s, x, n * d);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < d; ++j) {
+        const double want =
+            std::clamp(table.at(tokens[i], j) + y[i * d + j] + bias.at(0, j), -1.5, 1.5);
+        EXPECT_NEAR(got[i * d + j], want, 1e-6);
+      }
+    // A gate stays as stored (a float type: routers and gates are never quantized).
+    const StoredMat& gate =
+        keep.emplace_back(type == epwa::DType::Q8_0 ? epwa::DType::BF16 : type, 1, d, rng);
+    const auto xn = randn(n * d, rng), sh = randn(n * d, rng), o = randn(n * d, rng);
+    float* dout = put(*s, 2, o);
+    be.add_gated(gate.t, put(*s, 3, xn), put(*s, 4, sh), n, d, dout, *s);
+    got = get(*s, dout, n * d);
+    for (int64_t i = 0; i < n; ++i) {
+      double z = 0, mag = 0;
+      for (int64_t j = 0; j < d; ++j)
+        z += gate.at(0, j) * xn[i * d + j], mag += std::fabs(gate.at(0, j) * xn[i * d + j]);
+      const double g = 1 / (1 + std::exp(-z));
+      for (int64_t j = 0; j < d; ++j)
+        EXPECT_NEAR(got[i * d + j], o[i * d + j] + g * sh[i * d + j], 1e-5 * (1 + mag));
+    }
+  }
+}
+
+// Routing: the k best experts (ties to the lower index, best first) and their softmax weights,
+// renormalised over the k or not.
+TEST_P(BackendOps, RouteTopKWithTies) {
+  const Backend& be = backend();
+  auto s = be.make_scratch(config());
+  const int64_t ne = 6, k = 3, n = 3;
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 0.1f, 1.0f,  // a tie at the top
+                                     -3.f, -2.f, -1.f,  -1.f, -1.f, -5.f,  // a tie across the cut
+                                     9.f,  0.f,  0.f,   0.f,  0.f,  0.f};
+  const std::vector<int32_t> want_top = {1, 3, 5, 2, 3, 4, 0, 1, 2};
+  for (bool renorm : {false, true}) {
+    int32_t* topk = room<int32_t>(*s, 1, n * k);
+    float* topw = room(*s, 2, n * k);
+    be.route(put(*s, 0, logits), n, ne, k, renorm, topk, topw, *s);
+    EXPECT_EQ(get(*s, topk, n * k), want_top);
+    const auto w = get(*s, topw, n * k);
+    for (int64_t i = 0; i < n; ++i) {
+      double z = 0, zk = 0;
+      for (int64_t e = 0; e < ne; ++e) z += std::exp(double{logits[i * ne + e]});
+      for (int64_t j = 0; j < k; ++j) zk += std::exp(double{logits[i * ne + want_top[i * k + j]]});
+      for (int64_t j = 0; j < k; ++j) {
+        const double p = std::exp(double{logits[i * ne + want_top[i * k + j]]});
+        EXPECT_NEAR(w[i * k + j], p / (renorm ? zk : z), 1e-6) << i << "," << j;
+      }
+    }
+  }
 }
 
 // The CPU, and the GPU where it is usable.

@@ -1,9 +1,13 @@
 // The CPU backend: today's kernels (src/ops, src/quant) behind the backend seam. Its operations are
 // exactly those of the former single-function forward pass, so outputs are bit-identical to it.
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "cpu_scratch.hpp"
 #include "epwa/config.hpp"
+#include "epwa/error.hpp"
+#include "epwa/quant.hpp"
 #include "epwa/thread_pool.hpp"
 
 namespace epwa::cpu {
@@ -21,6 +25,19 @@ void expert_ffn(const ExpertMatrices& X, int64_t experts, int64_t width, const R
 
 namespace {
 
+// Top-k of `logits` by value, ties to the lower index, best first: insertion into the k kept so
+// far, scanning in index order (a later index never passes an equal value).
+void select_topk(std::span<const float> logits, int32_t k, int32_t* out) {
+  int32_t kept = 0;
+  for (int32_t e = 0; e < static_cast<int32_t>(logits.size()); ++e) {
+    const float v = logits[e];
+    if (kept == k && !(v > logits[out[k - 1]])) continue;
+    int32_t p = kept < k ? kept++ : k - 1;
+    for (; p > 0 && v > logits[out[p - 1]]; --p) out[p] = out[p - 1];
+    out[p] = e;
+  }
+}
+
 class CpuBackend final : public Backend {
  public:
   std::string_view name() const override { return "cpu"; }
@@ -33,6 +50,71 @@ class CpuBackend final : public Backend {
 
   void reserve(BackendScratch& s, int64_t positions) const override {
     cast(s).rope.ensure(positions);
+  }
+
+  bool host_memory() const override { return true; }
+  void* buffer(BackendScratch& s, int slot, size_t bytes) const override {
+    auto& slots = cast(s).slots;
+    if (slot < 0 || slot >= static_cast<int>(slots.size()))
+      throw Error("backend: buffer slot " + std::to_string(slot) + " out of range");
+    return slots[slot].resize(static_cast<int64_t>(bytes));
+  }
+  void upload(void* dst, const void* src, size_t bytes, BackendScratch&) const override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+  }
+  void download(void* dst, const void* src, size_t bytes, BackendScratch&) const override {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+  }
+
+  void embed(const TensorView& table, std::span<const int32_t> tokens, float* x,
+             BackendScratch&) const override {
+    const int64_t d = table.cols(), row_bytes = dtype_bytes(table.dtype, d);
+    for (size_t i = 0; i < tokens.size(); ++i)
+      dequantize_row(table.dtype, table.data.data() + tokens[i] * row_bytes, x + i * d, d);
+  }
+
+  void add(float* x, const float* y, int64_t count, BackendScratch&) const override {
+    for (int64_t i = 0; i < count; ++i) x[i] += y[i];
+  }
+
+  // The bias dequantized once, then added to each row.
+  void add_bias(const TensorView& b, float* y, int64_t n, BackendScratch& bs) const override {
+    const int64_t m = b.numel();
+    float* row = cast(bs).bias.resize(m);
+    dequantize_row(b.dtype, b.data.data(), row, m);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < m; ++j) y[i * m + j] += row[j];
+  }
+
+  void clamp(float* y, int64_t count, float limit, BackendScratch&) const override {
+    for (int64_t i = 0; i < count; ++i) y[i] = std::clamp(y[i], -limit, limit);
+  }
+
+  void route(const float* logits, int64_t n, int64_t ne, int64_t k, bool renormalize, int32_t* topk,
+             float* topw, BackendScratch& bs) const override {
+    float* probs = cast(bs).probs.resize(ne);
+    for (int64_t i = 0; i < n; ++i) {
+      std::span<const float> row(logits + i * ne, ne);
+      int32_t* top = topk + i * k;
+      float* w = topw + i * k;
+      select_topk(row, static_cast<int32_t>(k), top);
+      const float mx = row[top[0]];
+      float z = 0;
+      for (int64_t e = 0; e < ne; ++e) z += (probs[e] = std::exp(row[e] - mx));
+      float wsum = 0;
+      for (int64_t j = 0; j < k; ++j) wsum += (w[j] = probs[top[j]] / z);
+      if (renormalize)
+        for (int64_t j = 0; j < k; ++j) w[j] /= wsum;
+    }
+  }
+
+  void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n, int64_t d,
+                 float* o, BackendScratch&) const override {
+    for (int64_t i = 0; i < n; ++i) {
+      const float z = dot(gate.dtype, gate.data.data(), x + i * d, d);
+      const float g = 1 / (1 + std::exp(-z));
+      for (int64_t t = 0; t < d; ++t) o[i * d + t] += g * y[i * d + t];
+    }
   }
 
   // A single token's matrices run as one job; a prompt's as one matrix product each.

@@ -2,6 +2,8 @@
 // grown), the prepared activations, and the RoPE table.
 #pragma once
 #include <algorithm>
+#include <array>
+#include <cstddef>
 #include <deque>
 #include <vector>
 
@@ -33,13 +35,14 @@ class InputSet {
 };
 
 struct Scratch : BackendScratch {
+  std::array<ScratchArray<std::byte>, 64> slots;  // Backend::buffer's activation memory
   RopeTable rope;
   InputSet inputs;
   std::vector<RowTask> tasks;
   // Expert outputs: one token's k experts side by side (decode), or one expert's tokens (prompt).
   ScratchArray<float> gathered, gate, up, down;
   ScratchArray<int32_t> expert_begin, expert_fill, rows;
-  ScratchArray<float> rw;
+  ScratchArray<float> rw, bias, probs;
   // Decode's selected experts: index, weight, prepared inputs of gate and up.
   std::vector<int32_t> sel;
   std::vector<float> sel_w;

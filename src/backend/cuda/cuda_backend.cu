@@ -1,9 +1,9 @@
 // The CUDA backend (docs/GPU.md): weights uploaded once per model and kept on the device, every op
-// of the backend seam as kernels (kernels.cu), a per-context stream, device buffers and a device
-// copy of each KV cache. The seam passes host activations, so each op copies its inputs in and
-// its outputs back: correct on every family and type now; keeping activations on the device is the
-// next step.
+// of the backend seam as kernels (kernels.cu) queued on a per-context stream, the activations and
+// the KV caches in device memory. Nothing waits for the device but a download (logits, a watched
+// router's decisions).
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -20,19 +20,20 @@
 namespace epwa::cuda {
 namespace {
 
-// A layer's KV cache on the device: rows [0, valid) equal the host cache's.
-struct KvMirror {
+// A layer's KV cache of one sequence: `capacity` rows of kv_dim keys and values.
+struct KvCache {
   DeviceBuffer k, v;
-  int64_t capacity = 0, valid = 0;
+  int64_t capacity = 0;
 };
 
 struct Scratch : BackendScratch {
   cudaStream_t stream{};
   RopeTable rope;  // the CPU's table, so that both backends rotate by the same cos/sin
   DeviceBuffer cos, sin;
-  int64_t rope_positions = 0;  // positions of the table on the device
-  DeviceBuffer x, y, g, u, out, topk, w, q, att, scores, grow_k, grow_v;
-  std::map<std::pair<int32_t, int32_t>, KvMirror> kv;  // by (sequence, layer)
+  int64_t rope_positions = 0;          // positions of the table on the device
+  std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
+  DeviceBuffer tokens, g, u, y, scores, grow_k, grow_v;
+  std::map<std::pair<int32_t, int32_t>, KvCache> kv;  // by (sequence, layer)
 
   Scratch(int64_t head_dim, float theta) : rope(head_dim, theta) {
     EPWA_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -47,11 +48,6 @@ struct Scratch : BackendScratch {
       EPWA_CUDA(cudaMemcpyAsync(d, host, static_cast<size_t>(count) * sizeof(T),
                                 cudaMemcpyHostToDevice, stream));
     return d;
-  }
-  void download(float* host, const float* dev, int64_t count) {
-    if (count > 0)
-      EPWA_CUDA(cudaMemcpyAsync(host, dev, static_cast<size_t>(count) * sizeof(float),
-                                cudaMemcpyDeviceToHost, stream));
   }
 };
 
@@ -103,42 +99,102 @@ class CudaBackend final : public Backend {
     EPWA_CUDA(cudaDeviceSynchronize());
   }
 
-  void linear(std::span<const TensorView* const> ws, const float* x, int64_t n, int64_t cols,
-              std::span<float* const> ys, BackendScratch& bs) const override {
-    Scratch& s = cast(bs);
-    const float* dx = s.upload(s.x, x, n * cols);
-    for (size_t i = 0; i < ws.size(); ++i) {
-      check_cols(*ws[i], cols);
-      float* dy = s.y.get<float>(static_cast<size_t>(n * ws[i]->rows()) * sizeof(float));
-      cuda::linear(matrix(*ws[i]), dx, n, dy, s.stream);
-      s.download(ys[i], dy, n * ws[i]->rows());
+  bool keeps_kv_cache() const override { return true; }
+
+  std::unique_ptr<BackendScratch> copy_scratch(const BackendScratch& from,
+                                               const ModelConfig& c) const override {
+    auto out = make_scratch(c);
+    const Scratch& f = static_cast<const Scratch&>(from);
+    Scratch& t = cast(*out);
+    f.sync();  // the source's queued appends first
+    for (const auto& [key, src] : f.kv) {
+      KvCache& dst = t.kv[key];
+      const size_t bytes = src.k.bytes();
+      EPWA_CUDA(cudaMemcpyAsync(dst.k.get(bytes), src.k.data<void>(), bytes,
+                                cudaMemcpyDeviceToDevice, t.stream));
+      EPWA_CUDA(cudaMemcpyAsync(dst.v.get(bytes), src.v.data<void>(), bytes,
+                                cudaMemcpyDeviceToDevice, t.stream));
+      dst.capacity = src.capacity;
     }
+    t.sync();
+    return out;
+  }
+
+  void* buffer(BackendScratch& bs, int slot, size_t bytes) const override {
+    Scratch& s = cast(bs);
+    if (slot < 0 || slot >= static_cast<int>(s.slots.size()))
+      throw Error("backend: buffer slot " + std::to_string(slot) + " out of range");
+    return s.slots[slot].get(std::max<size_t>(bytes, 1));
+  }
+  void upload(void* dst, const void* src, size_t bytes, BackendScratch& bs) const override {
+    if (bytes > 0)
+      EPWA_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cast(bs).stream));
+  }
+  void download(void* dst, const void* src, size_t bytes, BackendScratch& bs) const override {
+    Scratch& s = cast(bs);
+    if (bytes > 0) EPWA_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s.stream));
     s.sync();
   }
 
+  void embed(const TensorView& table, std::span<const int32_t> tokens, float* x,
+             BackendScratch& bs) const override {
+    Scratch& s = cast(bs);
+    const auto n = static_cast<int64_t>(tokens.size());
+    const int32_t* dt = s.upload(s.tokens, tokens.data(), n);
+    cuda::embed(weight(table), table.dtype, row_bytes(table), dt, n, table.cols(), x, s.stream);
+  }
+
+  void add(float* x, const float* y, int64_t count, BackendScratch& bs) const override {
+    cuda::add(x, y, count, cast(bs).stream);
+  }
+
+  void add_bias(const TensorView& b, float* y, int64_t n, BackendScratch& bs) const override {
+    cuda::add_bias(weight(b), b.dtype, b.numel(), y, n, cast(bs).stream);
+  }
+
+  void clamp(float* y, int64_t count, float limit, BackendScratch& bs) const override {
+    cuda::clamp(y, count, limit, cast(bs).stream);
+  }
+
+  void route(const float* logits, int64_t n, int64_t experts, int64_t k, bool renormalize,
+             int32_t* topk, float* topw, BackendScratch& bs) const override {
+    cuda::route(logits, n, experts, k, renormalize, topk, topw, cast(bs).stream);
+  }
+
+  void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n, int64_t d,
+                 float* o, BackendScratch& bs) const override {
+    if (gate.numel() != d)
+      throw Error("add_gated: tensor '" + gate.name + "' has " + std::to_string(gate.numel()) +
+                  " values, rows have " + std::to_string(d));
+    cuda::add_gated(weight(gate), gate.dtype, x, y, n, d, o, cast(bs).stream);
+  }
+
+  void linear(std::span<const TensorView* const> ws, const float* x, int64_t n, int64_t cols,
+              std::span<float* const> ys, BackendScratch& bs) const override {
+    Scratch& s = cast(bs);
+    for (size_t i = 0; i < ws.size(); ++i) {
+      check_cols(*ws[i], cols);
+      cuda::linear(matrix(*ws[i]), x, n, ys[i], s.stream);
+    }
+  }
+
+  // The routing stays on the device: experts are read through the top-k indices there (the route
+  // kernel writes only indices in range).
   void expert_ffn(const ExpertMatrices& X, int64_t width, const Routing& r, const float* x,
                   int64_t n, int64_t d, float* out, BackendScratch& bs) const override {
     Scratch& s = cast(bs);
     const ExpertTable& t = experts(X, width, d);
     const int64_t slots = n * r.k;
-    for (int64_t i = 0; i < slots; ++i)
-      if (r.topk[i] < 0 || r.topk[i] >= t.experts)
-        throw Error("expert_ffn: expert " + std::to_string(r.topk[i]) + " out of range (" +
-                    std::to_string(t.experts) + " experts)");
-    const float* dx = s.upload(s.x, x, n * d);
-    const int32_t* dk = s.upload(s.topk, r.topk, slots);
-    const float* dw = s.upload(s.w, r.weights, slots);
     float* g = s.g.get<float>(static_cast<size_t>(slots * width) * sizeof(float));
     float* u = s.u.get<float>(static_cast<size_t>(slots * width) * sizeof(float));
     float* y = s.y.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
-    float* o = s.out.get<float>(static_cast<size_t>(n * d) * sizeof(float));
-    expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, dk, slots, r.k, true, dx, g, s.stream);
-    expert_linear(t.up(), t.up_t, width, d, t.up_rb, dk, slots, r.k, true, dx, u, s.stream);
+    expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, r.topk, slots, r.k, true, x, g,
+                  s.stream);
+    expert_linear(t.up(), t.up_t, width, d, t.up_rb, r.topk, slots, r.k, true, x, u, s.stream);
     swiglu(g, u, slots * width, s.stream);
-    expert_linear(t.down(), t.down_t, d, width, t.down_rb, dk, slots, r.k, false, g, y, s.stream);
-    combine_experts(y, dk, dw, n, r.k, d, o, s.stream);
-    s.download(out, o, n * d);
-    s.sync();
+    expert_linear(t.down(), t.down_t, d, width, t.down_rb, r.topk, slots, r.k, false, g, y,
+                  s.stream);
+    combine_experts(y, r.topk, r.weights, n, r.k, d, out, s.stream);
   }
 
   void ffn(const TensorView& gate_w, const TensorView& down_w, const TensorView& up_w,
@@ -148,91 +204,67 @@ class CudaBackend final : public Backend {
     check_shape(gate_w, width, d);
     check_shape(up_w, width, d);
     check_shape(down_w, d, width);
-    const float* dx = s.upload(s.x, x, n * d);
     float* g = s.g.get<float>(static_cast<size_t>(n * width) * sizeof(float));
     float* u = s.u.get<float>(static_cast<size_t>(n * width) * sizeof(float));
-    float* o = s.out.get<float>(static_cast<size_t>(n * d) * sizeof(float));
-    cuda::linear(matrix(gate_w), dx, n, g, s.stream);
-    cuda::linear(matrix(up_w), dx, n, u, s.stream);
+    cuda::linear(matrix(gate_w), x, n, g, s.stream);
+    cuda::linear(matrix(up_w), x, n, u, s.stream);
     swiglu(g, u, n * width, s.stream);
-    cuda::linear(matrix(down_w), g, n, o, s.stream);
-    s.download(out, o, n * d);
-    s.sync();
+    cuda::linear(matrix(down_w), g, n, out, s.stream);
   }
 
   void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps, float* out,
                BackendScratch& bs) const override {
-    Scratch& s = cast(bs);
     if (w.numel() != d)
       throw Error("rmsnorm: tensor '" + w.name + "' has " + std::to_string(w.numel()) +
                   " values, rows have " + std::to_string(d));
-    const float* dx = s.upload(s.x, x, n * d);
-    float* o = s.out.get<float>(static_cast<size_t>(n * d) * sizeof(float));
-    cuda::rmsnorm(dx, n, d, weight(w), w.dtype, eps, o, s.stream);
-    s.download(out, o, n * d);
-    s.sync();
+    cuda::rmsnorm(x, n, d, weight(w), w.dtype, eps, out, cast(bs).stream);
   }
 
   void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t p0,
             BackendScratch& bs) const override {
     Scratch& s = cast(bs);
     if (n == 0) return;
-    const int64_t hd = s.rope.head_dim();
     reserve(s, p0 + n);
-    const int64_t count = (n - 1) * stride + heads * hd;
-    float* dx = s.upload(s.x, static_cast<const float*>(x), count);
-    cuda::rope(dx, n, heads, stride, hd, p0, s.cos.data<float>(), s.sin.data<float>(), s.stream);
-    s.download(x, dx, count);
-    s.sync();
+    cuda::rope(x, n, heads, stride, s.rope.head_dim(), p0, s.cos.data<float>(), s.sin.data<float>(),
+               s.stream);
   }
 
   void attention(const float* q, const float* k, const float* v, int64_t n, int64_t p0, int64_t nh,
                  int64_t nkv, int64_t hd, const KvLayer& kv, float* att,
                  BackendScratch& bs) const override {
     Scratch& s = cast(bs);
-    const int64_t kvdim = nkv * hd, qdim = nh * hd;
+    const int64_t kvdim = nkv * hd;
     if (p0 + n > kv.capacity)
       throw Error("attention: positions " + std::to_string(p0 + n) + " exceed the cache's " +
                   std::to_string(kv.capacity));
-    // The host cache gets the rows too: it stays the Context's record (forks copy it).
-    std::copy_n(k, n * kvdim, kv.k + p0 * kvdim);
-    std::copy_n(v, n * kvdim, kv.v + p0 * kvdim);
-    KvMirror& m = s.kv[{kv.sequence, kv.layer}];
+    KvCache& c = s.kv[{kv.sequence, kv.layer}];
     const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
-    if (m.capacity < kv.capacity) {  // the host cache grew: grow the copy, keeping its rows
+    if (c.capacity < kv.capacity) {  // the Context's cache grew: grow this one, keeping its rows
       float* nk = s.grow_k.get<float>(kv.capacity * row);
       float* nv = s.grow_v.get<float>(kv.capacity * row);
-      if (m.valid > 0) {
-        EPWA_CUDA(cudaMemcpyAsync(nk, m.k.data<float>(), m.valid * row, cudaMemcpyDeviceToDevice,
-                                  s.stream));
-        EPWA_CUDA(cudaMemcpyAsync(nv, m.v.data<float>(), m.valid * row, cudaMemcpyDeviceToDevice,
-                                  s.stream));
+      const int64_t keep = std::min(c.capacity, p0);
+      if (keep > 0) {
+        EPWA_CUDA(
+            cudaMemcpyAsync(nk, c.k.data<float>(), keep * row, cudaMemcpyDeviceToDevice, s.stream));
+        EPWA_CUDA(
+            cudaMemcpyAsync(nv, c.v.data<float>(), keep * row, cudaMemcpyDeviceToDevice, s.stream));
       }
-      std::swap(m.k, s.grow_k);
-      std::swap(m.v, s.grow_v);
-      m.capacity = kv.capacity;
+      std::swap(c.k, s.grow_k);
+      std::swap(c.v, s.grow_v);
+      c.capacity = kv.capacity;
     }
-    float* dk = m.k.data<float>();
-    float* dv = m.v.data<float>();
-    // Rows the device has not seen (a forked context's history): from the host cache.
-    const int64_t from = std::min(m.valid, p0);
-    const int64_t rows = p0 + n - from;
-    EPWA_CUDA(cudaMemcpyAsync(dk + from * kvdim, kv.k + from * kvdim, rows * row,
-                              cudaMemcpyHostToDevice, s.stream));
-    EPWA_CUDA(cudaMemcpyAsync(dv + from * kvdim, kv.v + from * kvdim, rows * row,
-                              cudaMemcpyHostToDevice, s.stream));
-    m.valid = p0 + n;
-    const float* dq = s.upload(s.q, q, n * qdim);
-    float* da = s.att.get<float>(static_cast<size_t>(n * qdim) * sizeof(float));
+    float* dk = c.k.data<float>();
+    float* dv = c.v.data<float>();
+    EPWA_CUDA(cudaMemcpyAsync(dk + p0 * kvdim, k, n * row, cudaMemcpyDeviceToDevice, s.stream));
+    EPWA_CUDA(cudaMemcpyAsync(dv + p0 * kvdim, v, n * row, cudaMemcpyDeviceToDevice, s.stream));
+    const int64_t qdim = nh * hd;
     // Queries in chunks whose scores fit in 256 MiB (a long prompt's n x heads x keys would not).
     const int64_t per_row = nh * (p0 + n);
     const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / per_row, 1, n);
     float* scores = s.scores.get<float>(static_cast<size_t>(chunk * per_row) * sizeof(float));
     for (int64_t i0 = 0; i0 < n; i0 += chunk)
-      cuda::attention(dq + i0 * qdim, dk, dv, std::min(chunk, n - i0), p0 + i0, nh, nkv, hd, scores,
-                      da + i0 * qdim, s.stream);
-    s.download(att, da, n * qdim);
-    s.sync();
+      cuda::attention(q + i0 * qdim, dk, dv, std::min(chunk, n - i0), p0 + i0, nh, nkv, hd, scores,
+                      att + i0 * qdim, s.stream);
   }
 
  private:

@@ -5,6 +5,7 @@
 #include <string>
 #include <type_traits>
 
+#include "chunk8.cuh"
 #include "cuda_check.hpp"
 #include "kernels.hpp"
 #include "weight_at.cuh"
@@ -92,6 +93,66 @@ __global__ void linear_kernel(const uint8_t* w, int64_t rows, int64_t cols, int6
       const float v = warp_sum(acc[t]);
       if (lane == 0 && t < nt) y[(i0 + t) * rows + r] = v;
     }
+  }
+}
+
+// sum of w[0..7] times the activations at p0..p0+3 and p1..p1+3 of row xr.
+__device__ __forceinline__ float dot8(const float w[8], const float* xr, int64_t p0, int64_t p1) {
+  const float4 a = *reinterpret_cast<const float4*>(xr + p0);
+  const float4 b = *reinterpret_cast<const float4*>(xr + p1);
+  return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z +
+         w[7] * b.w;
+}
+
+// linear_kernel for the types of chunk8.cuh: a warp reads its row in contiguous chunks of eight
+// weights, decoded once for kTile activation rows.
+template <DType T>
+__global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t cols, int64_t row_bytes,
+                                    const float* x, int64_t n, float* y) {
+  const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const uint8_t* row = w + r * row_bytes;
+  const int64_t chunks = cols / 8;
+  for (int64_t i0 = int64_t{blockIdx.y} * kTile; i0 < n; i0 += int64_t{gridDim.y} * kTile) {
+    const int nt = static_cast<int>(min(int64_t{kTile}, n - i0));
+    float acc[kTile] = {};
+    for (int64_t c = lane; c < chunks; c += 32) {
+      float wv[8];
+      int64_t p0, p1;
+      Chunk8<T>::load(row, c, wv, p0, p1);
+#pragma unroll
+      for (int t = 0; t < kTile; ++t)
+        if (t < nt) acc[t] += dot8(wv, x + (i0 + t) * cols, p0, p1);
+    }
+#pragma unroll
+    for (int t = 0; t < kTile; ++t) {
+      const float v = warp_sum(acc[t]);
+      if (lane == 0 && t < nt) y[(i0 + t) * rows + r] = v;
+    }
+  }
+}
+
+template <DType T>
+__global__ void expert_linear_chunk_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
+                                           int64_t row_bytes, const int32_t* topk, int64_t slots,
+                                           int64_t k, bool x_per_token, const float* x, float* y) {
+  const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  const int64_t chunks = cols / 8;
+  for (int64_t slot = blockIdx.y; slot < slots; slot += gridDim.y) {
+    const uint8_t* row = mats[topk[slot]] + r * row_bytes;
+    const float* xs = x + (x_per_token ? slot / k : slot) * cols;
+    float acc = 0;
+    for (int64_t c = lane; c < chunks; c += 32) {
+      float wv[8];
+      int64_t p0, p1;
+      Chunk8<T>::load(row, c, wv, p0, p1);
+      acc += dot8(wv, xs, p0, p1);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) y[slot * rows + r] = acc;
   }
 }
 
@@ -194,8 +255,78 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
   }
 }
 
+template <DType T>
+__global__ void embed_kernel(const uint8_t* table, int64_t row_bytes, const int32_t* tokens,
+                             int64_t d, float* x) {
+  const uint8_t* row = table + tokens[blockIdx.x] * row_bytes;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
+    x[int64_t{blockIdx.x} * d + j] = weight_at<T>(row, j);
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t count) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i < count) x[i] += y[i];
+}
+
+template <DType T>
+__global__ void add_bias_kernel(const uint8_t* b, int64_t m, float* y, int64_t count) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i < count) y[i] += weight_at<T>(b, i % m);
+}
+
+__global__ void clamp_kernel(float* y, int64_t count, float limit) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i < count) y[i] = fminf(fmaxf(y[i], -limit), limit);
+}
+
+// One thread per row, the CPU's algorithm (src/backend/cpu/cpu_backend.cpp): insertion into the k
+// kept so far in index order, then the softmax over all experts summed in index order.
+__global__ void route_kernel(const float* logits, int64_t n, int64_t ne, int64_t k,
+                             bool renormalize, int32_t* topk, float* topw) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float* row = logits + i * ne;
+  int32_t top[kMaxTopK];
+  int32_t kept = 0;
+  for (int32_t e = 0; e < ne; ++e) {
+    const float v = row[e];
+    if (kept == k && !(v > row[top[k - 1]])) continue;
+    int32_t p = kept < k ? kept++ : static_cast<int32_t>(k) - 1;
+    for (; p > 0 && v > row[top[p - 1]]; --p) top[p] = top[p - 1];
+    top[p] = e;
+  }
+  const float mx = row[top[0]];
+  float z = 0;
+  for (int64_t e = 0; e < ne; ++e) z += expf(row[e] - mx);
+  float w[kMaxTopK], wsum = 0;
+  for (int64_t j = 0; j < k; ++j) wsum += (w[j] = expf(row[top[j]] - mx) / z);
+  for (int64_t j = 0; j < k; ++j) {
+    topk[i * k + j] = top[j];
+    topw[i * k + j] = renormalize ? w[j] / wsum : w[j];
+  }
+}
+
+// One block per row: the gate's dot product, then the scaled add.
+template <DType T>
+__global__ void add_gated_kernel(const uint8_t* gate, const float* x, const float* y, int64_t d,
+                                 float* o) {
+  __shared__ float partial[32];
+  const int64_t base = int64_t{blockIdx.x} * d;
+  float z = 0;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) z += weight_at<T>(gate, j) * x[base + j];
+  z = block_reduce<float, false>(z, partial);
+  const float g = 1.0f / (1.0f + expf(-z));
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[base + j] += g * y[base + j];
+}
+
 void check_launch(const char* what) {
   check_cuda(cudaGetLastError(), what);
+}
+
+// Whether a product of a type of chunk8.cuh can read its weights in chunks of eight: rows of whole
+// chunks, activations aligned for float4 loads.
+bool chunked(int64_t cols, const float* x) {
+  return cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 }
 
 int64_t blocks_of(int64_t count, int64_t per) {
@@ -209,8 +340,13 @@ void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_
   const dim3 grid(static_cast<unsigned>(blocks_of(w.rows, kWarps)),
                   static_cast<unsigned>(std::min(blocks_of(n, kTile), kMaxGridY)));
   dispatch(w.type, [&](auto T) {
-    linear_kernel<decltype(T)::value>
-        <<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
+    constexpr DType t = decltype(T)::value;
+    if constexpr (Chunk8<t>::kFast) {
+      if (chunked(w.cols, x))
+        return linear_chunk_kernel<t>
+            <<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
+    }
+    linear_kernel<t><<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
   });
   check_launch("linear kernel");
 }
@@ -222,10 +358,67 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
   const dim3 grid(static_cast<unsigned>(blocks_of(rows, kWarps)),
                   static_cast<unsigned>(std::min(slots, kMaxGridY)));
   dispatch(type, [&](auto T) {
-    expert_linear_kernel<decltype(T)::value><<<grid, kWarps * 32, 0, s>>>(
-        mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
+    constexpr DType t = decltype(T)::value;
+    if constexpr (Chunk8<t>::kFast) {
+      if (chunked(cols, x))
+        return expert_linear_chunk_kernel<t><<<grid, kWarps * 32, 0, s>>>(
+            mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
+    }
+    expert_linear_kernel<t><<<grid, kWarps * 32, 0, s>>>(mats, rows, cols, row_bytes, topk, slots,
+                                                         k, x_per_token, x, y);
   });
   check_launch("expert linear kernel");
+}
+
+void embed(const uint8_t* table, DType type, int64_t row_bytes, const int32_t* tokens, int64_t n,
+           int64_t d, float* x, cudaStream_t s) {
+  if (n == 0) return;
+  dispatch(type, [&](auto T) {
+    embed_kernel<decltype(T)::value>
+        <<<static_cast<unsigned>(n), 256, 0, s>>>(table, row_bytes, tokens, d, x);
+  });
+  check_launch("embed kernel");
+}
+
+void add(float* x, const float* y, int64_t count, cudaStream_t s) {
+  if (count == 0) return;
+  add_kernel<<<static_cast<unsigned>(blocks_of(count, 256)), 256, 0, s>>>(x, y, count);
+  check_launch("add kernel");
+}
+
+void add_bias(const uint8_t* b, DType type, int64_t m, float* y, int64_t n, cudaStream_t s) {
+  if (n * m == 0) return;
+  dispatch(type, [&](auto T) {
+    add_bias_kernel<decltype(T)::value>
+        <<<static_cast<unsigned>(blocks_of(n * m, 256)), 256, 0, s>>>(b, m, y, n * m);
+  });
+  check_launch("bias kernel");
+}
+
+void clamp(float* y, int64_t count, float limit, cudaStream_t s) {
+  if (count == 0) return;
+  clamp_kernel<<<static_cast<unsigned>(blocks_of(count, 256)), 256, 0, s>>>(y, count, limit);
+  check_launch("clamp kernel");
+}
+
+void route(const float* logits, int64_t n, int64_t experts, int64_t k, bool renormalize,
+           int32_t* topk, float* topw, cudaStream_t s) {
+  if (n == 0) return;
+  if (k < 1 || k > kMaxTopK || k > experts)
+    throw Error("route: " + std::to_string(k) + " experts per token (1.." +
+                std::to_string(std::min(kMaxTopK, experts)) + " supported on the GPU)");
+  route_kernel<<<static_cast<unsigned>(blocks_of(n, 64)), 64, 0, s>>>(logits, n, experts, k,
+                                                                      renormalize, topk, topw);
+  check_launch("route kernel");
+}
+
+void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, int64_t n,
+               int64_t d, float* o, cudaStream_t s) {
+  if (n == 0) return;
+  dispatch(type, [&](auto T) {
+    add_gated_kernel<decltype(T)::value><<<static_cast<unsigned>(n), 256, 0, s>>>(gate, x, y, d, o);
+  });
+  check_launch("gate kernel");
 }
 
 void swiglu(float* g, const float* u, int64_t count, cudaStream_t s) {

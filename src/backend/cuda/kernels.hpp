@@ -25,6 +25,29 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
                    int64_t row_bytes, const int32_t* topk, int64_t slots, int64_t k,
                    bool x_per_token, const float* x, float* y, cudaStream_t s);
 
+// x[i] = row tokens[i] of `table` (d values each, stored as rows of `type`).
+void embed(const uint8_t* table, DType type, int64_t row_bytes, const int32_t* tokens, int64_t n,
+           int64_t d, float* x, cudaStream_t s);
+
+// x += y.
+void add(float* x, const float* y, int64_t count, cudaStream_t s);
+
+// y[i] += b for n rows of m values (b: one stored row).
+void add_bias(const uint8_t* b, DType type, int64_t m, float* y, int64_t n, cudaStream_t s);
+
+// y = clamp(y, -limit, limit).
+void clamp(float* y, int64_t count, float limit, cudaStream_t s);
+
+// The k best of `experts` logits per row (best first, ties to the lower index; k <= kMaxTopK) and
+// their softmax weights, renormalised over the k when `renormalize`.
+constexpr int64_t kMaxTopK = 16;
+void route(const float* logits, int64_t n, int64_t experts, int64_t k, bool renormalize,
+           int32_t* topk, float* topw, cudaStream_t s);
+
+// o[i] += sigmoid(gate . x[i]) * y[i] for n rows of d values.
+void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, int64_t n,
+               int64_t d, float* o, cudaStream_t s);
+
 // g[i] = silu(g[i]) * u[i].
 void swiglu(float* g, const float* u, int64_t count, cudaStream_t s);
 

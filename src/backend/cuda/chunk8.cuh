@@ -1,0 +1,102 @@
+// Eight weights of a stored row at a time, for the types whose matrix-vector products decode whole
+// blocks (kernels.cu): chunk c of a row holds the elements at p0..p0+3 and p1..p1+3. A warp's 32
+// lanes take 32 consecutive chunks, so its loads of the row are contiguous, and each lane reads
+// its activations as two float4s. The values are weight_at's (the CPU's dequantization).
+#pragma once
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "weight_at.cuh"
+
+namespace epwa::cuda {
+
+template <DType T>
+struct Chunk8 {
+  static constexpr bool kFast = false;
+};
+
+template <>
+struct Chunk8<DType::F32> {
+  static constexpr bool kFast = true;
+  __device__ static void load(const uint8_t* row, int64_t c, float w[8], int64_t& p0, int64_t& p1) {
+    const float4* v = reinterpret_cast<const float4*>(row) + 2 * c;
+    const float4 a = __ldg(v), b = __ldg(v + 1);
+    w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+    p0 = 8 * c, p1 = 8 * c + 4;
+  }
+};
+
+template <>
+struct Chunk8<DType::F16> {
+  static constexpr bool kFast = true;
+  __device__ static void load(const uint8_t* row, int64_t c, float w[8], int64_t& p0, int64_t& p1) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(row) + c);
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&u[i]));
+      w[2 * i] = f.x, w[2 * i + 1] = f.y;
+    }
+    p0 = 8 * c, p1 = 8 * c + 4;
+  }
+};
+
+template <>
+struct Chunk8<DType::BF16> {
+  static constexpr bool kFast = true;
+  __device__ static void load(const uint8_t* row, int64_t c, float w[8], int64_t& p0, int64_t& p1) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(row) + c);
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      w[2 * i] = __uint_as_float(u[i] << 16);
+      w[2 * i + 1] = __uint_as_float(u[i] & 0xFFFF0000u);
+    }
+    p0 = 8 * c, p1 = 8 * c + 4;
+  }
+};
+
+// Two bytes at a 2-byte-aligned address (the 18- and 34-byte blocks align no wider).
+__device__ __forceinline__ uint32_t u16_at(const uint8_t* p) {
+  return __ldg(reinterpret_cast<const unsigned short*>(p));
+}
+
+// Q8_0 (34-byte blocks): chunk c is eight consecutive int8s of block c / 4.
+template <>
+struct Chunk8<DType::Q8_0> {
+  static constexpr bool kFast = true;
+  __device__ static void load(const uint8_t* row, int64_t c, float w[8], int64_t& p0, int64_t& p1) {
+    const uint8_t* b = row + (c >> 2) * 34;
+    const int t = static_cast<int>(c & 3);
+    const float d = __half2float(__ushort_as_half(static_cast<unsigned short>(u16_at(b))));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t q = u16_at(b + 2 + 8 * t + 2 * i);
+      w[2 * i] = d * static_cast<float>(static_cast<int8_t>(q & 0xFF));
+      w[2 * i + 1] = d * static_cast<float>(static_cast<int8_t>(q >> 8));
+    }
+    p0 = (c >> 2) * 32 + 8 * t, p1 = p0 + 4;
+  }
+};
+
+// Q4_0 (18-byte blocks): chunk c is bytes 4t..4t+3 of block c / 4 (t = c % 4), whose low nibbles
+// are elements 4t..4t+3 and high nibbles elements 16+4t..16+4t+3.
+template <>
+struct Chunk8<DType::Q4_0> {
+  static constexpr bool kFast = true;
+  __device__ static void load(const uint8_t* row, int64_t c, float w[8], int64_t& p0, int64_t& p1) {
+    const uint8_t* b = row + (c >> 2) * 18;
+    const int t = static_cast<int>(c & 3);
+    const float d = __half2float(__ushort_as_half(static_cast<unsigned short>(u16_at(b))));
+    const uint32_t q = u16_at(b + 2 + 4 * t) | (u16_at(b + 4 + 4 * t) << 16);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      w[i] = d * static_cast<float>(static_cast<int>((q >> (8 * i)) & 0xF) - 8);
+      w[4 + i] = d * static_cast<float>(static_cast<int>((q >> (8 * i + 4)) & 0xF) - 8);
+    }
+    p0 = (c >> 2) * 32 + 4 * t, p1 = p0 + 16;
+  }
+};
+
+}  // namespace epwa::cuda
