@@ -32,6 +32,9 @@ ActiveBytes active_bytes_per_token(const Model& m);
 struct BenchOptions {
   std::vector<int32_t> prompt_lengths{64, 512};  // one ppN test each (and detN with `detect`)
   std::vector<int32_t> gen_lengths{32, 128};     // one tgN test each
+  // Each S > 1 adds a tgNxS test per generated length: S sequences decoded together (one batch
+  // per step, Model::decode), N tokens each; its tokens/s counts all N x S tokens.
+  std::vector<int32_t> sequences;
   int32_t repetitions = 3;
   bool warmup = true;  // one untimed run of each test first
   // With a watermark every tgN runs twice, plain and watermarked, repetitions alternating.
@@ -52,8 +55,8 @@ struct BenchOptions {
 };
 
 struct BenchRow {
-  std::string test;                // "pp512", "tg128", "det512"
-  std::string kind;                // "pp", "tg", "detect"
+  std::string test;                // "pp512", "tg128", "tg128x16", "det512"
+  std::string kind;                // "pp", "tg", "tg-batch" (several sequences), "detect"
   int32_t tokens = 0;              // N
   std::vector<double> seconds;     // one per repetition
   std::string watermark = "none";  // tg: the watermark of this row ("none", "gsg", "ewp")

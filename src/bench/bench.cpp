@@ -162,6 +162,9 @@ void BenchOptions::validate() const {
   };
   check_list(prompt_lengths, "prompt");
   check_list(gen_lengths, "generation");
+  for (int32_t n : sequences)
+    check(n >= 1 && n <= 1024,
+          "bench: sequence count " + std::to_string(n) + " out of range [1, 1024]");
   check(probe_passes >= 1, "bench: probe passes must be at least 1");
   check(probe_bytes >= (uint64_t{1} << 20), "bench: probe buffer must be at least 1 MiB");
   check(!key.empty() || (!watermark && !detect), "bench: empty watermark key");
@@ -277,6 +280,26 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
     r.rows.push_back(std::move(rows[0]));
     r.rows.push_back(std::move(rows[1]));
   }
+
+  // S sequences, each from its own first token, greedy: one batch of S tokens per step.
+  for (int32_t n : o.gen_lengths)
+    for (int32_t seqs : o.sequences) {
+      if (seqs < 2) continue;  // tgN above
+      const std::vector<int32_t> first = bench_tokens(c, seqs, o.seed);
+      const int64_t v = c.vocab_size;
+      timed("tg" + std::to_string(n) + "x" + std::to_string(seqs), "tg-batch", n * seqs, [&] {
+        Context ctx(model, n, seqs);
+        std::vector<BatchToken> batch(seqs);
+        for (int32_t q = 0; q < seqs; ++q) batch[q] = {first[q], 0, q};
+        for (int32_t step = 0; step < n; ++step) {
+          const std::vector<float> logits = model.decode(batch, ctx);
+          for (int32_t q = 0; q < seqs; ++q) {
+            const float* row = logits.data() + q * v;
+            batch[q] = {static_cast<int32_t>(std::max_element(row, row + v) - row), step + 1, q};
+          }
+        }
+      });
+    }
 
   if (o.detect) {
     const Detector det(lists, DetectOptions{});

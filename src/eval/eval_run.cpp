@@ -237,7 +237,7 @@ Analysis Pipeline::analyze(Model& m, std::span<const int32_t> seq, int64_t start
 Pipeline::Scores Pipeline::detect_all(std::span<const int32_t> seq, int64_t prompt_len,
                                       const Analysis& a, bool timed) {
   Scores out;
-  DetectionInput in{seq, prompt_len, a.records};
+  DetectionInput in{seq, prompt_len, a.records, {}};
   cached_->records = a.pepi;
   for (auto& [label, det] : detectors_) {
     const bool is_pepi = label.rfind("pepi", 0) == 0;
@@ -514,7 +514,7 @@ json Pipeline::cross_precision(const std::vector<Text>& all_texts) {
         const auto seq = concat(texts[i].prompt, texts[i].text);
         const int64_t P = static_cast<int64_t>(texts[i].prompt.size());
         const Analysis a = analyze(*models[d], seq, P, false);
-        z.push_back(det.detect({seq, P, a.records}).z);
+        z.push_back(det.detect({seq, P, a.records, {}}).z);
         const std::string key = std::to_string(i);
         if (d == g) own[key] = a.records;
         if (d != g) {
@@ -616,7 +616,7 @@ json Pipeline::token_view(const Text& t) {
   const Detector det(lists_, opt);
   const auto seq = concat(t.prompt, t.text);
   const Analysis a = analyze(seq, static_cast<int64_t>(t.prompt.size()), false);
-  const DetectionResult r = det.detect({seq, static_cast<int64_t>(t.prompt.size()), a.records});
+  const DetectionResult r = det.detect({seq, static_cast<int64_t>(t.prompt.size()), a.records, {}});
   auto piece = [this](int32_t id) {
     std::string s = tok_->token_to_piece(id);
     if (s.size() == 6 && s.rfind("<0x", 0) == 0 && s.back() == '>') {  // byte piece

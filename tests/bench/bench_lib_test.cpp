@@ -116,9 +116,9 @@ TEST(Bench, ActiveBytesMatchHandCount) {
   // F16 matrices and embedding, f32 routers (the GGUF writer keeps routers and norms in f32).
   auto m = Model::load(bench_test::tiny_f16());
   const ModelConfig& c = m->config();
-  const uint64_t D = c.hidden_size, V = c.vocab_size, I = c.expert_intermediate_size, E = c.num_experts,
-                 k = c.experts_per_token, L = c.num_layers, q = uint64_t(c.num_heads) * c.head_dim,
-                 kv = uint64_t(c.num_kv_heads) * c.head_dim;
+  const uint64_t D = c.hidden_size, V = c.vocab_size, I = c.expert_intermediate_size,
+                 E = c.num_experts, k = c.experts_per_token, L = c.num_layers,
+                 q = uint64_t(c.num_heads) * c.head_dim, kv = uint64_t(c.num_kv_heads) * c.head_dim;
   const ActiveBytes a = active_bytes_per_token(*m);
   EXPECT_EQ(a.attention, L * (q * D + 2 * kv * D + D * q) * 2);
   EXPECT_EQ(a.router, L * E * D * 4);
@@ -151,6 +151,22 @@ TEST(Bench, ActiveBytesOfQ4_0) {
   EXPECT_EQ(r.rows[0].stddev, 0.0);  // one repetition
 }
 
+// -b 1,3: one batched row per generated length (S > 1), counting the tokens of all sequences.
+TEST(Bench, SequencesAddBatchedGenerationRows) {
+  auto m = Model::load(bench_test::tiny_f16());
+  BenchOptions o = small_options();
+  o.sequences = {1, 3};
+  const BenchReport r = run_bench(*m, o);
+  ASSERT_EQ(r.rows.size(), 3u);
+  EXPECT_EQ(r.rows[1].test, "tg4");
+  EXPECT_EQ(r.rows[2].test, "tg4x3");
+  EXPECT_EQ(r.rows[2].kind, "tg-batch");
+  EXPECT_EQ(r.rows[2].tokens, 12);
+  expect_positive(r.rows[2]);
+  EXPECT_NEAR(r.rows[2].tokens_per_s, (12 / r.rows[2].seconds[0] + 12 / r.rows[2].seconds[1]) / 2,
+              1e-9 * r.rows[2].tokens_per_s);
+}
+
 TEST(Bench, InvalidOptionsThrow) {
   auto m = Model::load(bench_test::tiny_f16());
   BenchOptions o = small_options();
@@ -162,6 +178,9 @@ TEST(Bench, InvalidOptionsThrow) {
   o = small_options();
   o.prompt_lengths.clear();
   o.gen_lengths.clear();
+  EXPECT_THROW(run_bench(*m, o), Error);
+  o = small_options();
+  o.sequences = {0};
   EXPECT_THROW(run_bench(*m, o), Error);
 }
 

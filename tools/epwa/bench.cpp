@@ -18,7 +18,8 @@ namespace {
 
 struct Args {
   ModelArgs model;
-  std::string prompts = "64,512", gens = "32,128", watermark = "none", key = "epwa-bench-key";
+  std::string prompts = "64,512", gens = "32,128", sequences, watermark = "none",
+              key = "epwa-bench-key";
   int32_t reps = 3, threads = 0, router_layer = -1;
   bool detect = false, json = false, no_warmup = false;
   double probe_mib = 1024;
@@ -54,6 +55,9 @@ const Command kBench{
       a->model.add(app);
       app.add_option("-p,--n-prompt", a->prompts, "prompt lengths, comma-separated (0 = none)");
       app.add_option("-n,--n-gen", a->gens, "generated lengths, comma-separated (0 = none)");
+      app.add_option("-b,--sequences", a->sequences,
+                     "sequence counts, comma-separated: each S > 1 adds tgNxS tests (S sequences "
+                     "decoded together; tokens/s over all of them)");
       app.add_option("-r,--repetitions", a->reps, "repetitions of each test");
       app.add_option("-t,--threads", a->threads, "threads (default $EPWA_THREADS, else all cores)");
       app.add_option("--watermark", a->watermark,
@@ -72,6 +76,7 @@ const Command kBench{
         BenchOptions o;
         o.prompt_lengths = parse_lengths(a->prompts, "-p");
         o.gen_lengths = parse_lengths(a->gens, "-n");
+        if (!a->sequences.empty()) o.sequences = parse_lengths(a->sequences, "-b");
         check(a->reps >= 1, "-r: repetitions must be at least 1, got " + std::to_string(a->reps));
         check(a->threads >= 0 && a->threads <= 1024,
               "-t: invalid thread count " + std::to_string(a->threads));

@@ -108,8 +108,8 @@ const Command kPepiEval{
             t.agree += truth[p].expert == guess[p].expert;
             ++t.positions;
           }
-          const DetectionResult rf = full.detect({seq, P, truth});
-          const DetectionResult rp = pepi.detect({seq, P, {}});
+          const DetectionResult rf = full.detect({seq, P, truth, {}});
+          const DetectionResult rp = pepi.detect({seq, P, {}, {}});
           ++t.texts;
           t.full_hits += rf.detected;
           t.pepi_hits += rp.detected;

@@ -32,7 +32,7 @@ struct Scratch : BackendScratch {
   DeviceBuffer cos, sin;
   int64_t rope_positions = 0;          // positions of the table on the device
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
-  DeviceBuffer tokens, g, u, y, scores, grow_k, grow_v;
+  DeviceBuffer tokens, g, u, y, scores, grow_k, grow_v, order, tiles;
   std::map<std::pair<int32_t, int32_t>, KvCache> kv;  // by (sequence, layer)
 
   Scratch(int64_t head_dim, float theta) : rope(head_dim, theta) {
@@ -188,11 +188,15 @@ class CudaBackend final : public Backend {
     float* g = s.g.get<float>(static_cast<size_t>(slots * width) * sizeof(float));
     float* u = s.u.get<float>(static_cast<size_t>(slots * width) * sizeof(float));
     float* y = s.y.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
-    expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, r.topk, slots, r.k, true, x, g,
+    ExpertGroups eg{
+        s.order.get<int32_t>(static_cast<size_t>(slots) * sizeof(int32_t)),
+        s.tiles.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts)) * sizeof(int4))};
+    group_experts(r.topk, slots, t.experts, eg, s.stream);
+    expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, r.topk, eg, slots, r.k, true, x, g,
                   s.stream);
-    expert_linear(t.up(), t.up_t, width, d, t.up_rb, r.topk, slots, r.k, true, x, u, s.stream);
+    expert_linear(t.up(), t.up_t, width, d, t.up_rb, r.topk, eg, slots, r.k, true, x, u, s.stream);
     swiglu(g, u, slots * width, s.stream);
-    expert_linear(t.down(), t.down_t, d, width, t.down_rb, r.topk, slots, r.k, false, g, y,
+    expert_linear(t.down(), t.down_t, d, width, t.down_rb, r.topk, eg, slots, r.k, false, g, y,
                   s.stream);
     combine_experts(y, r.topk, r.weights, n, r.k, d, out, s.stream);
   }

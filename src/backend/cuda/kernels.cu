@@ -133,26 +133,76 @@ __global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t cols
   }
 }
 
+// One block: counts the slots of each expert, lays the slots out expert by expert in `order`, and
+// cuts each expert's run into tiles of up to kTile slots ({expert, first index into order, count};
+// tiles past the last are empty). The order within an expert does not matter: every slot's output
+// is its own dot products.
+__global__ void group_kernel(const int32_t* topk, int64_t slots, int64_t ne, int32_t* order,
+                             int4* tiles, int64_t max_tiles) {
+  extern __shared__ int32_t sh[];
+  int32_t *count = sh, *offset = sh + ne, *first_tile = sh + 2 * ne;
+  __shared__ int32_t total_tiles;
+  for (int64_t e = threadIdx.x; e < ne; e += blockDim.x) count[e] = 0;
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) atomicAdd(&count[topk[i]], 1);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t at = 0, tile = 0;
+    for (int64_t e = 0; e < ne; ++e) {
+      offset[e] = at, first_tile[e] = tile;
+      at += count[e], tile += (count[e] + kTile - 1) / kTile;
+    }
+    total_tiles = tile;
+  }
+  __syncthreads();
+  for (int64_t e = threadIdx.x; e < ne; e += blockDim.x) {
+    const int32_t c = count[e];
+    for (int32_t t = 0; t * kTile < c; ++t)
+      tiles[first_tile[e] + t] =
+          make_int4(static_cast<int>(e), offset[e] + t * kTile, min(kTile, c - t * kTile), 0);
+    count[e] = 0;  // now the fill of the expert's run
+  }
+  for (int64_t t = total_tiles + threadIdx.x; t < max_tiles; t += blockDim.x)
+    tiles[t] = make_int4(0, 0, 0, 0);
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) {
+    const int32_t e = topk[i];
+    order[offset[e] + atomicAdd(&count[e], 1)] = static_cast<int32_t>(i);
+  }
+}
+
+// The experts' products by tiles of slots that share an expert: a warp decodes each chunk of its
+// row once for the tile's (up to kTile) slots.
 template <DType T>
-__global__ void expert_linear_chunk_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
-                                           int64_t row_bytes, const int32_t* topk, int64_t slots,
-                                           int64_t k, bool x_per_token, const float* x, float* y) {
+__global__ void expert_tile_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
+                                   int64_t row_bytes, const int32_t* order, const int4* tiles,
+                                   int64_t k, bool x_per_token, const float* x, float* y) {
   const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
-  if (r >= rows) return;
+  const int4 tile = tiles[blockIdx.y];
+  if (r >= rows || tile.z == 0) return;
+  const uint8_t* row = mats[tile.x] + r * row_bytes;
+  int64_t slot[kTile];
+  const float* xs[kTile];
+#pragma unroll
+  for (int t = 0; t < kTile; ++t) {
+    slot[t] = t < tile.z ? order[tile.y + t] : 0;
+    xs[t] = x + (x_per_token ? slot[t] / k : slot[t]) * cols;
+  }
   const int64_t chunks = cols / 8;
-  for (int64_t slot = blockIdx.y; slot < slots; slot += gridDim.y) {
-    const uint8_t* row = mats[topk[slot]] + r * row_bytes;
-    const float* xs = x + (x_per_token ? slot / k : slot) * cols;
-    float acc = 0;
-    for (int64_t c = lane; c < chunks; c += 32) {
-      float wv[8];
-      int64_t p0, p1;
-      Chunk8<T>::load(row, c, wv, p0, p1);
-      acc += dot8(wv, xs, p0, p1);
-    }
-    acc = warp_sum(acc);
-    if (lane == 0) y[slot * rows + r] = acc;
+  float acc[kTile] = {};
+  for (int64_t c = lane; c < chunks; c += 32) {
+    float wv[8];
+    int64_t p0, p1;
+    Chunk8<T>::load(row, c, wv, p0, p1);
+#pragma unroll
+    for (int t = 0; t < kTile; ++t)
+      if (t < tile.z) acc[t] += dot8(wv, xs[t], p0, p1);
+  }
+#pragma unroll
+  for (int t = 0; t < kTile; ++t) {
+    const float v = warp_sum(acc[t]);
+    if (lane == 0 && t < tile.z) y[slot[t] * rows + r] = v;
   }
 }
 
@@ -351,21 +401,35 @@ void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_
   check_launch("linear kernel");
 }
 
+void group_experts(const int32_t* topk, int64_t slots, int64_t experts, ExpertGroups& g,
+                   cudaStream_t s) {
+  g.max_tiles = max_expert_tiles(slots, experts);
+  if (slots == 0) return;
+  if (g.max_tiles > kMaxGridY)
+    throw Error("expert_ffn: " + std::to_string(slots) +
+                " (token, expert) pairs in one batch (at most " +
+                std::to_string((kMaxGridY - experts) * kTile) + " on the GPU)");
+  group_kernel<<<1, 256, static_cast<size_t>(3 * experts) * sizeof(int32_t), s>>>(
+      topk, slots, experts, g.order, g.tiles, g.max_tiles);
+  check_launch("group kernel");
+}
+
 void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
-                   int64_t row_bytes, const int32_t* topk, int64_t slots, int64_t k,
-                   bool x_per_token, const float* x, float* y, cudaStream_t s) {
+                   int64_t row_bytes, const int32_t* topk, const ExpertGroups& g, int64_t slots,
+                   int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s) {
   if (rows == 0 || slots == 0) return;
-  const dim3 grid(static_cast<unsigned>(blocks_of(rows, kWarps)),
-                  static_cast<unsigned>(std::min(slots, kMaxGridY)));
+  const unsigned row_blocks = static_cast<unsigned>(blocks_of(rows, kWarps));
   dispatch(type, [&](auto T) {
     constexpr DType t = decltype(T)::value;
     if constexpr (Chunk8<t>::kFast) {
       if (chunked(cols, x))
-        return expert_linear_chunk_kernel<t><<<grid, kWarps * 32, 0, s>>>(
-            mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
+        return expert_tile_kernel<t>
+            <<<dim3(row_blocks, static_cast<unsigned>(g.max_tiles)), kWarps * 32, 0, s>>>(
+                mats, rows, cols, row_bytes, g.order, g.tiles, k, x_per_token, x, y);
     }
-    expert_linear_kernel<t><<<grid, kWarps * 32, 0, s>>>(mats, rows, cols, row_bytes, topk, slots,
-                                                         k, x_per_token, x, y);
+    expert_linear_kernel<t>
+        <<<dim3(row_blocks, static_cast<unsigned>(std::min(slots, kMaxGridY))), kWarps * 32, 0,
+           s>>>(mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
   });
   check_launch("expert linear kernel");
 }

@@ -18,12 +18,27 @@ struct DevMatrix {
 // y[i][r] = W[r] . x[i] for n rows of x (cols values each).
 void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s);
 
+// The (token, expert) slots of a batch grouped by expert, on the device: `order` holds the slots
+// expert by expert, `tiles` up to max_tiles runs of at most 8 slots of one expert.
+struct ExpertGroups {
+  int32_t* order;  // slots entries
+  int4* tiles;     // max_tiles entries: {expert, first index into order, count, 0}
+  int64_t max_tiles = 0;
+};
+// Tiles a batch needs at most: enough room for group_experts.
+inline int64_t max_expert_tiles(int64_t slots, int64_t experts) {
+  return slots / 8 + experts;
+}
+// Fills g (order and tiles sized for `slots` and max_expert_tiles) from topk.
+void group_experts(const int32_t* topk, int64_t slots, int64_t experts, ExpertGroups& g,
+                   cudaStream_t s);
+
 // The experts of `slots` (token, expert) pairs: matrix e = topk[slot] of `mats` (one row pointer
 // per expert, all of `type`, rows x cols). y[slot][r] = W_e[r] . x[slot / k] when x_per_token,
-// else W_e[r] . x[slot].
+// else W_e[r] . x[slot]. Types of chunk8.cuh run by the tiles of g.
 void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
-                   int64_t row_bytes, const int32_t* topk, int64_t slots, int64_t k,
-                   bool x_per_token, const float* x, float* y, cudaStream_t s);
+                   int64_t row_bytes, const int32_t* topk, const ExpertGroups& g, int64_t slots,
+                   int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s);
 
 // x[i] = row tokens[i] of `table` (d values each, stored as rows of `type`).
 void embed(const uint8_t* table, DType type, int64_t row_bytes, const int32_t* tokens, int64_t n,
