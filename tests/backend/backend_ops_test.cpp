@@ -277,8 +277,9 @@ double attend(const Fixture& f, epwa::BackendScratch& s, TestCache& c, int64_t p
   const auto want = attention_ref(q, c.ref_k, c.ref_v, n, p0, nh, nkv, hd);
   double worst = 0;
   for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got[i] - want[i]));
-  if (!c.k.empty())  // host rows: appended
+  if (!c.k.empty()) {  // host rows: appended
     for (int64_t i = 0; i < n * kvd; ++i) EXPECT_EQ(c.k[p0 * kvd + i], k[i]);
+  }
   return worst;
 }
 
@@ -332,7 +333,7 @@ TEST_P(BackendOps, LinearOfEveryStorageType) {
   const int64_t rows = 9, cols = 512;  // two K-quant super-blocks per row
   std::deque<StoredMat> keep;
   for (epwa::DType type : kTypes)
-    for (int64_t n : {1, 11}) {
+    for (int64_t n : {1, 11, 40}) {  // 40: a prompt's product (cuBLAS on the GPU)
       SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
       const StoredMat& m = keep.emplace_back(type, rows, cols, rng);
       const auto x = randn(n * cols, rng);
@@ -356,48 +357,56 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
   const Backend& be = backend();
   auto s = be.make_scratch(config());
   std::mt19937 rng(6);
-  const int64_t d = 256, w = 512, ne = 3, k = 2, n = 4;
+  const int64_t d = 256, w = 512, ne = 3, k = 2;
   std::deque<std::vector<StoredMat>> keep;
-  for (epwa::DType type : kTypes) {
-    SCOPED_TRACE(std::string(epwa::dtype_name(type)));
-    auto& g = keep.emplace_back();
-    auto& dn = keep.emplace_back();
-    auto& u = keep.emplace_back();
-    std::vector<TensorView> G, D, U;
-    for (int64_t e = 0; e < ne; ++e) {
-      g.emplace_back(type, w, d, rng), dn.emplace_back(type, d, w, rng),
-          u.emplace_back(type, w, d, rng);
-    }
-    for (int64_t e = 0; e < ne; ++e) G.push_back(g[e].t), D.push_back(dn[e].t), U.push_back(u[e].t);
-    const auto x = randn(n * d, rng);
-    const std::vector<int32_t> topk = {2, 0, 1, 2, 0, 1, 1, 0};  // not in index order
-    const std::vector<float> weights = {0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f, 0.3f, 0.7f};
-    float* dout = room(*s, 3, n * d);
-    be.expert_ffn({G, D, U}, w, {put(*s, 1, topk), put(*s, 2, weights), k}, put(*s, 0, x), n, d,
-                  dout, *s);
-    const auto out = get(*s, dout, n * d);
-    double scale = 0;
-    std::vector<double> want(n * d, 0);
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t e = topk[i * k + j];
-        std::vector<double> h(w);
-        for (int64_t r = 0; r < w; ++r) {
-          double a = 0, b = 0;
-          for (int64_t c = 0; c < d; ++c)
-            a += g[e].at(r, c) * x[i * d + c], b += u[e].at(r, c) * x[i * d + c];
-          h[r] = silu(a) * b;
-        }
-        for (int64_t r = 0; r < d; ++r) {
-          double acc = 0;
-          for (int64_t c = 0; c < w; ++c) acc += dn[e].at(r, c) * h[c];
-          want[i * d + r] += weights[i * k + j] * acc;
-        }
+  // 4 tokens decode-style; 20 tokens (40 slots) as a prompt (cuBLAS per expert on the GPU).
+  for (epwa::DType type : kTypes)
+    for (int64_t n : {4, 20}) {
+      SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
+      auto& g = keep.emplace_back();
+      auto& dn = keep.emplace_back();
+      auto& u = keep.emplace_back();
+      std::vector<TensorView> G, D, U;
+      for (int64_t e = 0; e < ne; ++e) {
+        g.emplace_back(type, w, d, rng), dn.emplace_back(type, d, w, rng),
+            u.emplace_back(type, w, d, rng);
       }
-    for (double v : want) scale = std::max(scale, std::fabs(v));
-    const double tol = be.name() == "cpu" && type != epwa::DType::F32 ? 5e-2 : 1e-5;
-    for (int64_t i = 0; i < n * d; ++i) EXPECT_NEAR(out[i], want[i], tol * scale) << i;
-  }
+      for (int64_t e = 0; e < ne; ++e)
+        G.push_back(g[e].t), D.push_back(dn[e].t), U.push_back(u[e].t);
+      const auto x = randn(n * d, rng);
+      std::vector<int32_t> topk;  // not in index order
+      std::vector<float> weights;
+      for (int64_t i = 0; i < n; ++i) {
+        topk.insert(topk.end(), {static_cast<int32_t>((i + 2) % ne), static_cast<int32_t>(i % ne)});
+        const float w0 = 0.5f + 0.1f * static_cast<float>(i % 5);
+        weights.insert(weights.end(), {w0, 1 - w0});
+      }
+      float* dout = room(*s, 3, n * d);
+      be.expert_ffn({G, D, U}, w, {put(*s, 1, topk), put(*s, 2, weights), k}, put(*s, 0, x), n, d,
+                    dout, *s);
+      const auto out = get(*s, dout, n * d);
+      double scale = 0;
+      std::vector<double> want(n * d, 0);
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t e = topk[i * k + j];
+          std::vector<double> h(w);
+          for (int64_t r = 0; r < w; ++r) {
+            double a = 0, b = 0;
+            for (int64_t c = 0; c < d; ++c)
+              a += g[e].at(r, c) * x[i * d + c], b += u[e].at(r, c) * x[i * d + c];
+            h[r] = silu(a) * b;
+          }
+          for (int64_t r = 0; r < d; ++r) {
+            double acc = 0;
+            for (int64_t c = 0; c < w; ++c) acc += dn[e].at(r, c) * h[c];
+            want[i * d + r] += weights[i * k + j] * acc;
+          }
+        }
+      for (double v : want) scale = std::max(scale, std::fabs(v));
+      const double tol = be.name() == "cpu" && type != epwa::DType::F32 ? 5e-2 : 1e-5;
+      for (int64_t i = 0; i < n * d; ++i) EXPECT_NEAR(out[i], want[i], tol * scale) << i;
+    }
 }
 
 // The cache through a Context's life: growth (rows kept), a rewind (rows rewritten from an earlier

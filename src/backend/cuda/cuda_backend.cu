@@ -2,6 +2,8 @@
 // of the backend seam as kernels (kernels.cu) queued on a per-context stream, the activations and
 // the KV caches in device memory. Nothing waits for the device but a download (logits, a watched
 // router's decisions).
+#include <cublas_v2.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -20,6 +22,16 @@
 namespace epwa::cuda {
 namespace {
 
+// Prompts of at least this many rows (tokens, or a batch's expert slots) multiply through cuBLAS.
+constexpr int64_t kGemmRows = 32;
+// The weights are dequantized to f32 for it in slices of at most this many values (64 MiB).
+constexpr int64_t kSliceValues = int64_t{1} << 24;
+
+void check_blas(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string("cublas: ") + what + ": " + cublasGetStatusString(st));
+}
+
 // A layer's KV cache of one sequence: `capacity` rows of kv_dim keys and values.
 struct KvCache {
   DeviceBuffer k, v;
@@ -32,14 +44,37 @@ struct Scratch : BackendScratch {
   DeviceBuffer cos, sin;
   int64_t rope_positions = 0;          // positions of the table on the device
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
-  DeviceBuffer tokens, g, u, y, scores, grow_k, grow_v, order, tiles;
+  DeviceBuffer tokens, g, u, y, xe, ye, wf, scores, grow_k, grow_v, order, tiles, counts;
   std::map<std::pair<int32_t, int32_t>, KvCache> kv;  // by (sequence, layer)
+  cublasHandle_t blas{};
 
   Scratch(int64_t head_dim, float theta) : rope(head_dim, theta) {
     EPWA_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    check_blas(cublasCreate(&blas), "cublasCreate");
+    check_blas(cublasSetStream(blas, stream), "cublasSetStream");
   }
-  ~Scratch() override { cudaStreamDestroy(stream); }
+  ~Scratch() override {
+    cublasDestroy(blas);
+    cudaStreamDestroy(stream);
+  }
   void sync() const { EPWA_CUDA(cudaStreamSynchronize(stream)); }
+
+  // y (n x w.rows) = x (n x w.cols) W^T through cuBLAS in f32: W dequantized slice by slice into
+  // wf (the stream orders each slice's product before the next slice overwrites it).
+  void gemm(const DevMatrix& w, const float* x, int64_t n, float* y) {
+    const int64_t slice = std::clamp<int64_t>(kSliceValues / w.cols, 1, w.rows);
+    float* wt = wf.get<float>(static_cast<size_t>(slice * w.cols) * sizeof(float));
+    const float one = 1, zero = 0;
+    for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
+      const int64_t rc = std::min(slice, w.rows - r0);
+      dequantize_rows(w, r0, rc, wt, stream);
+      check_blas(
+          cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rc), static_cast<int>(n),
+                      static_cast<int>(w.cols), &one, wt, static_cast<int>(w.cols), x,
+                      static_cast<int>(w.cols), &zero, y + r0, static_cast<int>(w.rows)),
+          "sgemm");
+    }
+  }
 
   template <typename T>
   T* upload(DeviceBuffer& b, const T* host, int64_t count) {
@@ -53,13 +88,20 @@ struct Scratch : BackendScratch {
 
 // The routed experts of one layer on the device: a row pointer per expert for each matrix.
 struct ExpertTable {
-  DeviceBuffer ptrs;  // gate[E], up[E], down[E]
+  DeviceBuffer ptrs;                 // gate[E], up[E], down[E]
+  std::vector<const uint8_t*> host;  // the same addresses, on the host
   DType gate_t, up_t, down_t;
   int64_t gate_rb, up_rb, down_rb;
   int64_t experts;
   const uint8_t* const* gate() const { return ptrs.data<const uint8_t*>(); }
   const uint8_t* const* up() const { return gate() + experts; }
   const uint8_t* const* down() const { return gate() + 2 * experts; }
+  // Matrix `which` (0 gate, 1 up, 2 down) of expert e, rows x cols.
+  DevMatrix matrix(int which, int64_t e, int64_t rows, int64_t cols) const {
+    const DType types[] = {gate_t, up_t, down_t};
+    const int64_t rb[] = {gate_rb, up_rb, down_rb};
+    return {host[which * experts + e], types[which], rows, cols, rb[which]};
+  }
 };
 
 int64_t row_bytes(const TensorView& t) {
@@ -174,7 +216,10 @@ class CudaBackend final : public Backend {
     Scratch& s = cast(bs);
     for (size_t i = 0; i < ws.size(); ++i) {
       check_cols(*ws[i], cols);
-      cuda::linear(matrix(*ws[i]), x, n, ys[i], s.stream);
+      if (n >= kGemmRows)
+        s.gemm(matrix(*ws[i]), x, n, ys[i]);
+      else
+        cuda::linear(matrix(*ws[i]), x, n, ys[i], s.stream);
     }
   }
 
@@ -190,14 +235,38 @@ class CudaBackend final : public Backend {
     float* y = s.y.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
     ExpertGroups eg{
         s.order.get<int32_t>(static_cast<size_t>(slots) * sizeof(int32_t)),
-        s.tiles.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts)) * sizeof(int4))};
+        s.tiles.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts)) * sizeof(int4)),
+        s.counts.get<int32_t>(static_cast<size_t>(t.experts) * sizeof(int32_t))};
     group_experts(r.topk, slots, t.experts, eg, s.stream);
-    expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, r.topk, eg, slots, r.k, true, x, g,
-                  s.stream);
-    expert_linear(t.up(), t.up_t, width, d, t.up_rb, r.topk, eg, slots, r.k, true, x, u, s.stream);
-    swiglu(g, u, slots * width, s.stream);
-    expert_linear(t.down(), t.down_t, d, width, t.down_rb, r.topk, eg, slots, r.k, false, g, y,
-                  s.stream);
+    if (slots >= kGemmRows) {
+      // A prompt: each expert's slots gathered, its three products through cuBLAS, the outputs
+      // scattered back to slot order (one wait, for the counts).
+      std::vector<int32_t> counts(t.experts);
+      download(counts.data(), eg.counts, counts.size() * sizeof(int32_t), s);
+      float* xe = s.xe.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
+      float* ye = s.ye.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
+      int64_t at = 0;
+      for (int64_t e = 0; e < t.experts; ++e) {
+        const int64_t c = counts[e];
+        if (c == 0) continue;
+        const int32_t* idx = eg.order + at;
+        gather_rows(x, idx, c, r.k, d, xe + at * d, s.stream);
+        s.gemm(t.matrix(0, e, width, d), xe + at * d, c, g + at * width);
+        s.gemm(t.matrix(1, e, width, d), xe + at * d, c, u + at * width);
+        swiglu(g + at * width, u + at * width, c * width, s.stream);
+        s.gemm(t.matrix(2, e, d, width), g + at * width, c, ye + at * d);
+        scatter_rows(ye + at * d, idx, c, d, y, s.stream);
+        at += c;
+      }
+    } else {
+      expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, r.topk, eg, slots, r.k, true, x, g,
+                    s.stream);
+      expert_linear(t.up(), t.up_t, width, d, t.up_rb, r.topk, eg, slots, r.k, true, x, u,
+                    s.stream);
+      swiglu(g, u, slots * width, s.stream);
+      expert_linear(t.down(), t.down_t, d, width, t.down_rb, r.topk, eg, slots, r.k, false, g, y,
+                    s.stream);
+    }
     combine_experts(y, r.topk, r.weights, n, r.k, d, out, s.stream);
   }
 
@@ -210,10 +279,12 @@ class CudaBackend final : public Backend {
     check_shape(down_w, d, width);
     float* g = s.g.get<float>(static_cast<size_t>(n * width) * sizeof(float));
     float* u = s.u.get<float>(static_cast<size_t>(n * width) * sizeof(float));
-    cuda::linear(matrix(gate_w), x, n, g, s.stream);
-    cuda::linear(matrix(up_w), x, n, u, s.stream);
+    const TensorView* gu[] = {&gate_w, &up_w};
+    float* ys[] = {g, u};
+    linear(gu, x, n, d, ys, s);
     swiglu(g, u, n * width, s.stream);
-    cuda::linear(matrix(down_w), g, n, out, s.stream);
+    const TensorView* dn[] = {&down_w};
+    linear(dn, g, n, width, {&out, 1}, s);
   }
 
   void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps, float* out,
@@ -325,6 +396,7 @@ class CudaBackend final : public Backend {
         ptrs.push_back(weight_locked(t));
       }
     ExpertTable t{{},
+                  ptrs,
                   X.gate[0].dtype,
                   X.up[0].dtype,
                   X.down[0].dtype,

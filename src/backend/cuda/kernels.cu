@@ -138,7 +138,7 @@ __global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t cols
 // tiles past the last are empty). The order within an expert does not matter: every slot's output
 // is its own dot products.
 __global__ void group_kernel(const int32_t* topk, int64_t slots, int64_t ne, int32_t* order,
-                             int4* tiles, int64_t max_tiles) {
+                             int4* tiles, int32_t* counts, int64_t max_tiles) {
   extern __shared__ int32_t sh[];
   int32_t *count = sh, *offset = sh + ne, *first_tile = sh + 2 * ne;
   __shared__ int32_t total_tiles;
@@ -157,6 +157,7 @@ __global__ void group_kernel(const int32_t* topk, int64_t slots, int64_t ne, int
   __syncthreads();
   for (int64_t e = threadIdx.x; e < ne; e += blockDim.x) {
     const int32_t c = count[e];
+    counts[e] = c;
     for (int32_t t = 0; t * kTile < c; ++t)
       tiles[first_tile[e] + t] =
           make_int4(static_cast<int>(e), offset[e] + t * kTile, min(kTile, c - t * kTile), 0);
@@ -306,6 +307,27 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
 }
 
 template <DType T>
+__global__ void dequantize_kernel(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t count,
+                                  int64_t cols, float* out) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= count * cols) return;
+  out[i] = weight_at<T>(w + (r0 + i / cols) * row_bytes, i % cols);
+}
+
+__global__ void gather_kernel(const float* src, const int32_t* idx, int64_t div, int64_t cols,
+                              float* dst) {
+  const float* from = src + (idx[blockIdx.x] / div) * cols;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+    dst[int64_t{blockIdx.x} * cols + j] = from[j];
+}
+
+__global__ void scatter_kernel(const float* src, const int32_t* idx, int64_t cols, float* dst) {
+  float* to = dst + int64_t{idx[blockIdx.x]} * cols;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+    to[j] = src[int64_t{blockIdx.x} * cols + j];
+}
+
+template <DType T>
 __global__ void embed_kernel(const uint8_t* table, int64_t row_bytes, const int32_t* tokens,
                              int64_t d, float* x) {
   const uint8_t* row = table + tokens[blockIdx.x] * row_bytes;
@@ -410,7 +432,7 @@ void group_experts(const int32_t* topk, int64_t slots, int64_t experts, ExpertGr
                 " (token, expert) pairs in one batch (at most " +
                 std::to_string((kMaxGridY - experts) * kTile) + " on the GPU)");
   group_kernel<<<1, 256, static_cast<size_t>(3 * experts) * sizeof(int32_t), s>>>(
-      topk, slots, experts, g.order, g.tiles, g.max_tiles);
+      topk, slots, experts, g.order, g.tiles, g.counts, g.max_tiles);
   check_launch("group kernel");
 }
 
@@ -432,6 +454,30 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
            s>>>(mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
   });
   check_launch("expert linear kernel");
+}
+
+void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, float* out, cudaStream_t s) {
+  if (count * w.cols == 0) return;
+  dispatch(w.type, [&](auto T) {
+    dequantize_kernel<decltype(T)::value>
+        <<<static_cast<unsigned>(blocks_of(count * w.cols, 256)), 256, 0, s>>>(
+            w.data, w.row_bytes, r0, count, w.cols, out);
+  });
+  check_launch("dequantize kernel");
+}
+
+void gather_rows(const float* src, const int32_t* idx, int64_t count, int64_t div, int64_t cols,
+                 float* dst, cudaStream_t s) {
+  if (count == 0) return;
+  gather_kernel<<<static_cast<unsigned>(count), 256, 0, s>>>(src, idx, div, cols, dst);
+  check_launch("gather kernel");
+}
+
+void scatter_rows(const float* src, const int32_t* idx, int64_t count, int64_t cols, float* dst,
+                  cudaStream_t s) {
+  if (count == 0) return;
+  scatter_kernel<<<static_cast<unsigned>(count), 256, 0, s>>>(src, idx, cols, dst);
+  check_launch("scatter kernel");
 }
 
 void embed(const uint8_t* table, DType type, int64_t row_bytes, const int32_t* tokens, int64_t n,

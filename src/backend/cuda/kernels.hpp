@@ -21,8 +21,9 @@ void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_
 // The (token, expert) slots of a batch grouped by expert, on the device: `order` holds the slots
 // expert by expert, `tiles` up to max_tiles runs of at most 8 slots of one expert.
 struct ExpertGroups {
-  int32_t* order;  // slots entries
-  int4* tiles;     // max_tiles entries: {expert, first index into order, count, 0}
+  int32_t* order;   // slots entries
+  int4* tiles;      // max_tiles entries: {expert, first index into order, count, 0}
+  int32_t* counts;  // experts entries: the slots of each expert
   int64_t max_tiles = 0;
 };
 // Tiles a batch needs at most: enough room for group_experts.
@@ -39,6 +40,16 @@ void group_experts(const int32_t* topk, int64_t slots, int64_t experts, ExpertGr
 void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
                    int64_t row_bytes, const int32_t* topk, const ExpertGroups& g, int64_t slots,
                    int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s);
+
+// out = rows [r0, r0 + count) of w as f32 (count x cols values).
+void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, float* out, cudaStream_t s);
+
+// dst[i] = src row (idx[i] / div) (cols values) for i < count: a batch's rows in expert order.
+void gather_rows(const float* src, const int32_t* idx, int64_t count, int64_t div, int64_t cols,
+                 float* dst, cudaStream_t s);
+// dst row idx[i] = src[i] (cols values) for i < count: back to slot order.
+void scatter_rows(const float* src, const int32_t* idx, int64_t count, int64_t cols, float* dst,
+                  cudaStream_t s);
 
 // x[i] = row tokens[i] of `table` (d values each, stored as rows of `type`).
 void embed(const uint8_t* table, DType type, int64_t row_bytes, const int32_t* tokens, int64_t n,
