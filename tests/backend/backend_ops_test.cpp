@@ -386,7 +386,7 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
                     dout, *s);
       const auto out = get(*s, dout, n * d);
       double scale = 0;
-      std::vector<double> want(n * d, 0);
+      std::vector<double> want(n * d, 0), mag(n * d, 0);
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < k; ++j) {
           const int64_t e = topk[i * k + j];
@@ -398,14 +398,19 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
             h[r] = silu(a) * b;
           }
           for (int64_t r = 0; r < d; ++r) {
-            double acc = 0;
-            for (int64_t c = 0; c < w; ++c) acc += dn[e].at(r, c) * h[c];
+            double acc = 0, m = 0;
+            for (int64_t c = 0; c < w; ++c)
+              acc += dn[e].at(r, c) * h[c], m += std::fabs(dn[e].at(r, c) * h[c]);
             want[i * d + r] += weights[i * k + j] * acc;
+            mag[i * d + r] += weights[i * k + j] * m;
           }
         }
       for (double v : want) scale = std::max(scale, std::fabs(v));
-      const double tol = be.name() == "cpu" && type != epwa::DType::F32 ? 5e-2 : 1e-5;
-      for (int64_t i = 0; i < n * d; ++i) EXPECT_NEAR(out[i], want[i], tol * scale) << i;
+      // f32 sums of 256 and 512 terms: within 1e-5 of the sum of the terms' magnitudes. The CPU
+      // rounds activations of quantized types to 8 bits: about 1% of the largest output.
+      const bool rounded = be.name() == "cpu" && type != epwa::DType::F32;
+      for (int64_t i = 0; i < n * d; ++i)
+        EXPECT_NEAR(out[i], want[i], rounded ? 5e-2 * scale : 1e-5 * mag[i]) << i;
     }
 }
 
