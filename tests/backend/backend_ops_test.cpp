@@ -333,7 +333,7 @@ TEST_P(BackendOps, LinearOfEveryStorageType) {
   const int64_t rows = 9, cols = 512;  // two K-quant super-blocks per row
   std::deque<StoredMat> keep;
   for (epwa::DType type : kTypes)
-    for (int64_t n : {1, 11, 40}) {  // 40: a prompt's product (cuBLAS on the GPU)
+    for (int64_t n : {1, 11, 70}) {  // 70: a prompt's product (cuBLAS on the GPU)
       SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
       const StoredMat& m = keep.emplace_back(type, rows, cols, rng);
       const auto x = randn(n * cols, rng);
@@ -359,14 +359,19 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
   std::mt19937 rng(6);
   const int64_t d = 256, w = 512, ne = 3, k = 2;
   std::deque<std::vector<StoredMat>> keep;
-  // 4 tokens decode-style; 20 tokens (40 slots) as a prompt (cuBLAS per expert on the GPU).
+  std::deque<std::vector<TensorView>> views;
+  // 4 tokens decode-style; 50 tokens (100 slots of 3 experts) as a prompt (cuBLAS per expert on
+  // the GPU).
   for (epwa::DType type : kTypes)
-    for (int64_t n : {4, 20}) {
+    for (int64_t n : {4, 50}) {
       SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
       auto& g = keep.emplace_back();
       auto& dn = keep.emplace_back();
       auto& u = keep.emplace_back();
-      std::vector<TensorView> G, D, U;
+      // The views stay alive too: a backend keys its expert tables by their address.
+      auto& G = views.emplace_back();
+      auto& D = views.emplace_back();
+      auto& U = views.emplace_back();
       for (int64_t e = 0; e < ne; ++e) {
         g.emplace_back(type, w, d, rng), dn.emplace_back(type, d, w, rng),
             u.emplace_back(type, w, d, rng);

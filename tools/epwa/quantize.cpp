@@ -43,10 +43,10 @@ const Command kQuantize{
         const std::optional<DType> type =
             preset ? std::nullopt : std::optional(dtype_from_name(a->type));
         const auto t0 = std::chrono::steady_clock::now();
-        a->model.load_mode =
-            "standard";  // quantize from the source as stored, never from a quantized load
         check_output_not_input(a->out, {a->model.path()}, "--out");
-        auto m = a->model.load();
+        // The plain loader: the source as stored (mapped, on the CPU), never a quantized load
+        // (standard mode quantizes Mixtral-scale models at load time).
+        auto m = Model::load(a->model.path());
         // Re-quantizing compounds the rounding error, as llama-quantize's --allow-requantize
         // says; to a float type it only widens what is there.
         const bool to_blocks = preset || dtype_block_size(*type) > 1;
