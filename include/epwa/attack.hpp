@@ -12,6 +12,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "epwa/detect.hpp"
@@ -66,7 +67,8 @@ std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const in
 class ContextBias : public LogitsProcessor {
  public:
   using Bias = std::function<void(int32_t context, std::span<float> logits)>;
-  ContextBias(Scheme scheme, int32_t layer, Bias bias) : tracker_(scheme, layer), bias_(bias) {}
+  ContextBias(Scheme scheme, int32_t layer, Bias bias)
+      : tracker_(scheme, layer), bias_(std::move(bias)) {}
   void process(std::span<float> logits) override { bias_(tracker_.context(), logits); }
   // generate() with this bias: the tracker sees the routers (EPW-A) and the tokens (KGW).
   std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o);

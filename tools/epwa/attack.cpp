@@ -2,8 +2,6 @@
 // baseline (docs/THREAT_MODEL.md).
 #include "epwa/attack.hpp"
 
-#include <fmt/core.h>
-
 #include <fstream>
 #include <iostream>
 #include <sstream>
