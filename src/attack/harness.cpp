@@ -170,8 +170,13 @@ class Harness {
 
     const auto t1 = Clock::now();
     say(name + ": stealing (teacher-forced passes over the observed texts)");
+    int64_t next_report = checkpoints_.back() / 10;  // a line every tenth of the tokens
     const std::vector<StolenLists> stolen =
-        steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature);
+        steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, [&](int64_t done) {
+          if (done < next_report) return;
+          say(fmt::format("{}: stole from {} of {} tokens", name, done, checkpoints_.back()));
+          next_report += checkpoints_.back() / 10;
+        });
     const double steal_s = seconds_since(t1);
 
     std::vector<Scored> base, marked, blind;
