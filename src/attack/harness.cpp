@@ -27,18 +27,20 @@ double seconds_since(Clock::time_point t0) {
 struct Scored {
   double z = 0;
   bool detected = false;
-  double ppl = NAN;  // NaN for an empty text
+  int64_t scored = 0;  // tokens the detector scored (repeats of a (context, token) pair once)
+  double ppl = NAN;    // NaN for an empty text
   double edit_rate = 0;
 };
 
 // Success is detection for a spoof, its absence for a scrub.
 json summary(const std::vector<Scored>& v, bool success_is_detected) {
-  std::vector<double> z, ppl, edits;
+  std::vector<double> z, ppl, edits, scored;
   int64_t detected = 0;
   for (const Scored& s : v) {
     z.push_back(s.z);
     if (!std::isnan(s.ppl)) ppl.push_back(s.ppl);
     edits.push_back(s.edit_rate);
+    scored.push_back(static_cast<double>(s.scored));
     detected += s.detected;
   }
   const double rate =
@@ -50,7 +52,8 @@ json summary(const std::vector<Scored>& v, bool success_is_detected) {
           {"z_mean", eval::mean(z)},
           {"ppl_median", eval::median(ppl)},
           {"ppl_mean", eval::mean(ppl)},
-          {"edit_rate", eval::mean(edits)}};
+          {"edit_rate", eval::mean(edits)},
+          {"scored_median", eval::median(scored)}};
 }
 
 class Harness {
@@ -126,6 +129,7 @@ class Harness {
     const DetectionResult r = v.detect(model_, seq, static_cast<int64_t>(prompt.size()));
     s.z = r.z;
     s.detected = r.detected;
+    s.scored = r.n;
     s.ppl = eval::perplexity_from_nll(
         eval::token_nll(model_, seq, static_cast<int64_t>(prompt.size())));
     return s;
