@@ -1,0 +1,217 @@
+// Watermark stealing (issue 22, docs/THREAT_MODEL.md): an attacker who sees watermarked text and
+// runs the public model without the key learns per-context green scores (the estimator idea of
+// Jovanovic et al., "Watermark stealing in large language models", ICML 2024), then spoofs
+// (writes text the real key detects) or scrubs (edits watermarked text until it is not detected).
+// The same harness runs against a KGW-style baseline keyed by the previous token, so the effect of
+// EPW-A's few (E) green lists is measured rather than argued.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "epwa/detect.hpp"
+#include "epwa/generate.hpp"
+#include "epwa/model.hpp"
+#include "epwa/observe.hpp"
+#include "epwa/watermark.hpp"
+
+namespace epwa {
+class Tokenizer;
+}
+
+namespace epwa::attack {
+
+// What a green list is keyed by. EPW-A: the top-1 expert at the watermark layer of the previous
+// position (E contexts). KGW baseline: the previous token (V contexts).
+enum class Scheme { Epwa, Kgw };
+std::string_view scheme_name(Scheme s);          // "epwa", "kgw"
+Scheme scheme_from_name(std::string_view name);  // throws Error on an unknown name
+
+// The KGW-style baseline's green lists, a baseline and not part of EPW-A: GL-v1 (docs/SPEC.md,
+// section 2) with the previous token h in place of the expert and the key bytes prefixed with
+// "KGW-BASELINE:", i.e. k_h = HMAC("KGW-BASELINE:" || K, decimal(h) ":" router_hash). V lists,
+// each built on first use.
+std::shared_ptr<const GreenLists> make_kgw_green_lists(const Model& model, std::string_view key,
+                                                       double gamma);
+
+// The context of the next token while a sequence is being run: records the top-1 expert of the
+// latest router observation at the watermark layer (EPW-A) or the latest token pushed (KGW).
+class ContextTracker : public RouterObserver {
+ public:
+  ContextTracker(Scheme scheme, int32_t layer) : scheme_(scheme), layer_(layer) {}
+  void reset() { context_ = -1; }
+  void observe(const RouterObservation& obs) override;
+  void push(int32_t token);  // a token entered the sequence (the KGW context)
+  int32_t context() const;   // throws Error before any observation / token
+  Scheme scheme() const { return scheme_; }
+  int32_t layer() const { return layer_; }
+
+ private:
+  Scheme scheme_;
+  int32_t layer_;
+  int32_t context_ = -1;
+};
+
+// The context of every position of `tokens` from a teacher-forced pass: contexts[p] governs
+// token p + 1 (EPW-A: router_records at `layer`; KGW: the tokens themselves).
+std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const int32_t> tokens,
+                                 int32_t layer);
+
+// Adds bias(context, logits) to each step's raw logits; the context is tracked as above.
+class ContextBias : public LogitsProcessor {
+ public:
+  using Bias = std::function<void(int32_t context, std::span<float> logits)>;
+  ContextBias(Scheme scheme, int32_t layer, Bias bias)
+      : tracker_(scheme, layer), bias_(std::move(bias)) {}
+  void process(std::span<float> logits) override { bias_(tracker_.context(), logits); }
+  // generate() with this bias: the tracker sees the routers (EPW-A) and the tokens (KGW).
+  std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o);
+
+ private:
+  ContextTracker tracker_;
+  Bias bias_;
+};
+
+// The watermark under attack, with its secret key: generates and detects (full method, repeats
+// scored once, threshold 4).
+class Victim {
+ public:
+  // layer < 0 counts from the last MoE layer. Throws Error on an empty key or bad parameters.
+  Victim(const Model& model, Scheme scheme, std::string_view key, double gamma, double delta,
+         int32_t layer = -1);
+  std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
+                                const GenerateOptions& o);
+  DetectionResult detect(Model& model, std::span<const int32_t> tokens,
+                         int64_t prompt_tokens) const;
+  const GreenLists& lists() const { return *lists_; }
+  Scheme scheme() const { return scheme_; }
+  int32_t layer() const { return layer_; }
+
+ private:
+  Scheme scheme_;
+  int32_t layer_;
+  double delta_;
+  std::shared_ptr<const GreenLists> lists_;
+  Detector detector_;
+};
+
+// ---- the estimator ----
+
+// One (context, token) pair the attacker saw: how often the token followed the context in the
+// watermarked text, and how often the unwatermarked model would have produced it there (the sum
+// of its base probabilities at those positions).
+struct PairCount {
+  int32_t token = 0;
+  double observed = 0;
+  double expected = 0;
+};
+
+// The attacker's green scores: per context, the pairs seen at least once.
+class StolenLists {
+ public:
+  StolenLists(Scheme scheme, int32_t contexts, int32_t vocab)
+      : scheme_(scheme), vocab_(vocab), pairs_(static_cast<size_t>(contexts)) {}
+  // score = ln((observed + 1) / (expected + 1)): positive where the token came more often than the
+  // model predicts (the watermark's doing), 0 for pairs never seen.
+  static double score(const PairCount& p);
+  // The bias weight clamp(score, 0, 1): a pair seen e times more often than expected counts fully.
+  static double weight(const PairCount& p);
+  double weight(int32_t context, int32_t token) const;  // 0 for pairs never seen
+  // logits[v] += scale * weight(context, v) for every pair of the context seen.
+  void add_bias(int32_t context, double scale, std::span<float> logits) const;
+
+  void add(int32_t context, std::vector<PairCount> pairs);  // sorted by token, each seen
+  std::span<const PairCount> pairs(int32_t context) const;
+  Scheme scheme() const { return scheme_; }
+  int32_t contexts() const { return static_cast<int32_t>(pairs_.size()); }
+  int32_t vocab() const { return vocab_; }
+  int64_t observed_tokens = 0;
+  int64_t pair_count() const;
+
+ private:
+  Scheme scheme_;
+  int32_t vocab_;
+  std::vector<std::vector<PairCount>> pairs_;
+};
+
+struct ObservedText {
+  std::vector<int32_t> prompt;  // BOS and prompt (context only)
+  std::vector<int32_t> text;    // the watermarked tokens the attacker saw
+};
+
+// Learns green scores from `texts` in order, one teacher-forced pass each (the public model, no
+// key): returns one StolenLists per checkpoint, after the first checkpoints[i] text tokens (or all
+// of them when fewer). The base probabilities are the model's at `temperature` (the sampling
+// temperature of the watermarked text, public in the model's generation_config).
+std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
+                               std::span<const ObservedText> texts,
+                               std::span<const int64_t> checkpoints, float temperature,
+                               const std::function<void(int64_t done)>& progress = {});
+
+// How well the scores separate green from red (the truth from the key), as ROC AUC over the pairs
+// seen. One context (0.5 when its pairs are all green or all red):
+double context_auc(const StolenLists& stolen, const GreenLists& truth, int32_t context);
+struct ScoreQuality {
+  double auc_seen = 0.5;     // all contexts' pairs pooled
+  double auc_context = 0.5;  // context_auc averaged over the max_contexts contexts seen most
+  double precision = 0;      // fraction truly green among the pairs of weight > 0
+  int64_t estimated_green = 0;
+  // Over those contexts, the fraction of a green list the attacker holds with weight > 0: how
+  // much of it a spoofer can use.
+  double coverage = 0;
+};
+ScoreQuality score_quality(const StolenLists& stolen, const GreenLists& truth,
+                           int32_t max_contexts = 64);
+
+// ---- the attacks ----
+
+// Spoofing: generation with the public model and no key, each step biased by attack_delta times
+// the learned weights of its context.
+std::vector<int32_t> spoof(Model& model, const StolenLists& stolen, int32_t layer,
+                           double attack_delta, std::span<const int32_t> prompt,
+                           const GenerateOptions& o);
+
+// Scrubbing: substitutes floor(budget * |text|) tokens of a watermarked text, each by the most
+// likely of the model's top_k next tokens (given the rewritten prefix) other than the original.
+// Informed (stolen non-null): first at the positions whose token has the largest learned weight
+// (> 0), each by the most likely candidate of the smallest learned weight; the rest of the budget
+// at random positions. Blind (stolen null): all at random positions (drawn with `seed`), the
+// control that shows what the stolen lists add at the same budget.
+struct ScrubOptions {
+  double budget = 0.2;
+  int32_t top_k = 20;
+  uint64_t seed = 1;
+  std::vector<int32_t> suppress_tokens;  // never used as replacements
+};
+std::vector<int32_t> scrub(Model& model, Scheme scheme, int32_t layer, const StolenLists* stolen,
+                           std::span<const int32_t> prompt, std::span<const int32_t> text,
+                           const ScrubOptions& o);
+
+// ---- the harness (`epwa attack steal`) ----
+struct StealOptions {
+  std::string key = "epwa-steal";    // the victim's secret key
+  std::vector<std::string> prompts;  // first half: observed texts; second half: attacked texts
+  std::vector<int64_t> observed = {1000, 10000, 100000};  // N, watermarked tokens seen
+  std::vector<Scheme> schemes = {Scheme::Epwa, Scheme::Kgw};
+  int32_t tokens = 200;  // new tokens per text
+  int32_t texts = 20;    // texts spoofed and scrubbed per N
+  double gamma = 0.5, delta = 2.0;
+  double attack_delta = 4.0;
+  double scrub_budget = 0.2;
+  int32_t top_k = 20;
+  float temperature = 0.8f, top_p = 0.95f;
+  uint64_t seed = 1;
+  std::function<void(const std::string&)> progress;  // progress lines
+};
+// Runs every scheme and N; returns the results (layout in docs/THREAT_MODEL.md).
+nlohmann::json run_steal(Model& model, const Tokenizer& tok, const StealOptions& o);
+// The table printed on stdout, one row per scheme and N.
+std::string steal_table(const nlohmann::json& results);
+
+}  // namespace epwa::attack

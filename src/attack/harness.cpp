@@ -1,0 +1,301 @@
+// `epwa attack steal`: observe N watermarked tokens, steal, spoof and scrub, for each scheme and N.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "epwa/attack.hpp"
+#include "epwa/error.hpp"
+#include "epwa/eval.hpp"
+#include "epwa/session.hpp"
+#include "epwa/tokenizer.hpp"
+
+namespace epwa::attack {
+
+using nlohmann::json;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// One text after an attack (or none), as the real key sees it.
+struct Scored {
+  double z = 0;
+  bool detected = false;
+  int64_t scored = 0;  // tokens the detector scored (repeats of a (context, token) pair once)
+  double ppl = NAN;    // NaN for an empty text
+  double edit_rate = 0;
+};
+
+// Success is detection for a spoof, its absence for a scrub.
+json summary(const std::vector<Scored>& v, bool success_is_detected) {
+  std::vector<double> z, ppl, edits, scored;
+  int64_t detected = 0;
+  for (const Scored& s : v) {
+    z.push_back(s.z);
+    if (!std::isnan(s.ppl)) ppl.push_back(s.ppl);
+    edits.push_back(s.edit_rate);
+    scored.push_back(static_cast<double>(s.scored));
+    detected += s.detected;
+  }
+  const double rate =
+      v.empty() ? 0.0 : static_cast<double>(detected) / static_cast<double>(v.size());
+  return {{"texts", v.size()},
+          {"detected", rate},
+          {"success", success_is_detected ? rate : 1 - rate},
+          {"z_median", eval::median(z)},
+          {"z_mean", eval::mean(z)},
+          {"ppl_median", eval::median(ppl)},
+          {"ppl_mean", eval::mean(ppl)},
+          {"edit_rate", eval::mean(edits)},
+          {"scored_median", eval::median(scored)}};
+}
+
+class Harness {
+ public:
+  Harness(Model& model, const Tokenizer& tok, const StealOptions& o)
+      : model_(model), o_(o), layer_(model_router_layer(model, -1)) {
+    const ModelConfig& c = model.config();
+    for (int32_t id : non_text_token_ids(tok, c.vocab_size))
+      if (id != c.eos_token_id) suppress_.push_back(id);
+    for (const std::string& p : o.prompts) {
+      check(!p.empty(), "attack: a prompt is empty");
+      prompts_.push_back(tok.encode(p, true, false));
+    }
+    const size_t half = prompts_.size() / 2;
+    check(half >= 1, "attack: needs at least 2 prompts (half observed, half attacked)");
+    check(static_cast<size_t>(o.texts) <= prompts_.size() - half,
+          fmt::format("attack: --texts {} needs {} prompts (half of them are only observed); "
+                      "the prompts file has {}",
+                      o.texts, 2 * o.texts, prompts_.size()));
+    observe_.assign(prompts_.begin(), prompts_.begin() + static_cast<std::ptrdiff_t>(half));
+    attack_.assign(prompts_.begin() + static_cast<std::ptrdiff_t>(half),
+                   prompts_.begin() + static_cast<std::ptrdiff_t>(half + o.texts));
+  }
+
+  json run() {
+    checkpoints_ = o_.observed;
+    std::sort(checkpoints_.begin(), checkpoints_.end());
+    checkpoints_.erase(std::unique(checkpoints_.begin(), checkpoints_.end()), checkpoints_.end());
+    // Unwatermarked texts of the attacked prompts: the spoofer's control (same prompts, seeds).
+    say("generating " + std::to_string(attack_.size()) + " unwatermarked texts (spoof control)");
+    for (size_t i = 0; i < attack_.size(); ++i)
+      unbiased_.push_back(generate(nullptr, attack_[i], attack_seed(i)));
+    json schemes = json::array();
+    for (Scheme s : o_.schemes) schemes.push_back(run_scheme(s));
+    return {{"params", params()}, {"router_hash", router_hash(model_)}, {"schemes", schemes}};
+  }
+
+ private:
+  uint64_t attack_seed(size_t i) const { return o_.seed + 1000000 + i; }
+
+  void say(const std::string& s) const {
+    if (o_.progress) o_.progress(s);
+  }
+
+  GenerateOptions options(uint64_t seed) const {
+    GenerateOptions go;
+    go.max_new_tokens = o_.tokens;
+    go.sampling.temperature = o_.temperature;
+    go.sampling.top_p = o_.top_p;
+    go.sampling.seed = seed;
+    go.stop_tokens = {model_.config().eos_token_id};
+    go.suppress_tokens = suppress_;
+    return go;
+  }
+
+  std::vector<int32_t> strip_eos(std::vector<int32_t> t) const {
+    if (!t.empty() && t.back() == model_.config().eos_token_id) t.pop_back();
+    return t;
+  }
+
+  // victim null: no watermark.
+  std::vector<int32_t> generate(Victim* victim, std::span<const int32_t> prompt, uint64_t seed) {
+    const GenerateOptions go = options(seed);
+    return strip_eos(victim ? victim->generate(model_, prompt, go)
+                            : epwa::generate(model_, prompt, go));
+  }
+
+  Scored score(const Victim& v, std::span<const int32_t> prompt, std::span<const int32_t> text) {
+    Scored s;
+    if (text.empty()) return s;
+    std::vector<int32_t> seq(prompt.begin(), prompt.end());
+    seq.insert(seq.end(), text.begin(), text.end());
+    const DetectionResult r = v.detect(model_, seq, static_cast<int64_t>(prompt.size()));
+    s.z = r.z;
+    s.detected = r.detected;
+    s.scored = r.n;
+    s.ppl = eval::perplexity_from_nll(
+        eval::token_nll(model_, seq, static_cast<int64_t>(prompt.size())));
+    return s;
+  }
+
+  Scored scrubbed(const Victim& v, const StolenLists* stolen, size_t i) {
+    ScrubOptions so;
+    so.budget = o_.scrub_budget;
+    so.top_k = o_.top_k;
+    so.seed = attack_seed(i);
+    so.suppress_tokens = suppress_;
+    const auto& text = marked_[i];
+    const auto out = scrub(model_, v.scheme(), layer_, stolen, attack_[i], text, so);
+    Scored s = score(v, attack_[i], out);
+    size_t changed = 0;
+    for (size_t k = 0; k < out.size(); ++k) changed += out[k] != text[k];
+    s.edit_rate = out.empty() ? 0 : static_cast<double>(changed) / static_cast<double>(out.size());
+    return s;
+  }
+
+  json run_scheme(Scheme scheme) {
+    const std::string name(scheme_name(scheme));
+    const auto t0 = Clock::now();
+    Victim victim(model_, scheme, o_.key, o_.gamma, o_.delta, layer_);
+    // The watermarked texts the attacker sees: observation prompts in turn, a new seed each.
+    std::vector<ObservedText> seen;
+    int64_t total = 0;
+    for (size_t k = 0; total < checkpoints_.back(); ++k) {
+      ObservedText x{observe_[k % observe_.size()], {}};
+      x.text = generate(&victim, x.prompt, o_.seed + k);
+      total += static_cast<int64_t>(x.text.size());
+      seen.push_back(std::move(x));
+      if (seen.size() % 25 == 0 || total >= checkpoints_.back())
+        say(fmt::format("{}: observed {} of {} tokens ({} texts)", name,
+                        std::min(total, checkpoints_.back()), checkpoints_.back(), seen.size()));
+    }
+    const double observe_s = seconds_since(t0);
+    // The victim's texts from the attacked prompts: what the scrubber rewrites.
+    marked_.clear();
+    for (size_t i = 0; i < attack_.size(); ++i)
+      marked_.push_back(generate(&victim, attack_[i], attack_seed(i)));
+
+    const auto t1 = Clock::now();
+    say(name + ": stealing (teacher-forced passes over the observed texts)");
+    int64_t next_report = checkpoints_.back() / 10;  // a line every tenth of the tokens
+    const std::vector<StolenLists> stolen =
+        steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, [&](int64_t done) {
+          if (done < next_report) return;
+          say(fmt::format("{}: stole from {} of {} tokens", name, done, checkpoints_.back()));
+          next_report += checkpoints_.back() / 10;
+        });
+    const double steal_s = seconds_since(t1);
+
+    std::vector<Scored> base, marked, blind;
+    for (size_t i = 0; i < attack_.size(); ++i) {
+      base.push_back(score(victim, attack_[i], unbiased_[i]));
+      marked.push_back(score(victim, attack_[i], marked_[i]));
+      blind.push_back(scrubbed(victim, nullptr, i));
+    }
+    const auto t2 = Clock::now();
+    json rows = json::array();
+    for (size_t c = 0; c < stolen.size(); ++c) {
+      say(fmt::format("{}: spoofing and scrubbing with N = {}", name, checkpoints_[c]));
+      std::vector<Scored> spoofed, scrubs;
+      for (size_t i = 0; i < attack_.size(); ++i) {
+        const auto text = strip_eos(
+            spoof(model_, stolen[c], layer_, o_.attack_delta, attack_[i], options(attack_seed(i))));
+        spoofed.push_back(score(victim, attack_[i], text));
+        scrubs.push_back(scrubbed(victim, &stolen[c], i));
+      }
+      const ScoreQuality q = score_quality(stolen[c], victim.lists());
+      rows.push_back({{"n", checkpoints_[c]},
+                      {"observed_tokens", stolen[c].observed_tokens},
+                      {"pairs", stolen[c].pair_count()},
+                      {"estimated_green", q.estimated_green},
+                      {"precision", q.precision},
+                      {"auc_seen", q.auc_seen},
+                      {"auc_context", q.auc_context},
+                      {"coverage", q.coverage},
+                      {"spoof", summary(spoofed, true)},
+                      {"scrub", summary(scrubs, false)}});
+    }
+    return {
+        {"scheme", name},
+        {"contexts", victim.lists().num_experts()},
+        {"observed_texts", seen.size()},
+        {"unbiased", summary(base, true)},
+        {"watermarked", summary(marked, false)},  // success: not detected unattacked
+        {"blind_scrub", summary(blind, false)},
+        {"rows", rows},
+        {"seconds", {{"observe", observe_s}, {"steal", steal_s}, {"attacks", seconds_since(t2)}}}};
+  }
+
+  json params() const {
+    std::vector<std::string> schemes;
+    for (Scheme s : o_.schemes) schemes.emplace_back(scheme_name(s));
+    return {{"observed", checkpoints_},
+            {"schemes", schemes},
+            {"tokens", o_.tokens},
+            {"texts", o_.texts},
+            {"gamma", o_.gamma},
+            {"delta", o_.delta},
+            {"attack_delta", o_.attack_delta},
+            {"scrub_budget", o_.scrub_budget},
+            {"top_k", o_.top_k},
+            {"temperature", o_.temperature},
+            {"top_p", o_.top_p},
+            {"seed", o_.seed},
+            {"router_layer", layer_},
+            {"prompts", o_.prompts.size()}};
+  }
+
+  Model& model_;
+  const StealOptions& o_;
+  int32_t layer_;
+  std::vector<int32_t> suppress_;
+  std::vector<std::vector<int32_t>> prompts_, observe_, attack_;
+  std::vector<int64_t> checkpoints_;
+  std::vector<std::vector<int32_t>> unbiased_, marked_;
+};
+
+}  // namespace
+
+json run_steal(Model& model, const Tokenizer& tok, const StealOptions& o) {
+  check(!o.observed.empty(), "attack: give at least one number of observed tokens");
+  for (int64_t n : o.observed) check(n > 0, "attack: observed token counts must be > 0");
+  check(!o.schemes.empty(), "attack: no scheme to attack");
+  check(o.tokens > 0, "attack: --tokens must be > 0");
+  check(o.texts > 0, "attack: --texts must be > 0");
+  check(o.temperature > 0, "attack: --temperature must be > 0 (the base distribution)");
+  return Harness(model, tok, o).run();
+}
+
+std::string steal_table(const json& r) {
+  std::string s =
+      "| scheme | N observed | pairs | AUC seen / per context | precision | coverage | spoof "
+      "success "
+      "| spoof z | spoof ppl | scrub success | scrub z | scrub ppl | edits |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  auto pct = [](const json& x) { return fmt::format("{:.0f}%", 100 * x["success"].get<double>()); };
+  auto num = [](const json& x, const char* k) { return fmt::format("{:.2f}", x[k].get<double>()); };
+  for (const json& sc : r["schemes"]) {
+    const std::string name = sc["scheme"];
+    const json& u = sc["unbiased"];
+    const json& m = sc["watermarked"];
+    const json& b = sc["blind_scrub"];
+    s += fmt::format("| {} | 0 (no attack) | - | - | - | - | {} | {} | {} | {} | {} | {} | 0% |\n",
+                     name, pct(u), num(u, "z_median"), num(u, "ppl_median"), pct(m),
+                     num(m, "z_median"), num(m, "ppl_median"));
+    s += fmt::format(
+        "| {} | 0 (blind scrub) | - | - | - | - | - | - | - | {} | {} | {} | {:.0f}% |\n", name,
+        pct(b), num(b, "z_median"), num(b, "ppl_median"), 100 * b["edit_rate"].get<double>());
+    for (const json& row : sc["rows"]) {
+      const json& sp = row["spoof"];
+      const json& sr = row["scrub"];
+      s += fmt::format(
+          "| {} | {} | {} | {:.3f} / {:.3f} | {:.2f} | {:.3f} | {} | {} | {} | {} | {} | {} | "
+          "{:.0f}% |\n",
+          name, row["observed_tokens"].get<int64_t>(), row["pairs"].get<int64_t>(),
+          row["auc_seen"].get<double>(), row["auc_context"].get<double>(),
+          row["precision"].get<double>(), row["coverage"].get<double>(), pct(sp),
+          num(sp, "z_median"), num(sp, "ppl_median"), pct(sr), num(sr, "z_median"),
+          num(sr, "ppl_median"), 100 * sr["edit_rate"].get<double>());
+    }
+  }
+  return s;
+}
+
+}  // namespace epwa::attack

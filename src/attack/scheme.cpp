@@ -1,0 +1,114 @@
+// The two schemes under attack (EPW-A and the KGW-style baseline): their contexts, green lists,
+// generation and detection.
+#include <string>
+
+#include "epwa/attack.hpp"
+#include "epwa/error.hpp"
+#include "epwa/session.hpp"
+
+namespace epwa::attack {
+
+std::string_view scheme_name(Scheme s) {
+  return s == Scheme::Epwa ? "epwa" : "kgw";
+}
+
+Scheme scheme_from_name(std::string_view name) {
+  if (name == "epwa") return Scheme::Epwa;
+  if (name == "kgw") return Scheme::Kgw;
+  throw Error("unknown scheme '" + std::string(name) + "' (epwa or kgw)");
+}
+
+std::shared_ptr<const GreenLists> make_kgw_green_lists(const Model& model, std::string_view key,
+                                                       double gamma) {
+  check(!key.empty(), "watermark key is empty");
+  // A prefixed key keeps the baseline's lists independent of EPW-A's under the same key (token h
+  // and expert h would otherwise share a list).
+  const std::string kgw_key = "KGW-BASELINE:" + std::string(key);
+  const int32_t v = model.config().vocab_size;
+  return std::make_shared<const GreenLists>(kgw_key, router_hash(model), v, gamma, v);
+}
+
+void ContextTracker::observe(const RouterObservation& obs) {
+  if (scheme_ == Scheme::Epwa && obs.layer == layer_) context_ = top1_expert(obs.logits).expert;
+}
+
+void ContextTracker::push(int32_t token) {
+  if (scheme_ == Scheme::Kgw) context_ = token;
+}
+
+int32_t ContextTracker::context() const {
+  check(context_ >= 0, "attack: no context yet (no router observation or token)");
+  return context_;
+}
+
+std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const int32_t> tokens,
+                                 int32_t layer) {
+  if (scheme == Scheme::Kgw) return {tokens.begin(), tokens.end()};
+  std::vector<int32_t> out;
+  out.reserve(tokens.size());
+  for (const RouterRecord& r : router_records(model, tokens, layer)) out.push_back(r.expert);
+  return out;
+}
+
+std::vector<int32_t> ContextBias::generate(Model& model, std::span<const int32_t> prompt,
+                                           GenerateOptions o) {
+  check(!prompt.empty(), "attack: the prompt is empty");
+  check(o.processor == nullptr, "attack: another logits processor is already set");
+  tracker_.reset();
+  tracker_.push(prompt.back());
+  ObserverFan fan{&tracker_, o.observer};
+  o.observer = &fan;
+  o.processor = this;
+  o.on_token = [this, next = std::move(o.on_token)](int32_t t) {
+    tracker_.push(t);
+    if (next) next(t);
+  };
+  return epwa::generate(model, prompt, o);
+}
+
+Victim::Victim(const Model& model, Scheme scheme, std::string_view key, double gamma, double delta,
+               int32_t layer)
+    : scheme_(scheme),
+      layer_(model_router_layer(model, layer)),
+      delta_(delta),
+      lists_(scheme == Scheme::Epwa ? make_green_lists(model, key, gamma)
+                                    : make_kgw_green_lists(model, key, gamma)),
+      detector_(lists_) {
+  check(delta >= 0 && delta <= kMaxDelta, "attack: delta must be in [0, 1e4]");
+}
+
+std::vector<int32_t> Victim::generate(Model& model, std::span<const int32_t> prompt,
+                                      const GenerateOptions& o) {
+  if (scheme_ == Scheme::Epwa) {
+    WatermarkConfig cfg;
+    cfg.gamma = lists_->gamma();
+    cfg.delta = delta_;
+    cfg.router_layer = layer_;
+    return Watermarker(model, lists_, cfg).generate(model, prompt, o);
+  }
+  const GreenLists& lists = *lists_;
+  const auto delta = static_cast<float>(delta_);
+  ContextBias kgw(scheme_, layer_, [&lists, delta](int32_t prev, std::span<float> logits) {
+    const std::span<const uint64_t> bits = lists.bits(prev);
+    for (size_t v = 0; v < logits.size(); ++v)
+      if ((bits[v / 64] >> (v % 64)) & 1) logits[v] += delta;
+  });
+  return kgw.generate(model, prompt, o);
+}
+
+DetectionResult Victim::detect(Model& model, std::span<const int32_t> tokens,
+                               int64_t prompt_tokens) const {
+  if (scheme_ == Scheme::Epwa)
+    return detect_tokens(model, detector_, tokens, prompt_tokens, layer_);
+  // KGW: the "expert" governing token t is token t - 1 (so repeats are (previous, token) pairs).
+  std::vector<RouterRecord> records;
+  records.reserve(tokens.size());
+  for (int32_t t : tokens) records.push_back({t, 1.0f});
+  DetectionInput in;
+  in.tokens = tokens;
+  in.prompt_tokens = prompt_tokens;
+  in.records = records;
+  return detector_.detect(in);
+}
+
+}  // namespace epwa::attack

@@ -1,0 +1,245 @@
+// The estimator: per (context, token), how often the token followed the context in watermarked
+// text against how often the public model alone would have produced it there.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <tuple>
+
+#include "epwa/attack.hpp"
+#include "epwa/error.hpp"
+#include "epwa/eval.hpp"
+#include "epwa/session.hpp"
+
+namespace epwa::attack {
+
+double StolenLists::score(const PairCount& p) {
+  return std::log((p.observed + 1.0) / (p.expected + 1.0));
+}
+
+double StolenLists::weight(const PairCount& p) {
+  return std::clamp(score(p), 0.0, 1.0);
+}
+
+std::span<const PairCount> StolenLists::pairs(int32_t context) const {
+  check(context >= 0 && context < contexts(), "attack: context out of range");
+  return pairs_[static_cast<size_t>(context)];
+}
+
+double StolenLists::weight(int32_t context, int32_t token) const {
+  const auto p = pairs(context);
+  const auto it = std::lower_bound(p.begin(), p.end(), token,
+                                   [](const PairCount& a, int32_t t) { return a.token < t; });
+  return it != p.end() && it->token == token ? weight(*it) : 0.0;
+}
+
+void StolenLists::add_bias(int32_t context, double scale, std::span<float> logits) const {
+  for (const PairCount& p : pairs(context))
+    if (const double w = weight(p); w > 0 && p.token < static_cast<int32_t>(logits.size()))
+      logits[static_cast<size_t>(p.token)] += static_cast<float>(scale * w);
+}
+
+void StolenLists::add(int32_t context, std::vector<PairCount> pairs) {
+  check(context >= 0 && context < contexts(), "attack: context out of range");
+  pairs_[static_cast<size_t>(context)] = std::move(pairs);
+}
+
+int64_t StolenLists::pair_count() const {
+  int64_t n = 0;
+  for (const auto& p : pairs_) n += static_cast<int64_t>(p.size());
+  return n;
+}
+
+namespace {
+
+// The pairs of one context whose counts are kept, sorted by token.
+struct Tracked {
+  std::vector<int32_t> tokens;
+  std::vector<double> observed, expected;
+  size_t index(int32_t token) const {
+    return static_cast<size_t>(std::lower_bound(tokens.begin(), tokens.end(), token) -
+                               tokens.begin());
+  }
+};
+
+// EPW-A: every token of every expert (E x V is small). KGW: only the (previous, next) pairs that
+// occur in the texts (V x V is not small); a pair first seen after a checkpoint has no weight at
+// that checkpoint, so tracking it from the start leaks nothing.
+std::vector<Tracked> tracked_pairs(Scheme scheme, int32_t contexts, int32_t vocab,
+                                   std::span<const ObservedText> texts, int64_t limit) {
+  std::vector<Tracked> t(static_cast<size_t>(contexts));
+  if (scheme == Scheme::Epwa) {
+    for (Tracked& c : t) {
+      c.tokens.resize(static_cast<size_t>(vocab));
+      std::iota(c.tokens.begin(), c.tokens.end(), 0);
+    }
+  } else {
+    int64_t seen = 0;
+    for (const ObservedText& x : texts) {
+      int32_t prev = x.prompt.back();
+      for (int32_t tok : x.text) {
+        if (seen++ == limit) break;
+        t[static_cast<size_t>(prev)].tokens.push_back(tok);
+        prev = tok;
+      }
+    }
+    for (Tracked& c : t) {
+      std::sort(c.tokens.begin(), c.tokens.end());
+      c.tokens.erase(std::unique(c.tokens.begin(), c.tokens.end()), c.tokens.end());
+    }
+  }
+  for (Tracked& c : t) {
+    c.observed.assign(c.tokens.size(), 0.0);
+    c.expected.assign(c.tokens.size(), 0.0);
+  }
+  return t;
+}
+
+StolenLists snapshot(Scheme scheme, int32_t vocab, const std::vector<Tracked>& tracked,
+                     int64_t observed_tokens) {
+  StolenLists s(scheme, static_cast<int32_t>(tracked.size()), vocab);
+  s.observed_tokens = observed_tokens;
+  for (size_t c = 0; c < tracked.size(); ++c) {
+    const Tracked& t = tracked[c];
+    std::vector<PairCount> seen;
+    for (size_t i = 0; i < t.tokens.size(); ++i)
+      if (t.observed[i] > 0) seen.push_back({t.tokens[i], t.observed[i], t.expected[i]});
+    s.add(static_cast<int32_t>(c), std::move(seen));
+  }
+  return s;
+}
+
+// Keeps the top-1 expert of one layer, one entry per position.
+struct ExpertRecorder : RouterObserver {
+  int32_t layer = 0;
+  std::vector<int32_t> experts;
+  void observe(const RouterObservation& o) override {
+    if (o.layer == layer) experts.push_back(top1_expert(o.logits).expert);
+  }
+};
+
+}  // namespace
+
+std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
+                               std::span<const ObservedText> texts,
+                               std::span<const int64_t> checkpoints, float temperature,
+                               const std::function<void(int64_t)>& progress) {
+  check(!checkpoints.empty(), "attack: no checkpoint (numbers of observed tokens)");
+  check(std::is_sorted(checkpoints.begin(), checkpoints.end()) && checkpoints.front() > 0,
+        "attack: checkpoints must be positive and ascending");
+  check(temperature > 0, "attack: the base distribution needs a temperature > 0");
+  const ModelConfig& c = model.config();
+  const int32_t vocab = c.vocab_size;
+  const int32_t contexts = scheme == Scheme::Epwa ? c.num_experts : vocab;
+  layer = model_router_layer(model, layer);
+  for (const ObservedText& x : texts) check(!x.prompt.empty(), "attack: a prompt is empty");
+  std::vector<Tracked> tracked = tracked_pairs(scheme, contexts, vocab, texts, checkpoints.back());
+
+  std::vector<StolenLists> out;
+  int64_t seen = 0;
+  std::vector<double> probs(static_cast<size_t>(vocab));
+  const double inv_t = 1.0 / temperature;
+  for (const ObservedText& x : texts) {
+    if (out.size() == checkpoints.size()) break;
+    const auto m = static_cast<size_t>(
+        std::min<int64_t>(static_cast<int64_t>(x.text.size()), checkpoints.back() - seen));
+    if (m == 0) continue;
+    // The governing positions: the last prompt token and the text but its last kept token.
+    std::vector<int32_t> seq = x.prompt;
+    seq.insert(seq.end(), x.text.begin(), x.text.begin() + static_cast<std::ptrdiff_t>(m) - 1);
+    const size_t first = x.prompt.size() - 1;
+    ExpertRecorder rec;
+    rec.layer = layer;
+    ForwardOptions fo;
+    fo.all_logits = true;
+    if (scheme == Scheme::Epwa) {
+      fo.observer = &rec;
+      fo.watch = {layer};
+    }
+    Context cache = model.make_context(static_cast<int64_t>(seq.size()));
+    constexpr size_t kChunk = 256;  // bounds the logits held at once to 256 x V floats
+    for (size_t at = 0; at < seq.size(); at += kChunk) {
+      const auto part =
+          std::span<const int32_t>(seq).subspan(at, std::min(kChunk, seq.size() - at));
+      const std::vector<float> logits = model.forward(part, cache, fo);
+      for (size_t i = 0; i < part.size(); ++i) {
+        const size_t p = at + i;
+        if (p < first) continue;
+        const float* row = logits.data() + i * static_cast<size_t>(vocab);
+        const double mx = *std::max_element(row, row + vocab);
+        double z = 0;
+        for (int32_t v = 0; v < vocab; ++v)
+          z += probs[static_cast<size_t>(v)] = std::exp((row[v] - mx) * inv_t);
+        const int32_t ctx = scheme == Scheme::Epwa ? rec.experts[p] : seq[p];
+        Tracked& t = tracked[static_cast<size_t>(ctx)];
+        for (size_t k = 0; k < t.tokens.size(); ++k)
+          t.expected[k] += probs[static_cast<size_t>(t.tokens[k])] / z;
+        t.observed[t.index(x.text[p - first])] += 1;
+        if (++seen == checkpoints[out.size()]) {
+          out.push_back(snapshot(scheme, vocab, tracked, seen));
+          if (out.size() == checkpoints.size()) break;
+        }
+      }
+      if (out.size() == checkpoints.size()) break;
+    }
+    if (progress) progress(seen);
+  }
+  // Fewer tokens than the largest checkpoints: those get everything seen.
+  while (out.size() < checkpoints.size()) out.push_back(snapshot(scheme, vocab, tracked, seen));
+  return out;
+}
+
+namespace {
+
+double auc_or_half(const std::vector<double>& pos, const std::vector<double>& neg) {
+  return pos.empty() || neg.empty() ? 0.5 : eval::roc_auc(pos, neg);
+}
+
+}  // namespace
+
+double context_auc(const StolenLists& stolen, const GreenLists& truth, int32_t context) {
+  std::vector<double> pos, neg;
+  for (const PairCount& p : stolen.pairs(context))
+    (truth.is_green(context, p.token) ? pos : neg).push_back(StolenLists::score(p));
+  return auc_or_half(pos, neg);
+}
+
+ScoreQuality score_quality(const StolenLists& stolen, const GreenLists& truth,
+                           int32_t max_contexts) {
+  check(truth.num_experts() == stolen.contexts() && truth.vocab_size() == stolen.vocab(),
+        "attack: the green lists do not match the stolen lists");
+  ScoreQuality q;
+  std::vector<double> pos, neg;
+  int64_t green_est = 0;
+  std::vector<std::tuple<double, int32_t, int64_t>> busiest;  // (-observations, context, green)
+  for (int32_t c = 0; c < stolen.contexts(); ++c) {
+    double n = 0;
+    int64_t held = 0;
+    for (const PairCount& p : stolen.pairs(c)) {
+      const bool green = truth.is_green(c, p.token);
+      (green ? pos : neg).push_back(StolenLists::score(p));
+      if (StolenLists::weight(p) > 0) {
+        ++q.estimated_green;
+        held += green;
+      }
+      n += p.observed;
+    }
+    green_est += held;
+    if (n > 0) busiest.emplace_back(-n, c, held);
+  }
+  q.auc_seen = auc_or_half(pos, neg);
+  q.precision = q.estimated_green > 0 ? static_cast<double>(green_est) / q.estimated_green : 0;
+  std::sort(busiest.begin(), busiest.end());
+  busiest.resize(std::min(busiest.size(), static_cast<size_t>(max_contexts)));
+  double auc = 0, coverage = 0;
+  for (const auto& [n, c, held] : busiest) {
+    auc += context_auc(stolen, truth, c);
+    coverage += static_cast<double>(held) / truth.green_count();
+  }
+  if (!busiest.empty()) {
+    q.auc_context = auc / static_cast<double>(busiest.size());
+    q.coverage = coverage / static_cast<double>(busiest.size());
+  }
+  return q;
+}
+
+}  // namespace epwa::attack

@@ -1,0 +1,63 @@
+// `epwa attack steal` through the command line: a small run's table and JSON, and one-line errors
+// with exit 2 for bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "support/run_cli.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void expect_error(const std::string& args, const std::string& needle) {
+  const auto r = epwa_test::run_cli("attack steal -q " + args);
+  EXPECT_EQ(r.code, 2) << args << ": " << r.out;
+  EXPECT_NE(r.out.find("epwa: error: "), std::string::npos) << args << ": " << r.out;
+  EXPECT_NE(r.out.find(needle), std::string::npos) << args << ": " << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << ": " << r.out;
+}
+
+TEST(AttackCli, BadInputIsOneLineAndExit2) {
+  expect_error("--observed 0", "--observed");
+  expect_error("--observed 100,x", "--observed");
+  expect_error("--schemes epwa,foo", "unknown scheme 'foo'");
+  expect_error("--scrub-budget 2", "--scrub-budget");
+  expect_error("--prompts /nonexistent/prompts.txt", "/nonexistent/prompts.txt");
+  expect_error("--texts 150 --observed 100", "--texts 150 needs 300 prompts");
+  expect_error("--temperature 0", "--temperature");
+  const auto r = epwa_test::run_cli("attack");
+  EXPECT_EQ(r.code, 2) << r.out;
+}
+
+TEST(AttackCli, SmallRunPrintsTableAndJson) {
+  const fs::path out =
+      fs::temp_directory_path() / ("epwa-attack-" + std::to_string(::getpid()) + ".json");
+  const auto r = epwa_test::run_cli(
+      "attack steal -q --observed 100,300 --texts 2 --tokens 40 --json-out " + out.string(),
+      epwa_test::Stderr::Drop);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("| scheme | N observed |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| epwa | 300 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| kgw | 100 |"), std::string::npos) << r.out;
+  std::ifstream f(out);
+  const nlohmann::json j = nlohmann::json::parse(f);
+  fs::remove(out);
+  ASSERT_EQ(j["schemes"].size(), 2u);
+  EXPECT_EQ(j["schemes"][0]["scheme"], "epwa");
+  EXPECT_EQ(j["schemes"][0]["contexts"], 8);
+  EXPECT_EQ(j["schemes"][1]["contexts"], 8000);
+  for (const auto& s : j["schemes"]) {
+    ASSERT_EQ(s["rows"].size(), 2u);
+    EXPECT_EQ(s["rows"][0]["observed_tokens"], 100);
+    EXPECT_EQ(s["rows"][1]["observed_tokens"], 300);
+    EXPECT_EQ(s["rows"][1]["spoof"]["texts"], 2);
+    EXPECT_GT(s["rows"][1]["spoof"]["ppl_median"].get<double>(), 1.0);
+  }
+  EXPECT_EQ(j["params"]["observed"], nlohmann::json({100, 300}));
+}
+
+}  // namespace

@@ -1,0 +1,225 @@
+// Watermark stealing on the bundled model: the estimator recovers the real green lists from a
+// few thousand watermarked tokens, the spoofer gets the real key to fire, the scrubber gets it to
+// stop; and the KGW-style baseline is what it claims to be.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+#include <numeric>
+
+#include "epwa/attack.hpp"
+#include "epwa/error.hpp"
+#include "epwa/eval.hpp"
+#include "epwa/session.hpp"
+#include "epwa/tokenizer.hpp"
+
+namespace fs = std::filesystem;
+using namespace epwa;
+using namespace epwa::attack;
+
+namespace {
+
+const fs::path kBundled = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+constexpr char kKey[] = "attack-test-key";
+
+const char* const kPrompts[] = {
+    "No sooner was her answer dispatched, than",
+    "A deed may be avoided by delivering it",
+    "And there went a man of the house of Levi, and took",
+    "While employed in God's work, we are under his",
+    "From his mighty bulk the whale affords a most",
+    "It was the best of times, it was the",
+    "The old man looked out over the sea and",
+    "In the beginning of the year the king",
+};
+
+// The bundled model, its tokenizer, and EPW-A texts observed once for the whole suite.
+class Steal : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = Model::load(kBundled).release();
+    tok_ = load_tokenizer(kBundled).release();
+    victim_ = new Victim(*model_, Scheme::Epwa, kKey, 0.5, 2.0);
+    // ~2400 watermarked tokens: 24 texts of 100 from the first 4 prompts.
+    observed_ = new std::vector<ObservedText>;
+    for (uint64_t k = 0; k < 24; ++k) {
+      ObservedText x{prompt(k % 4), {}};
+      x.text = victim_->generate(*model_, x.prompt, options(k, 100));
+      observed_->push_back(std::move(x));
+    }
+    const int64_t checkpoints[] = {2000};
+    stolen_ = new StolenLists(steal(*model_, Scheme::Epwa, -1, *observed_, checkpoints, 0.8f)[0]);
+  }
+  static void TearDownTestSuite() {
+    delete stolen_;
+    delete observed_;
+    delete victim_;
+    delete tok_;
+    delete model_;
+  }
+
+  static std::vector<int32_t> prompt(size_t i) { return tok_->encode(kPrompts[i], true, false); }
+  static GenerateOptions options(uint64_t seed, int32_t tokens) {
+    GenerateOptions go;
+    go.max_new_tokens = tokens;
+    go.sampling.temperature = 0.8f;
+    go.sampling.top_p = 0.95f;
+    go.sampling.seed = seed;
+    for (int32_t id : non_text_token_ids(*tok_, model_->config().vocab_size))
+      go.suppress_tokens.push_back(id);
+    return go;
+  }
+  static double z_of(const Victim& v, const std::vector<int32_t>& prompt,
+                     const std::vector<int32_t>& text) {
+    std::vector<int32_t> seq = prompt;
+    seq.insert(seq.end(), text.begin(), text.end());
+    return v.detect(*model_, seq, static_cast<int64_t>(prompt.size())).z;
+  }
+
+  static Model* model_;
+  static Tokenizer* tok_;
+  static Victim* victim_;
+  static std::vector<ObservedText>* observed_;
+  static StolenLists* stolen_;
+};
+Model* Steal::model_ = nullptr;
+Tokenizer* Steal::tok_ = nullptr;
+Victim* Steal::victim_ = nullptr;
+std::vector<ObservedText>* Steal::observed_ = nullptr;
+StolenLists* Steal::stolen_ = nullptr;
+
+TEST_F(Steal, ObservedTextsAreWatermarked) {
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_GT(z_of(*victim_, (*observed_)[i].prompt, (*observed_)[i].text), 4.0) << i;
+}
+
+TEST_F(Steal, CountsEveryObservedTokenOnce) {
+  EXPECT_EQ(stolen_->observed_tokens, 2000);
+  double observed = 0, expected = 0;
+  for (int32_t e = 0; e < stolen_->contexts(); ++e)
+    for (const PairCount& p : stolen_->pairs(e)) {
+      observed += p.observed;
+      expected += p.expected;
+    }
+  EXPECT_DOUBLE_EQ(observed, 2000.0);
+  // Expected counts are kept for the pairs seen only, so they add up to less than N.
+  EXPECT_GT(expected, 0.0);
+  EXPECT_LT(expected, 2000.0);
+}
+
+TEST_F(Steal, EstimatorRanksTrulyGreenAboveRedForEachExpert) {
+  const GreenLists& truth = victim_->lists();
+  int32_t experts_seen = 0;
+  for (int32_t e = 0; e < stolen_->contexts(); ++e) {
+    if (stolen_->pairs(e).size() < 50) continue;  // an expert the texts hardly reach
+    ++experts_seen;
+    EXPECT_GT(context_auc(*stolen_, truth, e), 0.75) << "expert " << e;
+  }
+  EXPECT_GE(experts_seen, 4);
+  const ScoreQuality q = score_quality(*stolen_, truth);
+  EXPECT_GT(q.auc_seen, 0.8);
+  EXPECT_GT(q.auc_context, 0.75);
+  EXPECT_GT(q.precision, 0.8);  // tokens weighted green are mostly green
+  EXPECT_GT(q.coverage, 0.0);
+  // A wrong key's lists are unrelated to the scores.
+  const auto wrong = make_green_lists(*model_, "another key", 0.5);
+  EXPECT_NEAR(score_quality(*stolen_, *wrong).auc_seen, 0.5, 0.08);
+}
+
+TEST_F(Steal, SpoofRaisesZUnderTheRealKey) {
+  double spoofed = 0, plain = 0;
+  for (size_t i = 4; i < 7; ++i) {
+    const auto p = prompt(i);
+    spoofed += z_of(*victim_, p, spoof(*model_, *stolen_, -1, 4.0, p, options(100 + i, 80)));
+    plain += z_of(*victim_, p, generate(*model_, p, options(100 + i, 80)));
+  }
+  EXPECT_GT(spoofed / 3, plain / 3 + 2.0) << "spoofed " << spoofed / 3 << ", plain " << plain / 3;
+  EXPECT_GT(spoofed / 3, 3.0);
+}
+
+TEST_F(Steal, ScrubLowersZMoreThanBlindEditsOfTheSameBudget) {
+  ScrubOptions so;
+  so.budget = 0.3;
+  double marked = 0, informed = 0, blind = 0;
+  for (size_t i = 4; i < 7; ++i) {
+    const auto p = prompt(i);
+    const auto text = victim_->generate(*model_, p, options(200 + i, 80));
+    const auto a = scrub(*model_, Scheme::Epwa, -1, stolen_, p, text, so);
+    const auto b = scrub(*model_, Scheme::Epwa, -1, nullptr, p, text, so);
+    ASSERT_EQ(a.size(), text.size());
+    size_t changed = 0;
+    for (size_t k = 0; k < a.size(); ++k) changed += a[k] != text[k];
+    EXPECT_LE(changed, static_cast<size_t>(0.3 * static_cast<double>(text.size())));
+    marked += z_of(*victim_, p, text);
+    informed += z_of(*victim_, p, a);
+    blind += z_of(*victim_, p, b);
+  }
+  EXPECT_LT(informed, marked - 3 * 2.0) << marked << " -> " << informed;
+  EXPECT_LT(informed, blind) << "informed " << informed << ", blind " << blind;
+}
+
+TEST_F(Steal, ZeroBudgetScrubChangesNothing) {
+  ScrubOptions so;
+  so.budget = 0;
+  const auto& x = (*observed_)[0];
+  EXPECT_EQ(scrub(*model_, Scheme::Epwa, -1, stolen_, x.prompt, x.text, so), x.text);
+  so.budget = 1.5;
+  EXPECT_THROW(scrub(*model_, Scheme::Epwa, -1, stolen_, x.prompt, x.text, so), Error);
+}
+
+TEST_F(Steal, CheckpointsArePrefixesOfTheObservedTokens) {
+  const std::vector<ObservedText> few(observed_->begin(), observed_->begin() + 3);
+  const int64_t checkpoints[] = {50, 150, 100000};
+  const auto s = steal(*model_, Scheme::Epwa, -1, few, checkpoints, 0.8f);
+  ASSERT_EQ(s.size(), 3u);
+  EXPECT_EQ(s[0].observed_tokens, 50);
+  EXPECT_EQ(s[1].observed_tokens, 150);
+  EXPECT_EQ(s[2].observed_tokens, 300);  // fewer tokens than asked: all of them
+  EXPECT_LE(s[0].pair_count(), s[1].pair_count());
+  const int64_t bad[] = {100, 50};
+  EXPECT_THROW(steal(*model_, Scheme::Epwa, -1, few, bad, 0.8f), Error);
+}
+
+TEST_F(Steal, KgwBaselineIsKeyedByThePreviousToken) {
+  const Victim kgw(*model_, Scheme::Kgw, kKey, 0.5, 2.0);
+  const int32_t v = model_->config().vocab_size;
+  EXPECT_EQ(kgw.lists().num_experts(), v);
+  // Its own lists, not EPW-A's under the same key.
+  int differ = 0;
+  for (int32_t t = 0; t < 200; ++t)
+    differ += kgw.lists().is_green(0, t) != victim_->lists().is_green(0, t);
+  EXPECT_GT(differ, 50);
+  Victim gen(*model_, Scheme::Kgw, kKey, 0.5, 2.0);
+  const auto p = prompt(5);
+  const auto marked = gen.generate(*model_, p, options(7, 100));
+  const auto plain = generate(*model_, p, options(7, 100));
+  EXPECT_GT(z_of(kgw, p, marked), 4.0);
+  EXPECT_LT(z_of(kgw, p, plain), 4.0);
+  // Each token is green in its predecessor's list: check the detector's count by hand.
+  std::vector<int32_t> seq = p;
+  seq.insert(seq.end(), marked.begin(), marked.end());
+  const DetectionResult r = kgw.detect(*model_, seq, static_cast<int64_t>(p.size()));
+  EXPECT_GT(r.g, r.n / 2);
+}
+
+TEST(StolenLists, ScoresAndWeights) {
+  EXPECT_DOUBLE_EQ(StolenLists::score({0, 0, 0}), 0.0);
+  EXPECT_NEAR(StolenLists::score({0, 3, 1}), std::log(2.0), 1e-12);
+  EXPECT_DOUBLE_EQ(StolenLists::weight({0, 1, 5}), 0.0);   // seen less than expected
+  EXPECT_DOUBLE_EQ(StolenLists::weight({0, 20, 1}), 1.0);  // clamped
+  StolenLists s(Scheme::Kgw, 4, 10);
+  s.add(2, {{3, 5, 0.1}, {7, 1, 3}});
+  EXPECT_GT(s.weight(2, 3), 0.99);
+  EXPECT_EQ(s.weight(2, 7), 0.0);
+  EXPECT_EQ(s.weight(1, 3), 0.0);
+  std::vector<float> logits(10, 0.0f);
+  s.add_bias(2, 4.0, logits);
+  EXPECT_FLOAT_EQ(logits[3], static_cast<float>(4.0 * s.weight(2, 3)));
+  EXPECT_EQ(std::accumulate(logits.begin(), logits.end(), 0.0f), logits[3]);
+  EXPECT_EQ(s.pair_count(), 2);
+  EXPECT_THROW(s.pairs(4), Error);
+  EXPECT_EQ(scheme_from_name("kgw"), Scheme::Kgw);
+  EXPECT_THROW(scheme_from_name("kgw2"), Error);
+}
+
+}  // namespace

@@ -1,0 +1,131 @@
+// epwa attack steal: watermark stealing, spoofing and scrubbing against EPW-A and a KGW-style
+// baseline (docs/THREAT_MODEL.md).
+#include "epwa/attack.hpp"
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "command.hpp"
+#include "common.hpp"
+#include "epwa/error.hpp"
+#include "epwa/files.hpp"
+#include "epwa/numbers.hpp"
+
+namespace epwa::cli {
+namespace {
+
+struct Args {
+  ModelArgs model;
+  attack::StealOptions o;
+  std::string prompts, observed = "1000,10000,100000", schemes = "epwa,kgw", json_out;
+  bool json = false;
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string part; std::getline(in, part, ',');) out.push_back(part);
+  return out;
+}
+
+std::vector<std::string> read_prompts(const std::string& path) {
+  std::ifstream f = open_input_file(path, "--prompts file");
+  std::vector<std::string> out;
+  for (std::string line; std::getline(f, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) out.push_back(line);
+  }
+  check(!f.bad(), "--prompts file '" + path + "' cannot be read");
+  return out;
+}
+
+void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
+  a->prompts =
+      (std::filesystem::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "prompts.txt").string();
+  a->model.add(steal);
+  steal.add_option("--key", a->o.key, "the victim's secret watermark key");
+  steal.add_option("--prompts", a->prompts,
+                   "prompts, one a line: the first half for observed texts, the second for "
+                   "attacked ones");
+  steal.add_option("--observed", a->observed,
+                   "numbers N of watermarked tokens the attacker sees, e.g. 1000,10000,100000");
+  steal.add_option("--schemes", a->schemes, "schemes attacked: epwa, kgw or both");
+  steal.add_option("--tokens", a->o.tokens, "new tokens per text")->check(whole_number(1, 1024));
+  steal.add_option("--texts", a->o.texts, "texts spoofed and scrubbed per N")
+      ->check(whole_number(1, 1000000));
+  steal.add_option("--gamma", a->o.gamma, "green-list fraction")
+      ->check(real_number({.lo = 0, .hi = 1, .lo_open = true, .hi_open = true}));
+  steal.add_option("--delta", a->o.delta, "the victim's watermark bias")
+      ->check(real_number({.lo = 0, .hi = kMaxDelta}));
+  steal
+      .add_option("--attack-delta", a->o.attack_delta,
+                  "the spoofer's bias toward tokens learned green")
+      ->check(real_number({.lo = 0, .hi = kMaxDelta}));
+  steal
+      .add_option("--scrub-budget", a->o.scrub_budget,
+                  "most tokens the scrubber substitutes, as a fraction of the text")
+      ->check(real_number({.lo = 0, .hi = 1}));
+  steal.add_option("--top-k", a->o.top_k, "the scrubber's replacements: the model's top k")
+      ->check(whole_number(1, 1000000));
+  steal
+      .add_option("--temperature", a->o.temperature,
+                  "sampling temperature (and the base "
+                  "distribution's)")
+      ->check(real_number({.lo = 0, .lo_open = true}));
+  steal.add_option("--top-p", a->o.top_p, "nucleus mass")
+      ->check(real_number({.lo = 0, .hi = 1, .lo_open = true}));
+  steal.add_option("--seed", a->o.seed, "first sampling seed")->check(unsigned_number());
+  steal.add_flag("--json", a->json, "print the results as JSON instead of the table");
+  steal.add_option("--json-out", a->json_out, "also write the results as JSON to this file");
+}
+
+int run_steal(Args& a) {
+  a.o.observed.clear();
+  for (const std::string& n : split(a.observed)) {
+    try {
+      a.o.observed.push_back(parse_whole_number(n, 1, 100000000));
+    } catch (const Error& e) {
+      throw Error(std::string("--observed: ") + e.what());
+    }
+  }
+  check(!a.o.observed.empty(), "--observed: give at least one number of tokens");
+  a.o.schemes.clear();
+  for (const std::string& s : split(a.schemes)) a.o.schemes.push_back(attack::scheme_from_name(s));
+  check(!a.o.schemes.empty(), "--schemes: give epwa, kgw or both");
+  a.o.prompts = read_prompts(a.prompts);
+  std::ofstream json_file;
+  if (!a.json_out.empty()) {
+    json_file.open(a.json_out, std::ios::binary);
+    check(json_file.good(), "--json-out '" + a.json_out + "' cannot be written");
+  }
+  a.o.progress = [](const std::string& s) { std::cerr << "[attack] " << s << std::endl; };
+  auto model = a.model.load();
+  const nlohmann::json r = attack::run_steal(*model, a.model.tokenizer(), a.o);
+  if (json_file.is_open()) {
+    json_file << r.dump(2) << "\n";
+    check(json_file.good(), "writing --json-out '" + a.json_out + "' failed");
+  }
+  if (a.json) {
+    std::cout << r.dump(2) << "\n";
+  } else {
+    std::cout << attack::steal_table(r);
+  }
+  return 0;
+}
+
+const Command kAttack{
+    "attack", "Attacks on the watermark: steal (learn green lists, then spoof and scrub)",
+    [](CLI::App& app) {
+      auto a = std::make_shared<Args>();
+      app.require_subcommand(1);
+      CLI::App* steal = app.add_subcommand(
+          "steal",
+          "Learn green lists from N watermarked tokens with the public model and no key, then "
+          "spoof and scrub; EPW-A against a KGW-style baseline (docs/THREAT_MODEL.md)");
+      add_steal(*steal, a);
+      return [a] { return run_steal(*a); };
+    }};
+
+}  // namespace
+}  // namespace epwa::cli
