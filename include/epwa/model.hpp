@@ -63,7 +63,8 @@ class Context {
   friend class Model;
   struct Seq {
     int64_t capacity = 0, size = 0;
-    std::vector<std::vector<float>> k, v;  // per layer: [capacity x kv_dim]
+    // Per layer: [capacity x kv_dim]; empty when the backend keeps the caches (keeps_kv_cache).
+    std::vector<std::vector<float>> k, v;
   };
   const Seq& at(int32_t seq) const;
   Seq& at(int32_t seq) { return const_cast<Seq&>(std::as_const(*this).at(seq)); }
