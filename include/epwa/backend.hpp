@@ -40,7 +40,8 @@ struct KvLayer {
   int32_t sequence = 0, layer = 0;
 };
 
-// The routing of n rows: k experts per row, best first, and the weights the model applies.
+// The routing of n rows: k experts per row, best first, and the weights the model applies (both
+// in activation memory, as route() writes them).
 struct Routing {
   const int32_t* topk;
   const float* weights;
