@@ -5,8 +5,11 @@
 // same).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <iostream>
 
 #include "epwa/export.hpp"
 #include "epwa/load_options.hpp"
@@ -17,19 +20,24 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// max |a - b| / max |b| over each row of v values; the worst row.
-double worst_rel(const std::vector<float>& a, const std::vector<float>& b, int64_t v) {
+// max |a - b| / max |b| over each row of v values, sorted.
+std::vector<double> row_rel(const std::vector<float>& a, const std::vector<float>& b, int64_t v) {
   EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
+  std::vector<double> rel;
   for (size_t r = 0; r * v < b.size(); ++r) {
     double num = 0, den = 0;
     for (int64_t j = 0; j < v; ++j) {
       num = std::max(num, std::fabs(double{a[r * v + j]} - b[r * v + j]));
       den = std::max(den, std::fabs(double{b[r * v + j]}));
     }
-    worst = std::max(worst, num / den);
+    rel.push_back(num / den);
   }
-  return worst;
+  std::sort(rel.begin(), rel.end());
+  return rel;
+}
+// The worst row.
+double worst_rel(const std::vector<float>& a, const std::vector<float>& b, int64_t v) {
+  return row_rel(a, b, v).back();
 }
 
 std::vector<int32_t> prompt(int64_t n, int32_t vocab) {
@@ -63,7 +71,10 @@ class Gpu : public ::testing::Test {
 
 // Quantized weights: the GPU multiplies the stored blocks with f32 activations, so it must equal
 // the CPU running the same blocks widened to f32 (the CPU's own quantized path rounds its
-// activations to 8 bits, which flips near-tied routings of these tiny random models).
+// activations to 8 bits, which flips near-tied routings of these tiny random models). A prompt's
+// products do so with EPWA_CUDA_GEMM=f32; on tensor cores (the default) they round weights and
+// activations to f16: most rows stay within a few 1e-4, a routing flipped by the rounding moves
+// its row more.
 TEST_F(Gpu, QuantizedWeightsEqualTheirF32WideningOnTheCpu) {
   for (const char* name : {"gqa", "qwen3moe"})
     for (epwa::DType type : {epwa::DType::Q8_0, epwa::DType::Q4_0, epwa::DType::Q4_K}) {
@@ -76,13 +87,22 @@ TEST_F(Gpu, QuantizedWeightsEqualTheirF32WideningOnTheCpu) {
       epwa::save_model_gguf(*epwa::Model::load(fs::path(EPWA_TEST_DATA_DIR) / "ref" / name), o, q);
       o.matrix_type = epwa::DType::F32;
       epwa::save_model_gguf(*epwa::Model::load(q), o, f);
-      epwa::LoadOptions gpu_opt;
-      auto gpu = epwa::Model::load(q, gpu_opt);
+      setenv("EPWA_CUDA_GEMM", "f32", 1);
+      auto gpu = epwa::Model::load(q);
+      unsetenv("EPWA_CUDA_GEMM");
+      auto tensor_cores = epwa::Model::load(q);
       ASSERT_EQ(gpu->backend().name(), "cuda");
       auto cpu = epwa::Model::load(f);
       // 130 tokens: the prompt path (cuBLAS) for the dense and the expert products.
-      const auto t = prompt(130, static_cast<int32_t>(cpu->config().vocab_size));
-      EXPECT_LE(worst_rel(logits(*gpu, t), logits(*cpu, t), cpu->config().vocab_size), 1e-4);
+      const int64_t v = cpu->config().vocab_size;
+      const auto t = prompt(130, static_cast<int32_t>(v));
+      const auto want = logits(*cpu, t);
+      EXPECT_LE(worst_rel(logits(*gpu, t), want, v), 1e-4);
+      const auto rel = row_rel(logits(*tensor_cores, t), want, v);
+      std::cout << "f16 prompt products, relative error per row: median " << rel[rel.size() / 2]
+                << ", 90% " << rel[rel.size() * 9 / 10] << ", worst " << rel.back() << "\n";
+      EXPECT_LE(rel[rel.size() / 2], 2e-3);
+      EXPECT_LE(rel[rel.size() * 9 / 10], 1e-2);
       EXPECT_EQ(epwa::router_hash(*gpu), epwa::router_hash(*epwa::Model::load(q)));
       fs::remove(q);
       fs::remove(f);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -23,13 +24,12 @@ namespace epwa::cuda {
 namespace {
 
 // Products of at least this many rows (a dense matrix's tokens; an expert's slots, on average over
-// the experts) run through cuBLAS: its f32 copy of the weights (6 to 10 bytes a weight to write
-// and read) pays once a weight serves many rows; below, the kernels read the stored weights once
-// per 8 rows. On the H100, 16 sequences decoded together (32 expert slots of 8 experts) through
-// cuBLAS ran at a tenth of llama.cpp's speed.
+// the experts) run through cuBLAS, where a weight serves many rows; below, the kernels read the
+// stored weights once per 8 rows. On the H100, 16 sequences decoded together (32 expert slots of 8
+// experts) through cuBLAS (f32, the weights copied) ran at a tenth of llama.cpp's speed.
 constexpr int64_t kGemmRows = 64, kGemmSlotsPerExpert = 32;
-// The weights are dequantized to f32 for it in slices of at most this many values (64 MiB).
-constexpr int64_t kSliceValues = int64_t{1} << 24;
+// Weights are dequantized for cuBLAS in slices of at most this many bytes.
+constexpr int64_t kSliceBytes = int64_t{64} << 20;
 
 void check_blas(cublasStatus_t st, const char* what) {
   if (st != CUBLAS_STATUS_SUCCESS)
@@ -48,11 +48,14 @@ struct Scratch : BackendScratch {
   DeviceBuffer cos, sin;
   int64_t rope_positions = 0;          // positions of the table on the device
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
-  DeviceBuffer tokens, g, u, y, xe, ye, wf, scores, grow_k, grow_v, order, tiles, counts;
+  DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
+      counts;
   std::map<std::pair<int32_t, int32_t>, KvCache> kv;  // by (sequence, layer)
   cublasHandle_t blas{};
+  bool exact;  // cuBLAS products in f32 (EPWA_CUDA_GEMM=f32)
 
-  Scratch(int64_t head_dim, float theta) : rope(head_dim, theta) {
+  Scratch(int64_t head_dim, float theta, bool exact_gemm)
+      : rope(head_dim, theta), exact(exact_gemm) {
     EPWA_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     check_blas(cublasCreate(&blas), "cublasCreate");
     check_blas(cublasSetStream(blas, stream), "cublasSetStream");
@@ -63,21 +66,47 @@ struct Scratch : BackendScratch {
   }
   void sync() const { EPWA_CUDA(cudaStreamSynchronize(stream)); }
 
-  // y (n x w.rows) = x (n x w.cols) W^T through cuBLAS in f32: W dequantized slice by slice into
-  // wf (the stream orders each slice's product before the next slice overwrites it).
+  // y (n x w.rows) = x (n x w.cols) W^T through cuBLAS. Tensor cores by default: activations in
+  // f16 (each row scaled by a power of two, undone on the product), F16 weights as stored, other
+  // types dequantized to f16 slice by slice, sums in f32. `exact` (and F32 weights): f32 SGEMM on
+  // weights dequantized to f32. The stream orders each slice's product before the next slice
+  // overwrites it.
   void gemm(const DevMatrix& w, const float* x, int64_t n, float* y) {
-    const int64_t slice = std::clamp<int64_t>(kSliceValues / w.cols, 1, w.rows);
-    float* wt = wf.get<float>(static_cast<size_t>(slice * w.cols) * sizeof(float));
+    const auto m = static_cast<int>(w.rows), nn = static_cast<int>(n), k = static_cast<int>(w.cols);
     const float one = 1, zero = 0;
-    for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
-      const int64_t rc = std::min(slice, w.rows - r0);
-      dequantize_rows(w, r0, rc, wt, stream);
-      check_blas(
-          cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rc), static_cast<int>(n),
-                      static_cast<int>(w.cols), &one, wt, static_cast<int>(w.cols), x,
-                      static_cast<int>(w.cols), &zero, y + r0, static_cast<int>(w.rows)),
-          "sgemm");
+    if (exact || w.type == DType::F32) {
+      const int64_t slice = std::clamp<int64_t>(kSliceBytes / 4 / w.cols, 1, w.rows);
+      float* wt = wf.get<float>(static_cast<size_t>(slice * w.cols) * sizeof(float));
+      for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
+        const int64_t rc = std::min(slice, w.rows - r0);
+        dequantize_rows(w, r0, rc, wt, stream);
+        check_blas(cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rc), nn, k, &one,
+                               wt, k, x, k, &zero, y + r0, m),
+                   "sgemm");
+      }
+      return;
     }
+    __half* xh = xhalf.get<__half>(static_cast<size_t>(n * w.cols) * sizeof(__half));
+    float* sc = xscale.get<float>(static_cast<size_t>(n) * sizeof(float));
+    to_half_rows(x, n, w.cols, xh, sc, stream);
+    const auto hgemm = [&](const void* a, int64_t r0, int64_t rc) {
+      check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rc), nn, k, &one, a,
+                              CUDA_R_16F, k, xh, CUDA_R_16F, k, &zero, y + r0, CUDA_R_32F, m,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "gemm (f16)");
+    };
+    if (w.type == DType::F16) {
+      hgemm(w.data, 0, w.rows);
+    } else {
+      const int64_t slice = std::clamp<int64_t>(kSliceBytes / 2 / w.cols, 1, w.rows);
+      __half* wt = wf.get<__half>(static_cast<size_t>(slice * w.cols) * sizeof(__half));
+      for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
+        const int64_t rc = std::min(slice, w.rows - r0);
+        dequantize_rows(w, r0, rc, wt, stream);
+        hgemm(wt, r0, rc);
+      }
+    }
+    unscale_rows(y, n, w.rows, sc, stream);
   }
 
   template <typename T>
@@ -114,8 +143,8 @@ int64_t row_bytes(const TensorView& t) {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, std::string description)
-      : device_(device), description_(std::move(description)) {}
+  CudaBackend(int device, std::string description, bool exact_gemm)
+      : device_(device), description_(std::move(description)), exact_gemm_(exact_gemm) {}
 
   std::string_view name() const override { return "cuda"; }
   std::string device() const override { return description_; }
@@ -123,7 +152,7 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
     EPWA_CUDA(cudaSetDevice(device_));
-    return std::make_unique<Scratch>(c.head_dim, c.rope_theta);
+    return std::make_unique<Scratch>(c.head_dim, c.rope_theta, exact_gemm_);
   }
 
   void reserve(BackendScratch& bs, int64_t positions) const override {
@@ -415,6 +444,7 @@ class CudaBackend final : public Backend {
 
   int device_;
   std::string description_;
+  bool exact_gemm_;
   mutable std::mutex mu_;
   mutable std::unordered_map<const std::byte*, DeviceBuffer> weights_;
   mutable std::unordered_map<const TensorView*, ExpertTable> tables_;
@@ -434,12 +464,17 @@ std::shared_ptr<const Backend> gpu_backend(std::string* why_not) {
                                   : std::string("no CUDA device");
     return nullptr;
   }
+  // The prompts' products: "f16" (tensor cores, the default) or "f32" (exact; docs/GPU.md).
+  const char* env = std::getenv("EPWA_CUDA_GEMM");
+  const std::string gemm = env && *env ? env : "f16";
+  if (gemm != "f16" && gemm != "f32")
+    throw Error("EPWA_CUDA_GEMM: '" + gemm + "' is neither f16 nor f32");
   cudaDeviceProp p{};
   EPWA_CUDA(cudaGetDeviceProperties(&p, 0));
   const double gib = static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024 * 1024);
   char desc[512];
   std::snprintf(desc, sizeof desc, "cuda:0 (%s, %.0f GiB, sm_%d%d)", p.name, gib, p.major, p.minor);
-  return std::make_shared<cuda::CudaBackend>(0, desc);
+  return std::make_shared<cuda::CudaBackend>(0, desc, gemm == "f32");
 }
 
 }  // namespace epwa

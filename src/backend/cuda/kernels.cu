@@ -306,12 +306,38 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
   }
 }
 
-template <DType T>
+template <DType T, typename Out>
 __global__ void dequantize_kernel(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t count,
-                                  int64_t cols, float* out) {
+                                  int64_t cols, Out* out) {
   const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (i >= count * cols) return;
-  out[i] = weight_at<T>(w + (r0 + i / cols) * row_bytes, i % cols);
+  const float v = weight_at<T>(w + (r0 + i / cols) * row_bytes, i % cols);
+  if constexpr (std::is_same_v<Out, float>)
+    out[i] = v;
+  else
+    out[i] = __float2half_rn(v);
+}
+
+// One block per row: the power of two that brings the row's largest magnitude into [2^13, 2^14)
+// (1 for a row of zeros), and the row times it in f16. Powers of two scale exactly, so a row loses
+// only f16's rounding, however large or small its values.
+__global__ void to_half_kernel(const float* x, int64_t cols, __half* out, float* scale) {
+  __shared__ float red[32];
+  const float* row = x + int64_t{blockIdx.x} * cols;
+  float m = 0;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) m = fmaxf(m, fabsf(row[j]));
+  m = block_reduce<float, true>(m, red);
+  int e = 0;
+  if (m > 0) frexpf(m, &e);  // m < 2^e
+  const float sc = m > 0 ? ldexpf(1.0f, 14 - e) : 1.0f;
+  if (threadIdx.x == 0) scale[blockIdx.x] = sc;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
+    out[int64_t{blockIdx.x} * cols + j] = __float2half_rn(row[j] * sc);
+}
+
+__global__ void unscale_kernel(float* y, int64_t count, int64_t rows, const float* scale) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i < count) y[i] /= scale[i / rows];
 }
 
 __global__ void gather_kernel(const float* src, const int32_t* idx, int64_t div, int64_t cols,
@@ -456,14 +482,38 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
   check_launch("expert linear kernel");
 }
 
-void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, float* out, cudaStream_t s) {
+namespace {
+template <typename Out>
+void dequantize_to(const DevMatrix& w, int64_t r0, int64_t count, Out* out, cudaStream_t s) {
   if (count * w.cols == 0) return;
   dispatch(w.type, [&](auto T) {
-    dequantize_kernel<decltype(T)::value>
+    dequantize_kernel<decltype(T)::value, Out>
         <<<static_cast<unsigned>(blocks_of(count * w.cols, 256)), 256, 0, s>>>(
             w.data, w.row_bytes, r0, count, w.cols, out);
   });
   check_launch("dequantize kernel");
+}
+}  // namespace
+
+void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, float* out, cudaStream_t s) {
+  dequantize_to(w, r0, count, out, s);
+}
+void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, __half* out, cudaStream_t s) {
+  dequantize_to(w, r0, count, out, s);
+}
+
+void to_half_rows(const float* x, int64_t n, int64_t cols, __half* out, float* scale,
+                  cudaStream_t s) {
+  if (n == 0) return;
+  to_half_kernel<<<static_cast<unsigned>(n), 256, 0, s>>>(x, cols, out, scale);
+  check_launch("to_half kernel");
+}
+
+void unscale_rows(float* y, int64_t n, int64_t rows, const float* scale, cudaStream_t s) {
+  if (n == 0 || rows == 0) return;
+  unscale_kernel<<<static_cast<unsigned>(blocks_of(n * rows, 256)), 256, 0, s>>>(y, n * rows, rows,
+                                                                                 scale);
+  check_launch("unscale kernel");
 }
 
 void gather_rows(const float* src, const int32_t* idx, int64_t count, int64_t div, int64_t cols,

@@ -1,6 +1,7 @@
 // The CUDA backend's kernels, launched on a stream. Pointers are device pointers; weights are
 // stored rows (`row_bytes` apart) of any DType, read element by element through weight_at.
 #pragma once
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -41,8 +42,16 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
                    int64_t row_bytes, const int32_t* topk, const ExpertGroups& g, int64_t slots,
                    int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s);
 
-// out = rows [r0, r0 + count) of w as f32 (count x cols values).
+// out = rows [r0, r0 + count) of w as f32 or f16 (count x cols values).
 void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, float* out, cudaStream_t s);
+void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, __half* out, cudaStream_t s);
+
+// out[i] = x[i] * scale[i] in f16 for n rows of cols values, scale[i] the power of two that brings
+// the row's largest magnitude into [2^13, 2^14) (f16 tops out at 65504).
+void to_half_rows(const float* x, int64_t n, int64_t cols, __half* out, float* scale,
+                  cudaStream_t s);
+// y[i] /= scale[i] for n rows of `rows` values: undoes to_half_rows' scale on a product's rows.
+void unscale_rows(float* y, int64_t n, int64_t rows, const float* scale, cudaStream_t s);
 
 // dst[i] = src row (idx[i] / div) (cols values) for i < count: a batch's rows in expert order.
 void gather_rows(const float* src, const int32_t* idx, int64_t count, int64_t div, int64_t cols,
