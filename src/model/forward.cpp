@@ -101,6 +101,20 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
   auto watched = [&](int32_t m) {
     return opt.watch.empty() || std::find(opt.watch.begin(), opt.watch.end(), m) != opt.watch.end();
   };
+  // The router logits and decisions of MoE layer m, to the observer.
+  auto observe = [&](int32_t m) {
+    block::download_routing(be, c, n, s);
+    const int64_t ne = c.num_experts, k = c.experts_per_token;
+    for (const Run& r : runs)
+      for (int64_t i = r.begin; i < r.begin + r.n; ++i)
+        opt.observer->observe({m,
+                               r.p0 + (i - r.begin),
+                               {s.router.data() + i * ne, static_cast<size_t>(ne)},
+                               {s.topk.data() + i * k, static_cast<size_t>(k)},
+                               {s.topw.data() + i * k, static_cast<size_t>(k)},
+                               r.seq});
+  };
+  bool deferred = false;
   std::vector<block::SeqRows>& seqs = s.seqs;  // kept in the scratch: no allocation per token
   seqs.resize(runs.size());
 
@@ -126,16 +140,12 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
     } else {
       block::route(be, c, L, xn, n, s);
       if (opt.observer && watched(m)) {
-        block::download_routing(be, c, n, s);
-        const int64_t ne = c.num_experts, k = c.experts_per_token;
-        for (const Run& r : runs)
-          for (int64_t i = r.begin; i < r.begin + r.n; ++i)
-            opt.observer->observe({m,
-                                   r.p0 + (i - r.begin),
-                                   {s.router.data() + i * ne, static_cast<size_t>(ne)},
-                                   {s.topk.data() + i * k, static_cast<size_t>(k)},
-                                   {s.topw.data() + i * k, static_cast<size_t>(k)},
-                                   r.seq});
+        // The last MoE layer's routing stays in its slots to the end: observed after the head is
+        // queued, so that a device backend waits once per token, not mid-pass.
+        if (m == n_moe - 1 && m != opt.stop_after_router)
+          deferred = true;
+        else
+          observe(m);
       }
       if (m == opt.stop_after_router) return {};
       block::moe(be, c, L, xn, n, o, s);
@@ -161,6 +171,7 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
   // Host activation memory: the head writes the result itself (no copy of a prompt's logits).
   float* ys[] = {be.host_memory() ? logits.data() : s.buf(be, Slot::Logits, std::ssize(logits))};
   be.linear(head, xn, rows_out, d, ys, *s.backend);
+  if (deferred) observe(n_moe - 1);
   if (!be.host_memory())
     be.download(logits.data(), ys[0], logits.size() * sizeof(float), *s.backend);
   return logits;
