@@ -87,10 +87,12 @@ TEST_F(Gpu, QuantizedWeightsEqualTheirF32WideningOnTheCpu) {
       epwa::save_model_gguf(*epwa::Model::load(fs::path(EPWA_TEST_DATA_DIR) / "ref" / name), o, q);
       o.matrix_type = epwa::DType::F32;
       epwa::save_model_gguf(*epwa::Model::load(q), o, f);
+      const epwa::LoadOptions gpu_opt;
       setenv("EPWA_CUDA_GEMM", "f32", 1);
-      auto gpu = epwa::Model::load(q);
+      auto gpu = epwa::Model::load(q, gpu_opt);
       unsetenv("EPWA_CUDA_GEMM");
-      auto tensor_cores = epwa::Model::load(q);
+      auto tensor_cores = epwa::Model::load(q, gpu_opt);
+      ASSERT_EQ(tensor_cores->backend().name(), "cuda");
       ASSERT_EQ(gpu->backend().name(), "cuda");
       auto cpu = epwa::Model::load(f);
       // 130 tokens: the prompt path (cuBLAS) for the dense and the expert products.

@@ -19,6 +19,7 @@
 #include "epwa/config.hpp"
 #include "epwa/ops.hpp"
 #include "kernels.hpp"
+#include "op_profile.hpp"
 
 namespace epwa::cuda {
 namespace {
@@ -207,6 +208,7 @@ class CudaBackend final : public Backend {
   }
   void download(void* dst, const void* src, size_t bytes, BackendScratch& bs) const override {
     Scratch& s = cast(bs);
+    auto timed = profile_.time(s.stream, "download");
     if (bytes > 0) EPWA_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s.stream));
     s.sync();
   }
@@ -215,24 +217,29 @@ class CudaBackend final : public Backend {
              BackendScratch& bs) const override {
     Scratch& s = cast(bs);
     const auto n = static_cast<int64_t>(tokens.size());
+    auto timed = profile_.time(s.stream, "embed");
     const int32_t* dt = s.upload(s.tokens, tokens.data(), n);
     cuda::embed(weight(table), table.dtype, row_bytes(table), dt, n, table.cols(), x, s.stream);
   }
 
   void add(float* x, const float* y, int64_t count, BackendScratch& bs) const override {
+    auto timed = profile_.time(cast(bs).stream, "add");
     cuda::add(x, y, count, cast(bs).stream);
   }
 
   void add_bias(const TensorView& b, float* y, int64_t n, BackendScratch& bs) const override {
+    auto timed = profile_.time(cast(bs).stream, "add_bias");
     cuda::add_bias(weight(b), b.dtype, b.numel(), y, n, cast(bs).stream);
   }
 
   void clamp(float* y, int64_t count, float limit, BackendScratch& bs) const override {
+    auto timed = profile_.time(cast(bs).stream, "clamp");
     cuda::clamp(y, count, limit, cast(bs).stream);
   }
 
   void route(const float* logits, int64_t n, int64_t experts, int64_t k, bool renormalize,
              int32_t* topk, float* topw, BackendScratch& bs) const override {
+    auto timed = profile_.time(cast(bs).stream, "route");
     cuda::route(logits, n, experts, k, renormalize, topk, topw, cast(bs).stream);
   }
 
@@ -241,6 +248,7 @@ class CudaBackend final : public Backend {
     if (gate.numel() != d)
       throw Error("add_gated: tensor '" + gate.name + "' has " + std::to_string(gate.numel()) +
                   " values, rows have " + std::to_string(d));
+    auto timed = profile_.time(cast(bs).stream, "add_gated");
     cuda::add_gated(weight(gate), gate.dtype, x, y, n, d, o, cast(bs).stream);
   }
 
@@ -249,6 +257,7 @@ class CudaBackend final : public Backend {
     Scratch& s = cast(bs);
     for (size_t i = 0; i < ws.size(); ++i) {
       check_cols(*ws[i], cols);
+      auto timed = profile_.time(s.stream, n >= kGemmRows ? "linear (cuBLAS)" : "linear");
       if (n >= kGemmRows)
         s.gemm(matrix(*ws[i]), x, n, ys[i]);
       else
@@ -270,8 +279,12 @@ class CudaBackend final : public Backend {
         s.order.get<int32_t>(static_cast<size_t>(slots) * sizeof(int32_t)),
         s.tiles.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts)) * sizeof(int4)),
         s.counts.get<int32_t>(static_cast<size_t>(t.experts) * sizeof(int32_t))};
-    group_experts(r.topk, slots, t.experts, eg, s.stream);
+    {
+      auto timed = profile_.time(s.stream, "experts: group");
+      group_experts(r.topk, slots, t.experts, eg, s.stream);
+    }
     if (slots >= kGemmSlotsPerExpert * t.experts) {
+      auto timed = profile_.time(s.stream, "experts (cuBLAS)");
       // A prompt: each expert's slots gathered, its three products through cuBLAS, the outputs
       // scattered back to slot order (one wait, for the counts).
       std::vector<int32_t> counts(t.experts);
@@ -292,14 +305,22 @@ class CudaBackend final : public Backend {
         at += c;
       }
     } else {
-      expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, r.topk, eg, slots, r.k, true, x, g,
-                    s.stream);
-      expert_linear(t.up(), t.up_t, width, d, t.up_rb, r.topk, eg, slots, r.k, true, x, u,
-                    s.stream);
-      swiglu(g, u, slots * width, s.stream);
+      {
+        auto timed = profile_.time(s.stream, "experts: gate, up");
+        expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, r.topk, eg, slots, r.k, true, x, g,
+                      s.stream);
+        expert_linear(t.up(), t.up_t, width, d, t.up_rb, r.topk, eg, slots, r.k, true, x, u,
+                      s.stream);
+      }
+      {
+        auto timed = profile_.time(s.stream, "experts: swiglu");
+        swiglu(g, u, slots * width, s.stream);
+      }
+      auto timed = profile_.time(s.stream, "experts: down");
       expert_linear(t.down(), t.down_t, d, width, t.down_rb, r.topk, eg, slots, r.k, false, g, y,
                     s.stream);
     }
+    auto timed = profile_.time(s.stream, "experts: combine");
     combine_experts(y, r.topk, r.weights, n, r.k, d, out, s.stream);
   }
 
@@ -325,6 +346,7 @@ class CudaBackend final : public Backend {
     if (w.numel() != d)
       throw Error("rmsnorm: tensor '" + w.name + "' has " + std::to_string(w.numel()) +
                   " values, rows have " + std::to_string(d));
+    auto timed = profile_.time(cast(bs).stream, "rmsnorm");
     cuda::rmsnorm(x, n, d, weight(w), w.dtype, eps, out, cast(bs).stream);
   }
 
@@ -333,6 +355,7 @@ class CudaBackend final : public Backend {
     Scratch& s = cast(bs);
     if (n == 0) return;
     reserve(s, p0 + n);
+    auto timed = profile_.time(s.stream, "rope");
     cuda::rope(x, n, heads, stride, s.rope.head_dim(), p0, s.cos.data<float>(), s.sin.data<float>(),
                s.stream);
   }
@@ -345,6 +368,7 @@ class CudaBackend final : public Backend {
     if (p0 + n > kv.capacity)
       throw Error("attention: positions " + std::to_string(p0 + n) + " exceed the cache's " +
                   std::to_string(kv.capacity));
+    auto timed = profile_.time(s.stream, "attention");
     KvCache& c = s.kv[{kv.sequence, kv.layer}];
     const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
     if (c.capacity < kv.capacity) {  // the Context's cache grew: grow this one, keeping its rows
@@ -445,6 +469,7 @@ class CudaBackend final : public Backend {
   int device_;
   std::string description_;
   bool exact_gemm_;
+  mutable OpProfile profile_;
   mutable std::mutex mu_;
   mutable std::unordered_map<const std::byte*, DeviceBuffer> weights_;
   mutable std::unordered_map<const TensorView*, ExpertTable> tables_;
