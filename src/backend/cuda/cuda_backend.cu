@@ -58,12 +58,18 @@ struct Scratch : BackendScratch {
   Scratch(int64_t head_dim, float theta, bool exact_gemm)
       : rope(head_dim, theta), exact(exact_gemm) {
     EPWA_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    check_blas(cublasCreate(&blas), "cublasCreate");
-    check_blas(cublasSetStream(blas, stream), "cublasSetStream");
   }
   ~Scratch() override {
-    cublasDestroy(blas);
+    if (blas) cublasDestroy(blas);
     cudaStreamDestroy(stream);
+  }
+  // The cuBLAS handle, made on the first prompt: a context that only decodes never pays for it.
+  cublasHandle_t blas_handle() {
+    if (!blas) {
+      check_blas(cublasCreate(&blas), "cublasCreate");
+      check_blas(cublasSetStream(blas, stream), "cublasSetStream");
+    }
+    return blas;
   }
   void sync() const { EPWA_CUDA(cudaStreamSynchronize(stream)); }
 
@@ -81,8 +87,8 @@ struct Scratch : BackendScratch {
       for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
         const int64_t rc = std::min(slice, w.rows - r0);
         dequantize_rows(w, r0, rc, wt, stream);
-        check_blas(cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rc), nn, k, &one,
-                               wt, k, x, k, &zero, y + r0, m),
+        check_blas(cublasSgemm(blas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rc), nn, k,
+                               &one, wt, k, x, k, &zero, y + r0, m),
                    "sgemm");
       }
       return;
@@ -91,9 +97,9 @@ struct Scratch : BackendScratch {
     float* sc = xscale.get<float>(static_cast<size_t>(n) * sizeof(float));
     to_half_rows(x, n, w.cols, xh, sc, stream);
     const auto hgemm = [&](const void* a, int64_t r0, int64_t rc) {
-      check_blas(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rc), nn, k, &one, a,
-                              CUDA_R_16F, k, xh, CUDA_R_16F, k, &zero, y + r0, CUDA_R_32F, m,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      check_blas(cublasGemmEx(blas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rc), nn, k,
+                              &one, a, CUDA_R_16F, k, xh, CUDA_R_16F, k, &zero, y + r0, CUDA_R_32F,
+                              m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "gemm (f16)");
     };
     if (w.type == DType::F16) {

@@ -2,6 +2,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -20,7 +21,9 @@ inline void check_cuda(cudaError_t e, const char* what) {
 
 namespace epwa::cuda {
 
-// Device memory that only grows (its contents are not kept when it does).
+// Device memory that only grows (its contents are not kept when it does), by at least half its
+// size each time: a buffer sized by the position (attention's scores) would otherwise be freed
+// and allocated again every token, and cudaFree waits for the whole device.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -42,9 +45,10 @@ class DeviceBuffer {
     if (bytes > bytes_) {
       if (p_) EPWA_CUDA(cudaFree(p_));
       p_ = nullptr;
+      const size_t grown = bytes_ > 0 ? std::max(bytes, bytes_ + bytes_ / 2) : bytes;
       bytes_ = 0;
-      EPWA_CUDA(cudaMalloc(&p_, bytes));
-      bytes_ = bytes;
+      EPWA_CUDA(cudaMalloc(&p_, grown));
+      bytes_ = grown;
     }
     return static_cast<T*>(p_);
   }
