@@ -373,10 +373,11 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
   const int64_t d = 256, w = 512, ne = 3, k = 2;
   std::deque<std::vector<StoredMat>> keep;
   std::deque<std::vector<TensorView>> views;
-  // 4 tokens decode-style; 50 tokens (100 slots of 3 experts) as a prompt (cuBLAS per expert on
-  // the GPU).
+  // One token and 4 tokens decode-style (the GPU reads one token's experts by rows, a few tokens'
+  // by tiles of slots); 50 tokens (100 slots of 3 experts) as a prompt (cuBLAS per expert on the
+  // GPU).
   for (epwa::DType type : kTypes)
-    for (int64_t n : {4, 50}) {
+    for (int64_t n : {1, 4, 50}) {
       SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
       auto& g = keep.emplace_back();
       auto& dn = keep.emplace_back();

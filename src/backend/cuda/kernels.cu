@@ -15,6 +15,7 @@ namespace {
 
 constexpr int kWarps = 4;  // output rows per block of the matrix kernels
 constexpr int kTile = 8;   // activation rows a warp reads each weight value for
+constexpr int kRows = 4;   // weight rows a warp reads each activation value for (one token)
 constexpr int64_t kMaxGridY = 65535;
 
 template <typename F>
@@ -96,12 +97,57 @@ __global__ void linear_kernel(const uint8_t* w, int64_t rows, int64_t cols, int6
   }
 }
 
-// sum of w[0..7] times the activations at p0..p0+3 and p1..p1+3 of row xr.
-__device__ __forceinline__ float dot8(const float w[8], const float* xr, int64_t p0, int64_t p1) {
-  const float4 a = *reinterpret_cast<const float4*>(xr + p0);
-  const float4 b = *reinterpret_cast<const float4*>(xr + p1);
+// sum of w[0..7] times a (4 values) and b (4 values).
+__device__ __forceinline__ float dot8(const float w[8], float4 a, float4 b) {
   return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z +
          w[7] * b.w;
+}
+// sum of w[0..7] times the activations at p0..p0+3 and p1..p1+3 of row xr.
+__device__ __forceinline__ float dot8(const float w[8], const float* xr, int64_t p0, int64_t p1) {
+  return dot8(w, *reinterpret_cast<const float4*>(xr + p0),
+              *reinterpret_cast<const float4*>(xr + p1));
+}
+
+// One activation row (a decoded token): a warp computes kRows consecutive rows, so that each chunk
+// of the activation is read once for all of them (the quantized types read 4 bytes of weights
+// per 32 bytes of activations in a chunk). Block y is a slot of `topk` when `mats` is given (its
+// expert's matrix; the activation row of its token when x_per_token), else w itself.
+template <DType T>
+__global__ void rows_kernel(const uint8_t* w, const uint8_t* const* mats, const int32_t* topk,
+                            int64_t k, bool x_per_token, int64_t rows, int64_t cols,
+                            int64_t row_bytes, const float* x, float* y) {
+  const int64_t r0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * kRows;
+  const int lane = threadIdx.x & 31;
+  if (r0 >= rows) return;
+  const int64_t slot = blockIdx.y;
+  if (mats) {
+    w = mats[topk[slot]];
+    x += (x_per_token ? slot / k : slot) * cols;
+    y += slot * rows;
+  }
+  const uint8_t* row = w + r0 * row_bytes;
+  const int nr = static_cast<int>(min(int64_t{kRows}, rows - r0));
+  const int64_t chunks = cols / 8;
+  float acc[kRows] = {};
+  for (int64_t c = lane; c < chunks; c += 32) {
+    float wv[8];
+    int64_t p0, p1;
+    Chunk8<T>::load(row, c, wv, p0, p1);
+    const float4 a = *reinterpret_cast<const float4*>(x + p0);
+    const float4 b = *reinterpret_cast<const float4*>(x + p1);
+    acc[0] += dot8(wv, a, b);
+#pragma unroll
+    for (int q = 1; q < kRows; ++q)
+      if (q < nr) {
+        Chunk8<T>::load(row + q * row_bytes, c, wv, p0, p1);
+        acc[q] += dot8(wv, a, b);
+      }
+  }
+#pragma unroll
+  for (int q = 0; q < kRows; ++q) {
+    const float v = warp_sum(acc[q]);
+    if (lane == 0 && q < nr) y[r0 + q] = v;
+  }
 }
 
 // linear_kernel for the types of chunk8.cuh: a warp reads its row in contiguous chunks of eight
@@ -440,6 +486,10 @@ void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_
   dispatch(w.type, [&](auto T) {
     constexpr DType t = decltype(T)::value;
     if constexpr (Chunk8<t>::kFast) {
+      if (chunked(w.cols, x) && n == 1)
+        return rows_kernel<t>
+            <<<static_cast<unsigned>(blocks_of(w.rows, kWarps * kRows)), kWarps * 32, 0, s>>>(
+                w.data, nullptr, nullptr, 1, true, w.rows, w.cols, w.row_bytes, x, y);
       if (chunked(w.cols, x))
         return linear_chunk_kernel<t>
             <<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
@@ -470,6 +520,12 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
   dispatch(type, [&](auto T) {
     constexpr DType t = decltype(T)::value;
     if constexpr (Chunk8<t>::kFast) {
+      // One token: its k experts are distinct, each read once by its own blocks.
+      if (chunked(cols, x) && slots == k)
+        return rows_kernel<t><<<dim3(static_cast<unsigned>(blocks_of(rows, kWarps * kRows)),
+                                     static_cast<unsigned>(slots)),
+                                kWarps * 32, 0, s>>>(nullptr, mats, topk, k, x_per_token, rows,
+                                                     cols, row_bytes, x, y);
       if (chunked(cols, x))
         return expert_tile_kernel<t>
             <<<dim3(row_blocks, static_cast<unsigned>(g.max_tiles)), kWarps * 32, 0, s>>>(
