@@ -16,6 +16,7 @@ namespace {
 constexpr int kWarps = 4;  // output rows per block of the matrix kernels
 constexpr int kTile = 8;   // activation rows a warp reads each weight value for
 constexpr int kRows = 4;   // weight rows a warp reads each activation value for (one token)
+constexpr int64_t kRowsMinRows = 4096;  // dense products this tall go by kRows (256+ blocks)
 constexpr int64_t kMaxGridY = 65535;
 
 template <typename F>
@@ -486,7 +487,9 @@ void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_
   dispatch(w.type, [&](auto T) {
     constexpr DType t = decltype(T)::value;
     if constexpr (Chunk8<t>::kFast) {
-      if (chunked(w.cols, x) && n == 1)
+      // One token by rows where that leaves enough blocks to fill the device (the K and V
+      // projections and the router are too short: one warp a row keeps more loads in flight).
+      if (chunked(w.cols, x) && n == 1 && w.rows >= kRowsMinRows)
         return rows_kernel<t>
             <<<static_cast<unsigned>(blocks_of(w.rows, kWarps * kRows)), kWarps * 32, 0, s>>>(
                 w.data, nullptr, nullptr, 1, true, w.rows, w.cols, w.row_bytes, x, y);
