@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace epwa {
 
@@ -22,6 +23,9 @@ class RouterObserver {
  public:
   virtual ~RouterObserver() = default;
   virtual void observe(const RouterObservation& obs) = 0;
+  // The MoE layers it reads (empty = every layer): the engine reports only those, since each
+  // report makes a GPU backend wait mid-pass.
+  virtual std::vector<int32_t> layers() const { return {}; }
 };
 
 // Adjusts the raw next-token logits of the last processed position before sampling.

@@ -51,6 +51,7 @@ class ObserverFan : public RouterObserver {
   ObserverFan(std::initializer_list<RouterObserver*> observers);
   void add(RouterObserver* o);
   void observe(const RouterObservation& obs) override;
+  std::vector<int32_t> layers() const override;  // every observer's (empty if one reads all)
 
  private:
   std::vector<RouterObserver*> observers_;

@@ -130,6 +130,7 @@ class WatermarkProcessor : public RouterObserver, public LogitsProcessor {
   WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<const GreenLists> lists);
 
   void observe(const RouterObservation& obs) override;
+  std::vector<int32_t> layers() const override { return {cfg_.router_layer}; }
   void process(std::span<float> logits) override;
   void reset();  // forget the last observation (new sequence)
 

@@ -82,6 +82,7 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
       model.make_context(static_cast<int64_t>(prompt.size()) + std::min(n, kInitialRoom) + 1);
   ForwardOptions fo;
   fo.observer = o.observer;
+  if (o.observer) fo.watch = o.observer->layers();
   std::vector<int32_t> out;
   std::vector<float> logits = model.forward(prompt, cache, fo);
   for (int32_t i = 0; i < n; ++i) {

@@ -67,6 +67,14 @@ struct SlotObserver : RouterObserver {
   void observe(const RouterObservation& obs) override {
     if (WatermarkProcessor* w = by_slot[obs.sequence]) w->observe(obs);
   }
+  // The watermark layers of the slots that have one (none: nothing to observe).
+  std::vector<int32_t> layers() const override {
+    std::vector<int32_t> l;
+    for (const WatermarkProcessor* w : by_slot)
+      if (w && std::find(l.begin(), l.end(), w->config().router_layer) == l.end())
+        l.push_back(w->config().router_layer);
+    return l;
+  }
 };
 
 // A sequence never runs past the model's context.
@@ -235,7 +243,8 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
   uint64_t sampled = 0;
   if (!batch.empty()) {
     ForwardOptions fo;
-    fo.observer = &obs;
+    fo.watch = obs.layers();
+    if (!fo.watch.empty()) fo.observer = &obs;  // no watermark in the batch: nothing to read
     fo.all_logits = all_logits;
     std::vector<float> logits;
     try {

@@ -103,6 +103,16 @@ void ObserverFan::observe(const RouterObservation& obs) {
   for (RouterObserver* o : observers_) o->observe(obs);
 }
 
+std::vector<int32_t> ObserverFan::layers() const {
+  std::vector<int32_t> all;
+  for (const RouterObserver* o : observers_) {
+    const std::vector<int32_t> l = o->layers();
+    if (l.empty()) return {};
+    all.insert(all.end(), l.begin(), l.end());
+  }
+  return all;
+}
+
 std::string read_key_file(const std::filesystem::path& path) {
   const std::string key = read_input_file(path, "key file");
   check(!key.empty(), "key file '" + path.string() + "' is empty");
