@@ -232,4 +232,8 @@ std::tm local_time(std::time_t t) {
   ::localtime_r(&t, &tm);
   return tm;
 }
+
+void set_env(const std::string& name, const std::string& value) {
+  ::setenv(name.c_str(), value.c_str(), 1);
+}
 }  // namespace epwa
