@@ -61,6 +61,9 @@ const bool kConsoleUtf8 = [] {
 
 MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
   const std::string name = utf8(path);
+  const DWORD attrs = GetFileAttributesW(path.c_str());
+  if (attrs != INVALID_FILE_ATTRIBUTES && (attrs & FILE_ATTRIBUTE_DIRECTORY))
+    throw Error("not a regular file: " + name);  // CreateFileW would say "Access denied"
   HANDLE file = CreateFileW(path.c_str(), GENERIC_READ, FILE_SHARE_READ, nullptr, OPEN_EXISTING,
                             FILE_ATTRIBUTE_NORMAL, nullptr);
   if (file == INVALID_HANDLE_VALUE)
@@ -130,6 +133,8 @@ uint64_t peak_rss_bytes() {
 
 namespace {
 
+constexpr size_t kHugePage = size_t{2} << 20;
+
 // Large pages need the "Lock pages in memory" right (SeLockMemoryPrivilege), which an
 // administrator grants per user; enabled once for this process where the user holds it.
 size_t large_page_size() {
@@ -182,9 +187,22 @@ LargeBuffer::LargeBuffer(size_t bytes) {
     len = (bytes + large - 1) / large * large;
     p = VirtualAlloc(nullptr, len, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE);
   }
-  if (!p) {  // no large pages (none free, or no right to them): ordinary pages, 64 KB aligned
+  if (!p) {  // no large pages (none free, or no right to them): ordinary pages
     len = bytes;
     p = VirtualAlloc(nullptr, len, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    // The 2 MB alignment of the header's promise: find a free range one unit longer, release it
+    // and allocate at its aligned start (another thread may take it meanwhile: try again).
+    if (p && bytes >= kHugePage && reinterpret_cast<uintptr_t>(p) % kHugePage != 0) {
+      VirtualFree(p, 0, MEM_RELEASE);
+      p = nullptr;
+      for (int tries = 0; tries < 16 && !p; ++tries) {
+        void* probe = VirtualAlloc(nullptr, len + kHugePage, MEM_RESERVE, PAGE_NOACCESS);
+        if (!probe) break;
+        VirtualFree(probe, 0, MEM_RELEASE);
+        const uintptr_t a = (reinterpret_cast<uintptr_t>(probe) + kHugePage - 1) & ~(kHugePage - 1);
+        p = VirtualAlloc(reinterpret_cast<void*>(a), len, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+      }
+    }
   }
   if (!p)
     throw Error("cannot allocate a buffer of " + std::to_string(bytes) +
