@@ -73,7 +73,7 @@ fi
 # Header-only: Debian's headers as they are; cpp-httplib's single header from its source package
 # (Debian's binary package installs the split header of its compiled library).
 for d in nlohmann CLI fmt boost; do ln -sfn "/usr/include/$d" "$deps/include/$d"; done
-cp cpp-httplib/httplib.h "$deps/include/"
+cp -p cpp-httplib/httplib.h "$deps/include/"  # -p: an unchanged header rebuilds nothing
 
 cd "$root"
 cmake -S . -B "$out" "${tc[@]}" -DCMAKE_INSTALL_PREFIX="$out/install" \

@@ -6,11 +6,13 @@
 // windows.h first: psapi.h needs its types.
 #include <io.h>
 #include <psapi.h>
+#include <shellapi.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <utility>
+#include <vector>
 
 #if defined(__GNUC__)
 #include <cpuid.h>
@@ -306,6 +308,21 @@ std::tm local_time(std::time_t t) {
   std::tm tm{};
   localtime_s(&tm, &t);
   return tm;
+}
+
+std::vector<std::string> utf8_arguments(int argc, char** argv) {
+  int n = 0;
+  wchar_t** w = CommandLineToArgvW(GetCommandLineW(), &n);
+  if (!w) return std::vector<std::string>(argv, argv + argc);
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) {
+    const int len = WideCharToMultiByte(CP_UTF8, 0, w[i], -1, nullptr, 0, nullptr, nullptr);
+    std::string a(static_cast<size_t>(len > 0 ? len - 1 : 0), '\0');
+    WideCharToMultiByte(CP_UTF8, 0, w[i], -1, a.data(), len, nullptr, nullptr);
+    out.push_back(std::move(a));
+  }
+  LocalFree(w);
+  return out;
 }
 
 void set_env(const std::string& name, const std::string& value) {
