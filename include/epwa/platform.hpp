@@ -6,6 +6,8 @@
 #include <ctime>
 #include <filesystem>
 #include <span>
+#include <string>
+#include <vector>
 
 namespace epwa {
 
@@ -42,6 +44,11 @@ void check_private_file(const std::filesystem::path& path, const std::string& wh
 bool stderr_is_terminal();
 // The broken-down local time of `t` (chat templates' strftime_now()).
 std::tm local_time(std::time_t t);
+// The command-line arguments as UTF-8 (Windows: from the wide-character command line, whatever the
+// ANSI code page; POSIX: argv as given).
+std::vector<std::string> utf8_arguments(int argc, char** argv);
+// Sets an environment variable of this process (read back by std::getenv).
+void set_env(const std::string& name, const std::string& value);
 // Hint that a large buffer should be backed by huge pages where the OS allows it; never fails.
 void advise_huge_pages(void* addr, size_t bytes);
 

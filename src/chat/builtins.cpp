@@ -1,14 +1,12 @@
 #include "chat/builtins.hpp"
 
-#include <unicode/uchar.h>
-#include <unicode/unistr.h>
-
 #include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <set>
 
 #include "chat/ast.hpp"
+#include "chat/unicode_case.hpp"
 #include "epwa/error.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/text.hpp"
@@ -62,20 +60,13 @@ std::string strip(const std::string& s, const Value& chars, bool left, bool righ
   return utf8(std::u32string_view(cps).substr(b, e - b));
 }
 
-std::string case_map(const std::string& s, bool upper) {
-  std::string out;
-  icu::UnicodeString u = icu::UnicodeString::fromUTF8(s);
-  (upper ? u.toUpper() : u.toLower()).toUTF8String(out);
-  return out;
-}
-
-// Python's str.title() and str.capitalize(), with ICU's per-character case data.
+// Python's str.title() and str.capitalize(), with per-character case data (chat/unicode_case.hpp).
 std::string title(const std::string& s) {
   std::u32string cps = code_points(s);
   bool prev_cased = false;
   for (char32_t& c : cps) {
-    const bool cased = u_isUUppercase(c) || u_isULowercase(c) || u_istitle(c);
-    c = prev_cased ? u_tolower(c) : u_totitle(c);
+    const bool cased = is_cased(c);
+    c = prev_cased ? to_lower(c) : to_title(c);
     prev_cased = cased;
   }
   return utf8(cps);
@@ -106,7 +97,7 @@ std::string title_filter(const std::string& s) {
 
 std::string capitalize(const std::string& s) {
   std::u32string cps = code_points(s);
-  for (size_t k = 0; k < cps.size(); ++k) cps[k] = k == 0 ? u_totitle(cps[k]) : u_tolower(cps[k]);
+  for (size_t k = 0; k < cps.size(); ++k) cps[k] = k == 0 ? to_title(cps[k]) : to_lower(cps[k]);
   return utf8(cps);
 }
 
@@ -347,10 +338,10 @@ Value str_method(const std::string& s, const std::string& name, Args& a) {
     const std::u32string cps = code_points(s);
     if (cps.empty()) return Value::boolean(false);
     for (char32_t c : cps) {
-      const bool ok = name == "isdigit"   ? u_isdigit(c)
-                      : name == "isalpha" ? u_isalpha(c)
+      const bool ok = name == "isdigit"   ? is_digit(c)
+                      : name == "isalpha" ? is_alpha(c)
                       : name == "isspace" ? py_space(c)
-                                          : u_isalnum(c);
+                                          : is_alnum(c);
       if (!ok) return Value::boolean(false);
     }
     return Value::boolean(true);
@@ -922,7 +913,7 @@ Value call_filter(const std::string& name, const Value& v, Args& a) {
     int64_t n = 0;
     bool in_word = false;
     for (char32_t c : code_points(to_str(v))) {
-      const bool w = u_isalnum(c) || c == '_';
+      const bool w = is_alnum(c) || c == '_';
       if (w && !in_word) ++n;
       in_word = w;
     }

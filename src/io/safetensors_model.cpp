@@ -28,7 +28,8 @@ json read_json_file(const fs::path& path) {
 // Shard names come from a file we do not trust: keep them inside the checkpoint's folder.
 void check_shard_name(const fs::path& index, const std::string& shard) {
   const fs::path p(shard);
-  bool ok = !shard.empty() && p.is_relative();
+  // No root at all: on Windows "/etc/x" (drive-relative) and "C:x" are relative yet not inside.
+  bool ok = !shard.empty() && !p.has_root_path();
   for (const auto& part : p)
     if (part == "..") ok = false;
   check(ok, index.string() + ": shard name '" + shard + "' is not a file name inside the folder");

@@ -4,13 +4,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <new>
 #include <vector>
 
 #include "epwa/error.hpp"
+#include "epwa/memory.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/thread_pool.hpp"
 
@@ -20,10 +19,6 @@
 
 namespace epwa {
 namespace {
-
-struct FreeDeleter {
-  void operator()(void* p) const noexcept { std::free(p); }
-};
 
 uint64_t sum_plain(const uint64_t* p, size_t n) {
   uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -62,18 +57,16 @@ MemBandwidth measure_memory_bandwidth(uint64_t bytes, int threads, int passes) {
   constexpr uint64_t kAlign = uint64_t{2} << 20;  // huge-page alignment
   bytes = std::max<uint64_t>(bytes, uint64_t{1} << 20) & ~uint64_t{4095};
   const uint64_t alloc = (bytes + kAlign - 1) / kAlign * kAlign;
-  std::unique_ptr<void, FreeDeleter> mem(std::aligned_alloc(kAlign, alloc));
-  check(mem != nullptr,
-        "memory bandwidth probe: cannot allocate " + std::to_string(alloc) + " bytes");
-  advise_huge_pages(mem.get(), alloc);
-  std::memset(mem.get(), 1, alloc);  // touch every page before timing
+  // LargeBuffer: 2 MB aligned and huge-page backed where the OS gives them (throws if refused).
+  LargeBuffer mem(alloc);
+  std::memset(mem.data(), 1, alloc);  // touch every page before timing
 
   ThreadPool own(threads > 0 ? threads : ThreadPool::global().size());
   bool avx2 = false;
 #if defined(__x86_64__)
   avx2 = cpu_features().avx2;
 #endif
-  const auto* words = static_cast<const uint64_t*>(mem.get());
+  const auto* words = static_cast<const uint64_t*>(mem.data());
   // Slices of 64 KiB words per chunk keep every 256-bit load aligned.
   constexpr int64_t kChunkWords = 8192;
   const int64_t chunks = static_cast<int64_t>(bytes / 8 / kChunkWords);

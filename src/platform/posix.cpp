@@ -232,4 +232,12 @@ std::tm local_time(std::time_t t) {
   ::localtime_r(&t, &tm);
   return tm;
 }
+
+std::vector<std::string> utf8_arguments(int argc, char** argv) {
+  return std::vector<std::string>(argv, argv + argc);
+}
+
+void set_env(const std::string& name, const std::string& value) {
+  ::setenv(name.c_str(), value.c_str(), 1);
+}
 }  // namespace epwa

@@ -1,21 +1,28 @@
 // Bearer API keys (include/epwa/server.hpp): loaded from an owner-only file, stored as SHA-256
 // digests, compared in constant time.
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
-
 #include <nlohmann/json.hpp>
 
 #include "epwa/server.hpp"
 #include "private_json.hpp"
+#include "watermark/sha256.hpp"
 
 namespace epwa {
 
 namespace {
 
 std::string sha256(std::string_view s) {
-  unsigned char d[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d);
-  return std::string(reinterpret_cast<const char*>(d), sizeof d);
+  detail::Sha256 h;
+  h.update(s.data(), s.size());
+  const detail::Digest d = h.finish();
+  return std::string(reinterpret_cast<const char*>(d.data()), d.size());
+}
+
+// Equal-length digests compared without data-dependent branches (no early exit on a mismatch).
+bool same_digest(const std::string& a, const std::string& b) {
+  unsigned diff = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i]) ^ static_cast<unsigned char>(b[i]);
+  return diff == 0;
 }
 
 }  // namespace
@@ -60,7 +67,7 @@ const ApiKeys::Key* ApiKeys::find(std::string_view bearer) const {
   const std::string d = sha256(bearer);
   const Key* hit = nullptr;
   for (const Key& k : keys)  // every key compared, whole digests: no early exit
-    if (CRYPTO_memcmp(k.digest.data(), d.data(), d.size()) == 0) hit = &k;
+    if (same_digest(k.digest, d)) hit = &k;
   return hit;
 }
 

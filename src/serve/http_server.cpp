@@ -6,10 +6,14 @@
 #include <algorithm>
 #include <array>
 #include <boost/asio.hpp>
-#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+// HTTPS where the build has OpenSSL (EPWA_HTTPS, set by CMake; not in Windows builds,
+// docs/WINDOWS.md).
+#if EPWA_HTTPS
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/ssl.hpp>
+#endif
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -62,7 +66,9 @@ struct Server::Impl {
   std::map<std::string, std::pair<double, std::chrono::steady_clock::time_point>> allowance;
   // Destroyed in reverse order: the engine and the detection worker (which post to the I/O
   // context) before the context.
+#if EPWA_HTTPS
   std::optional<net::ssl::context> tls;  // with tls_cert and tls_key; outlives the sessions
+#endif
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   net::signal_set signals{ioc};
@@ -145,7 +151,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       if constexpr (kTls) {
         // The handshake has the header deadline: a client that never completes it holds nothing.
         self->lowest().expires_after(self->limits().header_timeout);
-        self->stream_.async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
+        self->stream_.async_handshake(Stream::server, [self](beast::error_code ec) {
           if (ec) return self->drop();
           self->read();
         });
@@ -822,10 +828,12 @@ void Server::Impl::accept() {
         else
           session->start();
       };
+#if EPWA_HTTPS
       if (tls)
         go(std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(s), *this,
                                                                            *tls));
       else
+#endif
         go(std::make_shared<Session<beast::tcp_stream>>(std::move(s), *this));
     }
     accept();
@@ -859,6 +867,10 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
   if (!s.opt.tls_cert.empty() || !s.opt.tls_key.empty()) {
     check(!s.opt.tls_cert.empty() && !s.opt.tls_key.empty(),
           "serve: TLS needs both a certificate (--tls-cert) and its key (--tls-key)");
+#if !EPWA_HTTPS
+    throw Error(
+        "serve: --tls-cert/--tls-key: this build has no HTTPS (no OpenSSL); see docs/WINDOWS.md");
+#else
     check_private_file(s.opt.tls_key, "--tls-key");
     s.tls.emplace(net::ssl::context::tls_server);
     SSL_CTX_set_min_proto_version(s.tls->native_handle(), TLS1_2_VERSION);
@@ -873,6 +885,7 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
                   tec.message() + ")");
     check(SSL_CTX_check_private_key(s.tls->native_handle()) == 1,
           "serve: --tls-key does not belong to the certificate in --tls-cert");
+#endif
   }
   beast::error_code ec;
   const auto addr = net::ip::make_address(s.opt.host, ec);

@@ -10,6 +10,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/thread_pool.hpp"
 #include "epwa_git_describe.hpp"  // generated at build time (cmake/git_describe.cmake)
 
@@ -90,7 +91,7 @@ const Command kBench{
         o.probe_bytes = static_cast<uint64_t>(a->probe_mib * 1048576.0);
         o.validate();
         // The global pool reads EPWA_THREADS when it starts, which is at the first kernel call.
-        if (a->threads > 0) setenv("EPWA_THREADS", std::to_string(a->threads).c_str(), 1);
+        if (a->threads > 0) set_env("EPWA_THREADS", std::to_string(a->threads));
         a->model.json_stats = a->json;
         auto m = a->model.load();
         check(a->threads == 0 || ThreadPool::global().size() == a->threads,

@@ -4,10 +4,12 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "command.hpp"
 #include "common.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -29,6 +31,13 @@ Command::Command(std::string name, std::string help, Setup setup) {
 
 int main(int argc, char** argv) {
   using namespace epwa::cli;
+  // UTF-8 arguments on every OS (file names, prompts): src/platform/.
+  std::vector<std::string> args = epwa::utf8_arguments(argc, argv);
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
+  arg_ptrs.push_back(nullptr);
+  argc = static_cast<int>(args.size());
+  argv = arg_ptrs.data();
   CLI::App app{"epwa: MoE inference with expert-pathway watermarking (EPW-A)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "epwa 0.1.0");
