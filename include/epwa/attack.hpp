@@ -78,27 +78,39 @@ class ContextBias : public LogitsProcessor {
   Bias bias_;
 };
 
-// The watermark under attack, with its secret key: generates and detects (full method, repeats
-// scored once, threshold 4).
+// The watermark under attack, with its secret key or keyring: generates and detects (full method,
+// repeats scored once, threshold 4). With m > 1 keys (defence 2, docs/THREAT_MODEL.md) each
+// response is watermarked with the key KR-v1 picks from its seed and prompt (docs/SPEC.md 9) and
+// detection tries every key, Bonferroni-corrected for m. The keys: `key` for m = 1, else
+// `key` "#0" .. `key` "#m-1".
 class Victim {
  public:
-  // layer < 0 counts from the last MoE layer. Throws Error on an empty key or bad parameters.
+  // layer < 0 counts from the last MoE layer. Throws Error on an empty key, keys < 1 or bad
+  // parameters.
   Victim(const Model& model, Scheme scheme, std::string_view key, double gamma, double delta,
-         int32_t layer = -1);
+         int32_t layer = -1, int32_t keys = 1);
+  // The key is picked from o.sampling.seed and the prompt.
   std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
                                 const GenerateOptions& o);
+  // The best key's result, its decision corrected for the number of keys.
   DetectionResult detect(Model& model, std::span<const int32_t> tokens,
                          int64_t prompt_tokens) const;
-  const GreenLists& lists() const { return *lists_; }
+  // The key generate() uses for this seed and prompt.
+  size_t key_for(uint64_t seed, std::span<const int32_t> prompt) const;
+  const GreenLists& lists(size_t key = 0) const { return *lists_.at(key); }
+  int32_t keys() const { return static_cast<int32_t>(lists_.size()); }
   Scheme scheme() const { return scheme_; }
   int32_t layer() const { return layer_; }
 
  private:
+  Victim(const Model& model, Scheme scheme, std::vector<std::string> keys, double gamma,
+         double delta, int32_t layer);
   Scheme scheme_;
   int32_t layer_;
   double delta_;
-  std::shared_ptr<const GreenLists> lists_;
-  Detector detector_;
+  std::vector<std::shared_ptr<const GreenLists>> lists_;
+  std::string rotation_;
+  KeyringDetector detector_;
 };
 
 // ---- the estimator ----
@@ -201,6 +213,7 @@ struct StealOptions {
   std::vector<Scheme> schemes = {Scheme::Epwa, Scheme::Kgw};
   int32_t tokens = 200;  // new tokens per text
   int32_t texts = 20;    // texts spoofed and scrubbed per N
+  int32_t keys = 1;      // the victim's keyring size m (a random key per response)
   double gamma = 0.5, delta = 2.0;
   double attack_delta = 4.0;
   double scrub_budget = 0.2;

@@ -95,5 +95,8 @@ class Watermarker {
 DetectionResult detect_tokens(Model& model, const Detector& detector,
                               std::span<const int32_t> tokens, int64_t prompt_tokens,
                               int32_t layer);
+// The same with a keyring: one pass, every key tested on its records (docs/SPEC.md section 9).
+KeyringResult detect_tokens(Model& model, const KeyringDetector& detector,
+                            std::span<const int32_t> tokens, int64_t prompt_tokens, int32_t layer);
 
 }  // namespace epwa

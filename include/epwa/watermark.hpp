@@ -94,6 +94,18 @@ class GreenLists {
   std::unique_ptr<Slot[]> slots_;
 };
 
+// Keyring rotation KR-v1 (docs/SPEC.md section 9): a deployment holds m keys and watermarks each
+// response with one of them, chosen so that a client cannot predict or pin it (a client that
+// could would collect text under one key and steal that key's lists as if there were one).
+// The rotation secret: SHA-256("EPWA-KR-v1" || for each key in keyring order: u32 LE length ||
+// bytes), 32 bytes. Throws Error on no keys or an empty one.
+std::string keyring_rotation_secret(std::span<const std::string> secrets);
+// The index in [0, m) of the key for one response: the first 8 bytes (u64 LE) of
+// HMAC(rotation_secret, u64 LE seed || u32 LE of each prompt token id) mod m. With the prompt in
+// the message a client that fixes its seed still meets every key. Throws Error when m < 1.
+size_t keyring_pick(std::string_view rotation_secret, uint64_t seed,
+                    std::span<const int32_t> prompt, size_t m);
+
 enum class WatermarkMode { GSG, EWP };
 std::string_view watermark_mode_name(WatermarkMode m);          // "gsg" / "ewp"
 WatermarkMode watermark_mode_from_name(std::string_view name);  // throws Error on an unknown name

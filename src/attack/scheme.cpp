@@ -66,27 +66,59 @@ std::vector<int32_t> ContextBias::generate(Model& model, std::span<const int32_t
   return epwa::generate(model, prompt, o);
 }
 
+namespace {
+
+std::vector<std::string> victim_keys(std::string_view key, int32_t m) {
+  check(!key.empty(), "watermark key is empty");
+  check(m >= 1, "attack: the keyring needs at least one key");
+  if (m == 1) return {std::string(key)};
+  std::vector<std::string> out;
+  for (int32_t i = 0; i < m; ++i) out.push_back(std::string(key) + "#" + std::to_string(i));
+  return out;
+}
+
+std::vector<std::shared_ptr<const GreenLists>> victim_lists(const Model& model, Scheme scheme,
+                                                            std::span<const std::string> keys,
+                                                            double gamma) {
+  std::vector<std::shared_ptr<const GreenLists>> out;
+  for (const std::string& k : keys)
+    out.push_back(scheme == Scheme::Epwa ? make_green_lists(model, k, gamma)
+                                         : make_kgw_green_lists(model, k, gamma));
+  return out;
+}
+
+}  // namespace
+
 Victim::Victim(const Model& model, Scheme scheme, std::string_view key, double gamma, double delta,
-               int32_t layer)
+               int32_t layer, int32_t keys)
+    : Victim(model, scheme, victim_keys(key, keys), gamma, delta, layer) {}
+
+Victim::Victim(const Model& model, Scheme scheme, std::vector<std::string> keys, double gamma,
+               double delta, int32_t layer)
     : scheme_(scheme),
       layer_(model_router_layer(model, layer)),
       delta_(delta),
-      lists_(scheme == Scheme::Epwa ? make_green_lists(model, key, gamma)
-                                    : make_kgw_green_lists(model, key, gamma)),
-      detector_(lists_) {
+      lists_(victim_lists(model, scheme, keys, gamma)),
+      rotation_(keyring_rotation_secret(keys)),
+      detector_(keys, lists_) {
   check(delta >= 0 && delta <= kMaxDelta, "attack: delta must be in [0, 1e4]");
+}
+
+size_t Victim::key_for(uint64_t seed, std::span<const int32_t> prompt) const {
+  return keyring_pick(rotation_, seed, prompt, lists_.size());
 }
 
 std::vector<int32_t> Victim::generate(Model& model, std::span<const int32_t> prompt,
                                       const GenerateOptions& o) {
+  const std::shared_ptr<const GreenLists>& chosen = lists_[key_for(o.sampling.seed, prompt)];
   if (scheme_ == Scheme::Epwa) {
     WatermarkConfig cfg;
-    cfg.gamma = lists_->gamma();
+    cfg.gamma = chosen->gamma();
     cfg.delta = delta_;
     cfg.router_layer = layer_;
-    return Watermarker(model, lists_, cfg).generate(model, prompt, o);
+    return Watermarker(model, chosen, cfg).generate(model, prompt, o);
   }
-  const GreenLists& lists = *lists_;
+  const GreenLists& lists = *chosen;
   const auto delta = static_cast<float>(delta_);
   ContextBias kgw(scheme_, layer_, [&lists, delta](int32_t prev, std::span<float> logits) {
     const std::span<const uint64_t> bits = lists.bits(prev);
@@ -99,7 +131,7 @@ std::vector<int32_t> Victim::generate(Model& model, std::span<const int32_t> pro
 DetectionResult Victim::detect(Model& model, std::span<const int32_t> tokens,
                                int64_t prompt_tokens) const {
   if (scheme_ == Scheme::Epwa)
-    return detect_tokens(model, detector_, tokens, prompt_tokens, layer_);
+    return detect_tokens(model, detector_, tokens, prompt_tokens, layer_).best;
   // KGW: the "expert" governing token t is token t - 1 (so repeats are (previous, token) pairs).
   std::vector<RouterRecord> records;
   records.reserve(tokens.size());
@@ -108,7 +140,7 @@ DetectionResult Victim::detect(Model& model, std::span<const int32_t> tokens,
   in.tokens = tokens;
   in.prompt_tokens = prompt_tokens;
   in.records = records;
-  return detector_.detect(in);
+  return detector_.detect(in).best;
 }
 
 }  // namespace epwa::attack

@@ -145,30 +145,47 @@ std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t
   return epwa::generate(model, prompt, o);
 }
 
-DetectionResult detect_tokens(Model& model, const Detector& detector,
-                              std::span<const int32_t> tokens, int64_t prompt_tokens,
-                              int32_t layer) {
+namespace {
+
+// The records (and entropies) a detector with `opt` needs for `tokens`; `in` views `keep`.
+void fill_input(Model& model, const DetectOptions& opt, std::span<const int32_t> tokens,
+                int64_t prompt_tokens, int32_t layer, DetectionInput& in, RecordsAndEntropy& keep) {
   check(!tokens.empty(), "detect: the token sequence is empty");
   check(prompt_tokens >= 0 && prompt_tokens <= static_cast<int64_t>(tokens.size()),
         "detect: prompt length " + std::to_string(prompt_tokens) + " outside the sequence of " +
             std::to_string(tokens.size()) + " tokens");
-  DetectionInput in;
   in.tokens = tokens;
   in.prompt_tokens = prompt_tokens;
-  std::vector<RouterRecord> records;
-  RecordsAndEntropy full;
   // The last position's router (and distribution) governs no token: leave it out of the pass.
   const auto governing = tokens.size() > 1 ? tokens.first(tokens.size() - 1) : tokens;
-  if (detector.options().min_entropy > 0) {
-    check(detector.options().method != DetectMethod::Pepi,
+  if (opt.min_entropy > 0) {
+    check(opt.method != DetectMethod::Pepi,
           "detect: min_entropy needs the model's own distributions, which PEPI does not use");
-    full = router_records_and_entropy(model, governing, layer);
-    in.records = full.records;
-    in.entropy = full.entropy;
-  } else if (detector.options().method != DetectMethod::Pepi) {
-    records = router_records(model, governing, layer);
-    in.records = records;
+    keep = router_records_and_entropy(model, governing, layer);
+    in.records = keep.records;
+    in.entropy = keep.entropy;
+  } else if (opt.method != DetectMethod::Pepi) {
+    keep.records = router_records(model, governing, layer);
+    in.records = keep.records;
   }
+}
+
+}  // namespace
+
+DetectionResult detect_tokens(Model& model, const Detector& detector,
+                              std::span<const int32_t> tokens, int64_t prompt_tokens,
+                              int32_t layer) {
+  DetectionInput in;
+  RecordsAndEntropy keep;
+  fill_input(model, detector.options(), tokens, prompt_tokens, layer, in, keep);
+  return detector.detect(in);
+}
+
+KeyringResult detect_tokens(Model& model, const KeyringDetector& detector,
+                            std::span<const int32_t> tokens, int64_t prompt_tokens, int32_t layer) {
+  DetectionInput in;
+  RecordsAndEntropy keep;
+  fill_input(model, detector.options(), tokens, prompt_tokens, layer, in, keep);
   return detector.detect(in);
 }
 

@@ -135,3 +135,20 @@ TEST(SpecVectors, EntropyThreshold) {
 }
 
 }  // namespace
+
+TEST(SpecVectors, KeyringRotation) {
+  const auto v = load_vectors()["keyring"];
+  const auto keys = v["keys"].get<std::vector<std::string>>();
+  const std::string secret = epwa::keyring_rotation_secret(keys);
+  EXPECT_EQ(epwa::detail::to_hex({reinterpret_cast<const uint8_t*>(secret.data()), secret.size()}),
+            v["rotation_secret"].get<std::string>());
+  const auto prompt = v["prompt"].get<std::vector<int32_t>>();
+  const std::vector<int32_t> prompt2{1, 2};
+  for (uint64_t seed = 0; seed < 16; ++seed) {
+    EXPECT_EQ(epwa::keyring_pick(secret, seed, prompt, keys.size()), v["picks"][seed].get<size_t>())
+        << seed;
+    EXPECT_EQ(epwa::keyring_pick(secret, seed, prompt2, keys.size()),
+              v["picks_prompt_2"][seed].get<size_t>())
+        << seed;
+  }
+}

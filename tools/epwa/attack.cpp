@@ -54,6 +54,11 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
   steal.add_option("--tokens", a->o.tokens, "new tokens per text")->check(whole_number(1, 1024));
   steal.add_option("--texts", a->o.texts, "texts spoofed and scrubbed per N")
       ->check(whole_number(1, 1000000));
+  steal
+      .add_option("--keys", a->o.keys,
+                  "the victim's keyring size m: each text watermarked with one of m keys "
+                  "(KR-v1), detection corrected for m")
+      ->check(whole_number(1, 1024));
   steal.add_option("--gamma", a->o.gamma, "green-list fraction")
       ->check(real_number({.lo = 0, .hi = 1, .lo_open = true, .hi_open = true}));
   steal.add_option("--delta", a->o.delta, "the victim's watermark bias")

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <vector>
 
 #include "epwa/model.hpp"
 #include "epwa/watermark.hpp"
@@ -12,6 +13,7 @@ namespace epwa::cli {
 
 struct WatermarkArgs {
   std::string key, key_file;
+  std::string keyring;  // a keyring file (docs/SERVER.md's format): rotate / try every key
   double gamma = 0.5;
   double delta = 2.0;
   std::string expert_deltas;  // "d0,d1,..." (EWP)
@@ -26,6 +28,11 @@ struct WatermarkArgs {
   void check_used(const CLI::App& app, const std::string& mode) const;
   // --key-file bytes, else --key, else $EPW_KEY; throws Error when none is given (no default key).
   std::string resolve_key() const;
+  // With --keyring: its ids and secrets in keyring order (the ids sorted), loaded and checked.
+  struct Keys {
+    std::vector<std::string> ids, secrets;
+  };
+  Keys resolve_keyring() const;
   // The configuration for `mode`, router layer resolved against `model`.
   WatermarkConfig config(WatermarkMode mode, const Model& model) const;
 };

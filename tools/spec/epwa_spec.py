@@ -203,6 +203,18 @@ def cspv_sample(confidences, n, seed):
     return picks
 
 
+def keyring_rotation_secret(secrets):
+    """KR-v1 (section 9): SHA-256 of the tag and each key, length-prefixed, in keyring order."""
+    msg = b"EPWA-KR-v1" + b"".join(struct.pack("<I", len(k)) + k for k in secrets)
+    return hashlib.sha256(msg).digest()
+
+
+def keyring_pick(secret, seed, prompt, m):
+    """The key index of one response: HMAC(secret, u64 seed || u32 prompt ids), first 8 bytes mod m."""
+    msg = struct.pack("<Q", seed) + b"".join(struct.pack("<I", t & 0xffffffff) for t in prompt)
+    return struct.unpack("<Q", hmac.new(secret, msg, hashlib.sha256).digest()[:8])[0] % m
+
+
 def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
@@ -271,6 +283,16 @@ def main():
         "values": [repr(entropy(r)) for r in rows],
         "threshold": 2.2,
         "eligible": [j for j, r in enumerate(rows) if entropy(r) >= 2.2],
+    }
+    ring = [b"test-key-a", b"test-key-b", b"test-key-c", b"test-key-d"]
+    prompt = [1, 15043, 3186]
+    secret = keyring_rotation_secret(ring)
+    out["keyring"] = {
+        "keys": [k.decode() for k in ring],
+        "rotation_secret": secret.hex(),
+        "prompt": prompt,
+        "picks": [keyring_pick(secret, seed, prompt, len(ring)) for seed in range(16)],
+        "picks_prompt_2": [keyring_pick(secret, seed, [1, 2], len(ring)) for seed in range(16)],
     }
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
