@@ -153,7 +153,7 @@ class Harness {
   json run_scheme(Scheme scheme) {
     const std::string name(scheme_name(scheme));
     const auto t0 = Clock::now();
-    Victim victim(model_, scheme, o_.key, o_.gamma, o_.delta, layer_, o_.keys);
+    Victim victim(model_, scheme, o_.key, o_.gamma, o_.delta, layer_, o_.keys, o_.context_buckets);
     // The watermarked texts the attacker sees: observation prompts in turn, a new seed each.
     std::vector<ObservedText> seen;
     int64_t total = 0;
@@ -214,7 +214,7 @@ class Harness {
     }
     return {
         {"scheme", name},
-        {"contexts", victim.lists().num_experts()},
+        {"contexts", victim.lists().num_contexts()},
         {"observed_texts", seen.size()},
         {"unbiased", summary(base, true)},
         {"watermarked", summary(marked, false)},  // success: not detected unattacked
@@ -231,6 +231,7 @@ class Harness {
             {"tokens", o_.tokens},
             {"texts", o_.texts},
             {"keys", o_.keys},
+            {"context_buckets", o_.context_buckets},
             {"gamma", o_.gamma},
             {"delta", o_.delta},
             {"attack_delta", o_.attack_delta},

@@ -110,11 +110,11 @@ std::string read_key_file(const std::filesystem::path& path) {
 }
 
 std::shared_ptr<const GreenLists> make_green_lists(const Model& model, std::string_view key,
-                                                   double gamma) {
+                                                   double gamma, int32_t context_buckets) {
   check(!key.empty(), "watermark key is empty (give --key, --key-file or EPW_KEY)");
   const ModelConfig& c = model.config();
   return std::make_shared<const GreenLists>(key, router_hash(model), c.vocab_size, gamma,
-                                            c.num_experts);
+                                            c.num_experts, context_buckets);
 }
 
 namespace {
@@ -125,7 +125,7 @@ WatermarkConfig resolved(const Model& model, WatermarkConfig cfg) {
 }  // namespace
 
 Watermarker::Watermarker(const Model& model, std::string_view key, WatermarkConfig cfg)
-    : Watermarker(model, make_green_lists(model, key, cfg.gamma), cfg) {}
+    : Watermarker(model, make_green_lists(model, key, cfg.gamma, cfg.context_buckets), cfg) {}
 
 Watermarker::Watermarker(const Model& model, std::shared_ptr<const GreenLists> lists,
                          WatermarkConfig cfg)
@@ -138,10 +138,17 @@ Watermarker::Watermarker(const Model& model, std::shared_ptr<const GreenLists> l
 std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t> prompt,
                                            GenerateOptions o) {
   check(o.processor == nullptr, "watermark generate: another logits processor is already set");
+  check(!prompt.empty(), "watermark generate: the prompt is empty");
   processor_.reset();
   ObserverFan fan{&processor_, o.observer};
   o.observer = &fan;
   o.processor = &processor_;
+  // CTX-v1 keys each step by the previous token too: the prompt's last, then each sampled one.
+  processor_.set_previous_token(prompt.back());
+  o.on_token = [this, next = std::move(o.on_token)](int32_t t) {
+    processor_.set_previous_token(t);
+    if (next) next(t);
+  };
   return epwa::generate(model, prompt, o);
 }
 

@@ -164,3 +164,37 @@ TEST(KeyringPick, SpreadsOverKeysAndDependsOnSecretSeedAndPrompt) {
 }
 
 }  // namespace
+
+namespace {
+
+// CTX-v1 detection: a text green under (expert, bucket of the previous token) is found by the
+// context-bucket lists and not by GL-v1's, and the dedup is on (context, token).
+TEST(ContextBucketDetection, ScoresTheListOfExpertAndPreviousToken) {
+  auto ctx = std::make_shared<epwa::GreenLists>("ctx-key", kHash, kV, 0.5, kE, 64);
+  auto plain = std::make_shared<epwa::GreenLists>("ctx-key", kHash, kV, 0.5, kE);
+  std::mt19937_64 rng(21);
+  std::vector<int32_t> tokens{1};
+  std::vector<epwa::RouterRecord> records;
+  for (int i = 0; i < 150; ++i) {
+    const auto e = static_cast<int32_t>(rng() % kE);
+    records.push_back({e, 0.5f});
+    const int32_t c = ctx->context(e, tokens.back());
+    int32_t t;
+    do t = static_cast<int32_t>(rng() % kV);
+    while (!ctx->is_green(c, t));
+    tokens.push_back(t);
+  }
+  const epwa::Detector d(ctx), d0(plain);
+  const auto r = d.detect({tokens, 1, records});
+  EXPECT_EQ(r.g, r.n);
+  EXPECT_TRUE(r.detected);
+  EXPECT_LT(d0.detect({tokens, 1, records}).z, 4.0);
+  // Every (context, token) pair once: a text repeating one token after itself under one expert.
+  std::vector<int32_t> rep(40, 7);
+  rep[0] = 1;
+  std::vector<epwa::RouterRecord> rec0(40, {2, 0.5f});
+  const auto rr = d.detect({rep, 1, rec0});
+  EXPECT_EQ(rr.n, 1 + (ctx->context(2, 1) != ctx->context(2, 7)));
+}
+
+}  // namespace

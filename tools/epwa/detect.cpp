@@ -232,10 +232,10 @@ const Command kDetect{
         if (use_ring) {
           std::vector<std::shared_ptr<const GreenLists>> lists;
           for (const std::string& s : keys.secrets)
-            lists.push_back(make_green_lists(*m, s, a->wm.gamma));
+            lists.push_back(make_green_lists(*m, s, a->wm.gamma, a->wm.context_buckets));
           ring.emplace(keys.ids, std::move(lists), a->opt);
         } else {
-          det.emplace(make_green_lists(*m, key, a->wm.gamma), a->opt);
+          det.emplace(make_green_lists(*m, key, a->wm.gamma, a->wm.context_buckets), a->opt);
         }
         if (a->opt.method == DetectMethod::Pepi) {
           auto predictor = a->pepi.predictor(*m, resolve_model_path(a->model.model));

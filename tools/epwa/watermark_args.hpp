@@ -16,9 +16,10 @@ struct WatermarkArgs {
   std::string keyring;  // a keyring file (docs/SERVER.md's format): rotate / try every key
   double gamma = 0.5;
   double delta = 2.0;
-  std::string expert_deltas;  // "d0,d1,..." (EWP)
-  int32_t router_layer = -1;  // -1 = last MoE layer
-  double min_entropy = 0.0;   // selective bias / entropy-aware detection (nats)
+  std::string expert_deltas;    // "d0,d1,..." (EWP)
+  int32_t router_layer = -1;    // -1 = last MoE layer
+  double min_entropy = 0.0;     // selective bias / entropy-aware detection (nats)
+  int32_t context_buckets = 0;  // CTX-v1: H buckets of the previous token (0 = off)
 
   // --key, --key-file, --gamma, --router-layer, --min-entropy; with `generation` also --delta,
   // --expert-deltas.

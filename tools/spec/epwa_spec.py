@@ -160,6 +160,17 @@ def green_list(key, router_hash, vocab, gamma, expert):
     return perm[: math.floor(gamma * vocab)]
 
 
+def context_bucket(key, token, buckets):
+    """CTX-v1 (section 10): the keyed bucket of a previous token."""
+    d = hmac.new(key, b"EPWA-CTX-v1" + struct.pack("<I", token), hashlib.sha256).digest()
+    return struct.unpack("<I", d[:4])[0] % buckets
+
+
+def context_list_key(key, buckets):
+    """CTX-v1: the key of the E x H lists, so that none coincides with a GL-v1 list of `key`."""
+    return b"EPWA-CTX-v1:" + str(buckets).encode("ascii") + b":" + key
+
+
 def cspv_seed(tokens):
     h = hashlib.sha256(b"EPWA-CSPV-v1" + b"".join(struct.pack("<i", t) for t in tokens)).digest()
     return struct.unpack("<Q", h[:8])[0]
@@ -283,6 +294,21 @@ def main():
         "values": [repr(entropy(r)) for r in rows],
         "threshold": 2.2,
         "eligible": [j for j, r in enumerate(rows) if entropy(r) >= 2.2],
+    }
+    buckets = 16
+    ctx_key = context_list_key(key, buckets)
+    ctx_lists = []
+    for expert, prev in ((0, 0), (1, 7), (3, 999)):
+        c = expert * buckets + context_bucket(key, prev, buckets)
+        g = green_list(ctx_key, router_hash, 1000, 0.5, c)
+        digest = hashlib.sha256(b"".join(struct.pack("<I", t) for t in sorted(g))).hexdigest()
+        ctx_lists.append({"expert": expert, "previous_token": prev, "context": c, "first16": g[:16],
+                          "sorted_sha256": digest})
+    out["context_buckets"] = {
+        "key": key.decode(), "router_hash": router_hash, "vocab": 1000, "gamma": 0.5, "experts": 4,
+        "buckets": buckets,
+        "bucket_of_tokens_0_to_15": [context_bucket(key, t, buckets) for t in range(16)],
+        "lists": ctx_lists,
     }
     ring = [b"test-key-a", b"test-key-b", b"test-key-c", b"test-key-d"]
     prompt = [1, 15043, 3186]
