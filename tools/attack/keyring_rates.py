@@ -11,7 +11,9 @@ Bonferroni threshold the detector reports). Keys are independent, so this is the
 keyring of m keys makes.
 
 usage: PYTHONPATH=build/python /usr/bin/python3 tools/attack/keyring_rates.py build/epwa OUTDIR
-environment: N_POS (200), N_NEG (600), CONTEXT_BUCKETS (0: GL-v1; H: CTX-v1 lists, docs/SPEC.md 10)
+environment: N_POS (200), N_NEG (600), CONTEXT_BUCKETS (0: GL-v1; H: CTX-v1 lists, docs/SPEC.md 10),
+SECRETS (comma-separated: the keyring's secrets instead of 16 generated ones; e.g. epwa-eval, the
+key of `epwa eval`, for one key)
 """
 import json
 import math
@@ -20,6 +22,7 @@ import subprocess
 import sys
 
 import epwa
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEYS = 16
@@ -57,10 +60,12 @@ def main():
     n_neg = int(os.environ.get("N_NEG", "600"))
     ctx = ["--context-buckets", os.environ["CONTEXT_BUCKETS"]] if os.environ.get("CONTEXT_BUCKETS") else []
     os.makedirs(out, exist_ok=True)
-    ring = os.path.join(out, "ring16.json")
-    ids = [f"k{i:02d}" for i in range(KEYS)]
+    ring = os.path.join(out, "ring.json")
+    secrets = os.environ.get("SECRETS", "").split(",") if os.environ.get("SECRETS") else None
+    ids = [f"k{i:02d}" for i in range(len(secrets) if secrets else KEYS)]
     with open(ring, "w") as f:
-        json.dump({"default": ids[0], "keys": {k: f"keyring-rates-secret-{k}" for k in ids}}, f)
+        json.dump({"default": ids[0], "keys": {k: (secrets[i] if secrets else f"keyring-rates-secret-{k}")
+                                               for i, k in enumerate(ids)}}, f)
     os.chmod(ring, 0o600)
     tok = epwa.Model().tokenizer
     prompts = lines(os.path.join(ROOT, "data/heldout/prompts.txt"))
@@ -100,11 +105,32 @@ def main():
         with open(res) as f:
             return [json.loads(l) for l in f]
 
+    # Oracle perplexity of each positive (its new tokens given the prompt, the model at T = 1,
+    # EOS left out), as `epwa eval` reports it; mean with a bootstrap 95% interval.
+    model = epwa.Model()
+    ppl = []
+    for l in open(pos_file):
+        p = json.loads(l)
+        text = p["tokens"][:-1] if p["tokens"] and p["tokens"][-1] == model.config.eos_token_id else p["tokens"]
+        if not text:
+            continue
+        seq = p["prompt_tokens"] + text
+        logits = model.trace(seq).logits.astype(np.float64)
+        rows = logits[len(p["prompt_tokens"]) - 1:len(seq) - 1]
+        mx = rows.max(axis=1, keepdims=True)
+        lse = (mx[:, 0] + np.log(np.exp(rows - mx).sum(axis=1)))
+        nll = lse - rows[np.arange(len(text)), text]
+        ppl.append(float(np.exp(nll.mean())))
+    rng = np.random.default_rng(1)
+    boot = sorted(float(np.mean(rng.choice(ppl, len(ppl)))) for _ in range(1000))
+    ppl_summary = {"mean": float(np.mean(ppl)), "median": float(np.median(ppl)),
+                   "mean_ci95": [boot[25], boot[974]], "texts": len(ppl)}
+
     pos = detect(pos_file)
     key_of = {json.loads(l)["id"]: json.loads(l)["key_id"] for l in open(pos_file)}
     neg = detect(neg_file)
     rows = []
-    for m in SIZES:
+    for m in [m for m in SIZES if m <= len(ids)]:
         zm = z_threshold(m)
 
         def fired(r, own):
@@ -122,10 +148,15 @@ def main():
                      "max_negative_z": max(max(k["z"] for k in r["keyring"]["per_key"][:m]) for r in neg)})
     used = sorted(set(key_of.values()))
     summary = {"keys_used": len(used), "context_buckets": int(os.environ.get("CONTEXT_BUCKETS") or 0),
-               "ended_at_eos": sum(json.loads(l)["tokens"][-1] == 2 for l in open(pos_file)),
+               "ended_at_eos": sum(json.loads(l)["tokens"][-1] == model.config.eos_token_id
+                                   for l in open(pos_file)),
+               "perplexity": ppl_summary,
                "rows": rows}
     json.dump(summary, open(os.path.join(out, "rates.json"), "w"), indent=1)
-    print(f"{len(pos)} positives (keys used: {len(used)} of {KEYS}), {len(neg)} human negatives")
+    print(f"{len(pos)} positives (keys used: {len(used)} of {len(ids)}), {len(neg)} human negatives, "
+          f"{summary['ended_at_eos']} positives ended at EOS; positives' perplexity mean "
+          f"{ppl_summary['mean']:.2f} [{ppl_summary['mean_ci95'][0]:.2f}, {ppl_summary['mean_ci95'][1]:.2f}], "
+          f"median {ppl_summary['median']:.2f}")
     print("| m | z_m | TPR [95%] | FPR [95%] | max negative z |")
     print("|---|---|---|---|---|")
     for r in rows:
