@@ -116,8 +116,8 @@ class Detector {
 };
 
 // Detection with a keyring of m keys (docs/SPEC.md section 9): every key is tested on the same
-// scored tokens (the candidates and the dedup do not depend on the key, so n is the same for all)
-// and the key with the smallest p-value (the largest statistic) is the one reported. The decision
+// tokens and the key with the largest statistic is the one reported (with GL-v1 the dedup does not
+// depend on the key, so n is the same for all and that key has the smallest p-value). The decision
 // is Bonferroni-corrected: detected = n >= 10 and z > z_m, z_m = keyring_threshold(threshold, m),
 // i.e. m * P[Z > z] < P[Z > threshold]; m = 1 is exactly the one-key rule. The corrected p-value
 // min(1, m * p_min) bounds the probability that any of the m keys fires by chance whatever the

@@ -59,8 +59,10 @@ KeyringResult KeyringDetector::detect(const DetectionInput& in) const {
   for (size_t k = 0; k < detectors_.size(); ++k) {
     DetectionResult d = detectors_[k].detect(x);
     r.per_key.push_back({ids_[k], d.g, d.z, d.p_value, d.log10_p});
-    // Same n for every key: the smallest p is the largest statistic (ties: the first key).
-    if (k == 0 || d.log10_p < r.best.log10_p) {
+    // The decision statistic picks the key (ties: the first): max z > z_m is "some key fires".
+    // With GL-v1 every key has the same n, so this is also the smallest p; with CTX-v1 the keyed
+    // buckets, and so the dedup, differ by key and n may differ a little.
+    if (k == 0 || d.z > r.best.z) {
       best = k;
       r.best = std::move(d);
     }
