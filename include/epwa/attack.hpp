@@ -28,9 +28,12 @@ class Tokenizer;
 namespace epwa::attack {
 
 // What a green list is keyed by. EPW-A: the top-1 expert at the watermark layer of the previous
-// position (E contexts). KGW baseline: the previous token (V contexts).
-enum class Scheme { Epwa, Kgw };
-std::string_view scheme_name(Scheme s);          // "epwa", "kgw"
+// position (E contexts). KGW baseline: the previous token (V contexts). EPW-A with CTX-v1 context
+// buckets (defence 1, docs/SPEC.md section 10): the expert and a keyed bucket of the previous
+// token (E x H lists); the attacker, who cannot compute the keyed buckets, keys by the expert and
+// the previous token itself (E x V contexts, context = expert * V + token).
+enum class Scheme { Epwa, Kgw, EpwaCtx };
+std::string_view scheme_name(Scheme s);          // "epwa", "kgw", "epwa-ctx"
 Scheme scheme_from_name(std::string_view name);  // throws Error on an unknown name
 
 // The KGW-style baseline's green lists, a baseline and not part of EPW-A: GL-v1 (docs/SPEC.md,
@@ -44,8 +47,14 @@ std::shared_ptr<const GreenLists> make_kgw_green_lists(const Model& model, std::
 // latest router observation at the watermark layer (EPW-A) or the latest token pushed (KGW).
 class ContextTracker : public RouterObserver {
  public:
-  ContextTracker(Scheme scheme, int32_t layer) : scheme_(scheme), layer_(layer) {}
-  void reset() { context_ = -1; }
+  // `vocab` is needed by EpwaCtx only (its contexts are expert * vocab + token).
+  ContextTracker(Scheme scheme, int32_t layer, int32_t vocab = 0)
+      : scheme_(scheme), layer_(layer), vocab_(vocab) {}
+  void reset() {
+    context_ = -1;
+    expert_ = -1;
+    token_ = -1;
+  }
   void observe(const RouterObservation& obs) override;
   void push(int32_t token);  // a token entered the sequence (the KGW context)
   int32_t context() const;   // throws Error before any observation / token
@@ -54,8 +63,8 @@ class ContextTracker : public RouterObserver {
 
  private:
   Scheme scheme_;
-  int32_t layer_;
-  int32_t context_ = -1;
+  int32_t layer_, vocab_;
+  int32_t context_ = -1, expert_ = -1, token_ = -1;
 };
 
 // The context of every position of `tokens` from a teacher-forced pass: contexts[p] governs
@@ -67,8 +76,8 @@ std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const in
 class ContextBias : public LogitsProcessor {
  public:
   using Bias = std::function<void(int32_t context, std::span<float> logits)>;
-  ContextBias(Scheme scheme, int32_t layer, Bias bias)
-      : tracker_(scheme, layer), bias_(std::move(bias)) {}
+  ContextBias(Scheme scheme, int32_t layer, Bias bias, int32_t vocab = 0)
+      : tracker_(scheme, layer, vocab), bias_(std::move(bias)) {}
   void process(std::span<float> logits) override { bias_(tracker_.context(), logits); }
   // generate() with this bias: the tracker sees the routers (EPW-A) and the tokens (KGW).
   std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o);
@@ -78,27 +87,39 @@ class ContextBias : public LogitsProcessor {
   Bias bias_;
 };
 
-// The watermark under attack, with its secret key: generates and detects (full method, repeats
-// scored once, threshold 4).
+// The watermark under attack, with its secret key or keyring: generates and detects (full method,
+// repeats scored once, threshold 4). With m > 1 keys (defence 2, docs/THREAT_MODEL.md) each
+// response is watermarked with the key KR-v1 picks from its seed and prompt (docs/SPEC.md 9) and
+// detection tries every key, Bonferroni-corrected for m. The keys: `key` for m = 1, else
+// `key` "#0" .. `key` "#m-1". EpwaCtx needs context_buckets H >= 2 (the others ignore it).
 class Victim {
  public:
-  // layer < 0 counts from the last MoE layer. Throws Error on an empty key or bad parameters.
+  // layer < 0 counts from the last MoE layer. Throws Error on an empty key, keys < 1 or bad
+  // parameters.
   Victim(const Model& model, Scheme scheme, std::string_view key, double gamma, double delta,
-         int32_t layer = -1);
+         int32_t layer = -1, int32_t keys = 1, int32_t context_buckets = 0);
+  // The key is picked from o.sampling.seed and the prompt.
   std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
                                 const GenerateOptions& o);
+  // The best key's result, its decision corrected for the number of keys.
   DetectionResult detect(Model& model, std::span<const int32_t> tokens,
                          int64_t prompt_tokens) const;
-  const GreenLists& lists() const { return *lists_; }
+  // The key generate() uses for this seed and prompt.
+  size_t key_for(uint64_t seed, std::span<const int32_t> prompt) const;
+  const GreenLists& lists(size_t key = 0) const { return *lists_.at(key); }
+  int32_t keys() const { return static_cast<int32_t>(lists_.size()); }
   Scheme scheme() const { return scheme_; }
   int32_t layer() const { return layer_; }
 
  private:
+  Victim(const Model& model, Scheme scheme, std::vector<std::string> keys, double gamma,
+         double delta, int32_t layer, int32_t context_buckets);
   Scheme scheme_;
   int32_t layer_;
   double delta_;
-  std::shared_ptr<const GreenLists> lists_;
-  Detector detector_;
+  std::vector<std::shared_ptr<const GreenLists>> lists_;
+  std::string rotation_;
+  KeyringDetector detector_;
 };
 
 // ---- the estimator ----
@@ -155,7 +176,8 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
                                const std::function<void(int64_t done)>& progress = {});
 
 // How well the scores separate green from red (the truth from the key), as ROC AUC over the pairs
-// seen. One context (0.5 when its pairs are all green or all red):
+// seen (EpwaCtx: the attacker's context (e, token) is the truth's context (e, bucket(token))).
+// One context (0.5 when its pairs are all green or all red):
 double context_auc(const StolenLists& stolen, const GreenLists& truth, int32_t context);
 struct ScoreQuality {
   double auc_seen = 0.5;     // all contexts' pairs pooled
@@ -199,8 +221,10 @@ struct StealOptions {
   std::vector<std::string> prompts;  // first half: observed texts; second half: attacked texts
   std::vector<int64_t> observed = {1000, 10000, 100000};  // N, watermarked tokens seen
   std::vector<Scheme> schemes = {Scheme::Epwa, Scheme::Kgw};
-  int32_t tokens = 200;  // new tokens per text
-  int32_t texts = 20;    // texts spoofed and scrubbed per N
+  int32_t tokens = 200;           // new tokens per text
+  int32_t texts = 20;             // texts spoofed and scrubbed per N
+  int32_t keys = 1;               // the victim's keyring size m (a random key per response)
+  int32_t context_buckets = 256;  // H of the epwa-ctx scheme (CTX-v1)
   double gamma = 0.5, delta = 2.0;
   double attack_delta = 4.0;
   double scrub_budget = 0.2;

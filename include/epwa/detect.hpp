@@ -115,6 +115,52 @@ class Detector {
   std::shared_ptr<ExpertPredictor> predictor_;
 };
 
+// Detection with a keyring of m keys (docs/SPEC.md section 9): every key is tested on the same
+// tokens and the key with the largest statistic is the one reported (with GL-v1 the dedup does not
+// depend on the key, so n is the same for all and that key has the smallest p-value). The decision
+// is Bonferroni-corrected: detected = n >= 10 and z > z_m, z_m = keyring_threshold(threshold, m),
+// i.e. m * P[Z > z] < P[Z > threshold]; m = 1 is exactly the one-key rule. The corrected p-value
+// min(1, m * p_min) bounds the probability that any of the m keys fires by chance whatever the
+// dependence between the keys' statistics, so the null stays valid.
+struct KeyScore {
+  std::string id;
+  int64_t g = 0;
+  double z = 0, p_value = 1, log10_p = 0;
+};
+struct KeyringResult {
+  DetectionResult best;           // the result of the key with the smallest p-value (detected and
+                                  // reason follow the corrected rule)
+  std::string key_id;             // that key
+  int32_t keys = 1;               // m
+  double z_threshold = 4.0;       // z_m
+  double p_corrected = 1.0;       // min(1, m * best.p_value)
+  double log10_p_corrected = 0;   // finite where p underflows
+  std::vector<KeyScore> per_key;  // every key, in keyring order
+};
+nlohmann::json to_json(const KeyringResult& r);
+
+// z_m with m * P[Z > z_m] = P[Z > threshold] (standard normal Z). Throws Error when m < 1.
+double keyring_threshold(double threshold, int32_t m);
+
+class KeyringDetector {
+ public:
+  // One id per list, in keyring order; all lists of one model and gamma. Throws Error on no keys,
+  // a count mismatch, lists that differ in vocabulary, experts or gamma, or bad options.
+  KeyringDetector(std::vector<std::string> ids,
+                  std::vector<std::shared_ptr<const GreenLists>> lists, DetectOptions opt = {});
+  // As Detector::detect; PEPI predicts the records once for all keys.
+  KeyringResult detect(const DetectionInput& in) const;
+  void set_expert_predictor(std::shared_ptr<ExpertPredictor> predictor);
+  const DetectOptions& options() const { return opt_; }
+  size_t size() const { return ids_.size(); }
+
+ private:
+  std::vector<std::string> ids_;
+  std::vector<Detector> detectors_;  // method pepi runs as full over the predicted records
+  DetectOptions opt_;
+  std::shared_ptr<ExpertPredictor> predictor_;
+};
+
 // --- statistics, exposed for tests, benchmarks and the evaluation ---
 // z = (g - gamma n) / sqrt(n gamma (1 - gamma)); 0 when n = 0.
 double z_score(int64_t g, int64_t n, double gamma);

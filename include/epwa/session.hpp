@@ -61,9 +61,10 @@ class ObserverFan : public RouterObserver {
 // empty).
 std::string read_key_file(const std::filesystem::path& path);
 
-// The E green lists of `model` for a key and gamma (V = vocab size, hash = router_hash(model)).
+// The E green lists of `model` for a key and gamma (V = vocab size, hash = router_hash(model));
+// with context_buckets H > 0 the E * H lists of CTX-v1 (docs/SPEC.md section 10).
 std::shared_ptr<const GreenLists> make_green_lists(const Model& model, std::string_view key,
-                                                   double gamma);
+                                                   double gamma, int32_t context_buckets = 0);
 
 // Generation with the EPW-A watermark: owns the green lists and the WatermarkProcessor of one
 // model and key. cfg.router_layer < 0 means the last MoE layer (resolved in the constructor).
@@ -96,5 +97,8 @@ class Watermarker {
 DetectionResult detect_tokens(Model& model, const Detector& detector,
                               std::span<const int32_t> tokens, int64_t prompt_tokens,
                               int32_t layer);
+// The same with a keyring: one pass, every key tested on its records (docs/SPEC.md section 9).
+KeyringResult detect_tokens(Model& model, const KeyringDetector& detector,
+                            std::span<const int32_t> tokens, int64_t prompt_tokens, int32_t layer);
 
 }  // namespace epwa

@@ -58,41 +58,64 @@ int32_t resolve_router_layer(int32_t requested, int32_t num_moe_layers);
 
 // GL-v1 green lists, one per expert, each the first floor(gamma * V) entries of a keyed
 // Fisher-Yates shuffle of [0, V). Each list is built once, on first use (thread-safe), and kept as
-// a bitset.
+// a bitset. With context buckets H > 0 (CTX-v1, docs/SPEC.md section 10, a defence against
+// watermark stealing) a list is keyed by the expert together with a keyed bucket of the previous
+// token: E * H lists, context c = e * H + bucket(previous token). Everything that takes an
+// "expert" below takes such a context; with H = 0 the context is the expert (GL-v1 unchanged).
 class GreenLists {
  public:
   // `key` holds the raw key bytes (UTF-8 of --key, or a key file's bytes); `router_hash_hex` is the
   // 64-hex IRSH-v1 of the model. Throws Error on an empty key, a malformed hash, V < 2,
-  // gamma outside (0, 1) or E < 1.
+  // gamma outside (0, 1), E < 1 or H outside {0} u [2, 65536].
   GreenLists(std::string_view key, std::string_view router_hash_hex, int32_t vocab_size,
-             double gamma, int32_t num_experts);
+             double gamma, int32_t num_experts, int32_t context_buckets = 0);
   ~GreenLists();
   GreenLists(const GreenLists&) = delete;
   GreenLists& operator=(const GreenLists&) = delete;
 
-  bool is_green(int32_t expert, int32_t token) const;  // throws Error when either is out of range
-  // Bitset of expert e's list: bit v of word v / 64 is set when token v is green.
-  std::span<const uint64_t> bits(int32_t expert) const;
+  bool is_green(int32_t context, int32_t token) const;  // throws Error when either is out of range
+  // Bitset of a context's list: bit v of word v / 64 is set when token v is green.
+  std::span<const uint64_t> bits(int32_t context) const;
   // The green tokens in shuffle order (the first floor(gamma V) shuffled entries); computed on
   // call.
-  std::vector<int32_t> green_tokens_in_order(int32_t expert) const;
+  std::vector<int32_t> green_tokens_in_order(int32_t context) const;
+  // The context of a token whose previous position routed to `expert` and held `previous_token`:
+  // the expert itself with H = 0, else expert * H + bucket(previous_token). Throws Error when
+  // either is out of range.
+  int32_t context(int32_t expert, int32_t previous_token) const;
+  int32_t bucket(int32_t token) const;  // CTX-v1's keyed bucket of a token (H > 0 only)
 
   int32_t green_count() const { return green_count_; }  // floor(gamma * V)
   int32_t vocab_size() const { return vocab_; }
   int32_t num_experts() const { return experts_; }
+  int32_t context_buckets() const { return buckets_; }  // H, 0 = GL-v1
+  int32_t num_contexts() const { return buckets_ > 0 ? experts_ * buckets_ : experts_; }
   double gamma() const { return gamma_; }
   const std::string& router_hash() const { return hash_; }
 
  private:
   struct Slot;
-  const Slot& slot(int32_t expert) const;
-  std::vector<int32_t> shuffle(int32_t expert) const;
+  const Slot& slot(int32_t context) const;
+  std::vector<int32_t> shuffle(int32_t context) const;
 
-  std::string key_, hash_;
-  int32_t vocab_, experts_, green_count_;
+  std::string key_, hash_;  // key_: the list key (CTX-v1 derives its own from the key)
+  int32_t vocab_, experts_, buckets_, green_count_;
   double gamma_;
+  std::vector<uint16_t> bucket_of_;  // CTX-v1: bucket of every token
   std::unique_ptr<Slot[]> slots_;
 };
+
+// Keyring rotation KR-v1 (docs/SPEC.md section 9): a deployment holds m keys and watermarks each
+// response with one of them, chosen so that a client cannot predict or pin it (a client that
+// could would collect text under one key and steal that key's lists as if there were one).
+// The rotation secret: SHA-256("EPWA-KR-v1" || for each key in keyring order: u32 LE length ||
+// bytes), 32 bytes. Throws Error on no keys or an empty one.
+std::string keyring_rotation_secret(std::span<const std::string> secrets);
+// The index in [0, m) of the key for one response: the first 8 bytes (u64 LE) of
+// HMAC(rotation_secret, u64 LE seed || u32 LE of each prompt token id) mod m. With the prompt in
+// the message a client that fixes its seed still meets every key. Throws Error when m < 1.
+size_t keyring_pick(std::string_view rotation_secret, uint64_t seed,
+                    std::span<const int32_t> prompt, size_t m);
 
 enum class WatermarkMode { GSG, EWP };
 std::string_view watermark_mode_name(WatermarkMode m);          // "gsg" / "ewp"
@@ -112,6 +135,9 @@ struct WatermarkConfig {
   // Selective bias (docs/SPEC.md "Entropy threshold"): a step whose next-token distribution has
   // less entropy than this (nats) is left unbiased. 0 = every step is biased.
   double min_entropy = 0.0;
+  // CTX-v1 (docs/SPEC.md section 10): lists keyed by the expert and one of H keyed buckets of the
+  // previous token; 0 = GL-v1 (the expert alone). Must match the lists'.
+  int32_t context_buckets = 0;
 };
 
 // The Shannon entropy (nats) of softmax(logits), in double precision; -inf logits count as zero
@@ -133,6 +159,10 @@ class WatermarkProcessor : public RouterObserver, public LogitsProcessor {
   std::vector<int32_t> layers() const override { return {cfg_.router_layer}; }
   void process(std::span<float> logits) override;
   void reset();  // forget the last observation (new sequence)
+  // CTX-v1 (lists with context buckets): the token at the observed position (the prompt's last
+  // token, then each sampled one). process() then throws unless one was given since the last
+  // process(), so a caller that never tells the tokens cannot watermark with a stale context.
+  void set_previous_token(int32_t token);
 
   bool has_observation() const { return fresh_; }  // an unconsumed observation at the layer
   int32_t last_expert() const { return expert_; }
@@ -151,6 +181,8 @@ class WatermarkProcessor : public RouterObserver, public LogitsProcessor {
   float confidence_ = 0.0f;
   int64_t position_ = -1;
   bool fresh_ = false;
+  int32_t previous_ = -1;
+  bool previous_fresh_ = false;
 };
 
 }  // namespace epwa

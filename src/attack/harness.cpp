@@ -153,7 +153,7 @@ class Harness {
   json run_scheme(Scheme scheme) {
     const std::string name(scheme_name(scheme));
     const auto t0 = Clock::now();
-    Victim victim(model_, scheme, o_.key, o_.gamma, o_.delta, layer_);
+    Victim victim(model_, scheme, o_.key, o_.gamma, o_.delta, layer_, o_.keys, o_.context_buckets);
     // The watermarked texts the attacker sees: observation prompts in turn, a new seed each.
     std::vector<ObservedText> seen;
     int64_t total = 0;
@@ -214,7 +214,7 @@ class Harness {
     }
     return {
         {"scheme", name},
-        {"contexts", victim.lists().num_experts()},
+        {"contexts", victim.lists().num_contexts()},
         {"observed_texts", seen.size()},
         {"unbiased", summary(base, true)},
         {"watermarked", summary(marked, false)},  // success: not detected unattacked
@@ -230,6 +230,8 @@ class Harness {
             {"schemes", schemes},
             {"tokens", o_.tokens},
             {"texts", o_.texts},
+            {"keys", o_.keys},
+            {"context_buckets", o_.context_buckets},
             {"gamma", o_.gamma},
             {"delta", o_.delta},
             {"attack_delta", o_.attack_delta},
@@ -259,6 +261,7 @@ json run_steal(Model& model, const Tokenizer& tok, const StealOptions& o) {
   check(!o.schemes.empty(), "attack: no scheme to attack");
   check(o.tokens > 0, "attack: --tokens must be > 0");
   check(o.texts > 0, "attack: --texts must be > 0");
+  check(o.keys >= 1, "attack: --keys must be >= 1");
   check(o.temperature > 0, "attack: --temperature must be > 0 (the base distribution)");
   return Harness(model, tok, o).run();
 }

@@ -9,13 +9,21 @@
 namespace epwa::attack {
 
 std::string_view scheme_name(Scheme s) {
-  return s == Scheme::Epwa ? "epwa" : "kgw";
+  switch (s) {
+    case Scheme::Epwa:
+      return "epwa";
+    case Scheme::Kgw:
+      return "kgw";
+    case Scheme::EpwaCtx:
+      return "epwa-ctx";
+  }
+  return "?";
 }
 
 Scheme scheme_from_name(std::string_view name) {
-  if (name == "epwa") return Scheme::Epwa;
-  if (name == "kgw") return Scheme::Kgw;
-  throw Error("unknown scheme '" + std::string(name) + "' (epwa or kgw)");
+  for (Scheme s : {Scheme::Epwa, Scheme::Kgw, Scheme::EpwaCtx})
+    if (scheme_name(s) == name) return s;
+  throw Error("unknown scheme '" + std::string(name) + "' (epwa, kgw or epwa-ctx)");
 }
 
 std::shared_ptr<const GreenLists> make_kgw_green_lists(const Model& model, std::string_view key,
@@ -29,14 +37,21 @@ std::shared_ptr<const GreenLists> make_kgw_green_lists(const Model& model, std::
 }
 
 void ContextTracker::observe(const RouterObservation& obs) {
-  if (scheme_ == Scheme::Epwa && obs.layer == layer_) context_ = top1_expert(obs.logits).expert;
+  if (scheme_ != Scheme::Kgw && obs.layer == layer_) expert_ = top1_expert(obs.logits).expert;
+  if (scheme_ == Scheme::Epwa) context_ = expert_;
 }
 
 void ContextTracker::push(int32_t token) {
+  token_ = token;
   if (scheme_ == Scheme::Kgw) context_ = token;
 }
 
 int32_t ContextTracker::context() const {
+  if (scheme_ == Scheme::EpwaCtx) {
+    check(expert_ >= 0 && token_ >= 0 && vocab_ > 0,
+          "attack: no context yet (no router observation and token, or no vocabulary size)");
+    return expert_ * vocab_ + token_;
+  }
   check(context_ >= 0, "attack: no context yet (no router observation or token)");
   return context_;
 }
@@ -46,7 +61,10 @@ std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const in
   if (scheme == Scheme::Kgw) return {tokens.begin(), tokens.end()};
   std::vector<int32_t> out;
   out.reserve(tokens.size());
-  for (const RouterRecord& r : router_records(model, tokens, layer)) out.push_back(r.expert);
+  const int32_t V = model.config().vocab_size;
+  const std::vector<RouterRecord> rec = router_records(model, tokens, layer);
+  for (size_t p = 0; p < rec.size(); ++p)
+    out.push_back(scheme == Scheme::Epwa ? rec[p].expert : rec[p].expert * V + tokens[p]);
   return out;
 }
 
@@ -66,27 +84,63 @@ std::vector<int32_t> ContextBias::generate(Model& model, std::span<const int32_t
   return epwa::generate(model, prompt, o);
 }
 
+namespace {
+
+std::vector<std::string> victim_keys(std::string_view key, int32_t m) {
+  check(!key.empty(), "watermark key is empty");
+  check(m >= 1, "attack: the keyring needs at least one key");
+  if (m == 1) return {std::string(key)};
+  std::vector<std::string> out;
+  for (int32_t i = 0; i < m; ++i) out.push_back(std::string(key) + "#" + std::to_string(i));
+  return out;
+}
+
+std::vector<std::shared_ptr<const GreenLists>> victim_lists(const Model& model, Scheme scheme,
+                                                            std::span<const std::string> keys,
+                                                            double gamma, int32_t buckets) {
+  check(scheme != Scheme::EpwaCtx || buckets >= 2,
+        "attack: the epwa-ctx scheme needs context buckets H >= 2");
+  std::vector<std::shared_ptr<const GreenLists>> out;
+  for (const std::string& k : keys)
+    out.push_back(scheme == Scheme::Kgw
+                      ? make_kgw_green_lists(model, k, gamma)
+                      : make_green_lists(model, k, gamma, scheme == Scheme::EpwaCtx ? buckets : 0));
+  return out;
+}
+
+}  // namespace
+
 Victim::Victim(const Model& model, Scheme scheme, std::string_view key, double gamma, double delta,
-               int32_t layer)
+               int32_t layer, int32_t keys, int32_t context_buckets)
+    : Victim(model, scheme, victim_keys(key, keys), gamma, delta, layer, context_buckets) {}
+
+Victim::Victim(const Model& model, Scheme scheme, std::vector<std::string> keys, double gamma,
+               double delta, int32_t layer, int32_t context_buckets)
     : scheme_(scheme),
       layer_(model_router_layer(model, layer)),
       delta_(delta),
-      lists_(scheme == Scheme::Epwa ? make_green_lists(model, key, gamma)
-                                    : make_kgw_green_lists(model, key, gamma)),
-      detector_(lists_) {
+      lists_(victim_lists(model, scheme, keys, gamma, context_buckets)),
+      rotation_(keyring_rotation_secret(keys)),
+      detector_(keys, lists_) {
   check(delta >= 0 && delta <= kMaxDelta, "attack: delta must be in [0, 1e4]");
+}
+
+size_t Victim::key_for(uint64_t seed, std::span<const int32_t> prompt) const {
+  return keyring_pick(rotation_, seed, prompt, lists_.size());
 }
 
 std::vector<int32_t> Victim::generate(Model& model, std::span<const int32_t> prompt,
                                       const GenerateOptions& o) {
-  if (scheme_ == Scheme::Epwa) {
+  const std::shared_ptr<const GreenLists>& chosen = lists_[key_for(o.sampling.seed, prompt)];
+  if (scheme_ != Scheme::Kgw) {
     WatermarkConfig cfg;
-    cfg.gamma = lists_->gamma();
+    cfg.gamma = chosen->gamma();
     cfg.delta = delta_;
     cfg.router_layer = layer_;
-    return Watermarker(model, lists_, cfg).generate(model, prompt, o);
+    cfg.context_buckets = chosen->context_buckets();
+    return Watermarker(model, chosen, cfg).generate(model, prompt, o);
   }
-  const GreenLists& lists = *lists_;
+  const GreenLists& lists = *chosen;
   const auto delta = static_cast<float>(delta_);
   ContextBias kgw(scheme_, layer_, [&lists, delta](int32_t prev, std::span<float> logits) {
     const std::span<const uint64_t> bits = lists.bits(prev);
@@ -98,8 +152,8 @@ std::vector<int32_t> Victim::generate(Model& model, std::span<const int32_t> pro
 
 DetectionResult Victim::detect(Model& model, std::span<const int32_t> tokens,
                                int64_t prompt_tokens) const {
-  if (scheme_ == Scheme::Epwa)
-    return detect_tokens(model, detector_, tokens, prompt_tokens, layer_);
+  if (scheme_ != Scheme::Kgw)
+    return detect_tokens(model, detector_, tokens, prompt_tokens, layer_).best;
   // KGW: the "expert" governing token t is token t - 1 (so repeats are (previous, token) pairs).
   std::vector<RouterRecord> records;
   records.reserve(tokens.size());
@@ -108,7 +162,7 @@ DetectionResult Victim::detect(Model& model, std::span<const int32_t> tokens,
   in.tokens = tokens;
   in.prompt_tokens = prompt_tokens;
   in.records = records;
-  return detector_.detect(in);
+  return detector_.detect(in).best;
 }
 
 }  // namespace epwa::attack

@@ -90,7 +90,7 @@ std::vector<int32_t> scrub(Model& model, Scheme scheme, int32_t layer, const Sto
 
   // Re-decode: the unchanged stretches go through the model in one call each; at an edited
   // position the distribution (and context) given the rewritten prefix picks the replacement.
-  ContextTracker tracker(scheme, layer);
+  ContextTracker tracker(scheme, layer, model.config().vocab_size);
   ForwardOptions fo;
   fo.observer = &tracker;
   fo.watch = {layer};

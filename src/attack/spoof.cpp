@@ -10,10 +10,12 @@ std::vector<int32_t> spoof(Model& model, const StolenLists& stolen, int32_t laye
                            const GenerateOptions& o) {
   check(attack_delta >= 0 && attack_delta <= kMaxDelta,
         "attack: --attack-delta must be in [0, 1e4]");
-  ContextBias bias(stolen.scheme(), model_router_layer(model, layer),
-                   [&stolen, attack_delta](int32_t context, std::span<float> logits) {
-                     stolen.add_bias(context, attack_delta, logits);
-                   });
+  ContextBias bias(
+      stolen.scheme(), model_router_layer(model, layer),
+      [&stolen, attack_delta](int32_t context, std::span<float> logits) {
+        stolen.add_bias(context, attack_delta, logits);
+      },
+      stolen.vocab());
   return bias.generate(model, prompt, o);
 }
 

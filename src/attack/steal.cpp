@@ -63,7 +63,8 @@ struct Tracked {
 
 // EPW-A: every token of every expert (E x V is small). KGW: only the (previous, next) pairs that
 // occur in the texts (V x V is not small); a pair first seen after a checkpoint has no weight at
-// that checkpoint, so tracking it from the start leaks nothing.
+// that checkpoint, so tracking it from the start leaks nothing. EpwaCtx: for each expert, the
+// tokens seen after the previous token (the experts are known only after the passes).
 std::vector<Tracked> tracked_pairs(Scheme scheme, int32_t contexts, int32_t vocab,
                                    std::span<const ObservedText> texts, int64_t limit) {
   std::vector<Tracked> t(static_cast<size_t>(contexts));
@@ -74,7 +75,7 @@ std::vector<Tracked> tracked_pairs(Scheme scheme, int32_t contexts, int32_t voca
     }
   } else {
     int64_t seen = 0;
-    for (const ObservedText& x : texts) {
+    for (const ObservedText& x : texts) {  // (EpwaCtx: collected in contexts 0 .. V-1 first)
       int32_t prev = x.prompt.back();
       for (int32_t tok : x.text) {
         if (seen++ == limit) break;
@@ -86,6 +87,9 @@ std::vector<Tracked> tracked_pairs(Scheme scheme, int32_t contexts, int32_t voca
       std::sort(c.tokens.begin(), c.tokens.end());
       c.tokens.erase(std::unique(c.tokens.begin(), c.tokens.end()), c.tokens.end());
     }
+    if (scheme == Scheme::EpwaCtx)  // contexts e * V + prev: copy prev's tokens to every e
+      for (size_t c = static_cast<size_t>(vocab); c < t.size(); ++c)
+        t[c].tokens = t[c % static_cast<size_t>(vocab)].tokens;
   }
   for (Tracked& c : t) {
     c.observed.assign(c.tokens.size(), 0.0);
@@ -129,7 +133,9 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
   check(temperature > 0, "attack: the base distribution needs a temperature > 0");
   const ModelConfig& c = model.config();
   const int32_t vocab = c.vocab_size;
-  const int32_t contexts = scheme == Scheme::Epwa ? c.num_experts : vocab;
+  const int32_t contexts = scheme == Scheme::Epwa  ? c.num_experts
+                           : scheme == Scheme::Kgw ? vocab
+                                                   : c.num_experts * vocab;
   layer = model_router_layer(model, layer);
   for (const ObservedText& x : texts) check(!x.prompt.empty(), "attack: a prompt is empty");
   std::vector<Tracked> tracked = tracked_pairs(scheme, contexts, vocab, texts, checkpoints.back());
@@ -151,7 +157,7 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
     rec.layer = layer;
     ForwardOptions fo;
     fo.all_logits = true;
-    if (scheme == Scheme::Epwa) {
+    if (scheme != Scheme::Kgw) {
       fo.observer = &rec;
       fo.watch = {layer};
     }
@@ -169,7 +175,9 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
         double z = 0;
         for (int32_t v = 0; v < vocab; ++v)
           z += probs[static_cast<size_t>(v)] = std::exp((row[v] - mx) * inv_t);
-        const int32_t ctx = scheme == Scheme::Epwa ? rec.experts[p] : seq[p];
+        const int32_t ctx = scheme == Scheme::Epwa  ? rec.experts[p]
+                            : scheme == Scheme::Kgw ? seq[p]
+                                                    : rec.experts[p] * vocab + seq[p];
         Tracked& t = tracked[static_cast<size_t>(ctx)];
         for (size_t k = 0; k < t.tokens.size(); ++k)
           t.expected[k] += probs[static_cast<size_t>(t.tokens[k])] / z;
@@ -196,16 +204,29 @@ double auc_or_half(const std::vector<double>& pos, const std::vector<double>& ne
 
 }  // namespace
 
+namespace {
+
+// The truth's list for an attacker's context.
+int32_t truth_context(const StolenLists& s, const GreenLists& truth, int32_t c) {
+  return s.scheme() == Scheme::EpwaCtx ? truth.context(c / s.vocab(), c % s.vocab()) : c;
+}
+
+}  // namespace
+
 double context_auc(const StolenLists& stolen, const GreenLists& truth, int32_t context) {
   std::vector<double> pos, neg;
+  const int32_t tc = truth_context(stolen, truth, context);
   for (const PairCount& p : stolen.pairs(context))
-    (truth.is_green(context, p.token) ? pos : neg).push_back(StolenLists::score(p));
+    (truth.is_green(tc, p.token) ? pos : neg).push_back(StolenLists::score(p));
   return auc_or_half(pos, neg);
 }
 
 ScoreQuality score_quality(const StolenLists& stolen, const GreenLists& truth,
                            int32_t max_contexts) {
-  check(truth.num_experts() == stolen.contexts() && truth.vocab_size() == stolen.vocab(),
+  const int64_t contexts = stolen.scheme() == Scheme::EpwaCtx
+                               ? int64_t{truth.num_experts()} * truth.vocab_size()
+                               : truth.num_contexts();
+  check(contexts == stolen.contexts() && truth.vocab_size() == stolen.vocab(),
         "attack: the green lists do not match the stolen lists");
   ScoreQuality q;
   std::vector<double> pos, neg;
@@ -214,8 +235,9 @@ ScoreQuality score_quality(const StolenLists& stolen, const GreenLists& truth,
   for (int32_t c = 0; c < stolen.contexts(); ++c) {
     double n = 0;
     int64_t held = 0;
+    const int32_t tc = stolen.pairs(c).empty() ? 0 : truth_context(stolen, truth, c);
     for (const PairCount& p : stolen.pairs(c)) {
-      const bool green = truth.is_green(c, p.token);
+      const bool green = truth.is_green(tc, p.token);
       (green ? pos : neg).push_back(StolenLists::score(p));
       if (StolenLists::weight(p) > 0) {
         ++q.estimated_green;

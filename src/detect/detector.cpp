@@ -1,7 +1,9 @@
 // The gray-box detector: align each generated token with the router decision of the position
-// before it, drop repeated (expert, token) pairs, then score with the chosen method.
+// before it (and, with CTX-v1 context buckets, the token there), drop repeated (context, token)
+// pairs, then score with the chosen method.
 #include <algorithm>
 #include <cmath>
+#include <unordered_set>
 
 #include "epwa/detect.hpp"
 #include "epwa/error.hpp"
@@ -97,12 +99,16 @@ DetectionResult Detector::detect(const DetectionInput& in) const {
   r.threshold = opt_.threshold;
   r.gamma = gl.gamma();
   r.min_entropy = opt_.min_entropy;
-  const int32_t V = gl.vocab_size(), E = gl.num_experts();
+  const int32_t V = gl.vocab_size(), E = gl.num_experts(), H = gl.context_buckets();
+  const int64_t C = gl.num_contexts();
 
-  // Dedup on (expert, token) with one bit per pair.
+  // Dedup on (context, token): one bit per pair, or a hash set where C x V bits would be large
+  // (context buckets).
+  const bool dense = C * V <= (int64_t{1} << 26);
   std::vector<uint64_t> seen;
-  if (!opt_.count_repeats) seen.assign((static_cast<size_t>(E) * V + 63) / 64, 0);
-  std::vector<std::span<const uint64_t>> bits_of(static_cast<size_t>(E));  // fetched on first use
+  std::unordered_set<uint64_t> seen_sparse;
+  if (!opt_.count_repeats && dense) seen.assign((static_cast<size_t>(C) * V + 63) / 64, 0);
+  std::vector<std::span<const uint64_t>> bits_of(static_cast<size_t>(E));  // H = 0: on first use
   std::vector<Candidate> cand;
   cand.reserve(static_cast<size_t>(std::max<int64_t>(T - start, 0)));
   std::vector<TokenDetail> detail;
@@ -116,8 +122,16 @@ DetectionResult Detector::detect(const DetectionInput& in) const {
     if (rec.expert < 0 || rec.expert >= E)
       throw Error("detect: router record of position " + std::to_string(t - 1) + " names expert " +
                   std::to_string(rec.expert) + " of " + std::to_string(E));
-    std::span<const uint64_t>& bits = bits_of[static_cast<size_t>(rec.expert)];
-    if (bits.empty()) bits = gl.bits(rec.expert);
+    int32_t ctx = rec.expert;
+    std::span<const uint64_t> bits;
+    if (H > 0) {
+      ctx = gl.context(rec.expert, in.tokens[static_cast<size_t>(t - 1)]);
+      bits = gl.bits(ctx);
+    } else {
+      std::span<const uint64_t>& b = bits_of[static_cast<size_t>(rec.expert)];
+      if (b.empty()) b = gl.bits(rec.expert);
+      bits = b;
+    }
     const bool green = (bits[static_cast<size_t>(tok) >> 6] >> (tok & 63)) & 1u;
     // Below the entropy threshold the step carried no bias (selective generation) or too little
     // choice to show one: not scored, and not counted as seen by the dedup.
@@ -129,11 +143,15 @@ DetectionResult Detector::detect(const DetectionInput& in) const {
     }
     bool repeat = false;
     if (!opt_.count_repeats) {
-      const size_t pair = static_cast<size_t>(rec.expert) * V + static_cast<size_t>(tok);
-      uint64_t& w = seen[pair >> 6];
-      const uint64_t bit = uint64_t{1} << (pair & 63);
-      repeat = (w & bit) != 0;
-      w |= bit;
+      const size_t pair = static_cast<size_t>(ctx) * V + static_cast<size_t>(tok);
+      if (dense) {
+        uint64_t& w = seen[pair >> 6];
+        const uint64_t bit = uint64_t{1} << (pair & 63);
+        repeat = (w & bit) != 0;
+        w |= bit;
+      } else {
+        repeat = !seen_sparse.insert(pair).second;
+      }
     }
     if (repeat)
       ++r.repeats_skipped;

@@ -120,11 +120,11 @@ std::string read_key_file(const std::filesystem::path& path) {
 }
 
 std::shared_ptr<const GreenLists> make_green_lists(const Model& model, std::string_view key,
-                                                   double gamma) {
+                                                   double gamma, int32_t context_buckets) {
   check(!key.empty(), "watermark key is empty (give --key, --key-file or EPW_KEY)");
   const ModelConfig& c = model.config();
   return std::make_shared<const GreenLists>(key, router_hash(model), c.vocab_size, gamma,
-                                            c.num_experts);
+                                            c.num_experts, context_buckets);
 }
 
 namespace {
@@ -135,7 +135,7 @@ WatermarkConfig resolved(const Model& model, WatermarkConfig cfg) {
 }  // namespace
 
 Watermarker::Watermarker(const Model& model, std::string_view key, WatermarkConfig cfg)
-    : Watermarker(model, make_green_lists(model, key, cfg.gamma), cfg) {}
+    : Watermarker(model, make_green_lists(model, key, cfg.gamma, cfg.context_buckets), cfg) {}
 
 Watermarker::Watermarker(const Model& model, std::shared_ptr<const GreenLists> lists,
                          WatermarkConfig cfg)
@@ -148,37 +148,61 @@ Watermarker::Watermarker(const Model& model, std::shared_ptr<const GreenLists> l
 std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t> prompt,
                                            GenerateOptions o) {
   check(o.processor == nullptr, "watermark generate: another logits processor is already set");
+  check(!prompt.empty(), "watermark generate: the prompt is empty");
   processor_.reset();
   ObserverFan fan{&processor_, o.observer};
   o.observer = &fan;
   o.processor = &processor_;
+  // CTX-v1 keys each step by the previous token too: the prompt's last, then each sampled one.
+  processor_.set_previous_token(prompt.back());
+  o.on_token = [this, next = std::move(o.on_token)](int32_t t) {
+    processor_.set_previous_token(t);
+    if (next) next(t);
+  };
   return epwa::generate(model, prompt, o);
 }
 
-DetectionResult detect_tokens(Model& model, const Detector& detector,
-                              std::span<const int32_t> tokens, int64_t prompt_tokens,
-                              int32_t layer) {
+namespace {
+
+// The records (and entropies) a detector with `opt` needs for `tokens`; `in` views `keep`.
+void fill_input(Model& model, const DetectOptions& opt, std::span<const int32_t> tokens,
+                int64_t prompt_tokens, int32_t layer, DetectionInput& in, RecordsAndEntropy& keep) {
   check(!tokens.empty(), "detect: the token sequence is empty");
   check(prompt_tokens >= 0 && prompt_tokens <= static_cast<int64_t>(tokens.size()),
         "detect: prompt length " + std::to_string(prompt_tokens) + " outside the sequence of " +
             std::to_string(tokens.size()) + " tokens");
-  DetectionInput in;
   in.tokens = tokens;
   in.prompt_tokens = prompt_tokens;
-  std::vector<RouterRecord> records;
-  RecordsAndEntropy full;
   // The last position's router (and distribution) governs no token: leave it out of the pass.
   const auto governing = tokens.size() > 1 ? tokens.first(tokens.size() - 1) : tokens;
-  if (detector.options().min_entropy > 0) {
-    check(detector.options().method != DetectMethod::Pepi,
+  if (opt.min_entropy > 0) {
+    check(opt.method != DetectMethod::Pepi,
           "detect: min_entropy needs the model's own distributions, which PEPI does not use");
-    full = router_records_and_entropy(model, governing, layer);
-    in.records = full.records;
-    in.entropy = full.entropy;
-  } else if (detector.options().method != DetectMethod::Pepi) {
-    records = router_records(model, governing, layer);
-    in.records = records;
+    keep = router_records_and_entropy(model, governing, layer);
+    in.records = keep.records;
+    in.entropy = keep.entropy;
+  } else if (opt.method != DetectMethod::Pepi) {
+    keep.records = router_records(model, governing, layer);
+    in.records = keep.records;
   }
+}
+
+}  // namespace
+
+DetectionResult detect_tokens(Model& model, const Detector& detector,
+                              std::span<const int32_t> tokens, int64_t prompt_tokens,
+                              int32_t layer) {
+  DetectionInput in;
+  RecordsAndEntropy keep;
+  fill_input(model, detector.options(), tokens, prompt_tokens, layer, in, keep);
+  return detector.detect(in);
+}
+
+KeyringResult detect_tokens(Model& model, const KeyringDetector& detector,
+                            std::span<const int32_t> tokens, int64_t prompt_tokens, int32_t layer) {
+  DetectionInput in;
+  RecordsAndEntropy keep;
+  fill_input(model, detector.options(), tokens, prompt_tokens, layer, in, keep);
   return detector.detect(in);
 }
 

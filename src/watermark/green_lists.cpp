@@ -1,4 +1,5 @@
 // GL-v1: per-expert green lists from a keyed Fisher-Yates shuffle (docs/SPEC.md).
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <numeric>
@@ -56,8 +57,13 @@ class WordStream {
 }  // namespace
 
 GreenLists::GreenLists(std::string_view key, std::string_view router_hash_hex, int32_t vocab_size,
-                       double gamma, int32_t num_experts)
-    : key_(key), hash_(router_hash_hex), vocab_(vocab_size), experts_(num_experts), gamma_(gamma) {
+                       double gamma, int32_t num_experts, int32_t context_buckets)
+    : key_(key),
+      hash_(router_hash_hex),
+      vocab_(vocab_size),
+      experts_(num_experts),
+      buckets_(context_buckets),
+      gamma_(gamma) {
   check(!key.empty(), "watermark key is empty");
   check(router_hash_hex.size() == 64 && is_lower_hex(router_hash_hex),
         "router hash must be 64 lowercase hex characters (IRSH-v1), got '" +
@@ -65,9 +71,46 @@ GreenLists::GreenLists(std::string_view key, std::string_view router_hash_hex, i
   check(vocab_size >= 2, "vocabulary size must be at least 2, got " + std::to_string(vocab_size));
   check(gamma > 0.0 && gamma < 1.0, "gamma must be in (0, 1), got " + std::to_string(gamma));
   check(num_experts >= 1, "number of experts must be positive, got " + std::to_string(num_experts));
+  check(context_buckets == 0 || (context_buckets >= 2 && context_buckets <= 65536),
+        "context buckets must be 0 (off) or 2 to 65536, got " + std::to_string(context_buckets));
+  check(static_cast<int64_t>(num_experts) * std::max(context_buckets, 1) <= (int64_t{1} << 30),
+        "experts x context buckets is too large");
   green_count_ = static_cast<int32_t>(std::floor(gamma * static_cast<double>(vocab_size)));
   check(green_count_ >= 1, "gamma * vocabulary size rounds down to an empty green list");
-  slots_ = std::make_unique<Slot[]>(static_cast<size_t>(num_experts));
+  if (buckets_ > 0) {
+    // CTX-v1: b(x) = u32 LE of HMAC(K, "EPWA-CTX-v1" || u32 LE x)[0..4) mod H; the lists' key
+    // K' = "EPWA-CTX-v1:" decimal(H) ":" K, so no list coincides with a GL-v1 list of K.
+    const detail::HmacSha256 mac(as_bytes(key));
+    bucket_of_.resize(static_cast<size_t>(vocab_size));
+    uint8_t msg[15] = {'E', 'P', 'W', 'A', '-', 'C', 'T', 'X', '-', 'v', '1'};
+    for (int32_t x = 0; x < vocab_size; ++x) {
+      for (int b = 0; b < 4; ++b)
+        msg[11 + b] = static_cast<uint8_t>(static_cast<uint32_t>(x) >> (8 * b));
+      const detail::Digest d = mac.mac(msg);
+      const uint32_t r = static_cast<uint32_t>(d[0]) | static_cast<uint32_t>(d[1]) << 8 |
+                         static_cast<uint32_t>(d[2]) << 16 | static_cast<uint32_t>(d[3]) << 24;
+      bucket_of_[static_cast<size_t>(x)] =
+          static_cast<uint16_t>(r % static_cast<uint32_t>(buckets_));
+    }
+    key_ = "EPWA-CTX-v1:" + std::to_string(buckets_) + ":" + std::string(key);
+  }
+  slots_ = std::make_unique<Slot[]>(static_cast<size_t>(num_contexts()));
+}
+
+int32_t GreenLists::bucket(int32_t token) const {
+  check(buckets_ > 0, "green lists: no context buckets (CTX-v1 is off)");
+  if (token < 0 || token >= vocab_)
+    throw Error("token " + std::to_string(token) + " is out of range: the vocabulary has " +
+                std::to_string(vocab_) + " entries");
+  return bucket_of_[static_cast<size_t>(token)];
+}
+
+int32_t GreenLists::context(int32_t expert, int32_t previous_token) const {
+  if (expert < 0 || expert >= experts_)
+    throw Error("expert " + std::to_string(expert) + " is out of range: the model has " +
+                std::to_string(experts_) + " experts");
+  if (buckets_ == 0) return expert;
+  return expert * buckets_ + bucket(previous_token);
 }
 
 GreenLists::~GreenLists() = default;
@@ -92,9 +135,9 @@ std::vector<int32_t> GreenLists::shuffle(int32_t expert) const {
 }
 
 const GreenLists::Slot& GreenLists::slot(int32_t expert) const {
-  if (expert < 0 || expert >= experts_)  // plain if: no message built on the hot path
-    throw Error("expert " + std::to_string(expert) + " is out of range: the model has " +
-                std::to_string(experts_) + " experts");
+  if (expert < 0 || expert >= num_contexts())  // plain if: no message built on the hot path
+    throw Error("green-list context " + std::to_string(expert) + " is out of range: there are " +
+                std::to_string(num_contexts()) + " (the model's experts x context buckets)");
   Slot& s = slots_[static_cast<size_t>(expert)];
   std::call_once(s.once, [&] {
     std::vector<uint64_t> bits((static_cast<size_t>(vocab_) + 63) / 64, 0);
@@ -117,7 +160,8 @@ std::span<const uint64_t> GreenLists::bits(int32_t expert) const {
 }
 
 std::vector<int32_t> GreenLists::green_tokens_in_order(int32_t expert) const {
-  check(expert >= 0 && expert < experts_, "expert " + std::to_string(expert) + " is out of range");
+  check(expert >= 0 && expert < num_contexts(),
+        "green-list context " + std::to_string(expert) + " is out of range");
   return shuffle(expert);
 }
 

@@ -78,6 +78,9 @@ WatermarkProcessor::WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<cons
            std::to_string(kMaxDelta);
   });
   check(cfg_.router_layer >= 0, "watermark router layer is negative (resolve it first)");
+  check(cfg_.context_buckets == lists_->context_buckets(),
+        "watermark processor: context buckets " + std::to_string(cfg_.context_buckets) +
+            " differ from the green lists' " + std::to_string(lists_->context_buckets()));
   check(std::isfinite(cfg_.min_entropy) && cfg_.min_entropy >= 0,
         "watermark min_entropy must be a finite number of nats >= 0");
   if (cfg_.expert_deltas.empty()) {
@@ -106,7 +109,14 @@ void WatermarkProcessor::observe(const RouterObservation& obs) {
   fresh_ = true;
 }
 
+void WatermarkProcessor::set_previous_token(int32_t token) {
+  previous_ = token;
+  previous_fresh_ = true;
+}
+
 void WatermarkProcessor::reset() {
+  previous_ = -1;
+  previous_fresh_ = false;
   expert_ = -1;
   confidence_ = 0.0f;
   position_ = -1;
@@ -130,9 +140,16 @@ void WatermarkProcessor::process(std::span<float> logits) {
                 " logits, the green lists have " + std::to_string(lists_->vocab_size()) +
                 " tokens");
   fresh_ = false;
+  int32_t context = expert_;
+  if (lists_->context_buckets() > 0) {
+    if (!previous_fresh_)
+      throw Error("watermark: context buckets need the previous token (set_previous_token)");
+    previous_fresh_ = false;
+    context = lists_->context(expert_, previous_);
+  }
   if (cfg_.min_entropy > 0 && next_token_entropy(logits) < cfg_.min_entropy) return;
   const float bias = static_cast<float>(current_bias());
-  add_masked(logits, lists_->bits(expert_), bias);
+  add_masked(logits, lists_->bits(context), bias);
 }
 
 double next_token_entropy(std::span<const float> logits) {

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <numeric>
+#include <set>
 
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
@@ -200,6 +201,35 @@ TEST_F(Steal, KgwBaselineIsKeyedByThePreviousToken) {
   seq.insert(seq.end(), marked.begin(), marked.end());
   const DetectionResult r = kgw.detect(*model_, seq, static_cast<int64_t>(p.size()));
   EXPECT_GT(r.g, r.n / 2);
+}
+
+// Defence 2: a victim with a keyring watermarks each text with the key KR-v1 picks, and its
+// detector finds that text with the corrected rule, where another key alone sees nothing.
+TEST_F(Steal, KeyringVictimRotatesKeysAndDetectsEach) {
+  const Victim ring(*model_, Scheme::Epwa, kKey, 0.5, 2.0, -1, 4);
+  Victim gen(*model_, Scheme::Epwa, kKey, 0.5, 2.0, -1, 4);
+  EXPECT_EQ(ring.keys(), 4);
+  std::set<size_t> used;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    const auto p = prompt(seed);
+    const size_t k = ring.key_for(seed, p);
+    used.insert(k);
+    const auto text = gen.generate(*model_, p, options(seed, 120));
+    std::vector<int32_t> seq = p;
+    seq.insert(seq.end(), text.begin(), text.end());
+    const DetectionResult r = ring.detect(*model_, seq, static_cast<int64_t>(p.size()));
+    EXPECT_TRUE(r.detected) << seed;
+    // The key used is the key that fires: its lists hold more of the text than another key's.
+    const auto hits = [&](const GreenLists& gl) {
+      const auto rec = router_records(*model_, seq, -1);
+      int g = 0;
+      for (size_t t = p.size(); t < seq.size(); ++t) g += gl.is_green(rec[t - 1].expert, seq[t]);
+      return g;
+    };
+    EXPECT_GT(hits(ring.lists(k)), hits(ring.lists((k + 1) % 4)) + 20) << seed;
+  }
+  EXPECT_GE(used.size(), 2u);
+  EXPECT_THROW(Victim(*model_, Scheme::Epwa, kKey, 0.5, 2.0, -1, 0), Error);
 }
 
 TEST(StolenLists, ScoresAndWeights) {

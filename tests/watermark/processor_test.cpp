@@ -151,3 +151,32 @@ TEST(WatermarkProcessor, RejectsBadConfig) {
 }
 
 }  // namespace
+
+namespace {
+
+// CTX-v1: the list biased is that of (expert, bucket of the previous token); without a fresh
+// previous token the processor refuses rather than bias a stale context.
+TEST(WatermarkProcessor, ContextBucketsBiasTheListOfExpertAndPreviousToken) {
+  auto ctx = std::make_shared<epwa::GreenLists>("proc-key", kHash, kV, 0.5, kE, 8);
+  epwa::WatermarkConfig cfg;
+  cfg.delta = 3.0;
+  cfg.context_buckets = 8;
+  epwa::WatermarkProcessor p(cfg, ctx);
+  for (int32_t prev : {5, 17, 2999}) {
+    std::vector<float> logits(kV, 0.0f);
+    observe(p, 0, prev, {0.0f, 4.0f, 0.0f, 0.0f});  // expert 1
+    p.set_previous_token(prev);
+    p.process(logits);
+    const int32_t c = ctx->context(1, prev);
+    EXPECT_EQ(c, 8 + ctx->bucket(prev));
+    for (int32_t v = 0; v < kV; ++v)
+      ASSERT_EQ(logits[static_cast<size_t>(v)], ctx->is_green(c, v) ? 3.0f : 0.0f) << v;
+  }
+  std::vector<float> logits(kV, 0.0f);
+  observe(p, 0, 9, {0.0f, 4.0f, 0.0f, 0.0f});
+  EXPECT_THROW(p.process(logits), epwa::Error);  // no previous token given for this step
+  cfg.context_buckets = 0;
+  EXPECT_THROW(epwa::WatermarkProcessor(cfg, ctx), epwa::Error);  // config and lists disagree
+}
+
+}  // namespace

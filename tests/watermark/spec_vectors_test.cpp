@@ -135,3 +135,55 @@ TEST(SpecVectors, EntropyThreshold) {
 }
 
 }  // namespace
+
+TEST(SpecVectors, KeyringRotation) {
+  const auto v = load_vectors()["keyring"];
+  const auto keys = v["keys"].get<std::vector<std::string>>();
+  const std::string secret = epwa::keyring_rotation_secret(keys);
+  EXPECT_EQ(epwa::detail::to_hex({reinterpret_cast<const uint8_t*>(secret.data()), secret.size()}),
+            v["rotation_secret"].get<std::string>());
+  const auto prompt = v["prompt"].get<std::vector<int32_t>>();
+  const std::vector<int32_t> prompt2{1, 2};
+  for (uint64_t seed = 0; seed < 16; ++seed) {
+    EXPECT_EQ(epwa::keyring_pick(secret, seed, prompt, keys.size()), v["picks"][seed].get<size_t>())
+        << seed;
+    EXPECT_EQ(epwa::keyring_pick(secret, seed, prompt2, keys.size()),
+              v["picks_prompt_2"][seed].get<size_t>())
+        << seed;
+  }
+}
+
+TEST(SpecVectors, ContextBuckets) {
+  const auto v = load_vectors()["context_buckets"];
+  const int32_t H = v["buckets"].get<int32_t>();
+  epwa::GreenLists gl(v["key"].get<std::string>(), v["router_hash"].get<std::string>(),
+                      v["vocab"].get<int32_t>(), v["gamma"].get<double>(),
+                      v["experts"].get<int32_t>(), H);
+  EXPECT_EQ(gl.num_contexts(), v["experts"].get<int32_t>() * H);
+  for (int32_t t = 0; t < 16; ++t)
+    EXPECT_EQ(gl.bucket(t), v["bucket_of_tokens_0_to_15"][t].get<int32_t>()) << t;
+  for (const auto& list : v["lists"]) {
+    const int32_t c =
+        gl.context(list["expert"].get<int32_t>(), list["previous_token"].get<int32_t>());
+    ASSERT_EQ(c, list["context"].get<int32_t>());
+    const std::vector<int32_t> order = gl.green_tokens_in_order(c);
+    const auto first16 = list["first16"].get<std::vector<int32_t>>();
+    EXPECT_TRUE(std::equal(first16.begin(), first16.end(), order.begin())) << c;
+    std::vector<uint8_t> bytes;
+    for (int32_t t = 0; t < gl.vocab_size(); ++t)
+      if (gl.is_green(c, t))
+        for (int b = 0; b < 4; ++b) bytes.push_back(static_cast<uint8_t>(t >> (8 * b)));
+    epwa::detail::Sha256 h;
+    h.update(bytes);
+    EXPECT_EQ(epwa::detail::to_hex(h.finish()), list["sorted_sha256"].get<std::string>());
+  }
+  // H = 0 is GL-v1: the context is the expert and bucket() is refused.
+  epwa::GreenLists plain(v["key"].get<std::string>(), v["router_hash"].get<std::string>(), 1000,
+                         0.5, 4);
+  EXPECT_EQ(plain.context(3, 999), 3);
+  EXPECT_THROW(plain.bucket(1), epwa::Error);
+  EXPECT_THROW(epwa::GreenLists("k", v["router_hash"].get<std::string>(), 1000, 0.5, 4, 1),
+               epwa::Error);
+  EXPECT_THROW(gl.context(4, 0), epwa::Error);
+  EXPECT_THROW(gl.context(0, 1000), epwa::Error);
+}

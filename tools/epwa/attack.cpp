@@ -50,10 +50,22 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
                    "attacked ones");
   steal.add_option("--observed", a->observed,
                    "numbers N of watermarked tokens the attacker sees, e.g. 1000,10000,100000");
-  steal.add_option("--schemes", a->schemes, "schemes attacked: epwa, kgw or both");
+  steal.add_option(
+      "--schemes", a->schemes,
+      "schemes attacked, comma-separated: epwa, kgw, epwa-ctx (EPW-A with context buckets)");
   steal.add_option("--tokens", a->o.tokens, "new tokens per text")->check(whole_number(1, 1024));
   steal.add_option("--texts", a->o.texts, "texts spoofed and scrubbed per N")
       ->check(whole_number(1, 1000000));
+  steal
+      .add_option("--keys", a->o.keys,
+                  "the victim's keyring size m: each text watermarked with one of m keys "
+                  "(KR-v1), detection corrected for m")
+      ->check(whole_number(1, 1024));
+  steal
+      .add_option("--context-buckets", a->o.context_buckets,
+                  "H of the epwa-ctx scheme: lists keyed by the expert and one of H keyed buckets "
+                  "of the previous token (CTX-v1)")
+      ->check(whole_number(2, 65536));
   steal.add_option("--gamma", a->o.gamma, "green-list fraction")
       ->check(real_number({.lo = 0, .hi = 1, .lo_open = true, .hi_open = true}));
   steal.add_option("--delta", a->o.delta, "the victim's watermark bias")
@@ -92,7 +104,7 @@ int run_steal(Args& a) {
   check(!a.o.observed.empty(), "--observed: give at least one number of tokens");
   a.o.schemes.clear();
   for (const std::string& s : split(a.schemes)) a.o.schemes.push_back(attack::scheme_from_name(s));
-  check(!a.o.schemes.empty(), "--schemes: give epwa, kgw or both");
+  check(!a.o.schemes.empty(), "--schemes: give epwa, kgw and/or epwa-ctx");
   a.o.prompts = read_prompts(a.prompts);
   std::ofstream json_file;
   if (!a.json_out.empty()) {

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "command.hpp"
 #include "common.hpp"
@@ -41,6 +42,7 @@ struct Env {
   Model* model = nullptr;
   const Tokenizer* tok = nullptr;
   const Detector* det = nullptr;
+  const KeyringDetector* ring = nullptr;  // with --keyring, instead of det
   int32_t layer = 0;
 };
 
@@ -72,9 +74,10 @@ nlohmann::json run_one(const Env& env, const Input& in) {
   check(!in.text.empty(), "no tokens to test");
   std::vector<int32_t> seq = in.context;
   seq.insert(seq.end(), in.text.begin(), in.text.end());
-  const DetectionResult r =
-      detect_tokens(*env.model, *env.det, seq, static_cast<int64_t>(in.context.size()), env.layer);
-  nlohmann::json j = to_json(r);
+  const auto prompt = static_cast<int64_t>(in.context.size());
+  nlohmann::json j = env.ring
+                         ? to_json(detect_tokens(*env.model, *env.ring, seq, prompt, env.layer))
+                         : to_json(detect_tokens(*env.model, *env.det, seq, prompt, env.layer));
   j["prompt_tokens"] = in.context.size();
   j["text_tokens"] = in.text.size();
   if (env.tok != nullptr && j.contains("tokens"))
@@ -126,6 +129,14 @@ void print_human(const nlohmann::json& j) {
       j["method"].get<std::string>(), j["detected"].get<bool>() ? "WATERMARKED" : "not watermarked",
       j["reason"].get<std::string>(), number(j["z"]), number(j["log10_p"]), j["g"].get<int64_t>(),
       j["n"].get<int64_t>(), number(j["green_fraction"]), j["gamma"].get<double>());
+  if (j.contains("keyring")) {
+    const nlohmann::json& k = j["keyring"];
+    fmt::print(
+        "keyring: best of {} keys '{}', z threshold {} (Bonferroni), p raw {:.3g}, corrected "
+        "{:.3g}\n",
+        k["keys"].get<int32_t>(), k["key_id"].get<std::string>(), number(k["z_threshold"]),
+        k["p_raw"].get<double>(), k["p_corrected"].get<double>());
+  }
 }
 
 // Exit status for scripts, as grep's: 0 watermarked, 1 not watermarked (main's errors are 2).
@@ -183,7 +194,9 @@ const Command kDetect{
               "--sample is for --method cspv");
         if (a->opt.method == DetectMethod::Cspv) a->opt.sample = a->sample;
         a->opt.min_entropy = a->wm.min_entropy;
-        const std::string key = a->wm.resolve_key();
+        const bool use_ring = !a->wm.keyring.empty();
+        const WatermarkArgs::Keys keys = use_ring ? a->wm.resolve_keyring() : WatermarkArgs::Keys{};
+        const std::string key = use_ring ? std::string() : a->wm.resolve_key();
         // A batch's files are checked before the model loads.
         std::ifstream in;
         BatchProgress done;
@@ -214,10 +227,25 @@ const Command kDetect{
         } catch (const Error&) {
           if (app.count("--tokens") == 0 && app.count("--jsonl") == 0) throw;
         }
-        Detector det(make_green_lists(*m, key, a->wm.gamma), a->opt);
-        if (a->opt.method == DetectMethod::Pepi)
-          det.set_expert_predictor(a->pepi.predictor(*m, resolve_model_path(a->model.model)));
-        Env env{m.get(), tok.get(), &det, model_router_layer(*m, a->wm.router_layer)};
+        std::optional<Detector> det;
+        std::optional<KeyringDetector> ring;
+        if (use_ring) {
+          std::vector<std::shared_ptr<const GreenLists>> lists;
+          for (const std::string& s : keys.secrets)
+            lists.push_back(make_green_lists(*m, s, a->wm.gamma, a->wm.context_buckets));
+          ring.emplace(keys.ids, std::move(lists), a->opt);
+        } else {
+          det.emplace(make_green_lists(*m, key, a->wm.gamma, a->wm.context_buckets), a->opt);
+        }
+        if (a->opt.method == DetectMethod::Pepi) {
+          auto predictor = a->pepi.predictor(*m, resolve_model_path(a->model.model));
+          if (ring)
+            ring->set_expert_predictor(predictor);
+          else
+            det->set_expert_predictor(predictor);
+        }
+        Env env{m.get(), tok.get(), det ? &*det : nullptr, ring ? &*ring : nullptr,
+                model_router_layer(*m, a->wm.router_layer)};
         std::vector<int32_t> pids;
         if (app.count("--prompt-tokens")) pids = parse_token_list(a->prompt_tokens);
         const std::string* prompt = app.count("--prompt") ? &a->prompt : nullptr;
@@ -275,7 +303,7 @@ const Command kDetect{
               text_ids(env, app.count("--text") ? a->text : read_input_file(a->file, "--file"));
         }
         nlohmann::json j = run_one(env, x);
-        j["router_hash"] = det.lists().router_hash();
+        j["router_hash"] = router_hash(*m);
         if (single_json) j["load"] = a->model.load_json();
         if (a->json) {
           std::cout << dump(j) << "\n";

@@ -65,7 +65,9 @@ const Command kGenerate{
         // Resolve the key before loading anything: a missing key is the most common mistake.
         a->wm.check_used(app, a->watermark);
         const bool watermarking = a->watermark != "none";
-        const std::string key = watermarking ? a->wm.resolve_key() : std::string();
+        const bool ring = !a->wm.keyring.empty();
+        const WatermarkArgs::Keys keys = ring ? a->wm.resolve_keyring() : WatermarkArgs::Keys{};
+        std::string key = watermarking && !ring ? a->wm.resolve_key() : std::string();
         a->model.json_stats = a->json;
         auto m = a->model.load();
         std::unique_ptr<Tokenizer> tok;
@@ -106,6 +108,12 @@ const Command kGenerate{
             return std::find(o.stop_tokens.begin(), o.stop_tokens.end(), id) != o.stop_tokens.end();
           });
         }
+        size_t key_index = 0;
+        if (ring) {
+          key_index = keyring_pick(keyring_rotation_secret(keys.secrets), a->s.seed, prompt,
+                                   keys.secrets.size());
+          key = keys.secrets[key_index];
+        }
         std::vector<int32_t> out;
         std::optional<Watermarker> wm;
         const auto t0 = std::chrono::steady_clock::now();
@@ -128,6 +136,10 @@ const Command kGenerate{
           if (text_prompt) j["prompt"] = a->prompt;
           if (wm) {
             j["watermark"] = watermark_json(wm->config(), wm->router_hash());
+            // The operator's record; a service must not tell the client (docs/THREAT_MODEL.md).
+            if (ring)
+              j["watermark"]["keyring"] = {{"keys", keys.ids.size()},
+                                           {"key_id", keys.ids[key_index]}};
           } else {
             j["watermark"] = {{"mode", "none"}, {"router_hash", router_hash(*m)}};
           }

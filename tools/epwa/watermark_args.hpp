@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <vector>
 
 #include "epwa/model.hpp"
 #include "epwa/watermark.hpp"
@@ -12,11 +13,13 @@ namespace epwa::cli {
 
 struct WatermarkArgs {
   std::string key, key_file;
+  std::string keyring;  // a keyring file (docs/SERVER.md's format): rotate / try every key
   double gamma = 0.5;
   double delta = 2.0;
-  std::string expert_deltas;  // "d0,d1,..." (EWP)
-  int32_t router_layer = -1;  // -1 = last MoE layer
-  double min_entropy = 0.0;   // selective bias / entropy-aware detection (nats)
+  std::string expert_deltas;    // "d0,d1,..." (EWP)
+  int32_t router_layer = -1;    // -1 = last MoE layer
+  double min_entropy = 0.0;     // selective bias / entropy-aware detection (nats)
+  int32_t context_buckets = 0;  // CTX-v1: H buckets of the previous token (0 = off)
 
   // --key, --key-file, --gamma, --router-layer, --min-entropy; with `generation` also --delta,
   // --expert-deltas.
@@ -26,6 +29,11 @@ struct WatermarkArgs {
   void check_used(const CLI::App& app, const std::string& mode) const;
   // --key-file bytes, else --key, else $EPW_KEY; throws Error when none is given (no default key).
   std::string resolve_key() const;
+  // With --keyring: its ids and secrets in keyring order (the ids sorted), loaded and checked.
+  struct Keys {
+    std::vector<std::string> ids, secrets;
+  };
+  Keys resolve_keyring() const;
   // The configuration for `mode`, router layer resolved against `model`.
   WatermarkConfig config(WatermarkMode mode, const Model& model) const;
 };

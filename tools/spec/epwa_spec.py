@@ -160,6 +160,17 @@ def green_list(key, router_hash, vocab, gamma, expert):
     return perm[: math.floor(gamma * vocab)]
 
 
+def context_bucket(key, token, buckets):
+    """CTX-v1 (section 10): the keyed bucket of a previous token."""
+    d = hmac.new(key, b"EPWA-CTX-v1" + struct.pack("<I", token), hashlib.sha256).digest()
+    return struct.unpack("<I", d[:4])[0] % buckets
+
+
+def context_list_key(key, buckets):
+    """CTX-v1: the key of the E x H lists, so that none coincides with a GL-v1 list of `key`."""
+    return b"EPWA-CTX-v1:" + str(buckets).encode("ascii") + b":" + key
+
+
 def cspv_seed(tokens):
     h = hashlib.sha256(b"EPWA-CSPV-v1" + b"".join(struct.pack("<i", t) for t in tokens)).digest()
     return struct.unpack("<Q", h[:8])[0]
@@ -201,6 +212,18 @@ def cspv_sample(confidences, n, seed):
         rest[i], rest[j] = rest[j], rest[i]
         picks.append((rest[i], 2))
     return picks
+
+
+def keyring_rotation_secret(secrets):
+    """KR-v1 (section 9): SHA-256 of the tag and each key, length-prefixed, in keyring order."""
+    msg = b"EPWA-KR-v1" + b"".join(struct.pack("<I", len(k)) + k for k in secrets)
+    return hashlib.sha256(msg).digest()
+
+
+def keyring_pick(secret, seed, prompt, m):
+    """The key index of one response: HMAC(secret, u64 seed || u32 prompt ids), first 8 bytes mod m."""
+    msg = struct.pack("<Q", seed) + b"".join(struct.pack("<I", t & 0xffffffff) for t in prompt)
+    return struct.unpack("<Q", hmac.new(secret, msg, hashlib.sha256).digest()[:8])[0] % m
 
 
 def f32(x):
@@ -271,6 +294,31 @@ def main():
         "values": [repr(entropy(r)) for r in rows],
         "threshold": 2.2,
         "eligible": [j for j, r in enumerate(rows) if entropy(r) >= 2.2],
+    }
+    buckets = 16
+    ctx_key = context_list_key(key, buckets)
+    ctx_lists = []
+    for expert, prev in ((0, 0), (1, 7), (3, 999)):
+        c = expert * buckets + context_bucket(key, prev, buckets)
+        g = green_list(ctx_key, router_hash, 1000, 0.5, c)
+        digest = hashlib.sha256(b"".join(struct.pack("<I", t) for t in sorted(g))).hexdigest()
+        ctx_lists.append({"expert": expert, "previous_token": prev, "context": c, "first16": g[:16],
+                          "sorted_sha256": digest})
+    out["context_buckets"] = {
+        "key": key.decode(), "router_hash": router_hash, "vocab": 1000, "gamma": 0.5, "experts": 4,
+        "buckets": buckets,
+        "bucket_of_tokens_0_to_15": [context_bucket(key, t, buckets) for t in range(16)],
+        "lists": ctx_lists,
+    }
+    ring = [b"test-key-a", b"test-key-b", b"test-key-c", b"test-key-d"]
+    prompt = [1, 15043, 3186]
+    secret = keyring_rotation_secret(ring)
+    out["keyring"] = {
+        "keys": [k.decode() for k in ring],
+        "rotation_secret": secret.hex(),
+        "prompt": prompt,
+        "picks": [keyring_pick(secret, seed, prompt, len(ring)) for seed in range(16)],
+        "picks_prompt_2": [keyring_pick(secret, seed, [1, 2], len(ring)) for seed in range(16)],
     }
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
