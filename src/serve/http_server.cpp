@@ -279,6 +279,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           throw ApiError(403, "permission_error", std::string("this API key may not ") + what);
       };
       who_ = key ? "key:" + key->name : "addr:" + peer_;
+      admin_ = !key || (key->roles & kAdmin);
       if (target == "/metrics") {
         only(http::verb::get);
         need(kAdmin, "read the metrics");
@@ -651,6 +652,13 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const bool batch = j.contains("inputs");
     auto items = serve::parse_detect(j, srv_.tok.get(), c.vocab_size, c.bos_token_id, limits());
     if (srv_.lists.empty()) throw bad_request("this server has no watermark keys");
+    // Per-token detail gives each scored token's expert and green bit: a few queries would read
+    // the green lists out exactly (docs/THREAT_MODEL.md), so with API keys only admins get it.
+    for (const auto& d : items)
+      if (d.tokens_detail && !admin_)
+        throw ApiError(403, "permission_error",
+                       "this API key may not read per-token detail (tokens_detail needs the "
+                       "admin role)");
     const std::string id = items[0].key_id.empty() ? srv_.opt.keyring.default_id : items[0].key_id;
     if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "key_id");
     const double n = static_cast<double>(items.size());
@@ -736,6 +744,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keep_alive_ = true;
   std::string peer_, endpoint_ = "other", who_;
+  bool admin_ = false;  // the request's API key has the admin role, or the server has no keys
   std::deque<std::string> out_;
   bool writing_ = false, ending_ = false;
   bool watching_ = false;       // a plain completion's hang-up watch is pending

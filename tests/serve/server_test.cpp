@@ -708,14 +708,16 @@ TEST(Server, QueueFullIs429AndConcurrentRequestsAllAnswer) {
 
 namespace {
 
-// Bearer keys with roles: 401 without or with a wrong key, 403 for a role the key lacks; the
-// detection allowance per key; the metrics for the admin.
+// Bearer keys with roles: 401 without or with a wrong key, 403 for a role the key lacks (and for
+// per-token detection detail without the admin role); the detection allowance per key; the
+// metrics for the admin.
 TEST(Server, ApiKeysRolesRateLimitAndMetrics) {
   const fs::path p = fs::temp_directory_path() / "epwa-api-keys-test.json";
   std::ofstream(p) << R"({"keys": [
       {"name": "gen", "key": "generate-key-0123456789", "roles": ["generate"]},
       {"name": "det", "key": "detect-key-0123456789", "roles": ["detect"]},
-      {"name": "ops", "key": "admin-key-0123456789", "roles": ["admin"]}]})";
+      {"name": "ops", "key": "admin-key-0123456789", "roles": ["admin"]},
+      {"name": "audit", "key": "audit-key-0123456789", "roles": ["detect", "admin"]}]})";
   fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
   epwa::ServerOptions o;
   o.api_keys = epwa::ApiKeys::load(p);
@@ -739,6 +741,9 @@ TEST(Server, ApiKeysRolesRateLimitAndMetrics) {
   EXPECT_EQ(call("generate-key-0123456789", "POST", "/v1/completions", gen), 200);
   EXPECT_EQ(call("detect-key-0123456789", "POST", "/v1/completions", gen), 403);
   EXPECT_EQ(call("generate-key-0123456789", "POST", "/v1/watermark/detect", det), 403);
+  const std::string detail = R"({"text": "the river is long", "tokens_detail": true})";
+  EXPECT_EQ(call("detect-key-0123456789", "POST", "/v1/watermark/detect", detail), 403);
+  EXPECT_EQ(call("audit-key-0123456789", "POST", "/v1/watermark/detect", detail), 200);
   EXPECT_EQ(call("", "GET", "/health"), 200);  // open: for load balancers
   EXPECT_EQ(call("", "GET", "/v1/models"), 401);
   for (int i = 0; i < 3; ++i)
@@ -753,7 +758,7 @@ TEST(Server, ApiKeysRolesRateLimitAndMetrics) {
   EXPECT_NE(m->body.find(R"(epwa_http_answers_total{endpoint="/v1/completions",status="401"} 2)"),
             std::string::npos)
       << m->body;
-  EXPECT_NE(m->body.find("epwa_detections_total 3"), std::string::npos);
+  EXPECT_NE(m->body.find("epwa_detections_total 4"), std::string::npos);
   EXPECT_NE(m->body.find("epwa_generated_tokens_total 2"), std::string::npos);
   EXPECT_NE(m->body.find("epwa_completion_seconds_count 1"), std::string::npos);
   fs::remove(p);
