@@ -10,7 +10,6 @@
 #include <cstring>
 #include <fstream>
 #include <string>
-#include <utility>
 
 #include "epwa/error.hpp"
 #include "epwa/memory.hpp"
@@ -38,25 +37,6 @@ MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
     advise_huge_pages(addr_, size_);
   }
   ::close(fd);
-}
-
-MappedFile::MappedFile(MappedFile&& o) noexcept
-    : addr_(std::exchange(o.addr_, nullptr)),
-      size_(std::exchange(o.size_, 0)),
-      path_(std::move(o.path_)) {}
-
-MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
-  if (this != &o) {
-    release();
-    addr_ = std::exchange(o.addr_, nullptr);
-    size_ = std::exchange(o.size_, 0);
-    path_ = std::move(o.path_);
-  }
-  return *this;
-}
-
-MappedFile::~MappedFile() {
-  release();
 }
 
 void MappedFile::release() noexcept {
@@ -161,25 +141,6 @@ LargeBuffer::LargeBuffer(size_t bytes) {
   size_ = bytes;
   mapped_ = len;
   advise_huge_pages(addr_, len);
-}
-
-LargeBuffer::LargeBuffer(LargeBuffer&& o) noexcept
-    : addr_(std::exchange(o.addr_, nullptr)),
-      size_(std::exchange(o.size_, 0)),
-      mapped_(std::exchange(o.mapped_, 0)) {}
-
-LargeBuffer& LargeBuffer::operator=(LargeBuffer&& o) noexcept {
-  if (this != &o) {
-    release();
-    addr_ = std::exchange(o.addr_, nullptr);
-    size_ = std::exchange(o.size_, 0);
-    mapped_ = std::exchange(o.mapped_, 0);
-  }
-  return *this;
-}
-
-LargeBuffer::~LargeBuffer() {
-  release();
 }
 
 void LargeBuffer::release() noexcept {

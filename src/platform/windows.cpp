@@ -96,25 +96,6 @@ MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
   CloseHandle(file);
 }
 
-MappedFile::MappedFile(MappedFile&& o) noexcept
-    : addr_(std::exchange(o.addr_, nullptr)),
-      size_(std::exchange(o.size_, 0)),
-      path_(std::move(o.path_)) {}
-
-MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
-  if (this != &o) {
-    release();
-    addr_ = std::exchange(o.addr_, nullptr);
-    size_ = std::exchange(o.size_, 0);
-    path_ = std::move(o.path_);
-  }
-  return *this;
-}
-
-MappedFile::~MappedFile() {
-  release();
-}
-
 void MappedFile::release() noexcept {
   if (addr_) UnmapViewOfFile(addr_);
   addr_ = nullptr;
@@ -212,25 +193,6 @@ LargeBuffer::LargeBuffer(size_t bytes) {
   addr_ = p;
   size_ = bytes;
   mapped_ = len;
-}
-
-LargeBuffer::LargeBuffer(LargeBuffer&& o) noexcept
-    : addr_(std::exchange(o.addr_, nullptr)),
-      size_(std::exchange(o.size_, 0)),
-      mapped_(std::exchange(o.mapped_, 0)) {}
-
-LargeBuffer& LargeBuffer::operator=(LargeBuffer&& o) noexcept {
-  if (this != &o) {
-    release();
-    addr_ = std::exchange(o.addr_, nullptr);
-    size_ = std::exchange(o.size_, 0);
-    mapped_ = std::exchange(o.mapped_, 0);
-  }
-  return *this;
-}
-
-LargeBuffer::~LargeBuffer() {
-  release();
 }
 
 void LargeBuffer::release() noexcept {
