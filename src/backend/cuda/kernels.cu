@@ -1,5 +1,6 @@
-// The CUDA backend's kernels: simple and exact first (one warp per output row, weights decoded
-// element by element, f32 activations); docs/GPU.md says what is planned to make them fast.
+// The CUDA backend's kernels (docs/GPU.md): matrix products with f32 activations, a warp per
+// output row (4 rows for a single token), weights decoded 8 at a time (chunk8.cuh) or element by
+// element (weight_at.cuh); the conversions around cuBLAS's f16 products; the small ops.
 #include <algorithm>
 #include <cmath>
 #include <string>
