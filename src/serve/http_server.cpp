@@ -120,6 +120,7 @@ struct Generation {
   bool stream = false;
   int32_t logprobs = -1;  // >= 0: log-probabilities with this many alternatives
   bool echo = false;
+  bool echo_sent = false;          // a stream's echoed prompt (and its log-probabilities) went out
   std::vector<TokenLogprobs> lps;  // the echoed prompt's (tokens 1..), then each new token's
   uint64_t job = 0;
   std::string id;
@@ -507,12 +508,24 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (!g.stopped)
       for (const std::string& s : g.stop)
         ready = std::min(ready, g.text.size() - std::min(g.text.size(), s.size() - 1));
-    if (ready > g.sent) {
-      auto out = chunk(g, g.text.substr(g.sent, ready - g.sent), nullptr);
-      if (g.logprobs >= 0) out["choices"][0]["logprobs"] = logprobs_json(g, 0, ready);
-      push("data: " + dump(out) + "\n\n");
-      g.sent = ready;
+    // An echoed prompt goes out with the first token, whatever of the new text is held back.
+    if (ready > g.sent || (g.echo && !g.echo_sent)) {
+      push("data: " + dump(stream_chunk(g, ready, nullptr)) + "\n\n");
+      g.sent = std::max(g.sent, ready);
     }
+  }
+
+  // A streamed chunk of the new text up to `ready` bytes: the echoed prompt first in a stream's
+  // first chunk; log-probabilities when asked for (echo asks for the prompt's).
+  nlohmann::json stream_chunk(Generation& g, size_t ready, const nlohmann::json& finish) const {
+    const std::string echoed = g.echo ? token_texts(g.prompt) : std::string();
+    const size_t from = std::min(g.sent, ready);
+    auto out = chunk(g, (g.echo_sent ? std::string() : echoed) + g.text.substr(from, ready - from),
+                     finish);
+    if (g.logprobs >= 0 || g.echo)
+      out["choices"][0]["logprobs"] = logprobs_json(g, echoed.size(), ready);
+    g.echo_sent = true;
+    return out;
   }
 
   // The new tokens' text as it continues the prompt (a word's leading space kept).
@@ -549,8 +562,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                   {"completion_tokens", generated},
                                   {"total_tokens", g.prompt.size() + generated}};
     if (g.stream) {
-      auto out = chunk(g, g.text.substr(std::min(g.sent, g.text.size())), g.finish);
-      if (g.logprobs >= 0) out["choices"][0]["logprobs"] = logprobs_json(g, 0, g.text.size());
+      auto out = stream_chunk(g, g.text.size(), g.finish);
       if (last) {  // the usage and the watermark record close the stream
         out["usage"] = usage;
         out["watermark"] = g.watermark;
@@ -593,14 +605,16 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   // form {content: [{token, logprob, bytes, top_logprobs}]}. New tokens beyond a stop string are
   // left out, as their text is.
   // `upto` bytes of the new text (a stream's released part) bound the new tokens listed, from the
-  // first not yet sent (g.lp_sent), which it advances; echo lists the prompt first.
+  // first not yet sent (g.lp_sent), which it advances; echo lists the prompt first, once.
+  // Offsets count from the start of the echoed prompt (`echoed_bytes` long).
   nlohmann::json logprobs_json(Generation& g, size_t echoed_bytes, size_t upto) const {
     const Tokenizer& tok = *srv_.tok;
     const size_t prompt_entries = g.echo && !g.prompt.empty() ? g.prompt.size() - 1 : 0;
     nlohmann::json tokens = nlohmann::json::array(), token_lp = nlohmann::json::array(),
                    top = nlohmann::json::array(), offsets = nlohmann::json::array(),
                    content = nlohmann::json::array();
-    size_t offset = g.lp_sent == 0 ? 0 : echoed_bytes + g.lp_offset;
+    const bool list_prompt = g.echo && !g.echo_sent;
+    size_t offset = list_prompt ? 0 : echoed_bytes + g.lp_offset;
     auto add = [&](int32_t id, const TokenLogprobs* lp, bool generated) {
       const std::string text = tok.token_bytes(id);
       tokens.push_back(text);
@@ -626,7 +640,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                            {"bytes", std::vector<uint8_t>(text.begin(), text.end())},
                            {"top_logprobs", std::move(chat_alts)}});
     };
-    if (g.echo && g.lp_sent == 0)
+    if (list_prompt)
       for (size_t i = 0; i < g.prompt.size(); ++i)
         add(g.prompt[i], i > 0 && i - 1 < g.lps.size() ? &g.lps[i - 1] : nullptr, false);
     for (size_t i = g.lp_sent; i < g.tokens.size(); ++i) {

@@ -169,7 +169,6 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
     if (!j["echo"].is_boolean()) throw bad_request("'echo' must be true or false", "echo");
     p.echo = j["echo"].get<bool>();
   }
-  if (p.stream && p.echo) throw bad_request("'echo' is not supported with 'stream' yet", "stream");
   if (!tok && (p.echo || p.logprobs >= 0))
     throw bad_request("'echo' and 'logprobs' need the model's tokenizer", "logprobs");
   return p;

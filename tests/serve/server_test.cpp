@@ -426,8 +426,6 @@ TEST(Server, LogprobsAreTheModelsOwnAndServePepi) {
   EXPECT_EQ(e["usage"]["completion_tokens"], 0);
   s.post("/v1/completions", R"({"prompt": "x", "logprobs": 21})", &status);
   EXPECT_EQ(status, 400);
-  s.post("/v1/completions", R"({"prompt": "x", "echo": true, "stream": true})", &status);
-  EXPECT_EQ(status, 400);
 
   // Streamed: each chunk carries the log-probabilities of the tokens its text completes; together
   // they are the whole answer's.
@@ -454,6 +452,55 @@ TEST(Server, LogprobsAreTheModelsOwnAndServePepi) {
   }
   EXPECT_EQ(streamed_tokens, lp["tokens"]);
   EXPECT_EQ(streamed_lp, lp["token_logprobs"]);
+
+  // Echo in a stream: the first chunk starts with the prompt; the chunks' text, tokens,
+  // log-probabilities and offsets add up to the unstreamed answer's (new tokens and none).
+  for (int max_tokens : {12, 0}) {
+    const json body = {{"prompt", ids},
+                       {"max_tokens", max_tokens},
+                       {"temperature", 0},
+                       {"echo", true},
+                       {"logprobs", 1}};
+    const json whole = s.post("/v1/completions", body.dump(), &status);
+    ASSERT_EQ(status, 200) << whole.dump();
+    json streamed = body;
+    streamed["stream"] = true;
+    auto sr = s.client().Post("/v1/completions", streamed.dump(), "application/json");
+    ASSERT_TRUE(sr);
+    ASSERT_EQ(sr->status, 200) << sr->body;
+    std::string text, first;
+    json parts = {{"tokens", json::array()},
+                  {"token_logprobs", json::array()},
+                  {"top_logprobs", json::array()},
+                  {"text_offset", json::array()}};
+    std::istringstream events(sr->body);
+    for (std::string line; std::getline(events, line);) {
+      if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+      const json ev = json::parse(line.substr(6));
+      const std::string t = ev["choices"][0]["text"];
+      if (first.empty()) first = t;
+      text += t;
+      const json& l = ev["choices"][0]["logprobs"];
+      ASSERT_TRUE(l.is_object()) << line;
+      for (auto& [k, v] : parts.items())
+        for (const auto& x : l[k]) v.push_back(x);
+    }
+    const json& want = whole["choices"][0]["logprobs"];
+    EXPECT_EQ(text, whole["choices"][0]["text"]) << max_tokens;
+    std::string prompt_text;
+    for (int32_t id : ids) prompt_text += b.tok->token_bytes(id);
+    EXPECT_EQ(first.rfind(prompt_text, 0), 0u) << "the whole prompt comes first";
+    ASSERT_EQ(parts["tokens"].size(), ids.size() + max_tokens);
+    for (const auto& k : {"tokens", "text_offset", "top_logprobs"})
+      EXPECT_EQ(parts[k], want[k]) << k << ", max_tokens " << max_tokens;
+    for (size_t i = 0; i < want["token_logprobs"].size(); ++i)
+      if (want["token_logprobs"][i].is_null())
+        EXPECT_TRUE(parts["token_logprobs"][i].is_null()) << i;
+      else
+        EXPECT_NEAR(parts["token_logprobs"][i].get<double>(),
+                    want["token_logprobs"][i].get<double>(), 1e-5)
+            << i;
+  }
 }
 
 TEST(Server, EnforcedWatermarkIsDetected) {
@@ -666,7 +713,10 @@ TEST(Server, QueueFullIs429AndConcurrentRequestsAllAnswer) {
       s.post("/v1/completions", R"({"prompt": "a", "max_tokens": 1000, "temperature": 0.8})",
              &first);
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Wait until it holds the slot (a fixed sleep was too short on a loaded machine).
+    for (int i = 0;
+         i < 500 && s.client().Get("/health")->body.find("\"running\":1") == std::string::npos; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     int status = 0;
     const json e = s.post("/v1/completions", R"({"prompt": "b", "max_tokens": 4})", &status);
     EXPECT_EQ(status, 429) << e.dump();
