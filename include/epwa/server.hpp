@@ -80,10 +80,16 @@ struct ServerOptions {
   BatchEngineOptions engine;
   ServerLimits limits;
   WatermarkPolicy policy = WatermarkPolicy::Off;
-  Keyring keyring;            // needed unless the policy is off
-  ApiKeys api_keys;           // empty: no authentication
-  WatermarkConfig watermark;  // scheme and parameters (router_layer < 0: the last MoE layer)
-  DetectOptions detect;       // threshold etc. for /v1/watermark/detect
+  Keyring keyring;  // needed unless the policy is off
+  // KR-v1 (docs/SPEC.md section 9): each watermarked choice uses the key the rotation picks from
+  // its seed and prompt; responses name no key, and detection tests every key (Bonferroni),
+  // naming the matching key to admins only.
+  bool rotate_keys = false;
+  ApiKeys api_keys;  // empty: no authentication
+  // Scheme and parameters (router_layer < 0: the last MoE layer; context_buckets > 0: CTX-v1
+  // lists, docs/SPEC.md section 10, for generation and detection alike).
+  WatermarkConfig watermark;
+  DetectOptions detect;  // threshold etc. for /v1/watermark/detect
   // HTTPS (TLS 1.2 or later) with a PEM certificate chain and its private key (mode 0600), both or
   // neither.
   std::filesystem::path tls_cert, tls_key;

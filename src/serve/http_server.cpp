@@ -42,6 +42,7 @@ struct Server::Impl {
   std::shared_ptr<const Tokenizer> tok;
   ServerOptions opt;
   std::map<std::string, std::shared_ptr<const GreenLists>> lists;  // by key id
+  std::string rotation_secret;  // KR-v1's, with opt.rotate_keys (keys in id order, as `lists`)
   std::string router_hash;
   int32_t layer = 0;
   std::vector<int32_t> suppress;  // ids that are not text (control, unknown), EOS aside
@@ -78,7 +79,9 @@ struct Server::Impl {
   Impl(Model& m, std::shared_ptr<const Tokenizer> t, ServerOptions o)
       : model(m), tok(std::move(t)), opt(std::move(o)) {}
   void accept();
+  // key_id empty: not named (rotation).
   nlohmann::json watermark_record(bool applied, const std::string& key_id) const;
+  std::string rotated_key(uint64_t seed, std::span<const int32_t> prompt) const;
   void count(const std::string& endpoint, int status);
   void observe_completion(double seconds);
   bool allow_detection(const std::string& who, double n);  // n texts
@@ -331,7 +334,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
   }
 
-  // The key a request watermarks with under the server's policy, or "" for none.
+  // Whether a request is watermarked under the server's policy; with rotation, "*" (each choice's
+  // key is picked from its seed), else the key id.
   std::string watermark_key(const serve::CompletionParams& p) const {
     const ServerOptions& o = srv_.opt;
     bool on = false;
@@ -350,6 +354,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         break;
     }
     if (!on) return {};
+    if (o.rotate_keys) {
+      if (!p.key_id.empty())
+        throw bad_request("this server picks the key of each response (key rotation)", "watermark");
+      return "*";
+    }
     const std::string id = p.key_id.empty() ? o.keyring.default_id : p.key_id;
     if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "watermark");
     return id;
@@ -381,18 +390,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         g->stop_tokens.insert(g->stop_tokens.end(), srv_.end_of_turn.begin(),
                               srv_.end_of_turn.end());
       g->id = id;
-      g->watermark = srv_.watermark_record(!key.empty(), key);
       BatchRequest r;
       r.prompt = p.prompt;
       r.max_new_tokens = p.max_tokens;
       r.sampling = p.sampling;
       r.sampling.seed = p.sampling.seed + static_cast<uint64_t>(i);  // choices differ, reproducibly
+      const std::string choice_key = key == "*" ? srv_.rotated_key(r.sampling.seed, p.prompt) : key;
+      g->watermark = srv_.watermark_record(!key.empty(), key == "*" ? "" : key);
       r.stop_tokens = g->stop_tokens;
       r.suppress_tokens = chat ? srv_.chat_suppress : srv_.suppress;
       if (!key.empty()) {
         WatermarkConfig wc = srv_.opt.watermark;
         wc.router_layer = srv_.layer;
-        r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(key));
+        r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(choice_key));
       }
       auto self = this->shared_from_this();
       auto ex = stream_.get_executor();
@@ -673,8 +683,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         throw ApiError(403, "permission_error",
                        "this API key may not read per-token detail (tokens_detail needs the "
                        "admin role)");
-    const std::string id = items[0].key_id.empty() ? srv_.opt.keyring.default_id : items[0].key_id;
-    if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "key_id");
+    // Under rotation, which key wrote a text is what an attacker clusters his samples by: only an
+    // admin API key may ask for one key or read which one matched (an open server never names it).
+    const bool named = !srv_.opt.rotate_keys || (admin_ && !srv_.opt.api_keys.keys.empty());
+    if (!named && !items[0].key_id.empty())
+      throw ApiError(403, "permission_error",
+                     "this server rotates its keys: choosing the key (key_id) needs an API key "
+                     "with the admin role");
+    // Empty: every key of the keyring (rotation without key_id).
+    const std::string id = srv_.opt.rotate_keys && items[0].key_id.empty() ? std::string()
+                           : items[0].key_id.empty() ? srv_.opt.keyring.default_id
+                                                     : items[0].key_id;
+    if (!id.empty() && !srv_.lists.count(id))
+      throw bad_request("unknown watermark key id", "key_id");
     const double n = static_cast<double>(items.size());
     if (n > limits().detect_per_minute)
       throw ApiError(429, "rate_limit_error",
@@ -687,7 +708,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                          nlohmann::json(limits().detect_per_minute).dump() +
                          " texts a minute for each client; try again later");
     auto self = this->shared_from_this();
-    net::post(srv_.detect_pool, [self, items = std::move(items), id, batch] {
+    net::post(srv_.detect_pool, [self, items = std::move(items), id, batch, named] {
       int status = 200;
       nlohmann::json results = nlohmann::json::array();
       try {
@@ -695,15 +716,29 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           DetectOptions o = self->srv_.opt.detect;
           o.method = d.method;
           o.tokens_detail = d.tokens_detail;
-          const Detector det(self->srv_.lists.at(id), o);
-          nlohmann::json r = to_json(
-              detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
-          r["key_id"] = id;
+          nlohmann::json r;
+          std::string matched = id;
+          if (id.empty()) {
+            std::vector<std::string> ids;
+            std::vector<std::shared_ptr<const GreenLists>> lists;
+            for (const auto& [k, l] : self->srv_.lists) ids.push_back(k), lists.push_back(l);
+            const KeyringDetector det(std::move(ids), std::move(lists), o);
+            const KeyringResult kr =
+                detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer);
+            matched = kr.key_id;
+            r = to_json(kr);
+            if (!named) r["keyring"].erase("key_id"), r["keyring"].erase("per_key");
+          } else {
+            const Detector det(self->srv_.lists.at(id), o);
+            r = to_json(
+                detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
+          }
+          if (named) r["key_id"] = matched;
           r["router_hash"] = self->srv_.router_hash;
           if (!d.id.is_null()) r["id"] = d.id;
           // Detection is an oracle: every use is logged (who, how much, the verdict).
           std::fprintf(stderr, "epwa serve: detect by %s: key %s, %zu tokens, z %.2f, %s\n",
-                       self->who_.c_str(), id.c_str(), d.tokens.size(), r["z"].get<double>(),
+                       self->who_.c_str(), matched.c_str(), d.tokens.size(), r["z"].get<double>(),
                        r["detected"].get<bool>() ? "detected" : "not detected");
           results.push_back(std::move(r));
         }
@@ -770,7 +805,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 nlohmann::json Server::Impl::watermark_record(bool applied, const std::string& key_id) const {
   nlohmann::json j = {{"policy", watermark_policy_name(opt.policy)}, {"applied", applied}};
   if (!applied) return j;
-  j["key_id"] = key_id;
+  if (!key_id.empty()) j["key_id"] = key_id;
+  if (opt.rotate_keys) j["rotation"] = {{"scheme", "KR-v1"}, {"keys", lists.size()}};
   j["scheme"] = "EPW-A";
   j["mode"] = opt.watermark.mode == WatermarkMode::GSG ? "gsg" : "ewp";
   j["gamma"] = opt.watermark.gamma;
@@ -778,7 +814,14 @@ nlohmann::json Server::Impl::watermark_record(bool applied, const std::string& k
   j["router_layer"] = layer;
   j["router_hash"] = router_hash;
   if (opt.watermark.min_entropy > 0) j["min_entropy"] = opt.watermark.min_entropy;
+  if (opt.watermark.context_buckets > 0) j["context_buckets"] = opt.watermark.context_buckets;
   return j;
+}
+
+std::string Server::Impl::rotated_key(uint64_t seed, std::span<const int32_t> prompt) const {
+  auto it = lists.begin();
+  std::advance(it, keyring_pick(rotation_secret, seed, prompt, lists.size()));
+  return it->first;
 }
 
 void Server::Impl::count(const std::string& endpoint, int status) {
@@ -885,8 +928,16 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
     check(!s.opt.keyring.keys.empty(), "serve: the watermark policy " +
                                            std::string(watermark_policy_name(s.opt.policy)) +
                                            " needs a keyring (--keyring)");
-  for (const auto& [id, secret] : s.opt.keyring.keys)
-    s.lists[id] = make_green_lists(model, secret, s.opt.watermark.gamma);
+  std::vector<std::string> secrets;  // in id order, as KR-v1 takes them
+  for (const auto& [id, secret] : s.opt.keyring.keys) {
+    s.lists[id] =
+        make_green_lists(model, secret, s.opt.watermark.gamma, s.opt.watermark.context_buckets);
+    secrets.push_back(secret);
+  }
+  if (s.opt.rotate_keys) {
+    check(!secrets.empty(), "serve: key rotation needs a keyring (--keyring)");
+    s.rotation_secret = keyring_rotation_secret(secrets);
+  }
   if (!s.opt.tls_cert.empty() || !s.opt.tls_key.empty()) {
     check(!s.opt.tls_cert.empty() && !s.opt.tls_key.empty(),
           "serve: TLS needs both a certificate (--tls-cert) and its key (--tls-key)");

@@ -860,3 +860,129 @@ TEST(Keyring, RefusesWhatAnotherUserCouldReadOrWhatIsMalformed) {
 }
 
 }  // namespace
+
+namespace {
+
+// Key rotation (KR-v1): each response is watermarked with the key the rotation picks from its seed
+// and prompt (the library's generation with that key gives the same text), names no key, and is
+// detected by trying every key; only an admin API key learns which key matched or picks one.
+TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
+  const fs::path p = fs::temp_directory_path() / "epwa-api-keys-rotation-test.json";
+  std::ofstream(p) << R"({"keys": [
+      {"name": "app", "key": "generate-key-0123456789", "roles": ["generate", "detect"]},
+      {"name": "audit", "key": "audit-key-0123456789", "roles": ["detect", "admin"]}]})";
+  fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
+  epwa::ServerOptions o;
+  o.api_keys = epwa::ApiKeys::load(p);
+  o.keyring.keys = {{"a", "rot-secret-a"}, {"b", "rot-secret-b"}, {"c", "rot-secret-c"}};
+  o.keyring.default_id = "a";
+  o.rotate_keys = true;
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.watermark.router_layer = -1;
+  o.watermark.delta = 4;  // strong enough that a text ended early by EOS is still detected
+  Running s(o);
+  auto call = [&](const std::string& key, const std::string& path, const json& body, int* status) {
+    auto c = s.client();
+    c.set_bearer_token_auth(key);
+    auto res = c.Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    if (!res) return json();
+    *status = res->status;
+    return json::parse(res->body);
+  };
+  const std::string rotation = epwa::keyring_rotation_secret(
+      std::vector<std::string>{"rot-secret-a", "rot-secret-b", "rot-secret-c"});
+  const auto prompt = bundle().tok->encode("The river", true, false);
+  std::set<size_t> picked;
+  int status = 0;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    const json r =
+        call("generate-key-0123456789", "/v1/completions",
+             {{"prompt", "The river"}, {"max_tokens", 120}, {"temperature", 0.7}, {"seed", seed}},
+             &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    const json& wm = r["watermark"];
+    EXPECT_EQ(wm["applied"], true);
+    EXPECT_FALSE(wm.contains("key_id")) << wm.dump();
+    EXPECT_EQ(wm["rotation"]["scheme"], "KR-v1");
+    EXPECT_EQ(wm["rotation"]["keys"], 3);
+    const size_t k = epwa::keyring_pick(rotation, seed, prompt, 3);
+    picked.insert(k);
+    const std::string secret = std::string("rot-secret-") + static_cast<char>('a' + k);
+    epwa::WatermarkConfig wc;
+    wc.router_layer = -1;
+    wc.delta = 4;
+    epwa::Watermarker w(*bundle().model, secret, wc);
+    epwa::GenerateOptions go;
+    go.max_new_tokens = 120;
+    go.sampling.temperature = 0.7f;
+    go.sampling.seed = seed;
+    go.stop_tokens = {bundle().model->config().eos_token_id};
+    const std::string text = r["choices"][0]["text"];
+    EXPECT_EQ(text, text_of("The river", go, &w)) << "seed " << seed << ", key " << k;
+    // A detecting client gets the verdict under the corrected threshold, not the key.
+    const json body = {{"prompt", "The river"}, {"text", text}};
+    const json d = call("generate-key-0123456789", "/v1/watermark/detect", body, &status);
+    ASSERT_EQ(status, 200) << d.dump();
+    EXPECT_EQ(d["detected"], true) << d.dump();
+    EXPECT_FALSE(d.contains("key_id"));
+    EXPECT_EQ(d["keyring"]["keys"], 3);
+    EXPECT_FALSE(d["keyring"].contains("key_id"));
+    EXPECT_FALSE(d["keyring"].contains("per_key"));
+    EXPECT_GT(d["keyring"]["z_threshold"].get<double>(), 4.0);
+    const json a = call("audit-key-0123456789", "/v1/watermark/detect", body, &status);
+    ASSERT_EQ(status, 200) << a.dump();
+    EXPECT_EQ(a["key_id"], std::string(1, static_cast<char>('a' + k)));
+    EXPECT_EQ(a["keyring"]["per_key"].size(), 3u);
+    EXPECT_EQ(a["z"], d["z"]);
+  }
+  EXPECT_GE(picked.size(), 2u) << "four seeds met a single key";
+  // Choosing a key: refused for generation, and for detection without the admin role.
+  call("generate-key-0123456789", "/v1/completions", {{"prompt", "x"}, {"watermark", "b"}},
+       &status);
+  EXPECT_EQ(status, 400);
+  call("generate-key-0123456789", "/v1/watermark/detect", {{"text", "a b c"}, {"key_id", "b"}},
+       &status);
+  EXPECT_EQ(status, 403);
+  call("audit-key-0123456789", "/v1/watermark/detect", {{"text", "a b c"}, {"key_id", "b"}},
+       &status);
+  EXPECT_EQ(status, 200);
+}
+
+// Context buckets (CTX-v1): the server generates what the library generates with the same lists,
+// records H, and detects with them; the text is not detected under GL-v1 lists of the same key.
+TEST(Server, ContextBucketsGenerateAsTheLibraryAndDetect) {
+  epwa::ServerOptions o;
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.keyring = keyring();
+  o.watermark.router_layer = -1;
+  o.watermark.context_buckets = 64;
+  Running s(o);
+  const json r =
+      s.post("/v1/completions",
+             R"({"prompt": "The river", "max_tokens": 150, "temperature": 0.7, "seed": 2})");
+  EXPECT_EQ(r["watermark"]["context_buckets"], 64);
+  epwa::WatermarkConfig wc;
+  wc.router_layer = -1;
+  wc.context_buckets = 64;
+  const auto lists = epwa::make_green_lists(*bundle().model, "server-test-secret-1", 0.5, 64);
+  epwa::Watermarker w(*bundle().model, lists, wc);
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 150;
+  go.sampling.temperature = 0.7f;
+  go.sampling.seed = 2;
+  go.stop_tokens = {bundle().model->config().eos_token_id};
+  const std::string text = r["choices"][0]["text"];
+  EXPECT_EQ(text, text_of("The river", go, &w));
+  const json d =
+      s.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
+  EXPECT_EQ(d["detected"], true) << d.dump();
+  epwa::ServerOptions plain = o;
+  plain.watermark.context_buckets = 0;
+  Running gl(plain);
+  const json g =
+      gl.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
+  EXPECT_EQ(g["detected"], false) << g.dump();
+}
+
+}  // namespace

@@ -40,6 +40,14 @@ const Command kServe{
           ->capture_default_str();
       app.add_option("--keyring", a->keyring,
                      "JSON keyring {\"default\": id, \"keys\": {id: secret}}, mode 0600");
+      app.add_flag("--rotate-keys", o.rotate_keys,
+                   "watermark each response with a key picked per response from the keyring "
+                   "(KR-v1; responses name no key; detection tests every key)");
+      app.add_option("--context-buckets", o.watermark.context_buckets,
+                     "CTX-v1: green lists keyed by the expert and one of H keyed buckets of the "
+                     "previous token (0: off; docs/SPEC.md section 10)")
+          ->check(CLI::Range(0, 65536))
+          ->capture_default_str();
       app.add_option("--api-keys", a->api_keys,
                      "JSON bearer keys {\"keys\": [{\"name\", \"key\", \"roles\"}]}, mode 0600 "
                      "(default: no authentication)");
