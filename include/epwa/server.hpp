@@ -70,6 +70,11 @@ struct ServerLimits {
   // Detection answers are an oracle for learning green lists: at most this many per minute for
   // each API key (each client address when the server has no keys).
   double detect_per_minute = 30;
+  // Verdict-only detection (docs/THREAT_MODEL.md, defence 3): callers without an admin API key
+  // get the verdict, its p-value and reason only (no z, g, n), and "not detected" for a text with
+  // fewer than verdict_min_tokens scored tokens, so that a query tells about a whole text.
+  bool detect_verdict_only = false;
+  int64_t verdict_min_tokens = 50;
 };
 
 struct ServerOptions {

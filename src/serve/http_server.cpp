@@ -670,6 +670,23 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
             {"text_offset", std::move(offsets)}};
   }
 
+  // A detection result cut to its verdict (ServerLimits::detect_verdict_only): the p-value is the
+  // corrected one under rotation, and a text too short to say much about gets no verdict.
+  nlohmann::json verdict_only(const nlohmann::json& r) const {
+    const int64_t least = limits().verdict_min_tokens;
+    nlohmann::json v = {{"method", r["method"]}, {"verdict_only", true}};
+    if (r["n"].get<int64_t>() < least) {
+      v["detected"] = false;
+      v["p_value"] = nullptr;
+      v["reason"] = "fewer than " + std::to_string(least) + " scored tokens";
+      return v;
+    }
+    v["detected"] = r["detected"];
+    v["p_value"] = r.contains("keyring") ? r["keyring"]["p_corrected"] : r["p_value"];
+    v["reason"] = r["reason"];
+    return v;
+  }
+
   void detect(const std::string& body) {
     const ModelConfig& c = srv_.model.config();
     const auto j = serve::parse_body(body);
@@ -685,7 +702,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                        "admin role)");
     // Under rotation, which key wrote a text is what an attacker clusters his samples by: only an
     // admin API key may ask for one key or read which one matched (an open server never names it).
-    const bool named = !srv_.opt.rotate_keys || (admin_ && !srv_.opt.api_keys.keys.empty());
+    const bool privileged = admin_ && !srv_.opt.api_keys.keys.empty();
+    const bool named = !srv_.opt.rotate_keys || privileged;
+    const bool whole = !limits().detect_verdict_only || privileged;
     if (!named && !items[0].key_id.empty())
       throw ApiError(403, "permission_error",
                      "this server rotates its keys: choosing the key (key_id) needs an API key "
@@ -708,7 +727,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                          nlohmann::json(limits().detect_per_minute).dump() +
                          " texts a minute for each client; try again later");
     auto self = this->shared_from_this();
-    net::post(srv_.detect_pool, [self, items = std::move(items), id, batch, named] {
+    net::post(srv_.detect_pool, [self, items = std::move(items), id, batch, named, whole] {
       int status = 200;
       nlohmann::json results = nlohmann::json::array();
       try {
@@ -733,13 +752,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
             r = to_json(
                 detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
           }
-          if (named) r["key_id"] = matched;
-          r["router_hash"] = self->srv_.router_hash;
-          if (!d.id.is_null()) r["id"] = d.id;
           // Detection is an oracle: every use is logged (who, how much, the verdict).
           std::fprintf(stderr, "epwa serve: detect by %s: key %s, %zu tokens, z %.2f, %s\n",
                        self->who_.c_str(), matched.c_str(), d.tokens.size(), r["z"].get<double>(),
                        r["detected"].get<bool>() ? "detected" : "not detected");
+          if (!whole) r = self->verdict_only(r);
+          if (named) r["key_id"] = matched;
+          r["router_hash"] = self->srv_.router_hash;
+          if (!d.id.is_null()) r["id"] = d.id;
           results.push_back(std::move(r));
         }
       } catch (const Error& e) {

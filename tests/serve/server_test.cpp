@@ -986,3 +986,59 @@ TEST(Server, ContextBucketsGenerateAsTheLibraryAndDetect) {
 }
 
 }  // namespace
+
+namespace {
+
+// Verdict-only detection: a caller without the admin role gets the verdict, its p-value and reason
+// (nothing per token, no z / g / n), and "not detected" below the minimum of scored tokens; an
+// admin API key gets the whole result.
+TEST(Server, VerdictOnlyDetectionForCallersWithoutAdmin) {
+  const fs::path p = fs::temp_directory_path() / "epwa-api-keys-verdict-test.json";
+  std::ofstream(p) << R"({"keys": [
+      {"name": "app", "key": "generate-key-0123456789", "roles": ["generate", "detect"]},
+      {"name": "audit", "key": "audit-key-0123456789", "roles": ["detect", "admin"]}]})";
+  fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
+  epwa::ServerOptions o;
+  o.api_keys = epwa::ApiKeys::load(p);
+  o.keyring = keyring();
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.watermark.router_layer = -1;
+  o.watermark.delta = 4;
+  o.limits.detect_verdict_only = true;
+  o.limits.verdict_min_tokens = 60;
+  Running s(o);
+  auto call = [&](const std::string& key, const std::string& path, const json& body) {
+    auto c = s.client();
+    c.set_bearer_token_auth(key);
+    auto res = c.Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    EXPECT_EQ(res ? res->status : 0, 200) << (res ? res->body : "");
+    return res ? json::parse(res->body) : json();
+  };
+  const json r = call("generate-key-0123456789", "/v1/completions",
+                      {{"prompt", "The river"}, {"max_tokens", 120}, {"seed", 3}});
+  const std::string text = r["choices"][0]["text"];
+  const json body = {{"prompt", "The river"}, {"text", text}};
+  const json v = call("generate-key-0123456789", "/v1/watermark/detect", body);
+  const json a = call("audit-key-0123456789", "/v1/watermark/detect", body);
+  ASSERT_GE(a["n"].get<int64_t>(), 60) << a.dump();
+  EXPECT_EQ(v["detected"], true) << v.dump();
+  EXPECT_EQ(v["detected"], a["detected"]);
+  EXPECT_EQ(v["p_value"], a["p_value"]);
+  EXPECT_EQ(v["reason"], a["reason"]);
+  EXPECT_EQ(v["verdict_only"], true);
+  for (const char* k : {"z", "g", "n", "green_fraction", "candidates", "tokens"})
+    EXPECT_FALSE(v.contains(k)) << k << " in " << v.dump();
+  // A short piece of the same text: the whole result for the admin, no verdict for the caller.
+  const auto ids = bundle().tok->encode(text, false, false);
+  const std::vector<int32_t> piece(ids.begin(), ids.begin() + 30);
+  const json short_body = {{"prompt", "The river"}, {"tokens", piece}};
+  const json sv = call("generate-key-0123456789", "/v1/watermark/detect", short_body);
+  const json sa = call("audit-key-0123456789", "/v1/watermark/detect", short_body);
+  EXPECT_LT(sa["n"].get<int64_t>(), 60);
+  EXPECT_EQ(sv["detected"], false);
+  EXPECT_TRUE(sv["p_value"].is_null());
+  EXPECT_EQ(sv["reason"], "fewer than 60 scored tokens");
+}
+
+}  // namespace

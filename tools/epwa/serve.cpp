@@ -55,6 +55,13 @@ const Command kServe{
                      "detection requests a minute for each key (or client address)")
           ->check(CLI::Range(0.0, 1e6))
           ->capture_default_str();
+      app.add_flag("--detect-verdict-only", o.limits.detect_verdict_only,
+                   "detection answers callers without an admin API key with the verdict and "
+                   "p-value only (no z, g, n)");
+      app.add_option("--verdict-min-tokens", o.limits.verdict_min_tokens,
+                     "with --detect-verdict-only: fewer scored tokens than this is 'not detected'")
+          ->check(CLI::Range(int64_t{10}, int64_t{1} << 24))
+          ->capture_default_str();
       app.add_option("--gamma", o.watermark.gamma, "green-list fraction")
           ->check(CLI::Range(0.0, 1.0))
           ->capture_default_str();
