@@ -26,6 +26,7 @@
 #include "epwa/platform.hpp"
 #include "epwa/server.hpp"
 #include "epwa/session.hpp"
+#include "epwa/tool_calls.hpp"
 #include "openai_api.hpp"
 
 namespace epwa {
@@ -50,6 +51,10 @@ struct Server::Impl {
   // there, so not suppressed), and the suppressed ids without them.
   std::optional<ChatTemplate> chat;
   std::vector<int32_t> end_of_turn, chat_suppress;
+  // Tool calls: the template's syntax, and the suppressed ids of its markers (let through for a
+  // request with tools).
+  ToolCallSyntax tool_syntax = ToolCallSyntax::None;
+  std::vector<int32_t> tool_markers;
   std::atomic<int32_t> connections{0};
   std::atomic<uint64_t> completions{0};
   // /metrics: answers by (endpoint, status), completion latency, detections.
@@ -115,6 +120,7 @@ struct Generation {
   std::shared_ptr<Choices> group;  // its request's choices
   bool chat = false;               // /v1/chat/completions (its chunks carry messages and deltas)
   bool sent_role = false;          // a streamed chat's first delta names the role
+  bool tools = false;              // a chat with tools: the reply may be tool calls
   std::vector<int32_t> prompt, tokens, stop_tokens;
   std::vector<std::string> stop;
   std::string text;      // the text so far (cut at a stop string)
@@ -385,6 +391,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       g->stream = p.stream;
       g->logprobs = p.logprobs;
       g->echo = p.echo;
+      g->tools = chat && p.tools && srv_.tool_syntax != ToolCallSyntax::None;
       g->stop_tokens = {c.eos_token_id};
       if (chat)
         g->stop_tokens.insert(g->stop_tokens.end(), srv_.end_of_turn.begin(),
@@ -399,6 +406,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       g->watermark = srv_.watermark_record(!key.empty(), key == "*" ? "" : key);
       r.stop_tokens = g->stop_tokens;
       r.suppress_tokens = chat ? srv_.chat_suppress : srv_.suppress;
+      if (g->tools)
+        std::erase_if(r.suppress_tokens, [&](int32_t t) {
+          return std::find(srv_.tool_markers.begin(), srv_.tool_markers.end(), t) !=
+                 srv_.tool_markers.end();
+        });
       if (!key.empty()) {
         WatermarkConfig wc = srv_.opt.watermark;
         wc.router_layer = srv_.layer;
@@ -518,6 +530,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (!g.stopped)
       for (const std::string& s : g.stop)
         ready = std::min(ready, g.text.size() - std::min(g.text.size(), s.size() - 1));
+    if (g.tools) ready = std::min(ready, tool_call_start(srv_.tool_syntax, g.text));
     // An echoed prompt goes out with the first token, whatever of the new text is held back.
     if (ready > g.sent || (g.echo && !g.echo_sent)) {
       push("data: " + dump(stream_chunk(g, ready, nullptr)) + "\n\n");
@@ -538,9 +551,25 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     return out;
   }
 
-  // The new tokens' text as it continues the prompt (a word's leading space kept).
+  // The new tokens' text as it continues the prompt (a word's leading space kept); with tools,
+  // the special tokens that mark tool calls as their text.
   std::string continuation(const Generation& g) const {
-    return srv_.tok ? srv_.tok->decode_continuation(g.tokens, true) : std::string();
+    return srv_.tok ? srv_.tok->decode_continuation(g.tokens, !g.tools) : std::string();
+  }
+
+  // OpenAI's tool_calls of a reply: [{id, type, function: {name, arguments}}] (a stream's delta
+  // also numbers them).
+  nlohmann::json tool_calls_json(const Generation& g, const std::vector<ToolCall>& calls) const {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t k = 0; k < calls.size(); ++k) {
+      nlohmann::json c = {
+          {"id", "call_" + std::to_string(g.index) + "_" + std::to_string(k) + "_" + g.id},
+          {"type", "function"},
+          {"function", {{"name", calls[k].name}, {"arguments", calls[k].arguments}}}};
+      if (g.stream) c["index"] = k;
+      out.push_back(std::move(c));
+    }
+    return out;
   }
 
   void on_done(Generation& g, FinishReason why, const std::string& error) {
@@ -571,8 +600,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const nlohmann::json usage = {{"prompt_tokens", g.prompt.size()},
                                   {"completion_tokens", generated},
                                   {"total_tokens", g.prompt.size() + generated}};
+    AssistantReply reply;
+    if (g.tools) {
+      reply = parse_tool_calls(srv_.tool_syntax, g.text);
+      if (!reply.calls.empty()) g.finish = "tool_calls";
+    }
     if (g.stream) {
-      auto out = stream_chunk(g, g.text.size(), g.finish);
+      // With tool calls the text from the first call on was held back: it goes as the calls.
+      const size_t upto = reply.calls.empty()
+                              ? g.text.size()
+                              : std::min(g.text.size(), tool_call_start(srv_.tool_syntax, g.text));
+      auto out = stream_chunk(g, upto, g.finish);
+      if (!reply.calls.empty())
+        out["choices"][0]["delta"]["tool_calls"] = tool_calls_json(g, reply.calls);
       if (last) {  // the usage and the watermark record close the stream
         out["usage"] = usage;
         out["watermark"] = g.watermark;
@@ -588,6 +628,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       auto one = chunk(*x, echoed + x->text, x->finish);
       if (x->logprobs >= 0 || x->echo)
         one["choices"][0]["logprobs"] = logprobs_json(*x, echoed.size(), x->text.size());
+      if (x->tools) {
+        const AssistantReply r = parse_tool_calls(srv_.tool_syntax, x->text);
+        if (!r.calls.empty()) {
+          auto& m = one["choices"][0]["message"];
+          m["content"] = r.content.empty() ? nlohmann::json() : nlohmann::json(r.content);
+          m["tool_calls"] = tool_calls_json(*x, r.calls);
+        }
+      }
       choices.push_back(one["choices"][0]);
       if (res.is_null()) res = std::move(one);
     }
@@ -939,6 +987,11 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
     check(s.tok != nullptr, "serve: a chat template needs the model's tokenizer");
     s.chat.emplace(s.opt.chat_template, special_token_strings(*s.tok));
     s.end_of_turn = end_of_turn_tokens(*s.chat, *s.tok);
+    s.tool_syntax = tool_call_syntax(*s.chat);
+    for (const std::string& m : tool_call_markers(s.tool_syntax)) {
+      const auto ids = s.tok->encode(m, false, true);
+      if (ids.size() == 1) s.tool_markers.push_back(ids[0]);
+    }
   }
   for (int32_t t : s.suppress)
     if (std::find(s.end_of_turn.begin(), s.end_of_turn.end(), t) == s.end_of_turn.end())

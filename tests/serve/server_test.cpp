@@ -1042,3 +1042,62 @@ TEST(Server, VerdictOnlyDetectionForCallersWithoutAdmin) {
 }
 
 }  // namespace
+
+namespace {
+
+// A chat with tools renders them with the template (Qwen2.5's, whose tool calls are Hermes-style)
+// and generates what a completion of the rendered ids generates; a reply without the call
+// marker is content, streamed or not, and finishes as the completion does. (The bundled model
+// never writes a call: the parsing of calls is tested on each template's own rendering.)
+TEST(Server, ChatWithToolsRendersThemAndKeepsAReplyWithoutCallsAsContent) {
+  const fs::path tpl_file =
+      fs::path(EPWA_TEST_DATA_DIR) / "chat_templates" / "qwen2.5-instruct.jinja";
+  epwa::ServerOptions o;
+  o.chat_template = read_file(tpl_file);
+  Running s(o);
+  const json messages = json::parse(R"([{"role": "user", "content": "Weather in Paris?"}])");
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "description": "Weather of a city", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])");
+  const json body = {{"messages", messages},
+                     {"tools", tools},
+                     {"max_tokens", 24},
+                     {"temperature", 0.7},
+                     {"seed", 4}};
+  int status = 0;
+  const json r = s.post("/v1/chat/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  auto& b = bundle();
+  const epwa::ChatTemplate tpl(o.chat_template, epwa::special_token_strings(*b.tok));
+  epwa::ChatInput in;
+  in.messages = messages;
+  in.tools = tools;
+  const std::string rendered = tpl.render(in);
+  ASSERT_NE(rendered.find("get_weather"), std::string::npos);
+  const auto ids = b.tok->encode(rendered, false, true);
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+  const json plain =
+      s.post("/v1/completions",
+             json{{"prompt", ids}, {"max_tokens", 24}, {"temperature", 0.7}, {"seed", 4}}.dump());
+  const std::string text = plain["choices"][0]["text"];
+  ASSERT_EQ(text.find("<tool_call>"), std::string::npos);
+  EXPECT_EQ(r["choices"][0]["message"]["content"], text);
+  EXPECT_FALSE(r["choices"][0]["message"].contains("tool_calls"));
+  EXPECT_EQ(r["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
+  json streamed = body;
+  streamed["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::string joined;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+    const json e = json::parse(line.substr(6));
+    const json& d = e["choices"][0]["delta"];
+    EXPECT_FALSE(d.contains("tool_calls"));
+    if (d.contains("content")) joined += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(joined, text);
+}
+
+}  // namespace
