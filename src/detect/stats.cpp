@@ -51,6 +51,20 @@ double binomial_log_sf(int64_t g, int64_t n, double p) {
   return std::log1p(-std::exp(std::min(log_lower, 0.0)));
 }
 
+double gamma_log_sf(int64_t n, double s) {
+  check(n >= 1, "gamma tail: need n >= 1");
+  if (s <= 0) return 0.0;
+  // e^-s sum_{k<n} s^k / k!, the terms summed relative to the largest (log-sum-exp).
+  const double ls = std::log(s);
+  double top = -std::numeric_limits<double>::infinity();
+  for (int64_t k = 0; k < n; ++k)
+    top = std::max(top, static_cast<double>(k) * ls - std::lgamma(static_cast<double>(k) + 1));
+  double sum = 0;
+  for (int64_t k = 0; k < n; ++k)
+    sum += std::exp(static_cast<double>(k) * ls - std::lgamma(static_cast<double>(k) + 1) - top);
+  return std::min(0.0, -s + top + std::log(sum));
+}
+
 double normal_log_sf(double z) {
   if (z < 30.0) return std::log(0.5 * std::erfc(z / std::sqrt(2.0)));
   // Asymptotic series of the Mills ratio; its error is far below double precision at z >= 30.

@@ -289,7 +289,7 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
           j.req.watermark->process(row);
         }
         for (int32_t x : j.req.suppress_tokens) row[x] = -std::numeric_limits<float>::infinity();
-        t = j.sampler.sample(row);
+        t = j.sampler.sample(row, j.req.watermark ? j.req.watermark->uniforms() : nullptr);
       } catch (const std::exception& e) {
         done(s, FinishReason::Error, e.what());
         continue;

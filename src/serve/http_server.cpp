@@ -412,6 +412,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                  srv_.tool_markers.end();
         });
       if (!key.empty()) {
+        if (srv_.opt.watermark.mode == WatermarkMode::Exp && r.sampling.temperature == 0)
+          throw bad_request(
+              "this server's watermark (exp) makes the sampling draw: temperature 0 leaves "
+              "nothing to key; use a temperature above 0",
+              "temperature");
         WatermarkConfig wc = srv_.opt.watermark;
         wc.router_layer = srv_.layer;
         r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(choice_key));
@@ -876,7 +881,7 @@ nlohmann::json Server::Impl::watermark_record(bool applied, const std::string& k
   if (!key_id.empty()) j["key_id"] = key_id;
   if (opt.rotate_keys) j["rotation"] = {{"scheme", "KR-v1"}, {"keys", lists.size()}};
   j["scheme"] = "EPW-A";
-  j["mode"] = opt.watermark.mode == WatermarkMode::GSG ? "gsg" : "ewp";
+  j["mode"] = watermark_mode_name(opt.watermark.mode);
   j["gamma"] = opt.watermark.gamma;
   j["delta"] = opt.watermark.delta;
   j["router_layer"] = layer;
@@ -997,6 +1002,9 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
     if (std::find(s.end_of_turn.begin(), s.end_of_turn.end(), t) == s.end_of_turn.end())
       s.chat_suppress.push_back(t);
   s.router_hash = epwa::router_hash(model);
+  // Detection scores what generation wrote.
+  s.opt.detect.scheme =
+      s.opt.watermark.mode == WatermarkMode::Exp ? DetectScheme::Exp : DetectScheme::Green;
   if (s.opt.policy != WatermarkPolicy::Off)
     check(!s.opt.keyring.keys.empty(), "serve: the watermark policy " +
                                            std::string(watermark_policy_name(s.opt.policy)) +

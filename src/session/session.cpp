@@ -149,6 +149,9 @@ std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t
                                            GenerateOptions o) {
   check(o.processor == nullptr, "watermark generate: another logits processor is already set");
   check(!prompt.empty(), "watermark generate: the prompt is empty");
+  check(processor_.config().mode != WatermarkMode::Exp || o.sampling.temperature > 0,
+        "the exp watermark makes the sampling draw: it needs a temperature above 0 (greedy "
+        "decoding leaves nothing to key)");
   processor_.reset();
   ObserverFan fan{&processor_, o.observer};
   o.observer = &fan;

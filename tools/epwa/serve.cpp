@@ -13,7 +13,7 @@ namespace {
 struct Args {
   ModelArgs model;
   ServerOptions o;
-  std::string policy = "off", keyring, api_keys, chat_template;
+  std::string policy = "off", keyring, api_keys, chat_template, mode = "gsg";
   int port = 8080;
   int64_t max_body = 1 << 20;
   int32_t timeout_s = 10;
@@ -62,6 +62,11 @@ const Command kServe{
                      "with --detect-verdict-only: fewer scored tokens than this is 'not detected'")
           ->check(CLI::Range(int64_t{10}, int64_t{1} << 24))
           ->capture_default_str();
+      app.add_option("--mode", a->mode,
+                     "watermark: gsg, ewp (green lists) or exp (distortion-free; requests need a "
+                     "temperature above 0); detection scores the same scheme")
+          ->check(CLI::IsMember({"gsg", "ewp", "exp"}))
+          ->capture_default_str();
       app.add_option("--gamma", o.watermark.gamma, "green-list fraction")
           ->check(CLI::Range(0.0, 1.0))
           ->capture_default_str();
@@ -105,6 +110,7 @@ const Command kServe{
       return [a] {
         ServerOptions o = a->o;
         o.detect.min_entropy = o.watermark.min_entropy;  // detection scores as generation biased
+        o.watermark.mode = watermark_mode_from_name(a->mode);
         o.port = static_cast<uint16_t>(a->port);
         o.policy = watermark_policy_from_name(a->policy);
         o.limits.max_body_bytes = static_cast<size_t>(a->max_body);

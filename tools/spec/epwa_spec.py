@@ -226,6 +226,41 @@ def keyring_pick(secret, seed, prompt, m):
     return struct.unpack("<Q", hmac.new(secret, msg, hashlib.sha256).digest()[:8])[0] % m
 
 
+def exp_seed(key, router_hash, expert, previous):
+    """EXP-v1 (section 11): the seed of a step, HMAC of the tag, the router hash and the context."""
+    msg = b"EPWA-EXP-v1" + router_hash.encode("ascii") + struct.pack("<II", expert, previous)
+    return struct.unpack("<Q", hmac.new(key, msg, hashlib.sha256).digest()[:8])[0]
+
+
+def exp_uniform(seed, token):
+    """EXP-v1: SplitMix64's finalizer of seed + (token + 1) * golden ratio, top 53 bits, centred."""
+    z = (seed + (token + 1) * 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z ^= z >> 31
+    return ((z >> 11) + 0.5) * 2.0 ** -53
+
+
+def exp_race(probs, seed):
+    """EXP-v1: the token with the largest ln(r) / p among those with p > 0 (ties: the first)."""
+    best, score = None, -math.inf
+    for v, p in enumerate(probs):
+        if p > 0 and math.log(exp_uniform(seed, v)) / p > score:
+            best, score = v, math.log(exp_uniform(seed, v)) / p
+    return best
+
+
+def gamma_sf(n, s):
+    """P[Gamma(n, 1) >= s] = e^-s sum_{k<n} s^k / k!, in exact rational steps then to float."""
+    from fractions import Fraction
+    term, total = Fraction(1), Fraction(1)
+    fs = Fraction(s)
+    for k in range(1, n):
+        term = term * fs / k
+        total += term
+    return float(total) * math.exp(-s)
+
+
 def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
@@ -319,6 +354,17 @@ def main():
         "prompt": prompt,
         "picks": [keyring_pick(secret, seed, prompt, len(ring)) for seed in range(16)],
         "picks_prompt_2": [keyring_pick(secret, seed, [1, 2], len(ring)) for seed in range(16)],
+    }
+    probs = [0.5, 0.25, 0.125, 0.125, 0.0]
+    cases = []
+    for expert, prev in ((0, 0), (1, 7), (3, 999)):
+        seed = exp_seed(key, router_hash, expert, prev)
+        cases.append({"expert": expert, "previous_token": prev, "seed": str(seed),
+                      "uniforms_0_to_4": [repr(exp_uniform(seed, v)) for v in range(5)],
+                      "race": exp_race(probs, seed)})
+    out["exp"] = {
+        "key": key.decode(), "router_hash": router_hash, "probs": probs, "cases": cases,
+        "gamma_tail": [[n, s, repr(gamma_sf(n, s))] for n, s in ((1, 3.0), (10, 20.0), (40, 70.5))],
     }
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
