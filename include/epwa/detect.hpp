@@ -182,6 +182,8 @@ double binomial_log_sf(int64_t g, int64_t n, double p);
 double normal_log_sf(double z);
 // log P[S >= s] for S ~ Gamma(n, 1), n >= 1 (= log P[Poisson(s) <= n - 1], summed exactly).
 double gamma_log_sf(int64_t n, double s);
+// The z with log P[Z > z] = log_p (standard normal Z): a p-value as the z-score that gives it.
+double normal_isf_log(double log_p);
 // CSPV: the seed derived from the token ids and the indices (into `confidences`) of the N sampled
 // tokens, each with its stratum (0 low, 1 high, 2 random), in the order low, high, random.
 uint64_t cspv_seed(std::span<const int32_t> tokens);

@@ -45,18 +45,19 @@ DetectionResult Detector::score_exp(const DetectionInput& in, std::span<const Ro
   }
   r.candidates = r.n;
   const double n = static_cast<double>(r.n);
-  r.z = r.n > 0 ? (r.score - n) / std::sqrt(n) : 0.0;
-  r.plain_z = z_score(r.g, r.n, 0.5);
   const double lp = r.n > 0 ? gamma_log_sf(r.n, r.score) : 0.0;
   r.p_value = std::exp(lp);
   r.log10_p = lp / std::log(10.0);
-  // The same level as the green scheme's z > threshold: p < P[Z > threshold].
+  // z: the normal z-score with the same p-value, so that z > threshold is the green scheme's
+  // level; plain_z: the normal approximation (S - n) / sqrt(n), for comparison.
+  r.z = normal_isf_log(lp);
+  r.plain_z = r.n > 0 ? (r.score - n) / std::sqrt(n) : 0.0;
   if (r.n < 10) {
     r.detected = false;
     r.reason = "too short";
   } else {
-    r.detected = lp < normal_log_sf(r.threshold);
-    r.reason = r.detected ? "p below the threshold's level" : "p not below the threshold's level";
+    r.detected = r.z > r.threshold;
+    r.reason = r.detected ? "z above threshold" : "z not above threshold";
   }
   if (opt_.tokens_detail) r.tokens = std::move(detail);
   return r;

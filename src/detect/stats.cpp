@@ -65,6 +65,18 @@ double gamma_log_sf(int64_t n, double s) {
   return std::min(0.0, -s + top + std::log(sum));
 }
 
+double normal_isf_log(double log_p) {
+  check(log_p <= 0, "normal quantile: log p must be <= 0");
+  // normal_log_sf decreases in z: bisect (to far below double's resolution of z).
+  double lo = -40, hi = 40;
+  while (normal_log_sf(hi) > log_p) hi *= 2;
+  for (int i = 0; i < 200 && hi - lo > 1e-12 * std::max(1.0, std::fabs(hi)); ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (normal_log_sf(mid) > log_p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
 double normal_log_sf(double z) {
   if (z < 30.0) return std::log(0.5 * std::erfc(z / std::sqrt(2.0)));
   // Asymptotic series of the Mills ratio; its error is far below double precision at z >= 30.

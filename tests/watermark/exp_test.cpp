@@ -146,3 +146,13 @@ TEST(ExpDetection, RefusesMethodsAndOptionsItCannotScore) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ExpDetection, ZIsTheNormalQuantileOfTheExactPValue) {
+  for (double z : {-3.0, 0.0, 1.5, 4.0, 12.0, 45.0, 300.0})
+    EXPECT_NEAR(epwa::normal_isf_log(epwa::normal_log_sf(z)), z, 1e-8 * std::max(1.0, z)) << z;
+  EXPECT_NEAR(epwa::normal_isf_log(std::log(0.5)), 0.0, 1e-12);
+}
+
+}  // namespace
