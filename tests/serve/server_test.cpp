@@ -1101,3 +1101,41 @@ TEST(Server, ChatWithToolsRendersThemAndKeepsAReplyWithoutCallsAsContent) {
 }
 
 }  // namespace
+
+namespace {
+
+// The distortion-free mode behind the server: the library's exp generation, detected with the exp
+// scheme; a greedy request is refused (there is no draw to key).
+TEST(Server, ExpModeGeneratesAsTheLibraryAndDetects) {
+  epwa::ServerOptions o;
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.keyring = keyring();
+  o.watermark.router_layer = -1;
+  o.watermark.mode = epwa::WatermarkMode::Exp;
+  Running s(o);
+  const json r =
+      s.post("/v1/completions",
+             R"({"prompt": "The river", "max_tokens": 150, "temperature": 0.8, "seed": 6})");
+  EXPECT_EQ(r["watermark"]["mode"], "exp");
+  epwa::WatermarkConfig wc;
+  wc.mode = epwa::WatermarkMode::Exp;
+  wc.router_layer = -1;
+  epwa::Watermarker w(*bundle().model, "server-test-secret-1", wc);
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 150;
+  go.sampling.temperature = 0.8f;
+  go.sampling.seed = 6;
+  go.stop_tokens = {bundle().model->config().eos_token_id};
+  const std::string text = r["choices"][0]["text"];
+  EXPECT_EQ(text, text_of("The river", go, &w));
+  const json d =
+      s.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
+  EXPECT_EQ(d["scheme"], "exp") << d.dump();
+  EXPECT_EQ(d["detected"], true) << d.dump();
+  int status = 0;
+  const json e = s.post("/v1/completions", R"({"prompt": "x", "temperature": 0})", &status);
+  EXPECT_EQ(status, 400) << e.dump();
+  EXPECT_EQ(e["error"]["param"], "temperature");
+}
+
+}  // namespace
