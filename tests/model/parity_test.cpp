@@ -125,6 +125,45 @@ TEST_P(TransformersReference, SafetensorsMatchesTransformers) {
 INSTANTIATE_TEST_SUITE_P(Families, TransformersReference,
                          ::testing::Values("qwen2moe", "olmoe", "qwen3moe"));
 
+// DeepSeek-V2 (q_lora_rank, group_limited_greedy, YaRN), V2-Lite (no q_lora_rank, greedy) and V3
+// (sigmoid router with correction bias, noaux_tc groups, YaRN with its softmax scale): numpy
+// forward written from transformers' modeling_deepseek_v2.py / modeling_deepseek_v3.py.
+class LatentReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LatentReference, SafetensorsMatchesTransformers) {
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  check_reference(dir, read_json(dir / "ref.json"));
+}
+
+// The cache keeps the normed latent and the roped key part, nothing per head: (kv_lora_rank +
+// qk_rope_head_dim) floats per token and layer, as allocated; and decoding one token at a time over
+// it gives the prompt's logits.
+TEST_P(LatentReference, KvCacheHoldsTheLatent) {
+  auto model = epwa::Model::load(fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam());
+  const epwa::ModelConfig& c = model->config();
+  ASSERT_TRUE(c.mla());
+  const std::vector<int32_t> tokens{1, 17, 4, 300, 42, 42, 9, 250, 77, 5};
+  auto batched_ctx = model->make_context();
+  epwa::ForwardOptions all;
+  all.all_logits = true;
+  const auto batched = model->forward(tokens, batched_ctx, all);
+  auto ctx = model->make_context(2);  // grows while decoding
+  const int64_t v = c.vocab_size;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const auto one = model->forward(std::span(tokens).subspan(i, 1), ctx);
+    std::vector<float> want(batched.begin() + i * v, batched.begin() + (i + 1) * v);
+    EXPECT_LE(rel_error(one, want), 1e-5) << "position " << i;
+  }
+  const int64_t latent = int64_t{c.kv_lora_rank} + c.qk_rope_head_dim;
+  EXPECT_EQ(ctx.kv_bytes_per_position(), c.num_layers * latent * int64_t{sizeof(float)});
+  EXPECT_EQ(batched_ctx.kv_bytes_per_position(), ctx.kv_bytes_per_position());
+  // What a per-head K/V cache would take: heads x (qk_head_dim + v_head_dim) per layer.
+  EXPECT_LT(latent, int64_t{c.num_heads} * (c.head_dim + c.v_head_dim));
+}
+
+INSTANTIATE_TEST_SUITE_P(DeepSeek, LatentReference,
+                         ::testing::Values("deepseek2", "deepseek2-lite", "deepseek3"));
+
 INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference,
                          ::testing::Values("gqa", "tied", "headdim", "qwen2moe", "olmoe",
                                            "qwen3moe", "deepseek"));
