@@ -68,9 +68,13 @@ void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0, co
           // Keys and values are the cache rows themselves (the value's rope tail is ignored).
           attention_head(qlat, cache.k, cache.k, p0 + i + 1, row, scores, olat);
           float* out = att + (i * sh.heads + h) * sh.v;
-          for (int64_t t = 0; t < sh.v; ++t)
-            out[t] =
-                dot(kv_b.dtype, row_of(kv_b, h * kvb_head + sh.nope + t), olat.data(), sh.latent);
+          for (int64_t t = 0; t < sh.v; ++t) {  // rows of any stored type, dequantized
+            dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head + sh.nope + t), w.data(),
+                           sh.latent);
+            float acc = 0;
+            for (int64_t j = 0; j < sh.latent; ++j) acc += w[j] * olat[j];
+            out[t] = acc;
+          }
         }
       },
       grain);
