@@ -39,6 +39,7 @@ struct Yarn {
   int32_t original_max_position = 0;
   float beta_fast = 32, beta_slow = 1;
   float mscale = 0, mscale_all_dim = 0;  // 0: unset
+  float attention_factor = 0;            // cos/sin factor; 0: from mscale / mscale_all_dim
   bool on() const { return factor != 1; }
 };
 

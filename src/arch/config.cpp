@@ -62,6 +62,7 @@ double yarn_mscale(double factor, double mscale) {
 
 float ModelConfig::rope_attention_factor() const {
   if (!yarn.on()) return 1;
+  if (yarn.attention_factor > 0) return yarn.attention_factor;
   if (yarn.mscale != 0 && yarn.mscale_all_dim != 0)
     return static_cast<float>(yarn_mscale(yarn.factor, yarn.mscale) /
                               yarn_mscale(yarn.factor, yarn.mscale_all_dim));

@@ -42,8 +42,8 @@ void read_yarn(const json& j, ModelConfig& c) {
     c.yarn.beta_slow = f.number("beta_slow", 1);
     c.yarn.mscale = f.number("mscale", 0);
     c.yarn.mscale_all_dim = f.number("mscale_all_dim", 0);
-    for (const char* unsupported : {"attention_factor", "truncate"})
-      check(!f.has(unsupported), "unsupported " + std::string(key) + "." + unsupported);
+    c.yarn.attention_factor = f.number("attention_factor", 0);
+    check(f.boolean("truncate", true), "unsupported " + std::string(key) + ".truncate false");
     return;
   }
 }
@@ -58,6 +58,7 @@ json yarn_json(const ModelConfig& c) {
             {"beta_slow", shortest(c.yarn.beta_slow)}};
   if (c.yarn.mscale != 0) r["mscale"] = shortest(c.yarn.mscale);
   if (c.yarn.mscale_all_dim != 0) r["mscale_all_dim"] = shortest(c.yarn.mscale_all_dim);
+  if (c.yarn.attention_factor != 0) r["attention_factor"] = shortest(c.yarn.attention_factor);
   return r;
 }
 
@@ -196,12 +197,92 @@ void write_hf_v3(const ModelConfig& c, json& j) {
   j["num_nextn_predict_layers"] = 0;
 }
 
-void read_gguf(const GgufFile& f, ModelConfig&) {
-  throw Error(f.name() + ": reading deepseek2 GGUF files is not supported yet");
+// GGUF "deepseek2" in llama.cpp's keys (its src/llama-model.cpp and DeepseekV2Model in
+// convert_hf_to_gguf.py); what llama.cpp (c392e50) has no key for is written as epwa.* keys:
+// docs/GGUF.md.
+constexpr uint32_t kGatingSoftmax = 1, kGatingSigmoid = 2;  // llama.cpp's expert_gating_func
+
+void read_gguf(const GgufFile& f, ModelConfig& c) {
+  const std::string a = "deepseek2.";
+  auto u32 = [&](const std::string& key, uint32_t fallback) {
+    return static_cast<int32_t>(f.find_u32(a + key).value_or(fallback));
+  };
+  c.q_lora_rank = u32("attention.q_lora_rank", 0);
+  c.kv_lora_rank = static_cast<int32_t>(f.get_u32(a + "attention.kv_lora_rank"));
+  c.qk_rope_head_dim = static_cast<int32_t>(f.get_u32(a + "rope.dimension_count"));
+  c.head_dim = static_cast<int32_t>(f.get_u32(a + "attention.key_length"));
+  c.qk_nope_head_dim = c.head_dim - c.qk_rope_head_dim;
+  c.v_head_dim = static_cast<int32_t>(f.get_u32(a + "attention.value_length"));
+  c.num_kv_heads = c.num_heads;
+  c.shared_expert_intermediate_size = u32("expert_shared_count", 0) * c.expert_intermediate_size;
+  c.shared_expert_gate = false;
+  c.routed_scaling_factor = f.find_f32(a + "expert_weights_scale").value_or(1.0f);
+  c.norm_topk_prob = false;  // expert_weights_norm overrides (read after this)
+  const uint32_t gating = f.find_u32(a + "expert_gating_func").value_or(kGatingSoftmax);
+  check(gating == kGatingSoftmax || gating == kGatingSigmoid,
+        f.name() + ": deepseek2.expert_gating_func " + std::to_string(gating) +
+            " is not softmax (1) or sigmoid (2)");
+  const bool bias =
+      f.find_tensor("blk." + std::to_string(c.num_layers - 1) + ".exp_probs_b.bias") != nullptr;
+  c.router_bias = bias;
+  if (gating == kGatingSigmoid) {
+    check(bias, f.name() + ": a sigmoid router without exp_probs_b (DeepSeek-V3 has one)");
+    c.architecture = "DeepseekV3ForCausalLM";
+    c.family = "deepseek3";
+    c.router_scoring = RouterScoring::Sigmoid;
+    c.group_score = GroupScore::TopTwo;
+  } else {
+    check(!bias, f.name() + ": a softmax router with exp_probs_b is not DeepSeek-V2's");
+    c.router_scoring = RouterScoring::Softmax;
+    c.group_score = GroupScore::Max;
+  }
+  c.n_group = u32("expert_group_count", 1);
+  c.topk_group = u32("expert_group_used_count", c.n_group);
+  if (c.dense_layers.empty())  // epwa.dense_layers, when present, is read already
+    for (int32_t l = 0; l < u32("leading_dense_block_count", 0); ++l) c.dense_layers.push_back(l);
+  if (const std::string* type = f.find_string(a + "rope.scaling.type"); type && *type == "yarn") {
+    c.yarn.factor = f.get_f32(a + "rope.scaling.factor");
+    c.yarn.original_max_position = u32("rope.scaling.original_context_length", 0);
+    // llama.cpp: softmax scale mscale^2 with mscale = 1 + yarn_log_multiplier * ln(factor), i.e.
+    // yarn_log_multiplier = 0.1 * mscale_all_dim; cos and sin unscaled unless epwa says.
+    c.yarn.mscale_all_dim = f.find_f32(a + "rope.scaling.yarn_log_multiplier").value_or(0) / 0.1f;
+    c.yarn.attention_factor = f.find_f32("epwa.rope.scaling.attention_factor").value_or(1.0f);
+    c.yarn.beta_fast = f.find_f32("epwa.rope.scaling.yarn_beta_fast").value_or(32);
+    c.yarn.beta_slow = f.find_f32("epwa.rope.scaling.yarn_beta_slow").value_or(1);
+  } else if (type != nullptr) {
+    check(*type == "none", f.name() + ": unsupported deepseek2.rope.scaling.type '" + *type + "'");
+  }
 }
 
-void write_gguf(const ModelConfig&, GgufWriter&) {
-  throw Error("writing DeepSeek-V2/V3 as GGUF is not supported yet");
+void write_gguf(const ModelConfig& c, GgufWriter& w) {
+  check(c.mla(), "config: DeepSeek-V2/V3 need multi-head latent attention (kv_lora_rank)");
+  const std::string a = "deepseek2.";
+  w.set_u32(a + "leading_dense_block_count", first_dense(c));
+  w.set_u32(a + "expert_feed_forward_length", c.expert_intermediate_size);
+  w.set_u32(a + "expert_shared_count", shared_count(c));
+  w.set_f32(a + "expert_weights_scale", c.routed_scaling_factor);
+  w.set_u32(a + "expert_gating_func",
+            c.router_scoring == RouterScoring::Sigmoid ? kGatingSigmoid : kGatingSoftmax);
+  if (c.n_group > 1) {  // later llama.cpp's keys; c392e50 ignores them (docs/GGUF.md)
+    w.set_u32(a + "expert_group_count", c.n_group);
+    w.set_u32(a + "expert_group_used_count", c.topk_group);
+  }
+  if (c.q_lora_rank > 0) w.set_u32(a + "attention.q_lora_rank", c.q_lora_rank);
+  w.set_u32(a + "attention.kv_lora_rank", c.kv_lora_rank);
+  w.set_u32(a + "attention.key_length", c.head_dim);
+  w.set_u32(a + "attention.value_length", c.v_head_dim);
+  w.set_u32(a + "rope.dimension_count", c.qk_rope_head_dim);
+  // llama.cpp reads the multiplier even without YaRN.
+  w.set_f32(a + "rope.scaling.yarn_log_multiplier", 0.1f * c.yarn.mscale_all_dim);
+  if (c.yarn.on()) {
+    w.set_string(a + "rope.scaling.type", "yarn");
+    w.set_f32(a + "rope.scaling.factor", c.yarn.factor);
+    w.set_u32(a + "rope.scaling.original_context_length", c.yarn.original_max_position);
+    if (c.rope_attention_factor() != 1)
+      w.set_f32("epwa.rope.scaling.attention_factor", c.rope_attention_factor());
+    if (c.yarn.beta_fast != 32) w.set_f32("epwa.rope.scaling.yarn_beta_fast", c.yarn.beta_fast);
+    if (c.yarn.beta_slow != 1) w.set_f32("epwa.rope.scaling.yarn_beta_slow", c.yarn.beta_slow);
+  }
 }
 
 // The shared experts are one module, mlp.shared_experts (plural).

@@ -135,6 +135,21 @@ TEST_P(LatentReference, SafetensorsMatchesTransformers) {
   check_reference(dir, read_json(dir / "ref.json"));
 }
 
+// The GGUF `epwa convert` writes (llama.cpp's deepseek2 keys, docs/GGUF.md) runs the same.
+TEST_P(LatentReference, ConvertedGgufMatchesTransformers) {
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  const fs::path gguf = fs::temp_directory_path() / ("epwa-parity-" + GetParam() + ".gguf");
+  epwa::convert_hf_to_gguf(dir, gguf, {});
+  check_reference(gguf, read_json(dir / "ref.json"));
+  const auto from_gguf = epwa::Model::load(gguf);
+  const auto from_hf = epwa::Model::load(dir);
+  EXPECT_EQ(from_gguf->config().router_rule(), from_hf->config().router_rule());
+  EXPECT_EQ(from_gguf->config().architecture, from_hf->config().architecture);
+  EXPECT_EQ(from_gguf->config().rope_attention_factor(), from_hf->config().rope_attention_factor());
+  EXPECT_EQ(from_gguf->config().attention_scale(), from_hf->config().attention_scale());
+  fs::remove(gguf);
+}
+
 // The cache keeps the normed latent and the roped key part, nothing per head: (kv_lora_rank +
 // qk_rope_head_dim) floats per token and layer, as allocated; and decoding one token at a time over
 // it gives the prompt's logits.
