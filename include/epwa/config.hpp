@@ -2,6 +2,7 @@
 // own rules (which layers are sparse, q/k norms, biases, shared experts) are read by its file in
 // src/arch/ and stated here as plain fields, so that the engine knows no family by name.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json_fwd.hpp>
@@ -31,6 +32,12 @@ enum class GroupScore : uint8_t {
   Max,     // a group's score is its best expert's (V2 group_limited_greedy)
   TopTwo,  // the sum of its two best (V3 noaux_tc, on the biased scores)
 };
+
+// YaRN's magnitude correction, DeepSeek's yarn_get_mscale: 0.1 m ln(factor) + 1 (1 for factor <=
+// 1).
+inline double yarn_mscale(double factor, double m) {
+  return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1.0;
+}
 
 // YaRN rope scaling (rope_scaling.type "yarn"), as transformers' _compute_yarn_parameters and
 // DeepSeek's attention scale read it. factor 1: off.
@@ -103,8 +110,15 @@ struct ModelConfig {
   LayerConfig layer(int32_t layer) const;
   bool mla() const { return kv_lora_rank > 0; }
   // YaRN's factor on cos and sin (transformers' attention_factor: mscale / mscale_all_dim), 1
-  // without YaRN.
-  float rope_attention_factor() const;
+  // without YaRN. Inline: the backends read it without linking the registry.
+  float rope_attention_factor() const {
+    if (!yarn.on()) return 1;
+    if (yarn.attention_factor > 0) return yarn.attention_factor;
+    if (yarn.mscale != 0 && yarn.mscale_all_dim != 0)
+      return static_cast<float>(yarn_mscale(yarn.factor, yarn.mscale) /
+                                yarn_mscale(yarn.factor, yarn.mscale_all_dim));
+    return static_cast<float>(yarn_mscale(yarn.factor, 1));
+  }
   // The softmax scale of attention: 1 / sqrt(head_dim), times mscale(factor, mscale_all_dim)^2
   // with YaRN when mscale_all_dim is set (DeepSeek's attention).
   float attention_scale() const;

@@ -53,26 +53,10 @@ int64_t ModelConfig::kv_cache_v_dim() const {
   return mla() ? 0 : int64_t{num_kv_heads} * head_dim;
 }
 
-namespace {
-// YaRN's magnitude correction (DeepSeek's yarn_get_mscale).
-double yarn_mscale(double factor, double mscale) {
-  return factor <= 1 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
-}
-}  // namespace
-
-float ModelConfig::rope_attention_factor() const {
-  if (!yarn.on()) return 1;
-  if (yarn.attention_factor > 0) return yarn.attention_factor;
-  if (yarn.mscale != 0 && yarn.mscale_all_dim != 0)
-    return static_cast<float>(yarn_mscale(yarn.factor, yarn.mscale) /
-                              yarn_mscale(yarn.factor, yarn.mscale_all_dim));
-  return static_cast<float>(yarn_mscale(yarn.factor, 1));
-}
-
 float ModelConfig::attention_scale() const {
   double s = 1 / std::sqrt(double{head_dim});
   if (yarn.on() && yarn.mscale_all_dim != 0) {
-    const double m = yarn_mscale(yarn.factor, yarn.mscale_all_dim);
+    const double m = yarn_mscale(yarn.factor, yarn.mscale_all_dim);  // config.hpp
     s *= m * m;
   }
   return static_cast<float>(s);

@@ -45,7 +45,8 @@ class CpuBackend final : public Backend {
   bool supports(BackendOp, DType) const override { return true; }
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
-    auto s = std::make_unique<Scratch>(c.head_dim, c.rope_theta);
+    // MLA rotates only its rope part (latent_rope); its head_dim (nope + rope) may be odd.
+    auto s = std::make_unique<Scratch>(c.mla() ? c.qk_rope_head_dim : c.head_dim, c.rope_theta);
     if (c.mla()) {
       const int64_t dim = c.qk_rope_head_dim;
       s->latent_rope.emplace(c.yarn.on() ? yarn_inv_freq(dim, c.rope_theta, c.yarn.factor,
