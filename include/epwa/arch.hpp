@@ -35,8 +35,15 @@ enum class TensorKind : uint8_t {
   AttnVBias,
   AttnQNorm,
   AttnKNorm,  // optional attention parts
+  AttnQA,
+  AttnQANorm,
+  AttnQB,
+  AttnKvA,
+  AttnKvANorm,
+  AttnKvB,  // multi-head latent attention (AttnQ when there is no q_lora_rank; AttnOut)
   FfnNorm,
   Router,
+  RouterBias,  // e_score_correction_bias
   ExpGate,
   ExpDown,
   ExpUp,  // routed experts (one tensor per expert)
@@ -77,6 +84,8 @@ struct Architecture {
   void (*write_gguf)(const ModelConfig& c, GgufWriter& w);
   // HuggingFace name of a layer tensor (experts: of `expert`).
   std::string (*hf_name)(TensorKind kind, int32_t layer, int32_t expert);
+  // Whether its config.json may ask for YaRN rope scaling (the family's read_hf reads it).
+  bool rope_yarn = false;
 };
 
 // Every family epwa runs, in registry order.

@@ -17,8 +17,9 @@ using nlohmann::json;
 
 // A new family is one file in src/arch/ and one line here.
 std::span<const Architecture* const> architectures() {
-  static const Architecture* const kAll[] = {&arch_mixtral(), &arch_qwen2_moe(), &arch_olmoe(),
-                                             &arch_qwen3_moe(), &arch_deepseek()};
+  static const Architecture* const kAll[] = {
+      &arch_mixtral(),  &arch_qwen2_moe(),   &arch_olmoe(),      &arch_qwen3_moe(),
+      &arch_deepseek(), &arch_deepseek_v2(), &arch_deepseek_v3()};
   return kAll;
 }
 
@@ -133,15 +134,17 @@ const Architecture& architecture_of(const json& j) {
 }
 
 // rope_theta sits at the top level (transformers 4) or in rope_parameters (transformers 5).
-float rope_theta_of(const json& j, const HfFields& f) {
+// A family with rope_yarn reads YaRN's fields itself.
+float rope_theta_of(const json& j, const HfFields& f, bool yarn) {
   for (const char* key : {"rope_parameters", "rope_scaling"}) {
     if (!j.contains(key) || j[key].is_null()) continue;
     const json& r = j[key];
     check(r.is_object(), std::string("field '") + key + "' must be an object, got " + r.dump());
     for (const char* type_key : {"rope_type", "type"})
       if (r.contains(type_key))
-        check(r[type_key] == "default", std::string("unsupported ") + key + "." + type_key + " " +
-                                            r[type_key].dump() + " (only default RoPE)");
+        check(r[type_key] == "default" || (yarn && r[type_key] == "yarn"),
+              std::string("unsupported ") + key + "." + type_key + " " + r[type_key].dump() +
+                  (yarn ? " (default RoPE or yarn)" : " (only default RoPE)"));
     if (r.contains("rope_theta") && !f.has("rope_theta"))
       return HfFields::as_float(r["rope_theta"], "rope_parameters.rope_theta");
   }
@@ -181,7 +184,7 @@ ModelConfig hf_config_from_json(const json& j) {
     c.head_dim = c.hidden_size / c.num_heads;  // transformers' default
   }
   c.experts_per_token = f.integer("num_experts_per_tok");
-  c.rope_theta = rope_theta_of(j, f);
+  c.rope_theta = rope_theta_of(j, f, arch.rope_yarn);
   c.rms_norm_eps = f.number("rms_norm_eps", c.rms_norm_eps);
   c.max_position_embeddings = f.integer("max_position_embeddings", c.max_position_embeddings);
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", c.tie_word_embeddings);

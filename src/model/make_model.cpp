@@ -52,6 +52,24 @@ constexpr Shape kShapes[] = {
       "intermediate_size": 96, "moe_intermediate_size": 32, "n_shared_experts": 2, "num_hidden_layers": 3,
       "first_k_dense_replace": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "n_routed_experts": 8,
       "num_experts_per_tok": 3, "rope_theta": 10000.0, "rms_norm_eps": 1e-6})"},
+    {"tiny-deepseek2",
+     R"({"architectures": ["DeepseekV2ForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 96, "moe_intermediate_size": 32, "n_shared_experts": 2, "num_hidden_layers": 3,
+      "first_k_dense_replace": 1, "num_attention_heads": 4, "q_lora_rank": 48, "kv_lora_rank": 32,
+      "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 8,
+      "num_experts_per_tok": 3, "topk_method": "group_limited_greedy", "n_group": 4, "topk_group": 2,
+      "routed_scaling_factor": 1.5, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+      "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024,
+      "mscale": 0.707, "mscale_all_dim": 0.707}})"},
+    {"tiny-deepseek3",
+     R"({"architectures": ["DeepseekV3ForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 96, "moe_intermediate_size": 32, "n_shared_experts": 1, "num_hidden_layers": 3,
+      "first_k_dense_replace": 1, "num_attention_heads": 4, "q_lora_rank": 48, "kv_lora_rank": 32,
+      "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16, "n_routed_experts": 8,
+      "num_experts_per_tok": 3, "n_group": 4, "topk_group": 2, "routed_scaling_factor": 2.5,
+      "norm_topk_prob": true, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+      "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024,
+      "mscale": 1.0, "mscale_all_dim": 1.0}})"},
     {"small", R"({"architectures": ["MixtralForCausalLM"], "vocab_size": 2048, "hidden_size": 256,
       "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
       "num_local_experts": 8, "num_experts_per_tok": 2, "rope_theta": 1e6})"},
@@ -85,6 +103,16 @@ constexpr Shape kShapes[] = {
       "num_hidden_layers": 4, "first_k_dense_replace": 1, "moe_layer_freq": 1, "num_attention_heads": 16,
       "num_key_value_heads": 16, "n_routed_experts": 64, "num_experts_per_tok": 6, "rope_theta": 10000.0,
       "rms_norm_eps": 1e-6, "max_position_embeddings": 4096, "bos_token_id": 100000, "eos_token_id": 100001})"},
+    {"deepseek-v2-lite-l4", R"({"architectures": ["DeepseekV2ForCausalLM"], "vocab_size": 102400,
+      "hidden_size": 2048, "intermediate_size": 10944, "moe_intermediate_size": 1408, "n_shared_experts": 2,
+      "num_hidden_layers": 4, "first_k_dense_replace": 1, "num_attention_heads": 16,
+      "num_key_value_heads": 16, "q_lora_rank": null, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+      "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 64, "num_experts_per_tok": 6,
+      "topk_method": "greedy", "n_group": 1, "topk_group": 1, "routed_scaling_factor": 1.0,
+      "norm_topk_prob": false, "scoring_func": "softmax", "rope_theta": 10000, "rms_norm_eps": 1e-6,
+      "max_position_embeddings": 163840, "rope_scaling": {"type": "yarn", "factor": 40,
+      "original_max_position_embeddings": 4096, "beta_fast": 32, "beta_slow": 1, "mscale": 0.707,
+      "mscale_all_dim": 0.707}, "bos_token_id": 100000, "eos_token_id": 100001})"},
 };
 
 uint64_t mix(uint64_t z) {
@@ -161,7 +189,7 @@ void fill_random(const TensorSpec& t, uint64_t seed, DType dtype, std::byte* out
   int64_t n = 1;
   for (int64_t d : t.shape) n *= d;
   const bool bias = t.kind == TensorKind::AttnQBias || t.kind == TensorKind::AttnKBias ||
-                    t.kind == TensorKind::AttnVBias;
+                    t.kind == TensorKind::AttnVBias || t.kind == TensorKind::RouterBias;
   const bool norm = t.shape.size() == 1 && !bias;
   const bool router = t.kind == TensorKind::Router;
   const float std =

@@ -2,6 +2,7 @@
 #include "epwa/model.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "epwa/error.hpp"
 #include "epwa/platform.hpp"
@@ -38,6 +39,14 @@ std::vector<float> Model::router_f32(int32_t moe_layer) const {
 }
 
 void Model::use_backend(std::shared_ptr<const Backend> b) {
+  // A backend without an op this model needs is refused here, at load, not mid-forward.
+  check(!config_.mla() || b->supports(BackendOp::LatentAttention, DType::F32),
+        "the " + std::string(b->name()) +
+            " backend does not run multi-head latent attention (DeepSeek-V2/V3); run on the CPU "
+            "(--cpu)");
+  check(config_.plain_routing() || b->supports(BackendOp::GroupedRoute, DType::F32),
+        "the " + std::string(b->name()) + " backend does not run this router (" +
+            config_.router_rule() + "); run on the CPU (--cpu)");
   // Every tensor the backend's ops read (a tied head is the embedding's data, taken once).
   std::vector<const TensorView*> views;
   for_each_tensor(config_, [&](const TensorSpec& s) {
@@ -89,6 +98,20 @@ TensorView& weight_slot(ModelWeights& w, const TensorSpec& s) {
       return L.q_norm;
     case TensorKind::AttnKNorm:
       return L.k_norm;
+    case TensorKind::AttnQA:
+      return L.wq_a;
+    case TensorKind::AttnQANorm:
+      return L.q_a_norm;
+    case TensorKind::AttnQB:
+      return L.wq_b;
+    case TensorKind::AttnKvA:
+      return L.wkv_a;
+    case TensorKind::AttnKvANorm:
+      return L.kv_a_norm;
+    case TensorKind::AttnKvB:
+      return L.wkv_b;
+    case TensorKind::RouterBias:
+      return L.router_bias;
     case TensorKind::FfnNorm:
       return L.ffn_norm;
     case TensorKind::Router:
@@ -164,7 +187,8 @@ void check_weights(const ModelConfig& c, const ModelWeights& w) {
 
 Context::Context(const Model& model, int64_t capacity, int32_t sequences)
     : model_(&model),
-      kv_dim_(int64_t{model.config().num_kv_heads} * model.config().head_dim),
+      k_dim_(model.config().kv_cache_k_dim()),
+      v_dim_(model.config().kv_cache_v_dim()),
       scratch_(std::make_unique<Scratch>()) {
   check(sequences >= 1, "context: needs at least one sequence, got " + std::to_string(sequences));
   scratch_->backend = model.backend().make_scratch(model.config());
@@ -178,7 +202,8 @@ Context::Context(const Model& model, int64_t capacity, int32_t sequences)
 
 Context::Context(const Context& other)
     : model_(other.model_),
-      kv_dim_(other.kv_dim_),
+      k_dim_(other.k_dim_),
+      v_dim_(other.v_dim_),
       seqs_(other.seqs_),
       scratch_(std::make_unique<Scratch>()) {
   scratch_->backend = model_->backend().copy_scratch(*other.scratch_->backend, model_->config());
@@ -199,13 +224,23 @@ void Context::reserve(int32_t seq, int64_t positions) {
   if (positions <= q.capacity) return;
   q.capacity = std::max(positions, q.capacity * 2);
   if (model_->backend().keeps_kv_cache()) return;  // its rows live in the backend's scratch
-  for (auto* side : {&q.k, &q.v})
+  for (auto [side, dim] : {std::pair{&q.k, k_dim_}, std::pair{&q.v, v_dim_}}) {
+    if (dim == 0) continue;
     for (auto& buf : *side) {
       // Advised before the new part is zero-filled, so that its first touch can fault huge pages.
-      buf.reserve(static_cast<size_t>(q.capacity * kv_dim_));
+      buf.reserve(static_cast<size_t>(q.capacity * dim));
       advise_huge_pages(buf.data(), buf.capacity() * sizeof(float));
-      buf.resize(static_cast<size_t>(q.capacity * kv_dim_));
+      buf.resize(static_cast<size_t>(q.capacity * dim));
     }
+  }
+}
+
+int64_t Context::kv_bytes_per_position(int32_t seq) const {
+  const Seq& q = at(seq);
+  int64_t bytes = 0;
+  for (const auto* side : {&q.k, &q.v})
+    for (const auto& buf : *side) bytes += static_cast<int64_t>(buf.size() * sizeof(float));
+  return q.capacity > 0 ? bytes / q.capacity : 0;
 }
 
 void Context::truncate(int64_t n, int32_t seq) {

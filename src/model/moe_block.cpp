@@ -36,7 +36,17 @@ void route(const Backend& be, const ModelConfig& c, const LayerWeights& L, const
     be.linear(ws, xn, n, d, ys, *s.backend);
   }
   EPWA_PHASE("top-k");
-  be.route(router, n, ne, k, c.norm_topk_prob, topk, topw, *s.backend);
+  if (c.plain_routing())
+    return be.route(router, n, ne, k, c.norm_topk_prob, topk, topw, *s.backend);
+  const RouteRule rule{k,
+                       c.norm_topk_prob,
+                       c.router_scoring == RouterScoring::Sigmoid,
+                       c.n_group,
+                       c.topk_group,
+                       c.group_score == GroupScore::TopTwo,
+                       c.routed_scaling_factor,
+                       c.router_bias ? &L.router_bias : nullptr};
+  be.route_grouped(router, n, ne, rule, topk, topw, *s.backend);
 }
 
 void download_routing(const Backend& be, const ModelConfig& c, int64_t n, Context::Scratch& s) {

@@ -1,5 +1,8 @@
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "epwa/error.hpp"
 #include "epwa/ops.hpp"
@@ -18,6 +21,34 @@ RopeTable::RopeTable(int64_t head_dim, float theta, int64_t positions) : hd_(hea
   ensure(positions);
 }
 
+RopeTable::RopeTable(std::vector<float> inv_freq, float scale)
+    : hd_(static_cast<int64_t>(inv_freq.size()) * 2),
+      scale_(scale),
+      inv_freq_(std::move(inv_freq)) {
+  check(hd_ > 0, "rope: no frequencies");
+}
+
+std::vector<float> yarn_inv_freq(int64_t dim, float theta, float factor, int64_t original_max,
+                                 float beta_fast, float beta_slow) {
+  const double pi = 3.14159265358979323846;
+  auto correction_dim = [&](double rotations) {
+    return dim * std::log(original_max / (rotations * 2 * pi)) / (2 * std::log(double{theta}));
+  };
+  const double low = std::max(std::floor(correction_dim(beta_fast)), 0.0);
+  double high = std::min(std::ceil(correction_dim(beta_slow)), double(dim - 1));
+  if (low == high) high += 0.001;  // transformers' guard against a zero-width ramp
+  std::vector<float> out(static_cast<size_t>(dim / 2));
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    // As transformers: the powers and the blend in f32.
+    const float pos_freq = std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(dim));
+    const float extrapolation = 1.0f / pos_freq, interpolation = 1.0f / (factor * pos_freq);
+    const float ramp = static_cast<float>(std::clamp((i - low) / (high - low), 0.0, 1.0));
+    const float keep = 1 - ramp;  // the share of the unscaled frequency
+    out[i] = interpolation * (1 - keep) + extrapolation * keep;
+  }
+  return out;
+}
+
 void RopeTable::ensure(int64_t positions) {
   const int64_t half = hd_ / 2;
   const int64_t have = cached_positions();
@@ -27,8 +58,8 @@ void RopeTable::ensure(int64_t positions) {
   for (int64_t p = have; p < positions; ++p)
     for (int64_t i = 0; i < half; ++i) {
       const float a = static_cast<float>(p) * inv_freq_[i];  // rounded to f32 like the reference
-      cos_[p * half + i] = std::cos(a);
-      sin_[p * half + i] = std::sin(a);
+      cos_[p * half + i] = std::cos(a) * scale_;
+      sin_[p * half + i] = std::sin(a) * scale_;
     }
 }
 
@@ -55,6 +86,25 @@ void RopeTable::apply(std::span<float> x, int64_t pos) const {
     const float a = x[i], b = x[i + half];
     x[i] = a * c - b * s;
     x[i + half] = b * c + a * s;
+  }
+}
+
+void RopeTable::apply_pairs(float* x, int64_t pos) const {
+  if (pos < 0) throw Error("rope: negative position " + std::to_string(pos));
+  const int64_t half = hd_ / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    float c, s;
+    if (pos < cached_positions()) {
+      c = cos_[pos * half + i];
+      s = sin_[pos * half + i];
+    } else {
+      const float ang = static_cast<float>(pos) * inv_freq_[i];
+      c = std::cos(ang) * scale_;
+      s = std::sin(ang) * scale_;
+    }
+    const float a = x[2 * i], b = x[2 * i + 1];
+    x[2 * i] = a * c - b * s;
+    x[2 * i + 1] = b * c + a * s;
   }
 }
 

@@ -5,24 +5,39 @@
 
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
+#include "epwa/quant.hpp"
 
 namespace epwa {
 
 std::string router_hash(const Model& model) {
   const ModelConfig& c = model.config();
   const int32_t n = c.num_moe_layers();
-  std::vector<std::vector<float>> data;
+  std::vector<std::vector<float>> data, bias(n);
   std::vector<RouterMatrix> routers;
   data.reserve(n);
   for (int32_t l = 0; l < n; ++l) data.push_back(model.router_f32(l));
+  if (c.router_bias)  // DeepSeek-V3's e_score_correction_bias: it changes the choice, so it is
+                      // hashed
+    for (int32_t l = 0; l < n; ++l) {
+      const TensorView& b = model.weights().layers[model.moe_layers()[l]].router_bias;
+      bias[l].resize(static_cast<size_t>(b.numel()));
+      dequantize_row(b.dtype, b.data.data(), bias[l].data(), b.numel());
+    }
   for (int32_t l = 0; l < n; ++l)
-    routers.emplace_back(l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l]);
+    routers.emplace_back(l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l], bias[l]);
   // Mixtral keeps IRSH-v1 (existing keys and oracles); every other family has IRSH-v2.
   return c.family == "mixtral" ? irsh_v1(routers) : irsh_v2(c.num_layers, c.router_rule(), routers);
 }
 
 int32_t model_router_layer(const Model& model, int32_t requested) {
-  return resolve_router_layer(requested, model.config().num_moe_layers());
+  const ModelConfig& c = model.config();
+  // The pathway's top-1 and confidence are read from the router logits (argmax, softmax): exact
+  // for the softmax routers (DeepSeek-V2's groups keep the argmax's group), not for a sigmoid
+  // router whose correction bias reorders the choice (docs/SPEC.md, section 0).
+  check(c.router_scoring == RouterScoring::Softmax && !c.router_bias,
+        "watermarking and detection are not defined yet for this router (" + c.router_rule() +
+            ", DeepSeek-V3): EPW-A v2 reads top-1 from the softmax of the router logits");
+  return resolve_router_layer(requested, c.num_moe_layers());
 }
 
 namespace {

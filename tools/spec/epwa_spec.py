@@ -63,13 +63,34 @@ def irsh_v2(num_layers, rule, routers):
 
 
 def routing_rule(config):
-    """The routing rule string of a config.json (the softmax families)."""
+    """The routing rule string of a config.json (section 0)."""
     k = config["num_experts_per_tok"]
     mt = config["model_type"]
+    if mt in ("deepseek_v2", "deepseek_v3"):
+        v3 = mt == "deepseek_v3"
+        renorm = config.get("norm_topk_prob", v3) and (v3 or k > 1)
+        groups = config.get("n_group") or 1
+        if not v3 and config.get("topk_method", "greedy") == "greedy":
+            groups = 1
+        scale = float(config.get("routed_scaling_factor", 2.5 if v3 else 1.0))
+        rule = f"{'sigmoid' if v3 else 'softmax'},top{k},{'renorm' if renorm else 'raw'}"
+        if not v3 and groups == 1 and scale == 1.0:
+            return rule
+        if v3:
+            rule += ",bias"
+        if groups > 1:
+            rule += f",group{groups}/{config.get('topk_group') or 1}{'top2' if v3 else 'max'}"
+        return rule + f",scale{float_g9(scale)}"
     renorm = True if mt == "mixtral" else config.get("norm_topk_prob", mt == "qwen3_moe")
     if mt == "deepseek":  # MoEGate renormalises only when top_k > 1
         renorm = renorm and k > 1
     return f"softmax,top{k},{'renorm' if renorm else 'raw'}"
+
+
+def float_g9(x):
+    """The scale as C's %.9g of the float32 value prints it."""
+    text = "%.9g" % f32(x)
+    return text
 
 
 def moe_layers(config):
@@ -79,6 +100,8 @@ def moe_layers(config):
         step = config.get("decoder_sparse_step", 1)
         dense = config.get("mlp_only_layers") or []
         return [l for l in range(n) if l not in dense and (l + 1) % step == 0]
+    if config["model_type"] in ("deepseek_v2", "deepseek_v3"):
+        return [l for l in range(n) if l >= config.get("first_k_dense_replace", 0)]
     if config["model_type"] == "deepseek":
         first, freq = config.get("first_k_dense_replace", 0), config.get("moe_layer_freq", 1)
         return [l for l in range(n) if l >= first and l % freq == 0]
@@ -110,12 +133,16 @@ def family_hash(folder):
     layers = moe_layers(config)
     part = "block_sparse_moe" if mt == "mixtral" else "mlp"
     names = [f"model.layers.{l}.{part}.gate.weight" for l in layers]
-    bits = read_f32_safetensors(os.path.join(folder, "model.safetensors"), names)
+    # DeepSeek-V3's correction bias changes the choice: hashed with its router.
+    biases = ([f"model.layers.{l}.mlp.gate.e_score_correction_bias" for l in layers]
+              if mt == "deepseek_v3" else [])
+    bits = read_f32_safetensors(os.path.join(folder, "model.safetensors"), names + biases)
     e = config.get("num_local_experts", config.get("num_experts", config.get("n_routed_experts")))
     d = config["hidden_size"]
     if mt == "mixtral":
         return "v1", irsh_v1([(m, e, d, bits[n]) for m, n in enumerate(names)])
-    routers = [(l, e, d, bits[n], []) for l, n in zip(layers, names)]
+    routers = [(l, e, d, bits[n], bits[biases[i]] if biases else [])
+               for i, (l, n) in enumerate(zip(layers, names))]
     return "v2", irsh_v2(config["num_hidden_layers"], routing_rule(config), routers)
 
 
@@ -308,7 +335,8 @@ def main():
                 digest = hashlib.sha256(b"".join(struct.pack("<I", t) for t in sorted(g))).hexdigest()
                 entry["lists"].append({"expert": e, "first16": g[:16], "sorted_sha256": digest})
             out["green_lists"].append(entry)
-    for name in ("gqa", "qwen2moe", "olmoe", "qwen3moe", "deepseek"):
+    for name in ("gqa", "qwen2moe", "olmoe", "qwen3moe", "deepseek", "deepseek2", "deepseek2-lite",
+                 "deepseek3"):
         version, h = family_hash(os.path.join(REF_DIR, name))
         out["families"].append({"model": name, "irsh": version, "hash": h})
     tokens = [1] + [(i * 7919) % 32000 for i in range(1, 40)]

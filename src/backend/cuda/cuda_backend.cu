@@ -155,7 +155,10 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   std::string device() const override { return description_; }
-  bool supports(BackendOp, DType) const override { return true; }
+  // DeepSeek-V2/V3's latent attention and grouped routing have no kernels here yet.
+  bool supports(BackendOp op, DType) const override {
+    return op != BackendOp::LatentAttention && op != BackendOp::GroupedRoute;
+  }
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
     EPWA_CUDA(cudaSetDevice(device_));
