@@ -122,6 +122,8 @@ class Detector {
  private:
   DetectionResult score_exp(const DetectionInput& in, std::span<const RouterRecord> records,
                             int64_t start, DetectionResult r) const;
+  // The verdict of both schemes: n >= 10 and z > threshold.
+  static void decide(DetectionResult& r);
   std::shared_ptr<const GreenLists> lists_;
   DetectOptions opt_;
   std::shared_ptr<ExpertPredictor> predictor_;

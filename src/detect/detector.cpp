@@ -70,6 +70,16 @@ Detector::Detector(std::shared_ptr<const GreenLists> lists, DetectOptions opt)
   }
 }
 
+void Detector::decide(DetectionResult& r) {
+  if (r.n < 10) {
+    r.detected = false;
+    r.reason = "too short";
+  } else {
+    r.detected = r.z > r.threshold;
+    r.reason = r.detected ? "z above threshold" : "z not above threshold";
+  }
+}
+
 void Detector::set_expert_predictor(std::shared_ptr<ExpertPredictor> predictor) {
   predictor_ = std::move(predictor);
 }
@@ -217,13 +227,7 @@ DetectionResult Detector::detect(const DetectionInput& in) const {
     r.p_value = std::exp(lp);
     r.log10_p = lp / std::log(10.0);
   }
-  if (r.n < 10) {
-    r.detected = false;
-    r.reason = "too short";
-  } else {
-    r.detected = r.z > r.threshold;
-    r.reason = r.detected ? "z above threshold" : "z not above threshold";
-  }
+  decide(r);
 
   if (opt_.tokens_detail) {
     // Only CSPV leaves candidates unscored; mark the sampled ones with their stratum.

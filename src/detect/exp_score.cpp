@@ -52,13 +52,7 @@ DetectionResult Detector::score_exp(const DetectionInput& in, std::span<const Ro
   // level; plain_z: the normal approximation (S - n) / sqrt(n), for comparison.
   r.z = normal_isf_log(lp);
   r.plain_z = r.n > 0 ? (r.score - n) / std::sqrt(n) : 0.0;
-  if (r.n < 10) {
-    r.detected = false;
-    r.reason = "too short";
-  } else {
-    r.detected = r.z > r.threshold;
-    r.reason = r.detected ? "z above threshold" : "z not above threshold";
-  }
+  decide(r);
   if (opt_.tokens_detail) r.tokens = std::move(detail);
   return r;
 }

@@ -56,8 +56,11 @@ class Running {
     c.set_read_timeout(60, 0);
     return c;
   }
-  json post(const std::string& path, const std::string& body, int* status = nullptr) const {
-    auto res = client().Post(path.c_str(), body, "application/json");
+  json post(const std::string& path, const std::string& body, int* status = nullptr,
+            const std::string& bearer = "") const {
+    auto c = client();
+    if (!bearer.empty()) c.set_bearer_token_auth(bearer);
+    auto res = c.Post(path.c_str(), body, "application/json");
     EXPECT_TRUE(res) << "no answer to " << path;
     if (!res) return {};
     if (status) *status = res->status;
@@ -76,6 +79,18 @@ epwa::Keyring keyring() {
   k.default_id = "k1";
   return k;
 }
+
+// Two bearer keys (mode 0600 file): "app" may generate and detect, "audit" detects as an admin.
+epwa::ApiKeys app_and_audit_keys(const std::string& file) {
+  const fs::path p = fs::temp_directory_path() / file;
+  std::ofstream(p) << R"({"keys": [
+      {"name": "app", "key": "generate-key-0123456789", "roles": ["generate", "detect"]},
+      {"name": "audit", "key": "audit-key-0123456789", "roles": ["detect", "admin"]}]})";
+  fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
+  return epwa::ApiKeys::load(p);
+}
+constexpr const char* kApp = "generate-key-0123456789";
+constexpr const char* kAudit = "audit-key-0123456789";
 
 std::string text_of(const std::string& prompt, const epwa::GenerateOptions& go,
                     epwa::Watermarker* wm = nullptr) {
@@ -754,10 +769,6 @@ TEST(Server, QueueFullIs429AndConcurrentRequestsAllAnswer) {
   }
 }
 
-}  // namespace
-
-namespace {
-
 // Bearer keys with roles: 401 without or with a wrong key, 403 for a role the key lacks (and for
 // per-token detection detail without the admin role); the detection allowance per key; the
 // metrics for the admin.
@@ -859,21 +870,12 @@ TEST(Keyring, RefusesWhatAnotherUserCouldReadOrWhatIsMalformed) {
   EXPECT_THROW(epwa::Keyring::load(p), epwa::Error);
 }
 
-}  // namespace
-
-namespace {
-
 // Key rotation (KR-v1): each response is watermarked with the key the rotation picks from its seed
 // and prompt (the library's generation with that key gives the same text), names no key, and is
 // detected by trying every key; only an admin API key learns which key matched or picks one.
 TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
-  const fs::path p = fs::temp_directory_path() / "epwa-api-keys-rotation-test.json";
-  std::ofstream(p) << R"({"keys": [
-      {"name": "app", "key": "generate-key-0123456789", "roles": ["generate", "detect"]},
-      {"name": "audit", "key": "audit-key-0123456789", "roles": ["detect", "admin"]}]})";
-  fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
   epwa::ServerOptions o;
-  o.api_keys = epwa::ApiKeys::load(p);
+  o.api_keys = app_and_audit_keys("epwa-api-keys-rotation-test.json");
   o.keyring.keys = {{"a", "rot-secret-a"}, {"b", "rot-secret-b"}, {"c", "rot-secret-c"}};
   o.keyring.default_id = "a";
   o.rotate_keys = true;
@@ -882,13 +884,7 @@ TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
   o.watermark.delta = 4;  // strong enough that a text ended early by EOS is still detected
   Running s(o);
   auto call = [&](const std::string& key, const std::string& path, const json& body, int* status) {
-    auto c = s.client();
-    c.set_bearer_token_auth(key);
-    auto res = c.Post(path.c_str(), body.dump(), "application/json");
-    EXPECT_TRUE(res);
-    if (!res) return json();
-    *status = res->status;
-    return json::parse(res->body);
+    return s.post(path, body.dump(), status, key);
   };
   const std::string rotation = epwa::keyring_rotation_secret(
       std::vector<std::string>{"rot-secret-a", "rot-secret-b", "rot-secret-c"});
@@ -897,7 +893,7 @@ TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
   int status = 0;
   for (uint64_t seed = 1; seed <= 4; ++seed) {
     const json r =
-        call("generate-key-0123456789", "/v1/completions",
+        call(kApp, "/v1/completions",
              {{"prompt", "The river"}, {"max_tokens", 120}, {"temperature", 0.7}, {"seed", seed}},
              &status);
     ASSERT_EQ(status, 200) << r.dump();
@@ -922,7 +918,7 @@ TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
     EXPECT_EQ(text, text_of("The river", go, &w)) << "seed " << seed << ", key " << k;
     // A detecting client gets the verdict under the corrected threshold, not the key.
     const json body = {{"prompt", "The river"}, {"text", text}};
-    const json d = call("generate-key-0123456789", "/v1/watermark/detect", body, &status);
+    const json d = call(kApp, "/v1/watermark/detect", body, &status);
     ASSERT_EQ(status, 200) << d.dump();
     EXPECT_EQ(d["detected"], true) << d.dump();
     EXPECT_FALSE(d.contains("key_id"));
@@ -930,7 +926,7 @@ TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
     EXPECT_FALSE(d["keyring"].contains("key_id"));
     EXPECT_FALSE(d["keyring"].contains("per_key"));
     EXPECT_GT(d["keyring"]["z_threshold"].get<double>(), 4.0);
-    const json a = call("audit-key-0123456789", "/v1/watermark/detect", body, &status);
+    const json a = call(kAudit, "/v1/watermark/detect", body, &status);
     ASSERT_EQ(status, 200) << a.dump();
     EXPECT_EQ(a["key_id"], std::string(1, static_cast<char>('a' + k)));
     EXPECT_EQ(a["keyring"]["per_key"].size(), 3u);
@@ -938,14 +934,11 @@ TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
   }
   EXPECT_GE(picked.size(), 2u) << "four seeds met a single key";
   // Choosing a key: refused for generation, and for detection without the admin role.
-  call("generate-key-0123456789", "/v1/completions", {{"prompt", "x"}, {"watermark", "b"}},
-       &status);
+  call(kApp, "/v1/completions", {{"prompt", "x"}, {"watermark", "b"}}, &status);
   EXPECT_EQ(status, 400);
-  call("generate-key-0123456789", "/v1/watermark/detect", {{"text", "a b c"}, {"key_id", "b"}},
-       &status);
+  call(kApp, "/v1/watermark/detect", {{"text", "a b c"}, {"key_id", "b"}}, &status);
   EXPECT_EQ(status, 403);
-  call("audit-key-0123456789", "/v1/watermark/detect", {{"text", "a b c"}, {"key_id", "b"}},
-       &status);
+  call(kAudit, "/v1/watermark/detect", {{"text", "a b c"}, {"key_id", "b"}}, &status);
   EXPECT_EQ(status, 200);
 }
 
@@ -985,21 +978,12 @@ TEST(Server, ContextBucketsGenerateAsTheLibraryAndDetect) {
   EXPECT_EQ(g["detected"], false) << g.dump();
 }
 
-}  // namespace
-
-namespace {
-
 // Verdict-only detection: a caller without the admin role gets the verdict, its p-value and reason
 // (nothing per token, no z / g / n), and "not detected" below the minimum of scored tokens; an
 // admin API key gets the whole result.
 TEST(Server, VerdictOnlyDetectionForCallersWithoutAdmin) {
-  const fs::path p = fs::temp_directory_path() / "epwa-api-keys-verdict-test.json";
-  std::ofstream(p) << R"({"keys": [
-      {"name": "app", "key": "generate-key-0123456789", "roles": ["generate", "detect"]},
-      {"name": "audit", "key": "audit-key-0123456789", "roles": ["detect", "admin"]}]})";
-  fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
   epwa::ServerOptions o;
-  o.api_keys = epwa::ApiKeys::load(p);
+  o.api_keys = app_and_audit_keys("epwa-api-keys-verdict-test.json");
   o.keyring = keyring();
   o.policy = epwa::WatermarkPolicy::Enforced;
   o.watermark.router_layer = -1;
@@ -1008,19 +992,17 @@ TEST(Server, VerdictOnlyDetectionForCallersWithoutAdmin) {
   o.limits.verdict_min_tokens = 60;
   Running s(o);
   auto call = [&](const std::string& key, const std::string& path, const json& body) {
-    auto c = s.client();
-    c.set_bearer_token_auth(key);
-    auto res = c.Post(path.c_str(), body.dump(), "application/json");
-    EXPECT_TRUE(res);
-    EXPECT_EQ(res ? res->status : 0, 200) << (res ? res->body : "");
-    return res ? json::parse(res->body) : json();
+    int status = 0;
+    const json j = s.post(path, body.dump(), &status, key);
+    EXPECT_EQ(status, 200) << j.dump();
+    return j;
   };
-  const json r = call("generate-key-0123456789", "/v1/completions",
-                      {{"prompt", "The river"}, {"max_tokens", 120}, {"seed", 3}});
+  const json r =
+      call(kApp, "/v1/completions", {{"prompt", "The river"}, {"max_tokens", 120}, {"seed", 3}});
   const std::string text = r["choices"][0]["text"];
   const json body = {{"prompt", "The river"}, {"text", text}};
-  const json v = call("generate-key-0123456789", "/v1/watermark/detect", body);
-  const json a = call("audit-key-0123456789", "/v1/watermark/detect", body);
+  const json v = call(kApp, "/v1/watermark/detect", body);
+  const json a = call(kAudit, "/v1/watermark/detect", body);
   ASSERT_GE(a["n"].get<int64_t>(), 60) << a.dump();
   EXPECT_EQ(v["detected"], true) << v.dump();
   EXPECT_EQ(v["detected"], a["detected"]);
@@ -1033,17 +1015,13 @@ TEST(Server, VerdictOnlyDetectionForCallersWithoutAdmin) {
   const auto ids = bundle().tok->encode(text, false, false);
   const std::vector<int32_t> piece(ids.begin(), ids.begin() + 30);
   const json short_body = {{"prompt", "The river"}, {"tokens", piece}};
-  const json sv = call("generate-key-0123456789", "/v1/watermark/detect", short_body);
-  const json sa = call("audit-key-0123456789", "/v1/watermark/detect", short_body);
+  const json sv = call(kApp, "/v1/watermark/detect", short_body);
+  const json sa = call(kAudit, "/v1/watermark/detect", short_body);
   EXPECT_LT(sa["n"].get<int64_t>(), 60);
   EXPECT_EQ(sv["detected"], false);
   EXPECT_TRUE(sv["p_value"].is_null());
   EXPECT_EQ(sv["reason"], "fewer than 60 scored tokens");
 }
-
-}  // namespace
-
-namespace {
 
 // A chat with tools renders them with the template (Qwen2.5's, whose tool calls are Hermes-style)
 // and generates what a completion of the rendered ids generates; a reply without the call
@@ -1099,10 +1077,6 @@ TEST(Server, ChatWithToolsRendersThemAndKeepsAReplyWithoutCallsAsContent) {
   }
   EXPECT_EQ(joined, text);
 }
-
-}  // namespace
-
-namespace {
 
 // The distortion-free mode behind the server: the library's exp generation, detected with the exp
 // scheme; a greedy request is refused (there is no draw to key).

@@ -11,13 +11,17 @@
 
 namespace {
 
-TEST(ExpMode, KeyedTextsAreDetectedAndOnlyUnderTheirKey) {
-  epwa::Model& m = bundled::model();
-  const auto& tok = bundled::tokenizer();
+epwa::WatermarkConfig exp_config() {
   epwa::WatermarkConfig cfg;
   cfg.mode = epwa::WatermarkMode::Exp;
   cfg.router_layer = -1;
-  epwa::Watermarker wm(m, "exp-test-key", cfg);
+  return cfg;
+}
+
+TEST(ExpMode, KeyedTextsAreDetectedAndOnlyUnderTheirKey) {
+  epwa::Model& m = bundled::model();
+  const auto& tok = bundled::tokenizer();
+  epwa::Watermarker wm(m, "exp-test-key", exp_config());
   epwa::DetectOptions o;
   o.scheme = epwa::DetectScheme::Exp;
   const epwa::Detector det(wm.lists(), o);
@@ -48,10 +52,7 @@ TEST(ExpMode, KeyedTextsAreDetectedAndOnlyUnderTheirKey) {
 TEST(ExpMode, RepeatedContextsDrawFreelyAndTheSeedStillMattersThere) {
   epwa::Model& m = bundled::model();
   const auto& tok = bundled::tokenizer();
-  epwa::WatermarkConfig cfg;
-  cfg.mode = epwa::WatermarkMode::Exp;
-  cfg.router_layer = -1;
-  epwa::Watermarker wm(m, "exp-test-key", cfg);
+  epwa::Watermarker wm(m, "exp-test-key", exp_config());
   const auto prompt = tok.encode("The river", true, false);
   std::set<std::vector<int32_t>> texts;
   for (uint64_t seed = 0; seed < 4; ++seed) {
