@@ -8,9 +8,10 @@ transformers' own Qwen2MoeForCausalLM / OlmoeForCausalLM / Qwen3MoeForCausalLM /
 DeepseekV2ForCausalLM / DeepseekV3ForCausalLM (AutoModelForCausalLM, float32, eager attention and
 experts, on the CPU), runs every case of ref.json through it and writes
 <out>/<name>/hf.json in ref.json's layout: transformers' logits, raw router logits, top-k and
-weights of every MoE layer, and 8 greedy tokens. DeepSeek-V2/V3 route with the MoE module's own
-route_tokens_to_experts (its top-k is unsorted: listed here best first by the router's choice
-value, softmax or sigmoid + e_score_correction_bias, as ref.json lists it). meta records the versions, the loading report, how
+weights of every MoE layer, and 8 greedy tokens. DeepSeek-V2/V3 route as the model's own router
+module does (transformers 5.17's TopkRouter; the MoE module's route_tokens_to_experts before it);
+its top-k is unsorted: listed here best first by the router's choice value, softmax or sigmoid +
+e_score_correction_bias, as ref.json lists it. meta records the versions, the loading report, how
 far transformers is from the numpy references and a GPU cross-check (TF32 off).
 
     python3 tools/ref/hf_family_refs.py --ref tests/data/ref --out /tmp/hf
@@ -48,14 +49,21 @@ class HF:
             experts_implementation="eager", output_loading_info=True)
         self.model = model.eval()
         self.loading = {k: sorted(map(str, v)) for k, v in dict(info).items()}
-        self.gates = {}  # transformer layer -> router module (DeepSeek-V2/V3: the MoE module)
-        # DeepseekV2Moe calls F.linear on mlp.gate.weight without running the gate module: hook the
-        # MoE module itself, whose input is the router's.
-        pattern = r"layers\.(\d+)\.mlp$" if cfg["model_type"] in DEEPSEEK_MLA else r"layers\.(\d+)\.mlp\.gate$"
+        self.gates = {}  # transformer layer -> router module
+        # DeepSeek-V2/V3 (transformers 5.17): mlp.gate is a TopkRouter that returns (raw logits,
+        # top-k weights, top-k indices) itself; older versions routed inside the MoE module
+        # (route_tokens_to_experts), which is hooked there instead.
         for name, mod in self.model.named_modules():
-            m = re.search(pattern, name)
-            if m and (cfg["model_type"] not in DEEPSEEK_MLA or hasattr(mod, "route_tokens_to_experts")):
+            m = re.search(r"layers\.(\d+)\.mlp\.gate$", name)
+            if m and (cfg["model_type"] not in DEEPSEEK_MLA or hasattr(mod, "weight")):
                 self.gates[int(m.group(1))] = mod
+        if cfg["model_type"] in DEEPSEEK_MLA and not any(
+                type(g).__name__.endswith("TopkRouter") for g in self.gates.values()):
+            self.gates = {}
+            for name, mod in self.model.named_modules():
+                m = re.search(r"layers\.(\d+)\.mlp$", name)
+                if m and hasattr(mod, "route_tokens_to_experts"):
+                    self.gates[int(m.group(1))] = mod
         self.captured = {l: [] for l in self.gates}
         for l, g in self.gates.items():
             g.register_forward_hook(self._hook(l), with_kwargs=True)
@@ -83,7 +91,7 @@ class HF:
             assert len(self.captured[l]) == 1, f"router {l} ran {len(self.captured[l])} times"
             x, gout = self.captured[l][0]
             if self.cfg["model_type"] in DEEPSEEK_MLA:
-                raw, i, w = self.deepseek_route(g, x)
+                raw, i, w = self.deepseek_route(g, x, gout)
                 routers[l] = (raw, i, w)
                 module_agree.append({})
                 continue
@@ -104,18 +112,24 @@ class HF:
             module_agree.append(agree)
         return logits, routers, module_agree
 
-    def deepseek_route(self, moe, x):
-        """(raw logits, top-k best first, weights) from the MoE module's own routing."""
+    def deepseek_route(self, mod, x, out):
+        """(raw logits, top-k best first, weights) from the model's own routing: the TopkRouter's
+        output, or the MoE module's route_tokens_to_experts (older transformers)."""
         x2 = x.reshape(-1, x.shape[-1]).float()
-        raw = F.linear(x2, moe.gate.weight.float())
-        if self.cfg["model_type"] == "deepseek_v2":  # expects [batch, seq, E]
-            idx, w = moe.route_tokens_to_experts(raw.view(1, raw.shape[0], -1))
+        router = mod if hasattr(mod, "weight") else mod.gate
+        raw = F.linear(x2, router.weight.float())
+        if hasattr(mod, "weight"):  # TopkRouter: (router_logits, topk_weights, topk_indices)
+            idx, w = out[2], out[1]
+        elif self.cfg["model_type"] == "deepseek_v2":  # expects [batch, seq, E]
+            idx, w = mod.route_tokens_to_experts(raw.view(1, raw.shape[0], -1))
+        else:
+            idx, w = mod.route_tokens_to_experts(raw)
+        if self.cfg["model_type"] == "deepseek_v2":
             choice = raw.softmax(-1)
         else:
-            idx, w = moe.route_tokens_to_experts(raw)
-            choice = raw.sigmoid() + moe.gate.e_score_correction_bias.float()
+            choice = raw.sigmoid() + router.e_score_correction_bias.float()
         idx, w = idx.reshape(raw.shape[0], -1), w.reshape(raw.shape[0], -1)
-        order = torch.gather(choice, 1, idx).argsort(-1, descending=True, stable=True)
+        order = torch.gather(choice, 1, idx).argsort(dim=-1, descending=True, stable=True)
         return raw.cpu(), torch.gather(idx, 1, order).cpu(), torch.gather(w, 1, order).float().cpu()
 
     @torch.no_grad()
