@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Run HuggingFace transformers on the committed Qwen2-MoE, OLMoE and Qwen3-MoE reference checkpoints.
+"""Run HuggingFace transformers on the committed Qwen2-MoE, OLMoE, Qwen3-MoE and GPT-OSS reference
+checkpoints.
 
-make_family_refs.py wrote tests/data/ref/{qwen2moe,olmoe,qwen3moe}/ and their references from a numpy
-float64 forward (no torch). This script loads the same files with transformers' own
-Qwen2MoeForCausalLM / OlmoeForCausalLM / Qwen3MoeForCausalLM (AutoModelForCausalLM, float32, eager
-attention and experts, on the CPU), runs every case of ref.json through it and writes
+make_family_refs.py wrote tests/data/ref/{qwen2moe,olmoe,qwen3moe,gptoss,gptoss_bf16}/ and their
+references from a numpy float64 forward (no torch). This script loads the same files with
+transformers' own Qwen2MoeForCausalLM / OlmoeForCausalLM / Qwen3MoeForCausalLM / GptOssForCausalLM
+(AutoModelForCausalLM, float32 (the bf16 checkpoint upcast), eager attention and experts, on the
+CPU), runs every case of ref.json through it and writes
 <out>/<name>/hf.json in ref.json's layout: transformers' logits, raw router logits, top-k and
 weights of every MoE layer, and 8 greedy tokens. meta records the versions, the loading report, how
 far transformers is from the numpy references and a GPU cross-check (TF32 off).
 
-    python3 tools/ref/hf_family_refs.py --ref tests/data/ref --out /tmp/hf
+    python3 tools/ref/hf_family_refs.py --ref tests/data/ref --out /tmp/hf [--only gptoss gptoss_bf16]
+
+GPT-OSS's router (mlp.router) is a linear layer with a bias; its raw logits here include the bias,
+top-k is taken on them and the weights are the softmax over the k (GptOssTopKRouter).
 """
 import argparse
 import json
@@ -23,7 +28,7 @@ import torch.nn.functional as F
 
 from make_family_refs import to_json  # the same JSON layout as ref.json
 
-NAMES = ["qwen2moe", "olmoe", "qwen3moe"]
+NAMES = ["qwen2moe", "olmoe", "qwen3moe", "gptoss", "gptoss_bf16"]
 
 
 def log(*parts):
@@ -45,7 +50,7 @@ class HF:
         self.loading = {k: sorted(map(str, v)) for k, v in dict(info).items()}
         self.gates = {}  # transformer layer -> router module
         for name, mod in self.model.named_modules():
-            m = re.search(r"layers\.(\d+)\.mlp\.gate$", name)
+            m = re.search(r"layers\.(\d+)\.mlp\.(gate|router)$", name)
             if m:
                 self.gates[int(m.group(1))] = mod
         self.captured = {l: [] for l in self.gates}
@@ -74,20 +79,29 @@ class HF:
         for l, g in sorted(self.gates.items()):
             assert len(self.captured[l]) == 1, f"router {l} ran {len(self.captured[l])} times"
             x, gout = self.captured[l][0]
-            raw = F.linear(x.reshape(-1, x.shape[-1]).float(), g.weight.float()).cpu()
-            probs = raw.softmax(-1)
-            w, i = probs.topk(k, -1)
-            if self.cfg.get("norm_topk_prob", False):
-                w = w / w.sum(-1, keepdim=True)
+            bias = g.bias.float() if getattr(g, "bias", None) is not None else None
+            raw = F.linear(x.reshape(-1, x.shape[-1]).float(), g.weight.float(), bias).cpu()
+            if self.cfg["model_type"] == "gpt_oss":  # top-k of the logits, softmax over the k
+                top, i = raw.topk(k, -1)
+                w = top.softmax(-1)
+            else:
+                probs = raw.softmax(-1)
+                w, i = probs.topk(k, -1)
+                if self.cfg.get("norm_topk_prob", False):
+                    w = w / w.sum(-1, keepdim=True)
             routers[l] = (raw, i, w)
             # What the router module itself returned, for the record.
             outs = gout if isinstance(gout, (tuple, list)) else (gout,)
-            agree = {"raw_logits_maxdiff": float((outs[0].float().cpu().reshape(raw.shape) - raw)
-                                                 .abs().max())}
-            if len(outs) == 3:
+            agree = {}
+            # GptOssTopKRouter of transformers 4 returns (scores, indices): no raw logits
+            if self.cfg["model_type"] != "gpt_oss" or len(outs) == 3:
+                agree["raw_logits_maxdiff"] = float(
+                    (outs[0].float().cpu().reshape(raw.shape) - raw).abs().max())
+            if len(outs) == 3 and outs[2].numel() == i.numel():
                 agree["topk_equal"] = bool(torch.equal(outs[2].cpu().reshape(i.shape), i))
-                agree["weights_maxdiff"] = float((outs[1].float().cpu().reshape(w.shape) - w)
-                                                 .abs().max())
+                if outs[1].numel() == w.numel():  # the k weights, not scattered over E
+                    agree["weights_maxdiff"] = float(
+                        (outs[1].float().cpu().reshape(w.shape) - w).abs().max())
             module_agree.append(agree)
         return logits, routers, module_agree
 
@@ -205,11 +219,12 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--no-gpu", action="store_true")
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--only", nargs="*", choices=NAMES, help="subset of the checkpoints")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.use_deterministic_algorithms(True)
     ok = True
-    for name in NAMES:
+    for name in [n for n in NAMES if not a.only or n in a.only]:
         summary, weights, loading = run_one(name, a.ref, a.out, not a.no_gpu)
         ok &= (summary["topk_equal"] and summary["greedy_equal"]
                and summary["logits_max_rel_err"] < 1e-4 and not weights["missing"]

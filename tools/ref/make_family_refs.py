@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Builds small random Qwen2-MoE, OLMoE, Qwen3-MoE and DeepSeek-MoE (V1) checkpoints (HF Hub naming,
-f32 safetensors) and reference outputs from an independent numpy forward pass, for the C++ engine's
-parity tests.
+"""Builds small random Qwen2-MoE, OLMoE, Qwen3-MoE, DeepSeek-MoE (V1) and GPT-OSS checkpoints (HF Hub
+naming, f32 safetensors; GPT-OSS also bf16) and reference outputs from an independent numpy forward
+pass, for the C++ engine's parity tests.
 
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref           # write, then check
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref --check   # check only
@@ -14,8 +14,8 @@ The forward pass is written from transformers' modeling code (see REFERENCE; Dee
 its remote modeling code, REFERENCE_DEEPSEEK) and runs in float64;
 the same code in float32 gives the f32_* figures in each ref.json's meta. A seed is rejected (and the
 next one tried) when a router top-k boundary, the order inside a top-k, or a greedy argmax is a
-near-tie (< MIN_GAP in logits), when the greedy run emits EOS, or, for OLMoE, when clip_qkv clips
-nothing in q, k or v.
+near-tie (< MIN_GAP in logits), when the greedy run emits EOS, for OLMoE when clip_qkv clips
+nothing in q, k or v, and for GPT-OSS when swiglu_limit clamps nothing in the gates or the ups.
 
 --check reloads every written folder (config.json, model.safetensors read by this script's own
 parser, ref.json), verifies the file format and tensor set, regenerates the weights from the seed and
@@ -53,6 +53,13 @@ REFERENCE_DEEPSEEK = (
     "MoEGate softmax + topk + norm_topk_prob for top_k > 1 with a 1e-20 denominator guard, "
     "DeepseekMoE = routed experts + shared_experts(identity), DeepseekDecoderLayer's "
     "first_k_dense_replace / moe_layer_freq rule)")
+REFERENCE_GPT_OSS = (
+    "numpy float64 forward written from transformers src/transformers/models/gpt_oss/"
+    "modeling_gpt_oss.py@00d4b3d2 (GptOssAttention + eager_attention_forward with sinks, "
+    "GptOssTopKRouter, GptOssExperts' inference path: gate = gate_up[..., ::2], up = "
+    "gate_up[..., 1::2], limit 7.0 and alpha 1.702 as hard-coded there, GptOssRotaryEmbedding) and "
+    "modeling_rope_utils.py's _compute_yarn_parameters; the sliding-window mask of "
+    "masking_utils.sliding_window_overlay (key kv sees query q iff q - sliding_window < kv <= q)")
 
 
 # ---------------------------------------------------------------- the models
@@ -112,12 +119,28 @@ def deepseek_config():
     return c
 
 
+def gpt_oss_config(dtype):
+    """openai/gpt-oss-20b style (GptOssConfig fields): one sliding layer (window 8, so that the
+    19-token prompts outgrow it) then one full layer, sinks, biases everywhere, YaRN as released."""
+    c = OrderedDict(architectures=["GptOssForCausalLM"], model_type="gpt_oss")
+    c.update(_common(320, 64, 2, 4, 2, 1e-5, 150000.0, False))
+    c.update(max_position_embeddings=131072, head_dim=16, intermediate_size=32, num_local_experts=8,
+             num_experts_per_tok=3, experts_per_token=3, attention_bias=True, sliding_window=8,
+             layer_types=["sliding_attention", "full_attention"], swiglu_limit=7.0,
+             rope_scaling=OrderedDict(rope_type="yarn", factor=32.0, beta_fast=32.0, beta_slow=1.0,
+                                      original_max_position_embeddings=4096, truncate=False),
+             router_aux_loss_coef=0.9, output_router_logits=False, torch_dtype=dtype)
+    return c
+
+
 # name -> (config.json contents, first seed tried)
 SPECS = OrderedDict(
     qwen2moe=(qwen2moe_config(), 4000),
     olmoe=(olmoe_config(clip_qkv=2.5), 5000),
     qwen3moe=(qwen3moe_config(), 6000),
     deepseek=(deepseek_config(), 7000),
+    gptoss=(gpt_oss_config("float32"), 8000),
+    gptoss_bf16=(gpt_oss_config("bfloat16"), 9000),
 )
 
 
@@ -130,6 +153,8 @@ def head_dim(cfg):
 
 
 def num_experts(cfg):
+    if cfg["model_type"] == "gpt_oss":
+        return cfg["num_local_experts"]
     return cfg["n_routed_experts"] if cfg["model_type"] == "deepseek" else cfg["num_experts"]
 
 
@@ -138,7 +163,7 @@ def is_sparse(cfg, layer):
     if cfg["model_type"] == "deepseek":  # DeepseekDecoderLayer: DeepseekMoE, else DeepseekMLP
         return (cfg.get("n_routed_experts") is not None and layer >= cfg["first_k_dense_replace"]
                 and layer % cfg["moe_layer_freq"] == 0)
-    if cfg["model_type"] == "olmoe":  # OlmoeDecoderLayer: always OlmoeSparseMoeBlock
+    if cfg["model_type"] in ("olmoe", "gpt_oss"):  # always a sparse block (OlmoeSparseMoeBlock, GptOssMLP)
         return True
     # Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer; otherwise a dense MLP of intermediate_size
     return (layer not in cfg.get("mlp_only_layers", [])) and (
@@ -146,8 +171,11 @@ def is_sparse(cfg, layer):
 
 
 def expert_width(cfg):
-    # OlmoeExperts (= MixtralExperts): intermediate_size; Qwen2Moe/Qwen3MoeExperts: moe_intermediate_size
-    return cfg["intermediate_size"] if cfg["model_type"] == "olmoe" else cfg["moe_intermediate_size"]
+    # OlmoeExperts (= MixtralExperts), GptOssExperts: intermediate_size; Qwen2Moe/Qwen3MoeExperts:
+    # moe_intermediate_size
+    if cfg["model_type"] in ("olmoe", "gpt_oss"):
+        return cfg["intermediate_size"]
+    return cfg["moe_intermediate_size"]
 
 
 def biased_projections(cfg):
@@ -187,7 +215,17 @@ def expected_tensors(cfg):
             T[p + "self_attn.q_norm.weight"] = (hd,)
             T[p + "self_attn.k_norm.weight"] = (hd,)
         T[p + "post_attention_layernorm.weight"] = (H,)
-        if is_sparse(cfg, layer):
+        if family == "gpt_oss":
+            # GptOssAttention.sinks; GptOssTopKRouter weight and bias; GptOssExperts, stacked
+            I = expert_width(cfg)
+            T[p + "self_attn.sinks"] = (nh,)
+            T[p + "mlp.router.weight"] = (E, H)
+            T[p + "mlp.router.bias"] = (E,)
+            T[p + "mlp.experts.gate_up_proj"] = (E, H, 2 * I)
+            T[p + "mlp.experts.gate_up_proj_bias"] = (E, 2 * I)
+            T[p + "mlp.experts.down_proj"] = (E, I, H)
+            T[p + "mlp.experts.down_proj_bias"] = (E, H)
+        elif is_sparse(cfg, layer):
             T[p + "mlp.gate.weight"] = (E, H)
             for e in range(E):
                 mlp(f"{p}mlp.experts.{e}.", expert_width(cfg))
@@ -211,38 +249,57 @@ def init_std(name, cfg):
         # Tied: the embedding is also the LM head; at 0.5 the input token dominates the residual
         # stream and every greedy run just repeats its first token.
         return 0.2 if cfg["tie_word_embeddings"] else 0.5
-    if name.endswith(".mlp.gate.weight"):  # router
+    if name.endswith(".mlp.gate.weight") or name.endswith(".mlp.router.weight"):  # router
         return 0.3
+    if name.endswith("gate_up_proj"):  # wide enough that swiglu_limit clamps some gates and ups
+        return 0.6
     if name.endswith("shared_expert_gate.weight"):
         return 0.2
     return 0.15
 
 
+def to_bf16(x):
+    """f32 -> the nearest bf16 (ties to even), as its bits (uint16)."""
+    u = np.ascontiguousarray(x, dtype="<f4").view("<u4").astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
+
+
+def from_bf16(bits):
+    return (bits.astype("<u4") << 16).view("<f4")
+
+
 def make_weights(cfg, seed):
-    """f32 tensors: matrices N(0, std), norm weights 1 + 0.1 N(0, 1), biases 0.1 N(0, 1)."""
+    """f32 tensors: matrices N(0, std), norm weights 1 + 0.1 N(0, 1), biases 0.1 N(0, 1), sinks
+    N(0, 1); rounded to bf16 when the config's torch_dtype is bfloat16."""
     rng = np.random.default_rng(seed)
     W = OrderedDict()
     for name, shape in expected_tensors(cfg).items():
         noise = rng.standard_normal(shape)
         if name.endswith("norm.weight"):
             t = 1.0 + 0.1 * noise
-        elif name.endswith(".bias"):
+        elif name.endswith(".bias") or name.endswith("_bias"):
             t = 0.1 * noise
+        elif name.endswith(".sinks"):
+            t = noise
         else:
             t = init_std(name, cfg) * noise
         W[name] = t.astype(np.float32)
+        if cfg.get("torch_dtype") == "bfloat16":
+            W[name] = from_bf16(to_bf16(W[name]))
     return W
 
 
 # ---------------------------------------------------------------- safetensors
 
 
-def write_safetensors(path, tensors):
-    """f32 safetensors: u64 LE header length, JSON header, data; tensors sorted by name."""
+def write_safetensors(path, tensors, dtype="F32"):
+    """f32 (or bf16: values already bf16) safetensors: u64 LE header length, JSON header, data;
+    tensors sorted by name."""
     header, blobs, off = OrderedDict(__metadata__={"format": "pt"}), [], 0
     for name in sorted(tensors):
-        b = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+        t = tensors[name]
+        b = (to_bf16(t) if dtype == "BF16" else np.ascontiguousarray(t, dtype="<f4")).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape),
                         "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
@@ -268,10 +325,15 @@ def read_safetensors(path):
     W, off = OrderedDict(), 0
     for name in names:
         h = header[name]
-        assert h["dtype"] == "F32", f"{name}: dtype {h['dtype']}"
+        assert h["dtype"] in ("F32", "BF16"), f"{name}: dtype {h['dtype']}"
+        size = 4 if h["dtype"] == "F32" else 2
         start, end = h["data_offsets"]
-        assert start == off and end - start == 4 * math.prod(h["shape"]), f"{name}: offsets {start, end}"
-        W[name] = np.frombuffer(body, "<f4", math.prod(h["shape"]), start).reshape(h["shape"])
+        n = math.prod(h["shape"])
+        assert start == off and end - start == size * n, f"{name}: offsets {start, end}"
+        if size == 4:
+            W[name] = np.frombuffer(body, "<f4", n, start).reshape(h["shape"])
+        else:
+            W[name] = from_bf16(np.frombuffer(body, "<u2", n, start)).reshape(h["shape"])
         off = end
     assert off == len(body), "trailing bytes after the last tensor"
     return W, meta
@@ -294,13 +356,44 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+def yarn(cfg, dt):
+    """_compute_yarn_parameters: (inv_freq, attention_factor) of rope_scaling type yarn."""
+    r, hd, base = cfg["rope_scaling"], head_dim(cfg), cfg["rope_theta"]
+    factor, orig = r["factor"], r["original_max_position_embeddings"]
+    attention_factor = r.get("attention_factor")
+    if attention_factor is None:  # get_mscale(factor) (no mscale / mscale_all_dim here)
+        attention_factor = 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
+    beta_fast, beta_slow = r.get("beta_fast") or 32, r.get("beta_slow") or 1
+
+    def correction_dim(rotations):  # find_correction_dim
+        return hd * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if r.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, hd - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(hd // 2, dtype=dt) - low) / (high - low), 0, 1)
+    pos_freqs = dt(base) ** (np.arange(0, hd, 2, dtype=dt) / dt(hd))
+    extrapolation_factor = 1 - ramp
+    inv_freq = (1 / (factor * pos_freqs)) * (1 - extrapolation_factor) + (1 / pos_freqs) * extrapolation_factor
+    return inv_freq, dt(attention_factor)
+
+
 def rope_tables(cfg, T, dt):
-    # RotaryEmbedding.compute_default_rope_parameters + forward: inv_freq over head_dim, emb = cat(f, f)
+    # RotaryEmbedding.compute_default_rope_parameters + forward: inv_freq over head_dim, emb = cat(f, f);
+    # YaRN: its inv_freq, cos and sin times the attention factor
     hd = head_dim(cfg)
-    inv_freq = 1.0 / (dt(cfg["rope_theta"]) ** (np.arange(0, hd, 2, dtype=dt) / dt(hd)))
+    scaling = cfg.get("rope_scaling")
+    if scaling and scaling.get("rope_type") == "yarn":
+        inv_freq, attention_factor = yarn(cfg, dt)
+    else:
+        inv_freq = 1.0 / (dt(cfg["rope_theta"]) ** (np.arange(0, hd, 2, dtype=dt) / dt(hd)))
+        attention_factor = dt(1)
     ang = np.arange(T, dtype=dt)[:, None] * inv_freq[None, :]
     emb = np.concatenate([ang, ang], axis=-1)
-    return np.cos(emb), np.sin(emb)
+    return np.cos(emb) * attention_factor, np.sin(emb) * attention_factor
 
 
 def apply_rope(x, cos, sin):
@@ -319,6 +412,10 @@ def routing(logits, cfg):
     (MoEGate's torch.topk(sorted=False) may list its k in another order: the set and each expert's
     weight are what the forward uses, and the spec's top-1 is the argmax.)"""
     k = cfg["num_experts_per_tok"]
+    if cfg["model_type"] == "gpt_oss":
+        # GptOssTopKRouter: torch.topk of the (biased) logits, softmax over the k values
+        top = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+        return top, softmax(np.take_along_axis(logits, top, axis=-1))
     probs = softmax(logits)
     top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     weights = np.take_along_axis(probs, top, axis=-1)
@@ -339,6 +436,7 @@ class Model:
         self.family = cfg["model_type"]
         self.eps = dtype(cfg["rms_norm_eps"])
         self.clip_counts = {"q": [0, 0], "k": [0, 0], "v": [0, 0]}  # OLMoE: [clipped, total]
+        self.clamp_counts = {"gate": [0, 0], "up": [0, 0]}  # GPT-OSS: [clamped, total]
 
     def linear(self, x, name, bias=False):
         y = x @ self.w[name + ".weight"].T
@@ -378,12 +476,49 @@ class Model:
         # eager_attention_forward: q k^T * head_dim^-0.5 + causal mask, softmax, @ v
         scores = np.einsum("thd,shd->hts", q, k) * self.dt(hd ** -0.5)
         scores = scores + np.triu(np.full((T, T), -np.inf, dtype=self.dt), 1)
-        o = np.einsum("hts,shd->thd", softmax(scores), v).reshape(T, nh * hd)
+        if self.family == "gpt_oss":
+            layer = int(p.split(".")[2])
+            if cfg["layer_types"][layer] == "sliding_attention":
+                # sliding_window_overlay: key s is visible to query t iff s > t - sliding_window
+                t_idx, s_idx = np.arange(T)[:, None], np.arange(T)[None, :]
+                scores = np.where(s_idx > t_idx - cfg["sliding_window"], scores, -np.inf)
+            # the head's sink logit joins the softmax as one more column, then is dropped
+            sinks = np.broadcast_to(self.w[p + "self_attn.sinks"][:, None, None], (nh, T, 1))
+            probs = softmax(np.concatenate([scores, sinks], axis=-1))[..., :-1]
+        else:
+            probs = softmax(scores)
+        o = np.einsum("hts,shd->thd", probs, v).reshape(T, nh * hd)
         return self.linear(o, p + "self_attn.o_proj", "o" in bias)
+
+    def gpt_oss_moe(self, h, p):
+        """GptOssMLP: (block output, biased router logits [T, E])."""
+        cfg, w = self.cfg, self.w
+        logits = self.linear(h, p + "mlp.router", bias=True)
+        top, weights = routing(logits, cfg)
+        limit, alpha = self.dt(7.0), self.dt(1.702)  # GptOssExperts: hard-coded
+        x = p + "mlp.experts."
+        y = np.zeros_like(h)
+        for e in range(num_experts(cfg)):
+            rows, slot = np.nonzero(top == e)
+            if not rows.size:
+                continue
+            gate_up = h[rows] @ w[x + "gate_up_proj"][e] + w[x + "gate_up_proj_bias"][e]
+            gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+            self.clamp_counts["gate"][0] += int(np.count_nonzero(gate > limit))
+            self.clamp_counts["up"][0] += int(np.count_nonzero(np.abs(up) > limit))
+            self.clamp_counts["gate"][1] += gate.size
+            self.clamp_counts["up"][1] += up.size
+            gate, up = np.minimum(gate, limit), np.clip(up, -limit, limit)
+            glu = gate * (1 / (1 + np.exp(-(gate * alpha))))
+            out = ((up + 1) * glu) @ w[x + "down_proj"][e] + w[x + "down_proj_bias"][e]
+            y[rows] += weights[rows, slot, None] * out
+        return y, logits
 
     def sparse_moe(self, h, p):
         """Returns (block output, raw router logits [T, E])."""
         cfg = self.cfg
+        if self.family == "gpt_oss":
+            return self.gpt_oss_moe(h, p)
         logits = self.linear(h, p + "mlp.gate")  # TopKRouter: F.linear(x, weight), no bias
         top, weights = routing(logits, cfg)
         y = np.zeros_like(h)
@@ -505,7 +640,8 @@ def try_seed(cfg, seed):
         stats.append(st)
     meta = OrderedDict(
         seed=seed, generator="tools/ref/make_family_refs.py",
-        reference=REFERENCE_DEEPSEEK if cfg["model_type"] == "deepseek" else REFERENCE, dtype="float64",
+        reference={"deepseek": REFERENCE_DEEPSEEK, "gpt_oss": REFERENCE_GPT_OSS}.get(
+            cfg["model_type"], REFERENCE), dtype="float64",
         numpy=np.__version__, python=platform.python_version(),
         moe_layers=[l for l in range(cfg["num_hidden_layers"]) if is_sparse(cfg, l)],
         dense_layers=[l for l in range(cfg["num_hidden_layers"]) if not is_sparse(cfg, l)],
@@ -521,6 +657,20 @@ def try_seed(cfg, seed):
         if min(frac.values()) == 0:
             return None, f"clip_qkv={cfg['clip_qkv']} clips nothing in some of q, k, v"
         meta["clip_qkv_fraction"] = frac
+    if cfg["model_type"] == "gpt_oss":
+        # gates above and ups beyond +-limit over the three prompts' forwards
+        counter = Model(cfg, W)
+        for c in cases:
+            counter.forward(c["tokens"])
+        frac = OrderedDict((x, c / t) for x, (c, t) in counter.clamp_counts.items())
+        if min(frac.values()) == 0:
+            return None, "swiglu_limit clamps nothing in some of the gates and ups"
+        meta["swiglu_clamp_fraction"] = frac
+        # how far the longest case's logits move when the sliding layer attends to everything
+        full = OrderedDict(cfg, layer_types=["full_attention"] * cfg["num_hidden_layers"])
+        logits = Model(full, W).forward(cases[-1]["tokens"])[0]
+        ref = np.array(cases[-1]["logits"])
+        meta["sliding_window_effect_max_rel"] = float((np.abs(logits - ref).max(-1) / np.abs(ref).max(-1)).max())
     meta.update(f32_agreement(cfg, W, cases))
     return OrderedDict(config=cfg, meta=meta, cases=cases), W
 
@@ -536,11 +686,13 @@ def make_model(name, cfg, first_seed, out_dir):
         with open(os.path.join(folder, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
             f.write("\n")
-        write_safetensors(os.path.join(folder, "model.safetensors"), W)
+        write_safetensors(os.path.join(folder, "model.safetensors"), W,
+                          "BF16" if cfg.get("torch_dtype") == "bfloat16" else "F32")
         with open(os.path.join(folder, "ref.json"), "w") as f:
             f.write(to_json(doc))
         m = doc["meta"]
-        clipped = ", ".join(f"{x} {v:.2%}" for x, v in m.get("clip_qkv_fraction", {}).items())
+        clipped = ", ".join(f"{x} {v:.2%}" for x, v in {**m.get("clip_qkv_fraction", {}),
+                                                          **m.get("swiglu_clamp_fraction", {})}.items())
         print(f"  {name} seed {seed}: router gap {m['router_min_gap']:.3g} "
               f"(order {m['router_min_order_gap']:.3g}), greedy gap {m['greedy_min_gap']:.3g}, "
               f"f32 rel err {m['f32_max_rel_err']:.2g}" + (f", clipped {clipped}" if clipped else ""))
@@ -615,7 +767,7 @@ def check_model(folder):
             assert_close(r, rc["logits"], f"router logits layer {layer} (T={n})")
             assert top.tolist() == rc["topk"], f"top-k layer {layer} (T={n})"
             assert_close(weights, rc["weights"], f"router weights layer {layer} (T={n})")
-            if cfg["norm_topk_prob"] and k > 1:
+            if (cfg.get("norm_topk_prob") or cfg["model_type"] == "gpt_oss") and k > 1:
                 assert_close(np.sum(rc["weights"], -1), np.ones(n), "weights sum", rtol=1e-7)
         assert model.greedy(c["tokens"], NEW_TOKENS)[0] == c["greedy"], f"greedy (T={n})"
     identical = to_json(ref) == text
