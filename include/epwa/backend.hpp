@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "epwa/error.hpp"
 #include "epwa/tensor.hpp"
 
 namespace epwa {
@@ -21,6 +22,11 @@ enum class BackendOp : uint8_t {
   RmsNorm,
   Rope,       // rotate-half RoPE
   Attention,  // causal GQA attention over a layer's KV cache
+  // GPT-OSS's parts: attention with sink logits and sliding windows (attention_sinks), YaRN
+  // RoPE, routed experts with biases and the clamped SwiGLU.
+  SinkAttention,
+  YarnRope,
+  BiasedExperts,
 };
 
 // A backend's per-context state (packed activations, job lists, RoPE tables, buffers): one per
@@ -38,6 +44,9 @@ struct KvLayer {
   float* v;
   int64_t capacity;  // positions
   int32_t sequence = 0, layer = 0;
+  // > 0: a sliding-window layer; its cache is a ring of `window` rows (position p in row
+  // p % window) and a query at position p sees positions p - window + 1 ... p.
+  int64_t window = 0;
 };
 
 // The routing of n rows: k experts per row, best first, and the weights the model applies (both
@@ -48,9 +57,14 @@ struct Routing {
   int64_t k;
 };
 
-// The routed experts of a layer: expert e is down[e](silu(gate[e] x) * up[e] x).
+// The routed experts of a layer: expert e is down[e](silu(gate[e] x) * up[e] x), or with biases
+// (f32, when given) and swiglu_limit > 0 GPT-OSS's
+// down[e]((clamp(up[e] x + bu, +-limit) + 1) * g * sigmoid(1.702 g)) + bd, g = min(gate[e] x + bg,
+// limit).
 struct ExpertMatrices {
   std::span<const TensorView> gate, down, up;
+  std::span<const TensorView> gate_bias, down_bias, up_bias;
+  float swiglu_limit = 0;
 };
 
 // Weights are passed as views of the model's tensors; a backend may keep its own copy of each
@@ -143,6 +157,15 @@ class Backend {
   virtual void attention(const float* q, const float* k, const float* v, int64_t n, int64_t p0,
                          int64_t heads, int64_t kv_heads, int64_t head_dim, const KvLayer& kv,
                          float* att, BackendScratch& s) const = 0;
+  // attention() with each query head's learned sink logit (sinks: one per head) joining its
+  // softmax's denominator (GPT-OSS), over the window of a sliding layer (kv.window > 0). Only for
+  // a backend that supports(SinkAttention).
+  virtual void attention_sinks(const float* q, const float* k, const float* v, int64_t n,
+                               int64_t p0, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                               const KvLayer& kv, const TensorView& sinks, float* att,
+                               BackendScratch& s) const {
+    throw Error("the " + std::string(name()) + " backend has no attention with sinks");
+  }
 };
 
 // The CPU backend (src/backend/cpu/): every type and op.

@@ -19,8 +19,18 @@ enum class QkNorm : uint8_t {
 
 // How the router turns its logits into the chosen experts and their weights.
 enum class RouterScoring : uint8_t {
-  Softmax,  // softmax over all experts, top-k (ties to the lower index), renormalised if
-            // norm_topk_prob
+  Softmax,      // softmax over all experts, top-k (ties to the lower index), renormalised if
+                // norm_topk_prob
+  TopkSoftmax,  // top-k of the logits (ties to the lower index), softmax over the k (GPT-OSS)
+};
+
+// YaRN rope scaling (transformers' _compute_yarn_parameters); factor 0: plain RoPE.
+struct RopeYarn {
+  float factor = 0;
+  float beta_fast = 32, beta_slow = 1;
+  int32_t original_max_position_embeddings = 0;
+  bool truncate = true;        // floor/ceil the correction range
+  float attention_factor = 1;  // cos and sin are scaled by it
 };
 
 // What one transformer layer holds, derived from ModelConfig.
@@ -30,6 +40,7 @@ struct LayerConfig {
   int32_t shared_ffn = 0;                                 // width of the shared expert (0: none)
   bool shared_gate = false;  // the shared expert is scaled by sigmoid(w . x)
   int32_t dense_ffn = 0;     // width of the dense FFN (dense layer)
+  int32_t window = 0;        // > 0: attention sees only the last `window` positions (sliding)
 };
 
 struct ModelConfig {
@@ -53,7 +64,12 @@ struct ModelConfig {
   // Attention.
   bool attention_bias = false;  // q/k/v projections have biases
   QkNorm qk_norm = QkNorm::None;
-  float clip_qkv = 0;  // > 0: q, k, v clamped to [-clip_qkv, clip_qkv]
+  float clip_qkv = 0;                   // > 0: q, k, v clamped to [-clip_qkv, clip_qkv]
+  bool attention_out_bias = false;      // the o projection has a bias
+  bool attention_sinks = false;         // a learned logit per head joins each softmax's denominator
+  int32_t sliding_window = 0;           // the window of the layers in sliding_layers
+  std::vector<int32_t> sliding_layers;  // sorted
+  RopeYarn yarn;
 
   // Experts.
   int32_t num_experts = 0;
@@ -63,6 +79,11 @@ struct ModelConfig {
   bool shared_expert_gate = false;
   RouterScoring router_scoring = RouterScoring::Softmax;
   bool norm_topk_prob = true;
+  bool router_bias = false;  // the router is a linear layer with a bias
+  bool expert_bias = false;  // each expert's gate, up and down projections have biases
+  // > 0: GPT-OSS's SwiGLU: gate clamped above at the limit, up to +-limit,
+  // (up + 1) * gate * sigmoid(1.702 gate); 0: silu(gate) * up.
+  float swiglu_limit = 0;
   std::vector<int32_t>
       dense_layers;  // transformer layers with a dense FFN instead of experts, sorted
 
@@ -70,7 +91,10 @@ struct ModelConfig {
   std::vector<int32_t> moe_layers() const;  // transformer-layer index of each MoE layer, in order
   int32_t num_moe_layers() const;
   LayerConfig layer(int32_t layer) const;
-  // The routing rule as IRSH-v2 hashes it: "softmax,top<k>,renorm" or "softmax,top<k>,raw".
+  // Attention window of a layer (0: every position).
+  int32_t layer_window(int32_t layer) const;
+  // The routing rule as IRSH-v2 hashes it: "softmax,top<k>,renorm" or "softmax,top<k>,raw";
+  // GPT-OSS's "bias,top<k>,softmax".
   std::string router_rule() const;
 
   // Throws Error naming the first field that is missing, non-positive or inconsistent.

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "epwa/config.hpp"
 #include "epwa/tensor.hpp"
 #include "epwa/thread_pool.hpp"
 
@@ -70,6 +71,9 @@ class RopeTable {
   // Precomputes `positions` positions; more are added by ensure() (apply() on an uncached position
   // computes it on the fly, so it is never wrong, only slower).
   RopeTable(int64_t head_dim, float theta, int64_t positions = 0);
+  // With YaRN scaling when yarn.factor != 0: transformers' _compute_yarn_parameters frequencies,
+  // cos and sin multiplied by yarn.attention_factor.
+  RopeTable(int64_t head_dim, float theta, const RopeYarn& yarn, int64_t positions = 0);
   void ensure(int64_t positions);  // not thread-safe; call before sharing across threads
   int64_t head_dim() const { return hd_; }
   int64_t cached_positions() const { return static_cast<int64_t>(cos_.size()) / (hd_ / 2); }
@@ -85,6 +89,7 @@ class RopeTable {
 
  private:
   int64_t hd_;
+  float scale_ = 1;
   std::vector<float> inv_freq_, cos_, sin_;  // cos_/sin_: [position][head_dim / 2]
 };
 
@@ -96,6 +101,11 @@ class RopeTable {
 // heads). `scores` is scratch of at least n_keys floats; head_dim = q.size() = out.size().
 void attention_head(std::span<const float> q, const float* k, const float* v, int64_t n_keys,
                     int64_t stride, std::span<float> scores, std::span<float> out);
+
+// attention_head with a sink: the logit `sink` joins the softmax over the scores, and its share is
+// dropped (GPT-OSS's learned per-head sinks).
+void attention_head_sink(std::span<const float> q, const float* k, const float* v, int64_t n_keys,
+                         int64_t stride, float sink, std::span<float> scores, std::span<float> out);
 
 // One query of an attention_block: head_dim floats at q, attends to keys 0..n_keys-1, writes
 // head_dim floats at out.

@@ -41,10 +41,17 @@ LayerConfig ModelConfig::layer(int32_t l) const {
   } else {
     lc.dense_ffn = intermediate_size;
   }
+  lc.window = layer_window(l);
   return lc;
 }
 
+int32_t ModelConfig::layer_window(int32_t l) const {
+  return std::binary_search(sliding_layers.begin(), sliding_layers.end(), l) ? sliding_window : 0;
+}
+
 std::string ModelConfig::router_rule() const {
+  if (router_scoring == RouterScoring::TopkSoftmax)
+    return (router_bias ? "bias,top" : "top") + std::to_string(experts_per_token) + ",softmax";
   return "softmax,top" + std::to_string(experts_per_token) + (norm_topk_prob ? ",renorm" : ",raw");
 }
 
@@ -80,6 +87,25 @@ void ModelConfig::validate() const {
   check(std::is_sorted(dense_layers.begin(), dense_layers.end()) &&
             std::adjacent_find(dense_layers.begin(), dense_layers.end()) == dense_layers.end(),
         "config: dense layers must be sorted and distinct");
+  check(
+      std::is_sorted(sliding_layers.begin(), sliding_layers.end()) &&
+          std::adjacent_find(sliding_layers.begin(), sliding_layers.end()) == sliding_layers.end(),
+      "config: sliding-window layers must be sorted and distinct");
+  for (int32_t l : sliding_layers)
+    check(l >= 0 && l < num_layers, "config: sliding-window layer " + std::to_string(l) +
+                                        " is not one of the " + std::to_string(num_layers) +
+                                        " layers");
+  if (!sliding_layers.empty()) positive(sliding_window, "sliding_window");
+  check(std::isfinite(swiglu_limit) && swiglu_limit >= 0,
+        "config: swiglu_limit must be positive or unset");
+  if (yarn.factor != 0) {
+    check(std::isfinite(yarn.factor) && yarn.factor > 0,
+          "config: rope_scaling.factor must be positive");
+    positive(yarn.original_max_position_embeddings,
+             "rope_scaling.original_max_position_embeddings");
+    check(std::isfinite(yarn.attention_factor) && yarn.attention_factor > 0,
+          "config: rope_scaling.attention_factor must be positive");
+  }
   for (int32_t l : dense_layers)
     check(l >= 0 && l < num_layers, "config: dense layer " + std::to_string(l) +
                                         " is not one of the " + std::to_string(num_layers) +
@@ -97,6 +123,8 @@ int64_t ModelConfig::parameter_count() const {
   const int64_t q = int64_t{num_heads} * head_dim, kv = int64_t{num_kv_heads} * head_dim;
   int64_t attention = D * q + 2 * D * kv + q * D + 2 * D;  // q, k, v, o projections; two norms
   if (attention_bias) attention += q + 2 * kv;
+  if (attention_out_bias) attention += D;
+  if (attention_sinks) attention += num_heads;
   if (qk_norm == QkNorm::Full) attention += q + kv;
   if (qk_norm == QkNorm::PerHead) attention += 2 * int64_t{head_dim};
   int64_t total = V * D + D + (tie_word_embeddings ? 0 : V * D);
@@ -105,7 +133,8 @@ int64_t ModelConfig::parameter_count() const {
     total += attention;
     if (lc.moe)
       total += int64_t{lc.experts} * D + int64_t{lc.experts} * 3 * D * lc.expert_ffn +
-               3 * D * lc.shared_ffn + (lc.shared_gate ? D : 0);
+               3 * D * lc.shared_ffn + (lc.shared_gate ? D : 0) + (router_bias ? lc.experts : 0) +
+               (expert_bias ? int64_t{lc.experts} * (2 * lc.expert_ffn + D) : 0);
     else
       total += 3 * D * lc.dense_ffn;
   }

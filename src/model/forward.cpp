@@ -124,10 +124,11 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
     const LayerWeights& L = weights_.layers[l];
     for (size_t r = 0; r < runs.size(); ++r) {
       Context::Seq& q = ctx.at(runs[r].seq);
+      const int64_t window = c.layer_window(l);
       seqs[r] = {runs[r].begin,
                  runs[r].n,
                  runs[r].p0,
-                 {q.k[l].data(), q.v[l].data(), q.capacity, runs[r].seq, l}};
+                 {q.k[l].data(), q.v[l].data(), q.capacity, runs[r].seq, l, window}};
     }
     block::attention(be, c, L, seqs, n, x, s);
     {

@@ -161,7 +161,10 @@ void fill_random(const TensorSpec& t, uint64_t seed, DType dtype, std::byte* out
   int64_t n = 1;
   for (int64_t d : t.shape) n *= d;
   const bool bias = t.kind == TensorKind::AttnQBias || t.kind == TensorKind::AttnKBias ||
-                    t.kind == TensorKind::AttnVBias;
+                    t.kind == TensorKind::AttnVBias || t.kind == TensorKind::AttnOutBias ||
+                    t.kind == TensorKind::AttnSinks || t.kind == TensorKind::RouterBias ||
+                    t.kind == TensorKind::ExpGateBias || t.kind == TensorKind::ExpDownBias ||
+                    t.kind == TensorKind::ExpUpBias;
   const bool norm = t.shape.size() == 1 && !bias;
   const bool router = t.kind == TensorKind::Router;
   const float std =

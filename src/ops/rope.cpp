@@ -1,4 +1,6 @@
+#include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <string>
 
 #include "epwa/error.hpp"
@@ -18,6 +20,39 @@ RopeTable::RopeTable(int64_t head_dim, float theta, int64_t positions) : hd_(hea
   ensure(positions);
 }
 
+RopeTable::RopeTable(int64_t head_dim, float theta, const RopeYarn& yarn, int64_t positions)
+    : RopeTable(head_dim, theta, 0) {
+  if (yarn.factor == 0) {
+    ensure(positions);
+    return;
+  }
+  check(yarn.factor > 0 && yarn.original_max_position_embeddings > 0,
+        "rope: YaRN needs a positive factor and original_max_position_embeddings");
+  // transformers' _compute_yarn_parameters: f32 tensors, the correction range in double.
+  const auto dim = static_cast<double>(hd_);
+  const auto correction_dim = [&](double rotations) {
+    return dim *
+           std::log(yarn.original_max_position_embeddings / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(static_cast<double>(theta)));
+  };
+  double low = correction_dim(yarn.beta_fast), high = correction_dim(yarn.beta_slow);
+  if (yarn.truncate) low = std::floor(low), high = std::ceil(high);
+  low = std::max(low, 0.0), high = std::min(high, dim - 1);
+  if (low == high) high += 0.001;  // linear_ramp_factor's guard
+  for (int64_t i = 0; i < hd_ / 2; ++i) {
+    const float pos_freq = std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd_));
+    const float extrapolation = 1.0f / pos_freq, interpolation = 1.0f / (yarn.factor * pos_freq);
+    const float ramp = std::clamp(
+        (static_cast<float>(i) - static_cast<float>(low)) / static_cast<float>(high - low), 0.0f,
+        1.0f);
+    const float extrapolation_factor = 1.0f - ramp;
+    inv_freq_[i] =
+        interpolation * (1.0f - extrapolation_factor) + extrapolation * extrapolation_factor;
+  }
+  scale_ = yarn.attention_factor;
+  ensure(positions);
+}
+
 void RopeTable::ensure(int64_t positions) {
   const int64_t half = hd_ / 2;
   const int64_t have = cached_positions();
@@ -27,8 +62,8 @@ void RopeTable::ensure(int64_t positions) {
   for (int64_t p = have; p < positions; ++p)
     for (int64_t i = 0; i < half; ++i) {
       const float a = static_cast<float>(p) * inv_freq_[i];  // rounded to f32 like the reference
-      cos_[p * half + i] = std::cos(a);
-      sin_[p * half + i] = std::sin(a);
+      cos_[p * half + i] = std::cos(a) * scale_;
+      sin_[p * half + i] = std::sin(a) * scale_;
     }
 }
 
@@ -51,7 +86,7 @@ void RopeTable::apply(std::span<float> x, int64_t pos) const {
   }
   for (int64_t i = 0; i < half; ++i) {
     const float ang = static_cast<float>(pos) * inv_freq_[i];
-    const float c = std::cos(ang), s = std::sin(ang);
+    const float c = std::cos(ang) * scale_, s = std::sin(ang) * scale_;
     const float a = x[i], b = x[i + half];
     x[i] = a * c - b * s;
     x[i + half] = b * c + a * s;

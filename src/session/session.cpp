@@ -11,12 +11,13 @@ namespace epwa {
 std::string router_hash(const Model& model) {
   const ModelConfig& c = model.config();
   const int32_t n = c.num_moe_layers();
-  std::vector<std::vector<float>> data;
+  std::vector<std::vector<float>> data, bias;
   std::vector<RouterMatrix> routers;
   data.reserve(n);
   for (int32_t l = 0; l < n; ++l) data.push_back(model.router_f32(l));
+  for (int32_t l = 0; l < n; ++l) bias.push_back(model.router_bias_f32(l));  // GPT-OSS's
   for (int32_t l = 0; l < n; ++l)
-    routers.emplace_back(l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l]);
+    routers.emplace_back(l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l], bias[l]);
   // Mixtral keeps IRSH-v1 (existing keys and oracles); every other family has IRSH-v2.
   return c.family == "mixtral" ? irsh_v1(routers) : irsh_v2(c.num_layers, c.router_rule(), routers);
 }

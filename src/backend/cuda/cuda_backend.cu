@@ -155,7 +155,11 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   std::string device() const override { return description_; }
-  bool supports(BackendOp, DType) const override { return true; }
+  // GPT-OSS's attention sinks, sliding windows, YaRN and biased experts run on the CPU only.
+  bool supports(BackendOp op, DType) const override {
+    return op != BackendOp::SinkAttention && op != BackendOp::YarnRope &&
+           op != BackendOp::BiasedExperts;
+  }
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
     EPWA_CUDA(cudaSetDevice(device_));
