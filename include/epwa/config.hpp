@@ -91,6 +91,11 @@ struct ModelConfig {
   std::vector<int32_t> moe_layers() const;  // transformer-layer index of each MoE layer, in order
   int32_t num_moe_layers() const;
   LayerConfig layer(int32_t layer) const;
+  // How many of the largest router logits the router confidence's softmax covers (docs/SPEC.md
+  // section 3): 0 (all E), or k for the top-k softmax.
+  int32_t confidence_experts() const {
+    return router_scoring == RouterScoring::TopkSoftmax ? experts_per_token : 0;
+  }
   // Attention window of a layer (0: every position).
   int32_t layer_window(int32_t layer) const;
   // The routing rule as IRSH-v2 hashes it: "softmax,top<k>,renorm" or "softmax,top<k>,raw";

@@ -10,6 +10,7 @@
 // engine's per-expert matrices (gate and up {I, D}, down {D, I}, rows = outputs) under the
 // per-expert names of the schema; a checkpoint that has those names instead (what epwa writes) is
 // read as is.
+#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -136,6 +137,46 @@ float element_f32(const TensorView& t, int64_t i) {
   }
 }
 
+// The release's MXFP4 tensors (transformers' convert_moe_packed_tensors): `blocks` [E, rows,
+// cols/32, 16] and `scales` [E, rows, cols/32]; element 2j of a block is the low nibble of byte j,
+// 2j+1 the high one, each an e2m1 code times 2^(scale - 127). Row r of expert e as bf16, which
+// holds every such value exactly (at most two significant bits, exponents down to 2^-128).
+struct Mxfp4 {
+  const ByteTensor& blocks;
+  const ByteTensor& scales;
+  int64_t cols;
+  void row_bf16(int64_t e, int64_t rows, int64_t r, std::byte* out) const {
+    static constexpr float kE2m1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                        -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+    const int64_t groups = cols / 32, row = e * rows + r;
+    for (int64_t g = 0; g < groups; ++g) {
+      const auto s = static_cast<uint8_t>(scales.data[row * groups + g]);
+      check(s != 255, "tensor '" + scales.name + "': scale 255 (NaN)");
+      const float scale = std::ldexp(1.0f, static_cast<int>(s) - 127);
+      const std::byte* q = blocks.data.data() + (row * groups + g) * 16;
+      for (int64_t j = 0; j < 16; ++j) {
+        const auto b = static_cast<uint8_t>(q[j]);
+        const uint16_t lo = f32_to_bf16(kE2m1[b & 15] * scale),
+                       hi = f32_to_bf16(kE2m1[b >> 4] * scale);
+        std::memcpy(out + (g * 32 + 2 * j) * 2, &lo, 2);
+        std::memcpy(out + (g * 32 + 2 * j + 1) * 2, &hi, 2);
+      }
+    }
+  }
+};
+
+const ByteTensor& byte_tensor(const SafetensorsModel& st, const std::string& name,
+                              std::vector<int64_t> shape) {
+  const ByteTensor* t = st.find_bytes(name);
+  check(t != nullptr, "tensor '" + name + "' (U8) not found in the checkpoint");
+  check(t->shape == shape, [&] {
+    std::string want;
+    for (int64_t s : shape) want += (want.empty() ? "" : ", ") + str(s);
+    return "tensor '" + name + "' does not have the shape [" + want + "]";
+  });
+  return *t;
+}
+
 const TensorView& stacked(const SafetensorsModel& st, const std::string& name,
                           std::vector<int64_t> shape) {
   const TensorView& t = st.get(name);
@@ -171,9 +212,36 @@ DerivedTensors derive_hf(const ModelConfig& c, const SafetensorsModel& st) {
   };
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + str(l) + ".mlp.experts.";
+    if (st.find_bytes(p + "gate_up_proj_blocks")) {
+      // MXFP4 (the release): rows are outputs already; gate = the even rows, up = the odd ones.
+      check(D % 32 == 0 && I % 32 == 0,
+            "MXFP4 experts need hidden and intermediate sizes that "
+            "are multiples of 32, got " +
+                str(D) + " and " + str(I));
+      const Mxfp4 gu{byte_tensor(st, p + "gate_up_proj_blocks", {E, 2 * I, D / 32, 16}),
+                     byte_tensor(st, p + "gate_up_proj_scales", {E, 2 * I, D / 32}), D};
+      const Mxfp4 dn{byte_tensor(st, p + "down_proj_blocks", {E, D, I / 32, 16}),
+                     byte_tensor(st, p + "down_proj_scales", {E, D, I / 32}), I};
+      const TensorView& gub = stacked(st, p + "gate_up_proj_bias", {E, 2 * I});
+      const TensorView& dnb = stacked(st, p + "down_proj_bias", {E, D});
+      for (int64_t e = 0; e < E; ++e) {
+        std::vector<std::byte> gate(I * D * 2), up(I * D * 2), down(D * I * 2);
+        for (int64_t i = 0; i < I; ++i) {
+          gu.row_bf16(e, 2 * I, 2 * i, gate.data() + i * D * 2);
+          gu.row_bf16(e, 2 * I, 2 * i + 1, up.data() + i * D * 2);
+        }
+        for (int64_t h = 0; h < D; ++h) dn.row_bf16(e, D, h, down.data() + h * I * 2);
+        const std::string x = p + str(e) + ".";
+        add(x + "gate_proj.weight", DType::BF16, {I, D}, std::move(gate));
+        add(x + "up_proj.weight", DType::BF16, {I, D}, std::move(up));
+        add(x + "down_proj.weight", DType::BF16, {D, I}, std::move(down));
+        add(x + "gate_proj.bias", DType::F32, {I}, bias(gub, e * 2 * I, 2, I));
+        add(x + "up_proj.bias", DType::F32, {I}, bias(gub, e * 2 * I + 1, 2, I));
+        add(x + "down_proj.bias", DType::F32, {D}, bias(dnb, e * D, 1, D));
+      }
+      continue;
+    }
     if (!st.find(p + "gate_up_proj")) {
-      check(!st.find(p + "gate_up_proj_blocks"),
-            "tensor '" + p + "gate_up_proj_blocks': MXFP4 experts are not supported yet");
       // Per-expert tensors, read by name; the engine adds expert biases as f32.
       for (int64_t e = 0; e < E; ++e)
         for (const char* b : {"gate_proj.bias", "up_proj.bias", "down_proj.bias"}) {

@@ -112,7 +112,8 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
                                {s.router.data() + i * ne, static_cast<size_t>(ne)},
                                {s.topk.data() + i * k, static_cast<size_t>(k)},
                                {s.topw.data() + i * k, static_cast<size_t>(k)},
-                               r.seq});
+                               r.seq,
+                               c.confidence_experts()});
   };
   bool deferred = false;
   std::vector<block::SeqRows>& seqs = s.seqs;  // kept in the scratch: no allocation per token

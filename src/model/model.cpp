@@ -40,8 +40,9 @@ std::vector<float> Model::router_f32(int32_t moe_layer) const {
 std::vector<float> Model::router_bias_f32(int32_t moe_layer) const {
   router_f32(moe_layer);  // checks the index
   const TensorView& b = weights_.layers[moe_layers_[moe_layer]].router_bias;
+  if (b.data.empty()) return {};
   std::vector<float> out(b.numel());
-  if (!b.data.empty()) table_row(b, 0, out.data());
+  table_row(b, 0, out.data());
   return out;
 }
 

@@ -74,7 +74,7 @@ PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>
     const std::vector<float> logits = all_logits(model, seq, &tap);
     for (size_t p = 0; p < seq.size(); ++p) {
       const auto row = std::span<const float>(tap.logits).subspan(p * c.num_experts, c.num_experts);
-      const ExpertChoice ec = top1_expert(row);
+      const ExpertChoice ec = top1_expert(row, c.confidence_experts());
       const TokenDistribution d =
           top_logprobs(std::span(logits).subspan(p * V, V), opt.features.full ? 0 : opt.features.k);
       feat.add_row(d, std::span(seq).first(p + 1), data);

@@ -36,7 +36,7 @@ struct LayerRecorder : RouterObserver {
     if (o.layer != layer) return;
     check(o.position == static_cast<int64_t>(records.size()),
           "router records: position " + std::to_string(o.position) + " out of order");
-    records.push_back(top1_expert(o.logits));
+    records.push_back(top1_expert(o.logits, o.confidence_over));
   }
 };
 }  // namespace

@@ -129,7 +129,8 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference,
                          ::testing::Values("gqa", "tied", "headdim", "qwen2moe", "olmoe",
                                            "qwen3moe", "deepseek"));
 
-// The checkpoints epwa cannot write to GGUF yet (GPT-OSS, f32 and bf16): from safetensors only.
+// The checkpoints epwa cannot write to GGUF yet (GPT-OSS: f32, bf16, and the release's layout with
+// MXFP4 experts, loaded exactly as bf16): from safetensors only.
 class SafetensorsReference : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SafetensorsReference, MatchesTransformers) {
@@ -138,7 +139,7 @@ TEST_P(SafetensorsReference, MatchesTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, SafetensorsReference,
-                         ::testing::Values("gptoss", "gptoss_bf16"));
+                         ::testing::Values("gptoss", "gptoss_bf16", "gptoss_mxfp4"));
 
 // Batched prompt processing and one-token decoding give the same logits and routing.
 TEST(Engine, BatchedPrefillEqualsTokenByToken) {

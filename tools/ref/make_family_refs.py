@@ -119,9 +119,11 @@ def deepseek_config():
     return c
 
 
-def gpt_oss_config(dtype):
+def gpt_oss_config(dtype, mxfp4=False):
     """openai/gpt-oss-20b style (GptOssConfig fields): one sliding layer (window 8, so that the
-    19-token prompts outgrow it) then one full layer, sinks, biases everywhere, YaRN as released."""
+    19-token prompts outgrow it) then one full layer, sinks, biases everywhere, YaRN as released;
+    with mxfp4 the experts' matrices are stored as the release stores them (MXFP4 blocks and
+    scales, the rest bf16)."""
     c = OrderedDict(architectures=["GptOssForCausalLM"], model_type="gpt_oss")
     c.update(_common(320, 64, 2, 4, 2, 1e-5, 150000.0, False))
     c.update(max_position_embeddings=131072, head_dim=16, intermediate_size=32, num_local_experts=8,
@@ -130,6 +132,10 @@ def gpt_oss_config(dtype):
              rope_scaling=OrderedDict(rope_type="yarn", factor=32.0, beta_fast=32.0, beta_slow=1.0,
                                       original_max_position_embeddings=4096, truncate=False),
              router_aux_loss_coef=0.9, output_router_logits=False, torch_dtype=dtype)
+    if mxfp4:  # the release's quantization_config (its module list names every non-expert part)
+        c["quantization_config"] = OrderedDict(
+            modules_to_not_convert=["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                    "model.embed_tokens", "lm_head"], quant_method="mxfp4")
     return c
 
 
@@ -141,6 +147,7 @@ SPECS = OrderedDict(
     deepseek=(deepseek_config(), 7000),
     gptoss=(gpt_oss_config("float32"), 8000),
     gptoss_bf16=(gpt_oss_config("bfloat16"), 9000),
+    gptoss_mxfp4=(gpt_oss_config("bfloat16", mxfp4=True), 10000),
 )
 
 
@@ -268,6 +275,45 @@ def from_bf16(bits):
     return (bits.astype("<u4") << 16).view("<f4")
 
 
+FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                       -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def to_mxfp4(w):
+    """[..., in] (in a multiple of 32) -> (blocks u8 [..., in/32, 16], scales u8 [..., in/32]):
+    per block of 32 the e8m0 scale 2^(s-127) with the block's largest magnitude / 2^s <= 6, each
+    value the nearest e2m1 (ties to the lower code); element 2j in the low nibble of byte j, 2j+1
+    in the high one (transformers' convert_moe_packed_tensors reads them so)."""
+    *lead, n = w.shape
+    b = w.reshape(*lead, n // 32, 32).astype(np.float64)
+    amax = np.abs(b).max(-1)
+    s = np.clip(np.ceil(np.log2(np.maximum(amax, 1e-30) / 6.0)), -127, 127).astype(np.int64)
+    scaled = b / np.ldexp(1.0, s)[..., None]
+    codes = np.abs(scaled[..., None] - FP4_VALUES).argmin(-1).astype(np.uint8)
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8), (s + 127).astype(np.uint8)
+
+
+def from_mxfp4(blocks, scales):
+    """convert_moe_packed_tensors without its final transpose: [..., G, 16] -> [..., G * 32]."""
+    lo, hi = FP4_VALUES[blocks & 0x0F], FP4_VALUES[blocks >> 4]
+    v = np.stack([lo, hi], -1).reshape(*blocks.shape[:-1], 32)
+    v = np.ldexp(v, scales.astype(np.int64)[..., None] - 127)
+    return v.reshape(*blocks.shape[:-2], -1).astype(np.float32)
+
+
+def mxfp4_tensors(W, cfg):
+    """The release's tensors of W: gate_up_proj [E, D, 2I] -> gate_up_proj_blocks [E, 2I, D/32, 16]
+    and _scales [E, 2I, D/32] (rows = outputs), down_proj [E, I, D] -> [E, D, I/32, 16] / [E, D, I/32];
+    the rest unchanged."""
+    out = OrderedDict()
+    for name, t in W.items():
+        if name.endswith("mlp.experts.gate_up_proj") or name.endswith("mlp.experts.down_proj"):
+            out[name + "_blocks"], out[name + "_scales"] = to_mxfp4(np.swapaxes(t, 1, 2))
+        else:
+            out[name] = t
+    return out
+
+
 def make_weights(cfg, seed):
     """f32 tensors: matrices N(0, std), norm weights 1 + 0.1 N(0, 1), biases 0.1 N(0, 1), sinks
     N(0, 1); rounded to bf16 when the config's torch_dtype is bfloat16."""
@@ -286,6 +332,24 @@ def make_weights(cfg, seed):
         W[name] = t.astype(np.float32)
         if cfg.get("torch_dtype") == "bfloat16":
             W[name] = from_bf16(to_bf16(W[name]))
+    if is_mxfp4(cfg):  # the experts as the forward sees them: exactly what the file holds
+        W = unpack_mxfp4(mxfp4_tensors(W, cfg))
+    return W
+
+
+def is_mxfp4(cfg):
+    return cfg.get("quantization_config", {}).get("quant_method") == "mxfp4"
+
+
+def unpack_mxfp4(T):
+    """mxfp4_tensors' inverse: the blocks and scales back to the [E, in, out] matrices."""
+    W = OrderedDict()
+    for name, t in T.items():
+        if name.endswith("_blocks"):
+            base = name[:-len("_blocks")]
+            W[base] = np.ascontiguousarray(np.swapaxes(from_mxfp4(t, T[base + "_scales"]), 1, 2))
+        elif not name.endswith("_scales"):
+            W[name] = t
     return W
 
 
@@ -298,8 +362,10 @@ def write_safetensors(path, tensors, dtype="F32"):
     header, blobs, off = OrderedDict(__metadata__={"format": "pt"}), [], 0
     for name in sorted(tensors):
         t = tensors[name]
-        b = (to_bf16(t) if dtype == "BF16" else np.ascontiguousarray(t, dtype="<f4")).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(tensors[name].shape),
+        kind = "U8" if t.dtype == np.uint8 else dtype  # MXFP4 blocks and scales
+        b = (t.tobytes() if kind == "U8" else to_bf16(t).tobytes() if kind == "BF16"
+             else np.ascontiguousarray(t, dtype="<f4").tobytes())
+        header[name] = {"dtype": kind, "shape": list(tensors[name].shape),
                         "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
@@ -325,12 +391,14 @@ def read_safetensors(path):
     W, off = OrderedDict(), 0
     for name in names:
         h = header[name]
-        assert h["dtype"] in ("F32", "BF16"), f"{name}: dtype {h['dtype']}"
-        size = 4 if h["dtype"] == "F32" else 2
+        assert h["dtype"] in ("F32", "BF16", "U8"), f"{name}: dtype {h['dtype']}"
+        size = {"F32": 4, "BF16": 2, "U8": 1}[h["dtype"]]
         start, end = h["data_offsets"]
         n = math.prod(h["shape"])
         assert start == off and end - start == size * n, f"{name}: offsets {start, end}"
-        if size == 4:
+        if size == 1:
+            W[name] = np.frombuffer(body, np.uint8, n, start).reshape(h["shape"])
+        elif size == 4:
             W[name] = np.frombuffer(body, "<f4", n, start).reshape(h["shape"])
         else:
             W[name] = from_bf16(np.frombuffer(body, "<u2", n, start)).reshape(h["shape"])
@@ -686,7 +754,8 @@ def make_model(name, cfg, first_seed, out_dir):
         with open(os.path.join(folder, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
             f.write("\n")
-        write_safetensors(os.path.join(folder, "model.safetensors"), W,
+        write_safetensors(os.path.join(folder, "model.safetensors"),
+                          mxfp4_tensors(W, cfg) if is_mxfp4(cfg) else W,
                           "BF16" if cfg.get("torch_dtype") == "bfloat16" else "F32")
         with open(os.path.join(folder, "ref.json"), "w") as f:
             f.write(to_json(doc))
@@ -743,6 +812,8 @@ def check_model(folder):
     assert ref["config"] == cfg, "ref.json config differs from config.json"
     W, meta = read_safetensors(os.path.join(folder, "model.safetensors"))
     assert meta == {"format": "pt"}, f"metadata {meta}"
+    if is_mxfp4(cfg):
+        W = unpack_mxfp4(W)
     want = expected_tensors(cfg)
     assert set(W) == set(want), f"tensor set: missing {set(want) - set(W)}, extra {set(W) - set(want)}"
     for name, shape in want.items():
