@@ -63,7 +63,7 @@ struct Routing {
 // limit).
 struct ExpertMatrices {
   std::span<const TensorView> gate, down, up;
-  std::span<const TensorView> gate_bias, down_bias, up_bias;
+  std::span<const TensorView> gate_bias = {}, down_bias = {}, up_bias = {};
   float swiglu_limit = 0;
 };
 

@@ -150,7 +150,8 @@ void read_rope(const json& j, const HfFields& f, ModelConfig& c) {
                                                      " (default RoPE or YaRN)");
       if (type != "yarn") continue;
       RopeYarn& y = c.yarn;
-      y.factor = HfFields::as_float(r.at("factor"), "rope_scaling.factor");
+      check(rf.has("factor"), std::string("field '") + key + ".factor' is missing (YaRN)");
+      y.factor = HfFields::as_float(r["factor"], "rope_scaling.factor");
       y.original_max_position_embeddings = rf.integer("original_max_position_embeddings");
       // transformers: `get("beta_fast") or 32`, so a null or zero is the default too.
       y.beta_fast = rf.number("beta_fast", 0) != 0 ? rf.number("beta_fast", 0) : 32.0f;

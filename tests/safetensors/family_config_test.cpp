@@ -212,7 +212,7 @@ TEST(FamilyConfig, RegistryLookups) {
       error_of([&] { hf_config_from_json(j); }),
       HasSubstr("unsupported architecture 'DeepseekV3ForCausalLM' (epwa runs MixtralForCausalLM, "
                 "Qwen2MoeForCausalLM, OlmoeForCausalLM, Qwen3MoeForCausalLM, "
-                "DeepseekForCausalLM)"));
+                "DeepseekForCausalLM, GptOssForCausalLM)"));
 }
 
 // Every tensor of the schema has distinct HF and GGUF names, and a tied head is optional.
