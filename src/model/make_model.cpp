@@ -85,6 +85,20 @@ constexpr Shape kShapes[] = {
       "num_hidden_layers": 4, "first_k_dense_replace": 1, "moe_layer_freq": 1, "num_attention_heads": 16,
       "num_key_value_heads": 16, "n_routed_experts": 64, "num_experts_per_tok": 6, "rope_theta": 10000.0,
       "rms_norm_eps": 1e-6, "max_position_embeddings": 4096, "bos_token_id": 100000, "eos_token_id": 100001})"},
+    // GPT-OSS: even layers slide (GptOssConfig's default layer_types), YaRN as released.
+    {"tiny-gptoss",
+     R"({"architectures": ["GptOssForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "head_dim": 16, "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": 8,
+      "rope_theta": 150000.0, "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+      "beta_slow": 1.0, "original_max_position_embeddings": 4096, "truncate": false}})"},
+    {"gpt-oss-20b-l4",
+     R"({"architectures": ["GptOssForCausalLM"], "vocab_size": 201088, "hidden_size": 2880,
+      "intermediate_size": 2880, "num_hidden_layers": 4, "num_attention_heads": 64, "num_key_value_heads": 8,
+      "head_dim": 64, "num_local_experts": 32, "num_experts_per_tok": 4, "sliding_window": 128,
+      "swiglu_limit": 7.0, "rope_theta": 150000.0, "max_position_embeddings": 131072,
+      "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+      "original_max_position_embeddings": 4096, "truncate": false}, "eos_token_id": 200002})"},
 };
 
 uint64_t mix(uint64_t z) {

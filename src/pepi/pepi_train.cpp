@@ -135,6 +135,7 @@ PepiRawData collect_pepi_raw(Model& model, std::span<const std::vector<int32_t>>
   r.vocab_size = c.vocab_size;
   r.router_layer = resolve_router_layer(opt.router_layer, c.num_moe_layers());
   r.router_hash = router_hash(model);
+  r.confidence_over = c.confidence_experts();
   const size_t V = static_cast<size_t>(c.vocab_size);
   int64_t total = 0;
   for (const auto& s : sequences) total += static_cast<int64_t>(s.size());

@@ -88,3 +88,28 @@ TEST(GptOss, TruncationBeyondTheRingIsRefused) {
 }
 
 }  // namespace
+
+#include "epwa/generate.hpp"
+#include "epwa/make_model.hpp"
+
+namespace {
+
+// A random GPT-OSS written by make-model (bf16, the per-expert names epwa writes, biases as bf16)
+// loads back with its config, runs, and decodes past its sliding window.
+TEST(GptOss, RandomModelRoundTripsAndGenerates) {
+  const fs::path dir = fs::temp_directory_path() / "epwa-tiny-gptoss";
+  fs::remove_all(dir);
+  const epwa::ModelConfig c = epwa::shape_config("tiny-gptoss");
+  epwa::write_random_hf(c, 3, epwa::DType::BF16, dir);
+  auto model = epwa::Model::load(dir);
+  EXPECT_EQ(model->config().sliding_layers, c.sliding_layers);
+  EXPECT_EQ(model->config().yarn.factor, 32.0f);
+  EXPECT_EQ(model->config().parameter_count(), c.parameter_count());
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 20;
+  const auto out = epwa::generate(*model, prompt(6), go);
+  EXPECT_EQ(out.size(), 20u);
+  fs::remove_all(dir);
+}
+
+}  // namespace
