@@ -47,9 +47,15 @@ enum class TensorKind : uint8_t {
   AttnKNorm,  // optional attention parts
   AttnOutBias,
   AttnSinks,  // GPT-OSS: o bias, one sink logit per head
+  AttnQA,
+  AttnQANorm,
+  AttnQB,
+  AttnKvA,
+  AttnKvANorm,
+  AttnKvB,  // multi-head latent attention (AttnQ when there is no q_lora_rank; AttnOut)
   FfnNorm,
   Router,
-  RouterBias,
+  RouterBias,  // GPT-OSS's router bias, DeepSeek-V3's e_score_correction_bias
   ExpGate,
   ExpDown,
   ExpUp,  // routed experts (one tensor per expert)

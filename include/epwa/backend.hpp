@@ -27,6 +27,8 @@ enum class BackendOp : uint8_t {
   SinkAttention,
   YarnRope,
   BiasedExperts,
+  LatentAttention,  // multi-head latent attention over a latent cache (DeepSeek-V2/V3)
+  GroupedRoute,     // DeepSeek's routers: groups, sigmoid scores, correction bias, scale
 };
 
 // A backend's per-context state (packed activations, job lists, RoPE tables, buffers): one per
@@ -55,6 +57,27 @@ struct Routing {
   const int32_t* topk;
   const float* weights;
   int64_t k;
+};
+
+// Multi-head latent attention's sizes: `heads` query heads of nope + rope values, a latent of
+// `latent` values, value heads of `v`; scores scaled by `scale`.
+struct LatentShape {
+  int64_t heads, nope, rope, latent, v;
+  float scale;
+};
+
+// A DeepSeek router's rule (ModelConfig's router fields): scores softmax(l) or sigmoid(l); the
+// choice ranks scores + bias (bias may be null) among the experts of the topk_groups best of
+// `groups` equal groups (a group's score: its best choice value, or the sum of its best two);
+// weights are the scores of the chosen, renormalised over the k (sum + 1e-20) when `renormalize`,
+// times `scale`.
+struct RouteRule {
+  int64_t k;
+  bool renormalize, sigmoid;
+  int64_t groups, topk_groups;
+  bool group_top2;
+  float scale;
+  const TensorView* bias;  // E values, f32; nullptr: none
 };
 
 // The routed experts of a layer: expert e is down[e](silu(gate[e] x) * up[e] x), or with biases
@@ -127,6 +150,10 @@ class Backend {
   // over the k when `renormalize`.
   virtual void route(const float* logits, int64_t n, int64_t experts, int64_t k, bool renormalize,
                      int32_t* topk, float* topw, BackendScratch& s) const = 0;
+  // The routing of n rows under a DeepSeek rule (RouteRule): topk best first by the choice value
+  // (ties to the lower index), topw their weights. Backends without it do not run such models.
+  virtual void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
+                             int32_t* topk, float* topw, BackendScratch& s) const;
   // o[i] += sigmoid(gate . x[i]) * y[i] for n rows of d values (gate: one stored row of d).
   virtual void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n,
                          int64_t d, float* o, BackendScratch& s) const = 0;
@@ -166,7 +193,28 @@ class Backend {
                                BackendScratch& s) const {
     throw Error("the " + std::string(name()) + " backend has no attention with sinks");
   }
+  // Multi-head latent attention of n rows at positions p0...: q holds heads x (nope + rope) per
+  // row, kv the row's normed latent then its (unroped) rope part. Appends each kv row, its rope
+  // part rotated (interleaved pairs, YaRN per the scratch's model), at its position of kv.k (rows
+  // of latent + rope values; kv.v unused), then per head: q_lat = W_uk^T q_nope (W_uk the head's
+  // nope rows of kv_b), scores (q_lat . c_t + rope(q_pe) . k_pe_t) * scale over positions
+  // [0, p0 + i], o = W_uv (sum_t p_t c_t) (W_uv its v rows) into att (heads x v per row).
+  virtual void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0,
+                                const LatentShape& shape, const TensorView& kv_b,
+                                const KvLayer& cache, float* att, BackendScratch& s) const;
 };
+
+// Backends that do not implement DeepSeek's ops say so (supports() is false for them; Model
+// refuses such a backend for a model that needs them, so these are never reached from a load).
+inline void Backend::route_grouped(const float*, int64_t, int64_t, const RouteRule&, int32_t*,
+                                   float*, BackendScratch&) const {
+  throw Error("backend " + std::string(name()) + " does not run DeepSeek's grouped routing");
+}
+inline void Backend::latent_attention(const float*, const float*, int64_t, int64_t,
+                                      const LatentShape&, const TensorView&, const KvLayer&, float*,
+                                      BackendScratch&) const {
+  throw Error("backend " + std::string(name()) + " does not run multi-head latent attention");
+}
 
 // The CPU backend (src/backend/cpu/): every type and op.
 const Backend& cpu_backend();

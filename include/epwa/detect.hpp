@@ -25,12 +25,19 @@ enum class DetectMethod { Full, Cspv, Weighted, Pepi };
 std::string_view detect_method_name(DetectMethod m);          // "full", "cspv", "weighted", "pepi"
 DetectMethod detect_method_from_name(std::string_view name);  // throws Error on an unknown name
 
+// What is scored: green-list hits (GSG, EWP: GL-v1 / CTX-v1) or the keyed uniforms of the
+// distortion-free exp mode (EXP-v1, docs/SPEC.md 11).
+enum class DetectScheme { Green, Exp };
+std::string_view detect_scheme_name(DetectScheme s);          // "green", "exp"
+DetectScheme detect_scheme_from_name(std::string_view name);  // throws Error on an unknown name
+
 struct DetectOptions {
   DetectMethod method = DetectMethod::Full;
-  double threshold = 4.0;      // detected = z > threshold
-  bool count_repeats = false;  // false: each (expert, token) pair is scored once
-  int64_t sample = 0;          // CSPV: number N of tokens to score (> 0)
-  bool tokens_detail = false;  // fill DetectionResult::tokens
+  DetectScheme scheme = DetectScheme::Green;  // exp: methods full and pepi only
+  double threshold = 4.0;                     // detected = z > threshold
+  bool count_repeats = false;                 // false: each (expert, token) pair is scored once
+  int64_t sample = 0;                         // CSPV: number N of tokens to score (> 0)
+  bool tokens_detail = false;                 // fill DetectionResult::tokens
   // Entropy-aware detection (docs/SPEC.md "Entropy threshold"): only tokens whose next-token
   // distribution had at least this entropy (nats) are scored; the input then carries entropies.
   double min_entropy = 0.0;
@@ -75,9 +82,12 @@ struct StratumCount {
 
 struct DetectionResult {
   std::string method;
-  int64_t g = 0;         // green hits among the scored tokens
-  int64_t n = 0;         // scored tokens
-  double z = 0.0;        // the method's statistic (z_w for weighted)
+  std::string scheme = "green";
+  double score =
+      0.0;         // exp: S = sum of -ln(1 - r) over the scored tokens (Gamma(n, 1) if unmarked)
+  int64_t g = 0;   // green hits among the scored tokens
+  int64_t n = 0;   // scored tokens
+  double z = 0.0;  // the method's statistic (z_w for weighted)
   double p_value = 1.0;  // exact binomial P[X >= g] (normal tail of z_w for weighted)
   double log10_p = 0.0;  // log10 of p_value, finite where p_value underflows
   double plain_z = 0.0;  // the plain z-test over the scored tokens, for comparison
@@ -110,6 +120,8 @@ class Detector {
   const GreenLists& lists() const { return *lists_; }
 
  private:
+  DetectionResult score_exp(const DetectionInput& in, std::span<const RouterRecord> records,
+                            int64_t start, DetectionResult r) const;
   std::shared_ptr<const GreenLists> lists_;
   DetectOptions opt_;
   std::shared_ptr<ExpertPredictor> predictor_;
@@ -168,6 +180,10 @@ double z_score(int64_t g, int64_t n, double gamma);
 double binomial_log_sf(int64_t g, int64_t n, double p);
 // ln P[Z > z] for a standard normal Z, accurate in the far tail.
 double normal_log_sf(double z);
+// log P[S >= s] for S ~ Gamma(n, 1), n >= 1 (= log P[Poisson(s) <= n - 1], summed exactly).
+double gamma_log_sf(int64_t n, double s);
+// The z with log P[Z > z] = log_p (standard normal Z): a p-value as the z-score that gives it.
+double normal_isf_log(double log_p);
 // CSPV: the seed derived from the token ids and the indices (into `confidences`) of the N sampled
 // tokens, each with its stratum (0 low, 1 high, 2 random), in the order low, high, random.
 uint64_t cspv_seed(std::span<const int32_t> tokens);

@@ -132,6 +132,9 @@ struct EvalOptions {
   // PEPI oracle (epwa train-oracle); empty = PEPI skipped. Distributions come from the loaded
   // model (top-k as the oracle was trained), i.e. the local model simulates the API.
   std::filesystem::path oracle;
+  // Also the distortion-free exp mode (EXP-v1): its texts (same prompts and seeds), quality and
+  // detection (scheme exp, method full) against the same negatives; no attacks yet.
+  bool exp = false;
   std::string commit;                                // recorded in results.json
   std::function<void(const std::string&)> progress;  // progress lines (stderr in the CLI)
   // Called with the results gathered so far after each phase (detection, attacks, delta grid),

@@ -21,8 +21,10 @@ struct SamplingOptions {
 class Sampler {
  public:
   explicit Sampler(const SamplingOptions& o);
-  // Picks a token from raw logits (modified in place: temperature, top-k, top-p).
-  int32_t sample(std::span<float> logits);
+  // Picks a token from raw logits (modified in place: temperature, top-k, top-p). With `keyed`
+  // uniforms r (and temperature > 0) the token is argmax ln r(v) / p(v) over the kept candidates:
+  // a draw from the same distribution p whose randomness is the key's.
+  int32_t sample(std::span<float> logits, const KeyedUniforms* keyed = nullptr);
 
  private:
   double uniform();  // [0, 1)

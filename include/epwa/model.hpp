@@ -60,6 +60,9 @@ class Context {
   // Bytes of host KV cache that layer `layer` of sequence `seq` holds now (keys and values): a
   // sliding-window layer never holds more than its window.
   int64_t kv_bytes(int32_t layer, int32_t seq = 0) const;
+  // Bytes of host KV cache one position of sequence `seq` takes, over every layer, as allocated
+  // (0 when the backend keeps the caches).
+  int64_t kv_bytes_per_position(int32_t seq = 0) const;
 
   struct Scratch;
 
@@ -67,14 +70,15 @@ class Context {
   friend class Model;
   struct Seq {
     int64_t capacity = 0, size = 0;
-    // Per layer: [capacity x kv_dim]; empty when the backend keeps the caches (keeps_kv_cache).
+    // Per layer: [capacity x k_dim] and [capacity x v_dim] (ModelConfig::kv_cache_k_dim / _v_dim;
+    // MLA: the latent and rope part in k, v empty); empty when the backend keeps the caches.
     std::vector<std::vector<float>> k, v;
   };
   const Seq& at(int32_t seq) const;
   Seq& at(int32_t seq) { return const_cast<Seq&>(std::as_const(*this).at(seq)); }
   void reserve(int32_t seq, int64_t positions);
   const Model* model_;
-  int64_t kv_dim_;
+  int64_t k_dim_, v_dim_;
   std::vector<Seq> seqs_;
   std::unique_ptr<Scratch> scratch_;
 };
@@ -90,6 +94,8 @@ struct LayerWeights {
   TensorView attn_norm, wq, wk, wv, wo, ffn_norm;
   TensorView bq, bk, bv, q_norm, k_norm;
   TensorView bo, sinks;  // o bias {D}, one sink logit per head {H}
+  // Multi-head latent attention (wq when there is no q_lora_rank, wo).
+  TensorView wq_a, q_a_norm, wq_b, wkv_a, kv_a_norm, wkv_b;
   TensorView router, router_bias;
   std::vector<TensorView> w1, w2, w3;  // per routed expert: gate {I, D}, down {D, I}, up {I, D}
   std::vector<TensorView> b1, b2, b3;  // their biases, when the family has them

@@ -31,11 +31,21 @@ class RouterObserver {
   virtual std::vector<int32_t> layers() const { return {}; }
 };
 
+// Per-token uniforms in (0, 1) that a sampler races instead of drawing its own (exponential-
+// minimum sampling: the distribution is unchanged, the choice is the key's; docs/SPEC.md 11).
+class KeyedUniforms {
+ public:
+  virtual ~KeyedUniforms() = default;
+  virtual double uniform(int32_t token) const = 0;
+};
+
 // Adjusts the raw next-token logits of the last processed position before sampling.
 class LogitsProcessor {
  public:
   virtual ~LogitsProcessor() = default;
   virtual void process(std::span<float> logits) = 0;
+  // The uniforms the sampler races for the step process() prepared (null: it draws its own).
+  virtual const KeyedUniforms* uniforms() const { return nullptr; }
 };
 
 }  // namespace epwa

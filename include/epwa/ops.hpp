@@ -71,9 +71,9 @@ class RopeTable {
   // Precomputes `positions` positions; more are added by ensure() (apply() on an uncached position
   // computes it on the fly, so it is never wrong, only slower).
   RopeTable(int64_t head_dim, float theta, int64_t positions = 0);
-  // With YaRN scaling when yarn.factor != 0: transformers' _compute_yarn_parameters frequencies,
-  // cos and sin multiplied by yarn.attention_factor.
-  RopeTable(int64_t head_dim, float theta, const RopeYarn& yarn, int64_t positions = 0);
+  // With YaRN scaling when yarn.on(): yarn_inv_freq's frequencies, cos and sin multiplied by
+  // yarn.cos_sin_factor().
+  RopeTable(int64_t head_dim, float theta, const Yarn& yarn, int64_t positions = 0);
   void ensure(int64_t positions);  // not thread-safe; call before sharing across threads
   int64_t head_dim() const { return hd_; }
   int64_t cached_positions() const { return static_cast<int64_t>(cos_.size()) / (hd_ / 2); }
@@ -84,6 +84,9 @@ class RopeTable {
   // Rotates one head vector of head_dim floats in place.
   void apply(std::span<float> head, int64_t pos) const;
   void apply(float* head, int64_t pos) const { apply(std::span<float>(head, hd_), pos); }
+  // Rotates one head vector in place by interleaved pairs (x[2i], x[2i+1]), as DeepSeek-V2/V3's
+  // rotary (complex multiplication; llama.cpp's NORM rope).
+  void apply_pairs(float* head, int64_t pos) const;
   // Rotates n_heads consecutive head vectors (a Q or K row of one position).
   void apply_heads(std::span<float> heads, int64_t pos) const;
 
@@ -92,6 +95,11 @@ class RopeTable {
   float scale_ = 1;
   std::vector<float> inv_freq_, cos_, sin_;  // cos_/sin_: [position][head_dim / 2]
 };
+
+// YaRN's frequencies for `dim` rotated values (transformers' _compute_yarn_parameters):
+// interpolation by yarn.factor below the beta_slow..beta_fast correction range (floored and ceiled
+// when yarn.truncate), none above, a linear ramp between.
+std::vector<float> yarn_inv_freq(int64_t dim, float theta, const Yarn& yarn);
 
 // ---- attention ------------------------------------------------------------------------------
 

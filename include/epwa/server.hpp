@@ -70,6 +70,11 @@ struct ServerLimits {
   // Detection answers are an oracle for learning green lists: at most this many per minute for
   // each API key (each client address when the server has no keys).
   double detect_per_minute = 30;
+  // Verdict-only detection (docs/THREAT_MODEL.md, defence 3): callers without an admin API key
+  // get the verdict, its p-value and reason only (no z, g, n), and "not detected" for a text with
+  // fewer than verdict_min_tokens scored tokens, so that a query tells about a whole text.
+  bool detect_verdict_only = false;
+  int64_t verdict_min_tokens = 50;
 };
 
 struct ServerOptions {
@@ -80,10 +85,16 @@ struct ServerOptions {
   BatchEngineOptions engine;
   ServerLimits limits;
   WatermarkPolicy policy = WatermarkPolicy::Off;
-  Keyring keyring;            // needed unless the policy is off
-  ApiKeys api_keys;           // empty: no authentication
-  WatermarkConfig watermark;  // scheme and parameters (router_layer < 0: the last MoE layer)
-  DetectOptions detect;       // threshold etc. for /v1/watermark/detect
+  Keyring keyring;  // needed unless the policy is off
+  // KR-v1 (docs/SPEC.md section 9): each watermarked choice uses the key the rotation picks from
+  // its seed and prompt; responses name no key, and detection tests every key (Bonferroni),
+  // naming the matching key to admins only.
+  bool rotate_keys = false;
+  ApiKeys api_keys;  // empty: no authentication
+  // Scheme and parameters (router_layer < 0: the last MoE layer; context_buckets > 0: CTX-v1
+  // lists, docs/SPEC.md section 10, for generation and detection alike).
+  WatermarkConfig watermark;
+  DetectOptions detect;  // threshold etc. for /v1/watermark/detect
   // HTTPS (TLS 1.2 or later) with a PEM certificate chain and its private key (mode 0600), both or
   // neither.
   std::filesystem::path tls_cert, tls_key;

@@ -6,6 +6,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "epwa/observe.hpp"
@@ -85,6 +86,10 @@ class GreenLists {
   // either is out of range.
   int32_t context(int32_t expert, int32_t previous_token) const;
   int32_t bucket(int32_t token) const;  // CTX-v1's keyed bucket of a token (H > 0 only)
+  // EXP-v1 (docs/SPEC.md 11), keyed by the raw key: the seed of a step whose previous position
+  // routed to `expert` and held `previous_token`, and the uniform in (0, 1) it gives a token.
+  uint64_t exp_seed(int32_t expert, int32_t previous_token) const;
+  static double exp_uniform(uint64_t seed, int32_t token);
 
   int32_t green_count() const { return green_count_; }  // floor(gamma * V)
   int32_t vocab_size() const { return vocab_; }
@@ -100,6 +105,7 @@ class GreenLists {
   std::vector<int32_t> shuffle(int32_t context) const;
 
   std::string key_, hash_;  // key_: the list key (CTX-v1 derives its own from the key)
+  std::string raw_key_;     // the key as given (EXP-v1's)
   int32_t vocab_, experts_, buckets_, green_count_;
   double gamma_;
   std::vector<uint16_t> bucket_of_;  // CTX-v1: bucket of every token
@@ -118,8 +124,10 @@ std::string keyring_rotation_secret(std::span<const std::string> secrets);
 size_t keyring_pick(std::string_view rotation_secret, uint64_t seed,
                     std::span<const int32_t> prompt, size_t m);
 
-enum class WatermarkMode { GSG, EWP };
-std::string_view watermark_mode_name(WatermarkMode m);          // "gsg" / "ewp"
+// GSG and EWP bias the green list; Exp (EXP-v1, docs/SPEC.md 11) leaves the distribution as it
+// is and makes the sampler's draw the key's (distortion-free; temperature > 0 only).
+enum class WatermarkMode { GSG, EWP, Exp };
+std::string_view watermark_mode_name(WatermarkMode m);          // "gsg" / "ewp" / "exp"
 WatermarkMode watermark_mode_from_name(std::string_view name);  // throws Error on an unknown name
 
 // The largest watermark bias (delta, and each EWP expert delta). Far beyond any logit spread, so
@@ -159,7 +167,8 @@ class WatermarkProcessor : public RouterObserver, public LogitsProcessor {
   void observe(const RouterObservation& obs) override;
   std::vector<int32_t> layers() const override { return {cfg_.router_layer}; }
   void process(std::span<float> logits) override;
-  void reset();  // forget the last observation (new sequence)
+  const KeyedUniforms* uniforms() const override;  // the exp mode's, after process()
+  void reset();                                    // forget the last observation (new sequence)
   // CTX-v1 (lists with context buckets): the token at the observed position (the prompt's last
   // token, then each sampled one). process() then throws unless one was given since the last
   // process(), so a caller that never tells the tokens cannot watermark with a stale context.
@@ -184,6 +193,12 @@ class WatermarkProcessor : public RouterObserver, public LogitsProcessor {
   bool fresh_ = false;
   int32_t previous_ = -1;
   bool previous_fresh_ = false;
+  struct ExpDraw : KeyedUniforms {
+    uint64_t seed = 0;
+    double uniform(int32_t token) const override;
+  } exp_draw_;
+  bool exp_armed_ = false;
+  std::unordered_set<uint64_t> exp_seen_;  // (expert, previous token) contexts keyed so far
 };
 
 }  // namespace epwa

@@ -85,7 +85,7 @@ class WatermarkConfig:
         key_file: str | PathLike[str] | None = None,
         keyring: str | PathLike[str] | None = None,
         key_id: str | None = None,
-        mode: Literal["gsg", "ewp"] = "gsg",
+        mode: Literal["gsg", "ewp", "exp"] = "gsg",
         gamma: float = 0.5,
         delta: float = 2.0,
         router_layer: int = -1,

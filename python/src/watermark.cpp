@@ -105,7 +105,8 @@ void bind_watermark(py::module_& m) {
            py::arg("delta") = 2.0, py::arg("router_layer") = -1,
            py::arg("expert_deltas") = py::none(),
            "key: str (its UTF-8) or bytes; else key_file (raw bytes), keyring with key_id (its "
-           "default without), else $EPW_KEY. mode gsg or ewp; router_layer < 0 counts from the "
+           "default without), else $EPW_KEY. mode gsg, ewp or exp (distortion-free; sampling "
+           "only); router_layer < 0 counts from the "
            "last MoE layer.")
       .def_property_readonly(
           "mode", [](const KeyedConfig& k) { return watermark_mode_name(k.config.mode); })

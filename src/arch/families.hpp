@@ -9,6 +9,8 @@ const Architecture& arch_qwen2_moe();
 const Architecture& arch_olmoe();
 const Architecture& arch_qwen3_moe();
 const Architecture& arch_deepseek();
+const Architecture& arch_deepseek_v2();
+const Architecture& arch_deepseek_v3();
 const Architecture& arch_gpt_oss();
 
 // Qwen-MoE's rule for sparse layers (decoder_sparse_step, mlp_only_layers), as dense_layers.

@@ -77,13 +77,13 @@ void write_hf(const ModelConfig& c, nlohmann::json& j) {
     types.push_back(c.layer_window(l) > 0 ? "sliding_attention" : "full_attention");
   j["layer_types"] = types;
   j["router_aux_loss_coef"] = 0.9;
-  if (c.yarn.factor != 0) {
+  if (c.yarn.on()) {
     const nlohmann::json yarn = {
         {"rope_type", "yarn"},
         {"factor", shortest(c.yarn.factor)},
         {"beta_fast", shortest(c.yarn.beta_fast)},
         {"beta_slow", shortest(c.yarn.beta_slow)},
-        {"original_max_position_embeddings", c.yarn.original_max_position_embeddings},
+        {"original_max_position_embeddings", c.yarn.original_max_position},
         {"truncate", c.yarn.truncate},
     };
     j["rope_scaling"] = yarn;

@@ -18,8 +18,9 @@ using nlohmann::json;
 
 // A new family is one file in src/arch/ and one line here.
 std::span<const Architecture* const> architectures() {
-  static const Architecture* const kAll[] = {&arch_mixtral(),   &arch_qwen2_moe(), &arch_olmoe(),
-                                             &arch_qwen3_moe(), &arch_deepseek(),  &arch_gpt_oss()};
+  static const Architecture* const kAll[] = {
+      &arch_mixtral(),  &arch_qwen2_moe(),   &arch_olmoe(),       &arch_qwen3_moe(),
+      &arch_deepseek(), &arch_deepseek_v2(), &arch_deepseek_v3(), &arch_gpt_oss()};
   return kAll;
 }
 
@@ -134,7 +135,8 @@ const Architecture& architecture_of(const json& j) {
 }
 
 // rope_theta sits at the top level (transformers 4) or in rope_parameters (transformers 5); the
-// scaling is default RoPE or YaRN (its parameters as _compute_yarn_parameters reads them).
+// scaling is default RoPE or YaRN (its parameters as _compute_yarn_parameters reads them), for
+// every family.
 void read_rope(const json& j, const HfFields& f, ModelConfig& c) {
   std::optional<float> theta;
   for (const char* key : {"rope_parameters", "rope_scaling"}) {
@@ -149,25 +151,23 @@ void read_rope(const json& j, const HfFields& f, ModelConfig& c) {
                                                      type_key + " " + type.dump() +
                                                      " (default RoPE or YaRN)");
       if (type != "yarn") continue;
-      RopeYarn& y = c.yarn;
+      Yarn& y = c.yarn;
       check(rf.has("factor"), std::string("field '") + key + ".factor' is missing (YaRN)");
       y.factor = HfFields::as_float(r["factor"], "rope_scaling.factor");
-      y.original_max_position_embeddings = rf.integer("original_max_position_embeddings");
-      // transformers: `get("beta_fast") or 32`, so a null or zero is the default too.
+      check(y.factor > 1, "config: " + std::string(key) + ".factor must be > 1 for yarn, got " +
+                              r["factor"].dump());
+      // transformers: `get(...) or default`, so a null or zero is the default too.
+      y.original_max_position = rf.integer("original_max_position_embeddings", 0) != 0
+                                    ? rf.integer("original_max_position_embeddings", 0)
+                                    : f.integer("max_position_embeddings", 0);
       y.beta_fast = rf.number("beta_fast", 0) != 0 ? rf.number("beta_fast", 0) : 32.0f;
       y.beta_slow = rf.number("beta_slow", 0) != 0 ? rf.number("beta_slow", 0) : 1.0f;
       y.truncate = rf.boolean("truncate", true);
-      // The attention factor the paper suggests when none is given (mscale: DeepSeek's ratio).
-      const auto mscale = [](double scale, double m) {
-        return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
-      };
-      const float m = rf.number("mscale", 0), m_all = rf.number("mscale_all_dim", 0);
-      y.attention_factor =
-          rf.has("attention_factor")
-              ? rf.number("attention_factor", 1)
-              : static_cast<float>(m != 0 && m_all != 0
-                                       ? mscale(y.factor, m) / mscale(y.factor, m_all)
-                                       : mscale(y.factor, 1));
+      // Kept as given: DeepSeek's softmax scale reads mscale_all_dim; Yarn::cos_sin_factor derives
+      // the attention factor from them when none is given.
+      y.mscale = rf.number("mscale", 0);
+      y.mscale_all_dim = rf.number("mscale_all_dim", 0);
+      y.attention_factor = rf.number("attention_factor", 0);
     }
     if (r.contains("rope_theta") && !f.has("rope_theta") && !theta)
       theta = HfFields::as_float(r["rope_theta"], "rope_parameters.rope_theta");

@@ -38,14 +38,26 @@ const char* gguf_base(TensorKind k) {
       return "attn_output.bias";
     case TensorKind::AttnSinks:
       return "attn_sinks.weight";
-    case TensorKind::RouterBias:
-      return "ffn_gate_inp.bias";
     case TensorKind::ExpGateBias:
       return "ffn_gate_exps.bias";
     case TensorKind::ExpDownBias:
       return "ffn_down_exps.bias";
     case TensorKind::ExpUpBias:
       return "ffn_up_exps.bias";
+    case TensorKind::AttnQA:
+      return "attn_q_a.weight";
+    case TensorKind::AttnQANorm:
+      return "attn_q_a_norm.weight";
+    case TensorKind::AttnQB:
+      return "attn_q_b.weight";
+    case TensorKind::AttnKvA:
+      return "attn_kv_a_mqa.weight";
+    case TensorKind::AttnKvANorm:
+      return "attn_kv_a_norm.weight";
+    case TensorKind::AttnKvB:
+      return "attn_kv_b.weight";
+    case TensorKind::RouterBias:
+      return "exp_probs_b.bias";
     case TensorKind::FfnNorm:
       return "ffn_norm.weight";
     case TensorKind::Router:
@@ -101,23 +113,38 @@ void layer_tensors(const ModelConfig& c, const Architecture& arch, int32_t layer
   }
   const LayerConfig lc = c.layer(layer);
   emit(TensorKind::AttnNorm, {d});
-  emit(TensorKind::AttnQ, {q, d}, -1, c.num_heads);
-  emit(TensorKind::AttnK, {kv, d}, -1, c.num_kv_heads);
-  emit(TensorKind::AttnV, {kv, d});
-  emit(TensorKind::AttnOut, {d, q});
-  if (c.attention_bias) {
-    emit(TensorKind::AttnQBias, {q});
-    emit(TensorKind::AttnKBias, {kv});
-    emit(TensorKind::AttnVBias, {kv});
-  }
-  if (c.attention_out_bias) emit(TensorKind::AttnOutBias, {d});
-  if (c.attention_sinks) emit(TensorKind::AttnSinks, {c.num_heads});
-  if (c.qk_norm == QkNorm::Full) {
-    emit(TensorKind::AttnQNorm, {q});
-    emit(TensorKind::AttnKNorm, {kv});
-  } else if (c.qk_norm == QkNorm::PerHead) {
-    emit(TensorKind::AttnQNorm, {hd});
-    emit(TensorKind::AttnKNorm, {hd});
+  if (c.mla()) {
+    const int64_t lat = c.kv_lora_rank, rope = c.qk_rope_head_dim, qa = c.q_lora_rank;
+    if (qa > 0) {
+      emit(TensorKind::AttnQA, {qa, d});
+      emit(TensorKind::AttnQANorm, {qa});
+      emit(TensorKind::AttnQB, {q, qa});
+    } else {
+      emit(TensorKind::AttnQ, {q, d});
+    }
+    emit(TensorKind::AttnKvA, {lat + rope, d});
+    emit(TensorKind::AttnKvANorm, {lat});
+    emit(TensorKind::AttnKvB, {c.num_heads * (c.qk_nope_head_dim + c.v_head_dim), lat});
+    emit(TensorKind::AttnOut, {d, int64_t{c.num_heads} * c.v_head_dim});
+  } else {
+    emit(TensorKind::AttnQ, {q, d}, -1, c.num_heads);
+    emit(TensorKind::AttnK, {kv, d}, -1, c.num_kv_heads);
+    emit(TensorKind::AttnV, {kv, d});
+    emit(TensorKind::AttnOut, {d, q});
+    if (c.attention_bias) {
+      emit(TensorKind::AttnQBias, {q});
+      emit(TensorKind::AttnKBias, {kv});
+      emit(TensorKind::AttnVBias, {kv});
+    }
+    if (c.attention_out_bias) emit(TensorKind::AttnOutBias, {d});
+    if (c.attention_sinks) emit(TensorKind::AttnSinks, {c.num_heads});
+    if (c.qk_norm == QkNorm::Full) {
+      emit(TensorKind::AttnQNorm, {q});
+      emit(TensorKind::AttnKNorm, {kv});
+    } else if (c.qk_norm == QkNorm::PerHead) {
+      emit(TensorKind::AttnQNorm, {hd});
+      emit(TensorKind::AttnKNorm, {hd});
+    }
   }
   emit(TensorKind::FfnNorm, {d});
   if (!lc.moe) {
@@ -198,14 +225,26 @@ std::string hf_standard_name(TensorKind kind, int32_t layer, int32_t expert) {
       return p + "self_attn.o_proj.bias";
     case TensorKind::AttnSinks:
       return p + "self_attn.sinks";
-    case TensorKind::RouterBias:
-      return p + "mlp.gate.bias";
     case TensorKind::ExpGateBias:
       return x + "gate_proj.bias";
     case TensorKind::ExpDownBias:
       return x + "down_proj.bias";
     case TensorKind::ExpUpBias:
       return x + "up_proj.bias";
+    case TensorKind::AttnQA:
+      return p + "self_attn.q_a_proj.weight";
+    case TensorKind::AttnQANorm:
+      return p + "self_attn.q_a_layernorm.weight";
+    case TensorKind::AttnQB:
+      return p + "self_attn.q_b_proj.weight";
+    case TensorKind::AttnKvA:
+      return p + "self_attn.kv_a_proj_with_mqa.weight";
+    case TensorKind::AttnKvANorm:
+      return p + "self_attn.kv_a_layernorm.weight";
+    case TensorKind::AttnKvB:
+      return p + "self_attn.kv_b_proj.weight";
+    case TensorKind::RouterBias:
+      return p + "mlp.gate.e_score_correction_bias";
     case TensorKind::FfnNorm:
       return p + "post_attention_layernorm.weight";
     case TensorKind::Router:

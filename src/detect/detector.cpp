@@ -36,6 +36,16 @@ std::string_view detect_method_name(DetectMethod m) {
   return "?";
 }
 
+std::string_view detect_scheme_name(DetectScheme s) {
+  return s == DetectScheme::Exp ? "exp" : "green";
+}
+
+DetectScheme detect_scheme_from_name(std::string_view name) {
+  if (name == "green") return DetectScheme::Green;
+  if (name == "exp") return DetectScheme::Exp;
+  throw Error("unknown watermark scheme '" + std::string(name) + "' (expected green or exp)");
+}
+
 DetectMethod detect_method_from_name(std::string_view name) {
   for (DetectMethod m :
        {DetectMethod::Full, DetectMethod::Cspv, DetectMethod::Weighted, DetectMethod::Pepi})
@@ -52,6 +62,12 @@ Detector::Detector(std::shared_ptr<const GreenLists> lists, DetectOptions opt)
         "detector: method cspv needs a sample size N > 0");
   check(std::isfinite(opt_.min_entropy) && opt_.min_entropy >= 0,
         "detector: min_entropy must be a finite number of nats >= 0");
+  if (opt_.scheme == DetectScheme::Exp) {
+    check(opt_.method == DetectMethod::Full || opt_.method == DetectMethod::Pepi,
+          "detector: the exp scheme is detected with method full or pepi");
+    check(opt_.min_entropy == 0 && lists_->context_buckets() == 0,
+          "detector: the exp scheme takes neither min_entropy nor context buckets");
+  }
 }
 
 void Detector::set_expert_predictor(std::shared_ptr<ExpertPredictor> predictor) {
@@ -97,6 +113,7 @@ DetectionResult Detector::detect(const DetectionInput& in) const {
   DetectionResult r;
   r.method = detect_method_name(opt_.method);
   r.threshold = opt_.threshold;
+  if (opt_.scheme == DetectScheme::Exp) return score_exp(in, records, start, std::move(r));
   r.gamma = gl.gamma();
   r.min_entropy = opt_.min_entropy;
   const int32_t V = gl.vocab_size(), E = gl.num_experts(), H = gl.context_buckets();

@@ -29,6 +29,10 @@ nlohmann::json to_json(const DetectionResult& r) {
       {"candidates", r.candidates},
       {"repeats_skipped", r.repeats_skipped},
   };
+  if (r.scheme != "green") {  // exp: its score (green_fraction is the share with r > 1/2)
+    j["scheme"] = r.scheme;
+    j["score"] = r.score;
+  }
   if (r.min_entropy > 0) {  // entropy-aware detection (absent otherwise: outputs unchanged)
     j["min_entropy"] = r.min_entropy;
     j["low_entropy_skipped"] = r.low_entropy_skipped;

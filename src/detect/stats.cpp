@@ -51,6 +51,32 @@ double binomial_log_sf(int64_t g, int64_t n, double p) {
   return std::log1p(-std::exp(std::min(log_lower, 0.0)));
 }
 
+double gamma_log_sf(int64_t n, double s) {
+  check(n >= 1, "gamma tail: need n >= 1");
+  if (s <= 0) return 0.0;
+  // e^-s sum_{k<n} s^k / k!, the terms summed relative to the largest (log-sum-exp).
+  const double ls = std::log(s);
+  double top = -std::numeric_limits<double>::infinity();
+  for (int64_t k = 0; k < n; ++k)
+    top = std::max(top, static_cast<double>(k) * ls - std::lgamma(static_cast<double>(k) + 1));
+  double sum = 0;
+  for (int64_t k = 0; k < n; ++k)
+    sum += std::exp(static_cast<double>(k) * ls - std::lgamma(static_cast<double>(k) + 1) - top);
+  return std::min(0.0, -s + top + std::log(sum));
+}
+
+double normal_isf_log(double log_p) {
+  check(log_p <= 0, "normal quantile: log p must be <= 0");
+  // normal_log_sf decreases in z: bisect (to far below double's resolution of z).
+  double lo = -40, hi = 40;
+  while (normal_log_sf(hi) > log_p) hi *= 2;
+  for (int i = 0; i < 200 && hi - lo > 1e-12 * std::max(1.0, std::fabs(hi)); ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (normal_log_sf(mid) > log_p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
 double normal_log_sf(double z) {
   if (z < 30.0) return std::log(0.5 * std::erfc(z / std::sqrt(2.0)));
   // Asymptotic series of the Mills ratio; its error is far below double precision at z >= 30.

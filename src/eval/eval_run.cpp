@@ -263,6 +263,9 @@ std::vector<int32_t> Pipeline::generate_one(Model& m, std::span<const int32_t> p
     wp->reset();
     go.observer = wp;
     go.processor = wp;
+    // The exp mode (and context buckets) key each step by the previous token too.
+    wp->set_previous_token(prompt.back());
+    go.on_token = [wp](int32_t t) { wp->set_previous_token(t); };
   }
   std::vector<int32_t> out = generate(m, prompt, go);
   if (!out.empty() && out.back() == model_->config().eos_token_id) out.pop_back();
@@ -289,7 +292,7 @@ void Pipeline::score_texts(const std::string& name, std::vector<Text>& texts, bo
     collect_spread_ = false;
     for (auto& [label, z] : detect_all(seq, P, a, true)) {
       sc["prompt"][label].push_back(z);
-      if (label == "full") t.z_full = z;
+      if (label == (name == "exp" ? "exp" : "full")) t.z_full = z;  // the text's own scheme
     }
     if (quality) {
       t.ppl = perplexity_from_nll(a.nll);
@@ -409,8 +412,8 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
       parts.push_back(key.substr(pos, e - pos));
     parts.push_back(key.substr(pos));
     for (auto& [label, v] : by_label) {
-      if (label.find("repeats") != std::string::npos)
-        continue;  // dedup only, to keep the table short
+      // Dedup only, to keep the table short; the exp scheme is not what these texts carry.
+      if (label.find("repeats") != std::string::npos || label == "exp") continue;
       const auto ci = bootstrap_ci(
           v, [](std::span<const double> s) { return rate_above(s, 4.0); }, o_.bootstrap, seed++);
       out.push_back({{"mode", mode},
@@ -447,7 +450,7 @@ json Pipeline::attacks(const std::string& mode, std::vector<Text>& texts) {
   for (auto& [key, v] : crop) {
     const auto bar = key.find('|');
     const std::string label = key.substr(bar + 1);
-    if (label.find("repeats") != std::string::npos) continue;
+    if (label.find("repeats") != std::string::npos || label == "exp") continue;
     const auto ci = bootstrap_ci(
         v, [](std::span<const double> s) { return rate_above(s, 4.0); }, o_.bootstrap, seed++);
     out.push_back({{"mode", mode},
@@ -688,6 +691,11 @@ json Pipeline::run() {
                               Detector(lists_, opt));
     }
   }
+  if (o_.exp) {
+    DetectOptions opt;
+    opt.scheme = DetectScheme::Exp;
+    detectors_.emplace_back("exp", Detector(lists_, opt));
+  }
   if (!o_.oracle.empty()) {
     auto oracle = std::make_shared<const Oracle>(Oracle::load(o_.oracle));
     oracle->check_router_hash(hash);
@@ -739,15 +747,17 @@ json Pipeline::run() {
   // Generation: the same prompt and sampling seed for the unwatermarked and both watermarked texts.
   WatermarkConfig gsg_cfg{WatermarkMode::GSG, o_.gamma, o_.delta, {}, layer_};
   WatermarkConfig ewp_cfg{WatermarkMode::EWP, o_.gamma, o_.delta, {}, layer_};
-  WatermarkProcessor gsg(gsg_cfg, lists_), ewp(ewp_cfg, lists_);
+  WatermarkConfig exp_cfg{WatermarkMode::Exp, o_.gamma, o_.delta, {}, layer_};
+  WatermarkProcessor gsg(gsg_cfg, lists_), ewp(ewp_cfg, lists_), exp(exp_cfg, lists_);
+  std::vector<std::pair<std::string, WatermarkProcessor*>> modes = {
+      {"none", nullptr}, {"gsg", &gsg}, {"ewp", &ewp}};
+  if (o_.exp) modes.emplace_back("exp", &exp);
   std::map<std::string, std::vector<Text>> gen;
   double gen_seconds = 0;
   int64_t gen_tokens = 0;
   for (int32_t i = 0; i < o_.n; ++i) {
     const auto prompt = tok_->encode(prompt_lines[i], true, false);
-    for (auto [name, wp] : {std::pair<std::string, WatermarkProcessor*>{"none", nullptr},
-                            std::pair<std::string, WatermarkProcessor*>{"gsg", &gsg},
-                            std::pair<std::string, WatermarkProcessor*>{"ewp", &ewp}}) {
+    for (auto [name, wp] : modes) {
       const auto t0 = Clock::now();
       Text t;
       t.prompt = prompt;
@@ -761,15 +771,18 @@ json Pipeline::run() {
         " tokens/s)");
   }
 
-  for (const std::string name : {"gsg", "ewp", "none"}) score_texts(name, gen[name], true);
+  for (const auto& [name, wp] : modes) score_texts(name, gen[name], true);
   score_texts("human", human, false);
 
   // Detection summaries: positives = one mode, negatives = human + unwatermarked.
   json detection = json::array();
   uint64_t seed = 1;
-  for (const std::string mode : {"gsg", "ewp"}) {
+  std::vector<std::string> marked = {"gsg", "ewp"};
+  if (o_.exp) marked.push_back("exp");
+  for (const std::string& mode : marked) {
     for (const std::string cond : {"prompt", "noprompt"}) {
       for (const auto& [label, det] : detectors_) {
+        if ((label == "exp") != (mode == "exp")) continue;  // each scheme on its own texts
         std::vector<double> neg = scores_["human"][cond][label];
         const auto& un = scores_["none"][cond][label];
         neg.insert(neg.end(), un.begin(), un.end());
@@ -816,6 +829,7 @@ json Pipeline::run() {
                    {"top_p", o_.top_p},
                    {"seed", o_.seed},
                    {"cspv_sample", o_.cspv_sample},
+                   {"exp", o_.exp},
                    {"threshold", 4.0},
                    {"attack_rates", o_.attack_rates},
                    {"attack_top_k", o_.top_k_attack},
@@ -833,12 +847,14 @@ json Pipeline::run() {
   out["samples_text"] = {{"none", tok_->decode(gen["none"].front().text, true)},
                          {"gsg", tok_->decode(gen["gsg"].front().text, true)},
                          {"ewp", tok_->decode(gen["ewp"].front().text, true)}};
+  if (o_.exp) out["samples_text"]["exp"] = tok_->decode(gen["exp"].front().text, true);
   const size_t n_grid =
       o_.delta_texts < 0 ? static_cast<size_t>(o_.n) : std::min<size_t>(o_.n, o_.delta_texts);
   json grid = json::array();
   grid.push_back(grid_point("none", 0.0, gen["none"], n_grid));
   for (const std::string mode : {"gsg", "ewp"})
     grid.push_back(grid_point(mode, o_.delta, gen[mode], n_grid));
+  if (o_.exp) grid.push_back(grid_point("exp", 0.0, gen["exp"], n_grid));  // it biases nothing
   out["delta_grid"] = grid;
   checkpoint(out, "detection");
 

@@ -243,9 +243,9 @@ std::string render_report(const json& r) {
 
   // ROC and histograms.
   h += "<h2>ROC curves and z-scores</h2><div class=\"charts\">\n";
-  for (const std::string mode : {"gsg", "ewp"}) {
+  for (const std::string mode : {"gsg", "ewp", "exp"}) {
     std::vector<Series> ss;
-    for (const std::string method : {"full", "cspv", "weighted", "pepi"})
+    for (const std::string method : {"full", "cspv", "weighted", "pepi", "exp"})
       for (bool prompt : {true, false})
         if (const json* d = find_detection(r, mode, method, prompt, false);
             d && d->contains("roc")) {
@@ -254,11 +254,12 @@ std::string render_report(const json& r) {
             se.pts.emplace_back(pt[0].get<double>(), pt[1].get<double>());
           ss.push_back(std::move(se));
         }
+    if (ss.empty()) continue;  // exp without --exp
     h += line_chart("roc-" + mode, "roc", "ROC, " + mode + " vs human + unwatermarked",
                     "false-positive rate", "true-positive rate", ss, 0, 1, 0, 1);
   }
-  for (const std::string mode : {"gsg", "ewp"})
-    if (const json* d = find_detection(r, mode, "full", true, false))
+  for (const std::string mode : {"gsg", "ewp", "exp"})
+    if (const json* d = find_detection(r, mode, mode == "exp" ? "exp" : "full", true, false))
       h += z_histogram("zhist-" + mode, "z (full, with prompt): " + mode + " vs negatives",
                        dvec(*d, "z_pos"), dvec(*d, "z_neg"));
   h += "</div>\n";

@@ -2,6 +2,7 @@
 // more sequences), running its operations on a backend (include/epwa/backend.hpp). Each is testable
 // on its own.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "epwa/backend.hpp"
@@ -15,6 +16,11 @@ namespace epwa::block {
 // GQA over its cache (k, v appended at its positions).
 void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
                std::span<const SeqRows> seqs, int64_t n, float* x, Context::Scratch& s);
+
+// The same for multi-head latent attention (ModelConfig::mla(): DeepSeek-V2/V3): the latent and
+// rope part appended to the cache, attention in the latent space (Backend::latent_attention).
+void latent_attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
+                      std::span<const SeqRows> seqs, int64_t n, float* x, Context::Scratch& s);
 
 // The router of an MoE layer over n normed rows `xn`: slot Router gets the logits, TopK the k
 // experts of each row (best first, ties to the lower index), TopW their weights (softmax over all

@@ -131,7 +131,10 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
                  runs[r].p0,
                  {q.k[l].data(), q.v[l].data(), q.capacity, runs[r].seq, l, window}};
     }
-    block::attention(be, c, L, seqs, n, x, s);
+    if (c.mla())
+      block::latent_attention(be, c, L, seqs, n, x, s);
+    else
+      block::attention(be, c, L, seqs, n, x, s);
     {
       EPWA_PHASE("norm");
       be.rmsnorm(x, n, d, L.ffn_norm, c.rms_norm_eps, xn, *s.backend);

@@ -2,6 +2,7 @@
 #include "epwa/model.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "epwa/error.hpp"
 #include "epwa/platform.hpp"
@@ -51,7 +52,7 @@ void Model::use_backend(std::shared_ptr<const Backend> b) {
   const ModelConfig& c = config_;
   const std::pair<bool, std::string_view> needs[] = {
       {c.attention_sinks || !c.sliding_layers.empty(), "attention sinks and sliding windows"},
-      {c.yarn.factor != 0, "YaRN rope scaling"},
+      {c.yarn.on() && !c.mla(), "YaRN rope scaling"},
       {c.expert_bias || c.swiglu_limit > 0, "experts with biases and the clamped SwiGLU"},
   };
   const BackendOp ops[] = {BackendOp::SinkAttention, BackendOp::YarnRope, BackendOp::BiasedExperts};
@@ -60,6 +61,13 @@ void Model::use_backend(std::shared_ptr<const Backend> b) {
           "the " + std::string(b->name()) + " backend does not run " +
               std::string(needs[i].second) + " (" + c.architecture +
               "); run it on the CPU (--cpu)");
+  check(!config_.mla() || b->supports(BackendOp::LatentAttention, DType::F32),
+        "the " + std::string(b->name()) +
+            " backend does not run multi-head latent attention (DeepSeek-V2/V3); run on the CPU "
+            "(--cpu)");
+  check(config_.plain_routing() || b->supports(BackendOp::GroupedRoute, DType::F32),
+        "the " + std::string(b->name()) + " backend does not run this router (" +
+            config_.router_rule() + "); run on the CPU (--cpu)");
   // Every tensor the backend's ops read (a tied head is the embedding's data, taken once).
   std::vector<const TensorView*> views;
   for_each_tensor(config_, [&](const TensorSpec& s) {
@@ -115,14 +123,26 @@ TensorView& weight_slot(ModelWeights& w, const TensorSpec& s) {
       return L.bo;
     case TensorKind::AttnSinks:
       return L.sinks;
-    case TensorKind::RouterBias:
-      return L.router_bias;
     case TensorKind::ExpGateBias:
       return expert(L.b1);
     case TensorKind::ExpDownBias:
       return expert(L.b2);
     case TensorKind::ExpUpBias:
       return expert(L.b3);
+    case TensorKind::AttnQA:
+      return L.wq_a;
+    case TensorKind::AttnQANorm:
+      return L.q_a_norm;
+    case TensorKind::AttnQB:
+      return L.wq_b;
+    case TensorKind::AttnKvA:
+      return L.wkv_a;
+    case TensorKind::AttnKvANorm:
+      return L.kv_a_norm;
+    case TensorKind::AttnKvB:
+      return L.wkv_b;
+    case TensorKind::RouterBias:
+      return L.router_bias;
     case TensorKind::FfnNorm:
       return L.ffn_norm;
     case TensorKind::Router:
@@ -205,7 +225,8 @@ void check_weights(const ModelConfig& c, const ModelWeights& w) {
 
 Context::Context(const Model& model, int64_t capacity, int32_t sequences)
     : model_(&model),
-      kv_dim_(int64_t{model.config().num_kv_heads} * model.config().head_dim),
+      k_dim_(model.config().kv_cache_k_dim()),
+      v_dim_(model.config().kv_cache_v_dim()),
       scratch_(std::make_unique<Scratch>()) {
   check(sequences >= 1, "context: needs at least one sequence, got " + std::to_string(sequences));
   scratch_->backend = model.backend().make_scratch(model.config());
@@ -219,7 +240,8 @@ Context::Context(const Model& model, int64_t capacity, int32_t sequences)
 
 Context::Context(const Context& other)
     : model_(other.model_),
-      kv_dim_(other.kv_dim_),
+      k_dim_(other.k_dim_),
+      v_dim_(other.v_dim_),
       seqs_(other.seqs_),
       scratch_(std::make_unique<Scratch>()) {
   scratch_->backend = model_->backend().copy_scratch(*other.scratch_->backend, model_->config());
@@ -241,18 +263,28 @@ void Context::reserve(int32_t seq, int64_t positions) {
   q.capacity = std::max(positions, q.capacity * 2);
   if (model_->backend().keeps_kv_cache()) return;  // its rows live in the backend's scratch
   const ModelConfig& c = model_->config();
-  for (auto* side : {&q.k, &q.v})
+  for (auto [side, dim] : {std::pair{&q.k, k_dim_}, std::pair{&q.v, v_dim_}}) {
+    if (dim == 0) continue;
     for (size_t l = 0; l < side->size(); ++l) {
       // A sliding layer's rows are a ring of its window (position p in row p % window).
       const int64_t window = c.layer_window(static_cast<int32_t>(l));
       const int64_t rows = window > 0 ? std::min(q.capacity, window) : q.capacity;
       auto& buf = (*side)[l];
-      if (static_cast<int64_t>(buf.size()) >= rows * kv_dim_) continue;
+      if (static_cast<int64_t>(buf.size()) >= rows * dim) continue;
       // Advised before the new part is zero-filled, so that its first touch can fault huge pages.
-      buf.reserve(static_cast<size_t>(rows * kv_dim_));
+      buf.reserve(static_cast<size_t>(rows * dim));
       advise_huge_pages(buf.data(), buf.capacity() * sizeof(float));
-      buf.resize(static_cast<size_t>(rows * kv_dim_));
+      buf.resize(static_cast<size_t>(rows * dim));
     }
+  }
+}
+
+int64_t Context::kv_bytes_per_position(int32_t seq) const {
+  const Seq& q = at(seq);
+  int64_t bytes = 0;
+  for (const auto* side : {&q.k, &q.v})
+    for (const auto& buf : *side) bytes += static_cast<int64_t>(buf.size() * sizeof(float));
+  return q.capacity > 0 ? bytes / q.capacity : 0;
 }
 
 int64_t Context::kv_bytes(int32_t layer, int32_t seq) const {

@@ -34,12 +34,26 @@ void route(const Backend& be, const ModelConfig& c, const LayerWeights& L, const
     const TensorView* ws[] = {&L.router};
     float* ys[] = {router};
     be.linear(ws, xn, n, d, ys, *s.backend);
-    if (c.router_bias) be.add_bias(L.router_bias, router, n, *s.backend);
+    // GPT-OSS's router is a linear layer with a bias (DeepSeek's bias only ranks, in
+    // route_grouped).
+    if (c.router_bias && c.router_scoring == RouterScoring::TopkSoftmax)
+      be.add_bias(L.router_bias, router, n, *s.backend);
   }
   EPWA_PHASE("top-k");
-  // Softmax over the k best logits equals the softmax over all renormalised over the k.
-  const bool renormalize = c.norm_topk_prob || c.router_scoring == RouterScoring::TopkSoftmax;
-  be.route(router, n, ne, k, renormalize, topk, topw, *s.backend);
+  if (c.plain_routing()) {
+    // Softmax over the k best logits equals the softmax over all renormalised over the k.
+    const bool renormalize = c.norm_topk_prob || c.router_scoring == RouterScoring::TopkSoftmax;
+    return be.route(router, n, ne, k, renormalize, topk, topw, *s.backend);
+  }
+  const RouteRule rule{k,
+                       c.norm_topk_prob,
+                       c.router_scoring == RouterScoring::Sigmoid,
+                       c.n_group,
+                       c.topk_group,
+                       c.group_score == GroupScore::TopTwo,
+                       c.routed_scaling_factor,
+                       c.router_bias ? &L.router_bias : nullptr};
+  be.route_grouped(router, n, ne, rule, topk, topw, *s.backend);
 }
 
 void download_routing(const Backend& be, const ModelConfig& c, int64_t n, Context::Scratch& s) {

@@ -49,10 +49,14 @@ std::optional<TensorRole> quant_role(const TensorSpec& s) {
     case TensorKind::Output:
       return TensorRole::Output;
     case TensorKind::AttnQ:
+    case TensorKind::AttnQA:
+    case TensorKind::AttnQB:
       return TensorRole::AttnQ;
     case TensorKind::AttnK:
+    case TensorKind::AttnKvA:
       return TensorRole::AttnK;
     case TensorKind::AttnV:
+    case TensorKind::AttnKvB:
       return TensorRole::AttnV;
     case TensorKind::AttnOut:
       return TensorRole::AttnOutput;

@@ -22,7 +22,7 @@ double Sampler::uniform() {  // splitmix64, top 53 bits
   return static_cast<double>(z >> 11) * 0x1.0p-53;
 }
 
-int32_t Sampler::sample(std::span<float> logits) {
+int32_t Sampler::sample(std::span<float> logits, const KeyedUniforms* keyed) {
   const int32_t v = static_cast<int32_t>(logits.size());
   if (opt_.temperature == 0.0f)
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -53,6 +53,15 @@ int32_t Sampler::sample(std::span<float> logits) {
   }
   double total = 0;
   for (int32_t i = 0; i < keep; ++i) total += p[i];
+  if (keyed) {  // exponential race: ties to the earlier candidate (higher logit, lower id)
+    int32_t best = 0;
+    double best_score = -std::numeric_limits<double>::infinity();
+    for (int32_t i = 0; i < keep; ++i) {
+      const double score = std::log(keyed->uniform(order_[i])) / (p[i] / total);
+      if (score > best_score) best_score = score, best = i;
+    }
+    return order_[best];
+  }
   double r = uniform() * total;
   for (int32_t i = 0; i < keep; ++i) {
     r -= p[i];
@@ -88,7 +97,7 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
   for (int32_t i = 0; i < n; ++i) {
     if (o.processor) o.processor->process(logits);
     for (int32_t s : o.suppress_tokens) logits[s] = -std::numeric_limits<float>::infinity();
-    const int32_t t = sampler.sample(logits);
+    const int32_t t = sampler.sample(logits, o.processor ? o.processor->uniforms() : nullptr);
     out.push_back(t);
     if (o.on_token) o.on_token(t);
     if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), t) != o.stop_tokens.end()) break;

@@ -1,5 +1,6 @@
 // Matrix products, views and row conversion over stored F32/F16/BF16 weights.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -156,6 +157,20 @@ void matvec(const TensorView& w, int64_t r0, int64_t r1, std::span<const float> 
       row_grain(m.row_bytes));
 }
 
+namespace {
+
+// Token counts up to which matmul takes dot products rather than packed panels. EPWA_DOT_TOKENS
+// overrides it for measurements (docs/KERNELS.md).
+int64_t dot_tokens() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("EPWA_DOT_TOKENS");
+    return e && *e ? std::strtoll(e, nullptr, 10) : int64_t{8};
+  }();
+  return v;
+}
+
+}  // namespace
+
 void matmul(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool& pool) {
   const Matrix m = as_matrix(w, "matmul");
   check(n >= 0, [&] { return "matmul: negative token count for tensor '" + w.name + "'"; });
@@ -164,6 +179,22 @@ void matmul(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool
         [&] { return "matmul: null x or y for tensor '" + w.name + "'"; });
   if (n == 1) {
     matvec(w, {x, static_cast<size_t>(m.cols)}, {y, static_cast<size_t>(m.rows)}, pool);
+    return;
+  }
+  // A few tokens (a batch of decoding sequences, the slots of one expert): packing a panel costs
+  // more than the few products it would feed (pack_panel was 33 % of a 16-sequence decode of the
+  // bundled model, the micro-kernels 12 %), so each row meets every token as matvec's dot product
+  // (the row stays in L1), which also makes a batched row equal, to the bit, to its decode alone.
+  if (n <= dot_tokens()) {
+    const DotFn dotf = dot_for(ops::kernels(), m.type);
+    pool.parallel_for(
+        m.rows,
+        [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r)
+            for (int64_t t = 0; t < n; ++t)
+              y[t * m.rows + r] = dotf(m.data + r * m.row_bytes, x + t * m.cols, m.cols);
+        },
+        row_grain(m.row_bytes));
     return;
   }
   const ops::Kernels& k = ops::kernels();

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <numbers>
 #include <string>
+#include <vector>
 
 #include "epwa/error.hpp"
 #include "epwa/ops.hpp"
@@ -20,37 +21,40 @@ RopeTable::RopeTable(int64_t head_dim, float theta, int64_t positions) : hd_(hea
   ensure(positions);
 }
 
-RopeTable::RopeTable(int64_t head_dim, float theta, const RopeYarn& yarn, int64_t positions)
+RopeTable::RopeTable(int64_t head_dim, float theta, const Yarn& yarn, int64_t positions)
     : RopeTable(head_dim, theta, 0) {
-  if (yarn.factor == 0) {
-    ensure(positions);
-    return;
+  if (yarn.on()) {
+    inv_freq_ = yarn_inv_freq(hd_, theta, yarn);
+    scale_ = yarn.cos_sin_factor();
   }
-  check(yarn.factor > 0 && yarn.original_max_position_embeddings > 0,
+  ensure(positions);
+}
+
+std::vector<float> yarn_inv_freq(int64_t dim, float theta, const Yarn& yarn) {
+  check(yarn.factor > 0 && yarn.original_max_position > 0,
         "rope: YaRN needs a positive factor and original_max_position_embeddings");
-  // transformers' _compute_yarn_parameters: f32 tensors, the correction range in double.
-  const auto dim = static_cast<double>(hd_);
+  // transformers' _compute_yarn_parameters: the correction range in double (Python floats), the
+  // powers, the ramp and the blend in f32 tensors.
+  const auto d = static_cast<double>(dim);
   const auto correction_dim = [&](double rotations) {
-    return dim *
-           std::log(yarn.original_max_position_embeddings / (rotations * 2 * std::numbers::pi)) /
+    return d * std::log(yarn.original_max_position / (rotations * 2 * std::numbers::pi)) /
            (2 * std::log(static_cast<double>(theta)));
   };
   double low = correction_dim(yarn.beta_fast), high = correction_dim(yarn.beta_slow);
   if (yarn.truncate) low = std::floor(low), high = std::ceil(high);
-  low = std::max(low, 0.0), high = std::min(high, dim - 1);
-  if (low == high) high += 0.001;  // linear_ramp_factor's guard
-  for (int64_t i = 0; i < hd_ / 2; ++i) {
-    const float pos_freq = std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(hd_));
+  low = std::max(low, 0.0), high = std::min(high, d - 1);
+  if (low == high) high += 0.001;  // linear_ramp_factor's guard against a zero-width ramp
+  std::vector<float> out(static_cast<size_t>(dim / 2));
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    const float pos_freq = std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(dim));
     const float extrapolation = 1.0f / pos_freq, interpolation = 1.0f / (yarn.factor * pos_freq);
     const float ramp = std::clamp(
         (static_cast<float>(i) - static_cast<float>(low)) / static_cast<float>(high - low), 0.0f,
         1.0f);
-    const float extrapolation_factor = 1.0f - ramp;
-    inv_freq_[i] =
-        interpolation * (1.0f - extrapolation_factor) + extrapolation * extrapolation_factor;
+    const float keep = 1.0f - ramp;  // the share of the unscaled frequency
+    out[i] = interpolation * (1.0f - keep) + extrapolation * keep;
   }
-  scale_ = yarn.attention_factor;
-  ensure(positions);
+  return out;
 }
 
 void RopeTable::ensure(int64_t positions) {
@@ -90,6 +94,25 @@ void RopeTable::apply(std::span<float> x, int64_t pos) const {
     const float a = x[i], b = x[i + half];
     x[i] = a * c - b * s;
     x[i + half] = b * c + a * s;
+  }
+}
+
+void RopeTable::apply_pairs(float* x, int64_t pos) const {
+  if (pos < 0) throw Error("rope: negative position " + std::to_string(pos));
+  const int64_t half = hd_ / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    float c, s;
+    if (pos < cached_positions()) {
+      c = cos_[pos * half + i];
+      s = sin_[pos * half + i];
+    } else {
+      const float ang = static_cast<float>(pos) * inv_freq_[i];
+      c = std::cos(ang) * scale_;
+      s = std::sin(ang) * scale_;
+    }
+    const float a = x[2 * i], b = x[2 * i + 1];
+    x[2 * i] = a * c - b * s;
+    x[2 * i + 1] = b * c + a * s;
   }
 }
 

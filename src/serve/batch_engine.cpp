@@ -283,9 +283,13 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
       if (j.req.logprobs >= 0 && j.req.on_logprobs) raw.assign(row.begin(), row.end());
       int32_t t;
       try {
-        if (j.req.watermark) j.req.watermark->process(row);
+        if (j.req.watermark) {
+          // CTX-v1 lists are keyed by the token at the observed position too.
+          j.req.watermark->set_previous_token(batch[end - 1].token);
+          j.req.watermark->process(row);
+        }
         for (int32_t x : j.req.suppress_tokens) row[x] = -std::numeric_limits<float>::infinity();
-        t = j.sampler.sample(row);
+        t = j.sampler.sample(row, j.req.watermark ? j.req.watermark->uniforms() : nullptr);
       } catch (const std::exception& e) {
         done(s, FinishReason::Error, e.what());
         continue;

@@ -26,6 +26,7 @@
 #include "epwa/platform.hpp"
 #include "epwa/server.hpp"
 #include "epwa/session.hpp"
+#include "epwa/tool_calls.hpp"
 #include "openai_api.hpp"
 
 namespace epwa {
@@ -42,6 +43,7 @@ struct Server::Impl {
   std::shared_ptr<const Tokenizer> tok;
   ServerOptions opt;
   std::map<std::string, std::shared_ptr<const GreenLists>> lists;  // by key id
+  std::string rotation_secret;  // KR-v1's, with opt.rotate_keys (keys in id order, as `lists`)
   std::string router_hash;
   int32_t layer = 0;
   std::vector<int32_t> suppress;  // ids that are not text (control, unknown), EOS aside
@@ -49,6 +51,10 @@ struct Server::Impl {
   // there, so not suppressed), and the suppressed ids without them.
   std::optional<ChatTemplate> chat;
   std::vector<int32_t> end_of_turn, chat_suppress;
+  // Tool calls: the template's syntax, and the suppressed ids of its markers (let through for a
+  // request with tools).
+  ToolCallSyntax tool_syntax = ToolCallSyntax::None;
+  std::vector<int32_t> tool_markers;
   std::atomic<int32_t> connections{0};
   std::atomic<uint64_t> completions{0};
   // /metrics: answers by (endpoint, status), completion latency, detections.
@@ -78,7 +84,9 @@ struct Server::Impl {
   Impl(Model& m, std::shared_ptr<const Tokenizer> t, ServerOptions o)
       : model(m), tok(std::move(t)), opt(std::move(o)) {}
   void accept();
+  // key_id empty: not named (rotation).
   nlohmann::json watermark_record(bool applied, const std::string& key_id) const;
+  std::string rotated_key(uint64_t seed, std::span<const int32_t> prompt) const;
   void count(const std::string& endpoint, int status);
   void observe_completion(double seconds);
   bool allow_detection(const std::string& who, double n);  // n texts
@@ -112,6 +120,7 @@ struct Generation {
   std::shared_ptr<Choices> group;  // its request's choices
   bool chat = false;               // /v1/chat/completions (its chunks carry messages and deltas)
   bool sent_role = false;          // a streamed chat's first delta names the role
+  bool tools = false;              // a chat with tools: the reply may be tool calls
   std::vector<int32_t> prompt, tokens, stop_tokens;
   std::vector<std::string> stop;
   std::string text;      // the text so far (cut at a stop string)
@@ -120,6 +129,7 @@ struct Generation {
   bool stream = false;
   int32_t logprobs = -1;  // >= 0: log-probabilities with this many alternatives
   bool echo = false;
+  bool echo_sent = false;          // a stream's echoed prompt (and its log-probabilities) went out
   std::vector<TokenLogprobs> lps;  // the echoed prompt's (tokens 1..), then each new token's
   uint64_t job = 0;
   std::string id;
@@ -330,7 +340,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     }
   }
 
-  // The key a request watermarks with under the server's policy, or "" for none.
+  // Whether a request is watermarked under the server's policy; with rotation, "*" (each choice's
+  // key is picked from its seed), else the key id.
   std::string watermark_key(const serve::CompletionParams& p) const {
     const ServerOptions& o = srv_.opt;
     bool on = false;
@@ -349,6 +360,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         break;
     }
     if (!on) return {};
+    if (o.rotate_keys) {
+      if (!p.key_id.empty())
+        throw bad_request("this server picks the key of each response (key rotation)", "watermark");
+      return "*";
+    }
     const std::string id = p.key_id.empty() ? o.keyring.default_id : p.key_id;
     if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "watermark");
     return id;
@@ -375,23 +391,35 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       g->stream = p.stream;
       g->logprobs = p.logprobs;
       g->echo = p.echo;
+      g->tools = chat && p.tools && srv_.tool_syntax != ToolCallSyntax::None;
       g->stop_tokens = {c.eos_token_id};
       if (chat)
         g->stop_tokens.insert(g->stop_tokens.end(), srv_.end_of_turn.begin(),
                               srv_.end_of_turn.end());
       g->id = id;
-      g->watermark = srv_.watermark_record(!key.empty(), key);
       BatchRequest r;
       r.prompt = p.prompt;
       r.max_new_tokens = p.max_tokens;
       r.sampling = p.sampling;
       r.sampling.seed = p.sampling.seed + static_cast<uint64_t>(i);  // choices differ, reproducibly
+      const std::string choice_key = key == "*" ? srv_.rotated_key(r.sampling.seed, p.prompt) : key;
+      g->watermark = srv_.watermark_record(!key.empty(), key == "*" ? "" : key);
       r.stop_tokens = g->stop_tokens;
       r.suppress_tokens = chat ? srv_.chat_suppress : srv_.suppress;
+      if (g->tools)
+        std::erase_if(r.suppress_tokens, [&](int32_t t) {
+          return std::find(srv_.tool_markers.begin(), srv_.tool_markers.end(), t) !=
+                 srv_.tool_markers.end();
+        });
       if (!key.empty()) {
+        if (srv_.opt.watermark.mode == WatermarkMode::Exp && r.sampling.temperature == 0)
+          throw bad_request(
+              "this server's watermark (exp) makes the sampling draw: temperature 0 leaves "
+              "nothing to key; use a temperature above 0",
+              "temperature");
         WatermarkConfig wc = srv_.opt.watermark;
         wc.router_layer = srv_.layer;
-        r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(key));
+        r.watermark = std::make_unique<WatermarkProcessor>(wc, srv_.lists.at(choice_key));
       }
       auto self = this->shared_from_this();
       auto ex = stream_.get_executor();
@@ -507,17 +535,46 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (!g.stopped)
       for (const std::string& s : g.stop)
         ready = std::min(ready, g.text.size() - std::min(g.text.size(), s.size() - 1));
-    if (ready > g.sent) {
-      auto out = chunk(g, g.text.substr(g.sent, ready - g.sent), nullptr);
-      if (g.logprobs >= 0) out["choices"][0]["logprobs"] = logprobs_json(g, 0, ready);
-      push("data: " + dump(out) + "\n\n");
-      g.sent = ready;
+    if (g.tools) ready = std::min(ready, tool_call_start(srv_.tool_syntax, g.text));
+    // An echoed prompt goes out with the first token, whatever of the new text is held back.
+    if (ready > g.sent || (g.echo && !g.echo_sent)) {
+      push("data: " + dump(stream_chunk(g, ready, nullptr)) + "\n\n");
+      g.sent = std::max(g.sent, ready);
     }
   }
 
-  // The new tokens' text as it continues the prompt (a word's leading space kept).
+  // A streamed chunk of the new text up to `ready` bytes: the echoed prompt first in a stream's
+  // first chunk; log-probabilities when asked for (echo asks for the prompt's).
+  nlohmann::json stream_chunk(Generation& g, size_t ready, const nlohmann::json& finish) const {
+    const std::string echoed = g.echo ? token_texts(g.prompt) : std::string();
+    const size_t from = std::min(g.sent, ready);
+    auto out = chunk(g, (g.echo_sent ? std::string() : echoed) + g.text.substr(from, ready - from),
+                     finish);
+    if (g.logprobs >= 0 || g.echo)
+      out["choices"][0]["logprobs"] = logprobs_json(g, echoed.size(), ready);
+    g.echo_sent = true;
+    return out;
+  }
+
+  // The new tokens' text as it continues the prompt (a word's leading space kept); with tools,
+  // the special tokens that mark tool calls as their text.
   std::string continuation(const Generation& g) const {
-    return srv_.tok ? srv_.tok->decode_continuation(g.tokens, true) : std::string();
+    return srv_.tok ? srv_.tok->decode_continuation(g.tokens, !g.tools) : std::string();
+  }
+
+  // OpenAI's tool_calls of a reply: [{id, type, function: {name, arguments}}] (a stream's delta
+  // also numbers them).
+  nlohmann::json tool_calls_json(const Generation& g, const std::vector<ToolCall>& calls) const {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t k = 0; k < calls.size(); ++k) {
+      nlohmann::json c = {
+          {"id", "call_" + std::to_string(g.index) + "_" + std::to_string(k) + "_" + g.id},
+          {"type", "function"},
+          {"function", {{"name", calls[k].name}, {"arguments", calls[k].arguments}}}};
+      if (g.stream) c["index"] = k;
+      out.push_back(std::move(c));
+    }
+    return out;
   }
 
   void on_done(Generation& g, FinishReason why, const std::string& error) {
@@ -548,9 +605,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const nlohmann::json usage = {{"prompt_tokens", g.prompt.size()},
                                   {"completion_tokens", generated},
                                   {"total_tokens", g.prompt.size() + generated}};
+    AssistantReply reply;
+    if (g.tools) {
+      reply = parse_tool_calls(srv_.tool_syntax, g.text);
+      if (!reply.calls.empty()) g.finish = "tool_calls";
+    }
     if (g.stream) {
-      auto out = chunk(g, g.text.substr(std::min(g.sent, g.text.size())), g.finish);
-      if (g.logprobs >= 0) out["choices"][0]["logprobs"] = logprobs_json(g, 0, g.text.size());
+      // With tool calls the text from the first call on was held back: it goes as the calls.
+      const size_t upto = reply.calls.empty()
+                              ? g.text.size()
+                              : std::min(g.text.size(), tool_call_start(srv_.tool_syntax, g.text));
+      auto out = stream_chunk(g, upto, g.finish);
+      if (!reply.calls.empty())
+        out["choices"][0]["delta"]["tool_calls"] = tool_calls_json(g, reply.calls);
       if (last) {  // the usage and the watermark record close the stream
         out["usage"] = usage;
         out["watermark"] = g.watermark;
@@ -566,6 +633,14 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       auto one = chunk(*x, echoed + x->text, x->finish);
       if (x->logprobs >= 0 || x->echo)
         one["choices"][0]["logprobs"] = logprobs_json(*x, echoed.size(), x->text.size());
+      if (x->tools) {
+        const AssistantReply r = parse_tool_calls(srv_.tool_syntax, x->text);
+        if (!r.calls.empty()) {
+          auto& m = one["choices"][0]["message"];
+          m["content"] = r.content.empty() ? nlohmann::json() : nlohmann::json(r.content);
+          m["tool_calls"] = tool_calls_json(*x, r.calls);
+        }
+      }
       choices.push_back(one["choices"][0]);
       if (res.is_null()) res = std::move(one);
     }
@@ -593,14 +668,16 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   // form {content: [{token, logprob, bytes, top_logprobs}]}. New tokens beyond a stop string are
   // left out, as their text is.
   // `upto` bytes of the new text (a stream's released part) bound the new tokens listed, from the
-  // first not yet sent (g.lp_sent), which it advances; echo lists the prompt first.
+  // first not yet sent (g.lp_sent), which it advances; echo lists the prompt first, once.
+  // Offsets count from the start of the echoed prompt (`echoed_bytes` long).
   nlohmann::json logprobs_json(Generation& g, size_t echoed_bytes, size_t upto) const {
     const Tokenizer& tok = *srv_.tok;
     const size_t prompt_entries = g.echo && !g.prompt.empty() ? g.prompt.size() - 1 : 0;
     nlohmann::json tokens = nlohmann::json::array(), token_lp = nlohmann::json::array(),
                    top = nlohmann::json::array(), offsets = nlohmann::json::array(),
                    content = nlohmann::json::array();
-    size_t offset = g.lp_sent == 0 ? 0 : echoed_bytes + g.lp_offset;
+    const bool list_prompt = g.echo && !g.echo_sent;
+    size_t offset = list_prompt ? 0 : echoed_bytes + g.lp_offset;
     auto add = [&](int32_t id, const TokenLogprobs* lp, bool generated) {
       const std::string text = tok.token_bytes(id);
       tokens.push_back(text);
@@ -626,7 +703,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                            {"bytes", std::vector<uint8_t>(text.begin(), text.end())},
                            {"top_logprobs", std::move(chat_alts)}});
     };
-    if (g.echo && g.lp_sent == 0)
+    if (list_prompt)
       for (size_t i = 0; i < g.prompt.size(); ++i)
         add(g.prompt[i], i > 0 && i - 1 < g.lps.size() ? &g.lps[i - 1] : nullptr, false);
     for (size_t i = g.lp_sent; i < g.tokens.size(); ++i) {
@@ -646,6 +723,23 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
             {"text_offset", std::move(offsets)}};
   }
 
+  // A detection result cut to its verdict (ServerLimits::detect_verdict_only): the p-value is the
+  // corrected one under rotation, and a text too short to say much about gets no verdict.
+  nlohmann::json verdict_only(const nlohmann::json& r) const {
+    const int64_t least = limits().verdict_min_tokens;
+    nlohmann::json v = {{"method", r["method"]}, {"verdict_only", true}};
+    if (r["n"].get<int64_t>() < least) {
+      v["detected"] = false;
+      v["p_value"] = nullptr;
+      v["reason"] = "fewer than " + std::to_string(least) + " scored tokens";
+      return v;
+    }
+    v["detected"] = r["detected"];
+    v["p_value"] = r.contains("keyring") ? r["keyring"]["p_corrected"] : r["p_value"];
+    v["reason"] = r["reason"];
+    return v;
+  }
+
   void detect(const std::string& body) {
     const ModelConfig& c = srv_.model.config();
     const auto j = serve::parse_body(body);
@@ -659,8 +753,21 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         throw ApiError(403, "permission_error",
                        "this API key may not read per-token detail (tokens_detail needs the "
                        "admin role)");
-    const std::string id = items[0].key_id.empty() ? srv_.opt.keyring.default_id : items[0].key_id;
-    if (!srv_.lists.count(id)) throw bad_request("unknown watermark key id", "key_id");
+    // Under rotation, which key wrote a text is what an attacker clusters his samples by: only an
+    // admin API key may ask for one key or read which one matched (an open server never names it).
+    const bool privileged = admin_ && !srv_.opt.api_keys.keys.empty();
+    const bool named = !srv_.opt.rotate_keys || privileged;
+    const bool whole = !limits().detect_verdict_only || privileged;
+    if (!named && !items[0].key_id.empty())
+      throw ApiError(403, "permission_error",
+                     "this server rotates its keys: choosing the key (key_id) needs an API key "
+                     "with the admin role");
+    // Empty: every key of the keyring (rotation without key_id).
+    const std::string id = srv_.opt.rotate_keys && items[0].key_id.empty() ? std::string()
+                           : items[0].key_id.empty() ? srv_.opt.keyring.default_id
+                                                     : items[0].key_id;
+    if (!id.empty() && !srv_.lists.count(id))
+      throw bad_request("unknown watermark key id", "key_id");
     const double n = static_cast<double>(items.size());
     if (n > limits().detect_per_minute)
       throw ApiError(429, "rate_limit_error",
@@ -673,7 +780,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                          nlohmann::json(limits().detect_per_minute).dump() +
                          " texts a minute for each client; try again later");
     auto self = this->shared_from_this();
-    net::post(srv_.detect_pool, [self, items = std::move(items), id, batch] {
+    net::post(srv_.detect_pool, [self, items = std::move(items), id, batch, named, whole] {
       int status = 200;
       nlohmann::json results = nlohmann::json::array();
       try {
@@ -681,16 +788,31 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           DetectOptions o = self->srv_.opt.detect;
           o.method = d.method;
           o.tokens_detail = d.tokens_detail;
-          const Detector det(self->srv_.lists.at(id), o);
-          nlohmann::json r = to_json(
-              detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
-          r["key_id"] = id;
-          r["router_hash"] = self->srv_.router_hash;
-          if (!d.id.is_null()) r["id"] = d.id;
+          nlohmann::json r;
+          std::string matched = id;
+          if (id.empty()) {
+            std::vector<std::string> ids;
+            std::vector<std::shared_ptr<const GreenLists>> lists;
+            for (const auto& [k, l] : self->srv_.lists) ids.push_back(k), lists.push_back(l);
+            const KeyringDetector det(std::move(ids), std::move(lists), o);
+            const KeyringResult kr =
+                detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer);
+            matched = kr.key_id;
+            r = to_json(kr);
+            if (!named) r["keyring"].erase("key_id"), r["keyring"].erase("per_key");
+          } else {
+            const Detector det(self->srv_.lists.at(id), o);
+            r = to_json(
+                detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer));
+          }
           // Detection is an oracle: every use is logged (who, how much, the verdict).
           std::fprintf(stderr, "epwa serve: detect by %s: key %s, %zu tokens, z %.2f, %s\n",
-                       self->who_.c_str(), id.c_str(), d.tokens.size(), r["z"].get<double>(),
+                       self->who_.c_str(), matched.c_str(), d.tokens.size(), r["z"].get<double>(),
                        r["detected"].get<bool>() ? "detected" : "not detected");
+          if (!whole) r = self->verdict_only(r);
+          if (named) r["key_id"] = matched;
+          r["router_hash"] = self->srv_.router_hash;
+          if (!d.id.is_null()) r["id"] = d.id;
           results.push_back(std::move(r));
         }
       } catch (const Error& e) {
@@ -756,15 +878,23 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 nlohmann::json Server::Impl::watermark_record(bool applied, const std::string& key_id) const {
   nlohmann::json j = {{"policy", watermark_policy_name(opt.policy)}, {"applied", applied}};
   if (!applied) return j;
-  j["key_id"] = key_id;
+  if (!key_id.empty()) j["key_id"] = key_id;
+  if (opt.rotate_keys) j["rotation"] = {{"scheme", "KR-v1"}, {"keys", lists.size()}};
   j["scheme"] = "EPW-A";
-  j["mode"] = opt.watermark.mode == WatermarkMode::GSG ? "gsg" : "ewp";
+  j["mode"] = watermark_mode_name(opt.watermark.mode);
   j["gamma"] = opt.watermark.gamma;
   j["delta"] = opt.watermark.delta;
   j["router_layer"] = layer;
   j["router_hash"] = router_hash;
   if (opt.watermark.min_entropy > 0) j["min_entropy"] = opt.watermark.min_entropy;
+  if (opt.watermark.context_buckets > 0) j["context_buckets"] = opt.watermark.context_buckets;
   return j;
+}
+
+std::string Server::Impl::rotated_key(uint64_t seed, std::span<const int32_t> prompt) const {
+  auto it = lists.begin();
+  std::advance(it, keyring_pick(rotation_secret, seed, prompt, lists.size()));
+  return it->first;
 }
 
 void Server::Impl::count(const std::string& endpoint, int status) {
@@ -862,17 +992,33 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
     check(s.tok != nullptr, "serve: a chat template needs the model's tokenizer");
     s.chat.emplace(s.opt.chat_template, special_token_strings(*s.tok));
     s.end_of_turn = end_of_turn_tokens(*s.chat, *s.tok);
+    s.tool_syntax = tool_call_syntax(*s.chat);
+    for (const std::string& m : tool_call_markers(s.tool_syntax)) {
+      const auto ids = s.tok->encode(m, false, true);
+      if (ids.size() == 1) s.tool_markers.push_back(ids[0]);
+    }
   }
   for (int32_t t : s.suppress)
     if (std::find(s.end_of_turn.begin(), s.end_of_turn.end(), t) == s.end_of_turn.end())
       s.chat_suppress.push_back(t);
   s.router_hash = epwa::router_hash(model);
+  // Detection scores what generation wrote.
+  s.opt.detect.scheme =
+      s.opt.watermark.mode == WatermarkMode::Exp ? DetectScheme::Exp : DetectScheme::Green;
   if (s.opt.policy != WatermarkPolicy::Off)
     check(!s.opt.keyring.keys.empty(), "serve: the watermark policy " +
                                            std::string(watermark_policy_name(s.opt.policy)) +
                                            " needs a keyring (--keyring)");
-  for (const auto& [id, secret] : s.opt.keyring.keys)
-    s.lists[id] = make_green_lists(model, secret, s.opt.watermark.gamma);
+  std::vector<std::string> secrets;  // in id order, as KR-v1 takes them
+  for (const auto& [id, secret] : s.opt.keyring.keys) {
+    s.lists[id] =
+        make_green_lists(model, secret, s.opt.watermark.gamma, s.opt.watermark.context_buckets);
+    secrets.push_back(secret);
+  }
+  if (s.opt.rotate_keys) {
+    check(!secrets.empty(), "serve: key rotation needs a keyring (--keyring)");
+    s.rotation_secret = keyring_rotation_secret(secrets);
+  }
   if (!s.opt.tls_cert.empty() || !s.opt.tls_key.empty()) {
     check(!s.opt.tls_cert.empty() && !s.opt.tls_key.empty(),
           "serve: TLS needs both a certificate (--tls-cert) and its key (--tls-key)");

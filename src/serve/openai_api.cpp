@@ -169,7 +169,6 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
     if (!j["echo"].is_boolean()) throw bad_request("'echo' must be true or false", "echo");
     p.echo = j["echo"].get<bool>();
   }
-  if (p.stream && p.echo) throw bad_request("'echo' is not supported with 'stream' yet", "stream");
   if (!tok && (p.echo || p.logprobs >= 0))
     throw bad_request("'echo' and 'logprobs' need the model's tokenizer", "logprobs");
   return p;
@@ -215,9 +214,11 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
   } catch (const Error& e) {
     throw bad_request(e.what(), "messages");
   }
+  bool tools = false;
   if (j.contains("tools") && !j["tools"].is_null()) {
     if (!j["tools"].is_array()) throw bad_request("'tools' must be an array", "tools");
     in.tools = ordered["tools"];
+    tools = !in.tools.empty();
   }
   if (j.contains("tool_choice") && !j["tool_choice"].is_null() && j["tool_choice"] != "auto" &&
       j["tool_choice"] != "none")
@@ -260,6 +261,7 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
   if (p.prompt.empty()) throw bad_request("the chat template rendered an empty prompt", "messages");
   parse_generation_fields(j, p, vocab, limits);
   if (want_logprobs) p.logprobs = top;
+  p.tools = tools && j.value("tool_choice", nlohmann::json("auto")) != "none";
   return p;
 }
 

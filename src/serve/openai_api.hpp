@@ -43,6 +43,7 @@ struct CompletionParams {
   int32_t logprobs = -1;          // >= 0: log-probabilities with this many alternatives
   bool echo = false;              // completions: the prompt (and its log-probabilities) first
   int32_t n = 1;                  // choices: choice i samples with seed + i
+  bool tools = false;             // chat: "tools" given and tool_choice not "none"
 };
 
 // The most choices ("n") a request may ask for.

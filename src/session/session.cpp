@@ -5,6 +5,7 @@
 
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
+#include "epwa/quant.hpp"
 
 namespace epwa {
 
@@ -15,7 +16,8 @@ std::string router_hash(const Model& model) {
   std::vector<RouterMatrix> routers;
   data.reserve(n);
   for (int32_t l = 0; l < n; ++l) data.push_back(model.router_f32(l));
-  for (int32_t l = 0; l < n; ++l) bias.push_back(model.router_bias_f32(l));  // GPT-OSS's
+  // GPT-OSS's router bias, DeepSeek-V3's correction bias (empty for the other families).
+  for (int32_t l = 0; l < n; ++l) bias.push_back(model.router_bias_f32(l));
   for (int32_t l = 0; l < n; ++l)
     routers.emplace_back(l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l], bias[l]);
   // Mixtral keeps IRSH-v1 (existing keys and oracles); every other family has IRSH-v2.
@@ -23,7 +25,16 @@ std::string router_hash(const Model& model) {
 }
 
 int32_t model_router_layer(const Model& model, int32_t requested) {
-  return resolve_router_layer(requested, model.config().num_moe_layers());
+  const ModelConfig& c = model.config();
+  // The pathway's top-1 and confidence are read from the router logits (argmax, softmax): exact
+  // for the softmax routers (DeepSeek-V2's groups keep the argmax's group) and GPT-OSS's top-k
+  // softmax (its bias is in the logits), not for a sigmoid router whose correction bias reorders
+  // the choice (docs/SPEC.md, section 0).
+  check(c.router_scoring == RouterScoring::TopkSoftmax ||
+            (c.router_scoring == RouterScoring::Softmax && !c.router_bias),
+        "watermarking and detection are not defined yet for this router (" + c.router_rule() +
+            ", DeepSeek-V3): EPW-A v2 reads top-1 from the softmax of the router logits");
+  return resolve_router_layer(requested, c.num_moe_layers());
 }
 
 namespace {
@@ -150,6 +161,9 @@ std::vector<int32_t> Watermarker::generate(Model& model, std::span<const int32_t
                                            GenerateOptions o) {
   check(o.processor == nullptr, "watermark generate: another logits processor is already set");
   check(!prompt.empty(), "watermark generate: the prompt is empty");
+  check(processor_.config().mode != WatermarkMode::Exp || o.sampling.temperature > 0,
+        "the exp watermark makes the sampling draw: it needs a temperature above 0 (greedy "
+        "decoding leaves nothing to key)");
   processor_.reset();
   ObserverFan fan{&processor_, o.observer};
   o.observer = &fan;

@@ -60,6 +60,7 @@ GreenLists::GreenLists(std::string_view key, std::string_view router_hash_hex, i
                        double gamma, int32_t num_experts, int32_t context_buckets)
     : key_(key),
       hash_(router_hash_hex),
+      raw_key_(key),
       vocab_(vocab_size),
       experts_(num_experts),
       buckets_(context_buckets),

@@ -57,13 +57,14 @@ void add_masked(std::span<float> logits, std::span<const uint64_t> bits, float b
 }  // namespace
 
 std::string_view watermark_mode_name(WatermarkMode m) {
-  return m == WatermarkMode::GSG ? "gsg" : "ewp";
+  return m == WatermarkMode::GSG ? "gsg" : m == WatermarkMode::EWP ? "ewp" : "exp";
 }
 
 WatermarkMode watermark_mode_from_name(std::string_view name) {
   if (name == "gsg") return WatermarkMode::GSG;
   if (name == "ewp") return WatermarkMode::EWP;
-  throw Error("unknown watermark mode '" + std::string(name) + "' (expected gsg or ewp)");
+  if (name == "exp") return WatermarkMode::Exp;
+  throw Error("unknown watermark mode '" + std::string(name) + "' (expected gsg, ewp or exp)");
 }
 
 WatermarkProcessor::WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<const GreenLists> lists)
@@ -83,6 +84,10 @@ WatermarkProcessor::WatermarkProcessor(WatermarkConfig cfg, std::shared_ptr<cons
             " differ from the green lists' " + std::to_string(lists_->context_buckets()));
   check(std::isfinite(cfg_.min_entropy) && cfg_.min_entropy >= 0,
         "watermark min_entropy must be a finite number of nats >= 0");
+  if (cfg_.mode == WatermarkMode::Exp)
+    check(cfg_.min_entropy == 0 && cfg_.context_buckets == 0,
+          "the exp watermark takes neither min_entropy nor context buckets (it is keyed by the "
+          "expert and the previous token already, and biases nothing)");
   if (cfg_.expert_deltas.empty()) {
     cfg_.expert_deltas.assign(static_cast<size_t>(lists_->num_experts()), cfg_.delta);
   } else {
@@ -114,7 +119,17 @@ void WatermarkProcessor::set_previous_token(int32_t token) {
   previous_fresh_ = true;
 }
 
+const KeyedUniforms* WatermarkProcessor::uniforms() const {
+  return exp_armed_ ? &exp_draw_ : nullptr;
+}
+
+double WatermarkProcessor::ExpDraw::uniform(int32_t token) const {
+  return GreenLists::exp_uniform(seed, token);
+}
+
 void WatermarkProcessor::reset() {
+  exp_armed_ = false;
+  exp_seen_.clear();
   previous_ = -1;
   previous_fresh_ = false;
   expert_ = -1;
@@ -140,6 +155,17 @@ void WatermarkProcessor::process(std::span<float> logits) {
                 " logits, the green lists have " + std::to_string(lists_->vocab_size()) +
                 " tokens");
   fresh_ = false;
+  if (cfg_.mode == WatermarkMode::Exp) {  // nothing to bias: the sampler races exp_draw_
+    if (!previous_fresh_)
+      throw Error("watermark: the exp mode needs the previous token (set_previous_token)");
+    previous_fresh_ = false;
+    // Context masking: a context met before in this text draws freely, or the text would repeat
+    // the choice it made there (loops) and its tokens would not be new evidence anyway.
+    const uint64_t context = static_cast<uint64_t>(expert_) * lists_->vocab_size() + previous_;
+    exp_armed_ = exp_seen_.insert(context).second;
+    if (exp_armed_) exp_draw_.seed = lists_->exp_seed(expert_, previous_);
+    return;
+  }
   int32_t context = expert_;
   if (lists_->context_buckets() > 0) {
     if (!previous_fresh_)

@@ -173,6 +173,33 @@ TEST(Matmul, EqualsMatvecPerToken) {
   }
 }
 
+// A few tokens (up to 8: decoding sequences, one expert's slots) take matvec's dot products: each
+// token's row equals its product alone, to the bit, so a batch does not change a sequence.
+TEST(Matmul, FewTokensEqualMatvecToTheBit) {
+  ThreadPool pool(2);
+  for (ops::Isa isa : ops::available_isas()) {
+    test::IsaGuard g(isa);
+    for (DType t : kTypes)
+      for (int64_t n : {2, 5, 8}) {
+        const int64_t rows = 37, cols = 300;
+        const uint64_t seed = test::fresh_seed();
+        SCOPED_TRACE(std::string(ops::isa_name(isa)) + " " + std::string(dtype_name(t)) +
+                     " n=" + std::to_string(n) + " seed=" + std::to_string(seed));
+        std::mt19937_64 rng(seed);
+        const auto m = test::random_matrix(t, rows, cols, rng, 2);
+        const auto x = test::random_vector(n * cols, rng);
+        std::vector<float> y(n * rows, NAN), yv(rows);
+        matmul(m.view, x.data(), n, y.data(), pool);
+        for (int64_t tok = 0; tok < n; ++tok) {
+          matvec(m.view, std::span<const float>(x.data() + tok * cols, cols), yv, pool);
+          for (int64_t i = 0; i < rows; ++i)
+            ASSERT_EQ(std::bit_cast<uint32_t>(y[tok * rows + i]), std::bit_cast<uint32_t>(yv[i]))
+                << "token " << tok << " row " << i;
+        }
+      }
+  }
+}
+
 // Every 16-bit pattern converts exactly as the portable converters of half.hpp do.
 TEST(Convert, AllHalfAndBfloatPatternsAreExact) {
   std::vector<uint16_t> all(65536);

@@ -104,3 +104,20 @@ def test_batch_prompt_replaces_each_items(model, config, watermarked):
     det = epwa.Detector(model, config)
     [r] = det.detect_batch([{"text": g.text, "prompt": "Something else"}], prompt=prompt)
     assert r.to_dict() == det.detect(g.text, prompt=prompt).to_dict()
+
+
+def test_exp_mode_matches_cli(model):
+    """The distortion-free mode: the same tokens as `generate --watermark exp`, the same result
+    as `detect --scheme exp`, detected, and refused at temperature 0."""
+    prompt = "The river"
+    cfg = epwa.WatermarkConfig(KEY, mode="exp")
+    g = model.generate(prompt, max_new_tokens=120, temperature=0.8, seed=4, watermark=cfg)
+    want = cli_json("generate", "--prompt", prompt, "-n", "120", "--temperature", "0.8",
+                    "--seed", "4", "--watermark", "exp", "--key", KEY)
+    assert g.tokens == want["tokens"]
+    r = epwa.Detector(model, cfg).detect(g.text, prompt=prompt)
+    assert r.to_dict() == cli_json("detect", "--key", KEY, "--scheme", "exp", "--prompt", prompt,
+                                   "--text", g.text)
+    assert r.prediction and r.p_value < 1e-6
+    with pytest.raises(epwa.Error, match="temperature"):
+        model.generate(prompt, max_new_tokens=4, watermark=cfg)

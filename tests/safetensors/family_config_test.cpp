@@ -207,12 +207,13 @@ TEST(FamilyConfig, RegistryLookups) {
   EXPECT_EQ(find_hf_architecture("LlamaForCausalLM"), nullptr);
   EXPECT_THAT(error_of([] { architecture("gpt2"); }), HasSubstr("unknown model family 'gpt2'"));
   json j = json::parse(kOlmoe);
-  j["architectures"] = {"DeepseekV3ForCausalLM"};
+  j["architectures"] = {"JambaForCausalLM"};
   EXPECT_THAT(
       error_of([&] { hf_config_from_json(j); }),
-      HasSubstr("unsupported architecture 'DeepseekV3ForCausalLM' (epwa runs MixtralForCausalLM, "
+      HasSubstr("unsupported architecture 'JambaForCausalLM' (epwa runs MixtralForCausalLM, "
                 "Qwen2MoeForCausalLM, OlmoeForCausalLM, Qwen3MoeForCausalLM, "
-                "DeepseekForCausalLM, GptOssForCausalLM)"));
+                "DeepseekForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, "
+                "GptOssForCausalLM)"));
 }
 
 // Every tensor of the schema has distinct HF and GGUF names, and a tied head is optional.

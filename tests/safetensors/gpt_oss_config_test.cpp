@@ -36,9 +36,9 @@ TEST(GptOssConfig, Released20B) {
   EXPECT_EQ(c.swiglu_limit, 7.0f);
   EXPECT_EQ(c.rope_theta, 150000.0f);
   EXPECT_EQ(c.yarn.factor, 32.0f);
-  EXPECT_EQ(c.yarn.original_max_position_embeddings, 4096);
+  EXPECT_EQ(c.yarn.original_max_position, 4096);
   EXPECT_FALSE(c.yarn.truncate);
-  EXPECT_FLOAT_EQ(c.yarn.attention_factor, static_cast<float>(0.1 * std::log(32.0) + 1));
+  EXPECT_FLOAT_EQ(c.rope_attention_factor(), static_cast<float>(0.1 * std::log(32.0) + 1));
   EXPECT_EQ(c.sliding_window, 128);
   EXPECT_EQ(c.sliding_layers.size(), 12u);
   EXPECT_EQ(c.layer_window(0), 128);
@@ -56,7 +56,7 @@ TEST(GptOssConfig, RoundTrips) {
   EXPECT_EQ(back.sliding_layers, c.sliding_layers);
   EXPECT_EQ(back.sliding_window, c.sliding_window);
   EXPECT_EQ(back.yarn.factor, c.yarn.factor);
-  EXPECT_EQ(back.yarn.attention_factor, c.yarn.attention_factor);
+  EXPECT_EQ(back.rope_attention_factor(), c.rope_attention_factor());
   EXPECT_EQ(back.yarn.truncate, c.yarn.truncate);
   EXPECT_EQ(back.rope_theta, c.rope_theta);
   EXPECT_EQ(back.parameter_count(), c.parameter_count());

@@ -426,8 +426,6 @@ TEST(Server, LogprobsAreTheModelsOwnAndServePepi) {
   EXPECT_EQ(e["usage"]["completion_tokens"], 0);
   s.post("/v1/completions", R"({"prompt": "x", "logprobs": 21})", &status);
   EXPECT_EQ(status, 400);
-  s.post("/v1/completions", R"({"prompt": "x", "echo": true, "stream": true})", &status);
-  EXPECT_EQ(status, 400);
 
   // Streamed: each chunk carries the log-probabilities of the tokens its text completes; together
   // they are the whole answer's.
@@ -454,6 +452,55 @@ TEST(Server, LogprobsAreTheModelsOwnAndServePepi) {
   }
   EXPECT_EQ(streamed_tokens, lp["tokens"]);
   EXPECT_EQ(streamed_lp, lp["token_logprobs"]);
+
+  // Echo in a stream: the first chunk starts with the prompt; the chunks' text, tokens,
+  // log-probabilities and offsets add up to the unstreamed answer's (new tokens and none).
+  for (int max_tokens : {12, 0}) {
+    const json body = {{"prompt", ids},
+                       {"max_tokens", max_tokens},
+                       {"temperature", 0},
+                       {"echo", true},
+                       {"logprobs", 1}};
+    const json whole = s.post("/v1/completions", body.dump(), &status);
+    ASSERT_EQ(status, 200) << whole.dump();
+    json streamed = body;
+    streamed["stream"] = true;
+    auto sr = s.client().Post("/v1/completions", streamed.dump(), "application/json");
+    ASSERT_TRUE(sr);
+    ASSERT_EQ(sr->status, 200) << sr->body;
+    std::string text, first;
+    json parts = {{"tokens", json::array()},
+                  {"token_logprobs", json::array()},
+                  {"top_logprobs", json::array()},
+                  {"text_offset", json::array()}};
+    std::istringstream events(sr->body);
+    for (std::string line; std::getline(events, line);) {
+      if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+      const json ev = json::parse(line.substr(6));
+      const std::string t = ev["choices"][0]["text"];
+      if (first.empty()) first = t;
+      text += t;
+      const json& l = ev["choices"][0]["logprobs"];
+      ASSERT_TRUE(l.is_object()) << line;
+      for (auto& [k, v] : parts.items())
+        for (const auto& x : l[k]) v.push_back(x);
+    }
+    const json& want = whole["choices"][0]["logprobs"];
+    EXPECT_EQ(text, whole["choices"][0]["text"]) << max_tokens;
+    std::string prompt_text;
+    for (int32_t id : ids) prompt_text += b.tok->token_bytes(id);
+    EXPECT_EQ(first.rfind(prompt_text, 0), 0u) << "the whole prompt comes first";
+    ASSERT_EQ(parts["tokens"].size(), ids.size() + max_tokens);
+    for (const auto& k : {"tokens", "text_offset", "top_logprobs"})
+      EXPECT_EQ(parts[k], want[k]) << k << ", max_tokens " << max_tokens;
+    for (size_t i = 0; i < want["token_logprobs"].size(); ++i)
+      if (want["token_logprobs"][i].is_null())
+        EXPECT_TRUE(parts["token_logprobs"][i].is_null()) << i;
+      else
+        EXPECT_NEAR(parts["token_logprobs"][i].get<double>(),
+                    want["token_logprobs"][i].get<double>(), 1e-5)
+            << i;
+  }
 }
 
 TEST(Server, EnforcedWatermarkIsDetected) {
@@ -666,7 +713,10 @@ TEST(Server, QueueFullIs429AndConcurrentRequestsAllAnswer) {
       s.post("/v1/completions", R"({"prompt": "a", "max_tokens": 1000, "temperature": 0.8})",
              &first);
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Wait until it holds the slot (a fixed sleep was too short on a loaded machine).
+    for (int i = 0;
+         i < 500 && s.client().Get("/health")->body.find("\"running\":1") == std::string::npos; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     int status = 0;
     const json e = s.post("/v1/completions", R"({"prompt": "b", "max_tokens": 4})", &status);
     EXPECT_EQ(status, 429) << e.dump();
@@ -807,6 +857,285 @@ TEST(Keyring, RefusesWhatAnotherUserCouldReadOrWhatIsMalformed) {
   }
   fs::remove(p);
   EXPECT_THROW(epwa::Keyring::load(p), epwa::Error);
+}
+
+}  // namespace
+
+namespace {
+
+// Key rotation (KR-v1): each response is watermarked with the key the rotation picks from its seed
+// and prompt (the library's generation with that key gives the same text), names no key, and is
+// detected by trying every key; only an admin API key learns which key matched or picks one.
+TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
+  const fs::path p = fs::temp_directory_path() / "epwa-api-keys-rotation-test.json";
+  std::ofstream(p) << R"({"keys": [
+      {"name": "app", "key": "generate-key-0123456789", "roles": ["generate", "detect"]},
+      {"name": "audit", "key": "audit-key-0123456789", "roles": ["detect", "admin"]}]})";
+  fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
+  epwa::ServerOptions o;
+  o.api_keys = epwa::ApiKeys::load(p);
+  o.keyring.keys = {{"a", "rot-secret-a"}, {"b", "rot-secret-b"}, {"c", "rot-secret-c"}};
+  o.keyring.default_id = "a";
+  o.rotate_keys = true;
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.watermark.router_layer = -1;
+  o.watermark.delta = 4;  // strong enough that a text ended early by EOS is still detected
+  Running s(o);
+  auto call = [&](const std::string& key, const std::string& path, const json& body, int* status) {
+    auto c = s.client();
+    c.set_bearer_token_auth(key);
+    auto res = c.Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    if (!res) return json();
+    *status = res->status;
+    return json::parse(res->body);
+  };
+  const std::string rotation = epwa::keyring_rotation_secret(
+      std::vector<std::string>{"rot-secret-a", "rot-secret-b", "rot-secret-c"});
+  const auto prompt = bundle().tok->encode("The river", true, false);
+  std::set<size_t> picked;
+  int status = 0;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    const json r =
+        call("generate-key-0123456789", "/v1/completions",
+             {{"prompt", "The river"}, {"max_tokens", 120}, {"temperature", 0.7}, {"seed", seed}},
+             &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    const json& wm = r["watermark"];
+    EXPECT_EQ(wm["applied"], true);
+    EXPECT_FALSE(wm.contains("key_id")) << wm.dump();
+    EXPECT_EQ(wm["rotation"]["scheme"], "KR-v1");
+    EXPECT_EQ(wm["rotation"]["keys"], 3);
+    const size_t k = epwa::keyring_pick(rotation, seed, prompt, 3);
+    picked.insert(k);
+    const std::string secret = std::string("rot-secret-") + static_cast<char>('a' + k);
+    epwa::WatermarkConfig wc;
+    wc.router_layer = -1;
+    wc.delta = 4;
+    epwa::Watermarker w(*bundle().model, secret, wc);
+    epwa::GenerateOptions go;
+    go.max_new_tokens = 120;
+    go.sampling.temperature = 0.7f;
+    go.sampling.seed = seed;
+    go.stop_tokens = {bundle().model->config().eos_token_id};
+    const std::string text = r["choices"][0]["text"];
+    EXPECT_EQ(text, text_of("The river", go, &w)) << "seed " << seed << ", key " << k;
+    // A detecting client gets the verdict under the corrected threshold, not the key.
+    const json body = {{"prompt", "The river"}, {"text", text}};
+    const json d = call("generate-key-0123456789", "/v1/watermark/detect", body, &status);
+    ASSERT_EQ(status, 200) << d.dump();
+    EXPECT_EQ(d["detected"], true) << d.dump();
+    EXPECT_FALSE(d.contains("key_id"));
+    EXPECT_EQ(d["keyring"]["keys"], 3);
+    EXPECT_FALSE(d["keyring"].contains("key_id"));
+    EXPECT_FALSE(d["keyring"].contains("per_key"));
+    EXPECT_GT(d["keyring"]["z_threshold"].get<double>(), 4.0);
+    const json a = call("audit-key-0123456789", "/v1/watermark/detect", body, &status);
+    ASSERT_EQ(status, 200) << a.dump();
+    EXPECT_EQ(a["key_id"], std::string(1, static_cast<char>('a' + k)));
+    EXPECT_EQ(a["keyring"]["per_key"].size(), 3u);
+    EXPECT_EQ(a["z"], d["z"]);
+  }
+  EXPECT_GE(picked.size(), 2u) << "four seeds met a single key";
+  // Choosing a key: refused for generation, and for detection without the admin role.
+  call("generate-key-0123456789", "/v1/completions", {{"prompt", "x"}, {"watermark", "b"}},
+       &status);
+  EXPECT_EQ(status, 400);
+  call("generate-key-0123456789", "/v1/watermark/detect", {{"text", "a b c"}, {"key_id", "b"}},
+       &status);
+  EXPECT_EQ(status, 403);
+  call("audit-key-0123456789", "/v1/watermark/detect", {{"text", "a b c"}, {"key_id", "b"}},
+       &status);
+  EXPECT_EQ(status, 200);
+}
+
+// Context buckets (CTX-v1): the server generates what the library generates with the same lists,
+// records H, and detects with them; the text is not detected under GL-v1 lists of the same key.
+TEST(Server, ContextBucketsGenerateAsTheLibraryAndDetect) {
+  epwa::ServerOptions o;
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.keyring = keyring();
+  o.watermark.router_layer = -1;
+  o.watermark.context_buckets = 64;
+  Running s(o);
+  const json r =
+      s.post("/v1/completions",
+             R"({"prompt": "The river", "max_tokens": 150, "temperature": 0.7, "seed": 2})");
+  EXPECT_EQ(r["watermark"]["context_buckets"], 64);
+  epwa::WatermarkConfig wc;
+  wc.router_layer = -1;
+  wc.context_buckets = 64;
+  const auto lists = epwa::make_green_lists(*bundle().model, "server-test-secret-1", 0.5, 64);
+  epwa::Watermarker w(*bundle().model, lists, wc);
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 150;
+  go.sampling.temperature = 0.7f;
+  go.sampling.seed = 2;
+  go.stop_tokens = {bundle().model->config().eos_token_id};
+  const std::string text = r["choices"][0]["text"];
+  EXPECT_EQ(text, text_of("The river", go, &w));
+  const json d =
+      s.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
+  EXPECT_EQ(d["detected"], true) << d.dump();
+  epwa::ServerOptions plain = o;
+  plain.watermark.context_buckets = 0;
+  Running gl(plain);
+  const json g =
+      gl.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
+  EXPECT_EQ(g["detected"], false) << g.dump();
+}
+
+}  // namespace
+
+namespace {
+
+// Verdict-only detection: a caller without the admin role gets the verdict, its p-value and reason
+// (nothing per token, no z / g / n), and "not detected" below the minimum of scored tokens; an
+// admin API key gets the whole result.
+TEST(Server, VerdictOnlyDetectionForCallersWithoutAdmin) {
+  const fs::path p = fs::temp_directory_path() / "epwa-api-keys-verdict-test.json";
+  std::ofstream(p) << R"({"keys": [
+      {"name": "app", "key": "generate-key-0123456789", "roles": ["generate", "detect"]},
+      {"name": "audit", "key": "audit-key-0123456789", "roles": ["detect", "admin"]}]})";
+  fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
+  epwa::ServerOptions o;
+  o.api_keys = epwa::ApiKeys::load(p);
+  o.keyring = keyring();
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.watermark.router_layer = -1;
+  o.watermark.delta = 4;
+  o.limits.detect_verdict_only = true;
+  o.limits.verdict_min_tokens = 60;
+  Running s(o);
+  auto call = [&](const std::string& key, const std::string& path, const json& body) {
+    auto c = s.client();
+    c.set_bearer_token_auth(key);
+    auto res = c.Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    EXPECT_EQ(res ? res->status : 0, 200) << (res ? res->body : "");
+    return res ? json::parse(res->body) : json();
+  };
+  const json r = call("generate-key-0123456789", "/v1/completions",
+                      {{"prompt", "The river"}, {"max_tokens", 120}, {"seed", 3}});
+  const std::string text = r["choices"][0]["text"];
+  const json body = {{"prompt", "The river"}, {"text", text}};
+  const json v = call("generate-key-0123456789", "/v1/watermark/detect", body);
+  const json a = call("audit-key-0123456789", "/v1/watermark/detect", body);
+  ASSERT_GE(a["n"].get<int64_t>(), 60) << a.dump();
+  EXPECT_EQ(v["detected"], true) << v.dump();
+  EXPECT_EQ(v["detected"], a["detected"]);
+  EXPECT_EQ(v["p_value"], a["p_value"]);
+  EXPECT_EQ(v["reason"], a["reason"]);
+  EXPECT_EQ(v["verdict_only"], true);
+  for (const char* k : {"z", "g", "n", "green_fraction", "candidates", "tokens"})
+    EXPECT_FALSE(v.contains(k)) << k << " in " << v.dump();
+  // A short piece of the same text: the whole result for the admin, no verdict for the caller.
+  const auto ids = bundle().tok->encode(text, false, false);
+  const std::vector<int32_t> piece(ids.begin(), ids.begin() + 30);
+  const json short_body = {{"prompt", "The river"}, {"tokens", piece}};
+  const json sv = call("generate-key-0123456789", "/v1/watermark/detect", short_body);
+  const json sa = call("audit-key-0123456789", "/v1/watermark/detect", short_body);
+  EXPECT_LT(sa["n"].get<int64_t>(), 60);
+  EXPECT_EQ(sv["detected"], false);
+  EXPECT_TRUE(sv["p_value"].is_null());
+  EXPECT_EQ(sv["reason"], "fewer than 60 scored tokens");
+}
+
+}  // namespace
+
+namespace {
+
+// A chat with tools renders them with the template (Qwen2.5's, whose tool calls are Hermes-style)
+// and generates what a completion of the rendered ids generates; a reply without the call
+// marker is content, streamed or not, and finishes as the completion does. (The bundled model
+// never writes a call: the parsing of calls is tested on each template's own rendering.)
+TEST(Server, ChatWithToolsRendersThemAndKeepsAReplyWithoutCallsAsContent) {
+  const fs::path tpl_file =
+      fs::path(EPWA_TEST_DATA_DIR) / "chat_templates" / "qwen2.5-instruct.jinja";
+  epwa::ServerOptions o;
+  o.chat_template = read_file(tpl_file);
+  Running s(o);
+  const json messages = json::parse(R"([{"role": "user", "content": "Weather in Paris?"}])");
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "description": "Weather of a city", "parameters": {"type": "object",
+      "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])");
+  const json body = {{"messages", messages},
+                     {"tools", tools},
+                     {"max_tokens", 24},
+                     {"temperature", 0.7},
+                     {"seed", 4}};
+  int status = 0;
+  const json r = s.post("/v1/chat/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  auto& b = bundle();
+  const epwa::ChatTemplate tpl(o.chat_template, epwa::special_token_strings(*b.tok));
+  epwa::ChatInput in;
+  in.messages = messages;
+  in.tools = tools;
+  const std::string rendered = tpl.render(in);
+  ASSERT_NE(rendered.find("get_weather"), std::string::npos);
+  const auto ids = b.tok->encode(rendered, false, true);
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+  const json plain =
+      s.post("/v1/completions",
+             json{{"prompt", ids}, {"max_tokens", 24}, {"temperature", 0.7}, {"seed", 4}}.dump());
+  const std::string text = plain["choices"][0]["text"];
+  ASSERT_EQ(text.find("<tool_call>"), std::string::npos);
+  EXPECT_EQ(r["choices"][0]["message"]["content"], text);
+  EXPECT_FALSE(r["choices"][0]["message"].contains("tool_calls"));
+  EXPECT_EQ(r["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
+  json streamed = body;
+  streamed["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::string joined;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+    const json e = json::parse(line.substr(6));
+    const json& d = e["choices"][0]["delta"];
+    EXPECT_FALSE(d.contains("tool_calls"));
+    if (d.contains("content")) joined += d["content"].get<std::string>();
+  }
+  EXPECT_EQ(joined, text);
+}
+
+}  // namespace
+
+namespace {
+
+// The distortion-free mode behind the server: the library's exp generation, detected with the exp
+// scheme; a greedy request is refused (there is no draw to key).
+TEST(Server, ExpModeGeneratesAsTheLibraryAndDetects) {
+  epwa::ServerOptions o;
+  o.policy = epwa::WatermarkPolicy::Enforced;
+  o.keyring = keyring();
+  o.watermark.router_layer = -1;
+  o.watermark.mode = epwa::WatermarkMode::Exp;
+  Running s(o);
+  const json r =
+      s.post("/v1/completions",
+             R"({"prompt": "The river", "max_tokens": 150, "temperature": 0.8, "seed": 6})");
+  EXPECT_EQ(r["watermark"]["mode"], "exp");
+  epwa::WatermarkConfig wc;
+  wc.mode = epwa::WatermarkMode::Exp;
+  wc.router_layer = -1;
+  epwa::Watermarker w(*bundle().model, "server-test-secret-1", wc);
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 150;
+  go.sampling.temperature = 0.8f;
+  go.sampling.seed = 6;
+  go.stop_tokens = {bundle().model->config().eos_token_id};
+  const std::string text = r["choices"][0]["text"];
+  EXPECT_EQ(text, text_of("The river", go, &w));
+  const json d =
+      s.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
+  EXPECT_EQ(d["scheme"], "exp") << d.dump();
+  EXPECT_EQ(d["detected"], true) << d.dump();
+  int status = 0;
+  const json e = s.post("/v1/completions", R"({"prompt": "x", "temperature": 0})", &status);
+  EXPECT_EQ(status, 400) << e.dump();
+  EXPECT_EQ(e["error"]["param"], "temperature");
 }
 
 }  // namespace

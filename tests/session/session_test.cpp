@@ -224,7 +224,7 @@ TEST(RouterHash, MatchesTheSpecReferenceForEveryFamily) {
   std::ifstream f(fs::path(EPWA_TEST_DATA_DIR) / "spec_vectors.json");
   ASSERT_TRUE(f.good());
   const auto v = nlohmann::json::parse(f);
-  ASSERT_EQ(v["families"].size(), 5u);
+  ASSERT_EQ(v["families"].size(), 8u);
   for (const auto& fam : v["families"]) {
     const std::string name = fam["model"], want = fam["hash"];
     SCOPED_TRACE(name);
@@ -239,6 +239,25 @@ TEST(RouterHash, MatchesTheSpecReferenceForEveryFamily) {
     o.use_cache = false;
     o.warn = [](const std::string&) {};
     EXPECT_EQ(epwa::router_hash(*epwa::Model::load(dir, o)), want);
+  }
+}
+
+// DeepSeek-V2/V3's routing rules as IRSH-v2 hashes them (docs/SPEC.md, section 0), and V3's
+// sigmoid router, whose top-1 is not the argmax of its logits, refused by the watermark.
+TEST(RouterHash, DeepSeekRules) {
+  const fs::path ref = fs::path(EPWA_TEST_DATA_DIR) / "ref";
+  auto v2 = epwa::Model::load(ref / "deepseek2");
+  auto lite = epwa::Model::load(ref / "deepseek2-lite");
+  auto v3 = epwa::Model::load(ref / "deepseek3");
+  EXPECT_EQ(v2->config().router_rule(), "softmax,top3,raw,group4/2max,scale1.5");
+  EXPECT_EQ(lite->config().router_rule(), "softmax,top3,raw,scale1.5");
+  EXPECT_EQ(v3->config().router_rule(), "sigmoid,top3,renorm,bias,group4/2top2,scale2.5");
+  EXPECT_EQ(epwa::model_router_layer(*v2, -1), 1);
+  try {
+    epwa::model_router_layer(*v3, -1);
+    ADD_FAILURE() << "DeepSeek-V3 watermark not refused";
+  } catch (const epwa::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not defined yet"), std::string::npos) << e.what();
   }
 }
 

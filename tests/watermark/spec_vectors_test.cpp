@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <vector>
 
 #include "epwa/detect.hpp"
 #include "epwa/error.hpp"
+#include "epwa/generate.hpp"
 #include "epwa/half.hpp"
 #include "epwa/watermark.hpp"
 #include "watermark/sha256.hpp"
@@ -187,3 +190,43 @@ TEST(SpecVectors, ContextBuckets) {
   EXPECT_THROW(gl.context(4, 0), epwa::Error);
   EXPECT_THROW(gl.context(0, 1000), epwa::Error);
 }
+
+namespace {
+
+// EXP-v1 (section 11): step seeds, the keyed uniforms, the race over fixed probabilities and the
+// Gamma tail, as tools/spec/epwa_spec.py computes them.
+TEST(SpecVectors, ExpSampling) {
+  const auto v = load_vectors()["exp"];
+  const epwa::GreenLists gl(v["key"].get<std::string>(), v["router_hash"].get<std::string>(), 1000,
+                            0.5, 4);
+  const auto probs = v["probs"].get<std::vector<double>>();
+  std::vector<float> logits;
+  for (double p : probs)
+    logits.push_back(p > 0 ? static_cast<float>(std::log(p))
+                           : -std::numeric_limits<float>::infinity());
+  struct Fixed : epwa::KeyedUniforms {
+    uint64_t seed = 0;
+    double uniform(int32_t t) const override { return epwa::GreenLists::exp_uniform(seed, t); }
+  } u;
+  epwa::SamplingOptions so;
+  so.temperature = 1.0f;
+  epwa::Sampler sampler(so);
+  for (const auto& c : v["cases"]) {
+    const uint64_t seed =
+        gl.exp_seed(c["expert"].get<int32_t>(), c["previous_token"].get<int32_t>());
+    EXPECT_EQ(std::to_string(seed), c["seed"].get<std::string>());
+    for (int32_t t = 0; t < 5; ++t)
+      EXPECT_EQ(epwa::GreenLists::exp_uniform(seed, t),
+                std::stod(c["uniforms_0_to_4"][t].get<std::string>()))
+          << t;
+    u.seed = seed;
+    std::vector<float> row = logits;
+    EXPECT_EQ(sampler.sample(row, &u), c["race"].get<int32_t>());
+  }
+  for (const auto& g : v["gamma_tail"])
+    EXPECT_NEAR(std::exp(epwa::gamma_log_sf(g[0].get<int64_t>(), g[1].get<double>())) /
+                    std::stod(g[2].get<std::string>()),
+                1.0, 1e-12);
+}
+
+}  // namespace

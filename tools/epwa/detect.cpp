@@ -25,7 +25,7 @@ struct Args {
   ModelArgs model;
   WatermarkArgs wm;
   PepiArgs pepi;
-  std::string method = "full";
+  std::string method = "full", scheme = "green";
   std::string prompt, prompt_tokens, text, file, tokens, jsonl, output;
   bool resume = false;
   int64_t sample = 64;  // CSPV, as `epwa eval`
@@ -151,6 +151,10 @@ const Command kDetect{
       a->wm.add(app, false);
       app.add_option("--method", a->method, "full, cspv, weighted, pepi (black-box: --oracle)")
           ->check(CLI::IsMember({"full", "cspv", "weighted", "pepi"}));
+      app.add_option("--scheme", a->scheme,
+                     "green (texts of --watermark gsg or ewp) or exp (of --watermark exp; "
+                     "methods full and pepi)")
+          ->check(CLI::IsMember({"green", "exp"}));
       auto* p = app.add_option("--prompt", a->prompt, "prompt text (context only, BOS added)");
       app.add_option("--prompt-tokens", a->prompt_tokens, "context token ids, BOS included")
           ->excludes(p);
@@ -190,6 +194,7 @@ const Command kDetect{
                                             app.count("--tokens") + app.count("--jsonl"));
         check(inputs == 1, "give one of --text, --file, --tokens or --jsonl");
         a->opt.method = detect_method_from_name(a->method);
+        a->opt.scheme = detect_scheme_from_name(a->scheme);
         check(a->opt.method == DetectMethod::Cspv || app.count("--sample") == 0,
               "--sample is for --method cspv");
         if (a->opt.method == DetectMethod::Cspv) a->opt.sample = a->sample;

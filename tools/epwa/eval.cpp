@@ -84,6 +84,9 @@ const Command kEval{
                      "models/epwa-tiny-moe.oracle)")
           ->check(CLI::ExistingFile);
       app.add_flag("--no-pepi", a->no_pepi, "skip PEPI even when an oracle is found");
+      app.add_flag("--exp", a->o.exp,
+                   "also the distortion-free exp mode: its texts, quality and detection (scheme "
+                   "exp) against the same negatives");
       app.add_option("--out", a->out, "output folder");
       bool* cross = &a->o.cross_precision;
       app.add_flag_callback(

@@ -39,8 +39,10 @@ const Command kGenerate{
       app.add_option("--prompt", a->prompt,
                      "prompt text (tokenized with the model's tokenizer, BOS added)")
           ->excludes(pt);
-      app.add_option("--watermark", a->watermark, "gsg, ewp or none")
-          ->check(CLI::IsMember({"gsg", "ewp", "none"}));
+      app.add_option("--watermark", a->watermark,
+                     "gsg, ewp, exp (distortion-free: the key makes the sampling draw; needs "
+                     "--temperature > 0) or none")
+          ->check(CLI::IsMember({"gsg", "ewp", "exp", "none"}));
       a->wm.add(app, true);
       app.add_option("--max-new-tokens,-n", a->max_new,
                      "tokens to generate, at most (capped at the model's context)")

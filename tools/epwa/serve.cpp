@@ -13,7 +13,7 @@ namespace {
 struct Args {
   ModelArgs model;
   ServerOptions o;
-  std::string policy = "off", keyring, api_keys, chat_template;
+  std::string policy = "off", keyring, api_keys, chat_template, mode = "gsg";
   int port = 8080;
   int64_t max_body = 1 << 20;
   int32_t timeout_s = 10;
@@ -40,12 +40,32 @@ const Command kServe{
           ->capture_default_str();
       app.add_option("--keyring", a->keyring,
                      "JSON keyring {\"default\": id, \"keys\": {id: secret}}, mode 0600");
+      app.add_flag("--rotate-keys", o.rotate_keys,
+                   "watermark each response with a key picked per response from the keyring "
+                   "(KR-v1; responses name no key; detection tests every key)");
+      app.add_option("--context-buckets", o.watermark.context_buckets,
+                     "CTX-v1: green lists keyed by the expert and one of H keyed buckets of the "
+                     "previous token (0: off; docs/SPEC.md section 10)")
+          ->check(CLI::Range(0, 65536))
+          ->capture_default_str();
       app.add_option("--api-keys", a->api_keys,
                      "JSON bearer keys {\"keys\": [{\"name\", \"key\", \"roles\"}]}, mode 0600 "
                      "(default: no authentication)");
       app.add_option("--detect-per-minute", o.limits.detect_per_minute,
                      "detection requests a minute for each key (or client address)")
           ->check(CLI::Range(0.0, 1e6))
+          ->capture_default_str();
+      app.add_flag("--detect-verdict-only", o.limits.detect_verdict_only,
+                   "detection answers callers without an admin API key with the verdict and "
+                   "p-value only (no z, g, n)");
+      app.add_option("--verdict-min-tokens", o.limits.verdict_min_tokens,
+                     "with --detect-verdict-only: fewer scored tokens than this is 'not detected'")
+          ->check(CLI::Range(int64_t{10}, int64_t{1} << 24))
+          ->capture_default_str();
+      app.add_option("--mode", a->mode,
+                     "watermark: gsg, ewp (green lists) or exp (distortion-free; requests need a "
+                     "temperature above 0); detection scores the same scheme")
+          ->check(CLI::IsMember({"gsg", "ewp", "exp"}))
           ->capture_default_str();
       app.add_option("--gamma", o.watermark.gamma, "green-list fraction")
           ->check(CLI::Range(0.0, 1.0))
@@ -90,6 +110,7 @@ const Command kServe{
       return [a] {
         ServerOptions o = a->o;
         o.detect.min_entropy = o.watermark.min_entropy;  // detection scores as generation biased
+        o.watermark.mode = watermark_mode_from_name(a->mode);
         o.port = static_cast<uint16_t>(a->port);
         o.policy = watermark_policy_from_name(a->policy);
         o.limits.max_body_bytes = static_cast<size_t>(a->max_body);

@@ -59,6 +59,11 @@ void WatermarkArgs::check_used(const CLI::App& app, const std::string& mode) con
                                       " is a watermark option, but --watermark is none: add "
                                       "--watermark gsg or ewp, or leave it out");
   }
+  if (mode == "exp")
+    for (const char* flag : {"--delta", "--expert-deltas", "--min-entropy", "--context-buckets"})
+      check(app.count(flag) == 0, std::string(flag) +
+                                      " is not an option of --watermark exp (it biases nothing "
+                                      "and is keyed by the expert and the previous token)");
   check(mode != "gsg" || app.count("--expert-deltas") == 0,
         "--expert-deltas is for --watermark ewp (gsg uses the one --delta)");
 }

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Run HuggingFace transformers on the committed Qwen2-MoE, OLMoE, Qwen3-MoE and GPT-OSS reference
-checkpoints.
+"""Run HuggingFace transformers on the committed Qwen2-MoE, OLMoE, Qwen3-MoE, DeepSeek-V2 (and
+V2-Lite), DeepSeek-V3 and GPT-OSS reference checkpoints.
 
-make_family_refs.py wrote tests/data/ref/{qwen2moe,olmoe,qwen3moe,gptoss,gptoss_bf16}/ and their
-references from a numpy float64 forward (no torch). This script loads the same files with
-transformers' own Qwen2MoeForCausalLM / OlmoeForCausalLM / Qwen3MoeForCausalLM / GptOssForCausalLM
-(AutoModelForCausalLM, float32 (the bf16 checkpoint upcast), eager attention and experts, on the
-CPU), runs every case of ref.json through it and writes
+make_family_refs.py wrote tests/data/ref/{qwen2moe,olmoe,qwen3moe,deepseek2,deepseek2-lite,deepseek3,
+gptoss,gptoss_bf16,gptoss_mxfp4}/ and their references from a numpy float64 forward (no torch). This
+script loads the same files with transformers' own Qwen2MoeForCausalLM / OlmoeForCausalLM /
+Qwen3MoeForCausalLM / DeepseekV2ForCausalLM / DeepseekV3ForCausalLM / GptOssForCausalLM
+(AutoModelForCausalLM, float32 (a bf16 checkpoint upcast), eager attention and experts, on the CPU),
+runs every case of ref.json through it and writes
 <out>/<name>/hf.json in ref.json's layout: transformers' logits, raw router logits, top-k and
-weights of every MoE layer, and 8 greedy tokens. meta records the versions, the loading report, how
+weights of every MoE layer, and 8 greedy tokens. DeepSeek-V2/V3 route with the MoE module's own
+route_tokens_to_experts (its top-k is unsorted: listed here best first by the router's choice
+value, softmax or sigmoid + e_score_correction_bias, as ref.json lists it). meta records the versions, the loading report, how
 far transformers is from the numpy references and a GPU cross-check (TF32 off).
 
     python3 tools/ref/hf_family_refs.py --ref tests/data/ref --out /tmp/hf [--only gptoss gptoss_bf16]
@@ -30,7 +33,9 @@ import torch.nn.functional as F
 
 from make_family_refs import to_json  # the same JSON layout as ref.json
 
-NAMES = ["qwen2moe", "olmoe", "qwen3moe", "gptoss", "gptoss_bf16", "gptoss_mxfp4"]
+NAMES = ["qwen2moe", "olmoe", "qwen3moe", "deepseek2", "deepseek2-lite", "deepseek3", "gptoss",
+         "gptoss_bf16", "gptoss_mxfp4"]
+DEEPSEEK_MLA = ("deepseek_v2", "deepseek_v3")
 
 
 def log(*parts):
@@ -55,10 +60,14 @@ class HF:
             experts_implementation="eager", output_loading_info=True, **extra)
         self.model = model.eval()
         self.loading = {k: sorted(map(str, v)) for k, v in dict(info).items()}
-        self.gates = {}  # transformer layer -> router module
+        self.gates = {}  # transformer layer -> router module (DeepSeek-V2/V3: the MoE module)
+        # DeepseekV2Moe calls F.linear on mlp.gate.weight without running the gate module: hook the
+        # MoE module itself, whose input is the router's.
+        pattern = (r"layers\.(\d+)\.mlp$" if cfg["model_type"] in DEEPSEEK_MLA
+                   else r"layers\.(\d+)\.mlp\.(gate|router)$")
         for name, mod in self.model.named_modules():
-            m = re.search(r"layers\.(\d+)\.mlp\.(gate|router)$", name)
-            if m:
+            m = re.search(pattern, name)
+            if m and (cfg["model_type"] not in DEEPSEEK_MLA or hasattr(mod, "route_tokens_to_experts")):
                 self.gates[int(m.group(1))] = mod
         self.captured = {l: [] for l in self.gates}
         for l, g in self.gates.items():
@@ -86,6 +95,11 @@ class HF:
         for l, g in sorted(self.gates.items()):
             assert len(self.captured[l]) == 1, f"router {l} ran {len(self.captured[l])} times"
             x, gout = self.captured[l][0]
+            if self.cfg["model_type"] in DEEPSEEK_MLA:
+                raw, i, w = self.deepseek_route(g, x)
+                routers[l] = (raw, i, w)
+                module_agree.append({})
+                continue
             bias = g.bias.float() if getattr(g, "bias", None) is not None else None
             raw = F.linear(x.reshape(-1, x.shape[-1]).float(), g.weight.float(), bias).cpu()
             if self.cfg["model_type"] == "gpt_oss":  # top-k of the logits, softmax over the k
@@ -111,6 +125,20 @@ class HF:
                         (outs[1].float().cpu().reshape(w.shape) - w).abs().max())
             module_agree.append(agree)
         return logits, routers, module_agree
+
+    def deepseek_route(self, moe, x):
+        """(raw logits, top-k best first, weights) from the MoE module's own routing."""
+        x2 = x.reshape(-1, x.shape[-1]).float()
+        raw = F.linear(x2, moe.gate.weight.float())
+        if self.cfg["model_type"] == "deepseek_v2":  # expects [batch, seq, E]
+            idx, w = moe.route_tokens_to_experts(raw.view(1, raw.shape[0], -1))
+            choice = raw.softmax(-1)
+        else:
+            idx, w = moe.route_tokens_to_experts(raw)
+            choice = raw.sigmoid() + moe.gate.e_score_correction_bias.float()
+        idx, w = idx.reshape(raw.shape[0], -1), w.reshape(raw.shape[0], -1)
+        order = torch.gather(choice, 1, idx).argsort(-1, descending=True, stable=True)
+        return raw.cpu(), torch.gather(idx, 1, order).cpu(), torch.gather(w, 1, order).float().cpu()
 
     @torch.no_grad()
     def greedy(self, ids, n):

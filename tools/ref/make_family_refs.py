@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Builds small random Qwen2-MoE, OLMoE, Qwen3-MoE, DeepSeek-MoE (V1) and GPT-OSS checkpoints (HF Hub
-naming, f32 safetensors; GPT-OSS also bf16) and reference outputs from an independent numpy forward
-pass, for the C++ engine's parity tests.
+"""Builds small random Qwen2-MoE, OLMoE, Qwen3-MoE, DeepSeek-MoE (V1), DeepSeek-V2 (with and
+without q_lora_rank), DeepSeek-V3 and GPT-OSS checkpoints (HF Hub naming, f32 safetensors; GPT-OSS
+also bf16 and MXFP4) and reference outputs from an independent numpy forward pass, for the C++
+engine's parity tests.
 
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref           # write, then check
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref --check   # check only
@@ -11,11 +12,15 @@ Needs only numpy (no torch, no transformers). For every model in SPECS it writes
 make_refs.py (Mixtral, computed by transformers itself), plus "moe_layer" in each router entry.
 
 The forward pass is written from transformers' modeling code (see REFERENCE; DeepSeek-MoE V1 from
-its remote modeling code, REFERENCE_DEEPSEEK) and runs in float64;
+its remote modeling code, REFERENCE_DEEPSEEK; V2/V3 from REFERENCE_DEEPSEEK_V2) and runs in float64;
 the same code in float32 gives the f32_* figures in each ref.json's meta. A seed is rejected (and the
 next one tried) when a router top-k boundary, the order inside a top-k, or a greedy argmax is a
 near-tie (< MIN_GAP in logits), when the greedy run emits EOS, for OLMoE when clip_qkv clips
-nothing in q, k or v, and for GPT-OSS when swiglu_limit clamps nothing in the gates or the ups.
+nothing in q, k or v, and for GPT-OSS when swiglu_limit clamps nothing in the gates or the ups. For
+DeepSeek-V2/V3 the ranking is that of the router's choice (softmax, or sigmoid + correction bias,
+after the group limit), its near-ties include the group boundary, and a V3 seed is rejected when
+transformers' masking of the dropped groups with 0.0 would choose differently from leaving them out
+(the engine's rule).
 
 --check reloads every written folder (config.json, model.safetensors read by this script's own
 parser, ref.json), verifies the file format and tensor set, regenerates the weights from the seed and
@@ -60,6 +65,19 @@ REFERENCE_GPT_OSS = (
     "gate_up[..., 1::2], limit 7.0 and alpha 1.702 as hard-coded there, GptOssRotaryEmbedding) and "
     "modeling_rope_utils.py's _compute_yarn_parameters; the sliding-window mask of "
     "masking_utils.sliding_window_overlay (key kv sees query q iff q - sliding_window < kv <= q)")
+REFERENCE_DEEPSEEK_V2 = (
+    "numpy float64 forward written from huggingface/transformers src/transformers/models/"
+    "deepseek_v2/modeling_deepseek_v2.py@0233e509 (DeepseekV2Attention: q_proj or q_b(q_a_layernorm("
+    "q_a)), kv_a_proj_with_mqa split into latent + k_pe, kv_b(kv_a_layernorm(latent)) split into "
+    "k_nope + v, apply_rotary_emb on interleaved pairs (view_as_complex) with freqs_cis * "
+    "attention_scaling, scaling qk_head_dim^-0.5; DeepseekV2Moe softmax, greedy / "
+    "group_limited_greedy (group max, others masked 0), * routed_scaling_factor, + shared_experts) "
+    "and deepseek_v3/modular_deepseek_v3.py@000c33fd (DeepseekV3TopkRouter with "
+    "e_score_correction_bias, route_tokens_to_experts: sigmoid, top-2 group sums of the biased "
+    "scores, weights from the unbiased ones, norm_topk_prob over sum + 1e-20, * "
+    "routed_scaling_factor; apply_rotary_pos_emb_interleave; scaling * yarn_get_mscale(factor, "
+    "mscale_all_dim)^2), modeling_rope_utils._compute_yarn_parameters (truncate) for YaRN; RMSNorm "
+    "of q_a / kv_a at eps 1e-6 (the modules' default)")
 
 
 # ---------------------------------------------------------------- the models
@@ -139,6 +157,46 @@ def gpt_oss_config(dtype, mxfp4=False):
     return c
 
 
+def _mla(q_lora_rank):
+    return OrderedDict(q_lora_rank=q_lora_rank, kv_lora_rank=32, qk_nope_head_dim=16,
+                       qk_rope_head_dim=8, v_head_dim=12)
+
+
+def deepseek2_config(q_lora_rank, grouped, yarn):
+    """DeepSeek-V2 (q_lora_rank, group_limited_greedy) or V2-Lite (no q_lora_rank, greedy) style
+    (DeepseekV2Config fields). YaRN without mscale_all_dim: transformers' DeepseekV2Attention does
+    not scale the softmax by it (DeepSeek's own code does; docs/FAMILIES.md)."""
+    c = OrderedDict(architectures=["DeepseekV2ForCausalLM"], model_type="deepseek_v2")
+    c.update(_common(320, 64, 3, 4, 4, 1e-6, 10000.0, False))
+    c.update(_mla(q_lora_rank))
+    c.update(intermediate_size=96, moe_intermediate_size=24, n_shared_experts=2,
+             n_routed_experts=8, num_experts_per_tok=3, first_k_dense_replace=1, moe_layer_freq=1,
+             norm_topk_prob=False, scoring_func="softmax", routed_scaling_factor=1.5,
+             topk_method="group_limited_greedy" if grouped else "greedy",
+             n_group=4 if grouped else 1, topk_group=2 if grouped else 1, attention_bias=False,
+             torch_dtype="float32")
+    if yarn:
+        c["rope_scaling"] = OrderedDict(type="yarn", factor=4.0, original_max_position_embeddings=1024,
+                                        beta_fast=32, beta_slow=1, mscale=1.0)
+    return c
+
+
+def deepseek3_config():
+    """DeepSeek-V3 style (DeepseekV3Config fields): sigmoid router with correction bias, noaux_tc
+    groups, YaRN with mscale_all_dim (the softmax scale)."""
+    c = OrderedDict(architectures=["DeepseekV3ForCausalLM"], model_type="deepseek_v3")
+    c.update(_common(320, 64, 3, 4, 4, 1e-6, 10000.0, False))
+    c.update(_mla(48))
+    c.update(intermediate_size=96, moe_intermediate_size=24, n_shared_experts=1,
+             n_routed_experts=8, num_experts_per_tok=3, first_k_dense_replace=1,
+             norm_topk_prob=True, scoring_func="sigmoid", topk_method="noaux_tc",
+             routed_scaling_factor=2.5, n_group=4, topk_group=2, rope_interleave=True,
+             num_nextn_predict_layers=0, attention_bias=False, torch_dtype="float32")
+    c["rope_scaling"] = OrderedDict(type="yarn", factor=4.0, original_max_position_embeddings=1024,
+                                    beta_fast=32, beta_slow=1, mscale=1.0, mscale_all_dim=1.0)
+    return c
+
+
 # name -> (config.json contents, first seed tried)
 SPECS = OrderedDict(
     qwen2moe=(qwen2moe_config(), 4000),
@@ -148,7 +206,12 @@ SPECS = OrderedDict(
     gptoss=(gpt_oss_config("float32"), 8000),
     gptoss_bf16=(gpt_oss_config("bfloat16"), 9000),
     gptoss_mxfp4=(gpt_oss_config("bfloat16", mxfp4=True), 10000),
+    deepseek2=(deepseek2_config(48, grouped=True, yarn=True), 8000),
+    **{"deepseek2-lite": (deepseek2_config(None, grouped=False, yarn=False), 9000)},
+    deepseek3=(deepseek3_config(), 10000),
 )
+
+DEEPSEEK_MLA = ("deepseek_v2", "deepseek_v3")
 
 
 # ---------------------------------------------------------------- architecture, from config.json
@@ -162,7 +225,8 @@ def head_dim(cfg):
 def num_experts(cfg):
     if cfg["model_type"] == "gpt_oss":
         return cfg["num_local_experts"]
-    return cfg["n_routed_experts"] if cfg["model_type"] == "deepseek" else cfg["num_experts"]
+    deepseek = cfg["model_type"] in ("deepseek",) + DEEPSEEK_MLA
+    return cfg["n_routed_experts"] if deepseek else cfg["num_experts"]
 
 
 def is_sparse(cfg, layer):
@@ -170,6 +234,8 @@ def is_sparse(cfg, layer):
     if cfg["model_type"] == "deepseek":  # DeepseekDecoderLayer: DeepseekMoE, else DeepseekMLP
         return (cfg.get("n_routed_experts") is not None and layer >= cfg["first_k_dense_replace"]
                 and layer % cfg["moe_layer_freq"] == 0)
+    if cfg["model_type"] in DEEPSEEK_MLA:  # DeepseekV2/V3DecoderLayer: Moe iff >= first_k_dense_replace
+        return layer >= cfg["first_k_dense_replace"]
     if cfg["model_type"] in ("olmoe", "gpt_oss"):  # always a sparse block (OlmoeSparseMoeBlock, GptOssMLP)
         return True
     # Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer; otherwise a dense MLP of intermediate_size
@@ -211,7 +277,9 @@ def expected_tensors(cfg):
     for layer in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{layer}."
         T[p + "input_layernorm.weight"] = (H,)
-        for x in "qkvo":
+        if family in DEEPSEEK_MLA:
+            mla_tensors(cfg, p, T)
+        for x in ("" if family in DEEPSEEK_MLA else "qkvo"):
             T[f"{p}self_attn.{x}_proj.weight"] = (out[x], into[x])
             if x in biased_projections(cfg):
                 T[f"{p}self_attn.{x}_proj.bias"] = (out[x],)
@@ -234,12 +302,14 @@ def expected_tensors(cfg):
             T[p + "mlp.experts.down_proj_bias"] = (E, H)
         elif is_sparse(cfg, layer):
             T[p + "mlp.gate.weight"] = (E, H)
+            if family == "deepseek_v3":
+                T[p + "mlp.gate.e_score_correction_bias"] = (E,)
             for e in range(E):
                 mlp(f"{p}mlp.experts.{e}.", expert_width(cfg))
             if family == "qwen2_moe":
                 mlp(p + "mlp.shared_expert.", cfg["shared_expert_intermediate_size"])
                 T[p + "mlp.shared_expert_gate.weight"] = (1, H)
-            if family == "deepseek" and cfg.get("n_shared_experts") is not None:
+            if family in ("deepseek",) + DEEPSEEK_MLA and cfg.get("n_shared_experts") is not None:
                 # DeepseekMoE: one DeepseekMLP of moe_intermediate_size * n_shared_experts, no gate
                 mlp(p + "mlp.shared_experts.", cfg["moe_intermediate_size"] * cfg["n_shared_experts"])
         else:
@@ -248,6 +318,23 @@ def expected_tensors(cfg):
     if not cfg["tie_word_embeddings"]:
         T["lm_head.weight"] = (V, H)
     return T
+
+
+def mla_tensors(cfg, p, T):
+    """DeepseekV2Attention / DeepseekV3Attention.__init__ (no attention_bias)."""
+    H, nh = cfg["hidden_size"], cfg["num_attention_heads"]
+    qd = cfg["qk_nope_head_dim"] + cfg["qk_rope_head_dim"]
+    a = p + "self_attn."
+    if cfg["q_lora_rank"] is None:
+        T[a + "q_proj.weight"] = (nh * qd, H)
+    else:
+        T[a + "q_a_proj.weight"] = (cfg["q_lora_rank"], H)
+        T[a + "q_a_layernorm.weight"] = (cfg["q_lora_rank"],)
+        T[a + "q_b_proj.weight"] = (nh * qd, cfg["q_lora_rank"])
+    T[a + "kv_a_proj_with_mqa.weight"] = (cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"], H)
+    T[a + "kv_a_layernorm.weight"] = (cfg["kv_lora_rank"],)
+    T[a + "kv_b_proj.weight"] = (nh * (cfg["qk_nope_head_dim"] + cfg["v_head_dim"]), cfg["kv_lora_rank"])
+    T[a + "o_proj.weight"] = (H, nh * cfg["v_head_dim"])
 
 
 def init_std(name, cfg):
@@ -323,6 +410,8 @@ def make_weights(cfg, seed):
         noise = rng.standard_normal(shape)
         if name.endswith("norm.weight"):
             t = 1.0 + 0.1 * noise
+        elif name.endswith("e_score_correction_bias"):
+            t = 0.05 * noise
         elif name.endswith(".bias") or name.endswith("_bias"):
             t = 0.1 * noise
         elif name.endswith(".sinks"):
@@ -424,26 +513,37 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def yarn(cfg, dt):
-    """_compute_yarn_parameters: (inv_freq, attention_factor) of rope_scaling type yarn."""
-    r, hd, base = cfg["rope_scaling"], head_dim(cfg), cfg["rope_theta"]
-    factor, orig = r["factor"], r["original_max_position_embeddings"]
+def is_yarn(cfg):
+    r = cfg.get("rope_scaling")
+    return bool(r) and r.get("rope_type", r.get("type")) == "yarn"
+
+
+def yarn(cfg, dim, dt):
+    """modeling_rope_utils._compute_yarn_parameters: (inv_freq, attention_factor) of a rope_scaling
+    of type yarn over `dim` rotated values, the correction range in Python floats, the rest in dt.
+    The one YaRN of every family: GPT-OSS (truncate false), DeepSeek-V2/V3 (mscale,
+    mscale_all_dim)."""
+    r, base = cfg["rope_scaling"], cfg["rope_theta"]
+    factor = r["factor"]
+    orig = r.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
     attention_factor = r.get("attention_factor")
-    if attention_factor is None:  # get_mscale(factor) (no mscale / mscale_all_dim here)
-        attention_factor = 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
+    if attention_factor is None:  # get_mscale, DeepSeek's ratio when both mscales are given
+        m, m_all = r.get("mscale"), r.get("mscale_all_dim")
+        attention_factor = (yarn_mscale(factor, m) / yarn_mscale(factor, m_all) if m and m_all
+                            else yarn_mscale(factor))
     beta_fast, beta_slow = r.get("beta_fast") or 32, r.get("beta_slow") or 1
 
     def correction_dim(rotations):  # find_correction_dim
-        return hd * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
+        return dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
     low, high = correction_dim(beta_fast), correction_dim(beta_slow)
     if r.get("truncate", True):
         low, high = math.floor(low), math.ceil(high)
-    low, high = max(low, 0), min(high, hd - 1)
+    low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001
-    ramp = np.clip((np.arange(hd // 2, dtype=dt) - low) / (high - low), 0, 1)
-    pos_freqs = dt(base) ** (np.arange(0, hd, 2, dtype=dt) / dt(hd))
+    ramp = np.clip((np.arange(dim // 2, dtype=dt) - low) / (high - low), 0, 1)
+    pos_freqs = dt(base) ** (np.arange(0, dim, 2, dtype=dt) / dt(dim))
     extrapolation_factor = 1 - ramp
     inv_freq = (1 / (factor * pos_freqs)) * (1 - extrapolation_factor) + (1 / pos_freqs) * extrapolation_factor
     return inv_freq, dt(attention_factor)
@@ -453,9 +553,8 @@ def rope_tables(cfg, T, dt):
     # RotaryEmbedding.compute_default_rope_parameters + forward: inv_freq over head_dim, emb = cat(f, f);
     # YaRN: its inv_freq, cos and sin times the attention factor
     hd = head_dim(cfg)
-    scaling = cfg.get("rope_scaling")
-    if scaling and scaling.get("rope_type") == "yarn":
-        inv_freq, attention_factor = yarn(cfg, dt)
+    if is_yarn(cfg):
+        inv_freq, attention_factor = yarn(cfg, hd, dt)
     else:
         inv_freq = 1.0 / (dt(cfg["rope_theta"]) ** (np.arange(0, hd, 2, dtype=dt) / dt(hd)))
         attention_factor = dt(1)
@@ -471,6 +570,61 @@ def apply_rope(x, cos, sin):
     return x * cos[:, None, :] + rotated * sin[:, None, :]
 
 
+def yarn_mscale(scale, mscale=1.0):
+    # yarn_get_mscale / _compute_yarn_parameters.get_mscale
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def mla_rope(cfg, T, dt):
+    """cos, sin [T, rope/2] of DeepseekV2RotaryEmbedding / DeepseekV3RotaryEmbedding: default or
+    YaRN inv_freq over qk_rope_head_dim (the config's head_dim), times attention_scaling."""
+    dim, base = cfg["qk_rope_head_dim"], cfg["rope_theta"]
+    if is_yarn(cfg):
+        inv_freq, factor_scale = yarn(cfg, dim, np.float64)
+    else:
+        inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+        factor_scale = 1.0
+    ang = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
+    return (np.cos(ang) * factor_scale).astype(dt), (np.sin(ang) * factor_scale).astype(dt)
+
+
+def apply_rope_pairs(x, cos, sin):
+    # apply_rotary_emb: (x[2i] + i x[2i+1]) * (cos + i sin), x [T, heads, rope]
+    a, b = x[..., 0::2], x[..., 1::2]
+    c, s = cos[:, None, :], sin[:, None, :]
+    out = np.empty_like(x)
+    out[..., 0::2] = a * c - b * s
+    out[..., 1::2] = b * c + a * s
+    return out
+
+
+def deepseek_choice(logits, cfg, fill=-np.inf):
+    """(scores, choice values with the dropped groups at `fill`, group scores or None) of the
+    DeepSeek-V2/V3 routers (route_tokens_to_experts)."""
+    E = logits.shape[-1]
+    if cfg["model_type"] == "deepseek_v3":
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        choice = scores + cfg["_bias"]
+    else:
+        scores = softmax(logits)
+        choice = scores.copy()
+    g, tg = cfg.get("n_group") or 1, cfg.get("topk_group") or 1
+    if cfg["model_type"] == "deepseek_v2" and cfg["topk_method"] == "greedy":
+        g = 1
+    if g == 1:
+        return scores, choice, None
+    grouped = choice.reshape(-1, g, E // g)
+    if cfg["model_type"] == "deepseek_v3":
+        gscore = -np.sort(-grouped, axis=-1)[..., :2].sum(-1)
+    else:
+        gscore = grouped.max(-1)
+    keep = np.argsort(-gscore, axis=-1, kind="stable")[:, :tg]
+    mask = np.zeros_like(gscore, dtype=bool)
+    np.put_along_axis(mask, keep, True, axis=-1)
+    masked = np.where(np.repeat(mask, E // g, axis=-1), choice, fill)
+    return scores, masked, gscore
+
+
 def routing(logits, cfg):
     """TopKRouter.forward: softmax over all experts (f32 in HF), top-k, renormalise only if asked.
     DeepSeek's MoEGate: the same, renormalising only when top_k > 1, over sum + 1e-20.
@@ -484,6 +638,13 @@ def routing(logits, cfg):
         # GptOssTopKRouter: torch.topk of the (biased) logits, softmax over the k values
         top = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
         return top, softmax(np.take_along_axis(logits, top, axis=-1))
+    if cfg["model_type"] in DEEPSEEK_MLA:
+        scores, choice, _ = deepseek_choice(logits, cfg)
+        top = np.argsort(-choice, axis=-1, kind="stable")[:, :k]
+        weights = np.take_along_axis(scores, top, axis=-1)
+        if cfg["norm_topk_prob"] and k > 1:
+            weights = weights / (weights.sum(axis=-1, keepdims=True) + 1e-20)
+        return top, weights * cfg["routed_scaling_factor"]
     probs = softmax(logits)
     top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     weights = np.take_along_axis(probs, top, axis=-1)
@@ -515,8 +676,65 @@ class Model:
         gate, up = self.linear(x, prefix + "gate_proj"), self.linear(x, prefix + "up_proj")
         return self.linear(silu(gate) * up, prefix + "down_proj")
 
+    def router_cfg(self, layer):
+        """The config the routing functions read: V3's with its layer's correction bias."""
+        if self.family != "deepseek_v3":
+            return self.cfg
+        return dict(self.cfg, _bias=self.w[f"model.layers.{layer}.mlp.gate.e_score_correction_bias"])
+
+    def route(self, layer, logits):
+        return routing(logits, self.router_cfg(layer))
+
+    def ranked(self, layer, logits):
+        """(values the top-k ranks, group scores or None, whether transformers' 0.0 masking agrees)."""
+        if self.family not in DEEPSEEK_MLA:
+            return logits, None, True
+        cfg, k = self.router_cfg(layer), self.cfg["num_experts_per_tok"]
+        _, choice, gscore = deepseek_choice(logits, cfg)
+        _, zero, _ = deepseek_choice(logits, cfg, fill=0.0)
+        same = (np.argsort(-choice, -1, kind="stable")[:, :k] == np.argsort(-zero, -1, kind="stable")[:, :k]).all()
+        if self.family == "deepseek_v2":  # softmax: gaps in log-probabilities, i.e. in logits
+            kept = np.isfinite(choice)
+            choice = np.where(kept, np.log(np.where(kept, choice, 1.0)), -np.inf)
+            gscore = None if gscore is None else np.log(gscore)
+        return choice, gscore, bool(same)
+
+    def mla(self, h, p):
+        """DeepseekV2Attention.forward / DeepseekV3Attention.forward (eager, full recomputation)."""
+        cfg, T, a = self.cfg, h.shape[0], p + "self_attn."
+        nh, dn, dr, dv = (cfg[x] for x in ("num_attention_heads", "qk_nope_head_dim",
+                                           "qk_rope_head_dim", "v_head_dim"))
+        eps = self.dt(1e-6)  # q_a_layernorm / kv_a_layernorm: RMSNorm(rank), default eps
+        if cfg["q_lora_rank"] is None:
+            q = self.linear(h, a + "q_proj")
+        else:
+            q = self.linear(rms_norm(self.linear(h, a + "q_a_proj"), self.w[a + "q_a_layernorm.weight"], eps),
+                            a + "q_b_proj")
+        q = q.reshape(T, nh, dn + dr)
+        q_nope, q_pe = q[..., :dn], q[..., dn:]
+        ckv = self.linear(h, a + "kv_a_proj_with_mqa")
+        latent, k_pe = ckv[:, :cfg["kv_lora_rank"]], ckv[:, cfg["kv_lora_rank"]:]
+        kv = self.linear(rms_norm(latent, self.w[a + "kv_a_layernorm.weight"], eps), a + "kv_b_proj")
+        kv = kv.reshape(T, nh, dn + dv)
+        k_nope, v = kv[..., :dn], kv[..., dn:]
+        cos, sin = mla_rope(cfg, T, self.dt)
+        q_pe = apply_rope_pairs(q_pe, cos, sin)
+        k_pe = apply_rope_pairs(k_pe[:, None, :], cos, sin)
+        qs = np.concatenate([q_nope, q_pe], -1)
+        ks = np.concatenate([k_nope, np.broadcast_to(k_pe, (T, nh, dr))], -1)
+        scale = (dn + dr) ** -0.5
+        r = cfg.get("rope_scaling")
+        if r and r.get("mscale_all_dim"):  # DeepseekV3Attention (V2 configs here leave it unset)
+            scale *= yarn_mscale(r["factor"], r["mscale_all_dim"]) ** 2
+        scores = np.einsum("thd,shd->hts", qs, ks) * self.dt(scale)
+        scores = scores + np.triu(np.full((T, T), -np.inf, dtype=self.dt), 1)
+        o = np.einsum("hts,shd->thd", softmax(scores), v).reshape(T, nh * dv)
+        return self.linear(o, a + "o_proj")
+
     def attention(self, h, p, cos, sin):
         cfg, T = self.cfg, h.shape[0]
+        if self.family in DEEPSEEK_MLA:
+            return self.mla(h, p)
         nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], head_dim(cfg)
         bias = biased_projections(cfg)
         q, k, v = (self.linear(h, f"{p}self_attn.{x}_proj", x in bias) for x in "qkv")
@@ -588,7 +806,7 @@ class Model:
         if self.family == "gpt_oss":
             return self.gpt_oss_moe(h, p)
         logits = self.linear(h, p + "mlp.gate")  # TopKRouter: F.linear(x, weight), no bias
-        top, weights = routing(logits, cfg)
+        top, weights = self.route(int(p.split(".")[2]), logits)
         y = np.zeros_like(h)
         for e in range(num_experts(cfg)):  # Experts.forward: each hit expert on its tokens, weighted
             rows, slot = np.nonzero(top == e)
@@ -598,7 +816,7 @@ class Model:
             # Qwen2MoeSparseMoeBlock.forward: + sigmoid(shared_expert_gate(x)) * shared_expert(x)
             gate = 1.0 / (1.0 + np.exp(-self.linear(h, p + "mlp.shared_expert_gate")))  # [T, 1]
             y = y + gate * self.mlp(h, p + "mlp.shared_expert.")
-        if self.family == "deepseek" and cfg.get("n_shared_experts") is not None:
+        if self.family in ("deepseek",) + DEEPSEEK_MLA and cfg.get("n_shared_experts") is not None:
             # DeepseekMoE.forward: y + shared_experts(identity), identity = the normed input
             y = y + self.mlp(h, p + "mlp.shared_experts.")
         return y, logits
@@ -606,7 +824,7 @@ class Model:
     def forward(self, ids):
         """Logits [T, V] and [(layer, raw router logits [T, E])] for every sparse layer."""
         cfg, w = self.cfg, self.w
-        cos, sin = rope_tables(cfg, len(ids), self.dt)
+        cos, sin = (None, None) if self.family in DEEPSEEK_MLA else rope_tables(cfg, len(ids), self.dt)
         x = w["model.embed_tokens.weight"][np.asarray(ids)]
         routers = []
         for layer in range(cfg["num_hidden_layers"]):
@@ -641,11 +859,20 @@ class Model:
 # ---------------------------------------------------------------- references
 
 
-def router_gaps(routers, k):
-    """(smallest gap at the top-k boundary, smallest gap between consecutive top-k entries)."""
+def router_gaps(model, routers, k):
+    """(smallest gap at the top-k boundary or a group boundary, smallest gap between consecutive
+    top-k entries), over the values the router ranks; -inf when the 0.0-masking rule differs."""
     boundary, order = math.inf, math.inf
-    for _, r in routers:
+    tg = model.cfg.get("topk_group") or 1
+    for layer, raw in routers:
+        r, gscore, same = model.ranked(layer, raw)
+        if not same:
+            return -math.inf, -math.inf
+        if gscore is not None:
+            g = -np.sort(-gscore, axis=-1)
+            boundary = min(boundary, float((g[:, tg - 1] - g[:, tg]).min()))
         s = -np.sort(-r, axis=-1)
+        s = np.where(np.isfinite(s), s, -1e30)
         if k < r.shape[1]:
             boundary = min(boundary, float((s[:, k - 1] - s[:, k]).min()))
         if k > 1:
@@ -659,11 +886,11 @@ def build_case(model, ids):
     k = cfg["num_experts_per_tok"]
     case = OrderedDict(tokens=list(ids), logits=logits.tolist(), router=[])
     for moe_layer, (layer, r) in enumerate(routers):
-        top, weights = routing(r, cfg)
+        top, weights = model.route(layer, r)
         case["router"].append(OrderedDict(layer=layer, moe_layer=moe_layer, logits=r.tolist(),
                                           topk=top.tolist(), weights=weights.tolist()))
     case["greedy"], greedy_gap, full_routers = model.greedy(ids, NEW_TOKENS)
-    boundary, order = router_gaps(routers + full_routers, k)
+    boundary, order = router_gaps(model, routers + full_routers, k)
     return case, dict(router_gap=boundary, order_gap=order, greedy_gap=greedy_gap)
 
 
@@ -680,9 +907,9 @@ def f32_agreement(cfg, W, cases):
         logits, routers = m.forward(c["tokens"])
         ref = np.array(c["logits"])
         rel = max(rel, float((np.abs(logits - ref).max(-1) / np.abs(ref).max(-1)).max()))
-        for (_, r), rc in zip(routers, c["router"]):
+        for (layer, r), rc in zip(routers, c["router"]):
             router_err = max(router_err, float(np.abs(r - np.array(rc["logits"])).max()))
-            top, _ = routing(r, cfg)
+            top, _ = m.route(layer, r)
             topk_equal = topk_equal and top.tolist() == rc["topk"]
         greedy_equal = greedy_equal and m.greedy(c["tokens"], NEW_TOKENS)[0] == c["greedy"]
     return OrderedDict(f32_max_rel_err=rel, f32_router_max_abs_err=router_err,
@@ -708,8 +935,10 @@ def try_seed(cfg, seed):
         stats.append(st)
     meta = OrderedDict(
         seed=seed, generator="tools/ref/make_family_refs.py",
-        reference={"deepseek": REFERENCE_DEEPSEEK, "gpt_oss": REFERENCE_GPT_OSS}.get(
-            cfg["model_type"], REFERENCE), dtype="float64",
+        reference={"deepseek": REFERENCE_DEEPSEEK, "deepseek_v2": REFERENCE_DEEPSEEK_V2,
+                   "deepseek_v3": REFERENCE_DEEPSEEK_V2, "gpt_oss": REFERENCE_GPT_OSS}.get(
+                       cfg["model_type"], REFERENCE),
+        dtype="float64",
         numpy=np.__version__, python=platform.python_version(),
         moe_layers=[l for l in range(cfg["num_hidden_layers"]) if is_sparse(cfg, l)],
         dense_layers=[l for l in range(cfg["num_hidden_layers"]) if not is_sparse(cfg, l)],
@@ -834,12 +1063,13 @@ def check_model(folder):
         assert [r["layer"] for r in c["router"]] == moe_layers, "router layers"
         assert [r["moe_layer"] for r in c["router"]] == list(range(len(moe_layers))), "moe_layer"
         for (layer, r), rc in zip(routers, c["router"]):
-            top, weights = routing(r, cfg)
+            top, weights = model.route(layer, r)
             assert_close(r, rc["logits"], f"router logits layer {layer} (T={n})")
             assert top.tolist() == rc["topk"], f"top-k layer {layer} (T={n})"
             assert_close(weights, rc["weights"], f"router weights layer {layer} (T={n})")
             if (cfg.get("norm_topk_prob") or cfg["model_type"] == "gpt_oss") and k > 1:
-                assert_close(np.sum(rc["weights"], -1), np.ones(n), "weights sum", rtol=1e-7)
+                scale = cfg.get("routed_scaling_factor", 1.0) if cfg["model_type"] in DEEPSEEK_MLA else 1.0
+                assert_close(np.sum(rc["weights"], -1), np.full(n, scale), "weights sum", rtol=1e-7)
         assert model.greedy(c["tokens"], NEW_TOKENS)[0] == c["greedy"], f"greedy (T={n})"
     identical = to_json(ref) == text
     sizes = {f: os.path.getsize(os.path.join(folder, f)) for f in

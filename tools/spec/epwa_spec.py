@@ -63,16 +63,36 @@ def irsh_v2(num_layers, rule, routers):
 
 
 def routing_rule(config):
-    """The routing rule string of a config.json (the softmax families; GPT-OSS's biased top-k
-    softmax)."""
+    """The routing rule string of a config.json (section 0; GPT-OSS's biased top-k softmax)."""
     k = config["num_experts_per_tok"]
     mt = config["model_type"]
     if mt == "gpt_oss":  # GptOssTopKRouter: top-k of W x + b, softmax over the k
         return f"bias,top{k},softmax"
+    if mt in ("deepseek_v2", "deepseek_v3"):
+        v3 = mt == "deepseek_v3"
+        renorm = config.get("norm_topk_prob", v3) and (v3 or k > 1)
+        groups = config.get("n_group") or 1
+        if not v3 and config.get("topk_method", "greedy") == "greedy":
+            groups = 1
+        scale = float(config.get("routed_scaling_factor", 2.5 if v3 else 1.0))
+        rule = f"{'sigmoid' if v3 else 'softmax'},top{k},{'renorm' if renorm else 'raw'}"
+        if not v3 and groups == 1 and scale == 1.0:
+            return rule
+        if v3:
+            rule += ",bias"
+        if groups > 1:
+            rule += f",group{groups}/{config.get('topk_group') or 1}{'top2' if v3 else 'max'}"
+        return rule + f",scale{float_g9(scale)}"
     renorm = True if mt == "mixtral" else config.get("norm_topk_prob", mt == "qwen3_moe")
     if mt == "deepseek":  # MoEGate renormalises only when top_k > 1
         renorm = renorm and k > 1
     return f"softmax,top{k},{'renorm' if renorm else 'raw'}"
+
+
+def float_g9(x):
+    """The scale as C's %.9g of the float32 value prints it."""
+    text = "%.9g" % f32(x)
+    return text
 
 
 def moe_layers(config):
@@ -82,6 +102,8 @@ def moe_layers(config):
         step = config.get("decoder_sparse_step", 1)
         dense = config.get("mlp_only_layers") or []
         return [l for l in range(n) if l not in dense and (l + 1) % step == 0]
+    if config["model_type"] in ("deepseek_v2", "deepseek_v3"):
+        return [l for l in range(n) if l >= config.get("first_k_dense_replace", 0)]
     if config["model_type"] == "deepseek":
         first, freq = config.get("first_k_dense_replace", 0), config.get("moe_layer_freq", 1)
         return [l for l in range(n) if l >= first and l % freq == 0]
@@ -114,7 +136,11 @@ def family_hash(folder):
     part = "block_sparse_moe" if mt == "mixtral" else "mlp"
     router = "router" if mt == "gpt_oss" else "gate"  # GPT-OSS: mlp.router, with a bias
     names = [f"model.layers.{l}.{part}.{router}.weight" for l in layers]
-    biases = [f"model.layers.{l}.mlp.router.bias" for l in layers] if mt == "gpt_oss" else []
+    # GPT-OSS's router bias and DeepSeek-V3's correction bias change the choice: hashed with the
+    # router.
+    biases = ([f"model.layers.{l}.mlp.router.bias" for l in layers] if mt == "gpt_oss" else
+              [f"model.layers.{l}.mlp.gate.e_score_correction_bias" for l in layers]
+              if mt == "deepseek_v3" else [])
     bits = read_f32_safetensors(os.path.join(folder, "model.safetensors"), names + biases)
     e = config.get("num_local_experts", config.get("num_experts", config.get("n_routed_experts")))
     d = config["hidden_size"]
@@ -240,6 +266,41 @@ def top1_confidence(logits, over=0):
     return best, 1.0 / math.fsum(math.exp(l - logits[best]) for l in kept)
 
 
+def exp_seed(key, router_hash, expert, previous):
+    """EXP-v1 (section 11): the seed of a step, HMAC of the tag, the router hash and the context."""
+    msg = b"EPWA-EXP-v1" + router_hash.encode("ascii") + struct.pack("<II", expert, previous)
+    return struct.unpack("<Q", hmac.new(key, msg, hashlib.sha256).digest()[:8])[0]
+
+
+def exp_uniform(seed, token):
+    """EXP-v1: SplitMix64's finalizer of seed + (token + 1) * golden ratio, top 53 bits, centred."""
+    z = (seed + (token + 1) * 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z ^= z >> 31
+    return ((z >> 11) + 0.5) * 2.0 ** -53
+
+
+def exp_race(probs, seed):
+    """EXP-v1: the token with the largest ln(r) / p among those with p > 0 (ties: the first)."""
+    best, score = None, -math.inf
+    for v, p in enumerate(probs):
+        if p > 0 and math.log(exp_uniform(seed, v)) / p > score:
+            best, score = v, math.log(exp_uniform(seed, v)) / p
+    return best
+
+
+def gamma_sf(n, s):
+    """P[Gamma(n, 1) >= s] = e^-s sum_{k<n} s^k / k!, in exact rational steps then to float."""
+    from fractions import Fraction
+    term, total = Fraction(1), Fraction(1)
+    fs = Fraction(s)
+    for k in range(1, n):
+        term = term * fs / k
+        total += term
+    return float(total) * math.exp(-s)
+
+
 def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
@@ -287,7 +348,8 @@ def main():
                 digest = hashlib.sha256(b"".join(struct.pack("<I", t) for t in sorted(g))).hexdigest()
                 entry["lists"].append({"expert": e, "first16": g[:16], "sorted_sha256": digest})
             out["green_lists"].append(entry)
-    for name in ("gqa", "qwen2moe", "olmoe", "qwen3moe", "deepseek"):
+    for name in ("gqa", "qwen2moe", "olmoe", "qwen3moe", "deepseek", "deepseek2", "deepseek2-lite",
+                 "deepseek3"):
         version, h = family_hash(os.path.join(REF_DIR, name))
         out["families"].append({"model": name, "irsh": version, "hash": h})
     for name in ("gptoss",):  # families epwa reads from safetensors only (no GGUF yet)
@@ -345,6 +407,17 @@ def main():
         "prompt": prompt,
         "picks": [keyring_pick(secret, seed, prompt, len(ring)) for seed in range(16)],
         "picks_prompt_2": [keyring_pick(secret, seed, [1, 2], len(ring)) for seed in range(16)],
+    }
+    probs = [0.5, 0.25, 0.125, 0.125, 0.0]
+    cases = []
+    for expert, prev in ((0, 0), (1, 7), (3, 999)):
+        seed = exp_seed(key, router_hash, expert, prev)
+        cases.append({"expert": expert, "previous_token": prev, "seed": str(seed),
+                      "uniforms_0_to_4": [repr(exp_uniform(seed, v)) for v in range(5)],
+                      "race": exp_race(probs, seed)})
+    out["exp"] = {
+        "key": key.decode(), "router_hash": router_hash, "probs": probs, "cases": cases,
+        "gamma_tail": [[n, s, repr(gamma_sf(n, s))] for n, s in ((1, 3.0), (10, 20.0), (40, 70.5))],
     }
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")

@@ -45,11 +45,16 @@ class CpuBackend final : public Backend {
   bool supports(BackendOp, DType) const override { return true; }
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
-    return std::make_unique<Scratch>(c.head_dim, c.rope_theta, c.yarn);
+    // MLA rotates only its rope part (latent_rope); its head_dim (nope + rope) may be odd.
+    auto s =
+        std::make_unique<Scratch>(c.mla() ? c.qk_rope_head_dim : c.head_dim, c.rope_theta, c.yarn);
+    if (c.mla()) s->latent_rope.emplace(c.qk_rope_head_dim, c.rope_theta, c.yarn);
+    return s;
   }
 
   void reserve(BackendScratch& s, int64_t positions) const override {
     cast(s).rope.ensure(positions);
+    if (cast(s).latent_rope) cast(s).latent_rope->ensure(positions);
   }
 
   bool host_memory() const override { return true; }
@@ -106,6 +111,17 @@ class CpuBackend final : public Backend {
       if (renormalize)
         for (int64_t j = 0; j < k; ++j) w[j] /= wsum;
     }
+  }
+
+  void route_grouped(const float* logits, int64_t n, int64_t ne, const RouteRule& r, int32_t* topk,
+                     float* topw, BackendScratch& s) const override {
+    cpu::route_grouped(logits, n, ne, r, topk, topw, cast(s));
+  }
+
+  void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0,
+                        const LatentShape& shape, const TensorView& kv_b, const KvLayer& cache,
+                        float* att, BackendScratch& s) const override {
+    cpu::latent_attention(q, kv, n, p0, shape, kv_b, cache, att, cast(s));
   }
 
   void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n, int64_t d,

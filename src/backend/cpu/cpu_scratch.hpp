@@ -5,6 +5,7 @@
 #include <array>
 #include <cstddef>
 #include <deque>
+#include <optional>
 #include <vector>
 
 #include "epwa/backend.hpp"
@@ -37,6 +38,7 @@ class InputSet {
 struct Scratch : BackendScratch {
   std::array<ScratchArray<std::byte>, 64> slots;  // Backend::buffer's activation memory
   RopeTable rope;
+  std::optional<RopeTable> latent_rope;  // MLA's rope part (interleaved, YaRN)
   InputSet inputs;
   std::vector<RowTask> tasks;
   // Expert outputs: one token's k experts side by side (decode), or one expert's tokens (prompt).
@@ -48,8 +50,14 @@ struct Scratch : BackendScratch {
   std::vector<int32_t> sel;
   std::vector<float> sel_w;
   std::vector<const LinearInput*> in_gate, in_up;
-  Scratch(int64_t head_dim, float theta, const RopeYarn& yarn) : rope(head_dim, theta, yarn) {}
+  Scratch(int64_t head_dim, float theta, const Yarn& yarn) : rope(head_dim, theta, yarn) {}
 };
+
+// cpu_deepseek.cpp: Backend::latent_attention and Backend::route_grouped.
+void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0, const LatentShape& sh,
+                      const TensorView& kv_b, const KvLayer& cache, float* att, Scratch& s);
+void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
+                   int32_t* topk, float* topw, Scratch& s);
 
 // y = W x for each (W, y) of one token reading the same activations `x` (decode): one job.
 void run_one_token(std::span<const TensorView* const> ws, std::span<float* const> ys,

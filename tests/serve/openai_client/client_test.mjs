@@ -54,6 +54,21 @@ try {
   assert.ok(pieces > 5);
   assert.equal(finish, "length");
 
+  // Streamed with echo: the prompt comes first, and the pieces add up to the unstreamed answer.
+  const echoed = await client.completions.create({
+    model: "epwa", prompt: "The river", max_tokens: 8, temperature: 0, echo: true, logprobs: 1 });
+  const echoStream = await client.completions.create({
+    model: "epwa", prompt: "The river", max_tokens: 8, temperature: 0, echo: true, logprobs: 1,
+    stream: true });
+  let echoJoined = "", echoTokens = [];
+  for await (const chunk of echoStream) {
+    echoJoined += chunk.choices[0].text;
+    echoTokens.push(...chunk.choices[0].logprobs.tokens);
+  }
+  assert.ok(echoJoined.includes("river"));
+  assert.equal(echoJoined, echoed.choices[0].text);
+  assert.deepEqual(echoTokens, echoed.choices[0].logprobs.tokens);
+
   // Opt-in watermark through an extra body field; then detected with the key.
   const marked = await client.completions.create({
     model: "epwa", prompt: "The river", max_tokens: 200, temperature: 0.7, seed: 3,

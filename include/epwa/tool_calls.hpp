@@ -1,0 +1,47 @@
+// Tool calls in a model's reply: which syntax a chat template writes them in, and the reply's
+// text parsed back into OpenAI's tool_calls (docs/SERVER.md, "Tool calls").
+#pragma once
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace epwa {
+
+class ChatTemplate;
+
+enum class ToolCallSyntax {
+  None,      // the template writes no tool calls
+  Hermes,    // <tool_call>{"name": .., "arguments": {..}}</tool_call>, repeated (Qwen2.5/3, Hermes)
+  Mistral,   // [TOOL_CALLS][{"name": .., "arguments": {..}}, ..] (Mistral v0.3, Nemo)
+  DeepSeek,  // <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>..<｜tool▁sep｜>..<｜tool▁call▁end｜>..
+};
+std::string_view tool_call_syntax_name(ToolCallSyntax s);  // "none", "hermes", ...
+
+// The syntax the template's own rendering of an assistant's tool_calls uses, by its markers.
+ToolCallSyntax tool_call_syntax(const ChatTemplate& tpl);
+
+// The marker strings of a syntax (each may be one special token of the model's vocabulary, which
+// a server must then let the model emit).
+std::vector<std::string> tool_call_markers(ToolCallSyntax s);
+
+struct ToolCall {
+  std::string name;
+  std::string arguments;  // a JSON text (OpenAI sends arguments as a string)
+};
+
+struct AssistantReply {
+  std::string content;  // the text outside the calls (before the first), trimmed
+  std::vector<ToolCall> calls;
+};
+
+// The reply split into content and tool calls. A reply without the syntax's opening marker, or
+// whose calls are not well formed (JSON that does not parse, a call without a name), is all
+// content: a malformed call is shown to the client as text, never dropped.
+AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text);
+
+// Where in `text` a tool call starts or may be starting (a prefix of the opening marker at the
+// end): a stream holds the text back from there. npos: nowhere.
+size_t tool_call_start(ToolCallSyntax s, std::string_view text);
+
+}  // namespace epwa

@@ -1,0 +1,134 @@
+// DeepSeek-V2/V3 on the CPU: multi-head latent attention over the latent cache (the query absorbed
+// into the latent space, so the cache is never expanded to per-head keys and values), and the
+// grouped softmax / sigmoid router.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu_scratch.hpp"
+#include "epwa/quant.hpp"
+#include "epwa/thread_pool.hpp"
+
+namespace epwa::cpu {
+
+namespace {
+
+const std::byte* row_of(const TensorView& w, int64_t r) {
+  return w.data.data() + r * dtype_bytes(w.dtype, w.cols());
+}
+
+// The k best of `v` (ties to the lower index), best first.
+void best_k(const float* v, int64_t count, int64_t k, int32_t* out) {
+  int64_t kept = 0;
+  for (int64_t e = 0; e < count; ++e) {
+    if (kept == k && !(v[e] > v[out[k - 1]])) continue;
+    int64_t p = kept < k ? kept++ : k - 1;
+    for (; p > 0 && v[e] > v[out[p - 1]]; --p) out[p] = out[p - 1];
+    out[p] = static_cast<int32_t>(e);
+  }
+}
+
+}  // namespace
+
+void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0, const LatentShape& sh,
+                      const TensorView& kv_b, const KvLayer& cache, float* att, Scratch& s) {
+  check(s.latent_rope.has_value(), "latent attention: the scratch has no latent RoPE table");
+  const RopeTable& rope = *s.latent_rope;
+  const int64_t row = sh.latent + sh.rope, qd = sh.nope + sh.rope, kvb_head = sh.nope + sh.v;
+  for (int64_t i = 0; i < n; ++i) {
+    float* dst = cache.k + (p0 + i) * row;
+    std::copy_n(kv + i * row, row, dst);
+    rope.apply_pairs(dst + sh.latent, p0 + i);
+  }
+  // attention_head divides by sqrt(its head size): the query carries the rest of the scale.
+  const float qscale = sh.scale * std::sqrt(static_cast<float>(row));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / ((p0 + n) * row + qd * row));
+  ThreadPool::global().parallel_for(
+      n * sh.heads,
+      [&](int64_t b, int64_t e) {
+        thread_local std::vector<float> qlat, olat, w, scores;
+        qlat.resize(row);
+        olat.resize(row);
+        w.resize(sh.latent);
+        if (scores.size() < static_cast<size_t>(p0 + n)) scores.resize(p0 + n);
+        for (int64_t it = b; it < e; ++it) {
+          const int64_t i = it / sh.heads, h = it % sh.heads;
+          const float* qh = q + (i * sh.heads + h) * qd;
+          // q_lat = W_uk^T q_nope: the head's nope rows of kv_b weighted by q_nope.
+          std::fill(qlat.begin(), qlat.end(), 0.0f);
+          for (int64_t t = 0; t < sh.nope; ++t) {
+            dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head + t), w.data(), sh.latent);
+            const float c = qh[t];
+            for (int64_t j = 0; j < sh.latent; ++j) qlat[j] += c * w[j];
+          }
+          std::copy_n(qh + sh.nope, sh.rope, qlat.data() + sh.latent);
+          rope.apply_pairs(qlat.data() + sh.latent, p0 + i);
+          for (float& x : qlat) x *= qscale;
+          // Keys and values are the cache rows themselves (the value's rope tail is ignored).
+          attention_head(qlat, cache.k, cache.k, p0 + i + 1, row, scores, olat);
+          float* out = att + (i * sh.heads + h) * sh.v;
+          for (int64_t t = 0; t < sh.v; ++t) {  // rows of any stored type, dequantized
+            dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head + sh.nope + t), w.data(),
+                           sh.latent);
+            float acc = 0;
+            for (int64_t j = 0; j < sh.latent; ++j) acc += w[j] * olat[j];
+            out[t] = acc;
+          }
+        }
+      },
+      grain);
+}
+
+void route_grouped(const float* logits, int64_t n, int64_t ne, const RouteRule& r, int32_t* topk,
+                   float* topw, Scratch& s) {
+  float* score = s.probs.resize(2 * ne);
+  float* choice = score + ne;
+  std::vector<float> bias;
+  if (r.bias) {
+    bias.resize(ne);
+    dequantize_row(r.bias->dtype, r.bias->data.data(), bias.data(), ne);
+  }
+  const int64_t gsize = ne / r.groups;
+  std::vector<float> gscore(r.groups);
+  std::vector<int32_t> gbest(r.topk_groups), two(2);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* l = logits + i * ne;
+    if (r.sigmoid) {
+      for (int64_t e = 0; e < ne; ++e) score[e] = 1 / (1 + std::exp(-l[e]));
+    } else {
+      float mx = l[0], z = 0;
+      for (int64_t e = 1; e < ne; ++e) mx = std::max(mx, l[e]);
+      for (int64_t e = 0; e < ne; ++e) z += (score[e] = std::exp(l[e] - mx));
+      for (int64_t e = 0; e < ne; ++e) score[e] /= z;
+    }
+    for (int64_t e = 0; e < ne; ++e) choice[e] = score[e] + (r.bias ? bias[e] : 0.0f);
+    if (r.groups > 1) {
+      for (int64_t g = 0; g < r.groups; ++g) {
+        const float* c = choice + g * gsize;
+        if (r.group_top2) {
+          best_k(c, gsize, 2, two.data());
+          gscore[g] = c[two[0]] + c[two[1]];
+        } else {
+          gscore[g] = *std::max_element(c, c + gsize);
+        }
+      }
+      best_k(gscore.data(), r.groups, r.topk_groups, gbest.data());
+      // Experts outside the chosen groups are never chosen.
+      for (int64_t g = 0; g < r.groups; ++g)
+        if (std::find(gbest.begin(), gbest.end(), static_cast<int32_t>(g)) == gbest.end())
+          std::fill_n(choice + g * gsize, gsize, -std::numeric_limits<float>::infinity());
+    }
+    int32_t* top = topk + i * r.k;
+    float* w = topw + i * r.k;
+    best_k(choice, ne, r.k, top);
+    float sum = 0;
+    for (int64_t j = 0; j < r.k; ++j) sum += (w[j] = score[top[j]]);
+    for (int64_t j = 0; j < r.k; ++j) {
+      if (r.renormalize) w[j] /= sum + 1e-20f;
+      w[j] *= r.scale;
+    }
+  }
+}
+
+}  // namespace epwa::cpu
