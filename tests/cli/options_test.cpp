@@ -70,7 +70,7 @@ TEST(Options, HelpShowsEveryDefault) {
   for (const char* d :
        {"--max-new-tokens INT:0 to 2147483647=32", "--temperature FLOAT:from 0 to 100=0",
         "--delta FLOAT:from 0 to 10000=2", "--gamma FLOAT:above 0 and below 1=0.5", "--seed UINT=0",
-        "--top-p FLOAT:above 0 and at most 1=1", "--watermark TEXT:{gsg,ewp,none}=none",
+        "--top-p FLOAT:above 0 and at most 1=1", "--watermark TEXT:{gsg,ewp,exp,none}=none",
         "generation_config.json is not read"})
     EXPECT_NE(gen.find(d), std::string::npos) << d << "\n" << gen;
   const std::string det = epwa_test::run_cli("detect --help").out;
