@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
@@ -13,12 +14,21 @@
 #include <vector>
 
 #include "epwa/config.hpp"
+#include "epwa/tensor.hpp"
 
 namespace epwa {
 
 class GgufFile;
 class GgufWriter;
 class HfFields;
+class SafetensorsModel;
+
+// Tensors a family derives from its checkpoint's own layout (GPT-OSS stacks each layer's experts
+// in one fused tensor): views by schema HF name, into storage the model keeps.
+struct DerivedTensors {
+  std::vector<std::pair<std::string, TensorView>> views;
+  std::shared_ptr<const void> storage;
+};
 
 // What a tensor is in the model, whatever it is called in a file.
 enum class TensorKind : uint8_t {
@@ -35,6 +45,8 @@ enum class TensorKind : uint8_t {
   AttnVBias,
   AttnQNorm,
   AttnKNorm,  // optional attention parts
+  AttnOutBias,
+  AttnSinks,  // GPT-OSS: o bias, one sink logit per head
   AttnQA,
   AttnQANorm,
   AttnQB,
@@ -43,10 +55,13 @@ enum class TensorKind : uint8_t {
   AttnKvB,  // multi-head latent attention (AttnQ when there is no q_lora_rank; AttnOut)
   FfnNorm,
   Router,
-  RouterBias,  // e_score_correction_bias
+  RouterBias,  // GPT-OSS's router bias, DeepSeek-V3's e_score_correction_bias
   ExpGate,
   ExpDown,
   ExpUp,  // routed experts (one tensor per expert)
+  ExpGateBias,
+  ExpDownBias,
+  ExpUpBias,  // their biases (GPT-OSS)
   ShexpGateInp,
   ShexpGate,
   ShexpDown,
@@ -84,8 +99,9 @@ struct Architecture {
   void (*write_gguf)(const ModelConfig& c, GgufWriter& w);
   // HuggingFace name of a layer tensor (experts: of `expert`).
   std::string (*hf_name)(TensorKind kind, int32_t layer, int32_t expert);
-  // Whether its config.json may ask for YaRN rope scaling (the family's read_hf reads it).
-  bool rope_yarn = false;
+  // nullptr: the schema's tensors are in the checkpoint under their HF names. Otherwise the
+  // tensors the family cuts from its checkpoint's layout (the rest are read by name).
+  DerivedTensors (*derive_hf)(const ModelConfig& c, const SafetensorsModel& st) = nullptr;
 };
 
 // Every family epwa runs, in registry order.

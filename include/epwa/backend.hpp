@@ -20,8 +20,13 @@ enum class BackendOp : uint8_t {
   ExpertFfn,  // the routed experts of an MoE layer, grouped by expert
   Ffn,        // one SwiGLU FFN (a dense layer, a shared expert)
   RmsNorm,
-  Rope,             // rotate-half RoPE
-  Attention,        // causal GQA attention over a layer's KV cache
+  Rope,       // rotate-half RoPE
+  Attention,  // causal GQA attention over a layer's KV cache
+  // GPT-OSS's parts: attention with sink logits and sliding windows (attention_sinks), YaRN
+  // RoPE, routed experts with biases and the clamped SwiGLU.
+  SinkAttention,
+  YarnRope,
+  BiasedExperts,
   LatentAttention,  // multi-head latent attention over a latent cache (DeepSeek-V2/V3)
   GroupedRoute,     // DeepSeek's routers: groups, sigmoid scores, correction bias, scale
 };
@@ -41,6 +46,9 @@ struct KvLayer {
   float* v;
   int64_t capacity;  // positions
   int32_t sequence = 0, layer = 0;
+  // > 0: a sliding-window layer; its cache is a ring of `window` rows (position p in row
+  // p % window) and a query at position p sees positions p - window + 1 ... p.
+  int64_t window = 0;
 };
 
 // The routing of n rows: k experts per row, best first, and the weights the model applies (both
@@ -72,9 +80,14 @@ struct RouteRule {
   const TensorView* bias;  // E values, f32; nullptr: none
 };
 
-// The routed experts of a layer: expert e is down[e](silu(gate[e] x) * up[e] x).
+// The routed experts of a layer: expert e is down[e](silu(gate[e] x) * up[e] x), or with biases
+// (f32, when given) and swiglu_limit > 0 GPT-OSS's
+// down[e]((clamp(up[e] x + bu, +-limit) + 1) * g * sigmoid(1.702 g)) + bd, g = min(gate[e] x + bg,
+// limit).
 struct ExpertMatrices {
   std::span<const TensorView> gate, down, up;
+  std::span<const TensorView> gate_bias = {}, down_bias = {}, up_bias = {};
+  float swiglu_limit = 0;
 };
 
 // Weights are passed as views of the model's tensors; a backend may keep its own copy of each
@@ -171,6 +184,15 @@ class Backend {
   virtual void attention(const float* q, const float* k, const float* v, int64_t n, int64_t p0,
                          int64_t heads, int64_t kv_heads, int64_t head_dim, const KvLayer& kv,
                          float* att, BackendScratch& s) const = 0;
+  // attention() with each query head's learned sink logit (sinks: one per head) joining its
+  // softmax's denominator (GPT-OSS), over the window of a sliding layer (kv.window > 0). Only for
+  // a backend that supports(SinkAttention).
+  virtual void attention_sinks(const float* q, const float* k, const float* v, int64_t n,
+                               int64_t p0, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                               const KvLayer& kv, const TensorView& sinks, float* att,
+                               BackendScratch& s) const {
+    throw Error("the " + std::string(name()) + " backend has no attention with sinks");
+  }
   // Multi-head latent attention of n rows at positions p0...: q holds heads x (nope + rope) per
   // row, kv the row's normed latent then its (unroped) rope part. Appends each kv row, its rope
   // part rotated (interleaved pairs, YaRN per the scratch's model), at its position of kv.k (rows

@@ -54,8 +54,12 @@ class Context {
   int64_t size(int32_t seq = 0) const { return at(seq).size; }
   int64_t capacity(int32_t seq = 0) const { return at(seq).capacity; }
   void clear(int32_t seq = 0) { at(seq).size = 0; }
-  // Drops positions >= n of sequence `seq` (n <= size(seq)).
+  // Drops positions >= n of sequence `seq` (n <= size(seq)). A model with sliding-window layers
+  // keeps only their window, so it can drop at most one position once a window is full (or all).
   void truncate(int64_t n, int32_t seq = 0);
+  // Bytes of host KV cache that layer `layer` of sequence `seq` holds now (keys and values): a
+  // sliding-window layer never holds more than its window.
+  int64_t kv_bytes(int32_t layer, int32_t seq = 0) const;
   // Bytes of host KV cache one position of sequence `seq` takes, over every layer, as allocated
   // (0 when the backend keeps the caches).
   int64_t kv_bytes_per_position(int32_t seq = 0) const;
@@ -89,10 +93,12 @@ struct FfnWeights {
 struct LayerWeights {
   TensorView attn_norm, wq, wk, wv, wo, ffn_norm;
   TensorView bq, bk, bv, q_norm, k_norm;
+  TensorView bo, sinks;  // o bias {D}, one sink logit per head {H}
   // Multi-head latent attention (wq when there is no q_lora_rank, wo).
   TensorView wq_a, q_a_norm, wq_b, wkv_a, kv_a_norm, wkv_b;
   TensorView router, router_bias;
   std::vector<TensorView> w1, w2, w3;  // per routed expert: gate {I, D}, down {D, I}, up {I, D}
+  std::vector<TensorView> b1, b2, b3;  // their biases, when the family has them
   TensorView shared_gate_inp;          // {1, D}: the shared expert is scaled by sigmoid(w . x)
   FfnWeights shared;                   // shared expert of an MoE layer
   FfnWeights dense;                    // FFN of a dense layer
@@ -134,6 +140,8 @@ class Model {
   // Router matrix of MoE layer `moe_layer` (0-based among MoE layers) as f32 (E x D,
   // expert-major), for hashing.
   std::vector<float> router_f32(int32_t moe_layer) const;
+  // Its bias as f32 (E values), empty when the router has none (every family but GPT-OSS).
+  std::vector<float> router_bias_f32(int32_t moe_layer) const;
 
   // Runs `tokens` at positions ctx.size() ... and returns their logits ([n][V] row-major when
   // all_logits, else the last position's V values). Thread-safe for distinct contexts.

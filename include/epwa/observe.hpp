@@ -17,6 +17,9 @@ struct RouterObservation {
   std::span<const int32_t> topk;   // the k chosen experts, best first (ties -> lower index)
   std::span<const float> weights;  // their routing weights, as the model applies them
   int32_t sequence = 0;            // the sequence of the context (0 for a single-sequence context)
+  // The router confidence (docs/SPEC.md section 3) is the softmax over this many largest logits:
+  // 0 for all E (the softmax families), k for GPT-OSS's top-k softmax.
+  int32_t confidence_over = 0;
 };
 
 class RouterObserver {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "epwa/config.hpp"
 #include "epwa/tensor.hpp"
 #include "epwa/thread_pool.hpp"
 
@@ -70,12 +71,11 @@ class RopeTable {
   // Precomputes `positions` positions; more are added by ensure() (apply() on an uncached position
   // computes it on the fly, so it is never wrong, only slower).
   RopeTable(int64_t head_dim, float theta, int64_t positions = 0);
-  // Given frequencies (head_dim / 2 of them), cos and sin multiplied by `scale` (YaRN's attention
-  // factor).
-  RopeTable(std::vector<float> inv_freq, float scale);
+  // With YaRN scaling when yarn.on(): yarn_inv_freq's frequencies, cos and sin multiplied by
+  // yarn.cos_sin_factor().
+  RopeTable(int64_t head_dim, float theta, const Yarn& yarn, int64_t positions = 0);
   void ensure(int64_t positions);  // not thread-safe; call before sharing across threads
   int64_t head_dim() const { return hd_; }
-  const std::vector<float>& inv_freq() const { return inv_freq_; }
   int64_t cached_positions() const { return static_cast<int64_t>(cos_.size()) / (hd_ / 2); }
   // The cached values, [position][head_dim / 2] (a GPU backend uploads them).
   std::span<const float> cos_table() const { return cos_; }
@@ -96,11 +96,10 @@ class RopeTable {
   std::vector<float> inv_freq_, cos_, sin_;  // cos_/sin_: [position][head_dim / 2]
 };
 
-// YaRN's frequencies for `dim` rotated values (transformers' _compute_yarn_parameters with
-// truncate: interpolation by `factor` below the beta_slow..beta_fast correction range, none above,
-// a linear ramp between).
-std::vector<float> yarn_inv_freq(int64_t dim, float theta, float factor, int64_t original_max,
-                                 float beta_fast, float beta_slow);
+// YaRN's frequencies for `dim` rotated values (transformers' _compute_yarn_parameters):
+// interpolation by yarn.factor below the beta_slow..beta_fast correction range (floored and ceiled
+// when yarn.truncate), none above, a linear ramp between.
+std::vector<float> yarn_inv_freq(int64_t dim, float theta, const Yarn& yarn);
 
 // ---- attention ------------------------------------------------------------------------------
 
@@ -110,6 +109,11 @@ std::vector<float> yarn_inv_freq(int64_t dim, float theta, float factor, int64_t
 // heads). `scores` is scratch of at least n_keys floats; head_dim = q.size() = out.size().
 void attention_head(std::span<const float> q, const float* k, const float* v, int64_t n_keys,
                     int64_t stride, std::span<float> scores, std::span<float> out);
+
+// attention_head with a sink: the logit `sink` joins the softmax over the scores, and its share is
+// dropped (GPT-OSS's learned per-head sinks).
+void attention_head_sink(std::span<const float> q, const float* k, const float* v, int64_t n_keys,
+                         int64_t stride, float sink, std::span<float> scores, std::span<float> out);
 
 // One query of an attention_block: head_dim floats at q, attends to keys 0..n_keys-1, writes
 // head_dim floats at out.

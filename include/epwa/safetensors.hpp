@@ -17,6 +17,13 @@ namespace epwa {
 
 using SafetensorsMetadata = std::map<std::string, std::string>;  // the "__metadata__" object
 
+// A tensor of raw bytes (dtype U8: GPT-OSS's MXFP4 blocks and scales), which a family decodes.
+struct ByteTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::span<const std::byte> data;
+};
+
 // One .safetensors file. Tensor views point into the mapping and live as long as the object
 // (moving the object keeps them valid). Supported dtypes: F32, F16, BF16.
 class SafetensorsFile {
@@ -30,6 +37,8 @@ class SafetensorsFile {
   // In file order (ascending data offset).
   const std::vector<TensorView>& tensors() const { return tensors_; }
   const TensorView* find(std::string_view name) const;  // nullptr when absent
+  // The U8 tensors, kept apart from the numeric ones.
+  const std::vector<ByteTensor>& byte_tensors() const { return bytes_; }
   const SafetensorsMetadata& metadata() const { return metadata_; }
   const std::filesystem::path& path() const { return path_; }
   // Bytes before the tensor data: 8 + header length.
@@ -41,6 +50,7 @@ class SafetensorsFile {
   MappedFile file_;
   std::filesystem::path path_;
   std::vector<TensorView> tensors_;
+  std::vector<ByteTensor> bytes_;
   std::unordered_map<std::string, size_t> index_;
   SafetensorsMetadata metadata_;
   uint64_t data_start_ = 0;
@@ -56,8 +66,9 @@ class SafetensorsModel {
 
   // Shard by shard (index order of first appearance), file order inside a shard.
   const std::vector<TensorView>& tensors() const { return tensors_; }
-  const TensorView* find(std::string_view name) const;  // nullptr when absent
-  const TensorView& get(std::string_view name) const;   // throws Error naming the tensor
+  const TensorView* find(std::string_view name) const;        // nullptr when absent
+  const TensorView& get(std::string_view name) const;         // throws Error naming the tensor
+  const ByteTensor* find_bytes(std::string_view name) const;  // a U8 tensor; nullptr when absent
   // __metadata__ of the first shard.
   const SafetensorsMetadata& metadata() const;
   const std::vector<SafetensorsFile>& shards() const { return shards_; }
@@ -68,6 +79,7 @@ class SafetensorsModel {
   std::vector<SafetensorsFile> shards_;
   std::vector<TensorView> tensors_;
   std::unordered_map<std::string, size_t> index_;
+  std::unordered_map<std::string, const ByteTensor*> bytes_;  // into shards_' own lists
 };
 
 // One tensor to write; `bytes` is the row-major payload (little-endian), numel * dtype size long.

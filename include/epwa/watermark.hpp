@@ -45,12 +45,13 @@ std::string irsh_v2(int32_t num_layers, std::string_view rule,
                     std::span<const RouterMatrix> routers);
 
 // The top-1 expert of one position's router logits (ties -> lower index) and its softmax
-// probability over all E logits. Throws Error on an empty span or non-finite logits.
+// probability over all E logits, or over the `over` largest when over > 0 (GPT-OSS's top-k
+// softmax). Throws Error on an empty span or non-finite logits.
 struct ExpertChoice {
   int32_t expert = -1;
   float confidence = 0.0f;
 };
-ExpertChoice top1_expert(std::span<const float> router_logits);
+ExpertChoice top1_expert(std::span<const float> router_logits, int32_t over = 0);
 
 // The watermark layer among the MoE layers: `requested` >= 0 counts from the first, < 0 from the
 // last

@@ -42,7 +42,12 @@ LayerConfig ModelConfig::layer(int32_t l) const {
   } else {
     lc.dense_ffn = intermediate_size;
   }
+  lc.window = layer_window(l);
   return lc;
+}
+
+int32_t ModelConfig::layer_window(int32_t l) const {
+  return std::binary_search(sliding_layers.begin(), sliding_layers.end(), l) ? sliding_window : 0;
 }
 
 int64_t ModelConfig::kv_cache_k_dim() const {
@@ -63,11 +68,15 @@ float ModelConfig::attention_scale() const {
 }
 
 bool ModelConfig::plain_routing() const {
-  return router_scoring == RouterScoring::Softmax && n_group == 1 && !router_bias &&
-         routed_scaling_factor == 1;
+  // GPT-OSS's router bias is on the logits (added before Backend::route).
+  const bool scoring = router_scoring == RouterScoring::TopkSoftmax ||
+                       (router_scoring == RouterScoring::Softmax && !router_bias);
+  return scoring && n_group == 1 && routed_scaling_factor == 1;
 }
 
 std::string ModelConfig::router_rule() const {
+  if (router_scoring == RouterScoring::TopkSoftmax)
+    return (router_bias ? "bias,top" : "top") + std::to_string(experts_per_token) + ",softmax";
   const bool sigmoid = router_scoring == RouterScoring::Sigmoid;
   std::string r = std::string(sigmoid ? "sigmoid" : "softmax") + ",top" +
                   std::to_string(experts_per_token) + (norm_topk_prob ? ",renorm" : ",raw");
@@ -113,6 +122,17 @@ void ModelConfig::validate() const {
   check(std::is_sorted(dense_layers.begin(), dense_layers.end()) &&
             std::adjacent_find(dense_layers.begin(), dense_layers.end()) == dense_layers.end(),
         "config: dense layers must be sorted and distinct");
+  check(
+      std::is_sorted(sliding_layers.begin(), sliding_layers.end()) &&
+          std::adjacent_find(sliding_layers.begin(), sliding_layers.end()) == sliding_layers.end(),
+      "config: sliding-window layers must be sorted and distinct");
+  for (int32_t l : sliding_layers)
+    check(l >= 0 && l < num_layers, "config: sliding-window layer " + std::to_string(l) +
+                                        " is not one of the " + std::to_string(num_layers) +
+                                        " layers");
+  if (!sliding_layers.empty()) positive(sliding_window, "sliding_window");
+  check(std::isfinite(swiglu_limit) && swiglu_limit >= 0,
+        "config: swiglu_limit must be positive or unset");
   for (int32_t l : dense_layers)
     check(l >= 0 && l < num_layers, "config: dense layer " + std::to_string(l) +
                                         " is not one of the " + std::to_string(num_layers) +
@@ -146,6 +166,8 @@ void ModelConfig::validate() const {
     positive(yarn.original_max_position, "rope_scaling.original_max_position_embeddings");
     check(yarn.beta_fast > 0 && yarn.beta_slow > 0,
           "config: rope_scaling beta_fast/beta_slow must be positive");
+    check(std::isfinite(yarn.attention_factor) && yarn.attention_factor >= 0,
+          "config: rope_scaling.attention_factor must be positive");
   }
   check(bos_token_id >= 0 && bos_token_id < vocab_size,
         "config: bos_token_id " + std::to_string(bos_token_id) + " is outside the vocabulary");
@@ -163,6 +185,8 @@ int64_t ModelConfig::parameter_count() const {
                 lat * h * (qk_nope_head_dim + v_head_dim) + h * v_head_dim * D + 2 * D;
   }
   if (attention_bias) attention += q + 2 * kv;
+  if (attention_out_bias) attention += D;
+  if (attention_sinks) attention += num_heads;
   if (qk_norm == QkNorm::Full) attention += q + kv;
   if (qk_norm == QkNorm::PerHead) attention += 2 * int64_t{head_dim};
   int64_t total = V * D + D + (tie_word_embeddings ? 0 : V * D);
@@ -172,7 +196,8 @@ int64_t ModelConfig::parameter_count() const {
     if (lc.moe)
       total += (router_bias ? lc.experts : 0) + int64_t{lc.experts} * D +
                int64_t{lc.experts} * 3 * D * lc.expert_ffn + 3 * D * lc.shared_ffn +
-               (lc.shared_gate ? D : 0);
+               (lc.shared_gate ? D : 0) +
+               (expert_bias ? int64_t{lc.experts} * (2 * lc.expert_ffn + D) : 0);
     else
       total += 3 * D * lc.dense_ffn;
   }

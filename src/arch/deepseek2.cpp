@@ -25,29 +25,6 @@ std::string str(int64_t v) {
   return std::to_string(v);
 }
 
-// YaRN from rope_parameters (transformers 5) or rope_scaling (config.json of the released models).
-void read_yarn(const json& j, ModelConfig& c) {
-  for (const char* key : {"rope_parameters", "rope_scaling"}) {
-    if (!j.contains(key) || j[key].is_null()) continue;
-    const json& r = j[key];
-    const json type = r.contains("rope_type") ? r["rope_type"] : r.value("type", json("default"));
-    if (type != "yarn") return;
-    const HfFields f(r);
-    c.yarn.factor = f.number("factor", 1);
-    check(c.yarn.factor > 1, "config: " + std::string(key) + ".factor must be > 1 for yarn, got " +
-                                 r["factor"].dump());
-    c.yarn.original_max_position =
-        f.integer("original_max_position_embeddings", c.max_position_embeddings);
-    c.yarn.beta_fast = f.number("beta_fast", 32);
-    c.yarn.beta_slow = f.number("beta_slow", 1);
-    c.yarn.mscale = f.number("mscale", 0);
-    c.yarn.mscale_all_dim = f.number("mscale_all_dim", 0);
-    c.yarn.attention_factor = f.number("attention_factor", 0);
-    check(f.boolean("truncate", true), "unsupported " + std::string(key) + ".truncate false");
-    return;
-  }
-}
-
 json yarn_json(const ModelConfig& c) {
   json r = {{"rope_type", "yarn"},
             {"type", "yarn"},
@@ -85,7 +62,6 @@ void read_common(const HfFields& f, ModelConfig& c) {
   check(c.kv_lora_rank > 0, "config: kv_lora_rank must be positive, got " + str(c.kv_lora_rank));
   c.head_dim = c.qk_nope_head_dim + c.qk_rope_head_dim;  // config's head_dim is the rope part
   c.num_kv_heads = c.num_heads;                          // num_key_value_heads is unused by MLA
-  read_yarn(f.raw(), c);
   const int32_t first = f.integer("first_k_dense_replace", 0);
   check(first >= 0, "config: first_k_dense_replace must not be negative, got " + str(first));
   // transformers' decoder layer: experts iff layer >= first_k_dense_replace (moe_layer_freq, a
@@ -249,6 +225,7 @@ void read_gguf(const GgufFile& f, ModelConfig& c) {
     c.yarn.attention_factor = f.find_f32("epwa.rope.scaling.attention_factor").value_or(1.0f);
     c.yarn.beta_fast = f.find_f32("epwa.rope.scaling.yarn_beta_fast").value_or(32);
     c.yarn.beta_slow = f.find_f32("epwa.rope.scaling.yarn_beta_slow").value_or(1);
+    c.yarn.truncate = f.find_bool("epwa.rope.scaling.yarn_truncate").value_or(true);
   } else if (type != nullptr) {
     check(*type == "none", f.name() + ": unsupported deepseek2.rope.scaling.type '" + *type + "'");
   }
@@ -282,6 +259,7 @@ void write_gguf(const ModelConfig& c, GgufWriter& w) {
       w.set_f32("epwa.rope.scaling.attention_factor", c.rope_attention_factor());
     if (c.yarn.beta_fast != 32) w.set_f32("epwa.rope.scaling.yarn_beta_fast", c.yarn.beta_fast);
     if (c.yarn.beta_slow != 1) w.set_f32("epwa.rope.scaling.yarn_beta_slow", c.yarn.beta_slow);
+    if (!c.yarn.truncate) w.set_bool("epwa.rope.scaling.yarn_truncate", false);
   }
 }
 
@@ -307,8 +285,7 @@ const Architecture& arch_deepseek_v2() {
                               "deepseek_v2", "deepseek2",
                               false,         read_hf_v2,
                               write_hf_v2,   read_gguf,
-                              write_gguf,    hf_name,
-                              true};
+                              write_gguf,    hf_name};
   return a;
 }
 
@@ -317,8 +294,7 @@ const Architecture& arch_deepseek_v3() {
                               "deepseek_v3", "deepseek2",
                               false,         read_hf_v3,
                               write_hf_v3,   read_gguf,
-                              write_gguf,    hf_name,
-                              true};
+                              write_gguf,    hf_name};
   return a;
 }
 

@@ -11,6 +11,7 @@ const Architecture& arch_qwen3_moe();
 const Architecture& arch_deepseek();
 const Architecture& arch_deepseek_v2();
 const Architecture& arch_deepseek_v3();
+const Architecture& arch_gpt_oss();
 
 // Qwen-MoE's rule for sparse layers (decoder_sparse_step, mlp_only_layers), as dense_layers.
 void read_qwen_sparse_layers(const HfFields& f, ModelConfig& c);

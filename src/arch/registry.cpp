@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "arch/families.hpp"
@@ -18,8 +19,8 @@ using nlohmann::json;
 // A new family is one file in src/arch/ and one line here.
 std::span<const Architecture* const> architectures() {
   static const Architecture* const kAll[] = {
-      &arch_mixtral(),  &arch_qwen2_moe(),   &arch_olmoe(),      &arch_qwen3_moe(),
-      &arch_deepseek(), &arch_deepseek_v2(), &arch_deepseek_v3()};
+      &arch_mixtral(),  &arch_qwen2_moe(),   &arch_olmoe(),       &arch_qwen3_moe(),
+      &arch_deepseek(), &arch_deepseek_v2(), &arch_deepseek_v3(), &arch_gpt_oss()};
   return kAll;
 }
 
@@ -133,22 +134,45 @@ const Architecture& architecture_of(const json& j) {
   return *arch;
 }
 
-// rope_theta sits at the top level (transformers 4) or in rope_parameters (transformers 5).
-// A family with rope_yarn reads YaRN's fields itself.
-float rope_theta_of(const json& j, const HfFields& f, bool yarn) {
+// rope_theta sits at the top level (transformers 4) or in rope_parameters (transformers 5); the
+// scaling is default RoPE or YaRN (its parameters as _compute_yarn_parameters reads them), for
+// every family.
+void read_rope(const json& j, const HfFields& f, ModelConfig& c) {
+  std::optional<float> theta;
   for (const char* key : {"rope_parameters", "rope_scaling"}) {
     if (!j.contains(key) || j[key].is_null()) continue;
     const json& r = j[key];
     check(r.is_object(), std::string("field '") + key + "' must be an object, got " + r.dump());
-    for (const char* type_key : {"rope_type", "type"})
-      if (r.contains(type_key))
-        check(r[type_key] == "default" || (yarn && r[type_key] == "yarn"),
-              std::string("unsupported ") + key + "." + type_key + " " + r[type_key].dump() +
-                  (yarn ? " (default RoPE or yarn)" : " (only default RoPE)"));
-    if (r.contains("rope_theta") && !f.has("rope_theta"))
-      return HfFields::as_float(r["rope_theta"], "rope_parameters.rope_theta");
+    const HfFields rf(r);
+    for (const char* type_key : {"rope_type", "type"}) {
+      if (!r.contains(type_key)) continue;
+      const json& type = r[type_key];
+      check(type == "default" || type == "yarn", std::string("unsupported ") + key + "." +
+                                                     type_key + " " + type.dump() +
+                                                     " (default RoPE or YaRN)");
+      if (type != "yarn") continue;
+      Yarn& y = c.yarn;
+      check(rf.has("factor"), std::string("field '") + key + ".factor' is missing (YaRN)");
+      y.factor = HfFields::as_float(r["factor"], "rope_scaling.factor");
+      check(y.factor > 1, "config: " + std::string(key) + ".factor must be > 1 for yarn, got " +
+                              r["factor"].dump());
+      // transformers: `get(...) or default`, so a null or zero is the default too.
+      y.original_max_position = rf.integer("original_max_position_embeddings", 0) != 0
+                                    ? rf.integer("original_max_position_embeddings", 0)
+                                    : f.integer("max_position_embeddings", 0);
+      y.beta_fast = rf.number("beta_fast", 0) != 0 ? rf.number("beta_fast", 0) : 32.0f;
+      y.beta_slow = rf.number("beta_slow", 0) != 0 ? rf.number("beta_slow", 0) : 1.0f;
+      y.truncate = rf.boolean("truncate", true);
+      // Kept as given: DeepSeek's softmax scale reads mscale_all_dim; Yarn::cos_sin_factor derives
+      // the attention factor from them when none is given.
+      y.mscale = rf.number("mscale", 0);
+      y.mscale_all_dim = rf.number("mscale_all_dim", 0);
+      y.attention_factor = rf.number("attention_factor", 0);
+    }
+    if (r.contains("rope_theta") && !f.has("rope_theta") && !theta)
+      theta = HfFields::as_float(r["rope_theta"], "rope_parameters.rope_theta");
   }
-  return f.number("rope_theta", 1e6f);
+  c.rope_theta = f.has("rope_theta") ? f.number("rope_theta", 0) : theta.value_or(c.rope_theta);
 }
 
 }  // namespace
@@ -163,13 +187,6 @@ ModelConfig hf_config_from_json(const json& j) {
   if (f.has("hidden_act"))
     check(j["hidden_act"] == "silu",
           "unsupported hidden_act " + j["hidden_act"].dump() + " (epwa runs silu)");
-  // transformers applies a sliding-window mask when this is set (and, for the families with the
-  // switch, use_sliding_window is true); the engine attends to everything.
-  if (f.has("sliding_window") && f.boolean("use_sliding_window", true)) {
-    const int32_t w = HfFields::as_int(j["sliding_window"], "sliding_window");
-    check(w >= f.integer("max_position_embeddings", c.max_position_embeddings),
-          "unsupported sliding_window " + std::to_string(w) + " (the engine uses full attention)");
-  }
 
   c.vocab_size = f.integer("vocab_size");
   c.hidden_size = f.integer("hidden_size");
@@ -184,13 +201,22 @@ ModelConfig hf_config_from_json(const json& j) {
     c.head_dim = c.hidden_size / c.num_heads;  // transformers' default
   }
   c.experts_per_token = f.integer("num_experts_per_tok");
-  c.rope_theta = rope_theta_of(j, f, arch.rope_yarn);
+  c.rope_theta = 1e6f;  // the default of the families that do not set one
+  read_rope(j, f, c);
   c.rms_norm_eps = f.number("rms_norm_eps", c.rms_norm_eps);
   c.max_position_embeddings = f.integer("max_position_embeddings", c.max_position_embeddings);
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", c.tie_word_embeddings);
   c.bos_token_id = f.token_id("bos_token_id", c.bos_token_id);
   c.eos_token_id = f.token_id("eos_token_id", c.eos_token_id);
   arch.read_hf(f, c);
+  // transformers applies a sliding-window mask when this is set (and, for the families with the
+  // switch, use_sliding_window is true); only a family that reads its layers' windows runs one.
+  if (c.sliding_layers.empty() && f.has("sliding_window") &&
+      f.boolean("use_sliding_window", true)) {
+    const int32_t w = HfFields::as_int(j["sliding_window"], "sliding_window");
+    check(w >= c.max_position_embeddings,
+          "unsupported sliding_window " + std::to_string(w) + " (the engine uses full attention)");
+  }
   c.validate();
   return c;
 }

@@ -34,6 +34,16 @@ const char* gguf_base(TensorKind k) {
       return "attn_q_norm.weight";
     case TensorKind::AttnKNorm:
       return "attn_k_norm.weight";
+    case TensorKind::AttnOutBias:
+      return "attn_output.bias";
+    case TensorKind::AttnSinks:
+      return "attn_sinks.weight";
+    case TensorKind::ExpGateBias:
+      return "ffn_gate_exps.bias";
+    case TensorKind::ExpDownBias:
+      return "ffn_down_exps.bias";
+    case TensorKind::ExpUpBias:
+      return "ffn_up_exps.bias";
     case TensorKind::AttnQA:
       return "attn_q_a.weight";
     case TensorKind::AttnQANorm:
@@ -126,6 +136,8 @@ void layer_tensors(const ModelConfig& c, const Architecture& arch, int32_t layer
       emit(TensorKind::AttnKBias, {kv});
       emit(TensorKind::AttnVBias, {kv});
     }
+    if (c.attention_out_bias) emit(TensorKind::AttnOutBias, {d});
+    if (c.attention_sinks) emit(TensorKind::AttnSinks, {c.num_heads});
     if (c.qk_norm == QkNorm::Full) {
       emit(TensorKind::AttnQNorm, {q});
       emit(TensorKind::AttnKNorm, {kv});
@@ -148,6 +160,11 @@ void layer_tensors(const ModelConfig& c, const Architecture& arch, int32_t layer
   for (int32_t e = 0; e < lc.experts; ++e) emit(TensorKind::ExpGate, {i, d}, e);
   for (int32_t e = 0; e < lc.experts; ++e) emit(TensorKind::ExpDown, {d, i}, e);
   for (int32_t e = 0; e < lc.experts; ++e) emit(TensorKind::ExpUp, {i, d}, e);
+  if (c.expert_bias) {
+    for (int32_t e = 0; e < lc.experts; ++e) emit(TensorKind::ExpGateBias, {i}, e);
+    for (int32_t e = 0; e < lc.experts; ++e) emit(TensorKind::ExpDownBias, {d}, e);
+    for (int32_t e = 0; e < lc.experts; ++e) emit(TensorKind::ExpUpBias, {i}, e);
+  }
   if (lc.shared_ffn > 0) {
     const int64_t s = lc.shared_ffn;
     if (lc.shared_gate) emit(TensorKind::ShexpGateInp, {1, d});
@@ -204,6 +221,16 @@ std::string hf_standard_name(TensorKind kind, int32_t layer, int32_t expert) {
       return p + "self_attn.q_norm.weight";
     case TensorKind::AttnKNorm:
       return p + "self_attn.k_norm.weight";
+    case TensorKind::AttnOutBias:
+      return p + "self_attn.o_proj.bias";
+    case TensorKind::AttnSinks:
+      return p + "self_attn.sinks";
+    case TensorKind::ExpGateBias:
+      return x + "gate_proj.bias";
+    case TensorKind::ExpDownBias:
+      return x + "down_proj.bias";
+    case TensorKind::ExpUpBias:
+      return x + "up_proj.bias";
     case TensorKind::AttnQA:
       return p + "self_attn.q_a_proj.weight";
     case TensorKind::AttnQANorm:

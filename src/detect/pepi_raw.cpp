@@ -28,7 +28,8 @@ void PepiRawData::append(const PepiRawData& o) {
     return;
   }
   check(o.k == k && o.num_experts == num_experts && o.vocab_size == vocab_size &&
-            o.router_layer == router_layer && o.router_hash == router_hash,
+            o.router_layer == router_layer && o.router_hash == router_hash &&
+            o.confidence_over == confidence_over,
         "PEPI raw data: cannot append data of another model, layer or k");
   const int64_t base = seq_offsets.back();
   for (size_t s = 1; s < o.seq_offsets.size(); ++s) seq_offsets.push_back(base + o.seq_offsets[s]);
@@ -39,15 +40,15 @@ void PepiRawData::append(const PepiRawData& o) {
 }
 
 void PepiRawData::save(const std::filesystem::path& file) const {
-  const std::string h = nlohmann::json{
-      {"k", k},
-      {"num_experts", num_experts},
-      {"vocab_size", vocab_size},
-      {"router_layer", router_layer},
-      {"router_hash", router_hash},
-      {"positions", positions()},
-      {"sequences",
-       sequences()}}.dump();
+  nlohmann::json j{{"k", k},
+                   {"num_experts", num_experts},
+                   {"vocab_size", vocab_size},
+                   {"router_layer", router_layer},
+                   {"router_hash", router_hash},
+                   {"positions", positions()},
+                   {"sequences", sequences()}};
+  if (confidence_over > 0) j["confidence_over"] = confidence_over;  // older readers: absent = 0
+  const std::string h = j.dump();
   std::ofstream out(file, std::ios::binary | std::ios::trunc);
   check(out.good(), "PEPI raw data: cannot write " + file.string());
   out.write(kRawMagic, 8);
@@ -82,6 +83,7 @@ PepiRawData PepiRawData::load(const std::filesystem::path& file) {
     r.vocab_size = j.at("vocab_size");
     r.router_layer = j.at("router_layer");
     r.router_hash = j.at("router_hash");
+    r.confidence_over = j.value("confidence_over", 0);
     n = j.at("positions");
     ns = j.at("sequences");
   } catch (const nlohmann::json::exception& e) {
@@ -121,7 +123,8 @@ PepiDataset featurize_raw(const PepiRawData& raw, const PepiFeaturizer& f,
       dist.logprobs.assign(raw.top_logprobs.begin() + p * k,
                            raw.top_logprobs.begin() + (p + 1) * k);
       f.add_row(dist, std::span(raw.tokens).subspan(b, p + 1 - b), d);
-      const ExpertChoice ec = top1_expert(std::span(raw.router_logits).subspan(p * E, E));
+      const ExpertChoice ec =
+          top1_expert(std::span(raw.router_logits).subspan(p * E, E), raw.confidence_over);
       d.expert.push_back(ec.expert);
       d.confidence.push_back(ec.confidence);
     }

@@ -39,7 +39,7 @@ class LayerTap : public RouterObserver {
     if (o.layer != layer_) return;
     const size_t p = static_cast<size_t>(o.position);
     if (records.size() <= p) records.resize(p + 1);
-    records[p] = top1_expert(o.logits);
+    records[p] = top1_expert(o.logits, o.confidence_over);
   }
   std::vector<RouterRecord> records;
 

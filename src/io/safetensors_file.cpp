@@ -61,7 +61,7 @@ std::optional<int64_t> non_negative_int(const json& v) {
 
 struct Entry {
   std::string name;
-  DType dtype;
+  std::optional<DType> dtype;  // none: U8 bytes
   std::vector<int64_t> shape;
   uint64_t begin, end;
 };
@@ -77,7 +77,7 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
   check(jd.is_string(), where + ": 'dtype' is not a string");
   const auto& ds = jd.get_ref<const std::string&>();
   const auto dtype = st::dtype_from_safetensors(ds);
-  if (!dtype) {
+  if (!dtype && ds != "U8") {
     if (st::is_known_safetensors_dtype(ds))
       throw Error(file + ": unsupported dtype " + ds + " for tensor '" + name +
                   "' (epwa reads F32, F16, BF16)");
@@ -96,7 +96,7 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
     numel *= *dim;
     shape.push_back(*dim);
   }
-  const int64_t elem = dtype_bytes(*dtype, 1);
+  const int64_t elem = dtype ? dtype_bytes(*dtype, 1) : 1;
   check(numel <= std::numeric_limits<int64_t>::max() / elem,
         where + ": byte size of shape " + js.dump() + " overflows");
 
@@ -111,7 +111,7 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
   const int64_t need = numel * elem;
   check(*e - *b == need, where + ": 'data_offsets' span " + str(*e - *b) + " bytes but " + ds +
                              " shape " + js.dump() + " needs " + str(need));
-  return {name, *dtype, std::move(shape), static_cast<uint64_t>(*b), static_cast<uint64_t>(*e)};
+  return {name, dtype, std::move(shape), static_cast<uint64_t>(*b), static_cast<uint64_t>(*e)};
 }
 
 }  // namespace
@@ -180,9 +180,13 @@ void SafetensorsFile::parse(std::span<const std::byte> bytes, const std::string&
 
   tensors_.reserve(entries.size());
   for (auto& e : entries) {
+    const auto span = data.subspan(e.begin, e.end - e.begin);
+    if (!e.dtype) {
+      bytes_.push_back({std::move(e.name), std::move(e.shape), span});
+      continue;
+    }
     index_.emplace(e.name, tensors_.size());
-    tensors_.push_back(
-        {std::move(e.name), e.dtype, std::move(e.shape), data.subspan(e.begin, e.end - e.begin)});
+    tensors_.push_back({std::move(e.name), *e.dtype, std::move(e.shape), span});
   }
 }
 

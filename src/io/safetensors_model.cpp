@@ -96,6 +96,13 @@ void SafetensorsModel::add_shard(SafetensorsFile shard) {
     tensors_.push_back(t);
   }
   shards_.push_back(std::move(shard));
+  // A shard that moves keeps its lists' buffers: the pointers stay valid.
+  for (const auto& t : shards_.back().byte_tensors()) bytes_.emplace(t.name, &t);
+}
+
+const ByteTensor* SafetensorsModel::find_bytes(std::string_view name) const {
+  const auto it = bytes_.find(std::string(name));
+  return it == bytes_.end() ? nullptr : it->second;
 }
 
 const TensorView* SafetensorsModel::find(std::string_view name) const {
@@ -106,6 +113,9 @@ const TensorView* SafetensorsModel::find(std::string_view name) const {
 const TensorView& SafetensorsModel::get(std::string_view name) const {
   const TensorView* t = find(name);
   if (!t) {
+    if (find_bytes(name))
+      throw Error("tensor '" + std::string(name) +
+                  "' is U8 (raw bytes), not a weight type epwa reads");
     const std::string where =
         shards_.empty() ? std::string("the checkpoint") : shards_.front().path().string();
     throw Error("tensor '" + std::string(name) + "' not found in " + where +

@@ -54,14 +54,19 @@ void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
   {
     EPWA_PHASE("attention");
     for (const SeqRows& r : seqs)
-      be.attention(q + r.begin * qdim, kk + r.begin * kvdim, vv + r.begin * kvdim, r.n, r.p0, nh,
-                   nkv, hd, r.kv, att + r.begin * qdim, bs);
+      if (c.attention_sinks || r.kv.window > 0)
+        be.attention_sinks(q + r.begin * qdim, kk + r.begin * kvdim, vv + r.begin * kvdim, r.n,
+                           r.p0, nh, nkv, hd, r.kv, L.sinks, att + r.begin * qdim, bs);
+      else
+        be.attention(q + r.begin * qdim, kk + r.begin * kvdim, vv + r.begin * kvdim, r.n, r.p0, nh,
+                     nkv, hd, r.kv, att + r.begin * qdim, bs);
   }
   {
     EPWA_PHASE("wo");
     const TensorView* ws[] = {&L.wo};
     float* ys[] = {o};
     be.linear(ws, att, n, qdim, ys, bs);
+    if (c.attention_out_bias) be.add_bias(L.bo, o, n, bs);
   }
   EPWA_PHASE("norm");
   be.add(x, o, n * d, bs);

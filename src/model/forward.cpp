@@ -112,7 +112,8 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
                                {s.router.data() + i * ne, static_cast<size_t>(ne)},
                                {s.topk.data() + i * k, static_cast<size_t>(k)},
                                {s.topw.data() + i * k, static_cast<size_t>(k)},
-                               r.seq});
+                               r.seq,
+                               c.confidence_experts()});
   };
   bool deferred = false;
   std::vector<block::SeqRows>& seqs = s.seqs;  // kept in the scratch: no allocation per token
@@ -124,10 +125,11 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
     const LayerWeights& L = weights_.layers[l];
     for (size_t r = 0; r < runs.size(); ++r) {
       Context::Seq& q = ctx.at(runs[r].seq);
+      const int64_t window = c.layer_window(l);
       seqs[r] = {runs[r].begin,
                  runs[r].n,
                  runs[r].p0,
-                 {q.k[l].data(), q.v[l].data(), q.capacity, runs[r].seq, l}};
+                 {q.k[l].data(), q.v[l].data(), q.capacity, runs[r].seq, l, window}};
     }
     if (c.mla())
       block::latent_attention(be, c, L, seqs, n, x, s);

@@ -103,6 +103,20 @@ constexpr Shape kShapes[] = {
       "num_hidden_layers": 4, "first_k_dense_replace": 1, "moe_layer_freq": 1, "num_attention_heads": 16,
       "num_key_value_heads": 16, "n_routed_experts": 64, "num_experts_per_tok": 6, "rope_theta": 10000.0,
       "rms_norm_eps": 1e-6, "max_position_embeddings": 4096, "bos_token_id": 100000, "eos_token_id": 100001})"},
+    // GPT-OSS: even layers slide (GptOssConfig's default layer_types), YaRN as released.
+    {"tiny-gptoss",
+     R"({"architectures": ["GptOssForCausalLM"], "vocab_size": 320, "hidden_size": 64,
+      "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "head_dim": 16, "num_local_experts": 8, "num_experts_per_tok": 2, "sliding_window": 8,
+      "rope_theta": 150000.0, "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+      "beta_slow": 1.0, "original_max_position_embeddings": 4096, "truncate": false}})"},
+    {"gpt-oss-20b-l4",
+     R"({"architectures": ["GptOssForCausalLM"], "vocab_size": 201088, "hidden_size": 2880,
+      "intermediate_size": 2880, "num_hidden_layers": 4, "num_attention_heads": 64, "num_key_value_heads": 8,
+      "head_dim": 64, "num_local_experts": 32, "num_experts_per_tok": 4, "sliding_window": 128,
+      "swiglu_limit": 7.0, "rope_theta": 150000.0, "max_position_embeddings": 131072,
+      "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+      "original_max_position_embeddings": 4096, "truncate": false}, "eos_token_id": 200002})"},
     {"deepseek-v2-lite-l4", R"({"architectures": ["DeepseekV2ForCausalLM"], "vocab_size": 102400,
       "hidden_size": 2048, "intermediate_size": 10944, "moe_intermediate_size": 1408, "n_shared_experts": 2,
       "num_hidden_layers": 4, "first_k_dense_replace": 1, "num_attention_heads": 16,
@@ -189,7 +203,10 @@ void fill_random(const TensorSpec& t, uint64_t seed, DType dtype, std::byte* out
   int64_t n = 1;
   for (int64_t d : t.shape) n *= d;
   const bool bias = t.kind == TensorKind::AttnQBias || t.kind == TensorKind::AttnKBias ||
-                    t.kind == TensorKind::AttnVBias || t.kind == TensorKind::RouterBias;
+                    t.kind == TensorKind::AttnVBias || t.kind == TensorKind::AttnOutBias ||
+                    t.kind == TensorKind::AttnSinks || t.kind == TensorKind::RouterBias ||
+                    t.kind == TensorKind::ExpGateBias || t.kind == TensorKind::ExpDownBias ||
+                    t.kind == TensorKind::ExpUpBias;
   const bool norm = t.shape.size() == 1 && !bias;
   const bool router = t.kind == TensorKind::Router;
   const float std =

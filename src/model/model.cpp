@@ -38,8 +38,29 @@ std::vector<float> Model::router_f32(int32_t moe_layer) const {
   return out;
 }
 
+std::vector<float> Model::router_bias_f32(int32_t moe_layer) const {
+  router_f32(moe_layer);  // checks the index
+  const TensorView& b = weights_.layers[moe_layers_[moe_layer]].router_bias;
+  if (b.data.empty()) return {};
+  std::vector<float> out(b.numel());
+  table_row(b, 0, out.data());
+  return out;
+}
+
 void Model::use_backend(std::shared_ptr<const Backend> b) {
-  // A backend without an op this model needs is refused here, at load, not mid-forward.
+  // The ops of this model that not every backend has: refused at load, never run wrongly.
+  const ModelConfig& c = config_;
+  const std::pair<bool, std::string_view> needs[] = {
+      {c.attention_sinks || !c.sliding_layers.empty(), "attention sinks and sliding windows"},
+      {c.yarn.on() && !c.mla(), "YaRN rope scaling"},
+      {c.expert_bias || c.swiglu_limit > 0, "experts with biases and the clamped SwiGLU"},
+  };
+  const BackendOp ops[] = {BackendOp::SinkAttention, BackendOp::YarnRope, BackendOp::BiasedExperts};
+  for (size_t i = 0; i < std::size(ops); ++i)
+    check(!needs[i].first || b->supports(ops[i], DType::F32),
+          "the " + std::string(b->name()) + " backend does not run " +
+              std::string(needs[i].second) + " (" + c.architecture +
+              "); run it on the CPU (--cpu)");
   check(!config_.mla() || b->supports(BackendOp::LatentAttention, DType::F32),
         "the " + std::string(b->name()) +
             " backend does not run multi-head latent attention (DeepSeek-V2/V3); run on the CPU "
@@ -98,6 +119,16 @@ TensorView& weight_slot(ModelWeights& w, const TensorSpec& s) {
       return L.q_norm;
     case TensorKind::AttnKNorm:
       return L.k_norm;
+    case TensorKind::AttnOutBias:
+      return L.bo;
+    case TensorKind::AttnSinks:
+      return L.sinks;
+    case TensorKind::ExpGateBias:
+      return expert(L.b1);
+    case TensorKind::ExpDownBias:
+      return expert(L.b2);
+    case TensorKind::ExpUpBias:
+      return expert(L.b3);
     case TensorKind::AttnQA:
       return L.wq_a;
     case TensorKind::AttnQANorm:
@@ -146,9 +177,12 @@ const TensorView& weight_slot(const ModelWeights& w, const TensorSpec& s) {
   // The const lookup never grows the expert lists.
   if (s.expert >= 0 && s.layer >= 0 && s.layer < static_cast<int32_t>(w.layers.size())) {
     const LayerWeights& L = w.layers[s.layer];
-    const auto& v = s.kind == TensorKind::ExpGate   ? L.w1
-                    : s.kind == TensorKind::ExpDown ? L.w2
-                                                    : L.w3;
+    const auto& v = s.kind == TensorKind::ExpGate       ? L.w1
+                    : s.kind == TensorKind::ExpDown     ? L.w2
+                    : s.kind == TensorKind::ExpUp       ? L.w3
+                    : s.kind == TensorKind::ExpGateBias ? L.b1
+                    : s.kind == TensorKind::ExpDownBias ? L.b2
+                                                        : L.b3;
     check(s.expert < static_cast<int32_t>(v.size()), "tensor " + s.hf + ": expert missing");
     return v[s.expert];
   }
@@ -174,6 +208,10 @@ void check_weights(const ModelConfig& c, const ModelWeights& w) {
         static_cast<int32_t>(L.w1.size()) == c.num_experts && L.w2.size() == L.w1.size() &&
             L.w3.size() == L.w1.size(),
         "layer " + std::to_string(l) + ": expected " + std::to_string(c.num_experts) + " experts");
+    if (c.expert_bias)
+      check(L.b1.size() == L.w1.size() && L.b2.size() == L.w1.size() && L.b3.size() == L.w1.size(),
+            "layer " + std::to_string(l) + ": expected the biases of " +
+                std::to_string(c.num_experts) + " experts");
   }
   for_each_tensor(c, [&](const TensorSpec& s) {
     const TensorView& t = weight_slot(w, s);
@@ -224,13 +262,19 @@ void Context::reserve(int32_t seq, int64_t positions) {
   if (positions <= q.capacity) return;
   q.capacity = std::max(positions, q.capacity * 2);
   if (model_->backend().keeps_kv_cache()) return;  // its rows live in the backend's scratch
+  const ModelConfig& c = model_->config();
   for (auto [side, dim] : {std::pair{&q.k, k_dim_}, std::pair{&q.v, v_dim_}}) {
     if (dim == 0) continue;
-    for (auto& buf : *side) {
+    for (size_t l = 0; l < side->size(); ++l) {
+      // A sliding layer's rows are a ring of its window (position p in row p % window).
+      const int64_t window = c.layer_window(static_cast<int32_t>(l));
+      const int64_t rows = window > 0 ? std::min(q.capacity, window) : q.capacity;
+      auto& buf = (*side)[l];
+      if (static_cast<int64_t>(buf.size()) >= rows * dim) continue;
       // Advised before the new part is zero-filled, so that its first touch can fault huge pages.
-      buf.reserve(static_cast<size_t>(q.capacity * dim));
+      buf.reserve(static_cast<size_t>(rows * dim));
       advise_huge_pages(buf.data(), buf.capacity() * sizeof(float));
-      buf.resize(static_cast<size_t>(q.capacity * dim));
+      buf.resize(static_cast<size_t>(rows * dim));
     }
   }
 }
@@ -243,10 +287,22 @@ int64_t Context::kv_bytes_per_position(int32_t seq) const {
   return q.capacity > 0 ? bytes / q.capacity : 0;
 }
 
+int64_t Context::kv_bytes(int32_t layer, int32_t seq) const {
+  const Seq& q = at(seq);
+  check(layer >= 0 && layer < static_cast<int32_t>(q.k.size()),
+        "context: layer " + std::to_string(layer) + " out of range");
+  return static_cast<int64_t>((q.k[layer].size() + q.v[layer].size()) * sizeof(float));
+}
+
 void Context::truncate(int64_t n, int32_t seq) {
   Seq& q = at(seq);
   check(n >= 0 && n <= q.size, "KV cache: cannot truncate " + std::to_string(q.size) +
                                    " positions to " + std::to_string(n));
+  const ModelConfig& c = model_->config();
+  if (!c.sliding_layers.empty() && n > 0 && n < q.size - 1 && q.size > c.sliding_window)
+    throw Error("KV cache: cannot truncate " + std::to_string(q.size) + " positions to " +
+                std::to_string(n) + ": the sliding-window layers keep only the last " +
+                std::to_string(c.sliding_window));
   q.size = n;
 }
 

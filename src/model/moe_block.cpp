@@ -34,10 +34,17 @@ void route(const Backend& be, const ModelConfig& c, const LayerWeights& L, const
     const TensorView* ws[] = {&L.router};
     float* ys[] = {router};
     be.linear(ws, xn, n, d, ys, *s.backend);
+    // GPT-OSS's router is a linear layer with a bias (DeepSeek's bias only ranks, in
+    // route_grouped).
+    if (c.router_bias && c.router_scoring == RouterScoring::TopkSoftmax)
+      be.add_bias(L.router_bias, router, n, *s.backend);
   }
   EPWA_PHASE("top-k");
-  if (c.plain_routing())
-    return be.route(router, n, ne, k, c.norm_topk_prob, topk, topw, *s.backend);
+  if (c.plain_routing()) {
+    // Softmax over the k best logits equals the softmax over all renormalised over the k.
+    const bool renormalize = c.norm_topk_prob || c.router_scoring == RouterScoring::TopkSoftmax;
+    return be.route(router, n, ne, k, renormalize, topk, topw, *s.backend);
+  }
   const RouteRule rule{k,
                        c.norm_topk_prob,
                        c.router_scoring == RouterScoring::Sigmoid,
@@ -62,8 +69,8 @@ void moe(const Backend& be, const ModelConfig& c, const LayerWeights& L, const f
          float* o, Context::Scratch& s) {
   const int64_t k = c.experts_per_token;
   const Routing r{s.buf<int32_t>(be, Slot::TopK, n * k), s.buf(be, Slot::TopW, n * k), k};
-  be.expert_ffn({L.w1, L.w2, L.w3}, c.expert_intermediate_size, r, xn, n, c.hidden_size, o,
-                *s.backend);
+  be.expert_ffn({L.w1, L.w2, L.w3, L.b1, L.b2, L.b3, c.swiglu_limit}, c.expert_intermediate_size, r,
+                xn, n, c.hidden_size, o, *s.backend);
   if (c.shared_expert_intermediate_size > 0) add_shared_expert(be, c, L, xn, n, o, s);
 }
 

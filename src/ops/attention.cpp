@@ -61,6 +61,30 @@ void attention_head(std::span<const float> q, const float* k, const float* v, in
   attend_one(ops::kernels(), q.data(), k, v, n_keys, stride, hd, scores.data(), out.data());
 }
 
+void attention_head_sink(std::span<const float> q, const float* k, const float* v, int64_t n_keys,
+                         int64_t stride, float sink, std::span<float> scores,
+                         std::span<float> out) {
+  const int64_t hd = static_cast<int64_t>(q.size());
+  if (hd <= 0 || static_cast<int64_t>(out.size()) != hd)
+    throw Error("attention: q has " + std::to_string(q.size()) + " values, out " +
+                std::to_string(out.size()));
+  if (n_keys <= 0) throw Error("attention: no key to attend to");
+  check_layout(hd, stride);
+  if (static_cast<int64_t>(scores.size()) < n_keys)
+    throw Error("attention: scratch of " + std::to_string(scores.size()) + " floats for " +
+                std::to_string(n_keys) + " keys");
+  const ops::Kernels& kern = ops::kernels();
+  float* s = scores.data();
+  kern.attn_scores(k, stride, n_keys, q.data(), hd, score_scale(hd), s);
+  float mx = sink;
+  for (int64_t t = 0; t < n_keys; ++t) mx = s[t] > mx ? s[t] : mx;
+  double sum = std::exp(sink - mx);
+  for (int64_t t = 0; t < n_keys; ++t) sum += (s[t] = std::exp(s[t] - mx));
+  const auto z = static_cast<float>(sum);
+  for (int64_t t = 0; t < n_keys; ++t) s[t] /= z;
+  kern.attn_wsum(s, v, stride, n_keys, hd, out.data(), false);
+}
+
 void attention_block(std::span<const AttentionQuery> queries, int64_t head_dim, const float* k,
                      const float* v, int64_t stride, std::span<float> scores) {
   const int64_t hd = head_dim;

@@ -1,7 +1,7 @@
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "epwa/error.hpp"
@@ -21,30 +21,38 @@ RopeTable::RopeTable(int64_t head_dim, float theta, int64_t positions) : hd_(hea
   ensure(positions);
 }
 
-RopeTable::RopeTable(std::vector<float> inv_freq, float scale)
-    : hd_(static_cast<int64_t>(inv_freq.size()) * 2),
-      scale_(scale),
-      inv_freq_(std::move(inv_freq)) {
-  check(hd_ > 0, "rope: no frequencies");
+RopeTable::RopeTable(int64_t head_dim, float theta, const Yarn& yarn, int64_t positions)
+    : RopeTable(head_dim, theta, 0) {
+  if (yarn.on()) {
+    inv_freq_ = yarn_inv_freq(hd_, theta, yarn);
+    scale_ = yarn.cos_sin_factor();
+  }
+  ensure(positions);
 }
 
-std::vector<float> yarn_inv_freq(int64_t dim, float theta, float factor, int64_t original_max,
-                                 float beta_fast, float beta_slow) {
-  const double pi = 3.14159265358979323846;
-  auto correction_dim = [&](double rotations) {
-    return dim * std::log(original_max / (rotations * 2 * pi)) / (2 * std::log(double{theta}));
+std::vector<float> yarn_inv_freq(int64_t dim, float theta, const Yarn& yarn) {
+  check(yarn.factor > 0 && yarn.original_max_position > 0,
+        "rope: YaRN needs a positive factor and original_max_position_embeddings");
+  // transformers' _compute_yarn_parameters: the correction range in double (Python floats), the
+  // powers, the ramp and the blend in f32 tensors.
+  const auto d = static_cast<double>(dim);
+  const auto correction_dim = [&](double rotations) {
+    return d * std::log(yarn.original_max_position / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(static_cast<double>(theta)));
   };
-  const double low = std::max(std::floor(correction_dim(beta_fast)), 0.0);
-  double high = std::min(std::ceil(correction_dim(beta_slow)), double(dim - 1));
-  if (low == high) high += 0.001;  // transformers' guard against a zero-width ramp
+  double low = correction_dim(yarn.beta_fast), high = correction_dim(yarn.beta_slow);
+  if (yarn.truncate) low = std::floor(low), high = std::ceil(high);
+  low = std::max(low, 0.0), high = std::min(high, d - 1);
+  if (low == high) high += 0.001;  // linear_ramp_factor's guard against a zero-width ramp
   std::vector<float> out(static_cast<size_t>(dim / 2));
   for (int64_t i = 0; i < dim / 2; ++i) {
-    // As transformers: the powers and the blend in f32.
     const float pos_freq = std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(dim));
-    const float extrapolation = 1.0f / pos_freq, interpolation = 1.0f / (factor * pos_freq);
-    const float ramp = static_cast<float>(std::clamp((i - low) / (high - low), 0.0, 1.0));
-    const float keep = 1 - ramp;  // the share of the unscaled frequency
-    out[i] = interpolation * (1 - keep) + extrapolation * keep;
+    const float extrapolation = 1.0f / pos_freq, interpolation = 1.0f / (yarn.factor * pos_freq);
+    const float ramp = std::clamp(
+        (static_cast<float>(i) - static_cast<float>(low)) / static_cast<float>(high - low), 0.0f,
+        1.0f);
+    const float keep = 1.0f - ramp;  // the share of the unscaled frequency
+    out[i] = interpolation * (1.0f - keep) + extrapolation * keep;
   }
   return out;
 }
@@ -82,7 +90,7 @@ void RopeTable::apply(std::span<float> x, int64_t pos) const {
   }
   for (int64_t i = 0; i < half; ++i) {
     const float ang = static_cast<float>(pos) * inv_freq_[i];
-    const float c = std::cos(ang), s = std::sin(ang);
+    const float c = std::cos(ang) * scale_, s = std::sin(ang) * scale_;
     const float a = x[i], b = x[i + half];
     x[i] = a * c - b * s;
     x[i + half] = b * c + a * s;

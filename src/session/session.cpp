@@ -12,17 +12,12 @@ namespace epwa {
 std::string router_hash(const Model& model) {
   const ModelConfig& c = model.config();
   const int32_t n = c.num_moe_layers();
-  std::vector<std::vector<float>> data, bias(n);
+  std::vector<std::vector<float>> data, bias;
   std::vector<RouterMatrix> routers;
   data.reserve(n);
   for (int32_t l = 0; l < n; ++l) data.push_back(model.router_f32(l));
-  if (c.router_bias)  // DeepSeek-V3's e_score_correction_bias: it changes the choice, so it is
-                      // hashed
-    for (int32_t l = 0; l < n; ++l) {
-      const TensorView& b = model.weights().layers[model.moe_layers()[l]].router_bias;
-      bias[l].resize(static_cast<size_t>(b.numel()));
-      dequantize_row(b.dtype, b.data.data(), bias[l].data(), b.numel());
-    }
+  // GPT-OSS's router bias, DeepSeek-V3's correction bias (empty for the other families).
+  for (int32_t l = 0; l < n; ++l) bias.push_back(model.router_bias_f32(l));
   for (int32_t l = 0; l < n; ++l)
     routers.emplace_back(l, c.num_experts, c.hidden_size, data[l], model.moe_layers()[l], bias[l]);
   // Mixtral keeps IRSH-v1 (existing keys and oracles); every other family has IRSH-v2.
@@ -32,9 +27,11 @@ std::string router_hash(const Model& model) {
 int32_t model_router_layer(const Model& model, int32_t requested) {
   const ModelConfig& c = model.config();
   // The pathway's top-1 and confidence are read from the router logits (argmax, softmax): exact
-  // for the softmax routers (DeepSeek-V2's groups keep the argmax's group), not for a sigmoid
-  // router whose correction bias reorders the choice (docs/SPEC.md, section 0).
-  check(c.router_scoring == RouterScoring::Softmax && !c.router_bias,
+  // for the softmax routers (DeepSeek-V2's groups keep the argmax's group) and GPT-OSS's top-k
+  // softmax (its bias is in the logits), not for a sigmoid router whose correction bias reorders
+  // the choice (docs/SPEC.md, section 0).
+  check(c.router_scoring == RouterScoring::TopkSoftmax ||
+            (c.router_scoring == RouterScoring::Softmax && !c.router_bias),
         "watermarking and detection are not defined yet for this router (" + c.router_rule() +
             ", DeepSeek-V3): EPW-A v2 reads top-1 from the softmax of the router logits");
   return resolve_router_layer(requested, c.num_moe_layers());
@@ -50,7 +47,7 @@ struct LayerRecorder : RouterObserver {
     if (o.layer != layer) return;
     check(o.position == static_cast<int64_t>(records.size()),
           "router records: position " + std::to_string(o.position) + " out of order");
-    records.push_back(top1_expert(o.logits));
+    records.push_back(top1_expert(o.logits, o.confidence_over));
   }
 };
 }  // namespace

@@ -1,7 +1,9 @@
 // IRSH-v1 and IRSH-v2: the router hash that keys the green lists. Routers are hashed at bf16
 // precision so that every load mode of one checkpoint (f32, bf16, f16, 8/4-bit, GGUF) gives the
 // same hash.
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,7 +91,7 @@ std::string irsh_v2(int32_t num_layers, std::string_view rule,
   return detail::to_hex(h.finish());
 }
 
-ExpertChoice top1_expert(std::span<const float> router_logits) {
+ExpertChoice top1_expert(std::span<const float> router_logits, int32_t over) {
   check(!router_logits.empty(), "router logits are empty");
   int32_t best = 0;
   for (size_t e = 0; e < router_logits.size(); ++e) {
@@ -99,7 +101,14 @@ ExpertChoice top1_expert(std::span<const float> router_logits) {
   }
   const double top = router_logits[static_cast<size_t>(best)];
   double sum = 0.0;
-  for (float l : router_logits) sum += std::exp(static_cast<double>(l) - top);
+  if (over > 0 && static_cast<size_t>(over) < router_logits.size()) {
+    // The `over` largest logits: which of equal values is taken does not change the sum.
+    std::vector<float> sorted(router_logits.begin(), router_logits.end());
+    std::partial_sort(sorted.begin(), sorted.begin() + over, sorted.end(), std::greater<>());
+    for (int32_t i = 0; i < over; ++i) sum += std::exp(static_cast<double>(sorted[i]) - top);
+  } else {
+    for (float l : router_logits) sum += std::exp(static_cast<double>(l) - top);
+  }
   return {best, static_cast<float>(1.0 / sum)};
 }
 

@@ -107,7 +107,7 @@ void WatermarkProcessor::observe(const RouterObservation& obs) {
                 std::to_string(lists_->num_experts()) + " experts");
   // The spec's expert is the argmax of the logits, not the engine's top-k (which may break ties
   // differently or be computed after a bias).
-  const ExpertChoice c = top1_expert(obs.logits);
+  const ExpertChoice c = top1_expert(obs.logits, obs.confidence_over);
   expert_ = c.expert;
   confidence_ = c.confidence;
   position_ = obs.position;

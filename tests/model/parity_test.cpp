@@ -1,7 +1,7 @@
 // The engine against reference numbers: HuggingFace transformers for Mixtral
 // (tools/ref/make_refs.py and tools/train/train.py), an independent numpy forward written from
 // transformers' modeling code for Qwen2-MoE, OLMoE and Qwen3-MoE and from DeepSeek-MoE V1's remote
-// modeling code (tools/ref/make_family_refs.py):
+// modeling code and GPT-OSS (tools/ref/make_family_refs.py):
 // logits, router logits, top-k experts and weights, greedy tokens; from safetensors and from the
 // GGUF that `epwa convert` writes; on the GPU backend too where one is usable.
 #include <fmt/core.h>
@@ -208,6 +208,18 @@ INSTANTIATE_TEST_SUITE_P(DeepSeek, LatentReference,
 INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference,
                          ::testing::Values("gqa", "tied", "headdim", "qwen2moe", "olmoe",
                                            "qwen3moe", "deepseek"));
+
+// The checkpoints epwa cannot write to GGUF yet (GPT-OSS: f32, bf16, and the release's layout with
+// MXFP4 experts, loaded exactly as bf16): from safetensors only.
+class SafetensorsReference : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SafetensorsReference, MatchesTransformers) {
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  check_reference(dir, read_json(dir / "ref.json"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, SafetensorsReference,
+                         ::testing::Values("gptoss", "gptoss_bf16", "gptoss_mxfp4"));
 
 // Batched prompt processing and one-token decoding give the same logits and routing.
 TEST(Engine, BatchedPrefillEqualsTokenByToken) {

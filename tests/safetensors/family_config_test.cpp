@@ -212,7 +212,8 @@ TEST(FamilyConfig, RegistryLookups) {
       error_of([&] { hf_config_from_json(j); }),
       HasSubstr("unsupported architecture 'JambaForCausalLM' (epwa runs MixtralForCausalLM, "
                 "Qwen2MoeForCausalLM, OlmoeForCausalLM, Qwen3MoeForCausalLM, "
-                "DeepseekForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM)"));
+                "DeepseekForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, "
+                "GptOssForCausalLM)"));
 }
 
 // Every tensor of the schema has distinct HF and GGUF names, and a tied head is optional.

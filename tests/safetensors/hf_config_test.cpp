@@ -119,8 +119,10 @@ TEST(HfConfig, EosListAndRopeParameters) {
   const ModelConfig c = hf_config_from_json(j);
   EXPECT_EQ(c.eos_token_id, 7);
   EXPECT_EQ(c.rope_theta, 5e5f);
-  j["rope_parameters"]["rope_type"] = "yarn";
-  EXPECT_THAT(from_json_error(j), HasSubstr("unsupported rope_parameters.rope_type \"yarn\""));
+  j["rope_parameters"]["rope_type"] = "longrope";
+  EXPECT_THAT(from_json_error(j), HasSubstr("unsupported rope_parameters.rope_type \"longrope\""));
+  j["rope_parameters"]["rope_type"] = "yarn";  // runs, with its factor
+  EXPECT_THAT(from_json_error(j), HasSubstr("field 'rope_parameters.factor' is missing"));
 }
 
 TEST(HfConfig, ModelTypeOnlyIsAccepted) {
@@ -182,7 +184,8 @@ TEST(HfConfig, ValidateNamesTheField) {
               HasSubstr("num_attention_heads 4 is not a multiple of num_key_value_heads 3"));
   j = tiny();
   j["num_experts_per_tok"] = 5;
-  EXPECT_THAT(from_json_error(j), HasSubstr("num_experts_per_tok 5 exceeds the number of experts 4"));
+  EXPECT_THAT(from_json_error(j),
+              HasSubstr("num_experts_per_tok 5 exceeds the number of experts 4"));
   j = tiny();
   j["num_hidden_layers"] = 0;
   EXPECT_THAT(from_json_error(j), HasSubstr("num_hidden_layers must be positive"));

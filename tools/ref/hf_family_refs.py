@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Run HuggingFace transformers on the committed Qwen2-MoE, OLMoE, Qwen3-MoE, DeepSeek-V2 (and
-V2-Lite) and DeepSeek-V3 reference checkpoints.
+V2-Lite), DeepSeek-V3 and GPT-OSS reference checkpoints.
 
-make_family_refs.py wrote tests/data/ref/{qwen2moe,olmoe,qwen3moe,deepseek2,deepseek2-lite,deepseek3}/
-and their references from a numpy float64 forward (no torch). This script loads the same files with
-transformers' own Qwen2MoeForCausalLM / OlmoeForCausalLM / Qwen3MoeForCausalLM /
-DeepseekV2ForCausalLM / DeepseekV3ForCausalLM (AutoModelForCausalLM, float32, eager attention and
-experts, on the CPU), runs every case of ref.json through it and writes
+make_family_refs.py wrote tests/data/ref/{qwen2moe,olmoe,qwen3moe,deepseek2,deepseek2-lite,deepseek3,
+gptoss,gptoss_bf16,gptoss_mxfp4}/ and their references from a numpy float64 forward (no torch). This
+script loads the same files with transformers' own Qwen2MoeForCausalLM / OlmoeForCausalLM /
+Qwen3MoeForCausalLM / DeepseekV2ForCausalLM / DeepseekV3ForCausalLM / GptOssForCausalLM
+(AutoModelForCausalLM, float32 (a bf16 checkpoint upcast), eager attention and experts, on the CPU),
+runs every case of ref.json through it and writes
 <out>/<name>/hf.json in ref.json's layout: transformers' logits, raw router logits, top-k and
 weights of every MoE layer, and 8 greedy tokens. DeepSeek-V2/V3 route as the model's own router
 module does (transformers 5.17's TopkRouter; the MoE module's route_tokens_to_experts before it);
@@ -14,7 +15,12 @@ its top-k is unsorted: listed here best first by the router's choice value, soft
 e_score_correction_bias, as ref.json lists it. meta records the versions, the loading report, how
 far transformers is from the numpy references and a GPU cross-check (TF32 off).
 
-    python3 tools/ref/hf_family_refs.py --ref tests/data/ref --out /tmp/hf
+    python3 tools/ref/hf_family_refs.py --ref tests/data/ref --out /tmp/hf [--only gptoss gptoss_bf16]
+
+gptoss_mxfp4 has the release's MXFP4 experts: they are loaded with Mxfp4Config(dequantize=True).
+Its weights round trip is skipped (save_pretrained would write the dequantized experts). GPT-OSS's router (mlp.router) is a
+linear layer with a bias; its raw logits here include the bias,
+top-k is taken on them and the weights are the softmax over the k (GptOssTopKRouter).
 """
 import argparse
 import json
@@ -28,7 +34,8 @@ import torch.nn.functional as F
 
 from make_family_refs import to_json  # the same JSON layout as ref.json
 
-NAMES = ["qwen2moe", "olmoe", "qwen3moe", "deepseek2", "deepseek2-lite", "deepseek3"]
+NAMES = ["qwen2moe", "olmoe", "qwen3moe", "deepseek2", "deepseek2-lite", "deepseek3", "gptoss",
+         "gptoss_bf16", "gptoss_mxfp4"]
 DEEPSEEK_MLA = ("deepseek_v2", "deepseek_v3")
 
 
@@ -44,9 +51,14 @@ class HF:
 
         self.cfg = cfg
         self.device = "cpu"
+        extra = {}
+        if cfg.get("quantization_config", {}).get("quant_method") == "mxfp4":
+            # the MXFP4 experts dequantized at load (convert_moe_packed_tensors), run as float32
+            from transformers import Mxfp4Config
+            extra["quantization_config"] = Mxfp4Config(dequantize=True)
         model, info = AutoModelForCausalLM.from_pretrained(
             folder, dtype=torch.float32, attn_implementation="eager",
-            experts_implementation="eager", output_loading_info=True)
+            experts_implementation="eager", output_loading_info=True, **extra)
         self.model = model.eval()
         self.loading = {k: sorted(map(str, v)) for k, v in dict(info).items()}
         self.gates = {}  # transformer layer -> router module
@@ -54,7 +66,7 @@ class HF:
         # top-k weights, top-k indices) itself; older versions routed inside the MoE module
         # (route_tokens_to_experts), which is hooked there instead.
         for name, mod in self.model.named_modules():
-            m = re.search(r"layers\.(\d+)\.mlp\.gate$", name)
+            m = re.search(r"layers\.(\d+)\.mlp\.(gate|router)$", name)  # GPT-OSS: router
             if m and (cfg["model_type"] not in DEEPSEEK_MLA or hasattr(mod, "weight")):
                 self.gates[int(m.group(1))] = mod
         if cfg["model_type"] in DEEPSEEK_MLA and not any(
@@ -95,20 +107,29 @@ class HF:
                 routers[l] = (raw, i, w)
                 module_agree.append({})
                 continue
-            raw = F.linear(x.reshape(-1, x.shape[-1]).float(), g.weight.float()).cpu()
-            probs = raw.softmax(-1)
-            w, i = probs.topk(k, -1)
-            if self.cfg.get("norm_topk_prob", False):
-                w = w / w.sum(-1, keepdim=True)
+            bias = g.bias.float() if getattr(g, "bias", None) is not None else None
+            raw = F.linear(x.reshape(-1, x.shape[-1]).float(), g.weight.float(), bias).cpu()
+            if self.cfg["model_type"] == "gpt_oss":  # top-k of the logits, softmax over the k
+                top, i = raw.topk(k, -1)
+                w = top.softmax(-1)
+            else:
+                probs = raw.softmax(-1)
+                w, i = probs.topk(k, -1)
+                if self.cfg.get("norm_topk_prob", False):
+                    w = w / w.sum(-1, keepdim=True)
             routers[l] = (raw, i, w)
             # What the router module itself returned, for the record.
             outs = gout if isinstance(gout, (tuple, list)) else (gout,)
-            agree = {"raw_logits_maxdiff": float((outs[0].float().cpu().reshape(raw.shape) - raw)
-                                                 .abs().max())}
-            if len(outs) == 3:
+            agree = {}
+            # GptOssTopKRouter of transformers 4 returns (scores, indices): no raw logits
+            if self.cfg["model_type"] != "gpt_oss" or len(outs) == 3:
+                agree["raw_logits_maxdiff"] = float(
+                    (outs[0].float().cpu().reshape(raw.shape) - raw).abs().max())
+            if len(outs) == 3 and outs[2].numel() == i.numel():
                 agree["topk_equal"] = bool(torch.equal(outs[2].cpu().reshape(i.shape), i))
-                agree["weights_maxdiff"] = float((outs[1].float().cpu().reshape(w.shape) - w)
-                                                 .abs().max())
+                if outs[1].numel() == w.numel():  # the k weights, not scattered over E
+                    agree["weights_maxdiff"] = float(
+                        (outs[1].float().cpu().reshape(w.shape) - w).abs().max())
             module_agree.append(agree)
         return logits, routers, module_agree
 
@@ -179,7 +200,10 @@ def run_one(name, ref_dir, out_dir, gpu):
         ref = json.load(f)
     cfg = ref["config"]
     hf = HF(folder, cfg)
-    weights = compare_weights(hf, folder)
+    if cfg.get("quantization_config"):  # saved dequantized: not the file's tensors
+        weights = {"skipped": "MXFP4 experts are dequantized at load"}
+    else:
+        weights = compare_weights(hf, folder)
     log(name, type(hf.model).__name__, "loading", hf.loading, "weights", weights)
     moe_index = {l: i for i, l in enumerate(sorted(hf.gates))}
 
@@ -246,15 +270,16 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--no-gpu", action="store_true")
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--only", nargs="*", choices=NAMES, help="subset of the checkpoints")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.use_deterministic_algorithms(True)
     ok = True
-    for name in NAMES:
+    for name in [n for n in NAMES if not a.only or n in a.only]:
         summary, weights, loading = run_one(name, a.ref, a.out, not a.no_gpu)
         ok &= (summary["topk_equal"] and summary["greedy_equal"]
-               and summary["logits_max_rel_err"] < 1e-4 and not weights["missing"]
-               and not weights["differ"] and not any(loading.get("missing_keys", [])))
+               and summary["logits_max_rel_err"] < 1e-4 and not weights.get("missing")
+               and not weights.get("differ") and not any(loading.get("missing_keys", [])))
     log("ALL OK" if ok else "MISMATCH")
     return 0 if ok else 1
 

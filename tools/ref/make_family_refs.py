@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Builds small random Qwen2-MoE, OLMoE, Qwen3-MoE, DeepSeek-MoE (V1), DeepSeek-V2 (with and
-without q_lora_rank) and DeepSeek-V3 checkpoints (HF Hub naming,
-f32 safetensors) and reference outputs from an independent numpy forward pass, for the C++ engine's
-parity tests.
+without q_lora_rank), DeepSeek-V3 and GPT-OSS checkpoints (HF Hub naming, f32 safetensors; GPT-OSS
+also bf16 and MXFP4) and reference outputs from an independent numpy forward pass, for the C++
+engine's parity tests.
 
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref           # write, then check
     /usr/bin/python3 tools/ref/make_family_refs.py --out tests/data/ref --check   # check only
@@ -15,11 +15,12 @@ The forward pass is written from transformers' modeling code (see REFERENCE; Dee
 its remote modeling code, REFERENCE_DEEPSEEK; V2/V3 from REFERENCE_DEEPSEEK_V2) and runs in float64;
 the same code in float32 gives the f32_* figures in each ref.json's meta. A seed is rejected (and the
 next one tried) when a router top-k boundary, the order inside a top-k, or a greedy argmax is a
-near-tie (< MIN_GAP in logits), when the greedy run emits EOS, or, for OLMoE, when clip_qkv clips
-nothing in q, k or v. For DeepSeek-V2/V3 the ranking is that of the router's choice (softmax, or
-sigmoid + correction bias, after the group limit), its near-ties include the group boundary, and a
-V3 seed is rejected when transformers' masking of the dropped groups with 0.0 would choose
-differently from leaving them out (the engine's rule).
+near-tie (< MIN_GAP in logits), when the greedy run emits EOS, for OLMoE when clip_qkv clips
+nothing in q, k or v, and for GPT-OSS when swiglu_limit clamps nothing in the gates or the ups. For
+DeepSeek-V2/V3 the ranking is that of the router's choice (softmax, or sigmoid + correction bias,
+after the group limit), its near-ties include the group boundary, and a V3 seed is rejected when
+transformers' masking of the dropped groups with 0.0 would choose differently from leaving them out
+(the engine's rule).
 
 --check reloads every written folder (config.json, model.safetensors read by this script's own
 parser, ref.json), verifies the file format and tensor set, regenerates the weights from the seed and
@@ -57,6 +58,13 @@ REFERENCE_DEEPSEEK = (
     "MoEGate softmax + topk + norm_topk_prob for top_k > 1 with a 1e-20 denominator guard, "
     "DeepseekMoE = routed experts + shared_experts(identity), DeepseekDecoderLayer's "
     "first_k_dense_replace / moe_layer_freq rule)")
+REFERENCE_GPT_OSS = (
+    "numpy float64 forward written from transformers src/transformers/models/gpt_oss/"
+    "modeling_gpt_oss.py@00d4b3d2 (GptOssAttention + eager_attention_forward with sinks, "
+    "GptOssTopKRouter, GptOssExperts' inference path: gate = gate_up[..., ::2], up = "
+    "gate_up[..., 1::2], limit 7.0 and alpha 1.702 as hard-coded there, GptOssRotaryEmbedding) and "
+    "modeling_rope_utils.py's _compute_yarn_parameters; the sliding-window mask of "
+    "masking_utils.sliding_window_overlay (key kv sees query q iff q - sliding_window < kv <= q)")
 REFERENCE_DEEPSEEK_V2 = (
     "numpy float64 forward written from huggingface/transformers src/transformers/models/"
     "deepseek_v2/modeling_deepseek_v2.py@0233e509 (DeepseekV2Attention: q_proj or q_b(q_a_layernorm("
@@ -129,6 +137,26 @@ def deepseek_config():
     return c
 
 
+def gpt_oss_config(dtype, mxfp4=False):
+    """openai/gpt-oss-20b style (GptOssConfig fields): one sliding layer (window 8, so that the
+    19-token prompts outgrow it) then one full layer, sinks, biases everywhere, YaRN as released;
+    with mxfp4 the experts' matrices are stored as the release stores them (MXFP4 blocks and
+    scales, the rest bf16)."""
+    c = OrderedDict(architectures=["GptOssForCausalLM"], model_type="gpt_oss")
+    c.update(_common(320, 64, 2, 4, 2, 1e-5, 150000.0, False))
+    c.update(max_position_embeddings=131072, head_dim=16, intermediate_size=32, num_local_experts=8,
+             num_experts_per_tok=3, experts_per_token=3, attention_bias=True, sliding_window=8,
+             layer_types=["sliding_attention", "full_attention"], swiglu_limit=7.0,
+             rope_scaling=OrderedDict(rope_type="yarn", factor=32.0, beta_fast=32.0, beta_slow=1.0,
+                                      original_max_position_embeddings=4096, truncate=False),
+             router_aux_loss_coef=0.9, output_router_logits=False, torch_dtype=dtype)
+    if mxfp4:  # the release's quantization_config (its module list names every non-expert part)
+        c["quantization_config"] = OrderedDict(
+            modules_to_not_convert=["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                    "model.embed_tokens", "lm_head"], quant_method="mxfp4")
+    return c
+
+
 def _mla(q_lora_rank):
     return OrderedDict(q_lora_rank=q_lora_rank, kv_lora_rank=32, qk_nope_head_dim=16,
                        qk_rope_head_dim=8, v_head_dim=12)
@@ -175,6 +203,9 @@ SPECS = OrderedDict(
     olmoe=(olmoe_config(clip_qkv=2.5), 5000),
     qwen3moe=(qwen3moe_config(), 6000),
     deepseek=(deepseek_config(), 7000),
+    gptoss=(gpt_oss_config("float32"), 8000),
+    gptoss_bf16=(gpt_oss_config("bfloat16"), 9000),
+    gptoss_mxfp4=(gpt_oss_config("bfloat16", mxfp4=True), 10000),
     deepseek2=(deepseek2_config(48, grouped=True, yarn=True), 8000),
     **{"deepseek2-lite": (deepseek2_config(None, grouped=False, yarn=False), 9000)},
     deepseek3=(deepseek3_config(), 10000),
@@ -192,6 +223,8 @@ def head_dim(cfg):
 
 
 def num_experts(cfg):
+    if cfg["model_type"] == "gpt_oss":
+        return cfg["num_local_experts"]
     deepseek = cfg["model_type"] in ("deepseek",) + DEEPSEEK_MLA
     return cfg["n_routed_experts"] if deepseek else cfg["num_experts"]
 
@@ -203,7 +236,7 @@ def is_sparse(cfg, layer):
                 and layer % cfg["moe_layer_freq"] == 0)
     if cfg["model_type"] in DEEPSEEK_MLA:  # DeepseekV2/V3DecoderLayer: Moe iff >= first_k_dense_replace
         return layer >= cfg["first_k_dense_replace"]
-    if cfg["model_type"] == "olmoe":  # OlmoeDecoderLayer: always OlmoeSparseMoeBlock
+    if cfg["model_type"] in ("olmoe", "gpt_oss"):  # always a sparse block (OlmoeSparseMoeBlock, GptOssMLP)
         return True
     # Qwen2MoeDecoderLayer / Qwen3MoeDecoderLayer; otherwise a dense MLP of intermediate_size
     return (layer not in cfg.get("mlp_only_layers", [])) and (
@@ -211,8 +244,11 @@ def is_sparse(cfg, layer):
 
 
 def expert_width(cfg):
-    # OlmoeExperts (= MixtralExperts): intermediate_size; Qwen2Moe/Qwen3MoeExperts: moe_intermediate_size
-    return cfg["intermediate_size"] if cfg["model_type"] == "olmoe" else cfg["moe_intermediate_size"]
+    # OlmoeExperts (= MixtralExperts), GptOssExperts: intermediate_size; Qwen2Moe/Qwen3MoeExperts:
+    # moe_intermediate_size
+    if cfg["model_type"] in ("olmoe", "gpt_oss"):
+        return cfg["intermediate_size"]
+    return cfg["moe_intermediate_size"]
 
 
 def biased_projections(cfg):
@@ -254,7 +290,17 @@ def expected_tensors(cfg):
             T[p + "self_attn.q_norm.weight"] = (hd,)
             T[p + "self_attn.k_norm.weight"] = (hd,)
         T[p + "post_attention_layernorm.weight"] = (H,)
-        if is_sparse(cfg, layer):
+        if family == "gpt_oss":
+            # GptOssAttention.sinks; GptOssTopKRouter weight and bias; GptOssExperts, stacked
+            I = expert_width(cfg)
+            T[p + "self_attn.sinks"] = (nh,)
+            T[p + "mlp.router.weight"] = (E, H)
+            T[p + "mlp.router.bias"] = (E,)
+            T[p + "mlp.experts.gate_up_proj"] = (E, H, 2 * I)
+            T[p + "mlp.experts.gate_up_proj_bias"] = (E, 2 * I)
+            T[p + "mlp.experts.down_proj"] = (E, I, H)
+            T[p + "mlp.experts.down_proj_bias"] = (E, H)
+        elif is_sparse(cfg, layer):
             T[p + "mlp.gate.weight"] = (E, H)
             if family == "deepseek_v3":
                 T[p + "mlp.gate.e_score_correction_bias"] = (E,)
@@ -297,15 +343,67 @@ def init_std(name, cfg):
         # Tied: the embedding is also the LM head; at 0.5 the input token dominates the residual
         # stream and every greedy run just repeats its first token.
         return 0.2 if cfg["tie_word_embeddings"] else 0.5
-    if name.endswith(".mlp.gate.weight"):  # router
+    if name.endswith(".mlp.gate.weight") or name.endswith(".mlp.router.weight"):  # router
         return 0.3
+    if name.endswith("gate_up_proj"):  # wide enough that swiglu_limit clamps some gates and ups
+        return 0.6
     if name.endswith("shared_expert_gate.weight"):
         return 0.2
     return 0.15
 
 
+def to_bf16(x):
+    """f32 -> the nearest bf16 (ties to even), as its bits (uint16)."""
+    u = np.ascontiguousarray(x, dtype="<f4").view("<u4").astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
+
+
+def from_bf16(bits):
+    return (bits.astype("<u4") << 16).view("<f4")
+
+
+FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                       -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def to_mxfp4(w):
+    """[..., in] (in a multiple of 32) -> (blocks u8 [..., in/32, 16], scales u8 [..., in/32]):
+    per block of 32 the e8m0 scale 2^(s-127) with the block's largest magnitude / 2^s <= 6, each
+    value the nearest e2m1 (ties to the lower code); element 2j in the low nibble of byte j, 2j+1
+    in the high one (transformers' convert_moe_packed_tensors reads them so)."""
+    *lead, n = w.shape
+    b = w.reshape(*lead, n // 32, 32).astype(np.float64)
+    amax = np.abs(b).max(-1)
+    s = np.clip(np.ceil(np.log2(np.maximum(amax, 1e-30) / 6.0)), -127, 127).astype(np.int64)
+    scaled = b / np.ldexp(1.0, s)[..., None]
+    codes = np.abs(scaled[..., None] - FP4_VALUES).argmin(-1).astype(np.uint8)
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8), (s + 127).astype(np.uint8)
+
+
+def from_mxfp4(blocks, scales):
+    """convert_moe_packed_tensors without its final transpose: [..., G, 16] -> [..., G * 32]."""
+    lo, hi = FP4_VALUES[blocks & 0x0F], FP4_VALUES[blocks >> 4]
+    v = np.stack([lo, hi], -1).reshape(*blocks.shape[:-1], 32)
+    v = np.ldexp(v, scales.astype(np.int64)[..., None] - 127)
+    return v.reshape(*blocks.shape[:-2], -1).astype(np.float32)
+
+
+def mxfp4_tensors(W, cfg):
+    """The release's tensors of W: gate_up_proj [E, D, 2I] -> gate_up_proj_blocks [E, 2I, D/32, 16]
+    and _scales [E, 2I, D/32] (rows = outputs), down_proj [E, I, D] -> [E, D, I/32, 16] / [E, D, I/32];
+    the rest unchanged."""
+    out = OrderedDict()
+    for name, t in W.items():
+        if name.endswith("mlp.experts.gate_up_proj") or name.endswith("mlp.experts.down_proj"):
+            out[name + "_blocks"], out[name + "_scales"] = to_mxfp4(np.swapaxes(t, 1, 2))
+        else:
+            out[name] = t
+    return out
+
+
 def make_weights(cfg, seed):
-    """f32 tensors: matrices N(0, std), norm weights 1 + 0.1 N(0, 1), biases 0.1 N(0, 1)."""
+    """f32 tensors: matrices N(0, std), norm weights 1 + 0.1 N(0, 1), biases 0.1 N(0, 1), sinks
+    N(0, 1); rounded to bf16 when the config's torch_dtype is bfloat16."""
     rng = np.random.default_rng(seed)
     W = OrderedDict()
     for name, shape in expected_tensors(cfg).items():
@@ -314,23 +412,49 @@ def make_weights(cfg, seed):
             t = 1.0 + 0.1 * noise
         elif name.endswith("e_score_correction_bias"):
             t = 0.05 * noise
-        elif name.endswith(".bias"):
+        elif name.endswith(".bias") or name.endswith("_bias"):
             t = 0.1 * noise
+        elif name.endswith(".sinks"):
+            t = noise
         else:
             t = init_std(name, cfg) * noise
         W[name] = t.astype(np.float32)
+        if cfg.get("torch_dtype") == "bfloat16":
+            W[name] = from_bf16(to_bf16(W[name]))
+    if is_mxfp4(cfg):  # the experts as the forward sees them: exactly what the file holds
+        W = unpack_mxfp4(mxfp4_tensors(W, cfg))
+    return W
+
+
+def is_mxfp4(cfg):
+    return cfg.get("quantization_config", {}).get("quant_method") == "mxfp4"
+
+
+def unpack_mxfp4(T):
+    """mxfp4_tensors' inverse: the blocks and scales back to the [E, in, out] matrices."""
+    W = OrderedDict()
+    for name, t in T.items():
+        if name.endswith("_blocks"):
+            base = name[:-len("_blocks")]
+            W[base] = np.ascontiguousarray(np.swapaxes(from_mxfp4(t, T[base + "_scales"]), 1, 2))
+        elif not name.endswith("_scales"):
+            W[name] = t
     return W
 
 
 # ---------------------------------------------------------------- safetensors
 
 
-def write_safetensors(path, tensors):
-    """f32 safetensors: u64 LE header length, JSON header, data; tensors sorted by name."""
+def write_safetensors(path, tensors, dtype="F32"):
+    """f32 (or bf16: values already bf16) safetensors: u64 LE header length, JSON header, data;
+    tensors sorted by name."""
     header, blobs, off = OrderedDict(__metadata__={"format": "pt"}), [], 0
     for name in sorted(tensors):
-        b = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+        t = tensors[name]
+        kind = "U8" if t.dtype == np.uint8 else dtype  # MXFP4 blocks and scales
+        b = (t.tobytes() if kind == "U8" else to_bf16(t).tobytes() if kind == "BF16"
+             else np.ascontiguousarray(t, dtype="<f4").tobytes())
+        header[name] = {"dtype": kind, "shape": list(tensors[name].shape),
                         "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
@@ -356,10 +480,17 @@ def read_safetensors(path):
     W, off = OrderedDict(), 0
     for name in names:
         h = header[name]
-        assert h["dtype"] == "F32", f"{name}: dtype {h['dtype']}"
+        assert h["dtype"] in ("F32", "BF16", "U8"), f"{name}: dtype {h['dtype']}"
+        size = {"F32": 4, "BF16": 2, "U8": 1}[h["dtype"]]
         start, end = h["data_offsets"]
-        assert start == off and end - start == 4 * math.prod(h["shape"]), f"{name}: offsets {start, end}"
-        W[name] = np.frombuffer(body, "<f4", math.prod(h["shape"]), start).reshape(h["shape"])
+        n = math.prod(h["shape"])
+        assert start == off and end - start == size * n, f"{name}: offsets {start, end}"
+        if size == 1:
+            W[name] = np.frombuffer(body, np.uint8, n, start).reshape(h["shape"])
+        elif size == 4:
+            W[name] = np.frombuffer(body, "<f4", n, start).reshape(h["shape"])
+        else:
+            W[name] = from_bf16(np.frombuffer(body, "<u2", n, start)).reshape(h["shape"])
         off = end
     assert off == len(body), "trailing bytes after the last tensor"
     return W, meta
@@ -382,13 +513,54 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
+def is_yarn(cfg):
+    r = cfg.get("rope_scaling")
+    return bool(r) and r.get("rope_type", r.get("type")) == "yarn"
+
+
+def yarn(cfg, dim, dt):
+    """modeling_rope_utils._compute_yarn_parameters: (inv_freq, attention_factor) of a rope_scaling
+    of type yarn over `dim` rotated values, the correction range in Python floats, the rest in dt.
+    The one YaRN of every family: GPT-OSS (truncate false), DeepSeek-V2/V3 (mscale,
+    mscale_all_dim)."""
+    r, base = cfg["rope_scaling"], cfg["rope_theta"]
+    factor = r["factor"]
+    orig = r.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+    attention_factor = r.get("attention_factor")
+    if attention_factor is None:  # get_mscale, DeepSeek's ratio when both mscales are given
+        m, m_all = r.get("mscale"), r.get("mscale_all_dim")
+        attention_factor = (yarn_mscale(factor, m) / yarn_mscale(factor, m_all) if m and m_all
+                            else yarn_mscale(factor))
+    beta_fast, beta_slow = r.get("beta_fast") or 32, r.get("beta_slow") or 1
+
+    def correction_dim(rotations):  # find_correction_dim
+        return dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if r.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = np.clip((np.arange(dim // 2, dtype=dt) - low) / (high - low), 0, 1)
+    pos_freqs = dt(base) ** (np.arange(0, dim, 2, dtype=dt) / dt(dim))
+    extrapolation_factor = 1 - ramp
+    inv_freq = (1 / (factor * pos_freqs)) * (1 - extrapolation_factor) + (1 / pos_freqs) * extrapolation_factor
+    return inv_freq, dt(attention_factor)
+
+
 def rope_tables(cfg, T, dt):
-    # RotaryEmbedding.compute_default_rope_parameters + forward: inv_freq over head_dim, emb = cat(f, f)
+    # RotaryEmbedding.compute_default_rope_parameters + forward: inv_freq over head_dim, emb = cat(f, f);
+    # YaRN: its inv_freq, cos and sin times the attention factor
     hd = head_dim(cfg)
-    inv_freq = 1.0 / (dt(cfg["rope_theta"]) ** (np.arange(0, hd, 2, dtype=dt) / dt(hd)))
+    if is_yarn(cfg):
+        inv_freq, attention_factor = yarn(cfg, hd, dt)
+    else:
+        inv_freq = 1.0 / (dt(cfg["rope_theta"]) ** (np.arange(0, hd, 2, dtype=dt) / dt(hd)))
+        attention_factor = dt(1)
     ang = np.arange(T, dtype=dt)[:, None] * inv_freq[None, :]
     emb = np.concatenate([ang, ang], axis=-1)
-    return np.cos(emb), np.sin(emb)
+    return np.cos(emb) * attention_factor, np.sin(emb) * attention_factor
 
 
 def apply_rope(x, cos, sin):
@@ -407,25 +579,10 @@ def mla_rope(cfg, T, dt):
     """cos, sin [T, rope/2] of DeepseekV2RotaryEmbedding / DeepseekV3RotaryEmbedding: default or
     YaRN inv_freq over qk_rope_head_dim (the config's head_dim), times attention_scaling."""
     dim, base = cfg["qk_rope_head_dim"], cfg["rope_theta"]
-    inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
-    factor = 1.0
-    r = cfg.get("rope_scaling")
-    if r:
-        factor = r["factor"]
-        m, m_all = r.get("mscale"), r.get("mscale_all_dim")
-        factor_scale = yarn_mscale(factor, m) / yarn_mscale(factor, m_all) if m and m_all else yarn_mscale(factor)
-        orig = r["original_max_position_embeddings"]
-
-        def corr(rot):
-            return dim * math.log(orig / (rot * 2 * math.pi)) / (2 * math.log(base))
-        low = max(math.floor(corr(r.get("beta_fast") or 32)), 0)
-        high = min(math.ceil(corr(r.get("beta_slow") or 1)), dim - 1)
-        if low == high:
-            high += 0.001
-        ramp = np.clip((np.arange(dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
-        extra = 1 - ramp
-        inv_freq = (inv_freq / factor) * (1 - extra) + inv_freq * extra
+    if is_yarn(cfg):
+        inv_freq, factor_scale = yarn(cfg, dim, np.float64)
     else:
+        inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
         factor_scale = 1.0
     ang = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
     return (np.cos(ang) * factor_scale).astype(dt), (np.sin(ang) * factor_scale).astype(dt)
@@ -477,6 +634,10 @@ def routing(logits, cfg):
     (MoEGate's torch.topk(sorted=False) may list its k in another order: the set and each expert's
     weight are what the forward uses, and the spec's top-1 is the argmax.)"""
     k = cfg["num_experts_per_tok"]
+    if cfg["model_type"] == "gpt_oss":
+        # GptOssTopKRouter: torch.topk of the (biased) logits, softmax over the k values
+        top = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+        return top, softmax(np.take_along_axis(logits, top, axis=-1))
     if cfg["model_type"] in DEEPSEEK_MLA:
         scores, choice, _ = deepseek_choice(logits, cfg)
         top = np.argsort(-choice, axis=-1, kind="stable")[:, :k]
@@ -504,6 +665,7 @@ class Model:
         self.family = cfg["model_type"]
         self.eps = dtype(cfg["rms_norm_eps"])
         self.clip_counts = {"q": [0, 0], "k": [0, 0], "v": [0, 0]}  # OLMoE: [clipped, total]
+        self.clamp_counts = {"gate": [0, 0], "up": [0, 0]}  # GPT-OSS: [clamped, total]
 
     def linear(self, x, name, bias=False):
         y = x @ self.w[name + ".weight"].T
@@ -600,12 +762,49 @@ class Model:
         # eager_attention_forward: q k^T * head_dim^-0.5 + causal mask, softmax, @ v
         scores = np.einsum("thd,shd->hts", q, k) * self.dt(hd ** -0.5)
         scores = scores + np.triu(np.full((T, T), -np.inf, dtype=self.dt), 1)
-        o = np.einsum("hts,shd->thd", softmax(scores), v).reshape(T, nh * hd)
+        if self.family == "gpt_oss":
+            layer = int(p.split(".")[2])
+            if cfg["layer_types"][layer] == "sliding_attention":
+                # sliding_window_overlay: key s is visible to query t iff s > t - sliding_window
+                t_idx, s_idx = np.arange(T)[:, None], np.arange(T)[None, :]
+                scores = np.where(s_idx > t_idx - cfg["sliding_window"], scores, -np.inf)
+            # the head's sink logit joins the softmax as one more column, then is dropped
+            sinks = np.broadcast_to(self.w[p + "self_attn.sinks"][:, None, None], (nh, T, 1))
+            probs = softmax(np.concatenate([scores, sinks], axis=-1))[..., :-1]
+        else:
+            probs = softmax(scores)
+        o = np.einsum("hts,shd->thd", probs, v).reshape(T, nh * hd)
         return self.linear(o, p + "self_attn.o_proj", "o" in bias)
+
+    def gpt_oss_moe(self, h, p):
+        """GptOssMLP: (block output, biased router logits [T, E])."""
+        cfg, w = self.cfg, self.w
+        logits = self.linear(h, p + "mlp.router", bias=True)
+        top, weights = routing(logits, cfg)
+        limit, alpha = self.dt(7.0), self.dt(1.702)  # GptOssExperts: hard-coded
+        x = p + "mlp.experts."
+        y = np.zeros_like(h)
+        for e in range(num_experts(cfg)):
+            rows, slot = np.nonzero(top == e)
+            if not rows.size:
+                continue
+            gate_up = h[rows] @ w[x + "gate_up_proj"][e] + w[x + "gate_up_proj_bias"][e]
+            gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+            self.clamp_counts["gate"][0] += int(np.count_nonzero(gate > limit))
+            self.clamp_counts["up"][0] += int(np.count_nonzero(np.abs(up) > limit))
+            self.clamp_counts["gate"][1] += gate.size
+            self.clamp_counts["up"][1] += up.size
+            gate, up = np.minimum(gate, limit), np.clip(up, -limit, limit)
+            glu = gate * (1 / (1 + np.exp(-(gate * alpha))))
+            out = ((up + 1) * glu) @ w[x + "down_proj"][e] + w[x + "down_proj_bias"][e]
+            y[rows] += weights[rows, slot, None] * out
+        return y, logits
 
     def sparse_moe(self, h, p):
         """Returns (block output, raw router logits [T, E])."""
         cfg = self.cfg
+        if self.family == "gpt_oss":
+            return self.gpt_oss_moe(h, p)
         logits = self.linear(h, p + "mlp.gate")  # TopKRouter: F.linear(x, weight), no bias
         top, weights = self.route(int(p.split(".")[2]), logits)
         y = np.zeros_like(h)
@@ -737,7 +936,8 @@ def try_seed(cfg, seed):
     meta = OrderedDict(
         seed=seed, generator="tools/ref/make_family_refs.py",
         reference={"deepseek": REFERENCE_DEEPSEEK, "deepseek_v2": REFERENCE_DEEPSEEK_V2,
-                   "deepseek_v3": REFERENCE_DEEPSEEK_V2}.get(cfg["model_type"], REFERENCE),
+                   "deepseek_v3": REFERENCE_DEEPSEEK_V2, "gpt_oss": REFERENCE_GPT_OSS}.get(
+                       cfg["model_type"], REFERENCE),
         dtype="float64",
         numpy=np.__version__, python=platform.python_version(),
         moe_layers=[l for l in range(cfg["num_hidden_layers"]) if is_sparse(cfg, l)],
@@ -754,6 +954,20 @@ def try_seed(cfg, seed):
         if min(frac.values()) == 0:
             return None, f"clip_qkv={cfg['clip_qkv']} clips nothing in some of q, k, v"
         meta["clip_qkv_fraction"] = frac
+    if cfg["model_type"] == "gpt_oss":
+        # gates above and ups beyond +-limit over the three prompts' forwards
+        counter = Model(cfg, W)
+        for c in cases:
+            counter.forward(c["tokens"])
+        frac = OrderedDict((x, c / t) for x, (c, t) in counter.clamp_counts.items())
+        if min(frac.values()) == 0:
+            return None, "swiglu_limit clamps nothing in some of the gates and ups"
+        meta["swiglu_clamp_fraction"] = frac
+        # how far the longest case's logits move when the sliding layer attends to everything
+        full = OrderedDict(cfg, layer_types=["full_attention"] * cfg["num_hidden_layers"])
+        logits = Model(full, W).forward(cases[-1]["tokens"])[0]
+        ref = np.array(cases[-1]["logits"])
+        meta["sliding_window_effect_max_rel"] = float((np.abs(logits - ref).max(-1) / np.abs(ref).max(-1)).max())
     meta.update(f32_agreement(cfg, W, cases))
     return OrderedDict(config=cfg, meta=meta, cases=cases), W
 
@@ -769,11 +983,14 @@ def make_model(name, cfg, first_seed, out_dir):
         with open(os.path.join(folder, "config.json"), "w") as f:
             json.dump(cfg, f, indent=2)
             f.write("\n")
-        write_safetensors(os.path.join(folder, "model.safetensors"), W)
+        write_safetensors(os.path.join(folder, "model.safetensors"),
+                          mxfp4_tensors(W, cfg) if is_mxfp4(cfg) else W,
+                          "BF16" if cfg.get("torch_dtype") == "bfloat16" else "F32")
         with open(os.path.join(folder, "ref.json"), "w") as f:
             f.write(to_json(doc))
         m = doc["meta"]
-        clipped = ", ".join(f"{x} {v:.2%}" for x, v in m.get("clip_qkv_fraction", {}).items())
+        clipped = ", ".join(f"{x} {v:.2%}" for x, v in {**m.get("clip_qkv_fraction", {}),
+                                                          **m.get("swiglu_clamp_fraction", {})}.items())
         print(f"  {name} seed {seed}: router gap {m['router_min_gap']:.3g} "
               f"(order {m['router_min_order_gap']:.3g}), greedy gap {m['greedy_min_gap']:.3g}, "
               f"f32 rel err {m['f32_max_rel_err']:.2g}" + (f", clipped {clipped}" if clipped else ""))
@@ -824,6 +1041,8 @@ def check_model(folder):
     assert ref["config"] == cfg, "ref.json config differs from config.json"
     W, meta = read_safetensors(os.path.join(folder, "model.safetensors"))
     assert meta == {"format": "pt"}, f"metadata {meta}"
+    if is_mxfp4(cfg):
+        W = unpack_mxfp4(W)
     want = expected_tensors(cfg)
     assert set(W) == set(want), f"tensor set: missing {set(want) - set(W)}, extra {set(W) - set(want)}"
     for name, shape in want.items():
@@ -848,7 +1067,7 @@ def check_model(folder):
             assert_close(r, rc["logits"], f"router logits layer {layer} (T={n})")
             assert top.tolist() == rc["topk"], f"top-k layer {layer} (T={n})"
             assert_close(weights, rc["weights"], f"router weights layer {layer} (T={n})")
-            if cfg["norm_topk_prob"] and k > 1:
+            if (cfg.get("norm_topk_prob") or cfg["model_type"] == "gpt_oss") and k > 1:
                 scale = cfg.get("routed_scaling_factor", 1.0) if cfg["model_type"] in DEEPSEEK_MLA else 1.0
                 assert_close(np.sum(rc["weights"], -1), np.full(n, scale), "weights sum", rtol=1e-7)
         assert model.greedy(c["tokens"], NEW_TOKENS)[0] == c["greedy"], f"greedy (T={n})"

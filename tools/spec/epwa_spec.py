@@ -63,9 +63,11 @@ def irsh_v2(num_layers, rule, routers):
 
 
 def routing_rule(config):
-    """The routing rule string of a config.json (section 0)."""
+    """The routing rule string of a config.json (section 0; GPT-OSS's biased top-k softmax)."""
     k = config["num_experts_per_tok"]
     mt = config["model_type"]
+    if mt == "gpt_oss":  # GptOssTopKRouter: top-k of W x + b, softmax over the k
+        return f"bias,top{k},softmax"
     if mt in ("deepseek_v2", "deepseek_v3"):
         v3 = mt == "deepseek_v3"
         renorm = config.get("norm_topk_prob", v3) and (v3 or k > 1)
@@ -132,9 +134,12 @@ def family_hash(folder):
     mt = config["model_type"]
     layers = moe_layers(config)
     part = "block_sparse_moe" if mt == "mixtral" else "mlp"
-    names = [f"model.layers.{l}.{part}.gate.weight" for l in layers]
-    # DeepSeek-V3's correction bias changes the choice: hashed with its router.
-    biases = ([f"model.layers.{l}.mlp.gate.e_score_correction_bias" for l in layers]
+    router = "router" if mt == "gpt_oss" else "gate"  # GPT-OSS: mlp.router, with a bias
+    names = [f"model.layers.{l}.{part}.{router}.weight" for l in layers]
+    # GPT-OSS's router bias and DeepSeek-V3's correction bias change the choice: hashed with the
+    # router.
+    biases = ([f"model.layers.{l}.mlp.router.bias" for l in layers] if mt == "gpt_oss" else
+              [f"model.layers.{l}.mlp.gate.e_score_correction_bias" for l in layers]
               if mt == "deepseek_v3" else [])
     bits = read_f32_safetensors(os.path.join(folder, "model.safetensors"), names + biases)
     e = config.get("num_local_experts", config.get("num_experts", config.get("n_routed_experts")))
@@ -253,6 +258,14 @@ def keyring_pick(secret, seed, prompt, m):
     return struct.unpack("<Q", hmac.new(secret, msg, hashlib.sha256).digest()[:8])[0] % m
 
 
+def top1_confidence(logits, over=0):
+    """(top-1 expert, router confidence) of section 3: the argmax (ties to the lower index) and its
+    softmax probability over all logits, or over the `over` largest (GPT-OSS's top-k softmax)."""
+    best = max(range(len(logits)), key=lambda e: (logits[e], -e))
+    kept = sorted(logits, reverse=True)[:over] if over else logits
+    return best, 1.0 / math.fsum(math.exp(l - logits[best]) for l in kept)
+
+
 def exp_seed(key, router_hash, expert, previous):
     """EXP-v1 (section 11): the seed of a step, HMAC of the tag, the router hash and the context."""
     msg = b"EPWA-EXP-v1" + router_hash.encode("ascii") + struct.pack("<II", expert, previous)
@@ -339,6 +352,18 @@ def main():
                  "deepseek3"):
         version, h = family_hash(os.path.join(REF_DIR, name))
         out["families"].append({"model": name, "irsh": version, "hash": h})
+    for name in ("gptoss",):  # families epwa reads from safetensors only (no GGUF yet)
+        version, h = family_hash(os.path.join(REF_DIR, name))
+        out["safetensors_families"] = out.get("safetensors_families", [])
+        out["safetensors_families"].append({"model": name, "irsh": version, "hash": h})
+    rows = [[f32(((e * 5) % 8 - 3) / 2.0) for e in range(8)],
+            [f32(x) for x in (1.0, 3.0, 3.0, 0.0, -2.0, 2.5, 0.25, 3.0)]]
+    out["confidence"] = {
+        "logits": "row 0: l[e] = f32(((e*5) % 8 - 3) / 2.0), e < 8; row 1: 1, 3, 3, 0, -2, 2.5, 0.25, 3",
+        "rows": [[{"over": over, "expert": top1_confidence(r, over)[0],
+                   "confidence": repr(top1_confidence(r, over)[1])} for over in (0, 4, 2)]
+                 for r in rows],
+    }
     tokens = [1] + [(i * 7919) % 32000 for i in range(1, 40)]
     # Confidences exactly representable in float32 so both sides sort the same values.
     conf = [f32(((i * 13) % 29) / 29.0 + 0.125) for i in range(40)]

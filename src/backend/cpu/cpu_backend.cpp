@@ -46,15 +46,9 @@ class CpuBackend final : public Backend {
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
     // MLA rotates only its rope part (latent_rope); its head_dim (nope + rope) may be odd.
-    auto s = std::make_unique<Scratch>(c.mla() ? c.qk_rope_head_dim : c.head_dim, c.rope_theta);
-    if (c.mla()) {
-      const int64_t dim = c.qk_rope_head_dim;
-      s->latent_rope.emplace(c.yarn.on() ? yarn_inv_freq(dim, c.rope_theta, c.yarn.factor,
-                                                         c.yarn.original_max_position,
-                                                         c.yarn.beta_fast, c.yarn.beta_slow)
-                                         : RopeTable(dim, c.rope_theta).inv_freq(),
-                             c.rope_attention_factor());
-    }
+    auto s =
+        std::make_unique<Scratch>(c.mla() ? c.qk_rope_head_dim : c.head_dim, c.rope_theta, c.yarn);
+    if (c.mla()) s->latent_rope.emplace(c.qk_rope_head_dim, c.rope_theta, c.yarn);
     return s;
   }
 
@@ -216,6 +210,60 @@ class CpuBackend final : public Backend {
           }
         },
         grain);
+  }
+
+  // Per KV head, the keys a batch reads (a sliding layer: the cached rows still in the window,
+  // then the batch's own) in position order in one buffer; each query head over its positions
+  // with its sink. The batch's rows go to the cache after, so that a ring keeps what the batch
+  // still reads until it has read it.
+  void attention_sinks(const float* q, const float* k, const float* v, int64_t n, int64_t p0,
+                       int64_t nh, int64_t nkv, int64_t hd, const KvLayer& kv,
+                       const TensorView& sinks, float* att, BackendScratch& bs) const override {
+    const int64_t qdim = nh * hd, kvdim = nkv * hd, group = nh / nkv, w = kv.window;
+    check(sinks.numel() == nh, "attention: " + std::to_string(sinks.numel()) + " sink logits for " +
+                                   std::to_string(nh) + " heads");
+    float* sink = cast(bs).sinks.resize(nh);
+    dequantize_row(sinks.dtype, sinks.data.data(), sink, nh);
+    const int64_t lo = w > 0 ? std::max<int64_t>(0, p0 - w + 1) : 0;  // first position read
+    const int64_t span = p0 + n - lo;
+    const float *keys = kv.k, *values = kv.v;  // rows lo ... in position order
+    thread_local std::vector<float> kbuf, vbuf;
+    if (w > 0) {
+      kbuf.resize(static_cast<size_t>(span * kvdim));
+      vbuf.resize(static_cast<size_t>(span * kvdim));
+      for (int64_t p = lo; p < p0; ++p) {
+        std::copy_n(kv.k + (p % w) * kvdim, kvdim, kbuf.data() + (p - lo) * kvdim);
+        std::copy_n(kv.v + (p % w) * kvdim, kvdim, vbuf.data() + (p - lo) * kvdim);
+      }
+      std::copy_n(k, n * kvdim, kbuf.data() + (p0 - lo) * kvdim);
+      std::copy_n(v, n * kvdim, vbuf.data() + (p0 - lo) * kvdim);
+      keys = kbuf.data(), values = vbuf.data();
+    } else {
+      std::copy_n(k, n * kvdim, kv.k + p0 * kvdim);
+      std::copy_n(v, n * kvdim, kv.v + p0 * kvdim);
+    }
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / ((span + 1) * hd));
+    ThreadPool::global().parallel_for(
+        n * nh,
+        [&](int64_t b, int64_t e) {
+          thread_local std::vector<float> scores;
+          if (scores.size() < static_cast<size_t>(span)) scores.resize(static_cast<size_t>(span));
+          for (int64_t it = b; it < e; ++it) {
+            const int64_t i = it / nh, h = it % nh, g = h / group, p = p0 + i;
+            const int64_t first = w > 0 ? std::max(lo, p - w + 1) : 0;
+            attention_head_sink({q + i * qdim + h * hd, static_cast<size_t>(hd)},
+                                keys + (first - lo) * kvdim + g * hd,
+                                values + (first - lo) * kvdim + g * hd, p - first + 1, kvdim,
+                                sink[h], scores,
+                                {att + i * qdim + h * hd, static_cast<size_t>(hd)});
+          }
+        },
+        grain);
+    if (w > 0)
+      for (int64_t p = std::max(p0, p0 + n - w); p < p0 + n; ++p) {
+        std::copy_n(k + (p - p0) * kvdim, kvdim, kv.k + (p % w) * kvdim);
+        std::copy_n(v + (p - p0) * kvdim, kvdim, kv.v + (p % w) * kvdim);
+      }
   }
 
  private:

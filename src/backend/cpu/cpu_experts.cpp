@@ -6,6 +6,7 @@
 // one per matrix. Each output value is computed by the same kernel call on the same inputs as the
 // one-matrix-at-a- time path, and sums keep their order (experts in index order).
 #include <algorithm>
+#include <cmath>
 
 #include "core/phase_stats.hpp"
 #include "cpu_scratch.hpp"
@@ -15,6 +16,43 @@
 namespace epwa::cpu {
 
 namespace {
+
+// An expert's bias as f32 (nullptr without biases).
+const float* bias_of(std::span<const TensorView> b, int64_t e) {
+  if (b.empty()) return nullptr;
+  const TensorView& t = b[e];
+  check(t.dtype == DType::F32, [&] { return "expert bias '" + t.name + "' is not f32"; });
+  return reinterpret_cast<const float*>(t.data.data());
+}
+
+// gate = act(gate, up) over `count` values of one row, columns c0 ...: silu(gate) * up, or with
+// biases and swiglu_limit GPT-OSS's (clamp(up + bu, +-limit) + 1) * g * sigmoid(1.702 g),
+// g = min(gate + bg, limit).
+void activate(const ExpertMatrices& X, int64_t e, int64_t c0, float* gate, float* up,
+              int64_t count) {
+  const float* bg = bias_of(X.gate_bias, e);
+  const float* bu = bias_of(X.up_bias, e);
+  if (!bg && X.swiglu_limit == 0)
+    return swiglu({gate, static_cast<size_t>(count)}, {up, static_cast<size_t>(count)});
+  for (int64_t i = 0; i < count; ++i) {
+    float g = gate[i] + (bg ? bg[c0 + i] : 0.0f), u = up[i] + (bu ? bu[c0 + i] : 0.0f);
+    if (X.swiglu_limit > 0) {
+      constexpr float kAlpha = 1.702f;
+      const float limit = X.swiglu_limit;
+      g = std::min(g, limit);
+      u = std::clamp(u, -limit, limit);
+      gate[i] = (u + 1.0f) * (g * (1.0f / (1.0f + std::exp(-(g * kAlpha)))));
+    } else {
+      gate[i] = g / (1.0f + std::exp(-g)) * u;
+    }
+  }
+}
+
+// Adds expert e's down bias to the d values of one output row.
+void add_down_bias(const ExpertMatrices& X, int64_t e, float* row, int64_t d) {
+  if (const float* bd = bias_of(X.down_bias, e))
+    for (int64_t t = 0; t < d; ++t) row[t] += bd[t];
+}
 
 // The experts of one token (decode), in two parallel jobs: the gate and up rows of every selected
 // expert with the SwiGLU of each finished range, then every selected expert's down rows. Outputs
@@ -63,7 +101,7 @@ void moe_one_token(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t k
             float* u = up + j * inter;
             linear_rows(X.gate[experts[j]], *in_gate[j], r0, r1, g);
             linear_rows(X.up[experts[j]], *in_up[j], r0, r1, u);
-            swiglu({g + r0, static_cast<size_t>(r1 - r0)}, {u + r0, static_cast<size_t>(r1 - r0)});
+            activate(X, experts[j], r0, g + r0, u + r0, r1 - r0);
           }
         },
         16);
@@ -78,8 +116,10 @@ void moe_one_token(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t k
     linear_tasks(s.tasks);
   }
   EPWA_PHASE("moe sum");
-  for (int64_t j = 0; j < m; ++j)
+  for (int64_t j = 0; j < m; ++j) {
+    add_down_bias(X, experts[j], down + j * d, d);
     for (int64_t t = 0; t < d; ++t) o[t] += weights[j] * down[j * d + t];
+  }
 }
 
 // One matrix product per expert over the tokens routed to it (prompt).
@@ -116,8 +156,15 @@ void moe_tokens(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, S
       pool.parallel_for(
           m * inter,
           [&](int64_t b, int64_t end) {
-            swiglu({gate + b, static_cast<size_t>(end - b)},
-                   {up + b, static_cast<size_t>(end - b)});
+            if (X.gate_bias.empty() && X.swiglu_limit == 0)
+              return swiglu({gate + b, static_cast<size_t>(end - b)},
+                            {up + b, static_cast<size_t>(end - b)});
+            // Split at row ends: a row's columns index the expert's biases.
+            for (int64_t i = b; i < end;) {
+              const int64_t stop = std::min(end, (i / inter + 1) * inter);
+              activate(X, e, i % inter, gate + i, up + i, stop - i);
+              i = stop;
+            }
           },
           4096);
     }
@@ -133,8 +180,10 @@ void moe_tokens(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, S
     pool.parallel_for(
         m,
         [&](int64_t b, int64_t end) {
-          for (int64_t r = b; r < end; ++r)
+          for (int64_t r = b; r < end; ++r) {
+            add_down_bias(X, e, down + r * d, d);
             for (int64_t t = 0; t < d; ++t) o[rows[r] * d + t] += rw[r] * down[r * d + t];
+          }
         },
         std::max<int64_t>(1, 8192 / d));
   }

@@ -45,11 +45,12 @@ struct Scratch : BackendScratch {
   ScratchArray<float> gathered, gate, up, down;
   ScratchArray<int32_t> expert_begin, expert_fill, rows;
   ScratchArray<float> rw, bias, probs;
+  ScratchArray<float> sinks;  // a layer's sink logits as f32
   // Decode's selected experts: index, weight, prepared inputs of gate and up.
   std::vector<int32_t> sel;
   std::vector<float> sel_w;
   std::vector<const LinearInput*> in_gate, in_up;
-  Scratch(int64_t head_dim, float theta) : rope(head_dim, theta) {}
+  Scratch(int64_t head_dim, float theta, const Yarn& yarn) : rope(head_dim, theta, yarn) {}
 };
 
 // cpu_deepseek.cpp: Backend::latent_attention and Backend::route_grouped.

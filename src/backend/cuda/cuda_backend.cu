@@ -155,9 +155,12 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   std::string device() const override { return description_; }
-  // DeepSeek-V2/V3's latent attention and grouped routing have no kernels here yet.
+  // GPT-OSS's attention sinks, sliding windows, YaRN and biased experts, DeepSeek-V2/V3's latent
+  // attention and grouped routing run on the CPU only.
   bool supports(BackendOp op, DType) const override {
-    return op != BackendOp::LatentAttention && op != BackendOp::GroupedRoute;
+    return op != BackendOp::SinkAttention && op != BackendOp::YarnRope &&
+           op != BackendOp::BiasedExperts && op != BackendOp::LatentAttention &&
+           op != BackendOp::GroupedRoute;
   }
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
