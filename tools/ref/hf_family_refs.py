@@ -59,7 +59,8 @@ class HF:
         model, info = AutoModelForCausalLM.from_pretrained(
             folder, dtype=torch.float32, attn_implementation="eager",
             experts_implementation="eager", output_loading_info=True, **extra)
-        self.model = model.eval()
+        # Dequantized MXFP4 experts come back in bf16 whatever dtype asked for: run all in f32.
+        self.model = model.float().eval()
         self.loading = {k: sorted(map(str, v)) for k, v in dict(info).items()}
         self.gates = {}  # transformer layer -> router module
         # DeepSeek-V2/V3 (transformers 5.17): mlp.gate is a TopkRouter that returns (raw logits,
