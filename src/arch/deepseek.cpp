@@ -127,8 +127,10 @@ void write_gguf(const ModelConfig& c, GgufWriter& w) {
   w.set_f32("deepseek.expert_weights_scale", 1.0f);
 }
 
+}  // namespace
+
 // The shared experts are one module, mlp.shared_experts (plural).
-std::string hf_name(TensorKind kind, int32_t layer, int32_t expert) {
+std::string deepseek_hf_name(TensorKind kind, int32_t layer, int32_t expert) {
   const std::string p = "model.layers." + std::to_string(layer) + ".mlp.shared_experts.";
   switch (kind) {
     case TensorKind::ShexpGate:
@@ -142,14 +144,10 @@ std::string hf_name(TensorKind kind, int32_t layer, int32_t expert) {
   }
 }
 
-}  // namespace
-
 const Architecture& arch_deepseek() {
-  static const Architecture a{"deepseek", "DeepseekForCausalLM",
-                              "deepseek", "deepseek",
-                              true,       read_hf,
-                              write_hf,   read_gguf,
-                              write_gguf, hf_name};
+  static const Architecture a{
+      "deepseek", "DeepseekForCausalLM", "deepseek", "deepseek", true, read_hf, write_hf, read_gguf,
+      write_gguf, deepseek_hf_name};
   return a;
 }
 

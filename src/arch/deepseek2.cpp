@@ -263,21 +263,6 @@ void write_gguf(const ModelConfig& c, GgufWriter& w) {
   }
 }
 
-// The shared experts are one module, mlp.shared_experts (plural).
-std::string hf_name(TensorKind kind, int32_t layer, int32_t expert) {
-  const std::string p = "model.layers." + std::to_string(layer) + ".mlp.shared_experts.";
-  switch (kind) {
-    case TensorKind::ShexpGate:
-      return p + "gate_proj.weight";
-    case TensorKind::ShexpDown:
-      return p + "down_proj.weight";
-    case TensorKind::ShexpUp:
-      return p + "up_proj.weight";
-    default:
-      return hf_standard_name(kind, layer, expert);
-  }
-}
-
 }  // namespace
 
 const Architecture& arch_deepseek_v2() {
@@ -285,7 +270,7 @@ const Architecture& arch_deepseek_v2() {
                               "deepseek_v2", "deepseek2",
                               false,         read_hf_v2,
                               write_hf_v2,   read_gguf,
-                              write_gguf,    hf_name};
+                              write_gguf,    deepseek_hf_name};
   return a;
 }
 
@@ -294,7 +279,7 @@ const Architecture& arch_deepseek_v3() {
                               "deepseek_v3", "deepseek2",
                               false,         read_hf_v3,
                               write_hf_v3,   read_gguf,
-                              write_gguf,    hf_name};
+                              write_gguf,    deepseek_hf_name};
   return a;
 }
 
