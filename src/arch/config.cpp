@@ -59,7 +59,7 @@ int64_t ModelConfig::kv_cache_v_dim() const {
 }
 
 float ModelConfig::attention_scale() const {
-  double s = 1 / std::sqrt(double{head_dim});
+  double s = 1 / std::sqrt(static_cast<double>(head_dim));
   if (yarn.on() && yarn.mscale_all_dim != 0) {
     const double m = yarn_mscale(yarn.factor, yarn.mscale_all_dim);  // config.hpp
     s *= m * m;
