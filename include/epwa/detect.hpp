@@ -30,6 +30,7 @@ DetectMethod detect_method_from_name(std::string_view name);  // throws Error on
 enum class DetectScheme { Green, Exp };
 std::string_view detect_scheme_name(DetectScheme s);          // "green", "exp"
 DetectScheme detect_scheme_from_name(std::string_view name);  // throws Error on an unknown name
+DetectScheme detect_scheme_for(WatermarkMode mode);  // what text written in that mode is scored by
 
 struct DetectOptions {
   DetectMethod method = DetectMethod::Full;

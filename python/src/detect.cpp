@@ -156,7 +156,7 @@ PyDetector make(std::shared_ptr<LoadedModel> lm, const KeyedConfig& config,
   PyDetector d;
   d.opt.method = detect_method_from_name(method);
   // The config's mode says what its texts carry: green lists, or the exp mode's keyed draws.
-  d.opt.scheme = config.config.mode == WatermarkMode::Exp ? DetectScheme::Exp : DetectScheme::Green;
+  d.opt.scheme = detect_scheme_for(config.config.mode);
   check(threshold >= -100 && threshold <= 100,
         "threshold must be a number from -100 to 100, got " + std::to_string(threshold));
   d.opt.threshold = threshold;

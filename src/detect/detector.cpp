@@ -46,6 +46,10 @@ DetectScheme detect_scheme_from_name(std::string_view name) {
   throw Error("unknown watermark scheme '" + std::string(name) + "' (expected green or exp)");
 }
 
+DetectScheme detect_scheme_for(WatermarkMode mode) {
+  return mode == WatermarkMode::Exp ? DetectScheme::Exp : DetectScheme::Green;
+}
+
 DetectMethod detect_method_from_name(std::string_view name) {
   for (DetectMethod m :
        {DetectMethod::Full, DetectMethod::Cspv, DetectMethod::Weighted, DetectMethod::Pepi})

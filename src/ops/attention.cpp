@@ -26,6 +26,22 @@ void check_layout(int64_t hd, int64_t stride) {
                 std::to_string(hd));
 }
 
+// One query's arguments; returns head_dim. Messages are built only on failure: this runs once per
+// head and token.
+int64_t check_head_args(std::span<const float> q, int64_t n_keys, int64_t stride,
+                        std::span<const float> scores, std::span<const float> out) {
+  const int64_t hd = static_cast<int64_t>(q.size());
+  if (hd <= 0 || static_cast<int64_t>(out.size()) != hd)
+    throw Error("attention: q has " + std::to_string(q.size()) + " values, out " +
+                std::to_string(out.size()));
+  if (n_keys <= 0) throw Error("attention: no key to attend to");
+  check_layout(hd, stride);
+  if (static_cast<int64_t>(scores.size()) < n_keys)
+    throw Error("attention: scratch of " + std::to_string(scores.size()) + " floats for " +
+                std::to_string(n_keys) + " keys");
+  return hd;
+}
+
 // One query, keys read in place: the decode path.
 void attend_one(const ops::Kernels& kern, const float* q, const float* k, const float* v,
                 int64_t n_keys, int64_t stride, int64_t hd, float* scores, float* out) {
@@ -48,31 +64,14 @@ void pack_rows(const float* src, int64_t stride, int64_t t0, int64_t t1, int64_t
 
 void attention_head(std::span<const float> q, const float* k, const float* v, int64_t n_keys,
                     int64_t stride, std::span<float> scores, std::span<float> out) {
-  const int64_t hd = static_cast<int64_t>(q.size());
-  // Messages are built only on failure: this runs once per head and token.
-  if (hd <= 0 || static_cast<int64_t>(out.size()) != hd)
-    throw Error("attention: q has " + std::to_string(q.size()) + " values, out " +
-                std::to_string(out.size()));
-  if (n_keys <= 0) throw Error("attention: no key to attend to");
-  check_layout(hd, stride);
-  if (static_cast<int64_t>(scores.size()) < n_keys)
-    throw Error("attention: scratch of " + std::to_string(scores.size()) + " floats for " +
-                std::to_string(n_keys) + " keys");
+  const int64_t hd = check_head_args(q, n_keys, stride, scores, out);
   attend_one(ops::kernels(), q.data(), k, v, n_keys, stride, hd, scores.data(), out.data());
 }
 
 void attention_head_sink(std::span<const float> q, const float* k, const float* v, int64_t n_keys,
                          int64_t stride, float sink, std::span<float> scores,
                          std::span<float> out) {
-  const int64_t hd = static_cast<int64_t>(q.size());
-  if (hd <= 0 || static_cast<int64_t>(out.size()) != hd)
-    throw Error("attention: q has " + std::to_string(q.size()) + " values, out " +
-                std::to_string(out.size()));
-  if (n_keys <= 0) throw Error("attention: no key to attend to");
-  check_layout(hd, stride);
-  if (static_cast<int64_t>(scores.size()) < n_keys)
-    throw Error("attention: scratch of " + std::to_string(scores.size()) + " floats for " +
-                std::to_string(n_keys) + " keys");
+  const int64_t hd = check_head_args(q, n_keys, stride, scores, out);
   const ops::Kernels& kern = ops::kernels();
   float* s = scores.data();
   kern.attn_scores(k, stride, n_keys, q.data(), hd, score_scale(hd), s);

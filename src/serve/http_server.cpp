@@ -784,6 +784,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       int status = 200;
       nlohmann::json results = nlohmann::json::array();
       try {
+        std::vector<std::string> ids;  // the whole keyring, for detection without a key id
+        std::vector<std::shared_ptr<const GreenLists>> lists;
+        if (id.empty())
+          for (const auto& [k, l] : self->srv_.lists) ids.push_back(k), lists.push_back(l);
         for (const auto& d : items) {
           DetectOptions o = self->srv_.opt.detect;
           o.method = d.method;
@@ -791,10 +795,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           nlohmann::json r;
           std::string matched = id;
           if (id.empty()) {
-            std::vector<std::string> ids;
-            std::vector<std::shared_ptr<const GreenLists>> lists;
-            for (const auto& [k, l] : self->srv_.lists) ids.push_back(k), lists.push_back(l);
-            const KeyringDetector det(std::move(ids), std::move(lists), o);
+            const KeyringDetector det(ids, lists, o);
             const KeyringResult kr =
                 detect_tokens(self->srv_.model, det, d.tokens, d.prompt_tokens, self->srv_.layer);
             matched = kr.key_id;
@@ -1003,8 +1004,7 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
       s.chat_suppress.push_back(t);
   s.router_hash = epwa::router_hash(model);
   // Detection scores what generation wrote.
-  s.opt.detect.scheme =
-      s.opt.watermark.mode == WatermarkMode::Exp ? DetectScheme::Exp : DetectScheme::Green;
+  s.opt.detect.scheme = detect_scheme_for(s.opt.watermark.mode);
   if (s.opt.policy != WatermarkPolicy::Off)
     check(!s.opt.keyring.keys.empty(), "serve: the watermark policy " +
                                            std::string(watermark_policy_name(s.opt.policy)) +

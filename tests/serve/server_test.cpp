@@ -106,6 +106,17 @@ std::string text_of(const std::string& prompt, const epwa::GenerateOptions& go,
   return b.tok->decode(all, true).substr(b.tok->decode(ids, true).size());
 }
 
+// What the library generates with watermarker `w` for `prompt`, stopping at EOS as the server does.
+std::string library_text(epwa::Watermarker& w, int32_t max_tokens, float temperature, uint64_t seed,
+                         const std::string& prompt = "The river") {
+  epwa::GenerateOptions go;
+  go.max_new_tokens = max_tokens;
+  go.sampling.temperature = temperature;
+  go.sampling.seed = seed;
+  go.stop_tokens = {bundle().model->config().eos_token_id};
+  return text_of(prompt, go, &w);
+}
+
 TEST(Server, CompletionsAsTheLibraryGenerates) {
   Running s({});
   int status = 0;
@@ -537,13 +548,8 @@ TEST(Server, EnforcedWatermarkIsDetected) {
   epwa::WatermarkConfig wc;
   wc.router_layer = -1;
   epwa::Watermarker w(*bundle().model, "server-test-secret-1", wc);
-  epwa::GenerateOptions go;
-  go.max_new_tokens = 200;
-  go.sampling.temperature = 0.7f;
-  go.sampling.seed = 1;
-  go.stop_tokens = {bundle().model->config().eos_token_id};
   const std::string text = r["choices"][0]["text"];
-  EXPECT_EQ(text, text_of("The river", go, &w));
+  EXPECT_EQ(text, library_text(w, 200, 0.7f, 1));
   const json d =
       s.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
   EXPECT_EQ(d["detected"], true) << d.dump();
@@ -909,13 +915,8 @@ TEST(Server, RotatedKeysNameNoKeyAndAreDetectedWithTheKeyring) {
     wc.router_layer = -1;
     wc.delta = 4;
     epwa::Watermarker w(*bundle().model, secret, wc);
-    epwa::GenerateOptions go;
-    go.max_new_tokens = 120;
-    go.sampling.temperature = 0.7f;
-    go.sampling.seed = seed;
-    go.stop_tokens = {bundle().model->config().eos_token_id};
     const std::string text = r["choices"][0]["text"];
-    EXPECT_EQ(text, text_of("The river", go, &w)) << "seed " << seed << ", key " << k;
+    EXPECT_EQ(text, library_text(w, 120, 0.7f, seed)) << "seed " << seed << ", key " << k;
     // A detecting client gets the verdict under the corrected threshold, not the key.
     const json body = {{"prompt", "The river"}, {"text", text}};
     const json d = call(kApp, "/v1/watermark/detect", body, &status);
@@ -960,13 +961,8 @@ TEST(Server, ContextBucketsGenerateAsTheLibraryAndDetect) {
   wc.context_buckets = 64;
   const auto lists = epwa::make_green_lists(*bundle().model, "server-test-secret-1", 0.5, 64);
   epwa::Watermarker w(*bundle().model, lists, wc);
-  epwa::GenerateOptions go;
-  go.max_new_tokens = 150;
-  go.sampling.temperature = 0.7f;
-  go.sampling.seed = 2;
-  go.stop_tokens = {bundle().model->config().eos_token_id};
   const std::string text = r["choices"][0]["text"];
-  EXPECT_EQ(text, text_of("The river", go, &w));
+  EXPECT_EQ(text, library_text(w, 150, 0.7f, 2));
   const json d =
       s.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
   EXPECT_EQ(d["detected"], true) << d.dump();
@@ -1095,13 +1091,8 @@ TEST(Server, ExpModeGeneratesAsTheLibraryAndDetects) {
   wc.mode = epwa::WatermarkMode::Exp;
   wc.router_layer = -1;
   epwa::Watermarker w(*bundle().model, "server-test-secret-1", wc);
-  epwa::GenerateOptions go;
-  go.max_new_tokens = 150;
-  go.sampling.temperature = 0.8f;
-  go.sampling.seed = 6;
-  go.stop_tokens = {bundle().model->config().eos_token_id};
   const std::string text = r["choices"][0]["text"];
-  EXPECT_EQ(text, text_of("The river", go, &w));
+  EXPECT_EQ(text, library_text(w, 150, 0.8f, 6));
   const json d =
       s.post("/v1/watermark/detect", json{{"prompt", "The river"}, {"text", text}}.dump());
   EXPECT_EQ(d["scheme"], "exp") << d.dump();
