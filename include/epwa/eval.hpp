@@ -108,6 +108,14 @@ Spliced splice_window(std::span<const int32_t> marked, std::span<const int32_t> 
 // content. Charts: "roc", "zhist", "attacks", "ppl-delta"; token view: "tokens".
 std::string render_report(const nlohmann::json& results);
 
+// ---- the strength/quality frontier (docs/EVAL.md "Frontier") ----
+struct FrontierSetting {
+  std::string mode = "gsg";  // "gsg", "ewp" or "exp"
+  double delta = 2.0;        // unused by exp
+};
+// Parses a comma-separated list such as "gsg:1.5,ewp:2,exp". Throws Error naming a bad item.
+std::vector<FrontierSetting> parse_frontier(const std::string& spec);
+
 // ---- the pipeline ----
 struct EvalOptions {
   std::filesystem::path model_path;  // HF folder or GGUF
@@ -135,6 +143,13 @@ struct EvalOptions {
   // Also the distortion-free exp mode (EXP-v1): its texts (same prompts and seeds), quality and
   // detection (scheme exp, method full) against the same negatives; no attacks yet.
   bool exp = false;
+  // The frontier: when non-empty, eval measures only these settings, each generated once at
+  // `tokens` and detected at every one of frontier_lengths (each <= tokens) against the same
+  // negatives. frontier_entropy > 0 adds to each GSG/EWP setting entropy-aware detection of the
+  // same texts and selective bias (new texts) at that threshold (nats).
+  std::vector<FrontierSetting> frontier;
+  std::vector<int32_t> frontier_lengths = {50, 100, 200, 400};
+  double frontier_entropy = 0;
   std::string commit;                                // recorded in results.json
   std::function<void(const std::string&)> progress;  // progress lines (stderr in the CLI)
   // Called with the results gathered so far after each phase (detection, attacks, delta grid),

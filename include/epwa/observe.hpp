@@ -8,6 +8,29 @@
 
 namespace epwa {
 
+// How one MoE layer's pathway, its top-1 expert and router confidence (docs/SPEC.md sections 0
+// and 3), is read from its router logits.
+struct PathwayRule {
+  // Softmax routers: the confidence is the softmax over this many largest logits (0: all E, the
+  // softmax families; k: GPT-OSS's top-k softmax).
+  int32_t confidence_over = 0;
+  // Sigmoid routers that choose by score + bias (DeepSeek-V3), when this holds E values: the
+  // top-1 is the best sigmoid(l) + bias among the experts of the kept groups (groups scored by
+  // their two best), the confidence its sigmoid score over the sum of the top_k chosen (raw: the
+  // score alone).
+  std::vector<float> selection_bias;
+  int32_t groups = 1, groups_kept = 1, top_k = 1;
+  bool renormalize = false;
+
+  static PathwayRule softmax_over(int32_t k) {
+    PathwayRule r;
+    r.confidence_over = k;
+    return r;
+  }
+  bool sigmoid() const { return !selection_bias.empty(); }
+  bool operator==(const PathwayRule&) const = default;
+};
+
 // What the router of one MoE layer decided for one sequence position. Views are valid only during
 // the observe() call.
 struct RouterObservation {
@@ -17,9 +40,7 @@ struct RouterObservation {
   std::span<const int32_t> topk;   // the k chosen experts, best first (ties -> lower index)
   std::span<const float> weights;  // their routing weights, as the model applies them
   int32_t sequence = 0;            // the sequence of the context (0 for a single-sequence context)
-  // The router confidence (docs/SPEC.md section 3) is the softmax over this many largest logits:
-  // 0 for all E (the softmax families), k for GPT-OSS's top-k softmax.
-  int32_t confidence_over = 0;
+  const PathwayRule* pathway = nullptr;  // the layer's rule; null: the softmax over all E
 };
 
 class RouterObserver {

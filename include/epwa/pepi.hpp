@@ -93,8 +93,7 @@ class PepiFeaturizer {
 // sequence is one position: its distribution is the one after tokens[0..p].
 struct PepiRawData {
   int32_t k = 0, num_experts = 0, vocab_size = 0, router_layer = 0;
-  // The router confidence's softmax covers this many largest logits (0: all; GPT-OSS: its k).
-  int32_t confidence_over = 0;
+  PathwayRule pathway;  // how the router logits give the expert and confidence
   std::string router_hash;
   std::vector<int32_t> tokens;          // all sequences, concatenated
   std::vector<int64_t> seq_offsets{0};  // sequence s = [seq_offsets[s], seq_offsets[s + 1])

@@ -44,14 +44,17 @@ std::string irsh_v1(std::span<const RouterMatrix> routers);
 std::string irsh_v2(int32_t num_layers, std::string_view rule,
                     std::span<const RouterMatrix> routers);
 
-// The top-1 expert of one position's router logits (ties -> lower index) and its softmax
-// probability over all E logits, or over the `over` largest when over > 0 (GPT-OSS's top-k
-// softmax). Throws Error on an empty span or non-finite logits.
+// The pathway of one position (docs/SPEC.md sections 0 and 3) from its router logits: the top-1
+// expert and its confidence under the layer's rule. The default rule: the argmax (ties -> lower
+// index) and its softmax probability over all E logits. Throws Error on an empty span, non-finite
+// logits or a rule that does not fit the E logits.
 struct ExpertChoice {
   int32_t expert = -1;
   float confidence = 0.0f;
 };
-ExpertChoice top1_expert(std::span<const float> router_logits, int32_t over = 0);
+ExpertChoice top1_expert(std::span<const float> router_logits, const PathwayRule& rule = {});
+// The same for an observation, under the rule it carries.
+ExpertChoice top1_expert(const RouterObservation& obs);
 
 // The watermark layer among the MoE layers: `requested` >= 0 counts from the first, < 0 from the
 // last

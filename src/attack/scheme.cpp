@@ -37,7 +37,7 @@ std::shared_ptr<const GreenLists> make_kgw_green_lists(const Model& model, std::
 }
 
 void ContextTracker::observe(const RouterObservation& obs) {
-  if (scheme_ != Scheme::Kgw && obs.layer == layer_) expert_ = top1_expert(obs.logits).expert;
+  if (scheme_ != Scheme::Kgw && obs.layer == layer_) expert_ = top1_expert(obs).expert;
   if (scheme_ == Scheme::Epwa) context_ = expert_;
 }
 

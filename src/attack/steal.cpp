@@ -117,7 +117,7 @@ struct ExpertRecorder : RouterObserver {
   int32_t layer = 0;
   std::vector<int32_t> experts;
   void observe(const RouterObservation& o) override {
-    if (o.layer == layer) experts.push_back(top1_expert(o.logits).expert);
+    if (o.layer == layer) experts.push_back(top1_expert(o).expert);
   }
 };
 

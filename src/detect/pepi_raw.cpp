@@ -29,7 +29,7 @@ void PepiRawData::append(const PepiRawData& o) {
   }
   check(o.k == k && o.num_experts == num_experts && o.vocab_size == vocab_size &&
             o.router_layer == router_layer && o.router_hash == router_hash &&
-            o.confidence_over == confidence_over,
+            o.pathway == pathway,
         "PEPI raw data: cannot append data of another model, layer or k");
   const int64_t base = seq_offsets.back();
   for (size_t s = 1; s < o.seq_offsets.size(); ++s) seq_offsets.push_back(base + o.seq_offsets[s]);
@@ -47,7 +47,14 @@ void PepiRawData::save(const std::filesystem::path& file) const {
                    {"router_hash", router_hash},
                    {"positions", positions()},
                    {"sequences", sequences()}};
-  if (confidence_over > 0) j["confidence_over"] = confidence_over;  // older readers: absent = 0
+  // Older readers: absent = the softmax over all E.
+  if (pathway.confidence_over > 0) j["confidence_over"] = pathway.confidence_over;
+  if (pathway.sigmoid())
+    j["sigmoid_pathway"] = {{"selection_bias", pathway.selection_bias},
+                            {"groups", pathway.groups},
+                            {"groups_kept", pathway.groups_kept},
+                            {"top_k", pathway.top_k},
+                            {"renormalize", pathway.renormalize}};
   const std::string h = j.dump();
   std::ofstream out(file, std::ios::binary | std::ios::trunc);
   check(out.good(), "PEPI raw data: cannot write " + file.string());
@@ -83,7 +90,15 @@ PepiRawData PepiRawData::load(const std::filesystem::path& file) {
     r.vocab_size = j.at("vocab_size");
     r.router_layer = j.at("router_layer");
     r.router_hash = j.at("router_hash");
-    r.confidence_over = j.value("confidence_over", 0);
+    r.pathway.confidence_over = j.value("confidence_over", 0);
+    if (j.contains("sigmoid_pathway")) {
+      const auto& p = j["sigmoid_pathway"];
+      r.pathway.selection_bias = p.at("selection_bias").get<std::vector<float>>();
+      r.pathway.groups = p.at("groups");
+      r.pathway.groups_kept = p.at("groups_kept");
+      r.pathway.top_k = p.at("top_k");
+      r.pathway.renormalize = p.at("renormalize");
+    }
     n = j.at("positions");
     ns = j.at("sequences");
   } catch (const nlohmann::json::exception& e) {
@@ -124,7 +139,7 @@ PepiDataset featurize_raw(const PepiRawData& raw, const PepiFeaturizer& f,
                            raw.top_logprobs.begin() + (p + 1) * k);
       f.add_row(dist, std::span(raw.tokens).subspan(b, p + 1 - b), d);
       const ExpertChoice ec =
-          top1_expert(std::span(raw.router_logits).subspan(p * E, E), raw.confidence_over);
+          top1_expert(std::span(raw.router_logits).subspan(p * E, E), raw.pathway);
       d.expert.push_back(ec.expert);
       d.confidence.push_back(ec.confidence);
     }

@@ -19,6 +19,8 @@
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
+#include "eval/frontier.hpp"
+#include "eval/generation.hpp"
 
 namespace epwa::eval {
 
@@ -39,7 +41,7 @@ class LayerTap : public RouterObserver {
     if (o.layer != layer_) return;
     const size_t p = static_cast<size_t>(o.position);
     if (records.size() <= p) records.resize(p + 1);
-    records[p] = top1_expert(o.logits, o.confidence_over);
+    records[p] = top1_expert(o);
   }
   std::vector<RouterRecord> records;
 
@@ -252,24 +254,7 @@ Pipeline::Scores Pipeline::detect_all(std::span<const int32_t> seq, int64_t prom
 
 std::vector<int32_t> Pipeline::generate_one(Model& m, std::span<const int32_t> prompt,
                                             WatermarkProcessor* wp, uint64_t seed) {
-  GenerateOptions go;
-  go.max_new_tokens = o_.tokens;
-  go.sampling.temperature = o_.temperature;
-  go.sampling.top_p = o_.top_p;
-  go.sampling.seed = seed;
-  go.stop_tokens = {model_->config().eos_token_id};
-  go.suppress_tokens = suppress_;  // text only, as epwa generate samples it
-  if (wp) {
-    wp->reset();
-    go.observer = wp;
-    go.processor = wp;
-    // The exp mode (and context buckets) key each step by the previous token too.
-    wp->set_previous_token(prompt.back());
-    go.on_token = [wp](int32_t t) { wp->set_previous_token(t); };
-  }
-  std::vector<int32_t> out = generate(m, prompt, go);
-  if (!out.empty() && out.back() == model_->config().eos_token_id) out.pop_back();
-  return out;
+  return generate_text(m, prompt, wp, seed, {o_.tokens, o_.temperature, o_.top_p, suppress_});
 }
 
 std::vector<int32_t> concat(std::span<const int32_t> a, std::span<const int32_t> b) {
@@ -744,6 +729,52 @@ json Pipeline::run() {
   for (const Text& t : human) human_texts_.push_back(t.text);
   say("human passages: " + std::to_string(human.size()));
 
+  json out;
+  out["tool"] = "epwa eval";
+  out["commit"] = o_.commit;
+  out["model"] = {
+      {"path", o_.model_path.string()}, {"format", model_->format()}, {"router_hash", hash},
+      {"watermark_layer", layer_},      {"vocab_size", c.vocab_size}, {"experts", c.num_experts},
+      {"layers", c.num_layers}};
+  out["params"] = {{"key_bytes", o_.key.size()},
+                   {"prompts", o_.prompts.string()},
+                   {"human", o_.human.string()},
+                   {"n", o_.n},
+                   {"n_human", n_human},
+                   {"tokens", o_.tokens},
+                   {"gamma", o_.gamma},
+                   {"delta", o_.delta},
+                   {"delta_grid", o_.delta_grid},
+                   {"temperature", o_.temperature},
+                   {"top_p", o_.top_p},
+                   {"seed", o_.seed},
+                   {"cspv_sample", o_.cspv_sample},
+                   {"exp", o_.exp},
+                   {"threshold", 4.0},
+                   {"attack_rates", o_.attack_rates},
+                   {"attack_top_k", o_.top_k_attack},
+                   {"attack_texts", o_.attack_texts},
+                   {"crop_window", o_.crop_window},
+                   {"bootstrap", o_.bootstrap},
+                   {"human_prompt_tokens", human_prompt},
+                   {"human_min_tokens", human_min}};
+
+  if (!o_.frontier.empty()) {
+    FrontierInput fi;
+    fi.model = model_.get();
+    fi.lists = lists_;
+    fi.layer = layer_;
+    fi.sampling = {o_.tokens, o_.temperature, o_.top_p, suppress_};
+    for (int32_t i = 0; i < o_.n; ++i)
+      fi.prompts.push_back(tok_->encode(prompt_lines[i], true, false));
+    for (const Text& t : human) fi.human.emplace_back(t.prompt, t.text);
+    out["params"]["frontier_entropy"] = o_.frontier_entropy;
+    out["frontier"] = run_frontier(o_, fi);
+    out["seconds"] = seconds_since(t_start);
+    say("frontier done in " + std::to_string(static_cast<int64_t>(seconds_since(t_start))) + " s");
+    return out;
+  }
+
   // Generation: the same prompt and sampling seed for the unwatermarked and both watermarked texts.
   WatermarkConfig gsg_cfg{WatermarkMode::GSG, o_.gamma, o_.delta, {}, layer_};
   WatermarkConfig ewp_cfg{WatermarkMode::EWP, o_.gamma, o_.delta, {}, layer_};
@@ -809,35 +840,6 @@ json Pipeline::run() {
     speed["end_to_end_tokens_per_s"][label] = 1.0 / (1.0 / pass_rate + 1.0 / det_rate);
   }
 
-  json out;
-  out["tool"] = "epwa eval";
-  out["commit"] = o_.commit;
-  out["model"] = {
-      {"path", o_.model_path.string()}, {"format", model_->format()}, {"router_hash", hash},
-      {"watermark_layer", layer_},      {"vocab_size", c.vocab_size}, {"experts", c.num_experts},
-      {"layers", c.num_layers}};
-  out["params"] = {{"key_bytes", o_.key.size()},
-                   {"prompts", o_.prompts.string()},
-                   {"human", o_.human.string()},
-                   {"n", o_.n},
-                   {"n_human", n_human},
-                   {"tokens", o_.tokens},
-                   {"gamma", o_.gamma},
-                   {"delta", o_.delta},
-                   {"delta_grid", o_.delta_grid},
-                   {"temperature", o_.temperature},
-                   {"top_p", o_.top_p},
-                   {"seed", o_.seed},
-                   {"cspv_sample", o_.cspv_sample},
-                   {"exp", o_.exp},
-                   {"threshold", 4.0},
-                   {"attack_rates", o_.attack_rates},
-                   {"attack_top_k", o_.top_k_attack},
-                   {"attack_texts", o_.attack_texts},
-                   {"crop_window", o_.crop_window},
-                   {"bootstrap", o_.bootstrap},
-                   {"human_prompt_tokens", human_prompt},
-                   {"human_min_tokens", human_min}};
   out["quality"] = quality_;
   out["detection"] = detection;
   out["speed"] = speed;

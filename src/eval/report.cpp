@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -193,6 +194,65 @@ const json* find_detection(const json& r, const std::string& mode, const std::st
 
 }  // namespace
 
+// The frontier (docs/EVAL.md "Frontier"): TPR at z = 4 against the perplexity cost, one series per
+// family of settings at the length nearest 200 tokens, and the table of every length.
+std::string frontier_section(const json& f) {
+  const json& rows = f["rows"];
+  const std::vector<int32_t> lengths = f["lengths"].get<std::vector<int32_t>>();
+  if (rows.empty() || lengths.empty()) return "";
+  size_t at = 0;
+  for (size_t i = 0; i < lengths.size(); ++i)
+    if (std::abs(lengths[i] - 200) < std::abs(lengths[at] - 200)) at = i;
+  std::map<std::string, Series> by;
+  double c0 = 0, c1 = 0;
+  for (const auto& row : rows) {
+    std::string fam = row.value("mode", "");
+    if (getd(row, "selective_bias", 0) > 0)
+      fam += ", selective";
+    else if (getd(row, "entropy_detection", 0) > 0)
+      fam += ", entropy-aware detection";
+    Series& se = by[fam];
+    se.name = fam;
+    const double cost = 100 * getd(row, "ppl_cost", 0);
+    se.pts.emplace_back(cost, getd(row["lengths"][at], "tpr_z4", 0));
+    c0 = std::min(c0, cost), c1 = std::max(c1, cost);
+  }
+  std::vector<Series> ss;
+  for (auto& [name, se] : by) {
+    std::sort(se.pts.begin(), se.pts.end());
+    ss.push_back(std::move(se));
+  }
+  std::string h =
+      "<h2>Frontier</h2><div class=\"charts\">\n" +
+      line_chart("frontier", "frontier",
+                 "TPR at z = 4, " + std::to_string(lengths[at]) + " tokens, vs perplexity cost",
+                 "perplexity cost (%)", "TPR at z = 4", ss, std::floor(c0 / 5) * 5,
+                 std::ceil(c1 / 5) * 5 + 5, 0, 1) +
+      "</div>\n<p>Negatives: " + std::to_string(f["negatives"].value("human", 0)) +
+      " human passages and " + std::to_string(f["negatives"].value("unwatermarked", 0)) +
+      " unwatermarked texts; unwatermarked perplexity " + with_ci(f, "unwatermarked_ppl_mean", 2) +
+      ". Each cell: TPR at z = 4 [95% "
+      "bootstrap] / false positives at z = 4 / TPR at the empirical FPR 0.1% "
+      "threshold.</p>\n<table><tr><th>setting</th><th>detection</th><th>perplexity"
+      "</th><th>cost</th>";
+  for (int32_t L : lengths) h += "<th>" + std::to_string(L) + " tokens</th>";
+  h += "</tr>\n";
+  for (const auto& row : rows) {
+    const double he = getd(row, "entropy_detection", 0);
+    h += "<tr><td class=l>" + esc(row.value("setting", "")) + "</td><td class=l>" +
+         (row.value("mode", "") == "exp" ? std::string("exp")
+          : he > 0                       ? "entropy >= " + num(he, 2)
+                                         : std::string("all tokens")) +
+         "</td><td>" + with_ci(row, "ppl_mean", 2) + "</td><td>" +
+         num(100 * getd(row, "ppl_cost", 0), 1) + "%</td>";
+    for (const auto& l : row["lengths"])
+      h += "<td>" + with_ci(l, "tpr_z4") + " / " + std::to_string(l.value("fp_z4", 0)) + " / " +
+           num(getd(l, "tpr_fpr01"), 3) + "</td>";
+    h += "</tr>\n";
+  }
+  return h + "</table>\n";
+}
+
 std::string render_report(const json& r) {
   std::string h =
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>epwa eval "
@@ -219,6 +279,8 @@ std::string render_report(const json& r) {
        " tokens, threshold z = 4.</p>\n";
   if (r.contains("seconds")) h += "<p>Run time " + num(getd(r, "seconds"), 0) + " s.</p>\n";
 
+  // A frontier run (eval --frontier) has nothing else.
+  if (r.contains("frontier")) return h + frontier_section(r["frontier"]) + "</body></html>\n";
   // Detection table.
   h += "<h2>Detection</h2><p>Negatives: human passages and unwatermarked generations from the same "
        "prompts and "

@@ -113,7 +113,7 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
                                {s.topk.data() + i * k, static_cast<size_t>(k)},
                                {s.topw.data() + i * k, static_cast<size_t>(k)},
                                r.seq,
-                               c.confidence_experts()});
+                               &pathways_[static_cast<size_t>(m)]});
   };
   bool deferred = false;
   std::vector<block::SeqRows>& seqs = s.seqs;  // kept in the scratch: no allocation per token

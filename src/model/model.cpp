@@ -23,6 +23,19 @@ Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<const voi
       backend_(std::shared_ptr<const Backend>(), &cpu_backend()) {  // not owned: a static
   for (size_t i = 0; i < moe_layers_.size(); ++i)
     moe_index_[moe_layers_[i]] = static_cast<int32_t>(i);
+  const ModelConfig& c = config_;
+  for (size_t i = 0; i < moe_layers_.size(); ++i) {
+    PathwayRule& r = pathways_.emplace_back(PathwayRule::softmax_over(c.confidence_experts()));
+    if (c.router_scoring == RouterScoring::Sigmoid) {  // DeepSeek-V3: chosen by score + bias
+      r.selection_bias = router_bias_f32(static_cast<int32_t>(i));
+      r.groups = c.n_group;
+      r.groups_kept = c.topk_group;
+      r.top_k = c.experts_per_token;
+      r.renormalize = c.norm_topk_prob;
+      check(!r.selection_bias.empty() && (c.n_group == 1 || c.group_score == GroupScore::TopTwo),
+            "a sigmoid router needs its correction bias and groups scored by their two best");
+    }
+  }
 }
 
 Model::~Model() = default;
@@ -45,6 +58,13 @@ std::vector<float> Model::router_bias_f32(int32_t moe_layer) const {
   std::vector<float> out(b.numel());
   table_row(b, 0, out.data());
   return out;
+}
+
+const PathwayRule& Model::pathway(int32_t moe_layer) const {
+  check(moe_layer >= 0 && static_cast<size_t>(moe_layer) < pathways_.size(),
+        "router layer " + std::to_string(moe_layer) + " out of range (model has " +
+            std::to_string(pathways_.size()) + " MoE layers)");
+  return pathways_[static_cast<size_t>(moe_layer)];
 }
 
 void Model::use_backend(std::shared_ptr<const Backend> b) {

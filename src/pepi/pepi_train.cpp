@@ -74,7 +74,7 @@ PepiDataset collect_pepi_data(Model& model, std::span<const std::vector<int32_t>
     const std::vector<float> logits = all_logits(model, seq, &tap);
     for (size_t p = 0; p < seq.size(); ++p) {
       const auto row = std::span<const float>(tap.logits).subspan(p * c.num_experts, c.num_experts);
-      const ExpertChoice ec = top1_expert(row, c.confidence_experts());
+      const ExpertChoice ec = top1_expert(row, model.pathway(layer));
       const TokenDistribution d =
           top_logprobs(std::span(logits).subspan(p * V, V), opt.features.full ? 0 : opt.features.k);
       feat.add_row(d, std::span(seq).first(p + 1), data);
@@ -135,7 +135,7 @@ PepiRawData collect_pepi_raw(Model& model, std::span<const std::vector<int32_t>>
   r.vocab_size = c.vocab_size;
   r.router_layer = resolve_router_layer(opt.router_layer, c.num_moe_layers());
   r.router_hash = router_hash(model);
-  r.confidence_over = c.confidence_experts();
+  r.pathway = model.pathway(r.router_layer);
   const size_t V = static_cast<size_t>(c.vocab_size);
   int64_t total = 0;
   for (const auto& s : sequences) total += static_cast<int64_t>(s.size());

@@ -26,14 +26,12 @@ std::string router_hash(const Model& model) {
 
 int32_t model_router_layer(const Model& model, int32_t requested) {
   const ModelConfig& c = model.config();
-  // The pathway's top-1 and confidence are read from the router logits (argmax, softmax): exact
-  // for the softmax routers (DeepSeek-V2's groups keep the argmax's group) and GPT-OSS's top-k
-  // softmax (its bias is in the logits), not for a sigmoid router whose correction bias reorders
-  // the choice (docs/SPEC.md, section 0).
-  check(c.router_scoring == RouterScoring::TopkSoftmax ||
-            (c.router_scoring == RouterScoring::Softmax && !c.router_bias),
-        "watermarking and detection are not defined yet for this router (" + c.router_rule() +
-            ", DeepSeek-V3): EPW-A v2 reads top-1 from the softmax of the router logits");
+  // The pathway rules of docs/SPEC.md section 0 (Model::pathway): softmax, GPT-OSS's biased top-k
+  // softmax, DeepSeek-V3's sigmoid + correction bias. A softmax router whose bias only ranks has
+  // none.
+  check(c.router_scoring != RouterScoring::Softmax || !c.router_bias,
+        "watermarking and detection are not defined for this router (" + c.router_rule() +
+            "): EPW-A v2 has no pathway rule for a softmax router with a selection bias");
   return resolve_router_layer(requested, c.num_moe_layers());
 }
 
@@ -47,7 +45,7 @@ struct LayerRecorder : RouterObserver {
     if (o.layer != layer) return;
     check(o.position == static_cast<int64_t>(records.size()),
           "router records: position " + std::to_string(o.position) + " out of order");
-    records.push_back(top1_expert(o.logits, o.confidence_over));
+    records.push_back(top1_expert(o));
   }
 };
 }  // namespace

@@ -91,27 +91,6 @@ std::string irsh_v2(int32_t num_layers, std::string_view rule,
   return detail::to_hex(h.finish());
 }
 
-ExpertChoice top1_expert(std::span<const float> router_logits, int32_t over) {
-  check(!router_logits.empty(), "router logits are empty");
-  int32_t best = 0;
-  for (size_t e = 0; e < router_logits.size(); ++e) {
-    check(std::isfinite(router_logits[e]),
-          "router logit of expert " + std::to_string(e) + " is not finite");
-    if (router_logits[e] > router_logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(e);
-  }
-  const double top = router_logits[static_cast<size_t>(best)];
-  double sum = 0.0;
-  if (over > 0 && static_cast<size_t>(over) < router_logits.size()) {
-    // The `over` largest logits: which of equal values is taken does not change the sum.
-    std::vector<float> sorted(router_logits.begin(), router_logits.end());
-    std::partial_sort(sorted.begin(), sorted.begin() + over, sorted.end(), std::greater<>());
-    for (int32_t i = 0; i < over; ++i) sum += std::exp(static_cast<double>(sorted[i]) - top);
-  } else {
-    for (float l : router_logits) sum += std::exp(static_cast<double>(l) - top);
-  }
-  return {best, static_cast<float>(1.0 / sum)};
-}
-
 int32_t resolve_router_layer(int32_t requested, int32_t num_moe_layers) {
   check(num_moe_layers > 0, "the model has no MoE layer to watermark");
   if (requested < 0) {

@@ -105,9 +105,9 @@ void WatermarkProcessor::observe(const RouterObservation& obs) {
     throw Error("router observation at layer " + std::to_string(obs.layer) + " has " +
                 std::to_string(obs.logits.size()) + " logits, expected " +
                 std::to_string(lists_->num_experts()) + " experts");
-  // The spec's expert is the argmax of the logits, not the engine's top-k (which may break ties
-  // differently or be computed after a bias).
-  const ExpertChoice c = top1_expert(obs.logits, obs.confidence_over);
+  // The spec's pathway from the logits under the layer's rule, not the engine's top-k: stored
+  // logits (PEPI, detection) give the same expert.
+  const ExpertChoice c = top1_expert(obs);
   expert_ = c.expert;
   confidence_ = c.confidence;
   position_ = obs.position;

@@ -122,7 +122,7 @@ TEST(Alignment, GptOssHugeDeltaGivesAllGreen) {
   int checked = 0;
   for (const auto& o : all.rows)
     if (o.layer == 1) {
-      const auto want = epwa::top1_expert(o.logits, 3);
+      const auto want = epwa::top1_expert(o.logits, epwa::PathwayRule::softmax_over(3));
       EXPECT_EQ(records[o.position].expert, want.expert);
       EXPECT_EQ(records[o.position].confidence, want.confidence);
       EXPECT_GT(want.confidence, epwa::top1_expert(o.logits).confidence);

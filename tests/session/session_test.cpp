@@ -242,8 +242,8 @@ TEST(RouterHash, MatchesTheSpecReferenceForEveryFamily) {
   }
 }
 
-// DeepSeek-V2/V3's routing rules as IRSH-v2 hashes them (docs/SPEC.md, section 0), and V3's
-// sigmoid router, whose top-1 is not the argmax of its logits, refused by the watermark.
+// DeepSeek-V2/V3's routing rules as IRSH-v2 hashes them (docs/SPEC.md, section 0); every one has a
+// watermark layer (V3's pathway: tests/session/deepseek3_pathway_test.cpp).
 TEST(RouterHash, DeepSeekRules) {
   const fs::path ref = fs::path(EPWA_TEST_DATA_DIR) / "ref";
   auto v2 = epwa::Model::load(ref / "deepseek2");
@@ -253,12 +253,7 @@ TEST(RouterHash, DeepSeekRules) {
   EXPECT_EQ(lite->config().router_rule(), "softmax,top3,raw,scale1.5");
   EXPECT_EQ(v3->config().router_rule(), "sigmoid,top3,renorm,bias,group4/2top2,scale2.5");
   EXPECT_EQ(epwa::model_router_layer(*v2, -1), 1);
-  try {
-    epwa::model_router_layer(*v3, -1);
-    ADD_FAILURE() << "DeepSeek-V3 watermark not refused";
-  } catch (const epwa::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not defined yet"), std::string::npos) << e.what();
-  }
+  EXPECT_EQ(epwa::model_router_layer(*v3, -1), 1);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // DIR/report.html.
 #include "epwa/eval.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -31,7 +32,7 @@ struct Args {
   ModelArgs model;
   eval::EvalOptions o;
   std::string out = "eval-out";
-  std::string deltas, rates;
+  std::string deltas, rates, frontier, lengths;
   std::string oracle;
   bool no_pepi = false;
 };
@@ -51,8 +52,8 @@ const Command kEval{
       app.add_option("--n", a->o.n, "texts per mode (and unwatermarked)")
           ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--n-human", a->o.n_human, "human passages (default: --n)");
-      app.add_option("--tokens", a->o.tokens, "new tokens per text")
-          ->check(real_number({.lo = 0, .lo_open = true}));
+      CLI::Option* tokens = app.add_option("--tokens", a->o.tokens, "new tokens per text")
+                                ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--gamma", a->o.gamma, "green-list fraction")
           ->check(real_number({.lo = 0, .hi = 1, .lo_open = true, .hi_open = true}));
       app.add_option("--delta", a->o.delta, "watermark bias");
@@ -87,11 +88,22 @@ const Command kEval{
       app.add_flag("--exp", a->o.exp,
                    "also the distortion-free exp mode: its texts, quality and detection (scheme "
                    "exp) against the same negatives");
+      app.add_option("--frontier", a->frontier,
+                     "measure only the strength/quality frontier of these settings, e.g. "
+                     "gsg:1,gsg:2,ewp:2,exp (docs/EVAL.md)");
+      app.add_option("--frontier-entropy", a->o.frontier_entropy,
+                     "with --frontier: also entropy-aware detection and selective bias at this "
+                     "entropy threshold (nats)")
+          ->check(CLI::NonNegativeNumber);
+      app.add_option("--frontier-lengths", a->lengths,
+                     "with --frontier: text lengths scored (default 50,100,200,400; --tokens "
+                     "defaults to the longest)");
       app.add_option("--out", a->out, "output folder");
       bool* cross = &a->o.cross_precision;
       app.add_flag_callback(
           "--no-cross-precision", [cross] { *cross = false; }, "skip 4-bit/8-bit loads");
-      return [a] {
+      return [a, tokens] {
+        const bool tokens_given = tokens->count() > 0;
         a->o.model_path = resolve_model_path(a->model.model);
         if (!a->no_pepi) {
           if (!a->oracle.empty()) {
@@ -111,11 +123,35 @@ const Command kEval{
           for (float r : parse_float_list(a->rates))
             a->o.attack_rates.push_back(std::round(r * 1e6) / 1e6);
         }
+        if (!a->frontier.empty()) {
+          a->o.frontier = eval::parse_frontier(a->frontier);
+          if (!a->lengths.empty()) {
+            a->o.frontier_lengths.clear();
+            for (float l : parse_float_list(a->lengths)) {
+              check(l >= 1 && l == std::floor(l),
+                    "eval: --frontier-lengths takes whole numbers of tokens");
+              a->o.frontier_lengths.push_back(static_cast<int32_t>(l));
+            }
+          }
+          if (!tokens_given)
+            a->o.tokens =
+                *std::max_element(a->o.frontier_lengths.begin(), a->o.frontier_lengths.end());
+        } else {
+          check(a->lengths.empty() && a->o.frontier_entropy == 0,
+                "eval: --frontier-lengths and --frontier-entropy need --frontier");
+        }
         a->o.commit = source_commit();
         a->o.progress = [](const std::string& s) { std::cerr << "[eval] " << s << std::endl; };
         const auto r = eval::run_eval_to_dir(a->o, a->out);
         std::cerr << "[eval] wrote " << a->out << "/results.json and report.html\n";
-        for (const auto& d : r["detection"])
+        if (r.contains("frontier"))
+          for (const auto& row : r["frontier"]["rows"])
+            std::cout << row["setting"].get<std::string>()
+                      << (row["entropy_detection"].get<double>() > 0 ? " (entropy-aware)" : "")
+                      << ": perplexity " << row["ppl_mean"].get<double>() << ", TPR@z4 at "
+                      << row["lengths"].back()["tokens"] << " tokens "
+                      << row["lengths"].back()["tpr_z4"].get<double>() << "\n";
+        for (const auto& d : r.value("detection", nlohmann::json::array()))
           if (d["method"] == "full" && d["prompt"] == true && d["repeats"] == false)
             std::cout << d["mode"].get<std::string>() << " full: TPR@z4 " << d.value("tpr_z4", 0.0)
                       << ", FPR@z4 " << d.value("fpr_z4", 0.0) << ", AUC " << d.value("auc", 0.0)

@@ -266,6 +266,27 @@ def top1_confidence(logits, over=0):
     return best, 1.0 / math.fsum(math.exp(l - logits[best]) for l in kept)
 
 
+def sigmoid_top1_confidence(logits, bias, groups, kept, k, renorm):
+    """DeepSeek-V3's pathway (section 0): the selection repeated in f32 (scores s, choice s + b,
+    groups by the f32 sum of their two best, ties to the lower index); the first chosen and its
+    score over the sum of the k chosen scores (raw: the score)."""
+    s = [f32(1.0 / (1.0 + math.exp(-l))) for l in logits]
+    c = [f32(x + b) for x, b in zip(s, bias)]
+    size = len(c) // groups
+    def best(values, n):
+        return sorted(range(len(values)), key=lambda i: (-values[i], i))[:n]
+    if groups > 1:
+        score = []
+        for g in range(groups):
+            a, b = best(c[g * size:(g + 1) * size], 2)
+            score.append(f32(c[g * size + a] + c[g * size + b]))
+        keep = set(best(score, kept))
+        c = [x if e // size in keep else -math.inf for e, x in enumerate(c)]
+    chosen = best(c, k)
+    top = s[chosen[0]]
+    return chosen[0], top / math.fsum(s[e] for e in chosen) if renorm else top
+
+
 def exp_seed(key, router_hash, expert, previous):
     """EXP-v1 (section 11): the seed of a step, HMAC of the tag, the router hash and the context."""
     msg = b"EPWA-EXP-v1" + router_hash.encode("ascii") + struct.pack("<II", expert, previous)
@@ -363,6 +384,22 @@ def main():
         "rows": [[{"over": over, "expert": top1_confidence(r, over)[0],
                    "confidence": repr(top1_confidence(r, over)[1])} for over in (0, 4, 2)]
                  for r in rows],
+    }
+    # DeepSeek-V3's rule on E = 8 in 4 groups of 2, 2 kept, top-3.
+    bias = [f32(x) for x in (0.0, 0.5, -0.25, 0.125, 0.75, -0.5, 0.25, 0.0)]
+    rows = [[f32(x) for x in (2.0, -1.0, 0.5, 1.5, -0.5, 3.0, 0.25, 1.0)],
+            [f32(((e * 3) % 8 - 4) / 4.0) for e in range(8)],
+            [f32(x) for x in (-6.0, 6.0, 2.0, 2.0, 1.0, 1.0, 0.0, 0.0)]]  # best s + b in a dropped group
+    out["sigmoid_pathway"] = {
+        "bias": [repr(b) for b in bias],
+        "groups": 4, "groups_kept": 2, "top_k": 3,
+        "logits": "row 0: 2, -1, 0.5, 1.5, -0.5, 3, 0.25, 1; row 1: l[e] = f32(((e*3) % 8 - 4) / 4.0); "
+                  "row 2: -6, 6, 2, 2, 1, 1, 0, 0",
+        "argmax": [max(range(8), key=lambda e: (r[e], -e)) for r in rows],
+        "rows": [[{"renormalize": renorm,
+                   "expert": sigmoid_top1_confidence(r, bias, 4, 2, 3, renorm)[0],
+                   "confidence": repr(sigmoid_top1_confidence(r, bias, 4, 2, 3, renorm)[1])}
+                  for renorm in (True, False)] for r in rows],
     }
     tokens = [1] + [(i * 7919) % 32000 for i in range(1, 40)]
     # Confidences exactly representable in float32 so both sides sort the same values.

@@ -95,7 +95,10 @@ void route_grouped(const float* logits, int64_t n, int64_t ne, const RouteRule& 
   for (int64_t i = 0; i < n; ++i) {
     const float* l = logits + i * ne;
     if (r.sigmoid) {
-      for (int64_t e = 0; e < ne; ++e) score[e] = 1 / (1 + std::exp(-l[e]));
+      // In double, rounded once: the watermark's pathway (src/watermark/pathway.cpp) repeats
+      // this choice exactly on any libm.
+      for (int64_t e = 0; e < ne; ++e)
+        score[e] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(l[e]))));
     } else {
       float mx = l[0], z = 0;
       for (int64_t e = 1; e < ne; ++e) mx = std::max(mx, l[e]);
