@@ -40,6 +40,13 @@ struct AssistantReply {
 // content: a malformed call is shown to the client as text, never dropped.
 AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text);
 
+// What makes a reply open with a tool call, as the template itself writes one (found by rendering
+// a probe call): the call's opening up to its function name when `name` is empty (tool_choice
+// "required": the model names the function), else up to its arguments with `name` written in
+// (a named tool_choice). Throws Error when the syntax is None or the template's rendering of a
+// call is not understood.
+std::string tool_call_opening(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view name);
+
 // Where in `text` a tool call starts or may be starting (a prefix of the opening marker at the
 // end): a stream holds the text back from there. npos: nowhere.
 size_t tool_call_start(ToolCallSyntax s, std::string_view text);

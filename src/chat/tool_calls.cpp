@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "epwa/chat_template.hpp"
+#include "epwa/error.hpp"
 
 namespace epwa {
 namespace {
@@ -213,6 +214,58 @@ AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text) {
     default:
       return deepseek(text);
   }
+}
+
+std::string tool_call_opening(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view name) {
+  const std::string_view marker = opening(s);
+  check(!marker.empty(), "tool_choice: this model's chat template writes no tool calls");
+  constexpr std::string_view kName = "epwa_probe_function", kKey = "epwa_probe_argument";
+  const nlohmann::ordered_json args = {{kKey, 1}};
+  // Templates differ in what they accept: a null or empty content beside the calls (DeepSeek's
+  // write calls only for null), arguments as an object or as a JSON text.
+  for (const bool null_content : {false, true})
+    for (const bool text_args : {false, true}) {
+      ChatInput in;
+      in.messages = nlohmann::ordered_json::array(
+          {{{"role", "user"}, {"content", "probe"}},
+           {{"role", "assistant"},
+            {"content", null_content ? nlohmann::ordered_json() : nlohmann::ordered_json("")},
+            {"tool_calls",
+             {{{"id", "probe0001"},
+               {"type", "function"},
+               {"function",
+                {{"name", kName},
+                 {"arguments", text_args ? nlohmann::ordered_json(args.dump()) : args}}}}}}}});
+      // Some templates (Hermes 3) render calls only beside the tools: the probe's own, whose
+      // description comes before the call (hence the last occurrences below).
+      in.tools = nlohmann::ordered_json::array(
+          {{{"type", "function"},
+            {"function",
+             {{"name", kName},
+              {"description", "probe"},
+              {"parameters",
+               {{"type", "object"}, {"properties", {{kKey, {{"type", "integer"}}}}}}}}}}});
+      in.add_generation_prompt = false;
+      std::string text;
+      try {
+        text = tpl.render(in);
+      } catch (const Error&) {
+        continue;
+      }
+      const size_t at_name = text.rfind(kName);
+      if (at_name == std::string::npos) continue;
+      const size_t at = text.rfind(marker, at_name);
+      const size_t after = at_name + kName.size(), key = text.find(kKey, after);
+      if (at == std::string::npos || key == std::string::npos) continue;
+      const size_t args_at = text.rfind('{', key);
+      if (args_at == std::string::npos || args_at < after) continue;
+      std::string out = text.substr(at, at_name - at);
+      if (!name.empty()) out += std::string(name) + text.substr(after, args_at - after);
+      return out;
+    }
+  throw Error(
+      "tool_choice: this model's chat template's rendering of a tool call was not "
+      "understood");
 }
 
 size_t tool_call_start(ToolCallSyntax s, std::string_view text) {

@@ -121,6 +121,8 @@ struct Generation {
   bool chat = false;               // /v1/chat/completions (its chunks carry messages and deltas)
   bool sent_role = false;          // a streamed chat's first delta names the role
   bool tools = false;              // a chat with tools: the reply may be tool calls
+  std::string forced;              // tool_choice: the call's opening that starts the reply
+  size_t forced_tokens = 0;        // its tokens (after the rendered prompt)
   std::vector<int32_t> prompt, tokens, stop_tokens;
   std::vector<std::string> stop;
   std::string text;      // the text so far (cut at a stop string)
@@ -377,6 +379,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                                                        srv_.tok.get(), c.vocab_size, limits())
                         : serve::parse_completion(j, srv_.tok.get(), c.vocab_size, limits());
     const std::string key = watermark_key(p);
+    // tool_choice "required" or naming a function: the reply opens with a call as the template
+    // writes one; its tokens follow the rendered prompt and its text starts the reply.
+    std::vector<int32_t> prompt = p.prompt;
+    std::string forced;
+    if (chat && (p.tool_required || !p.tool_name.empty())) {
+      try {
+        forced = tool_call_opening(*srv_.chat, srv_.tool_syntax, p.tool_name);
+      } catch (const Error& e) {
+        throw bad_request(e.what(), "tool_choice");
+      }
+      const std::vector<int32_t> ids = srv_.tok->encode(forced, false, true);
+      prompt.insert(prompt.end(), ids.begin(), ids.end());
+    }
     auto group = std::make_shared<Choices>();
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(now_s()) + "-" +
                            std::to_string(++srv_.completions);
@@ -386,7 +401,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       g->index = i;
       g->group = group;
       g->chat = chat;
-      g->prompt = p.prompt;
+      g->prompt = prompt;
+      g->forced = forced;
+      g->forced_tokens = prompt.size() - p.prompt.size();
+      g->text = forced;
       g->stop = p.stop;
       g->stream = p.stream;
       g->logprobs = p.logprobs;
@@ -398,7 +416,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                               srv_.end_of_turn.end());
       g->id = id;
       BatchRequest r;
-      r.prompt = p.prompt;
+      r.prompt = prompt;
       r.max_new_tokens = p.max_tokens;
       r.sampling = p.sampling;
       r.sampling.seed = p.sampling.seed + static_cast<uint64_t>(i);  // choices differ, reproducibly
@@ -520,9 +538,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         std::find(g.stop_tokens.begin(), g.stop_tokens.end(), t) != g.stop_tokens.end())
       return;
     g.tokens.push_back(t);
-    g.text = continuation(g);
+    g.text = g.forced + continuation(g);
     for (const std::string& s : g.stop) {
-      const size_t at = g.text.find(s);
+      const size_t at = g.text.find(s, g.forced.size());
       if (at != std::string::npos) {
         g.text.resize(at);
         g.stopped = true;
@@ -601,10 +619,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
                : why == FinishReason::Length          ? "length"
                                                       : "cancelled";
     size_t generated = 0;
-    for (const auto& x : group.all) generated += x->tokens.size();
-    const nlohmann::json usage = {{"prompt_tokens", g.prompt.size()},
+    for (const auto& x : group.all) generated += x->forced_tokens + x->tokens.size();
+    const size_t prompt_tokens = g.prompt.size() - g.forced_tokens;  // the reply's opening aside
+    const nlohmann::json usage = {{"prompt_tokens", prompt_tokens},
                                   {"completion_tokens", generated},
-                                  {"total_tokens", g.prompt.size() + generated}};
+                                  {"total_tokens", prompt_tokens + generated}};
     AssistantReply reply;
     if (g.tools) {
       reply = parse_tool_calls(srv_.tool_syntax, g.text);

@@ -220,10 +220,33 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
     in.tools = ordered["tools"];
     tools = !in.tools.empty();
   }
-  if (j.contains("tool_choice") && !j["tool_choice"].is_null() && j["tool_choice"] != "auto" &&
-      j["tool_choice"] != "none")
-    throw bad_request("'tool_choice' other than \"auto\" or \"none\" is not supported",
-                      "tool_choice");
+  // tool_choice: "auto" (the default), "none", "required" or {"type": "function", "function":
+  // {"name": N}} naming one of the tools.
+  constexpr const char* kToolChoiceForms =
+      "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", "
+      "\"function\": {\"name\": ...}}";
+  const nlohmann::json choice = j.value("tool_choice", nlohmann::json());
+  bool tool_required = false;
+  std::string tool_name;
+  if (choice.is_object()) {
+    const auto fn = choice.value("function", nlohmann::json());
+    if (choice.value("type", nlohmann::json()) != "function" || !fn.is_object() ||
+        !fn.contains("name") || !fn["name"].is_string())
+      throw bad_request(kToolChoiceForms, "tool_choice");
+    tool_name = fn["name"].get<std::string>();
+    bool known = false;
+    for (const auto& t : in.tools)
+      known = known || (t.contains("function") && t["function"].is_object() &&
+                        t["function"].value("name", nlohmann::ordered_json()) == tool_name);
+    if (!known)
+      throw bad_request("'tool_choice' names '" + tool_name + "', which is not among 'tools'",
+                        "tool_choice");
+  } else if (choice == "required") {
+    if (!tools) throw bad_request("'tool_choice' \"required\" needs 'tools'", "tool_choice");
+    tool_required = true;
+  } else if (!choice.is_null() && choice != "auto" && choice != "none") {
+    throw bad_request(kToolChoiceForms, "tool_choice");
+  }
   if (j.contains("chat_template_kwargs") && !j["chat_template_kwargs"].is_null()) {
     if (!j["chat_template_kwargs"].is_object())
       throw bad_request("'chat_template_kwargs' must be an object", "chat_template_kwargs");
@@ -261,7 +284,9 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
   if (p.prompt.empty()) throw bad_request("the chat template rendered an empty prompt", "messages");
   parse_generation_fields(j, p, vocab, limits);
   if (want_logprobs) p.logprobs = top;
-  p.tools = tools && j.value("tool_choice", nlohmann::json("auto")) != "none";
+  p.tools = tools && choice != "none";
+  p.tool_required = tool_required;
+  p.tool_name = tool_name;
   return p;
 }
 

@@ -44,6 +44,9 @@ struct CompletionParams {
   bool echo = false;              // completions: the prompt (and its log-probabilities) first
   int32_t n = 1;                  // choices: choice i samples with seed + i
   bool tools = false;             // chat: "tools" given and tool_choice not "none"
+  // chat: tool_choice "required", or the function it names: the reply opens with a call.
+  bool tool_required = false;
+  std::string tool_name;
 };
 
 // The most choices ("n") a request may ask for.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "epwa/chat_template.hpp"
+#include "epwa/error.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
@@ -88,9 +89,16 @@ TEST(ToolCalls, EachTemplatesOwnRenderingParsesBackToTheCalls) {
     EXPECT_EQ(r.calls[1].name, "get_time");
     EXPECT_EQ(json::parse(r.calls[1].arguments), args2);
     EXPECT_EQ(r.content, c.content) << reply;
+    // tool_choice: a call's opening as the template writes it, naming the function or not.
+    const std::string named = epwa::tool_call_opening(tpl, c.syntax, "get_weather");
+    const std::string any = epwa::tool_call_opening(tpl, c.syntax, "");
+    EXPECT_NE(reply.find(named), std::string::npos) << named;
+    EXPECT_EQ(named.rfind(any, 0), 0u) << any;
+    EXPECT_EQ(any.rfind(epwa::tool_call_markers(c.syntax)[0], 0), 0u) << any;
   }
   const epwa::ChatTemplate mixtral(read(kDir / "mixtral-8x7b-instruct.jinja"), special);
   EXPECT_EQ(epwa::tool_call_syntax(mixtral), ToolCallSyntax::None);
+  EXPECT_THROW(epwa::tool_call_opening(mixtral, ToolCallSyntax::None, "f"), epwa::Error);
 }
 
 TEST(ToolCalls, TextAroundCallsIsContentAndMalformedCallsStayText) {

@@ -13,11 +13,17 @@ using json = nlohmann::json;
 
 namespace {
 
-TEST(Frontier, SettingsRowsAndLengths) {
+// The bundled model with the held-out prompts and passages.
+epwa::eval::EvalOptions bundled_options() {
   epwa::eval::EvalOptions o;
   o.model_path = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
   o.prompts = fs::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "prompts.txt";
   o.human = fs::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "heldout.txt";
+  return o;
+}
+
+TEST(Frontier, SettingsRowsAndLengths) {
+  epwa::eval::EvalOptions o = bundled_options();
   o.n = 6;
   o.n_human = 5;
   o.tokens = 60;
@@ -36,7 +42,8 @@ TEST(Frontier, SettingsRowsAndLengths) {
   EXPECT_EQ(rows[1]["entropy_detection"], 1.0);
   EXPECT_EQ(rows[2]["setting"], "gsg delta 4, selective >= 1");
   EXPECT_EQ(rows[3]["mode"], "exp");
-  // Entropy-aware detection reads the same texts: the same perplexity; selective bias writes others.
+  // Entropy-aware detection reads the same texts: the same perplexity; selective bias writes
+  // others.
   EXPECT_EQ(rows[0]["ppl_mean"], rows[1]["ppl_mean"]);
   EXPECT_NE(rows[0]["ppl_mean"], rows[2]["ppl_mean"]);
   // The unwatermarked texts are the cost's base; delta 4 costs perplexity.
@@ -71,10 +78,7 @@ TEST(Frontier, ParserAndLengthErrors) {
   EXPECT_EQ(s[2].mode, "exp");
   for (const char* bad : {"gsg", "exp:2", "kgw:1", "gsg:x", "gsg:0", "gsg:2x", "gsg:1,,exp", ""})
     EXPECT_THROW(epwa::eval::parse_frontier(bad), epwa::Error) << bad;
-  epwa::eval::EvalOptions o;
-  o.model_path = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
-  o.prompts = fs::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "prompts.txt";
-  o.human = fs::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "heldout.txt";
+  epwa::eval::EvalOptions o = bundled_options();
   o.n = 1;
   o.tokens = 30;
   o.frontier = s;

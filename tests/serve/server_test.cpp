@@ -21,6 +21,7 @@
 #include "epwa/chat_template.hpp"
 #include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
+#include "epwa/tool_calls.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -1072,6 +1073,82 @@ TEST(Server, ChatWithToolsRendersThemAndKeepsAReplyWithoutCallsAsContent) {
     if (d.contains("content")) joined += d["content"].get<std::string>();
   }
   EXPECT_EQ(joined, text);
+}
+
+// tool_choice naming a function makes the reply open with its call as the template writes it
+// (Qwen2.5's Hermes syntax): the model continues the rendered prompt and that opening, as a
+// completion of both does; "required" leaves the name to the model; bad forms, an unknown
+// function and a template without tool calls get 400.
+TEST(Server, ToolChoiceOpensTheReplyWithACall) {
+  epwa::ServerOptions o;
+  o.chat_template =
+      read_file(fs::path(EPWA_TEST_DATA_DIR) / "chat_templates" / "qwen2.5-instruct.jinja");
+  Running s(o);
+  const json messages = json::parse(R"([{"role": "user", "content": "Weather in Paris?"}])");
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])");
+  json body = {{"messages", messages},
+               {"tools", tools},
+               {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}},
+               {"max_tokens", 16},
+               {"temperature", 0.7},
+               {"seed", 4}};
+  int status = 0;
+  const json r = s.post("/v1/chat/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  auto& b = bundle();
+  const epwa::ChatTemplate tpl(o.chat_template, epwa::special_token_strings(*b.tok));
+  const std::string opening =
+      epwa::tool_call_opening(tpl, epwa::ToolCallSyntax::Hermes, "get_weather");
+  EXPECT_EQ(opening, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ");
+  epwa::ChatInput in;
+  in.messages = messages;
+  in.tools = tools;
+  const auto ids = b.tok->encode(tpl.render(in), false, true);
+  auto forced = ids;
+  const auto opening_ids = b.tok->encode(opening, false, true);
+  forced.insert(forced.end(), opening_ids.begin(), opening_ids.end());
+  const json plain = s.post(
+      "/v1/completions",
+      json{{"prompt", forced}, {"max_tokens", 16}, {"temperature", 0.7}, {"seed", 4}}.dump());
+  const std::string reply = opening + plain["choices"][0]["text"].get<std::string>();
+  const json& m = r["choices"][0]["message"];
+  const epwa::AssistantReply parsed = epwa::parse_tool_calls(epwa::ToolCallSyntax::Hermes, reply);
+  if (parsed.calls.empty()) {  // the bundled model's arguments do not parse: the text, as written
+    EXPECT_EQ(m["content"], reply);
+    EXPECT_EQ(r["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
+  } else {
+    EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  }
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+  EXPECT_EQ(r["usage"]["completion_tokens"],
+            opening_ids.size() + plain["usage"]["completion_tokens"].get<size_t>());
+  body["tool_choice"] = "required";
+  const json any = s.post("/v1/chat/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << any.dump();
+  EXPECT_EQ(any["choices"][0]["message"]["content"].get<std::string>().rfind(
+                "<tool_call>\n{\"name\": \"", 0),
+            0u)
+      << any.dump();
+  for (const json& bad : {json("always"), json(42), json{{"type", "function"}},
+                          json{{"type", "function"}, {"function", {{"name", "get_time"}}}}}) {
+    body["tool_choice"] = bad;
+    const json e = s.post("/v1/chat/completions", body.dump(), &status);
+    EXPECT_EQ(status, 400) << bad.dump();
+    EXPECT_EQ(e["error"]["param"], "tool_choice") << e.dump();
+  }
+  body.erase("tools");
+  body["tool_choice"] = "required";
+  s.post("/v1/chat/completions", body.dump(), &status);
+  EXPECT_EQ(status, 400);
+  epwa::ServerOptions mixtral;  // a template that writes no tool calls
+  mixtral.chat_template =
+      read_file(fs::path(EPWA_TEST_DATA_DIR) / "chat_templates" / "mixtral-8x7b-instruct.jinja");
+  Running ms(mixtral);
+  body["tools"] = tools;
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "get_weather"}}}};
+  const json e = ms.post("/v1/chat/completions", body.dump(), &status);
+  EXPECT_EQ(status, 400) << e.dump();
 }
 
 // The distortion-free mode behind the server: the library's exp generation, detected with the exp

@@ -11,6 +11,7 @@
 #include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 #include "epwa/watermark.hpp"
+#include "session/round_trip.hpp"
 
 namespace fs = std::filesystem;
 
@@ -61,19 +62,8 @@ TEST(Pathway, DeepSeekV3HugeDeltaGivesAllGreen) {
       cfg.mode = mode;
       cfg.delta = 1e4;
       cfg.router_layer = layer;
-      epwa::Watermarker wm(*m, "v3-key", cfg);
-      epwa::GenerateOptions o;
-      o.max_new_tokens = 24;
-      o.sampling.temperature = 1.0f;
-      o.sampling.seed = 3;
-      const auto out = wm.generate(*m, prompt, o);
+      const auto [out, r] = epwa_test::round_trip(*m, prompt, cfg, "v3-key", 3, 24);
       ASSERT_EQ(out.size(), 24u);
-      std::vector<int32_t> seq = prompt;
-      seq.insert(seq.end(), out.begin(), out.end());
-      epwa::DetectOptions d;
-      d.count_repeats = true;
-      const auto r = epwa::detect_tokens(*m, epwa::Detector(wm.lists(), d), seq,
-                                         static_cast<int64_t>(prompt.size()), layer);
       EXPECT_EQ(r.n, 24);
       EXPECT_EQ(r.g, r.n) << epwa::watermark_mode_name(mode) << " layer " << layer;
     }

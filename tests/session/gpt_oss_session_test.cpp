@@ -12,6 +12,7 @@
 #include "epwa/model.hpp"
 #include "epwa/session.hpp"
 #include "epwa/watermark.hpp"
+#include "session/round_trip.hpp"
 
 namespace fs = std::filesystem;
 
@@ -93,19 +94,8 @@ TEST(Alignment, GptOssHugeDeltaGivesAllGreen) {
     cfg.mode = mode;
     cfg.delta = 1e4;
     cfg.router_layer = -1;
-    epwa::Watermarker wm(*m, "alignment-key", cfg);
-    epwa::GenerateOptions o;
-    o.max_new_tokens = 24;  // beyond the sliding window of 8
-    o.sampling.temperature = 1.0f;
-    o.sampling.seed = 5;
-    const auto out = wm.generate(*m, prompt, o);
-    ASSERT_EQ(out.size(), 24u);
-    std::vector<int32_t> seq = prompt;
-    seq.insert(seq.end(), out.begin(), out.end());
-    epwa::DetectOptions d;
-    d.count_repeats = true;
-    const auto r = epwa::detect_tokens(*m, epwa::Detector(wm.lists(), d), seq,
-                                       static_cast<int64_t>(prompt.size()), -1);
+    const auto [out, r] = epwa_test::round_trip(*m, prompt, cfg, "alignment-key", 5, 24);
+    ASSERT_EQ(out.size(), 24u);  // beyond the sliding window of 8
     EXPECT_EQ(r.n, 24);
     EXPECT_EQ(r.g, r.n) << epwa::watermark_mode_name(mode);
     EXPECT_TRUE(r.detected);
