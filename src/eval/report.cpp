@@ -204,18 +204,19 @@ std::string frontier_section(const json& f) {
   for (size_t i = 0; i < lengths.size(); ++i)
     if (std::abs(lengths[i] - 200) < std::abs(lengths[at] - 200)) at = i;
   std::map<std::string, Series> by;
-  double c0 = 0, c1 = 0;
+  double c0 = 0, c1 = 0, t0 = 1;
   for (const auto& row : rows) {
     std::string fam = row.value("mode", "");
     if (getd(row, "selective_bias", 0) > 0)
       fam += ", selective";
     else if (getd(row, "entropy_detection", 0) > 0)
-      fam += ", entropy-aware detection";
+      fam += ", entropy det.";
     Series& se = by[fam];
     se.name = fam;
     const double cost = 100 * getd(row, "ppl_cost", 0);
-    se.pts.emplace_back(cost, getd(row["lengths"][at], "tpr_z4", 0));
-    c0 = std::min(c0, cost), c1 = std::max(c1, cost);
+    const double tpr = getd(row["lengths"][at], "tpr_z4", 0);
+    se.pts.emplace_back(cost, tpr);
+    c0 = std::min(c0, cost), c1 = std::max(c1, cost), t0 = std::min(t0, tpr);
   }
   std::vector<Series> ss;
   for (auto& [name, se] : by) {
@@ -227,7 +228,7 @@ std::string frontier_section(const json& f) {
       line_chart("frontier", "frontier",
                  "TPR at z = 4, " + std::to_string(lengths[at]) + " tokens, vs perplexity cost",
                  "perplexity cost (%)", "TPR at z = 4", ss, std::floor(c0 / 5) * 5,
-                 std::ceil(c1 / 5) * 5 + 5, 0, 1) +
+                 std::ceil(c1 / 5) * 5 + 5, std::min(0.8, std::floor(t0 * 10) / 10), 1) +
       "</div>\n<p>Negatives: " + std::to_string(f["negatives"].value("human", 0)) +
       " human passages and " + std::to_string(f["negatives"].value("unwatermarked", 0)) +
       " unwatermarked texts; unwatermarked perplexity " + with_ci(f, "unwatermarked_ppl_mean", 2) +
@@ -273,10 +274,10 @@ std::string render_report(const json& r) {
   h += "<p>Model <code>" + esc(m.value("path", "")) + "</code>, router hash <code>" +
        esc(m.value("router_hash", "")) + "</code>, watermark layer " +
        std::to_string(m.value("watermark_layer", 0)) + "; commit <code>" +
-       esc(r.value("commit", "")) + "</code>. gamma " + num(getd(p, "gamma"), 2) + ", delta " +
-       num(getd(p, "delta"), 2) + ", " + std::to_string(p.value("n", 0)) +
-       " texts per mode of up to " + std::to_string(p.value("tokens", 0)) +
-       " tokens, threshold z = 4.</p>\n";
+       esc(r.value("commit", "")) + "</code>. gamma " + num(getd(p, "gamma"), 2) +
+       (r.contains("frontier") ? std::string() : ", delta " + num(getd(p, "delta"), 2)) + ", " +
+       std::to_string(p.value("n", 0)) + " texts per mode of up to " +
+       std::to_string(p.value("tokens", 0)) + " tokens, threshold z = 4.</p>\n";
   if (r.contains("seconds")) h += "<p>Run time " + num(getd(r, "seconds"), 0) + " s.</p>\n";
 
   // A frontier run (eval --frontier) has nothing else.

@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -35,6 +37,7 @@ struct Args {
   std::string deltas, rates, frontier, lengths;
   std::string oracle;
   bool no_pepi = false;
+  bool report_only = false;
 };
 
 const Command kEval{
@@ -99,10 +102,27 @@ const Command kEval{
                      "with --frontier: text lengths scored (default 50,100,200,400; --tokens "
                      "defaults to the longest)");
       app.add_option("--out", a->out, "output folder");
+      app.add_flag("--report-only", a->report_only,
+                   "only write OUT/report.html again from OUT/results.json (e.g. after an update)");
       bool* cross = &a->o.cross_precision;
       app.add_flag_callback(
           "--no-cross-precision", [cross] { *cross = false; }, "skip 4-bit/8-bit loads");
       return [a, tokens] {
+        if (a->report_only) {
+          const std::filesystem::path dir = a->out;
+          const auto r = nlohmann::json::parse(read_input_file(dir / "results.json", "results"),
+                                               nullptr, false);
+          check(!r.is_discarded() && r.is_object(),
+                "eval: '" + (dir / "results.json").string() + "' is not a results document");
+          const std::string html = eval::render_report(r);
+          write_via_temp(dir / "report.html", [&](const std::filesystem::path& tmp) {
+            std::ofstream f(tmp, std::ios::binary);
+            f << html;
+            check(f.good(), "eval: cannot write '" + tmp.string() + "'");
+          });
+          std::cerr << "[eval] wrote " << (dir / "report.html").string() << "\n";
+          return 0;
+        }
         const bool tokens_given = tokens->count() > 0;
         a->o.model_path = resolve_model_path(a->model.model);
         if (!a->no_pepi) {
