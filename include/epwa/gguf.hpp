@@ -86,7 +86,7 @@ const std::vector<T>& GgufArray::as() const {
 }
 
 // ggml tensor type ids of the DTypes (F32 0, F16 1, Q4_0 2, Q4_1 3, Q5_0 6, Q5_1 7, Q8_0 8, Q4_K
-// 12, Q5_K 13, Q6_K 14, BF16 30); dtype_from_ggml_type returns nullopt for any other id.
+// 12, Q5_K 13, Q6_K 14, BF16 30, MXFP4 39); dtype_from_ggml_type returns nullopt for any other id.
 uint32_t ggml_type_of(DType t);
 std::optional<DType> dtype_from_ggml_type(uint32_t ggml_type);
 

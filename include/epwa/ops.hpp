@@ -17,7 +17,8 @@ namespace epwa {
 
 // ---- views (no copies) ----------------------------------------------------------------------
 
-// Expert e of a merged {E, rows, cols} tensor as a {rows, cols} view named "<name>[e]".
+// Expert e of a merged {E, rows, cols} (or {E, cols}: biases) tensor as a {rows, cols} ({cols})
+// view named "<name>[e]".
 TensorView expert_view(const TensorView& w, int64_t e);
 // Rows [r0, r1) of a 2-D {rows, cols} tensor as a {r1 - r0, cols} view.
 TensorView row_range(const TensorView& w, int64_t r0, int64_t r1);

@@ -34,7 +34,8 @@ KernelIsa best_isa();
 bool isa_available(KernelIsa isa);  // this CPU and build can run it (ignores EPWA_ISA)
 std::string_view isa_name(KernelIsa isa);
 
-// How activations are packed for a weight type: f32 for float weights; int8 blocks of 32 with an
+// How activations are packed for a weight type: f32 for float weights and MXFP4 (whose values are
+// exact in f32: GPT-OSS's released experts keep their reference numbers); int8 blocks of 32 with an
 // f32 scale and integer sum (Q8_0 style) for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1; int8 super-blocks of 256
 // with an f32 scale and sums of each 16 (ggml's Q8_K) for Q4_K/Q5_K/Q6_K.
 enum class ActFormat : uint8_t { F32, Q8Block32, Q8Block256 };

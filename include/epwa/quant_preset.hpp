@@ -28,7 +28,8 @@ enum class TensorRole : uint8_t {
   FfnUp
 };
 
-// The presets `epwa quantize --type` accepts besides plain types: "q4_k_m".
+// The presets `epwa quantize --type` accepts besides plain types: "q4_k_m", and "mxfp4_moe"
+// (llama.cpp's MXFP4_MOE: the routed experts MXFP4, the other matrices Q8_0; file type 38).
 bool is_quant_preset(std::string_view name);
 
 // llama.cpp's Q4_K_M rule (LLAMA_FTYPE_MOSTLY_Q4_K_M) for a tensor of `role` in `layer` (ignored
@@ -42,8 +43,8 @@ bool more_bits_layer(int32_t layer, int32_t num_layers);
 
 // Writes `m` as a GGUF (as save_model_gguf, include/epwa/load_options.hpp) with each matrix of the
 // type the preset gives it, llama.cpp's fallback where its rows do not fit the blocks (one note
-// each, returned), and the preset's general.file_type (15 for q4_k_m). o.matrix_type must be
-// unset. Throws Error on an unknown preset.
+// each, returned), and the preset's general.file_type (15 for q4_k_m, 38 for mxfp4_moe).
+// o.matrix_type must be unset. Throws Error on an unknown preset.
 std::vector<std::string> save_model_gguf_preset(const Model& m, std::string_view preset,
                                                 const GgufExportOptions& o,
                                                 const std::filesystem::path& out);

@@ -11,7 +11,20 @@
 namespace epwa {
 
 // Weight storage types. Values of the quantized types follow GGUF's block layouts.
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K };
+enum class DType : uint8_t {
+  F32,
+  F16,
+  BF16,
+  Q8_0,
+  Q4_0,
+  Q4_1,
+  Q5_0,
+  Q5_1,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+  MXFP4
+};
 
 std::string_view dtype_name(DType t);     // "f32", "f16", "bf16", "q8_0", ...
 DType dtype_from_name(std::string_view);  // inverse of dtype_name; throws Error on an unknown name

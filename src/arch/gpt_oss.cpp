@@ -10,7 +10,6 @@
 // engine's per-expert matrices (gate and up {I, D}, down {D, I}, rows = outputs) under the
 // per-expert names of the schema; a checkpoint that has those names instead (what epwa writes) is
 // read as is.
-#include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -92,12 +91,66 @@ void write_hf(const ModelConfig& c, nlohmann::json& j) {
   }
 }
 
-void read_gguf(const GgufFile& f, ModelConfig&) {
-  throw Error(f.name() + ": GGUF 'gpt-oss' is not supported yet (load the safetensors checkpoint)");
+// llama.cpp's gpt-oss (ik_llama.cpp's llama-hparams.cpp and build_openai_moe, llama.cpp's
+// GptOssModel in convert_hf_to_gguf.py): sliding window and expert width under the architecture,
+// the even layers slide (its fixed pattern), YaRN as rope.scaling.*; the rest is fixed by the
+// family (sinks, biased router with the top-k softmax, biased experts, the clamped SwiGLU at 7).
+// What llama.cpp has no key for, epwa writes under epwa.* and reads back (docs/GGUF.md).
+std::vector<int32_t> even_layers(int32_t n) {
+  std::vector<int32_t> v;
+  for (int32_t l = 0; l < n; l += 2) v.push_back(l);
+  return v;
 }
 
-void write_gguf(const ModelConfig&, GgufWriter&) {
-  throw Error("writing GPT-OSS to GGUF is not supported yet");
+void read_gguf(const GgufFile& f, ModelConfig& c) {
+  const std::string a = "gpt-oss.";
+  c.attention_out_bias = f.find_tensor("blk.0.attn_output.bias") != nullptr;
+  c.attention_sinks = true;
+  c.router_scoring = RouterScoring::TopkSoftmax;
+  c.router_bias = true;
+  c.norm_topk_prob = false;
+  c.expert_bias = true;
+  c.swiglu_limit = f.find_f32("epwa.swiglu_limit").value_or(7.0f);
+  c.sliding_window = static_cast<int32_t>(f.get_u32(a + "attention.sliding_window"));
+  c.sliding_layers = even_layers(c.num_layers);
+  if (const GgufArray* sl = f.find_array("epwa.sliding_layers")) {
+    c.sliding_layers.clear();
+    for (uint32_t l : sl->as<uint32_t>()) c.sliding_layers.push_back(static_cast<int32_t>(l));
+  }
+  if (const std::string* type = f.find_string(a + "rope.scaling.type"); type && *type == "yarn") {
+    c.yarn.factor = f.get_f32(a + "rope.scaling.factor");
+    c.yarn.original_max_position =
+        static_cast<int32_t>(f.get_u32(a + "rope.scaling.original_context_length"));
+    c.yarn.beta_fast = f.find_f32("epwa.rope.scaling.yarn_beta_fast").value_or(32);
+    c.yarn.beta_slow = f.find_f32("epwa.rope.scaling.yarn_beta_slow").value_or(1);
+    c.yarn.attention_factor = f.find_f32("epwa.rope.scaling.attention_factor").value_or(0);
+    // The released configs say truncate false; llama.cpp has no key for it.
+    c.yarn.truncate = f.find_bool("epwa.rope.scaling.yarn_truncate").value_or(false);
+  } else if (type != nullptr) {
+    check(*type == "none", f.name() + ": unsupported gpt-oss.rope.scaling.type '" + *type + "'");
+  }
+}
+
+void write_gguf(const ModelConfig& c, GgufWriter& w) {
+  const std::string a = "gpt-oss.";
+  w.set_u32(a + "expert_feed_forward_length", c.expert_intermediate_size);
+  w.set_u32(a + "attention.sliding_window", c.sliding_window);
+  if (c.sliding_layers != even_layers(c.num_layers))  // llama.cpp would slide the even ones
+    w.set_array("epwa.sliding_layers",
+                GgufArray(std::vector<uint32_t>(c.sliding_layers.begin(), c.sliding_layers.end())));
+  if (c.swiglu_limit != 7.0f) w.set_f32("epwa.swiglu_limit", c.swiglu_limit);
+  if (c.yarn.on()) {
+    w.set_string(a + "rope.scaling.type", "yarn");
+    w.set_f32(a + "rope.scaling.factor", c.yarn.factor);
+    w.set_u32(a + "rope.scaling.original_context_length", c.yarn.original_max_position);
+    // llama.cpp scales cos and sin by YaRN's own 0.1 ln(factor) + 1, as GPT-OSS does.
+    if (const float af = c.yarn.cos_sin_factor();
+        af != static_cast<float>(yarn_mscale(c.yarn.factor, 1)))
+      w.set_f32("epwa.rope.scaling.attention_factor", af);
+    if (c.yarn.beta_fast != 32) w.set_f32("epwa.rope.scaling.yarn_beta_fast", c.yarn.beta_fast);
+    if (c.yarn.beta_slow != 1) w.set_f32("epwa.rope.scaling.yarn_beta_slow", c.yarn.beta_slow);
+    w.set_bool("epwa.rope.scaling.yarn_truncate", c.yarn.truncate);
+  }
 }
 
 std::string hf_name(TensorKind kind, int32_t layer, int32_t expert) {
@@ -139,28 +192,24 @@ float element_f32(const TensorView& t, int64_t i) {
 
 // The release's MXFP4 tensors (transformers' convert_moe_packed_tensors): `blocks` [E, rows,
 // cols/32, 16] and `scales` [E, rows, cols/32]; element 2j of a block is the low nibble of byte j,
-// 2j+1 the high one, each an e2m1 code times 2^(scale - 127). Row r of expert e as bf16, which
-// holds every such value exactly (at most two significant bits, exponents down to 2^-128).
+// 2j+1 the high one, each an e2m1 code times 2^(scale - 127). Row r of expert e as ggml's MXFP4
+// blocks (src/quant/blocks.hpp): the same codes and scale byte (ggml's doubled codes and halved
+// scale give the same values), the nibbles reordered to elements j and j + 16 per byte.
 struct Mxfp4 {
   const ByteTensor& blocks;
   const ByteTensor& scales;
   int64_t cols;
-  void row_bf16(int64_t e, int64_t rows, int64_t r, std::byte* out) const {
-    static constexpr float kE2m1[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
-                                        -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  void row(int64_t e, int64_t rows, int64_t r, std::byte* out) const {
     const int64_t groups = cols / 32, row = e * rows + r;
-    for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t g = 0; g < groups; ++g, out += 17) {
       const auto s = static_cast<uint8_t>(scales.data[row * groups + g]);
       check(s != 255, "tensor '" + scales.name + "': scale 255 (NaN)");
-      const float scale = std::ldexp(1.0f, static_cast<int>(s) - 127);
-      const std::byte* q = blocks.data.data() + (row * groups + g) * 16;
-      for (int64_t j = 0; j < 16; ++j) {
-        const auto b = static_cast<uint8_t>(q[j]);
-        const uint16_t lo = f32_to_bf16(kE2m1[b & 15] * scale),
-                       hi = f32_to_bf16(kE2m1[b >> 4] * scale);
-        std::memcpy(out + (g * 32 + 2 * j) * 2, &lo, 2);
-        std::memcpy(out + (g * 32 + 2 * j + 1) * 2, &hi, 2);
-      }
+      const auto* q =
+          reinterpret_cast<const uint8_t*>(blocks.data.data()) + (row * groups + g) * 16;
+      const auto code = [q](int k) { return k % 2 ? q[k / 2] >> 4 : q[k / 2] & 15; };
+      out[0] = std::byte{s};
+      for (int j = 0; j < 16; ++j)
+        out[1 + j] = std::byte(static_cast<uint8_t>(code(j) | code(j + 16) << 4));
     }
   }
 };
@@ -224,17 +273,18 @@ DerivedTensors derive_hf(const ModelConfig& c, const SafetensorsModel& st) {
                      byte_tensor(st, p + "down_proj_scales", {E, D, I / 32}), I};
       const TensorView& gub = stacked(st, p + "gate_up_proj_bias", {E, 2 * I});
       const TensorView& dnb = stacked(st, p + "down_proj_bias", {E, D});
+      const int64_t rd = dtype_bytes(DType::MXFP4, D), ri = dtype_bytes(DType::MXFP4, I);
       for (int64_t e = 0; e < E; ++e) {
-        std::vector<std::byte> gate(I * D * 2), up(I * D * 2), down(D * I * 2);
+        std::vector<std::byte> gate(I * rd), up(I * rd), down(D * ri);
         for (int64_t i = 0; i < I; ++i) {
-          gu.row_bf16(e, 2 * I, 2 * i, gate.data() + i * D * 2);
-          gu.row_bf16(e, 2 * I, 2 * i + 1, up.data() + i * D * 2);
+          gu.row(e, 2 * I, 2 * i, gate.data() + i * rd);
+          gu.row(e, 2 * I, 2 * i + 1, up.data() + i * rd);
         }
-        for (int64_t h = 0; h < D; ++h) dn.row_bf16(e, D, h, down.data() + h * I * 2);
+        for (int64_t h = 0; h < D; ++h) dn.row(e, D, h, down.data() + h * ri);
         const std::string x = p + str(e) + ".";
-        add(x + "gate_proj.weight", DType::BF16, {I, D}, std::move(gate));
-        add(x + "up_proj.weight", DType::BF16, {I, D}, std::move(up));
-        add(x + "down_proj.weight", DType::BF16, {D, I}, std::move(down));
+        add(x + "gate_proj.weight", DType::MXFP4, {I, D}, std::move(gate));
+        add(x + "up_proj.weight", DType::MXFP4, {I, D}, std::move(up));
+        add(x + "down_proj.weight", DType::MXFP4, {D, I}, std::move(down));
         add(x + "gate_proj.bias", DType::F32, {I}, bias(gub, e * 2 * I, 2, I));
         add(x + "up_proj.bias", DType::F32, {I}, bias(gub, e * 2 * I + 1, 2, I));
         add(x + "down_proj.bias", DType::F32, {D}, bias(dnb, e * D, 1, D));

@@ -86,6 +86,14 @@ const char* gguf_base(TensorKind k) {
   return "";
 }
 
+// llama.cpp's gpt-oss names two tensors its own way: the FFN norm (transformers'
+// post_attention_layernorm) and the router bias (the shared name is DeepSeek-V3's correction bias).
+const char* gguf_base(TensorKind k, std::string_view gguf_arch) {
+  if (gguf_arch == "gpt-oss" && k == TensorKind::FfnNorm) return "post_attention_norm.weight";
+  if (gguf_arch == "gpt-oss" && k == TensorKind::RouterBias) return "ffn_gate_inp.bias";
+  return gguf_base(k);
+}
+
 // Yields the tensors of `layer` (-1: embedding; -2: final norm and head).
 void layer_tensors(const ModelConfig& c, const Architecture& arch, int32_t layer,
                    const std::function<void(const TensorSpec&)>& fn) {
@@ -98,7 +106,8 @@ void layer_tensors(const ModelConfig& c, const Architecture& arch, int32_t layer
     s.layer = layer < 0 ? -1 : layer;
     s.expert = expert;
     s.hf = arch.hf_name(kind, s.layer, expert);
-    s.gguf = layer < 0 ? gguf_base(kind) : "blk." + std::to_string(layer) + "." + gguf_base(kind);
+    const char* base = gguf_base(kind, arch.gguf);
+    s.gguf = layer < 0 ? base : "blk." + std::to_string(layer) + "." + base;
     s.shape = std::move(shape);
     s.keep_f32 =
         s.shape.size() == 1 || kind == TensorKind::Router || kind == TensorKind::ShexpGateInp;

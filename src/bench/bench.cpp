@@ -98,6 +98,8 @@ std::string main_type_of(uint32_t file_type) {
       return "q5_k";
     case 18:
       return "q6_k";
+    case 38:
+      return "mxfp4";
     case 32:
       return "bf16";
     default:

@@ -60,6 +60,8 @@ std::string llama_file_type_name(uint32_t t) {
       return "Q6_K";
     case 32:
       return "BF16";
+    case 38:
+      return "MXFP4 - 4.25 bpw";
     default:
       return "unknown";
   }

@@ -12,7 +12,7 @@ struct DTypeInfo {
   int64_t bytes;
 };
 // Block sizes and byte counts of GGUF's formats (ggml-common.h documents the layouts).
-constexpr std::array<DTypeInfo, 11> kInfo{{{"f32", 1, 4},
+constexpr std::array<DTypeInfo, 12> kInfo{{{"f32", 1, 4},
                                            {"f16", 1, 2},
                                            {"bf16", 1, 2},
                                            {"q8_0", 32, 34},
@@ -22,7 +22,8 @@ constexpr std::array<DTypeInfo, 11> kInfo{{{"f32", 1, 4},
                                            {"q5_1", 32, 24},
                                            {"q4_k", 256, 144},
                                            {"q5_k", 256, 176},
-                                           {"q6_k", 256, 210}}};
+                                           {"q6_k", 256, 210},
+                                           {"mxfp4", 32, 17}}};
 const DTypeInfo& info(DType t) { return kInfo.at(static_cast<size_t>(t)); }
 }  // namespace
 

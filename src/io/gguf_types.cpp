@@ -19,7 +19,7 @@ size_t GgufArray::size() const {
 
 namespace {
 // Indexed by DType; ids from ggml's enum ggml_type (docs/GGUF.md).
-constexpr std::array<uint32_t, 11> kGgmlIds{0, 1, 30, 8, 2, 3, 6, 7, 12, 13, 14};
+constexpr std::array<uint32_t, 12> kGgmlIds{0, 1, 30, 8, 2, 3, 6, 7, 12, 13, 14, 39};
 }  // namespace
 
 uint32_t ggml_type_of(DType t) {

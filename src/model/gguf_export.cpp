@@ -35,6 +35,8 @@ uint32_t llama_file_type(DType t) {
       return 18;
     case DType::BF16:
       return 32;
+    case DType::MXFP4:
+      return 38;  // LLAMA_FTYPE_MOSTLY_MXFP4
   }
   return 0;
 }

@@ -81,11 +81,11 @@ std::unique_ptr<Model> load_gguf(const std::filesystem::path& path) {
     out.data = st->owned.back();
     return out;
   };
-  // A stacked expert tensor {E, rows, cols}, or older files' one tensor per expert
-  // ("blk.L.ffn_gate.E.weight" for "blk.L.ffn_gate_exps.weight").
+  // A stacked expert tensor {E, rows, cols} (biases: {E, cols}), or older files' one tensor per
+  // expert ("blk.L.ffn_gate.E.weight" for "blk.L.ffn_gate_exps.weight").
   auto expert = [&](const TensorSpec& s) {
     if (const TensorView* stack = f.find_tensor(s.gguf)) {
-      check(stack->shape.size() == 3 && stack->shape[0] == c.num_experts,
+      check(stack->shape.size() == s.shape.size() + 1 && stack->shape[0] == c.num_experts,
             "tensor " + stack->name + " is not a stack of " + std::to_string(c.num_experts) +
                 " experts");
       return expert_view(*stack, s.expert);

@@ -213,6 +213,7 @@ struct SaveEntry {
   const TensorView* view = nullptr;
   std::optional<TensorRole> role;
   int32_t layer = -1;
+  bool expert = false;  // a routed expert's matrix (a stack in GGUF)
 };
 
 // llama.cpp's fallback for a type whose blocks do not fit a row (Q4_K -> Q5_0, Q5_K -> Q5_1,
@@ -244,7 +245,7 @@ std::vector<std::string> save_gguf_impl(const Model& m, const GgufExportOptions&
   for_each_weight(c, w, [&](const TensorSpec& s, const TensorView& t) {
     auto role = quant_role(s);
     if (s.kind == TensorKind::Embed && shared_head) role = TensorRole::Output;  // it is the head
-    by_name[s.hf] = {&t, role, s.layer};
+    by_name[s.hf] = {&t, role, s.layer, s.expert >= 0};
   });
   // Each tensor's written type: the chooser's where its rows fit the blocks, else llama.cpp's
   // fallback, else the type it has now. Norms and routers (no role) are written as f32.
@@ -310,7 +311,7 @@ std::vector<std::string> save_model_gguf(const Model& m, const GgufExportOptions
 }
 
 bool is_quant_preset(std::string_view name) {
-  return name == "q4_k_m";
+  return name == "q4_k_m" || name == "mxfp4_moe";
 }
 
 bool more_bits_layer(int32_t layer, int32_t n) {
@@ -347,6 +348,13 @@ std::vector<std::string> save_model_gguf_preset(const Model& m, std::string_view
   check(is_quant_preset(preset), "unknown quantization preset '" + std::string(preset) + "'");
   check(!o.matrix_type, "save_model_gguf_preset: matrix_type must be unset with a preset");
   const ModelConfig& c = m.config();
+  if (preset == "mxfp4_moe")  // llama.cpp's MXFP4_MOE: expert stacks MXFP4, other matrices Q8_0
+    return save_gguf_impl(
+        m, o, out,
+        [](const SaveEntry& e) -> std::optional<DType> {
+          return e.expert ? DType::MXFP4 : DType::Q8_0;
+        },
+        llama_file_type(DType::MXFP4));  // 38 = LLAMA_FTYPE_MOSTLY_MXFP4_MOE
   return save_gguf_impl(
       m, o, out,
       // A tied embedding carries the Output role (it is the head).

@@ -80,15 +80,16 @@ int64_t row_grain(int64_t row_bytes) {
 }  // namespace
 
 TensorView expert_view(const TensorView& w, int64_t e) {
-  check(w.shape.size() == 3, [&] {
+  check(w.shape.size() == 3 || w.shape.size() == 2, [&] {
     return "expert_view: tensor '" + w.name + "' has shape " + shape_str(w.shape) +
-           ", not {experts, rows, cols}";
+           ", not {experts, rows, cols} or {experts, cols}";
   });
   check(e >= 0 && e < w.shape[0], [&] {
     return "expert_view: expert " + std::to_string(e) + " out of range for tensor '" + w.name +
            "' with " + std::to_string(w.shape[0]) + " experts";
   });
-  const int64_t per = dtype_bytes(w.dtype, w.shape[1] * w.shape[2]);
+  const std::vector<int64_t> one(w.shape.begin() + 1, w.shape.end());
+  const int64_t per = dtype_bytes(w.dtype, one.size() == 2 ? one[0] * one[1] : one[0]);
   check(static_cast<int64_t>(w.data.size()) == per * w.shape[0], [&] {
     return "expert_view: tensor '" + w.name + "' has " + std::to_string(w.data.size()) +
            " bytes, its shape needs " + std::to_string(per * w.shape[0]);
@@ -96,7 +97,7 @@ TensorView expert_view(const TensorView& w, int64_t e) {
   TensorView v;
   v.name = w.name + "[" + std::to_string(e) + "]";
   v.dtype = w.dtype;
-  v.shape = {w.shape[1], w.shape[2]};
+  v.shape = one;
   v.data = w.data.subspan(static_cast<size_t>(per * e), static_cast<size_t>(per));
   return v;
 }

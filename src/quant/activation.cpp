@@ -35,6 +35,7 @@ ActFormat act_format(DType wtype) {
     case DType::F32:
     case DType::F16:
     case DType::BF16:
+    case DType::MXFP4:  // exact in f32: float activations keep the release's reference numbers
       return ActFormat::F32;
     case DType::Q8_0:
     case DType::Q4_0:

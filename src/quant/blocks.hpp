@@ -51,6 +51,22 @@ struct Q5_K {
 struct Q6_K {
   static constexpr size_t ql = 0, qh = 128, scales = 192, d = 208, bytes = 210;
 };
+// MXFP4 (OCP microscaling FP4): u8 e (e8m0 scale), u8 qs[16]; nibbles as Q4_0 (element j < 16
+// the low nibble of qs[j], j >= 16 the high nibble of qs[j - 16]), each an e2m1 code. ggml keeps
+// the codes as doubled integers (kMxfp4Values) and halves the scale: x = value * 2^(e - 128).
+struct MXFP4 {
+  static constexpr size_t e = 0, qs = 1, bytes = 17;
+};
+inline constexpr int8_t kMxfp4Values[16] = {0, 1,  2,  3,  4,  6,  8,  12,
+                                            0, -1, -2, -3, -4, -6, -8, -12};
+// 2^(e - 128) exactly, as ggml_e8m0_to_fp32_half: e = 0 and 1 give the subnormals 2^-128, 2^-127.
+// e = 255 (NaN in the OCP format) gives 2^127 as in ggml; loaders refuse it.
+inline float e8m0_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? 0x00200000u << e : static_cast<uint32_t>(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
 
 inline uint16_t load_u16(const std::byte* p) {
   uint16_t v;

@@ -113,6 +113,15 @@ void deq_q6_k(const std::byte* b, float* y) {
   }
 }
 
+void deq_mxfp4(const std::byte* b, float* y) {
+  const float d = e8m0_half(u8(b)[MXFP4::e]);
+  const uint8_t* q = u8(b + MXFP4::qs);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>(kMxfp4Values[q[j] & 0xF]);
+    y[j + 16] = d * static_cast<float>(kMxfp4Values[q[j] >> 4]);
+  }
+}
+
 template <void (*F)(const std::byte*, float*)>
 void per_block(const std::byte* src, float* dst, int64_t n, int64_t qk, int64_t bytes) {
   for (int64_t i = 0; i < n / qk; ++i) F(src + i * bytes, dst + i * qk);
@@ -147,6 +156,8 @@ void dequantize_row(DType t, const std::byte* src, float* dst, int64_t n) {
       return per_block<deq_q5_k>(src, dst, n, kQKK, Q5_K::bytes);
     case DType::Q6_K:
       return per_block<deq_q6_k>(src, dst, n, kQKK, Q6_K::bytes);
+    case DType::MXFP4:
+      return per_block<deq_mxfp4>(src, dst, n, kQK, MXFP4::bytes);
   }
   throw Error("dequantize_row: unknown tensor type " + std::to_string(static_cast<int>(t)));
 }

@@ -188,6 +188,58 @@ struct SmallOp {
   static __m256i dot(__m256i q, const int8_t* y) { return dot_u8s8(q, load256(y)); }
   static __m256i sums(const __m256i* p) { return block_sums8(p); }
 };
+// MXFP4 against f32 activations (its values are exact in f32, so the products are the float
+// types'): a block's 32 codes become the doubled e2m1 integers by one shuffle and widen to f32
+// (four registers, elements 0-7, 8-15, 16-23, 24-31); four FMAs with x give the block's sum, and
+// one more adds it times the block scale 2^(e - 128) to the row's accumulator.
+struct Mxfp4Block {
+  __m256 v[4];
+  __m256 d;
+};
+inline void mxfp4_unpack(const std::byte* blk, Mxfp4Block& k) {
+  const __m256i q = mxfp4_values(nibbles16_bcast(blk + MXFP4::qs));
+  const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+  k.v[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+  k.v[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+  k.v[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+  k.v[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+  k.d = _mm256_set1_ps(e8m0_half(u8(blk)[MXFP4::e]));
+}
+inline __m256 mxfp4_dot(const Mxfp4Block& k, const float* x, __m256 acc) {
+  __m256 s = _mm256_mul_ps(k.v[0], _mm256_loadu_ps(x));
+  s = _mm256_fmadd_ps(k.v[1], _mm256_loadu_ps(x + 8), s);
+  s = _mm256_fmadd_ps(k.v[2], _mm256_loadu_ps(x + 16), s);
+  s = _mm256_fmadd_ps(k.v[3], _mm256_loadu_ps(x + 24), s);
+  return _mm256_fmadd_ps(s, k.d, acc);
+}
+template <int R>
+void dot_mxfp4(const std::byte* w, int64_t rb, const PackedVector& x, float* out) {
+  const int64_t nb = x.size() / 32;
+  for (int r = 0; r < R; ++r) {
+    __m256 acc = _mm256_setzero_ps();
+    const std::byte* row = w + r * rb;
+    for (int64_t b = 0; b < nb; ++b) {
+      Mxfp4Block k;
+      mxfp4_unpack(row + b * MXFP4::bytes, k);
+      acc = mxfp4_dot(k, x.f32() + 32 * b, acc);
+    }
+    out[r] = hsum(acc);
+  }
+}
+// One row against V vectors, each block unpacked once (prompt processing).
+template <int V>
+void dot_mxfp4_v(const std::byte* w, const PackedVector* const* xs, float* out) {
+  const int64_t nb = xs[0]->size() / 32;
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    Mxfp4Block k;
+    mxfp4_unpack(w + b * MXFP4::bytes, k);
+    for (int v = 0; v < V; ++v) acc[v] = mxfp4_dot(k, xs[v]->f32() + 32 * b, acc[v]);
+  }
+  for (int v = 0; v < V; ++v) out[v] = hsum(acc[v]);
+}
+
 using Q4_1Op = SmallOp<Q4_1::m, 0, Q4_1::qs, Q4_1::bytes, 0>;
 using Q5_0Op = SmallOp<0, Q5_0::qh, Q5_0::qs, Q5_0::bytes, 16>;
 using Q5_1Op = SmallOp<Q5_1::m, Q5_1::qh, Q5_1::qs, Q5_1::bytes, 0>;
@@ -218,8 +270,8 @@ inline __m256 group_dot(const std::byte* blk, const int8_t* y, const ActGroup& a
 
 // Software prefetch of the weights kPrefetchBytes ahead of a group of N bytes being read: one row
 // is one sequential stream (and the next row follows it), and the hardware prefetcher alone left a
-// thread at ~80% of the bandwidth it reaches with this (docs/history/PERF-issue9.md). Prefetches never fault, so
-// running past the matrix end is harmless.
+// thread at ~80% of the bandwidth it reaches with this (docs/history/PERF-issue9.md). Prefetches
+// never fault, so running past the matrix end is harmless.
 constexpr int64_t kPrefetchBytes = 2048;
 template <int64_t N>
 inline void prefetch_ahead(const std::byte* p) {
@@ -482,6 +534,8 @@ RowsDot rows_kernel(DType t) {
       return dot_k_affine<true, R>;
     case DType::Q6_K:
       return dot_q6_k<R>;
+    case DType::MXFP4:
+      return dot_mxfp4<R>;
   }
   return nullptr;
 }
@@ -506,6 +560,8 @@ RowMultiDot row_dot4v_avx2(DType t) {
       return dot_k_affine_v<true, 4>;
     case DType::Q6_K:
       return dot_q6_k_v<4>;
+    case DType::MXFP4:
+      return dot_mxfp4_v<4>;
     default:
       return nullptr;
   }
@@ -579,6 +635,8 @@ RowDot row_dot_avx2(DType t) {
       return one_row<dot_k_affine<true, 1>>;
     case DType::Q6_K:
       return one_row<dot_q6_k<1>>;
+    case DType::MXFP4:
+      return one_row<dot_mxfp4<1>>;
   }
   return nullptr;
 }

@@ -145,6 +145,22 @@ float dot_q6_k(const std::byte* w, const PackedVector& x) {
   return s;
 }
 
+// MXFP4 against f32 activations: each block's sum of the doubled e2m1 integers times x, times
+// 2^(e - 128).
+float dot_mxfp4(const std::byte* w, const PackedVector& x) {
+  float s = 0.0f;
+  for (int64_t b = 0; b < x.size() / 32; ++b, w += MXFP4::bytes) {
+    const uint8_t* q = u8(w + MXFP4::qs);
+    const float* y = x.f32() + 32 * b;
+    float acc = 0.0f;
+    for (int j = 0; j < 16; ++j)
+      acc += static_cast<float>(kMxfp4Values[q[j] & 0xF]) * y[j] +
+             static_cast<float>(kMxfp4Values[q[j] >> 4]) * y[j + 16];
+    s += e8m0_half(u8(w)[MXFP4::e]) * acc;
+  }
+  return s;
+}
+
 }  // namespace
 
 RowDot row_dot_scalar(DType t) {
@@ -171,6 +187,8 @@ RowDot row_dot_scalar(DType t) {
       return dot_k_affine<true>;
     case DType::Q6_K:
       return dot_q6_k;
+    case DType::MXFP4:
+      return dot_mxfp4;
   }
   throw Error("vec_dot_packed: unknown tensor type " + std::to_string(static_cast<int>(t)));
 }

@@ -246,6 +246,29 @@ void q_q6_k(const float* x, std::byte* b) {
     }
 }
 
+// MXFP4 as ggml's reference quantizer: the scale puts the largest magnitude in [4, 8) of the
+// doubled e2m1 integers (e = floor(log2(amax)) - 2 + 127, kept inside 0..254 here), then each value
+// takes the nearest of the 16 codes (ties to the lower code, so 0 stays +0).
+void q_mxfp4(const float* x, std::byte* b) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+  std::memset(b, 0, MXFP4::bytes);
+  if (amax == 0.0f) return;
+  const float e = std::clamp(std::floor(std::log2(amax)) - 2.0f + 127.0f, 0.0f, 254.0f);
+  const auto eb = static_cast<uint8_t>(e);
+  const float d = e8m0_half(eb);
+  auto code = [d](float v) {
+    int best = 0;
+    float err = std::fabs(v - d * kMxfp4Values[0]);
+    for (int k = 1; k < 16; ++k)
+      if (const float ek = std::fabs(v - d * kMxfp4Values[k]); ek < err) err = ek, best = k;
+    return best;
+  };
+  u8(b)[MXFP4::e] = eb;
+  uint8_t* q = u8(b + MXFP4::qs);
+  for (int j = 0; j < 16; ++j) q[j] = static_cast<uint8_t>(code(x[j]) | code(x[j + 16]) << 4);
+}
+
 template <void (*F)(const float*, std::byte*)>
 void per_block(const float* src, std::byte* dst, int64_t n, int64_t qk, int64_t bytes) {
   for (int64_t i = 0; i < n / qk; ++i) F(src + i * qk, dst + i * bytes);
@@ -280,6 +303,8 @@ void quantize_row(DType t, const float* src, std::byte* dst, int64_t n) {
       return per_block<q_q5_k>(src, dst, n, kQKK, Q5_K::bytes);
     case DType::Q6_K:
       return per_block<q_q6_k>(src, dst, n, kQKK, Q6_K::bytes);
+    case DType::MXFP4:
+      return per_block<q_mxfp4>(src, dst, n, kQK, MXFP4::bytes);
   }
   throw Error("quantize_row: unknown tensor type " + std::to_string(static_cast<int>(t)));
 }

@@ -40,6 +40,12 @@ inline __m256i fifth_bits(uint32_t qh) {
   const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
   return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
+// MXFP4: the doubled e2m1 integers (kMxfp4Values, -12..12) of 32 codes 0..15, by one shuffle.
+inline __m256i mxfp4_values(__m256i codes) {
+  const __m256i table = _mm256_broadcastsi128_si256(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(quant::kMxfp4Values)));
+  return _mm256_shuffle_epi8(table, codes);
+}
 // u8 x s8 over 32 bytes -> 8 int32 sums.
 inline __m256i dot_u8s8(__m256i u, __m256i s) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));

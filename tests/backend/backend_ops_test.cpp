@@ -335,7 +335,7 @@ double type_tolerance(const Backend& be, epwa::DType t, bool half_gemm) {
 const epwa::DType kTypes[] = {epwa::DType::F32,  epwa::DType::F16,  epwa::DType::BF16,
                               epwa::DType::Q8_0, epwa::DType::Q4_0, epwa::DType::Q4_1,
                               epwa::DType::Q5_0, epwa::DType::Q5_1, epwa::DType::Q4_K,
-                              epwa::DType::Q5_K, epwa::DType::Q6_K};
+                              epwa::DType::Q5_K, epwa::DType::Q6_K, epwa::DType::MXFP4};
 
 TEST_P(BackendOps, LinearOfEveryStorageType) {
   const Backend& be = backend();

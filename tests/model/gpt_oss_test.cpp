@@ -113,3 +113,127 @@ TEST(GptOss, RandomModelRoundTripsAndGenerates) {
 }
 
 }  // namespace
+
+#include <cstdio>
+#include <utility>
+
+#include "epwa/export.hpp"
+#include "epwa/gguf.hpp"
+#include "epwa/load_options.hpp"
+
+namespace {
+
+const fs::path kGptOssMxfp4 = fs::path(EPWA_TEST_DATA_DIR) / "ref" / "gptoss_mxfp4";
+
+std::vector<float> all_logits(const epwa::Model& m, const std::vector<int32_t>& tokens) {
+  auto ctx = m.make_context();
+  epwa::ForwardOptions all;
+  all.all_logits = true;
+  return m.forward(tokens, ctx, all);
+}
+
+// The release's MXFP4 experts load as MXFP4 (17 bytes per 32 weights, not bf16), are written to
+// GGUF as ggml's MXFP4 (type 39) stacks with llama.cpp's gpt-oss names, and that file, and the one
+// quantize writes from it, give the safetensors load's logits.
+TEST(GptOss, Mxfp4ExpertsStayMxfp4ThroughGguf) {
+  auto hf = epwa::Model::load(kGptOssMxfp4);
+  const epwa::ModelConfig& c = hf->config();
+  const auto& l0 = hf->weights().layers[0];
+  ASSERT_EQ(l0.w1[0].dtype, epwa::DType::MXFP4);
+  EXPECT_EQ(l0.w2[0].dtype, epwa::DType::MXFP4);
+  EXPECT_EQ(static_cast<int64_t>(l0.w1[0].data.size()),
+            c.expert_intermediate_size * c.hidden_size / 32 * 17);
+  const fs::path gguf = fs::temp_directory_path() / "epwa-gptoss-mxfp4.gguf";
+  const fs::path again = fs::temp_directory_path() / "epwa-gptoss-mxfp4-again.gguf";
+  epwa::convert_hf_to_gguf(kGptOssMxfp4, gguf, {});
+  {
+    const epwa::GgufFile f(gguf);
+    EXPECT_EQ(f.get_string("general.architecture"), "gpt-oss");
+    EXPECT_EQ(f.get_u32("gpt-oss.attention.sliding_window"),
+              static_cast<uint32_t>(c.sliding_window));
+    EXPECT_EQ(f.get_u32("gpt-oss.expert_feed_forward_length"),
+              static_cast<uint32_t>(c.expert_intermediate_size));
+    const epwa::TensorView& gate = f.tensor("blk.0.ffn_gate_exps.weight");
+    EXPECT_EQ(gate.dtype, epwa::DType::MXFP4);
+    EXPECT_EQ(gate.shape,
+              (std::vector<int64_t>{c.num_experts, c.expert_intermediate_size, c.hidden_size}));
+    EXPECT_EQ(f.tensor("blk.0.ffn_up_exps.bias").shape,
+              (std::vector<int64_t>{c.num_experts, c.expert_intermediate_size}));
+    EXPECT_EQ(f.tensor("blk.1.attn_sinks.weight").shape, (std::vector<int64_t>{c.num_heads}));
+    EXPECT_NE(f.find_tensor("blk.0.post_attention_norm.weight"), nullptr);
+    EXPECT_NE(f.find_tensor("blk.0.ffn_gate_inp.bias"), nullptr);
+    EXPECT_EQ(f.find_tensor("blk.0.ffn_norm.weight"), nullptr);
+    EXPECT_EQ(f.get_string("gpt-oss.rope.scaling.type"), "yarn");
+  }
+  auto from_gguf = epwa::Model::load(gguf);
+  EXPECT_EQ(from_gguf->config().sliding_layers, c.sliding_layers);
+  EXPECT_EQ(from_gguf->config().yarn.truncate, c.yarn.truncate);
+  EXPECT_EQ(from_gguf->config().rope_attention_factor(), c.rope_attention_factor());
+  EXPECT_EQ(from_gguf->config().router_rule(), c.router_rule());
+  EXPECT_EQ(from_gguf->weights().layers[1].w3[2].dtype, epwa::DType::MXFP4);
+  const auto tokens = prompt(12);
+  const auto want = all_logits(*hf, tokens);
+  const auto got = all_logits(*from_gguf, tokens);
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_LE(max_rel(got.data(), want.data(), static_cast<int64_t>(want.size())), 1e-5);
+  // And back through the quantize path (same types): the same bytes, the same logits.
+  epwa::save_model_gguf(*from_gguf, {}, again);
+  const auto back = all_logits(*epwa::Model::load(again), tokens);
+  EXPECT_EQ(back, got);
+  // From MXFP4 to other types. F32: its values exactly (only the kernels' rounding differs).
+  // Q8_0 (every matrix, and 8-bit activations): close.
+  for (auto [type, bound] : {std::pair{epwa::DType::F32, 1e-5}, {epwa::DType::Q8_0, 0.5}}) {
+    epwa::GgufExportOptions o;
+    o.matrix_type = type;
+    epwa::save_model_gguf(*from_gguf, o, again);
+    auto m = epwa::Model::load(again);
+    EXPECT_EQ(m->weights().layers[0].w1[0].dtype, type);
+    const auto l = all_logits(*m, tokens);
+    const double err = max_rel(l.data(), want.data(), static_cast<int64_t>(want.size()));
+    std::printf("MXFP4 -> %s: max rel %.3g\n", std::string(epwa::dtype_name(type)).c_str(), err);
+    EXPECT_LE(err, bound) << epwa::dtype_name(type);
+  }
+  fs::remove(gguf);
+  fs::remove(again);
+}
+
+}  // namespace
+
+#include "epwa/quant_preset.hpp"
+
+namespace {
+
+// `epwa quantize --type mxfp4_moe` (llama.cpp's MXFP4_MOE): expert stacks MXFP4, the other
+// matrices Q8_0, norms and routers f32, file type 38; the file loads and generates.
+TEST(GptOss, Mxfp4MoePresetWritesLlamaCppsMix) {
+  const fs::path dir = fs::temp_directory_path() / "epwa-tiny-gptoss-mix";
+  const fs::path gguf = fs::temp_directory_path() / "epwa-tiny-gptoss-mxfp4-moe.gguf";
+  fs::remove_all(dir);
+  epwa::write_random_hf(epwa::shape_config("tiny-gptoss"), 5, epwa::DType::BF16, dir);
+  auto bf16 = epwa::Model::load(dir);
+  epwa::save_model_gguf_preset(*bf16, "mxfp4_moe", {}, gguf);
+  {
+    const epwa::GgufFile f(gguf);
+    EXPECT_EQ(f.get_u32("general.file_type"), 38u);
+    EXPECT_EQ(f.tensor("blk.1.ffn_down_exps.weight").dtype, epwa::DType::MXFP4);
+    EXPECT_EQ(f.tensor("blk.1.attn_q.weight").dtype, epwa::DType::Q8_0);
+    EXPECT_EQ(f.tensor("output.weight").dtype, epwa::DType::Q8_0);
+    EXPECT_EQ(f.tensor("blk.1.ffn_gate_inp.weight").dtype, epwa::DType::F32);
+    EXPECT_EQ(f.tensor("blk.1.ffn_down_exps.bias").dtype, epwa::DType::F32);
+  }
+  auto mix = epwa::Model::load(gguf);
+  const auto tokens = prompt(10);
+  const auto want = all_logits(*bf16, tokens);
+  const auto got = all_logits(*mix, tokens);
+  // 4-bit experts and 8-bit activations elsewhere: close, not equal.
+  const double err = max_rel(got.data(), want.data(), static_cast<int64_t>(want.size()));
+  std::printf("bf16 -> mxfp4_moe: max rel %.3g\n", err);
+  EXPECT_LE(err, 0.5);
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 12;
+  EXPECT_EQ(epwa::generate(*mix, tokens, go).size(), 12u);
+  fs::remove_all(dir);
+  fs::remove(gguf);
+}
+
+}  // namespace

@@ -209,13 +209,22 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, Reference,
                          ::testing::Values("gqa", "tied", "headdim", "qwen2moe", "olmoe",
                                            "qwen3moe", "deepseek"));
 
-// The checkpoints epwa cannot write to GGUF yet (GPT-OSS: f32, bf16, and the release's layout with
-// MXFP4 experts, loaded exactly as bf16): from safetensors only.
+// GPT-OSS: f32, bf16, and the release's layout with MXFP4 experts (run as MXFP4 on f32
+// activations, whose values they hold exactly).
 class SafetensorsReference : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SafetensorsReference, MatchesTransformers) {
   const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
   check_reference(dir, read_json(dir / "ref.json"));
+}
+
+// The GGUF `epwa convert` writes (llama.cpp's gpt-oss, docs/GGUF.md) runs the same.
+TEST_P(SafetensorsReference, ConvertedGgufMatchesTransformers) {
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  const fs::path gguf = fs::temp_directory_path() / ("epwa-parity-" + GetParam() + ".gguf");
+  epwa::convert_hf_to_gguf(dir, gguf, {});
+  check_reference(gguf, read_json(dir / "ref.json"));
+  fs::remove(gguf);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, SafetensorsReference,

@@ -114,7 +114,13 @@ TEST(Matvec, RowRangeAndExpertViewSelectTheRightRows) {
   matvec(rr, x, y);
   for (int64_t i = 0; i < 7; ++i) EXPECT_EQ(y[i], all[4 + i]);
   EXPECT_THROW(expert_view(merged, 3), Error);
-  EXPECT_THROW(expert_view(m.view, 0), Error);
+  // A {E, cols} stack (the experts' biases) gives rows of cols; a 1-D tensor is no stack.
+  const TensorView bias = expert_view(m.view, 2);
+  EXPECT_EQ(bias.shape, (std::vector<int64_t>{cols}));
+  EXPECT_EQ(bias.data.data(), m.view.data.data() + 2 * cols * 2);
+  TensorView flat = m.view;
+  flat.shape = {E * rows * cols};
+  EXPECT_THROW(expert_view(flat, 0), Error);
   EXPECT_THROW(row_range(m.view, 3, 16), Error);
 }
 

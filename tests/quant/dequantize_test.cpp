@@ -178,6 +178,28 @@ TEST(Dequantize, Q6_K) {
   }
 }
 
+TEST(Dequantize, Mxfp4) {
+  // ggml's block_mxfp4: e8m0 byte, then qs[16]; element j < 16 is the low nibble of qs[j], j >= 16
+  // the high nibble of qs[j - 16]; value = e2m1(code) * 2^(e - 127). The e2m1 codes written out:
+  // sign bit 3, exponent bits 2-1, mantissa bit 0 (0 0.5 1 1.5 2 3 4 6).
+  const float e2m1[16] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
+  for (int e : {0, 1, 2, 120, 127, 130, 254}) {
+    std::vector<std::byte> b(17);
+    b[0] = std::byte(static_cast<uint8_t>(e));
+    for (int j = 0; j < 16; ++j) b[1 + j] = std::byte(static_cast<uint8_t>(j | ((15 - j) << 4)));
+    const auto y = deq(DType::MXFP4, b, 32);
+    const double scale = std::ldexp(1.0, e - 127);
+    for (int j = 0; j < 16; ++j) {
+      EXPECT_EQ(y[j], static_cast<float>(e2m1[j] * scale)) << "e " << e << " element " << j;
+      EXPECT_EQ(y[j + 16], static_cast<float>(e2m1[15 - j] * scale))
+          << "e " << e << " element " << j + 16;
+    }
+  }
+  EXPECT_EQ(dtype_block_bytes(DType::MXFP4), 1 + 16);
+  EXPECT_EQ(dtype_block_size(DType::MXFP4), 32);
+  EXPECT_EQ(dtype_from_name("mxfp4"), DType::MXFP4);
+}
+
 TEST(Dequantize, BadLengthsThrow) {
   std::vector<std::byte> b(1024);
   std::vector<float> y(1024);

@@ -67,6 +67,8 @@ std::vector<size_t> half_offsets(DType t) {
       return {0, 2};
     case DType::Q6_K:
       return {208};
+    case DType::MXFP4:
+      return {};  // an e8m0 byte, set by the callers
     default:
       return {0};
   }
@@ -109,8 +111,11 @@ TEST(VecDot, RandomBlockBytesCoverEveryBitPattern) {
     for (auto& v : b) v = std::byte(static_cast<uint8_t>(rng()));
     const auto halves = half_offsets(t);
     const int64_t bb = dtype_block_bytes(t);
-    for (size_t blk = 0; blk < b.size() / bb; ++blk)
+    for (size_t blk = 0; blk < b.size() / bb; ++blk) {
       for (size_t o : halves) test::put_u16(b, blk * bb + o, f32_to_f16(u(rng)));
+      if (t == DType::MXFP4)  // e8m0 scales 2^-128 .. 2^-121: the subnormal ones included
+        b[blk * bb] = std::byte(static_cast<uint8_t>(blk % 2 ? rng() % 8 : 118 + rng() % 8));
+    }
     auto x = test::gaussian(rng, n, 1.0f);
     for (KernelIsa isa : test::runnable_isas()) check_rows(t, isa, b, rows, n, x);
   }
@@ -132,6 +137,7 @@ TEST(VecDot, SaturatingExtremes) {
       for (size_t blk = 0; blk < b.size() / bb; ++blk) {
         for (size_t o : half_offsets(t)) test::put_u16(b, blk * bb + o, 0x3800);
         if (t == DType::Q6_K) b[blk * bb + 192] = std::byte{0x80};  // scale -128 for the first 16
+        if (t == DType::MXFP4) b[blk * bb] = std::byte{127};        // codes 15 = -12, scale 2^-1
       }
     if (t == DType::F32 || t == DType::F16 || t == DType::BF16)
       for (size_t i = 0; i < b.size(); i += t == DType::F32 ? 4 : 2)

@@ -35,7 +35,7 @@ inline void put_u16(std::vector<std::byte>& b, size_t off, uint16_t v) {
 // Every weight type with a dot kernel, and the kernel ISAs this CPU can run.
 inline constexpr DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
                                       DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
-                                      DType::Q4_K, DType::Q5_K, DType::Q6_K};
+                                      DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::MXFP4};
 
 inline std::vector<KernelIsa> runnable_isas() {
   std::vector<KernelIsa> v;

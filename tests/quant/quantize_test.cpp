@@ -67,6 +67,40 @@ TEST(Quantize, Q4_0FollowsGgmlRounding) {
   EXPECT_EQ(y[3], 0.0f);
 }
 
+TEST(Quantize, Mxfp4FollowsGgmlRounding) {
+  // amax 5 -> e = floor(log2 5) - 2 + 127 = 127, step 2^(e - 128) = 0.5 on the doubled codes, so
+  // x / 0.5 takes the nearest of 0 1 2 3 4 6 8 12 (signed): 5 -> 10 is a tie of 8 and 12 and takes
+  // the lower code (8 -> 4.0); 0.3 -> 0.5; -0.2 -> 0 (its tie of +0 and -0 goes to +0, code 0).
+  std::vector<float> x(32, 0.0f);
+  x[0] = 5.0f, x[1] = 0.3f, x[2] = -0.2f, x[3] = -2.6f, x[16] = 2.6f, x[31] = -1.8f;
+  auto b = test::bytes_for(DType::MXFP4, 32);
+  quantize_row(DType::MXFP4, x.data(), b.data(), 32);
+  EXPECT_EQ(byte_at(b, 0), 127);
+  EXPECT_EQ(byte_at(b, 1), 6 | (5 << 4));  // 5 -> code 6 (4.0); 2.6 -> code 5 (3.0)
+  EXPECT_EQ(byte_at(b, 2), 1);             // 0.3 -> code 1 (0.5)
+  EXPECT_EQ(byte_at(b, 3), 0);             // -0.2 -> code 0 (+0)
+  EXPECT_EQ(byte_at(b, 4), 13);            // -2.6 -> code 13 (-3.0)
+  EXPECT_EQ(byte_at(b, 16), 12 << 4);      // -1.8 -> code 12 (-2.0)
+  // Every value an MXFP4 block holds comes back exactly (the scale may change, the values not).
+  std::mt19937 rng(test::fresh_seed());
+  std::vector<std::byte> r(17 * 64);
+  for (auto& v : r) v = std::byte(static_cast<uint8_t>(rng()));
+  for (size_t blk = 0; blk < 64; ++blk) r[17 * blk] = std::byte(static_cast<uint8_t>(blk * 3 + 20));
+  std::vector<float> v(32 * 64);
+  dequantize_row(DType::MXFP4, r.data(), v.data(), 32 * 64);
+  const auto y = round_trip(DType::MXFP4, v);
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(y[i], v[i]) << i;
+  // Magnitudes at the ends keep a valid scale: 1e-40 (below every scale: e clamps to 0) and 1e38
+  // (floor(log2 1e38) = 126 -> e = 251).
+  x.assign(32, 0.0f);
+  x[0] = 1e-40f;
+  quantize_row(DType::MXFP4, x.data(), b.data(), 32);
+  EXPECT_EQ(byte_at(b, 0), 0);
+  x[0] = 1e38f;
+  quantize_row(DType::MXFP4, x.data(), b.data(), 32);
+  EXPECT_EQ(byte_at(b, 0), 251);
+}
+
 TEST(Quantize, Q4_1AndQ5ExactGrids) {
   // Values on the grid min + d*q survive exactly.
   std::vector<float> x(32);
@@ -126,18 +160,20 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, QuantizeRoundTrip,
                                            Bound{DType::Q8_0, 0.01}, Bound{DType::Q4_0, 0.15},
                                            Bound{DType::Q4_1, 0.12}, Bound{DType::Q5_0, 0.075},
                                            Bound{DType::Q5_1, 0.06}, Bound{DType::Q4_K, 0.12},
-                                           Bound{DType::Q5_K, 0.06}, Bound{DType::Q6_K, 0.03}),
+                                           Bound{DType::Q5_K, 0.06}, Bound{DType::Q6_K, 0.03},
+                                           Bound{DType::MXFP4, 0.25}),
                          [](const auto& info) { return std::string(dtype_name(info.param.type)); });
 
 TEST(Quantize, ZerosAndConstantsAreExact) {
   for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K,
-                  DType::Q5_K, DType::Q6_K}) {
+                  DType::Q5_K, DType::Q6_K, DType::MXFP4}) {
     const std::vector<float> zero(512, 0.0f);
     EXPECT_EQ(round_trip(t, zero), zero) << dtype_name(t);
   }
   // a row of -1.5: exact in every format with a min or a signed scale
   const std::vector<float> c(512, -1.5f);
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
+                  DType::MXFP4}) {
     const auto y = round_trip(t, c);
     for (float v : y) ASSERT_NEAR(v, -1.5f, 1e-3f) << dtype_name(t);
   }

@@ -31,8 +31,9 @@ const Command kQuantize{
       auto a = std::make_shared<Args>();
       a->model.add(app);
       app.add_option("--type", a->type,
-                     "matrix type: q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, bf16, f32, "
-                     "or the mix q4_k_m (llama.cpp's Q4_K_M; docs/QUANT.md)")
+                     "matrix type: q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, mxfp4, f16, "
+                     "bf16, f32, or the mixes q4_k_m and mxfp4_moe (llama.cpp's Q4_K_M and "
+                     "MXFP4_MOE; docs/QUANT.md)")
           ->required();
       app.add_option("--out,-o", a->out, "output .gguf file")->required();
       app.add_flag("--allow-requantize", a->allow_requantize,

@@ -45,6 +45,8 @@ void dispatch(DType t, F&& f) {
       return f(std::integral_constant<DType, DType::Q5_K>{});
     case DType::Q6_K:
       return f(std::integral_constant<DType, DType::Q6_K>{});
+    case DType::MXFP4:
+      return f(std::integral_constant<DType, DType::MXFP4>{});
   }
   throw Error("cuda: unknown tensor type " + std::to_string(static_cast<int>(t)));
 }

@@ -111,5 +111,15 @@ __device__ __forceinline__ float weight_at<DType::Q6_K>(const uint8_t* row, int6
   const int q = ((quarter < 2 ? low & 0xF : low >> 4) | (((qh >> (2 * quarter)) & 3) << 4)) - 32;
   return f16_at(b + 208) * static_cast<float>(sc[(l >> 4) + 2 * quarter] * q);
 }
+// MXFP4 (17-byte blocks): e8m0 byte, then Q4_0's nibbles; the doubled e2m1 integer times
+// 2^(e - 128) (quant::e8m0_half, ggml's halved scale).
+template <>
+__device__ __forceinline__ float weight_at<DType::MXFP4>(const uint8_t* row, int64_t j) {
+  constexpr int8_t kValues[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+  const uint8_t* b = row + (j >> 5) * 17;
+  const uint32_t e = b[0];
+  const float d = __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+  return d * static_cast<float>(kValues[nibble(b + 1, j & 31)]);
+}
 
 }  // namespace epwa::cuda
