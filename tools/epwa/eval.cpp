@@ -9,6 +9,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -40,14 +41,15 @@ const Command kEval{
     "eval", "Evaluate the watermark: detection, quality, attacks -> results.json + report.html",
     [](CLI::App& app) {
       auto a = std::make_shared<Args>();
-      const std::filesystem::path data =
-          std::filesystem::path(EPWA_SOURCE_DIR) / "data" / "heldout";
+      const std::filesystem::path data = path_from_utf8(EPWA_SOURCE_DIR) / "data" / "heldout";
       a->o.prompts = data / "prompts.txt";
       a->o.human = data / "heldout.txt";
       a->model.add(app);
       app.add_option("--key", a->o.key, "watermark key (default: epwa-eval)");
-      app.add_option("--prompts", a->o.prompts, "prompts, one a line")->check(CLI::ExistingFile);
-      app.add_option("--human", a->o.human, "human passages, one a line")->check(CLI::ExistingFile);
+      add_path_option(app, "--prompts", a->o.prompts, "prompts, one a line")
+          ->check(existing_file());
+      add_path_option(app, "--human", a->o.human, "human passages, one a line")
+          ->check(existing_file());
       app.add_option("--n", a->o.n, "texts per mode (and unwatermarked)")
           ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--n-human", a->o.n_human, "human passages (default: --n)");
@@ -82,7 +84,7 @@ const Command kEval{
       app.add_option("--oracle", a->oracle,
                      "PEPI oracle (default: MODEL.oracle when it exists, e.g. "
                      "models/epwa-tiny-moe.oracle)")
-          ->check(CLI::ExistingFile);
+          ->check(existing_file());
       app.add_flag("--no-pepi", a->no_pepi, "skip PEPI even when an oracle is found");
       app.add_flag("--exp", a->o.exp,
                    "also the distortion-free exp mode: its texts, quality and detection (scheme "
@@ -95,11 +97,12 @@ const Command kEval{
         a->o.model_path = resolve_model_path(a->model.model);
         if (!a->no_pepi) {
           if (!a->oracle.empty()) {
-            a->o.oracle = a->oracle;
+            a->o.oracle = path_from_utf8(a->oracle);
           } else {  // the oracle shipped beside the model (folder name + ".oracle")
             std::filesystem::path m = a->o.model_path;
             if (!m.has_filename()) m = m.parent_path();
-            const std::filesystem::path def = m.string() + ".oracle";
+            std::filesystem::path def = m;
+            def += ".oracle";
             if (std::filesystem::is_regular_file(def)) a->o.oracle = def;
           }
         }
@@ -113,7 +116,7 @@ const Command kEval{
         }
         a->o.commit = source_commit();
         a->o.progress = [](const std::string& s) { std::cerr << "[eval] " << s << std::endl; };
-        const auto r = eval::run_eval_to_dir(a->o, a->out);
+        const auto r = eval::run_eval_to_dir(a->o, path_from_utf8(a->out));
         std::cerr << "[eval] wrote " << a->out << "/results.json and report.html\n";
         for (const auto& d : r["detection"])
           if (d["method"] == "full" && d["prompt"] == true && d["repeats"] == false)
