@@ -5,8 +5,10 @@
 #include <cstdint>
 #include <ctime>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace epwa {
@@ -47,7 +49,19 @@ std::tm local_time(std::time_t t);
 // The command-line arguments as UTF-8 (Windows: from the wide-character command line, whatever the
 // ANSI code page; POSIX: argv as given).
 std::vector<std::string> utf8_arguments(int argc, char** argv);
-// Sets an environment variable of this process (read back by std::getenv).
+// File names as UTF-8: every string a user gives (arguments, JSON, the environment) and every
+// message is UTF-8, on every OS. These two are the only conversions between such strings and
+// std::filesystem::path: building a path from a std::string, or path::string(), reads or writes
+// the ANSI code page on Windows (the name comes out mangled). path_from_utf8 throws Error on a name
+// that is not valid UTF-8 where the OS needs it converted (Windows); POSIX keeps the bytes as
+// given.
+std::filesystem::path path_from_utf8(std::string_view utf8);
+std::string path_to_utf8(const std::filesystem::path& path);
+// An environment variable of this process as UTF-8 (Windows: from the wide-character environment,
+// whatever the ANSI code page); nullopt when it is not set.
+std::optional<std::string> get_env(const char* name);
+// Sets an environment variable of this process (read back by get_env, and by std::getenv where
+// the value is ASCII).
 void set_env(const std::string& name, const std::string& value);
 // Hint that a large buffer should be backed by huge pages where the OS allows it; never fails.
 void advise_huge_pages(void* addr, size_t bytes);

@@ -12,6 +12,7 @@
 #include "bindings.hpp"
 #include "epwa/error.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 #include "watermark_config.hpp"
 
@@ -135,15 +136,16 @@ std::shared_ptr<ExpertPredictor> pepi_predictor(
     o = std::make_shared<const Oracle>(Oracle::load(*oracle));
     o->check_router_hash(lm.router_hash);
   } else {
-    const auto def = std::filesystem::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe.oracle";
+    const auto def = path_from_utf8(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe.oracle";
     check(std::filesystem::exists(def), "method 'pepi' needs oracle=FILE (no bundled oracle at " +
-                                            def.string() + "; train one with epwa train-oracle)");
+                                            path_to_utf8(def) +
+                                            "; train one with epwa train-oracle)");
     o = std::make_shared<const Oracle>(Oracle::load(def));
     check(o->info().router_hash == lm.router_hash,
-          "method 'pepi' needs oracle=FILE for this model: the bundled oracle " + def.string() +
-              " fits the bundled model only (router hash " + o->info().router_hash.substr(0, 16) +
-              "..., this model's is " + lm.router_hash.substr(0, 16) +
-              "...; train one with epwa train-oracle)");
+          "method 'pepi' needs oracle=FILE for this model: the bundled oracle " +
+              path_to_utf8(def) + " fits the bundled model only (router hash " +
+              o->info().router_hash.substr(0, 16) + "..., this model's is " +
+              lm.router_hash.substr(0, 16) + "...; train one with epwa train-oracle)");
   }
   const int32_t k = o->info().features.full ? 0 : o->info().features.k;
   auto source = std::make_shared<LocalDistributionSource>(*lm.model, k);

@@ -8,6 +8,7 @@
 
 #include "bindings.hpp"
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 #include "epwa/thread_pool.hpp"
 
@@ -26,8 +27,8 @@ namespace {
 // As tools/epwa's resolve_model_path: the bundled model when neither the argument nor
 // $EPW_MODEL_PATH names one (resolve_load has read the variable).
 std::filesystem::path model_path(const std::optional<std::string>& resolved) {
-  if (resolved) return *resolved;
-  return std::filesystem::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+  if (resolved) return path_from_utf8(*resolved);
+  return path_from_utf8(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
 }
 
 std::shared_ptr<LoadedModel> load(std::optional<std::filesystem::path> path,
@@ -43,7 +44,7 @@ std::shared_ptr<LoadedModel> load(std::optional<std::filesystem::path> path,
   flags.load = mode;  // None: the CLI's rules without a flag (EPW_* variables, else standard)
   if (path) {
     check(!path->empty(), "path is empty");
-    flags.model = path->string();
+    flags.model = path_to_utf8(*path);
   }
   ResolvedLoad r = resolve_load(flags);
   std::vector<std::string> warnings = r.warnings;
@@ -147,7 +148,8 @@ ModelClass bind_model(py::module_& m) {
       .def_property_readonly("load_report", &report_dict,
                              "How the model was loaded (mode, effective precision, device, ...)")
       .def("__repr__", [](const LoadedModel& lm) {
-        return "<epwa.Model " + lm.path.string() + " (" + lm.model->config().architecture + ")>";
+        return "<epwa.Model " + path_to_utf8(lm.path) + " (" + lm.model->config().architecture +
+               ")>";
       });
   return cls;
 }

@@ -11,6 +11,7 @@
 #include "epwa/arch.hpp"
 #include "epwa/error.hpp"
 #include "epwa/gguf.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa {
 
@@ -223,15 +224,15 @@ ModelConfig hf_config_from_json(const json& j) {
 
 ModelConfig read_hf_config(const std::filesystem::path& config_json) {
   std::ifstream in(config_json, std::ios::binary);
-  check(in.good(), "cannot open " + config_json.string());
+  check(in.good(), "cannot open " + path_to_utf8(config_json));
   std::ostringstream ss;
   ss << in.rdbuf();
   const json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  check(!j.is_discarded(), config_json.string() + ": not valid JSON");
+  check(!j.is_discarded(), path_to_utf8(config_json) + ": not valid JSON");
   try {
     return hf_config_from_json(j);
   } catch (const Error& e) {
-    throw Error(config_json.string() + ": " + e.what());
+    throw Error(path_to_utf8(config_json) + ": " + e.what());
   }
 }
 

@@ -176,7 +176,7 @@ BenchReport run_bench(Model& model, const BenchOptions& o) {
   o.validate();
   const ModelConfig& c = model.config();
   BenchReport r;
-  r.model_file = model.source().string();
+  r.model_file = path_to_utf8(model.source());
   r.model_type = model_type_of(model);
   r.file_bytes = path_bytes(model.source());
   for (const auto& [_, b] : weight_bytes_by_type(model)) r.weight_bytes += b;

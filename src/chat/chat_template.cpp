@@ -8,6 +8,7 @@
 #include "chat/render.hpp"
 #include "epwa/error.hpp"
 #include "epwa/gguf.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 #include "tokenizer/utf8.hpp"
 
@@ -47,7 +48,7 @@ namespace {
 
 std::string read_text(const std::filesystem::path& p) {
   std::ifstream f(p, std::ios::binary);
-  check(bool(f), "cannot read " + p.string());
+  check(bool(f), "cannot read " + path_to_utf8(p));
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
@@ -69,7 +70,7 @@ std::optional<std::string> find_chat_template(const std::filesystem::path& model
   try {
     cfg = nlohmann::json::parse(read_text(cfg_file));
   } catch (const nlohmann::json::exception& e) {
-    throw Error(cfg_file.string() + ": not valid JSON (" + e.what() + ")");
+    throw Error(path_to_utf8(cfg_file) + ": not valid JSON (" + e.what() + ")");
   }
   const auto it = cfg.find("chat_template");
   if (it == cfg.end() || it->is_null()) return std::nullopt;
@@ -81,7 +82,8 @@ std::optional<std::string> find_chat_template(const std::filesystem::path& model
         return t["template"].get<std::string>();
     return std::nullopt;
   }
-  throw Error(cfg_file.string() + ": chat_template is neither a string nor a list of templates");
+  throw Error(path_to_utf8(cfg_file) +
+              ": chat_template is neither a string nor a list of templates");
 }
 
 std::map<std::string, std::string> special_token_strings(const Tokenizer& tok) {

@@ -4,13 +4,14 @@
 #include <random>
 
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 
 namespace fs = std::filesystem;
 
 namespace epwa {
 
 std::ifstream open_input_file(const fs::path& path, std::string_view what) {
-  const std::string name = std::string(what) + " '" + path.string() + "'";
+  const std::string name = std::string(what) + " '" + path_to_utf8(path) + "'";
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   check(fs::exists(st), name + " not found");
@@ -23,7 +24,7 @@ std::ifstream open_input_file(const fs::path& path, std::string_view what) {
 std::string read_input_file(const fs::path& path, std::string_view what) {
   std::ifstream f = open_input_file(path, what);
   std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  check(!f.bad(), std::string(what) + " '" + path.string() + "' cannot be read");
+  check(!f.bad(), std::string(what) + " '" + path_to_utf8(path) + "' cannot be read");
   return bytes;
 }
 
@@ -53,16 +54,17 @@ void check_output_not_input(const fs::path& out, std::initializer_list<fs::path>
     const fs::path i = resolved(in);
     std::error_code ec;
     const bool same = o == i || fs::equivalent(out, in, ec);
-    check(!same, std::string(flag) + " '" + out.string() + "' is the input '" + in.string() +
-                     "': give another output path");
-    check(!(fs::is_directory(i) && inside(o, i)), std::string(flag) + " '" + out.string() +
-                                                      "' is inside the input folder '" +
-                                                      in.string() + "': give a path outside it");
+    check(!same, std::string(flag) + " '" + path_to_utf8(out) + "' is the input '" +
+                     path_to_utf8(in) + "': give another output path");
+    check(!(fs::is_directory(i) && inside(o, i)),
+          std::string(flag) + " '" + path_to_utf8(out) + "' is inside the input folder '" +
+              path_to_utf8(in) + "': give a path outside it");
   }
 }
 
 void write_via_temp(const fs::path& out, const std::function<void(const fs::path& tmp)>& write) {
-  check(!fs::is_directory(out), "output '" + out.string() + "' is a directory: give a file path");
+  check(!fs::is_directory(out),
+        "output '" + path_to_utf8(out) + "' is a directory: give a file path");
   fs::path tmp = out;
   tmp += ".tmp-" + std::to_string(std::random_device{}());
   try {

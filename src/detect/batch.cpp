@@ -4,6 +4,7 @@
 #include <iterator>
 
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa {
 
@@ -39,7 +40,7 @@ bool BatchProgress::take(const std::string& key) {
 BatchProgress resume_batch_output(const std::filesystem::path& out) {
   BatchProgress p;
   if (!std::filesystem::exists(out)) return p;
-  const std::string where = "--resume: '" + out.string() + "'";
+  const std::string where = "--resume: '" + path_to_utf8(out) + "'";
   check(std::filesystem::is_regular_file(out), where + " is not a file");
   std::string bytes;
   {

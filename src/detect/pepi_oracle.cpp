@@ -12,6 +12,7 @@
 #include "epwa/files.hpp"
 #include "epwa/half.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa {
 
@@ -264,7 +265,7 @@ void Oracle::save(const std::filesystem::path& file) const {
   h["metrics"] = to_json(metrics_);
   const std::string hs = h.dump();
   std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  check(out.good(), "oracle: cannot write " + file.string());
+  check(out.good(), "oracle: cannot write " + path_to_utf8(file));
   auto u32 = [&](uint32_t v) {
     const unsigned char b[4] = {static_cast<unsigned char>(v), static_cast<unsigned char>(v >> 8),
                                 static_cast<unsigned char>(v >> 16),
@@ -291,11 +292,11 @@ void Oracle::save(const std::filesystem::path& file) const {
   const auto& table = info_.token_table;
   out.write(reinterpret_cast<const char*>(table.data()),
             static_cast<std::streamsize>(table.size() * 4));
-  check(out.good(), "oracle: write to " + file.string() + " failed");
+  check(out.good(), "oracle: write to " + path_to_utf8(file) + " failed");
 }
 
 Oracle Oracle::load(const std::filesystem::path& file) {
-  const std::string name = "oracle " + file.string();
+  const std::string name = "oracle " + path_to_utf8(file);
   const std::string data = read_input_file(file, "oracle");
   check(data.size() >= 16 && std::memcmp(data.data(), kMagic, 8) == 0,
         name + ": not a PEPI oracle (bad magic)");

@@ -7,6 +7,7 @@
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/watermark.hpp"
 
 namespace epwa {
@@ -57,7 +58,7 @@ void PepiRawData::save(const std::filesystem::path& file) const {
                             {"renormalize", pathway.renormalize}};
   const std::string h = j.dump();
   std::ofstream out(file, std::ios::binary | std::ios::trunc);
-  check(out.good(), "PEPI raw data: cannot write " + file.string());
+  check(out.good(), "PEPI raw data: cannot write " + path_to_utf8(file));
   out.write(kRawMagic, 8);
   const uint32_t hl = static_cast<uint32_t>(h.size());
   out.write(reinterpret_cast<const char*>(&hl), 4);
@@ -67,11 +68,11 @@ void PepiRawData::save(const std::filesystem::path& file) const {
   write_vec(out, top_tokens);
   write_vec(out, top_logprobs);
   write_vec(out, router_logits);
-  check(out.good(), "PEPI raw data: write to " + file.string() + " failed");
+  check(out.good(), "PEPI raw data: write to " + path_to_utf8(file) + " failed");
 }
 
 PepiRawData PepiRawData::load(const std::filesystem::path& file) {
-  const std::string name = "PEPI raw data " + file.string();
+  const std::string name = "PEPI raw data " + path_to_utf8(file);
   std::ifstream in = open_input_file(file, "PEPI raw data");
   char magic[8] = {};
   uint32_t hl = 0;

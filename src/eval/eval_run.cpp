@@ -16,6 +16,7 @@
 #include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
@@ -591,7 +592,7 @@ json Pipeline::pepi_json() const {
   if (!oracle_)
     return {{"skipped", "no oracle (--oracle FILE; default MODEL.oracle when present)"}};
   const OracleInfo& i = oracle_->info();
-  return {{"oracle", o_.oracle.string()},
+  return {{"oracle", path_to_utf8(o_.oracle)},
           {"features", pepi_features_name(i.features)},
           {"router_layer", i.router_layer},
           {"distributions", "local model (simulated API), top-k as trained"},
@@ -685,7 +686,7 @@ json Pipeline::run() {
     auto oracle = std::make_shared<const Oracle>(Oracle::load(o_.oracle));
     oracle->check_router_hash(hash);
     check(oracle->info().router_layer == layer_,
-          "eval: the oracle '" + o_.oracle.string() + "' predicts router layer " +
+          "eval: the oracle '" + path_to_utf8(o_.oracle) + "' predicts router layer " +
               std::to_string(oracle->info().router_layer) + ", the watermark layer is " +
               std::to_string(layer_));
     oracle_ = std::move(oracle);
@@ -697,17 +698,18 @@ json Pipeline::run() {
       d.set_expert_predictor(cached_);
       detectors_.emplace_back(std::string("pepi") + (rep ? "+repeats" : ""), std::move(d));
     }
-    say("PEPI oracle " + o_.oracle.string() + " (" + pepi_features_name(oracle_->info().features) +
-        ", held-out accuracy " + std::to_string(oracle_->metrics().accuracy) + ")");
+    say("PEPI oracle " + path_to_utf8(o_.oracle) + " (" +
+        pepi_features_name(oracle_->info().features) + ", held-out accuracy " +
+        std::to_string(oracle_->metrics().accuracy) + ")");
   }
-  say("model " + o_.model_path.string() + ", router hash " + hash + ", layer " +
+  say("model " + path_to_utf8(o_.model_path) + ", router hash " + hash + ", layer " +
       std::to_string(layer_));
 
   // Prompts and human passages. Human passages that begin with a prompt are skipped (prompts are
   // taken from the same held-out file).
   const auto prompt_lines = read_lines(o_.prompts);
   check(static_cast<int32_t>(prompt_lines.size()) >= o_.n,
-        "eval: '" + o_.prompts.string() + "' has " + std::to_string(prompt_lines.size()) +
+        "eval: '" + path_to_utf8(o_.prompts) + "' has " + std::to_string(prompt_lines.size()) +
             " prompts, --n is " + std::to_string(o_.n));
   const int32_t n_human = o_.n_human < 0 ? o_.n : o_.n_human;
   std::vector<Text> human;
@@ -732,13 +734,16 @@ json Pipeline::run() {
   json out;
   out["tool"] = "epwa eval";
   out["commit"] = o_.commit;
-  out["model"] = {
-      {"path", o_.model_path.string()}, {"format", model_->format()}, {"router_hash", hash},
-      {"watermark_layer", layer_},      {"vocab_size", c.vocab_size}, {"experts", c.num_experts},
-      {"layers", c.num_layers}};
+  out["model"] = {{"path", path_to_utf8(o_.model_path)},
+                  {"format", model_->format()},
+                  {"router_hash", hash},
+                  {"watermark_layer", layer_},
+                  {"vocab_size", c.vocab_size},
+                  {"experts", c.num_experts},
+                  {"layers", c.num_layers}};
   out["params"] = {{"key_bytes", o_.key.size()},
-                   {"prompts", o_.prompts.string()},
-                   {"human", o_.human.string()},
+                   {"prompts", path_to_utf8(o_.prompts)},
+                   {"human", path_to_utf8(o_.human)},
                    {"n", o_.n},
                    {"n_human", n_human},
                    {"tokens", o_.tokens},
@@ -912,7 +917,7 @@ json run_eval_to_dir(const EvalOptions& o, const std::filesystem::path& dir) {
   opt.checkpoint = [&o, partial](const json& j) {
     {
       std::ofstream f(partial);
-      check(f.good(), "eval: cannot write '" + partial.string() + "'");
+      check(f.good(), "eval: cannot write '" + path_to_utf8(partial) + "'");
       f << j.dump(1) << "\n";
     }
     if (o.checkpoint) o.checkpoint(j);
@@ -921,11 +926,11 @@ json run_eval_to_dir(const EvalOptions& o, const std::filesystem::path& dir) {
   std::filesystem::remove(partial);
   {
     std::ofstream f(dir / "results.json");
-    check(f.good(), "eval: cannot write '" + (dir / "results.json").string() + "'");
+    check(f.good(), "eval: cannot write '" + path_to_utf8(dir / "results.json") + "'");
     f << r.dump(1) << "\n";
   }
   std::ofstream f(dir / "report.html");
-  check(f.good(), "eval: cannot write '" + (dir / "report.html").string() + "'");
+  check(f.good(), "eval: cannot write '" + path_to_utf8(dir / "report.html") + "'");
   f << render_report(r);
   return r;
 }

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "epwa/gguf.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa {
 namespace {
@@ -200,7 +201,7 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 }  // namespace
 
 GgufFile::GgufFile(const std::filesystem::path& path, GgufReadOptions opts)
-    : name_(path.string()), map_(path) {
+    : name_(path_to_utf8(path)), map_(path) {
   bytes_ = map_.bytes();
   parse(opts);
 }

@@ -8,6 +8,7 @@
 #include <system_error>
 
 #include "epwa/gguf.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa {
 namespace {
@@ -156,7 +157,7 @@ void GgufWriter::add_tensor(std::string name, DType dtype, std::vector<int64_t> 
 }
 
 void GgufWriter::write(const std::filesystem::path& path) const {
-  const std::string where = "gguf writer " + path.string();
+  const std::string where = "gguf writer " + path_to_utf8(path);
   Encoder e;
   e.buf.insert(e.buf.end(), {std::byte{'G'}, std::byte{'G'}, std::byte{'U'}, std::byte{'F'}});
   e.scalar<uint32_t>(3);
@@ -186,7 +187,7 @@ void GgufWriter::write(const std::filesystem::path& path) const {
     std::ofstream out;
     out.rdbuf()->pubsetbuf(iobuf.data(), static_cast<std::streamsize>(iobuf.size()));
     out.open(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(where + ": cannot create " + tmp.string());
+    if (!out) throw Error(where + ": cannot create " + path_to_utf8(tmp));
     auto put = [&](std::span<const std::byte> b) {
       out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
       if (!out) throw Error(where + ": write failed (disk full?)");
@@ -211,7 +212,7 @@ void GgufWriter::write(const std::filesystem::path& path) const {
     if (!out) throw Error(where + ": closing the file failed");
     std::error_code ec;
     std::filesystem::rename(tmp, path, ec);
-    if (ec) throw Error(where + ": cannot rename " + tmp.string() + ": " + ec.message());
+    if (ec) throw Error(where + ": cannot rename " + path_to_utf8(tmp) + ": " + ec.message());
   } catch (...) {
     std::error_code ec;
     std::filesystem::remove(tmp, ec);

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/safetensors.hpp"
 #include "io/safetensors_dtype.hpp"
 
@@ -117,7 +118,7 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
 }  // namespace
 
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path), path_(path) {
-  parse(file_.bytes(), path.string());
+  parse(file_.bytes(), path_to_utf8(path));
 }
 
 SafetensorsFile SafetensorsFile::from_bytes(std::span<const std::byte> bytes,

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/safetensors.hpp"
 #include "io/safetensors_dtype.hpp"
 
@@ -61,7 +62,7 @@ void write_sorted(const fs::path& path, const std::vector<const TensorToWrite*>&
   tmp += ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    check(out.good(), "cannot create " + tmp.string());
+    check(out.good(), "cannot create " + path_to_utf8(tmp));
     unsigned char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(text.size() >> (8 * i));
     out.write(reinterpret_cast<const char*>(len), 8);
@@ -74,12 +75,13 @@ void write_sorted(const fs::path& path, const std::vector<const TensorToWrite*>&
       out.close();
       std::error_code ec;
       fs::remove(tmp, ec);
-      throw Error("cannot write " + path.string() + " (disk full?)");
+      throw Error("cannot write " + path_to_utf8(path) + " (disk full?)");
     }
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  check(!ec, "cannot rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
+  check(!ec,
+        "cannot rename " + path_to_utf8(tmp) + " to " + path_to_utf8(path) + ": " + ec.message());
 }
 
 std::string shard_name(size_t i, size_t n) {
@@ -113,7 +115,7 @@ std::vector<fs::path> write_safetensors_sharded(const fs::path& dir,
   }
   std::error_code ec;
   fs::create_directories(dir, ec);
-  check(!ec, "cannot create folder " + dir.string() + ": " + ec.message());
+  check(!ec, "cannot create folder " + path_to_utf8(dir) + ": " + ec.message());
   if (shards.size() == 1) {
     write_sorted(dir / "model.safetensors", shards[0], metadata);
     return {dir / "model.safetensors"};
@@ -131,7 +133,7 @@ std::vector<fs::path> write_safetensors_sharded(const fs::path& dir,
   const fs::path index_path = dir / "model.safetensors.index.json";
   std::ofstream out(index_path, std::ios::trunc);
   out << index.dump(2) << '\n';
-  check(out.good(), "cannot write " + index_path.string());
+  check(out.good(), "cannot write " + path_to_utf8(index_path));
   written.push_back(index_path);
   return written;
 }

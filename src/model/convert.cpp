@@ -3,6 +3,7 @@
 #include "epwa/arch.hpp"
 #include "epwa/error.hpp"
 #include "epwa/export.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/safetensors.hpp"
 
 namespace epwa {
@@ -27,7 +28,7 @@ void convert_hf_to_gguf(const std::filesystem::path& hf_dir, const std::filesyst
     const TensorView& t = get(name);
     bytes.assign(t.data.begin(), t.data.end());
   };
-  if (o.name == "epwa") o.name = hf_dir.filename().string();
+  if (o.name == "epwa") o.name = path_to_utf8(hf_dir.filename());
   write_model_gguf(c, reader, o, out);
 }
 

@@ -6,6 +6,7 @@
 
 #include "epwa/arch.hpp"
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/safetensors.hpp"
 #include "loaders.hpp"
 
@@ -15,7 +16,7 @@ std::unique_ptr<Model> load_hf(const std::filesystem::path& path) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
   const fs::path config_path = dir / "config.json";
-  check(fs::exists(config_path), "no config.json beside " + path.string());
+  check(fs::exists(config_path), "no config.json beside " + path_to_utf8(path));
   ModelConfig c = read_hf_config(config_path);
   auto st = std::make_shared<SafetensorsModel>(path);
   // The tensors the family cuts from its own layout, the rest by name.

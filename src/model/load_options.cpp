@@ -10,9 +10,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <optional>
 
 #include "epwa/config.hpp"
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa {
 
@@ -64,8 +67,11 @@ bool parse_bool_setting(std::string_view value, bool* recognised) {
 
 ResolvedLoad resolve_load(const LoadFlags& flags,
                           const std::function<const char*(const char*)>& getenv_fn) {
+  std::map<std::string, std::optional<std::string>> read;  // get_env's values, as UTF-8
   auto env = [&](const char* name) -> const char* {
-    return getenv_fn ? getenv_fn(name) : std::getenv(name);
+    if (getenv_fn) return getenv_fn(name);
+    const auto& v = read.try_emplace(name, get_env(name)).first->second;
+    return v ? v->c_str() : nullptr;
   };
   ResolvedLoad r;
   auto env_bool = [&](const char* name) {
@@ -133,10 +139,10 @@ bool standard_mode_quantizes(const ModelConfig& c) {
 }
 
 std::filesystem::path default_cache_dir() {
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
-    return std::filesystem::path(x) / "epwa";
-  if (const char* h = std::getenv("HOME"); h && *h)
-    return std::filesystem::path(h) / ".cache" / "epwa";
+  if (const auto x = get_env("XDG_CACHE_HOME"); x && !x->empty())
+    return path_from_utf8(*x) / "epwa";
+  if (const auto h = get_env("HOME"); h && !h->empty())
+    return path_from_utf8(*h) / ".cache" / "epwa";
   return std::filesystem::temp_directory_path() / "epwa-cache";
 }
 
@@ -153,12 +159,12 @@ uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
 // (metadata and tensor infos).
 std::string header_bytes(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
-  check(in.good(), "cannot read " + p.string());
+  check(in.good(), "cannot read " + path_to_utf8(p));
   uint64_t n = 1 << 20;
   if (p.extension() == ".safetensors") {
     std::array<unsigned char, 8> len{};
     in.read(reinterpret_cast<char*>(len.data()), 8);
-    check(in.gcount() == 8, "cannot read the header of " + p.string());
+    check(in.gcount() == 8, "cannot read the header of " + path_to_utf8(p));
     n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
     n = std::min<uint64_t>(n, 100u << 20);
@@ -185,10 +191,10 @@ std::filesystem::path fast_cache_path(const std::filesystem::path& source,
     if (source.extension() == ".safetensors") files.push_back(source.parent_path() / "config.json");
   }
   std::sort(files.begin(), files.end());
-  check(!files.empty(), "no model files in " + source.string());
+  check(!files.empty(), "no model files in " + path_to_utf8(source));
   uint64_t h = 0xcbf29ce484222325ull;
   for (const fs::path& f : files) {
-    const std::string name = f.filename().string();
+    const std::string name = path_to_utf8(f.filename());
     const uint64_t size = fs::file_size(f);
     const auto mtime = fs::last_write_time(f).time_since_epoch().count();
     const std::string head = header_bytes(f);
@@ -199,14 +205,14 @@ std::filesystem::path fast_cache_path(const std::filesystem::path& source,
   }
   h = fnv1a(h, precision.data(), precision.size());
   const fs::path canon = fs::weakly_canonical(source);
-  std::string stem = canon.filename().string();
-  if (stem.empty()) stem = canon.parent_path().filename().string();
-  if (fs::path(stem).extension() == ".gguf" || fs::path(stem).extension() == ".safetensors")
-    stem = fs::path(stem).stem().string();
+  fs::path name = canon.filename();  // a path, not a string: it may hold any character
+  if (name.empty()) name = canon.parent_path().filename();
+  if (name.extension() == ".gguf" || name.extension() == ".safetensors") name = name.stem();
   const fs::path dir = cache_dir.empty() ? default_cache_dir() : cache_dir;
   char key[17];
   std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(h));
-  return dir / (stem + "-" + key + "-" + std::string(precision) + ".gguf");
+  name += "-" + std::string(key) + "-" + std::string(precision) + ".gguf";
+  return dir / name;
 }
 
 }  // namespace epwa

@@ -392,7 +392,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
     return m;
   };
   auto refuse = [&](uint64_t needed, const std::string& what, std::optional<uint64_t> bits4) {
-    std::string msg = "not enough memory to load " + path.string() + " " + what + ": needs " +
+    std::string msg = "not enough memory to load " + path_to_utf8(path) + " " + what + ": needs " +
                       bytes_text(needed) + ", " + bytes_text(avail) + " available";
     if (bits4)
       msg += "; use 4-bit (--load-in-4bit or EPW_LOAD_IN_4BIT=true), which needs " +
@@ -416,10 +416,11 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
       try {
         auto m = load(cache);
         const uint64_t need = planned_bytes(m->config(), m->weights(), {}, {});
-        if (need > avail) refuse(need, "from its fast-load cache " + cache.string(), std::nullopt);
+        if (need > avail)
+          refuse(need, "from its fast-load cache " + path_to_utf8(cache), std::nullopt);
         rep.cache = "hit";
         rep.effective = "4bit";
-        rep.reason = "fast mode: cached 4-bit GGUF " + cache.string();
+        rep.reason = "fast mode: cached 4-bit GGUF " + path_to_utf8(cache);
         return finish(std::move(m));
       } catch (const Error& e) {
         if (std::string(e.what()).rfind("not enough memory", 0) == 0) throw;
@@ -519,7 +520,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& path, const Load
   if (opt.mode == LoadMode::Fast && !cache.empty()) {
     try {
       GgufExportOptions go;
-      go.name = "epwa fast-load cache of " + src.filename().string();
+      go.name = "epwa fast-load cache of " + path_to_utf8(src.filename());
       save_model_gguf(*m, go, cache);
       rep.cache = "miss";
     } catch (const std::exception& e) {

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -196,6 +197,20 @@ std::tm local_time(std::time_t t) {
 
 std::vector<std::string> utf8_arguments(int argc, char** argv) {
   return std::vector<std::string>(argv, argv + argc);
+}
+
+// POSIX file names are bytes; UTF-8 strings pass through unchanged.
+std::filesystem::path path_from_utf8(std::string_view utf8) {
+  return std::string(utf8);
+}
+
+std::string path_to_utf8(const std::filesystem::path& path) {
+  return path.string();
+}
+
+std::optional<std::string> get_env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
 void set_env(const std::string& name, const std::string& value) {

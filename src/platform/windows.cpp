@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -28,6 +29,27 @@ namespace epwa {
 
 namespace {
 
+// UTF-8 to UTF-16 and back. Throws Error on bytes that are not UTF-8 (a name made of them could
+// only be guessed at); unpaired UTF-16 surrogates become U+FFFD.
+std::wstring wide(std::string_view utf8) {
+  if (utf8.empty()) return {};
+  const int size = static_cast<int>(utf8.size());
+  const int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, utf8.data(), size, nullptr, 0);
+  if (n <= 0) throw Error("not valid UTF-8: " + std::string(utf8));
+  std::wstring w(static_cast<size_t>(n), L'\0');
+  MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, utf8.data(), size, w.data(), n);
+  return w;
+}
+
+std::string narrow(std::wstring_view w) {
+  if (w.empty()) return {};
+  const int size = static_cast<int>(w.size());
+  const int n = WideCharToMultiByte(CP_UTF8, 0, w.data(), size, nullptr, 0, nullptr, nullptr);
+  std::string out(static_cast<size_t>(n > 0 ? n : 0), '\0');
+  WideCharToMultiByte(CP_UTF8, 0, w.data(), size, out.data(), n, nullptr, nullptr);
+  return out;
+}
+
 // The system's message for a Win32 error code, as UTF-8 without the trailing newline.
 std::string win_error(DWORD code) {
   wchar_t* buf = nullptr;
@@ -36,21 +58,13 @@ std::string win_error(DWORD code) {
       nullptr, code, 0, reinterpret_cast<wchar_t*>(&buf), 0, nullptr);
   std::string out = "error " + std::to_string(code);
   if (n > 0 && buf) {
-    const int len =
-        WideCharToMultiByte(CP_UTF8, 0, buf, static_cast<int>(n), nullptr, 0, nullptr, nullptr);
-    std::string msg(static_cast<size_t>(len), '\0');
-    WideCharToMultiByte(CP_UTF8, 0, buf, static_cast<int>(n), msg.data(), len, nullptr, nullptr);
+    std::string msg = narrow(std::wstring_view(buf, n));
     while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r' || msg.back() == ' '))
       msg.pop_back();
     out = msg;
   }
   LocalFree(buf);
   return out;
-}
-
-std::string utf8(const std::filesystem::path& p) {
-  const auto u = p.u8string();
-  return std::string(u.begin(), u.end());
 }
 
 // The console shows UTF-8 output (model text, the demo's tables) instead of the OEM code page.
@@ -62,7 +76,7 @@ const bool kConsoleUtf8 = [] {
 }  // namespace
 
 MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
-  const std::string name = utf8(path);
+  const std::string name = path_to_utf8(path);
   const DWORD attrs = GetFileAttributesW(path.c_str());
   if (attrs != INVALID_FILE_ATTRIBUTES && (attrs & FILE_ATTRIBUTE_DIRECTORY))
     throw Error("not a regular file: " + name);  // CreateFileW would say "Access denied"
@@ -256,7 +270,7 @@ const CpuFeatures& cpu_features() {
 // NTFS has access control lists, not mode bits: only the file's existence and kind are checked
 // here (docs/WINDOWS.md says to restrict key files to their owner with icacls).
 void check_private_file(const std::filesystem::path& path, const std::string& what) {
-  const std::string f = utf8(path);
+  const std::string f = path_to_utf8(path);
   const DWORD attrs = GetFileAttributesW(path.c_str());
   if (attrs == INVALID_FILE_ATTRIBUTES) throw Error(what + " " + f + ": not found");
   if (attrs & FILE_ATTRIBUTE_DIRECTORY) throw Error(what + " " + f + ": not a regular file");
@@ -277,18 +291,32 @@ std::vector<std::string> utf8_arguments(int argc, char** argv) {
   wchar_t** w = CommandLineToArgvW(GetCommandLineW(), &n);
   if (!w) return std::vector<std::string>(argv, argv + argc);
   std::vector<std::string> out;
-  for (int i = 0; i < n; ++i) {
-    const int len = WideCharToMultiByte(CP_UTF8, 0, w[i], -1, nullptr, 0, nullptr, nullptr);
-    std::string a(static_cast<size_t>(len > 0 ? len - 1 : 0), '\0');
-    WideCharToMultiByte(CP_UTF8, 0, w[i], -1, a.data(), len, nullptr, nullptr);
-    out.push_back(std::move(a));
-  }
+  for (int i = 0; i < n; ++i) out.push_back(narrow(w[i]));
   LocalFree(w);
   return out;
 }
 
+// A path holds UTF-16 here: built from a std::string, libstdc++ would read the ANSI code page.
+std::filesystem::path path_from_utf8(std::string_view utf8) {
+  try {
+    return std::filesystem::path(wide(utf8));
+  } catch (const Error&) {
+    throw Error("file name is not valid UTF-8: " + std::string(utf8));
+  }
+}
+
+std::string path_to_utf8(const std::filesystem::path& path) {
+  return narrow(path.native());
+}
+
+std::optional<std::string> get_env(const char* name) {
+  const wchar_t* v = _wgetenv(wide(name).c_str());
+  return v ? std::optional<std::string>(narrow(v)) : std::nullopt;
+}
+
+// The C runtime's wide copy (which it converts into the narrow one that std::getenv reads).
 void set_env(const std::string& name, const std::string& value) {
-  _putenv_s(name.c_str(), value.c_str());  // the C runtime's copy, which getenv reads
+  _wputenv_s(wide(name).c_str(), wide(value).c_str());
 }
 
 }  // namespace epwa

@@ -2,6 +2,7 @@
 // digests, compared in constant time.
 #include <nlohmann/json.hpp>
 
+#include "epwa/platform.hpp"
 #include "epwa/server.hpp"
 #include "private_json.hpp"
 #include "watermark/sha256.hpp"
@@ -28,7 +29,7 @@ bool same_digest(const std::string& a, const std::string& b) {
 }  // namespace
 
 ApiKeys ApiKeys::load(const std::filesystem::path& path) {
-  const std::string f = path.string();
+  const std::string f = path_to_utf8(path);
   const nlohmann::json j = serve::read_private_json(
       path, "API keys", "{\"keys\": [{\"name\", \"key\", \"roles\"}, ...]}");
   if (!j.contains("keys") || !j["keys"].is_array() || j["keys"].empty())

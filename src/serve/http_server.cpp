@@ -1049,13 +1049,13 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
     s.tls.emplace(net::ssl::context::tls_server);
     SSL_CTX_set_min_proto_version(s.tls->native_handle(), TLS1_2_VERSION);
     beast::error_code tec;
-    s.tls->use_certificate_chain_file(s.opt.tls_cert.string(), tec);
+    s.tls->use_certificate_chain_file(path_to_utf8(s.opt.tls_cert), tec);
     if (tec)
-      throw Error("serve: --tls-cert " + s.opt.tls_cert.string() +
+      throw Error("serve: --tls-cert " + path_to_utf8(s.opt.tls_cert) +
                   ": not a PEM certificate chain (" + tec.message() + ")");
-    s.tls->use_private_key_file(s.opt.tls_key.string(), net::ssl::context::pem, tec);
+    s.tls->use_private_key_file(path_to_utf8(s.opt.tls_key), net::ssl::context::pem, tec);
     if (tec)
-      throw Error("serve: --tls-key " + s.opt.tls_key.string() + ": not a PEM private key (" +
+      throw Error("serve: --tls-key " + path_to_utf8(s.opt.tls_key) + ": not a PEM private key (" +
                   tec.message() + ")");
     check(SSL_CTX_check_private_key(s.tls->native_handle()) == 1,
           "serve: --tls-key does not belong to the certificate in --tls-cert");

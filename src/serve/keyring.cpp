@@ -1,6 +1,7 @@
 // The server's keyring and policy names (include/epwa/server.hpp).
 #include <nlohmann/json.hpp>
 
+#include "epwa/platform.hpp"
 #include "epwa/server.hpp"
 #include "private_json.hpp"
 
@@ -25,7 +26,7 @@ WatermarkPolicy watermark_policy_from_name(std::string_view s) {
 }
 
 Keyring Keyring::load(const std::filesystem::path& path) {
-  const std::string f = path.string();
+  const std::string f = path_to_utf8(path);
   const nlohmann::json j =
       serve::read_private_json(path, "keyring", "{\"default\": id, \"keys\": {id: secret}}");
   if (!j.contains("keys") || !j["keys"].is_object() || j["keys"].empty())

@@ -5,6 +5,7 @@
 
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/quant.hpp"
 
 namespace epwa {
@@ -125,7 +126,7 @@ std::vector<int32_t> ObserverFan::layers() const {
 
 std::string read_key_file(const std::filesystem::path& path) {
   const std::string key = read_input_file(path, "key file");
-  check(!key.empty(), "key file '" + path.string() + "' is empty");
+  check(!key.empty(), "key file '" + path_to_utf8(path) + "' is empty");
   return key;
 }
 

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa::tok {
 
@@ -39,12 +40,12 @@ std::string replace_all(std::string_view s, std::string_view from, std::string_v
   return out;
 }
 
-std::string read_file_bytes(const std::string& path) {
+std::string read_file_bytes(const std::filesystem::path& path) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot open " + path);
+  if (!f) throw Error("cannot open " + path_to_utf8(path));
   std::ostringstream ss;
   ss << f.rdbuf();
-  if (f.bad()) throw Error("cannot read " + path);
+  if (f.bad()) throw Error("cannot read " + path_to_utf8(path));
   return ss.str();
 }
 

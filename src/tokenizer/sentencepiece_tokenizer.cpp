@@ -2,6 +2,7 @@
 #include <sentencepiece_processor.h>
 
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 #include "tokenizer/added_tokens.hpp"
 #include "tokenizer/common.hpp"
@@ -75,8 +76,7 @@ class SentencePieceTokenizer final : public Tokenizer {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::filesystem::path& path) {
-  return std::make_unique<SentencePieceTokenizer>(tok::read_file_bytes(path.string()),
-                                                  path.string());
+  return std::make_unique<SentencePieceTokenizer>(tok::read_file_bytes(path), path_to_utf8(path));
 }
 
 }  // namespace epwa

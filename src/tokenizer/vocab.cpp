@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 #include "tokenizer/bpe_tokenizer.hpp"
 #include "tokenizer/common.hpp"
@@ -81,8 +82,8 @@ std::unique_ptr<Tokenizer> tokenizer_from_vocab(const GgufVocab& v, std::string 
 namespace {
 
 GgufVocab vocab_from_spm(const std::filesystem::path& path) {
-  const std::string name = path.string();
-  const tok::SpmModel m = tok::parse_spm_model(tok::read_file_bytes(name), name);
+  const std::string name = path_to_utf8(path);
+  const tok::SpmModel m = tok::parse_spm_model(tok::read_file_bytes(path), name);
   if (m.model_type != 2)
     throw Error(name + ": only BPE SentencePiece models convert to a GGUF llama vocabulary");
   if (m.has_charsmap || !(m.normalizer_name.empty() || m.normalizer_name == "identity"))
@@ -107,10 +108,10 @@ GgufVocab vocab_from_spm(const std::filesystem::path& path) {
 }
 
 GgufVocab vocab_from_json(const std::filesystem::path& path) {
-  const std::string name = path.string();
+  const std::string name = path_to_utf8(path);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(tok::read_file_bytes(name));
+    j = nlohmann::json::parse(tok::read_file_bytes(path));
   } catch (const nlohmann::json::exception& e) {
     throw Error(name + ": invalid JSON: " + e.what());
   }
@@ -119,7 +120,7 @@ GgufVocab vocab_from_json(const std::filesystem::path& path) {
     p = tok::parse_hf_tokenizer(j, name);
     const auto cfg = path.parent_path() / "tokenizer_config.json";
     if (std::filesystem::exists(cfg))
-      tok::apply_tokenizer_config(p, nlohmann::json::parse(tok::read_file_bytes(cfg.string())));
+      tok::apply_tokenizer_config(p, nlohmann::json::parse(tok::read_file_bytes(cfg)));
   } catch (const nlohmann::json::exception& e) {
     throw Error(name + ": malformed field: " + e.what());
   }
@@ -184,7 +185,7 @@ GgufVocab vocab_from_model_files(const std::filesystem::path& p) {
     else if (std::filesystem::exists(p / "tokenizer.json"))
       file = p / "tokenizer.json";
     else
-      throw Error(p.string() + ": holds neither tokenizer.model nor tokenizer.json");
+      throw Error(path_to_utf8(p) + ": holds neither tokenizer.model nor tokenizer.json");
   }
   if (file.extension() == ".json") return vocab_from_json(file);
   return vocab_from_spm(file);

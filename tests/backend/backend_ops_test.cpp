@@ -12,6 +12,7 @@
 
 #include "epwa/backend.hpp"
 #include "epwa/model.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/quant.hpp"
 
 namespace {
@@ -66,9 +67,10 @@ class BackendOps : public ::testing::TestWithParam<std::string> {
       backend_ = &epwa::cpu_backend();
     } else {
       // "cuda_f32gemm": the prompts' products through f32 cuBLAS instead of f16 tensor cores.
-      setenv("EPWA_CUDA_GEMM", GetParam() == "cuda_f32gemm" ? "f32" : "f16", 1);
+      // (set_env: the platform layer's, as Windows has no setenv; empty reads as unset.)
+      epwa::set_env("EPWA_CUDA_GEMM", GetParam() == "cuda_f32gemm" ? "f32" : "f16");
       gpu_ = epwa::gpu_backend();
-      unsetenv("EPWA_CUDA_GEMM");
+      epwa::set_env("EPWA_CUDA_GEMM", "");
       ASSERT_TRUE(gpu_) << "no GPU backend";
       backend_ = gpu_.get();
     }

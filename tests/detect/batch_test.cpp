@@ -96,8 +96,11 @@ TEST(ResumeBatchOutput, KeysOfCompleteLinesAndTornTailRemoved) {
   EXPECT_EQ(done.size(), 2u);
   EXPECT_TRUE(done.contains("id:\"a\""));
   EXPECT_TRUE(done.contains("line:2"));
-  std::ifstream f(p, std::ios::binary);
-  const std::string rest((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string rest;
+  {  // closed before the file is rewritten and removed: Windows cannot delete an open file
+    std::ifstream f(p, std::ios::binary);
+    rest.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  }
   EXPECT_EQ(rest.back(), '\n');
   EXPECT_EQ(rest.find("\"line\": 3"), std::string::npos);
 

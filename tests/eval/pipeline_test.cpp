@@ -68,8 +68,11 @@ TEST(Pipeline, TinyModelEndToEnd) {
   EXPECT_FALSE(fs::exists(out / "results.partial.json"));  // removed at the end
   ASSERT_TRUE(fs::exists(out / "results.json"));
   ASSERT_TRUE(fs::exists(out / "report.html"));
-  std::ifstream f(out / "results.json");
-  const json back = json::parse(f);
+  json back;
+  {  // closed before the folder is removed: Windows cannot delete an open file
+    std::ifstream f(out / "results.json");
+    back = json::parse(f);
+  }
   EXPECT_EQ(back["model"]["router_hash"].get<std::string>().size(), 64u);
   // 2 modes x 2 prompt conditions x 3 methods x 2 repeat settings
   ASSERT_EQ(back["detection"].size(), 24u);

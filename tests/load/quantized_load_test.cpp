@@ -72,7 +72,6 @@ double top1_agreement(const std::vector<float>& a, const std::vector<float>& b, 
   return static_cast<double>(same) / n;
 }
 
-
 std::vector<int32_t> some_tokens(int32_t vocab, int n) {
   std::vector<int32_t> t;
   for (int i = 0; i < n; ++i) t.push_back(static_cast<int32_t>((i * 2654435761u + 7) % vocab));
@@ -153,8 +152,9 @@ TEST(QuantizedLoad, KQuantGgufWithinTolerance) {
 TEST(QuantizedLoad, FallsBackPerTensorWhenRowsDoNotFitBlocks) {
   TempDir dir("epwa-odd");
   ModelConfig c;
-  c.vocab_size = 64, c.hidden_size = 48, c.intermediate_size = 64, c.expert_intermediate_size = 64, c.num_layers = 2,
-  c.num_heads = 2, c.num_kv_heads = 1, c.head_dim = 24, c.num_experts = 4, c.experts_per_token = 2;
+  c.vocab_size = 64, c.hidden_size = 48, c.intermediate_size = 64, c.expert_intermediate_size = 64,
+  c.num_layers = 2, c.num_heads = 2, c.num_kv_heads = 1, c.head_dim = 24, c.num_experts = 4,
+  c.experts_per_token = 2;
   write_random_hf(c, 5, DType::F32, dir.path);
   std::vector<std::string> warnings;
   LoadOptions o = quiet(LoadMode::Bits4);
@@ -266,8 +266,17 @@ TEST(QuantizedLoad, FastModeCachesAndReusesTheQuantizedModel) {
             fast_cache_path(kRef / "gqa", "q8_0", dir.path));
   EXPECT_NE(fast_cache_path(kRef / "gqa", "q4_0", dir.path),
             fast_cache_path(kRef / "tied", "q4_0", dir.path));
-  // A corrupt cache file is rebuilt, with a warning.
-  { std::ofstream(first.cache_path, std::ios::trunc) << "garbage"; }
+  // A corrupt cache file is rebuilt, with a warning. The models that map the cache go first:
+  // Windows refuses to truncate a mapped file (and on Linux their pages would vanish under them).
+  a.reset();
+  b.reset();
+  {
+    std::ofstream f(first.cache_path, std::ios::binary | std::ios::trunc);
+    f << "garbage";
+    f.close();
+    ASSERT_TRUE(f) << "cannot overwrite " << first.cache_path;
+  }
+  ASSERT_EQ(fs::file_size(first.cache_path), 7u);
   std::vector<std::string> warnings;
   o.warn = [&](const std::string& s) { warnings.push_back(s); };
   LoadReport third;

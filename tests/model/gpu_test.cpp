@@ -14,6 +14,7 @@
 #include "epwa/export.hpp"
 #include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 
 namespace fs = std::filesystem;
@@ -88,9 +89,9 @@ TEST_F(Gpu, QuantizedWeightsEqualTheirF32WideningOnTheCpu) {
       o.matrix_type = epwa::DType::F32;
       epwa::save_model_gguf(*epwa::Model::load(q), o, f);
       const epwa::LoadOptions gpu_opt;
-      setenv("EPWA_CUDA_GEMM", "f32", 1);
+      epwa::set_env("EPWA_CUDA_GEMM", "f32");  // the platform layer's: Windows has no setenv
       auto gpu = epwa::Model::load(q, gpu_opt);
-      unsetenv("EPWA_CUDA_GEMM");
+      epwa::set_env("EPWA_CUDA_GEMM", "");  // empty reads as unset
       auto tensor_cores = epwa::Model::load(q, gpu_opt);
       ASSERT_EQ(tensor_cores->backend().name(), "cuda");
       ASSERT_EQ(gpu->backend().name(), "cuda");

@@ -30,7 +30,7 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 std::vector<std::string> read_prompts(const std::string& path) {
-  std::ifstream f = open_input_file(path, "--prompts file");
+  std::ifstream f = open_input_file(path_from_utf8(path), "--prompts file");
   std::vector<std::string> out;
   for (std::string line; std::getline(f, line);) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -41,8 +41,7 @@ std::vector<std::string> read_prompts(const std::string& path) {
 }
 
 void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
-  a->prompts =
-      (std::filesystem::path(EPWA_SOURCE_DIR) / "data" / "heldout" / "prompts.txt").string();
+  a->prompts = path_to_utf8(path_from_utf8(EPWA_SOURCE_DIR) / "data" / "heldout" / "prompts.txt");
   a->model.add(steal);
   steal.add_option("--key", a->o.key, "the victim's secret watermark key");
   steal.add_option("--prompts", a->prompts,
@@ -108,7 +107,7 @@ int run_steal(Args& a) {
   a.o.prompts = read_prompts(a.prompts);
   std::ofstream json_file;
   if (!a.json_out.empty()) {
-    json_file.open(a.json_out, std::ios::binary);
+    json_file.open(path_from_utf8(a.json_out), std::ios::binary);
     check(json_file.good(), "--json-out '" + a.json_out + "' cannot be written");
   }
   a.o.progress = [](const std::string& s) { std::cerr << "[attack] " << s << std::endl; };

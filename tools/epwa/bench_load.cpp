@@ -100,9 +100,10 @@ const Command kBenchLoad{
         // clarity.
         const std::string env =
             "env -u EPW_LOAD_IN_4BIT -u EPW_LOAD_IN_8BIT -u EPW_FAST_LOADING -u EPW_USE_CPU ";
-        const std::string base =
-            env + shell_quote(self.string()) + " bench-load --child --quiet --model " +
-            shell_quote(model.string()) + " --cache-dir " + shell_quote(cache.string()) + " ";
+        const std::string base = env + shell_quote(path_to_utf8(self)) +
+                                 " bench-load --child --quiet --model " +
+                                 shell_quote(path_to_utf8(model)) + " --cache-dir " +
+                                 shell_quote(path_to_utf8(cache)) + " ";
 
         // Each configuration loads the model in a child process `runs` times: a progress line
         // counts the loads on a terminal (quiet with -q or when piped).
@@ -112,7 +113,8 @@ const Command kBenchLoad{
         std::map<std::string, QuantQuality> quality;
         if (!a->no_quality) {
           auto tok = load_tokenizer(model);
-          const auto seqs = heldout_sequences(*tok, a->text, a->lines, a->max_tokens);
+          const auto seqs =
+              heldout_sequences(*tok, path_from_utf8(a->text), a->lines, a->max_tokens);
           auto ref = Model::load(model);
           for (const char* p : {"8bit", "4bit"}) {
             LoadOptions o;
@@ -170,7 +172,9 @@ const Command kBenchLoad{
         std::error_code ec;
         fs::remove_all(cache, ec);
         if (a->json) {
-          std::cout << nlohmann::json{{"model", model.string()}, {"runs", a->runs}, {"rows", rows}}
+          std::cout << nlohmann::json{{"model", path_to_utf8(model)},
+                                      {"runs", a->runs},
+                                      {"rows", rows}}
                            .dump(2)
                     << "\n";
         } else {

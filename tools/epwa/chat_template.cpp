@@ -11,13 +11,14 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
 namespace {
 
 nlohmann::ordered_json parse_json_file(const std::string& path, const char* flag) {
-  const std::string text = read_input_file(path, flag);
+  const std::string text = read_input_file(path_from_utf8(path), flag);
   try {
     return nlohmann::ordered_json::parse(text);
   } catch (const nlohmann::json::exception& e) {
@@ -53,10 +54,10 @@ const Command kChatTemplate{
         const auto tok = load_tokenizer(path);
         std::string source;
         if (!tpl_file->empty()) {
-          source = read_input_file(*tpl_file, "--template");
+          source = read_input_file(path_from_utf8(*tpl_file), "--template");
         } else {
           auto found = find_chat_template(path);
-          check(found.has_value(), "the model " + path.string() +
+          check(found.has_value(), "the model " + path_to_utf8(path) +
                                        " has no chat template (tokenizer_config.json, "
                                        "chat_template.jinja or GGUF tokenizer.chat_template); "
                                        "give one with --template FILE");

@@ -6,15 +6,16 @@
 #include <cstdlib>
 
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 #include "epwa/watermark.hpp"
 
 namespace epwa::cli {
 
 std::filesystem::path resolve_model_path(const std::string& flag) {
-  if (!flag.empty()) return flag;
-  if (const char* env = std::getenv("EPW_MODEL_PATH"); env && *env) return env;
-  return std::filesystem::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+  if (!flag.empty()) return path_from_utf8(flag);
+  if (const auto env = get_env("EPW_MODEL_PATH"); env && !env->empty()) return path_from_utf8(*env);
+  return path_from_utf8(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
 }
 
 void ModelArgs::add(CLI::App& app) {
@@ -46,7 +47,7 @@ ResolvedLoad ModelArgs::resolved() const {
   if (!model.empty()) f.model = model;
   ResolvedLoad r = resolve_load(f);
   r.options.use_cache = !no_cache;
-  if (!cache_dir.empty()) r.options.cache_dir = cache_dir;
+  if (!cache_dir.empty()) r.options.cache_dir = path_from_utf8(cache_dir);
   return r;
 }
 
@@ -109,7 +110,7 @@ nlohmann::json ModelArgs::load_json() const {
                      {"router_hash_s", st.times.router_hash_s},
                      {"total_s", st.times.total_s},
                      {"text", format_load_times(st.times)}}}};
-  if (!r.cache_path.empty()) j["cache_path"] = r.cache_path.string();
+  if (!r.cache_path.empty()) j["cache_path"] = path_to_utf8(r.cache_path);
   return j;
 }
 
@@ -180,6 +181,20 @@ CLI::Validator real_number(RealRange range) {
 
 CLI::Validator non_empty() {
   return validator("", [](const std::string& t) { check(!t.empty(), "must not be empty"); });
+}
+
+CLI::Validator existing_file() {
+  return validator("", [](const std::string& t) {
+    const std::filesystem::path p = path_from_utf8(t);
+    check(std::filesystem::exists(p), "no such file: " + t);
+    check(std::filesystem::is_regular_file(p), "not a regular file: " + t);
+  });
+}
+
+CLI::Option* add_path_option(CLI::App& app, const std::string& name, std::filesystem::path& target,
+                             const std::string& help) {
+  return app.add_option_function<std::string>(
+      name, [&target](const std::string& s) { target = path_from_utf8(s); }, help);
 }
 
 void check_value_syntax(CLI::App& app) {

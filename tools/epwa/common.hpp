@@ -13,6 +13,7 @@
 #include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
 #include "epwa/numbers.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
@@ -74,6 +75,13 @@ CLI::Validator whole_number(int64_t lo = std::numeric_limits<int64_t>::min(),
 CLI::Validator unsigned_number();  // 0 to 2^64 - 1: seeds
 CLI::Validator real_number(RealRange range = {});
 CLI::Validator non_empty();
+// An existing regular file, the name read as UTF-8 (CLI::ExistingFile reads it in the ANSI code
+// page on Windows).
+CLI::Validator existing_file();
+// A file or folder option stored as a path: CLI11 would build the path from the argument in the
+// ANSI code page on Windows; this reads it as UTF-8 (path_from_utf8), as every argument is.
+CLI::Option* add_path_option(CLI::App& app, const std::string& name, std::filesystem::path& target,
+                             const std::string& help);
 // Every option of `app` and its subcommands gets the check its type asks for (a whole number, a
 // non-negative whole number, a finite number, a non-empty text), after the checks it already has.
 void check_value_syntax(CLI::App& app);

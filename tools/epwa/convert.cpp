@@ -6,6 +6,7 @@
 #include "epwa/error.hpp"
 #include "epwa/export.hpp"
 #include "epwa/files.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 #include "progress.hpp"
 
@@ -25,8 +26,8 @@ const Command kConvert{
       return [=] {
         const auto in = resolve_model_path(*model);
         check(std::filesystem::is_directory(in),
-              "convert needs a HuggingFace folder, got " + in.string());
-        check_output_not_input(*out, {in}, "--out");
+              "convert needs a HuggingFace folder, got " + path_to_utf8(in));
+        check_output_not_input(path_from_utf8(*out), {in}, "--out");
         GgufExportOptions o;
         if (*type != "keep") o.matrix_type = dtype_from_name(*type);
         // Embed the tokenizer as llama.cpp's converter does, so the file is complete on its own.
@@ -38,7 +39,7 @@ const Command kConvert{
         }
         TerminalProgress progress("converting", false);
         o.progress = [&](int64_t done, int64_t total) { progress.update(done, total, " tensors"); };
-        write_via_temp(*out,
+        write_via_temp(path_from_utf8(*out),
                        [&](const std::filesystem::path& tmp) { convert_hf_to_gguf(in, tmp, o); });
         progress.finish();
         fmt::print(stderr, "wrote {}\n", *out);

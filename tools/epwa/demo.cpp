@@ -10,6 +10,7 @@
 #include "epwa/detect.hpp"
 #include "epwa/error.hpp"
 #include "epwa/generate.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
@@ -66,7 +67,7 @@ const Command kDemo{
         const auto marked = wm.generate(*model, prompt, go);
 
         fmt::print("epwa demo: model {} ({} layers, {} experts top-{}), router hash {}...\n",
-                   model->source().filename().string(), c.num_layers, c.num_experts,
+                   path_to_utf8(model->source().filename()), c.num_layers, c.num_experts,
                    c.experts_per_token, hash.substr(0, 16));
         fmt::print("watermark: GSG, gamma 0.5, delta 2, router layer {}, key '{}'\n", layer,
                    a->key);

@@ -208,17 +208,18 @@ const Command kDetect{
         std::ofstream file;
         std::ostream* out = &std::cout;
         if (app.count("--jsonl")) {
-          in = open_input_file(a->jsonl, "--jsonl file");
+          in = open_input_file(path_from_utf8(a->jsonl), "--jsonl file");
           if (!a->output.empty()) {
-            check_output_not_input(a->output, {a->jsonl}, "--output");
+            check_output_not_input(path_from_utf8(a->output), {path_from_utf8(a->jsonl)},
+                                   "--output");
             if (a->resume) {
-              done = resume_batch_output(a->output);
+              done = resume_batch_output(path_from_utf8(a->output));
             } else {
-              check(!std::filesystem::exists(a->output),
+              check(!std::filesystem::exists(path_from_utf8(a->output)),
                     "--output '" + a->output +
                         "' exists: give --resume to continue it, or another path");
             }
-            file.open(a->output, std::ios::binary | std::ios::app);
+            file.open(path_from_utf8(a->output), std::ios::binary | std::ios::app);
             check(file.good(), "--output '" + a->output + "' cannot be written");
             out = &file;
           }
@@ -262,7 +263,8 @@ const Command kDetect{
           // With --output the terminal shows how far the file is (results go to the file).
           TerminalProgress progress("detecting", a->model.quiet || a->output.empty());
           std::error_code size_error;
-          const auto bytes = static_cast<int64_t>(std::filesystem::file_size(a->jsonl, size_error));
+          const auto bytes = static_cast<int64_t>(
+              std::filesystem::file_size(path_from_utf8(a->jsonl), size_error));
           while (std::getline(in, line)) {
             ++lineno;
             if (!size_error)
@@ -304,8 +306,9 @@ const Command kDetect{
         if (app.count("--tokens")) {
           x.text = parse_token_list(a->tokens);
         } else {
-          x.text =
-              text_ids(env, app.count("--text") ? a->text : read_input_file(a->file, "--file"));
+          x.text = text_ids(env, app.count("--text")
+                                     ? a->text
+                                     : read_input_file(path_from_utf8(a->file), "--file"));
         }
         nlohmann::json j = run_one(env, x);
         j["router_hash"] = router_hash(*m);

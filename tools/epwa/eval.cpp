@@ -12,6 +12,7 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -44,14 +45,15 @@ const Command kEval{
     "eval", "Evaluate the watermark: detection, quality, attacks -> results.json + report.html",
     [](CLI::App& app) {
       auto a = std::make_shared<Args>();
-      const std::filesystem::path data =
-          std::filesystem::path(EPWA_SOURCE_DIR) / "data" / "heldout";
+      const std::filesystem::path data = path_from_utf8(EPWA_SOURCE_DIR) / "data" / "heldout";
       a->o.prompts = data / "prompts.txt";
       a->o.human = data / "heldout.txt";
       a->model.add(app);
       app.add_option("--key", a->o.key, "watermark key (default: epwa-eval)");
-      app.add_option("--prompts", a->o.prompts, "prompts, one a line")->check(CLI::ExistingFile);
-      app.add_option("--human", a->o.human, "human passages, one a line")->check(CLI::ExistingFile);
+      add_path_option(app, "--prompts", a->o.prompts, "prompts, one a line")
+          ->check(existing_file());
+      add_path_option(app, "--human", a->o.human, "human passages, one a line")
+          ->check(existing_file());
       app.add_option("--n", a->o.n, "texts per mode (and unwatermarked)")
           ->check(real_number({.lo = 0, .lo_open = true}));
       app.add_option("--n-human", a->o.n_human, "human passages (default: --n)");
@@ -86,7 +88,7 @@ const Command kEval{
       app.add_option("--oracle", a->oracle,
                      "PEPI oracle (default: MODEL.oracle when it exists, e.g. "
                      "models/epwa-tiny-moe.oracle)")
-          ->check(CLI::ExistingFile);
+          ->check(existing_file());
       app.add_flag("--no-pepi", a->no_pepi, "skip PEPI even when an oracle is found");
       app.add_flag("--exp", a->o.exp,
                    "also the distortion-free exp mode: its texts, quality and detection (scheme "
@@ -109,29 +111,30 @@ const Command kEval{
           "--no-cross-precision", [cross] { *cross = false; }, "skip 4-bit/8-bit loads");
       return [a, tokens] {
         if (a->report_only) {
-          const std::filesystem::path dir = a->out;
+          const std::filesystem::path dir = path_from_utf8(a->out);
           const auto r = nlohmann::json::parse(read_input_file(dir / "results.json", "results"),
                                                nullptr, false);
           check(!r.is_discarded() && r.is_object(),
-                "eval: '" + (dir / "results.json").string() + "' is not a results document");
+                "eval: '" + path_to_utf8(dir / "results.json") + "' is not a results document");
           const std::string html = eval::render_report(r);
           write_via_temp(dir / "report.html", [&](const std::filesystem::path& tmp) {
             std::ofstream f(tmp, std::ios::binary);
             f << html;
-            check(f.good(), "eval: cannot write '" + tmp.string() + "'");
+            check(f.good(), "eval: cannot write '" + path_to_utf8(tmp) + "'");
           });
-          std::cerr << "[eval] wrote " << (dir / "report.html").string() << "\n";
+          std::cerr << "[eval] wrote " << path_to_utf8(dir / "report.html") << "\n";
           return 0;
         }
         const bool tokens_given = tokens->count() > 0;
         a->o.model_path = resolve_model_path(a->model.model);
         if (!a->no_pepi) {
           if (!a->oracle.empty()) {
-            a->o.oracle = a->oracle;
+            a->o.oracle = path_from_utf8(a->oracle);
           } else {  // the oracle shipped beside the model (folder name + ".oracle")
             std::filesystem::path m = a->o.model_path;
             if (!m.has_filename()) m = m.parent_path();
-            const std::filesystem::path def = m.string() + ".oracle";
+            std::filesystem::path def = m;
+            def += ".oracle";
             if (std::filesystem::is_regular_file(def)) a->o.oracle = def;
           }
         }
@@ -162,7 +165,7 @@ const Command kEval{
         }
         a->o.commit = source_commit();
         a->o.progress = [](const std::string& s) { std::cerr << "[eval] " << s << std::endl; };
-        const auto r = eval::run_eval_to_dir(a->o, a->out);
+        const auto r = eval::run_eval_to_dir(a->o, path_from_utf8(a->out));
         std::cerr << "[eval] wrote " << a->out << "/results.json and report.html\n";
         if (r.contains("frontier"))
           for (const auto& row : r["frontier"]["rows"])

@@ -11,6 +11,7 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/quant_quality.hpp"
 
 namespace epwa::cli {
@@ -27,7 +28,7 @@ std::vector<std::vector<int32_t>> heldout_sequences(const Tokenizer& tok,
     if (static_cast<int32_t>(ids.size()) > max_tokens) ids.resize(max_tokens);
     if (ids.size() >= 2) out.push_back(std::move(ids));
   }
-  check(!out.empty(), "no usable line in " + text.string());
+  check(!out.empty(), "no usable line in " + path_to_utf8(text));
   return out;
 }
 
@@ -69,9 +70,10 @@ const Command kEvalQuant{
         a->model.json_stats = a->json;
         a->model.load_mode = "standard";  // the reference: stored precision
         auto ref = a->model.load();
-        const auto seqs = heldout_sequences(a->model.tokenizer(), a->text, a->lines, a->max_tokens);
+        const auto seqs = heldout_sequences(a->model.tokenizer(), path_from_utf8(a->text), a->lines,
+                                            a->max_tokens);
         const std::filesystem::path path = ref->source();
-        nlohmann::json out{{"model", path.string()},
+        nlohmann::json out{{"model", path_to_utf8(path)},
                            {"text", a->text},
                            {"sequences", seqs.size()},
                            {"modes", nlohmann::json::object()}};

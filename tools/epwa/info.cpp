@@ -9,6 +9,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/model.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -37,7 +38,7 @@ const Command kInfo{
         });
         int64_t params = 0, bytes = 0;
         for (auto& [_, pb] : by_type) params += pb.first, bytes += pb.second;
-        nlohmann::json j{{"path", m->source().string()},
+        nlohmann::json j{{"path", path_to_utf8(m->source())},
                          {"format", m->format()},
                          {"architecture", c.architecture},
                          {"family", c.family},
@@ -72,7 +73,7 @@ const Command kInfo{
           std::cout << j.dump(2) << "\n";
           return 0;
         }
-        fmt::print("model        {} ({})\n", m->source().string(), m->format());
+        fmt::print("model        {} ({})\n", path_to_utf8(m->source()), m->format());
         fmt::print("architecture {}: {} layers, hidden {}, heads {}/{} (head dim {})\n",
                    c.architecture, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads,
                    c.head_dim);
@@ -105,7 +106,7 @@ const Command kInfo{
                        ? ""
                        : " (" + (rep.cpu ? r.sources.at("cpu") : rep.device_why) + ")");
         if (!rep.cache.empty())
-          fmt::print("cache        {} {}\n", rep.cache, rep.cache_path.string());
+          fmt::print("cache        {} {}\n", rep.cache, path_to_utf8(rep.cache_path));
         fmt::print("router hash  {}\n", model->router_hash());
         return 0;
       };

@@ -9,6 +9,7 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -36,16 +37,16 @@ const Command kMakeModel{
       app.add_option("--out", a->out, "output folder (HF) or file ending in .gguf")->required();
       return [a] {
         check(!a->shape.empty() || !a->config.empty(), "make-model needs --shape or --config");
-        ModelConfig c =
-            a->shape.empty() ? read_hf_config(a->config) : shape_config(a->shape, a->layers);
+        ModelConfig c = a->shape.empty() ? read_hf_config(path_from_utf8(a->config))
+                                         : shape_config(a->shape, a->layers);
         if (a->layers > 0) c.num_layers = a->layers;
         const DType t = dtype_from_name(a->type);
-        const std::filesystem::path out = a->out;
+        const std::filesystem::path out = path_from_utf8(a->out);
         if (out.extension() == ".gguf")
           write_random_gguf(c, a->seed, t, out);
         else
           write_random_hf(c, a->seed, t, out);
-        fmt::print(stderr, "wrote {} ({} parameters)\n", out.string(), c.parameter_count());
+        fmt::print(stderr, "wrote {} ({} parameters)\n", path_to_utf8(out), c.parameter_count());
         return 0;
       };
     }};

@@ -2,13 +2,14 @@
 
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
 
 std::filesystem::path default_oracle_path() {
-  return std::filesystem::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe.oracle";
+  return path_from_utf8(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe.oracle";
 }
 
 void PepiArgs::add(CLI::App& app) {
@@ -30,18 +31,19 @@ std::shared_ptr<ExpertPredictor> PepiArgs::predictor(
   const std::string hash = router_hash(model);
   std::shared_ptr<const Oracle> o;
   if (!oracle.empty()) {
-    o = std::make_shared<const Oracle>(Oracle::load(oracle));
+    o = std::make_shared<const Oracle>(Oracle::load(path_from_utf8(oracle)));
     o->check_router_hash(hash);
   } else {
     // No --oracle: the committed one, which fits the bundled model only (same router hash).
     const auto def = default_oracle_path();
     check(std::filesystem::exists(def), "--method pepi needs --oracle FILE (no bundled oracle at " +
-                                            def.string() + "; train one with epwa train-oracle)");
+                                            path_to_utf8(def) +
+                                            "; train one with epwa train-oracle)");
     o = std::make_shared<const Oracle>(Oracle::load(def));
     check(o->info().router_hash == hash,
-          "--method pepi needs --oracle FILE for this model: the bundled oracle " + def.string() +
-              " fits the bundled model only (router hash " + o->info().router_hash.substr(0, 16) +
-              "..., this model's is " + hash.substr(0, 16) +
+          "--method pepi needs --oracle FILE for this model: the bundled oracle " +
+              path_to_utf8(def) + " fits the bundled model only (router hash " +
+              o->info().router_hash.substr(0, 16) + "..., this model's is " + hash.substr(0, 16) +
               "...; train one with epwa train-oracle)");
   }
   std::shared_ptr<DistributionSource> src;

@@ -31,7 +31,7 @@ struct Args {
 };
 
 std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in = open_input_file(path, "pepi-eval: input");
+  std::ifstream in = open_input_file(path_from_utf8(path), "pepi-eval: input");
   std::vector<std::string> v;
   for (std::string l; std::getline(in, l);)
     if (!l.empty()) v.push_back(l);
@@ -81,7 +81,7 @@ const Command kPepiEval{
         const auto path = resolve_model_path(a->model.model);
         auto m = a->model.load();
         auto tok = load_tokenizer(path);
-        auto oracle = std::make_shared<const Oracle>(Oracle::load(a->oracle));
+        auto oracle = std::make_shared<const Oracle>(Oracle::load(path_from_utf8(a->oracle)));
         oracle->check_router_hash(router_hash(*m));
         const int32_t layer = oracle->info().router_layer;
         auto lists = make_green_lists(*m, a->key, a->gamma);
@@ -155,7 +155,7 @@ const Command kPepiEval{
             {"sets",
              {pos.json("watermarked"), unmarked.json("unwatermarked"), people.json("human")}},
             {"seconds", secs()}};
-        if (!a->out_json.empty()) std::ofstream(a->out_json) << j.dump(2) << "\n";
+        if (!a->out_json.empty()) std::ofstream(path_from_utf8(a->out_json)) << j.dump(2) << "\n";
         std::cout << j.dump(2) << "\n";
         return 0;
       };

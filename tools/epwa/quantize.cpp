@@ -11,6 +11,7 @@
 #include "epwa/export.hpp"
 #include "epwa/files.hpp"
 #include "epwa/load_options.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/quant_preset.hpp"
 #include "epwa/tokenizer.hpp"
 #include "progress.hpp"
@@ -44,7 +45,7 @@ const Command kQuantize{
         const std::optional<DType> type =
             preset ? std::nullopt : std::optional(dtype_from_name(a->type));
         const auto t0 = std::chrono::steady_clock::now();
-        check_output_not_input(a->out, {a->model.path()}, "--out");
+        check_output_not_input(path_from_utf8(a->out), {a->model.path()}, "--out");
         // The plain loader: the source as stored (mapped, on the CPU), never a quantized load
         // (standard mode quantizes Mixtral-scale models at load time).
         auto m = Model::load(a->model.path());
@@ -54,15 +55,15 @@ const Command kQuantize{
         if (const auto q = quantized_weight_types(*m); to_blocks && !q.empty()) {
           std::string types;
           for (const std::string& t : q) types += (types.empty() ? "" : ", ") + t;
-          check(a->allow_requantize, a->model.path().string() + " is already quantized (" + types +
-                                         " weights): quantizing it again to " + a->type +
+          check(a->allow_requantize, path_to_utf8(a->model.path()) + " is already quantized (" +
+                                         types + " weights): quantizing it again to " + a->type +
                                          " adds a second rounding error; quantize the float "
                                          "model instead, or give --allow-requantize");
           fmt::print(stderr, "Warning: re-quantizing {} weights to {}\n", types, a->type);
         }
         GgufExportOptions o;
         o.matrix_type = type;
-        o.name = m->source().filename().string();
+        o.name = path_to_utf8(m->source().filename());
         // The tokenizer travels with the file, as llama.cpp expects.
         try {
           GgufVocab v = m->format() == "gguf" ? vocab_from_gguf(GgufFile(m->source()))
@@ -76,7 +77,7 @@ const Command kQuantize{
         std::vector<std::string> notes;
         TerminalProgress progress("quantizing", a->model.quiet);
         o.progress = [&](int64_t done, int64_t total) { progress.update(done, total, " tensors"); };
-        write_via_temp(a->out, [&](const std::filesystem::path& tmp) {
+        write_via_temp(path_from_utf8(a->out), [&](const std::filesystem::path& tmp) {
           notes =
               preset ? save_model_gguf_preset(*m, a->type, o, tmp) : save_model_gguf(*m, o, tmp);
         });
@@ -85,7 +86,7 @@ const Command kQuantize{
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         fmt::print("wrote {} ({} matrices, {} bytes) in {:.2f} s\n", a->out, a->type,
-                   std::filesystem::file_size(a->out), s);
+                   std::filesystem::file_size(path_from_utf8(a->out)), s);
         return 0;
       };
     }};

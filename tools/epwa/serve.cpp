@@ -94,9 +94,9 @@ const Command kServe{
       app.add_option("--max-tokens", o.limits.max_tokens, "largest max_tokens of a request")
           ->check(CLI::Range(1, 1 << 24))
           ->capture_default_str();
-      app.add_option("--tls-cert", o.tls_cert,
-                     "PEM certificate chain: serve HTTPS (with --tls-key)");
-      app.add_option("--tls-key", o.tls_key, "PEM private key of --tls-cert (mode 0600)");
+      add_path_option(app, "--tls-cert", o.tls_cert,
+                      "PEM certificate chain: serve HTTPS (with --tls-key)");
+      add_path_option(app, "--tls-key", o.tls_key, "PEM private key of --tls-cert (mode 0600)");
       app.add_option("--chat-template", a->chat_template,
                      "Jinja chat template for /v1/chat/completions (default: the model's own, "
                      "docs/CHAT.md)");
@@ -115,8 +115,8 @@ const Command kServe{
         o.policy = watermark_policy_from_name(a->policy);
         o.limits.max_body_bytes = static_cast<size_t>(a->max_body);
         o.limits.header_timeout = std::chrono::seconds(a->timeout_s);
-        if (!a->keyring.empty()) o.keyring = Keyring::load(a->keyring);
-        if (!a->api_keys.empty()) o.api_keys = ApiKeys::load(a->api_keys);
+        if (!a->keyring.empty()) o.keyring = Keyring::load(path_from_utf8(a->keyring));
+        if (!a->api_keys.empty()) o.api_keys = ApiKeys::load(path_from_utf8(a->api_keys));
         auto model = a->model.load();
         std::shared_ptr<const Tokenizer> tok;
         try {
@@ -125,7 +125,7 @@ const Command kServe{
           std::fprintf(stderr, "epwa serve: %s; prompts must be token ids\n", e.what());
         }
         if (!a->chat_template.empty()) {
-          o.chat_template = read_input_file(a->chat_template, "--chat-template");
+          o.chat_template = read_input_file(path_from_utf8(a->chat_template), "--chat-template");
         } else if (auto found = find_chat_template(a->model.path())) {
           o.chat_template = *found;
         } else {

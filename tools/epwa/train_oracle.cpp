@@ -14,6 +14,7 @@
 #include "epwa/files.hpp"
 #include "epwa/generate.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
 
@@ -100,7 +101,7 @@ const Command kTrainOracle{
         std::vector<std::vector<int32_t>> seqs;
         std::unique_ptr<Model> model;
         if (!a->raw.empty()) {
-          for (const auto& f : a->raw) raw.append(PepiRawData::load(f));
+          for (const auto& f : a->raw) raw.append(PepiRawData::load(path_from_utf8(f)));
           log_line(fmt::format("{} positions in {} sequences from {} raw file(s)", raw.positions(),
                                raw.sequences(), a->raw.size()));
           info.router_hash = raw.router_hash;
@@ -123,7 +124,7 @@ const Command kTrainOracle{
 
           std::vector<std::string> lines;
           if (!a->corpus.empty()) {
-            std::ifstream in = open_input_file(a->corpus, "train-oracle: corpus");
+            std::ifstream in = open_input_file(path_from_utf8(a->corpus), "train-oracle: corpus");
             for (std::string l; std::getline(in, l);)
               if (l.size() >= 40) lines.push_back(std::move(l));
             check(!lines.empty(),
@@ -166,7 +167,7 @@ const Command kTrainOracle{
           info.router_layer = resolve_router_layer(a->layer, c.num_moe_layers());
           info.num_experts = c.num_experts;
           info.vocab_size = c.vocab_size;
-          info.model_source = path.string();
+          info.model_source = path_to_utf8(path);
           info.corpus =
               (a->corpus.empty() ? std::string("") : a->corpus) +
               (a->generate > 0 ? fmt::format(" + {} sampled continuations", a->generate) : "");
@@ -182,7 +183,7 @@ const Command kTrainOracle{
           raw = collect_pepi_raw(*model, seqs, co);
           seqs.clear();
           if (!a->save_raw.empty()) {
-            raw.save(a->save_raw);
+            raw.save(path_from_utf8(a->save_raw));
             log_line(fmt::format("kept {} positions in {}", raw.positions(), a->save_raw));
           }
         }
@@ -224,7 +225,7 @@ const Command kTrainOracle{
           log_line(fmt::format("{} ({:.0f} s)", s, elapsed()));
         };
         const Oracle oracle = Oracle::train(info, train, held, to);
-        oracle.save(a->out);
+        oracle.save(path_from_utf8(a->out));
         nlohmann::json j = to_json(oracle.metrics());
         j["features"] = pepi_features_name(spec);
         j["router_layer"] = info.router_layer;
@@ -232,7 +233,8 @@ const Command kTrainOracle{
         j["seconds"] = elapsed();
         j["classifier"] = oracle.classifier();
         j["hidden"] = oracle.hidden();
-        if (!a->metrics_json.empty()) std::ofstream(a->metrics_json) << j.dump(2) << "\n";
+        if (!a->metrics_json.empty())
+          std::ofstream(path_from_utf8(a->metrics_json)) << j.dump(2) << "\n";
         const auto& m = oracle.metrics();
         std::cout << fmt::format(
             "oracle {}: layer {}, {}, {} (hidden {}), {} train / {} held-out positions\n", a->out,

@@ -69,14 +69,14 @@ void WatermarkArgs::check_used(const CLI::App& app, const std::string& mode) con
 }
 
 std::string WatermarkArgs::resolve_key() const {
-  if (!key_file.empty()) return read_key_file(key_file);
+  if (!key_file.empty()) return read_key_file(path_from_utf8(key_file));
   if (!key.empty()) return key;
   if (const char* env = std::getenv("EPW_KEY"); env && *env) return env;
   throw Error("no watermark key: give --key, --key-file or set EPW_KEY (there is no default key)");
 }
 
 WatermarkArgs::Keys WatermarkArgs::resolve_keyring() const {
-  const Keyring ring = Keyring::load(keyring);
+  const Keyring ring = Keyring::load(path_from_utf8(keyring));
   Keys k;
   for (const auto& [id, secret] : ring.keys) {
     k.ids.push_back(id);
