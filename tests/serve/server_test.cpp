@@ -107,6 +107,18 @@ std::string text_of(const std::string& prompt, const epwa::GenerateOptions& go,
   return b.tok->decode(all, true).substr(b.tok->decode(ids, true).size());
 }
 
+// The server's prompt for a chat: the template's rendering (with the tools when given), its
+// special tokens parsed, no BOS added.
+std::vector<int32_t> chat_ids(const std::string& tpl_source, const json& messages,
+                              const json& tools = nullptr) {
+  auto& b = bundle();
+  const epwa::ChatTemplate tpl(tpl_source, epwa::special_token_strings(*b.tok));
+  epwa::ChatInput in;
+  in.messages = messages;
+  if (!tools.is_null()) in.tools = tools;
+  return b.tok->encode(tpl.render(in), false, true);
+}
+
 // What the library generates with watermarker `w` for `prompt`, stopping at EOS as the server does.
 std::string library_text(epwa::Watermarker& w, int32_t max_tokens, float temperature, uint64_t seed,
                          const std::string& prompt = "The river") {
@@ -253,10 +265,7 @@ TEST(Server, ChatCompletionsGenerateFromTheRenderedTemplate) {
   EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
 
   auto& b = bundle();
-  const epwa::ChatTemplate tpl(o.chat_template, epwa::special_token_strings(*b.tok));
-  epwa::ChatInput in;
-  in.messages = messages;
-  const auto ids = b.tok->encode(tpl.render(in), false, true);
+  const auto ids = chat_ids(o.chat_template, messages);
   EXPECT_EQ(ids[0], b.model->config().bos_token_id);  // the template's <s> is the BOS token
   EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
   const json plain =
@@ -1043,13 +1052,8 @@ TEST(Server, ChatWithToolsRendersThemAndKeepsAReplyWithoutCallsAsContent) {
   const json r = s.post("/v1/chat/completions", body.dump(), &status);
   ASSERT_EQ(status, 200) << r.dump();
   auto& b = bundle();
-  const epwa::ChatTemplate tpl(o.chat_template, epwa::special_token_strings(*b.tok));
-  epwa::ChatInput in;
-  in.messages = messages;
-  in.tools = tools;
-  const std::string rendered = tpl.render(in);
-  ASSERT_NE(rendered.find("get_weather"), std::string::npos);
-  const auto ids = b.tok->encode(rendered, false, true);
+  const auto ids = chat_ids(o.chat_template, messages, tools);
+  ASSERT_NE(b.tok->decode(ids, false).find("get_weather"), std::string::npos);
   EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
   const json plain =
       s.post("/v1/completions",
@@ -1101,10 +1105,7 @@ TEST(Server, ToolChoiceOpensTheReplyWithACall) {
   const std::string opening =
       epwa::tool_call_opening(tpl, epwa::ToolCallSyntax::Hermes, "get_weather");
   EXPECT_EQ(opening, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ");
-  epwa::ChatInput in;
-  in.messages = messages;
-  in.tools = tools;
-  const auto ids = b.tok->encode(tpl.render(in), false, true);
+  const auto ids = chat_ids(o.chat_template, messages, tools);
   auto forced = ids;
   const auto opening_ids = b.tok->encode(opening, false, true);
   forced.insert(forced.end(), opening_ids.begin(), opening_ids.end());
