@@ -140,8 +140,8 @@ class Model {
   // Router matrix of MoE layer `moe_layer` (0-based among MoE layers) as f32 (E x D,
   // expert-major), for hashing.
   std::vector<float> router_f32(int32_t moe_layer) const;
-  // Its bias as f32 (E values), empty when the router has none (GPT-OSS's router bias, DeepSeek-V3's
-  // correction bias).
+  // Its bias as f32 (E values), empty when the router has none (GPT-OSS's router bias,
+  // DeepSeek-V3's correction bias).
   std::vector<float> router_bias_f32(int32_t moe_layer) const;
   // How the watermark reads the pathway of MoE layer `moe_layer` from its router logits.
   const PathwayRule& pathway(int32_t moe_layer) const;
@@ -171,9 +171,11 @@ class Model {
   std::filesystem::path source_;
   std::string format_;
   std::vector<int32_t> moe_layers_;
-  std::vector<int32_t> moe_index_;  // per transformer layer: its MoE-layer index, or -1
+  std::vector<int32_t> moe_index_;     // per transformer layer: its MoE-layer index, or -1
   std::vector<PathwayRule> pathways_;  // per MoE layer
   std::shared_ptr<const Backend> backend_;
+  // Throws Error unless 0 <= moe_layer < the number of MoE layers.
+  void check_moe_layer(int32_t moe_layer) const;
   // Runs the model on `b` from now on (its weights prepared there); only before any Context.
   void use_backend(std::shared_ptr<const Backend> b);
 

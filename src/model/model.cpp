@@ -40,11 +40,15 @@ Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<const voi
 
 Model::~Model() = default;
 
-std::vector<float> Model::router_f32(int32_t moe_layer) const {
+void Model::check_moe_layer(int32_t moe_layer) const {
   const auto n = static_cast<int32_t>(moe_layers_.size());
   check(moe_layer >= 0 && moe_layer < n, "router layer " + std::to_string(moe_layer) +
                                              " out of range (model has " + std::to_string(n) +
                                              " MoE layers)");
+}
+
+std::vector<float> Model::router_f32(int32_t moe_layer) const {
+  check_moe_layer(moe_layer);
   const TensorView& r = weights_.layers[moe_layers_[moe_layer]].router;
   std::vector<float> out(r.numel());
   for (int64_t e = 0; e < r.rows(); ++e) table_row(r, e, out.data() + e * r.cols());
@@ -52,7 +56,7 @@ std::vector<float> Model::router_f32(int32_t moe_layer) const {
 }
 
 std::vector<float> Model::router_bias_f32(int32_t moe_layer) const {
-  router_f32(moe_layer);  // checks the index
+  check_moe_layer(moe_layer);
   const TensorView& b = weights_.layers[moe_layers_[moe_layer]].router_bias;
   if (b.data.empty()) return {};
   std::vector<float> out(b.numel());
@@ -61,9 +65,7 @@ std::vector<float> Model::router_bias_f32(int32_t moe_layer) const {
 }
 
 const PathwayRule& Model::pathway(int32_t moe_layer) const {
-  check(moe_layer >= 0 && static_cast<size_t>(moe_layer) < pathways_.size(),
-        "router layer " + std::to_string(moe_layer) + " out of range (model has " +
-            std::to_string(pathways_.size()) + " MoE layers)");
+  check_moe_layer(moe_layer);
   return pathways_[static_cast<size_t>(moe_layer)];
 }
 
