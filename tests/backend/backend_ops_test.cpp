@@ -81,6 +81,11 @@ class BackendOps : public ::testing::TestWithParam<std::string> {
   bool half_gemm(epwa::DType type) const {
     return GetParam() == "cuda" && type != epwa::DType::F32;
   }
+  // Whether the GPU's smaller products (under 64 rows; under 32 slots per expert) round the
+  // activations of `type` weights to 8 bits, as the CPU does (dp4a; not with EPWA_CUDA_GEMM=f32).
+  bool q8_decode(epwa::DType type) const {
+    return GetParam() == "cuda" && (type == epwa::DType::Q8_0 || type == epwa::DType::Q4_0);
+  }
 
   // Host values in the backend's activation memory (a slot of `s` each), and back.
   template <typename T>
@@ -325,12 +330,13 @@ struct StoredMat {
 };
 
 // The GPU reads the stored values exactly and keeps activations in f32, except in its f16 prompt
-// products: weights and activations each rounded to f16 (2^-11 of each value), sums in f32, so
-// within 2^-10 + 2^-22 of sum |w x|. The CPU quantizes activations to 8 bits for the quantized
-// types (and rounds them to f16/bf16 for those): its error is that of the activations, about 1%
-// of sum |w x|.
-double type_tolerance(const Backend& be, epwa::DType t, bool half_gemm) {
-  if (be.name() != "cpu") return half_gemm ? 1.1e-3 : 2e-6;
+// products (weights and activations each rounded to f16, 2^-11 of each value, sums in f32: within
+// 2^-10 + 2^-22 of sum |w x|) and in its smaller products of Q8_0 and Q4_0 weights (`q8`:
+// activations rounded to 8 bits, as the CPU rounds them). The CPU quantizes activations to 8 bits
+// for the quantized types (and rounds them to f16/bf16 for those): its error is that of the
+// activations, about 1% of sum |w x|.
+double type_tolerance(const Backend& be, epwa::DType t, bool half_gemm, bool q8) {
+  if (be.name() != "cpu") return q8 ? 2e-2 : half_gemm ? 1.1e-3 : 2e-6;
   return t == epwa::DType::F32 ? 2e-6 : 2e-2;
 }
 
@@ -361,10 +367,52 @@ TEST_P(BackendOps, LinearOfEveryStorageType) {
             acc += m.at(r, c) * x[i * cols + c];
             mag += std::fabs(m.at(r, c) * x[i * cols + c]);
           }
-          EXPECT_NEAR(y[i * rows + r], acc,
-                      type_tolerance(be, type, n >= 64 && half_gemm(type)) * mag)
+          EXPECT_NEAR(
+              y[i * rows + r], acc,
+              type_tolerance(be, type, n >= 64 && half_gemm(type), n < 64 && q8_decode(type)) * mag)
               << i << "," << r;
         }
+    }
+}
+
+// y = W x through `be` with its own scratch (n rows of x).
+std::vector<float> linear_on(const Backend& be, const TensorView& w, const std::vector<float>& x,
+                             int64_t n) {
+  auto s = be.make_scratch(config());
+  const size_t xb = x.size() * sizeof(float), yb = static_cast<size_t>(n * w.rows()) * 4;
+  void* dx = be.buffer(*s, 0, xb);
+  be.upload(dx, x.data(), xb, *s);
+  float* ys[] = {static_cast<float*>(be.buffer(*s, 1, yb))};
+  const TensorView* ws[] = {&w};
+  be.linear(ws, static_cast<const float*>(dx), n, w.cols(), ys, *s);
+  std::vector<float> y(static_cast<size_t>(n * w.rows()));
+  be.download(y.data(), ys[0], yb, *s);
+  return y;
+}
+
+// The GPU's 8-bit decode rounds activations exactly as the CPU does, so the two differ only in the
+// order of their f32 sums (a few ulps of sum |w x|), not by the rounding (about 1 %): one token by
+// rows (4096+ rows, a part-filled last warp), and by chunks (a short matrix; 11 tokens).
+TEST_P(BackendOps, EightBitDecodeRoundsAsTheCpu) {
+  if (!q8_decode(epwa::DType::Q8_0)) GTEST_SKIP() << "the GPU's 8-bit decode only";
+  std::mt19937 rng(9);
+  const int64_t cols = 512;
+  for (epwa::DType type : {epwa::DType::Q8_0, epwa::DType::Q4_0})
+    for (auto [rows, n] : {std::pair<int64_t, int64_t>{4102, 1}, {9, 1}, {9, 11}}) {
+      SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", " + std::to_string(rows) +
+                   " rows, n = " + std::to_string(n));
+      const StoredMat m(type, rows, cols, rng);
+      const auto x = randn(n * cols, rng);
+      const auto gpu = linear_on(backend(), m.t, x, n);
+      const auto cpu = linear_on(epwa::cpu_backend(), m.t, x, n);
+      double worst = 0;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t r = 0; r < rows; ++r) {
+          double mag = 0;
+          for (int64_t c = 0; c < cols; ++c) mag += std::fabs(m.at(r, c) * x[i * cols + c]);
+          worst = std::max(worst, std::fabs(gpu[i * rows + r] - cpu[i * rows + r]) / mag);
+        }
+      EXPECT_LT(worst, 2e-6);
     }
 }
 
@@ -428,11 +476,14 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
         }
       for (double v : want) scale = std::max(scale, std::fabs(v));
       // f32 sums of 256 and 512 terms: within 1e-5 of the sum of the terms' magnitudes. The CPU
-      // rounds activations of quantized types to 8 bits: about 1% of the largest output; the
-      // GPU's f16 prompt products (50 tokens: 33 slots per expert) round weights and activations
-      // of both products to f16: a few 2^-11 of the largest output.
-      const bool rounded = be.name() == "cpu" && type != epwa::DType::F32;
-      const double tol = rounded ? 5e-2 : n * k >= 32 * ne && half_gemm(type) ? 5e-3 : 0;
+      // rounds activations of quantized types to 8 bits: about 1% of the largest output, as does
+      // the GPU for Q8_0 and Q4_0 below the prompt size; the GPU's f16 prompt products (50
+      // tokens: 33 slots per expert) round weights and activations of both products to f16: a
+      // few 2^-11 of the largest output.
+      const bool prompt = n * k >= 32 * ne;
+      const bool rounded =
+          (be.name() == "cpu" && type != epwa::DType::F32) || (!prompt && q8_decode(type));
+      const double tol = rounded ? 5e-2 : prompt && half_gemm(type) ? 5e-3 : 0;
       for (int64_t i = 0; i < n * d; ++i)
         EXPECT_NEAR(out[i], want[i], tol > 0 ? tol * scale : 1e-5 * mag[i]) << i;
     }

@@ -99,4 +99,47 @@ struct Chunk8<DType::Q4_0> {
   }
 };
 
+// The same chunks as int8 values for dp4a against 8-bit activations (kernels.cu's Q8Act): `lo`
+// holds the four weights at p0..p0+3 and `hi` those at p1..p1+3 (both in one block of 32), `d`
+// the block's scale.
+struct Chunk8Int {
+  int lo, hi;
+  float d;
+  int64_t p0, p1;
+};
+
+template <DType T>
+struct Chunk8q {
+  static constexpr bool kFast = false;
+};
+
+template <>
+struct Chunk8q<DType::Q8_0> {
+  static constexpr bool kFast = true;
+  __device__ static void load(const uint8_t* row, int64_t c, Chunk8Int& w) {
+    const uint8_t* b = row + (c >> 2) * 34;
+    const int t = static_cast<int>(c & 3);
+    w.d = __half2float(__ushort_as_half(static_cast<unsigned short>(u16_at(b))));
+    const uint8_t* q = b + 2 + 8 * t;
+    w.lo = static_cast<int>(u16_at(q) | (u16_at(q + 2) << 16));
+    w.hi = static_cast<int>(u16_at(q + 4) | (u16_at(q + 6) << 16));
+    w.p0 = (c >> 2) * 32 + 8 * t, w.p1 = w.p0 + 4;
+  }
+};
+
+template <>
+struct Chunk8q<DType::Q4_0> {
+  static constexpr bool kFast = true;
+  __device__ static void load(const uint8_t* row, int64_t c, Chunk8Int& w) {
+    const uint8_t* b = row + (c >> 2) * 18;
+    const int t = static_cast<int>(c & 3);
+    w.d = __half2float(__ushort_as_half(static_cast<unsigned short>(u16_at(b))));
+    const uint32_t q = u16_at(b + 2 + 4 * t) | (u16_at(b + 4 + 4 * t) << 16);
+    // Nibbles 0..15 less 8, byte by byte (__vsub4 wraps each byte: -8..7 as int8).
+    w.lo = static_cast<int>(__vsub4(q & 0x0F0F0F0Fu, 0x08080808u));
+    w.hi = static_cast<int>(__vsub4((q >> 4) & 0x0F0F0F0Fu, 0x08080808u));
+    w.p0 = (c >> 2) * 32 + 4 * t, w.p1 = w.p0 + 16;
+  }
+};
+
 }  // namespace epwa::cuda

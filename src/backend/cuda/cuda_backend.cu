@@ -50,10 +50,11 @@ struct Scratch : BackendScratch {
   int64_t rope_positions = 0;          // positions of the table on the device
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
-      counts;
+      counts, xq, xqd;
+  Q8Rows q8{};
   std::map<std::pair<int32_t, int32_t>, KvCache> kv;  // by (sequence, layer)
   cublasHandle_t blas{};
-  bool exact;  // cuBLAS products in f32 (EPWA_CUDA_GEMM=f32)
+  bool exact;  // f32 products everywhere (EPWA_CUDA_GEMM=f32): no f16 prompts, no 8-bit decode
 
   Scratch(int64_t head_dim, float theta, bool exact_gemm)
       : rope(head_dim, theta), exact(exact_gemm) {
@@ -114,6 +115,16 @@ struct Scratch : BackendScratch {
       }
     }
     unscale_rows(y, n, w.rows, sc, stream);
+  }
+
+  // x's n rows rounded to 8 bits for the decode kernels of Q8_0 and Q4_0 weights (`wanted`: a
+  // product of x reads them), or null: those kernels then read x in f32.
+  const Q8Rows* round_q8(const float* x, int64_t n, int64_t cols, bool wanted) {
+    if (exact || !wanted) return nullptr;
+    q8 = {xq.get<int8_t>(static_cast<size_t>(n * cols)),
+          xqd.get<float>(static_cast<size_t>(n * cols / 32) * sizeof(float))};
+    quantize_q8(x, n, cols, q8, stream);
+    return &q8;
   }
 
   template <typename T>
@@ -267,13 +278,20 @@ class CudaBackend final : public Backend {
   void linear(std::span<const TensorView* const> ws, const float* x, int64_t n, int64_t cols,
               std::span<float* const> ys, BackendScratch& bs) const override {
     Scratch& s = cast(bs);
+    const Q8Rows* xq = nullptr;
+    if (n < kGemmRows && std::any_of(ws.begin(), ws.end(), [&](const TensorView* w) {
+          return reads_q8(w->dtype, cols);
+        })) {
+      auto timed = profile_.time(s.stream, "linear: 8-bit activations");
+      xq = s.round_q8(x, n, cols, true);
+    }
     for (size_t i = 0; i < ws.size(); ++i) {
       check_cols(*ws[i], cols);
       auto timed = profile_.time(s.stream, n >= kGemmRows ? "linear (cuBLAS)" : "linear");
       if (n >= kGemmRows)
         s.gemm(matrix(*ws[i]), x, n, ys[i]);
       else
-        cuda::linear(matrix(*ws[i]), x, n, ys[i], s.stream);
+        cuda::linear(matrix(*ws[i]), x, n, ys[i], s.stream, xq);
     }
   }
 
@@ -319,18 +337,20 @@ class CudaBackend final : public Backend {
     } else {
       {
         auto timed = profile_.time(s.stream, "experts: gate, up");
+        const Q8Rows* xq = s.round_q8(x, n, d, reads_q8(t.gate_t, d) || reads_q8(t.up_t, d));
         expert_linear(t.gate(), t.gate_t, width, d, t.gate_rb, r.topk, eg, slots, r.k, true, x, g,
-                      s.stream);
+                      s.stream, xq);
         expert_linear(t.up(), t.up_t, width, d, t.up_rb, r.topk, eg, slots, r.k, true, x, u,
-                      s.stream);
+                      s.stream, xq);
       }
       {
         auto timed = profile_.time(s.stream, "experts: swiglu");
         swiglu(g, u, slots * width, s.stream);
       }
       auto timed = profile_.time(s.stream, "experts: down");
+      const Q8Rows* gq = s.round_q8(g, slots, width, reads_q8(t.down_t, width));
       expert_linear(t.down(), t.down_t, d, width, t.down_rb, r.topk, eg, slots, r.k, false, g, y,
-                    s.stream);
+                    s.stream, gq);
     }
     auto timed = profile_.time(s.stream, "experts: combine");
     combine_experts(y, r.topk, r.weights, n, r.k, d, out, s.stream);
@@ -501,7 +521,8 @@ std::shared_ptr<const Backend> gpu_backend(std::string* why_not) {
                                   : std::string("no CUDA device");
     return nullptr;
   }
-  // The prompts' products: "f16" (tensor cores, the default) or "f32" (exact; docs/GPU.md).
+  // "f16" (the default: prompts on f16 tensor cores, 8-bit activations for decoding Q8_0 and Q4_0)
+  // or "f32" (exact: f32 activations everywhere; docs/GPU.md).
   const char* env = std::getenv("EPWA_CUDA_GEMM");
   const std::string gemm = env && *env ? env : "f16";
   if (gemm != "f16" && gemm != "f32")

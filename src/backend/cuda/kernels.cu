@@ -1,6 +1,7 @@
-// The CUDA backend's kernels (docs/GPU.md): matrix products with f32 activations, a warp per
-// output row (4 rows for a single token), weights decoded 8 at a time (chunk8.cuh) or element by
-// element (weight_at.cuh); the conversions around cuBLAS's f16 products; the small ops.
+// The CUDA backend's kernels (docs/GPU.md): matrix products with f32 activations (or 8-bit ones
+// for Q8_0 and Q4_0 weights, through dp4a), a warp per output row (4 rows for a single token),
+// weights decoded 8 at a time (chunk8.cuh) or element by element (weight_at.cuh); the conversions
+// around cuBLAS's f16 products; the small ops.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -106,45 +107,85 @@ __device__ __forceinline__ float dot8(const float w[8], float4 a, float4 b) {
   return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z +
          w[7] * b.w;
 }
-// sum of w[0..7] times the activations at p0..p0+3 and p1..p1+3 of row xr.
-__device__ __forceinline__ float dot8(const float w[8], const float* xr, int64_t p0, int64_t p1) {
-  return dot8(w, *reinterpret_cast<const float4*>(xr + p0),
-              *reinterpret_cast<const float4*>(xr + p1));
-}
+
+// The activations a decoded chunk of eight weights meets (row i of the input: W, the chunk; X, the
+// activations at its positions, read once for every weight row a warp computes with them).
+// F32Act: the rows in f32, as given.
+template <DType T>
+struct F32Act {
+  const float* x;
+  int64_t cols;
+  struct W {
+    float v[8];
+    int64_t p0, p1;
+  };
+  struct X {
+    float4 a, b;
+  };
+  __device__ static void load(const uint8_t* row, int64_t c, W& w) {
+    Chunk8<T>::load(row, c, w.v, w.p0, w.p1);
+  }
+  __device__ X at(int64_t i, const W& w) const {
+    const float* r = x + i * cols;
+    return {*reinterpret_cast<const float4*>(r + w.p0), *reinterpret_cast<const float4*>(r + w.p1)};
+  }
+  __device__ static float dot(const W& w, const X& a) { return dot8(w.v, a.a, a.b); }
+};
+
+// Q8Act: the rows rounded to 8 bits (quantize_q8), multiplied with dp4a: a chunk reads 8 bytes
+// of activations and a scale where F32Act reads 32 bytes.
+template <DType T>
+struct Q8Act {
+  const int8_t* q;
+  const float* d;
+  int64_t cols;
+  using W = Chunk8Int;
+  struct X {
+    int a, b;
+    float d;
+  };
+  __device__ static void load(const uint8_t* row, int64_t c, W& w) { Chunk8q<T>::load(row, c, w); }
+  __device__ X at(int64_t i, const W& w) const {
+    const int8_t* r = q + i * cols;
+    return {*reinterpret_cast<const int*>(r + w.p0), *reinterpret_cast<const int*>(r + w.p1),
+            d[(i * cols + w.p0) / 32]};
+  }
+  __device__ static float dot(const W& w, const X& a) {
+    return w.d * a.d * static_cast<float>(__dp4a(w.hi, a.b, __dp4a(w.lo, a.a, 0)));
+  }
+};
 
 // One activation row (a decoded token): a warp computes kRows consecutive rows, so that each chunk
-// of the activation is read once for all of them (the quantized types read 4 bytes of weights
-// per 32 bytes of activations in a chunk). Block y is a slot of `topk` when `mats` is given (its
-// expert's matrix; the activation row of its token when x_per_token), else w itself.
-template <DType T>
+// of the activation is read once for all of them. Block y is a slot of `topk` when `mats` is given
+// (its expert's matrix; the activation row of its token when x_per_token), else w itself.
+template <typename A>
 __global__ void rows_kernel(const uint8_t* w, const uint8_t* const* mats, const int32_t* topk,
-                            int64_t k, bool x_per_token, int64_t rows, int64_t cols,
-                            int64_t row_bytes, const float* x, float* y) {
+                            int64_t k, bool x_per_token, int64_t rows, int64_t row_bytes, A act,
+                            float* y) {
   const int64_t r0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * kRows;
   const int lane = threadIdx.x & 31;
   if (r0 >= rows) return;
   const int64_t slot = blockIdx.y;
+  int64_t xi = 0;
   if (mats) {
     w = mats[topk[slot]];
-    x += (x_per_token ? slot / k : slot) * cols;
+    xi = x_per_token ? slot / k : slot;
     y += slot * rows;
   }
   const uint8_t* row = w + r0 * row_bytes;
   const int nr = static_cast<int>(min(int64_t{kRows}, rows - r0));
-  const int64_t chunks = cols / 8;
+  const int64_t chunks = act.cols / 8;
   float acc[kRows] = {};
   for (int64_t c = lane; c < chunks; c += 32) {
-    float wv[8];
-    int64_t p0, p1;
-    Chunk8<T>::load(row, c, wv, p0, p1);
-    const float4 a = *reinterpret_cast<const float4*>(x + p0);
-    const float4 b = *reinterpret_cast<const float4*>(x + p1);
-    acc[0] += dot8(wv, a, b);
+    typename A::W wv;
+    A::load(row, c, wv);
+    const typename A::X a = act.at(xi, wv);
+    acc[0] += A::dot(wv, a);
 #pragma unroll
     for (int q = 1; q < kRows; ++q)
       if (q < nr) {
-        Chunk8<T>::load(row + q * row_bytes, c, wv, p0, p1);
-        acc[q] += dot8(wv, a, b);
+        A::load(row + q * row_bytes, c, wv);
+        acc[q] += A::dot(wv, a);
       }
   }
 #pragma unroll
@@ -156,24 +197,23 @@ __global__ void rows_kernel(const uint8_t* w, const uint8_t* const* mats, const 
 
 // linear_kernel for the types of chunk8.cuh: a warp reads its row in contiguous chunks of eight
 // weights, decoded once for kTile activation rows.
-template <DType T>
-__global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t cols, int64_t row_bytes,
-                                    const float* x, int64_t n, float* y) {
+template <typename A>
+__global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t row_bytes, A act,
+                                    int64_t n, float* y) {
   const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
   const uint8_t* row = w + r * row_bytes;
-  const int64_t chunks = cols / 8;
+  const int64_t chunks = act.cols / 8;
   for (int64_t i0 = int64_t{blockIdx.y} * kTile; i0 < n; i0 += int64_t{gridDim.y} * kTile) {
     const int nt = static_cast<int>(min(int64_t{kTile}, n - i0));
     float acc[kTile] = {};
     for (int64_t c = lane; c < chunks; c += 32) {
-      float wv[8];
-      int64_t p0, p1;
-      Chunk8<T>::load(row, c, wv, p0, p1);
+      typename A::W wv;
+      A::load(row, c, wv);
 #pragma unroll
       for (int t = 0; t < kTile; ++t)
-        if (t < nt) acc[t] += dot8(wv, x + (i0 + t) * cols, p0, p1);
+        if (t < nt) acc[t] += A::dot(wv, act.at(i0 + t, wv));
     }
 #pragma unroll
     for (int t = 0; t < kTile; ++t) {
@@ -224,31 +264,29 @@ __global__ void group_kernel(const int32_t* topk, int64_t slots, int64_t ne, int
 
 // The experts' products by tiles of slots that share an expert: a warp decodes each chunk of its
 // row once for the tile's (up to kTile) slots.
-template <DType T>
-__global__ void expert_tile_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
-                                   int64_t row_bytes, const int32_t* order, const int4* tiles,
-                                   int64_t k, bool x_per_token, const float* x, float* y) {
+template <typename A>
+__global__ void expert_tile_kernel(const uint8_t* const* mats, int64_t rows, int64_t row_bytes,
+                                   const int32_t* order, const int4* tiles, int64_t k,
+                                   bool x_per_token, A act, float* y) {
   const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   const int4 tile = tiles[blockIdx.y];
   if (r >= rows || tile.z == 0) return;
   const uint8_t* row = mats[tile.x] + r * row_bytes;
-  int64_t slot[kTile];
-  const float* xs[kTile];
+  int64_t slot[kTile], xi[kTile];
 #pragma unroll
   for (int t = 0; t < kTile; ++t) {
     slot[t] = t < tile.z ? order[tile.y + t] : 0;
-    xs[t] = x + (x_per_token ? slot[t] / k : slot[t]) * cols;
+    xi[t] = x_per_token ? slot[t] / k : slot[t];
   }
-  const int64_t chunks = cols / 8;
+  const int64_t chunks = act.cols / 8;
   float acc[kTile] = {};
   for (int64_t c = lane; c < chunks; c += 32) {
-    float wv[8];
-    int64_t p0, p1;
-    Chunk8<T>::load(row, c, wv, p0, p1);
+    typename A::W wv;
+    A::load(row, c, wv);
 #pragma unroll
     for (int t = 0; t < kTile; ++t)
-      if (t < tile.z) acc[t] += dot8(wv, xs[t], p0, p1);
+      if (t < tile.z) acc[t] += A::dot(wv, act.at(xi[t], wv));
   }
 #pragma unroll
   for (int t = 0; t < kTile; ++t) {
@@ -272,6 +310,20 @@ __global__ void expert_linear_kernel(const uint8_t* const* mats, int64_t rows, i
     acc = warp_sum(acc);
     if (lane == 0) y[slot * rows + r] = acc;
   }
+}
+
+// One warp per block of 32 values: the CPU's rounding (src/quant/activation.cpp), IEEE division
+// and round-to-nearest-even as there, so both engines feed their integer products the same bytes.
+__global__ void quantize_q8_kernel(const float* x, int64_t blocks, int8_t* q, float* d) {
+  const int64_t b = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  if (b >= blocks) return;
+  const int lane = threadIdx.x & 31;
+  const float v = x[b * 32 + lane];
+  const float amax = warp_max(fabsf(v));
+  const float scale = amax / 127.0f;
+  const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+  q[b * 32 + lane] = static_cast<int8_t>(__float2int_rn(v * inv));
+  if (lane == 0) d[b] = scale;
 }
 
 __global__ void swiglu_kernel(float* g, const float* u, int64_t count) {
@@ -483,24 +535,50 @@ int64_t blocks_of(int64_t count, int64_t per) {
 
 }  // namespace
 
-void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s) {
+bool reads_q8(DType type, int64_t cols) {
+  return (type == DType::Q8_0 || type == DType::Q4_0) && cols % 32 == 0;
+}
+
+void quantize_q8(const float* x, int64_t n, int64_t cols, const Q8Rows& out, cudaStream_t s) {
+  const int64_t blocks = n * cols / 32;
+  if (blocks == 0) return;
+  quantize_q8_kernel<<<static_cast<unsigned>(blocks_of(blocks, kWarps)), kWarps * 32, 0, s>>>(
+      x, blocks, out.q, out.d);
+  check_launch("quantize kernel");
+}
+
+namespace {
+// Calls f with the activation policy of a product of type t (Q8Act where xq is given and the type
+// reads it, F32Act where the weights decode by chunks of eight); false where neither applies.
+template <DType t, typename F>
+bool with_act(const float* x, int64_t cols, const Q8Rows* xq, F&& f) {
+  if constexpr (Chunk8q<t>::kFast)
+    if (xq) return f(Q8Act<t>{xq->q, xq->d, cols}), true;
+  if constexpr (Chunk8<t>::kFast)
+    if (chunked(cols, x)) return f(F32Act<t>{x, cols}), true;
+  return false;
+}
+}  // namespace
+
+void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s,
+            const Q8Rows* xq) {
   if (w.rows == 0 || n == 0) return;
+  if (xq && !reads_q8(w.type, w.cols)) xq = nullptr;
   const dim3 grid(static_cast<unsigned>(blocks_of(w.rows, kWarps)),
                   static_cast<unsigned>(std::min(blocks_of(n, kTile), kMaxGridY)));
   dispatch(w.type, [&](auto T) {
     constexpr DType t = decltype(T)::value;
-    if constexpr (Chunk8<t>::kFast) {
+    const bool done = with_act<t>(x, w.cols, xq, [&](auto act) {
       // One token by rows where that leaves enough blocks to fill the device (the K and V
       // projections and the router are too short: one warp a row keeps more loads in flight).
-      if (chunked(w.cols, x) && n == 1 && w.rows >= kRowsMinRows)
-        return rows_kernel<t>
-            <<<static_cast<unsigned>(blocks_of(w.rows, kWarps * kRows)), kWarps * 32, 0, s>>>(
-                w.data, nullptr, nullptr, 1, true, w.rows, w.cols, w.row_bytes, x, y);
-      if (chunked(w.cols, x))
-        return linear_chunk_kernel<t>
-            <<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
-    }
-    linear_kernel<t><<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
+      if (n == 1 && w.rows >= kRowsMinRows)
+        rows_kernel<<<static_cast<unsigned>(blocks_of(w.rows, kWarps * kRows)), kWarps * 32, 0,
+                      s>>>(w.data, nullptr, nullptr, 1, true, w.rows, w.row_bytes, act, y);
+      else
+        linear_chunk_kernel<<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.row_bytes, act, n, y);
+    });
+    if (!done)
+      linear_kernel<t><<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
   });
   check_launch("linear kernel");
 }
@@ -520,26 +598,28 @@ void group_experts(const int32_t* topk, int64_t slots, int64_t experts, ExpertGr
 
 void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
                    int64_t row_bytes, const int32_t* topk, const ExpertGroups& g, int64_t slots,
-                   int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s) {
+                   int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s,
+                   const Q8Rows* xq) {
   if (rows == 0 || slots == 0) return;
+  if (xq && !reads_q8(type, cols)) xq = nullptr;
   const unsigned row_blocks = static_cast<unsigned>(blocks_of(rows, kWarps));
   dispatch(type, [&](auto T) {
     constexpr DType t = decltype(T)::value;
-    if constexpr (Chunk8<t>::kFast) {
+    const bool done = with_act<t>(x, cols, xq, [&](auto act) {
       // One token: its k experts are distinct, each read once by its own blocks.
-      if (chunked(cols, x) && slots == k)
-        return rows_kernel<t><<<dim3(static_cast<unsigned>(blocks_of(rows, kWarps * kRows)),
-                                     static_cast<unsigned>(slots)),
-                                kWarps * 32, 0, s>>>(nullptr, mats, topk, k, x_per_token, rows,
-                                                     cols, row_bytes, x, y);
-      if (chunked(cols, x))
-        return expert_tile_kernel<t>
-            <<<dim3(row_blocks, static_cast<unsigned>(g.max_tiles)), kWarps * 32, 0, s>>>(
-                mats, rows, cols, row_bytes, g.order, g.tiles, k, x_per_token, x, y);
-    }
-    expert_linear_kernel<t>
-        <<<dim3(row_blocks, static_cast<unsigned>(std::min(slots, kMaxGridY))), kWarps * 32, 0,
-           s>>>(mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
+      if (slots == k)
+        rows_kernel<<<dim3(static_cast<unsigned>(blocks_of(rows, kWarps * kRows)),
+                           static_cast<unsigned>(slots)),
+                      kWarps * 32, 0, s>>>(nullptr, mats, topk, k, x_per_token, rows, row_bytes,
+                                           act, y);
+      else
+        expert_tile_kernel<<<dim3(row_blocks, static_cast<unsigned>(g.max_tiles)), kWarps * 32, 0,
+                             s>>>(mats, rows, row_bytes, g.order, g.tiles, k, x_per_token, act, y);
+    });
+    if (!done)
+      expert_linear_kernel<t>
+          <<<dim3(row_blocks, static_cast<unsigned>(std::min(slots, kMaxGridY))), kWarps * 32, 0,
+             s>>>(mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
   });
   check_launch("expert linear kernel");
 }

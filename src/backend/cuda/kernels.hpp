@@ -16,8 +16,21 @@ struct DevMatrix {
   int64_t rows, cols, row_bytes;
 };
 
-// y[i][r] = W[r] . x[i] for n rows of x (cols values each).
-void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s);
+// Activation rows rounded to 8 bits per block of 32 as the CPU rounds them for Q8_0 and Q4_0
+// weights (d = amax / 127, q = nearest(x / d)): one int8 per value and one f32 scale per block.
+struct Q8Rows {
+  int8_t* q;
+  float* d;
+};
+// Whether products of `type` weights below the prompt size read Q8Rows (dp4a) when given them.
+bool reads_q8(DType type, int64_t cols);
+// out = the n rows of x (cols values each, a multiple of 32) rounded to 8 bits.
+void quantize_q8(const float* x, int64_t n, int64_t cols, const Q8Rows& out, cudaStream_t s);
+
+// y[i][r] = W[r] . x[i] for n rows of x (cols values each). With xq (x rounded by quantize_q8)
+// and reads_q8(w.type), the kernels read xq instead of x.
+void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s,
+            const Q8Rows* xq = nullptr);
 
 // The (token, expert) slots of a batch grouped by expert, on the device: `order` holds the slots
 // expert by expert, `tiles` up to max_tiles runs of at most 8 slots of one expert.
@@ -37,10 +50,11 @@ void group_experts(const int32_t* topk, int64_t slots, int64_t experts, ExpertGr
 
 // The experts of `slots` (token, expert) pairs: matrix e = topk[slot] of `mats` (one row pointer
 // per expert, all of `type`, rows x cols). y[slot][r] = W_e[r] . x[slot / k] when x_per_token,
-// else W_e[r] . x[slot]. Types of chunk8.cuh run by the tiles of g.
+// else W_e[r] . x[slot]. Types of chunk8.cuh run by the tiles of g; xq as for linear.
 void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
                    int64_t row_bytes, const int32_t* topk, const ExpertGroups& g, int64_t slots,
-                   int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s);
+                   int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s,
+                   const Q8Rows* xq = nullptr);
 
 // out = rows [r0, r0 + count) of w as f32 or f16 (count x cols values).
 void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, float* out, cudaStream_t s);
