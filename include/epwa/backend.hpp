@@ -51,6 +51,13 @@ struct KvLayer {
   int64_t window = 0;
 };
 
+// One sequence's rows of a batch: rows [begin, begin + n) of the batch's activations, at positions
+// p0... of that sequence's cache of the layer.
+struct SeqRows {
+  int64_t begin, n, p0;
+  KvLayer kv;
+};
+
 // The routing of n rows: k experts per row, best first, and the weights the model applies (both
 // in activation memory, as route() writes them).
 struct Routing {
@@ -184,6 +191,22 @@ class Backend {
   virtual void attention(const float* q, const float* k, const float* v, int64_t n, int64_t p0,
                          int64_t heads, int64_t kv_heads, int64_t head_dim, const KvLayer& kv,
                          float* att, BackendScratch& s) const = 0;
+  // rope() of every sequence's rows of a batch (x: the batch's rows, `stride` apart), each at its
+  // own positions. A backend may do them at once; the results are rope()'s.
+  virtual void rope_batch(float* x, int64_t heads, int64_t stride, std::span<const SeqRows> seqs,
+                          BackendScratch& s) const {
+    for (const SeqRows& r : seqs) rope(x + r.begin * stride, r.n, heads, stride, r.p0, s);
+  }
+  // attention() of every sequence's rows of a batch over its own cache (q, k, v, att: the batch's
+  // rows). A backend may do them at once; the results are attention()'s.
+  virtual void attention_batch(const float* q, const float* k, const float* v, int64_t heads,
+                               int64_t kv_heads, int64_t head_dim, std::span<const SeqRows> seqs,
+                               float* att, BackendScratch& s) const {
+    const int64_t qdim = heads * head_dim, kvdim = kv_heads * head_dim;
+    for (const SeqRows& r : seqs)
+      attention(q + r.begin * qdim, k + r.begin * kvdim, v + r.begin * kvdim, r.n, r.p0, heads,
+                kv_heads, head_dim, r.kv, att + r.begin * qdim, s);
+  }
   // attention() with each query head's learned sink logit (sinks: one per head) joining its
   // softmax's denominator (GPT-OSS), over the window of a sliding layer (kv.window > 0). Only for
   // a backend that supports(SinkAttention).

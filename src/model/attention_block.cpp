@@ -46,20 +46,18 @@ void attention(const Backend& be, const ModelConfig& c, const LayerWeights& L,
   }
   {
     EPWA_PHASE("rope");
-    for (const SeqRows& r : seqs) {
-      be.rope(q + r.begin * qdim, r.n, nh, qdim, r.p0, bs);
-      be.rope(kk + r.begin * kvdim, r.n, nkv, kvdim, r.p0, bs);
-    }
+    be.rope_batch(q, nh, qdim, seqs, bs);
+    be.rope_batch(kk, nkv, kvdim, seqs, bs);
   }
   {
     EPWA_PHASE("attention");
-    for (const SeqRows& r : seqs)
-      if (c.attention_sinks || r.kv.window > 0)
+    if (c.attention_sinks || (!seqs.empty() && seqs.front().kv.window > 0)) {
+      for (const SeqRows& r : seqs)  // one layer: every sequence's cache has the layer's window
         be.attention_sinks(q + r.begin * qdim, kk + r.begin * kvdim, vv + r.begin * kvdim, r.n,
                            r.p0, nh, nkv, hd, r.kv, L.sinks, att + r.begin * qdim, bs);
-      else
-        be.attention(q + r.begin * qdim, kk + r.begin * kvdim, vv + r.begin * kvdim, r.n, r.p0, nh,
-                     nkv, hd, r.kv, att + r.begin * qdim, bs);
+    } else {
+      be.attention_batch(q, kk, vv, nh, nkv, hd, seqs, att, bs);
+    }
   }
   {
     EPWA_PHASE("wo");

@@ -13,12 +13,7 @@
 namespace epwa {
 
 namespace block {
-// The rows [begin, begin + n) of a batch that belong to one sequence, at its positions p0 ..., with
-// that sequence's cache of the layer.
-struct SeqRows {
-  int64_t begin, n, p0;
-  KvLayer kv;
-};
+using epwa::SeqRows;  // include/epwa/backend.hpp
 }  // namespace block
 
 // The backend buffer slots of the forward pass's activations.

@@ -299,6 +299,60 @@ double attend(const Fixture& f, epwa::BackendScratch& s, TestCache& c, int64_t p
   return worst;
 }
 
+// A decode step of several sequences at once (rope_batch, attention_batch; one launch each on the
+// GPU) equals the same step one sequence at a time, to the bit: three sequences of different
+// lengths, their rows not in sequence order, two steps (the second reads the first's rows).
+TEST_P(BackendOps, ABatchOfSequencesEqualsOneAtATime) {
+  const Backend& be = backend();
+  std::mt19937 rng(12);
+  const int64_t nh = 4, nkv = 2, hd = 8, qd = nh * hd, kvd = nkv * hd, cap = 16;
+  const int64_t lengths[] = {3, 1, 5}, rows[] = {2, 0, 1};  // each sequence's row in the step
+  auto batched = be.make_scratch(config()), single = be.make_scratch(config());
+  std::deque<TestCache> caches;  // [scratch][sequence]
+  for (int i = 0; i < 6; ++i) caches.emplace_back(be, kvd, cap);
+  const auto layer = [&](int scratch, int32_t seq) {
+    epwa::KvLayer l = caches[scratch * 3 + seq].layer();
+    l.sequence = seq;
+    return l;
+  };
+  for (int32_t j = 0; j < 3; ++j) {  // the prompts, the same on both scratches
+    const int64_t n = lengths[j];
+    const auto q = randn(n * qd, rng), k = randn(n * kvd, rng), v = randn(n * kvd, rng);
+    for (int sc = 0; sc < 2; ++sc) {
+      epwa::BackendScratch& s = sc == 0 ? *batched : *single;
+      be.attention(put(s, 0, q), put(s, 1, k), put(s, 2, v), n, 0, nh, nkv, hd, layer(sc, j),
+                   room(s, 3, n * qd), s);
+    }
+  }
+  for (int64_t step = 0; step < 2; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    const auto q = randn(3 * qd, rng), k = randn(3 * kvd, rng), v = randn(3 * kvd, rng);
+    std::vector<std::vector<float>> out;
+    for (int sc = 0; sc < 2; ++sc) {
+      epwa::BackendScratch& s = sc == 0 ? *batched : *single;
+      float *dq = put(s, 0, q), *dk = put(s, 1, k), *dv = put(s, 2, v), *att = room(s, 3, 3 * qd);
+      std::vector<epwa::SeqRows> seqs;
+      for (int32_t j = 0; j < 3; ++j) seqs.push_back({rows[j], 1, lengths[j] + step, layer(sc, j)});
+      if (sc == 0) {
+        be.rope_batch(dq, nh, qd, seqs, s);
+        be.rope_batch(dk, nkv, kvd, seqs, s);
+        be.attention_batch(dq, dk, dv, nh, nkv, hd, seqs, att, s);
+      } else {
+        for (const epwa::SeqRows& r : seqs) {
+          be.rope(dq + r.begin * qd, 1, nh, qd, r.p0, s);
+          be.rope(dk + r.begin * kvd, 1, nkv, kvd, r.p0, s);
+          be.attention(dq + r.begin * qd, dk + r.begin * kvd, dv + r.begin * kvd, 1, r.p0, nh, nkv,
+                       hd, r.kv, att + r.begin * qd, s);
+        }
+      }
+      auto a = get(s, att, 3 * qd), rq = get(s, static_cast<const float*>(dq), 3 * qd);
+      a.insert(a.end(), rq.begin(), rq.end());
+      out.push_back(std::move(a));
+    }
+    for (size_t i = 0; i < out[0].size(); ++i) ASSERT_EQ(out[0][i], out[1][i]) << i;
+  }
+}
+
 TEST_P(BackendOps, AttentionAppendsAndAttendsCausally) {
   auto s = backend().make_scratch(config());
   std::mt19937 rng(4);

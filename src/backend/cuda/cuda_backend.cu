@@ -52,6 +52,15 @@ struct Scratch : BackendScratch {
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
       counts, xq, xqd;
   Q8Rows q8{};
+  // A decode step's {row, position} per sequence and, per layer, the sequences' caches, on the
+  // device and as last uploaded: an upload from pageable memory waits for the stream, so each
+  // is sent only when it changed (the positions once a step, the caches when they grow).
+  struct Table {
+    DeviceBuffer dev;
+    std::vector<char> host;
+  };
+  Table step_at;
+  std::map<int32_t, Table> layer_caches;
   std::map<std::pair<int32_t, int32_t>, KvCache> kv;  // by (sequence, layer)
   cublasHandle_t blas{};
   bool exact;  // f32 products everywhere (EPWA_CUDA_GEMM=f32): no f16 prompts, no 8-bit decode
@@ -125,6 +134,18 @@ struct Scratch : BackendScratch {
           xqd.get<float>(static_cast<size_t>(n * cols / 32) * sizeof(float))};
     quantize_q8(x, n, cols, q8, stream);
     return &q8;
+  }
+
+  // t's device copy of v, uploaded when v differs from what t last sent.
+  template <typename T>
+  const T* table(Table& t, const std::vector<T>& v) {
+    const auto* bytes = reinterpret_cast<const char*>(v.data());
+    const size_t size = v.size() * sizeof(T);
+    if (t.host.size() != size || !std::equal(t.host.begin(), t.host.end(), bytes)) {
+      t.host.assign(bytes, bytes + size);
+      upload(t.dev, t.host.data(), static_cast<int64_t>(size));
+    }
+    return t.dev.data<const T>();
   }
 
   template <typename T>
@@ -397,13 +418,84 @@ class CudaBackend final : public Backend {
                  BackendScratch& bs) const override {
     Scratch& s = cast(bs);
     const int64_t kvdim = nkv * hd;
+    auto timed = profile_.time(s.stream, "attention");
+    KvCache& c = cache(s, kv, p0, n, kvdim);
+    float* dk = c.k.data<float>();
+    float* dv = c.v.data<float>();
+    const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
+    EPWA_CUDA(cudaMemcpyAsync(dk + p0 * kvdim, k, n * row, cudaMemcpyDeviceToDevice, s.stream));
+    EPWA_CUDA(cudaMemcpyAsync(dv + p0 * kvdim, v, n * row, cudaMemcpyDeviceToDevice, s.stream));
+    const int64_t qdim = nh * hd;
+    // Queries in chunks whose scores fit in 256 MiB (a long prompt's n x heads x keys would not).
+    const int64_t per_row = nh * (p0 + n);
+    const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / per_row, 1, n);
+    float* scores = s.scores.get<float>(static_cast<size_t>(chunk * per_row) * sizeof(float));
+    for (int64_t i0 = 0; i0 < n; i0 += chunk)
+      cuda::attention(q + i0 * qdim, dk, dv, std::min(chunk, n - i0), p0 + i0, nh, nkv, hd, scores,
+                      att + i0 * qdim, s.stream);
+  }
+
+  // A decode step of several sequences (one row each): one launch for all of them, where the
+  // per-sequence ops took a launch and two copies each (a third of a 16-sequence step on the H100,
+  // docs/RESULTS.md). Other batches go sequence by sequence.
+  void rope_batch(float* x, int64_t heads, int64_t stride, std::span<const SeqRows> seqs,
+                  BackendScratch& bs) const override {
+    if (!one_row_each(seqs)) return Backend::rope_batch(x, heads, stride, seqs, bs);
+    Scratch& s = cast(bs);
+    int64_t last = 0;
+    for (const SeqRows& r : seqs) last = std::max(last, r.p0);
+    reserve(s, last + 1);
+    auto timed = profile_.time(s.stream, "rope");
+    cuda::rope(x, std::ssize(seqs), heads, stride, s.rope.head_dim(), 0, s.cos.data<float>(),
+               s.sin.data<float>(), s.stream, positions(s, seqs));
+  }
+
+  void attention_batch(const float* q, const float* k, const float* v, int64_t heads,
+                       int64_t kv_heads, int64_t head_dim, std::span<const SeqRows> seqs,
+                       float* att, BackendScratch& bs) const override {
+    if (!one_row_each(seqs) || seqs.empty())
+      return Backend::attention_batch(q, k, v, heads, kv_heads, head_dim, seqs, att, bs);
+    Scratch& s = cast(bs);
+    const int64_t kvdim = kv_heads * head_dim;
+    auto timed = profile_.time(s.stream, "attention");
+    int64_t keys = 0;
+    std::vector<CacheRows> caches;
+    for (const SeqRows& r : seqs) {
+      KvCache& c = cache(s, r.kv, r.p0, 1, kvdim);
+      caches.push_back({c.k.data<float>(), c.v.data<float>()});
+      keys = std::max(keys, r.p0 + 1);
+    }
+    const auto n = std::ssize(seqs);
+    const int2* at = positions(s, seqs);
+    const CacheRows* dc = s.table(s.layer_caches[seqs.front().kv.layer], caches);
+    float* scores = s.scores.get<float>(static_cast<size_t>(n * heads * keys) * sizeof(float));
+    cuda::attention_rows(q, k, v, at, dc, n, heads, kv_heads, head_dim, scores, keys, att,
+                         s.stream);
+  }
+
+ private:
+  static Scratch& cast(BackendScratch& s) { return static_cast<Scratch&>(s); }
+
+  static bool one_row_each(std::span<const SeqRows> seqs) {
+    return std::all_of(seqs.begin(), seqs.end(), [](const SeqRows& r) { return r.n == 1; });
+  }
+  // The step's {row, position} of each sequence (one row each), on the device.
+  static const int2* positions(Scratch& s, std::span<const SeqRows> seqs) {
+    std::vector<int2> at;
+    for (const SeqRows& r : seqs)
+      at.push_back(make_int2(static_cast<int>(r.begin), static_cast<int>(r.p0)));
+    return s.table(s.step_at, at);
+  }
+
+  // The device cache of kv's (sequence, layer), room for positions [0, p0 + n): grown with the
+  // Context's (rows before p0 kept) when its capacity grew.
+  static KvCache& cache(Scratch& s, const KvLayer& kv, int64_t p0, int64_t n, int64_t kvdim) {
     if (p0 + n > kv.capacity)
       throw Error("attention: positions " + std::to_string(p0 + n) + " exceed the cache's " +
                   std::to_string(kv.capacity));
-    auto timed = profile_.time(s.stream, "attention");
     KvCache& c = s.kv[{kv.sequence, kv.layer}];
-    const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
-    if (c.capacity < kv.capacity) {  // the Context's cache grew: grow this one, keeping its rows
+    if (c.capacity < kv.capacity) {
+      const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
       float* nk = s.grow_k.get<float>(kv.capacity * row);
       float* nv = s.grow_v.get<float>(kv.capacity * row);
       const int64_t keep = std::min(c.capacity, p0);
@@ -417,22 +509,8 @@ class CudaBackend final : public Backend {
       std::swap(c.v, s.grow_v);
       c.capacity = kv.capacity;
     }
-    float* dk = c.k.data<float>();
-    float* dv = c.v.data<float>();
-    EPWA_CUDA(cudaMemcpyAsync(dk + p0 * kvdim, k, n * row, cudaMemcpyDeviceToDevice, s.stream));
-    EPWA_CUDA(cudaMemcpyAsync(dv + p0 * kvdim, v, n * row, cudaMemcpyDeviceToDevice, s.stream));
-    const int64_t qdim = nh * hd;
-    // Queries in chunks whose scores fit in 256 MiB (a long prompt's n x heads x keys would not).
-    const int64_t per_row = nh * (p0 + n);
-    const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / per_row, 1, n);
-    float* scores = s.scores.get<float>(static_cast<size_t>(chunk * per_row) * sizeof(float));
-    for (int64_t i0 = 0; i0 < n; i0 += chunk)
-      cuda::attention(q + i0 * qdim, dk, dv, std::min(chunk, n - i0), p0 + i0, nh, nkv, hd, scores,
-                      att + i0 * qdim, s.stream);
+    return c;
   }
-
- private:
-  static Scratch& cast(BackendScratch& s) { return static_cast<Scratch&>(s); }
 
   static void check_cols(const TensorView& w, int64_t cols) {
     if (w.cols() != cols)

@@ -365,26 +365,23 @@ __global__ void rmsnorm_kernel(const float* x, int64_t d, const uint8_t* w, floa
 }
 
 __global__ void rope_kernel(float* x, int64_t n, int64_t heads, int64_t stride, int64_t hd,
-                            int64_t p0, const float* cos, const float* sin) {
+                            int64_t p0, const int2* at, const float* cos, const float* sin) {
   const int64_t half = hd / 2;
   const int64_t idx = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (idx >= n * heads * half) return;
   const int64_t i = idx / (heads * half), h = (idx / half) % heads, t = idx % half;
-  float* v = x + i * stride + h * hd;
-  const float c = cos[(p0 + i) * half + t], s = sin[(p0 + i) * half + t];
+  const int64_t row = at ? at[i].x : i, pos = at ? at[i].y : p0 + i;
+  float* v = x + row * stride + h * hd;
+  const float c = cos[pos * half + t], s = sin[pos * half + t];
   const float a = v[t], b = v[t + half];
   v[t] = a * c - b * s;
   v[t + half] = b * c + a * s;
 }
 
 // One block per (query head, query row): scores over the keys, softmax, weighted values.
-__global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t p0,
-                                 int64_t heads, int64_t group, int64_t hd, int64_t kvdim,
-                                 float scale, float* scores, int64_t score_stride, float* att) {
+__device__ void attend(const float* qi, const float* kc, const float* vc, int64_t keys, int64_t g,
+                       int64_t hd, int64_t kvdim, float scale, float* sc, float* out) {
   __shared__ float partial[32];
-  const int64_t h = blockIdx.x, i = blockIdx.y, keys = p0 + i + 1, g = h / group;
-  const float* qi = q + (i * heads + h) * hd;
-  float* sc = scores + (i * heads + h) * score_stride;
   float mx = -INFINITY;
   for (int64_t t = threadIdx.x; t < keys; t += blockDim.x) {
     const float* kt = kc + t * kvdim + g * hd;
@@ -404,7 +401,35 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
   for (int64_t j = threadIdx.x; j < hd; j += blockDim.x) {
     float acc = 0;
     for (int64_t t = 0; t < keys; ++t) acc += sc[t] * vc[t * kvdim + g * hd + j];
-    att[(i * heads + h) * hd + j] = acc / sum;
+    out[j] = acc / sum;
+  }
+}
+
+// Query row i of one sequence at position p0 + i.
+__global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t p0,
+                                 int64_t heads, int64_t group, int64_t hd, int64_t kvdim,
+                                 float scale, float* scores, int64_t score_stride, float* att) {
+  const int64_t h = blockIdx.x, i = blockIdx.y;
+  attend(q + (i * heads + h) * hd, kc, vc, p0 + i + 1, h / group, hd, kvdim, scale,
+         scores + (i * heads + h) * score_stride, att + (i * heads + h) * hd);
+}
+
+// Entry i of a batch of sequences (attention_rows), its k and v rows already appended.
+__global__ void attention_rows_kernel(const float* q, const int2* at, const CacheRows* caches,
+                                      int64_t heads, int64_t group, int64_t hd, int64_t kvdim,
+                                      float scale, float* scores, int64_t score_stride,
+                                      float* att) {
+  const int64_t h = blockIdx.x, i = blockIdx.y, row = at[i].x;
+  attend(q + (row * heads + h) * hd, caches[i].k, caches[i].v, at[i].y + 1, h / group, hd, kvdim,
+         scale, scores + (i * heads + h) * score_stride, att + (row * heads + h) * hd);
+}
+
+__global__ void append_rows_kernel(const float* k, const float* v, const int2* at,
+                                   const CacheRows* caches, int64_t kvdim) {
+  const int64_t i = blockIdx.x, row = at[i].x, pos = at[i].y;
+  for (int64_t j = threadIdx.x; j < kvdim; j += blockDim.x) {
+    caches[i].k[pos * kvdim + j] = k[row * kvdim + j];
+    caches[i].v[pos * kvdim + j] = v[row * kvdim + j];
   }
 }
 
@@ -747,20 +772,41 @@ void rmsnorm(const float* x, int64_t n, int64_t d, const uint8_t* w, DType wtype
 }
 
 void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t head_dim, int64_t p0,
-          const float* cos, const float* sin, cudaStream_t s) {
+          const float* cos, const float* sin, cudaStream_t s, const int2* at) {
   const int64_t count = n * heads * (head_dim / 2);
   if (count == 0) return;
-  rope_kernel<<<static_cast<unsigned>(blocks_of(count, 256)), 256, 0, s>>>(x, n, heads, stride,
-                                                                           head_dim, p0, cos, sin);
+  rope_kernel<<<static_cast<unsigned>(blocks_of(count, 256)), 256, 0, s>>>(
+      x, n, heads, stride, head_dim, p0, at, cos, sin);
   check_launch("rope kernel");
+}
+
+namespace {
+// The CPU's scale (src/ops/attention.cpp): 1/sqrt(head_dim) in double, rounded once.
+float attention_scale(int64_t head_dim) {
+  return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+}
+}  // namespace
+
+void attention_rows(const float* q, const float* k, const float* v, const int2* at,
+                    const CacheRows* caches, int64_t n, int64_t heads, int64_t kv_heads,
+                    int64_t head_dim, float* scores, int64_t score_stride, float* att,
+                    cudaStream_t s) {
+  if (n == 0) return;
+  if (n > kMaxGridY) throw Error("attention: " + std::to_string(n) + " sequences in one step");
+  const int64_t kvdim = kv_heads * head_dim;
+  append_rows_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(k, v, at, caches, kvdim);
+  check_launch("append kernel");
+  attention_rows_kernel<<<dim3(static_cast<unsigned>(heads), static_cast<unsigned>(n)), 128, 0,
+                          s>>>(q, at, caches, heads, heads / kv_heads, head_dim, kvdim,
+                               attention_scale(head_dim), scores, score_stride, att);
+  check_launch("attention kernel");
 }
 
 void attention(const float* q, const float* kc, const float* vc, int64_t n, int64_t p0,
                int64_t heads, int64_t kv_heads, int64_t head_dim, float* scores, float* att,
                cudaStream_t s) {
   if (n == 0) return;
-  // The CPU's scale (src/ops/attention.cpp): 1/sqrt(head_dim) in double, rounded once.
-  const auto scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  const float scale = attention_scale(head_dim);
   const int64_t qdim = heads * head_dim;
   for (int64_t i0 = 0; i0 < n; i0 += kMaxGridY) {  // grid.y is at most 65535 query rows
     const int64_t rows = std::min(n - i0, kMaxGridY);

@@ -109,14 +109,28 @@ void rmsnorm(const float* x, int64_t n, int64_t d, const uint8_t* w, DType wtype
              float* out, cudaStream_t s);
 
 // Rotate-half RoPE in place: `heads` heads of head_dim values per row, rows `stride` apart, at
-// positions p0...; cos/sin are tables [position][head_dim / 2].
+// positions p0...; cos/sin are tables [position][head_dim / 2]. With `at`, entry i rotates row
+// at[i].x at position at[i].y instead (rows of several sequences).
 void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t head_dim, int64_t p0,
-          const float* cos, const float* sin, cudaStream_t s);
+          const float* cos, const float* sin, cudaStream_t s, const int2* at = nullptr);
 
 // Causal GQA attention of n queries at positions p0... over a cache whose rows hold kv_heads x
 // head_dim keys / values (kc, vc); `scores` holds n x heads x (p0 + n) floats.
 void attention(const float* q, const float* kc, const float* vc, int64_t n, int64_t p0,
                int64_t heads, int64_t kv_heads, int64_t head_dim, float* scores, float* att,
                cudaStream_t s);
+
+// A sequence's cache of one layer (rows of kv_dim keys and values), for attention_rows.
+struct CacheRows {
+  float* k;
+  float* v;
+};
+// For each of the n entries (one row of a batch each, of different sequences): appends row at[i].x
+// of k and v at position at[i].y of cache i, then attention() of that row's query over positions
+// [0, at[i].y]. `scores` holds n x heads x score_stride floats (score_stride > every position).
+void attention_rows(const float* q, const float* k, const float* v, const int2* at,
+                    const CacheRows* caches, int64_t n, int64_t heads, int64_t kv_heads,
+                    int64_t head_dim, float* scores, int64_t score_stride, float* att,
+                    cudaStream_t s);
 
 }  // namespace epwa::cuda
