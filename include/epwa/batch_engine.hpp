@@ -17,6 +17,7 @@
 
 #include "epwa/error.hpp"
 #include "epwa/generate.hpp"
+#include "epwa/json_constraint.hpp"
 #include "epwa/model.hpp"
 #include "epwa/watermark.hpp"
 
@@ -46,6 +47,9 @@ struct BatchRequest {
   std::vector<int32_t> stop_tokens;      // generation ends after emitting one (it is reported)
   std::vector<int32_t> suppress_tokens;  // never sampled (as GenerateOptions::suppress_tokens)
   std::unique_ptr<WatermarkProcessor> watermark;  // null: no watermark
+  // Null: free text. Else the tokens it forbids are masked after the watermark's bias (so the
+  // text is valid JSON of its schema whatever the bias does), and it sees each sampled token.
+  std::unique_ptr<JsonConstraint> constraint;
   // Called on the engine's thread, in order: each new token, then once at the end (the message
   // is set for FinishReason::Error). Keep them short: the whole batch waits for them.
   std::function<void(int32_t token)> on_token;

@@ -47,6 +47,13 @@ AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text);
 // call is not understood.
 std::string tool_call_opening(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view name);
 
+// What the template writes after a call's arguments, up to the end of the turn (what it writes
+// after an assistant message: "<|im_end|>", "</s>"): Qwen2.5's "}\n</tool_call>", Mistral's "}]".
+// With the named opening and arguments in between, the reply is a whole call. A template that
+// writes the call's id there (Mistral's) gets `id` (Mistral's are 9 letters and digits). Throws
+// Error as tool_call_opening.
+std::string tool_call_closing(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view id);
+
 // Where in `text` a tool call starts or may be starting (a prefix of the opening marker at the
 // end): a stream holds the text back from there. npos: nowhere.
 size_t tool_call_start(ToolCallSyntax s, std::string_view text);

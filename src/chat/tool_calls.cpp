@@ -1,5 +1,7 @@
 #include "epwa/tool_calls.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -216,11 +218,31 @@ AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text) {
   }
 }
 
-std::string tool_call_opening(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view name) {
+namespace {
+constexpr std::string_view kProbeName = "epwa_probe_function", kProbeKey = "epwa_probe_argument",
+                           kProbeId = "probe0001";
+
+nlohmann::ordered_json probe_tools() {
+  return nlohmann::ordered_json::array(
+      {{{"type", "function"},
+        {"function",
+         {{"name", kProbeName},
+          {"description", "probe"},
+          {"parameters",
+           {{"type", "object"}, {"properties", {{kProbeKey, {{"type", "integer"}}}}}}}}}}});
+}
+
+// The template's rendering of a conversation that ends with a probe call, and where in it the
+// call's marker, function name and arguments ({"epwa_probe_argument": 1}) are.
+struct ProbeCall {
+  std::string text;
+  size_t at, at_name, after_name, args_at, args_end;
+};
+
+ProbeCall probe_call(const ChatTemplate& tpl, ToolCallSyntax s) {
   const std::string_view marker = opening(s);
   check(!marker.empty(), "tool_choice: this model's chat template writes no tool calls");
-  constexpr std::string_view kName = "epwa_probe_function", kKey = "epwa_probe_argument";
-  const nlohmann::ordered_json args = {{kKey, 1}};
+  const nlohmann::ordered_json args = {{kProbeKey, 1}};
   // Templates differ in what they accept: a null or empty content beside the calls (DeepSeek's
   // write calls only for null), arguments as an object or as a JSON text.
   for (const bool null_content : {false, true})
@@ -231,41 +253,80 @@ std::string tool_call_opening(const ChatTemplate& tpl, ToolCallSyntax s, std::st
            {{"role", "assistant"},
             {"content", null_content ? nlohmann::ordered_json() : nlohmann::ordered_json("")},
             {"tool_calls",
-             {{{"id", "probe0001"},
+             {{{"id", kProbeId},
                {"type", "function"},
                {"function",
-                {{"name", kName},
+                {{"name", kProbeName},
                  {"arguments", text_args ? nlohmann::ordered_json(args.dump()) : args}}}}}}}});
       // Some templates (Hermes 3) render calls only beside the tools: the probe's own, whose
       // description comes before the call (hence the last occurrences below).
-      in.tools = nlohmann::ordered_json::array(
-          {{{"type", "function"},
-            {"function",
-             {{"name", kName},
-              {"description", "probe"},
-              {"parameters",
-               {{"type", "object"}, {"properties", {{kKey, {{"type", "integer"}}}}}}}}}}});
+      in.tools = probe_tools();
       in.add_generation_prompt = false;
-      std::string text;
+      ProbeCall p;
       try {
-        text = tpl.render(in);
+        p.text = tpl.render(in);
       } catch (const Error&) {
         continue;
       }
-      const size_t at_name = text.rfind(kName);
-      if (at_name == std::string::npos) continue;
-      const size_t at = text.rfind(marker, at_name);
-      const size_t after = at_name + kName.size(), key = text.find(kKey, after);
-      if (at == std::string::npos || key == std::string::npos) continue;
-      const size_t args_at = text.rfind('{', key);
-      if (args_at == std::string::npos || args_at < after) continue;
-      std::string out = text.substr(at, at_name - at);
-      if (!name.empty()) out += std::string(name) + text.substr(after, args_at - after);
-      return out;
+      p.at_name = p.text.rfind(kProbeName);
+      if (p.at_name == std::string::npos) continue;
+      p.at = p.text.rfind(marker, p.at_name);
+      p.after_name = p.at_name + kProbeName.size();
+      const size_t key = p.text.find(kProbeKey, p.after_name);
+      if (p.at == std::string::npos || key == std::string::npos) continue;
+      p.args_at = p.text.rfind('{', key);
+      p.args_end = p.text.find('}', key);
+      if (p.args_at == std::string::npos || p.args_at < p.after_name ||
+          p.args_end == std::string::npos)
+        continue;
+      ++p.args_end;
+      return p;
     }
   throw Error(
       "tool_choice: this model's chat template's rendering of a tool call was not "
       "understood");
+}
+}  // namespace
+
+std::string tool_call_opening(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view name) {
+  const ProbeCall p = probe_call(tpl, s);
+  std::string out = p.text.substr(p.at, p.at_name - p.at);
+  if (!name.empty())
+    out += std::string(name) + p.text.substr(p.after_name, p.args_at - p.after_name);
+  return out;
+}
+
+std::string tool_call_closing(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view id) {
+  const ProbeCall p = probe_call(tpl, s);
+  // The end of a turn: what the template writes after a plain assistant message (beside the
+  // tools, as some templates render only so).
+  static const std::string kProbe = "EPWA_END_OF_TURN_PROBE";
+  ChatInput in;
+  in.messages = nlohmann::ordered_json::array(
+      {{{"role", "user"}, {"content", "Hi"}}, {{"role", "assistant"}, {"content", kProbe}}});
+  in.tools = probe_tools();
+  in.add_generation_prompt = false;
+  std::string turn_end;
+  try {
+    const std::string text = tpl.render(in);
+    if (const size_t at = text.rfind(kProbe); at != std::string::npos) {
+      turn_end = text.substr(at + kProbe.size());
+      const size_t first = turn_end.find_first_not_of(" \n\r\t");
+      turn_end = first == std::string::npos ? "" : turn_end.substr(first);
+      while (!turn_end.empty() && std::isspace(static_cast<unsigned char>(turn_end.back())))
+        turn_end.pop_back();
+    }
+  } catch (const Error&) {
+  }
+  size_t end = turn_end.empty() ? std::string::npos : p.text.find(turn_end, p.args_end);
+  if (end == std::string::npos) end = p.text.size();
+  // The whitespace a template writes before the end of its turn is not part of the call.
+  while (end > p.args_end && std::isspace(static_cast<unsigned char>(p.text[end - 1]))) --end;
+  std::string out = p.text.substr(p.args_end, end - p.args_end);
+  // Templates that write the call's id after its arguments (Mistral's): the caller's id.
+  if (const size_t at = out.find(kProbeId); at != std::string::npos)
+    out.replace(at, kProbeId.size(), id);
+  return out;
 }
 
 size_t tool_call_start(ToolCallSyntax s, std::string_view text) {

@@ -289,7 +289,9 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
           j.req.watermark->process(row);
         }
         for (int32_t x : j.req.suppress_tokens) row[x] = -std::numeric_limits<float>::infinity();
+        if (j.req.constraint) j.req.constraint->mask(row);
         t = j.sampler.sample(row, j.req.watermark ? j.req.watermark->uniforms() : nullptr);
+        if (j.req.constraint) j.req.constraint->accept(t);
       } catch (const std::exception& e) {
         done(s, FinishReason::Error, e.what());
         continue;

@@ -55,6 +55,7 @@ struct Server::Impl {
   // request with tools).
   ToolCallSyntax tool_syntax = ToolCallSyntax::None;
   std::vector<int32_t> tool_markers;
+  std::shared_ptr<const TokenTexts> texts;  // the vocabulary's bytes, for constrained decoding
   std::atomic<int32_t> connections{0};
   std::atomic<uint64_t> completions{0};
   // /metrics: answers by (endpoint, status), completion latency, detections.
@@ -382,16 +383,28 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     // tool_choice "required" or naming a function: the reply opens with a call as the template
     // writes one; its tokens follow the rendered prompt and its text starts the reply.
     std::vector<int32_t> prompt = p.prompt;
-    std::string forced;
+    std::string forced, closing;
+    std::vector<int32_t> stop_tokens = {c.eos_token_id};
+    if (chat)
+      stop_tokens.insert(stop_tokens.end(), srv_.end_of_turn.begin(), srv_.end_of_turn.end());
     if (chat && (p.tool_required || !p.tool_name.empty())) {
       try {
         forced = tool_call_opening(*srv_.chat, srv_.tool_syntax, p.tool_name);
+        // A named call: its arguments follow the function's schema, then the template's closing.
+        if (p.tool_schema) {  // where the template writes a call id: 9 letters and digits
+          char call_id[16];
+          std::snprintf(call_id, sizeof call_id, "c%08x",
+                        static_cast<unsigned>(srv_.completions.load() + 1));
+          closing = tool_call_closing(*srv_.chat, srv_.tool_syntax, call_id);
+        }
       } catch (const Error& e) {
         throw bad_request(e.what(), "tool_choice");
       }
       const std::vector<int32_t> ids = srv_.tok->encode(forced, false, true);
       prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
+    const std::shared_ptr<const JsonSchema> schema =
+        p.tool_schema ? p.tool_schema : p.response_schema;
     auto group = std::make_shared<Choices>();
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(now_s()) + "-" +
                            std::to_string(++srv_.completions);
@@ -410,10 +423,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       g->logprobs = p.logprobs;
       g->echo = p.echo;
       g->tools = chat && p.tools && srv_.tool_syntax != ToolCallSyntax::None;
-      g->stop_tokens = {c.eos_token_id};
-      if (chat)
-        g->stop_tokens.insert(g->stop_tokens.end(), srv_.end_of_turn.begin(),
-                              srv_.end_of_turn.end());
+      g->stop_tokens = stop_tokens;
       g->id = id;
       BatchRequest r;
       r.prompt = prompt;
@@ -429,6 +439,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           return std::find(srv_.tool_markers.begin(), srv_.tool_markers.end(), t) !=
                  srv_.tool_markers.end();
         });
+      if (schema) {
+        // The closing's marker tokens (Qwen's </tool_call>) are written by the constraint.
+        if (!closing.empty())
+          std::erase_if(r.suppress_tokens, [&](int32_t t) {
+            const std::string piece = srv_.tok->token_to_piece(t);
+            return !piece.empty() && closing.find(piece) != std::string::npos;
+          });
+        r.constraint = std::make_unique<JsonConstraint>(schema, srv_.texts, closing, stop_tokens);
+      }
       if (!key.empty()) {
         if (srv_.opt.watermark.mode == WatermarkMode::Exp && r.sampling.temperature == 0)
           throw bad_request(
@@ -1013,6 +1032,7 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
     s.chat.emplace(s.opt.chat_template, special_token_strings(*s.tok));
     s.end_of_turn = end_of_turn_tokens(*s.chat, *s.tok);
     s.tool_syntax = tool_call_syntax(*s.chat);
+    s.texts = std::make_shared<const TokenTexts>(*s.tok);
     for (const std::string& m : tool_call_markers(s.tool_syntax)) {
       const auto ids = s.tok->encode(m, false, true);
       if (ids.size() == 1) s.tool_markers.push_back(ids[0]);

@@ -153,6 +153,51 @@ void parse_generation_fields(const nlohmann::json& j, CompletionParams& p, int32
 
 }  // namespace
 
+namespace {
+// response_format: {"type": "text"} (or absent): free text; {"type": "json_object"}: a JSON
+// object; {"type": "json_schema", "json_schema": {"name", "schema", "strict", "description"}}:
+// JSON of the schema (an absent schema: any JSON value).
+std::shared_ptr<const JsonSchema> response_schema(const nlohmann::json& j) {
+  if (!j.contains("response_format") || j["response_format"].is_null()) return nullptr;
+  const auto& rf = j["response_format"];
+  constexpr const char* kForms =
+      "'response_format' must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or "
+      "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}";
+  if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+    throw bad_request(kForms, "response_format");
+  const std::string type = rf["type"].get<std::string>();
+  try {
+    if (type == "text") {
+      if (rf.size() != 1) throw bad_request(kForms, "response_format");
+      return nullptr;
+    }
+    if (type == "json_object") {
+      if (rf.size() != 1) throw bad_request(kForms, "response_format");
+      return std::make_shared<const JsonSchema>(nlohmann::json{{"type", "object"}});
+    }
+    if (type != "json_schema" || rf.size() != 2 || !rf.contains("json_schema") ||
+        !rf["json_schema"].is_object())
+      throw bad_request(kForms, "response_format");
+    const auto& js = rf["json_schema"];
+    for (const auto& [k, v] : js.items())
+      if (k != "name" && k != "schema" && k != "strict" && k != "description")
+        throw bad_request("'response_format.json_schema' has an unknown field '" + k + "'",
+                          "response_format");
+    if (!js.contains("name") || !js["name"].is_string())
+      throw bad_request("'response_format.json_schema.name' is required (a string)",
+                        "response_format");
+    if (js.contains("strict") && !js["strict"].is_boolean())
+      throw bad_request("'response_format.json_schema.strict' must be true or false",
+                        "response_format");
+    return std::make_shared<const JsonSchema>(js.value("schema", nlohmann::json::object()));
+  } catch (const ApiError&) {
+    throw;
+  } catch (const Error& e) {
+    throw bad_request(std::string("'response_format': ") + e.what(), "response_format");
+  }
+}
+}  // namespace
+
 CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok, int32_t vocab,
                                   const ServerLimits& limits) {
   refuse_unknown(j, {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed",
@@ -197,7 +242,8 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
                      "tool_choice",
                      "chat_template_kwargs",
                      "logprobs",
-                     "top_logprobs"});
+                     "top_logprobs",
+                     "response_format"});
   if (!chat || !tok)
     throw bad_request(
         "this server has no chat template: start it with --chat-template FILE "
@@ -287,6 +333,32 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
   p.tools = tools && choice != "none";
   p.tool_required = tool_required;
   p.tool_name = tool_name;
+  if (tool_required && in.tools.size() == 1) {  // the only tool: as if named
+    const auto& only = in.tools[0];
+    if (only.contains("function") && only["function"].is_object() &&
+        only["function"].value("name", nlohmann::ordered_json()).is_string()) {
+      p.tool_name = only["function"]["name"].get<std::string>();
+      p.tool_required = false;
+    }
+  }
+  if (!p.tool_name.empty()) {
+    for (const auto& t : j["tools"])
+      if (t.contains("function") && t["function"].is_object() &&
+          t["function"].value("name", nlohmann::json()) == p.tool_name) {
+        const auto params = t["function"].value("parameters", nlohmann::json{{"type", "object"}});
+        try {
+          p.tool_schema = std::make_shared<const JsonSchema>(params);
+        } catch (const Error& e) {
+          throw bad_request(std::string("'tools': function '") + p.tool_name + "': " + e.what(),
+                            "tools");
+        }
+      }
+  }
+  p.response_schema = response_schema(j);
+  if (p.response_schema && (!p.tool_name.empty() || p.tool_required))
+    throw bad_request(
+        "'response_format' JSON and a 'tool_choice' that forces a call exclude each other",
+        "response_format");
   return p;
 }
 

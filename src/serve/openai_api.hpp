@@ -1,6 +1,7 @@
 // OpenAI's wire format for the server: request bodies checked field by field into parameters, and
 // the JSON of errors. Every problem is an ApiError with the HTTP status and the field it concerns.
 #pragma once
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 #include "epwa/detect.hpp"
 #include "epwa/error.hpp"
 #include "epwa/generate.hpp"
+#include "epwa/json_constraint.hpp"
 #include "epwa/server.hpp"
 #include "epwa/tokenizer.hpp"
 
@@ -47,6 +49,11 @@ struct CompletionParams {
   // chat: tool_choice "required", or the function it names: the reply opens with a call.
   bool tool_required = false;
   std::string tool_name;
+  // chat: response_format json_object / json_schema: the reply is JSON of this schema.
+  std::shared_ptr<const JsonSchema> response_schema;
+  // chat: the arguments' schema of the call a tool_choice forces (named, or "required" with one
+  // tool): its "parameters", or any object.
+  std::shared_ptr<const JsonSchema> tool_schema;
 };
 
 // The most choices ("n") a request may ask for.

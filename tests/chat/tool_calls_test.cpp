@@ -95,6 +95,17 @@ TEST(ToolCalls, EachTemplatesOwnRenderingParsesBackToTheCalls) {
     EXPECT_NE(reply.find(named), std::string::npos) << named;
     EXPECT_EQ(named.rfind(any, 0), 0u) << any;
     EXPECT_EQ(any.rfind(epwa::tool_call_markers(c.syntax)[0], 0), 0u) << any;
+    // The named opening, arguments and the closing make one whole call (constrained decoding
+    // writes exactly these), the end of the turn not in it.
+    const std::string closing = epwa::tool_call_closing(tpl, c.syntax, "call00002");
+    EXPECT_NE(reply.find(closing), std::string::npos) << closing;
+    EXPECT_EQ(closing.find(c.end), std::string::npos) << closing;
+    const epwa::AssistantReply one =
+        epwa::parse_tool_calls(c.syntax, named + args2.dump() + closing);
+    ASSERT_EQ(one.calls.size(), 1u) << named + args2.dump() + closing;
+    EXPECT_EQ(one.calls[0].name, "get_weather");
+    EXPECT_EQ(json::parse(one.calls[0].arguments), args2);
+    EXPECT_EQ(one.content, "");
   }
   const epwa::ChatTemplate mixtral(read(kDir / "mixtral-8x7b-instruct.jinja"), special);
   EXPECT_EQ(epwa::tool_call_syntax(mixtral), ToolCallSyntax::None);

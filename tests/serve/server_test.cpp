@@ -1080,9 +1080,10 @@ TEST(Server, ChatWithToolsRendersThemAndKeepsAReplyWithoutCallsAsContent) {
 }
 
 // tool_choice naming a function makes the reply open with its call as the template writes it
-// (Qwen2.5's Hermes syntax): the model continues the rendered prompt and that opening, as a
-// completion of both does; "required" leaves the name to the model; bad forms, an unknown
-// function and a template without tool calls get 400.
+// (Qwen2.5's Hermes syntax), its arguments follow the function's schema and the template's closing
+// ends it, whatever the model: a tool call with valid arguments. "required" with several tools
+// leaves the name to the model; bad forms, an unknown function and a template without tool calls
+// get 400.
 TEST(Server, ToolChoiceOpensTheReplyWithACall) {
   epwa::ServerOptions o;
   o.chat_template =
@@ -1090,41 +1091,43 @@ TEST(Server, ToolChoiceOpensTheReplyWithACall) {
   Running s(o);
   const json messages = json::parse(R"([{"role": "user", "content": "Weather in Paris?"}])");
   const json tools = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
-      "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])");
+      "parameters": {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]},
+      "days": {"type": "integer"}}, "required": ["city", "days"]}}}])");
   json body = {{"messages", messages},
                {"tools", tools},
                {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}},
-               {"max_tokens", 16},
-               {"temperature", 0.7},
-               {"seed", 4}};
-  int status = 0;
-  const json r = s.post("/v1/chat/completions", body.dump(), &status);
-  ASSERT_EQ(status, 200) << r.dump();
+               {"max_tokens", 200},
+               {"temperature", 0.7}};
   auto& b = bundle();
   const epwa::ChatTemplate tpl(o.chat_template, epwa::special_token_strings(*b.tok));
   const std::string opening =
       epwa::tool_call_opening(tpl, epwa::ToolCallSyntax::Hermes, "get_weather");
   EXPECT_EQ(opening, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ");
+  EXPECT_EQ(epwa::tool_call_closing(tpl, epwa::ToolCallSyntax::Hermes, "x"), "}\n</tool_call>");
   const auto ids = chat_ids(o.chat_template, messages, tools);
-  auto forced = ids;
   const auto opening_ids = b.tok->encode(opening, false, true);
-  forced.insert(forced.end(), opening_ids.begin(), opening_ids.end());
-  const json plain = s.post(
-      "/v1/completions",
-      json{{"prompt", forced}, {"max_tokens", 16}, {"temperature", 0.7}, {"seed", 4}}.dump());
-  const std::string reply = opening + plain["choices"][0]["text"].get<std::string>();
-  const json& m = r["choices"][0]["message"];
-  const epwa::AssistantReply parsed = epwa::parse_tool_calls(epwa::ToolCallSyntax::Hermes, reply);
-  if (parsed.calls.empty()) {  // the bundled model's arguments do not parse: the text, as written
-    EXPECT_EQ(m["content"], reply);
-    EXPECT_EQ(r["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
-  } else {
+  int status = 0;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    body["seed"] = seed;
+    const json r = s.post("/v1/chat/completions", body.dump(), &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    const json& m = r["choices"][0]["message"];
+    ASSERT_TRUE(m.contains("tool_calls")) << r.dump();
+    EXPECT_EQ(r["choices"][0]["finish_reason"], "tool_calls");
     EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+    const json args = json::parse(m["tool_calls"][0]["function"]["arguments"].get<std::string>());
+    EXPECT_TRUE(args.at("city") == "Paris" || args.at("city") == "Rome") << args.dump();
+    EXPECT_TRUE(args.at("days").is_number_integer()) << args.dump();
+    EXPECT_EQ(args.size(), 2u);
+    EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+    EXPECT_GT(r["usage"]["completion_tokens"].get<size_t>(), opening_ids.size());
   }
-  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
-  EXPECT_EQ(r["usage"]["completion_tokens"],
-            opening_ids.size() + plain["usage"]["completion_tokens"].get<size_t>());
+  json two = tools;  // with several tools "required" leaves the name (and arguments) free
+  two.push_back(json::parse(R"({"type": "function", "function": {"name": "get_time"}})"));
+  body["tools"] = two;
+  body["max_tokens"] = 16;
   body["tool_choice"] = "required";
+  body["seed"] = 4;
   const json any = s.post("/v1/chat/completions", body.dump(), &status);
   ASSERT_EQ(status, 200) << any.dump();
   EXPECT_EQ(any["choices"][0]["message"]["content"].get<std::string>().rfind(
@@ -1132,7 +1135,7 @@ TEST(Server, ToolChoiceOpensTheReplyWithACall) {
             0u)
       << any.dump();
   for (const json& bad : {json("always"), json(42), json{{"type", "function"}},
-                          json{{"type", "function"}, {"function", {{"name", "get_time"}}}}}) {
+                          json{{"type", "function"}, {"function", {{"name", "get_date"}}}}}) {
     body["tool_choice"] = bad;
     const json e = s.post("/v1/chat/completions", body.dump(), &status);
     EXPECT_EQ(status, 400) << bad.dump();
@@ -1150,6 +1153,52 @@ TEST(Server, ToolChoiceOpensTheReplyWithACall) {
   body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "get_weather"}}}};
   const json e = ms.post("/v1/chat/completions", body.dump(), &status);
   EXPECT_EQ(status, 400) << e.dump();
+}
+
+// response_format: JSON of the request's schema whatever the model (the bundled model writes
+// Bible verses); a JSON object; malformed forms and schemas it cannot enforce get 400.
+TEST(Server, ResponseFormatConstrainsTheReplyToTheSchema) {
+  epwa::ServerOptions o;
+  o.chat_template =
+      read_file(fs::path(EPWA_TEST_DATA_DIR) / "chat_templates" / "qwen2.5-instruct.jinja");
+  Running s(o);
+  const json schema = json::parse(R"({"type": "object", "properties": {
+      "answer": {"enum": ["yes", "no"]}, "count": {"type": "integer"},
+      "sure": {"type": "boolean"}}, "required": ["answer", "count", "sure"]})");
+  json body = {
+      {"messages", json::parse(R"([{"role": "user", "content": "Is it so?"}])")},
+      {"response_format",
+       {{"type", "json_schema"}, {"json_schema", {{"name", "reply"}, {"schema", schema}}}}},
+      {"max_tokens", 300},
+      {"temperature", 1.0}};
+  int status = 0;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    body["seed"] = seed;
+    const json r = s.post("/v1/chat/completions", body.dump(), &status);
+    ASSERT_EQ(status, 200) << r.dump();
+    EXPECT_EQ(r["choices"][0]["finish_reason"], "stop") << r.dump();
+    const json v = json::parse(r["choices"][0]["message"]["content"].get<std::string>());
+    EXPECT_TRUE(v.at("answer") == "yes" || v.at("answer") == "no") << v.dump();
+    EXPECT_TRUE(v.at("count").is_number_integer()) << v.dump();
+    EXPECT_TRUE(v.at("sure").is_boolean()) << v.dump();
+    EXPECT_EQ(v.size(), 3u);
+  }
+  body["response_format"] = {{"type", "json_object"}};
+  body["max_tokens"] = 16;  // at most 12 bytes of whitespace, then the object
+  const json r = s.post("/v1/chat/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  const std::string text = r["choices"][0]["message"]["content"];
+  EXPECT_EQ(text.substr(text.find_first_not_of(" \n\r\t")).front(), '{') << text;
+  for (const json& bad :
+       {json{{"type", "xml"}}, json{{"type", "json_schema"}}, json("json"),
+        json{{"type", "json_schema"}, {"json_schema", {{"schema", schema}}}},
+        json{{"type", "json_schema"},
+             {"json_schema", {{"name", "x"}, {"schema", {{"allOf", json::array()}}}}}}}) {
+    body["response_format"] = bad;
+    const json e = s.post("/v1/chat/completions", body.dump(), &status);
+    EXPECT_EQ(status, 400) << bad.dump();
+    EXPECT_EQ(e["error"]["param"], "response_format") << e.dump();
+  }
 }
 
 // The distortion-free mode behind the server: the library's exp generation, detected with the exp
