@@ -106,6 +106,21 @@ try {
   }
   assert.equal(role, "assistant");
   assert.equal(said, chat.choices[0].message.content);
+  // Structured output as the client sends it: the reply parses and follows the schema.
+  const structured = await client.chat.completions.create({
+    model: "epwa", messages, max_tokens: 200, temperature: 0.8, seed: 3, watermark: true,
+    response_format: { type: "json_schema", json_schema: { name: "verdict", strict: true, schema: {
+      type: "object", additionalProperties: false, required: ["ok", "n"],
+      properties: { ok: { type: "boolean" }, n: { type: "integer" } } } } } });
+  const verdict = JSON.parse(structured.choices[0].message.content);
+  assert.equal(typeof verdict.ok, "boolean");
+  assert.ok(Number.isInteger(verdict.n));
+  assert.deepEqual(Object.keys(verdict).sort(), ["n", "ok"]);
+  await assert.rejects(
+    client.chat.completions.create({
+      model: "epwa", messages, response_format: { type: "json_schema", json_schema: { name: "x",
+        schema: { allOf: [] } } } }),
+    (e) => e instanceof OpenAI.APIError && e.status === 400 && /allOf/.test(e.message));
   await assert.rejects(
     client.chat.completions.create({
       model: "epwa", messages: [{ role: "user", content: "a" }, { role: "user", content: "b" }] }),
