@@ -17,7 +17,6 @@
 
 #include "epwa/error.hpp"
 #include "epwa/generate.hpp"
-#include "epwa/json_constraint.hpp"
 #include "epwa/model.hpp"
 #include "epwa/watermark.hpp"
 
@@ -49,7 +48,7 @@ struct BatchRequest {
   std::unique_ptr<WatermarkProcessor> watermark;  // null: no watermark
   // Null: free text. Else the tokens it forbids are masked after the watermark's bias (so the
   // text is valid JSON of its schema whatever the bias does), and it sees each sampled token.
-  std::unique_ptr<JsonConstraint> constraint;
+  std::unique_ptr<TokenConstraint> constraint;
   // Called on the engine's thread, in order: each new token, then once at the end (the message
   // is set for FinishReason::Error). Keep them short: the whole batch waits for them.
   std::function<void(int32_t token)> on_token;

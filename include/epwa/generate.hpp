@@ -33,6 +33,16 @@ class Sampler {
   std::vector<int32_t> order_;
 };
 
+// Restricts the tokens a generation may sample next (JsonConstraint: JSON of a schema).
+class TokenConstraint {
+ public:
+  virtual ~TokenConstraint() = default;
+  // Sets the logits of the tokens that may not come next to -inf.
+  virtual void mask(std::span<float> logits) const = 0;
+  // The sampled token.
+  virtual void accept(int32_t token) = 0;
+};
+
 struct GenerateOptions {
   int32_t max_new_tokens = 32;
   SamplingOptions sampling;
@@ -42,6 +52,7 @@ struct GenerateOptions {
   std::vector<int32_t> suppress_tokens;
   RouterObserver* observer = nullptr;     // sees every router decision (prompt and generated)
   LogitsProcessor* processor = nullptr;   // adjusts raw logits before sampling (the watermark)
+  TokenConstraint* constraint = nullptr;  // masks what may not come next, after the processor
   std::function<void(int32_t)> on_token;  // streaming callback
 };
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "epwa/generate.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa {
@@ -53,16 +54,17 @@ class TokenTexts {
 };
 
 // One generation's matcher: the text so far is a prefix of `schema`'s value then `suffix`.
-class JsonConstraint {
+class JsonConstraint final : public TokenConstraint {
  public:
   // `end_tokens`: what may follow the complete text (EOS, the end of the turn).
   JsonConstraint(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const TokenTexts> texts,
                  std::string suffix, std::vector<int32_t> end_tokens);
-  ~JsonConstraint();
-  // Sets the logits of the tokens that may not come next to -inf.
-  void mask(std::span<float> logits) const;
+  ~JsonConstraint() override;
+  // Sets the logits of the tokens that may not come next to -inf (throws Error when none is
+  // left, which a vocabulary with every byte never does).
+  void mask(std::span<float> logits) const override;
   // The sampled token; throws Error for a token mask() forbade.
-  void accept(int32_t token);
+  void accept(int32_t token) override;
   // Whether the value and the suffix are complete.
   bool complete() const;
   // Whether `text` (bytes) can continue the text so far (for tests).

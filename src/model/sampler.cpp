@@ -97,7 +97,9 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
   for (int32_t i = 0; i < n; ++i) {
     if (o.processor) o.processor->process(logits);
     for (int32_t s : o.suppress_tokens) logits[s] = -std::numeric_limits<float>::infinity();
+    if (o.constraint) o.constraint->mask(logits);
     const int32_t t = sampler.sample(logits, o.processor ? o.processor->uniforms() : nullptr);
+    if (o.constraint) o.constraint->accept(t);
     out.push_back(t);
     if (o.on_token) o.on_token(t);
     if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), t) != o.stop_tokens.end()) break;

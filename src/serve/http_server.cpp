@@ -23,6 +23,7 @@
 #include <set>
 #include <thread>
 
+#include "epwa/json_constraint.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/server.hpp"
 #include "epwa/session.hpp"

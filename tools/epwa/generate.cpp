@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,9 @@
 #include "command.hpp"
 #include "common.hpp"
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
+#include "epwa/json_constraint.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 #include "watermark_args.hpp"
@@ -28,6 +32,7 @@ struct Args {
   SamplingOptions s;
   bool json = false;
   bool allow_special = false;
+  std::filesystem::path json_schema;
 };
 
 const Command kGenerate{
@@ -58,6 +63,10 @@ const Command kGenerate{
       app.add_flag("--allow-special-tokens", a->allow_special,
                    "let the sampler pick special tokens (<unk>, BOS, control tokens); without it "
                    "only EOS, which ends the text");
+      add_path_option(app, "--json-schema", a->json_schema,
+                      "the text is JSON that matches this JSON schema (a file; constrained "
+                      "decoding, docs/SERVER.md \"Structured output\"); {} for any JSON")
+          ->check(existing_file());
       app.add_flag("--json", a->json,
                    "print JSON (prompt_tokens, tokens, text, watermark parameters)");
       return [a, &app] {
@@ -109,6 +118,25 @@ const Command kGenerate{
           std::erase_if(o.suppress_tokens, [&](int32_t id) {
             return std::find(o.stop_tokens.begin(), o.stop_tokens.end(), id) != o.stop_tokens.end();
           });
+        }
+        std::unique_ptr<JsonConstraint> constraint;
+        if (!a->json_schema.empty()) {
+          check(tok != nullptr, "--json-schema needs the model's tokenizer");
+          const std::string text = read_input_file(a->json_schema, "--json-schema");
+          nlohmann::json schema;
+          try {
+            schema = nlohmann::json::parse(text);
+          } catch (const nlohmann::json::exception&) {
+            throw Error("--json-schema " + path_to_utf8(a->json_schema) + ": not valid JSON");
+          }
+          try {
+            constraint = std::make_unique<JsonConstraint>(
+                std::make_shared<const JsonSchema>(schema),
+                std::make_shared<const TokenTexts>(*tok), "", o.stop_tokens);
+          } catch (const Error& e) {
+            throw Error("--json-schema " + path_to_utf8(a->json_schema) + ": " + e.what());
+          }
+          o.constraint = constraint.get();
         }
         size_t key_index = 0;
         if (ring) {
