@@ -52,7 +52,7 @@ struct DetectionInput {
   std::span<const RouterRecord> records;
   // With DetectOptions::min_entropy > 0: entropy[p] = the entropy of the model's distribution at
   // position p (over token p + 1), at least tokens.size() - 1 entries.
-  std::span<const float> entropy;
+  std::span<const float> entropy{};
 };
 
 // The PEPI extension point: predicts the expert choices of a sequence without the model's router.

@@ -75,8 +75,9 @@ TEST(KeyringDetector, ReportsTheKeyThatFiredWithCorrectedP) {
   EXPECT_TRUE(r.best.detected);
   EXPECT_EQ(r.best.g, 200);
   ASSERT_EQ(r.per_key.size(), 4u);
-  for (const auto& k : r.per_key)
+  for (const auto& k : r.per_key) {
     if (k.id != "k2") EXPECT_LT(k.z, 4.0);
+  }
   EXPECT_NEAR(r.log10_p_corrected, r.best.log10_p + std::log10(4.0), 1e-12);
   // The same text under a one-key detector of key 2 gives the same statistic.
   const epwa::Detector one(ring.lists[2], o);
