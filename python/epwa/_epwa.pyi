@@ -134,6 +134,7 @@ class Model:
         watermark: WatermarkConfig | None = None,
         top_k: int = 0,
         allow_special_tokens: bool = False,
+        json_schema: dict[str, Any] | bool | None = None,
     ) -> Generation: ...
 
 class TokenDetail:

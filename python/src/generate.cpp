@@ -7,10 +7,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "bindings.hpp"
 #include "epwa/error.hpp"
+#include "epwa/json_constraint.hpp"
 #include "epwa/session.hpp"
 #include "watermark_config.hpp"
 
@@ -48,7 +51,7 @@ void check_sampling(int32_t max_new, const SamplingOptions& s) {
 
 Generation generate(const LoadedModel& lm, py::handle prompt, int32_t max_new_tokens,
                     float temperature, float top_p, uint64_t seed, const KeyedConfig* watermark,
-                    int32_t top_k, bool allow_special_tokens) {
+                    int32_t top_k, bool allow_special_tokens, py::object json_schema) {
   const Model& m = *lm.model;
   GenerateOptions o;
   o.max_new_tokens = max_new_tokens;
@@ -82,6 +85,20 @@ Generation generate(const LoadedModel& lm, py::handle prompt, int32_t max_new_to
     std::erase_if(o.suppress_tokens, [&](int32_t id) {
       return std::find(o.stop_tokens.begin(), o.stop_tokens.end(), id) != o.stop_tokens.end();
     });
+  }
+  // json_schema: any JSON-serialisable schema (as `epwa generate --json-schema` reads from a file).
+  std::unique_ptr<JsonConstraint> constraint;
+  if (!json_schema.is_none()) {
+    check(lm.tokenizer != nullptr, "json_schema needs the model's tokenizer");
+    const std::string text = py::str(py::module_::import("json").attr("dumps")(json_schema));
+    try {
+      constraint = std::make_unique<JsonConstraint>(
+          std::make_shared<const JsonSchema>(nlohmann::json::parse(text)),
+          std::make_shared<const TokenTexts>(*lm.tokenizer), "", o.stop_tokens);
+    } catch (const Error& e) {
+      throw Error(std::string("json_schema: ") + e.what());
+    }
+    o.constraint = constraint.get();
   }
   std::optional<WatermarkConfig> used;
   {
@@ -122,9 +139,10 @@ void bind_generate(py::module_& m, ModelClass& model) {
   model.def("generate", &generate, py::arg("prompt"), py::arg("max_new_tokens") = 32,
             py::arg("temperature") = 0.0f, py::arg("top_p") = 1.0f, py::arg("seed") = 0,
             py::arg("watermark") = py::none(), py::arg("top_k") = 0,
-            py::arg("allow_special_tokens") = false,
+            py::arg("allow_special_tokens") = false, py::arg("json_schema") = py::none(),
             "Generates after `prompt` (a str, BOS added; or ids, BOS included). temperature 0 is "
-            "greedy. watermark: a WatermarkConfig, or None for plain text.");
+            "greedy. watermark: a WatermarkConfig, or None for plain text. json_schema: a JSON "
+            "schema (a dict; {} for any JSON) the text must match (constrained decoding).");
 }
 
 }  // namespace epwa::python

@@ -66,3 +66,28 @@ def test_context_cap_warns(model):
     with pytest.warns(UserWarning, match="at most 2 new tokens"):
         g = model.generate(ids, max_new_tokens=10)
     assert len(g.tokens) <= 2
+
+
+def test_json_schema_matches_cli(model, tmp_path):
+    """json_schema constrains the text as `epwa generate --json-schema` does: the same tokens,
+    and JSON of the schema."""
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"verse": {"type": "integer"}, "ok": {"type": "boolean"}},
+        "required": ["verse", "ok"],
+    }
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    for seed in (1, 2):
+        want = cli_json("generate", "--prompt", PROMPT, "-n", "120", "--temperature", "1",
+                        "--seed", str(seed), "--json-schema", str(path))
+        g = model.generate(PROMPT, max_new_tokens=120, temperature=1.0, seed=seed,
+                           json_schema=schema)
+        assert g.tokens == want["tokens"]
+        value = json.loads(g.text)
+        assert isinstance(value["verse"], int) and isinstance(value["ok"], bool)
+        assert set(value) == {"verse", "ok"}
+    with pytest.raises(epwa.Error, match="json_schema: .*allOf"):
+        model.generate(PROMPT, json_schema={"allOf": []})
