@@ -1183,6 +1183,21 @@ TEST(Server, ResponseFormatConstrainsTheReplyToTheSchema) {
     EXPECT_TRUE(v.at("sure").is_boolean()) << v.dump();
     EXPECT_EQ(v.size(), 3u);
   }
+  // Streamed: the deltas add up to the same JSON.
+  json streamed = body;
+  streamed["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::string joined;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+    const json d = json::parse(line.substr(6))["choices"][0]["delta"];
+    if (d.contains("content")) joined += d["content"].get<std::string>();
+  }
+  const json last = s.post("/v1/chat/completions", body.dump(), &status);
+  EXPECT_EQ(joined, last["choices"][0]["message"]["content"]);
+  EXPECT_NO_THROW(json::parse(joined)) << joined;
   body["response_format"] = {{"type", "json_object"}};
   body["max_tokens"] = 16;  // at most 12 bytes of whitespace, then the object
   const json r = s.post("/v1/chat/completions", body.dump(), &status);
