@@ -53,11 +53,22 @@ class TokenTexts {
   std::vector<bool> control_, plain_;
 };
 
+// One of several texts a constrained generation may be: a fixed prefix, then JSON of a schema
+// (a tool call's function name and what the template writes before its arguments, then the
+// arguments).
+struct JsonAlternative {
+  std::string prefix;
+  std::shared_ptr<const JsonSchema> schema;
+};
+
 // One generation's matcher: the text so far is a prefix of `schema`'s value then `suffix`.
 class JsonConstraint final : public TokenConstraint {
  public:
   // `end_tokens`: what may follow the complete text (EOS, the end of the turn).
   JsonConstraint(std::shared_ptr<const JsonSchema> schema, std::shared_ptr<const TokenTexts> texts,
+                 std::string suffix, std::vector<int32_t> end_tokens);
+  // One of `alternatives` (1 to 64; no prefix may start another), then `suffix`.
+  JsonConstraint(std::vector<JsonAlternative> alternatives, std::shared_ptr<const TokenTexts> texts,
                  std::string suffix, std::vector<int32_t> end_tokens);
   ~JsonConstraint() override;
   // Sets the logits of the tokens that may not come next to -inf (throws Error when none is
@@ -73,7 +84,8 @@ class JsonConstraint final : public TokenConstraint {
   struct State;
 
  private:
-  std::shared_ptr<const JsonSchema> schema_;
+  std::vector<std::string> prefixes_;
+  std::vector<std::shared_ptr<const JsonSchema>> schemas_;
   std::shared_ptr<const TokenTexts> texts_;
   std::string suffix_;
   std::vector<int32_t> end_;

@@ -233,7 +233,7 @@ TokenTexts::TokenTexts(const Tokenizer& tok) {
 }
 
 namespace {
-enum class F : uint8_t { Value, Object, Array, String, Number, Literal };
+enum class F : uint8_t { Value, Object, Array, String, Number, Literal, Prefix };
 // Literals of the kinds without a schema of their own.
 const std::vector<std::string> kBools = {"true", "false"}, kNulls = {"null"};
 
@@ -246,8 +246,9 @@ struct Frame {
   uint8_t esc = 0;    // String: 1 after '\', 2..5 hex digits of \u still to come (5 = four)
   const JsonSchema::Node* node = nullptr;
   const JsonSchema::Node* value = nullptr;         // Object: the schema of the current key's value
-  const std::vector<std::string>* lits = nullptr;  // Literal
-  uint64_t seen = 0;                               // Object: the properties written
+  const std::vector<std::string>* lits = nullptr;  // Literal, Prefix
+  const std::vector<std::shared_ptr<const JsonSchema>>* schemas = nullptr;  // Prefix
+  uint64_t seen = 0;   // Object: the properties written
   uint64_t cands = 0;  // String (key) / Literal: the names still matching
   int32_t pos = 0;     // String (key) / Literal / Number: bytes so far
   int64_t count = 0;   // Array: items so far
@@ -398,6 +399,26 @@ struct JsonConstraint::State {
           if (!ended) return false;
           --depth;  // a whole literal: c belongs to what follows
           continue;
+        }
+        case F::Prefix: {  // one of the alternatives' prefixes, then its schema's value
+          uint64_t next = 0;
+          for (uint64_t m = fr.cands; m; m &= m - 1) {
+            const int i = std::countr_zero(m);
+            const std::string& pre = (*fr.lits)[i];
+            if (static_cast<size_t>(fr.pos) < pre.size() &&
+                static_cast<unsigned char>(pre[fr.pos]) == c)
+              next |= uint64_t{1} << i;
+          }
+          if (!next) return false;
+          fr.cands = next;
+          ++fr.pos;
+          const int i = std::countr_zero(next);
+          if ((*fr.lits)[i].size() == static_cast<size_t>(fr.pos)) {  // no prefix starts another
+            const JsonSchema::Node* root = &(*fr.schemas)[i]->root();
+            fr = Frame{F::Value};
+            fr.node = root;
+          }
+          return true;
         }
         case F::Number: {
           const int r = number(fr, c);
@@ -577,14 +598,38 @@ struct JsonConstraint::State {
 JsonConstraint::JsonConstraint(std::shared_ptr<const JsonSchema> schema,
                                std::shared_ptr<const TokenTexts> texts, std::string suffix,
                                std::vector<int32_t> end_tokens)
-    : schema_(std::move(schema)),
-      texts_(std::move(texts)),
+    : JsonConstraint(std::vector<JsonAlternative>{{"", std::move(schema)}}, std::move(texts),
+                     std::move(suffix), std::move(end_tokens)) {}
+
+JsonConstraint::JsonConstraint(std::vector<JsonAlternative> alternatives,
+                               std::shared_ptr<const TokenTexts> texts, std::string suffix,
+                               std::vector<int32_t> end_tokens)
+    : texts_(std::move(texts)),
       suffix_(std::move(suffix)),
       end_(std::move(end_tokens)),
       state_(std::make_unique<State>()) {
-  Frame root{F::Value};
-  root.node = &schema_->root();
-  state_->push(root);
+  if (alternatives.empty() || alternatives.size() > kMaxChoices)
+    throw Error("constrained decoding: 1 to 64 alternatives");
+  for (JsonAlternative& a : alternatives) {
+    prefixes_.push_back(std::move(a.prefix));
+    schemas_.push_back(std::move(a.schema));
+  }
+  for (size_t i = 0; i < prefixes_.size(); ++i)
+    for (size_t j = 0; j < prefixes_.size(); ++j)
+      if (i != j && prefixes_[j].rfind(prefixes_[i], 0) == 0)
+        throw Error("constrained decoding: the prefix \"" + prefixes_[i] + "\" starts \"" +
+                    prefixes_[j] + "\"");
+  if (prefixes_.size() == 1 && prefixes_[0].empty()) {
+    Frame root{F::Value};
+    root.node = &schemas_[0]->root();
+    state_->push(root);
+  } else {
+    Frame first{F::Prefix};
+    first.lits = &prefixes_;
+    first.schemas = &schemas_;
+    first.cands = prefixes_.size() == 64 ? ~uint64_t{0} : (uint64_t{1} << prefixes_.size()) - 1;
+    state_->push(first);
+  }
 }
 JsonConstraint::~JsonConstraint() = default;
 

@@ -385,27 +385,33 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     // writes one; its tokens follow the rendered prompt and its text starts the reply.
     std::vector<int32_t> prompt = p.prompt;
     std::string forced, closing;
+    std::vector<JsonAlternative> alternatives;  // a forced call: its name(s) and arguments
     std::vector<int32_t> stop_tokens = {c.eos_token_id};
     if (chat)
       stop_tokens.insert(stop_tokens.end(), srv_.end_of_turn.begin(), srv_.end_of_turn.end());
     if (chat && (p.tool_required || !p.tool_name.empty())) {
       try {
         forced = tool_call_opening(*srv_.chat, srv_.tool_syntax, p.tool_name);
-        // A named call: its arguments follow the function's schema, then the template's closing.
-        if (p.tool_schema) {  // where the template writes a call id: 9 letters and digits
-          char call_id[16];
-          std::snprintf(call_id, sizeof call_id, "c%08x",
-                        static_cast<unsigned>(srv_.completions.load() + 1));
-          closing = tool_call_closing(*srv_.chat, srv_.tool_syntax, call_id);
-        }
+        // The call's arguments follow its function's schema (after the function's name and what
+        // the template writes before the arguments, when "required" leaves the name open), then
+        // the template's closing.
+        char call_id[16];  // where the template writes a call id: 9 letters and digits
+        std::snprintf(call_id, sizeof call_id, "c%08x",
+                      static_cast<unsigned>(srv_.completions.load() + 1));
+        closing = tool_call_closing(*srv_.chat, srv_.tool_syntax, call_id);
+        for (const auto& [name, schema] : p.tool_schemas)
+          alternatives.push_back(
+              {p.tool_name.empty()
+                   ? tool_call_opening(*srv_.chat, srv_.tool_syntax, name).substr(forced.size())
+                   : "",
+               schema});
       } catch (const Error& e) {
         throw bad_request(e.what(), "tool_choice");
       }
       const std::vector<int32_t> ids = srv_.tok->encode(forced, false, true);
       prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
-    const std::shared_ptr<const JsonSchema> schema =
-        p.tool_schema ? p.tool_schema : p.response_schema;
+    if (p.response_schema) alternatives.push_back({"", p.response_schema});
     auto group = std::make_shared<Choices>();
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(now_s()) + "-" +
                            std::to_string(++srv_.completions);
@@ -440,14 +446,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
           return std::find(srv_.tool_markers.begin(), srv_.tool_markers.end(), t) !=
                  srv_.tool_markers.end();
         });
-      if (schema) {
+      if (!alternatives.empty()) {
         // The closing's marker tokens (Qwen's </tool_call>) are written by the constraint.
         if (!closing.empty())
           std::erase_if(r.suppress_tokens, [&](int32_t t) {
             const std::string piece = srv_.tok->token_to_piece(t);
             return !piece.empty() && closing.find(piece) != std::string::npos;
           });
-        r.constraint = std::make_unique<JsonConstraint>(schema, srv_.texts, closing, stop_tokens);
+        try {
+          r.constraint =
+              std::make_unique<JsonConstraint>(alternatives, srv_.texts, closing, stop_tokens);
+        } catch (const Error& e) {  // two function names, one the start of the other
+          throw bad_request(e.what(), "tools");
+        }
       }
       if (!key.empty()) {
         if (srv_.opt.watermark.mode == WatermarkMode::Exp && r.sampling.temperature == 0)

@@ -341,18 +341,20 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
       p.tool_required = false;
     }
   }
-  if (!p.tool_name.empty()) {
-    for (const auto& t : j["tools"])
-      if (t.contains("function") && t["function"].is_object() &&
-          t["function"].value("name", nlohmann::json()) == p.tool_name) {
-        const auto params = t["function"].value("parameters", nlohmann::json{{"type", "object"}});
-        try {
-          p.tool_schema = std::make_shared<const JsonSchema>(params);
-        } catch (const Error& e) {
-          throw bad_request(std::string("'tools': function '") + p.tool_name + "': " + e.what(),
-                            "tools");
-        }
+  if (!p.tool_name.empty() || p.tool_required) {
+    for (const auto& t : j["tools"]) {
+      if (!t.contains("function") || !t["function"].is_object() ||
+          !t["function"].value("name", nlohmann::json()).is_string())
+        continue;
+      const std::string name = t["function"]["name"].get<std::string>();
+      if (!p.tool_name.empty() && name != p.tool_name) continue;
+      const auto params = t["function"].value("parameters", nlohmann::json{{"type", "object"}});
+      try {
+        p.tool_schemas.emplace_back(name, std::make_shared<const JsonSchema>(params));
+      } catch (const Error& e) {
+        throw bad_request(std::string("'tools': function '") + name + "': " + e.what(), "tools");
       }
+    }
   }
   p.response_schema = response_schema(j);
   if (p.response_schema && (!p.tool_name.empty() || p.tool_required))

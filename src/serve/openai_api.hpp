@@ -51,9 +51,9 @@ struct CompletionParams {
   std::string tool_name;
   // chat: response_format json_object / json_schema: the reply is JSON of this schema.
   std::shared_ptr<const JsonSchema> response_schema;
-  // chat: the arguments' schema of the call a tool_choice forces (named, or "required" with one
-  // tool): its "parameters", or any object.
-  std::shared_ptr<const JsonSchema> tool_schema;
+  // chat: the functions a tool_choice lets the forced call name (the named one; every tool for
+  // "required") with their arguments' schemas: "parameters", or any object.
+  std::vector<std::pair<std::string, std::shared_ptr<const JsonSchema>>> tool_schemas;
 };
 
 // The most choices ("n") a request may ask for.

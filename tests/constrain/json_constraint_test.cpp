@@ -137,6 +137,24 @@ TEST(JsonConstraint, RefusesWhatItCannotEnforce) {
   EXPECT_NE(refused("false").find("false"), std::string::npos);
 }
 
+// Alternatives: one of several fixed prefixes (a function name), then JSON of that one's schema.
+TEST(JsonConstraint, AlternativesPickTheSchemaByTheirPrefix) {
+  auto schema = [](const char* text) {
+    return std::make_shared<const epwa::JsonSchema>(json::parse(text));
+  };
+  const epwa::JsonConstraint m({{"get\", \"args\": ", schema(R"({"type": "integer"})")},
+                                {"get_all\", \"args\": ", schema(R"({"type": "boolean"})")}},
+                               bundled_texts(), "}", {bundled().eos_id()});
+  EXPECT_TRUE(m.accepts("get\", \"args\": 12}"));
+  EXPECT_TRUE(m.accepts("get_all\", \"args\": true}"));
+  EXPECT_FALSE(m.accepts("get\", \"args\": true"));
+  EXPECT_FALSE(m.accepts("get_all\", \"args\": 1"));
+  EXPECT_FALSE(m.accepts("got"));
+  EXPECT_THROW(epwa::JsonConstraint({{"a", schema("{}")}, {"ab", schema("{}")}}, bundled_texts(),
+                                    "", {bundled().eos_id()}),
+               epwa::Error);
+}
+
 // Random logits, masked, then the most likely token: each run's text is valid JSON of the
 // schema, ends complete, and after it only the end token is left.
 TEST(JsonConstraint, MaskedSamplingAlwaysWritesValidJson) {

@@ -1122,18 +1122,33 @@ TEST(Server, ToolChoiceOpensTheReplyWithACall) {
     EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
     EXPECT_GT(r["usage"]["completion_tokens"].get<size_t>(), opening_ids.size());
   }
-  json two = tools;  // with several tools "required" leaves the name (and arguments) free
-  two.push_back(json::parse(R"({"type": "function", "function": {"name": "get_time"}})"));
+  // With several tools "required" lets the model name one: the name is one of theirs and the
+  // arguments follow that function's schema.
+  json two = tools;
+  two.push_back(json::parse(R"({"type": "function", "function": {"name": "get_time",
+      "parameters": {"type": "object", "properties": {"zone": {"enum": ["CET", "UTC"]}}}}})"));
   body["tools"] = two;
-  body["max_tokens"] = 16;
   body["tool_choice"] = "required";
-  body["seed"] = 4;
-  const json any = s.post("/v1/chat/completions", body.dump(), &status);
-  ASSERT_EQ(status, 200) << any.dump();
-  EXPECT_EQ(any["choices"][0]["message"]["content"].get<std::string>().rfind(
-                "<tool_call>\n{\"name\": \"", 0),
-            0u)
-      << any.dump();
+  std::set<std::string> named;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    body["seed"] = seed;
+    const json any = s.post("/v1/chat/completions", body.dump(), &status);
+    ASSERT_EQ(status, 200) << any.dump();
+    const json& m = any["choices"][0]["message"];
+    ASSERT_TRUE(m.contains("tool_calls")) << any.dump();
+    const std::string name = m["tool_calls"][0]["function"]["name"];
+    const json args = json::parse(m["tool_calls"][0]["function"]["arguments"].get<std::string>());
+    named.insert(name);
+    if (name == "get_time") {
+      EXPECT_LE(args.size(), 1u) << args.dump();
+      if (args.contains("zone")) EXPECT_TRUE(args["zone"] == "CET" || args["zone"] == "UTC");
+    } else {
+      EXPECT_EQ(name, "get_weather");
+      EXPECT_TRUE(args.at("days").is_number_integer()) << args.dump();
+    }
+  }
+  std::cout << "required: the model named " << named.size() << " distinct functions\n";
+  body["max_tokens"] = 16;
   for (const json& bad : {json("always"), json(42), json{{"type", "function"}},
                           json{{"type", "function"}, {"function", {{"name", "get_date"}}}}}) {
     body["tool_choice"] = bad;
