@@ -3,6 +3,7 @@
 // Include only after a `#pragma GCC target(...)` that enables at least AVX2: the helpers have
 // internal linkage, so each kernel file gets its own copy compiled for its own instruction set.
 #pragma once
+
 #include <immintrin.h>
 
 #include <cstring>
@@ -18,6 +19,10 @@ namespace epwa::quant {
 // `ystride` bytes apart; `units` is the row's number of 32-blocks (Q4_0/Q8_0) or super-blocks.
 using TileFn = void (*)(const std::byte* row, int64_t units, const uint8_t* y, int64_t ystride,
                         float* out, int64_t ldo);
+// A tile of TileFormat::tile_rows rows (row i at row + i * row_bytes): out[v * ldo + i] =
+// dot(row i, vector v), each row's value bit-identical to the one-row tile's.
+using TileRowsFn = void (*)(const std::byte* row, int64_t row_bytes, int64_t units,
+                            const uint8_t* y, int64_t ystride, float* out, int64_t ldo);
 // Repacks one vector for the tile functions of a format.
 using RepackFn = void (*)(const PackedVector& x, uint8_t* dst);
 inline constexpr int kMaxV = 8;  // vectors per pass: 8 accumulators
@@ -27,6 +32,10 @@ struct TileFormat {
   int64_t unit_values, group_units, group_bytes;
   RepackFn repack;
   const TileFn* tiles;
+  // Where a format has them, tiles of tile_rows rows (the last rows % tile_rows rows go through
+  // `tiles`); tile_rows_fns[V - 1] handles V vectors.
+  const TileRowsFn* tile_rows_fns = nullptr;
+  int64_t tile_rows = 1;
 };
 // vec_dot_rows_multi's contract (RowsMultiDot) for one format; defined in gemm_avx2.cpp (portable).
 void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
