@@ -180,6 +180,39 @@ inline void tile_groups(const std::byte* row, int64_t nb, const uint8_t* y, int6
   for (int v = 0; v < V; ++v)
     out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
 }
+// tile_groups for R rows at once (row i at row + i * row_bytes), each activation load serving
+// the R rows (a pass's vectors outgrow L1 on long rows, and the one-row tile then re-reads them
+// from L2 per row). Per row the same operations as tile_groups, so the same bits.
+template <int R, int V, class F>
+inline void tile_groups_rows(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
+                             int64_t ystride, float* out, int64_t ldo) {
+  alignas(32) std::byte tail[R][8 * F::kBytes];
+  __m256 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  const int64_t groups = (nb + 7) / 8;
+  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
+    decltype(F::unpack(row)) w[R];
+    __m256 dw[R];
+    for (int r = 0; r < R; ++r) {
+      const std::byte* blk = group_blocks<F::kBytes>(row + r * row_bytes, nb, g, tail[r]);
+      w[r] = F::unpack(blk);
+      dw[r] = scales_in_lanes<F::kBytes>(blk);
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
+      for (int r = 0; r < R; ++r) {
+        const __m256i s = F::sums(w[r], yv);
+        acc[r][v] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dx), _mm256_cvtepi32_ps(s), acc[r][v]);
+      }
+    }
+  }
+  for (int v = 0; v < V; ++v)
+    for (int r = 0; r < R; ++r)
+      out[v * ldo + r] = hsum(_mm256_permutevar8x32_ps(acc[r][v], natural_order()));
+}
 // tile_groups for 1..kMaxV vectors, as TileFormat::tiles wants them.
 template <class F>
 constexpr TileFn kGroupTiles[kMaxV] = {tile_groups<1, F>, tile_groups<2, F>, tile_groups<3, F>,
