@@ -240,7 +240,8 @@ void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
   }
   // Vectors per repacked batch: ~256 KiB of activations stay in L2 while the row range streams
   // past them; each pass of kMaxV vectors (24 KiB for 2048 columns) stays in L1.
-  const int64_t batch = std::max<int64_t>(kMaxV, (256 << 10) / stride / kMaxV * kMaxV);
+  const int64_t mv = f.max_v;
+  const int64_t batch = std::max<int64_t>(mv, (256 << 10) / stride / mv * mv);
   thread_local std::vector<uint8_t> ybuf;
   for (size_t v0 = 0; v0 < xs.size(); v0 += static_cast<size_t>(batch)) {
     const size_t v1 = std::min(xs.size(), v0 + static_cast<size_t>(batch));
@@ -250,8 +251,8 @@ void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
         ybuf.data() + ((64 - reinterpret_cast<uintptr_t>(ybuf.data()) % 64) % 64);
     for (size_t v = v0; v < v1; ++v)
       f.repack(xs[v], ybase + (v - v0) * static_cast<size_t>(stride));
-    for (size_t s = v0; s < v1; s += kMaxV) {
-      const int nv = static_cast<int>(std::min<size_t>(kMaxV, v1 - s));
+    for (size_t s = v0; s < v1; s += static_cast<size_t>(mv)) {
+      const int nv = static_cast<int>(std::min<size_t>(static_cast<size_t>(mv), v1 - s));
       const TileFn tile = f.tiles[nv - 1];
       const uint8_t* y = ybase + (s - v0) * static_cast<size_t>(stride);
       float* o = out + static_cast<int64_t>(s) * out_stride;

@@ -192,23 +192,36 @@ void tile_rows_q4_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const
 // (one thread, 512 x 14336 Q4_0 against 128 vectors): 1 row 69, 2 rows 112, 3 rows 117, 4 rows
 // 126, 6 rows 119, 8 rows 119 GMAC/s (docs/KERNELS.md).
 constexpr int64_t kQ4_0Rows = 4;
-constexpr TileRowsFn kQ4_0T4[kMaxV] = {
-    tile_rows_q4_0_t<kQ4_0Rows, 1>, tile_rows_q4_0_t<kQ4_0Rows, 2>, tile_rows_q4_0_t<kQ4_0Rows, 3>,
-    tile_rows_q4_0_t<kQ4_0Rows, 4>, tile_rows_q4_0_t<kQ4_0Rows, 5>, tile_rows_q4_0_t<kQ4_0Rows, 6>,
-    tile_rows_q4_0_t<kQ4_0Rows, 7>, tile_rows_q4_0_t<kQ4_0Rows, 8>};
+// Sixteen vectors per pass: the weights are unpacked once per row, group and pass, so twice as
+// many vectors halve that share (one thread, Q4_0 x 4096 / 14336 columns x 128 vectors: 8 per
+// pass 126 / 128 GMAC/s, 16 per pass 146 / 144).
+constexpr int kQ4_0MaxV = 16;
+#define EPWA_Q4_0_TILES(T)                                                                   \
+  {                                                                                          \
+    T<1>, T<2>, T<3>, T<4>, T<5>, T<6>, T<7>, T<8>, T<9>, T<10>, T<11>, T<12>, T<13>, T<14>, \
+        T<15>, T<16>                                                                         \
+  }
+template <int V>
+void tile4_q4_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
+                  int64_t ystride, float* out, int64_t ldo) {
+  tile_rows_q4_0_t<kQ4_0Rows, V>(row, row_bytes, nb, y, ystride, out, ldo);
+}
+constexpr TileRowsFn kQ4_0T4[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile4_q4_0_t);
+
 // One row (the last rows of a range).
 template <int V>
 void tile_q4_0_t(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
                  int64_t ldo) {
   tile_rows_q4_0_t<1, V>(row, 0, nb, y, ystride, out, ldo);
 }
-constexpr TileFn kQ4_0T[kMaxV] = {tile_q4_0_t<1>, tile_q4_0_t<2>, tile_q4_0_t<3>, tile_q4_0_t<4>,
-                                  tile_q4_0_t<5>, tile_q4_0_t<6>, tile_q4_0_t<7>, tile_q4_0_t<8>};
+constexpr TileFn kQ4_0T[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile_q4_0_t);
+#undef EPWA_Q4_0_TILES
 
 void repack_q8_0_u8(const PackedVector& x, uint8_t* dst) {
   repack_vector(x, false, true, dst);
 }
-const TileFormat kFmtQ4_0{32, 8, kTGroupBytes, repack_q4_0_t, kQ4_0T, kQ4_0T4, kQ4_0Rows};
+const TileFormat kFmtQ4_0{32,     8,       kTGroupBytes, repack_q4_0_t,
+                          kQ4_0T, kQ4_0T4, kQ4_0Rows,    kQ4_0MaxV};
 // Q8_0: gemm_layout.hpp's group tiles four rows at a time. Measured (one thread, Q8_0 x 4096 /
 // 14336 columns x 128 vectors, GMAC/s): one row 76 / 76, two 92 / 95, three 93 / 97, four 96 / 103.
 constexpr int64_t kQ8_0Rows = 4;

@@ -36,6 +36,7 @@ struct TileFormat {
   // `tiles`); tile_rows_fns[V - 1] handles V vectors.
   const TileRowsFn* tile_rows_fns = nullptr;
   int64_t tile_rows = 1;
+  int max_v = kMaxV;  // vectors per pass: tiles[max_v - 1] exists
 };
 // vec_dot_rows_multi's contract (RowsMultiDot) for one format; defined in gemm_avx2.cpp (portable).
 void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
