@@ -215,7 +215,6 @@ void tile_q4_0_t(const std::byte* row, int64_t nb, const uint8_t* y, int64_t yst
   tile_rows_q4_0_t<1, V>(row, 0, nb, y, ystride, out, ldo);
 }
 constexpr TileFn kQ4_0T[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile_q4_0_t);
-#undef EPWA_Q4_0_TILES
 
 void repack_q8_0_u8(const PackedVector& x, uint8_t* dst) {
   repack_vector(x, false, true, dst);
@@ -225,13 +224,21 @@ const TileFormat kFmtQ4_0{32,     8,       kTGroupBytes, repack_q4_0_t,
 // Q8_0: gemm_layout.hpp's group tiles four rows at a time. Measured (one thread, Q8_0 x 4096 /
 // 14336 columns x 128 vectors, GMAC/s): one row 76 / 76, two 92 / 95, three 93 / 97, four 96 / 103.
 constexpr int64_t kQ8_0Rows = 4;
-constexpr TileRowsFn kQ8_0R[kMaxV] = {
-    tile_groups_rows<kQ8_0Rows, 1, Q8_0Vnni>, tile_groups_rows<kQ8_0Rows, 2, Q8_0Vnni>,
-    tile_groups_rows<kQ8_0Rows, 3, Q8_0Vnni>, tile_groups_rows<kQ8_0Rows, 4, Q8_0Vnni>,
-    tile_groups_rows<kQ8_0Rows, 5, Q8_0Vnni>, tile_groups_rows<kQ8_0Rows, 6, Q8_0Vnni>,
-    tile_groups_rows<kQ8_0Rows, 7, Q8_0Vnni>, tile_groups_rows<kQ8_0Rows, 8, Q8_0Vnni>};
-const TileFormat kFmtQ8_0{32,     8,        kGroupBytes, repack_q8_0_u8, kGroupTiles<Q8_0Vnni>,
-                          kQ8_0R, kQ8_0Rows};
+constexpr int kQ8_0MaxV = 16;
+template <int V>
+void tile4_q8_0(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
+                int64_t ystride, float* out, int64_t ldo) {
+  tile_groups_rows<kQ8_0Rows, V, Q8_0Vnni>(row, row_bytes, nb, y, ystride, out, ldo);
+}
+template <int V>
+void tile1_q8_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
+                int64_t ldo) {
+  tile_groups<V, Q8_0Vnni>(row, nb, y, ystride, out, ldo);
+}
+constexpr TileRowsFn kQ8_0R[kQ8_0MaxV] = EPWA_Q4_0_TILES(tile4_q8_0);
+constexpr TileFn kQ8_0T[kQ8_0MaxV] = EPWA_Q4_0_TILES(tile1_q8_0);
+#undef EPWA_Q4_0_TILES
+const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0_u8, kQ8_0T, kQ8_0R, kQ8_0Rows, kQ8_0MaxV};
 
 }  // namespace
 }  // namespace epwa::quant
