@@ -240,20 +240,29 @@ void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
   }
   // Vectors per repacked batch: ~256 KiB of activations stay in L2 while the row range streams
   // past them; each pass of kMaxV vectors (24 KiB for 2048 columns) stays in L1.
-  const int64_t batch = std::max<int64_t>(kMaxV, (256 << 10) / stride / kMaxV * kMaxV);
+  const int64_t mv = f.max_v;
+  const int64_t batch = std::max<int64_t>(mv, (256 << 10) / stride / mv * mv);
   thread_local std::vector<uint8_t> ybuf;
   for (size_t v0 = 0; v0 < xs.size(); v0 += static_cast<size_t>(batch)) {
     const size_t v1 = std::min(xs.size(), v0 + static_cast<size_t>(batch));
-    ybuf.resize((v1 - v0) * static_cast<size_t>(stride));
+    // 64-byte aligned (group sizes are multiples of 64 where a format loads aligned registers)
+    ybuf.resize((v1 - v0) * static_cast<size_t>(stride) + 64);
+    uint8_t* const ybase =
+        ybuf.data() + ((64 - reinterpret_cast<uintptr_t>(ybuf.data()) % 64) % 64);
     for (size_t v = v0; v < v1; ++v)
-      f.repack(xs[v], ybuf.data() + (v - v0) * static_cast<size_t>(stride));
-    for (size_t s = v0; s < v1; s += kMaxV) {
-      const int nv = static_cast<int>(std::min<size_t>(kMaxV, v1 - s));
+      f.repack(xs[v], ybase + (v - v0) * static_cast<size_t>(stride));
+    for (size_t s = v0; s < v1; s += static_cast<size_t>(mv)) {
+      const int nv = static_cast<int>(std::min<size_t>(static_cast<size_t>(mv), v1 - s));
       const TileFn tile = f.tiles[nv - 1];
-      const uint8_t* y = ybuf.data() + (s - v0) * static_cast<size_t>(stride);
+      const uint8_t* y = ybase + (s - v0) * static_cast<size_t>(stride);
       float* o = out + static_cast<int64_t>(s) * out_stride;
-      for (int64_t r = row_begin; r < row_end; ++r)
-        tile(w + r * row_bytes, units, y, stride, o + r, out_stride);
+      int64_t r = row_begin;
+      if (f.tile_rows_fns) {
+        const TileRowsFn tile_rows = f.tile_rows_fns[nv - 1];
+        for (; r + f.tile_rows <= row_end; r += f.tile_rows)
+          tile_rows(w + r * row_bytes, row_bytes, units, y, stride, o + r, out_stride);
+      }
+      for (; r < row_end; ++r) tile(w + r * row_bytes, units, y, stride, o + r, out_stride);
     }
   }
 }

@@ -3,6 +3,7 @@
 // Include only after a `#pragma GCC target(...)` that enables at least AVX2: the helpers have
 // internal linkage, so each kernel file gets its own copy compiled for its own instruction set.
 #pragma once
+
 #include <immintrin.h>
 
 #include <cstring>
@@ -18,6 +19,10 @@ namespace epwa::quant {
 // `ystride` bytes apart; `units` is the row's number of 32-blocks (Q4_0/Q8_0) or super-blocks.
 using TileFn = void (*)(const std::byte* row, int64_t units, const uint8_t* y, int64_t ystride,
                         float* out, int64_t ldo);
+// A tile of TileFormat::tile_rows rows (row i at row + i * row_bytes): out[v * ldo + i] =
+// dot(row i, vector v), each row's value bit-identical to the one-row tile's.
+using TileRowsFn = void (*)(const std::byte* row, int64_t row_bytes, int64_t units,
+                            const uint8_t* y, int64_t ystride, float* out, int64_t ldo);
 // Repacks one vector for the tile functions of a format.
 using RepackFn = void (*)(const PackedVector& x, uint8_t* dst);
 inline constexpr int kMaxV = 8;  // vectors per pass: 8 accumulators
@@ -27,6 +32,11 @@ struct TileFormat {
   int64_t unit_values, group_units, group_bytes;
   RepackFn repack;
   const TileFn* tiles;
+  // Where a format has them, tiles of tile_rows rows (the last rows % tile_rows rows go through
+  // `tiles`); tile_rows_fns[V - 1] handles V vectors.
+  const TileRowsFn* tile_rows_fns = nullptr;
+  int64_t tile_rows = 1;
+  int max_v = kMaxV;  // vectors per pass: tiles[max_v - 1] exists
 };
 // vec_dot_rows_multi's contract (RowsMultiDot) for one format; defined in gemm_avx2.cpp (portable).
 void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
@@ -170,6 +180,39 @@ inline void tile_groups(const std::byte* row, int64_t nb, const uint8_t* y, int6
   }
   for (int v = 0; v < V; ++v)
     out[v * ldo] = hsum(_mm256_permutevar8x32_ps(acc[v], natural_order()));
+}
+// tile_groups for R rows at once (row i at row + i * row_bytes), each activation load serving
+// the R rows (a pass's vectors outgrow L1 on long rows, and the one-row tile then re-reads them
+// from L2 per row). Per row the same operations as tile_groups, so the same bits.
+template <int R, int V, class F>
+inline void tile_groups_rows(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
+                             int64_t ystride, float* out, int64_t ldo) {
+  alignas(32) std::byte tail[R][8 * F::kBytes];
+  __m256 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  const int64_t groups = (nb + 7) / 8;
+  for (int64_t g = 0; g < groups; ++g, y += kGroupBytes) {
+    decltype(F::unpack(row)) w[R];
+    __m256 dw[R];
+    for (int r = 0; r < R; ++r) {
+      const std::byte* blk = group_blocks<F::kBytes>(row + r * row_bytes, nb, g, tail[r]);
+      w[r] = F::unpack(blk);
+      dw[r] = scales_in_lanes<F::kBytes>(blk);
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
+      for (int r = 0; r < R; ++r) {
+        const __m256i s = F::sums(w[r], yv);
+        acc[r][v] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dx), _mm256_cvtepi32_ps(s), acc[r][v]);
+      }
+    }
+  }
+  for (int v = 0; v < V; ++v)
+    for (int r = 0; r < R; ++r)
+      out[v * ldo + r] = hsum(_mm256_permutevar8x32_ps(acc[r][v], natural_order()));
 }
 // tile_groups for 1..kMaxV vectors, as TileFormat::tiles wants them.
 template <class F>

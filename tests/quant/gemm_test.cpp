@@ -146,6 +146,34 @@ TEST(GemmTiled, RandomMatricesEveryVectorCountAndLength) {
   }
 }
 
+// Tiles of several rows (Q4_0 at the AVX-512 VNNI level: four rows per tile, the last rows % 4
+// one by one): every row count and start of the range against the decode kernel to the bit, with
+// vector counts below, at and above a pass of eight and lengths with a partial group.
+TEST(GemmTiled, RowTilesEveryRowCountAndStart) {
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (DType t : {DType::Q4_0, DType::Q8_0}) {
+    if (!tiled(t)) GTEST_SKIP() << "no tiled kernel on this CPU";
+    for (int64_t n : {32, 288, 2048 + 96}) {
+      const int64_t rows = 11;
+      const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
+      for (int64_t nv : {1, 2, 7, 8, 19}) {
+        std::vector<PackedVector> xs(static_cast<size_t>(nv));
+        for (auto& p : xs) p.pack(t, test::gaussian(rng, n, 3.0f));
+        for (int64_t end = 1; end <= rows; ++end)
+          for (int64_t r0 = 0; r0 < std::min<int64_t>(end, 4); ++r0) {
+            SCOPED_TRACE(std::string(dtype_name(t)) + " n=" + std::to_string(n) +
+                         " vectors=" + std::to_string(nv) + " rows [" + std::to_string(r0) + ", " +
+                         std::to_string(end) + ")");
+            const std::vector<std::byte> head(w.begin(), w.begin() + end * dtype_bytes(t, n));
+            check(t, head, end, n, xs, r0);
+          }
+      }
+    }
+  }
+}
+
 TEST(GemmTiled, ManyVectorsSpanSeveralRepackBatches) {
   const uint32_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
