@@ -249,8 +249,8 @@ struct Frame {
   const std::vector<std::string>* lits = nullptr;  // Literal, Prefix
   const std::vector<std::shared_ptr<const JsonSchema>>* schemas = nullptr;  // Prefix
   uint64_t seen = 0;   // Object: the properties written
-  uint64_t cands = 0;  // String (key) / Literal: the names still matching
-  int32_t pos = 0;     // String (key) / Literal / Number: bytes so far
+  uint64_t cands = 0;  // String (key) / Literal / Prefix: the names still matching
+  int32_t pos = 0;     // String (key) / Literal / Prefix / Number: bytes so far
   int64_t count = 0;   // Array: items so far
 };
 }  // namespace
@@ -586,7 +586,7 @@ struct JsonConstraint::State {
         continue;
       break;
     }
-    return d == 0 && suffix.empty() ? true : depth == 0 && spos == suffix.size();
+    return (d == 0 && suffix.empty()) || (depth == 0 && spos == suffix.size());
   }
 
   bool in_free_string() const {
