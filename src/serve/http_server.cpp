@@ -456,7 +456,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
         try {
           r.constraint =
               std::make_unique<JsonConstraint>(alternatives, srv_.texts, closing, stop_tokens);
-        } catch (const Error& e) {  // two function names, one the start of the other
+        } catch (const Error& e) {  // two tools of the same name
           throw bad_request(e.what(), "tools");
         }
       }
