@@ -40,19 +40,23 @@ struct AssistantReply {
 // content: a malformed call is shown to the client as text, never dropped.
 AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text);
 
-// What makes a reply open with a tool call, as the template itself writes one (found by rendering
-// a probe call): the call's opening up to its function name when `name` is empty (tool_choice
-// "required": the model names the function), else up to its arguments with `name` written in
-// (a named tool_choice). Throws Error when the syntax is None or the template's rendering of a
-// call is not understood.
-std::string tool_call_opening(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view name);
-
-// What the template writes after a call's arguments, up to the end of the turn (what it writes
-// after an assistant message: "<|im_end|>", "</s>"): Qwen2.5's "}\n</tool_call>", Mistral's "}]".
-// With the named opening and arguments in between, the reply is a whole call. A template that
-// writes the call's id there (Mistral's) gets `id` (Mistral's are 9 letters and digits). Throws
-// Error as tool_call_opening.
-std::string tool_call_closing(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view id);
+// How the template writes a tool call (found once by rendering a probe call): what a reply that
+// opens with a call writes before the function's name, between the name and the arguments, and
+// after the arguments up to the end of the turn (what the template writes after an assistant
+// message: "<|im_end|>", "</s>"). A named tool_choice's reply is opening(name), the arguments,
+// then closing(id): one whole call.
+struct ToolCallShape {
+  std::string before_name, before_arguments, after_arguments;
+  // The opening up to the name when `name` is empty (tool_choice "required": the model names the
+  // function), else up to the arguments with `name` written in. Qwen2.5: `<tool_call>\n{"name":
+  // "f", "arguments": `.
+  std::string opening(std::string_view name) const;
+  // after_arguments, with `id` where the template writes the call's id (Mistral's, 9 letters and
+  // digits). Qwen2.5: "}\n</tool_call>"; Mistral: `, "id": "..."}]`.
+  std::string closing(std::string_view id) const;
+};
+// Throws Error when the syntax is None or the template's rendering of a call is not understood.
+ToolCallShape tool_call_shape(const ChatTemplate& tpl, ToolCallSyntax s);
 
 // Where in `text` a tool call starts or may be starting (a prefix of the opening marker at the
 // end): a stream holds the text back from there. npos: nowhere.

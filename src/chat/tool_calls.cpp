@@ -288,15 +288,7 @@ ProbeCall probe_call(const ChatTemplate& tpl, ToolCallSyntax s) {
 }
 }  // namespace
 
-std::string tool_call_opening(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view name) {
-  const ProbeCall p = probe_call(tpl, s);
-  std::string out = p.text.substr(p.at, p.at_name - p.at);
-  if (!name.empty())
-    out += std::string(name) + p.text.substr(p.after_name, p.args_at - p.after_name);
-  return out;
-}
-
-std::string tool_call_closing(const ChatTemplate& tpl, ToolCallSyntax s, std::string_view id) {
+ToolCallShape tool_call_shape(const ChatTemplate& tpl, ToolCallSyntax s) {
   const ProbeCall p = probe_call(tpl, s);
   // The end of a turn: what the template writes after a plain assistant message (beside the
   // tools, as some templates render only so).
@@ -322,7 +314,17 @@ std::string tool_call_closing(const ChatTemplate& tpl, ToolCallSyntax s, std::st
   if (end == std::string::npos) end = p.text.size();
   // The whitespace a template writes before the end of its turn is not part of the call.
   while (end > p.args_end && std::isspace(static_cast<unsigned char>(p.text[end - 1]))) --end;
-  std::string out = p.text.substr(p.args_end, end - p.args_end);
+  return {p.text.substr(p.at, p.at_name - p.at),
+          p.text.substr(p.after_name, p.args_at - p.after_name),
+          p.text.substr(p.args_end, end - p.args_end)};
+}
+
+std::string ToolCallShape::opening(std::string_view name) const {
+  return name.empty() ? before_name : before_name + std::string(name) + before_arguments;
+}
+
+std::string ToolCallShape::closing(std::string_view id) const {
+  std::string out = after_arguments;
   // Templates that write the call's id after its arguments (Mistral's): the caller's id.
   if (const size_t at = out.find(kProbeId); at != std::string::npos)
     out.replace(at, kProbeId.size(), id);

@@ -57,6 +57,9 @@ struct Server::Impl {
   ToolCallSyntax tool_syntax = ToolCallSyntax::None;
   std::vector<int32_t> tool_markers;
   std::shared_ptr<const TokenTexts> texts;  // the vocabulary's bytes, for constrained decoding
+  // How the template writes a call (tool_choice's forced calls), or why there is none.
+  std::optional<ToolCallShape> tool_shape;
+  std::string tool_shape_error;
   std::atomic<int32_t> connections{0};
   std::atomic<uint64_t> completions{0};
   // /metrics: answers by (endpoint, status), completion latency, detections.
@@ -390,24 +393,19 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (chat)
       stop_tokens.insert(stop_tokens.end(), srv_.end_of_turn.begin(), srv_.end_of_turn.end());
     if (chat && (p.tool_required || !p.tool_name.empty())) {
-      try {
-        forced = tool_call_opening(*srv_.chat, srv_.tool_syntax, p.tool_name);
-        // The call's arguments follow its function's schema (after the function's name and what
-        // the template writes before the arguments, when "required" leaves the name open), then
-        // the template's closing.
-        char call_id[16];  // where the template writes a call id: 9 letters and digits
-        std::snprintf(call_id, sizeof call_id, "c%08x",
-                      static_cast<unsigned>(srv_.completions.load() + 1));
-        closing = tool_call_closing(*srv_.chat, srv_.tool_syntax, call_id);
-        for (const auto& [name, schema] : p.tool_schemas)
-          alternatives.push_back(
-              {p.tool_name.empty()
-                   ? tool_call_opening(*srv_.chat, srv_.tool_syntax, name).substr(forced.size())
-                   : "",
-               schema});
-      } catch (const Error& e) {
-        throw bad_request(e.what(), "tool_choice");
-      }
+      if (!srv_.tool_shape) throw bad_request(srv_.tool_shape_error, "tool_choice");
+      const ToolCallShape& shape = *srv_.tool_shape;
+      forced = shape.opening(p.tool_name);
+      // The call's arguments follow its function's schema (after the function's name and what
+      // the template writes before the arguments, when "required" leaves the name open), then
+      // the template's closing.
+      char call_id[16];  // where the template writes a call id: 9 letters and digits
+      std::snprintf(call_id, sizeof call_id, "c%08x",
+                    static_cast<unsigned>(srv_.completions.load() + 1));
+      closing = shape.closing(call_id);
+      for (const auto& [name, schema] : p.tool_schemas)
+        alternatives.push_back(
+            {p.tool_name.empty() ? name + shape.before_arguments : std::string(), schema});
       const std::vector<int32_t> ids = srv_.tok->encode(forced, false, true);
       prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
@@ -1045,6 +1043,11 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
     s.end_of_turn = end_of_turn_tokens(*s.chat, *s.tok);
     s.tool_syntax = tool_call_syntax(*s.chat);
     s.texts = std::make_shared<const TokenTexts>(*s.tok);
+    try {
+      s.tool_shape = tool_call_shape(*s.chat, s.tool_syntax);
+    } catch (const Error& e) {
+      s.tool_shape_error = e.what();
+    }
     for (const std::string& m : tool_call_markers(s.tool_syntax)) {
       const auto ids = s.tok->encode(m, false, true);
       if (ids.size() == 1) s.tool_markers.push_back(ids[0]);

@@ -90,14 +90,15 @@ TEST(ToolCalls, EachTemplatesOwnRenderingParsesBackToTheCalls) {
     EXPECT_EQ(json::parse(r.calls[1].arguments), args2);
     EXPECT_EQ(r.content, c.content) << reply;
     // tool_choice: a call's opening as the template writes it, naming the function or not.
-    const std::string named = epwa::tool_call_opening(tpl, c.syntax, "get_weather");
-    const std::string any = epwa::tool_call_opening(tpl, c.syntax, "");
+    const epwa::ToolCallShape shape = epwa::tool_call_shape(tpl, c.syntax);
+    const std::string named = shape.opening("get_weather");
+    const std::string any = shape.opening("");
     EXPECT_NE(reply.find(named), std::string::npos) << named;
     EXPECT_EQ(named.rfind(any, 0), 0u) << any;
     EXPECT_EQ(any.rfind(epwa::tool_call_markers(c.syntax)[0], 0), 0u) << any;
     // The named opening, arguments and the closing make one whole call (constrained decoding
     // writes exactly these), the end of the turn not in it.
-    const std::string closing = epwa::tool_call_closing(tpl, c.syntax, "call00002");
+    const std::string closing = shape.closing("call00002");
     EXPECT_NE(reply.find(closing), std::string::npos) << closing;
     EXPECT_EQ(closing.find(c.end), std::string::npos) << closing;
     const epwa::AssistantReply one =
@@ -109,7 +110,7 @@ TEST(ToolCalls, EachTemplatesOwnRenderingParsesBackToTheCalls) {
   }
   const epwa::ChatTemplate mixtral(read(kDir / "mixtral-8x7b-instruct.jinja"), special);
   EXPECT_EQ(epwa::tool_call_syntax(mixtral), ToolCallSyntax::None);
-  EXPECT_THROW(epwa::tool_call_opening(mixtral, ToolCallSyntax::None, "f"), epwa::Error);
+  EXPECT_THROW(epwa::tool_call_shape(mixtral, ToolCallSyntax::None), epwa::Error);
 }
 
 TEST(ToolCalls, TextAroundCallsIsContentAndMalformedCallsStayText) {

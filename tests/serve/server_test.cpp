@@ -1101,9 +1101,10 @@ TEST(Server, ToolChoiceOpensTheReplyWithACall) {
   auto& b = bundle();
   const epwa::ChatTemplate tpl(o.chat_template, epwa::special_token_strings(*b.tok));
   const std::string opening =
-      epwa::tool_call_opening(tpl, epwa::ToolCallSyntax::Hermes, "get_weather");
+      epwa::tool_call_shape(tpl, epwa::ToolCallSyntax::Hermes).opening("get_weather");
   EXPECT_EQ(opening, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ");
-  EXPECT_EQ(epwa::tool_call_closing(tpl, epwa::ToolCallSyntax::Hermes, "x"), "}\n</tool_call>");
+  EXPECT_EQ(epwa::tool_call_shape(tpl, epwa::ToolCallSyntax::Hermes).closing("x"),
+            "}\n</tool_call>");
   const auto ids = chat_ids(o.chat_template, messages, tools);
   const auto opening_ids = b.tok->encode(opening, false, true);
   int status = 0;
