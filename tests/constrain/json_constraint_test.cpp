@@ -198,7 +198,9 @@ TEST(JsonConstraint, MaskedSamplingAlwaysWritesValidJson) {
     EXPECT_TRUE(v.at("name").is_string()) << text;
     EXPECT_TRUE(v.at("age").is_number_integer()) << text;
     for (const auto& [k, val] : v.items()) EXPECT_TRUE(kPerson["properties"].contains(k)) << k;
-    if (v.contains("tags")) EXPECT_LE(v["tags"].size(), 2u);
+    if (v.contains("tags")) {
+      EXPECT_LE(v["tags"].size(), 2u);
+    }
   }
 }
 

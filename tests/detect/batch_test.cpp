@@ -49,11 +49,16 @@ TEST(BatchLine, RandomAndCorruptedLinesParseOrFailCleanly) {
     } else {
       line = seeds[rng() % 4];
       line.resize(rng() % (line.size() + 1));
-      if (!line.empty()) line[rng() % line.size()] = "{}[]\",:\\\xFF0n"[rng() % 11];
+      if (!line.empty())
+        line[rng() % line.size()] =
+            "{}[]\",:\\\xFF"
+            "0n"[rng() % 11];
     }
     try {
       const epwa::BatchLine b = epwa::parse_batch_line(line);
-      if (b.is_object) EXPECT_TRUE(b.object.is_object());
+      if (b.is_object) {
+        EXPECT_TRUE(b.object.is_object());
+      }
     } catch (const epwa::Error&) {
     }
   }

@@ -76,7 +76,9 @@ TEST(KeyringDetector, ReportsTheKeyThatFiredWithCorrectedP) {
   EXPECT_EQ(r.best.g, 200);
   ASSERT_EQ(r.per_key.size(), 4u);
   for (const auto& k : r.per_key) {
-    if (k.id != "k2") EXPECT_LT(k.z, 4.0);
+    if (k.id != "k2") {
+      EXPECT_LT(k.z, 4.0);
+    }
   }
   EXPECT_NEAR(r.log10_p_corrected, r.best.log10_p + std::log10(4.0), 1e-12);
   // The same text under a one-key detector of key 2 gives the same statistic.

@@ -1142,7 +1142,9 @@ TEST(Server, ToolChoiceOpensTheReplyWithACall) {
     named.insert(name);
     if (name == "get_time") {
       EXPECT_LE(args.size(), 1u) << args.dump();
-      if (args.contains("zone")) EXPECT_TRUE(args["zone"] == "CET" || args["zone"] == "UTC");
+      if (args.contains("zone")) {
+        EXPECT_TRUE(args["zone"] == "CET" || args["zone"] == "UTC");
+      }
     } else {
       EXPECT_EQ(name, "get_weather");
       EXPECT_TRUE(args.at("days").is_number_integer()) << args.dump();
