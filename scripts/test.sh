@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: the file parsers, tokenizers and chat templates once more under
+# Runs the whole test suite: the file parsers, tokenizers, chat templates and the JSON-schema
+# matcher of constrained decoding once more under
 # AddressSanitizer/UBSan, the Model/Context thread test under ThreadSanitizer, then every GoogleTest
 # program through ctest.
 set -euo pipefail
@@ -7,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
 scripts/build.sh
 
-sanitized=(test_safetensors test_gguf test_tokenizer test_chat)
+sanitized=(test_safetensors test_gguf test_tokenizer test_chat test_constrain)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEPWA_SANITIZE=ON -DEPWA_BENCH=OFF >/dev/null
 cmake --build build-asan -j"$(nproc)" --target "${sanitized[@]}"
 for t in "${sanitized[@]}"; do
