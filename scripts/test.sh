@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the file parsers, tokenizers, chat templates and the JSON-schema
-# matcher of constrained decoding once more under
-# AddressSanitizer/UBSan, the Model/Context thread test under ThreadSanitizer, then every GoogleTest
-# program through ctest.
+# matcher of constrained decoding once more under AddressSanitizer/UBSan, the Model/Context thread
+# test under ThreadSanitizer, then every GoogleTest program through ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
