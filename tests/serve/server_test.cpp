@@ -14,6 +14,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -117,6 +118,24 @@ std::vector<int32_t> chat_ids(const std::string& tpl_source, const json& message
   in.messages = messages;
   if (!tools.is_null()) in.tools = tools;
   return b.tok->encode(tpl.render(in), false, true);
+}
+
+// The content of a streamed chat completion of `body`, its deltas joined; `check` sees each delta.
+std::string streamed_content(const Running& s, json body,
+                             const std::function<void(const json&)>& check = nullptr) {
+  body["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", body.dump(), "application/json");
+  EXPECT_TRUE(res);
+  if (!res) return {};
+  std::string joined;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
+    const json d = json::parse(line.substr(6))["choices"][0]["delta"];
+    if (check) check(d);
+    if (d.contains("content")) joined += d["content"].get<std::string>();
+  }
+  return joined;
 }
 
 // What the library generates with watermarker `w` for `prompt`, stopping at EOS as the server does.
@@ -1063,19 +1082,8 @@ TEST(Server, ChatWithToolsRendersThemAndKeepsAReplyWithoutCallsAsContent) {
   EXPECT_EQ(r["choices"][0]["message"]["content"], text);
   EXPECT_FALSE(r["choices"][0]["message"].contains("tool_calls"));
   EXPECT_EQ(r["choices"][0]["finish_reason"], plain["choices"][0]["finish_reason"]);
-  json streamed = body;
-  streamed["stream"] = true;
-  auto res = s.client().Post("/v1/chat/completions", streamed.dump(), "application/json");
-  ASSERT_TRUE(res);
-  std::string joined;
-  std::istringstream lines(res->body);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
-    const json e = json::parse(line.substr(6));
-    const json& d = e["choices"][0]["delta"];
-    EXPECT_FALSE(d.contains("tool_calls"));
-    if (d.contains("content")) joined += d["content"].get<std::string>();
-  }
+  const std::string joined =
+      streamed_content(s, body, [](const json& d) { EXPECT_FALSE(d.contains("tool_calls")); });
   EXPECT_EQ(joined, text);
 }
 
@@ -1202,17 +1210,7 @@ TEST(Server, ResponseFormatConstrainsTheReplyToTheSchema) {
     EXPECT_EQ(v.size(), 3u);
   }
   // Streamed: the deltas add up to the same JSON.
-  json streamed = body;
-  streamed["stream"] = true;
-  auto res = s.client().Post("/v1/chat/completions", streamed.dump(), "application/json");
-  ASSERT_TRUE(res);
-  std::string joined;
-  std::istringstream lines(res->body);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind("data: ", 0) != 0 || line == "data: [DONE]") continue;
-    const json d = json::parse(line.substr(6))["choices"][0]["delta"];
-    if (d.contains("content")) joined += d["content"].get<std::string>();
-  }
+  const std::string joined = streamed_content(s, body);
   const json last = s.post("/v1/chat/completions", body.dump(), &status);
   EXPECT_EQ(joined, last["choices"][0]["message"]["content"]);
   EXPECT_NO_THROW(json::parse(joined)) << joined;
