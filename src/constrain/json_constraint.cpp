@@ -24,6 +24,27 @@ constexpr size_t kMaxChoices = 64;  // properties of an object, values of an enu
 bool is_ws(unsigned char c) {
   return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
+
+// Of the strings `cands` (a bit per index of `s`) matched up to `pos`: those whose next byte is c,
+// and those that end at `pos`.
+uint64_t continuing(uint64_t cands, const std::vector<std::string>& s, int32_t pos,
+                    unsigned char c) {
+  uint64_t out = 0;
+  for (uint64_t m = cands; m; m &= m - 1) {
+    const int i = std::countr_zero(m);
+    if (static_cast<size_t>(pos) < s[i].size() && static_cast<unsigned char>(s[i][pos]) == c)
+      out |= uint64_t{1} << i;
+  }
+  return out;
+}
+uint64_t ending(uint64_t cands, const std::vector<std::string>& s, int32_t pos) {
+  uint64_t out = 0;
+  for (uint64_t m = cands; m; m &= m - 1) {
+    const int i = std::countr_zero(m);
+    if (s[i].size() == static_cast<size_t>(pos)) out |= uint64_t{1} << i;
+  }
+  return out;
+}
 }  // namespace
 
 struct JsonSchema::Node {
@@ -381,34 +402,18 @@ struct JsonConstraint::State {
           }
         }
         case F::Literal: {
-          uint64_t next = 0, ended = 0;
-          for (uint64_t m = fr.cands; m; m &= m - 1) {
-            const int i = std::countr_zero(m);
-            const std::string& lit = (*fr.lits)[i];
-            if (static_cast<size_t>(fr.pos) < lit.size()) {
-              if (static_cast<unsigned char>(lit[fr.pos]) == c) next |= uint64_t{1} << i;
-            } else {
-              ended |= uint64_t{1} << i;
-            }
-          }
+          const uint64_t next = continuing(fr.cands, *fr.lits, fr.pos, c);
           if (next) {
             fr.cands = next;
             ++fr.pos;
             return true;
           }
-          if (!ended) return false;
+          if (!ending(fr.cands, *fr.lits, fr.pos)) return false;
           --depth;  // a whole literal: c belongs to what follows
           continue;
         }
         case F::Prefix: {  // one of the alternatives' prefixes, then its schema's value
-          uint64_t next = 0;
-          for (uint64_t m = fr.cands; m; m &= m - 1) {
-            const int i = std::countr_zero(m);
-            const std::string& pre = (*fr.lits)[i];
-            if (static_cast<size_t>(fr.pos) < pre.size() &&
-                static_cast<unsigned char>(pre[fr.pos]) == c)
-              next |= uint64_t{1} << i;
-          }
+          const uint64_t next = continuing(fr.cands, *fr.lits, fr.pos, c);
           if (!next) return false;
           fr.cands = next;
           ++fr.pos;
@@ -457,18 +462,15 @@ struct JsonConstraint::State {
           Frame& obj = f[depth - 2];
           const JsonSchema::Node* on = obj.node;
           if (c == '"') {
-            for (uint64_t m = fr.cands; m; m &= m - 1) {
-              const int i = std::countr_zero(m);
-              if (on->names[i].size() == static_cast<size_t>(fr.pos)) {
-                obj.seen |= uint64_t{1} << i;
-                obj.value = on->props[i];
-                obj.phase = 1;
-                --depth;
-                return true;
-              }
+            if (const uint64_t whole = ending(fr.cands, on->names, fr.pos)) {
+              const int i = std::countr_zero(whole);
+              obj.seen |= uint64_t{1} << i;
+              obj.value = on->props[i];
+            } else if (on->additional) {
+              obj.value = on->additional;
+            } else {
+              return false;
             }
-            if (!on->additional) return false;
-            obj.value = on->additional;
             obj.phase = 1;
             --depth;
             return true;
@@ -479,14 +481,7 @@ struct JsonConstraint::State {
             fr.esc = 1;
             return true;
           }
-          uint64_t next = 0;
-          for (uint64_t m = fr.cands; m; m &= m - 1) {
-            const int i = std::countr_zero(m);
-            const std::string& name = on->names[i];
-            if (static_cast<size_t>(fr.pos) < name.size() &&
-                static_cast<unsigned char>(name[fr.pos]) == c)
-              next |= uint64_t{1} << i;
-          }
+          const uint64_t next = continuing(fr.cands, on->names, fr.pos, c);
           if (!next && !on->additional) return false;
           fr.cands = next;
           ++fr.pos;
@@ -578,12 +573,7 @@ struct JsonConstraint::State {
       if (fr.kind == F::Number &&
           (fr.phase == 2 || fr.phase == 3 || fr.phase == 5 || fr.phase == 8))
         continue;
-      if (fr.kind == F::Literal &&
-          std::any_of((*fr.lits).begin(), (*fr.lits).end(), [&](const std::string& l) {
-            const auto i = &l - fr.lits->data();
-            return (fr.cands >> i & 1) && l.size() == static_cast<size_t>(fr.pos);
-          }))
-        continue;
+      if (fr.kind == F::Literal && ending(fr.cands, *fr.lits, fr.pos)) continue;
       break;
     }
     return (d == 0 && suffix.empty()) || (depth == 0 && spos == suffix.size());
