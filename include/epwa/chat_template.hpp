@@ -52,6 +52,12 @@ std::optional<std::string> find_chat_template(const std::filesystem::path& model
 // bos_token, eos_token and unk_token as text, for the tokens the tokenizer has.
 std::map<std::string, std::string> special_token_strings(const Tokenizer& tok);
 
+// What the template writes right after an assistant message's content, to the end of its rendering
+// of a probe conversation (user "Hi", then the assistant; beside `tools` when given, as some
+// templates render turns only so). nullopt when it refuses the probe.
+std::optional<std::string> text_after_assistant_turn(
+    const ChatTemplate& tpl, const nlohmann::ordered_json& tools = nlohmann::ordered_json());
+
 // The tokens that end an assistant turn in this template: the special token the template writes
 // right after an assistant message's content (Qwen's <|im_end|>, Mixtral's </s>), found by
 // rendering a probe conversation. Empty when it writes none there or refuses the probe.

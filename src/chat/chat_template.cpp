@@ -97,22 +97,30 @@ std::map<std::string, std::string> special_token_strings(const Tokenizer& tok) {
   return out;
 }
 
-std::vector<int32_t> end_of_turn_tokens(const ChatTemplate& tpl, const Tokenizer& tok) {
+std::optional<std::string> text_after_assistant_turn(const ChatTemplate& tpl,
+                                                     const nlohmann::ordered_json& tools) {
   static const std::string kProbe = "EPWA_END_OF_TURN_PROBE";
   ChatInput in;
   in.messages = nlohmann::ordered_json::parse(
       R"([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ")" + kProbe +
       R"("}])");
+  if (!tools.is_null()) in.tools = tools;
   in.add_generation_prompt = false;
   std::string text;
   try {
     text = tpl.render(in);
   } catch (const Error&) {
-    return {};
+    return std::nullopt;
   }
   const size_t at = text.rfind(kProbe);
-  if (at == std::string::npos) return {};
-  const auto ids = tok.encode(text.substr(at + kProbe.size()), false, true);
+  if (at == std::string::npos) return std::nullopt;
+  return text.substr(at + kProbe.size());
+}
+
+std::vector<int32_t> end_of_turn_tokens(const ChatTemplate& tpl, const Tokenizer& tok) {
+  const auto after = text_after_assistant_turn(tpl);
+  if (!after) return {};
+  const auto ids = tok.encode(*after, false, true);
   if (ids.empty() || !tok.is_special(ids[0])) return {};
   return {ids[0]};
 }

@@ -291,25 +291,12 @@ ProbeCall probe_call(const ChatTemplate& tpl, ToolCallSyntax s) {
 ToolCallShape tool_call_shape(const ChatTemplate& tpl, ToolCallSyntax s) {
   const ProbeCall p = probe_call(tpl, s);
   // The end of a turn: what the template writes after a plain assistant message (beside the
-  // tools, as some templates render only so).
-  static const std::string kProbe = "EPWA_END_OF_TURN_PROBE";
-  ChatInput in;
-  in.messages = nlohmann::ordered_json::array(
-      {{{"role", "user"}, {"content", "Hi"}}, {{"role", "assistant"}, {"content", kProbe}}});
-  in.tools = probe_tools();
-  in.add_generation_prompt = false;
-  std::string turn_end;
-  try {
-    const std::string text = tpl.render(in);
-    if (const size_t at = text.rfind(kProbe); at != std::string::npos) {
-      turn_end = text.substr(at + kProbe.size());
-      const size_t first = turn_end.find_first_not_of(" \n\r\t");
-      turn_end = first == std::string::npos ? "" : turn_end.substr(first);
-      while (!turn_end.empty() && std::isspace(static_cast<unsigned char>(turn_end.back())))
-        turn_end.pop_back();
-    }
-  } catch (const Error&) {
-  }
+  // tools, as some templates render only so), without the whitespace around it.
+  std::string turn_end = text_after_assistant_turn(tpl, probe_tools()).value_or("");
+  const size_t first = turn_end.find_first_not_of(" \n\r\t");
+  turn_end = first == std::string::npos ? "" : turn_end.substr(first);
+  while (!turn_end.empty() && std::isspace(static_cast<unsigned char>(turn_end.back())))
+    turn_end.pop_back();
   size_t end = turn_end.empty() ? std::string::npos : p.text.find(turn_end, p.args_end);
   if (end == std::string::npos) end = p.text.size();
   // The whitespace a template writes before the end of its turn is not part of the call.
