@@ -410,6 +410,20 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
     if (p.response_schema) alternatives.push_back({"", p.response_schema});
+    // The tokens no choice samples: not text, except a request with tools's call markers and the
+    // marker tokens of a forced call's closing (Qwen's </tool_call>), which the constraint writes.
+    const bool tools = chat && p.tools && srv_.tool_syntax != ToolCallSyntax::None;
+    std::vector<int32_t> suppress = chat ? srv_.chat_suppress : srv_.suppress;
+    if (tools)
+      std::erase_if(suppress, [&](int32_t t) {
+        return std::find(srv_.tool_markers.begin(), srv_.tool_markers.end(), t) !=
+               srv_.tool_markers.end();
+      });
+    if (!alternatives.empty() && !closing.empty())
+      std::erase_if(suppress, [&](int32_t t) {
+        const std::string piece = srv_.tok->token_to_piece(t);
+        return !piece.empty() && closing.find(piece) != std::string::npos;
+      });
     auto group = std::make_shared<Choices>();
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(now_s()) + "-" +
                            std::to_string(++srv_.completions);
@@ -427,7 +441,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       g->stream = p.stream;
       g->logprobs = p.logprobs;
       g->echo = p.echo;
-      g->tools = chat && p.tools && srv_.tool_syntax != ToolCallSyntax::None;
+      g->tools = tools;
       g->stop_tokens = stop_tokens;
       g->id = id;
       BatchRequest r;
@@ -438,19 +452,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       const std::string choice_key = key == "*" ? srv_.rotated_key(r.sampling.seed, p.prompt) : key;
       g->watermark = srv_.watermark_record(!key.empty(), key == "*" ? "" : key);
       r.stop_tokens = g->stop_tokens;
-      r.suppress_tokens = chat ? srv_.chat_suppress : srv_.suppress;
-      if (g->tools)
-        std::erase_if(r.suppress_tokens, [&](int32_t t) {
-          return std::find(srv_.tool_markers.begin(), srv_.tool_markers.end(), t) !=
-                 srv_.tool_markers.end();
-        });
+      r.suppress_tokens = suppress;
       if (!alternatives.empty()) {
-        // The closing's marker tokens (Qwen's </tool_call>) are written by the constraint.
-        if (!closing.empty())
-          std::erase_if(r.suppress_tokens, [&](int32_t t) {
-            const std::string piece = srv_.tok->token_to_piece(t);
-            return !piece.empty() && closing.find(piece) != std::string::npos;
-          });
         try {
           r.constraint =
               std::make_unique<JsonConstraint>(alternatives, srv_.texts, closing, stop_tokens);

@@ -151,9 +151,6 @@ void parse_generation_fields(const nlohmann::json& j, CompletionParams& p, int32
   }
 }
 
-}  // namespace
-
-namespace {
 // response_format: {"type": "text"} (or absent): free text; {"type": "json_object"}: a JSON
 // object; {"type": "json_schema", "json_schema": {"name", "schema", "strict", "description"}}:
 // JSON of the schema (an absent schema: any JSON value).
