@@ -1037,15 +1037,16 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
   check(s.opt.threads >= 1 && s.opt.threads <= 256,
         "serve: threads must be in [1, 256], got " + std::to_string(s.opt.threads));
   s.layer = model_router_layer(model, s.opt.watermark.router_layer);
-  if (s.tok)
+  if (s.tok) {
     for (int32_t t : non_text_token_ids(*s.tok, model.config().vocab_size))
       if (t != model.config().eos_token_id) s.suppress.push_back(t);
+    s.texts = std::make_shared<const TokenTexts>(*s.tok);
+  }
   if (!s.opt.chat_template.empty()) {
     check(s.tok != nullptr, "serve: a chat template needs the model's tokenizer");
     s.chat.emplace(s.opt.chat_template, special_token_strings(*s.tok));
     s.end_of_turn = end_of_turn_tokens(*s.chat, *s.tok);
     s.tool_syntax = tool_call_syntax(*s.chat);
-    s.texts = std::make_shared<const TokenTexts>(*s.tok);
     try {
       s.tool_shape = tool_call_shape(*s.chat, s.tool_syntax);
     } catch (const Error& e) {

@@ -199,7 +199,7 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
                                   const ServerLimits& limits) {
   refuse_unknown(j, {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed",
                      "stop", "stream", "n", "user", "watermark", "frequency_penalty",
-                     "presence_penalty", "logprobs", "echo"});
+                     "presence_penalty", "logprobs", "echo", "response_format"});
   CompletionParams p;
   if (!j.contains("prompt")) throw bad_request("'prompt' is required", "prompt");
   p.prompt = tokens_of(j["prompt"], "prompt", tok, vocab, true);
@@ -213,6 +213,9 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
   }
   if (!tok && (p.echo || p.logprobs >= 0))
     throw bad_request("'echo' and 'logprobs' need the model's tokenizer", "logprobs");
+  p.response_schema = response_schema(j);
+  if (!tok && p.response_schema)
+    throw bad_request("'response_format' needs the model's tokenizer", "response_format");
   return p;
 }
 

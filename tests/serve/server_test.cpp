@@ -1220,6 +1220,25 @@ TEST(Server, ResponseFormatConstrainsTheReplyToTheSchema) {
   ASSERT_EQ(status, 200) << r.dump();
   const std::string text = r["choices"][0]["message"]["content"];
   EXPECT_EQ(text.substr(text.find_first_not_of(" \n\r\t")).front(), '{') << text;
+  // Completions take it too: the continuation of a plain prompt is the schema's JSON.
+  json plain = {{"prompt", "The reply, as JSON:"},
+                {"response_format",
+                 {{"type", "json_schema"}, {"json_schema", {{"name", "r"}, {"schema", schema}}}}},
+                {"max_tokens", 300},
+                {"temperature", 1.0}};
+  for (uint64_t seed = 1; seed <= 2; ++seed) {
+    plain["seed"] = seed;
+    const json c = s.post("/v1/completions", plain.dump(), &status);
+    ASSERT_EQ(status, 200) << c.dump();
+    EXPECT_EQ(c["choices"][0]["finish_reason"], "stop") << c.dump();
+    const json v = json::parse(c["choices"][0]["text"].get<std::string>());
+    EXPECT_TRUE(v.at("count").is_number_integer()) << v.dump();
+    EXPECT_EQ(v.size(), 3u);
+  }
+  plain["response_format"] = {{"type", "xml"}};
+  const json ce = s.post("/v1/completions", plain.dump(), &status);
+  EXPECT_EQ(status, 400) << ce.dump();
+  EXPECT_EQ(ce["error"]["param"], "response_format") << ce.dump();
   for (const json& bad :
        {json{{"type", "xml"}}, json{{"type", "json_schema"}}, json("json"),
         json{{"type", "json_schema"}, {"json_schema", {{"schema", schema}}}},
