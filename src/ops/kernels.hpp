@@ -15,6 +15,12 @@ struct Kernels {
   // Converts n stored values to f32.
   void (*f16_to_f32)(const void* src, float* dst, int64_t n);
   void (*bf16_to_f32)(const void* src, float* dst, int64_t n);
+  // matmul for a few tokens: y[t * ldy + i] = the table's dot product of stored row i (at w + i *
+  // row_bytes, type t: F32/F16/BF16) with x + t * k, for i < m, t < n, each bit for bit the value
+  // matvec gives that row and token. Each row is converted once (into scratch, k floats) for all
+  // n tokens.
+  void (*dot_rows)(DType t, const std::byte* w, int64_t row_bytes, int64_t m, const float* x,
+                   int64_t n, int64_t k, float* y, int64_t ldy, float* scratch);
   // matmul's panel: k columns of m <= kPanel stored rows (row i at w + i * row_bytes, element
   // type t: F32/F16/BF16) converted to f32 and transposed, panel[j * kPanel + i] = W[i][j]; rows
   // m..kPanel-1 are zeros.

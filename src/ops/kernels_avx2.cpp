@@ -306,8 +306,36 @@ void attn_wsum(const float* p, const float* v, int64_t stride, int64_t n_keys, i
   }
 }
 
-const Kernels kAvx2{dot_f32,    dot_f16,    dot_bf16,    f16_to_f32_row, bf16_to_f32_row,
-                    pack_panel, gemm_panel, attn_scores, attn_wsum};
+// ---- matmul for a few tokens ----
+
+// Each row converted to f32 once (a bf16/f16 value widens exactly, so dot_f32 on the copy is
+// dot_bf16/dot_f16 on the row), then two tokens per pass share its loads: dot2_f32 keeps each
+// token's accumulators exactly as dot_avx2 would (the products commute), so every value equals
+// matvec's to the bit.
+void dot_rows(DType t, const std::byte* w, int64_t row_bytes, int64_t m, const float* x, int64_t n,
+              int64_t k, float* y, int64_t ldy, float* scratch) {
+  for (int64_t i = 0; i < m; ++i) {
+    const std::byte* row = w + i * row_bytes;
+    const float* r = scratch;
+    if (t == DType::F32)
+      r = reinterpret_cast<const float*>(row);
+    else if (t == DType::F16)
+      f16_to_f32_row(row, scratch, k);
+    else
+      bf16_to_f32_row(row, scratch, k);
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+      __m256 r0, r1;
+      dot2_f32(x + j * k, x + (j + 1) * k, r, k, r0, r1);
+      y[j * ldy + i] = hsum(r0);
+      y[(j + 1) * ldy + i] = hsum(r1);
+    }
+    if (j < n) y[j * ldy + i] = dot_f32(r, x + j * k, k);
+  }
+}
+
+const Kernels kAvx2{dot_f32,  dot_f16,    dot_bf16,   f16_to_f32_row, bf16_to_f32_row,
+                    dot_rows, pack_panel, gemm_panel, attn_scores,    attn_wsum};
 
 }  // namespace
 }  // namespace epwa::ops

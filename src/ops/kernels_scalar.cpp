@@ -62,6 +62,13 @@ void bf16_to_f32_row(const void* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(src, i));
 }
 
+void dot_rows(DType t, const std::byte* w, int64_t row_bytes, int64_t m, const float* x, int64_t n,
+              int64_t k, float* y, int64_t ldy, float*) {
+  const auto dot = t == DType::F32 ? dot_f32 : t == DType::F16 ? dot_f16 : dot_bf16;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) y[j * ldy + i] = dot(w + i * row_bytes, x + j * k, k);
+}
+
 void pack_panel(DType t, const std::byte* w, int64_t row_bytes, int64_t m, int64_t k,
                 float* panel) {
   const float* h = f16_table();
@@ -105,8 +112,8 @@ void attn_wsum(const float* p, const float* v, int64_t stride, int64_t n_keys, i
 }  // namespace
 
 const Kernels& scalar_kernels() {
-  static const Kernels k{dot_f32,    dot_f16,    dot_bf16,    f16_to_f32_row, bf16_to_f32_row,
-                         pack_panel, gemm_panel, attn_scores, attn_wsum};
+  static const Kernels k{dot_f32,  dot_f16,    dot_bf16,   f16_to_f32_row, bf16_to_f32_row,
+                         dot_rows, pack_panel, gemm_panel, attn_scores,    attn_wsum};
   return k;
 }
 

@@ -77,6 +77,11 @@ int64_t row_grain(int64_t row_bytes) {
   return std::max<int64_t>(1, (32 << 10) / std::max<int64_t>(row_bytes, 1));
 }
 
+// Up to this many tokens, matmul runs matvec's dot products on each row converted once: packing
+// panels cost more than the products they serve (a 16-sequence decode of the bundled model, ~4
+// tokens per expert, spent half its time in pack_panel), and the values equal matvec's to the bit.
+constexpr int64_t kFewTokens = 8;
+
 }  // namespace
 
 TensorView expert_view(const TensorView& w, int64_t e) {
@@ -168,6 +173,18 @@ void matmul(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool
     return;
   }
   const ops::Kernels& k = ops::kernels();
+  if (n <= kFewTokens) {
+    pool.parallel_for(
+        m.rows,
+        [&](int64_t b, int64_t e) {
+          thread_local std::vector<float> scratch;
+          scratch.resize(static_cast<size_t>(m.cols));
+          k.dot_rows(m.type, m.data + b * m.row_bytes, m.row_bytes, e - b, x, n, m.cols, y + b,
+                     m.rows, scratch.data());
+        },
+        row_grain(m.row_bytes));
+    return;
+  }
   // Blocking: a task owns a range of 16-row panels and all tokens. For each block of kTokens
   // tokens x kCols columns of X (128 KB, stays in L2) every panel of the task is converted once to
   // a transposed f32 panel (16 KB, stays in L1) that meets all tokens of the block in 6-token x

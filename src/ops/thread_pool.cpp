@@ -31,8 +31,9 @@ namespace {
 constexpr int kSpinRounds = 256, kYieldRounds = 64;
 
 #ifdef EPWA_POOL_STATS
-// Profiling build only (docs/history/PERF-issue9.md, "Profiles"): per job, its wall time, the caller's wait for
-// the last chunks, each thread's time inside chunks, and how late the workers join.
+// Profiling build only (docs/history/PERF-issue9.md, "Profiles"): per job, its wall time, the
+// caller's wait for the last chunks, each thread's time inside chunks, and how late the workers
+// join.
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
