@@ -47,6 +47,10 @@ struct GenerateOptions {
   int32_t max_new_tokens = 32;
   SamplingOptions sampling;
   std::vector<int32_t> stop_tokens;  // generation ends after emitting one of these
+  // The stop tokens are never sampled before this many new tokens (transformers' min_new_tokens):
+  // texts of a set length, e.g. to measure detection at exactly N tokens. Not with a constraint
+  // (a finished JSON value allows only a stop token).
+  int32_t min_new_tokens = 0;
   // Never sampled: their logits are set to -inf after the processor (non_text_token_ids, less the
   // stop tokens, keeps <unk> and control tokens out of the text).
   std::vector<int32_t> suppress_tokens;

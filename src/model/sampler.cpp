@@ -79,6 +79,10 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
                               const GenerateOptions& o) {
   check(!prompt.empty(), "generate: the prompt is empty (it needs at least a BOS token)");
   check(o.max_new_tokens >= 0, "max-new-tokens must be >= 0");
+  check(o.min_new_tokens >= 0, "min-new-tokens must be >= 0");
+  check(o.min_new_tokens == 0 || !o.constraint,
+        "generate: min-new-tokens and a JSON constraint exclude each other (a finished value "
+        "allows only a stop token)");
   for (int32_t t : o.suppress_tokens)
     check(t >= 0 && t < model.config().vocab_size,
           "generate: suppressed token " + std::to_string(t) + " is outside the vocabulary");
@@ -97,6 +101,10 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
   for (int32_t i = 0; i < n; ++i) {
     if (o.processor) o.processor->process(logits);
     for (int32_t s : o.suppress_tokens) logits[s] = -std::numeric_limits<float>::infinity();
+    if (i < o.min_new_tokens)
+      for (int32_t s : o.stop_tokens)
+        if (s >= 0 && s < static_cast<int32_t>(logits.size()))
+          logits[s] = -std::numeric_limits<float>::infinity();
     if (o.constraint) o.constraint->mask(logits);
     const int32_t t = sampler.sample(logits, o.processor ? o.processor->uniforms() : nullptr);
     if (o.constraint) o.constraint->accept(t);

@@ -190,6 +190,23 @@ TEST(Cli, GenerateJsonContract) {
   EXPECT_EQ(j["tokens"].size(), 4u);
 }
 
+// --min-new-tokens: a text that sampling ends at once (EOS first, bundled model, seed 2) runs to
+// the requested length without EOS; with --json-schema it is refused.
+TEST(Cli, MinNewTokensHoldsEosBack) {
+  const std::string base =
+      "generate --quiet --prompt 'The end.' --temperature 1 --seed 2 -n 40 --json";
+  const Result a = run(base);
+  ASSERT_EQ(a.code, 0) << a.out;
+  ASSERT_EQ(nlohmann::json::parse(a.out)["tokens"], nlohmann::json({2}));
+  const Result b = run(base + " --min-new-tokens 40");
+  ASSERT_EQ(b.code, 0) << b.out;
+  const auto tokens = nlohmann::json::parse(b.out)["tokens"].get<std::vector<int32_t>>();
+  EXPECT_EQ(tokens.size(), 40u);
+  EXPECT_EQ(std::count(tokens.begin(), tokens.end(), 2), 0);
+  expect_error(base + " --min-new-tokens 5 --json-schema " + kRef.string() + "/config.json",
+               "--min-new-tokens and --json-schema exclude each other");
+}
+
 TEST(Cli, MakeModelRoundTrip) {
   const fs::path d = temp_dir("make");
   ASSERT_EQ(run("make-model --shape tiny --seed 3 --out " + (d / "hf").string()).code, 0);

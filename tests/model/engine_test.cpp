@@ -1,6 +1,7 @@
 // The engine's speed work keeps the results: decoding token by token (fused jobs) matches a batched
 // prompt (per-matrix products) on quantized weights, gray-box detection stops at the router and
-// never touches the output head, and the platform's large buffers behave.
+// never touches the output head, the platform's large buffers behave, and min_new_tokens holds
+// the stop tokens back.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "epwa/error.hpp"
+#include "epwa/generate.hpp"
 #include "epwa/load_options.hpp"
 #include "epwa/memory.hpp"
 #include "epwa/model.hpp"
@@ -130,6 +132,38 @@ TEST(EngineCache, CopyContinuesLikeTheOriginal) {
   EXPECT_EQ(copy.size(), 5);
   int32_t tok = 9;
   EXPECT_EQ(model->forward({&tok, 1}, cache), model->forward({&tok, 1}, copy));
+}
+
+}  // namespace
+
+namespace {
+
+// min_new_tokens keeps the stop tokens out of the first N tokens, exactly as suppressing them
+// would, then lets them end the text again.
+TEST(EngineGenerate, MinNewTokensHoldsTheStopTokensBack) {
+  auto model = epwa::Model::load(kGqa);
+  const std::vector<int32_t> prompt{1, 17, 4, 300, 42};
+  epwa::GenerateOptions go;
+  go.max_new_tokens = 12;
+  const std::vector<int32_t> free = epwa::generate(*model, prompt, go);
+  ASSERT_EQ(free.size(), 12u);
+  go.stop_tokens = {free[2]};  // greedy ends at index 2 (or earlier, if it came before)
+  const auto stopped = epwa::generate(*model, prompt, go);
+  ASSERT_LE(stopped.size(), 3u);
+  EXPECT_EQ(stopped.back(), free[2]);
+  go.min_new_tokens = 8;
+  const auto held = epwa::generate(*model, prompt, go);
+  ASSERT_GE(held.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) EXPECT_NE(held[i], free[2]) << i;
+  epwa::GenerateOptions suppressed = go;
+  suppressed.min_new_tokens = 0;
+  suppressed.stop_tokens = {};
+  suppressed.suppress_tokens = {free[2]};
+  suppressed.max_new_tokens = 8;
+  EXPECT_EQ(std::vector<int32_t>(held.begin(), held.begin() + 8),
+            epwa::generate(*model, prompt, suppressed));
+  go.min_new_tokens = -1;
+  EXPECT_THROW(epwa::generate(*model, prompt, go), epwa::Error);
 }
 
 }  // namespace

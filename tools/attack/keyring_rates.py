@@ -13,7 +13,8 @@ keyring of m keys makes.
 usage: PYTHONPATH=build/python /usr/bin/python3 tools/attack/keyring_rates.py build/epwa OUTDIR
 environment: N_POS (200), N_NEG (600), CONTEXT_BUCKETS (0: GL-v1; H: CTX-v1 lists, docs/SPEC.md 10),
 SECRETS (comma-separated: the keyring's secrets instead of 16 generated ones; e.g. epwa-eval, the
-key of `epwa eval`, for one key)
+key of `epwa eval`, for one key), METHOD (full: the detection method, `epwa detect --method`),
+MIN_NEW_TOKENS (0: `epwa generate --min-new-tokens`; 200 gives texts of exactly 200 tokens)
 """
 import json
 import math
@@ -76,7 +77,8 @@ def main():
             for i in range(1, n_pos + 1):
                 r = subprocess.run([binary, "generate", "-q", "--prompt", prompts[i - 1], "--watermark",
                                     "gsg", "--keyring", ring, "--temperature", "0.8", "--top-p", "0.95",
-                                    "-n", "200", "--seed", str(i), "--json"] + ctx,
+                                    "-n", "200", "--seed", str(i), "--json",
+                                    "--min-new-tokens", os.environ.get("MIN_NEW_TOKENS", "0")] + ctx,
                                    check=True, capture_output=True, text=True)
                 j = json.loads(r.stdout)
                 f.write(json.dumps({"id": i, "prompt_tokens": j["prompt_tokens"], "tokens": j["tokens"],
@@ -101,7 +103,8 @@ def main():
         res = os.path.join(out, os.path.basename(path).replace(".jsonl", ".det.jsonl"))
         if os.path.exists(res):
             os.remove(res)
-        subprocess.run([binary, "detect", "-q", "--keyring", ring, "--jsonl", path, "-o", res] + ctx)
+        subprocess.run([binary, "detect", "-q", "--keyring", ring, "--jsonl", path, "-o", res,
+                        "--method", os.environ.get("METHOD", "full")] + ctx)
         with open(res) as f:
             return [json.loads(l) for l in f]
 
@@ -148,6 +151,8 @@ def main():
                      "max_negative_z": max(max(k["z"] for k in r["keyring"]["per_key"][:m]) for r in neg)})
     used = sorted(set(key_of.values()))
     summary = {"keys_used": len(used), "context_buckets": int(os.environ.get("CONTEXT_BUCKETS") or 0),
+               "method": os.environ.get("METHOD", "full"),
+               "min_new_tokens": int(os.environ.get("MIN_NEW_TOKENS", "0")),
                "ended_at_eos": sum(json.loads(l)["tokens"][-1] == model.config.eos_token_id
                                    for l in open(pos_file)),
                "perplexity": ppl_summary,

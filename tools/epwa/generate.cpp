@@ -29,6 +29,7 @@ struct Args {
   std::string watermark = "none";
   WatermarkArgs wm;
   int32_t max_new = 32;
+  int32_t min_new = 0;
   SamplingOptions s;
   bool json = false;
   bool allow_special = false;
@@ -51,6 +52,9 @@ const Command kGenerate{
       a->wm.add(app, true);
       app.add_option("--max-new-tokens,-n", a->max_new,
                      "tokens to generate, at most (capped at the model's context)")
+          ->check(whole_number(0, std::numeric_limits<int32_t>::max()));
+      app.add_option("--min-new-tokens", a->min_new,
+                     "EOS is not sampled before this many new tokens (texts of a set length)")
           ->check(whole_number(0, std::numeric_limits<int32_t>::max()));
       app.add_option("--temperature", a->s.temperature,
                      "0 = greedy (the default; generation_config.json is not read)")
@@ -108,6 +112,7 @@ const Command kGenerate{
                     << "model's context of " << m->config().max_position_embeddings << " tokens\n";
         GenerateOptions o;
         o.max_new_tokens = a->max_new;
+        o.min_new_tokens = a->min_new;
         o.sampling = a->s;
         o.stop_tokens = {m->config().eos_token_id};
         if (!a->allow_special) {
@@ -122,6 +127,9 @@ const Command kGenerate{
         std::unique_ptr<JsonConstraint> constraint;
         if (!a->json_schema.empty()) {
           check(tok != nullptr, "--json-schema needs the model's tokenizer");
+          check(a->min_new == 0,
+                "--min-new-tokens and --json-schema exclude each other (a "
+                "finished JSON value allows only EOS)");
           const std::string text = read_input_file(a->json_schema, "--json-schema");
           nlohmann::json schema;
           try {
