@@ -207,6 +207,11 @@ void MatmulArgs(benchmark::internal::Benchmark* b) {
     for (int threads : {1, 2})
       for (int as_matvec : {0, 1})
         b->Args({static_cast<int64_t>(t), 4096, 4096, threads, 64, as_matvec});
+  // A 16-sequence decode step's LM head and expert products on the bundled model's shapes.
+  for (int64_t n : {4, 16}) {
+    b->Args({static_cast<int64_t>(DType::BF16), 8000, 256, 1, n, 0});
+    b->Args({static_cast<int64_t>(DType::BF16), 384, 256, 1, n, 0});
+  }
 }
 
 BENCHMARK(BM_MemRead)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
