@@ -773,7 +773,9 @@ json Pipeline::run() {
     for (int32_t i = 0; i < o_.n; ++i)
       fi.prompts.push_back(tok_->encode(prompt_lines[i], true, false));
     for (const Text& t : human) fi.human.emplace_back(t.prompt, t.text);
+    fi.first_normal = first_normal_;
     out["params"]["frontier_entropy"] = o_.frontier_entropy;
+    out["params"]["frontier_attacks"] = o_.frontier_attacks;
     out["frontier"] = run_frontier(o_, fi);
     out["seconds"] = seconds_since(t_start);
     say("frontier done in " + std::to_string(static_cast<int64_t>(seconds_since(t_start))) + " s");

@@ -8,11 +8,13 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string>
 
 #include "epwa/detect.hpp"
 #include "epwa/error.hpp"
+#include "epwa/load_options.hpp"
 #include "epwa/thread_pool.hpp"
 
 namespace epwa::eval {
@@ -40,7 +42,15 @@ struct Scored {
   double ppl = NAN;  // NaN for a text without tokens
 };
 
-Scored analyze(Model& m, int32_t layer, std::vector<int32_t> seq, int64_t prompt) {
+// The model's top-k next tokens (from first_normal on: no control tokens) at each position of the
+// text after the prompt: the fluent substitution attack's candidates (as the eval's attacks).
+struct TopK {
+  int32_t k = 0, first_normal = 0;
+  std::vector<std::vector<int32_t>>* out = nullptr;
+};
+
+Scored analyze(Model& m, int32_t layer, std::vector<int32_t> seq, int64_t prompt,
+               const TopK& topk = {}) {
   Scored s;
   s.prompt = prompt;
   Recorder rec;
@@ -52,10 +62,22 @@ Scored analyze(Model& m, int32_t layer, std::vector<int32_t> seq, int64_t prompt
   const std::vector<float> lg = m.forward(seq, ctx, fo);
   const auto V = static_cast<size_t>(m.config().vocab_size);
   std::vector<double> nll;
+  std::vector<int32_t> order;
   for (size_t p = 0; p + 1 < seq.size(); ++p) {
     const std::span<const float> row(lg.data() + p * V, V);
     s.entropy.push_back(static_cast<float>(next_token_entropy(row)));
     if (static_cast<int64_t>(p) + 1 < prompt) continue;
+    if (topk.out) {
+      order.resize(V);
+      std::iota(order.begin(), order.end(), 0);
+      const auto k = std::min<std::ptrdiff_t>(topk.k, static_cast<std::ptrdiff_t>(V));
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [&row](int32_t x, int32_t y) { return row[x] > row[y]; });
+      std::vector<int32_t> top;
+      for (std::ptrdiff_t i = 0; i < k; ++i)
+        if (order[i] >= topk.first_normal) top.push_back(order[i]);
+      topk.out->push_back(std::move(top));
+    }
     const double mx = *std::max_element(row.begin(), row.end());
     double z = 0;
     for (float x : row) z += std::exp(static_cast<double>(x) - mx);
@@ -156,9 +178,12 @@ json run_frontier(const EvalOptions& o, const FrontierInput& in) {
   };
   // Generation sets by name, each text from prompt i with seed o.seed + i.
   std::map<std::string, std::vector<Scored>> sets;
+  std::map<std::string, WatermarkConfig> configs;
+  std::unique_ptr<Model> bits4;  // loaded for the first 4-bit generation
   auto generate_set = [&](const std::string& name, const WatermarkConfig* wc) {
     auto& texts = sets[name];
     if (!texts.empty()) return;
+    if (wc) configs[name] = *wc;
     texts.resize(in.prompts.size());
     each(in.prompts.size(), name, [&](size_t i) {
       const auto& p = in.prompts[i];
@@ -190,6 +215,82 @@ json run_frontier(const EvalOptions& o, const FrontierInput& in) {
   say("frontier: " + std::to_string(negatives.size()) + " negatives scored");
   const std::vector<double> base_ppl = mean_ppl(sets["unwatermarked"]);
   const double base = mean(base_ppl);
+
+  // Robustness (--frontier-attacks N): each set's first N texts cut to `attack_len` tokens, edited
+  // by the eval's attacks (substitution from the vocabulary and from the model's top-k, deletion)
+  // at every attack rate, and regenerated with a 4-bit load; every row detects them with its own
+  // detector. Computed once per set.
+  const int32_t attack_len = std::min<int32_t>(200, o.tokens);
+  struct Attacked {
+    std::string attack;
+    double rate = 0;
+    std::vector<Scored> texts;
+  };
+  std::map<std::string, std::vector<Attacked>> attacked;
+  auto attack_set = [&](const std::string& name) -> const std::vector<Attacked>& {
+    auto& out = attacked[name];
+    if (!out.empty()) return out;
+    const auto& texts = sets[name];
+    const size_t n = std::min(texts.size(), static_cast<size_t>(o.frontier_attacks));
+    struct Kind {
+      const char* name;
+      AttackKind kind;
+      bool topk;
+    };
+    const Kind kinds[] = {{"substitute (vocabulary)", AttackKind::Substitute, false},
+                          {"substitute (top-k)", AttackKind::Substitute, true},
+                          {"delete", AttackKind::Delete, false}};
+    out.push_back({"none", 0, std::vector<Scored>(n)});
+    for (const Kind& k : kinds)
+      for (double rate : o.attack_rates) out.push_back({k.name, rate, std::vector<Scored>(n)});
+    each(n, "attacks on " + name, [&](size_t i) {
+      const Scored& t = texts[i];
+      const size_t end = std::min(t.seq.size(), static_cast<size_t>(t.prompt + attack_len));
+      std::vector<int32_t> cut(t.seq.begin(), t.seq.begin() + static_cast<std::ptrdiff_t>(end));
+      const std::vector<int32_t> prompt(cut.begin(), cut.begin() + t.prompt);
+      const std::vector<int32_t> body(cut.begin() + t.prompt, cut.end());
+      TokenSource vocab{in.first_normal, m.config().vocab_size, {}}, fluent = vocab;
+      out[0].texts[i] = analyze(m, in.layer, cut, t.prompt,
+                                {o.top_k_attack, in.first_normal, &fluent.candidates});
+      size_t at = 1;
+      for (const Kind& k : kinds)
+        for (double rate : o.attack_rates) {
+          std::vector<int32_t> seq = prompt;
+          if (!body.empty()) {
+            const uint64_t seed = o.seed * 1000003ULL + i * 7919ULL +
+                                  static_cast<uint64_t>(std::llround(rate * 1000));
+            const auto edited = attack(body, k.kind, rate, k.topk ? fluent : vocab, seed);
+            seq.insert(seq.end(), edited.begin(), edited.end());
+          }
+          out[at++].texts[i] = analyze(m, in.layer, std::move(seq), t.prompt);
+        }
+    });
+    if (o.cross_precision) {  // the same prompts and seeds, generated by a 4-bit load
+      if (!bits4) {
+        LoadOptions lo;
+        lo.mode = LoadMode::Bits4;
+        lo.use_cache = false;
+        lo.warn = say;
+        bits4 = Model::load(o.model_path, lo);
+      }
+      Attacked x{"4-bit generation", 0, std::vector<Scored>(n)};
+      // Serial: the 4-bit model's passes use the whole pool.
+      for (size_t i = 0; i < n; ++i) {
+        const auto& p = in.prompts[i];
+        std::optional<WatermarkProcessor> wp;
+        if (configs.count(name)) wp.emplace(configs[name], in.lists);
+        TextSampling ts = in.sampling;
+        ts.tokens = attack_len;
+        std::vector<int32_t> seq = p;
+        const auto gen = generate_text(*bits4, p, wp ? &*wp : nullptr, o.seed + i, ts);
+        seq.insert(seq.end(), gen.begin(), gen.end());
+        x.texts[i] = analyze(m, in.layer, std::move(seq), static_cast<int64_t>(p.size()));
+      }
+      say("frontier: 4-bit generation of " + name + " " + std::to_string(n));
+      out.push_back(std::move(x));
+    }
+    return out;
+  };
 
   json rows = json::array();
   uint64_t boot_seed = 101;
@@ -224,6 +325,22 @@ json run_frontier(const EvalOptions& o, const FrontierInput& in) {
                               {"tpr_fpr01", tpr_at_fpr(pos, neg, 0.001)},
                               {"z_pos_mean", mean(pos)},
                               {"z_neg_mean", mean(neg)}});
+    }
+    if (o.frontier_attacks > 0) {
+      r["attack_tokens"] = attack_len;
+      for (const Attacked& a : attack_set(set)) {
+        std::vector<double> z;
+        for (const Scored& t : a.texts) z.push_back(z_at(det, t, attack_len));
+        const auto tci = bootstrap_ci(
+            z, [](std::span<const double> v) { return rate_above(v, 4.0); }, o.bootstrap,
+            boot_seed++);
+        r["attacks"].push_back({{"attack", a.attack},
+                                {"rate", a.rate},
+                                {"n", z.size()},
+                                {"tpr_z4", rate_above(z, 4.0)},
+                                {"tpr_z4_ci", {tci.lo, tci.hi}},
+                                {"z_mean", mean(z)}});
+      }
     }
     rows.push_back(std::move(r));
   };

@@ -21,6 +21,7 @@ struct FrontierInput {
   std::vector<std::vector<int32_t>> prompts;  // BOS + prompt, one per positive
   // Human passages: their first tokens (BOS included) as context, the rest scored.
   std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> human;
+  int32_t first_normal = 0;  // the first ordinary token: attacks draw from [first_normal, vocab)
 };
 
 // results.json's "frontier": one row per (setting, generation, detection), each with its texts'

@@ -103,6 +103,11 @@ const Command kEval{
       app.add_option("--frontier-lengths", a->lengths,
                      "with --frontier: text lengths scored (default 50,100,200,400; --tokens "
                      "defaults to the longest)");
+      app.add_option("--frontier-attacks", a->o.frontier_attacks,
+                     "with --frontier: robustness of every setting on its first N texts at "
+                     "min(200, --tokens) tokens: substitution, deletion (--attack-rates) and "
+                     "4-bit generation (unless --no-cross-precision)")
+          ->check(CLI::NonNegativeNumber);
       app.add_option("--out", a->out, "output folder");
       app.add_flag("--report-only", a->report_only,
                    "only write OUT/report.html again from OUT/results.json (e.g. after an update)");
@@ -160,8 +165,9 @@ const Command kEval{
             a->o.tokens =
                 *std::max_element(a->o.frontier_lengths.begin(), a->o.frontier_lengths.end());
         } else {
-          check(a->lengths.empty() && a->o.frontier_entropy == 0,
-                "eval: --frontier-lengths and --frontier-entropy need --frontier");
+          check(a->lengths.empty() && a->o.frontier_entropy == 0 && a->o.frontier_attacks == 0,
+                "eval: --frontier-lengths, --frontier-entropy and --frontier-attacks need "
+                "--frontier");
         }
         a->o.commit = source_commit();
         a->o.progress = [](const std::string& s) { std::cerr << "[eval] " << s << std::endl; };
