@@ -3,7 +3,8 @@
 the same threads and the same requests, in one run (docs/RESULTS.md "Serving").
 
 For each concurrency (default 1, 4, 16) every server gets that many streamed completion requests at
-once (distinct prompts, greedy, `--max-tokens` new tokens each) and the script reports the aggregate
+once (distinct prompts, greedy, exactly `--max-tokens` new tokens each: EOS held back with
+epwa's `min_tokens` and llama-server's `ignore_eos`) and the script reports the aggregate
 decode rate (generated tokens / wall time of the round), the mean time to first token, and the
 tokens generated. epwa is measured plain and watermarked (policy enforced). Rounds alternate between
 the servers and repeat `--repeat` times; the best round of each is kept.
@@ -78,10 +79,12 @@ class Server:
         """One streamed request: (seconds to the first token, tokens generated)."""
         if self.native:  # llama-server's own endpoint reports the tokens it predicted
             path, body = "/completion", {"prompt": prompt(i), "n_predict": max_tokens,
-                                         "temperature": 0, "stream": True, "cache_prompt": False}
+                                         "temperature": 0, "stream": True, "cache_prompt": False,
+                                         "ignore_eos": True}
         else:
             path, body = "/v1/completions", {"prompt": prompt(i), "max_tokens": max_tokens,
-                                             "temperature": 0, "stream": True}
+                                             "min_tokens": max_tokens, "temperature": 0,
+                                             "stream": True}
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         t0 = time.perf_counter()
         c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})

@@ -45,6 +45,9 @@ struct BatchRequest {
   SamplingOptions sampling;
   std::vector<int32_t> stop_tokens;      // generation ends after emitting one (it is reported)
   std::vector<int32_t> suppress_tokens;  // never sampled (as GenerateOptions::suppress_tokens)
+  // The stop tokens are not sampled before this many new tokens (GenerateOptions::min_new_tokens);
+  // at most max_new_tokens, and not with a constraint.
+  int32_t min_new_tokens = 0;
   std::unique_ptr<WatermarkProcessor> watermark;  // null: no watermark
   // Null: free text. Else the tokens it forbids are masked after the watermark's bias (so the
   // text is valid JSON of its schema whatever the bias does), and it sees each sampled token.

@@ -122,6 +122,12 @@ uint64_t BatchEngine::submit(BatchRequest r) {
       throw Error("token id " + std::to_string(t) + " out of range [0, " +
                   std::to_string(c.vocab_size) + ")");
   check(r.max_new_tokens >= 0, "max_tokens must be >= 0, got " + std::to_string(r.max_new_tokens));
+  check(r.min_new_tokens >= 0 && r.min_new_tokens <= r.max_new_tokens,
+        "min_tokens must be between 0 and max_tokens (" + std::to_string(r.max_new_tokens) +
+            "), got " + std::to_string(r.min_new_tokens));
+  check(r.min_new_tokens == 0 || !r.constraint,
+        "min_tokens and a JSON constraint exclude each other (a finished value allows only a stop "
+        "token)");
   const auto need = static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens;
   if (need > opt_.context)
     throw Error("the prompt (" + std::to_string(r.prompt.size()) + " tokens) and max_tokens (" +
@@ -289,6 +295,10 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
           j.req.watermark->process(row);
         }
         for (int32_t x : j.req.suppress_tokens) row[x] = -std::numeric_limits<float>::infinity();
+        if (j.generated < j.req.min_new_tokens)
+          for (int32_t x : j.req.stop_tokens)
+            if (x >= 0 && x < static_cast<int32_t>(row.size()))
+              row[x] = -std::numeric_limits<float>::infinity();
         if (j.req.constraint) j.req.constraint->mask(row);
         t = j.sampler.sample(row, j.req.watermark ? j.req.watermark->uniforms() : nullptr);
         if (j.req.constraint) j.req.constraint->accept(t);

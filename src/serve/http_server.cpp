@@ -410,6 +410,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
     if (p.response_schema) alternatives.push_back({"", p.response_schema});
+    if (!alternatives.empty() && p.min_tokens > 0)
+      throw bad_request(
+          "'min_tokens' and JSON output (response_format, a forced tool call) exclude each other: "
+          "a finished value allows only the end of the turn",
+          "min_tokens");
     // The tokens no choice samples: not text, except a request with tools's call markers and the
     // marker tokens of a forced call's closing (Qwen's </tool_call>), which the constraint writes.
     const bool tools = chat && p.tools && srv_.tool_syntax != ToolCallSyntax::None;
@@ -447,6 +452,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       BatchRequest r;
       r.prompt = prompt;
       r.max_new_tokens = p.max_tokens;
+      r.min_new_tokens = p.min_tokens;
       r.sampling = p.sampling;
       r.sampling.seed = p.sampling.seed + static_cast<uint64_t>(i);  // choices differ, reproducibly
       const std::string choice_key = key == "*" ? srv_.rotated_key(r.sampling.seed, p.prompt) : key;

@@ -101,6 +101,8 @@ void parse_generation_fields(const nlohmann::json& j, CompletionParams& p, int32
   for (const char* name : {"max_tokens", "max_completion_tokens"})
     if (j.contains(name) && !j[name].is_null())
       p.max_tokens = static_cast<int32_t>(integer(j[name], name, 0, limits.max_tokens));
+  if (j.contains("min_tokens") && !j["min_tokens"].is_null())
+    p.min_tokens = static_cast<int32_t>(integer(j["min_tokens"], "min_tokens", 0, p.max_tokens));
   p.sampling.temperature = 1.0f;  // OpenAI's default
   if (j.contains("temperature") && !j["temperature"].is_null())
     p.sampling.temperature = static_cast<float>(number(j["temperature"], "temperature", 0, 2));
@@ -199,7 +201,7 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
                                   const ServerLimits& limits) {
   refuse_unknown(j, {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed",
                      "stop", "stream", "n", "user", "watermark", "frequency_penalty",
-                     "presence_penalty", "logprobs", "echo", "response_format"});
+                     "presence_penalty", "logprobs", "echo", "response_format", "min_tokens"});
   CompletionParams p;
   if (!j.contains("prompt")) throw bad_request("'prompt' is required", "prompt");
   p.prompt = tokens_of(j["prompt"], "prompt", tok, vocab, true);
@@ -226,6 +228,7 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
                      "messages",
                      "max_tokens",
                      "max_completion_tokens",
+                     "min_tokens",
                      "temperature",
                      "top_p",
                      "top_k",

@@ -37,6 +37,7 @@ nlohmann::json parse_body(const std::string& body);
 struct CompletionParams {
   std::vector<int32_t> prompt;  // BOS included
   int32_t max_tokens = 16;
+  int32_t min_tokens = 0;  // vLLM's min_tokens: EOS and end-of-turn held back this long
   SamplingOptions sampling;
   std::vector<std::string> stop;
   bool stream = false;

@@ -1251,6 +1251,32 @@ TEST(Server, ResponseFormatConstrainsTheReplyToTheSchema) {
   }
 }
 
+// min_tokens (vLLM's): a completion that sampling ends at once (EOS first: the bundled model,
+// seed 2) runs to max_tokens; more than max_tokens, or with JSON output, is a 400.
+TEST(Server, MinTokensHoldsTheEndBack) {
+  Running s({});
+  json body = {{"prompt", "The end."}, {"max_tokens", 20}, {"temperature", 1.0}, {"seed", 2}};
+  int status = 0;
+  const json a = s.post("/v1/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << a.dump();
+  EXPECT_EQ(a["usage"]["completion_tokens"], 0) << a.dump();  // EOS is not counted
+  EXPECT_EQ(a["choices"][0]["finish_reason"], "stop");
+  body["min_tokens"] = 20;
+  const json b = s.post("/v1/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << b.dump();
+  EXPECT_EQ(b["usage"]["completion_tokens"], 20) << b.dump();
+  EXPECT_EQ(b["choices"][0]["finish_reason"], "length");
+  body["min_tokens"] = 21;
+  json e = s.post("/v1/completions", body.dump(), &status);
+  EXPECT_EQ(status, 400) << e.dump();
+  EXPECT_EQ(e["error"]["param"], "min_tokens");
+  body["min_tokens"] = 5;
+  body["response_format"] = {{"type", "json_object"}};
+  e = s.post("/v1/completions", body.dump(), &status);
+  EXPECT_EQ(status, 400) << e.dump();
+  EXPECT_EQ(e["error"]["param"], "min_tokens");
+}
+
 // The distortion-free mode behind the server: the library's exp generation, detected with the exp
 // scheme; a greedy request is refused (there is no draw to key).
 TEST(Server, ExpModeGeneratesAsTheLibraryAndDetects) {
