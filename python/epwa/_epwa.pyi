@@ -135,6 +135,7 @@ class Model:
         top_k: int = 0,
         allow_special_tokens: bool = False,
         json_schema: dict[str, Any] | bool | None = None,
+        min_new_tokens: int = 0,
     ) -> Generation: ...
 
 class TokenDetail:

@@ -51,10 +51,12 @@ void check_sampling(int32_t max_new, const SamplingOptions& s) {
 
 Generation generate(const LoadedModel& lm, py::handle prompt, int32_t max_new_tokens,
                     float temperature, float top_p, uint64_t seed, const KeyedConfig* watermark,
-                    int32_t top_k, bool allow_special_tokens, py::object json_schema) {
+                    int32_t top_k, bool allow_special_tokens, py::object json_schema,
+                    int32_t min_new_tokens) {
   const Model& m = *lm.model;
   GenerateOptions o;
   o.max_new_tokens = max_new_tokens;
+  o.min_new_tokens = min_new_tokens;
   o.sampling = {temperature, top_k, top_p, seed};
   check_sampling(max_new_tokens, o.sampling);
   Generation g;
@@ -140,9 +142,11 @@ void bind_generate(py::module_& m, ModelClass& model) {
             py::arg("temperature") = 0.0f, py::arg("top_p") = 1.0f, py::arg("seed") = 0,
             py::arg("watermark") = py::none(), py::arg("top_k") = 0,
             py::arg("allow_special_tokens") = false, py::arg("json_schema") = py::none(),
+            py::arg("min_new_tokens") = 0,
             "Generates after `prompt` (a str, BOS added; or ids, BOS included). temperature 0 is "
             "greedy. watermark: a WatermarkConfig, or None for plain text. json_schema: a JSON "
-            "schema (a dict; {} for any JSON) the text must match (constrained decoding).");
+            "schema (a dict; {} for any JSON) the text must match (constrained decoding). "
+            "min_new_tokens: EOS is not sampled before this many new tokens.");
 }
 
 }  // namespace epwa::python

@@ -68,6 +68,19 @@ def test_context_cap_warns(model):
     assert len(g.tokens) <= 2
 
 
+def test_min_new_tokens_matches_cli(model):
+    """min_new_tokens holds EOS back as `epwa generate --min-new-tokens` does (seed 2 of this
+    prompt samples EOS first)."""
+    args = dict(max_new_tokens=30, temperature=1.0, seed=2)
+    assert model.generate("The end.", **args).tokens == [model.config.eos_token_id]
+    g = model.generate("The end.", min_new_tokens=30, **args)
+    want = cli_json("generate", "--prompt", "The end.", "-n", "30", "--temperature", "1",
+                    "--seed", "2", "--min-new-tokens", "30")
+    assert g.tokens == want["tokens"] and len(g.tokens) == 30
+    with pytest.raises(epwa.Error, match="min-new-tokens"):
+        model.generate("The end.", min_new_tokens=-1)
+
+
 def test_json_schema_matches_cli(model, tmp_path):
     """json_schema constrains the text as `epwa generate --json-schema` does: the same tokens,
     and JSON of the schema."""
