@@ -42,6 +42,9 @@ class JsonSchema {
 class TokenTexts {
  public:
   explicit TokenTexts(const Tokenizer& tok);
+  // A vocabulary given as each token's bytes and whether it is a control token (benchmarks of
+  // vocabularies no local tokenizer has).
+  TokenTexts(std::vector<std::string> bytes, std::vector<bool> control);
   int32_t size() const { return static_cast<int32_t>(bytes_.size()); }
   const std::string& bytes(int32_t id) const { return bytes_[id]; }
   bool control(int32_t id) const { return control_[id]; }
@@ -49,6 +52,7 @@ class TokenTexts {
   bool plain(int32_t id) const { return plain_[id]; }
 
  private:
+  void classify();
   std::vector<std::string> bytes_;
   std::vector<bool> control_, plain_;
 };

@@ -241,10 +241,25 @@ const JsonSchema::Node& JsonSchema::root() const {
 
 TokenTexts::TokenTexts(const Tokenizer& tok) {
   const int32_t v = tok.vocab_size();
-  bytes_.resize(v), control_.resize(v), plain_.resize(v);
+  bytes_.resize(v), control_.resize(v);
   for (int32_t id = 0; id < v; ++id) {
     control_[id] = tok.is_special(id);
     bytes_[id] = control_[id] ? tok.token_to_piece(id) : tok.token_bytes(id);
+  }
+  classify();
+}
+
+TokenTexts::TokenTexts(std::vector<std::string> bytes, std::vector<bool> control)
+    : bytes_(std::move(bytes)), control_(std::move(control)) {
+  check(bytes_.size() == control_.size(), "TokenTexts: " + std::to_string(bytes_.size()) +
+                                              " token texts but " +
+                                              std::to_string(control_.size()) + " control flags");
+  classify();
+}
+
+void TokenTexts::classify() {
+  plain_.resize(bytes_.size());
+  for (size_t id = 0; id < bytes_.size(); ++id) {
     const std::string& b = bytes_[id];
     plain_[id] = !control_[id] && !b.empty() && std::none_of(b.begin(), b.end(), [](char ch) {
       const auto c = static_cast<unsigned char>(ch);

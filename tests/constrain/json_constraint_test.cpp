@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <limits>
 #include <random>
@@ -202,6 +203,41 @@ TEST(JsonConstraint, MaskedSamplingAlwaysWritesValidJson) {
       EXPECT_LE(v["tags"].size(), 2u);
     }
   }
+}
+
+}  // namespace
+
+namespace {
+
+// A vocabulary given as bytes: plain tokens are those without quote, backslash or control bytes;
+// the mask lets through exactly the tokens that continue the value, and the end token once it is
+// complete.
+TEST(TokenTexts, FromBytesMasksAsFromATokenizer) {
+  const std::vector<std::string> bytes = {"{\"", "a", "\":", " 1", "}", "\\n", "x\"", "<end>"};
+  const auto texts = std::make_shared<const epwa::TokenTexts>(
+      bytes, std::vector<bool>{false, false, false, false, false, false, false, true});
+  EXPECT_TRUE(texts->plain(1));
+  EXPECT_TRUE(texts->plain(3));
+  EXPECT_FALSE(texts->plain(0));
+  EXPECT_FALSE(texts->plain(5));
+  EXPECT_FALSE(texts->plain(7));  // control
+  const auto schema = std::make_shared<const epwa::JsonSchema>(
+      nlohmann::json::parse(R"({"type": "object", "properties": {"a": {"type": "integer"}}})"));
+  epwa::JsonConstraint c(schema, texts, "", {7});
+  std::vector<float> logits(bytes.size(), 0.0f);
+  const std::vector<int32_t> reply = {0, 1, 2, 3, 4};  // {"a": 1}
+  for (int32_t t : reply) {
+    std::fill(logits.begin(), logits.end(), 0.0f);
+    c.mask(logits);
+    EXPECT_EQ(logits[t], 0.0f) << t;
+    EXPECT_TRUE(std::isinf(logits[7])) << t;  // not complete yet
+    c.accept(t);
+  }
+  std::fill(logits.begin(), logits.end(), 0.0f);
+  c.mask(logits);
+  EXPECT_EQ(logits[7], 0.0f);
+  for (int32_t t = 0; t < 7; ++t) EXPECT_TRUE(std::isinf(logits[t])) << t;
+  EXPECT_THROW(epwa::TokenTexts({"a", "b"}, {false}), epwa::Error);
 }
 
 }  // namespace
