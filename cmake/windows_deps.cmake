@@ -41,7 +41,8 @@ set(epwa_crypto_libs bcrypt)          # CNG: SHA-256, HMAC-SHA256
 set(epwa_unicode_libs normaliz)       # NormalizeString; case and classes from kernel32
 set(epwa_server_libs ws2_32 mswsock)  # no HTTPS: `serve --tls-cert` says so
 set(epwa_https OFF)
-set(epwa_platform_libs psapi shell32)  # shell32: CommandLineToArgvW
+# shell32: CommandLineToArgvW; synchronization: WaitOnAddress (the thread pool's sleep)
+set(epwa_platform_libs psapi shell32 synchronization)
 # Every program: no runtime DLLs beside the executable, and the UTF-8 process code page (argv and
 # narrow file names in UTF-8, src/platform/windows/utf8.manifest).
 add_link_options(-static)

@@ -1,6 +1,7 @@
 // The platform layer: everything OS-specific (file mapping, memory figures, CPU features) sits
 // behind these declarations; another OS needs a new src/platform/<os>.cpp, not edits elsewhere.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
@@ -63,6 +64,12 @@ std::optional<std::string> get_env(const char* name);
 // Sets an environment variable of this process (read back by get_env, and by std::getenv where
 // the value is ASCII).
 void set_env(const std::string& name, const std::string& value);
+// Sleeps until `a` may no longer hold `old` (returns at once if it does not; spurious returns are
+// allowed: callers re-check), and wakes every thread sleeping on `a`. The thread pool's sleep:
+// Linux's futex (std::atomic::wait); Windows' WaitOnAddress / WakeByAddressAll (mingw's
+// std::atomic::wait is a mutex and condition variable, which Wine serves through wineserver).
+void wait_while_equal(const std::atomic<uint32_t>& a, uint32_t old);
+void wake_all(std::atomic<uint32_t>& a);
 // Hint that a large buffer should be backed by huge pages where the OS allows it; never fails.
 void advise_huge_pages(void* addr, size_t bytes);
 

@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "epwa/platform.hpp"
+
 #ifdef EPWA_POOL_STATS
 #include <chrono>
 #include <cstdio>
@@ -64,8 +66,8 @@ thread_local const ThreadPool* tls_active = nullptr;
 
 // Spins, yields, then sleeps on `a` until done(a) holds. `sleepers` counts the threads that may be
 // asleep on `a`, so that the notifying side makes the futex call only when someone sleeps.
-template <class T, class Pred>
-void spin_then_wait(std::atomic<T>& a, std::atomic<int>& sleepers, Pred done) {
+template <class Pred>
+void spin_then_wait(std::atomic<uint32_t>& a, std::atomic<int>& sleepers, Pred done) {
   for (int i = 0; i < kSpinRounds + kYieldRounds; ++i) {
     if (done(a.load(std::memory_order_acquire))) return;
     if (i < kSpinRounds)
@@ -78,8 +80,8 @@ void spin_then_wait(std::atomic<T>& a, std::atomic<int>& sleepers, Pred done) {
 #endif
   for (;;) {
     sleepers.fetch_add(1, std::memory_order_seq_cst);
-    const T v = a.load(std::memory_order_seq_cst);
-    if (!done(v)) a.wait(v, std::memory_order_acquire);
+    const uint32_t v = a.load(std::memory_order_seq_cst);
+    if (!done(v)) wait_while_equal(a, v);
     sleepers.fetch_sub(1, std::memory_order_relaxed);
     if (done(a.load(std::memory_order_acquire))) return;
   }
@@ -157,7 +159,7 @@ struct ThreadPool::State {
       }
       if (done.fetch_add(1, std::memory_order_seq_cst) + 1 == total &&
           done_sleepers.load(std::memory_order_seq_cst) > 0)
-        done.notify_all();
+        wake_all(done);
       w = word.load(std::memory_order_acquire);
     }
   }
@@ -189,7 +191,7 @@ ThreadPool::~ThreadPool() {
     std::lock_guard lock(s_->run_mutex);
     s_->stop.store(true, std::memory_order_relaxed);  // published by the epoch bump below
     s_->epoch.fetch_add(1, std::memory_order_seq_cst);
-    s_->epoch.notify_all();
+    wake_all(s_->epoch);
   }
   for (auto& t : s_->workers) t.join();
 }
@@ -240,7 +242,7 @@ void ThreadPool::run(int64_t n, int64_t grain, Task task, void* ctx) {
 #endif
   s.word.store(uint64_t{job} << 32 | s.n_chunks, std::memory_order_release);
   s.epoch.store(job, std::memory_order_seq_cst);
-  if (s.epoch_sleepers.load(std::memory_order_seq_cst) > 0) s.epoch.notify_all();
+  if (s.epoch_sleepers.load(std::memory_order_seq_cst) > 0) wake_all(s.epoch);
 
   const ThreadPool* outer = tls_active;
   tls_active = this;

@@ -86,6 +86,14 @@ size_t page_size() {
 }
 }  // namespace
 
+void wait_while_equal(const std::atomic<uint32_t>& a, uint32_t old) {
+  a.wait(old, std::memory_order_acquire);  // a futex on Linux
+}
+
+void wake_all(std::atomic<uint32_t>& a) {
+  a.notify_all();
+}
+
 void advise_huge_pages(void* addr, size_t bytes) {
 #ifdef MADV_HUGEPAGE
   if (bytes < kHugePage) return;

@@ -156,6 +156,16 @@ size_t large_page_size() {
 
 }  // namespace
 
+// WaitOnAddress compares the bytes of the atomic (lock-free, so its value's representation).
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+void wait_while_equal(const std::atomic<uint32_t>& a, uint32_t old) {
+  WaitOnAddress(const_cast<std::atomic<uint32_t>*>(&a), &old, sizeof old, INFINITE);
+}
+
+void wake_all(std::atomic<uint32_t>& a) {
+  WakeByAddressAll(&a);
+}
+
 // Windows gives large pages only at allocation time (LargeBuffer), never to an existing range.
 void advise_huge_pages(void*, size_t) {}
 
