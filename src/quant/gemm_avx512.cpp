@@ -249,7 +249,7 @@ const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0_u8, kQ8_0T, kQ8_0R, kQ
 namespace epwa::quant {
 namespace {
 template <const TileFormat* F>
-void gemm_vnni(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+void gemm_vnni(const std::byte* w, int64_t row_bytes, std::span<const PackedVector* const> xs,
                int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
   run_tiles(*F, w, row_bytes, xs, row_begin, row_end, out, out_stride);
 }

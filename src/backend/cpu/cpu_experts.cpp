@@ -6,7 +6,10 @@
 // one per matrix. Each output value is computed by the same kernel call on the same inputs as the
 // one-matrix-at-a- time path, and sums keep their order (experts in index order).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "core/phase_stats.hpp"
 #include "cpu_scratch.hpp"
@@ -46,6 +49,17 @@ void activate(const ExpertMatrices& X, int64_t e, int64_t c0, float* gate, float
       gate[i] = g / (1.0f + std::exp(-g)) * u;
     }
   }
+}
+
+// Whether every expert matrix has a block type (packed activations; the float types' prompt
+// products read f32 rows).
+bool quantized_experts(const ExpertMatrices& X, int64_t ne) {
+  const auto block = [](const TensorView& w) {
+    return w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16;
+  };
+  for (int64_t e = 0; e < ne; ++e)
+    if (!block(X.gate[e]) || !block(X.up[e]) || !block(X.down[e])) return false;
+  return true;
 }
 
 // Adds expert e's down bias to the d values of one output row.
@@ -122,12 +136,13 @@ void moe_one_token(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t k
   }
 }
 
-// One matrix product per expert over the tokens routed to it (prompt).
-void moe_tokens(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, Scratch& s,
-                const float* xn, int64_t n, float* o) {
+// One matrix product per expert over the tokens routed to it, one expert after the other (prompt,
+// float weights: their products read gathered f32 rows).
+void moe_tokens_float(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, Scratch& s,
+                      const float* xn, int64_t n, float* o) {
   ThreadPool& pool = ThreadPool::global();
   const int32_t* ebegin = s.expert_begin.data();
-  float* gathered = s.gathered.data();
+  float* gathered = s.gathered.resize(n * d);
   float* gate = s.gate.data();
   float* up = s.up.data();
   float* down = s.down.data();
@@ -189,6 +204,136 @@ void moe_tokens(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, S
   }
 }
 
+// Runs f(t) for every t in [0, count) on the pool as one job: each thread claims one task at a
+// time, so a job's tail is at most one task however many there are.
+template <class F>
+void run_tasks(ThreadPool& pool, int64_t count, F&& f) {
+  std::atomic<int64_t> next{0};
+  pool.parallel_for(std::min<int64_t>(pool.size(), count), [&](int64_t, int64_t) {
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < count;
+         t = next.fetch_add(1, std::memory_order_relaxed))
+      f(t);
+  });
+}
+
+// Rows per task of an expert's matrix: at least 256 (a task repacks its expert's vectors once),
+// else a 32nd of the matrix, as the one-matrix path's chunks; a multiple of 16 (whole row tiles).
+int64_t rows_per_task(int64_t rows) {
+  return std::min(rows, (std::max<int64_t>(256, rows / 32) + 15) / 16 * 16);
+}
+
+// The prompt's experts with quantized weights, a wave of experts at a time (their slots' gate
+// outputs within Scratch::moe_wave_bytes): three jobs per wave instead of seven per expert. Every
+// token row is packed once per layer (not once per expert it is routed to). Gate and up: tasks of
+// (expert, row range), largest experts first, each applying the activation to its own range. Down:
+// tasks of one range of output columns over every expert of the wave in index order, each adding
+// its experts' weighted rows straight into those columns of the output, so that every output
+// value sums its token's experts in index order as the one-expert-at-a-time path does (no down
+// buffer, no separate sum). Each product comes from the same kernel on the same packed vector, so
+// the results are bit-identical to that path.
+void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, Scratch& s,
+                          const float* xn, int64_t n, float* o) {
+  ThreadPool& pool = ThreadPool::global();
+  const int32_t* ebegin = s.expert_begin.data();
+  const int32_t* erows = s.rows.data();
+  const float* erw = s.rw.data();
+  const auto routed = [ebegin](int64_t e) { return ebegin[e + 1] - ebegin[e]; };
+  s.inputs.reset();
+  s.in_gate.assign(ne, nullptr);
+  s.in_up.assign(ne, nullptr);
+  s.in_down.assign(ne, nullptr);
+  {
+    EPWA_PHASE("moe pack");
+    for (int64_t e = 0; e < ne; ++e) {
+      if (routed(e) == 0) continue;
+      s.in_gate[e] = &s.inputs.get(X.gate[e].dtype, xn, n, d);
+      s.in_up[e] = &s.inputs.get(X.up[e].dtype, xn, n, d);
+      check_linear(X.gate[e], *s.in_gate[e]);
+      check_linear(X.up[e], *s.in_up[e]);
+      if (X.gate[e].rows() != inter || X.up[e].rows() != inter || X.down[e].rows() != d)
+        throw Error("expert " + std::to_string(e) + ": '" + X.gate[e].name + "', '" + X.up[e].name +
+                    "' or '" + X.down[e].name + "' does not have " + std::to_string(inter) + ", " +
+                    std::to_string(inter) + " and " + std::to_string(d) + " rows");
+    }
+  }
+  const int64_t budget = std::max<int64_t>(1, s.moe_wave_bytes / (4 * inter));
+  const int64_t rb_in = rows_per_task(inter), rb_out = rows_per_task(d);
+  for (int64_t w0 = 0, w1 = 0; w0 < ne; w0 = w1) {
+    // The wave: experts [w0, w1) (at least one), their slots [p0, p1).
+    w1 = w0 + 1;
+    while (w1 < ne && ebegin[w1 + 1] - ebegin[w0] <= budget) ++w1;
+    const int64_t p0 = ebegin[w0], p1 = ebegin[w1];
+    if (p1 == p0) continue;
+    float* gate = s.gate.resize((p1 - p0) * inter);
+    s.wave_experts.clear();
+    for (int64_t e = w0; e < w1; ++e)
+      if (routed(e) > 0) s.wave_experts.push_back(static_cast<int32_t>(e));
+    // Largest first: the job's last tasks are its shortest.
+    std::stable_sort(s.wave_experts.begin(), s.wave_experts.end(),
+                     [&](int32_t a, int32_t b) { return routed(a) > routed(b); });
+    s.expert_tasks.clear();
+    for (const int32_t e : s.wave_experts)
+      for (int64_t r = 0; r < inter; r += rb_in)
+        s.expert_tasks.push_back({e, r, std::min(inter, r + rb_in)});
+    {
+      EPWA_PHASE("moe gate+up");
+      run_tasks(pool, static_cast<int64_t>(s.expert_tasks.size()), [&](int64_t t) {
+        const ExpertTask task = s.expert_tasks[t];
+        const int64_t e = task.expert, r0 = task.r0, nr = task.r1 - task.r0;
+        const int64_t b = ebegin[e], m = routed(e);
+        thread_local std::vector<const PackedVector*> xg, xu;
+        thread_local std::vector<float> up;
+        xg.resize(m);
+        xu.resize(m);
+        up.resize(m * nr);
+        const std::span<const PackedVector> pg = s.in_gate[e]->packed(), pu = s.in_up[e]->packed();
+        for (int64_t r = 0; r < m; ++r) xg[r] = &pg[erows[b + r]], xu[r] = &pu[erows[b + r]];
+        const TensorView& w1g = X.gate[e];
+        const TensorView& w3 = X.up[e];
+        const int64_t rbg = dtype_bytes(w1g.dtype, d), rbu = dtype_bytes(w3.dtype, d);
+        float* g = gate + (b - p0) * inter + r0;
+        vec_dot_rows_multi(w1g.data.data() + r0 * rbg, rbg, xg, 0, nr, g, inter);
+        vec_dot_rows_multi(w3.data.data() + r0 * rbu, rbu, xu, 0, nr, up.data(), nr);
+        for (int64_t r = 0; r < m; ++r) activate(X, e, r0, g + r * inter, up.data() + r * nr, nr);
+      });
+    }
+    s.wave_inputs.reset();
+    {
+      EPWA_PHASE("moe pack");
+      for (int64_t e = w0; e < w1; ++e) {
+        if (routed(e) == 0) continue;
+        s.in_down[e] = &s.wave_inputs.get(X.down[e].dtype, gate, p1 - p0, inter);
+        check_linear(X.down[e], *s.in_down[e]);
+      }
+    }
+    EPWA_PHASE("moe down");
+    const int64_t blocks = (d + rb_out - 1) / rb_out;
+    run_tasks(pool, blocks, [&](int64_t t) {
+      const int64_t c0 = t * rb_out, nc = std::min(d, c0 + rb_out) - c0;
+      thread_local std::vector<float> down;
+      for (int64_t e = w0; e < w1; ++e) {
+        const int64_t b = ebegin[e], m = routed(e);
+        if (m == 0) continue;
+        down.resize(m * nc);
+        const TensorView& w2 = X.down[e];
+        const int64_t rbd = dtype_bytes(w2.dtype, inter);
+        vec_dot_rows_multi(
+            w2.data.data() + c0 * rbd, rbd,
+            s.in_down[e]->packed().subspan(static_cast<size_t>(b - p0), static_cast<size_t>(m)), 0,
+            nc, down.data(), nc);
+        const float* bd = bias_of(X.down_bias, e);
+        for (int64_t r = 0; r < m; ++r) {
+          float* row = down.data() + r * nc;
+          if (bd)
+            for (int64_t c = 0; c < nc; ++c) row[c] += bd[c0 + c];
+          float* out = o + erows[b + r] * d + c0;
+          for (int64_t c = 0; c < nc; ++c) out[c] += erw[b + r] * row[c];
+        }
+      }
+    });
+  }
+}
+
 }  // namespace
 
 void expert_ffn(const ExpertMatrices& X, int64_t ne, int64_t inter, const Routing& r,
@@ -199,7 +344,6 @@ void expert_ffn(const ExpertMatrices& X, int64_t ne, int64_t inter, const Routin
   s.gate.resize(ex_rows * inter);
   s.up.resize(ex_rows * inter);
   s.down.resize(ex_rows * d);
-  s.gathered.resize(n * d);
   // The tokens routed to each expert, in token order (a counting sort by expert).
   int32_t* ebegin = s.expert_begin.resize(ne + 1);
   int32_t* efill = s.expert_fill.resize(ne);
@@ -218,8 +362,10 @@ void expert_ffn(const ExpertMatrices& X, int64_t ne, int64_t inter, const Routin
   std::fill_n(o, n * d, 0.0f);
   if (n == 1)
     moe_one_token(X, ne, inter, k, d, s, xn, o);
+  else if (quantized_experts(X, ne))
+    moe_tokens_quantized(X, ne, inter, d, s, xn, n, o);
   else
-    moe_tokens(X, ne, inter, d, s, xn, n, o);
+    moe_tokens_float(X, ne, inter, d, s, xn, n, o);
 }
 
 }  // namespace epwa::cpu

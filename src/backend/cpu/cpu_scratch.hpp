@@ -35,6 +35,12 @@ class InputSet {
   size_t used_ = 0;
 };
 
+// Rows [r0, r1) of one expert's matrix over the tokens routed to it (a prompt's job's task).
+struct ExpertTask {
+  int32_t expert;
+  int64_t r0, r1;
+};
+
 struct Scratch : BackendScratch {
   std::array<ScratchArray<std::byte>, 64> slots;  // Backend::buffer's activation memory
   RopeTable rope;
@@ -46,10 +52,17 @@ struct Scratch : BackendScratch {
   ScratchArray<int32_t> expert_begin, expert_fill, rows;
   ScratchArray<float> rw, bias, probs;
   ScratchArray<float> sinks;  // a layer's sink logits as f32
-  // Decode's selected experts: index, weight, prepared inputs of gate and up.
+  // Decode's selected experts: index, weight, prepared inputs of gate and up (the prompt's: per
+  // expert, and the down inputs of a wave of experts, prepared in wave_inputs).
   std::vector<int32_t> sel;
   std::vector<float> sel_w;
-  std::vector<const LinearInput*> in_gate, in_up;
+  std::vector<const LinearInput*> in_gate, in_up, in_down;
+  InputSet wave_inputs;
+  std::vector<ExpertTask> expert_tasks;  // the prompt's (expert, row range) tasks of one job
+  std::vector<int32_t> wave_experts;
+  // The most bytes of gate outputs a wave of a prompt's experts keeps (at least one expert per
+  // wave; tests lower it to run many waves).
+  int64_t moe_wave_bytes = int64_t{4} << 20;
   Scratch(int64_t head_dim, float theta, const Yarn& yarn) : rope(head_dim, theta, yarn) {}
 };
 
