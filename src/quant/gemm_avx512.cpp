@@ -24,9 +24,12 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 // GCC 12 reports the "undefined" pass-through operand of the unmasked 512-bit intrinsics
-// (_mm512_srlv_epi32, _mm512_permutex2var_epi32, ...) as maybe uninitialized: a false positive.
+// (_mm512_srlv_epi32, _mm512_permutex2var_epi32, ...) as maybe uninitialized, and with the Q8_0
+// tiles' 32 instances that of _mm512_inserti64x4 / _mm512_extracti64x4_epi64 as uninitialized:
+// false positives.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "quant/gemm_layout.hpp"
 
@@ -260,13 +263,16 @@ void tile_rows_q8_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const
 
 const TileFormat kFmtQ4_0{32,     8,       kTGroupBytes, repack_t<false>,
                           kQ4_0T, kQ4_0T4, kQ4_0Rows,    kQ4_0MaxV};
-// Q8_0: the block-transposed tiles, four rows at a time. Measured (one thread, Q8_0 x 4096 / 14336
-// columns x 128 vectors, GMAC/s), gemm_layout.hpp's 256-bit group tiles: one row 76 / 76, two
-// 92 / 95, three 93 / 97, four 96 / 103; these: see docs/KERNELS.md.
-constexpr int64_t kQ8_0Rows = 4;
-constexpr int kQ8_0MaxV = 16;
+// Q8_0: the block-transposed tiles, three rows x 32 vectors per pass. Measured (one thread, best of
+// 15 calls, GMAC/s on 1024 x 2048 / 2048 x 1024 x 64 vectors / 512 x 14336 x 128 vectors):
+// gemm_layout.hpp's 256-bit group tiles (4 rows x 16) 110-114 / 105-107 / 109-116; these with
+// 4 rows x 16 125 / 116 / 123-129, 2 x 16 119 / 114 / 120, 3 x 16 128-129 / 120 / 131-133,
+// 6 x 16 125 / 116 / 127, 3 x 24 134 / 124 / 138, 4 x 32 139 / 110 / 139, 3 x 32 140 / 129 / 139
+// (a row's weights are unpacked once per pass: longer passes halve that share).
+constexpr int64_t kQ8_0Rows = 3;
+constexpr int kQ8_0MaxV = 32;
 template <int V>
-void tile4_q8_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
+void tile3_q8_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
                   int64_t ystride, float* out, int64_t ldo) {
   tile_rows_q8_0_t<kQ8_0Rows, V>(row, row_bytes, nb, y, ystride, out, ldo);
 }
@@ -275,8 +281,15 @@ void tile1_q8_0_t(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ys
                   int64_t ldo) {
   tile_rows_q8_0_t<1, V>(row, 0, nb, y, ystride, out, ldo);
 }
-constexpr TileRowsFn kQ8_0R[kQ8_0MaxV] = EPWA_Q4_0_TILES(tile4_q8_0_t);
-constexpr TileFn kQ8_0T[kQ8_0MaxV] = EPWA_Q4_0_TILES(tile1_q8_0_t);
+#define EPWA_Q8_0_TILES(T)                                                                         \
+  {                                                                                                \
+    T<1>, T<2>, T<3>, T<4>, T<5>, T<6>, T<7>, T<8>, T<9>, T<10>, T<11>, T<12>, T<13>, T<14>,       \
+        T<15>, T<16>, T<17>, T<18>, T<19>, T<20>, T<21>, T<22>, T<23>, T<24>, T<25>, T<26>, T<27>, \
+        T<28>, T<29>, T<30>, T<31>, T<32>                                                          \
+  }
+constexpr TileRowsFn kQ8_0R[kQ8_0MaxV] = EPWA_Q8_0_TILES(tile3_q8_0_t);
+constexpr TileFn kQ8_0T[kQ8_0MaxV] = EPWA_Q8_0_TILES(tile1_q8_0_t);
+#undef EPWA_Q8_0_TILES
 #undef EPWA_Q4_0_TILES
 const TileFormat kFmtQ8_0{32,     8,      kTGroupBytes, repack_t<true>,
                           kQ8_0T, kQ8_0R, kQ8_0Rows,    kQ8_0MaxV};

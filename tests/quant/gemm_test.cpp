@@ -158,7 +158,7 @@ TEST(GemmTiled, RowTilesEveryRowCountAndStart) {
     for (int64_t n : {32, 288, 2048 + 96}) {
       const int64_t rows = 11;
       const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
-      for (int64_t nv : {1, 2, 7, 8, 19}) {
+      for (int64_t nv : {1, 2, 7, 8, 19, 33}) {
         std::vector<PackedVector> xs(static_cast<size_t>(nv));
         for (auto& p : xs) p.pack(t, test::gaussian(rng, n, 3.0f));
         for (int64_t end = 1; end <= rows; ++end)
