@@ -104,6 +104,7 @@ struct Case {
   DType type;
   bool biases;
   int64_t wave_bytes;  // 0: the default
+  int64_t n = 45;      // tokens (5: experts with one token, which take the decode kernel)
 };
 
 TEST(CpuExperts, PromptPathEqualsOneExpertAtATimeToTheBit) {
@@ -111,12 +112,15 @@ TEST(CpuExperts, PromptPathEqualsOneExpertAtATimeToTheBit) {
   epwa::ModelConfig c;
   c.head_dim = 8;
   c.rope_theta = 10000.0f;
-  const int64_t d = 256, inter = 768, ne = 7, k = 3, n = 45;
+  const int64_t d = 256, inter = 768, ne = 7, k = 3;
   for (const Case& cs : {Case{DType::Q8_0, false, 0}, Case{DType::Q4_0, false, 0},
                          Case{DType::Q4_K, false, 0}, Case{DType::Q8_0, false, 1},
-                         Case{DType::Q8_0, false, 200 << 10}, Case{DType::Q4_0, true, 150 << 10}}) {
+                         Case{DType::Q8_0, false, 200 << 10}, Case{DType::Q4_0, true, 150 << 10},
+                         Case{DType::Q8_0, false, 0, 5}, Case{DType::Q4_K, true, 1, 5}}) {
+    const int64_t n = cs.n;
     SCOPED_TRACE(std::string(epwa::dtype_name(cs.type)) + (cs.biases ? " with biases" : "") +
-                 " wave bytes " + std::to_string(cs.wave_bytes));
+                 " wave bytes " + std::to_string(cs.wave_bytes) + ", " + std::to_string(cs.n) +
+                 " tokens");
     std::mt19937 rng(11);
     std::vector<Quantized> mats;
     mats.reserve(3 * ne);

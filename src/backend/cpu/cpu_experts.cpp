@@ -216,21 +216,35 @@ void run_tasks(ThreadPool& pool, int64_t count, F&& f) {
   });
 }
 
+// out[v * stride + r] = dot(row r, vector v) for the first `rows` rows at w: the prompt tiles, or
+// for one vector the decode kernel, as linear() does for one row (the same values; a tile for one
+// vector unpacks every row for that one product).
+const PackedVector& first(std::span<const PackedVector> xs) {
+  return xs[0];
+}
+const PackedVector& first(std::span<const PackedVector* const> xs) {
+  return *xs[0];
+}
+template <class Vectors>
+void rows_product(const std::byte* w, int64_t row_bytes, Vectors xs, int64_t rows, float* out,
+                  int64_t stride) {
+  if (xs.size() == 1) return vec_dot_rows(w, row_bytes, first(xs), 0, rows, out);
+  vec_dot_rows_multi(w, row_bytes, xs, 0, rows, out, stride);
+}
+
 // Rows per task of an expert's matrix: at least 256 (a task repacks its expert's vectors once),
 // else a 32nd of the matrix, as the one-matrix path's chunks; a multiple of 16 (whole row tiles).
 int64_t rows_per_task(int64_t rows) {
   return std::min(rows, (std::max<int64_t>(256, rows / 32) + 15) / 16 * 16);
 }
 
-// The prompt's experts with quantized weights, a wave of experts at a time (their slots' gate
-// outputs within Scratch::moe_wave_bytes): three jobs per wave instead of seven per expert. Every
-// token row is packed once per layer (not once per expert it is routed to). Gate and up: tasks of
-// (expert, row range), largest experts first, each applying the activation to its own range. Down:
-// tasks of one range of output columns over every expert of the wave in index order, each adding
-// its experts' weighted rows straight into those columns of the output, so that every output
-// value sums its token's experts in index order as the one-expert-at-a-time path does (no down
-// buffer, no separate sum). Each product comes from the same kernel on the same packed vector, so
-// the results are bit-identical to that path.
+// The prompt's experts with quantized weights, a wave of experts at a time (their slots' gate and
+// down outputs within Scratch::moe_wave_bytes): four jobs per wave instead of seven per expert.
+// Every token row is packed once per layer (not once per expert it is routed to). Gate and up, then
+// down: tasks of (expert, row range), largest experts first, the gate tasks applying the
+// activation to their own range; then the weighted sum, split by columns, adds each output
+// value's experts in index order as the one-expert-at-a-time path does. Each product comes from
+// the same kernel on the same packed vector, so the results are bit-identical to that path.
 void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, Scratch& s,
                           const float* xn, int64_t n, float* o) {
   ThreadPool& pool = ThreadPool::global();
@@ -256,7 +270,10 @@ void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, in
                     std::to_string(inter) + " and " + std::to_string(d) + " rows");
     }
   }
-  const int64_t budget = std::max<int64_t>(1, s.moe_wave_bytes / (4 * inter));
+  int32_t* slot_expert = s.slot_expert.resize(ebegin[ne]);
+  for (int64_t e = 0; e < ne; ++e)
+    std::fill(slot_expert + ebegin[e], slot_expert + ebegin[e + 1], static_cast<int32_t>(e));
+  const int64_t budget = std::max<int64_t>(1, s.moe_wave_bytes / (4 * (inter + d)));
   const int64_t rb_in = rows_per_task(inter), rb_out = rows_per_task(d);
   for (int64_t w0 = 0, w1 = 0; w0 < ne; w0 = w1) {
     // The wave: experts [w0, w1) (at least one), their slots [p0, p1).
@@ -292,8 +309,10 @@ void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, in
         const TensorView& w3 = X.up[e];
         const int64_t rbg = dtype_bytes(w1g.dtype, d), rbu = dtype_bytes(w3.dtype, d);
         float* g = gate + (b - p0) * inter + r0;
-        vec_dot_rows_multi(w1g.data.data() + r0 * rbg, rbg, xg, 0, nr, g, inter);
-        vec_dot_rows_multi(w3.data.data() + r0 * rbu, rbu, xu, 0, nr, up.data(), nr);
+        rows_product(w1g.data.data() + r0 * rbg, rbg, std::span<const PackedVector* const>(xg), nr,
+                     g, inter);
+        rows_product(w3.data.data() + r0 * rbu, rbu, std::span<const PackedVector* const>(xu), nr,
+                     up.data(), nr);
         for (int64_t r = 0; r < m; ++r) activate(X, e, r0, g + r * inter, up.data() + r * nr, nr);
       });
     }
@@ -306,31 +325,40 @@ void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, in
         check_linear(X.down[e], *s.in_down[e]);
       }
     }
-    EPWA_PHASE("moe down");
-    const int64_t blocks = (d + rb_out - 1) / rb_out;
-    run_tasks(pool, blocks, [&](int64_t t) {
-      const int64_t c0 = t * rb_out, nc = std::min(d, c0 + rb_out) - c0;
-      thread_local std::vector<float> down;
-      for (int64_t e = w0; e < w1; ++e) {
+    float* down = s.down.resize((p1 - p0) * d);
+    s.expert_tasks.clear();
+    for (const int32_t e : s.wave_experts)
+      for (int64_t r = 0; r < d; r += rb_out)
+        s.expert_tasks.push_back({e, r, std::min(d, r + rb_out)});
+    {
+      EPWA_PHASE("moe down");
+      run_tasks(pool, static_cast<int64_t>(s.expert_tasks.size()), [&](int64_t t) {
+        const ExpertTask task = s.expert_tasks[t];
+        const int64_t e = task.expert, r0 = task.r0, nr = task.r1 - task.r0;
         const int64_t b = ebegin[e], m = routed(e);
-        if (m == 0) continue;
-        down.resize(m * nc);
         const TensorView& w2 = X.down[e];
         const int64_t rbd = dtype_bytes(w2.dtype, inter);
-        vec_dot_rows_multi(
-            w2.data.data() + c0 * rbd, rbd,
-            s.in_down[e]->packed().subspan(static_cast<size_t>(b - p0), static_cast<size_t>(m)), 0,
-            nc, down.data(), nc);
-        const float* bd = bias_of(X.down_bias, e);
-        for (int64_t r = 0; r < m; ++r) {
-          float* row = down.data() + r * nc;
-          if (bd)
-            for (int64_t c = 0; c < nc; ++c) row[c] += bd[c0 + c];
-          float* out = o + erows[b + r] * d + c0;
-          for (int64_t c = 0; c < nc; ++c) out[c] += erw[b + r] * row[c];
-        }
-      }
-    });
+        rows_product(
+            w2.data.data() + r0 * rbd, rbd,
+            s.in_down[e]->packed().subspan(static_cast<size_t>(b - p0), static_cast<size_t>(m)), nr,
+            down + (b - p0) * d + r0, d);
+      });
+    }
+    EPWA_PHASE("moe sum");
+    // By columns: each output value adds the wave's slots in order (its token's experts in index
+    // order).
+    pool.parallel_for(
+        d,
+        [&](int64_t c0, int64_t c1) {
+          for (int64_t p = p0; p < p1; ++p) {
+            float* row = down + (p - p0) * d;
+            if (const float* bd = bias_of(X.down_bias, s.slot_expert[p]))
+              for (int64_t c = c0; c < c1; ++c) row[c] += bd[c];
+            float* out = o + erows[p] * d;
+            for (int64_t c = c0; c < c1; ++c) out[c] += erw[p] * row[c];
+          }
+        },
+        256);
   }
 }
 

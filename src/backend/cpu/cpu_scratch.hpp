@@ -49,7 +49,7 @@ struct Scratch : BackendScratch {
   std::vector<RowTask> tasks;
   // Expert outputs: one token's k experts side by side (decode), or one expert's tokens (prompt).
   ScratchArray<float> gathered, gate, up, down;
-  ScratchArray<int32_t> expert_begin, expert_fill, rows;
+  ScratchArray<int32_t> expert_begin, expert_fill, rows, slot_expert;
   ScratchArray<float> rw, bias, probs;
   ScratchArray<float> sinks;  // a layer's sink logits as f32
   // Decode's selected experts: index, weight, prepared inputs of gate and up (the prompt's: per
@@ -60,9 +60,9 @@ struct Scratch : BackendScratch {
   InputSet wave_inputs;
   std::vector<ExpertTask> expert_tasks;  // the prompt's (expert, row range) tasks of one job
   std::vector<int32_t> wave_experts;
-  // The most bytes of gate outputs a wave of a prompt's experts keeps (at least one expert per
-  // wave; tests lower it to run many waves).
-  int64_t moe_wave_bytes = int64_t{4} << 20;
+  // The most bytes of gate and down outputs a wave of a prompt's experts keeps (at least one
+  // expert per wave; tests lower it to run many waves).
+  int64_t moe_wave_bytes = int64_t{8} << 20;
   Scratch(int64_t head_dim, float theta, const Yarn& yarn) : rope(head_dim, theta, yarn) {}
 };
 
