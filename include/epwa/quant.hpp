@@ -90,6 +90,14 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
 void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
                         int64_t row_begin, int64_t row_end, float* out, int64_t out_stride,
                         KernelIsa isa);
+// The same with the vectors given by address, in any order (a prompt's expert reads its tokens'
+// rows out of the layer's packed rows without copying them).
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes,
+                        std::span<const PackedVector* const> xs, int64_t row_begin, int64_t row_end,
+                        float* out, int64_t out_stride);
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes,
+                        std::span<const PackedVector* const> xs, int64_t row_begin, int64_t row_end,
+                        float* out, int64_t out_stride, KernelIsa isa);
 
 // Convenience single-thread y = W x for a contiguous {rows, cols} matrix of type wtype.
 void matvec(DType wtype, const std::byte* w, int64_t rows, int64_t cols, const float* x, float* y);

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "epwa/platform.hpp"
 #include "quant/blocks.hpp"
@@ -98,22 +99,22 @@ void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, 
   vec_dot_rows(w, row_bytes, x, row_begin, row_end, out, best_isa());
 }
 
-void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
-                        int64_t row_begin, int64_t row_end, float* out, int64_t out_stride,
-                        KernelIsa isa) {
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes,
+                        std::span<const PackedVector* const> xs, int64_t row_begin, int64_t row_end,
+                        float* out, int64_t out_stride, KernelIsa isa) {
   if (xs.empty()) return;
-  const DType t = xs[0].wtype();
-  for (const PackedVector& x : xs)
-    check(x.wtype() == t && x.size() == xs[0].size(),
+  const DType t = xs[0]->wtype();
+  for (const PackedVector* x : xs)
+    check(x->wtype() == t && x->size() == xs[0]->size(),
           "vec_dot_rows_multi: vectors packed for different types or lengths");
   check(row_begin >= 0 && row_begin <= row_end, [&] {
     return "vec_dot_rows_multi: bad row range [" + std::to_string(row_begin) + ", " +
            std::to_string(row_end) + ")";
   });
-  check(row_bytes >= dtype_bytes(t, xs[0].size()), [&] {
+  check(row_bytes >= dtype_bytes(t, xs[0]->size()), [&] {
     return "vec_dot_rows_multi: row stride " + std::to_string(row_bytes) +
            " bytes is shorter than a " + std::string(dtype_name(t)) + " row of " +
-           std::to_string(xs[0].size()) + " elements";
+           std::to_string(xs[0]->size()) + " elements";
   });
   const quant::RowDot k = quant::row_dot(t, isa);  // checks that isa runs here
   quant::RowsMultiDot g = isa == KernelIsa::Avx512Vnni ? quant::gemm_avx512vnni(t) : nullptr;
@@ -124,7 +125,7 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
   }
   const quant::RowMultiDot k4v = isa >= KernelIsa::Avx2 ? quant::row_dot4v_avx2(t) : nullptr;
   // About 256 KiB of packed activations per group (int8 x for the integer kernels, f32 otherwise).
-  const int64_t per = act_format(t) == ActFormat::F32 ? 4 * xs[0].size() : xs[0].size() + 64;
+  const int64_t per = act_format(t) == ActFormat::F32 ? 4 * xs[0]->size() : xs[0]->size() + 64;
   const auto group =
       static_cast<size_t>(std::max<int64_t>(1, (256 << 10) / std::max<int64_t>(per, 1)));
   for (size_t v0 = 0; v0 < xs.size(); v0 += group) {
@@ -136,15 +137,29 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
         for (; v + quant::kVectorsAtOnce <= v1; v += quant::kVectorsAtOnce) {
           const PackedVector* ptrs[quant::kVectorsAtOnce];
           float res[quant::kVectorsAtOnce];
-          for (int j = 0; j < quant::kVectorsAtOnce; ++j) ptrs[j] = &xs[v + j];
+          for (int j = 0; j < quant::kVectorsAtOnce; ++j) ptrs[j] = xs[v + j];
           k4v(row, ptrs, res);
           for (int j = 0; j < quant::kVectorsAtOnce; ++j)
             out[static_cast<int64_t>(v + j) * out_stride + r] = res[j];
         }
       }
-      for (; v < v1; ++v) out[static_cast<int64_t>(v) * out_stride + r] = k(row, xs[v]);
+      for (; v < v1; ++v) out[static_cast<int64_t>(v) * out_stride + r] = k(row, *xs[v]);
     }
   }
+}
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes,
+                        std::span<const PackedVector* const> xs, int64_t row_begin, int64_t row_end,
+                        float* out, int64_t out_stride) {
+  vec_dot_rows_multi(w, row_bytes, xs, row_begin, row_end, out, out_stride, best_isa());
+}
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+                        int64_t row_begin, int64_t row_end, float* out, int64_t out_stride,
+                        KernelIsa isa) {
+  thread_local std::vector<const PackedVector*> ptrs;  // reused: no allocation per call
+  ptrs.resize(xs.size());
+  for (size_t v = 0; v < xs.size(); ++v) ptrs[v] = &xs[v];
+  vec_dot_rows_multi(w, row_bytes, std::span<const PackedVector* const>(ptrs), row_begin, row_end,
+                     out, out_stride, isa);
 }
 void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
                         int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {

@@ -228,9 +228,9 @@ const TileFormat kFmtQ5_K{256, 1, kSuperBytes, repack_vector_k, kQ5_K};
 namespace epwa::quant {
 
 void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
-               std::span<const PackedVector> xs, int64_t row_begin, int64_t row_end, float* out,
-               int64_t out_stride) {
-  const int64_t units = xs[0].size() / f.unit_values;  // 32-blocks or 256-super-blocks
+               std::span<const PackedVector* const> xs, int64_t row_begin, int64_t row_end,
+               float* out, int64_t out_stride) {
+  const int64_t units = xs[0]->size() / f.unit_values;  // 32-blocks or 256-super-blocks
   const int64_t stride = (units + f.group_units - 1) / f.group_units * f.group_bytes;
   if (units == 0 || row_begin >= row_end) {
     for (size_t v = 0; v < xs.size(); ++v)
@@ -250,7 +250,7 @@ void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
     uint8_t* const ybase =
         ybuf.data() + ((64 - reinterpret_cast<uintptr_t>(ybuf.data()) % 64) % 64);
     for (size_t v = v0; v < v1; ++v)
-      f.repack(xs[v], ybase + (v - v0) * static_cast<size_t>(stride));
+      f.repack(*xs[v], ybase + (v - v0) * static_cast<size_t>(stride));
     for (size_t s = v0; s < v1; s += static_cast<size_t>(mv)) {
       const int nv = static_cast<int>(std::min<size_t>(static_cast<size_t>(mv), v1 - s));
       const TileFn tile = f.tiles[nv - 1];
@@ -269,7 +269,7 @@ void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
 
 namespace {
 template <const TileFormat* F>
-void gemm_tiled(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+void gemm_tiled(const std::byte* w, int64_t row_bytes, std::span<const PackedVector* const> xs,
                 int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
   run_tiles(*F, w, row_bytes, xs, row_begin, row_end, out, out_stride);
 }

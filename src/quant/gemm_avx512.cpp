@@ -5,8 +5,9 @@
 //
 // Q4_0: the nibbles (u8) times the int8 activations, four vpdpbusd per half of four blocks.
 // Q8_0: int8 times int8 has no VNNI instruction; the activations are repacked as u8 y + 128
-// (y ^ 0x80) and each half's accumulator starts at -128 * sum(w) of its lanes (formed once per
-// row and group), so sum((y + 128) w) - 128 sum(w) = sum(y w) with no sign trick per vector.
+// (y ^ 0x80) and each block's sum starts at -128 * sum(w) (formed once per row and group), so
+// sum((y + 128) w) - 128 sum(w) = sum(y w) with no sign trick per vector. Both formats use the
+// block-transposed layout on 512-bit registers (below).
 // The K-quants keep the AVX2 tiles (their int16 scale products gain little from VNNI).
 #include <algorithm>
 #include <cstring>
@@ -23,47 +24,18 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 // GCC 12 reports the "undefined" pass-through operand of the unmasked 512-bit intrinsics
-// (_mm512_srlv_epi32, _mm512_permutex2var_epi32, ...) as maybe uninitialized: a false positive.
+// (_mm512_srlv_epi32, _mm512_permutex2var_epi32, ...) as maybe uninitialized, and with the Q8_0
+// tiles' 32 instances that of _mm512_inserti64x4 / _mm512_extracti64x4_epi64 as uninitialized:
+// false positives.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "quant/gemm_layout.hpp"
 
 namespace epwa::quant {
 namespace {
 using namespace simd;
-
-// Signed weights against u8 activations (Q8_0).
-inline __m256i half_sums_signed(__m256i start, const __m256i* w, const uint8_t* yu) {
-  const __m256i a =
-      _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(start, load256(yu), w[0]), load256(yu + 32), w[1]);
-  return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(a, load256(yu + 64), w[2]), load256(yu + 96),
-                             w[3]);
-}
-
-struct Q8_0Vnni {
-  static constexpr size_t kBytes = Q8_0::bytes;
-  // The weights and, per half, -128 * sum(w) of each lane (|.| <= 16 * 128 * 128): the offset
-  // the u8 activations y + 128 add, removed by starting the sums there.
-  struct Group {
-    __m256i w[8], bias[2];
-  };
-  static Group unpack(const std::byte* blk) {
-    const __m256i u128 = _mm256_set1_epi8(-128);  // 128 as u8
-    Group g;
-    unpack_q8_0(blk, g.w);
-    for (int half = 0; half < 2; ++half) {
-      __m256i s = _mm256_setzero_si256();
-      for (int j = 0; j < 4; ++j) s = _mm256_dpbusd_epi32(s, u128, g.w[4 * half + j]);
-      g.bias[half] = _mm256_sub_epi32(_mm256_setzero_si256(), s);
-    }
-    return g;
-  }
-  static __m256i sums(const Group& g, const uint8_t* yv) {
-    return _mm256_hadd_epi32(half_sums_signed(g.bias[0], g.w, yv),
-                             half_sums_signed(g.bias[1], g.w + 4, yv + 128));
-  }
-};
 
 // ---- Q4_0, block-transposed (512-bit registers) ------------------------------------------------
 // Dword lane b of each half of a register holds four values of block b, so vpdpbusd sums them
@@ -77,7 +49,10 @@ struct Q8_0Vnni {
 constexpr int kDwordOrder[4][2] = {{0, 1}, {2, 3}, {4, 5}, {6, 7}};
 constexpr int64_t kTGroupBytes = 320;
 
-void repack_q4_0_t(const PackedVector& x, uint8_t* dst) {
+// Q8: the values as u8 (y ^ 0x80) and no start (Q8_0's start comes from the row); else Q4_0's
+// -8 * sum(y) per block.
+template <bool Q8>
+void repack_t(const PackedVector& x, uint8_t* dst) {
   const int64_t nb = x.size() / 32, groups = (nb + 7) / 8;
   alignas(64) int8_t part[256];
   // register i: dword j of blocks 0..3 (lanes 0..3) and dword k (lanes 8..11) from [b0 b1] and
@@ -100,14 +75,14 @@ void repack_q4_0_t(const PackedVector& x, uint8_t* dst) {
                                            8 + k, 16 + k, 24 + k);
       const __m512i r = _mm512_mask_blend_epi32(0xF0F0, _mm512_permutex2var_epi32(p0, lo, p1),
                                                 _mm512_permutex2var_epi32(p2, hi, p3));
-      _mm512_store_si512(dst + 64 * i, r);
+      _mm512_store_si512(dst + 64 * i, Q8 ? _mm512_xor_si512(r, _mm512_set1_epi8(-128)) : r);
     }
     alignas(32) float dx[8];
     alignas(32) int32_t start[8];
     for (int b = 0; b < 8; ++b) {
       const bool in = b < have;
       dx[b] = in ? x.scales()[8 * g + b] : 0.0f;
-      start[b] = in ? -8 * x.sums()[8 * g + b] : 0;
+      start[b] = in && !Q8 ? -8 * x.sums()[8 * g + b] : 0;
     }
     _mm256_store_ps(reinterpret_cast<float*>(dst + 256), _mm256_load_ps(dx));
     _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 288),
@@ -116,8 +91,9 @@ void repack_q4_0_t(const PackedVector& x, uint8_t* dst) {
 }
 
 // The eight f16 scales of a group in block order, as floats.
+template <size_t BYTES>
 inline __m256 scales_natural(const std::byte* blk) {
-  const auto h = [blk](int j) { return static_cast<uint64_t>(load_u16(blk + j * Q4_0::bytes)); };
+  const auto h = [blk](int j) { return static_cast<uint64_t>(load_u16(blk + j * BYTES)); };
   const uint64_t lo = h(0) | h(1) << 16 | h(2) << 32 | h(3) << 48;
   const uint64_t hi = h(4) | h(5) << 16 | h(6) << 32 | h(7) << 48;
   return _mm256_cvtph_ps(
@@ -148,7 +124,7 @@ inline __m256 unpack_q4_0_t(const std::byte* row, int64_t nb, int64_t g, std::by
     w[p] = _mm512_and_si512(q, low4);
     w[2 + p] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
   }
-  return scales_natural(blk);
+  return scales_natural<Q4_0::bytes>(blk);
 }
 
 // R rows against V vectors: each activation load serves R rows. One row per tile is bound by
@@ -216,29 +192,107 @@ void tile_q4_0_t(const std::byte* row, int64_t nb, const uint8_t* y, int64_t yst
 }
 constexpr TileFn kQ4_0T[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile_q4_0_t);
 
-void repack_q8_0_u8(const PackedVector& x, uint8_t* dst) {
-  repack_vector(x, false, true, dst);
+// ---- Q8_0, block-transposed (512-bit registers) ------------------------------------------------
+// The Q4_0 layout above for Q8_0: the activations repacked the same way as u8 (y ^ 0x80, i.e.
+// y + 128) with their scales; a row's group of eight blocks transposed into four registers, two
+// vpermt2d and a blend each (dword j of the eight blocks in the low half, dword k in the high);
+// per (row, group) the start -128 * sum(w) of each block lane, from four vpdpbusd of 128s with the
+// halves added, which removes the + 128. Per (row, vector, group): four 512-bit vpdpbusd, one add
+// of the halves, and the decode kernel's float step on block sums already in block order (the
+// 256-bit tile needs eight vpdpbusd, an hadd and a permute).
+inline __m256 unpack_q8_0_t(const std::byte* row, int64_t nb, int64_t g, std::byte* tail,
+                            __m512i* w, __m512i& start) {
+  constexpr size_t B = Q8_0::bytes;
+  const std::byte* blk = group_blocks<B>(row, nb, g, tail);
+  const auto two = [blk](int b) {  // the qs of blocks b and b + 1
+    return _mm512_inserti64x4(_mm512_castsi256_si512(load256(blk + b * B + Q8_0::qs)),
+                              load256(blk + (b + 1) * B + Q8_0::qs), 1);
+  };
+  const __m512i p0 = two(0), p1 = two(2), p2 = two(4), p3 = two(6);
+  const __m512i u128 = _mm512_set1_epi8(-128);  // 128 as u8
+  __m512i sum = _mm512_setzero_si512();
+  for (int i = 0; i < 4; ++i) {
+    const int j = kDwordOrder[i][0], k = kDwordOrder[i][1];
+    const __m512i lo = _mm512_setr_epi32(j, 8 + j, 16 + j, 24 + j, 0, 0, 0, 0, k, 8 + k, 16 + k,
+                                         24 + k, 0, 0, 0, 0);
+    const __m512i hi = _mm512_setr_epi32(0, 0, 0, 0, j, 8 + j, 16 + j, 24 + j, 0, 0, 0, 0, k, 8 + k,
+                                         16 + k, 24 + k);
+    w[i] = _mm512_mask_blend_epi32(0xF0F0, _mm512_permutex2var_epi32(p0, lo, p1),
+                                   _mm512_permutex2var_epi32(p2, hi, p3));
+    sum = _mm512_dpbusd_epi32(sum, u128, w[i]);
+  }
+  const __m256i s =
+      _mm256_add_epi32(_mm512_castsi512_si256(sum), _mm512_extracti64x4_epi64(sum, 1));
+  start = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), s));
+  return scales_natural<B>(blk);
 }
-const TileFormat kFmtQ4_0{32,     8,       kTGroupBytes, repack_q4_0_t,
+
+template <int R, int V>
+void tile_rows_q8_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
+                      int64_t ystride, float* out, int64_t ldo) {
+  alignas(32) std::byte tail[R][8 * Q8_0::bytes];
+  __m256 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  const int64_t groups = (nb + 7) / 8;
+  for (int64_t g = 0; g < groups; ++g, y += kTGroupBytes) {
+    __m512i w[R][4], start[R];
+    __m256 dw[R];
+    for (int r = 0; r < R; ++r)
+      dw[r] = unpack_q8_0_t(row + r * row_bytes, nb, g, tail[r], w[r], start[r]);
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      __m512i s[R];
+      for (int r = 0; r < R; ++r) s[r] = start[r];
+      for (int j = 0; j < 4; ++j) {
+        const __m512i yj = _mm512_load_si512(yv + 64 * j);
+        for (int r = 0; r < R; ++r) s[r] = _mm512_dpbusd_epi32(s[r], yj, w[r][j]);
+      }
+      const __m256 dx = _mm256_load_ps(reinterpret_cast<const float*>(yv + 256));
+      for (int r = 0; r < R; ++r) {
+        const __m256i si =
+            _mm256_add_epi32(_mm512_castsi512_si256(s[r]), _mm512_extracti64x4_epi64(s[r], 1));
+        acc[r][v] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], dx), _mm256_cvtepi32_ps(si), acc[r][v]);
+      }
+    }
+  }
+  for (int v = 0; v < V; ++v)
+    for (int r = 0; r < R; ++r) out[v * ldo + r] = hsum(acc[r][v]);
+}
+
+const TileFormat kFmtQ4_0{32,     8,       kTGroupBytes, repack_t<false>,
                           kQ4_0T, kQ4_0T4, kQ4_0Rows,    kQ4_0MaxV};
-// Q8_0: gemm_layout.hpp's group tiles four rows at a time. Measured (one thread, Q8_0 x 4096 /
-// 14336 columns x 128 vectors, GMAC/s): one row 76 / 76, two 92 / 95, three 93 / 97, four 96 / 103.
-constexpr int64_t kQ8_0Rows = 4;
-constexpr int kQ8_0MaxV = 16;
+// Q8_0: the block-transposed tiles, three rows x 32 vectors per pass. Measured (one thread, best of
+// 15 calls, GMAC/s on 1024 x 2048 / 2048 x 1024 x 64 vectors / 512 x 14336 x 128 vectors):
+// gemm_layout.hpp's 256-bit group tiles (4 rows x 16) 110-114 / 105-107 / 109-116; these with
+// 4 rows x 16 125 / 116 / 123-129, 2 x 16 119 / 114 / 120, 3 x 16 128-129 / 120 / 131-133,
+// 6 x 16 125 / 116 / 127, 3 x 24 134 / 124 / 138, 4 x 32 139 / 110 / 139, 3 x 32 140 / 129 / 139
+// (a row's weights are unpacked once per pass: longer passes halve that share).
+constexpr int64_t kQ8_0Rows = 3;
+constexpr int kQ8_0MaxV = 32;
 template <int V>
-void tile4_q8_0(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
-                int64_t ystride, float* out, int64_t ldo) {
-  tile_groups_rows<kQ8_0Rows, V, Q8_0Vnni>(row, row_bytes, nb, y, ystride, out, ldo);
+void tile3_q8_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
+                  int64_t ystride, float* out, int64_t ldo) {
+  tile_rows_q8_0_t<kQ8_0Rows, V>(row, row_bytes, nb, y, ystride, out, ldo);
 }
 template <int V>
-void tile1_q8_0(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
-                int64_t ldo) {
-  tile_groups<V, Q8_0Vnni>(row, nb, y, ystride, out, ldo);
+void tile1_q8_0_t(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
+                  int64_t ldo) {
+  tile_rows_q8_0_t<1, V>(row, 0, nb, y, ystride, out, ldo);
 }
-constexpr TileRowsFn kQ8_0R[kQ8_0MaxV] = EPWA_Q4_0_TILES(tile4_q8_0);
-constexpr TileFn kQ8_0T[kQ8_0MaxV] = EPWA_Q4_0_TILES(tile1_q8_0);
+#define EPWA_Q8_0_TILES(T)                                                                         \
+  {                                                                                                \
+    T<1>, T<2>, T<3>, T<4>, T<5>, T<6>, T<7>, T<8>, T<9>, T<10>, T<11>, T<12>, T<13>, T<14>,       \
+        T<15>, T<16>, T<17>, T<18>, T<19>, T<20>, T<21>, T<22>, T<23>, T<24>, T<25>, T<26>, T<27>, \
+        T<28>, T<29>, T<30>, T<31>, T<32>                                                          \
+  }
+constexpr TileRowsFn kQ8_0R[kQ8_0MaxV] = EPWA_Q8_0_TILES(tile3_q8_0_t);
+constexpr TileFn kQ8_0T[kQ8_0MaxV] = EPWA_Q8_0_TILES(tile1_q8_0_t);
+#undef EPWA_Q8_0_TILES
 #undef EPWA_Q4_0_TILES
-const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0_u8, kQ8_0T, kQ8_0R, kQ8_0Rows, kQ8_0MaxV};
+const TileFormat kFmtQ8_0{32,     8,      kTGroupBytes, repack_t<true>,
+                          kQ8_0T, kQ8_0R, kQ8_0Rows,    kQ8_0MaxV};
 
 }  // namespace
 }  // namespace epwa::quant
@@ -249,7 +303,7 @@ const TileFormat kFmtQ8_0{32, 8, kGroupBytes, repack_q8_0_u8, kQ8_0T, kQ8_0R, kQ
 namespace epwa::quant {
 namespace {
 template <const TileFormat* F>
-void gemm_vnni(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
+void gemm_vnni(const std::byte* w, int64_t row_bytes, std::span<const PackedVector* const> xs,
                int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
   run_tiles(*F, w, row_bytes, xs, row_begin, row_end, out, out_stride);
 }

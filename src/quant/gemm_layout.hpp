@@ -40,8 +40,8 @@ struct TileFormat {
 };
 // vec_dot_rows_multi's contract (RowsMultiDot) for one format; defined in gemm_avx2.cpp (portable).
 void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
-               std::span<const PackedVector> xs, int64_t row_begin, int64_t row_end, float* out,
-               int64_t out_stride);
+               std::span<const PackedVector* const> xs, int64_t row_begin, int64_t row_end,
+               float* out, int64_t out_stride);
 
 namespace {
 using namespace simd;

@@ -34,8 +34,8 @@ RowMultiDot row_dot4v_avx2(DType t);  // nullptr where there is no multi-vector 
 // [row_begin, row_end) and every vector, bit-identical to vec_dot_rows (exact integer block sums,
 // then the decode kernels' float steps in the same order). nullptr for types it does not cover.
 using RowsMultiDot = void (*)(const std::byte* w, int64_t row_bytes,
-                              std::span<const PackedVector> xs, int64_t row_begin, int64_t row_end,
-                              float* out, int64_t out_stride);
+                              std::span<const PackedVector* const> xs, int64_t row_begin,
+                              int64_t row_end, float* out, int64_t out_stride);
 RowsMultiDot gemm_avx2(DType t);
 // The same contract with AVX-512 VNNI tiles (gemm_avx512.cpp): nullptr for types it does not cover
 // and when the build has no AVX-512 code; callers check the CPU (isa_available).

@@ -158,7 +158,7 @@ TEST(GemmTiled, RowTilesEveryRowCountAndStart) {
     for (int64_t n : {32, 288, 2048 + 96}) {
       const int64_t rows = 11;
       const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
-      for (int64_t nv : {1, 2, 7, 8, 19}) {
+      for (int64_t nv : {1, 2, 7, 8, 19, 33}) {
         std::vector<PackedVector> xs(static_cast<size_t>(nv));
         for (auto& p : xs) p.pack(t, test::gaussian(rng, n, 3.0f));
         for (int64_t end = 1; end <= rows; ++end)
@@ -251,5 +251,41 @@ TEST(GemmTiled, ExtremeValuesDoNotSaturate) {
       xs[v].pack(t, x);  // every value +-127 at scale 1/127
     }
     check(t, w, rows, n, xs, 0);
+  }
+}
+
+// Vectors given by address (the prompt's experts pick their tokens' packed rows out of the layer's
+// without copying them): in any order and with repeats, each value equals, to the bit, the one of
+// the call over a contiguous copy of the same vectors, on every level this CPU runs; for tiled
+// types and for one without tiles (the multi-vector decode kernel path), several repack batches.
+TEST(GemmTiled, VectorsByAddressEqualTheContiguousCall) {
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::Q5_0}) {
+    const int64_t rows = 9, n = super_blocks(t) ? 1024 : 2048 + 96, nv = 23;
+    const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
+    std::vector<PackedVector> pool(static_cast<size_t>(nv));
+    for (auto& p : pool) p.pack(t, test::gaussian(rng, n, 3.0f));
+    for (int64_t count : {1, 5, 16, 130}) {
+      std::vector<const PackedVector*> by_address;
+      std::vector<PackedVector> copies;
+      for (int64_t i = 0; i < count; ++i) {
+        by_address.push_back(&pool[static_cast<size_t>((7 * i + 3) % nv)]);
+        copies.push_back(*by_address.back());
+      }
+      for (KernelIsa isa : test::runnable_isas()) {
+        SCOPED_TRACE(std::string(dtype_name(t)) + " " + std::string(isa_name(isa)) +
+                     " vectors=" + std::to_string(count));
+        const int64_t rb = dtype_bytes(t, n), ld = rows + 1;
+        std::vector<float> a(static_cast<size_t>(count * ld), -7.0f), b = a;
+        vec_dot_rows_multi(w.data(), rb, std::span<const PackedVector* const>(by_address), 1, rows,
+                           a.data(), ld, isa);
+        vec_dot_rows_multi(w.data(), rb, std::span<const PackedVector>(copies), 1, rows, b.data(),
+                           ld, isa);
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+        ASSERT_EQ(a[0], -7.0f);  // row 0 is outside the range
+      }
+    }
   }
 }

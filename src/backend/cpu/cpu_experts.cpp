@@ -6,7 +6,10 @@
 // one per matrix. Each output value is computed by the same kernel call on the same inputs as the
 // one-matrix-at-a- time path, and sums keep their order (experts in index order).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "core/phase_stats.hpp"
 #include "cpu_scratch.hpp"
@@ -46,6 +49,17 @@ void activate(const ExpertMatrices& X, int64_t e, int64_t c0, float* gate, float
       gate[i] = g / (1.0f + std::exp(-g)) * u;
     }
   }
+}
+
+// Whether every expert matrix has a block type (packed activations; the float types' prompt
+// products read f32 rows).
+bool quantized_experts(const ExpertMatrices& X, int64_t ne) {
+  const auto block = [](const TensorView& w) {
+    return w.dtype != DType::F32 && w.dtype != DType::F16 && w.dtype != DType::BF16;
+  };
+  for (int64_t e = 0; e < ne; ++e)
+    if (!block(X.gate[e]) || !block(X.up[e]) || !block(X.down[e])) return false;
+  return true;
 }
 
 // Adds expert e's down bias to the d values of one output row.
@@ -122,12 +136,13 @@ void moe_one_token(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t k
   }
 }
 
-// One matrix product per expert over the tokens routed to it (prompt).
-void moe_tokens(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, Scratch& s,
-                const float* xn, int64_t n, float* o) {
+// One matrix product per expert over the tokens routed to it, one expert after the other (prompt,
+// float weights: their products read gathered f32 rows).
+void moe_tokens_float(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, Scratch& s,
+                      const float* xn, int64_t n, float* o) {
   ThreadPool& pool = ThreadPool::global();
   const int32_t* ebegin = s.expert_begin.data();
-  float* gathered = s.gathered.data();
+  float* gathered = s.gathered.resize(n * d);
   float* gate = s.gate.data();
   float* up = s.up.data();
   float* down = s.down.data();
@@ -189,6 +204,164 @@ void moe_tokens(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, S
   }
 }
 
+// Runs f(t) for every t in [0, count) on the pool as one job: each thread claims one task at a
+// time, so a job's tail is at most one task however many there are.
+template <class F>
+void run_tasks(ThreadPool& pool, int64_t count, F&& f) {
+  std::atomic<int64_t> next{0};
+  pool.parallel_for(std::min<int64_t>(pool.size(), count), [&](int64_t, int64_t) {
+    for (int64_t t = next.fetch_add(1, std::memory_order_relaxed); t < count;
+         t = next.fetch_add(1, std::memory_order_relaxed))
+      f(t);
+  });
+}
+
+// out[v * stride + r] = dot(row r, vector v) for the first `rows` rows at w: the prompt tiles, or
+// for one vector the decode kernel, as linear() does for one row (the same values; a tile for one
+// vector unpacks every row for that one product).
+const PackedVector& first(std::span<const PackedVector> xs) {
+  return xs[0];
+}
+const PackedVector& first(std::span<const PackedVector* const> xs) {
+  return *xs[0];
+}
+template <class Vectors>
+void rows_product(const std::byte* w, int64_t row_bytes, Vectors xs, int64_t rows, float* out,
+                  int64_t stride) {
+  if (xs.size() == 1) return vec_dot_rows(w, row_bytes, first(xs), 0, rows, out);
+  vec_dot_rows_multi(w, row_bytes, xs, 0, rows, out, stride);
+}
+
+// Rows per task of an expert's matrix: at least 256 (a task repacks its expert's vectors once),
+// else a 32nd of the matrix, as the one-matrix path's chunks; a multiple of 16 (whole row tiles).
+int64_t rows_per_task(int64_t rows) {
+  return std::min(rows, (std::max<int64_t>(256, rows / 32) + 15) / 16 * 16);
+}
+
+// The prompt's experts with quantized weights, a wave of experts at a time (their slots' gate and
+// down outputs within Scratch::moe_wave_bytes): four jobs per wave instead of seven per expert.
+// Every token row is packed once per layer (not once per expert it is routed to). Gate and up, then
+// down: tasks of (expert, row range), largest experts first, the gate tasks applying the
+// activation to their own range; then the weighted sum, split by columns, adds each output
+// value's experts in index order as the one-expert-at-a-time path does. Each product comes from
+// the same kernel on the same packed vector, so the results are bit-identical to that path.
+void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, int64_t d, Scratch& s,
+                          const float* xn, int64_t n, float* o) {
+  ThreadPool& pool = ThreadPool::global();
+  const int32_t* ebegin = s.expert_begin.data();
+  const int32_t* erows = s.rows.data();
+  const float* erw = s.rw.data();
+  const auto routed = [ebegin](int64_t e) { return ebegin[e + 1] - ebegin[e]; };
+  s.inputs.reset();
+  s.in_gate.assign(ne, nullptr);
+  s.in_up.assign(ne, nullptr);
+  s.in_down.assign(ne, nullptr);
+  {
+    EPWA_PHASE("moe pack");
+    for (int64_t e = 0; e < ne; ++e) {
+      if (routed(e) == 0) continue;
+      s.in_gate[e] = &s.inputs.get(X.gate[e].dtype, xn, n, d);
+      s.in_up[e] = &s.inputs.get(X.up[e].dtype, xn, n, d);
+      check_linear(X.gate[e], *s.in_gate[e]);
+      check_linear(X.up[e], *s.in_up[e]);
+      if (X.gate[e].rows() != inter || X.up[e].rows() != inter || X.down[e].rows() != d)
+        throw Error("expert " + std::to_string(e) + ": '" + X.gate[e].name + "', '" + X.up[e].name +
+                    "' or '" + X.down[e].name + "' does not have " + std::to_string(inter) + ", " +
+                    std::to_string(inter) + " and " + std::to_string(d) + " rows");
+    }
+  }
+  int32_t* slot_expert = s.slot_expert.resize(ebegin[ne]);
+  for (int64_t e = 0; e < ne; ++e)
+    std::fill(slot_expert + ebegin[e], slot_expert + ebegin[e + 1], static_cast<int32_t>(e));
+  const int64_t budget = std::max<int64_t>(1, s.moe_wave_bytes / (4 * (inter + d)));
+  const int64_t rb_in = rows_per_task(inter), rb_out = rows_per_task(d);
+  for (int64_t w0 = 0, w1 = 0; w0 < ne; w0 = w1) {
+    // The wave: experts [w0, w1) (at least one), their slots [p0, p1).
+    w1 = w0 + 1;
+    while (w1 < ne && ebegin[w1 + 1] - ebegin[w0] <= budget) ++w1;
+    const int64_t p0 = ebegin[w0], p1 = ebegin[w1];
+    if (p1 == p0) continue;
+    float* gate = s.gate.resize((p1 - p0) * inter);
+    s.wave_experts.clear();
+    for (int64_t e = w0; e < w1; ++e)
+      if (routed(e) > 0) s.wave_experts.push_back(static_cast<int32_t>(e));
+    // Largest first: the job's last tasks are its shortest.
+    std::stable_sort(s.wave_experts.begin(), s.wave_experts.end(),
+                     [&](int32_t a, int32_t b) { return routed(a) > routed(b); });
+    s.expert_tasks.clear();
+    for (const int32_t e : s.wave_experts)
+      for (int64_t r = 0; r < inter; r += rb_in)
+        s.expert_tasks.push_back({e, r, std::min(inter, r + rb_in)});
+    {
+      EPWA_PHASE("moe gate+up");
+      run_tasks(pool, static_cast<int64_t>(s.expert_tasks.size()), [&](int64_t t) {
+        const ExpertTask task = s.expert_tasks[t];
+        const int64_t e = task.expert, r0 = task.r0, nr = task.r1 - task.r0;
+        const int64_t b = ebegin[e], m = routed(e);
+        thread_local std::vector<const PackedVector*> xg, xu;
+        thread_local std::vector<float> up;
+        xg.resize(m);
+        xu.resize(m);
+        up.resize(m * nr);
+        const std::span<const PackedVector> pg = s.in_gate[e]->packed(), pu = s.in_up[e]->packed();
+        for (int64_t r = 0; r < m; ++r) xg[r] = &pg[erows[b + r]], xu[r] = &pu[erows[b + r]];
+        const TensorView& w1g = X.gate[e];
+        const TensorView& w3 = X.up[e];
+        const int64_t rbg = dtype_bytes(w1g.dtype, d), rbu = dtype_bytes(w3.dtype, d);
+        float* g = gate + (b - p0) * inter + r0;
+        rows_product(w1g.data.data() + r0 * rbg, rbg, std::span<const PackedVector* const>(xg), nr,
+                     g, inter);
+        rows_product(w3.data.data() + r0 * rbu, rbu, std::span<const PackedVector* const>(xu), nr,
+                     up.data(), nr);
+        for (int64_t r = 0; r < m; ++r) activate(X, e, r0, g + r * inter, up.data() + r * nr, nr);
+      });
+    }
+    s.wave_inputs.reset();
+    {
+      EPWA_PHASE("moe pack");
+      for (int64_t e = w0; e < w1; ++e) {
+        if (routed(e) == 0) continue;
+        s.in_down[e] = &s.wave_inputs.get(X.down[e].dtype, gate, p1 - p0, inter);
+        check_linear(X.down[e], *s.in_down[e]);
+      }
+    }
+    float* down = s.down.resize((p1 - p0) * d);
+    s.expert_tasks.clear();
+    for (const int32_t e : s.wave_experts)
+      for (int64_t r = 0; r < d; r += rb_out)
+        s.expert_tasks.push_back({e, r, std::min(d, r + rb_out)});
+    {
+      EPWA_PHASE("moe down");
+      run_tasks(pool, static_cast<int64_t>(s.expert_tasks.size()), [&](int64_t t) {
+        const ExpertTask task = s.expert_tasks[t];
+        const int64_t e = task.expert, r0 = task.r0, nr = task.r1 - task.r0;
+        const int64_t b = ebegin[e], m = routed(e);
+        const TensorView& w2 = X.down[e];
+        const int64_t rbd = dtype_bytes(w2.dtype, inter);
+        rows_product(
+            w2.data.data() + r0 * rbd, rbd,
+            s.in_down[e]->packed().subspan(static_cast<size_t>(b - p0), static_cast<size_t>(m)), nr,
+            down + (b - p0) * d + r0, d);
+      });
+    }
+    EPWA_PHASE("moe sum");
+    // By columns: each output value adds the wave's slots in order (its token's experts in index
+    // order).
+    pool.parallel_for(
+        d,
+        [&](int64_t c0, int64_t c1) {
+          for (int64_t p = p0; p < p1; ++p) {
+            float* row = down + (p - p0) * d;
+            if (const float* bd = bias_of(X.down_bias, s.slot_expert[p]))
+              for (int64_t c = c0; c < c1; ++c) row[c] += bd[c];
+            float* out = o + erows[p] * d;
+            for (int64_t c = c0; c < c1; ++c) out[c] += erw[p] * row[c];
+          }
+        },
+        256);
+  }
+}
+
 }  // namespace
 
 void expert_ffn(const ExpertMatrices& X, int64_t ne, int64_t inter, const Routing& r,
@@ -199,7 +372,6 @@ void expert_ffn(const ExpertMatrices& X, int64_t ne, int64_t inter, const Routin
   s.gate.resize(ex_rows * inter);
   s.up.resize(ex_rows * inter);
   s.down.resize(ex_rows * d);
-  s.gathered.resize(n * d);
   // The tokens routed to each expert, in token order (a counting sort by expert).
   int32_t* ebegin = s.expert_begin.resize(ne + 1);
   int32_t* efill = s.expert_fill.resize(ne);
@@ -218,8 +390,10 @@ void expert_ffn(const ExpertMatrices& X, int64_t ne, int64_t inter, const Routin
   std::fill_n(o, n * d, 0.0f);
   if (n == 1)
     moe_one_token(X, ne, inter, k, d, s, xn, o);
+  else if (quantized_experts(X, ne))
+    moe_tokens_quantized(X, ne, inter, d, s, xn, n, o);
   else
-    moe_tokens(X, ne, inter, d, s, xn, n, o);
+    moe_tokens_float(X, ne, inter, d, s, xn, n, o);
 }
 
 }  // namespace epwa::cpu

@@ -35,6 +35,12 @@ class InputSet {
   size_t used_ = 0;
 };
 
+// Rows [r0, r1) of one expert's matrix over the tokens routed to it (a prompt's job's task).
+struct ExpertTask {
+  int32_t expert;
+  int64_t r0, r1;
+};
+
 struct Scratch : BackendScratch {
   std::array<ScratchArray<std::byte>, 64> slots;  // Backend::buffer's activation memory
   RopeTable rope;
@@ -43,13 +49,20 @@ struct Scratch : BackendScratch {
   std::vector<RowTask> tasks;
   // Expert outputs: one token's k experts side by side (decode), or one expert's tokens (prompt).
   ScratchArray<float> gathered, gate, up, down;
-  ScratchArray<int32_t> expert_begin, expert_fill, rows;
+  ScratchArray<int32_t> expert_begin, expert_fill, rows, slot_expert;
   ScratchArray<float> rw, bias, probs;
   ScratchArray<float> sinks;  // a layer's sink logits as f32
-  // Decode's selected experts: index, weight, prepared inputs of gate and up.
+  // Decode's selected experts: index, weight, prepared inputs of gate and up (the prompt's: per
+  // expert, and the down inputs of a wave of experts, prepared in wave_inputs).
   std::vector<int32_t> sel;
   std::vector<float> sel_w;
-  std::vector<const LinearInput*> in_gate, in_up;
+  std::vector<const LinearInput*> in_gate, in_up, in_down;
+  InputSet wave_inputs;
+  std::vector<ExpertTask> expert_tasks;  // the prompt's (expert, row range) tasks of one job
+  std::vector<int32_t> wave_experts;
+  // The most bytes of gate and down outputs a wave of a prompt's experts keeps (at least one
+  // expert per wave; tests lower it to run many waves).
+  int64_t moe_wave_bytes = int64_t{8} << 20;
   Scratch(int64_t head_dim, float theta, const Yarn& yarn) : rope(head_dim, theta, yarn) {}
 };
 
