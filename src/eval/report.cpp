@@ -192,6 +192,16 @@ const json* find_detection(const json& r, const std::string& mode, const std::st
   return nullptr;
 }
 
+// A frontier row's first two cells: its setting and how it is detected.
+std::string setting_cells(const json& row) {
+  const double he = getd(row, "entropy_detection", 0);
+  return "<tr><td class=l>" + esc(row.value("setting", "")) + "</td><td class=l>" +
+         (row.value("mode", "") == "exp" ? std::string("exp")
+          : he > 0                       ? "entropy >= " + num(he, 2)
+                                         : std::string("all tokens")) +
+         "</td>";
+}
+
 }  // namespace
 
 // The frontier (docs/EVAL.md "Frontier"): TPR at z = 4 against the perplexity cost, one series per
@@ -239,12 +249,7 @@ std::string frontier_section(const json& f) {
   for (int32_t L : lengths) h += "<th>" + std::to_string(L) + " tokens</th>";
   h += "</tr>\n";
   for (const auto& row : rows) {
-    const double he = getd(row, "entropy_detection", 0);
-    h += "<tr><td class=l>" + esc(row.value("setting", "")) + "</td><td class=l>" +
-         (row.value("mode", "") == "exp" ? std::string("exp")
-          : he > 0                       ? "entropy >= " + num(he, 2)
-                                         : std::string("all tokens")) +
-         "</td><td>" + with_ci(row, "ppl_mean", 2) + "</td><td>" +
+    h += setting_cells(row) + "<td>" + with_ci(row, "ppl_mean", 2) + "</td><td>" +
          num(100 * getd(row, "ppl_cost", 0), 1) + "%</td>";
     for (const auto& l : row["lengths"])
       h += "<td>" + with_ci(l, "tpr_z4") + " / " + std::to_string(l.value("fp_z4", 0)) + " / " +
@@ -264,12 +269,7 @@ std::string frontier_section(const json& f) {
          (getd(a, "rate", 0) > 0 ? " " + num(100 * getd(a, "rate", 0), 0) + "%" : "") + "</th>";
   h += "</tr>\n";
   for (const auto& row : rows) {
-    const double he = getd(row, "entropy_detection", 0);
-    h += "<tr><td class=l>" + esc(row.value("setting", "")) + "</td><td class=l>" +
-         (row.value("mode", "") == "exp" ? std::string("exp")
-          : he > 0                       ? "entropy >= " + num(he, 2)
-                                         : std::string("all tokens")) +
-         "</td>";
+    h += setting_cells(row);
     for (const auto& a : row["attacks"]) h += "<td>" + with_ci(a, "tpr_z4") + "</td>";
     h += "</tr>\n";
   }
