@@ -451,11 +451,12 @@ TEST_P(BackendOps, EightBitDecodeRoundsAsTheCpu) {
   if (!q8_decode(epwa::DType::Q8_0)) GTEST_SKIP() << "the GPU's 8-bit decode only";
   std::mt19937 rng(9);
   const int64_t cols = 512;
+  std::deque<StoredMat> mats;  // alive until the end: the GPU keys its weight copies by address
   for (epwa::DType type : {epwa::DType::Q8_0, epwa::DType::Q4_0})
     for (auto [rows, n] : {std::pair<int64_t, int64_t>{4102, 1}, {9, 1}, {9, 11}}) {
       SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", " + std::to_string(rows) +
                    " rows, n = " + std::to_string(n));
-      const StoredMat m(type, rows, cols, rng);
+      const StoredMat& m = mats.emplace_back(type, rows, cols, rng);
       const auto x = randn(n * cols, rng);
       const auto gpu = linear_on(backend(), m.t, x, n);
       const auto cpu = linear_on(epwa::cpu_backend(), m.t, x, n);
