@@ -180,6 +180,11 @@ int64_t row_bytes(const TensorView& t) {
   return dtype_bytes(t.dtype, t.cols());
 }
 
+// The type of t's device copy (its layout: kernels.hpp's grouped types).
+DType device_type(const TensorView& t) {
+  return grouped_type(t.dtype, t.cols());
+}
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, std::string description, bool exact_gemm)
@@ -263,7 +268,8 @@ class CudaBackend final : public Backend {
     const auto n = static_cast<int64_t>(tokens.size());
     auto timed = profile_.time(s.stream, "embed");
     const int32_t* dt = s.upload(s.tokens, tokens.data(), n);
-    cuda::embed(weight(table), table.dtype, row_bytes(table), dt, n, table.cols(), x, s.stream);
+    cuda::embed(weight(table), device_type(table), row_bytes(table), dt, n, table.cols(), x,
+                s.stream);
   }
 
   void add(float* x, const float* y, int64_t count, BackendScratch& bs) const override {
@@ -273,7 +279,7 @@ class CudaBackend final : public Backend {
 
   void add_bias(const TensorView& b, float* y, int64_t n, BackendScratch& bs) const override {
     auto timed = profile_.time(cast(bs).stream, "add_bias");
-    cuda::add_bias(weight(b), b.dtype, b.numel(), y, n, cast(bs).stream);
+    cuda::add_bias(weight(b), device_type(b), b.numel(), y, n, cast(bs).stream);
   }
 
   void clamp(float* y, int64_t count, float limit, BackendScratch& bs) const override {
@@ -293,7 +299,7 @@ class CudaBackend final : public Backend {
       throw Error("add_gated: tensor '" + gate.name + "' has " + std::to_string(gate.numel()) +
                   " values, rows have " + std::to_string(d));
     auto timed = profile_.time(cast(bs).stream, "add_gated");
-    cuda::add_gated(weight(gate), gate.dtype, x, y, n, d, o, cast(bs).stream);
+    cuda::add_gated(weight(gate), device_type(gate), x, y, n, d, o, cast(bs).stream);
   }
 
   void linear(std::span<const TensorView* const> ws, const float* x, int64_t n, int64_t cols,
@@ -400,7 +406,7 @@ class CudaBackend final : public Backend {
       throw Error("rmsnorm: tensor '" + w.name + "' has " + std::to_string(w.numel()) +
                   " values, rows have " + std::to_string(d));
     auto timed = profile_.time(cast(bs).stream, "rmsnorm");
-    cuda::rmsnorm(x, n, d, weight(w), w.dtype, eps, out, cast(bs).stream);
+    cuda::rmsnorm(x, n, d, weight(w), device_type(w), eps, out, cast(bs).stream);
   }
 
   void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t p0,
@@ -538,10 +544,16 @@ class CudaBackend final : public Backend {
     DeviceBuffer b;
     EPWA_CUDA(
         cudaMemcpy(b.get(t.data.size()), t.data.data(), t.data.size(), cudaMemcpyHostToDevice));
+    if (const DType g = device_type(t); g != t.dtype) {
+      DeviceBuffer file = std::move(b);
+      regroup(file.data<const uint8_t>(), t.numel() / 32, g, b.get<uint8_t>(t.data.size()),
+              nullptr);
+      EPWA_CUDA(cudaStreamSynchronize(nullptr));  // before `file` goes and before any use
+    }
     return weights_.emplace(t.data.data(), std::move(b)).first->second.data<const uint8_t>();
   }
   DevMatrix matrix(const TensorView& t) const {
-    return {weight(t), t.dtype, t.rows(), t.cols(), row_bytes(t)};
+    return {weight(t), device_type(t), t.rows(), t.cols(), row_bytes(t)};
   }
 
   const ExpertTable& experts(const ExpertMatrices& X, int64_t width, int64_t d) const {
@@ -564,9 +576,9 @@ class CudaBackend final : public Backend {
       }
     ExpertTable t{{},
                   ptrs,
-                  X.gate[0].dtype,
-                  X.up[0].dtype,
-                  X.down[0].dtype,
+                  device_type(X.gate[0]),
+                  device_type(X.up[0]),
+                  device_type(X.down[0]),
                   row_bytes(X.gate[0]),
                   row_bytes(X.up[0]),
                   row_bytes(X.down[0]),

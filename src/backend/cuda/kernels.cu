@@ -9,6 +9,7 @@
 
 #include "chunk8.cuh"
 #include "cuda_check.hpp"
+#include "grouped.cuh"
 #include "kernels.hpp"
 #include "weight_at.cuh"
 
@@ -21,8 +22,16 @@ constexpr int kRows = 4;   // weight rows a warp reads each activation value for
 constexpr int64_t kRowsMinRows = 4096;  // dense products this tall go by kRows (256+ blocks)
 constexpr int64_t kMaxGridY = 65535;
 
+// Kernels take their weight type as an int: nvcc's host stubs cannot name the device-only DType
+// values (kernels.hpp) as template arguments.
+constexpr int type_id(DType t) {
+  return static_cast<int>(t);
+}
+
 template <typename F>
 void dispatch(DType t, F&& f) {
+  if (t == kQ4_0x8) return f(std::integral_constant<DType, kQ4_0x8>{});
+  if (t == kQ8_0x8) return f(std::integral_constant<DType, kQ8_0x8>{});
   switch (t) {
     case DType::F32:
       return f(std::integral_constant<DType, DType::F32>{});
@@ -78,9 +87,10 @@ __device__ T block_reduce(T v, T* shared) {
   return Max ? warp_max(v) : warp_sum(v);
 }
 
-template <DType T>
+template <int TypeId>
 __global__ void linear_kernel(const uint8_t* w, int64_t rows, int64_t cols, int64_t row_bytes,
                               const float* x, int64_t n, float* y) {
+  constexpr DType T = static_cast<DType>(TypeId);
   const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
@@ -113,6 +123,7 @@ __device__ __forceinline__ float dot8(const float w[8], float4 a, float4 b) {
 // F32Act: the rows in f32, as given.
 template <DType T>
 struct F32Act {
+  static constexpr int kPer = 8;  // weights a lane decodes at a time
   const float* x;
   int64_t cols;
   struct W {
@@ -136,6 +147,7 @@ struct F32Act {
 // of activations and a scale where F32Act reads 32 bytes.
 template <DType T>
 struct Q8Act {
+  static constexpr int kPer = 8;
   const int8_t* q;
   const float* d;
   int64_t cols;
@@ -152,6 +164,80 @@ struct Q8Act {
   }
   __device__ static float dot(const W& w, const X& a) {
     return w.d * a.d * static_cast<float>(__dp4a(w.hi, a.b, __dp4a(w.lo, a.a, 0)));
+  }
+};
+
+// The same two policies for grouped rows (grouped.cuh): a lane takes a whole block of 32 weights
+// with one or two aligned 16-byte loads, and the activations that meet it as whole blocks too.
+template <int TypeId>
+struct F32Blk {
+  static constexpr DType T = static_cast<DType>(TypeId);
+  static constexpr int kPer = 32;
+  const float* x;
+  int64_t cols;
+  struct W {
+    float v[32];
+    int64_t p;
+  };
+  struct X {
+    float4 a[8];
+  };
+  __device__ static void load(const uint8_t* row, int64_t c, W& w) {
+    Block32 b;
+    load_block<T>(row, c, b);
+#pragma unroll
+    for (int m = 0; m < 8; ++m)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) w.v[4 * m + j] = b.d * sbyte(b.q[m], j);  // the CPU's widening
+    w.p = 32 * c;
+  }
+  __device__ X at(int64_t i, const W& w) const {
+    const float4* r = reinterpret_cast<const float4*>(x + i * cols + w.p);
+    X a;
+#pragma unroll
+    for (int m = 0; m < 8; ++m) a.a[m] = r[m];
+    return a;
+  }
+  __device__ static float dot(const W& w, const X& a) {
+    float s = 0;
+#pragma unroll
+    for (int m = 0; m < 8; ++m)
+      s += w.v[4 * m] * a.a[m].x + w.v[4 * m + 1] * a.a[m].y + w.v[4 * m + 2] * a.a[m].z +
+           w.v[4 * m + 3] * a.a[m].w;
+    return s;
+  }
+};
+
+template <int TypeId>
+struct Q8Blk {
+  static constexpr DType T = static_cast<DType>(TypeId);
+  static constexpr int kPer = 32;
+  const int8_t* q;
+  const float* d;
+  int64_t cols;
+  struct W {
+    Block32 b;
+    int64_t p;
+  };
+  struct X {
+    int4 a, b;
+    float d;
+  };
+  __device__ static void load(const uint8_t* row, int64_t c, W& w) {
+    load_block<T>(row, c, w.b);
+    w.p = 32 * c;
+  }
+  __device__ X at(int64_t i, const W& w) const {
+    const int4* r = reinterpret_cast<const int4*>(q + i * cols + w.p);
+    return {r[0], r[1], d[(i * cols + w.p) / 32]};
+  }
+  __device__ static float dot(const W& w, const X& a) {
+    const int* q = w.b.q;
+    int s = __dp4a(q[0], a.a.x, 0);
+    s = __dp4a(q[1], a.a.y, s), s = __dp4a(q[2], a.a.z, s), s = __dp4a(q[3], a.a.w, s);
+    s = __dp4a(q[4], a.b.x, s), s = __dp4a(q[5], a.b.y, s), s = __dp4a(q[6], a.b.z, s);
+    s = __dp4a(q[7], a.b.w, s);
+    return w.b.d * a.d * static_cast<float>(s);
   }
 };
 
@@ -174,7 +260,7 @@ __global__ void rows_kernel(const uint8_t* w, const uint8_t* const* mats, const 
   }
   const uint8_t* row = w + r0 * row_bytes;
   const int nr = static_cast<int>(min(int64_t{kRows}, rows - r0));
-  const int64_t chunks = act.cols / 8;
+  const int64_t chunks = act.cols / A::kPer;
   float acc[kRows] = {};
   for (int64_t c = lane; c < chunks; c += 32) {
     typename A::W wv;
@@ -204,7 +290,7 @@ __global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t row_
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
   const uint8_t* row = w + r * row_bytes;
-  const int64_t chunks = act.cols / 8;
+  const int64_t chunks = act.cols / A::kPer;
   for (int64_t i0 = int64_t{blockIdx.y} * kTile; i0 < n; i0 += int64_t{gridDim.y} * kTile) {
     const int nt = static_cast<int>(min(int64_t{kTile}, n - i0));
     float acc[kTile] = {};
@@ -279,7 +365,7 @@ __global__ void expert_tile_kernel(const uint8_t* const* mats, int64_t rows, int
     slot[t] = t < tile.z ? order[tile.y + t] : 0;
     xi[t] = x_per_token ? slot[t] / k : slot[t];
   }
-  const int64_t chunks = act.cols / 8;
+  const int64_t chunks = act.cols / A::kPer;
   float acc[kTile] = {};
   for (int64_t c = lane; c < chunks; c += 32) {
     typename A::W wv;
@@ -295,10 +381,11 @@ __global__ void expert_tile_kernel(const uint8_t* const* mats, int64_t rows, int
   }
 }
 
-template <DType T>
+template <int TypeId>
 __global__ void expert_linear_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
                                      int64_t row_bytes, const int32_t* topk, int64_t slots,
                                      int64_t k, bool x_per_token, const float* x, float* y) {
+  constexpr DType T = static_cast<DType>(TypeId);
   const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
@@ -349,8 +436,9 @@ __global__ void combine_kernel(const float* y, const int32_t* topk, const float*
   out[idx] = acc;
 }
 
-template <DType T>
+template <int TypeId>
 __global__ void rmsnorm_kernel(const float* x, int64_t d, const uint8_t* w, float eps, float* out) {
+  constexpr DType T = static_cast<DType>(TypeId);
   __shared__ double partial[32];
   const float* xi = x + int64_t{blockIdx.x} * d;
   float* oi = out + int64_t{blockIdx.x} * d;
@@ -433,9 +521,10 @@ __global__ void append_rows_kernel(const float* k, const float* v, const int2* a
   }
 }
 
-template <DType T, typename Out>
+template <int TypeId, typename Out>
 __global__ void dequantize_kernel(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t count,
                                   int64_t cols, Out* out) {
+  constexpr DType T = static_cast<DType>(TypeId);
   const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (i >= count * cols) return;
   const float v = weight_at<T>(w + (r0 + i / cols) * row_bytes, i % cols);
@@ -480,9 +569,10 @@ __global__ void scatter_kernel(const float* src, const int32_t* idx, int64_t col
     to[j] = src[int64_t{blockIdx.x} * cols + j];
 }
 
-template <DType T>
+template <int TypeId>
 __global__ void embed_kernel(const uint8_t* table, int64_t row_bytes, const int32_t* tokens,
                              int64_t d, float* x) {
+  constexpr DType T = static_cast<DType>(TypeId);
   const uint8_t* row = table + tokens[blockIdx.x] * row_bytes;
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x)
     x[int64_t{blockIdx.x} * d + j] = weight_at<T>(row, j);
@@ -493,8 +583,9 @@ __global__ void add_kernel(float* x, const float* y, int64_t count) {
   if (i < count) x[i] += y[i];
 }
 
-template <DType T>
+template <int TypeId>
 __global__ void add_bias_kernel(const uint8_t* b, int64_t m, float* y, int64_t count) {
+  constexpr DType T = static_cast<DType>(TypeId);
   const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (i < count) y[i] += weight_at<T>(b, i % m);
 }
@@ -532,9 +623,10 @@ __global__ void route_kernel(const float* logits, int64_t n, int64_t ne, int64_t
 }
 
 // One block per row: the gate's dot product, then the scaled add.
-template <DType T>
+template <int TypeId>
 __global__ void add_gated_kernel(const uint8_t* gate, const float* x, const float* y, int64_t d,
                                  float* o) {
+  constexpr DType T = static_cast<DType>(TypeId);
   __shared__ float partial[32];
   const int64_t base = int64_t{blockIdx.x} * d;
   float z = 0;
@@ -542,6 +634,18 @@ __global__ void add_gated_kernel(const uint8_t* gate, const float* x, const floa
   z = block_reduce<float, false>(z, partial);
   const float g = 1.0f / (1.0f + expf(-z));
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) o[base + j] += g * y[base + j];
+}
+
+// One thread per block of a file's row: its scale and quants to their places in the grouped layout
+// (grouped.cuh); blocks never straddle rows there since rows hold whole groups.
+__global__ void regroup_kernel(const uint8_t* in, int64_t blocks, int quant_bytes, uint8_t* out) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= blocks) return;
+  const int block_bytes = 2 + quant_bytes, b = static_cast<int>(i & 7);
+  const uint8_t* src = in + i * block_bytes;
+  uint8_t* g = out + (i >> 3) * 8 * block_bytes;
+  g[2 * b] = src[0], g[2 * b + 1] = src[1];
+  for (int j = 0; j < quant_bytes; ++j) g[16 + b * quant_bytes + j] = src[2 + j];
 }
 
 void check_launch(const char* what) {
@@ -561,7 +665,23 @@ int64_t blocks_of(int64_t count, int64_t per) {
 }  // namespace
 
 bool reads_q8(DType type, int64_t cols) {
-  return (type == DType::Q8_0 || type == DType::Q4_0) && cols % 32 == 0;
+  return (type == DType::Q8_0 || type == DType::Q4_0 || type == kQ4_0x8 || type == kQ8_0x8) &&
+         cols % 32 == 0;
+}
+
+DType grouped_type(DType type, int64_t cols) {
+  if (cols % 256 != 0) return type;
+  return type == DType::Q4_0 ? kQ4_0x8 : type == DType::Q8_0 ? kQ8_0x8 : type;
+}
+
+void regroup(const uint8_t* in, int64_t blocks, DType grouped, uint8_t* out, cudaStream_t s) {
+  if (blocks == 0) return;
+  if (blocks % 8 != 0 || (grouped != kQ4_0x8 && grouped != kQ8_0x8))
+    throw Error("regroup: " + std::to_string(blocks) + " blocks of type " +
+                std::to_string(static_cast<int>(grouped)));
+  const int qb = grouped == kQ4_0x8 ? Grouped<kQ4_0x8>::kQuantBytes : Grouped<kQ8_0x8>::kQuantBytes;
+  regroup_kernel<<<static_cast<unsigned>(blocks_of(blocks, 256)), 256, 0, s>>>(in, blocks, qb, out);
+  check_launch("regroup kernel");
 }
 
 void quantize_q8(const float* x, int64_t n, int64_t cols, const Q8Rows& out, cudaStream_t s) {
@@ -577,10 +697,15 @@ namespace {
 // reads it, F32Act where the weights decode by chunks of eight); false where neither applies.
 template <DType t, typename F>
 bool with_act(const float* x, int64_t cols, const Q8Rows* xq, F&& f) {
-  if constexpr (Chunk8q<t>::kFast)
-    if (xq) return f(Q8Act<t>{xq->q, xq->d, cols}), true;
-  if constexpr (Chunk8<t>::kFast)
-    if (chunked(cols, x)) return f(F32Act<t>{x, cols}), true;
+  if constexpr (t == kQ4_0x8 || t == kQ8_0x8) {
+    if (xq) return f(Q8Blk<type_id(t)>{xq->q, xq->d, cols}), true;
+    if (chunked(cols, x)) return f(F32Blk<type_id(t)>{x, cols}), true;
+  } else {
+    if constexpr (Chunk8q<t>::kFast)
+      if (xq) return f(Q8Act<t>{xq->q, xq->d, cols}), true;
+    if constexpr (Chunk8<t>::kFast)
+      if (chunked(cols, x)) return f(F32Act<t>{x, cols}), true;
+  }
   return false;
 }
 }  // namespace
@@ -603,7 +728,8 @@ void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_
         linear_chunk_kernel<<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.row_bytes, act, n, y);
     });
     if (!done)
-      linear_kernel<t><<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
+      linear_kernel<type_id(t)>
+          <<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.cols, w.row_bytes, x, n, y);
   });
   check_launch("linear kernel");
 }
@@ -642,7 +768,7 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
                              s>>>(mats, rows, row_bytes, g.order, g.tiles, k, x_per_token, act, y);
     });
     if (!done)
-      expert_linear_kernel<t>
+      expert_linear_kernel<type_id(t)>
           <<<dim3(row_blocks, static_cast<unsigned>(std::min(slots, kMaxGridY))), kWarps * 32, 0,
              s>>>(mats, rows, cols, row_bytes, topk, slots, k, x_per_token, x, y);
   });
@@ -654,7 +780,7 @@ template <typename Out>
 void dequantize_to(const DevMatrix& w, int64_t r0, int64_t count, Out* out, cudaStream_t s) {
   if (count * w.cols == 0) return;
   dispatch(w.type, [&](auto T) {
-    dequantize_kernel<decltype(T)::value, Out>
+    dequantize_kernel<type_id(decltype(T)::value), Out>
         <<<static_cast<unsigned>(blocks_of(count * w.cols, 256)), 256, 0, s>>>(
             w.data, w.row_bytes, r0, count, w.cols, out);
   });
@@ -701,7 +827,7 @@ void embed(const uint8_t* table, DType type, int64_t row_bytes, const int32_t* t
            int64_t d, float* x, cudaStream_t s) {
   if (n == 0) return;
   dispatch(type, [&](auto T) {
-    embed_kernel<decltype(T)::value>
+    embed_kernel<type_id(decltype(T)::value)>
         <<<static_cast<unsigned>(n), 256, 0, s>>>(table, row_bytes, tokens, d, x);
   });
   check_launch("embed kernel");
@@ -716,7 +842,7 @@ void add(float* x, const float* y, int64_t count, cudaStream_t s) {
 void add_bias(const uint8_t* b, DType type, int64_t m, float* y, int64_t n, cudaStream_t s) {
   if (n * m == 0) return;
   dispatch(type, [&](auto T) {
-    add_bias_kernel<decltype(T)::value>
+    add_bias_kernel<type_id(decltype(T)::value)>
         <<<static_cast<unsigned>(blocks_of(n * m, 256)), 256, 0, s>>>(b, m, y, n * m);
   });
   check_launch("bias kernel");
@@ -743,7 +869,8 @@ void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, 
                int64_t d, float* o, cudaStream_t s) {
   if (n == 0) return;
   dispatch(type, [&](auto T) {
-    add_gated_kernel<decltype(T)::value><<<static_cast<unsigned>(n), 256, 0, s>>>(gate, x, y, d, o);
+    add_gated_kernel<type_id(decltype(T)::value)>
+        <<<static_cast<unsigned>(n), 256, 0, s>>>(gate, x, y, d, o);
   });
   check_launch("gate kernel");
 }
@@ -766,7 +893,8 @@ void rmsnorm(const float* x, int64_t n, int64_t d, const uint8_t* w, DType wtype
              float* out, cudaStream_t s) {
   if (n == 0) return;
   dispatch(wtype, [&](auto T) {
-    rmsnorm_kernel<decltype(T)::value><<<static_cast<unsigned>(n), 256, 0, s>>>(x, d, w, eps, out);
+    rmsnorm_kernel<type_id(decltype(T)::value)>
+        <<<static_cast<unsigned>(n), 256, 0, s>>>(x, d, w, eps, out);
   });
   check_launch("rmsnorm kernel");
 }

@@ -10,6 +10,16 @@
 
 namespace epwa::cuda {
 
+// Device-only types (never in a file): Q4_0 and Q8_0 rows of a width that is a multiple of 256,
+// stored by groups of eight blocks, scales first (grouped.cuh), so that the decode kernels load
+// whole blocks with aligned 16-byte loads.
+constexpr DType kQ4_0x8 = static_cast<DType>(0xF0);
+constexpr DType kQ8_0x8 = static_cast<DType>(0xF1);
+// The type a weight of `type` with rows of `cols` values has on the device.
+DType grouped_type(DType type, int64_t cols);
+// out = the `blocks` blocks of `in` (a file's Q4_0 or Q8_0 rows) in the layout of `grouped`.
+void regroup(const uint8_t* in, int64_t blocks, DType grouped, uint8_t* out, cudaStream_t s);
+
 struct DevMatrix {
   const uint8_t* data;
   DType type;
