@@ -381,6 +381,53 @@ __global__ void expert_tile_kernel(const uint8_t* const* mats, int64_t rows, int
   }
 }
 
+// expert_tile_kernel with kRows rows a warp, for the policies whose decoded weights are small
+// (Q8Blk: eight ints a block): each slot's activations are read once for the kRows rows.
+template <typename A>
+__global__ void expert_tile_rows_kernel(const uint8_t* const* mats, int64_t rows, int64_t row_bytes,
+                                        const int32_t* order, const int4* tiles, int64_t k,
+                                        bool x_per_token, A act, float* y) {
+  const int64_t r0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * kRows;
+  const int lane = threadIdx.x & 31;
+  const int4 tile = tiles[blockIdx.y];
+  if (r0 >= rows || tile.z == 0) return;
+  const uint8_t* row = mats[tile.x] + r0 * row_bytes;
+  const int nr = static_cast<int>(min(int64_t{kRows}, rows - r0));
+  int64_t slot[kTile], xi[kTile];
+#pragma unroll
+  for (int t = 0; t < kTile; ++t) {
+    slot[t] = t < tile.z ? order[tile.y + t] : 0;
+    xi[t] = x_per_token ? slot[t] / k : slot[t];
+  }
+  const int64_t chunks = act.cols / A::kPer;
+  float acc[kRows][kTile] = {};
+  for (int64_t c = lane; c < chunks; c += 32) {
+    typename A::W w[kRows];
+#pragma unroll
+    for (int q = 0; q < kRows; ++q) A::load(row + min(q, nr - 1) * row_bytes, c, w[q]);
+#pragma unroll
+    for (int t = 0; t < kTile; ++t)
+      if (t < tile.z) {
+        const typename A::X a = act.at(xi[t], w[0]);
+#pragma unroll
+        for (int q = 0; q < kRows; ++q) acc[q][t] += A::dot(w[q], a);
+      }
+  }
+#pragma unroll
+  for (int t = 0; t < kTile; ++t)
+    if (t < tile.z)
+#pragma unroll
+      for (int q = 0; q < kRows; ++q) {
+        const float v = warp_sum(acc[q][t]);
+        if (lane == 0 && q < nr) y[slot[t] * rows + r0 + q] = v;
+      }
+}
+
+template <typename A>
+constexpr bool kTileRows = false;
+template <int TypeId>
+constexpr bool kTileRows<Q8Blk<TypeId>> = true;
+
 template <int TypeId>
 __global__ void expert_linear_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
                                      int64_t row_bytes, const int32_t* topk, int64_t slots,
@@ -763,6 +810,11 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
                            static_cast<unsigned>(slots)),
                       kWarps * 32, 0, s>>>(nullptr, mats, topk, k, x_per_token, rows, row_bytes,
                                            act, y);
+      else if constexpr (kTileRows<decltype(act)>)
+        expert_tile_rows_kernel<<<dim3(static_cast<unsigned>(blocks_of(rows, kWarps * kRows)),
+                                       static_cast<unsigned>(g.max_tiles)),
+                                  kWarps * 32, 0, s>>>(mats, rows, row_bytes, g.order, g.tiles, k,
+                                                       x_per_token, act, y);
       else
         expert_tile_kernel<<<dim3(row_blocks, static_cast<unsigned>(g.max_tiles)), kWarps * 32, 0,
                              s>>>(mats, rows, row_bytes, g.order, g.tiles, k, x_per_token, act, y);
