@@ -427,6 +427,8 @@ template <typename A>
 constexpr bool kTileRows = false;
 template <int TypeId>
 constexpr bool kTileRows<Q8Blk<TypeId>> = true;
+template <DType T>
+constexpr bool kTileRows<F32Act<T>> = true;
 
 template <int TypeId>
 __global__ void expert_linear_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
