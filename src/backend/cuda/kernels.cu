@@ -1,7 +1,8 @@
 // The CUDA backend's kernels (docs/GPU.md): matrix products with f32 activations (or 8-bit ones
-// for Q8_0 and Q4_0 weights, through dp4a), a warp per output row (4 rows for a single token),
-// weights decoded 8 at a time (chunk8.cuh) or element by element (weight_at.cuh); the conversions
-// around cuBLAS's f16 products; the small ops.
+// for Q8_0 and Q4_0 weights, through dp4a), a warp per output row (4 rows for a single token and
+// for tiles of expert slots), weights decoded a block of 32 at a time (grouped.cuh: Q4_0, Q8_0),
+// 8 at a time (chunk8.cuh) or element by element (weight_at.cuh); the conversions around
+// cuBLAS's f16 products; the small ops.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -18,7 +19,7 @@ namespace {
 
 constexpr int kWarps = 4;  // output rows per block of the matrix kernels
 constexpr int kTile = 8;   // activation rows a warp reads each weight value for
-constexpr int kRows = 4;   // weight rows a warp reads each activation value for (one token)
+constexpr int kRows = 4;   // weight rows a warp reads each activation value for (a token, a tile)
 constexpr int64_t kRowsMinRows = 4096;  // dense products this tall go by kRows (256+ blocks)
 constexpr int64_t kMaxGridY = 65535;
 
@@ -348,51 +349,19 @@ __global__ void group_kernel(const int32_t* topk, int64_t slots, int64_t ne, int
   }
 }
 
-// The experts' products by tiles of slots that share an expert: a warp decodes each chunk of its
-// row once for the tile's (up to kTile) slots.
-template <typename A>
+// The experts' products by tiles of slots that share an expert: a warp decodes each chunk of its R
+// rows once for the tile's (up to kTile) slots, and reads each slot's activations once for the R
+// rows.
+template <int R, typename A>
 __global__ void expert_tile_kernel(const uint8_t* const* mats, int64_t rows, int64_t row_bytes,
                                    const int32_t* order, const int4* tiles, int64_t k,
                                    bool x_per_token, A act, float* y) {
-  const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
-  const int lane = threadIdx.x & 31;
-  const int4 tile = tiles[blockIdx.y];
-  if (r >= rows || tile.z == 0) return;
-  const uint8_t* row = mats[tile.x] + r * row_bytes;
-  int64_t slot[kTile], xi[kTile];
-#pragma unroll
-  for (int t = 0; t < kTile; ++t) {
-    slot[t] = t < tile.z ? order[tile.y + t] : 0;
-    xi[t] = x_per_token ? slot[t] / k : slot[t];
-  }
-  const int64_t chunks = act.cols / A::kPer;
-  float acc[kTile] = {};
-  for (int64_t c = lane; c < chunks; c += 32) {
-    typename A::W wv;
-    A::load(row, c, wv);
-#pragma unroll
-    for (int t = 0; t < kTile; ++t)
-      if (t < tile.z) acc[t] += A::dot(wv, act.at(xi[t], wv));
-  }
-#pragma unroll
-  for (int t = 0; t < kTile; ++t) {
-    const float v = warp_sum(acc[t]);
-    if (lane == 0 && t < tile.z) y[slot[t] * rows + r] = v;
-  }
-}
-
-// expert_tile_kernel with kRows rows a warp, for the policies whose decoded weights are small
-// (Q8Blk: eight ints a block): each slot's activations are read once for the kRows rows.
-template <typename A>
-__global__ void expert_tile_rows_kernel(const uint8_t* const* mats, int64_t rows, int64_t row_bytes,
-                                        const int32_t* order, const int4* tiles, int64_t k,
-                                        bool x_per_token, A act, float* y) {
-  const int64_t r0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * kRows;
+  const int64_t r0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * R;
   const int lane = threadIdx.x & 31;
   const int4 tile = tiles[blockIdx.y];
   if (r0 >= rows || tile.z == 0) return;
   const uint8_t* row = mats[tile.x] + r0 * row_bytes;
-  const int nr = static_cast<int>(min(int64_t{kRows}, rows - r0));
+  const int nr = static_cast<int>(min(int64_t{R}, rows - r0));
   int64_t slot[kTile], xi[kTile];
 #pragma unroll
   for (int t = 0; t < kTile; ++t) {
@@ -400,29 +369,30 @@ __global__ void expert_tile_rows_kernel(const uint8_t* const* mats, int64_t rows
     xi[t] = x_per_token ? slot[t] / k : slot[t];
   }
   const int64_t chunks = act.cols / A::kPer;
-  float acc[kRows][kTile] = {};
+  float acc[R][kTile] = {};
   for (int64_t c = lane; c < chunks; c += 32) {
-    typename A::W w[kRows];
+    typename A::W w[R];
 #pragma unroll
-    for (int q = 0; q < kRows; ++q) A::load(row + min(q, nr - 1) * row_bytes, c, w[q]);
+    for (int q = 0; q < R; ++q) A::load(row + min(q, nr - 1) * row_bytes, c, w[q]);
 #pragma unroll
     for (int t = 0; t < kTile; ++t)
       if (t < tile.z) {
         const typename A::X a = act.at(xi[t], w[0]);
 #pragma unroll
-        for (int q = 0; q < kRows; ++q) acc[q][t] += A::dot(w[q], a);
+        for (int q = 0; q < R; ++q) acc[q][t] += A::dot(w[q], a);
       }
   }
 #pragma unroll
   for (int t = 0; t < kTile; ++t)
     if (t < tile.z)
 #pragma unroll
-      for (int q = 0; q < kRows; ++q) {
+      for (int q = 0; q < R; ++q) {
         const float v = warp_sum(acc[q][t]);
         if (lane == 0 && q < nr) y[slot[t] * rows + r0 + q] = v;
       }
 }
 
+// Whether tiles of a policy go by kRows rows a warp (its decoded weights are few registers) or one.
 template <typename A>
 constexpr bool kTileRows = false;
 template <int TypeId>
@@ -812,14 +782,13 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
                            static_cast<unsigned>(slots)),
                       kWarps * 32, 0, s>>>(nullptr, mats, topk, k, x_per_token, rows, row_bytes,
                                            act, y);
-      else if constexpr (kTileRows<decltype(act)>)
-        expert_tile_rows_kernel<<<dim3(static_cast<unsigned>(blocks_of(rows, kWarps * kRows)),
-                                       static_cast<unsigned>(g.max_tiles)),
-                                  kWarps * 32, 0, s>>>(mats, rows, row_bytes, g.order, g.tiles, k,
-                                                       x_per_token, act, y);
-      else
-        expert_tile_kernel<<<dim3(row_blocks, static_cast<unsigned>(g.max_tiles)), kWarps * 32, 0,
-                             s>>>(mats, rows, row_bytes, g.order, g.tiles, k, x_per_token, act, y);
+      else {
+        constexpr int R = kTileRows<decltype(act)> ? kRows : 1;
+        expert_tile_kernel<R><<<dim3(static_cast<unsigned>(blocks_of(rows, kWarps * R)),
+                                     static_cast<unsigned>(g.max_tiles)),
+                                kWarps * 32, 0, s>>>(mats, rows, row_bytes, g.order, g.tiles, k,
+                                                     x_per_token, act, y);
+      }
     });
     if (!done)
       expert_linear_kernel<type_id(t)>
