@@ -60,6 +60,11 @@ struct GenerateOptions {
   std::function<void(int32_t)> on_token;  // streaming callback
 };
 
+// Sets the logits of `ids` that are in the vocabulary to -inf: tokens the sampler may not pick at
+// this step (the suppressed tokens; the stop tokens before min_new_tokens). generate() and the
+// server's batch engine both mask through it.
+void forbid(std::span<float> logits, std::span<const int32_t> ids);
+
 // The most new tokens generate() makes after `prompt_tokens`: `max_new_tokens`, capped so that
 // the prompt and the text fit the model's context (max_position_embeddings); 0 when the prompt
 // fills it already.

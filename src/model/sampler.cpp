@@ -70,6 +70,12 @@ int32_t Sampler::sample(std::span<float> logits, const KeyedUniforms* keyed) {
   return order_[keep - 1];
 }
 
+void forbid(std::span<float> logits, std::span<const int32_t> ids) {
+  for (int32_t t : ids)
+    if (t >= 0 && static_cast<size_t>(t) < logits.size())
+      logits[static_cast<size_t>(t)] = -std::numeric_limits<float>::infinity();
+}
+
 int32_t max_generated_tokens(const Model& model, int64_t prompt_tokens, int32_t max_new_tokens) {
   const int64_t room = int64_t{model.config().max_position_embeddings} - prompt_tokens;
   return static_cast<int32_t>(std::clamp<int64_t>(room, 0, max_new_tokens));
@@ -100,11 +106,8 @@ std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt,
   std::vector<float> logits = model.forward(prompt, cache, fo);
   for (int32_t i = 0; i < n; ++i) {
     if (o.processor) o.processor->process(logits);
-    for (int32_t s : o.suppress_tokens) logits[s] = -std::numeric_limits<float>::infinity();
-    if (i < o.min_new_tokens)
-      for (int32_t s : o.stop_tokens)
-        if (s >= 0 && s < static_cast<int32_t>(logits.size()))
-          logits[s] = -std::numeric_limits<float>::infinity();
+    forbid(logits, o.suppress_tokens);
+    if (i < o.min_new_tokens) forbid(logits, o.stop_tokens);
     if (o.constraint) o.constraint->mask(logits);
     const int32_t t = sampler.sample(logits, o.processor ? o.processor->uniforms() : nullptr);
     if (o.constraint) o.constraint->accept(t);

@@ -294,11 +294,8 @@ void BatchEngine::step(std::unique_lock<std::mutex>& lock) {
           j.req.watermark->set_previous_token(batch[end - 1].token);
           j.req.watermark->process(row);
         }
-        for (int32_t x : j.req.suppress_tokens) row[x] = -std::numeric_limits<float>::infinity();
-        if (j.generated < j.req.min_new_tokens)
-          for (int32_t x : j.req.stop_tokens)
-            if (x >= 0 && x < static_cast<int32_t>(row.size()))
-              row[x] = -std::numeric_limits<float>::infinity();
+        forbid(row, j.req.suppress_tokens);
+        if (j.generated < j.req.min_new_tokens) forbid(row, j.req.stop_tokens);
         if (j.req.constraint) j.req.constraint->mask(row);
         t = j.sampler.sample(row, j.req.watermark ? j.req.watermark->uniforms() : nullptr);
         if (j.req.constraint) j.req.constraint->accept(t);
