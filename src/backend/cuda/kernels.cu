@@ -282,31 +282,41 @@ __global__ void rows_kernel(const uint8_t* w, const uint8_t* const* mats, const 
   }
 }
 
-// linear_kernel for the types of chunk8.cuh: a warp reads its row in contiguous chunks of eight
-// weights, decoded once for kTile activation rows.
-template <typename A>
+// linear_kernel for the types decoded by chunks (chunk8.cuh, grouped.cuh): a warp reads its R rows
+// in contiguous chunks, each decoded once for kTile activation rows, each activation chunk read
+// once for the R rows.
+template <int R, typename A>
 __global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t row_bytes, A act,
                                     int64_t n, float* y) {
-  const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+  const int64_t r0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * R;
   const int lane = threadIdx.x & 31;
-  if (r >= rows) return;
-  const uint8_t* row = w + r * row_bytes;
+  if (r0 >= rows) return;
+  const uint8_t* row = w + r0 * row_bytes;
+  const int nr = static_cast<int>(min(int64_t{R}, rows - r0));
   const int64_t chunks = act.cols / A::kPer;
   for (int64_t i0 = int64_t{blockIdx.y} * kTile; i0 < n; i0 += int64_t{gridDim.y} * kTile) {
     const int nt = static_cast<int>(min(int64_t{kTile}, n - i0));
-    float acc[kTile] = {};
+    float acc[R][kTile] = {};
     for (int64_t c = lane; c < chunks; c += 32) {
-      typename A::W wv;
-      A::load(row, c, wv);
+      typename A::W wv[R];
+#pragma unroll
+      for (int q = 0; q < R; ++q) A::load(row + min(q, nr - 1) * row_bytes, c, wv[q]);
 #pragma unroll
       for (int t = 0; t < kTile; ++t)
-        if (t < nt) acc[t] += A::dot(wv, act.at(i0 + t, wv));
+        if (t < nt) {
+          const typename A::X a = act.at(i0 + t, wv[0]);
+#pragma unroll
+          for (int q = 0; q < R; ++q) acc[q][t] += A::dot(wv[q], a);
+        }
     }
 #pragma unroll
-    for (int t = 0; t < kTile; ++t) {
-      const float v = warp_sum(acc[t]);
-      if (lane == 0 && t < nt) y[(i0 + t) * rows + r] = v;
-    }
+    for (int t = 0; t < kTile; ++t)
+      if (t < nt)
+#pragma unroll
+        for (int q = 0; q < R; ++q) {
+          const float v = warp_sum(acc[q][t]);
+          if (lane == 0 && q < nr) y[(i0 + t) * rows + r0 + q] = v;
+        }
   }
 }
 
@@ -392,13 +402,14 @@ __global__ void expert_tile_kernel(const uint8_t* const* mats, int64_t rows, int
       }
 }
 
-// Whether tiles of a policy go by kRows rows a warp (its decoded weights are few registers) or one.
+// Whether a policy's products of several activation rows (expert tiles; dense products of 4096+
+// rows) go by kRows weight rows a warp (its decoded weights are few registers) or by one.
 template <typename A>
-constexpr bool kTileRows = false;
+constexpr bool kRowsOfMany = false;
 template <int TypeId>
-constexpr bool kTileRows<Q8Blk<TypeId>> = true;
+constexpr bool kRowsOfMany<Q8Blk<TypeId>> = true;
 template <DType T>
-constexpr bool kTileRows<F32Act<T>> = true;
+constexpr bool kRowsOfMany<F32Act<T>> = true;
 
 template <int TypeId>
 __global__ void expert_linear_kernel(const uint8_t* const* mats, int64_t rows, int64_t cols,
@@ -738,13 +749,22 @@ void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_
   dispatch(w.type, [&](auto T) {
     constexpr DType t = decltype(T)::value;
     const bool done = with_act<t>(x, w.cols, xq, [&](auto act) {
-      // One token by rows where that leaves enough blocks to fill the device (the K and V
-      // projections and the router are too short: one warp a row keeps more loads in flight).
+      // By rows (one token; several, for the policies of kRowsOfMany) where that leaves enough
+      // blocks to fill the device (the K and V projections and the router are too short: one
+      // warp a row keeps more loads in flight).
       if (n == 1 && w.rows >= kRowsMinRows)
         rows_kernel<<<static_cast<unsigned>(blocks_of(w.rows, kWarps * kRows)), kWarps * 32, 0,
                       s>>>(w.data, nullptr, nullptr, 1, true, w.rows, w.row_bytes, act, y);
-      else
-        linear_chunk_kernel<<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.row_bytes, act, n, y);
+      else {
+        if constexpr (kRowsOfMany<decltype(act)>)
+          if (w.rows >= kRowsMinRows) {
+            linear_chunk_kernel<kRows>
+                <<<dim3(static_cast<unsigned>(blocks_of(w.rows, kWarps * kRows)), grid.y),
+                   kWarps * 32, 0, s>>>(w.data, w.rows, w.row_bytes, act, n, y);
+            return;
+          }
+        linear_chunk_kernel<1><<<grid, kWarps * 32, 0, s>>>(w.data, w.rows, w.row_bytes, act, n, y);
+      }
     });
     if (!done)
       linear_kernel<type_id(t)>
@@ -783,7 +803,7 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
                       kWarps * 32, 0, s>>>(nullptr, mats, topk, k, x_per_token, rows, row_bytes,
                                            act, y);
       else {
-        constexpr int R = kTileRows<decltype(act)> ? kRows : 1;
+        constexpr int R = kRowsOfMany<decltype(act)> ? kRows : 1;
         expert_tile_kernel<R><<<dim3(static_cast<unsigned>(blocks_of(rows, kWarps * R)),
                                      static_cast<unsigned>(g.max_tiles)),
                                 kWarps * 32, 0, s>>>(mats, rows, row_bytes, g.order, g.tiles, k,
