@@ -221,9 +221,13 @@ struct StealOptions {
   std::vector<std::string> prompts;  // first half: observed texts; second half: attacked texts
   std::vector<int64_t> observed = {1000, 10000, 100000};  // N, watermarked tokens seen
   std::vector<Scheme> schemes = {Scheme::Epwa, Scheme::Kgw};
-  int32_t tokens = 200;           // new tokens per text
-  int32_t texts = 20;             // texts spoofed and scrubbed per N
-  int32_t keys = 1;               // the victim's keyring size m (a random key per response)
+  int32_t tokens = 200;  // new tokens per text
+  int32_t texts = 20;    // texts spoofed and scrubbed per N
+  int32_t keys = 1;      // the victim's keyring size m (a random key per response)
+  // The attacker is told which key made each observed text and steals each key's lists from that
+  // key's texts alone: an upper bound on any attacker who clusters texts by key. Spoofs use the
+  // key seen most; a scrub uses the lists of the key that made its text.
+  bool attacker_knows_keys = false;
   int32_t context_buckets = 256;  // H of the epwa-ctx scheme (CTX-v1)
   double gamma = 0.5, delta = 2.0;
   double attack_delta = 4.0;

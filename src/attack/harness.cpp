@@ -56,6 +56,28 @@ json summary(const std::vector<Scored>& v, bool success_is_detected) {
           {"scored_median", eval::median(scored)}};
 }
 
+// The observed tokens behind checkpoint c: the pooled estimate's, or the keys' together.
+int64_t observed_by(const std::vector<std::vector<StolenLists>>& stolen, size_t c) {
+  int64_t n = 0;
+  for (const auto& v : stolen) n += v[c].observed_tokens;
+  return n;
+}
+
+// tokens[key][c]: how many of the first checkpoints[c] observed tokens came from each key's texts.
+std::vector<std::vector<int64_t>> tokens_by_key(std::span<const ObservedText> seen,
+                                                std::span<const size_t> key_of, size_t keys,
+                                                std::span<const int64_t> checkpoints) {
+  std::vector<std::vector<int64_t>> out(keys, std::vector<int64_t>(checkpoints.size(), 0));
+  int64_t before = 0;  // observed tokens ahead of this text
+  for (size_t t = 0; t < seen.size(); ++t) {
+    const auto len = static_cast<int64_t>(seen[t].text.size());
+    for (size_t c = 0; c < checkpoints.size(); ++c)
+      out[key_of[t]][c] += std::clamp<int64_t>(checkpoints[c] - before, 0, len);
+    before += len;
+  }
+  return out;
+}
+
 class Harness {
  public:
   Harness(Model& model, const Tokenizer& tok, const StealOptions& o)
@@ -156,10 +178,12 @@ class Harness {
     Victim victim(model_, scheme, o_.key, o_.gamma, o_.delta, layer_, o_.keys, o_.context_buckets);
     // The watermarked texts the attacker sees: observation prompts in turn, a new seed each.
     std::vector<ObservedText> seen;
+    std::vector<size_t> seen_key;  // the key that made each (told only to a knows-keys attacker)
     int64_t total = 0;
     for (size_t k = 0; total < checkpoints_.back(); ++k) {
       ObservedText x{observe_[k % observe_.size()], {}};
       x.text = generate(&victim, x.prompt, o_.seed + k);
+      seen_key.push_back(victim.key_for(o_.seed + k, x.prompt));
       total += static_cast<int64_t>(x.text.size());
       seen.push_back(std::move(x));
       if (seen.size() % 25 == 0 || total >= checkpoints_.back())
@@ -175,12 +199,40 @@ class Harness {
     const auto t1 = Clock::now();
     say(name + ": stealing (teacher-forced passes over the observed texts)");
     int64_t next_report = checkpoints_.back() / 10;  // a line every tenth of the tokens
-    const std::vector<StolenLists> stolen =
-        steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, [&](int64_t done) {
-          if (done < next_report) return;
-          say(fmt::format("{}: stole from {} of {} tokens", name, done, checkpoints_.back()));
-          next_report += checkpoints_.back() / 10;
-        });
+    const auto report = [&](int64_t done) {
+      if (done < next_report) return;
+      say(fmt::format("{}: stole from {} of {} tokens", name, done, checkpoints_.back()));
+      next_report += checkpoints_.back() / 10;
+    };
+    // stolen[key][checkpoint]: one pooled estimate (key 0), or one per key for an attacker who
+    // knows the keys, each key's checkpoint its share of the first N observed tokens.
+    std::vector<std::vector<StolenLists>> stolen;
+    std::vector<std::vector<int64_t>> key_tokens;
+    if (o_.attacker_knows_keys) {
+      key_tokens = tokens_by_key(seen, seen_key, static_cast<size_t>(victim.keys()), checkpoints_);
+      int64_t done = 0;
+      for (size_t key = 0; key < key_tokens.size(); ++key) {
+        std::vector<ObservedText> own;
+        for (size_t t = 0; t < seen.size(); ++t)
+          if (seen_key[t] == key) own.push_back(seen[t]);
+        std::vector<int64_t> ck;  // the checkpoints where this key has been seen at all
+        for (int64_t n : key_tokens[key])
+          if (n > 0) ck.push_back(n);
+        stolen.emplace_back();
+        if (!ck.empty()) stolen.back() = steal(model_, scheme, layer_, own, ck, o_.temperature, {});
+        done += key_tokens[key].back();
+        report(done);
+      }
+      // A key not yet seen by checkpoint c: lists with nothing learned, placed first.
+      const StolenLists* any = nullptr;
+      for (const auto& v : stolen)
+        if (!v.empty()) any = &v.front();
+      for (auto& v : stolen)
+        while (v.size() < checkpoints_.size())
+          v.insert(v.begin(), StolenLists(scheme, any->contexts(), any->vocab()));
+    } else {
+      stolen.push_back(steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, report));
+    }
     const double steal_s = seconds_since(t1);
 
     std::vector<Scored> base, marked, blind;
@@ -191,19 +243,27 @@ class Harness {
     }
     const auto t2 = Clock::now();
     json rows = json::array();
-    for (size_t c = 0; c < stolen.size(); ++c) {
+    for (size_t c = 0; c < stolen[0].size(); ++c) {
       say(fmt::format("{}: spoofing and scrubbing with N = {}", name, checkpoints_[c]));
+      // The spoofer's key: the one seen most by N (key 0 for a pooled estimate).
+      size_t target = 0;
+      for (size_t key = 1; key < key_tokens.size(); ++key)
+        if (key_tokens[key][c] > key_tokens[target][c]) target = key;
+      const StolenLists& lists = stolen[target][c];
       std::vector<Scored> spoofed, scrubs;
       for (size_t i = 0; i < attack_.size(); ++i) {
         const auto text = strip_eos(
-            spoof(model_, stolen[c], layer_, o_.attack_delta, attack_[i], options(attack_seed(i))));
+            spoof(model_, lists, layer_, o_.attack_delta, attack_[i], options(attack_seed(i))));
         spoofed.push_back(score(victim, attack_[i], text));
-        scrubs.push_back(scrubbed(victim, &stolen[c], i));
+        const size_t own =
+            o_.attacker_knows_keys ? victim.key_for(attack_seed(i), attack_[i]) : size_t{0};
+        scrubs.push_back(scrubbed(victim, &stolen[own][c], i));
       }
-      const ScoreQuality q = score_quality(stolen[c], victim.lists());
+      const ScoreQuality q = score_quality(lists, victim.lists(target));
       rows.push_back({{"n", checkpoints_[c]},
-                      {"observed_tokens", stolen[c].observed_tokens},
-                      {"pairs", stolen[c].pair_count()},
+                      {"observed_tokens", observed_by(stolen, c)},
+                      {"target_key_tokens", lists.observed_tokens},
+                      {"pairs", lists.pair_count()},
                       {"estimated_green", q.estimated_green},
                       {"precision", q.precision},
                       {"auc_seen", q.auc_seen},
@@ -231,6 +291,7 @@ class Harness {
             {"tokens", o_.tokens},
             {"texts", o_.texts},
             {"keys", o_.keys},
+            {"attacker_knows_keys", o_.attacker_knows_keys},
             {"context_buckets", o_.context_buckets},
             {"gamma", o_.gamma},
             {"delta", o_.delta},
@@ -266,6 +327,15 @@ json run_steal(Model& model, const Tokenizer& tok, const StealOptions& o) {
   return Harness(model, tok, o).run();
 }
 
+namespace {
+// N, and for an attacker who knows the keys the tokens of the key it spoofs.
+std::string observed_cell(const json& row) {
+  const auto n = row["observed_tokens"].get<int64_t>(),
+             own = row["target_key_tokens"].get<int64_t>();
+  return own == n ? std::to_string(n) : fmt::format("{} ({} of its key)", n, own);
+}
+}  // namespace
+
 std::string steal_table(const json& r) {
   std::string s =
       "| scheme | N observed | pairs | AUC seen / per context | precision | coverage | spoof "
@@ -291,11 +361,10 @@ std::string steal_table(const json& r) {
       s += fmt::format(
           "| {} | {} | {} | {:.3f} / {:.3f} | {:.2f} | {:.3f} | {} | {} | {} | {} | {} | {} | "
           "{:.0f}% |\n",
-          name, row["observed_tokens"].get<int64_t>(), row["pairs"].get<int64_t>(),
-          row["auc_seen"].get<double>(), row["auc_context"].get<double>(),
-          row["precision"].get<double>(), row["coverage"].get<double>(), pct(sp),
-          num(sp, "z_median"), num(sp, "ppl_median"), pct(sr), num(sr, "z_median"),
-          num(sr, "ppl_median"), 100 * sr["edit_rate"].get<double>());
+          name, observed_cell(row), row["pairs"].get<int64_t>(), row["auc_seen"].get<double>(),
+          row["auc_context"].get<double>(), row["precision"].get<double>(),
+          row["coverage"].get<double>(), pct(sp), num(sp, "z_median"), num(sp, "ppl_median"),
+          pct(sr), num(sr, "z_median"), num(sr, "ppl_median"), 100 * sr["edit_rate"].get<double>());
     }
   }
   return s;

@@ -232,6 +232,30 @@ TEST_F(Steal, KeyringVictimRotatesKeysAndDetectsEach) {
   EXPECT_THROW(Victim(*model_, Scheme::Epwa, kKey, 0.5, 2.0, -1, 0), Error);
 }
 
+// Defence 2 against an attacker told which key made each text (the bound on clustering by key):
+// each key's lists, stolen from its own texts, rank the truth far better than the pooled estimate.
+TEST_F(Steal, AttackerWhoKnowsTheKeysStealsEachKeyFromItsOwnTexts) {
+  StealOptions o;
+  o.key = kKey;
+  o.prompts.assign(std::begin(kPrompts), std::end(kPrompts));
+  o.observed = {2000};
+  o.schemes = {Scheme::Epwa};
+  o.tokens = 100;
+  o.texts = 1;
+  o.keys = 4;
+  const nlohmann::json pooled = run_steal(*model_, *tok_, o)["schemes"][0]["rows"][0];
+  o.attacker_knows_keys = true;
+  const nlohmann::json told = run_steal(*model_, *tok_, o)["schemes"][0]["rows"][0];
+  EXPECT_EQ(pooled["observed_tokens"], 2000);
+  EXPECT_EQ(told["observed_tokens"], 2000);
+  EXPECT_EQ(pooled["target_key_tokens"], 2000);
+  // The spoofer's key: the most seen of the four, so at least a quarter of the tokens.
+  EXPECT_GE(told["target_key_tokens"].get<int64_t>(), 500);
+  EXPECT_LT(told["target_key_tokens"].get<int64_t>(), 2000);
+  EXPECT_GT(told["auc_seen"].get<double>(), pooled["auc_seen"].get<double>() + 0.15);
+  EXPECT_GT(told["precision"].get<double>(), pooled["precision"].get<double>() + 0.15);
+}
+
 TEST(StolenLists, ScoresAndWeights) {
   EXPECT_DOUBLE_EQ(StolenLists::score({0, 0, 0}), 0.0);
   EXPECT_NEAR(StolenLists::score({0, 3, 1}), std::log(2.0), 1e-12);

@@ -60,6 +60,9 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
                   "the victim's keyring size m: each text watermarked with one of m keys "
                   "(KR-v1), detection corrected for m")
       ->check(whole_number(1, 1024));
+  steal.add_flag("--attacker-knows-keys", a->o.attacker_knows_keys,
+                 "the attacker is told which key made each observed text and steals each key's "
+                 "lists from its own texts (an upper bound on clustering texts by key)");
   steal
       .add_option("--context-buckets", a->o.context_buckets,
                   "H of the epwa-ctx scheme: lists keyed by the expert and one of H keyed buckets "
