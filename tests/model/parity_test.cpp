@@ -135,6 +135,14 @@ TEST_P(LatentReference, SafetensorsMatchesTransformers) {
   check_reference(dir, read_json(dir / "ref.json"));
 }
 
+// On the GPU (latent attention and the grouped routers as CUDA kernels), where one is usable.
+TEST_P(LatentReference, GpuMatchesTransformers) {
+  std::string why;
+  if (!epwa::gpu_backend(&why)) GTEST_SKIP() << why;
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  check_reference(dir, read_json(dir / "ref.json"), true);
+}
+
 // The GGUF `epwa convert` writes (llama.cpp's deepseek2 keys, docs/GGUF.md) runs the same.
 TEST_P(LatentReference, ConvertedGgufMatchesTransformers) {
   const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();

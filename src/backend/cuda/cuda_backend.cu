@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -47,7 +48,10 @@ struct Scratch : BackendScratch {
   cudaStream_t stream{};
   RopeTable rope;  // the CPU's table, so that both backends rotate by the same cos/sin
   DeviceBuffer cos, sin;
-  int64_t rope_positions = 0;          // positions of the table on the device
+  int64_t rope_positions = 0;            // positions of the table on the device
+  std::optional<RopeTable> latent_rope;  // MLA's rope part (YaRN), as the CPU's scratch has it
+  DeviceBuffer latent_cos, latent_sin;
+  int64_t latent_positions = 0;
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
       counts, xq, xqd;
@@ -192,28 +196,27 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   std::string device() const override { return description_; }
-  // GPT-OSS's attention sinks, sliding windows, YaRN and biased experts, DeepSeek-V2/V3's latent
-  // attention and grouped routing run on the CPU only.
+  // GPT-OSS's attention sinks, sliding windows, YaRN rotary (outside MLA) and biased experts run
+  // on the CPU only.
   bool supports(BackendOp op, DType) const override {
     return op != BackendOp::SinkAttention && op != BackendOp::YarnRope &&
-           op != BackendOp::BiasedExperts && op != BackendOp::LatentAttention &&
-           op != BackendOp::GroupedRoute;
+           op != BackendOp::BiasedExperts;
   }
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
     EPWA_CUDA(cudaSetDevice(device_));
-    return std::make_unique<Scratch>(c.head_dim, c.rope_theta, exact_gemm_);
+    // MLA rotates only its rope part (latent_rope); its head_dim (nope + rope) may be odd.
+    auto s = std::make_unique<Scratch>(c.mla() ? c.qk_rope_head_dim : c.head_dim, c.rope_theta,
+                                       exact_gemm_);
+    if (c.mla()) s->latent_rope.emplace(c.qk_rope_head_dim, c.rope_theta, c.yarn);
+    return s;
   }
 
   void reserve(BackendScratch& bs, int64_t positions) const override {
     Scratch& s = cast(bs);
-    if (positions <= s.rope_positions) return;
-    s.rope.ensure(positions);
-    const auto cos = s.rope.cos_table(), sin = s.rope.sin_table();
-    s.upload(s.cos, cos.data(), static_cast<int64_t>(cos.size()));
-    s.upload(s.sin, sin.data(), static_cast<int64_t>(sin.size()));
-    s.sync();
-    s.rope_positions = s.rope.cached_positions();
+    upload_table(s, s.rope, s.cos, s.sin, s.rope_positions, positions);
+    if (s.latent_rope)
+      upload_table(s, *s.latent_rope, s.latent_cos, s.latent_sin, s.latent_positions, positions);
   }
 
   void prepare(std::span<const TensorView* const> ws) const override {
@@ -234,11 +237,12 @@ class CudaBackend final : public Backend {
     f.sync();  // the source's queued appends first
     for (const auto& [key, src] : f.kv) {
       KvCache& dst = t.kv[key];
-      const size_t bytes = src.k.bytes();
-      EPWA_CUDA(cudaMemcpyAsync(dst.k.get(bytes), src.k.data<void>(), bytes,
-                                cudaMemcpyDeviceToDevice, t.stream));
-      EPWA_CUDA(cudaMemcpyAsync(dst.v.get(bytes), src.v.data<void>(), bytes,
-                                cudaMemcpyDeviceToDevice, t.stream));
+      for (auto [to, from] : {std::pair{&dst.k, &src.k}, {&dst.v, &src.v}}) {
+        const size_t bytes = from->bytes();  // (a latent cache has no values)
+        if (bytes > 0)
+          EPWA_CUDA(cudaMemcpyAsync(to->get(bytes), from->data<void>(), bytes,
+                                    cudaMemcpyDeviceToDevice, t.stream));
+      }
       dst.capacity = src.capacity;
     }
     t.sync();
@@ -291,6 +295,37 @@ class CudaBackend final : public Backend {
              int32_t* topk, float* topw, BackendScratch& bs) const override {
     auto timed = profile_.time(cast(bs).stream, "route");
     cuda::route(logits, n, experts, k, renormalize, topk, topw, cast(bs).stream);
+  }
+
+  void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
+                     int32_t* topk, float* topw, BackendScratch& bs) const override {
+    auto timed = profile_.time(cast(bs).stream, "route");
+    cuda::route_grouped(logits, n, experts, r, r.bias ? weight(*r.bias) : nullptr,
+                        r.bias ? device_type(*r.bias) : DType::F32, topk, topw, cast(bs).stream);
+  }
+
+  void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0,
+                        const LatentShape& sh, const TensorView& kv_b, const KvLayer& kvl,
+                        float* att, BackendScratch& bs) const override {
+    Scratch& s = cast(bs);
+    if (n == 0) return;
+    if (!s.latent_rope) throw Error("latent attention: the scratch has no latent RoPE table");
+    check_shape(kv_b, sh.heads * (sh.nope + sh.v), sh.latent);
+    reserve(s, p0 + n);
+    auto timed = profile_.time(s.stream, "latent attention");
+    const int64_t row = sh.latent + sh.rope, keys = p0 + n;
+    float* c = cache(s, kvl, p0, n, row, false).k.data<float>();
+    const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
+    cuda::latent_append(kv, n, p0, sh, c, cos, sin, s.stream);
+    // Rows in chunks whose scores fit in 256 MiB (as attention()).
+    const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / (sh.heads * keys), 1,
+                                              std::min<int64_t>(n, 65535));
+    float* scores =
+        s.scores.get<float>(static_cast<size_t>(chunk * sh.heads * keys) * sizeof(float));
+    for (int64_t i0 = 0; i0 < n; i0 += chunk)
+      cuda::latent_attend(q + i0 * sh.heads * (sh.nope + sh.rope), std::min(chunk, n - i0), p0 + i0,
+                          sh, weight(kv_b), device_type(kv_b), row_bytes(kv_b), c, cos, sin, scores,
+                          keys, att + i0 * sh.heads * sh.v, s.stream);
   }
 
   void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n, int64_t d,
@@ -495,27 +530,39 @@ class CudaBackend final : public Backend {
 
   // The device cache of kv's (sequence, layer), room for positions [0, p0 + n): grown with the
   // Context's (rows before p0 kept) when its capacity grew.
-  static KvCache& cache(Scratch& s, const KvLayer& kv, int64_t p0, int64_t n, int64_t kvdim) {
+  // The (sequence, layer) cache of kv_dim floats a row, grown to kv.capacity keeping its rows;
+  // without values (a latent cache) only the keys' rows.
+  static KvCache& cache(Scratch& s, const KvLayer& kv, int64_t p0, int64_t n, int64_t kvdim,
+                        bool values = true) {
     if (p0 + n > kv.capacity)
       throw Error("attention: positions " + std::to_string(p0 + n) + " exceed the cache's " +
                   std::to_string(kv.capacity));
     KvCache& c = s.kv[{kv.sequence, kv.layer}];
     if (c.capacity < kv.capacity) {
       const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
-      float* nk = s.grow_k.get<float>(kv.capacity * row);
-      float* nv = s.grow_v.get<float>(kv.capacity * row);
       const int64_t keep = std::min(c.capacity, p0);
-      if (keep > 0) {
-        EPWA_CUDA(
-            cudaMemcpyAsync(nk, c.k.data<float>(), keep * row, cudaMemcpyDeviceToDevice, s.stream));
-        EPWA_CUDA(
-            cudaMemcpyAsync(nv, c.v.data<float>(), keep * row, cudaMemcpyDeviceToDevice, s.stream));
+      for (auto [buf, grow] : {std::pair{&c.k, &s.grow_k}, {&c.v, &s.grow_v}}) {
+        if (grow == &s.grow_v && !values) break;
+        float* to = grow->get<float>(kv.capacity * row);
+        if (keep > 0)
+          EPWA_CUDA(cudaMemcpyAsync(to, buf->data<float>(), keep * row, cudaMemcpyDeviceToDevice,
+                                    s.stream));
+        std::swap(*buf, *grow);
       }
-      std::swap(c.k, s.grow_k);
-      std::swap(c.v, s.grow_v);
       c.capacity = kv.capacity;
     }
     return c;
+  }
+
+  // Uploads table t's cos / sin once it covers `positions` (the table grows, never shrinks).
+  static void upload_table(Scratch& s, RopeTable& t, DeviceBuffer& cos, DeviceBuffer& sin,
+                           int64_t& on_device, int64_t positions) {
+    if (positions <= on_device) return;
+    t.ensure(positions);
+    s.upload(cos, t.cos_table().data(), static_cast<int64_t>(t.cos_table().size()));
+    s.upload(sin, t.sin_table().data(), static_cast<int64_t>(t.sin_table().size()));
+    s.sync();
+    on_device = t.cached_positions();
   }
 
   static void check_cols(const TensorView& w, int64_t cols) {

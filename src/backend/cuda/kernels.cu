@@ -678,6 +678,146 @@ __global__ void regroup_kernel(const uint8_t* in, int64_t blocks, int quant_byte
   for (int j = 0; j < quant_bytes; ++j) g[16 + b * quant_bytes + j] = src[2 + j];
 }
 
+// The k best of `v` (ties to the lower index), best first: the CPU's insertion (cpu_deepseek.cpp).
+__device__ void best_k(const float* v, int64_t count, int64_t k, int32_t* out) {
+  int64_t kept = 0;
+  for (int64_t e = 0; e < count; ++e) {
+    if (kept == k && !(v[e] > v[out[k - 1]])) continue;
+    int64_t p = kept < k ? kept++ : k - 1;
+    for (; p > 0 && v[e] > v[out[p - 1]]; --p) out[p] = out[p - 1];
+    out[p] = static_cast<int32_t>(e);
+  }
+}
+
+// One thread per row, the CPU's route_grouped step by step (sigmoid in double, rounded once).
+template <int BiasId>
+__global__ void route_grouped_kernel(const float* logits, int64_t n, int64_t ne, RouteRule r,
+                                     const uint8_t* bias, int32_t* topk, float* topw) {
+  constexpr DType B = static_cast<DType>(BiasId);
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float* l = logits + i * ne;
+  float score[kMaxGroupedExperts], choice[kMaxGroupedExperts];
+  if (r.sigmoid) {
+    for (int64_t e = 0; e < ne; ++e)
+      score[e] = static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(l[e]))));
+  } else {
+    float mx = l[0], z = 0;
+    for (int64_t e = 1; e < ne; ++e) mx = fmaxf(mx, l[e]);
+    for (int64_t e = 0; e < ne; ++e) z += (score[e] = expf(l[e] - mx));
+    for (int64_t e = 0; e < ne; ++e) score[e] /= z;
+  }
+  for (int64_t e = 0; e < ne; ++e) choice[e] = score[e] + (bias ? weight_at<B>(bias, e) : 0.0f);
+  if (r.groups > 1) {
+    const int64_t gsize = ne / r.groups;
+    float gscore[kMaxGroups];
+    int32_t gbest[kMaxGroups], two[2];
+    for (int64_t g = 0; g < r.groups; ++g) {
+      const float* c = choice + g * gsize;
+      if (r.group_top2) {
+        best_k(c, gsize, 2, two);
+        gscore[g] = c[two[0]] + c[two[1]];
+      } else {
+        float m = c[0];
+        for (int64_t e = 1; e < gsize; ++e) m = fmaxf(m, c[e]);
+        gscore[g] = m;
+      }
+    }
+    best_k(gscore, r.groups, r.topk_groups, gbest);
+    for (int64_t g = 0; g < r.groups; ++g) {  // experts outside the chosen groups: never chosen
+      bool kept = false;
+      for (int64_t j = 0; j < r.topk_groups; ++j) kept |= gbest[j] == g;
+      if (!kept)
+        for (int64_t e = 0; e < gsize; ++e) choice[g * gsize + e] = -INFINITY;
+    }
+  }
+  int32_t* top = topk + i * r.k;
+  float* w = topw + i * r.k;
+  best_k(choice, ne, r.k, top);
+  float sum = 0;
+  for (int64_t j = 0; j < r.k; ++j) sum += (w[j] = score[top[j]]);
+  for (int64_t j = 0; j < r.k; ++j) {
+    if (r.renormalize) w[j] /= sum + 1e-20f;
+    w[j] *= r.scale;
+  }
+}
+
+// One block per new row of a latent cache: the latent as it is, the rope part rotated by pairs.
+__global__ void latent_append_kernel(const float* kv, int64_t p0, LatentShape sh, float* cache,
+                                     const float* cos, const float* sin) {
+  const int64_t i = blockIdx.x, row = sh.latent + sh.rope, pos = p0 + i, half = sh.rope / 2;
+  const float* src = kv + i * row;
+  float* dst = cache + pos * row;
+  for (int64_t j = threadIdx.x; j < sh.latent; j += blockDim.x) dst[j] = src[j];
+  for (int64_t j = threadIdx.x; j < half; j += blockDim.x) {
+    const float c = cos[pos * half + j], s = sin[pos * half + j];
+    const float a = src[sh.latent + 2 * j], b = src[sh.latent + 2 * j + 1];
+    dst[sh.latent + 2 * j] = a * c - b * s;
+    dst[sh.latent + 2 * j + 1] = b * c + a * s;
+  }
+}
+
+// One block per (head, row): q_lat = W_uk^T q_nope and the rotated q_pe, both times the scale;
+// scores against every cached row (latent + rope values), softmax, the weighted sum of the cached
+// latents, and W_uv of it. Shared memory: the query (latent + rope floats), then the sum (latent).
+template <int TypeId>
+__global__ void latent_attend_kernel(const float* q, int64_t p0, LatentShape sh,
+                                     const uint8_t* kv_b, int64_t rb, const float* cache,
+                                     const float* cos, const float* sin, float* scores,
+                                     int64_t stride, float* att) {
+  constexpr DType T = static_cast<DType>(TypeId);
+  extern __shared__ float smem[];
+  __shared__ float red[32];
+  const int64_t h = blockIdx.x, i = blockIdx.y, pos = p0 + i, keys = pos + 1;
+  const int64_t row = sh.latent + sh.rope, half = sh.rope / 2;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
+  float* qlat = smem;
+  float* olat = smem + row;
+  const float* qh = q + (i * sh.heads + h) * (sh.nope + sh.rope);
+  const uint8_t* wk = kv_b + h * (sh.nope + sh.v) * rb;  // the head's nope rows, then its v rows
+  for (int64_t j = tid; j < sh.latent; j += blockDim.x) {
+    float acc = 0;
+    for (int64_t t = 0; t < sh.nope; ++t) acc += qh[t] * weight_at<T>(wk + t * rb, j);
+    qlat[j] = acc * sh.scale;
+  }
+  for (int64_t j = tid; j < half; j += blockDim.x) {
+    const float c = cos[pos * half + j], s = sin[pos * half + j];
+    const float a = qh[sh.nope + 2 * j], b = qh[sh.nope + 2 * j + 1];
+    qlat[sh.latent + 2 * j] = (a * c - b * s) * sh.scale;
+    qlat[sh.latent + 2 * j + 1] = (b * c + a * s) * sh.scale;
+  }
+  __syncthreads();
+  float* sc = scores + (i * sh.heads + h) * stride;
+  for (int64_t t = warp; t < keys; t += warps) {
+    const float* c = cache + t * row;
+    float acc = 0;
+    for (int64_t j = lane; j < row; j += 32) acc += qlat[j] * c[j];
+    acc = warp_sum(acc);
+    if (lane == 0) sc[t] = acc;
+  }
+  __syncthreads();
+  float mx = -INFINITY;
+  for (int64_t t = tid; t < keys; t += blockDim.x) mx = fmaxf(mx, sc[t]);
+  mx = block_reduce<float, true>(mx, red);
+  float z = 0;
+  for (int64_t t = tid; t < keys; t += blockDim.x) z += (sc[t] = expf(sc[t] - mx));
+  z = block_reduce<float, false>(z, red);  // (its barriers order the writes to sc)
+  for (int64_t j = tid; j < sh.latent; j += blockDim.x) {
+    float acc = 0;
+    for (int64_t t = 0; t < keys; ++t) acc += sc[t] * cache[t * row + j];
+    olat[j] = acc / z;
+  }
+  __syncthreads();
+  float* out = att + (i * sh.heads + h) * sh.v;
+  for (int64_t t = warp; t < sh.v; t += warps) {
+    const uint8_t* w = wk + (sh.nope + t) * rb;
+    float acc = 0;
+    for (int64_t j = lane; j < sh.latent; j += 32) acc += weight_at<T>(w, j) * olat[j];
+    acc = warp_sum(acc);
+    if (lane == 0) out[t] = acc;
+  }
+}
+
 void check_launch(const char* what) {
   check_cuda(cudaGetLastError(), what);
 }
@@ -916,6 +1056,47 @@ void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, 
         <<<static_cast<unsigned>(n), 256, 0, s>>>(gate, x, y, d, o);
   });
   check_launch("gate kernel");
+}
+
+void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
+                   const uint8_t* bias, DType bias_type, int32_t* topk, float* topw,
+                   cudaStream_t s) {
+  if (n == 0) return;
+  if (experts > kMaxGroupedExperts || r.k < 1 || r.k > std::min(kMaxTopK, experts) ||
+      r.groups < 1 || r.groups > kMaxGroups || experts % r.groups != 0 || r.topk_groups < 1 ||
+      r.topk_groups > r.groups || (r.group_top2 && experts / r.groups < 2))
+    throw Error("route_grouped: " + std::to_string(experts) + " experts in " +
+                std::to_string(r.groups) + " groups, top " + std::to_string(r.k) +
+                " (the GPU runs up to " + std::to_string(kMaxGroupedExperts) + " experts in " +
+                std::to_string(kMaxGroups) + " equal groups)");
+  dispatch(bias ? bias_type : DType::F32, [&](auto T) {
+    route_grouped_kernel<type_id(decltype(T)::value)>
+        <<<static_cast<unsigned>(blocks_of(n, 64)), 64, 0, s>>>(logits, n, experts, r, bias, topk,
+                                                                topw);
+  });
+  check_launch("grouped route kernel");
+}
+
+void latent_append(const float* kv, int64_t n, int64_t p0, const LatentShape& sh, float* cache,
+                   const float* cos, const float* sin, cudaStream_t s) {
+  if (n == 0) return;
+  latent_append_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(kv, p0, sh, cache, cos, sin);
+  check_launch("latent append kernel");
+}
+
+void latent_attend(const float* q, int64_t n, int64_t p0, const LatentShape& sh,
+                   const uint8_t* kv_b, DType kv_b_type, int64_t kv_b_row_bytes, const float* cache,
+                   const float* cos, const float* sin, float* scores, int64_t score_stride,
+                   float* att, cudaStream_t s) {
+  if (n == 0) return;
+  if (n > kMaxGridY) throw Error("latent attention: " + std::to_string(n) + " rows in one launch");
+  const size_t shared = static_cast<size_t>(2 * sh.latent + sh.rope) * sizeof(float);
+  dispatch(kv_b_type, [&](auto T) {
+    latent_attend_kernel<type_id(decltype(T)::value)>
+        <<<dim3(static_cast<unsigned>(sh.heads), static_cast<unsigned>(n)), 256, shared, s>>>(
+            q, p0, sh, kv_b, kv_b_row_bytes, cache, cos, sin, scores, score_stride, att);
+  });
+  check_launch("latent attention kernel");
 }
 
 void swiglu(float* g, const float* u, int64_t count, cudaStream_t s) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "epwa/backend.hpp"
 #include "epwa/tensor.hpp"
 
 namespace epwa::cuda {
@@ -102,6 +103,28 @@ void clamp(float* y, int64_t count, float limit, cudaStream_t s);
 constexpr int64_t kMaxTopK = 16;
 void route(const float* logits, int64_t n, int64_t experts, int64_t k, bool renormalize,
            int32_t* topk, float* topw, cudaStream_t s);
+
+// DeepSeek's routers (Backend::route_grouped, the CPU's algorithm, one thread a row): `bias` the
+// correction bias's device copy of `bias_type` (nullptr: none). At most kMaxGroupedExperts
+// experts in at most kMaxGroups groups.
+constexpr int64_t kMaxGroupedExperts = 256, kMaxGroups = 64;
+void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
+                   const uint8_t* bias, DType bias_type, int32_t* topk, float* topw,
+                   cudaStream_t s);
+
+// Multi-head latent attention (Backend::latent_attention) in two steps. latent_append: row i of
+// kv (latent + rope values) into `cache` at position p0 + i, its rope part rotated by interleaved
+// pairs (cos / sin: the latent RoPE table, [position][rope / 2]). latent_attend, after every row
+// of the batch is appended: per (row, head), the query absorbed into the latent space through
+// kv_b's nope rows (stored rows of `kv_b_type`, row_bytes apart), attention over positions
+// [0, p0 + i], the result mapped back through kv_b's value rows into att (heads x v a row).
+// `scores` holds n x heads x score_stride floats (score_stride > every position).
+void latent_append(const float* kv, int64_t n, int64_t p0, const LatentShape& sh, float* cache,
+                   const float* cos, const float* sin, cudaStream_t s);
+void latent_attend(const float* q, int64_t n, int64_t p0, const LatentShape& sh,
+                   const uint8_t* kv_b, DType kv_b_type, int64_t kv_b_row_bytes, const float* cache,
+                   const float* cos, const float* sin, float* scores, int64_t score_stride,
+                   float* att, cudaStream_t s);
 
 // o[i] += sigmoid(gate . x[i]) * y[i] for n rows of d values.
 void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, int64_t n,
