@@ -17,15 +17,17 @@ namespace epwa {
 
 using SafetensorsMetadata = std::map<std::string, std::string>;  // the "__metadata__" object
 
-// A tensor of raw bytes (dtype U8: GPT-OSS's MXFP4 blocks and scales), which a family decodes.
+// A tensor of raw bytes, one per element, which its reader decodes: U8 (GPT-OSS's MXFP4 blocks and
+// scales) or F8_E4M3 (the weights of an FP8 checkpoint, model/fp8_weights.cpp).
 struct ByteTensor {
   std::string name;
+  std::string dtype;  // "U8" or "F8_E4M3"
   std::vector<int64_t> shape;
   std::span<const std::byte> data;
 };
 
 // One .safetensors file. Tensor views point into the mapping and live as long as the object
-// (moving the object keeps them valid). Supported dtypes: F32, F16, BF16.
+// (moving the object keeps them valid). Supported dtypes: F32, F16, BF16; U8 and F8_E4M3 as bytes.
 class SafetensorsFile {
  public:
   SafetensorsFile() = default;
@@ -37,7 +39,7 @@ class SafetensorsFile {
   // In file order (ascending data offset).
   const std::vector<TensorView>& tensors() const { return tensors_; }
   const TensorView* find(std::string_view name) const;  // nullptr when absent
-  // The U8 tensors, kept apart from the numeric ones.
+  // The byte tensors (U8, F8_E4M3), kept apart from the numeric ones.
   const std::vector<ByteTensor>& byte_tensors() const { return bytes_; }
   const SafetensorsMetadata& metadata() const { return metadata_; }
   const std::filesystem::path& path() const { return path_; }
@@ -68,7 +70,7 @@ class SafetensorsModel {
   const std::vector<TensorView>& tensors() const { return tensors_; }
   const TensorView* find(std::string_view name) const;        // nullptr when absent
   const TensorView& get(std::string_view name) const;         // throws Error naming the tensor
-  const ByteTensor* find_bytes(std::string_view name) const;  // a U8 tensor; nullptr when absent
+  const ByteTensor* find_bytes(std::string_view name) const;  // a byte tensor; nullptr when absent
   // __metadata__ of the first shard.
   const SafetensorsMetadata& metadata() const;
   const std::vector<SafetensorsFile>& shards() const { return shards_; }

@@ -218,6 +218,7 @@ const ByteTensor& byte_tensor(const SafetensorsModel& st, const std::string& nam
                               std::vector<int64_t> shape) {
   const ByteTensor* t = st.find_bytes(name);
   check(t != nullptr, "tensor '" + name + "' (U8) not found in the checkpoint");
+  check(t->dtype == "U8", "tensor '" + name + "' is " + t->dtype + ", not U8");
   check(t->shape == shape, [&] {
     std::string want;
     for (int64_t s : shape) want += (want.empty() ? "" : ", ") + str(s);

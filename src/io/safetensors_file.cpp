@@ -62,7 +62,8 @@ std::optional<int64_t> non_negative_int(const json& v) {
 
 struct Entry {
   std::string name;
-  std::optional<DType> dtype;  // none: U8 bytes
+  std::optional<DType> dtype;  // none: bytes (raw_dtype U8 or F8_E4M3)
+  std::string raw_dtype;
   std::vector<int64_t> shape;
   uint64_t begin, end;
 };
@@ -78,10 +79,10 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
   check(jd.is_string(), where + ": 'dtype' is not a string");
   const auto& ds = jd.get_ref<const std::string&>();
   const auto dtype = st::dtype_from_safetensors(ds);
-  if (!dtype && ds != "U8") {
+  if (!dtype && ds != "U8" && ds != "F8_E4M3") {
     if (st::is_known_safetensors_dtype(ds))
       throw Error(file + ": unsupported dtype " + ds + " for tensor '" + name +
-                  "' (epwa reads F32, F16, BF16)");
+                  "' (epwa reads F32, F16, BF16, and U8 / F8_E4M3 as bytes)");
     throw Error(file + ": unknown dtype '" + ds + "' for tensor '" + name + "'");
   }
 
@@ -112,7 +113,12 @@ Entry parse_entry(const std::string& file, const std::string& name, const json& 
   const int64_t need = numel * elem;
   check(*e - *b == need, where + ": 'data_offsets' span " + str(*e - *b) + " bytes but " + ds +
                              " shape " + js.dump() + " needs " + str(need));
-  return {name, dtype, std::move(shape), static_cast<uint64_t>(*b), static_cast<uint64_t>(*e)};
+  return {name,
+          dtype,
+          dtype ? std::string() : ds,
+          std::move(shape),
+          static_cast<uint64_t>(*b),
+          static_cast<uint64_t>(*e)};
 }
 
 }  // namespace
@@ -183,7 +189,7 @@ void SafetensorsFile::parse(std::span<const std::byte> bytes, const std::string&
   for (auto& e : entries) {
     const auto span = data.subspan(e.begin, e.end - e.begin);
     if (!e.dtype) {
-      bytes_.push_back({std::move(e.name), std::move(e.shape), span});
+      bytes_.push_back({std::move(e.name), std::move(e.raw_dtype), std::move(e.shape), span});
       continue;
     }
     index_.emplace(e.name, tensors_.size());

@@ -5,6 +5,7 @@
 #include "epwa/export.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/safetensors.hpp"
+#include "loaders.hpp"
 
 namespace epwa {
 
@@ -16,6 +17,7 @@ void convert_hf_to_gguf(const std::filesystem::path& hf_dir, const std::filesyst
   const Architecture& arch = architecture(c.family);
   DerivedTensors derived;
   if (arch.derive_hf) derived = arch.derive_hf(c, st);
+  derived = merged(std::move(derived), dequantize_fp8(st, hf_dir / "config.json", c));
   std::unordered_map<std::string, const TensorView*> by_name;
   for (const auto& [name, view] : derived.views) by_name.emplace(name, &view);
   auto get = [&](const std::string& name) -> const TensorView& {

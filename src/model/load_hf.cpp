@@ -23,6 +23,7 @@ std::unique_ptr<Model> load_hf(const std::filesystem::path& path) {
   const Architecture& arch = architecture(c.family);
   DerivedTensors derived;
   if (arch.derive_hf) derived = arch.derive_hf(c, *st);
+  derived = merged(std::move(derived), dequantize_fp8(*st, config_path, c));  // FP8 weights to bf16
   std::unordered_map<std::string_view, const TensorView*> by_name;
   for (const auto& [name, view] : derived.views) by_name.emplace(name, &view);
 

@@ -87,26 +87,30 @@ TEST(SafetensorsMalformed, MissingFields) {
 TEST(SafetensorsMalformed, Dtypes) {
   EXPECT_THAT(parse_error("{" + entry("x", "F64", "[1]", "[0,8]") + "}", 8),
               HasSubstr("unsupported dtype F64 for tensor 'x'"));
-  for (const char* dt : {"I8", "I32", "BOOL", "I64", "F8_E4M3"})
+  for (const char* dt : {"I8", "I32", "BOOL", "I64", "F8_E5M2"})
     EXPECT_THAT(parse_error("{" + entry("x", dt, "[1]", "[0,1]") + "}", 1),
                 HasSubstr(std::string("unsupported dtype ") + dt + " for tensor 'x'"));
   EXPECT_THAT(parse_error("{" + entry("x", "Q4", "[1]", "[0,1]") + "}", 1),
               HasSubstr("unknown dtype 'Q4' for tensor 'x'"));
 }
 
-// U8 tensors (GPT-OSS's MXFP4 blocks and scales) are kept as bytes, apart from the weights.
-TEST(SafetensorsMalformed, U8IsBytes) {
-  const std::string header = "{" + entry("x", "U8", "[2,3]", "[0,6]") + "}";
-  std::string file(8, '\0');
-  const uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) file[i] = static_cast<char>(n >> (8 * i));
-  file += header + "abcdef";
-  const auto bytes = std::as_bytes(std::span(file));
-  const epwa::SafetensorsFile f = epwa::SafetensorsFile::from_bytes(bytes);
-  EXPECT_EQ(f.find("x"), nullptr);
-  ASSERT_EQ(f.byte_tensors().size(), 1u);
-  EXPECT_EQ(f.byte_tensors()[0].shape, (std::vector<int64_t>{2, 3}));
-  EXPECT_EQ(static_cast<char>(f.byte_tensors()[0].data[5]), 'f');
+// U8 tensors (GPT-OSS's MXFP4 blocks and scales) and F8_E4M3 ones (FP8 checkpoints' weights) are
+// kept as bytes with their dtype, apart from the weights.
+TEST(SafetensorsMalformed, U8AndF8AreBytes) {
+  for (const char* dt : {"U8", "F8_E4M3"}) {
+    const std::string header = "{" + entry("x", dt, "[2,3]", "[0,6]") + "}";
+    std::string file(8, '\0');
+    const uint64_t n = header.size();
+    for (int i = 0; i < 8; ++i) file[i] = static_cast<char>(n >> (8 * i));
+    file += header + "abcdef";
+    const auto bytes = std::as_bytes(std::span(file));
+    const epwa::SafetensorsFile f = epwa::SafetensorsFile::from_bytes(bytes);
+    EXPECT_EQ(f.find("x"), nullptr);
+    ASSERT_EQ(f.byte_tensors().size(), 1u);
+    EXPECT_EQ(f.byte_tensors()[0].dtype, dt);
+    EXPECT_EQ(f.byte_tensors()[0].shape, (std::vector<int64_t>{2, 3}));
+    EXPECT_EQ(static_cast<char>(f.byte_tensors()[0].data[5]), 'f');
+  }
 }
 
 TEST(SafetensorsMalformed, ShapeValues) {
