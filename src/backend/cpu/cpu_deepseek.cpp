@@ -1,11 +1,12 @@
 // DeepSeek-V2/V3 on the CPU: multi-head latent attention over the latent cache (the query absorbed
 // into the latent space, so the cache is never expanded to per-head keys and values), and the
-// grouped softmax / sigmoid router.
+// grouped softmax / sigmoid router (grouped_route.hpp, shared with the CUDA kernel).
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "backend/grouped_route.hpp"
 #include "cpu_scratch.hpp"
 #include "epwa/quant.hpp"
 #include "epwa/thread_pool.hpp"
@@ -16,17 +17,6 @@ namespace {
 
 const std::byte* row_of(const TensorView& w, int64_t r) {
   return w.data.data() + r * dtype_bytes(w.dtype, w.cols());
-}
-
-// The k best of `v` (ties to the lower index), best first.
-void best_k(const float* v, int64_t count, int64_t k, int32_t* out) {
-  int64_t kept = 0;
-  for (int64_t e = 0; e < count; ++e) {
-    if (kept == k && !(v[e] > v[out[k - 1]])) continue;
-    int64_t p = kept < k ? kept++ : k - 1;
-    for (; p > 0 && v[e] > v[out[p - 1]]; --p) out[p] = out[p - 1];
-    out[p] = static_cast<int32_t>(e);
-  }
 }
 
 }  // namespace
@@ -83,55 +73,16 @@ void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0, co
 void route_grouped(const float* logits, int64_t n, int64_t ne, const RouteRule& r, int32_t* topk,
                    float* topw, Scratch& s) {
   float* score = s.probs.resize(2 * ne);
-  float* choice = score + ne;
   std::vector<float> bias;
   if (r.bias) {
     bias.resize(ne);
     dequantize_row(r.bias->dtype, r.bias->data.data(), bias.data(), ne);
   }
-  const int64_t gsize = ne / r.groups;
   std::vector<float> gscore(r.groups);
-  std::vector<int32_t> gbest(r.topk_groups), two(2);
-  for (int64_t i = 0; i < n; ++i) {
-    const float* l = logits + i * ne;
-    if (r.sigmoid) {
-      // In double, rounded once: the watermark's pathway (src/watermark/pathway.cpp) repeats
-      // this choice exactly on any libm.
-      for (int64_t e = 0; e < ne; ++e)
-        score[e] = static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(l[e]))));
-    } else {
-      float mx = l[0], z = 0;
-      for (int64_t e = 1; e < ne; ++e) mx = std::max(mx, l[e]);
-      for (int64_t e = 0; e < ne; ++e) z += (score[e] = std::exp(l[e] - mx));
-      for (int64_t e = 0; e < ne; ++e) score[e] /= z;
-    }
-    for (int64_t e = 0; e < ne; ++e) choice[e] = score[e] + (r.bias ? bias[e] : 0.0f);
-    if (r.groups > 1) {
-      for (int64_t g = 0; g < r.groups; ++g) {
-        const float* c = choice + g * gsize;
-        if (r.group_top2) {
-          best_k(c, gsize, 2, two.data());
-          gscore[g] = c[two[0]] + c[two[1]];
-        } else {
-          gscore[g] = *std::max_element(c, c + gsize);
-        }
-      }
-      best_k(gscore.data(), r.groups, r.topk_groups, gbest.data());
-      // Experts outside the chosen groups are never chosen.
-      for (int64_t g = 0; g < r.groups; ++g)
-        if (std::find(gbest.begin(), gbest.end(), static_cast<int32_t>(g)) == gbest.end())
-          std::fill_n(choice + g * gsize, gsize, -std::numeric_limits<float>::infinity());
-    }
-    int32_t* top = topk + i * r.k;
-    float* w = topw + i * r.k;
-    best_k(choice, ne, r.k, top);
-    float sum = 0;
-    for (int64_t j = 0; j < r.k; ++j) sum += (w[j] = score[top[j]]);
-    for (int64_t j = 0; j < r.k; ++j) {
-      if (r.renormalize) w[j] /= sum + 1e-20f;
-      w[j] *= r.scale;
-    }
-  }
+  std::vector<int32_t> gbest(r.topk_groups);
+  for (int64_t i = 0; i < n; ++i)
+    route::grouped_row(logits + i * ne, ne, r, r.bias ? bias.data() : nullptr, score, score + ne,
+                       gscore.data(), gbest.data(), topk + i * r.k, topw + i * r.k);
 }
 
 }  // namespace epwa::cpu

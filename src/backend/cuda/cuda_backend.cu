@@ -299,9 +299,13 @@ class CudaBackend final : public Backend {
 
   void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
                      int32_t* topk, float* topw, BackendScratch& bs) const override {
+    if (r.bias && r.bias->dtype != DType::F32)
+      throw Error("route_grouped: the correction bias '" + r.bias->name + "' is " +
+                  std::string(dtype_name(r.bias->dtype)) + " (the GPU reads f32)");
     auto timed = profile_.time(cast(bs).stream, "route");
-    cuda::route_grouped(logits, n, experts, r, r.bias ? weight(*r.bias) : nullptr,
-                        r.bias ? device_type(*r.bias) : DType::F32, topk, topw, cast(bs).stream);
+    cuda::route_grouped(logits, n, experts, r,
+                        r.bias ? reinterpret_cast<const float*>(weight(*r.bias)) : nullptr, topk,
+                        topw, cast(bs).stream);
   }
 
   void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0,

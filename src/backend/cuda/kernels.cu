@@ -8,6 +8,7 @@
 #include <string>
 #include <type_traits>
 
+#include "backend/grouped_route.hpp"
 #include "chunk8.cuh"
 #include "cuda_check.hpp"
 #include "grouped.cuh"
@@ -678,68 +679,15 @@ __global__ void regroup_kernel(const uint8_t* in, int64_t blocks, int quant_byte
   for (int j = 0; j < quant_bytes; ++j) g[16 + b * quant_bytes + j] = src[2 + j];
 }
 
-// The k best of `v` (ties to the lower index), best first: the CPU's insertion (cpu_deepseek.cpp).
-__device__ void best_k(const float* v, int64_t count, int64_t k, int32_t* out) {
-  int64_t kept = 0;
-  for (int64_t e = 0; e < count; ++e) {
-    if (kept == k && !(v[e] > v[out[k - 1]])) continue;
-    int64_t p = kept < k ? kept++ : k - 1;
-    for (; p > 0 && v[e] > v[out[p - 1]]; --p) out[p] = out[p - 1];
-    out[p] = static_cast<int32_t>(e);
-  }
-}
-
-// One thread per row, the CPU's route_grouped step by step (sigmoid in double, rounded once).
-template <int BiasId>
+// One thread per row: the CPU's own code (grouped_route.hpp).
 __global__ void route_grouped_kernel(const float* logits, int64_t n, int64_t ne, RouteRule r,
-                                     const uint8_t* bias, int32_t* topk, float* topw) {
-  constexpr DType B = static_cast<DType>(BiasId);
+                                     const float* bias, int32_t* topk, float* topw) {
   const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const float* l = logits + i * ne;
-  float score[kMaxGroupedExperts], choice[kMaxGroupedExperts];
-  if (r.sigmoid) {
-    for (int64_t e = 0; e < ne; ++e)
-      score[e] = static_cast<float>(1.0 / (1.0 + exp(-static_cast<double>(l[e]))));
-  } else {
-    float mx = l[0], z = 0;
-    for (int64_t e = 1; e < ne; ++e) mx = fmaxf(mx, l[e]);
-    for (int64_t e = 0; e < ne; ++e) z += (score[e] = expf(l[e] - mx));
-    for (int64_t e = 0; e < ne; ++e) score[e] /= z;
-  }
-  for (int64_t e = 0; e < ne; ++e) choice[e] = score[e] + (bias ? weight_at<B>(bias, e) : 0.0f);
-  if (r.groups > 1) {
-    const int64_t gsize = ne / r.groups;
-    float gscore[kMaxGroups];
-    int32_t gbest[kMaxGroups], two[2];
-    for (int64_t g = 0; g < r.groups; ++g) {
-      const float* c = choice + g * gsize;
-      if (r.group_top2) {
-        best_k(c, gsize, 2, two);
-        gscore[g] = c[two[0]] + c[two[1]];
-      } else {
-        float m = c[0];
-        for (int64_t e = 1; e < gsize; ++e) m = fmaxf(m, c[e]);
-        gscore[g] = m;
-      }
-    }
-    best_k(gscore, r.groups, r.topk_groups, gbest);
-    for (int64_t g = 0; g < r.groups; ++g) {  // experts outside the chosen groups: never chosen
-      bool kept = false;
-      for (int64_t j = 0; j < r.topk_groups; ++j) kept |= gbest[j] == g;
-      if (!kept)
-        for (int64_t e = 0; e < gsize; ++e) choice[g * gsize + e] = -INFINITY;
-    }
-  }
-  int32_t* top = topk + i * r.k;
-  float* w = topw + i * r.k;
-  best_k(choice, ne, r.k, top);
-  float sum = 0;
-  for (int64_t j = 0; j < r.k; ++j) sum += (w[j] = score[top[j]]);
-  for (int64_t j = 0; j < r.k; ++j) {
-    if (r.renormalize) w[j] /= sum + 1e-20f;
-    w[j] *= r.scale;
-  }
+  float score[kMaxGroupedExperts], choice[kMaxGroupedExperts], gscore[kMaxGroups];
+  int32_t gbest[kMaxGroups];
+  route::grouped_row(logits + i * ne, ne, r, bias, score, choice, gscore, gbest, topk + i * r.k,
+                     topw + i * r.k);
 }
 
 // One block per new row of a latent cache: the latent as it is, the rope part rotated by pairs.
@@ -1059,8 +1007,7 @@ void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, 
 }
 
 void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
-                   const uint8_t* bias, DType bias_type, int32_t* topk, float* topw,
-                   cudaStream_t s) {
+                   const float* bias, int32_t* topk, float* topw, cudaStream_t s) {
   if (n == 0) return;
   if (experts > kMaxGroupedExperts || r.k < 1 || r.k > std::min(kMaxTopK, experts) ||
       r.groups < 1 || r.groups > kMaxGroups || experts % r.groups != 0 || r.topk_groups < 1 ||
@@ -1069,11 +1016,8 @@ void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteR
                 std::to_string(r.groups) + " groups, top " + std::to_string(r.k) +
                 " (the GPU runs up to " + std::to_string(kMaxGroupedExperts) + " experts in " +
                 std::to_string(kMaxGroups) + " equal groups)");
-  dispatch(bias ? bias_type : DType::F32, [&](auto T) {
-    route_grouped_kernel<type_id(decltype(T)::value)>
-        <<<static_cast<unsigned>(blocks_of(n, 64)), 64, 0, s>>>(logits, n, experts, r, bias, topk,
-                                                                topw);
-  });
+  route_grouped_kernel<<<static_cast<unsigned>(blocks_of(n, 64)), 64, 0, s>>>(logits, n, experts, r,
+                                                                              bias, topk, topw);
   check_launch("grouped route kernel");
 }
 

@@ -104,13 +104,12 @@ constexpr int64_t kMaxTopK = 16;
 void route(const float* logits, int64_t n, int64_t experts, int64_t k, bool renormalize,
            int32_t* topk, float* topw, cudaStream_t s);
 
-// DeepSeek's routers (Backend::route_grouped, the CPU's algorithm, one thread a row): `bias` the
-// correction bias's device copy of `bias_type` (nullptr: none). At most kMaxGroupedExperts
-// experts in at most kMaxGroups groups.
+// DeepSeek's routers (Backend::route_grouped; grouped_route.hpp, the CPU's code), one thread a
+// row; bias: the correction bias's f32 device copy, or nullptr. At most kMaxGroupedExperts experts
+// in at most kMaxGroups groups.
 constexpr int64_t kMaxGroupedExperts = 256, kMaxGroups = 64;
 void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
-                   const uint8_t* bias, DType bias_type, int32_t* topk, float* topw,
-                   cudaStream_t s);
+                   const float* bias, int32_t* topk, float* topw, cudaStream_t s);
 
 // Multi-head latent attention (Backend::latent_attention) in two steps. latent_append: row i of
 // kv (latent + rope values) into `cache` at position p0 + i, its rope part rotated by interleaved
