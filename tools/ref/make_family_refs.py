@@ -445,14 +445,18 @@ def unpack_mxfp4(T):
 # ---------------------------------------------------------------- safetensors
 
 
-def write_safetensors(path, tensors, dtype="F32"):
+def write_safetensors(path, tensors, dtype="F32", dtypes=None):
     """f32 (or bf16: values already bf16) safetensors: u64 LE header length, JSON header, data;
-    tensors sorted by name."""
+    tensors sorted by name. uint8 arrays are written as U8, or as dtypes[name] (F8_E4M3); dtypes
+    may also name F32 or BF16 for a float tensor."""
     header, blobs, off = OrderedDict(__metadata__={"format": "pt"}), [], 0
+    dtypes = dtypes or {}
     for name in sorted(tensors):
         t = tensors[name]
-        kind = "U8" if t.dtype == np.uint8 else dtype  # MXFP4 blocks and scales
-        b = (t.tobytes() if kind == "U8" else to_bf16(t).tobytes() if kind == "BF16"
+        kind = dtypes.get(name, "U8" if t.dtype == np.uint8 else dtype)  # MXFP4, FP8: bytes
+        if t.dtype == np.uint8:
+            assert kind in ("U8", "F8_E4M3"), f"{name}: bytes written as {kind}"
+        b = (t.tobytes() if t.dtype == np.uint8 else to_bf16(t).tobytes() if kind == "BF16"
              else np.ascontiguousarray(t, dtype="<f4").tobytes())
         header[name] = {"dtype": kind, "shape": list(tensors[name].shape),
                         "data_offsets": [off, off + len(b)]}

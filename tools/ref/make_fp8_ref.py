@@ -16,13 +16,12 @@ block's scale in float32, rounded to bf16, ties to even). Needs only numpy.
 import argparse
 import json
 import os
-import struct
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_family_refs import read_safetensors, to_bf16  # noqa: E402
+from make_family_refs import from_bf16, read_safetensors, to_bf16, write_safetensors  # noqa: E402
 
 BLOCK = 16  # small enough that the tiny matrices have several blocks (the release: 128)
 FP8_PARTS = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj",
@@ -76,24 +75,6 @@ def dequantize(q, s):
     return to_bf16(VALUES[q].astype(np.float32) * scale)
 
 
-def write(path, tensors):
-    """tensors: name -> (dtype, array); sorted by name, offsets contiguous, data 8-byte aligned."""
-    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
-    for name in sorted(tensors):
-        dtype, t = tensors[name]
-        b = np.ascontiguousarray(t).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", required=True)
@@ -102,28 +83,28 @@ def main():
     W, _ = read_safetensors(os.path.join(a.src, "model.safetensors"))
     with open(os.path.join(a.src, "config.json")) as f:
         config = json.load(f)
-    fp8, bf16 = {}, {}
+    fp8, bf16, fp8_types, bf16_types = {}, {}, {}, {}
     for name, w in W.items():
         part = name.split(".")[-2] if name.endswith(".weight") else ""
         if w.ndim == 2 and part in FP8_PARTS:
             q, s = quantize(w)
-            fp8[name] = ("F8_E4M3", q)
-            fp8[name + "_scale_inv"] = ("F32", s.astype("<f4"))
-            bf16[name] = ("BF16", dequantize(q, s))
+            fp8[name], fp8_types[name] = q, "F8_E4M3"
+            fp8[name + "_scale_inv"] = s
+            bf16[name], bf16_types[name] = from_bf16(dequantize(q, s)).reshape(w.shape), "BF16"
         else:
-            fp8[name] = bf16[name] = ("F32", np.asarray(w, "<f4"))
-    assert any(d == "F8_E4M3" for d, _ in fp8.values())
+            fp8[name] = bf16[name] = w
+    assert fp8_types
     os.makedirs(os.path.join(a.out, "bf16"), exist_ok=True)
-    write(os.path.join(a.out, "model.safetensors"), fp8)
-    write(os.path.join(a.out, "bf16", "model.safetensors"), bf16)
+    write_safetensors(os.path.join(a.out, "model.safetensors"), fp8, dtypes=fp8_types)
+    write_safetensors(os.path.join(a.out, "bf16", "model.safetensors"), bf16, dtypes=bf16_types)
     with open(os.path.join(a.out, "bf16", "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3",
                                      "quant_method": "fp8", "weight_block_size": [BLOCK, BLOCK]}
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    n = sum(d == "F8_E4M3" for d, _ in fp8.values())
-    print(f"wrote {a.out}: {n} FP8 weights in {BLOCK} x {BLOCK} blocks, and their bf16 copy")
+    print(f"wrote {a.out}: {len(fp8_types)} FP8 weights in {BLOCK} x {BLOCK} blocks, and their bf16 "
+          "copy")
 
 
 if __name__ == "__main__":
