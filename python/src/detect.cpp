@@ -24,6 +24,10 @@ namespace {
 struct PyDetector {
   std::shared_ptr<LoadedModel> lm;
   std::shared_ptr<const GreenLists> lists;
+  // rotate_keys: every key of the keyring (lists in ring_ids' order), tested with the corrected
+  // rule.
+  std::vector<std::string> ring_ids;
+  std::vector<std::shared_ptr<const GreenLists>> ring_lists;
   DetectOptions opt;
   std::shared_ptr<ExpertPredictor> predictor;  // PEPI only
   int32_t layer = 0;                           // resolved watermark layer
@@ -41,7 +45,8 @@ struct TokenRow : TokenDetail {
 };
 
 struct Result {
-  DetectionResult r;
+  DetectionResult r;                  // with rotate_keys, the best key's (the corrected verdict)
+  std::optional<KeyringResult> ring;  // rotate_keys only
   int64_t prompt_tokens = 0, text_tokens = 0;
   std::string router_hash;
   std::vector<TokenRow> tokens;
@@ -111,10 +116,18 @@ Result run(const PyDetector& d, const Item& it, bool detail) {
   seq.insert(seq.end(), text.begin(), text.end());
   DetectOptions opt = d.opt;
   opt.tokens_detail = detail;
-  Detector det(d.lists, opt);  // cheap: the green lists are shared
-  if (d.predictor) det.set_expert_predictor(d.predictor);
   Result res;
-  res.r = detect_tokens(*lm.model, det, seq, static_cast<int64_t>(context.size()), d.layer);
+  const auto prompt_tokens = static_cast<int64_t>(context.size());
+  if (!d.ring_lists.empty()) {
+    KeyringDetector ring(d.ring_ids, d.ring_lists, opt);  // cheap: the green lists are shared
+    if (d.predictor) ring.set_expert_predictor(d.predictor);
+    res.ring = detect_tokens(*lm.model, ring, seq, prompt_tokens, d.layer);
+    res.r = res.ring->best;
+  } else {
+    Detector det(d.lists, opt);
+    if (d.predictor) det.set_expert_predictor(d.predictor);
+    res.r = detect_tokens(*lm.model, det, seq, prompt_tokens, d.layer);
+  }
   res.prompt_tokens = static_cast<int64_t>(context.size());
   res.text_tokens = static_cast<int64_t>(text.size());
   res.router_hash = lm.router_hash;
@@ -163,6 +176,7 @@ PyDetector make(std::shared_ptr<LoadedModel> lm, const KeyedConfig& config,
         "threshold must be a number from -100 to 100, got " + std::to_string(threshold));
   d.opt.threshold = threshold;
   d.opt.count_repeats = count_repeats;
+  d.opt.min_entropy = config.config.min_entropy;  // entropy-aware detection, as the generator's
   const bool cspv = d.opt.method == DetectMethod::Cspv;
   check(cspv || !sample, "sample is for method 'cspv'");
   if (cspv) {
@@ -175,6 +189,9 @@ PyDetector make(std::shared_ptr<LoadedModel> lm, const KeyedConfig& config,
     py::gil_scoped_release free;
     d.layer = model_router_layer(*lm->model, config.config.router_layer);
     d.lists = config.lists(*lm);
+    d.ring_ids = config.ring_ids;
+    for (const std::string& secret : config.ring_secrets)
+      d.ring_lists.push_back(config.lists(*lm, secret));
     if (pepi) d.predictor = pepi_predictor(*lm, oracle);
   }
   d.lm = std::move(lm);
@@ -201,7 +218,7 @@ std::vector<Result> detect_batch(const PyDetector& d, py::iterable inputs, py::h
 
 // The object `epwa detect --json` prints, but for its "load" member.
 py::object result_dict(const Result& res) {
-  nlohmann::json j = to_json(res.r);
+  nlohmann::json j = res.ring ? to_json(*res.ring) : to_json(res.r);
   j["prompt_tokens"] = res.prompt_tokens;
   j["text_tokens"] = res.text_tokens;
   j["router_hash"] = res.router_hash;
@@ -255,6 +272,23 @@ void bind_result(py::module_& m) {
                                  d[py::str(s.name)] = py::make_tuple(s.hits, s.n);
                                return d;
                              })
+      .def_property_readonly(
+          "key_id",
+          [](const Result& x) -> std::optional<std::string> {
+            if (!x.ring) return std::nullopt;
+            return x.ring->key_id;
+          },
+          "rotate_keys: the key with the smallest p-value")
+      .def_property_readonly(
+          "p_corrected",
+          [](const Result& x) -> std::optional<double> {
+            if (!x.ring) return std::nullopt;
+            return x.ring->p_corrected;
+          },
+          "rotate_keys: min(1, keys x the best key's p-value)")
+      .def_property_readonly(
+          "keys", [](const Result& x) { return x.ring ? x.ring->keys : 1; },
+          "keys tested (the keyring's size with rotate_keys)")
       .def_readonly("prompt_tokens", &Result::prompt_tokens)
       .def_readonly("text_tokens", &Result::text_tokens)
       .def_readonly("router_hash", &Result::router_hash)

@@ -103,10 +103,18 @@ Generation generate(const LoadedModel& lm, py::handle prompt, int32_t max_new_to
     o.constraint = constraint.get();
   }
   std::optional<WatermarkConfig> used;
+  size_t key_index = 0;
   {
     py::gil_scoped_release free;
     if (watermark != nullptr) {
-      Watermarker wm(m, watermark->lists(lm), watermark->resolved(lm));
+      std::string secret = watermark->key;
+      if (watermark->rotates()) {  // KR-v1: the key this seed and prompt pick
+        const auto& ring = watermark->ring_secrets;
+        key_index = keyring_pick(keyring_rotation_secret(ring), o.sampling.seed, g.prompt_tokens,
+                                 ring.size());
+        secret = ring[key_index];
+      }
+      Watermarker wm(m, watermark->lists(lm, secret), watermark->resolved(lm));
       g.tokens = wm.generate(*lm.model, g.prompt_tokens, o);
       used = wm.config();
     } else {
@@ -120,6 +128,14 @@ Generation generate(const LoadedModel& lm, py::handle prompt, int32_t max_new_to
     g.watermark["delta"] = used->delta;
     g.watermark["router_layer"] = used->router_layer;
     if (!used->expert_deltas.empty()) g.watermark["expert_deltas"] = used->expert_deltas;
+    if (used->context_buckets) g.watermark["context_buckets"] = used->context_buckets;
+    if (used->min_entropy > 0) g.watermark["min_entropy"] = used->min_entropy;
+    if (watermark->rotates()) {  // as `epwa generate --rotate-keys --json`
+      py::dict ring;
+      ring["keys"] = watermark->ring_ids.size();
+      ring["key_id"] = watermark->ring_ids[key_index];
+      g.watermark["keyring"] = ring;
+    }
   }
   g.watermark["router_hash"] = lm.router_hash;
   return g;
