@@ -8,7 +8,7 @@
 // (y ^ 0x80) and each block's sum starts at -128 * sum(w) (formed once per row and group), so
 // sum((y + 128) w) - 128 sum(w) = sum(y w) with no sign trick per vector. Both formats use the
 // block-transposed layout on 512-bit registers (below).
-// The K-quants keep the AVX2 tiles (their int16 scale products gain little from VNNI).
+// The K-quants (Q4_K, Q5_K, Q6_K): the AVX2 tiles with vpdpwssd for the scale products (below).
 #include <algorithm>
 #include <cstring>
 #include <span>
@@ -290,9 +290,160 @@ void tile1_q8_0_t(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ys
 constexpr TileRowsFn kQ8_0R[kQ8_0MaxV] = EPWA_Q8_0_TILES(tile3_q8_0_t);
 constexpr TileFn kQ8_0T[kQ8_0MaxV] = EPWA_Q8_0_TILES(tile1_q8_0_t);
 #undef EPWA_Q8_0_TILES
-#undef EPWA_Q4_0_TILES
 const TileFormat kFmtQ8_0{32,     8,      kTGroupBytes, repack_t<true>,
                           kQ8_0T, kQ8_0R, kQ8_0Rows,    kQ8_0MaxV};
+
+// ---- K-quants: gemm_avx2.cpp's super-block tiles with vpdpwssd ---------------------------------
+// The AVX2 tiles (registers paired so one madd applies two sub-blocks' scales) with VNNI's
+// vpdpwssd doing the madd and the int32 add in one instruction, and 16 vectors per pass. The
+// int32 lane sums are the AVX2 tile's (exact integer sums), and the float step per row is the
+// decode kernel's, so every value stays bit-identical to vec_dot_rows. Per (row, vector,
+// super-block) 8 vpmaddubsw, 4 vpaddw and 4 vpdpwssd (AVX2: and 4 vpmaddwd + 4 vpaddd). On this
+// machine (AMD EPYC, Zen 4 class) the tiles are bound by the multiply pipes, not by the activation
+// loads: several rows per tile, two rows per 512-bit register and vpdpbusd pairs measured slower
+// (docs/KERNELS.md, "Q4_K / Q5_K / Q6_K prompt tiles").
+
+// Q4_K/Q5_K: the mins' term float(m_j * S_j) is one float multiply of m_j by the activations'
+// sums of 32 stored as floats: |m S| <= 63 * 4064 < 2^24, so both factors and the product are
+// exact floats and the product equals the AVX2 tile's float(madd(m, S)) to the bit.
+inline void repack_vector_kf(const PackedVector& x, uint8_t* dst) {
+  repack_vector_k(x, dst);
+  const int64_t nsb = x.size() / 256;
+  for (int64_t b = 0; b < nsb; ++b, dst += kSuperBytes) {
+    float* s = reinterpret_cast<float*>(dst + 288);
+    _mm256_storeu_ps(s, _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<__m256i*>(s))));
+  }
+}
+
+template <bool FIVE, int V>
+void tile_k_affine_vnni(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystride,
+                        float* out, int64_t ldo) {
+  constexpr int64_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nsb; ++b, y += kSuperBytes) {
+    const std::byte* blk = row + b * bytes;
+    // gemm_avx2.cpp's tile_k_affine: the decode kernel's 6-bit decoding, values paired
+    uint32_t u[3];
+    std::memcpy(u, blk + Q4_K::scales, 12);
+    const uint32_t s03 = u[0] & 0x3f3f3f3f, m03 = u[1] & 0x3f3f3f3f;
+    const uint32_t s47 = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+    const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+    const __m128i sm = _mm_set_epi32(static_cast<int>(m47), static_cast<int>(m03),
+                                     static_cast<int>(s47), static_cast<int>(s03));
+    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));  // [s0..s7 | s0..s7]
+    const __m256 mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(blk + Q4_K::d))));
+    const __m256 d = _mm256_broadcastss_ps(dd), dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+    const uint8_t* qs = u8(blk + (FIVE ? Q5_K::qs : Q4_K::qs));
+    __m256i qh;
+    if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
+    __m256i wa[4], wb[4], sp[4];
+    for (int c = 0; c < 4; ++c) {
+      const __m256i raw = load256(qs + 32 * c);
+      __m256i lo = _mm256_and_si256(raw, low4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+      if constexpr (FIVE) {
+        const __m256i one = _mm256_set1_epi8(1);
+        lo = _mm256_or_si256(
+            lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+        hi = _mm256_or_si256(
+            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+      }
+      pair_words(lo, hi, wa[c], wb[c]);
+      sp[c] = _mm256_shuffle_epi8(sc, _mm256_set1_epi32(0x03020100 + 0x04040404 * c));
+    }
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      __m256i sumi = _mm256_setzero_si256();
+      for (int c = 0; c < 4; ++c) {
+        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wa[c], load256(yv + 64 * c)),
+                                           _mm256_maddubs_epi16(wb[c], load256(yv + 64 * c + 32)));
+        sumi = _mm256_dpwssd_epi32(sumi, p, sp[c]);
+      }
+      const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
+      const __m256 sums = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 288));
+      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi), acc[v]);
+      acc[v] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_mul_ps(mins, sums), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);
+}
+
+// Q6_K: gemm_avx2.cpp's tile_q6_k; the -32 offset's start -32 * madd(sc, S16) is one vpdpwssd of
+// the sums of 16 with the scales times -32 (|32 sc| <= 4096: int16), the same int32.
+template <int V>
+void tile_q6_k_vnni(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystride,
+                    float* out, int64_t ldo) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nsb; ++b, y += kSuperBytes) {
+    const std::byte* blk = row + b * Q6_K::bytes;
+    const auto* sc = reinterpret_cast<const int8_t*>(blk + Q6_K::scales);
+    __m256i q[8], scale[8];
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = u8(blk + Q6_K::ql) + 64 * h;
+      const __m256i l0 = load256(ql), l1 = load256(ql + 32),
+                    hi = load256(u8(blk + Q6_K::qh) + 32 * h);
+      const auto high = [&](int shift) {
+        return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hi, shift), low2), 4);
+      };
+      q[4 * h] = _mm256_or_si256(_mm256_and_si256(l0, low4), high(0));
+      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, low4), high(2));
+      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), low4), high(4));
+      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low4), high(6));
+    }
+    for (int j = 0; j < 8; ++j)
+      scale[j] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+    __m256i qa[4], qb[4], sp[4], unused;
+    for (int c = 0; c < 4; ++c) {
+      pair_words(q[2 * c], q[2 * c + 1], qa[c], qb[c]);
+      pair_words(scale[2 * c], scale[2 * c + 1], sp[c], unused);  // [s_a, s_b] per int32 lane
+    }
+    const __m256i sc32 = _mm256_sub_epi16(_mm256_setzero_si256(),
+                                          _mm256_slli_epi16(_mm256_cvtepi8_epi16(load128(sc)), 5));
+    const __m256 d = _mm256_set1_ps(f16(blk + Q6_K::d));
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      const uint8_t* yv = y + v * ystride;
+      __m256i sumi = _mm256_dpwssd_epi32(_mm256_setzero_si256(), sc32, load256(yv + 288));
+      for (int c = 0; c < 4; ++c) {
+        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(qa[c], load256(yv + 64 * c)),
+                                           _mm256_maddubs_epi16(qb[c], load256(yv + 64 * c + 32)));
+        sumi = _mm256_dpwssd_epi32(sumi, p, sp[c]);
+      }
+      // the decode kernel's float step: fma(d * dx, float(sumi), acc), so results are identical
+      const __m256 ddx =
+          _mm256_mul_ps(d, _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256)));
+      acc[v] = _mm256_fmadd_ps(ddx, _mm256_cvtepi32_ps(sumi), acc[v]);
+    }
+  }
+  for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);
+}
+
+// 16 vectors per pass (one thread, 512 x 4096 x 128 vectors: 8 and 16 per pass both 82-83
+// GMAC/s; 16 as Q4_0).
+constexpr int kKMaxV = 16;
+template <int V>
+void tile_q4_k_vnni(const std::byte* row, int64_t n, const uint8_t* y, int64_t ystride, float* out,
+                    int64_t ldo) {
+  tile_k_affine_vnni<false, V>(row, n, y, ystride, out, ldo);
+}
+template <int V>
+void tile_q5_k_vnni(const std::byte* row, int64_t n, const uint8_t* y, int64_t ystride, float* out,
+                    int64_t ldo) {
+  tile_k_affine_vnni<true, V>(row, n, y, ystride, out, ldo);
+}
+constexpr TileFn kQ4_KV[kKMaxV] = EPWA_Q4_0_TILES(tile_q4_k_vnni);
+constexpr TileFn kQ5_KV[kKMaxV] = EPWA_Q4_0_TILES(tile_q5_k_vnni);
+constexpr TileFn kQ6_KV[kKMaxV] = EPWA_Q4_0_TILES(tile_q6_k_vnni);
+#undef EPWA_Q4_0_TILES
+const TileFormat kFmtQ4_K{256, 1, kSuperBytes, repack_vector_kf, kQ4_KV, nullptr, 1, kKMaxV};
+const TileFormat kFmtQ5_K{256, 1, kSuperBytes, repack_vector_kf, kQ5_KV, nullptr, 1, kKMaxV};
+const TileFormat kFmtQ6_K{256, 1, kSuperBytes, repack_vector_q6k, kQ6_KV, nullptr, 1, kKMaxV};
 
 }  // namespace
 }  // namespace epwa::quant
@@ -315,6 +466,12 @@ RowsMultiDot gemm_avx512vnni(DType t) {
       return gemm_vnni<&kFmtQ4_0>;
     case DType::Q8_0:
       return gemm_vnni<&kFmtQ8_0>;
+    case DType::Q4_K:
+      return gemm_vnni<&kFmtQ4_K>;
+    case DType::Q5_K:
+      return gemm_vnni<&kFmtQ5_K>;
+    case DType::Q6_K:
+      return gemm_vnni<&kFmtQ6_K>;
     default:
       return nullptr;
   }

@@ -146,16 +146,18 @@ TEST(GemmTiled, RandomMatricesEveryVectorCountAndLength) {
   }
 }
 
-// Tiles of several rows (Q4_0 at the AVX-512 VNNI level: four rows per tile, the last rows % 4
-// one by one): every row count and start of the range against the decode kernel to the bit, with
-// vector counts below, at and above a pass of eight and lengths with a partial group.
+// Tiles of several rows (Q4_0 and the K-quants at the AVX-512 VNNI level: four rows per tile,
+// the last rows % 4 one by one; Q8_0 three): every row count and start of the range against the
+// decode kernel to the bit, with vector counts below, at and above a pass of eight or sixteen and
+// lengths with a partial group (super-block types: one, two and nine super-blocks).
 TEST(GemmTiled, RowTilesEveryRowCountAndStart) {
   const uint32_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  for (DType t : {DType::Q4_0, DType::Q8_0}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     if (!tiled(t)) GTEST_SKIP() << "no tiled kernel on this CPU";
     for (int64_t n : {32, 288, 2048 + 96}) {
+      if (super_blocks(t)) n = n == 32 ? 256 : n == 288 ? 512 : 2304;
       const int64_t rows = 11;
       const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
       for (int64_t nv : {1, 2, 7, 8, 19, 33}) {
