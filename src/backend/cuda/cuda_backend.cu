@@ -532,10 +532,9 @@ class CudaBackend final : public Backend {
     return s.table(s.step_at, at);
   }
 
-  // The device cache of kv's (sequence, layer), room for positions [0, p0 + n): grown with the
-  // Context's (rows before p0 kept) when its capacity grew.
-  // The (sequence, layer) cache of kv_dim floats a row, grown to kv.capacity keeping its rows;
-  // without values (a latent cache) only the keys' rows.
+  // The device cache of kv's (sequence, layer), kv_dim floats a row, room for positions [0, p0 +
+  // n): grown with the Context's (rows before p0 kept) when its capacity grew; without values (a
+  // latent cache) only the keys' rows.
   static KvCache& cache(Scratch& s, const KvLayer& kv, int64_t p0, int64_t n, int64_t kvdim,
                         bool values = true) {
     if (p0 + n > kv.capacity)
