@@ -191,6 +191,27 @@ struct ScoreQuality {
 ScoreQuality score_quality(const StolenLists& stolen, const GreenLists& truth,
                            int32_t max_contexts = 64);
 
+// ---- an attacker who separates the keys of a keyring ----
+
+// The attacker's context of each token of `text` after `prompt`, as steal() keys its estimates
+// (EPW-A: the top-1 expert of the position before, from the public model; KGW: the previous
+// token; EPW-A with buckets: expert x V + previous token).
+std::vector<int32_t> attacker_contexts(Model& model, Scheme scheme, int32_t layer,
+                                       std::span<const int32_t> prompt,
+                                       std::span<const int32_t> text);
+// Observed texts sorted into k clusters without knowing any key (src/attack/cluster.cpp): from a
+// random start (seed), each text in turn joins the cluster whose counts, without the text, make
+// its (context, token) pairs most likely against the pooled estimate's expectation
+// (sum of log((seen in the cluster + 1) / (expected x the cluster's share of the context + 1))),
+// until no text moves or max_rounds. contexts[t]: attacker_contexts of texts[t].
+struct Clustering {
+  std::vector<size_t> labels;  // one per text, in [0, k)
+  int32_t rounds = 0;
+};
+Clustering cluster_by_key(const StolenLists& pooled, std::span<const ObservedText> texts,
+                          std::span<const std::vector<int32_t>> contexts, size_t k, uint64_t seed,
+                          int32_t max_rounds = 50);
+
 // ---- the attacks ----
 
 // Spoofing: generation with the public model and no key, each step biased by attack_delta times
@@ -228,6 +249,9 @@ struct StealOptions {
   // key's texts alone: an upper bound on any attacker who clusters texts by key. Spoofs use the
   // key seen most; a scrub uses the lists of the key that made its text.
   bool attacker_knows_keys = false;
+  // The attacker sorts its observed texts into `keys` clusters itself (cluster_by_key) and steals
+  // each cluster's lists from its texts; spoofs and scrubs use the largest cluster's. One N only.
+  bool attacker_clusters_keys = false;
   int32_t context_buckets = 256;  // H of the epwa-ctx scheme (CTX-v1)
   double gamma = 0.5, delta = 2.0;
   double attack_delta = 4.0;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
@@ -61,6 +62,29 @@ int64_t observed_by(const std::vector<std::vector<StolenLists>>& stolen, size_t 
   int64_t n = 0;
   for (const auto& v : stolen) n += v[c].observed_tokens;
   return n;
+}
+
+// The most frequent true key among the texts of group g.
+size_t majority(std::span<const size_t> group, std::span<const size_t> key, size_t g) {
+  std::map<size_t, size_t> n;
+  for (size_t t = 0; t < group.size(); ++t)
+    if (group[t] == g) ++n[key[t]];
+  size_t best = 0, most = 0;
+  for (const auto& [k, c] : n)
+    if (c > most) best = k, most = c;
+  return best;
+}
+
+// The fraction of texts whose group's most frequent key is their own (1: the keys recovered; 1/m
+// or so: no better than chance).
+double purity(std::span<const size_t> group, std::span<const size_t> key, int32_t groups) {
+  size_t right = 0;
+  for (int32_t g = 0; g < groups; ++g) {
+    const size_t m = majority(group, key, static_cast<size_t>(g));
+    for (size_t t = 0; t < group.size(); ++t)
+      right += group[t] == static_cast<size_t>(g) && key[t] == m;
+  }
+  return group.empty() ? 0.0 : static_cast<double>(right) / static_cast<double>(group.size());
 }
 
 // tokens[key][c]: how many of the first checkpoints[c] observed tokens came from each key's texts.
@@ -208,13 +232,35 @@ class Harness {
     // knows the keys, each key's checkpoint its share of the first N observed tokens.
     std::vector<std::vector<StolenLists>> stolen;
     std::vector<std::vector<int64_t>> key_tokens;
-    if (o_.attacker_knows_keys) {
-      key_tokens = tokens_by_key(seen, seen_key, static_cast<size_t>(victim.keys()), checkpoints_);
+    // The attacker's groups of texts: the true keys (knows-keys) or its own clusters.
+    std::vector<size_t> group = seen_key;
+    json clustering;
+    if (o_.attacker_clusters_keys) {
+      const StolenLists pooled =
+          steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, report)[0];
+      std::vector<ObservedText> counted;  // the texts as far as the pooled estimate read them
+      std::vector<std::vector<int32_t>> contexts;
+      int64_t left = checkpoints_.back();
+      for (const ObservedText& x : seen) {
+        const auto m = std::min<int64_t>(left, static_cast<int64_t>(x.text.size()));
+        left -= m;
+        counted.push_back({x.prompt, {x.text.begin(), x.text.begin() + m}});
+        contexts.push_back(
+            attacker_contexts(model_, scheme, layer_, counted.back().prompt, counted.back().text));
+      }
+      say(name + ": clustering " + std::to_string(seen.size()) + " texts by key");
+      const Clustering cl =
+          cluster_by_key(pooled, counted, contexts, static_cast<size_t>(victim.keys()), o_.seed);
+      group = cl.labels;
+      clustering = {{"rounds", cl.rounds}, {"purity", purity(cl.labels, seen_key, victim.keys())}};
+    }
+    if (o_.attacker_knows_keys || o_.attacker_clusters_keys) {
+      key_tokens = tokens_by_key(seen, group, static_cast<size_t>(victim.keys()), checkpoints_);
       int64_t done = 0;
       for (size_t key = 0; key < key_tokens.size(); ++key) {
         std::vector<ObservedText> own;
         for (size_t t = 0; t < seen.size(); ++t)
-          if (seen_key[t] == key) own.push_back(seen[t]);
+          if (group[t] == key) own.push_back(seen[t]);
         std::vector<int64_t> ck;  // the checkpoints where this key has been seen at all
         for (int64_t n : key_tokens[key])
           if (n > 0) ck.push_back(n);
@@ -256,10 +302,13 @@ class Harness {
             spoof(model_, lists, layer_, o_.attack_delta, attack_[i], options(attack_seed(i))));
         spoofed.push_back(score(victim, attack_[i], text));
         const size_t own =
-            o_.attacker_knows_keys ? victim.key_for(attack_seed(i), attack_[i]) : size_t{0};
+            o_.attacker_knows_keys ? victim.key_for(attack_seed(i), attack_[i]) : target;
         scrubs.push_back(scrubbed(victim, &stolen[own][c], i));
       }
-      const ScoreQuality q = score_quality(lists, victim.lists(target));
+      // Scored against the key the attacker's lists stand for: a cluster's most frequent one.
+      const ScoreQuality q = score_quality(
+          lists,
+          victim.lists(o_.attacker_clusters_keys ? majority(group, seen_key, target) : target));
       rows.push_back({{"n", checkpoints_[c]},
                       {"observed_tokens", observed_by(stolen, c)},
                       {"target_key_tokens", lists.observed_tokens},
@@ -280,6 +329,7 @@ class Harness {
         {"watermarked", summary(marked, false)},  // success: not detected unattacked
         {"blind_scrub", summary(blind, false)},
         {"rows", rows},
+        {"clustering", clustering},
         {"seconds", {{"observe", observe_s}, {"steal", steal_s}, {"attacks", seconds_since(t2)}}}};
   }
 
@@ -292,6 +342,7 @@ class Harness {
             {"texts", o_.texts},
             {"keys", o_.keys},
             {"attacker_knows_keys", o_.attacker_knows_keys},
+            {"attacker_clusters_keys", o_.attacker_clusters_keys},
             {"context_buckets", o_.context_buckets},
             {"gamma", o_.gamma},
             {"delta", o_.delta},
@@ -323,16 +374,20 @@ json run_steal(Model& model, const Tokenizer& tok, const StealOptions& o) {
   check(o.tokens > 0, "attack: --tokens must be > 0");
   check(o.texts > 0, "attack: --texts must be > 0");
   check(o.keys >= 1, "attack: --keys must be >= 1");
+  check(!(o.attacker_knows_keys && o.attacker_clusters_keys),
+        "attack: the attacker either knows the keys or clusters the texts, not both");
+  check(!o.attacker_clusters_keys || o.observed.size() == 1,
+        "attack: --attacker-clusters-keys takes one number of observed tokens (--observed N)");
   check(o.temperature > 0, "attack: --temperature must be > 0 (the base distribution)");
   return Harness(model, tok, o).run();
 }
 
 namespace {
-// N, and for an attacker who knows the keys the tokens of the key it spoofs.
+// N, and for an attacker who separates the keys the tokens of the key (or cluster) it spoofs with.
 std::string observed_cell(const json& row) {
   const auto n = row["observed_tokens"].get<int64_t>(),
              own = row["target_key_tokens"].get<int64_t>();
-  return own == n ? std::to_string(n) : fmt::format("{} ({} of its key)", n, own);
+  return own == n ? std::to_string(n) : fmt::format("{} ({} behind its lists)", n, own);
 }
 }  // namespace
 
@@ -345,7 +400,9 @@ std::string steal_table(const json& r) {
   auto pct = [](const json& x) { return fmt::format("{:.0f}%", 100 * x["success"].get<double>()); };
   auto num = [](const json& x, const char* k) { return fmt::format("{:.2f}", x[k].get<double>()); };
   for (const json& sc : r["schemes"]) {
-    const std::string name = sc["scheme"];
+    std::string name = sc["scheme"];
+    if (sc.contains("clustering") && sc["clustering"].is_object())
+      name += fmt::format(" (clusters of purity {:.2f})", sc["clustering"]["purity"].get<double>());
     const json& u = sc["unbiased"];
     const json& m = sc["watermarked"];
     const json& b = sc["blind_scrub"];

@@ -256,6 +256,27 @@ TEST_F(Steal, AttackerWhoKnowsTheKeysStealsEachKeyFromItsOwnTexts) {
   EXPECT_GT(told["precision"].get<double>(), pooled["precision"].get<double>() + 0.15);
 }
 
+// The attacker who is not told the keys sorts the texts itself: its clusters follow the keys
+// well above chance on EPW-A with a keyring of 4, and the run names their purity.
+TEST_F(Steal, AttackerClustersTextsByKey) {
+  StealOptions o;
+  o.key = kKey;
+  o.prompts.assign(std::begin(kPrompts), std::end(kPrompts));
+  o.observed = {3000};
+  o.schemes = {Scheme::Epwa};
+  o.tokens = 100;
+  o.texts = 1;
+  o.keys = 4;
+  o.attacker_clusters_keys = true;
+  const nlohmann::json s = run_steal(*model_, *tok_, o)["schemes"][0];
+  EXPECT_GT(s["clustering"]["purity"].get<double>(), 0.45);  // chance: about 0.3 for 4 keys
+  EXPECT_GE(s["clustering"]["rounds"].get<int>(), 1);
+  EXPECT_EQ(s["rows"][0]["observed_tokens"], 3000);
+  EXPECT_LT(s["rows"][0]["target_key_tokens"].get<int64_t>(), 3000);
+  o.observed = {1000, 3000};
+  EXPECT_THROW(run_steal(*model_, *tok_, o), Error);  // one N only
+}
+
 TEST(StolenLists, ScoresAndWeights) {
   EXPECT_DOUBLE_EQ(StolenLists::score({0, 0, 0}), 0.0);
   EXPECT_NEAR(StolenLists::score({0, 3, 1}), std::log(2.0), 1e-12);

@@ -63,6 +63,9 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
   steal.add_flag("--attacker-knows-keys", a->o.attacker_knows_keys,
                  "the attacker is told which key made each observed text and steals each key's "
                  "lists from its own texts (an upper bound on clustering texts by key)");
+  steal.add_flag("--attacker-clusters-keys", a->o.attacker_clusters_keys,
+                 "the attacker sorts its observed texts into --keys clusters itself and steals "
+                 "each cluster's lists (one --observed N)");
   steal
       .add_option("--context-buckets", a->o.context_buckets,
                   "H of the epwa-ctx scheme: lists keyed by the expert and one of H keyed buckets "
