@@ -85,7 +85,10 @@ Clustering cluster_by_key(const StolenLists& pooled, std::span<const ObservedTex
       const int32_t ctx = contexts[t][i];
       const auto o = c.pairs.find(pair_key(ctx, texts[t].text[i]));
       const auto n = c.contexts.find(ctx);
-      const double share = n == c.contexts.end() ? 0.0 : n->second / positions[ctx];
+      const auto all = positions.find(ctx);  // absent only if the pooled pass saw another expert
+      const double share = n == c.contexts.end() || all == positions.end() || all->second <= 0
+                               ? 0.0
+                               : n->second / all->second;
       s += std::log(((o == c.pairs.end() ? 0 : o->second) + 1.0) / (expected[t][i] * share + 1.0));
     }
     return s;
