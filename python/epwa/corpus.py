@@ -102,14 +102,21 @@ def _fingerprint(key: bytes, salt: bytes) -> str:
 
 def _job(inputs, model, load, config: WatermarkConfig, method, oracle, threshold, count_repeats,
          sample, detail, partition_size, salt: bytes) -> dict:
-    key, key_id, _mode, gamma, _delta, router_layer, _deltas = config.__getstate__()
-    return {
+    state = config.__getstate__()
+    key, key_id, _mode, gamma, _delta, router_layer = state[:6]
+    secrets = b"".join(len(s).to_bytes(4, "little") + s for s in state[10])  # rotate_keys
+    job = {
         "inputs": inputs, "model": model, "load": load, "method": method, "oracle": oracle,
         "threshold": threshold, "count_repeats": count_repeats, "sample": sample,
         "tokens_detail": detail, "partition_size": partition_size,
         "key": {"id": key_id or None, "gamma": gamma, "router_layer": router_layer,
-                "salt": salt.hex(), "fingerprint": _fingerprint(key, salt)},
+                "salt": salt.hex(), "fingerprint": _fingerprint(key + secrets, salt)},
     }
+    # The defences change the lists and the scores: a run with other settings is another job.
+    if config.context_buckets or config.min_entropy or config.rotate_keys:
+        job["key"].update(context_buckets=config.context_buckets, min_entropy=config.min_entropy,
+                          keys=len(state[10]) or 1)
+    return job
 
 
 def _differs(old: dict, new: dict) -> str | None:

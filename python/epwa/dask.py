@@ -34,7 +34,8 @@ def _model_spec(model: Model | str | os.PathLike | None, load: str | None) -> tu
 
 
 def _detector(spec: tuple, config: WatermarkConfig, options: tuple) -> Detector:
-    key = (spec, config.__getstate__()[:6], tuple(config.expert_deltas), options)
+    key = (spec, tuple(tuple(x) if isinstance(x, list) else x for x in config.__getstate__()),
+           options)
     with _lock:
         det = _detectors.get(key)
         if det is None:

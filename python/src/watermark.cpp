@@ -168,12 +168,15 @@ void bind_watermark(py::module_& m) {
                 k.config.context_buckets, k.config.min_entropy, k.ring_ids, secrets);
           },
           [](const py::tuple& t) {
-            check(t.size() == 11, "not a pickled WatermarkConfig");
-            return checked(
-                t[0].cast<std::string>(), t[1].cast<std::string>(), t[2].cast<std::string>(),
-                t[3].cast<double>(), t[4].cast<double>(), t[5].cast<int32_t>(),
-                t[6].cast<std::vector<double>>(), t[7].cast<int32_t>(), t[8].cast<double>(),
-                t[9].cast<std::vector<std::string>>(), t[10].cast<std::vector<std::string>>());
+            // 7 fields: a pickle from before the defences (no buckets, no rotation).
+            check(t.size() == 11 || t.size() == 7, "not a pickled WatermarkConfig");
+            const bool old = t.size() == 7;
+            using Ids = std::vector<std::string>;
+            return checked(t[0].cast<std::string>(), t[1].cast<std::string>(),
+                           t[2].cast<std::string>(), t[3].cast<double>(), t[4].cast<double>(),
+                           t[5].cast<int32_t>(), t[6].cast<std::vector<double>>(),
+                           old ? 0 : t[7].cast<int32_t>(), old ? 0.0 : t[8].cast<double>(),
+                           old ? Ids{} : t[9].cast<Ids>(), old ? Ids{} : t[10].cast<Ids>());
           }))
       .def("__repr__", [](const KeyedConfig& k) {  // never the key
         return "<epwa.WatermarkConfig " + std::string(watermark_mode_name(k.config.mode)) +
