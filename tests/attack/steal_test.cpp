@@ -232,17 +232,23 @@ TEST_F(Steal, KeyringVictimRotatesKeysAndDetectsEach) {
   EXPECT_THROW(Victim(*model_, Scheme::Epwa, kKey, 0.5, 2.0, -1, 0), Error);
 }
 
-// Defence 2 against an attacker told which key made each text (the bound on clustering by key):
-// each key's lists, stolen from its own texts, rank the truth far better than the pooled estimate.
-TEST_F(Steal, AttackerWhoKnowsTheKeysStealsEachKeyFromItsOwnTexts) {
+// The harness on EPW-A with a keyring of 4 keys, N observed tokens, one attacked text.
+StealOptions keyring_of_four(int64_t observed) {
   StealOptions o;
   o.key = kKey;
   o.prompts.assign(std::begin(kPrompts), std::end(kPrompts));
-  o.observed = {2000};
+  o.observed = {observed};
   o.schemes = {Scheme::Epwa};
   o.tokens = 100;
   o.texts = 1;
   o.keys = 4;
+  return o;
+}
+
+// Defence 2 against an attacker told which key made each text (the bound on clustering by key):
+// each key's lists, stolen from its own texts, rank the truth far better than the pooled estimate.
+TEST_F(Steal, AttackerWhoKnowsTheKeysStealsEachKeyFromItsOwnTexts) {
+  StealOptions o = keyring_of_four(2000);
   const nlohmann::json pooled = run_steal(*model_, *tok_, o)["schemes"][0]["rows"][0];
   o.attacker_knows_keys = true;
   const nlohmann::json told = run_steal(*model_, *tok_, o)["schemes"][0]["rows"][0];
@@ -259,14 +265,7 @@ TEST_F(Steal, AttackerWhoKnowsTheKeysStealsEachKeyFromItsOwnTexts) {
 // The attacker who is not told the keys sorts the texts itself: its clusters follow the keys
 // well above chance on EPW-A with a keyring of 4, and the run names their purity.
 TEST_F(Steal, AttackerClustersTextsByKey) {
-  StealOptions o;
-  o.key = kKey;
-  o.prompts.assign(std::begin(kPrompts), std::end(kPrompts));
-  o.observed = {3000};
-  o.schemes = {Scheme::Epwa};
-  o.tokens = 100;
-  o.texts = 1;
-  o.keys = 4;
+  StealOptions o = keyring_of_four(3000);
   o.attacker_clusters_keys = true;
   const nlohmann::json s = run_steal(*model_, *tok_, o)["schemes"][0];
   EXPECT_GT(s["clustering"]["purity"].get<double>(), 0.45);  // chance: about 0.3 for 4 keys
