@@ -158,6 +158,32 @@ TEST_F(Gpu, LoadingModesRun) {
   }
 }
 
+// GPT-OSS (window 8, sinks, biased experts, YaRN) on the GPU against the CPU: a prompt of 130
+// tokens (the prompt path: cuBLAS for the dense and the expert products, in f32 here), then token
+// by token far past the window, so that the sliding layer's ring wraps several times.
+TEST_F(Gpu, GptOssFollowsTheCpuPastTheWindow) {
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / "gptoss";
+  epwa::set_env("EPWA_CUDA_GEMM", "f32");
+  auto gpu = epwa::Model::load(dir, epwa::LoadOptions{});
+  epwa::set_env("EPWA_CUDA_GEMM", "");
+  ASSERT_EQ(gpu->backend().name(), "cuda");
+  auto cpu = epwa::Model::load(dir);
+  const int64_t v = cpu->config().vocab_size;
+  const auto t = prompt(130, static_cast<int32_t>(v));
+  EXPECT_LE(worst_rel(logits(*gpu, t), logits(*cpu, t), v), 1e-4);
+  auto gc = gpu->make_context(8), cc = cpu->make_context(8);
+  double worst = 0;
+  for (int32_t token : prompt(40, static_cast<int32_t>(v))) {
+    const int32_t one[] = {token};
+    const auto a = gpu->forward(one, gc), b = cpu->forward(one, cc);
+    worst = std::max(worst, worst_rel(a, b, v));
+    EXPECT_EQ(std::max_element(a.begin(), a.end()) - a.begin(),
+              std::max_element(b.begin(), b.end()) - b.begin());
+  }
+  std::cout << "gptoss token by token: worst row " << worst << "\n";
+  EXPECT_LE(worst, 1e-4);
+}
+
 // Three sequences in one batch (prompts of different lengths, then a decode step each) against
 // each sequence alone; then a fork continues from a copied cache the GPU has not seen.
 TEST_F(Gpu, BatchedSequencesAndForksMatchSingleRuns) {

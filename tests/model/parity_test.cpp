@@ -226,6 +226,15 @@ TEST_P(SafetensorsReference, MatchesTransformers) {
   check_reference(dir, read_json(dir / "ref.json"));
 }
 
+// On the GPU (sinks, the sliding window's ring, YaRN, the biased experts and MXFP4 as CUDA
+// kernels), where one is usable.
+TEST_P(SafetensorsReference, GpuMatchesTransformers) {
+  std::string why;
+  if (!epwa::gpu_backend(&why)) GTEST_SKIP() << why;
+  const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();
+  check_reference(dir, read_json(dir / "ref.json"), true);
+}
+
 // The GGUF `epwa convert` writes (llama.cpp's gpt-oss, docs/GGUF.md) runs the same.
 TEST_P(SafetensorsReference, ConvertedGgufMatchesTransformers) {
   const fs::path dir = fs::path(EPWA_TEST_DATA_DIR) / "ref" / GetParam();

@@ -99,6 +99,31 @@ struct Chunk8<DType::Q4_0> {
   }
 };
 
+// MXFP4 (17-byte blocks: an e8m0 scale, then Q4_0's nibble order): chunk c is bytes 4t..4t+3 of
+// block c / 4's nibbles, as Q4_0's; each nibble an e2m1 value (doubled, as weight_at's).
+template <>
+struct Chunk8<DType::MXFP4> {
+  static constexpr bool kFast = true;
+  __device__ static float value(uint32_t nib) {
+    // Magnitudes 0, 1, 2, 3, 4, 6, 8, 12 as nibbles of one word; bit 3 the sign.
+    const auto m = static_cast<float>((0xC8643210u >> (4 * (nib & 7))) & 0xF);
+    return nib & 8 ? -m : m;
+  }
+  __device__ static void load(const uint8_t* row, int64_t c, float w[8], int64_t& p0, int64_t& p1) {
+    const uint8_t* b = row + (c >> 2) * 17;
+    const int t = static_cast<int>(c & 3);
+    const uint32_t e = __ldg(b);
+    const float d = __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t q = __ldg(b + 1 + 4 * t + i);
+      w[i] = d * value(q & 0xF);
+      w[4 + i] = d * value(q >> 4);
+    }
+    p0 = (c >> 2) * 32 + 4 * t, p1 = p0 + 16;
+  }
+};
+
 // The same chunks as int8 values for dp4a against 8-bit activations (kernels.cu's Q8Act): `lo`
 // holds the four weights at p0..p0+3 and `hi` those at p1..p1+3 (both in one block of 32), `d`
 // the block's scale.

@@ -38,7 +38,8 @@ void check_blas(cublasStatus_t st, const char* what) {
     throw Error(std::string("cublas: ") + what + ": " + cublasGetStatusString(st));
 }
 
-// A layer's KV cache of one sequence: `capacity` rows of kv_dim keys and values.
+// A layer's KV cache of one sequence: `capacity` rows of kv_dim keys and values (a position each;
+// a sliding layer's ring: at most its window).
 struct KvCache {
   DeviceBuffer k, v;
   int64_t capacity = 0;
@@ -54,7 +55,7 @@ struct Scratch : BackendScratch {
   int64_t latent_positions = 0;
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
-      counts, xq, xqd;
+      counts, xq, xqd, sinks;
   Q8Rows q8{};
   // A decode step's {row, position} per sequence and, per layer, the sequences' caches, on the
   // device and as last uploaded: an upload from pageable memory waits for the stream, so each
@@ -69,8 +70,8 @@ struct Scratch : BackendScratch {
   cublasHandle_t blas{};
   bool exact;  // f32 products everywhere (EPWA_CUDA_GEMM=f32): no f16 prompts, no 8-bit decode
 
-  Scratch(int64_t head_dim, float theta, bool exact_gemm)
-      : rope(head_dim, theta), exact(exact_gemm) {
+  Scratch(int64_t head_dim, float theta, const Yarn& yarn, bool exact_gemm)
+      : rope(head_dim, theta, yarn), exact(exact_gemm) {
     EPWA_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   }
   ~Scratch() override {
@@ -169,9 +170,16 @@ struct ExpertTable {
   DType gate_t, up_t, down_t;
   int64_t gate_rb, up_rb, down_rb;
   int64_t experts;
+  // GPT-OSS's biases: per matrix a device table of E f32 row pointers, or none.
+  DeviceBuffer bias_ptrs;  // gate[E], up[E], down[E]
+  bool gate_biased = false, up_biased = false, down_biased = false;
   const uint8_t* const* gate() const { return ptrs.data<const uint8_t*>(); }
   const uint8_t* const* up() const { return gate() + experts; }
   const uint8_t* const* down() const { return gate() + 2 * experts; }
+  const float* const* bias(int which) const {
+    const bool on[] = {gate_biased, up_biased, down_biased};
+    return on[which] ? bias_ptrs.data<const float*>() + which * experts : nullptr;
+  }
   // Matrix `which` (0 gate, 1 up, 2 down) of expert e, rows x cols.
   DevMatrix matrix(int which, int64_t e, int64_t rows, int64_t cols) const {
     const DType types[] = {gate_t, up_t, down_t};
@@ -196,18 +204,14 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
   std::string device() const override { return description_; }
-  // GPT-OSS's attention sinks, sliding windows, YaRN rotary (outside MLA) and biased experts run
-  // on the CPU only.
-  bool supports(BackendOp op, DType) const override {
-    return op != BackendOp::SinkAttention && op != BackendOp::YarnRope &&
-           op != BackendOp::BiasedExperts;
-  }
+  // Every op of the seam, on every stored type.
+  bool supports(BackendOp, DType) const override { return true; }
 
   std::unique_ptr<BackendScratch> make_scratch(const ModelConfig& c) const override {
     EPWA_CUDA(cudaSetDevice(device_));
     // MLA rotates only its rope part (latent_rope); its head_dim (nope + rope) may be odd.
     auto s = std::make_unique<Scratch>(c.mla() ? c.qk_rope_head_dim : c.head_dim, c.rope_theta,
-                                       exact_gemm_);
+                                       c.yarn, exact_gemm_);
     if (c.mla()) s->latent_rope.emplace(c.qk_rope_head_dim, c.rope_theta, c.yarn);
     return s;
   }
@@ -395,8 +399,11 @@ class CudaBackend final : public Backend {
         gather_rows(x, idx, c, r.k, d, xe + at * d, s.stream);
         s.gemm(t.matrix(0, e, width, d), xe + at * d, c, g + at * width);
         s.gemm(t.matrix(1, e, width, d), xe + at * d, c, u + at * width);
-        swiglu(g + at * width, u + at * width, c * width, s.stream);
+        activate(t, X, g + at * width, u + at * width, c, width, nullptr, static_cast<int32_t>(e),
+                 s.stream);
         s.gemm(t.matrix(2, e, d, width), g + at * width, c, ye + at * d);
+        if (t.bias(2))
+          add_expert_bias(ye + at * d, c, d, nullptr, static_cast<int32_t>(e), t.bias(2), s.stream);
         scatter_rows(ye + at * d, idx, c, d, y, s.stream);
         at += c;
       }
@@ -411,12 +418,13 @@ class CudaBackend final : public Backend {
       }
       {
         auto timed = profile_.time(s.stream, "experts: swiglu");
-        swiglu(g, u, slots * width, s.stream);
+        activate(t, X, g, u, slots, width, r.topk, 0, s.stream);
       }
       auto timed = profile_.time(s.stream, "experts: down");
       const Q8Rows* gq = s.round_q8(g, slots, width, reads_q8(t.down_t, width));
       expert_linear(t.down(), t.down_t, d, width, t.down_rb, r.topk, eg, slots, r.k, false, g, y,
                     s.stream, gq);
+      if (t.bias(2)) add_expert_bias(y, slots, d, r.topk, 0, t.bias(2), s.stream);
     }
     auto timed = profile_.time(s.stream, "experts: combine");
     combine_experts(y, r.topk, r.weights, n, r.k, d, out, s.stream);
@@ -480,6 +488,42 @@ class CudaBackend final : public Backend {
                       att + i0 * qdim, s.stream);
   }
 
+  // GPT-OSS's attention: a sink logit per head; a sliding layer's cache is a ring of its window,
+  // read before the batch's rows are stored in it (the CPU's order).
+  void attention_sinks(const float* q, const float* k, const float* v, int64_t n, int64_t p0,
+                       int64_t nh, int64_t nkv, int64_t hd, const KvLayer& kv,
+                       const TensorView& sinks, float* att, BackendScratch& bs) const override {
+    Scratch& s = cast(bs);
+    if (sinks.numel() != nh)
+      throw Error("attention: " + std::to_string(sinks.numel()) + " sink logits for " +
+                  std::to_string(nh) + " heads");
+    if (n == 0) return;
+    auto timed = profile_.time(s.stream, "attention (sinks)");
+    const int64_t kvdim = nkv * hd, w = kv.window;
+    KvCache& c = cache(s, kv, p0, n, kvdim);
+    float* dk = c.k.data<float>();
+    float* dv = c.v.data<float>();
+    if (w == 0) {
+      const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
+      EPWA_CUDA(cudaMemcpyAsync(dk + p0 * kvdim, k, n * row, cudaMemcpyDeviceToDevice, s.stream));
+      EPWA_CUDA(cudaMemcpyAsync(dv + p0 * kvdim, v, n * row, cudaMemcpyDeviceToDevice, s.stream));
+    }
+    const float* sink = reinterpret_cast<const float*>(weight(sinks));
+    if (sinks.dtype != DType::F32) {
+      float* f = s.sinks.get<float>(static_cast<size_t>(nh) * sizeof(float));
+      dequantize_rows(DevMatrix{weight(sinks), device_type(sinks), 1, nh, row_bytes(sinks)}, 0, 1,
+                      f, s.stream);
+      sink = f;
+    }
+    // Each query reads at most the window's keys (all positions up to its own without one).
+    const int64_t keys = w > 0 ? std::min(w, p0 + n) : p0 + n;
+    const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / (nh * keys), 1, n);
+    float* scores = s.scores.get<float>(static_cast<size_t>(chunk * nh * keys) * sizeof(float));
+    cuda::attention_sinks(q, k, v, n, p0, nh, nkv, hd, dk, dv, w, sink, scores, keys, chunk, att,
+                          s.stream);
+    if (w > 0) ring_store(k, v, n, p0, w, kvdim, dk, dv, s.stream);
+  }
+
   // A decode step of several sequences (one row each): one launch for all of them, where the
   // per-sequence ops took a launch and two copies each (a third of a 16-sequence step on the H100,
   // docs/RESULTS.md). Other batches go sequence by sequence.
@@ -521,6 +565,16 @@ class CudaBackend final : public Backend {
  private:
   static Scratch& cast(BackendScratch& s) { return static_cast<Scratch&>(s); }
 
+  // g = the experts' activation of g and u over `rows` rows (of experts[i], or `fixed`): SwiGLU,
+  // or GPT-OSS's with biases and the clamp.
+  static void activate(const ExpertTable& t, const ExpertMatrices& X, float* g, const float* u,
+                       int64_t rows, int64_t width, const int32_t* experts, int32_t fixed,
+                       cudaStream_t stream) {
+    if (!t.bias(0) && !t.bias(1) && X.swiglu_limit == 0) return swiglu(g, u, rows * width, stream);
+    expert_activation(g, u, rows, width, experts, fixed, t.bias(0), t.bias(1), X.swiglu_limit,
+                      stream);
+  }
+
   static bool one_row_each(std::span<const SeqRows> seqs) {
     return std::all_of(seqs.begin(), seqs.end(), [](const SeqRows& r) { return r.n == 1; });
   }
@@ -533,7 +587,8 @@ class CudaBackend final : public Backend {
   }
 
   // The device cache of kv's (sequence, layer), kv_dim floats a row, room for positions [0, p0 +
-  // n): grown with the Context's (rows before p0 kept) when its capacity grew; without values (a
+  // n): grown with the Context's (rows before p0 kept) when its capacity grew; a sliding layer's
+  // (kv.window > 0) a ring of at most `window` rows, all kept as it grows; without values (a
   // latent cache) only the keys' rows.
   static KvCache& cache(Scratch& s, const KvLayer& kv, int64_t p0, int64_t n, int64_t kvdim,
                         bool values = true) {
@@ -541,18 +596,19 @@ class CudaBackend final : public Backend {
       throw Error("attention: positions " + std::to_string(p0 + n) + " exceed the cache's " +
                   std::to_string(kv.capacity));
     KvCache& c = s.kv[{kv.sequence, kv.layer}];
-    if (c.capacity < kv.capacity) {
+    const int64_t rows = kv.window > 0 ? std::min(kv.capacity, kv.window) : kv.capacity;
+    if (c.capacity < rows) {
       const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
-      const int64_t keep = std::min(c.capacity, p0);
+      const int64_t keep = kv.window > 0 ? c.capacity : std::min(c.capacity, p0);
       for (auto [buf, grow] : {std::pair{&c.k, &s.grow_k}, {&c.v, &s.grow_v}}) {
         if (grow == &s.grow_v && !values) break;
-        float* to = grow->get<float>(kv.capacity * row);
+        float* to = grow->get<float>(rows * row);
         if (keep > 0)
           EPWA_CUDA(cudaMemcpyAsync(to, buf->data<float>(), keep * row, cudaMemcpyDeviceToDevice,
                                     s.stream));
         std::swap(*buf, *grow);
       }
-      c.capacity = kv.capacity;
+      c.capacity = rows;
     }
     return c;
   }
@@ -632,9 +688,32 @@ class CudaBackend final : public Backend {
                   row_bytes(X.gate[0]),
                   row_bytes(X.up[0]),
                   row_bytes(X.down[0]),
-                  ne};
+                  ne,
+                  {}};
     EPWA_CUDA(cudaMemcpy(t.ptrs.get(ptrs.size() * sizeof(void*)), ptrs.data(),
                          ptrs.size() * sizeof(void*), cudaMemcpyHostToDevice));
+    std::vector<const float*> biases(3 * ne, nullptr);
+    bool* biased[] = {&t.gate_biased, &t.up_biased, &t.down_biased};
+    int which = 0;
+    for (auto side : {X.gate_bias, X.up_bias, X.down_bias}) {
+      if (!side.empty()) {
+        if (static_cast<int64_t>(side.size()) != ne)
+          throw Error("expert_ffn: " + std::to_string(side.size()) + " bias rows for " +
+                      std::to_string(ne) + " experts");
+        for (int64_t e = 0; e < ne; ++e) {
+          const TensorView& b = side[e];
+          if (b.dtype != DType::F32 || b.numel() != (which == 2 ? d : width))
+            throw Error("expert bias '" + b.name + "' is not " +
+                        std::to_string(which == 2 ? d : width) + " f32 values");
+          biases[which * ne + e] = reinterpret_cast<const float*>(weight_locked(b));
+        }
+        *biased[which] = true;
+      }
+      ++which;
+    }
+    if (t.gate_biased || t.up_biased || t.down_biased)
+      EPWA_CUDA(cudaMemcpy(t.bias_ptrs.get(biases.size() * sizeof(void*)), biases.data(),
+                           biases.size() * sizeof(void*), cudaMemcpyHostToDevice));
     return tables_.emplace(X.gate.data(), std::move(t)).first->second;
   }
 

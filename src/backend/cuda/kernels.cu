@@ -449,6 +449,39 @@ __global__ void swiglu_kernel(float* g, const float* u, int64_t count) {
   if (i < count) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+// The expert of row i of a products' output: experts[i] (slot order), else the one `fixed`.
+__device__ __forceinline__ int64_t expert_of(const int32_t* experts, int32_t fixed, int64_t i) {
+  return experts ? experts[i] : fixed;
+}
+
+// GPT-OSS's activation (cpu_experts.cpp's `activate`): g = min(g + bg, limit), u = clamp(u + bu,
+// +-limit), g = (u + 1) * g * sigmoid(1.702 g); without a limit silu(g + bg) * (u + bu). Biases:
+// one f32 row per expert, or null.
+__global__ void expert_act_kernel(float* g, const float* u, int64_t count, int64_t width,
+                                  const int32_t* experts, int32_t fixed,
+                                  const float* const* gate_bias, const float* const* up_bias,
+                                  float limit) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i >= count) return;
+  const int64_t e = expert_of(experts, fixed, i / width), c = i % width;
+  float gv = g[i] + (gate_bias ? gate_bias[e][c] : 0.0f);
+  float uv = u[i] + (up_bias ? up_bias[e][c] : 0.0f);
+  if (limit > 0) {
+    gv = fminf(gv, limit);
+    uv = fminf(fmaxf(uv, -limit), limit);
+    g[i] = (uv + 1.0f) * (gv * (1.0f / (1.0f + expf(-(gv * 1.702f)))));
+  } else {
+    g[i] = gv / (1.0f + expf(-gv)) * uv;
+  }
+}
+
+// y[i] += bias[expert of row i] for rows of d values.
+__global__ void expert_bias_kernel(float* y, int64_t count, int64_t d, const int32_t* experts,
+                                   int32_t fixed, const float* const* bias) {
+  const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (i < count) y[i] += bias[expert_of(experts, fixed, i / d)][i % d];
+}
+
 __global__ void combine_kernel(const float* y, const int32_t* topk, const float* w, int64_t n,
                                int64_t k, int64_t d, float* out) {
   const int64_t idx = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
@@ -497,13 +530,46 @@ __global__ void rope_kernel(float* x, int64_t n, int64_t heads, int64_t stride, 
   v[t + half] = b * c + a * s;
 }
 
-// One block per (query head, query row): scores over the keys, softmax, weighted values.
-__device__ void attend(const float* qi, const float* kc, const float* vc, int64_t keys, int64_t g,
-                       int64_t hd, int64_t kvdim, float scale, float* sc, float* out) {
+// Key t of a query's keys in one buffer of rows `kvdim` apart (a cache), from row 0.
+struct LinearKeys {
+  const float *k, *v;
+  int64_t kvdim;
+  __device__ const float* key(int64_t t) const { return k + t * kvdim; }
+  __device__ const float* value(int64_t t) const { return v + t * kvdim; }
+};
+
+// Key t of a query of a sliding-window layer: position first + t, in the batch's own rows from
+// position p0 on, before that in the ring cache (position p in row p % window).
+struct RingKeys {
+  const float *k, *v, *kc, *vc;
+  int64_t kvdim, first, p0, window;
+  __device__ int64_t at(int64_t t, const float* batch, const float* ring,
+                        const float*& base) const {
+    const int64_t p = first + t;
+    base = p >= p0 ? batch : ring;
+    return p >= p0 ? p - p0 : p % window;
+  }
+  __device__ const float* key(int64_t t) const {
+    const float* b;
+    const int64_t r = at(t, k, kc, b);
+    return b + r * kvdim;
+  }
+  __device__ const float* value(int64_t t) const {
+    const float* b;
+    const int64_t r = at(t, v, vc, b);
+    return b + r * kvdim;
+  }
+};
+
+// One block per (query head, query row): scores over the keys, softmax (with `sink` joining the
+// denominator when it is finite), weighted values; key t's rows: keys_at.key(t), .value(t).
+template <typename Keys>
+__device__ void attend(const float* qi, Keys keys_at, int64_t keys, int64_t g, int64_t hd,
+                       float scale, float sink, float* sc, float* out) {
   __shared__ float partial[32];
-  float mx = -INFINITY;
+  float mx = sink;  // -INFINITY without a sink
   for (int64_t t = threadIdx.x; t < keys; t += blockDim.x) {
-    const float* kt = kc + t * kvdim + g * hd;
+    const float* kt = keys_at.key(t) + g * hd;
     float dot = 0;
     for (int64_t j = 0; j < hd; ++j) dot += qi[j] * kt[j];
     sc[t] = dot * scale;
@@ -517,9 +583,10 @@ __device__ void attend(const float* qi, const float* kc, const float* vc, int64_
     sum += p;
   }
   sum = block_reduce<float, false>(sum, partial);  // its barriers also publish sc
+  if (sink != -INFINITY) sum += expf(sink - mx);
   for (int64_t j = threadIdx.x; j < hd; j += blockDim.x) {
     float acc = 0;
-    for (int64_t t = 0; t < keys; ++t) acc += sc[t] * vc[t * kvdim + g * hd + j];
+    for (int64_t t = 0; t < keys; ++t) acc += sc[t] * keys_at.value(t)[g * hd + j];
     out[j] = acc / sum;
   }
 }
@@ -529,8 +596,40 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
                                  int64_t heads, int64_t group, int64_t hd, int64_t kvdim,
                                  float scale, float* scores, int64_t score_stride, float* att) {
   const int64_t h = blockIdx.x, i = blockIdx.y;
-  attend(q + (i * heads + h) * hd, kc, vc, p0 + i + 1, h / group, hd, kvdim, scale,
-         scores + (i * heads + h) * score_stride, att + (i * heads + h) * hd);
+  attend(q + (i * heads + h) * hd, LinearKeys{kc, vc, kvdim}, p0 + i + 1, h / group, hd, scale,
+         -INFINITY, scores + (i * heads + h) * score_stride, att + (i * heads + h) * hd);
+}
+
+// attention_kernel with a sink logit per head (GPT-OSS), over a window when `window` > 0, for the
+// batch's rows row0 + blockIdx.y: the batch's k / v rows for its own positions, the ring cache kc
+// / vc for earlier ones. Without a window the batch's rows are already in the cache.
+__global__ void sink_attention_kernel(const float* q, const float* k, const float* v,
+                                      const float* kc, const float* vc, int64_t p0, int64_t row0,
+                                      int64_t window, const float* sinks, int64_t heads,
+                                      int64_t group, int64_t hd, int64_t kvdim, float scale,
+                                      float* scores, int64_t score_stride, float* att) {
+  const int64_t h = blockIdx.x, i = row0 + blockIdx.y, p = p0 + i;
+  const int64_t first = window > 0 ? max(int64_t{0}, p - window + 1) : 0;
+  float* sc = scores + (int64_t{blockIdx.y} * heads + h) * score_stride;
+  float* out = att + (i * heads + h) * hd;
+  const float* qi = q + (i * heads + h) * hd;
+  if (window > 0)
+    attend(qi, RingKeys{k, v, kc, vc, kvdim, first, p0, window}, p - first + 1, h / group, hd,
+           scale, sinks[h], sc, out);
+  else
+    attend(qi, LinearKeys{kc, vc, kvdim}, p + 1, h / group, hd, scale, sinks[h], sc, out);
+}
+
+// Rows p of k / v at positions [max(p0, p0 + n - window), p0 + n) into the ring (row p % window):
+// the last window positions of the batch, after its attention read the ring.
+__global__ void ring_store_kernel(const float* k, const float* v, int64_t p0, int64_t n,
+                                  int64_t window, int64_t kvdim, float* kc, float* vc) {
+  const int64_t from = max(p0, p0 + n - window);
+  const int64_t p = from + blockIdx.x;
+  for (int64_t j = threadIdx.x; j < kvdim; j += blockDim.x) {
+    kc[(p % window) * kvdim + j] = k[(p - p0) * kvdim + j];
+    vc[(p % window) * kvdim + j] = v[(p - p0) * kvdim + j];
+  }
 }
 
 // Entry i of a batch of sequences (attention_rows), its k and v rows already appended.
@@ -539,8 +638,9 @@ __global__ void attention_rows_kernel(const float* q, const int2* at, const Cach
                                       float scale, float* scores, int64_t score_stride,
                                       float* att) {
   const int64_t h = blockIdx.x, i = blockIdx.y, row = at[i].x;
-  attend(q + (row * heads + h) * hd, caches[i].k, caches[i].v, at[i].y + 1, h / group, hd, kvdim,
-         scale, scores + (i * heads + h) * score_stride, att + (row * heads + h) * hd);
+  attend(q + (row * heads + h) * hd, LinearKeys{caches[i].k, caches[i].v, kvdim}, at[i].y + 1,
+         h / group, hd, scale, -INFINITY, scores + (i * heads + h) * score_stride,
+         att + (row * heads + h) * hd);
 }
 
 __global__ void append_rows_kernel(const float* k, const float* v, const int2* at,
@@ -1049,6 +1149,25 @@ void swiglu(float* g, const float* u, int64_t count, cudaStream_t s) {
   check_launch("swiglu kernel");
 }
 
+void expert_activation(float* g, const float* u, int64_t rows, int64_t width,
+                       const int32_t* experts, int32_t fixed, const float* const* gate_bias,
+                       const float* const* up_bias, float limit, cudaStream_t s) {
+  const int64_t count = rows * width;
+  if (count == 0) return;
+  expert_act_kernel<<<static_cast<unsigned>(blocks_of(count, 256)), 256, 0, s>>>(
+      g, u, count, width, experts, fixed, gate_bias, up_bias, limit);
+  check_launch("expert activation kernel");
+}
+
+void add_expert_bias(float* y, int64_t rows, int64_t d, const int32_t* experts, int32_t fixed,
+                     const float* const* bias, cudaStream_t s) {
+  const int64_t count = rows * d;
+  if (count == 0) return;
+  expert_bias_kernel<<<static_cast<unsigned>(blocks_of(count, 256)), 256, 0, s>>>(
+      y, count, d, experts, fixed, bias);
+  check_launch("expert bias kernel");
+}
+
 void combine_experts(const float* y, const int32_t* topk, const float* w, int64_t n, int64_t k,
                      int64_t d, float* out, cudaStream_t s) {
   if (n * d == 0) return;
@@ -1112,6 +1231,31 @@ void attention(const float* q, const float* kc, const float* vc, int64_t n, int6
                                           att + i0 * qdim);
     check_launch("attention kernel");
   }
+}
+
+void attention_sinks(const float* q, const float* k, const float* v, int64_t n, int64_t p0,
+                     int64_t heads, int64_t kv_heads, int64_t head_dim, const float* kc,
+                     const float* vc, int64_t window, const float* sinks, float* scores,
+                     int64_t score_stride, int64_t chunk, float* att, cudaStream_t s) {
+  if (n == 0) return;
+  const float scale = attention_scale(head_dim);
+  const int64_t kvdim = kv_heads * head_dim, step = std::clamp<int64_t>(chunk, 1, kMaxGridY);
+  for (int64_t i0 = 0; i0 < n; i0 += step) {
+    const dim3 grid(static_cast<unsigned>(heads), static_cast<unsigned>(std::min(n - i0, step)));
+    sink_attention_kernel<<<grid, 128, 0, s>>>(q, k, v, kc, vc, p0, i0, window, sinks, heads,
+                                               heads / kv_heads, head_dim, kvdim, scale, scores,
+                                               score_stride, att);
+    check_launch("sink attention kernel");
+  }
+}
+
+void ring_store(const float* k, const float* v, int64_t n, int64_t p0, int64_t window,
+                int64_t kv_dim, float* kc, float* vc, cudaStream_t s) {
+  const int64_t rows = std::min(n, window);
+  if (rows <= 0) return;
+  ring_store_kernel<<<static_cast<unsigned>(rows), 128, 0, s>>>(k, v, p0, n, window, kv_dim, kc,
+                                                                vc);
+  check_launch("ring store kernel");
 }
 
 }  // namespace epwa::cuda

@@ -132,6 +132,16 @@ void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, 
 // g[i] = silu(g[i]) * u[i].
 void swiglu(float* g, const float* u, int64_t count, cudaStream_t s);
 
+// GPT-OSS's expert activation (Backend's ExpertMatrices) over `rows` rows of width values: row i
+// belongs to expert experts[i] (null: to `fixed`); gate_bias / up_bias: a device table of one f32
+// row pointer per expert, or null; limit 0: silu(g + bg) * (u + bu). Into g.
+void expert_activation(float* g, const float* u, int64_t rows, int64_t width,
+                       const int32_t* experts, int32_t fixed, const float* const* gate_bias,
+                       const float* const* up_bias, float limit, cudaStream_t s);
+// y[i] += bias[expert of row i] for `rows` rows of d values (experts / fixed as above).
+void add_expert_bias(float* y, int64_t rows, int64_t d, const int32_t* experts, int32_t fixed,
+                     const float* const* bias, cudaStream_t s);
+
 // out[i] = sum over the k slots of row i, in expert-index order, of w[slot] * y[slot] (d values).
 void combine_experts(const float* y, const int32_t* topk, const float* w, int64_t n, int64_t k,
                      int64_t d, float* out, cudaStream_t s);
@@ -151,6 +161,19 @@ void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t head_dim, 
 void attention(const float* q, const float* kc, const float* vc, int64_t n, int64_t p0,
                int64_t heads, int64_t kv_heads, int64_t head_dim, float* scores, float* att,
                cudaStream_t s);
+
+// attention() with a sink logit per query head (sinks: f32, one per head) joining each softmax's
+// denominator, over the last `window` positions when window > 0. Without a window the batch's n
+// rows are already in the cache kc / vc; with one, kc / vc is the ring (position p in row p %
+// window) of positions before p0 and k / v the batch's rows. Rows go `chunk` at a time, `scores`
+// holding chunk x heads x score_stride floats (score_stride >= every query's keys).
+void attention_sinks(const float* q, const float* k, const float* v, int64_t n, int64_t p0,
+                     int64_t heads, int64_t kv_heads, int64_t head_dim, const float* kc,
+                     const float* vc, int64_t window, const float* sinks, float* scores,
+                     int64_t score_stride, int64_t chunk, float* att, cudaStream_t s);
+// The batch's rows of its last `window` positions (of p0 ... p0 + n - 1) into the ring kc / vc.
+void ring_store(const float* k, const float* v, int64_t n, int64_t p0, int64_t window,
+                int64_t kv_dim, float* kc, float* vc, cudaStream_t s);
 
 // A sequence's cache of one layer (rows of kv_dim keys and values), for attention_rows.
 struct CacheRows {
