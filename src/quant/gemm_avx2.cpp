@@ -140,57 +140,28 @@ template <bool FIVE, int V>
 void tile_k_affine(const std::byte* row, int64_t nsb, const uint8_t* y, int64_t ystride, float* out,
                    int64_t ldo) {
   constexpr int64_t bytes = FIVE ? Q5_K::bytes : Q4_K::bytes;
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
   __m256 acc[V];
   for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nsb; ++b, y += kSuperBytes) {
-    const std::byte* blk = row + b * bytes;
-    // the decode kernel's 6-bit decoding: bytes j of the words are sub-blocks j, j + 4
-    uint32_t u[3];
-    std::memcpy(u, blk + Q4_K::scales, 12);
-    const uint32_t s03 = u[0] & 0x3f3f3f3f, m03 = u[1] & 0x3f3f3f3f;
-    const uint32_t s47 = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
-    const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
-    const __m128i sm = _mm_set_epi32(static_cast<int>(m47), static_cast<int>(m03),
-                                     static_cast<int>(s47), static_cast<int>(s03));
-    const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));  // [s0..s7 | s0..s7]
+    KAffineBlock k;
+    unpack_k_affine<FIVE>(row + b * bytes, k);
     // m0..m7 as int32 = int16 pairs (m, 0): madd with the sums of 32 (|S| <= 4064, int16) is the
     // decode kernel's m * S exactly
-    const __m256i mins = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(blk + Q4_K::d))));
-    const __m256 d = _mm256_broadcastss_ps(dd), dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
-    const uint8_t* qs = u8(blk + (FIVE ? Q5_K::qs : Q4_K::qs));
-    __m256i qh;
-    if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
-    __m256i wa[4], wb[4], sp[4];
-    for (int c = 0; c < 4; ++c) {
-      const __m256i raw = load256(qs + 32 * c);
-      __m256i lo = _mm256_and_si256(raw, low4);
-      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
-      if constexpr (FIVE) {
-        const __m256i one = _mm256_set1_epi8(1);
-        lo = _mm256_or_si256(
-            lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
-        hi = _mm256_or_si256(
-            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
-      }
-      pair_words(lo, hi, wa[c], wb[c]);
-      // int16 words alternating s_2c, s_2c+1: bytes 4c..4c+3 of each half of sc
-      sp[c] = _mm256_shuffle_epi8(sc, _mm256_set1_epi32(0x03020100 + 0x04040404 * c));
-    }
+    const __m256i mins = _mm256_cvtepu8_epi32(_mm_srli_si128(k.sm, 8));
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
       const uint8_t* yv = y + v * ystride;
       __m256i sumi = _mm256_setzero_si256();
       for (int c = 0; c < 4; ++c) {
-        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(wa[c], load256(yv + 64 * c)),
-                                           _mm256_maddubs_epi16(wb[c], load256(yv + 64 * c + 32)));
-        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sp[c]));
+        const __m256i p =
+            _mm256_add_epi16(_mm256_maddubs_epi16(k.wa[c], load256(yv + 64 * c)),
+                             _mm256_maddubs_epi16(k.wb[c], load256(yv + 64 * c + 32)));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, k.sp[c]));
       }
       const __m256i msum = _mm256_madd_epi16(mins, load256(yv + 288));
       const __m256 dx = _mm256_loadu_ps(reinterpret_cast<const float*>(yv + 256));
-      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi), acc[v]);
-      acc[v] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(msum), acc[v]);
+      acc[v] = _mm256_fmadd_ps(_mm256_mul_ps(k.d, dx), _mm256_cvtepi32_ps(sumi), acc[v]);
+      acc[v] = _mm256_fnmadd_ps(_mm256_mul_ps(k.dmin, dx), _mm256_cvtepi32_ps(msum), acc[v]);
     }
   }
   for (int v = 0; v < V; ++v) out[v * ldo] = hsum(acc[v]);

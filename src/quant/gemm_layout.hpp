@@ -280,6 +280,50 @@ inline void repack_vector_q6k(const PackedVector& x, uint8_t* dst) {
 // [s_2c, s_2c+1]; the decode kernel's scale/min decoding and float step. The repacked vector: the
 // values in pair order, then dx (8 copies) and the eight sums of 32 as int32.
 
+// One super-block of a Q4_K (FIVE: Q5_K) row unpacked for the tiles: the decode kernel's 6-bit
+// scale / min decoding (bytes j of the words are sub-blocks j, j + 4), d and dmin broadcast, the
+// values of each qs chunk c paired (wa, wb) with their scales (sp: int16 words alternating s_2c,
+// s_2c+1). `sm` keeps the scales s0..s7 in bytes 0-7 and the mins m0..m7 in bytes 8-15.
+struct KAffineBlock {
+  __m128i sm;
+  __m256 d, dmin;
+  __m256i wa[4], wb[4], sp[4];
+};
+
+template <bool FIVE>
+inline void unpack_k_affine(const std::byte* blk, KAffineBlock& k) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  uint32_t u[3];
+  std::memcpy(u, blk + Q4_K::scales, 12);
+  const uint32_t s03 = u[0] & 0x3f3f3f3f, m03 = u[1] & 0x3f3f3f3f;
+  const uint32_t s47 = (u[2] & 0x0f0f0f0f) | ((u[0] >> 2) & 0x30303030);
+  const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0f) | ((u[1] >> 2) & 0x30303030);
+  k.sm = _mm_set_epi32(static_cast<int>(m47), static_cast<int>(m03), static_cast<int>(s47),
+                       static_cast<int>(s03));
+  const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(k.sm));  // [s0..s7 | s0..s7]
+  const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(load_u32(blk + Q4_K::d))));
+  k.d = _mm256_broadcastss_ps(dd);
+  k.dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+  const uint8_t* qs = u8(blk + (FIVE ? Q5_K::qs : Q4_K::qs));
+  __m256i qh;
+  if constexpr (FIVE) qh = load256(blk + Q5_K::qh);
+  for (int c = 0; c < 4; ++c) {
+    const __m256i raw = load256(qs + 32 * c);
+    __m256i lo = _mm256_and_si256(raw, low4);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low4);
+    if constexpr (FIVE) {
+      const __m256i one = _mm256_set1_epi8(1);
+      lo = _mm256_or_si256(
+          lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+      hi = _mm256_or_si256(
+          hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+    }
+    pair_words(lo, hi, k.wa[c], k.wb[c]);
+    // bytes 4c..4c+3 of each half of sc
+    k.sp[c] = _mm256_shuffle_epi8(sc, _mm256_set1_epi32(0x03020100 + 0x04040404 * c));
+  }
+}
+
 inline void repack_vector_k(const PackedVector& x, uint8_t* dst) {
   const int64_t nsb = x.size() / 256;
   for (int64_t b = 0; b < nsb; ++b, dst += kSuperBytes) {

@@ -79,6 +79,49 @@ struct StoredMat {
   double at(int64_t r, int64_t c) const { return deq[r * t.cols() + c]; }
 };
 
+// The routing of n tokens over ne experts, two each (topk not in index order), and its weights.
+struct TwoExperts {
+  std::vector<int32_t> topk;
+  std::vector<float> weights;
+  TwoExperts(int64_t n, int64_t ne) {
+    for (int64_t i = 0; i < n; ++i) {
+      topk.insert(topk.end(), {static_cast<int32_t>((i + 2) % ne), static_cast<int32_t>(i % ne)});
+      const float w0 = 0.5f + 0.1f * static_cast<float>(i % 5);
+      weights.insert(weights.end(), {w0, 1 - w0});
+    }
+  }
+};
+
+// The routed experts of n tokens in double, and the sums of the terms' magnitudes (mag): for token
+// i's slots, expert e = topk, h[r] = act(e, r, gate_e[r] . x_i, up_e[r] . x_i) over w rows, out_i
+// += weight * (down_bias(e, r) + down_e[r] . h). gate / down / up (e, r, c): stored values.
+template <class At, class Act, class Bias>
+void experts_ref(const std::vector<float>& x, int64_t n, int64_t d, int64_t w,
+                 const TwoExperts& route, At gate, At down, At up, Act act, Bias down_bias,
+                 std::vector<double>& want, std::vector<double>& mag) {
+  const int64_t k = 2;
+  want.assign(n * d, 0), mag.assign(n * d, 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = route.topk[i * k + j];
+      const double weight = route.weights[i * k + j];
+      std::vector<double> h(w);
+      for (int64_t r = 0; r < w; ++r) {
+        double a = 0, b = 0;
+        for (int64_t c = 0; c < d; ++c)
+          a += gate(e, r, c) * x[i * d + c], b += up(e, r, c) * x[i * d + c];
+        h[r] = act(e, r, a, b);
+      }
+      for (int64_t r = 0; r < d; ++r) {
+        double acc = down_bias(e, r), m = std::fabs(acc);
+        for (int64_t c = 0; c < w; ++c)
+          acc += down(e, r, c) * h[c], m += std::fabs(down(e, r, c) * h[c]);
+        want[i * d + r] += weight * acc;
+        mag[i * d + r] += weight * m;
+      }
+    }
+}
+
 // Each test gets a backend of its own (the CPU's is static): a GPU backend keeps copies of the
 // weights it was given, keyed by their address, so it must not outlive them (include/epwa/
 // backend.hpp). Matrices stay alive until the end of the test for the same reason.
@@ -107,6 +150,25 @@ class BackendFixture : public ::testing::TestWithParam<std::string> {
   // activations of `type` weights to 8 bits, as the CPU does (dp4a; not with EPWA_CUDA_GEMM=f32).
   bool q8_decode(epwa::DType type) const {
     return GetParam() == "cuda" && (type == epwa::DType::Q8_0 || type == epwa::DType::Q4_0);
+  }
+
+  // The routed experts' outputs of n tokens (k slots each over ne experts of `type`) against the
+  // double reference `want`, `mag` its sums of the terms' magnitudes. f32 sums: within 1e-5 of
+  // mag. The CPU rounds activations of quantized types to 8 bits (and of bf16 / f16 weights to
+  // those): about 1 % of the largest output, as does the GPU for Q8_0 and Q4_0 below the prompt
+  // size; the GPU's f16 prompt products (32+ slots per expert) round weights and activations of
+  // both products to f16: a few 2^-11 of the largest output.
+  void expect_experts_close(const std::vector<float>& out, const std::vector<double>& want,
+                            const std::vector<double>& mag, epwa::DType type, int64_t n, int64_t k,
+                            int64_t ne) const {
+    double scale = 0;
+    for (double v : want) scale = std::max(scale, std::fabs(v));
+    const bool prompt = n * k >= 32 * ne;
+    const bool rounded =
+        (backend_->name() == "cpu" && type != epwa::DType::F32) || (!prompt && q8_decode(type));
+    const double tol = rounded ? 5e-2 : prompt && half_gemm(type) ? 5e-3 : 0;
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_NEAR(out[i], want[i], tol > 0 ? tol * scale : 1e-5 * mag[i]) << i;
   }
 
   // Host values in the backend's activation memory (a slot of `s` each), and back.

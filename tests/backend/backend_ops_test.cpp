@@ -384,49 +384,20 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
       for (int64_t e = 0; e < ne; ++e)
         G.push_back(g[e].t), D.push_back(dn[e].t), U.push_back(u[e].t);
       const auto x = randn(n * d, rng);
-      std::vector<int32_t> topk;  // not in index order
-      std::vector<float> weights;
-      for (int64_t i = 0; i < n; ++i) {
-        topk.insert(topk.end(), {static_cast<int32_t>((i + 2) % ne), static_cast<int32_t>(i % ne)});
-        const float w0 = 0.5f + 0.1f * static_cast<float>(i % 5);
-        weights.insert(weights.end(), {w0, 1 - w0});
-      }
+      const TwoExperts route(n, ne);
       float* dout = room(*s, 3, n * d);
-      be.expert_ffn({G, D, U}, w, {put(*s, 1, topk), put(*s, 2, weights), k}, put(*s, 0, x), n, d,
-                    dout, *s);
+      be.expert_ffn({G, D, U}, w, {put(*s, 1, route.topk), put(*s, 2, route.weights), k},
+                    put(*s, 0, x), n, d, dout, *s);
       const auto out = get(*s, dout, n * d);
-      double scale = 0;
-      std::vector<double> want(n * d, 0), mag(n * d, 0);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < k; ++j) {
-          const int64_t e = topk[i * k + j];
-          std::vector<double> h(w);
-          for (int64_t r = 0; r < w; ++r) {
-            double a = 0, b = 0;
-            for (int64_t c = 0; c < d; ++c)
-              a += g[e].at(r, c) * x[i * d + c], b += u[e].at(r, c) * x[i * d + c];
-            h[r] = silu(a) * b;
-          }
-          for (int64_t r = 0; r < d; ++r) {
-            double acc = 0, m = 0;
-            for (int64_t c = 0; c < w; ++c)
-              acc += dn[e].at(r, c) * h[c], m += std::fabs(dn[e].at(r, c) * h[c]);
-            want[i * d + r] += weights[i * k + j] * acc;
-            mag[i * d + r] += weights[i * k + j] * m;
-          }
-        }
-      for (double v : want) scale = std::max(scale, std::fabs(v));
-      // f32 sums of 256 and 512 terms: within 1e-5 of the sum of the terms' magnitudes. The CPU
-      // rounds activations of quantized types to 8 bits: about 1% of the largest output, as does
-      // the GPU for Q8_0 and Q4_0 below the prompt size; the GPU's f16 prompt products (50
-      // tokens: 33 slots per expert) round weights and activations of both products to f16: a
-      // few 2^-11 of the largest output.
-      const bool prompt = n * k >= 32 * ne;
-      const bool rounded =
-          (be.name() == "cpu" && type != epwa::DType::F32) || (!prompt && q8_decode(type));
-      const double tol = rounded ? 5e-2 : prompt && half_gemm(type) ? 5e-3 : 0;
-      for (int64_t i = 0; i < n * d; ++i)
-        EXPECT_NEAR(out[i], want[i], tol > 0 ? tol * scale : 1e-5 * mag[i]) << i;
+      std::vector<double> want, mag;
+      const auto at = [](const std::vector<StoredMat>& m) {
+        return [&m](int64_t e, int64_t r, int64_t c) { return m[e].at(r, c); };
+      };
+      experts_ref(
+          x, n, d, w, route, at(g), at(dn), at(u),
+          [](int64_t, int64_t, double a, double b) { return silu(a) * b; },
+          [](int64_t, int64_t) { return 0.0; }, want, mag);
+      expect_experts_close(out, want, mag, type, n, k, ne);
     }
 }
 

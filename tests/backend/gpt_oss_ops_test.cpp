@@ -156,49 +156,25 @@ TEST_P(GptOssOps, ExpertsWithBiasesAndTheClampedSwiglu) {
           side[which]->push_back(t);
         }
       const auto x = randn(n * d, rng);
-      std::vector<int32_t> topk;
-      std::vector<float> weights;
-      for (int64_t i = 0; i < n; ++i) {
-        topk.insert(topk.end(), {static_cast<int32_t>((i + 2) % ne), static_cast<int32_t>(i % ne)});
-        const float w0 = 0.5f + 0.1f * static_cast<float>(i % 5);
-        weights.insert(weights.end(), {w0, 1 - w0});
-      }
+      const TwoExperts route(n, ne);
       float* dout = room(*s, 3, n * d);
       be.expert_ffn({*side[0], *side[1], *side[2], *side[3], *side[4], *side[5], limit}, w,
-                    {put(*s, 1, topk), put(*s, 2, weights), k}, put(*s, 0, x), n, d, dout, *s);
+                    {put(*s, 1, route.topk), put(*s, 2, route.weights), k}, put(*s, 0, x), n, d,
+                    dout, *s);
       const auto out = get(*s, dout, n * d);
-      std::vector<double> want(n * d, 0), mag(n * d, 0);
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < k; ++j) {
-          const int64_t e = topk[i * k + j];
-          std::vector<double> h(w);
-          for (int64_t r = 0; r < w; ++r) {
-            double a = mat(e, 3).at(0, r), b = mat(e, 5).at(0, r);
-            for (int64_t c = 0; c < d; ++c)
-              a += mat(e, 0).at(r, c) * x[i * d + c], b += mat(e, 2).at(r, c) * x[i * d + c];
-            a = std::min<double>(a, limit);
-            b = std::clamp<double>(b, -limit, limit);
-            h[r] = (b + 1) * a / (1 + std::exp(-1.702 * a));
-          }
-          for (int64_t r = 0; r < d; ++r) {
-            double acc = mat(e, 4).at(0, r), mg = std::fabs(acc);
-            for (int64_t c = 0; c < w; ++c)
-              acc += mat(e, 1).at(r, c) * h[c], mg += std::fabs(mat(e, 1).at(r, c) * h[c]);
-            want[i * d + r] += weights[i * k + j] * acc;
-            mag[i * d + r] += weights[i * k + j] * mg;
-          }
-        }
-      double scale = 0;
-      for (double v : want) scale = std::max(scale, std::fabs(v));
-      // As ExpertsOfEveryStorageType: the CPU rounds the activations of block types to 8 bits and
-      // of bf16 weights to bf16 (about 1 % of the largest output), as the GPU does for Q8_0 below
-      // the prompt size; the GPU's prompt products round weights and activations to f16.
-      const bool prompt = n * k >= 32 * ne;
-      const bool rounded =
-          (be.name() == "cpu" && type != epwa::DType::F32) || (!prompt && q8_decode(type));
-      const double tol = rounded ? 5e-2 : prompt && half_gemm(type) ? 5e-3 : 0;
-      for (int64_t i = 0; i < n * d; ++i)
-        EXPECT_NEAR(out[i], want[i], tol > 0 ? tol * scale : 1e-5 * mag[i]) << i;
+      std::vector<double> want, mag;
+      const auto at = [&](int which) {
+        return [&, which](int64_t e, int64_t r, int64_t c) { return mat(e, which).at(r, c); };
+      };
+      const auto act = [&](int64_t e, int64_t r, double a, double b) {
+        a = std::min<double>(a + mat(e, 3).at(0, r), limit);
+        b = std::clamp<double>(b + mat(e, 5).at(0, r), -limit, limit);
+        return (b + 1) * a / (1 + std::exp(-1.702 * a));
+      };
+      experts_ref(
+          x, n, d, w, route, at(0), at(1), at(2), act,
+          [&](int64_t e, int64_t r) { return mat(e, 4).at(0, r); }, want, mag);
+      expect_experts_close(out, want, mag, type, n, k, ne);
     }
 }
 

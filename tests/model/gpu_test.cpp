@@ -47,6 +47,23 @@ std::vector<int32_t> prompt(int64_t n, int32_t vocab) {
   return t;
 }
 
+// Feeds `tokens` to both models one at a time (contexts of 8 positions: they grow); the worst
+// row's relative difference. Each step must pick the same greedy token on both.
+double token_by_token(const epwa::Model& gpu, const epwa::Model& cpu,
+                      const std::vector<int32_t>& tokens) {
+  const int64_t v = cpu.config().vocab_size;
+  auto gc = gpu.make_context(8), cc = cpu.make_context(8);
+  double worst = 0;
+  for (int32_t token : tokens) {
+    const int32_t one[] = {token};
+    const auto a = gpu.forward(one, gc), b = cpu.forward(one, cc);
+    worst = std::max(worst, worst_rel(a, b, v));
+    EXPECT_EQ(std::max_element(a.begin(), a.end()) - a.begin(),
+              std::max_element(b.begin(), b.end()) - b.begin());
+  }
+  return worst;
+}
+
 class Gpu : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -127,15 +144,7 @@ TEST_F(Gpu, EightBitDecodeFollowsTheCpu) {
       ASSERT_EQ(gpu->backend().name(), "cuda");
       auto cpu = epwa::Model::load(q);
       const int64_t v = cpu->config().vocab_size;
-      auto gc = gpu->make_context(8), cc = cpu->make_context(8);
-      double worst = 0;
-      for (int32_t token : prompt(24, static_cast<int32_t>(v))) {
-        const int32_t one[] = {token};
-        const auto a = gpu->forward(one, gc), b = cpu->forward(one, cc);
-        worst = std::max(worst, worst_rel(a, b, v));
-        EXPECT_EQ(std::max_element(a.begin(), a.end()) - a.begin(),
-                  std::max_element(b.begin(), b.end()) - b.begin());
-      }
+      const double worst = token_by_token(*gpu, *cpu, prompt(24, static_cast<int32_t>(v)));
       std::cout << name << " " << epwa::dtype_name(type) << ": worst row " << worst << "\n";
       EXPECT_LE(worst, 1e-4);
       fs::remove(q);
@@ -171,15 +180,7 @@ TEST_F(Gpu, GptOssFollowsTheCpuPastTheWindow) {
   const int64_t v = cpu->config().vocab_size;
   const auto t = prompt(130, static_cast<int32_t>(v));
   EXPECT_LE(worst_rel(logits(*gpu, t), logits(*cpu, t), v), 1e-4);
-  auto gc = gpu->make_context(8), cc = cpu->make_context(8);
-  double worst = 0;
-  for (int32_t token : prompt(40, static_cast<int32_t>(v))) {
-    const int32_t one[] = {token};
-    const auto a = gpu->forward(one, gc), b = cpu->forward(one, cc);
-    worst = std::max(worst, worst_rel(a, b, v));
-    EXPECT_EQ(std::max_element(a.begin(), a.end()) - a.begin(),
-              std::max_element(b.begin(), b.end()) - b.begin());
-  }
+  const double worst = token_by_token(*gpu, *cpu, prompt(40, static_cast<int32_t>(v)));
   std::cout << "gptoss token by token: worst row " << worst << "\n";
   EXPECT_LE(worst, 1e-4);
 }
