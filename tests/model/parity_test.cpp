@@ -249,20 +249,24 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, SafetensorsReference,
 
 // Batched prompt processing and one-token decoding give the same logits and routing.
 TEST(Engine, BatchedPrefillEqualsTokenByToken) {
-  auto model = epwa::Model::load(fs::path(EPWA_TEST_DATA_DIR) / "ref" / "gqa");
-  const std::vector<int32_t> tokens{1, 17, 4, 300, 42, 42, 9, 250};
-  auto c1 = model->make_context();
-  epwa::ForwardOptions all;
-  all.all_logits = true;
-  const auto batched = model->forward(tokens, c1, all);
-  auto c2 = model->make_context(2);  // also exercises cache growth
-  const int64_t v = model->config().vocab_size;
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const auto one = model->forward(std::span(tokens).subspan(i, 1), c2);
-    std::vector<float> want(batched.begin() + i * v, batched.begin() + (i + 1) * v);
-    EXPECT_LE(rel_error(one, want), 1e-5) << "position " << i;
+  // gqa: Mixtral's attention; deepseek2 / deepseek3: multi-head latent attention.
+  for (const char* name : {"gqa", "deepseek2", "deepseek3"}) {
+    SCOPED_TRACE(name);
+    auto model = epwa::Model::load(fs::path(EPWA_TEST_DATA_DIR) / "ref" / name);
+    const std::vector<int32_t> tokens{1, 17, 4, 300, 42, 42, 9, 250};
+    auto c1 = model->make_context();
+    epwa::ForwardOptions all;
+    all.all_logits = true;
+    const auto batched = model->forward(tokens, c1, all);
+    auto c2 = model->make_context(2);  // also exercises cache growth
+    const int64_t v = model->config().vocab_size;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const auto one = model->forward(std::span(tokens).subspan(i, 1), c2);
+      std::vector<float> want(batched.begin() + i * v, batched.begin() + (i + 1) * v);
+      EXPECT_LE(rel_error(one, want), 1e-5) << "position " << i;
+    }
+    EXPECT_EQ(c2.size(), static_cast<int64_t>(tokens.size()));
   }
-  EXPECT_EQ(c2.size(), static_cast<int64_t>(tokens.size()));
 }
 
 // The bundled model (bf16 weights) against transformers run in f32 on the same weights.

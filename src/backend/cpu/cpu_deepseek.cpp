@@ -10,6 +10,7 @@
 #include "cpu_scratch.hpp"
 #include "epwa/quant.hpp"
 #include "epwa/thread_pool.hpp"
+#include "ops/kernels.hpp"
 
 namespace epwa::cpu {
 
@@ -33,41 +34,40 @@ void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0, co
   }
   // attention_head divides by sqrt(its head size): the query carries the rest of the scale.
   const float qscale = sh.scale * std::sqrt(static_cast<float>(row));
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / ((p0 + n) * row + qd * row));
+  const ops::Kernels& kern = ops::kernels();
+  // By head: its nope and value rows of kv_b (any stored type) converted to f32 once per call, so
+  // that a prompt's rows share them (they were converted row by row, for every token: 98 % of a
+  // 512-token prompt's latent attention); each row then takes the same operations, whatever the
+  // batch (prompt and decode logits agree to the bit).
   ThreadPool::global().parallel_for(
-      n * sh.heads,
+      sh.heads,
       [&](int64_t b, int64_t e) {
-        thread_local std::vector<float> qlat, olat, w, scores;
+        thread_local std::vector<float> wk, wv, qlat, olat, scores;
+        wk.resize(sh.nope * sh.latent);
+        wv.resize(sh.v * sh.latent);
         qlat.resize(row);
         olat.resize(row);
-        w.resize(sh.latent);
         if (scores.size() < static_cast<size_t>(p0 + n)) scores.resize(p0 + n);
-        for (int64_t it = b; it < e; ++it) {
-          const int64_t i = it / sh.heads, h = it % sh.heads;
-          const float* qh = q + (i * sh.heads + h) * qd;
-          // q_lat = W_uk^T q_nope: the head's nope rows of kv_b weighted by q_nope.
-          std::fill(qlat.begin(), qlat.end(), 0.0f);
-          for (int64_t t = 0; t < sh.nope; ++t) {
-            dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head + t), w.data(), sh.latent);
-            const float c = qh[t];
-            for (int64_t j = 0; j < sh.latent; ++j) qlat[j] += c * w[j];
-          }
-          std::copy_n(qh + sh.nope, sh.rope, qlat.data() + sh.latent);
-          rope.apply_pairs(qlat.data() + sh.latent, p0 + i);
-          for (float& x : qlat) x *= qscale;
-          // Keys and values are the cache rows themselves (the value's rope tail is ignored).
-          attention_head(qlat, cache.k, cache.k, p0 + i + 1, row, scores, olat);
-          float* out = att + (i * sh.heads + h) * sh.v;
-          for (int64_t t = 0; t < sh.v; ++t) {  // rows of any stored type, dequantized
-            dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head + sh.nope + t), w.data(),
-                           sh.latent);
-            float acc = 0;
-            for (int64_t j = 0; j < sh.latent; ++j) acc += w[j] * olat[j];
-            out[t] = acc;
+        for (int64_t h = b; h < e; ++h) {
+          dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head), wk.data(), sh.nope * sh.latent);
+          dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head + sh.nope), wv.data(),
+                         sh.v * sh.latent);
+          for (int64_t i = 0; i < n; ++i) {
+            const float* qh = q + (i * sh.heads + h) * qd;
+            // q_lat = W_uk^T q_nope: the head's nope rows of kv_b weighted by q_nope.
+            kern.attn_wsum(qh, wk.data(), sh.latent, sh.nope, sh.latent, qlat.data(), false);
+            std::copy_n(qh + sh.nope, sh.rope, qlat.data() + sh.latent);
+            rope.apply_pairs(qlat.data() + sh.latent, p0 + i);
+            for (float& x : qlat) x *= qscale;
+            // Keys and values are the cache rows themselves (the value's rope tail is ignored).
+            attention_head(qlat, cache.k, cache.k, p0 + i + 1, row, scores, olat);
+            // o = W_uv o_lat: a dot of each value row with the latent.
+            kern.attn_scores(wv.data(), sh.latent, sh.v, olat.data(), sh.latent, 1.0f,
+                             att + (i * sh.heads + h) * sh.v);
           }
         }
       },
-      grain);
+      1);
 }
 
 void route_grouped(const float* logits, int64_t n, int64_t ne, const RouteRule& r, int32_t* topk,
