@@ -35,23 +35,21 @@ void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0, co
   // attention_head divides by sqrt(its head size): the query carries the rest of the scale.
   const float qscale = sh.scale * std::sqrt(static_cast<float>(row));
   const ops::Kernels& kern = ops::kernels();
-  // By head: its nope and value rows of kv_b (any stored type) converted to f32 once per call, so
-  // that a prompt's rows share them (they were converted row by row, for every token: 98 % of a
-  // 512-token prompt's latent attention); each row then takes the same operations, whatever the
-  // batch (prompt and decode logits agree to the bit).
+  // By head: its nope rows of kv_b (any stored type) converted to f32 once per call, so that a
+  // prompt's rows share them (they were converted row by row, for every token: nearly all of a
+  // 512-token prompt's latent attention), its value rows multiplied as stored (a quantized dot,
+  // no conversion); each row takes the same operations, whatever the batch (prompt and decode
+  // logits agree to the bit).
   ThreadPool::global().parallel_for(
       sh.heads,
       [&](int64_t b, int64_t e) {
-        thread_local std::vector<float> wk, wv, qlat, olat, scores;
+        thread_local std::vector<float> wk, qlat, olat, scores;
         wk.resize(sh.nope * sh.latent);
-        wv.resize(sh.v * sh.latent);
         qlat.resize(row);
         olat.resize(row);
         if (scores.size() < static_cast<size_t>(p0 + n)) scores.resize(p0 + n);
         for (int64_t h = b; h < e; ++h) {
           dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head), wk.data(), sh.nope * sh.latent);
-          dequantize_row(kv_b.dtype, row_of(kv_b, h * kvb_head + sh.nope), wv.data(),
-                         sh.v * sh.latent);
           for (int64_t i = 0; i < n; ++i) {
             const float* qh = q + (i * sh.heads + h) * qd;
             // q_lat = W_uk^T q_nope: the head's nope rows of kv_b weighted by q_nope.
@@ -61,9 +59,10 @@ void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0, co
             for (float& x : qlat) x *= qscale;
             // Keys and values are the cache rows themselves (the value's rope tail is ignored).
             attention_head(qlat, cache.k, cache.k, p0 + i + 1, row, scores, olat);
-            // o = W_uv o_lat: a dot of each value row with the latent.
-            kern.attn_scores(wv.data(), sh.latent, sh.v, olat.data(), sh.latent, 1.0f,
-                             att + (i * sh.heads + h) * sh.v);
+            // o = W_uv o_lat: the head's value rows of kv_b with the latent (its first `latent`
+            // values: the rope tail is not part of the value).
+            matvec(kv_b.dtype, row_of(kv_b, h * kvb_head + sh.nope), sh.v, sh.latent, olat.data(),
+                   att + (i * sh.heads + h) * sh.v);
           }
         }
       },
