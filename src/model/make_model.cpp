@@ -127,6 +127,19 @@ constexpr Shape kShapes[] = {
       "max_position_embeddings": 163840, "rope_scaling": {"type": "yarn", "factor": 40,
       "original_max_position_embeddings": 4096, "beta_fast": 32, "beta_slow": 1, "mscale": 0.707,
       "mscale_all_dim": 0.707}, "bos_token_id": 100000, "eos_token_id": 100001})"},
+    // V2-Lite's widths with V2's query compression: llama.cpp and ik_llama.cpp take a deepseek2
+    // model without q_lora_rank only at V2-Lite's 26-27 layers, so this is the side-by-side shape.
+    {"deepseek-v2-lite-qlora-l4",
+     R"({"architectures": ["DeepseekV2ForCausalLM"], "vocab_size": 102400,
+      "hidden_size": 2048, "intermediate_size": 10944, "moe_intermediate_size": 1408, "n_shared_experts": 2,
+      "num_hidden_layers": 4, "first_k_dense_replace": 1, "num_attention_heads": 16,
+      "num_key_value_heads": 16, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+      "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 64, "num_experts_per_tok": 6,
+      "topk_method": "greedy", "n_group": 1, "topk_group": 1, "routed_scaling_factor": 1.0,
+      "norm_topk_prob": false, "scoring_func": "softmax", "rope_theta": 10000, "rms_norm_eps": 1e-6,
+      "max_position_embeddings": 163840, "rope_scaling": {"type": "yarn", "factor": 40,
+      "original_max_position_embeddings": 4096, "beta_fast": 32, "beta_slow": 1, "mscale": 0.707,
+      "mscale_all_dim": 0.707}, "bos_token_id": 100000, "eos_token_id": 100001})"},
 };
 
 uint64_t mix(uint64_t z) {

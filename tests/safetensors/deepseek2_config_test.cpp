@@ -71,6 +71,10 @@ TEST(DeepseekV2Config, Shapes) {
   j["num_hidden_layers"] = 4;
   EXPECT_EQ(hf_config_to_json(shape_config("deepseek-v2-lite-l4")),
             hf_config_to_json(hf_config_from_json(j)));
+  // The side-by-side shape: the same with V2's query compression (the peers' rule, RESULTS.md).
+  j["q_lora_rank"] = 1536;
+  EXPECT_EQ(hf_config_to_json(shape_config("deepseek-v2-lite-qlora-l4")),
+            hf_config_to_json(hf_config_from_json(j)));
   EXPECT_EQ(shape_config("tiny-deepseek2").router_rule(), "softmax,top3,raw,group4/2max,scale1.5");
   EXPECT_EQ(shape_config("tiny-deepseek3").router_rule(),
             "sigmoid,top3,renorm,bias,group4/2top2,scale2.5");
