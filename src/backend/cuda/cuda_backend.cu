@@ -473,11 +473,9 @@ class CudaBackend final : public Backend {
     const int64_t kvdim = nkv * hd;
     auto timed = profile_.time(s.stream, "attention");
     KvCache& c = cache(s, kv, p0, n, kvdim);
-    float* dk = c.k.data<float>();
-    float* dv = c.v.data<float>();
-    const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
-    EPWA_CUDA(cudaMemcpyAsync(dk + p0 * kvdim, k, n * row, cudaMemcpyDeviceToDevice, s.stream));
-    EPWA_CUDA(cudaMemcpyAsync(dv + p0 * kvdim, v, n * row, cudaMemcpyDeviceToDevice, s.stream));
+    append(s, c, k, v, p0, n, kvdim);
+    const float* dk = c.k.data<float>();
+    const float* dv = c.v.data<float>();
     const int64_t qdim = nh * hd;
     // Queries in chunks whose scores fit in 256 MiB (a long prompt's n x heads x keys would not).
     const int64_t per_row = nh * (p0 + n);
@@ -501,13 +499,9 @@ class CudaBackend final : public Backend {
     auto timed = profile_.time(s.stream, "attention (sinks)");
     const int64_t kvdim = nkv * hd, w = kv.window;
     KvCache& c = cache(s, kv, p0, n, kvdim);
+    if (w == 0) append(s, c, k, v, p0, n, kvdim);
     float* dk = c.k.data<float>();
     float* dv = c.v.data<float>();
-    if (w == 0) {
-      const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
-      EPWA_CUDA(cudaMemcpyAsync(dk + p0 * kvdim, k, n * row, cudaMemcpyDeviceToDevice, s.stream));
-      EPWA_CUDA(cudaMemcpyAsync(dv + p0 * kvdim, v, n * row, cudaMemcpyDeviceToDevice, s.stream));
-    }
     const float* sink = reinterpret_cast<const float*>(weight(sinks));
     if (sinks.dtype != DType::F32) {
       float* f = s.sinks.get<float>(static_cast<size_t>(nh) * sizeof(float));
@@ -611,6 +605,16 @@ class CudaBackend final : public Backend {
       c.capacity = rows;
     }
     return c;
+  }
+
+  // The n rows of k and v at positions p0... of the cache c (kv_dim floats a row).
+  static void append(Scratch& s, KvCache& c, const float* k, const float* v, int64_t p0, int64_t n,
+                     int64_t kvdim) {
+    const size_t row = static_cast<size_t>(kvdim) * sizeof(float);
+    EPWA_CUDA(cudaMemcpyAsync(c.k.data<float>() + p0 * kvdim, k, n * row, cudaMemcpyDeviceToDevice,
+                              s.stream));
+    EPWA_CUDA(cudaMemcpyAsync(c.v.data<float>() + p0 * kvdim, v, n * row, cudaMemcpyDeviceToDevice,
+                              s.stream));
   }
 
   // Uploads table t's cos / sin once it covers `positions` (the table grows, never shrinks).

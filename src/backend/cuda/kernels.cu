@@ -543,22 +543,12 @@ struct LinearKeys {
 struct RingKeys {
   const float *k, *v, *kc, *vc;
   int64_t kvdim, first, p0, window;
-  __device__ int64_t at(int64_t t, const float* batch, const float* ring,
-                        const float*& base) const {
+  __device__ const float* row(int64_t t, const float* batch, const float* ring) const {
     const int64_t p = first + t;
-    base = p >= p0 ? batch : ring;
-    return p >= p0 ? p - p0 : p % window;
+    return p >= p0 ? batch + (p - p0) * kvdim : ring + (p % window) * kvdim;
   }
-  __device__ const float* key(int64_t t) const {
-    const float* b;
-    const int64_t r = at(t, k, kc, b);
-    return b + r * kvdim;
-  }
-  __device__ const float* value(int64_t t) const {
-    const float* b;
-    const int64_t r = at(t, v, vc, b);
-    return b + r * kvdim;
-  }
+  __device__ const float* key(int64_t t) const { return row(t, k, kc); }
+  __device__ const float* value(int64_t t) const { return row(t, v, vc); }
 };
 
 // One block per (query head, query row): scores over the keys, softmax (with `sink` joining the
