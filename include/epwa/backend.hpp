@@ -181,6 +181,12 @@ class Backend {
   // out = x / sqrt(mean(x^2) + eps) * w for n rows of d values (out may alias x).
   virtual void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps,
                        float* out, BackendScratch& s) const = 0;
+  // rmsnorm() in place of the first d values of n rows `stride` apart (the latents of DeepSeek's
+  // kv rows). A backend may do them at once; the results are rmsnorm()'s.
+  virtual void rmsnorm_strided(float* x, int64_t n, int64_t d, int64_t stride, const TensorView& w,
+                               float eps, BackendScratch& s) const {
+    for (int64_t i = 0; i < n; ++i) rmsnorm(x + i * stride, 1, d, w, eps, x + i * stride, s);
+  }
   // Rotates, in place, `heads` heads of head_dim values in each of n rows (rows `stride` apart) at
   // positions p0, p0 + 1, ...
   virtual void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t p0,
@@ -225,6 +231,16 @@ class Backend {
   virtual void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0,
                                 const LatentShape& shape, const TensorView& kv_b,
                                 const KvLayer& cache, float* att, BackendScratch& s) const;
+  // latent_attention() of every sequence's rows of a batch over its own cache (q, kv, att: the
+  // batch's rows). A backend may do them at once; the results are latent_attention()'s.
+  virtual void latent_attention_batch(const float* q, const float* kv, const LatentShape& shape,
+                                      const TensorView& kv_b, std::span<const SeqRows> seqs,
+                                      float* att, BackendScratch& s) const {
+    const int64_t qrow = shape.heads * (shape.nope + shape.rope), row = shape.latent + shape.rope;
+    for (const SeqRows& r : seqs)
+      latent_attention(q + r.begin * qrow, kv + r.begin * row, r.n, r.p0, shape, kv_b, r.kv,
+                       att + r.begin * shape.heads * shape.v, s);
+  }
 };
 
 // Backends that do not implement DeepSeek's ops say so (supports() is false for them; Model

@@ -45,14 +45,11 @@ void latent_attention(const Backend& be, const ModelConfig& c, const LayerWeight
       be.linear(ws, xn, n, d, ys, bs);
     }
     // The latent part of each row, in place (its rope part follows it in the row).
-    for (int64_t i = 0; i < n; ++i)
-      be.rmsnorm(kv + i * row, 1, c.kv_lora_rank, L.kv_a_norm, kLatentNormEps, kv + i * row, bs);
+    be.rmsnorm_strided(kv, n, c.kv_lora_rank, row, L.kv_a_norm, kLatentNormEps, bs);
   }
   {
     EPWA_PHASE("attention");
-    for (const SeqRows& r : seqs)
-      be.latent_attention(q + r.begin * nh * qd, kv + r.begin * row, r.n, r.p0, shape, L.wkv_b,
-                          r.kv, att + r.begin * vdim, bs);
+    be.latent_attention_batch(q, kv, shape, L.wkv_b, seqs, att, bs);
   }
   {
     EPWA_PHASE("wo");

@@ -185,36 +185,44 @@ TEST_F(Gpu, GptOssFollowsTheCpuPastTheWindow) {
   EXPECT_LE(worst, 1e-4);
 }
 
-// Three sequences in one batch (prompts of different lengths, then a decode step each) against
-// each sequence alone; then a fork continues from a copied cache the GPU has not seen.
-TEST_F(Gpu, BatchedSequencesAndForksMatchSingleRuns) {
-  auto m = load("qwen3moe", epwa::LoadMode::Standard, false);
-  const int64_t v = m->config().vocab_size;
+// The batch-and-fork check of BatchedSequencesAndForksMatchSingleRuns on one model.
+void batched_and_forked(const epwa::Model& m) {
+  const int64_t v = m.config().vocab_size;
   const auto vocab = static_cast<int32_t>(v);
   const std::vector<std::vector<int32_t>> prompts = {prompt(5, vocab), prompt(23, vocab),
                                                      prompt(2, vocab)};
-  epwa::Context ctx(*m, 4, 3);
+  epwa::Context ctx(m, 4, 3);
   std::vector<epwa::BatchToken> batch;
   for (int32_t s = 0; s < 3; ++s)
     for (size_t i = 0; i < prompts[s].size(); ++i)
       batch.push_back({prompts[s][i], static_cast<int64_t>(i), s});
-  const auto last = m->decode(batch, ctx);  // the last position of each sequence
+  const auto last = m.decode(batch, ctx);  // the last position of each sequence
   for (int32_t s = 0; s < 3; ++s) {
-    auto alone = m->make_context(4);
-    const auto want = m->forward(prompts[s], alone);
+    auto alone = m.make_context(4);
+    const auto want = m.forward(prompts[s], alone);
     EXPECT_LE(worst_rel({last.begin() + s * v, last.begin() + (s + 1) * v}, want, v), 1e-5) << s;
   }
   epwa::Context fork(ctx);
   std::vector<epwa::BatchToken> step;
   for (int32_t s = 0; s < 3; ++s) step.push_back({7, static_cast<int64_t>(prompts[s].size()), s});
-  const auto a = m->decode(step, ctx), b = m->decode(step, fork);
+  const auto a = m.decode(step, ctx), b = m.decode(step, fork);
   EXPECT_LE(worst_rel(b, a, v), 1e-6);
   for (int32_t s = 0; s < 3; ++s) {
-    auto alone = m->make_context(4);
+    auto alone = m.make_context(4);
     auto t = prompts[s];
     t.push_back(7);
-    const auto want = m->forward(t, alone);
+    const auto want = m.forward(t, alone);
     EXPECT_LE(worst_rel({a.begin() + s * v, a.begin() + (s + 1) * v}, want, v), 1e-5) << s;
+  }
+}
+
+// Three sequences in one batch (prompts of different lengths, then a decode step each) against
+// each sequence alone; then a fork continues from a copied cache the GPU has not seen. Qwen3-MoE's
+// attention (attention_batch) and DeepSeek-V2 / V3's latent attention (latent_attention_batch).
+TEST_F(Gpu, BatchedSequencesAndForksMatchSingleRuns) {
+  for (const char* name : {"qwen3moe", "deepseek2", "deepseek3"}) {
+    SCOPED_TRACE(name);
+    batched_and_forked(*load(name, epwa::LoadMode::Standard, false));
   }
 }
 

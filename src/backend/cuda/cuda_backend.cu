@@ -317,23 +317,49 @@ class CudaBackend final : public Backend {
                         float* att, BackendScratch& bs) const override {
     Scratch& s = cast(bs);
     if (n == 0) return;
-    if (!s.latent_rope) throw Error("latent attention: the scratch has no latent RoPE table");
-    check_shape(kv_b, sh.heads * (sh.nope + sh.v), sh.latent);
+    check_latent(s, kv_b, sh);
     reserve(s, p0 + n);
     auto timed = profile_.time(s.stream, "latent attention");
     const int64_t row = sh.latent + sh.rope, keys = p0 + n;
     float* c = cache(s, kvl, p0, n, row, false).k.data<float>();
     const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
-    cuda::latent_append(kv, n, p0, sh, c, cos, sin, s.stream);
+    cuda::latent_append(kv, n, {c, p0}, sh, cos, sin, s.stream);
     // Rows in chunks whose scores fit in 256 MiB (as attention()).
     const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / (sh.heads * keys), 1,
                                               std::min<int64_t>(n, 65535));
     float* scores =
         s.scores.get<float>(static_cast<size_t>(chunk * sh.heads * keys) * sizeof(float));
     for (int64_t i0 = 0; i0 < n; i0 += chunk)
-      cuda::latent_attend(q + i0 * sh.heads * (sh.nope + sh.rope), std::min(chunk, n - i0), p0 + i0,
-                          sh, weight(kv_b), device_type(kv_b), row_bytes(kv_b), c, cos, sin, scores,
-                          keys, att + i0 * sh.heads * sh.v, s.stream);
+      cuda::latent_attend(q + i0 * sh.heads * (sh.nope + sh.rope), std::min(chunk, n - i0),
+                          {c, p0 + i0}, sh, weight(kv_b), device_type(kv_b), row_bytes(kv_b), cos,
+                          sin, scores, keys, att + i0 * sh.heads * sh.v, s.stream);
+  }
+
+  // A decode step of several sequences: one append and one attention launch for all of them, as
+  // attention_batch.
+  void latent_attention_batch(const float* q, const float* kv, const LatentShape& sh,
+                              const TensorView& kv_b, std::span<const SeqRows> seqs, float* att,
+                              BackendScratch& bs) const override {
+    if (!one_row_each(seqs) || seqs.empty())
+      return Backend::latent_attention_batch(q, kv, sh, kv_b, seqs, att, bs);
+    Scratch& s = cast(bs);
+    check_latent(s, kv_b, sh);
+    int64_t keys = 0;
+    for (const SeqRows& r : seqs) keys = std::max(keys, r.p0 + 1);
+    reserve(s, keys);
+    auto timed = profile_.time(s.stream, "latent attention");
+    const int64_t row = sh.latent + sh.rope;
+    std::vector<CacheRows> caches;
+    for (const SeqRows& r : seqs)
+      caches.push_back({cache(s, r.kv, r.p0, 1, row, false).k.data<float>(), nullptr});
+    const auto n = std::ssize(seqs);
+    const cuda::LatentRows rows{nullptr, 0, positions(s, seqs),
+                                s.table(s.layer_caches[seqs.front().kv.layer], caches)};
+    const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
+    cuda::latent_append(kv, n, rows, sh, cos, sin, s.stream);
+    float* scores = s.scores.get<float>(static_cast<size_t>(n * sh.heads * keys) * sizeof(float));
+    cuda::latent_attend(q, n, rows, sh, weight(kv_b), device_type(kv_b), row_bytes(kv_b), cos, sin,
+                        scores, keys, att, s.stream);
   }
 
   void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n, int64_t d,
@@ -449,11 +475,16 @@ class CudaBackend final : public Backend {
 
   void rmsnorm(const float* x, int64_t n, int64_t d, const TensorView& w, float eps, float* out,
                BackendScratch& bs) const override {
-    if (w.numel() != d)
-      throw Error("rmsnorm: tensor '" + w.name + "' has " + std::to_string(w.numel()) +
-                  " values, rows have " + std::to_string(d));
+    check_norm(w, d);
     auto timed = profile_.time(cast(bs).stream, "rmsnorm");
     cuda::rmsnorm(x, n, d, weight(w), device_type(w), eps, out, cast(bs).stream);
+  }
+
+  void rmsnorm_strided(float* x, int64_t n, int64_t d, int64_t stride, const TensorView& w,
+                       float eps, BackendScratch& bs) const override {
+    check_norm(w, d);
+    auto timed = profile_.time(cast(bs).stream, "rmsnorm");
+    cuda::rmsnorm(x, n, d, weight(w), device_type(w), eps, x, cast(bs).stream, stride);
   }
 
   void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t p0,
@@ -567,6 +598,17 @@ class CudaBackend final : public Backend {
     if (!t.bias(0) && !t.bias(1) && X.swiglu_limit == 0) return swiglu(g, u, rows * width, stream);
     expert_activation(g, u, rows, width, experts, fixed, t.bias(0), t.bias(1), X.swiglu_limit,
                       stream);
+  }
+
+  static void check_norm(const TensorView& w, int64_t d) {
+    if (w.numel() != d)
+      throw Error("rmsnorm: tensor '" + w.name + "' has " + std::to_string(w.numel()) +
+                  " values, rows have " + std::to_string(d));
+  }
+  // The scratch has the latent RoPE table (an MLA model's), kv_b the latent attention's shape.
+  static void check_latent(const Scratch& s, const TensorView& kv_b, const LatentShape& sh) {
+    if (!s.latent_rope) throw Error("latent attention: the scratch has no latent RoPE table");
+    check_shape(kv_b, sh.heads * (sh.nope + sh.v), sh.latent);
   }
 
   static bool one_row_each(std::span<const SeqRows> seqs) {

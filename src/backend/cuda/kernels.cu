@@ -501,11 +501,12 @@ __global__ void combine_kernel(const float* y, const int32_t* topk, const float*
 }
 
 template <int TypeId>
-__global__ void rmsnorm_kernel(const float* x, int64_t d, const uint8_t* w, float eps, float* out) {
+__global__ void rmsnorm_kernel(const float* x, int64_t d, int64_t stride, const uint8_t* w,
+                               float eps, float* out) {
   constexpr DType T = static_cast<DType>(TypeId);
   __shared__ double partial[32];
-  const float* xi = x + int64_t{blockIdx.x} * d;
-  float* oi = out + int64_t{blockIdx.x} * d;
+  const float* xi = x + int64_t{blockIdx.x} * stride;
+  float* oi = out + int64_t{blockIdx.x} * stride;
   double ss = 0;  // in double, as the CPU's rmsnorm
   for (int64_t j = threadIdx.x; j < d; j += blockDim.x) ss += static_cast<double>(xi[j]) * xi[j];
   ss = block_reduce<double, false>(ss, partial);
@@ -780,12 +781,25 @@ __global__ void route_grouped_kernel(const float* logits, int64_t n, int64_t ne,
                      topw + i * r.k);
 }
 
-// One block per new row of a latent cache: the latent as it is, the rope part rotated by pairs.
-__global__ void latent_append_kernel(const float* kv, int64_t p0, LatentShape sh, float* cache,
+// Entry i of a LatentRows: its row of the batch, its position and its cache.
+__device__ int64_t latent_row(const LatentRows& r, int64_t i) {
+  return r.at ? r.at[i].x : i;
+}
+__device__ int64_t latent_pos(const LatentRows& r, int64_t i) {
+  return r.at ? r.at[i].y : r.p0 + i;
+}
+__device__ float* latent_cache(const LatentRows& r, int64_t i) {
+  return r.at ? r.caches[i].k : r.cache;
+}
+
+// One block per entry: its row into its cache, the latent as it is, the rope part rotated by
+// pairs.
+__global__ void latent_append_kernel(const float* kv, LatentRows r, LatentShape sh,
                                      const float* cos, const float* sin) {
-  const int64_t i = blockIdx.x, row = sh.latent + sh.rope, pos = p0 + i, half = sh.rope / 2;
-  const float* src = kv + i * row;
-  float* dst = cache + pos * row;
+  const int64_t i = blockIdx.x, row = sh.latent + sh.rope, pos = latent_pos(r, i);
+  const int64_t half = sh.rope / 2;
+  const float* src = kv + latent_row(r, i) * row;
+  float* dst = latent_cache(r, i) + pos * row;
   for (int64_t j = threadIdx.x; j < sh.latent; j += blockDim.x) dst[j] = src[j];
   for (int64_t j = threadIdx.x; j < half; j += blockDim.x) {
     const float c = cos[pos * half + j], s = sin[pos * half + j];
@@ -795,18 +809,19 @@ __global__ void latent_append_kernel(const float* kv, int64_t p0, LatentShape sh
   }
 }
 
-// One block per (head, row): q_lat = W_uk^T q_nope and the rotated q_pe, both times the scale;
+// One block per (head, entry): q_lat = W_uk^T q_nope and the rotated q_pe, both times the scale;
 // scores against every cached row (latent + rope values), softmax, the weighted sum of the cached
 // latents, and W_uv of it. Shared memory: the query (latent + rope floats), then the sum (latent).
 template <int TypeId>
-__global__ void latent_attend_kernel(const float* q, int64_t p0, LatentShape sh,
-                                     const uint8_t* kv_b, int64_t rb, const float* cache,
-                                     const float* cos, const float* sin, float* scores,
-                                     int64_t stride, float* att) {
+__global__ void latent_attend_kernel(const float* q, LatentRows r, LatentShape sh,
+                                     const uint8_t* kv_b, int64_t rb, const float* cos,
+                                     const float* sin, float* scores, int64_t stride, float* att) {
   constexpr DType T = static_cast<DType>(TypeId);
   extern __shared__ float smem[];
   __shared__ float red[32];
-  const int64_t h = blockIdx.x, i = blockIdx.y, pos = p0 + i, keys = pos + 1;
+  const int64_t h = blockIdx.x, e = blockIdx.y, i = latent_row(r, e), pos = latent_pos(r, e);
+  const int64_t keys = pos + 1;
+  const float* cache = latent_cache(r, e);
   const int64_t row = sh.latent + sh.rope, half = sh.rope / 2;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
   float* qlat = smem;
@@ -825,7 +840,7 @@ __global__ void latent_attend_kernel(const float* q, int64_t p0, LatentShape sh,
     qlat[sh.latent + 2 * j + 1] = (b * c + a * s) * sh.scale;
   }
   __syncthreads();
-  float* sc = scores + (i * sh.heads + h) * stride;
+  float* sc = scores + (e * sh.heads + h) * stride;
   for (int64_t t = warp; t < keys; t += warps) {
     const float* c = cache + t * row;
     float acc = 0;
@@ -1111,24 +1126,24 @@ void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteR
   check_launch("grouped route kernel");
 }
 
-void latent_append(const float* kv, int64_t n, int64_t p0, const LatentShape& sh, float* cache,
+void latent_append(const float* kv, int64_t n, const LatentRows& rows, const LatentShape& sh,
                    const float* cos, const float* sin, cudaStream_t s) {
   if (n == 0) return;
-  latent_append_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(kv, p0, sh, cache, cos, sin);
+  latent_append_kernel<<<static_cast<unsigned>(n), 128, 0, s>>>(kv, rows, sh, cos, sin);
   check_launch("latent append kernel");
 }
 
-void latent_attend(const float* q, int64_t n, int64_t p0, const LatentShape& sh,
-                   const uint8_t* kv_b, DType kv_b_type, int64_t kv_b_row_bytes, const float* cache,
-                   const float* cos, const float* sin, float* scores, int64_t score_stride,
-                   float* att, cudaStream_t s) {
+void latent_attend(const float* q, int64_t n, const LatentRows& rows, const LatentShape& sh,
+                   const uint8_t* kv_b, DType kv_b_type, int64_t kv_b_row_bytes, const float* cos,
+                   const float* sin, float* scores, int64_t score_stride, float* att,
+                   cudaStream_t s) {
   if (n == 0) return;
   if (n > kMaxGridY) throw Error("latent attention: " + std::to_string(n) + " rows in one launch");
   const size_t shared = static_cast<size_t>(2 * sh.latent + sh.rope) * sizeof(float);
   dispatch(kv_b_type, [&](auto T) {
     latent_attend_kernel<type_id(decltype(T)::value)>
         <<<dim3(static_cast<unsigned>(sh.heads), static_cast<unsigned>(n)), 256, shared, s>>>(
-            q, p0, sh, kv_b, kv_b_row_bytes, cache, cos, sin, scores, score_stride, att);
+            q, rows, sh, kv_b, kv_b_row_bytes, cos, sin, scores, score_stride, att);
   });
   check_launch("latent attention kernel");
 }
@@ -1167,11 +1182,11 @@ void combine_experts(const float* y, const int32_t* topk, const float* w, int64_
 }
 
 void rmsnorm(const float* x, int64_t n, int64_t d, const uint8_t* w, DType wtype, float eps,
-             float* out, cudaStream_t s) {
+             float* out, cudaStream_t s, int64_t stride) {
   if (n == 0) return;
   dispatch(wtype, [&](auto T) {
     rmsnorm_kernel<type_id(decltype(T)::value)>
-        <<<static_cast<unsigned>(n), 256, 0, s>>>(x, d, w, eps, out);
+        <<<static_cast<unsigned>(n), 256, 0, s>>>(x, d, stride > 0 ? stride : d, w, eps, out);
   });
   check_launch("rmsnorm kernel");
 }

@@ -111,19 +111,36 @@ constexpr int64_t kMaxGroupedExperts = 256, kMaxGroups = 64;
 void route_grouped(const float* logits, int64_t n, int64_t experts, const RouteRule& r,
                    const float* bias, int32_t* topk, float* topw, cudaStream_t s);
 
-// Multi-head latent attention (Backend::latent_attention) in two steps. latent_append: row i of
-// kv (latent + rope values) into `cache` at position p0 + i, its rope part rotated by interleaved
-// pairs (cos / sin: the latent RoPE table, [position][rope / 2]). latent_attend, after every row
-// of the batch is appended: per (row, head), the query absorbed into the latent space through
-// kv_b's nope rows (stored rows of `kv_b_type`, row_bytes apart), attention over positions
-// [0, p0 + i], the result mapped back through kv_b's value rows into att (heads x v a row).
+// A sequence's cache of one layer (rows of kv_dim keys and values), for attention_rows
+// (a latent cache: k only).
+struct CacheRows {
+  float* k;
+  float* v;
+};
+
+// The entries of a latent attention launch: rows 0... of one sequence at positions p0... of
+// `cache`, or (with `at`) row at[i].x of the batch at position at[i].y of caches[i].k (one row of
+// each of several sequences).
+struct LatentRows {
+  float* cache = nullptr;
+  int64_t p0 = 0;
+  const int2* at = nullptr;
+  const CacheRows* caches = nullptr;
+};
+
+// Multi-head latent attention (Backend::latent_attention) in two steps. latent_append: entry i's
+// row of kv (latent + rope values) into its cache at its position, the rope part rotated by
+// interleaved pairs (cos / sin: the latent RoPE table, [position][rope / 2]). latent_attend, after
+// every entry is appended: per (entry, head), the query absorbed into the latent space through
+// kv_b's nope rows (stored rows of `kv_b_type`, row_bytes apart), attention over positions [0,
+// the entry's], the result mapped back through kv_b's value rows into att (heads x v a row).
 // `scores` holds n x heads x score_stride floats (score_stride > every position).
-void latent_append(const float* kv, int64_t n, int64_t p0, const LatentShape& sh, float* cache,
+void latent_append(const float* kv, int64_t n, const LatentRows& rows, const LatentShape& sh,
                    const float* cos, const float* sin, cudaStream_t s);
-void latent_attend(const float* q, int64_t n, int64_t p0, const LatentShape& sh,
-                   const uint8_t* kv_b, DType kv_b_type, int64_t kv_b_row_bytes, const float* cache,
-                   const float* cos, const float* sin, float* scores, int64_t score_stride,
-                   float* att, cudaStream_t s);
+void latent_attend(const float* q, int64_t n, const LatentRows& rows, const LatentShape& sh,
+                   const uint8_t* kv_b, DType kv_b_type, int64_t kv_b_row_bytes, const float* cos,
+                   const float* sin, float* scores, int64_t score_stride, float* att,
+                   cudaStream_t s);
 
 // o[i] += sigmoid(gate . x[i]) * y[i] for n rows of d values.
 void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, int64_t n,
@@ -146,9 +163,10 @@ void add_expert_bias(float* y, int64_t rows, int64_t d, const int32_t* experts, 
 void combine_experts(const float* y, const int32_t* topk, const float* w, int64_t n, int64_t k,
                      int64_t d, float* out, cudaStream_t s);
 
-// out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w for n rows of d values (w: one stored row).
+// out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w for n rows of d values (w: one stored row), rows
+// `stride` apart in x and out (d when 0).
 void rmsnorm(const float* x, int64_t n, int64_t d, const uint8_t* w, DType wtype, float eps,
-             float* out, cudaStream_t s);
+             float* out, cudaStream_t s, int64_t stride = 0);
 
 // Rotate-half RoPE in place: `heads` heads of head_dim values per row, rows `stride` apart, at
 // positions p0...; cos/sin are tables [position][head_dim / 2]. With `at`, entry i rotates row
@@ -175,11 +193,6 @@ void attention_sinks(const float* q, const float* k, const float* v, int64_t n, 
 void ring_store(const float* k, const float* v, int64_t n, int64_t p0, int64_t window,
                 int64_t kv_dim, float* kc, float* vc, cudaStream_t s);
 
-// A sequence's cache of one layer (rows of kv_dim keys and values), for attention_rows.
-struct CacheRows {
-  float* k;
-  float* v;
-};
 // For each of the n entries (one row of a batch each, of different sequences): appends row at[i].x
 // of k and v at position at[i].y of cache i, then attention() of that row's query over positions
 // [0, at[i].y]. `scores` holds n x heads x score_stride floats (score_stride > every position).
