@@ -55,7 +55,7 @@ struct Scratch : BackendScratch {
   int64_t latent_positions = 0;
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
-      counts, xq, xqd, sinks;
+      counts, xq, xqd, sinks, latent_w, qlat, olat;
   Q8Rows q8{};
   // A decode step's {row, position} per sequence and, per layer, the sequences' caches, on the
   // device and as last uploaded: an upload from pageable memory waits for the stream, so each
@@ -324,15 +324,13 @@ class CudaBackend final : public Backend {
     float* c = cache(s, kvl, p0, n, row, false).k.data<float>();
     const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
     cuda::latent_append(kv, n, {c, p0}, sh, cos, sin, s.stream);
-    // Rows in chunks whose scores fit in 256 MiB (as attention()).
-    const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / (sh.heads * keys), 1,
-                                              std::min<int64_t>(n, 65535));
-    float* scores =
-        s.scores.get<float>(static_cast<size_t>(chunk * sh.heads * keys) * sizeof(float));
+    const float* wkv = widened(s, kv_b);
+    // Rows in chunks whose scores and absorbed queries fit in 256 MiB each (as attention()).
+    const int64_t chunk = std::clamp<int64_t>(
+        (int64_t{64} << 20) / (sh.heads * std::max(keys, row)), 1, std::min<int64_t>(n, 65535));
     for (int64_t i0 = 0; i0 < n; i0 += chunk)
-      cuda::latent_attend(q + i0 * sh.heads * (sh.nope + sh.rope), std::min(chunk, n - i0),
-                          {c, p0 + i0}, sh, weight(kv_b), device_type(kv_b), row_bytes(kv_b), cos,
-                          sin, scores, keys, att + i0 * sh.heads * sh.v, s.stream);
+      latent_rows(s, q + i0 * sh.heads * (sh.nope + sh.rope), std::min(chunk, n - i0), {c, p0 + i0},
+                  sh, wkv, keys, att + i0 * sh.heads * sh.v);
   }
 
   // A decode step of several sequences: one append and one attention launch for all of them, as
@@ -357,9 +355,7 @@ class CudaBackend final : public Backend {
                                 s.table(s.layer_caches[seqs.front().kv.layer], caches)};
     const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
     cuda::latent_append(kv, n, rows, sh, cos, sin, s.stream);
-    float* scores = s.scores.get<float>(static_cast<size_t>(n * sh.heads * keys) * sizeof(float));
-    cuda::latent_attend(q, n, rows, sh, weight(kv_b), device_type(kv_b), row_bytes(kv_b), cos, sin,
-                        scores, keys, att, s.stream);
+    latent_rows(s, q, n, rows, sh, widened(s, kv_b), keys, att);
   }
 
   void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n, int64_t d,
@@ -706,6 +702,46 @@ class CudaBackend final : public Backend {
   }
   DevMatrix matrix(const TensorView& t) const {
     return {weight(t), device_type(t), t.rows(), t.cols(), row_bytes(t)};
+  }
+
+  // kv_b in f32 for the latent attention's GEMMs, widened once per call (F32: as uploaded).
+  const float* widened(Scratch& s, const TensorView& kv_b) const {
+    if (device_type(kv_b) == DType::F32) return reinterpret_cast<const float*>(weight(kv_b));
+    float* w = s.latent_w.get<float>(static_cast<size_t>(kv_b.numel()) * sizeof(float));
+    dequantize_rows(matrix(kv_b), 0, kv_b.rows(), w, s.stream);
+    return w;
+  }
+
+  // Latent attention of the n rows of q (entries `rows`, appended; keys: more than any entry's
+  // position), wkv: kv_b in f32. q_lat = W_uk^T q_nope for every row and head in one f32 GEMM
+  // batched over the heads (each block converted the head's 128 x 512 nope weights for its one
+  // row: 26.5 % of a decode step, docs/RESULTS.md), the rope parts rotated, the attention per
+  // (head, entry) in the latent space, then W_uv of each head's sum as a second batched GEMM.
+  static void latent_rows(Scratch& s, const float* q, int64_t n, const cuda::LatentRows& rows,
+                          const LatentShape& sh, const float* wkv, int64_t keys, float* att) {
+    const int64_t row = sh.latent + sh.rope, qd = sh.nope + sh.rope;
+    const int64_t per_head = (sh.nope + sh.v) * sh.latent;  // kv_b's floats per head
+    float* qlat = s.qlat.get<float>(static_cast<size_t>(n * sh.heads * row) * sizeof(float));
+    float* olat = s.olat.get<float>(static_cast<size_t>(n * sh.heads * sh.latent) * sizeof(float));
+    float* scores = s.scores.get<float>(static_cast<size_t>(n * sh.heads * keys) * sizeof(float));
+    const auto i32 = [](int64_t v) { return static_cast<int>(v); };
+    const float one = 1, zero = 0;
+    // Column-major views of the row-major data: the head's nope rows of kv_b are a latent x nope
+    // matrix, its query rows a nope x n one (heads x qd apart).
+    check_blas(cublasSgemmStridedBatched(s.blas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, i32(sh.latent),
+                                         i32(n), i32(sh.nope), &sh.scale, wkv, i32(sh.latent),
+                                         per_head, q, i32(sh.heads * qd), qd, &zero, qlat,
+                                         i32(sh.heads * row), row, i32(sh.heads)),
+               "latent query");
+    const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
+    cuda::latent_query_rope(q, n, rows, sh, cos, sin, qlat, s.stream);
+    cuda::latent_attend(qlat, n, rows, sh, scores, keys, olat, s.stream);
+    check_blas(
+        cublasSgemmStridedBatched(s.blas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, i32(sh.v), i32(n),
+                                  i32(sh.latent), &one, wkv + sh.nope * sh.latent, i32(sh.latent),
+                                  per_head, olat, i32(sh.heads * sh.latent), sh.latent, &zero, att,
+                                  i32(sh.heads * sh.v), sh.v, i32(sh.heads)),
+        "latent values");
   }
 
   const ExpertTable& experts(const ExpertMatrices& X, int64_t width, int64_t d) const {

@@ -809,42 +809,41 @@ __global__ void latent_append_kernel(const float* kv, LatentRows r, LatentShape 
   }
 }
 
-// One block per (head, entry): q_lat = W_uk^T q_nope and the rotated q_pe, both times the scale;
-// scores against every cached row (latent + rope values), softmax, the weighted sum of the cached
-// latents, and W_uv of it. Shared memory: the query (latent + rope floats), then the sum (latent).
-template <int TypeId>
-__global__ void latent_attend_kernel(const float* q, LatentRows r, LatentShape sh,
-                                     const uint8_t* kv_b, int64_t rb, const float* cos,
-                                     const float* sin, float* scores, int64_t stride, float* att) {
-  constexpr DType T = static_cast<DType>(TypeId);
-  extern __shared__ float smem[];
-  __shared__ float red[32];
+// One block per (head, entry): the rope part of the entry's row of q for the head, rotated at the
+// entry's position and times the scale, after the latent part in its row of qlat (latent + rope
+// values per row and head).
+__global__ void latent_query_rope_kernel(const float* q, LatentRows r, LatentShape sh,
+                                         const float* cos, const float* sin, float* qlat) {
   const int64_t h = blockIdx.x, e = blockIdx.y, i = latent_row(r, e), pos = latent_pos(r, e);
-  const int64_t keys = pos + 1;
-  const float* cache = latent_cache(r, e);
-  const int64_t row = sh.latent + sh.rope, half = sh.rope / 2;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
-  float* qlat = smem;
-  float* olat = smem + row;
-  const float* qh = q + (i * sh.heads + h) * (sh.nope + sh.rope);
-  const uint8_t* wk = kv_b + h * (sh.nope + sh.v) * rb;  // the head's nope rows, then its v rows
-  for (int64_t j = tid; j < sh.latent; j += blockDim.x) {
-    float acc = 0;
-    for (int64_t t = 0; t < sh.nope; ++t) acc += qh[t] * weight_at<T>(wk + t * rb, j);
-    qlat[j] = acc * sh.scale;
-  }
-  for (int64_t j = tid; j < half; j += blockDim.x) {
+  const int64_t half = sh.rope / 2;
+  const float* qh = q + (i * sh.heads + h) * (sh.nope + sh.rope) + sh.nope;
+  float* out = qlat + (i * sh.heads + h) * (sh.latent + sh.rope) + sh.latent;
+  for (int64_t j = threadIdx.x; j < half; j += blockDim.x) {
     const float c = cos[pos * half + j], s = sin[pos * half + j];
-    const float a = qh[sh.nope + 2 * j], b = qh[sh.nope + 2 * j + 1];
-    qlat[sh.latent + 2 * j] = (a * c - b * s) * sh.scale;
-    qlat[sh.latent + 2 * j + 1] = (b * c + a * s) * sh.scale;
+    const float a = qh[2 * j], b = qh[2 * j + 1];
+    out[2 * j] = (a * c - b * s) * sh.scale;
+    out[2 * j + 1] = (b * c + a * s) * sh.scale;
   }
+}
+
+// One block per (head, entry), its query absorbed (its row of qlat): scores against every cached
+// row (latent + rope values), softmax, the weighted sum of the cached latents into its row of
+// olat (latent values per row and head). Shared memory: the query.
+__global__ void latent_attend_kernel(const float* qlat, LatentRows r, LatentShape sh, float* scores,
+                                     int64_t stride, float* olat) {
+  extern __shared__ float qs[];
+  __shared__ float red[32];
+  const int64_t h = blockIdx.x, e = blockIdx.y, i = latent_row(r, e);
+  const int64_t keys = latent_pos(r, e) + 1, row = sh.latent + sh.rope;
+  const float* cache = latent_cache(r, e);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, warps = blockDim.x >> 5;
+  for (int64_t j = tid; j < row; j += blockDim.x) qs[j] = qlat[(i * sh.heads + h) * row + j];
   __syncthreads();
   float* sc = scores + (e * sh.heads + h) * stride;
   for (int64_t t = warp; t < keys; t += warps) {
     const float* c = cache + t * row;
     float acc = 0;
-    for (int64_t j = lane; j < row; j += 32) acc += qlat[j] * c[j];
+    for (int64_t j = lane; j < row; j += 32) acc += qs[j] * c[j];
     acc = warp_sum(acc);
     if (lane == 0) sc[t] = acc;
   }
@@ -855,19 +854,11 @@ __global__ void latent_attend_kernel(const float* q, LatentRows r, LatentShape s
   float z = 0;
   for (int64_t t = tid; t < keys; t += blockDim.x) z += (sc[t] = expf(sc[t] - mx));
   z = block_reduce<float, false>(z, red);  // (its barriers order the writes to sc)
+  float* out = olat + (i * sh.heads + h) * sh.latent;
   for (int64_t j = tid; j < sh.latent; j += blockDim.x) {
     float acc = 0;
     for (int64_t t = 0; t < keys; ++t) acc += sc[t] * cache[t * row + j];
-    olat[j] = acc / z;
-  }
-  __syncthreads();
-  float* out = att + (i * sh.heads + h) * sh.v;
-  for (int64_t t = warp; t < sh.v; t += warps) {
-    const uint8_t* w = wk + (sh.nope + t) * rb;
-    float acc = 0;
-    for (int64_t j = lane; j < sh.latent; j += 32) acc += weight_at<T>(w, j) * olat[j];
-    acc = warp_sum(acc);
-    if (lane == 0) out[t] = acc;
+    out[j] = acc / z;
   }
 }
 
@@ -1133,18 +1124,22 @@ void latent_append(const float* kv, int64_t n, const LatentRows& rows, const Lat
   check_launch("latent append kernel");
 }
 
-void latent_attend(const float* q, int64_t n, const LatentRows& rows, const LatentShape& sh,
-                   const uint8_t* kv_b, DType kv_b_type, int64_t kv_b_row_bytes, const float* cos,
-                   const float* sin, float* scores, int64_t score_stride, float* att,
-                   cudaStream_t s) {
+void latent_query_rope(const float* q, int64_t n, const LatentRows& rows, const LatentShape& sh,
+                       const float* cos, const float* sin, float* qlat, cudaStream_t s) {
   if (n == 0) return;
   if (n > kMaxGridY) throw Error("latent attention: " + std::to_string(n) + " rows in one launch");
-  const size_t shared = static_cast<size_t>(2 * sh.latent + sh.rope) * sizeof(float);
-  dispatch(kv_b_type, [&](auto T) {
-    latent_attend_kernel<type_id(decltype(T)::value)>
-        <<<dim3(static_cast<unsigned>(sh.heads), static_cast<unsigned>(n)), 256, shared, s>>>(
-            q, rows, sh, kv_b, kv_b_row_bytes, cos, sin, scores, score_stride, att);
-  });
+  latent_query_rope_kernel<<<dim3(static_cast<unsigned>(sh.heads), static_cast<unsigned>(n)), 32, 0,
+                             s>>>(q, rows, sh, cos, sin, qlat);
+  check_launch("latent query rope kernel");
+}
+
+void latent_attend(const float* qlat, int64_t n, const LatentRows& rows, const LatentShape& sh,
+                   float* scores, int64_t score_stride, float* olat, cudaStream_t s) {
+  if (n == 0) return;
+  if (n > kMaxGridY) throw Error("latent attention: " + std::to_string(n) + " rows in one launch");
+  const size_t shared = static_cast<size_t>(sh.latent + sh.rope) * sizeof(float);
+  latent_attend_kernel<<<dim3(static_cast<unsigned>(sh.heads), static_cast<unsigned>(n)), 256,
+                         shared, s>>>(qlat, rows, sh, scores, score_stride, olat);
   check_launch("latent attention kernel");
 }
 

@@ -128,19 +128,21 @@ struct LatentRows {
   const CacheRows* caches = nullptr;
 };
 
-// Multi-head latent attention (Backend::latent_attention) in two steps. latent_append: entry i's
-// row of kv (latent + rope values) into its cache at its position, the rope part rotated by
-// interleaved pairs (cos / sin: the latent RoPE table, [position][rope / 2]). latent_attend, after
-// every entry is appended: per (entry, head), the query absorbed into the latent space through
-// kv_b's nope rows (stored rows of `kv_b_type`, row_bytes apart), attention over positions [0,
-// the entry's], the result mapped back through kv_b's value rows into att (heads x v a row).
+// Multi-head latent attention (Backend::latent_attention), around the backend's two GEMMs
+// (q_lat = W_uk^T q_nope per head; att = W_uv o_lat per head). latent_append: entry i's row of kv
+// (latent + rope values) into its cache at its position, the rope part rotated by interleaved
+// pairs (cos / sin: the latent RoPE table, [position][rope / 2]). latent_query_rope: the rope
+// part of each entry's query, rotated at its position and scaled, after the latent part in its
+// row of qlat (rows of heads x (latent + rope)). latent_attend, after every entry is appended: per
+// (entry, head), scores of its qlat row against the cached rows of positions [0, the entry's],
+// softmax, the weighted sum of the cached latents into its row of olat (rows of heads x latent).
 // `scores` holds n x heads x score_stride floats (score_stride > every position).
 void latent_append(const float* kv, int64_t n, const LatentRows& rows, const LatentShape& sh,
                    const float* cos, const float* sin, cudaStream_t s);
-void latent_attend(const float* q, int64_t n, const LatentRows& rows, const LatentShape& sh,
-                   const uint8_t* kv_b, DType kv_b_type, int64_t kv_b_row_bytes, const float* cos,
-                   const float* sin, float* scores, int64_t score_stride, float* att,
-                   cudaStream_t s);
+void latent_query_rope(const float* q, int64_t n, const LatentRows& rows, const LatentShape& sh,
+                       const float* cos, const float* sin, float* qlat, cudaStream_t s);
+void latent_attend(const float* qlat, int64_t n, const LatentRows& rows, const LatentShape& sh,
+                   float* scores, int64_t score_stride, float* olat, cudaStream_t s);
 
 // o[i] += sigmoid(gate . x[i]) * y[i] for n rows of d values.
 void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, int64_t n,
