@@ -120,6 +120,13 @@ std::vector<FrontierSetting> parse_frontier(const std::string& spec);
 struct EvalOptions {
   std::filesystem::path model_path;  // HF folder or GGUF
   std::string key = "epwa-eval";
+  // Defences against watermark stealing (docs/THREAT_MODEL.md). keys > 1: a keyring of that many
+  // keys derived from `key` (key#0, key#1, ...), each watermarked text under the key KR-v1 picks
+  // from its seed and prompt, every text detected over the whole keyring with the
+  // Bonferroni-corrected score (the z of min(1, m p) for the best key's p). context_buckets H > 0:
+  // CTX-v1's lists (expert x bucket of the previous token); 0 = GL-v1.
+  int32_t keys = 1;
+  int32_t context_buckets = 0;
   std::filesystem::path prompts, human;  // one prompt / one passage a line
   int32_t n = 20;                        // texts per mode, unwatermarked texts
   int32_t n_human = -1;                  // human passages (-1 = n)

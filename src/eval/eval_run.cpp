@@ -107,6 +107,7 @@ class Pipeline {
     std::vector<std::vector<int32_t>> topk;
     double ppl = 0;
     double z_full = 0;  // full method, with prompt (for the delta grid)
+    size_t key = 0;     // the keyring's key that watermarked it (KR-v1)
   };
   // z of each detector label for one text under one condition.
   using Scores = std::map<std::string, double>;
@@ -143,13 +144,32 @@ class Pipeline {
   json grid_point(const std::string& mode, double delta, const std::vector<Text>& texts,
                   size_t count) const;
   json token_view(const Text& t);
+  // One processor of `mode` per key of the keyring (index = key).
+  std::vector<std::unique_ptr<WatermarkProcessor>> processors(WatermarkMode mode,
+                                                              double delta) const {
+    std::vector<std::unique_ptr<WatermarkProcessor>> v;
+    WatermarkConfig cfg{mode, o_.gamma, delta, {}, layer_};
+    cfg.context_buckets = o_.context_buckets;
+    for (const auto& lists : keyring_)
+      v.push_back(std::make_unique<WatermarkProcessor>(cfg, lists));
+    return v;
+  }
+  KeyringDetector keyring_detector(const DetectOptions& opt) const {
+    std::vector<std::string> ids;
+    for (size_t k = 0; k < keyring_.size(); ++k) ids.push_back(std::to_string(k));
+    return KeyringDetector(ids, keyring_, opt);
+  }
 
   const EvalOptions& o_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tok_;
   std::vector<int32_t> suppress_;  // ids that are not text (EOS aside, a stop token)
-  std::shared_ptr<const GreenLists> lists_;
-  std::vector<std::pair<std::string, Detector>> detectors_;
+  // The keyring (one key unless o_.keys > 1), KR-v1's rotation secret, and the correction of the
+  // detectors' z for its size: z_m - 4 (EvalOptions::keys).
+  std::vector<std::shared_ptr<const GreenLists>> keyring_;
+  std::string rotation_;
+  double z_shift_ = 0;
+  std::vector<std::pair<std::string, KeyringDetector>> detectors_;
   int32_t layer_ = 0;
   int32_t first_normal_ = 0;
   std::vector<std::vector<int32_t>> human_texts_;  // human passages' text tokens (for splicing)
@@ -210,7 +230,8 @@ Analysis Pipeline::analyze(Model& m, std::span<const int32_t> seq, int64_t start
         // of the router's expert with one more pass over the row.
         double e1 = 0, st = 0, et = 0, gt = 0;
         const double T = std::max(1e-3, static_cast<double>(o_.temperature));
-        const auto bits = lists_->bits(a.records[p].expert);
+        const GreenLists& gl = *keyring_[0];  // unwatermarked text: any key's lists alike
+        const auto bits = gl.bits(gl.context(a.records[p].expert, seq[p]));
         for (size_t v = 0; v < V; ++v) {
           const double x = static_cast<double>(row[v]) - mx;
           e1 -= std::exp(x) / s * (x - std::log(s));
@@ -246,7 +267,7 @@ Pipeline::Scores Pipeline::detect_all(std::span<const int32_t> seq, int64_t prom
     const bool is_pepi = label.rfind("pepi", 0) == 0;
     if (is_pepi && a.pepi.empty()) continue;  // PEPI not run on this pass
     const auto t0 = Clock::now();
-    out[label] = det.detect(in).z;
+    out[label] = det.detect(in).best.z - z_shift_;
     if (timed) detect_seconds_[label] += seconds_since(t0) + (is_pepi ? a.pepi_seconds : 0);
   }
   if (timed) detect_tokens_ += static_cast<int64_t>(seq.size());
@@ -472,9 +493,8 @@ json Pipeline::cross_precision(const std::vector<Text>& all_texts) {
     owned[name] = Model::load(o_.model_path, lo);
     models[name] = owned[name].get();
   }
-  WatermarkProcessor wp({WatermarkMode::GSG, o_.gamma, o_.delta, {}, layer_}, lists_);
-  DetectOptions dopt;
-  const Detector det(lists_, dopt);
+  auto wp = processors(WatermarkMode::GSG, o_.delta);
+  const KeyringDetector det = keyring_detector({});
   json rows = json::array();
   uint64_t seed = 500;
   for (const std::string g : {"4bit", "stored", "8bit"}) {
@@ -485,7 +505,8 @@ json Pipeline::cross_precision(const std::vector<Text>& all_texts) {
       for (const Text& f : full_texts) {
         Text t;
         t.prompt = f.prompt;
-        t.text = generate_one(*models[g], t.prompt, &wp, o_.seed + texts.size());
+        t.key = f.key;
+        t.text = generate_one(*models[g], t.prompt, wp[t.key].get(), o_.seed + texts.size());
         texts.push_back(std::move(t));
         if (texts.size() % 10 == 0)
           say("cross-precision: 4-bit generation " + std::to_string(texts.size()) + "/" +
@@ -503,7 +524,7 @@ json Pipeline::cross_precision(const std::vector<Text>& all_texts) {
         const auto seq = concat(texts[i].prompt, texts[i].text);
         const int64_t P = static_cast<int64_t>(texts[i].prompt.size());
         const Analysis a = analyze(*models[d], seq, P, false);
-        z.push_back(det.detect({seq, P, a.records, {}}).z);
+        z.push_back(det.detect({seq, P, a.records, {}}).best.z - z_shift_);
         const std::string key = std::to_string(i);
         if (d == g) own[key] = a.records;
         if (d != g) {
@@ -602,7 +623,7 @@ json Pipeline::pepi_json() const {
 json Pipeline::token_view(const Text& t) {
   DetectOptions opt;
   opt.tokens_detail = true;
-  const Detector det(lists_, opt);
+  const Detector det(keyring_[t.key], opt);
   const auto seq = concat(t.prompt, t.text);
   const Analysis a = analyze(seq, static_cast<int64_t>(t.prompt.size()), false);
   const DetectionResult r = det.detect({seq, static_cast<int64_t>(t.prompt.size()), a.records, {}});
@@ -660,7 +681,17 @@ json Pipeline::run() {
     if (id != c.eos_token_id) suppress_.push_back(id);
   layer_ = model_router_layer(*model_, -1);
   const std::string hash = router_hash(*model_);
-  lists_ = std::make_shared<GreenLists>(o_.key, hash, c.vocab_size, o_.gamma, c.num_experts);
+  check(o_.keys >= 1, "eval: --keys must be >= 1");
+  check(!o_.exp || o_.context_buckets == 0,
+        "eval: --exp takes no --context-buckets (EXP-v1 is keyed by the previous token already)");
+  std::vector<std::string> secrets;
+  for (int32_t k = 0; k < o_.keys; ++k) {
+    secrets.push_back(o_.keys == 1 ? o_.key : o_.key + "#" + std::to_string(k));
+    keyring_.push_back(std::make_shared<GreenLists>(secrets.back(), hash, c.vocab_size, o_.gamma,
+                                                    c.num_experts, o_.context_buckets));
+  }
+  rotation_ = keyring_rotation_secret(secrets);
+  z_shift_ = keyring_threshold(4.0, o_.keys) - 4.0;
   for (int32_t id = 0; id < tok_->vocab_size(); ++id) {
     if (tok_->token_type(id) == TokenType::Normal) {
       first_normal_ = id;
@@ -674,13 +705,13 @@ json Pipeline::run() {
       opt.count_repeats = rep;
       opt.sample = o_.cspv_sample;
       detectors_.emplace_back(std::string(detect_method_name(m)) + (rep ? "+repeats" : ""),
-                              Detector(lists_, opt));
+                              keyring_detector(opt));
     }
   }
   if (o_.exp) {
     DetectOptions opt;
     opt.scheme = DetectScheme::Exp;
-    detectors_.emplace_back("exp", Detector(lists_, opt));
+    detectors_.emplace_back("exp", keyring_detector(opt));
   }
   if (!o_.oracle.empty()) {
     auto oracle = std::make_shared<const Oracle>(Oracle::load(o_.oracle));
@@ -694,7 +725,7 @@ json Pipeline::run() {
       DetectOptions opt;
       opt.method = DetectMethod::Pepi;
       opt.count_repeats = rep;
-      Detector d(lists_, opt);
+      KeyringDetector d = keyring_detector(opt);
       d.set_expert_predictor(cached_);
       detectors_.emplace_back(std::string("pepi") + (rep ? "+repeats" : ""), std::move(d));
     }
@@ -742,6 +773,9 @@ json Pipeline::run() {
                   {"experts", c.num_experts},
                   {"layers", c.num_layers}};
   out["params"] = {{"key_bytes", o_.key.size()},
+                   {"keys", o_.keys},
+                   {"context_buckets", o_.context_buckets},
+                   {"z_correction", z_shift_},
                    {"prompts", path_to_utf8(o_.prompts)},
                    {"human", path_to_utf8(o_.human)},
                    {"n", o_.n},
@@ -765,9 +799,11 @@ json Pipeline::run() {
                    {"human_min_tokens", human_min}};
 
   if (!o_.frontier.empty()) {
+    check(o_.keys == 1 && o_.context_buckets == 0,
+          "eval: --frontier measures GL-v1 with one key (no --keys, no --context-buckets)");
     FrontierInput fi;
     fi.model = model_.get();
-    fi.lists = lists_;
+    fi.lists = keyring_[0];
     fi.layer = layer_;
     fi.sampling = {o_.tokens, o_.temperature, o_.top_p, suppress_};
     for (int32_t i = 0; i < o_.n; ++i)
@@ -783,23 +819,27 @@ json Pipeline::run() {
   }
 
   // Generation: the same prompt and sampling seed for the unwatermarked and both watermarked texts.
-  WatermarkConfig gsg_cfg{WatermarkMode::GSG, o_.gamma, o_.delta, {}, layer_};
-  WatermarkConfig ewp_cfg{WatermarkMode::EWP, o_.gamma, o_.delta, {}, layer_};
-  WatermarkConfig exp_cfg{WatermarkMode::Exp, o_.gamma, o_.delta, {}, layer_};
-  WatermarkProcessor gsg(gsg_cfg, lists_), ewp(ewp_cfg, lists_), exp(exp_cfg, lists_);
-  std::vector<std::pair<std::string, WatermarkProcessor*>> modes = {
-      {"none", nullptr}, {"gsg", &gsg}, {"ewp", &ewp}};
-  if (o_.exp) modes.emplace_back("exp", &exp);
+  // With a keyring, KR-v1 picks one key per prompt and seed: a text and its unwatermarked twin
+  // share it.
+  std::map<std::string, std::vector<std::unique_ptr<WatermarkProcessor>>> wps;
+  wps["gsg"] = processors(WatermarkMode::GSG, o_.delta);
+  wps["ewp"] = processors(WatermarkMode::EWP, o_.delta);
+  if (o_.exp) wps["exp"] = processors(WatermarkMode::Exp, o_.delta);
+  std::vector<std::string> modes = {"none", "gsg", "ewp"};
+  if (o_.exp) modes.emplace_back("exp");
   std::map<std::string, std::vector<Text>> gen;
   double gen_seconds = 0;
   int64_t gen_tokens = 0;
   for (int32_t i = 0; i < o_.n; ++i) {
     const auto prompt = tok_->encode(prompt_lines[i], true, false);
-    for (auto [name, wp] : modes) {
+    const uint64_t text_seed = o_.seed + static_cast<uint64_t>(i);
+    const size_t key = keyring_pick(rotation_, text_seed, prompt, keyring_.size());
+    for (const std::string& name : modes) {
       const auto t0 = Clock::now();
       Text t;
       t.prompt = prompt;
-      t.text = generate_one(prompt, wp, o_.seed + static_cast<uint64_t>(i));
+      t.key = key;
+      t.text = generate_one(prompt, name == "none" ? nullptr : wps.at(name)[key].get(), text_seed);
       gen_seconds += seconds_since(t0);
       gen_tokens += static_cast<int64_t>(t.text.size());
       gen[name].push_back(std::move(t));
@@ -809,7 +849,13 @@ json Pipeline::run() {
         " tokens/s)");
   }
 
-  for (const auto& [name, wp] : modes) score_texts(name, gen[name], true);
+  std::vector<int64_t> per_key(keyring_.size(), 0);
+  for (const Text& t : gen["gsg"]) ++per_key[t.key];
+  out["keyring"] = {{"keys", keyring_.size()},
+                    {"rotation", "KR-v1"},
+                    {"texts_per_key", per_key},
+                    {"z_threshold", 4.0 + z_shift_}};
+  for (const std::string& name : modes) score_texts(name, gen[name], true);
   score_texts("human", human, false);
 
   // Detection summaries: positives = one mode, negatives = human + unwatermarked.
@@ -879,12 +925,13 @@ json Pipeline::run() {
   // n_grid prompts (the base points above use the same prompts and seeds).
   for (double d : o_.delta_grid) {
     if (d == o_.delta) continue;
-    WatermarkProcessor wp({WatermarkMode::GSG, o_.gamma, d, {}, layer_}, lists_);
+    const auto wp = processors(WatermarkMode::GSG, d);
     std::vector<Text> texts;
     for (size_t i = 0; i < n_grid; ++i) {
       Text t;
       t.prompt = gen["none"][i].prompt;
-      t.text = generate_one(t.prompt, &wp, o_.seed + static_cast<uint64_t>(i));
+      t.key = gen["none"][i].key;
+      t.text = generate_one(t.prompt, wp[t.key].get(), o_.seed + static_cast<uint64_t>(i));
       texts.push_back(std::move(t));
     }
     const std::string name = "gsg-delta-" + std::to_string(d);

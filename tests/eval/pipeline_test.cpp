@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "epwa/detect.hpp"
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
 #include "epwa/make_model.hpp"
@@ -134,4 +135,45 @@ TEST(Pipeline, BadInputsThrow) {
   auto p = tiny_options(tiny_model());
   p.oracle = fs::temp_directory_path() / "epwa_eval_no_such.oracle";
   EXPECT_THROW(epwa::eval::run_eval(p), epwa::Error);
+}
+
+// The defences against stealing: a keyring of 4 keys (a key per text by KR-v1, detection over the
+// keyring, z corrected for m) with CTX-v1 lists. Texts of several keys are all detected, and
+// each watermarked text is detected under its own key with the corrected threshold.
+TEST(Pipeline, KeyringAndContextBuckets) {
+  const fs::path model = tiny_model();
+  auto o = tiny_options(model);
+  o.keys = 4;
+  o.context_buckets = 16;
+  o.cross_precision = false;
+  o.attack_texts = 1;
+  o.delta_grid = {};
+  const json r = epwa::eval::run_eval(o);
+  EXPECT_EQ(r["params"]["keys"], 4);
+  EXPECT_EQ(r["params"]["context_buckets"], 16);
+  const double shift = epwa::keyring_threshold(4.0, 4) - 4.0;
+  EXPECT_GT(shift, 0.3);
+  EXPECT_DOUBLE_EQ(r["params"]["z_correction"].get<double>(), shift);
+  int keys_used = 0, texts = 0;
+  for (const auto& c : r["keyring"]["texts_per_key"]) {
+    keys_used += c.get<int>() > 0;
+    texts += c.get<int>();
+  }
+  EXPECT_EQ(texts, 4);
+  EXPECT_GE(keys_used, 2);  // the rotation spread the texts (seeded: the same every run)
+  bool seen = false;
+  for (const auto& d : r["detection"]) {
+    if (d["mode"] != "gsg" || d["method"] != "full" || d["prompt"] != true || d["repeats"] != false)
+      continue;
+    seen = true;
+    EXPECT_EQ(d["tpr_z4"], 1.0) << d["z_pos"].dump();  // every key's texts
+    EXPECT_EQ(d["fpr_z4"], 0.0) << d["z_neg"].dump();
+  }
+  EXPECT_TRUE(seen);
+  // The sample's token view colours the text by its own key: most scored tokens green.
+  int green = 0, scored = 0;
+  for (const auto& t : r["sample"]["tokens"])
+    if (t["scored"].get<bool>()) green += t["green"].get<bool>(), ++scored;
+  EXPECT_GT(green, scored * 3 / 4);
+  fs::remove_all(model);
 }

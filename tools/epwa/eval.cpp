@@ -50,6 +50,14 @@ const Command kEval{
       a->o.human = data / "heldout.txt";
       a->model.add(app);
       app.add_option("--key", a->o.key, "watermark key (default: epwa-eval)");
+      app.add_option("--keys", a->o.keys,
+                     "a keyring of M keys derived from --key, a key per text (KR-v1), detection "
+                     "over all M with the corrected threshold (default 1)")
+          ->check(whole_number(1, 1024));
+      app.add_option("--context-buckets", a->o.context_buckets,
+                     "CTX-v1: lists keyed by the expert and a bucket of the previous token (H in "
+                     "[2, 65536]; default 0 = GL-v1)")
+          ->check(CLI::Range(0, 65536));
       add_path_option(app, "--prompts", a->o.prompts, "prompts, one a line")
           ->check(existing_file());
       add_path_option(app, "--human", a->o.human, "human passages, one a line")
