@@ -300,6 +300,16 @@ std::string render_report(const json& r) {
        (r.contains("frontier") ? std::string() : ", delta " + num(getd(p, "delta"), 2)) + ", " +
        std::to_string(p.value("n", 0)) + " texts per mode of up to " +
        std::to_string(p.value("tokens", 0)) + " tokens, threshold z = 4.</p>\n";
+  if (p.value("keys", 1) > 1 || p.value("context_buckets", 0) > 0)
+    h += "<p id=\"defences\">Defences against stealing: a keyring of " +
+         std::to_string(p.value("keys", 1)) +
+         " keys (a key per text by KR-v1; every text detected over the keyring, its z reported "
+         "minus " +
+         num(getd(p, "z_correction"), 3) + " so that z &gt; 4 is the corrected decision)" +
+         (p.value("context_buckets", 0) > 0
+              ? ", CTX-v1 lists with " + std::to_string(p.value("context_buckets", 0)) + " buckets"
+              : std::string()) +
+         ".</p>\n";
   if (r.contains("seconds")) h += "<p>Run time " + num(getd(r, "seconds"), 0) + " s.</p>\n";
 
   // A frontier run (eval --frontier) has nothing else.

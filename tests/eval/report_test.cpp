@@ -37,3 +37,16 @@ TEST(Report, SurvivesMissingSections) {
   EXPECT_NE(h.find("</html>"), std::string::npos);
   EXPECT_EQ(h.find("id=\"tokens\""), std::string::npos);
 }
+
+// A run with the stealing defences says so above its tables; a plain run does not.
+TEST(Report, NamesTheDefences) {
+  auto r = epwa::eval::testing::synthetic_results();
+  EXPECT_EQ(render_report(r).find("id=\"defences\""), std::string::npos);
+  r["params"]["keys"] = 16;
+  r["params"]["context_buckets"] = 256;
+  r["params"]["z_correction"] = 0.6135;
+  const std::string h = render_report(r);
+  EXPECT_NE(h.find("a keyring of 16 keys"), std::string::npos);
+  EXPECT_NE(h.find("minus 0.614"), std::string::npos);
+  EXPECT_NE(h.find("256 buckets"), std::string::npos);
+}
