@@ -55,7 +55,7 @@ struct Scratch : BackendScratch {
   int64_t latent_positions = 0;
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
-      counts, xq, xqd, sinks, latent_w, qlat, olat;
+      counts, xq, xqd, sinks, qlat, olat;
   Q8Rows q8{};
   // A decode step's {row, position} per sequence and, per layer, the sequences' caches, on the
   // device and as last uploaded: an upload from pageable memory waits for the stream, so each
@@ -324,7 +324,7 @@ class CudaBackend final : public Backend {
     float* c = cache(s, kvl, p0, n, row, false).k.data<float>();
     const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
     cuda::latent_append(kv, n, {c, p0}, sh, cos, sin, s.stream);
-    const float* wkv = widened(s, kv_b);
+    const float* wkv = widened(kv_b);
     // Rows in chunks whose scores and absorbed queries fit in 256 MiB each (as attention()).
     const int64_t chunk = std::clamp<int64_t>(
         (int64_t{64} << 20) / (sh.heads * std::max(keys, row)), 1, std::min<int64_t>(n, 65535));
@@ -355,7 +355,7 @@ class CudaBackend final : public Backend {
                                 s.table(s.layer_caches[seqs.front().kv.layer], caches)};
     const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
     cuda::latent_append(kv, n, rows, sh, cos, sin, s.stream);
-    latent_rows(s, q, n, rows, sh, widened(s, kv_b), keys, att);
+    latent_rows(s, q, n, rows, sh, widened(kv_b), keys, att);
   }
 
   void add_gated(const TensorView& gate, const float* x, const float* y, int64_t n, int64_t d,
@@ -704,26 +704,39 @@ class CudaBackend final : public Backend {
     return {weight(t), device_type(t), t.rows(), t.cols(), row_bytes(t)};
   }
 
-  // kv_b in f32 for the latent attention's GEMMs, widened once per call (F32: as uploaded).
-  const float* widened(Scratch& s, const TensorView& kv_b) const {
+  // kv_b in f32 for the latent attention's GEMMs: F32 as uploaded, other types widened once, on
+  // first use, and kept beside the stored copy (heads x (nope + v) x latent floats a layer: 8 MiB
+  // for DeepSeek-V2-Lite's 16 heads, 64 MiB for V3's 128), not widened again for every layer of
+  // every step.
+  const float* widened(const TensorView& kv_b) const {
     if (device_type(kv_b) == DType::F32) return reinterpret_cast<const float*>(weight(kv_b));
-    float* w = s.latent_w.get<float>(static_cast<size_t>(kv_b.numel()) * sizeof(float));
-    dequantize_rows(matrix(kv_b), 0, kv_b.rows(), w, s.stream);
-    return w;
+    const DevMatrix m = matrix(kv_b);
+    std::lock_guard lock(mu_);
+    auto it = widened_.find(kv_b.data.data());
+    if (it != widened_.end()) return it->second.data<const float>();
+    DeviceBuffer b;
+    dequantize_rows(m, 0, m.rows, b.get<float>(static_cast<size_t>(kv_b.numel()) * sizeof(float)),
+                    nullptr);
+    EPWA_CUDA(cudaStreamSynchronize(nullptr));  // before any stream reads it
+    return widened_.emplace(kv_b.data.data(), std::move(b)).first->second.data<const float>();
   }
 
   // Latent attention of the n rows of q (entries `rows`, appended; keys: more than any entry's
   // position), wkv: kv_b in f32. q_lat = W_uk^T q_nope for every row and head in one f32 GEMM
   // batched over the heads (each block converted the head's 128 x 512 nope weights for its one
-  // row: 26.5 % of a decode step, docs/RESULTS.md), the rope parts rotated, the attention per
-  // (head, entry) in the latent space, then W_uv of each head's sum as a second batched GEMM.
+  // row: 26.5 % of a decode step, docs/RESULTS.md), the rope parts rotated; then the attention in
+  // the latent space: one sequence's rows share its cache, so their scores for every head are one
+  // GEMM against the cached rows, a masked softmax, and the weighted latents a second GEMM (one
+  // block per (head, row) took 11 ms a layer for a 512-token prompt); rows of several sequences
+  // (one each) one block per (head, entry) over their own caches. Last, W_uv of each head's sum
+  // as a GEMM batched over the heads.
   static void latent_rows(Scratch& s, const float* q, int64_t n, const cuda::LatentRows& rows,
                           const LatentShape& sh, const float* wkv, int64_t keys, float* att) {
-    const int64_t row = sh.latent + sh.rope, qd = sh.nope + sh.rope;
+    const int64_t row = sh.latent + sh.rope, qd = sh.nope + sh.rope, nh = n * sh.heads;
     const int64_t per_head = (sh.nope + sh.v) * sh.latent;  // kv_b's floats per head
-    float* qlat = s.qlat.get<float>(static_cast<size_t>(n * sh.heads * row) * sizeof(float));
-    float* olat = s.olat.get<float>(static_cast<size_t>(n * sh.heads * sh.latent) * sizeof(float));
-    float* scores = s.scores.get<float>(static_cast<size_t>(n * sh.heads * keys) * sizeof(float));
+    float* qlat = s.qlat.get<float>(static_cast<size_t>(nh * row) * sizeof(float));
+    float* olat = s.olat.get<float>(static_cast<size_t>(nh * sh.latent) * sizeof(float));
+    float* scores = s.scores.get<float>(static_cast<size_t>(nh * keys) * sizeof(float));
     const auto i32 = [](int64_t v) { return static_cast<int>(v); };
     const float one = 1, zero = 0;
     // Column-major views of the row-major data: the head's nope rows of kv_b are a latent x nope
@@ -735,7 +748,21 @@ class CudaBackend final : public Backend {
                "latent query");
     const float *cos = s.latent_cos.data<float>(), *sin = s.latent_sin.data<float>();
     cuda::latent_query_rope(q, n, rows, sh, cos, sin, qlat, s.stream);
-    cuda::latent_attend(qlat, n, rows, sh, scores, keys, olat, s.stream);
+    if (rows.at) {
+      cuda::latent_attend(qlat, n, rows, sh, scores, keys, olat, s.stream);
+    } else {
+      // scores (keys x nh, column-major) = the cached rows (keys x row) . the qlat rows (row x
+      // nh); olat (latent x nh) = the cached latents (latent x keys) . the softmax (keys x nh).
+      check_blas(
+          cublasSgemm(s.blas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, i32(keys), i32(nh), i32(row), &one,
+                      rows.cache, i32(row), qlat, i32(row), &zero, scores, i32(keys)),
+          "latent scores");
+      cuda::latent_softmax(scores, n, sh.heads, rows.p0, keys, keys, s.stream);
+      check_blas(
+          cublasSgemm(s.blas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, i32(sh.latent), i32(nh), i32(keys),
+                      &one, rows.cache, i32(row), scores, i32(keys), &zero, olat, i32(sh.latent)),
+          "latent sums");
+    }
     check_blas(
         cublasSgemmStridedBatched(s.blas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, i32(sh.v), i32(n),
                                   i32(sh.latent), &one, wkv + sh.nope * sh.latent, i32(sh.latent),
@@ -805,6 +832,7 @@ class CudaBackend final : public Backend {
   mutable OpProfile profile_;
   mutable std::mutex mu_;
   mutable std::unordered_map<const std::byte*, DeviceBuffer> weights_;
+  mutable std::unordered_map<const std::byte*, DeviceBuffer> widened_;  // f32 kv_b (widened())
   mutable std::unordered_map<const TensorView*, ExpertTable> tables_;
 };
 

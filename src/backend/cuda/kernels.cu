@@ -862,6 +862,23 @@ __global__ void latent_attend_kernel(const float* qlat, LatentRows r, LatentShap
   }
 }
 
+// One block per row r of a prompt's scores (row i = r / heads of the prompt, at position p0 + i):
+// softmax over its keys [0, p0 + i], the later keys of the row set to 0 (they enter the weighted
+// sum as products).
+__global__ void latent_softmax_kernel(float* scores, int64_t stride, int64_t heads, int64_t p0,
+                                      int64_t keys) {
+  __shared__ float red[32];
+  float* sc = scores + int64_t{blockIdx.x} * stride;
+  const int64_t valid = p0 + blockIdx.x / heads + 1;
+  float mx = -INFINITY;
+  for (int64_t t = threadIdx.x; t < valid; t += blockDim.x) mx = fmaxf(mx, sc[t]);
+  mx = block_reduce<float, true>(mx, red);
+  float z = 0;
+  for (int64_t t = threadIdx.x; t < valid; t += blockDim.x) z += (sc[t] = expf(sc[t] - mx));
+  z = block_reduce<float, false>(z, red);
+  for (int64_t t = threadIdx.x; t < keys; t += blockDim.x) sc[t] = t < valid ? sc[t] / z : 0.0f;
+}
+
 void check_launch(const char* what) {
   check_cuda(cudaGetLastError(), what);
 }
@@ -1141,6 +1158,14 @@ void latent_attend(const float* qlat, int64_t n, const LatentRows& rows, const L
   latent_attend_kernel<<<dim3(static_cast<unsigned>(sh.heads), static_cast<unsigned>(n)), 256,
                          shared, s>>>(qlat, rows, sh, scores, score_stride, olat);
   check_launch("latent attention kernel");
+}
+
+void latent_softmax(float* scores, int64_t n, int64_t heads, int64_t p0, int64_t keys,
+                    int64_t score_stride, cudaStream_t s) {
+  if (n == 0) return;
+  latent_softmax_kernel<<<static_cast<unsigned>(n * heads), 256, 0, s>>>(scores, score_stride,
+                                                                         heads, p0, keys);
+  check_launch("latent softmax kernel");
 }
 
 void swiglu(float* g, const float* u, int64_t count, cudaStream_t s) {
