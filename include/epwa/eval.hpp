@@ -121,10 +121,11 @@ struct EvalOptions {
   std::filesystem::path model_path;  // HF folder or GGUF
   std::string key = "epwa-eval";
   // Defences against watermark stealing (docs/THREAT_MODEL.md). keys > 1: a keyring of that many
-  // keys derived from `key` (key#0, key#1, ...), each watermarked text under the key KR-v1 picks
-  // from its seed and prompt, every text detected over the whole keyring with the
-  // Bonferroni-corrected score (the z of min(1, m p) for the best key's p). context_buckets H > 0:
-  // CTX-v1's lists (expert x bucket of the previous token); 0 = GL-v1.
+  // keys derived from `key` (derived_keys: key#0, key#1, ...), each watermarked text under the key
+  // KR-v1 picks from its seed and prompt, every text detected over the whole keyring and scored
+  // as the best key's z minus z_m - 4 (z_m: keyring_threshold), so that z > 4 is the keyring
+  // detector's Bonferroni-corrected decision. context_buckets H > 0: CTX-v1's lists (expert x
+  // bucket of the previous token); 0 = GL-v1.
   int32_t keys = 1;
   int32_t context_buckets = 0;
   std::filesystem::path prompts, human;  // one prompt / one passage a line

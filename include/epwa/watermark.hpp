@@ -126,6 +126,9 @@ std::string keyring_rotation_secret(std::span<const std::string> secrets);
 // the message a client that fixes its seed still meets every key. Throws Error when m < 1.
 size_t keyring_pick(std::string_view rotation_secret, uint64_t seed,
                     std::span<const int32_t> prompt, size_t m);
+// The m keys the measuring tools (`epwa attack steal --keys`, `epwa eval --keys`) derive from one
+// key: the key itself when m = 1, else key#0 ... key#(m-1). Throws Error on an empty key or m < 1.
+std::vector<std::string> derived_keys(std::string_view key, int32_t m);
 
 // GSG and EWP bias the green list; Exp (EXP-v1, docs/SPEC.md 11) leaves the distribution as it
 // is and makes the sampler's draw the key's (distortion-free; temperature > 0 only).

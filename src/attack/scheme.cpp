@@ -86,15 +86,6 @@ std::vector<int32_t> ContextBias::generate(Model& model, std::span<const int32_t
 
 namespace {
 
-std::vector<std::string> victim_keys(std::string_view key, int32_t m) {
-  check(!key.empty(), "watermark key is empty");
-  check(m >= 1, "attack: the keyring needs at least one key");
-  if (m == 1) return {std::string(key)};
-  std::vector<std::string> out;
-  for (int32_t i = 0; i < m; ++i) out.push_back(std::string(key) + "#" + std::to_string(i));
-  return out;
-}
-
 std::vector<std::shared_ptr<const GreenLists>> victim_lists(const Model& model, Scheme scheme,
                                                             std::span<const std::string> keys,
                                                             double gamma, int32_t buckets) {
@@ -112,7 +103,7 @@ std::vector<std::shared_ptr<const GreenLists>> victim_lists(const Model& model, 
 
 Victim::Victim(const Model& model, Scheme scheme, std::string_view key, double gamma, double delta,
                int32_t layer, int32_t keys, int32_t context_buckets)
-    : Victim(model, scheme, victim_keys(key, keys), gamma, delta, layer, context_buckets) {}
+    : Victim(model, scheme, derived_keys(key, keys), gamma, delta, layer, context_buckets) {}
 
 Victim::Victim(const Model& model, Scheme scheme, std::vector<std::string> keys, double gamma,
                double delta, int32_t layer, int32_t context_buckets)

@@ -684,12 +684,10 @@ json Pipeline::run() {
   check(o_.keys >= 1, "eval: --keys must be >= 1");
   check(!o_.exp || o_.context_buckets == 0,
         "eval: --exp takes no --context-buckets (EXP-v1 is keyed by the previous token already)");
-  std::vector<std::string> secrets;
-  for (int32_t k = 0; k < o_.keys; ++k) {
-    secrets.push_back(o_.keys == 1 ? o_.key : o_.key + "#" + std::to_string(k));
-    keyring_.push_back(std::make_shared<GreenLists>(secrets.back(), hash, c.vocab_size, o_.gamma,
+  const std::vector<std::string> secrets = derived_keys(o_.key, o_.keys);
+  for (const std::string& secret : secrets)
+    keyring_.push_back(std::make_shared<GreenLists>(secret, hash, c.vocab_size, o_.gamma,
                                                     c.num_experts, o_.context_buckets));
-  }
   rotation_ = keyring_rotation_secret(secrets);
   z_shift_ = keyring_threshold(4.0, o_.keys) - 4.0;
   for (int32_t id = 0; id < tok_->vocab_size(); ++id) {

@@ -44,4 +44,13 @@ size_t keyring_pick(std::string_view rotation_secret, uint64_t seed,
   return static_cast<size_t>(r % m);
 }
 
+std::vector<std::string> derived_keys(std::string_view key, int32_t m) {
+  check(!key.empty(), "watermark key is empty");
+  check(m >= 1, "keyring: needs at least one key");
+  if (m == 1) return {std::string(key)};
+  std::vector<std::string> out;
+  for (int32_t i = 0; i < m; ++i) out.push_back(std::string(key) + "#" + std::to_string(i));
+  return out;
+}
+
 }  // namespace epwa

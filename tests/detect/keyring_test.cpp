@@ -201,3 +201,12 @@ TEST(ContextBucketDetection, ScoresTheListOfExpertAndPreviousToken) {
 }
 
 }  // namespace
+
+// The keys `epwa attack steal --keys` and `epwa eval --keys` derive from one key: the same rule
+// for both, so that their keyrings (and their numbers) are the same.
+TEST(DerivedKeys, OneKeyIsItselfSeveralAreNumbered) {
+  EXPECT_EQ(epwa::derived_keys("k", 1), std::vector<std::string>{"k"});
+  EXPECT_EQ(epwa::derived_keys("k", 3), (std::vector<std::string>{"k#0", "k#1", "k#2"}));
+  EXPECT_THROW(epwa::derived_keys("", 2), epwa::Error);
+  EXPECT_THROW(epwa::derived_keys("k", 0), epwa::Error);
+}
