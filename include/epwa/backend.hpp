@@ -97,6 +97,13 @@ struct ExpertMatrices {
   float swiglu_limit = 0;
 };
 
+// One copy of Backend::download_all: `bytes` from activation memory `src` to host memory `dst`.
+struct Download {
+  void* dst = nullptr;
+  const void* src = nullptr;
+  size_t bytes = 0;
+};
+
 // Weights are passed as views of the model's tensors; a backend may keep its own copy of each
 // (keyed by the view's data), so the views given to one backend must stay alive and unchanged for
 // its life: one backend per model.
@@ -142,6 +149,11 @@ class Backend {
   // host copy is complete, after every op called before it).
   virtual void upload(void* dst, const void* src, size_t bytes, BackendScratch& s) const = 0;
   virtual void download(void* dst, const void* src, size_t bytes, BackendScratch& s) const = 0;
+  // Several downloads and one wait: a device backend queues the copies, then waits once (a
+  // generated token's watched routing and its logits).
+  virtual void download_all(std::span<const Download> parts, BackendScratch& s) const {
+    for (const Download& p : parts) download(p.dst, p.src, p.bytes, s);
+  }
 
   // x[i] = row tokens[i] of `table` for the n tokens (ids in range, checked by the caller).
   virtual void embed(const TensorView& table, std::span<const int32_t> tokens, float* x,

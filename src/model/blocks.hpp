@@ -28,8 +28,10 @@ void latent_attention(const Backend& be, const ModelConfig& c, const LayerWeight
 void route(const Backend& be, const ModelConfig& c, const LayerWeights& L, const float* xn,
            int64_t n, Context::Scratch& s);
 
-// The last route()'s logits, experts and weights into the host copies s.router, s.topk, s.topw.
-void download_routing(const Backend& be, const ModelConfig& c, int64_t n, Context::Scratch& s);
+// The last route()'s logits, experts and weights into the host copies s.router, s.topk, s.topw,
+// and `also` (if given) in the same wait.
+void download_routing(const Backend& be, const ModelConfig& c, int64_t n, Context::Scratch& s,
+                      const Download* also = nullptr);
 
 // o = sum over each row's k experts of w * expert(xn), plus the shared expert when the layer has
 // one (uses the routing in s).

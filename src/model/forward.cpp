@@ -101,9 +101,10 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
   auto watched = [&](int32_t m) {
     return opt.watch.empty() || std::find(opt.watch.begin(), opt.watch.end(), m) != opt.watch.end();
   };
-  // The router logits and decisions of MoE layer m, to the observer.
-  auto observe = [&](int32_t m) {
-    block::download_routing(be, c, n, s);
+  // The router logits and decisions of MoE layer m, to the observer (`also`: a download made in
+  // the same wait).
+  auto observe = [&](int32_t m, const Download* also = nullptr) {
+    block::download_routing(be, c, n, s, also);
     const int64_t ne = c.num_experts, k = c.experts_per_token;
     for (const Run& r : runs)
       for (int64_t i = r.begin; i < r.begin + r.n; ++i)
@@ -176,9 +177,12 @@ std::vector<float> Model::run(std::span<const int32_t> tokens, std::span<const R
   // Host activation memory: the head writes the result itself (no copy of a prompt's logits).
   float* ys[] = {be.host_memory() ? logits.data() : s.buf(be, Slot::Logits, std::ssize(logits))};
   be.linear(head, xn, rows_out, d, ys, *s.backend);
-  if (deferred) observe(n_moe - 1);
-  if (!be.host_memory())
-    be.download(logits.data(), ys[0], logits.size() * sizeof(float), *s.backend);
+  const Download out{logits.data(), ys[0], logits.size() * sizeof(float)};
+  const bool copy_out = !be.host_memory();
+  if (deferred)
+    observe(n_moe - 1, copy_out ? &out : nullptr);  // one wait for the routing and the logits
+  else if (copy_out)
+    be.download(out.dst, out.src, out.bytes, *s.backend);
   return logits;
 }
 

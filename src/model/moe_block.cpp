@@ -56,13 +56,16 @@ void route(const Backend& be, const ModelConfig& c, const LayerWeights& L, const
   be.route_grouped(router, n, ne, rule, topk, topw, *s.backend);
 }
 
-void download_routing(const Backend& be, const ModelConfig& c, int64_t n, Context::Scratch& s) {
+void download_routing(const Backend& be, const ModelConfig& c, int64_t n, Context::Scratch& s,
+                      const Download* also) {
   const int64_t ne = c.num_experts, k = c.experts_per_token;
   const auto bytes = [](int64_t count) { return static_cast<size_t>(count) * 4; };
-  be.download(s.router.resize(n * ne), s.buf(be, Slot::Router, n * ne), bytes(n * ne), *s.backend);
-  be.download(s.topk.resize(n * k), s.buf<int32_t>(be, Slot::TopK, n * k), bytes(n * k),
-              *s.backend);
-  be.download(s.topw.resize(n * k), s.buf(be, Slot::TopW, n * k), bytes(n * k), *s.backend);
+  const Download parts[] = {
+      {s.router.resize(n * ne), s.buf(be, Slot::Router, n * ne), bytes(n * ne)},
+      {s.topk.resize(n * k), s.buf<int32_t>(be, Slot::TopK, n * k), bytes(n * k)},
+      {s.topw.resize(n * k), s.buf(be, Slot::TopW, n * k), bytes(n * k)},
+      also ? *also : Download{}};
+  be.download_all(std::span(parts, also ? 4 : 3), *s.backend);
 }
 
 void moe(const Backend& be, const ModelConfig& c, const LayerWeights& L, const float* xn, int64_t n,

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -57,6 +58,7 @@ struct Scratch : BackendScratch {
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
       counts, xq, xqd, sinks, qlat, olat;
   Q8Rows q8{};
+  PinnedBuffer staging;  // download_all's small copies
   // A decode step's {row, position} per sequence and, per layer, the sequences' caches, on the
   // device and as last uploaded: an upload from pageable memory waits for the stream, so each
   // is sent only when it changed (the positions once a step, the caches when they grow).
@@ -268,6 +270,37 @@ class CudaBackend final : public Backend {
     auto timed = profile_.time(s.stream, "download");
     if (bytes > 0) EPWA_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s.stream));
     s.sync();
+  }
+  // A copy to pageable memory returns only once it is done: the parts up to kStagedBytes are
+  // queued into pinned memory instead, so that the whole set waits once; larger ones (a prompt's
+  // logits) go straight to their destination (the driver stages them itself; pinning them all
+  // would lock hundreds of megabytes).
+  void download_all(std::span<const Download> parts, BackendScratch& bs) const override {
+    Scratch& s = cast(bs);
+    auto timed = profile_.time(s.stream, "download");
+    constexpr size_t kStagedBytes = size_t{1} << 20, kAlign = 64;
+    const auto staged = [&](const Download& p) { return p.bytes > 0 && p.bytes <= kStagedBytes; };
+    const auto padded = [&](size_t b) { return (b + kAlign - 1) / kAlign * kAlign; };
+    size_t total = 0;
+    for (const Download& p : parts)
+      if (staged(p)) total += padded(p.bytes);
+    char* stage = s.staging.get<char>(std::max<size_t>(total, 1));
+    size_t at = 0;
+    for (const Download& p : parts)
+      if (staged(p)) {
+        EPWA_CUDA(cudaMemcpyAsync(stage + at, p.src, p.bytes, cudaMemcpyDeviceToHost, s.stream));
+        at += padded(p.bytes);
+      }
+    for (const Download& p : parts)
+      if (p.bytes > 0 && !staged(p))
+        EPWA_CUDA(cudaMemcpyAsync(p.dst, p.src, p.bytes, cudaMemcpyDeviceToHost, s.stream));
+    s.sync();
+    at = 0;
+    for (const Download& p : parts)
+      if (staged(p)) {
+        std::memcpy(p.dst, stage + at, p.bytes);
+        at += padded(p.bytes);
+      }
   }
 
   void embed(const TensorView& table, std::span<const int32_t> tokens, float* x,
