@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,8 +24,11 @@ std::vector<std::string> shape_names();
 // weights of type `dtype` (F32, F16 or BF16), deterministic in `seed`.
 void write_random_hf(const ModelConfig& c, uint64_t seed, DType dtype,
                      const std::filesystem::path& dir);
-// Writes a GGUF file in llama.cpp's conventions, streaming tensor by tensor (any size fits).
+// Writes a GGUF file in llama.cpp's conventions, streaming tensor by tensor (any size fits):
+// weights of type F32, F16 or BF16, or matrices quantized to any type the engine writes (the same
+// values drawn in f32; norms stay f32). `progress` (if set) hears (tensors done, total).
 void write_random_gguf(const ModelConfig& c, uint64_t seed, DType dtype,
-                       const std::filesystem::path& file);
+                       const std::filesystem::path& file,
+                       const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace epwa

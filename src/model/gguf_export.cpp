@@ -7,6 +7,7 @@
 #include "epwa/error.hpp"
 #include "epwa/export.hpp"
 #include "epwa/quant.hpp"
+#include "epwa/thread_pool.hpp"
 #include "qk_permute.hpp"
 
 namespace epwa {
@@ -51,11 +52,14 @@ void convert_rows(DType from, const std::byte* src, DType to, std::byte* dst, in
     std::memcpy(dst, src, rows * sb);
     return;
   }
-  std::vector<float> tmp(cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    dequantize_row(from, src + r * sb, tmp.data(), cols);
-    quantize_row(to, tmp.data(), dst + r * db, cols);
-  }
+  // Rows in parallel: a quantized full-size Mixtral is 47 billion weights.
+  ThreadPool::global().parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    std::vector<float> tmp(cols);
+    for (int64_t r = r0; r < r1; ++r) {
+      dequantize_row(from, src + r * sb, tmp.data(), cols);
+      quantize_row(to, tmp.data(), dst + r * db, cols);
+    }
+  });
 }
 
 }  // namespace

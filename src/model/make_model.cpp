@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -271,21 +272,28 @@ void write_random_hf(const ModelConfig& c, uint64_t seed, DType dtype,
 }
 
 void write_random_gguf(const ModelConfig& c, uint64_t seed, DType dtype,
-                       const std::filesystem::path& file) {
+                       const std::filesystem::path& file,
+                       const std::function<void(int64_t, int64_t)>& progress) {
   c.validate();
   std::map<std::string, TensorSpec> by_name;
   for_each_tensor(c, [&](const TensorSpec& s) { by_name.emplace(s.hf, s); });
+  // Quantized files: the same random values drawn in f32, each matrix quantized as it is written
+  // (a full-size Mixtral never exists in f16: 93 GB).
+  const bool quantized = dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16;
+  const DType drawn = quantized ? DType::F32 : dtype;
   HfTensorReader reader;
-  reader.type = [dtype](const std::string&) { return dtype; };
+  reader.type = [drawn](const std::string&) { return drawn; };
   reader.read = [&](const std::string& name, std::vector<std::byte>& out) {
     const TensorSpec& t = by_name.at(name);
     int64_t n = 1;
     for (int64_t d : t.shape) n *= d;
-    out.resize(dtype_bytes(dtype, n));
-    fill_random(t, seed, dtype, out.data());
+    out.resize(dtype_bytes(drawn, n));
+    fill_random(t, seed, drawn, out.data());
   };
   GgufExportOptions o;
   o.name = "epwa-random";
+  if (quantized) o.matrix_type = dtype;
+  o.progress = progress;
   write_model_gguf(c, reader, o, file);
 }
 

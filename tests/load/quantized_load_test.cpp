@@ -3,6 +3,7 @@
 // out-of-memory refusal, --load auto, and fast mode's cache.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -146,6 +147,37 @@ TEST(QuantizedLoad, KQuantGgufWithinTolerance) {
     EXPECT_LE(err, tol) << dtype_name(type);
     std::printf("[ logits ] bundled %s gguf: rel L2 error %.5f\n",
                 std::string(dtype_name(type)).c_str(), err);
+  }
+}
+
+// A random model written straight as Q8_0 / Q4_0 (how a full-size benchmark file is made without
+// an f16 copy) holds the bytes of the f32 random model quantized by the GGUF export.
+TEST(QuantizedLoad, QuantizedRandomGgufIsTheF32ModelQuantized) {
+  TempDir dir("epwa-randq");
+  const ModelConfig c = shape_config("tiny");
+  write_random_gguf(c, 11, DType::F32, dir.path / "f32.gguf");
+  auto f32 = Model::load(dir.path / "f32.gguf");
+  for (DType type : {DType::Q8_0, DType::Q4_0}) {
+    const std::string name(dtype_name(type));
+    int64_t last = 0, total = 0;
+    write_random_gguf(c, 11, type, dir.path / (name + ".gguf"), [&](int64_t done, int64_t all) {
+      EXPECT_EQ(done, last + 1);
+      last = done, total = all;
+    });
+    EXPECT_EQ(last, total);
+    GgufExportOptions o;
+    o.matrix_type = type;
+    save_model_gguf(*f32, o, dir.path / (name + "-export.gguf"));
+    auto direct = Model::load(dir.path / (name + ".gguf"));
+    auto exported = Model::load(dir.path / (name + "-export.gguf"));
+    const auto& a = direct->weights().layers[1];
+    const auto& b = exported->weights().layers[1];
+    ASSERT_EQ(a.w1[0].dtype, type) << name;
+    for (auto [x, y] : {std::pair{&a.w1[1], &b.w1[1]}, {&a.wq, &b.wq}, {&a.w2[0], &b.w2[0]}}) {
+      ASSERT_EQ(x->data.size(), y->data.size()) << name;
+      EXPECT_TRUE(std::equal(x->data.begin(), x->data.end(), y->data.begin())) << name;
+    }
+    EXPECT_EQ(router_hash(*direct), router_hash(*exported));
   }
 }
 
