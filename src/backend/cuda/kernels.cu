@@ -89,6 +89,20 @@ __device__ T block_reduce(T v, T* shared) {
   return Max ? warp_max(v) : warp_sum(v);
 }
 
+// Softmax numerators of sc[0, n) in place, exp(s - max) with the max taken over `floor` too (a
+// sink logit, or -INFINITY), and their sum (with the floor's own term when it is finite), to
+// every thread. Each thread reads the sc[t] it wrote itself (t strides by blockDim.x) unless a
+// barrier came between; after the call the whole block sees sc.
+__device__ float block_exp(float* sc, int64_t n, float floor, float* shared) {
+  float mx = floor;
+  for (int64_t t = threadIdx.x; t < n; t += blockDim.x) mx = fmaxf(mx, sc[t]);
+  mx = block_reduce<float, true>(mx, shared);
+  float z = 0;
+  for (int64_t t = threadIdx.x; t < n; t += blockDim.x) z += (sc[t] = expf(sc[t] - mx));
+  z = block_reduce<float, false>(z, shared);  // its barriers also publish sc
+  return floor != -INFINITY ? z + expf(floor - mx) : z;
+}
+
 template <int TypeId>
 __global__ void linear_kernel(const uint8_t* w, int64_t rows, int64_t cols, int64_t row_bytes,
                               const float* x, int64_t n, float* y) {
@@ -558,23 +572,13 @@ template <typename Keys>
 __device__ void attend(const float* qi, Keys keys_at, int64_t keys, int64_t g, int64_t hd,
                        float scale, float sink, float* sc, float* out) {
   __shared__ float partial[32];
-  float mx = sink;  // -INFINITY without a sink
   for (int64_t t = threadIdx.x; t < keys; t += blockDim.x) {
     const float* kt = keys_at.key(t) + g * hd;
     float dot = 0;
     for (int64_t j = 0; j < hd; ++j) dot += qi[j] * kt[j];
     sc[t] = dot * scale;
-    mx = fmaxf(mx, sc[t]);
   }
-  mx = block_reduce<float, true>(mx, partial);
-  float sum = 0;
-  for (int64_t t = threadIdx.x; t < keys; t += blockDim.x) {
-    const float p = expf(sc[t] - mx);
-    sc[t] = p;
-    sum += p;
-  }
-  sum = block_reduce<float, false>(sum, partial);  // its barriers also publish sc
-  if (sink != -INFINITY) sum += expf(sink - mx);
+  const float sum = block_exp(sc, keys, sink, partial);  // sink: -INFINITY without one
   for (int64_t j = threadIdx.x; j < hd; j += blockDim.x) {
     float acc = 0;
     for (int64_t t = 0; t < keys; ++t) acc += sc[t] * keys_at.value(t)[g * hd + j];
@@ -848,12 +852,7 @@ __global__ void latent_attend_kernel(const float* qlat, LatentRows r, LatentShap
     if (lane == 0) sc[t] = acc;
   }
   __syncthreads();
-  float mx = -INFINITY;
-  for (int64_t t = tid; t < keys; t += blockDim.x) mx = fmaxf(mx, sc[t]);
-  mx = block_reduce<float, true>(mx, red);
-  float z = 0;
-  for (int64_t t = tid; t < keys; t += blockDim.x) z += (sc[t] = expf(sc[t] - mx));
-  z = block_reduce<float, false>(z, red);  // (its barriers order the writes to sc)
+  const float z = block_exp(sc, keys, -INFINITY, red);
   float* out = olat + (i * sh.heads + h) * sh.latent;
   for (int64_t j = tid; j < sh.latent; j += blockDim.x) {
     float acc = 0;
@@ -870,12 +869,7 @@ __global__ void latent_softmax_kernel(float* scores, int64_t stride, int64_t hea
   __shared__ float red[32];
   float* sc = scores + int64_t{blockIdx.x} * stride;
   const int64_t valid = p0 + blockIdx.x / heads + 1;
-  float mx = -INFINITY;
-  for (int64_t t = threadIdx.x; t < valid; t += blockDim.x) mx = fmaxf(mx, sc[t]);
-  mx = block_reduce<float, true>(mx, red);
-  float z = 0;
-  for (int64_t t = threadIdx.x; t < valid; t += blockDim.x) z += (sc[t] = expf(sc[t] - mx));
-  z = block_reduce<float, false>(z, red);
+  const float z = block_exp(sc, valid, -INFINITY, red);
   for (int64_t t = threadIdx.x; t < keys; t += blockDim.x) sc[t] = t < valid ? sc[t] / z : 0.0f;
 }
 
