@@ -124,6 +124,9 @@ def main():
     ap.add_argument("--model", required=True, help="GGUF file both servers load")
     ap.add_argument("--epwa", default=os.path.join(ROOT, "build", "epwa"))
     ap.add_argument("--llama-server", help="llama-server binary (left out: epwa alone)")
+    ap.add_argument("--llama-arg", action="append", default=[],
+                    help="one more argument for llama-server (repeat; e.g. --llama-arg=-ngl "
+                         "--llama-arg=99 on a GPU, where epwa uses the GPU by itself)")
     ap.add_argument("--token-ids", action="store_true",
                     help="send prompts as token ids (GGUF files without a vocabulary; llama-server "
                          "cannot serve those, so it is left out)")
@@ -151,7 +154,8 @@ def main():
         port = free_port()
         return Server("llama-server", [a.llama_server, "-m", a.model, "--port", str(port),
                                        "-t", str(a.threads), "-tb", str(a.threads), "-np",
-                                       str(slots), "-c", str(slots * ctx), "-cb"], port, True)
+                                       str(slots), "-c", str(slots * ctx), "-cb"] + a.llama_arg,
+                      port, True)
 
     makers = [("epwa", lambda: epwa("epwa", [])),
               ("epwa (watermarked)",
