@@ -269,6 +269,17 @@ TEST_P(BackendOps, AttentionAppendsAndAttendsCausally) {
   EXPECT_LT(attend(*this, *s, c, 2, 3, rng), 1e-5);
 }
 
+// Prompt-sized calls (64 rows and more: the GPU's GEMM path), the second after a prefix in the
+// cache, and a decode row after them.
+TEST_P(BackendOps, PromptSizedAttentionAfterAPrefix) {
+  auto s = backend().make_scratch(config());
+  std::mt19937 rng(9);
+  TestCache c(backend(), 16, 160);
+  EXPECT_LT(attend(*this, *s, c, 0, 70, rng), 1e-5);
+  EXPECT_LT(attend(*this, *s, c, 70, 80, rng), 1e-5);
+  EXPECT_LT(attend(*this, *s, c, 150, 1, rng), 1e-5);
+}
+
 // The GPU reads the stored values exactly and keeps activations in f32, except in its f16 prompt
 // products (weights and activations each rounded to f16, 2^-11 of each value, sums in f32: within
 // 2^-10 + 2^-22 of sum |w x|) and in its smaller products of Q8_0 and Q4_0 weights (`q8`:

@@ -541,9 +541,41 @@ class CudaBackend final : public Backend {
     const int64_t per_row = nh * (p0 + n);
     const int64_t chunk = std::clamp<int64_t>((int64_t{64} << 20) / per_row, 1, n);
     float* scores = s.scores.get<float>(static_cast<size_t>(chunk * per_row) * sizeof(float));
-    for (int64_t i0 = 0; i0 < n; i0 += chunk)
-      cuda::attention(q + i0 * qdim, dk, dv, std::min(chunk, n - i0), p0 + i0, nh, nkv, hd, scores,
-                      att + i0 * qdim, s.stream);
+    for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+      const int64_t rows = std::min(chunk, n - i0);
+      if (n >= kGemmRows)
+        attention_gemm(s, q + i0 * qdim, dk, dv, rows, p0 + i0, nh, nkv, hd, scores,
+                       att + i0 * qdim);
+      else
+        cuda::attention(q + i0 * qdim, dk, dv, rows, p0 + i0, nh, nkv, hd, scores, att + i0 * qdim,
+                        s.stream);
+    }
+  }
+
+  // A prompt's attention (n rows from position p0 on, the cache holding them) as f32 GEMMs, as the
+  // latent attention's: per kv head, its group's query heads batched over the one cached K: the
+  // scores of row i and head h at (i nh + h) keys (column-major, keys x n nh), the causal softmax,
+  // then the values V p the same way. The one block per (head, row) that decode uses reads a key
+  // row per thread (MEASURE: share of a 512-token prompt).
+  static void attention_gemm(Scratch& s, const float* q, const float* dk, const float* dv,
+                             int64_t n, int64_t p0, int64_t nh, int64_t nkv, int64_t hd,
+                             float* scores, float* att) {
+    const int64_t keys = p0 + n, group = nh / nkv, kvdim = nkv * hd;
+    const auto i32 = [](int64_t v) { return static_cast<int>(v); };
+    const float scale = cuda::attention_scale(hd), one = 1, zero = 0;
+    for (int64_t g = 0; g < nkv; ++g)
+      check_blas(cublasSgemmStridedBatched(
+                     s.blas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, i32(keys), i32(n), i32(hd), &scale,
+                     dk + g * hd, i32(kvdim), 0, q + g * group * hd, i32(nh * hd), hd, &zero,
+                     scores + g * group * keys, i32(nh * keys), keys, i32(group)),
+                 "attention scores");
+    cuda::causal_softmax(scores, n, nh, p0, keys, keys, s.stream);
+    for (int64_t g = 0; g < nkv; ++g)
+      check_blas(cublasSgemmStridedBatched(s.blas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, i32(hd),
+                                           i32(n), i32(keys), &one, dv + g * hd, i32(kvdim), 0,
+                                           scores + g * group * keys, i32(nh * keys), keys, &zero,
+                                           att + g * group * hd, i32(nh * hd), hd, i32(group)),
+                 "attention values");
   }
 
   // GPT-OSS's attention: a sink logit per head; a sliding layer's cache is a ring of its window,
@@ -790,7 +822,7 @@ class CudaBackend final : public Backend {
           cublasSgemm(s.blas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, i32(keys), i32(nh), i32(row), &one,
                       rows.cache, i32(row), qlat, i32(row), &zero, scores, i32(keys)),
           "latent scores");
-      cuda::latent_softmax(scores, n, sh.heads, rows.p0, keys, keys, s.stream);
+      cuda::causal_softmax(scores, n, sh.heads, rows.p0, keys, keys, s.stream);
       check_blas(
           cublasSgemm(s.blas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, i32(sh.latent), i32(nh), i32(keys),
                       &one, rows.cache, i32(row), scores, i32(keys), &zero, olat, i32(sh.latent)),

@@ -864,7 +864,7 @@ __global__ void latent_attend_kernel(const float* qlat, LatentRows r, LatentShap
 // One block per row r of a prompt's scores (row i = r / heads of the prompt, at position p0 + i):
 // softmax over its keys [0, p0 + i], the later keys of the row set to 0 (they enter the weighted
 // sum as products).
-__global__ void latent_softmax_kernel(float* scores, int64_t stride, int64_t heads, int64_t p0,
+__global__ void causal_softmax_kernel(float* scores, int64_t stride, int64_t heads, int64_t p0,
                                       int64_t keys) {
   __shared__ float red[32];
   float* sc = scores + int64_t{blockIdx.x} * stride;
@@ -1154,12 +1154,12 @@ void latent_attend(const float* qlat, int64_t n, const LatentRows& rows, const L
   check_launch("latent attention kernel");
 }
 
-void latent_softmax(float* scores, int64_t n, int64_t heads, int64_t p0, int64_t keys,
+void causal_softmax(float* scores, int64_t n, int64_t heads, int64_t p0, int64_t keys,
                     int64_t score_stride, cudaStream_t s) {
   if (n == 0) return;
-  latent_softmax_kernel<<<static_cast<unsigned>(n * heads), 256, 0, s>>>(scores, score_stride,
+  causal_softmax_kernel<<<static_cast<unsigned>(n * heads), 256, 0, s>>>(scores, score_stride,
                                                                          heads, p0, keys);
-  check_launch("latent softmax kernel");
+  check_launch("causal softmax kernel");
 }
 
 void swiglu(float* g, const float* u, int64_t count, cudaStream_t s) {
@@ -1214,12 +1214,10 @@ void rope(float* x, int64_t n, int64_t heads, int64_t stride, int64_t head_dim, 
   check_launch("rope kernel");
 }
 
-namespace {
 // The CPU's scale (src/ops/attention.cpp): 1/sqrt(head_dim) in double, rounded once.
 float attention_scale(int64_t head_dim) {
   return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
 }
-}  // namespace
 
 void attention_rows(const float* q, const float* k, const float* v, const int2* at,
                     const CacheRows* caches, int64_t n, int64_t heads, int64_t kv_heads,

@@ -143,10 +143,13 @@ void latent_query_rope(const float* q, int64_t n, const LatentRows& rows, const 
                        const float* cos, const float* sin, float* qlat, cudaStream_t s);
 void latent_attend(const float* qlat, int64_t n, const LatentRows& rows, const LatentShape& sh,
                    float* scores, int64_t score_stride, float* olat, cudaStream_t s);
-// A prompt's latent attention between its two score GEMMs: n rows of heads rows of scores (row i
-// at position p0 + i), each a softmax over keys [0, p0 + i], its later keys (up to `keys`) zeroed.
-void latent_softmax(float* scores, int64_t n, int64_t heads, int64_t p0, int64_t keys,
+// A prompt's attention between its two GEMMs (latent or grouped-query): n rows of heads rows of
+// scores (row i at position p0 + i), each a softmax over keys [0, p0 + i], its later keys (up to
+// `keys`) zeroed.
+void causal_softmax(float* scores, int64_t n, int64_t heads, int64_t p0, int64_t keys,
                     int64_t score_stride, cudaStream_t s);
+// 1 / sqrt(head_dim), as the CPU rounds it.
+float attention_scale(int64_t head_dim);
 
 // o[i] += sigmoid(gate . x[i]) * y[i] for n rows of d values.
 void add_gated(const uint8_t* gate, DType type, const float* x, const float* y, int64_t n,
