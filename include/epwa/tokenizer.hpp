@@ -98,12 +98,16 @@ class StreamDecoder {
 // padding rows, which have no text). EOS is among them: give it as a stop token as well.
 std::vector<int32_t> non_text_token_ids(const Tokenizer& tok, int32_t model_vocab);
 
-// Picks the tokenizer: a .gguf file (its tokenizer.ggml.* metadata), a tokenizer.model or
-// tokenizer.json file, or a model directory holding tokenizer.json (preferred) or tokenizer.model.
-// Throws Error naming the path and the problem.
+// Picks the tokenizer: a .gguf file (its tokenizer.ggml.* metadata), a tokenizer.model,
+// tokenizer.json or .tiktoken file, or a model directory holding tokenizer.json (preferred) or
+// tokenizer.model. Throws Error naming the path and the problem.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir_or_file);
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::filesystem::path& tokenizer_model);
 std::unique_ptr<Tokenizer> load_hf_tokenizer(const std::filesystem::path& tokenizer_json);
+// A tiktoken ranks file ("base64 rank" lines). Only o200k_base is known; it loads as GPT-OSS's
+// o200k_harmony (its special tokens 199998..201087, bos <|startoftext|>, eos <|return|>), the same
+// tokenizer as the release's tokenizer.json.
+std::unique_ptr<Tokenizer> load_tiktoken(const std::filesystem::path& ranks_file);
 // `name` stands for the source in error messages.
 std::unique_ptr<Tokenizer> hf_tokenizer_from_json(std::string_view json_text,
                                                   std::string name = "<tokenizer.json>");

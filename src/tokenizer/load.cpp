@@ -46,6 +46,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& p) {
   }
   const auto ext = p.extension();
   if (ext == ".json") return load_hf_tokenizer(p);
+  if (ext == ".tiktoken") return load_tiktoken(p);
   if (ext == ".gguf") {
     GgufReadOptions opts;
     opts.allow_unsupported_types = true;  // only the metadata matters here

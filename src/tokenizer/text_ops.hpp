@@ -33,5 +33,6 @@ class RegexSplitter {
 extern const char* const kGpt2Pattern;
 extern const char* const kQwen2Pattern;
 extern const char* const kLlama3Pattern;
+extern const char* const kO200kPattern;
 
 }  // namespace epwa::tok

@@ -61,6 +61,9 @@ std::unique_ptr<Tokenizer> tokenizer_from_vocab(const GgufVocab& v, std::string 
     } else if (v.pre == "llama-bpe" || v.pre == "llama3") {
       pattern = kLlama3Pattern;
       s.ignore_merges = true;
+    } else if (v.pre == "gpt-4o") {  // llama.cpp's name for o200k (GPT-OSS)
+      pattern = kO200kPattern;
+      s.ignore_merges = true;  // as the HF file and tiktoken: a pre-token that is a token is kept
     } else {
       throw Error(name + ": tokenizer.ggml.pre \"" + v.pre + "\" is not supported");
     }
@@ -143,6 +146,8 @@ GgufVocab vocab_from_json(const std::filesystem::path& path) {
       v.pre = "qwen2";
     else if (p.pre_regex == tok::kLlama3Pattern)
       v.pre = "llama-bpe";
+    else if (p.pre_regex == tok::kO200kPattern)
+      v.pre = "gpt-4o";
     else
       throw Error(name + ": pre-tokenizer regex has no GGUF name: " + p.pre_regex);
     for (auto& [a, b] : s.merges) v.merges.push_back(a + " " + b);

@@ -1,0 +1,165 @@
+// GPT-OSS's o200k_harmony tokenizer: epwa's ids equal those of an independent Python
+// implementation of tiktoken's algorithm (tools/tokenizer/o200k_reference.py ->
+// tests/data/tokenizers/o200k_refs.json), for the ranks file read directly and for the
+// tokenizer.json the HF converter makes of it (the form the release ships).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "epwa/error.hpp"
+#include "epwa/gguf.hpp"
+#include "epwa/tokenizer.hpp"
+#include "tokenizer/hf_json.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const fs::path kDir = fs::path(EPWA_TEST_DATA_DIR) / "tokenizers";
+const fs::path kRanks = kDir / "o200k_base.tiktoken";
+
+const json& refs() {
+  static const json j = [] {
+    std::ifstream f(kDir / "o200k_refs.json");
+    return json::parse(f);
+  }();
+  return j;
+}
+
+const epwa::Tokenizer& o200k() {
+  static const std::unique_ptr<epwa::Tokenizer> t = epwa::load_tokenizer(kRanks);
+  return *t;
+}
+
+std::string unhex(const std::string& h) {
+  std::string s;
+  for (size_t i = 0; i + 1 < h.size(); i += 2)
+    s += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
+  return s;
+}
+
+void check_refs(const epwa::Tokenizer& tok) {
+  const json& cases = refs()["cases"];
+  ASSERT_GE(cases.size(), 30u);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const json& c = cases[i];
+    const std::string text = unhex(c["hex"]);
+    SCOPED_TRACE("case #" + std::to_string(i) + ": " + text.substr(0, 80));
+    const auto ids = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok.encode(text, false, true), ids);
+    EXPECT_EQ(tok.encode(text, true, true), ids);  // the release adds no BOS/EOS
+    EXPECT_EQ(tok.encode(text, false, false), c["ids_plain"].get<std::vector<int32_t>>());
+    // decode(encode(s)) == s, with invalid UTF-8 replaced by U+FFFD as encoding did.
+    EXPECT_EQ(tok.decode(ids), unhex(c["decoded_hex"]));
+  }
+}
+
+TEST(O200k, RanksFileGivesTheReferenceIds) {
+  const epwa::Tokenizer& tok = o200k();
+  EXPECT_EQ(tok.vocab_size(), 201088);
+  EXPECT_EQ(tok.kind(), "hf-bpe");
+  check_refs(tok);
+}
+
+TEST(O200k, HarmonySpecialTokens) {
+  const epwa::Tokenizer& tok = o200k();
+  const std::pair<const char*, int32_t> named[] = {{"<|startoftext|>", 199998},
+                                                   {"<|endoftext|>", 199999},
+                                                   {"<|return|>", 200002},
+                                                   {"<|constrain|>", 200003},
+                                                   {"<|channel|>", 200005},
+                                                   {"<|start|>", 200006},
+                                                   {"<|end|>", 200007},
+                                                   {"<|message|>", 200008},
+                                                   {"<|call|>", 200012},
+                                                   {"<|endofprompt|>", 200018},
+                                                   {"<|reserved_200000|>", 200000},
+                                                   {"<|reserved_201087|>", 201087}};
+  for (auto [piece, id] : named) {
+    SCOPED_TRACE(piece);
+    EXPECT_EQ(tok.piece_to_id(piece), id);
+    EXPECT_TRUE(tok.is_special(id));
+    EXPECT_EQ(tok.decode(std::vector<int32_t>{id}), piece);
+    EXPECT_EQ(tok.decode(std::vector<int32_t>{id}, true), "");
+  }
+  EXPECT_FALSE(tok.is_special(199997));
+  EXPECT_EQ(tok.bos_id(), 199998);
+  EXPECT_EQ(tok.eos_id(), 200002);
+  EXPECT_FALSE(tok.add_bos());
+}
+
+TEST(O200k, StreamDecoderJoinsACharacterSplitAcrossTokens) {
+  const epwa::Tokenizer& tok = o200k();
+  const std::string text = "emoji 👨‍👩‍👧‍👦 and 日本語 ok";
+  epwa::StreamDecoder d(tok);
+  std::string out;
+  for (int32_t id : tok.encode(text, false, true)) {
+    const std::string piece = d.push(id);
+    out += piece;
+  }
+  out += d.finish();
+  EXPECT_EQ(out, text);
+}
+
+// The release ships tokenizer.json: the converter's output, written out as text and read by the
+// HF loader, gives the same ids.
+TEST(O200k, ConvertedTokenizerJsonGivesTheReferenceIds) {
+  const std::string text = epwa::tok::tiktoken_to_hf_json(kRanks).dump();
+  const auto tok = epwa::hf_tokenizer_from_json(text, "o200k tokenizer.json");
+  EXPECT_EQ(tok->vocab_size(), 201088);
+  check_refs(*tok);
+}
+
+// llama.cpp's GGUF form (tokenizer.ggml.pre "gpt-4o"), written with GgufWriter and read back.
+TEST(O200k, GgufMetadataGivesTheReferenceIds) {
+  const fs::path dir = fs::temp_directory_path() / "epwa_o200k_json";
+  fs::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << epwa::tok::tiktoken_to_hf_json(kRanks).dump();
+  const epwa::GgufVocab v = epwa::vocab_from_model_files(dir);
+  fs::remove_all(dir);
+  EXPECT_EQ(v.model, "gpt2");
+  EXPECT_EQ(v.pre, "gpt-4o");
+  epwa::GgufWriter w;
+  w.set_string("general.architecture", "gpt-oss");
+  epwa::write_tokenizer_gguf_metadata(v, w);
+  const fs::path out = fs::temp_directory_path() / "epwa_o200k.gguf";
+  w.write(out);
+  const auto tok = epwa::load_tokenizer(out);
+  fs::remove(out);
+  EXPECT_EQ(tok->kind(), "gguf-gpt2");
+  check_refs(*tok);
+}
+
+std::string load_error(const std::string& content) {
+  const fs::path p = fs::temp_directory_path() / "epwa_bad.tiktoken";
+  std::ofstream(p, std::ios::binary) << content;
+  std::string msg;
+  try {
+    epwa::load_tokenizer(p);
+  } catch (const epwa::Error& e) {
+    msg = e.what();
+  }
+  fs::remove(p);
+  return msg;
+}
+
+TEST(O200k, MalformedRanksFilesAreOneLineErrors) {
+  const std::pair<std::string, std::string> bad[] = {
+      {"IQ== 0\nIg==\n", ":2: expected \"base64 rank\""},
+      {"IQ== 0\nI!== 1\n", ":2: token is not valid base64"},
+      {"IQ== 0\nIg== x\n", ":2: rank is not a number"},
+      {"IQ== 0\nIg== 2\n", ":2: rank 2 out of order (expected 1)"},
+      {"IQ== 0\nIQ== 1\n", "appears twice"},
+      {"IQ== 0\nIg== 1\n", "2 ranks; only o200k_base (199998) is known"},
+  };
+  for (auto& [content, want] : bad) {
+    SCOPED_TRACE(content);
+    const std::string msg = load_error(content);
+    EXPECT_NE(msg.find(want), std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
+
+}  // namespace
