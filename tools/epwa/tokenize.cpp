@@ -20,7 +20,8 @@ const Command kTokenize{
       auto no_special = std::make_shared<bool>(false);
       app.add_option(
           "--model", *model,
-          "model folder, tokenizer.json, tokenizer.model or .gguf (default: $EPW_MODEL_PATH, "
+          "model folder, tokenizer.json, tokenizer.model, .tiktoken (o200k_base) or .gguf "
+          "(default: $EPW_MODEL_PATH, "
           "then the bundled model)");
       app.add_option("--text", *text, "text to encode")->required();
       app.add_flag("--json", *json, "print {\"ids\":[...],\"pieces\":[...]}");
