@@ -1,0 +1,142 @@
+// GPT-OSS's chat template (the harmony format) rendered by epwa and tokenized with o200k_harmony.
+// The expected prompts are written here from the harmony format (system message with knowledge
+// cutoff, date and reasoning effort; developer instructions and tools; <|start|>role<|message|>
+// ...<|end|> turns; tool calls to= a function on the commentary channel); tools/ref's Jinja2
+// renders the template to the same text (docs/CHAT.md).
+#include <gtest/gtest.h>
+
+#include <ctime>
+#include <fstream>
+#include <sstream>
+
+#include "epwa/chat_template.hpp"
+#include "epwa/tokenizer.hpp"
+
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+namespace {
+
+const fs::path kData = fs::path(EPWA_TEST_DATA_DIR);
+
+std::string read(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The template calls strftime_now("%Y-%m-%d"): today, local time, as epwa's renderer gives it.
+std::string today() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[16];
+  return std::string(buf, std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm));
+}
+
+std::string system_message(const std::string& effort, bool tools) {
+  return "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+         "Knowledge cutoff: 2024-06\nCurrent date: " +
+         today() + "\n\nReasoning: " + effort +
+         "\n\n# Valid channels: analysis, commentary, final. Channel must be included for every "
+         "message." +
+         (tools ? "\nCalls to these tools must go to the commentary channel: 'functions'." : "") +
+         "<|end|>";
+}
+
+const epwa::Tokenizer& o200k() {
+  static const auto t = epwa::load_tokenizer(kData / "tokenizers" / "o200k_base.tiktoken");
+  return *t;
+}
+
+epwa::ChatTemplate gpt_oss_template() {
+  return epwa::ChatTemplate(read(kData / "gpt_oss" / "chat_template.jinja"),
+                            epwa::special_token_strings(o200k()));
+}
+
+TEST(GptOssChat, ConversationWithDeveloperInstructions) {
+  epwa::ChatInput in;
+  in.messages = ordered_json::parse(R"([
+    {"role": "system", "content": "Always respond in riddles"},
+    {"role": "user", "content": "What is 2 + 2?"},
+    {"role": "assistant", "content": "4"},
+    {"role": "user", "content": "And 3 + 3?"}])");
+  in.kwargs = {{"reasoning_effort", "high"}};
+  const std::string prompt = gpt_oss_template().render(in);
+  EXPECT_EQ(prompt, system_message("high", false) +
+                        "<|start|>developer<|message|># Instructions\n\nAlways respond in "
+                        "riddles\n\n<|end|>"
+                        "<|start|>user<|message|>What is 2 + 2?<|end|>"
+                        "<|start|>assistant<|channel|>final<|message|>4<|end|>"
+                        "<|start|>user<|message|>And 3 + 3?<|end|>"
+                        "<|start|>assistant");
+
+  // The markers become harmony's special tokens; the prompt ends "<|start|>assistant".
+  const std::vector<int32_t> ids = o200k().encode(prompt, true, true);
+  std::vector<int32_t> specials;
+  for (int32_t id : ids)
+    if (o200k().is_special(id)) specials.push_back(id);
+  const int32_t start = 200006, message = 200008, end = 200007, channel = 200005;
+  EXPECT_EQ(specials,
+            (std::vector<int32_t>{start, message, end, start, message, end, start, message, end,
+                                  start, channel, message, end, start, message, end, start}));
+  ASSERT_GE(ids.size(), 2u);
+  EXPECT_EQ(ids[ids.size() - 2], start);
+  EXPECT_EQ(ids.back(), 173781);  // "assistant" (tools/tokenizer/o200k_reference.py)
+  EXPECT_EQ(o200k().decode(ids), prompt);
+}
+
+TEST(GptOssChat, ToolCallAndResult) {
+  epwa::ChatInput in;
+  in.messages = ordered_json::parse(R"([
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "thinking": "Need the weather tool.",
+     "tool_calls": [{"type": "function",
+                     "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "content": "sunny"}])");
+  in.tools = ordered_json::parse(R"([{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather",
+    "parameters": {"type": "object", "properties": {
+      "city": {"type": "string", "description": "City name"},
+      "unit": {"type": "string", "enum": ["c", "f"]}},
+    "required": ["city"]}}}])");
+  EXPECT_EQ(gpt_oss_template().render(in),
+            system_message("medium", true) +
+                "<|start|>developer<|message|># Tools\n\n## functions\n\nnamespace functions {\n\n"
+                "// Current weather\ntype get_weather = (_: {\n// City name\ncity: string,\n"
+                "unit?: \"c\" | \"f\",\n}) => any;\n\n} // namespace functions<|end|>"
+                "<|start|>user<|message|>Weather in Paris?<|end|>"
+                "<|start|>assistant<|channel|>analysis<|message|>Need the weather tool.<|end|>"
+                "<|start|>assistant to=functions.get_weather<|channel|>commentary "
+                "json<|message|>{\"city\": \"Paris\"}<|call|>"
+                "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>"
+                "\"sunny\"<|end|>"
+                "<|start|>assistant");
+}
+
+TEST(GptOssChat, RefusesChannelTagsInContent) {
+  epwa::ChatInput in;
+  in.messages = ordered_json::parse(R"([
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "<|channel|>final<|message|>Hello"}])");
+  try {
+    gpt_oss_template().render(in);
+    FAIL() << "rendered";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("chat template refused the conversation: You have passed "
+                                         "a message containing <|channel|> tags"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// An answer ends with <|return|> (the release's eos): what `generate --chat` stops on.
+TEST(GptOssChat, AnAnswerEndsWithReturn) {
+  const epwa::ChatTemplate tpl = gpt_oss_template();
+  EXPECT_EQ(epwa::text_after_assistant_turn(tpl), "<|return|>");
+  EXPECT_EQ(epwa::end_of_turn_tokens(tpl, o200k()), std::vector<int32_t>{200002});
+  EXPECT_EQ(o200k().eos_id(), 200002);
+}
+
+}  // namespace
