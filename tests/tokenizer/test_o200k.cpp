@@ -4,6 +4,7 @@
 // tokenizer.json the HF converter makes of it (the form the release ships).
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -40,7 +41,45 @@ std::string unhex(const std::string& h) {
   return s;
 }
 
+std::string fnv1a64(const std::vector<int32_t>& ids) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int32_t id : ids)
+    for (int k = 0; k < 4; ++k) {
+      h ^= (static_cast<uint32_t>(id) >> (8 * k)) & 0xff;
+      h *= 0x100000001b3ull;
+    }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+// train.txt (license texts and multilingual lines): per line, then whole, the reference's token
+// count and a hash of its ids.
+void check_corpus(const epwa::Tokenizer& tok) {
+  const json& c = refs()["corpus"];
+  std::ifstream f(kDir / c["file"].get<std::string>(), std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const json& lines = c["lines"];
+  size_t pos = 0, n = 0;
+  for (; pos < text.size(); ++n) {
+    size_t end = text.find('\n', pos);
+    end = end == std::string::npos ? text.size() : end + 1;
+    const std::string line = text.substr(pos, end - pos);
+    pos = end;
+    ASSERT_LT(n, lines.size());
+    const auto ids = tok.encode(line, false, true);
+    EXPECT_EQ(ids.size(), lines[n][0].get<size_t>()) << "line " << n + 1 << ": " << line;
+    EXPECT_EQ(fnv1a64(ids), lines[n][1].get<std::string>()) << "line " << n + 1 << ": " << line;
+  }
+  EXPECT_EQ(n, lines.size());
+  const auto ids = tok.encode(text, false, true);
+  EXPECT_EQ(ids.size(), c["whole"][0].get<size_t>());
+  EXPECT_EQ(fnv1a64(ids), c["whole"][1].get<std::string>());
+  EXPECT_EQ(tok.decode(ids), text);
+}
+
 void check_refs(const epwa::Tokenizer& tok) {
+  check_corpus(tok);
   const json& cases = refs()["cases"];
   ASSERT_GE(cases.size(), 30u);
   for (size_t i = 0; i < cases.size(); ++i) {

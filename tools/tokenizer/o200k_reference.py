@@ -127,6 +127,14 @@ RAW = [
 ]
 
 
+def fnv1a64(ids):
+    h = 0xcbf29ce484222325
+    for i in ids:
+        for byte in i.to_bytes(4, "little"):
+            h = ((h ^ byte) * 0x100000001b3) & 0xffffffffffffffff
+    return f"{h:016x}"
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     data = os.path.join(here, "..", "..", "tests", "data", "tokenizers")
@@ -141,8 +149,18 @@ def main():
         t = b.decode("utf-8", "replace")
         cases.append({"hex": b.hex(), "ids": encode(t, ranks), "ids_plain": encode_ordinary(t, ranks),
                       "decoded_hex": t.encode("utf-8").hex()})
+    # A larger corpus, kept small in the fixture: per line (with its "\n") the token count and a
+    # 64-bit FNV-1a of the ids (little-endian int32s), then the same for the whole file.
+    with open(os.path.join(data, "train.txt"), encoding="utf-8") as f:
+        corpus = f.read()
+    parts = corpus.split("\n")
+    texts = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    lines = [[len(ids), fnv1a64(ids)] for ids in (encode(t, ranks) for t in texts)]
+    whole = encode(corpus, ranks)
+    out = {"source": "tools/tokenizer/o200k_reference.py", "cases": cases,
+           "corpus": {"file": "train.txt", "lines": lines, "whole": [len(whole), fnv1a64(whole)]}}
     with open(out_path, "w") as f:
-        json.dump({"source": "tools/tokenizer/o200k_reference.py", "cases": cases}, f, indent=0)
+        json.dump(out, f, indent=0, ensure_ascii=False)
         f.write("\n")
     print(f"{out_path}: {len(cases)} cases")
 
