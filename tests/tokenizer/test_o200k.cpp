@@ -7,11 +7,13 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "epwa/error.hpp"
 #include "epwa/gguf.hpp"
 #include "epwa/tokenizer.hpp"
 #include "tokenizer/hf_json.hpp"
+#include "tokenizer/utf8.hpp"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -142,6 +144,45 @@ TEST(O200k, StreamDecoderJoinsACharacterSplitAcrossTokens) {
   EXPECT_EQ(out, text);
 }
 
+// Random text mixing ASCII, whitespace runs, multi-byte characters, combining marks, ZWJ, digits
+// and stray bytes: every id is in the vocabulary and decoding gives the text back (invalid bytes
+// as U+FFFD, as encoding read them).
+TEST(O200k, RandomTextRoundTrips) {
+  const epwa::Tokenizer& tok = o200k();
+  const char* const pool[] = {"a",
+                              "Z",
+                              " ",
+                              "  ",
+                              "\n",
+                              "\r\n",
+                              "\t",
+                              "'s",
+                              "'LL",
+                              "7",
+                              "42",
+                              "\xC3\xA9",
+                              "\xE6\x97\xA5",
+                              "\xD8\xB9",
+                              "\xE0\xA4\xA8",
+                              "\xCC\x81",
+                              "\xE2\x80\x8D",
+                              "\xF0\x9F\x98\x80",
+                              "\xEF\xBC\xA1",
+                              "<|",
+                              "|>",
+                              "\xFF",
+                              "\x80",
+                              "\xE6\x97"};
+  std::mt19937 rng(20);
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string s;
+    for (uint32_t n = rng() % 40; n > 0; --n) s += pool[rng() % std::size(pool)];
+    const auto ids = tok.encode(s, false, false);
+    for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < 199998) << s;
+    EXPECT_EQ(tok.decode(ids), epwa::tok::utf8_sanitize(s)) << s;
+  }
+}
+
 // The release ships tokenizer.json: the converter's output, written out as text and read by the
 // HF loader, gives the same ids.
 TEST(O200k, ConvertedTokenizerJsonGivesTheReferenceIds) {
@@ -182,6 +223,20 @@ std::string load_error(const std::string& content) {
   }
   fs::remove(p);
   return msg;
+}
+
+// The real file cut short or with a damaged line: one line naming the problem, never a crash.
+TEST(O200k, DamagedRanksFileIsOneLineError) {
+  std::ifstream f(kRanks, std::ios::binary);
+  const std::string good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string cut = good.substr(0, good.size() / 2);
+  cut = cut.substr(0, cut.rfind('\n') + 1);
+  EXPECT_NE(load_error(cut).find("ranks; only o200k_base (199998) is known"), std::string::npos);
+  std::string damaged = good;
+  damaged[good.find('\n', 1000) + 1] = '#';
+  const std::string msg = load_error(damaged);
+  EXPECT_NE(msg.find("token is not valid base64"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
 }
 
 TEST(O200k, MalformedRanksFilesAreOneLineErrors) {
