@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "epwa/chat_template.hpp"
+#include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace fs = std::filesystem;
@@ -28,9 +29,7 @@ std::string read(const fs::path& p) {
 
 // The template calls strftime_now("%Y-%m-%d"): today, local time, as epwa's renderer gives it.
 std::string today() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&t, &tm);
+  const std::tm tm = epwa::local_time(std::time(nullptr));  // portable localtime_r
   char buf[16];
   return std::string(buf, std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm));
 }
