@@ -25,7 +25,8 @@ namespace {
 
 using json = nlohmann::json;
 
-// Standard base64 with padding, as tiktoken writes it; false on anything else.
+// Standard base64 with padding, as tiktoken writes it; false on anything else. (Written here: the
+// Windows build has no OpenSSL, whose decoder the Linux build could use.)
 bool base64_decode(std::string_view s, std::string& out) {
   auto val = [](char c) -> int {
     if (c >= 'A' && c <= 'Z') return c - 'A';
