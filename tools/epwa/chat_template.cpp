@@ -17,15 +17,6 @@
 namespace epwa::cli {
 namespace {
 
-nlohmann::ordered_json parse_json_file(const std::string& path, const char* flag) {
-  const std::string text = read_input_file(path_from_utf8(path), flag);
-  try {
-    return nlohmann::ordered_json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string(flag) + " '" + path + "': not valid JSON (" + e.what() + ")");
-  }
-}
-
 const Command kChatTemplate{
     "chat-template", "Render a conversation with the model's chat template", [](CLI::App& app) {
       auto model = std::make_shared<std::string>();

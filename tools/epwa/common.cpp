@@ -6,11 +6,21 @@
 #include <cstdlib>
 
 #include "epwa/error.hpp"
+#include "epwa/files.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/session.hpp"
 #include "epwa/watermark.hpp"
 
 namespace epwa::cli {
+
+nlohmann::ordered_json parse_json_file(const std::string& path, const char* flag) {
+  const std::string text = read_input_file(path_from_utf8(path), flag);
+  try {
+    return nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string(flag) + " '" + path + "': not valid JSON (" + e.what() + ")");
+  }
+}
 
 std::filesystem::path resolve_model_path(const std::string& flag) {
   if (!flag.empty()) return path_from_utf8(flag);

@@ -63,6 +63,8 @@ struct ModelArgs {
 
 // --model flag, else $EPW_MODEL_PATH, else the bundled model.
 std::filesystem::path resolve_model_path(const std::string& flag);
+// A JSON file given with `flag`; throws Error naming the flag and file when unreadable or not JSON.
+nlohmann::ordered_json parse_json_file(const std::string& path, const char* flag);
 // "1,5,9" -> {1, 5, 9}; throws Error on anything else.
 std::vector<int32_t> parse_token_list(const std::string& s);
 // "0.5,1,2" -> floats; throws Error on anything else.

@@ -11,6 +11,7 @@
 
 #include "command.hpp"
 #include "common.hpp"
+#include "epwa/chat_template.hpp"
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
 #include "epwa/json_constraint.hpp"
@@ -34,7 +35,50 @@ struct Args {
   bool json = false;
   bool allow_special = false;
   std::filesystem::path json_schema;
+  bool chat = false;
+  std::string messages, chat_template;
 };
+
+// --chat's conversation (--messages FILE, or --prompt as one user message) and template (the
+// model's own, or --chat-template FILE), read before the model loads: a mistake there fails fast.
+struct ChatRequest {
+  std::string source;
+  ChatInput input;
+};
+
+ChatRequest read_chat(const Args& a) {
+  ChatRequest r;
+  const std::filesystem::path path = resolve_model_path(a.model.model);
+  if (!a.chat_template.empty()) {
+    r.source = read_input_file(path_from_utf8(a.chat_template), "--chat-template");
+  } else {
+    auto found = find_chat_template(path);
+    check(found.has_value(), "--chat: the model " + path_to_utf8(path) +
+                                 " has no chat template; give one with --chat-template FILE");
+    r.source = *found;
+  }
+  if (!a.messages.empty()) {
+    const auto body = parse_json_file(a.messages, "--messages");
+    r.input.messages = normalize_chat_messages(
+        body.is_object() && body.contains("messages") ? body["messages"] : body);
+  } else {
+    check(!a.prompt.empty(), "--prompt is empty");
+    r.input.messages = normalize_chat_messages(
+        nlohmann::ordered_json::array({{{"role", "user"}, {"content", a.prompt}}}));
+  }
+  return r;
+}
+
+// The conversation rendered up to the assistant's turn, as the server renders
+// /v1/chat/completions; the template's end of turn joins `stop`.
+std::vector<int32_t> chat_prompt(const ChatRequest& r, const Tokenizer& tok,
+                                 std::vector<int32_t>& stop) {
+  const ChatTemplate tpl(r.source, special_token_strings(tok));
+  for (int32_t t : end_of_turn_tokens(tpl, tok))
+    if (std::find(stop.begin(), stop.end(), t) == stop.end()) stop.push_back(t);
+  // The template writes special tokens as text and its own BOS: parsed as specials, none added.
+  return tok.encode(tpl.render(r.input), false, true);
+}
 
 const Command kGenerate{
     "generate", "Generate text after a prompt, optionally watermarked", [](CLI::App& app) {
@@ -45,6 +89,14 @@ const Command kGenerate{
       app.add_option("--prompt", a->prompt,
                      "prompt text (tokenized with the model's tokenizer, BOS added)")
           ->excludes(pt);
+      app.add_flag("--chat", a->chat,
+                   "--prompt is a user message, rendered with the model's chat template; the "
+                   "reply stops at the template's end of turn");
+      app.add_option("--messages", a->messages,
+                     "with --chat: a JSON file with the conversation (an array of {role, content}, "
+                     "or a chat request body with \"messages\") instead of --prompt");
+      app.add_option("--chat-template", a->chat_template,
+                     "with --chat: a Jinja template file instead of the model's own");
       app.add_option("--watermark", a->watermark,
                      "gsg, ewp, exp (distortion-free: the key makes the sampling draw; needs "
                      "--temperature > 0) or none")
@@ -75,7 +127,14 @@ const Command kGenerate{
                    "print JSON (prompt_tokens, tokens, text, watermark parameters)");
       return [a, &app] {
         const bool text_prompt = app.count("--prompt") > 0;
-        check(text_prompt || app.count("--prompt-tokens") > 0,
+        const bool have_messages = !a->messages.empty();
+        check(a->chat || (!have_messages && a->chat_template.empty()),
+              "--messages and --chat-template are for --chat");
+        if (a->chat) {
+          check(app.count("--prompt-tokens") == 0, "--chat takes text, not --prompt-tokens");
+          check(text_prompt != have_messages, "--chat takes --prompt TEXT or --messages FILE");
+        }
+        check(text_prompt || have_messages || app.count("--prompt-tokens") > 0,
               "give --prompt TEXT or --prompt-tokens IDS");
         // Resolve the key before loading anything: a missing key is the most common mistake.
         a->wm.check_used(app, a->watermark);
@@ -83,16 +142,20 @@ const Command kGenerate{
         const bool ring = !a->wm.keyring.empty();
         const WatermarkArgs::Keys keys = ring ? a->wm.resolve_keyring() : WatermarkArgs::Keys{};
         std::string key = watermarking && !ring ? a->wm.resolve_key() : std::string();
+        const std::optional<ChatRequest> chat =
+            a->chat ? std::optional(read_chat(*a)) : std::nullopt;
         a->model.json_stats = a->json;
         auto m = a->model.load();
         std::unique_ptr<Tokenizer> tok;
         try {
           tok = load_tokenizer(resolve_model_path(a->model.model));
         } catch (const Error&) {
-          if (text_prompt) throw;  // without a tokenizer only token ids in and out
+          if (text_prompt || a->chat) throw;  // without a tokenizer only token ids in and out
         }
-        std::vector<int32_t> prompt;
-        if (text_prompt) {
+        std::vector<int32_t> prompt, stop{m->config().eos_token_id};
+        if (chat) {
+          prompt = chat_prompt(*chat, *tok, stop);
+        } else if (text_prompt) {
           check(!a->prompt.empty(), "--prompt is empty");
           prompt = tok->encode(a->prompt, true, false);
         } else {
@@ -114,7 +177,7 @@ const Command kGenerate{
         o.max_new_tokens = a->max_new;
         o.min_new_tokens = a->min_new;
         o.sampling = a->s;
-        o.stop_tokens = {m->config().eos_token_id};
+        o.stop_tokens = stop;
         if (!a->allow_special) {
           const int32_t vocab = m->config().vocab_size;
           o.suppress_tokens = tok ? non_text_token_ids(*tok, vocab) : std::vector<int32_t>{};
