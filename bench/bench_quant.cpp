@@ -131,7 +131,7 @@ void BM_matvec(benchmark::State& state) {
 
 void matvec_args(benchmark::internal::Benchmark* b) {
   for (DType t : kTypes)
-    for (int isa : {1, 0})
+    for (int isa : {2, 1, 0})  // avx512vnni (decode: Q4_0), avx2, scalar
       for (int threads : {1, 2}) {
         if (isa == 0 && threads == 2) continue;  // scalar: one thread is enough to compare
         b->Args({static_cast<int64_t>(t), threads, isa});

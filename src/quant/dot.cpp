@@ -87,7 +87,10 @@ void vec_dot_rows(const std::byte* w, int64_t row_bytes, const PackedVector& x, 
     return "vec_dot_rows: row stride " + std::to_string(row_bytes) + " bytes is shorter than a " +
            std::string(dtype_name(x.wtype())) + " row of " + std::to_string(x.size()) + " elements";
   });
-  const quant::RowDot k = quant::row_dot(x.wtype(), isa);
+  const quant::RowDot k = quant::row_dot(x.wtype(), isa);  // checks that isa runs here
+  if (isa == KernelIsa::Avx512Vnni && row_end - row_begin >= quant::kVnniDecodeMinRows)
+    if (const quant::RangeDot d = quant::rows_dot_avx512vnni(x.wtype()))
+      return d(w, row_bytes, x, row_begin, row_end, out);
   int64_t r = row_begin;
   if (const quant::RowsDot k4 = isa >= KernelIsa::Avx2 ? quant::rows4_dot_avx2(x.wtype()) : nullptr)
     for (; r + quant::kRowsAtOnce <= row_end; r += quant::kRowsAtOnce)

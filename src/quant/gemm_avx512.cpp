@@ -192,6 +192,102 @@ void tile_q4_0_t(const std::byte* row, int64_t nb, const uint8_t* y, int64_t yst
 }
 constexpr TileFn kQ4_0T[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile_q4_0_t);
 
+// ---- Q4_0 decode (one vector), AVX-512 VBMI -----------------------------------------------------
+// The AVX2 decode kernel spends ~10 instructions and ~3 cycles per block (15-20 GB/s per thread
+// on this VM), so two threads only just keep up with memory (docs/KERNELS.md, issue 18). Here the
+// vector is repacked once per call in the tiles' block-transposed layout (repack_t), and a row
+// group of eight blocks (144 bytes, three loads) is transposed by byte permutes: two vpermt2b
+// gather the qs dwords of blocks 0..6 as unpack_q4_0_t's two registers, a masked vpermb adds
+// block 7's from the third load, and one more vpermt2b gathers the eight f16 scales. Then the
+// tile's four vpdpbusd give the block sums in block order (no hadd tree), and the float step is
+// the decode kernel's, so each row's result is the same to the bit. (The tile's own unpacking,
+// 128-bit inserts and scalar scale loads, measured slower than AVX2 here: 12-14 against 15-20
+// GB/s on one thread.)
+#define EPWA_VBMI \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
+
+// Byte indices into a group's bytes 0..127 (two registers; bit 6 picks the second): q[p] places
+// qs dword 2p (low half) and 2p + 1 (high half) of block b in dword lane b, as unpack_q4_0_t;
+// block 7's qs (bytes 128..143) come from a third register through the same index's low six
+// bits. d: the eight f16 scales (bytes 18b, 18b + 1) in the low 16 bytes.
+struct DecodeIdx {
+  alignas(64) uint8_t q[2][64];
+  alignas(64) uint8_t d[64];
+};
+constexpr DecodeIdx make_decode_idx() {
+  DecodeIdx x{};
+  for (int p = 0; p < 2; ++p)
+    for (int h = 0; h < 2; ++h)
+      for (int b = 0; b < 8; ++b)
+        for (int t = 0; t < 4; ++t) {
+          const int src = 2 + 4 * (2 * p + h) + t;  // byte of the block
+          x.q[p][32 * h + 4 * b + t] = static_cast<uint8_t>(b < 7 ? 18 * b + src : src - 2);
+        }
+  for (int b = 0; b < 8; ++b)
+    for (int t = 0; t < 2; ++t) x.d[2 * b + t] = static_cast<uint8_t>(18 * b + t);
+  return x;
+}
+constexpr DecodeIdx kDecodeIdx = make_decode_idx();
+static_assert(8 * Q4_0::bytes == 144 && Q4_0::qs == 2);
+constexpr __mmask64 kBlock7 = 0xF0000000F0000000ull;  // dword lane 7 of both halves
+// The weights are prefetched 8 KiB ahead into L2 (the AVX2 kernel: 2 KiB into L1). With the AVX2
+// kernel's prefetch this kernel decoded no faster than AVX2 (mixtral-l4 Q4_0 tg64, 2 threads,
+// alternated rounds: 1.03x, and 0.89x under load); 8 KiB into L2 gave 1.33-1.36x in the same
+// rounds, 16 KiB 1.13x (docs/KERNELS.md, issue 18). Row pairs (two streams, with the L1 prefetch)
+// were slower in BM_matvec_mem.
+constexpr int64_t kDecodePrefetchBytes = 8192;
+
+// One row against the repacked vector y.
+EPWA_VBMI float decode_row_q4_0(const std::byte* row, int64_t nb, const uint8_t* y) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i iq0 = _mm512_load_si512(kDecodeIdx.q[0]), iq1 = _mm512_load_si512(kDecodeIdx.q[1]),
+                id = _mm512_load_si512(kDecodeIdx.d);
+  alignas(64) std::byte tail[8 * Q4_0::bytes];
+  __m256 acc = _mm256_setzero_ps();
+  const int64_t groups = (nb + 7) / 8;
+  for (int64_t g = 0; g < groups; ++g, y += kTGroupBytes) {
+    for (int64_t o = 0; o < int64_t{8 * Q4_0::bytes}; o += 64)
+      _mm_prefetch(
+          reinterpret_cast<const char*>(row + 8 * g * Q4_0::bytes + kDecodePrefetchBytes + o),
+          _MM_HINT_T1);
+    const std::byte* blk = group_blocks<Q4_0::bytes>(row, nb, g, tail);
+    const __m512i r0 = _mm512_loadu_si512(blk), r1 = _mm512_loadu_si512(blk + 64);
+    const __m512i r2 = _mm512_castsi128_si512(load128(blk + 128));
+    const __m512i q0 =
+        _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r0, iq0, r1), kBlock7, iq0, r2);
+    const __m512i q1 =
+        _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r0, iq1, r1), kBlock7, iq1, r2);
+    const __m512i start =
+        _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(y + 288)));
+    __m512i s = _mm512_dpbusd_epi32(start, _mm512_and_si512(q0, low4), _mm512_load_si512(y));
+    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(q1, low4), _mm512_load_si512(y + 64));
+    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q0, 4), low4),
+                            _mm512_load_si512(y + 128));
+    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q1, 4), low4),
+                            _mm512_load_si512(y + 192));
+    const __m256 dw = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi8(r0, id, r1)));
+    const __m256 dx = _mm256_load_ps(reinterpret_cast<const float*>(y + 256));
+    const __m256i si = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(si), acc);
+  }
+  return hsum(acc);
+}
+
+EPWA_VBMI void rows_q4_0_vnni(const std::byte* w, int64_t row_bytes, const PackedVector& x,
+                              int64_t r0, int64_t r1, float* out) {
+  struct alignas(64) Line {
+    uint8_t b[64];
+  };
+  static_assert(kTGroupBytes % 64 == 0);
+  thread_local std::vector<Line> buf;
+  const int64_t nb = x.size() / 32, groups = (nb + 7) / 8;
+  buf.resize(static_cast<size_t>(groups * kTGroupBytes / 64));
+  uint8_t* y = buf.data()->b;
+  repack_t<false>(x, y);
+  for (int64_t r = r0; r < r1; ++r) out[r] = decode_row_q4_0(w + r * row_bytes, nb, y);
+}
+#undef EPWA_VBMI
+
 // ---- Q8_0, block-transposed (512-bit registers) ------------------------------------------------
 // The Q4_0 layout above for Q8_0: the activations repacked the same way as u8 (y ^ 0x80, i.e.
 // y + 128) with their scales; a row's group of eight blocks transposed into four registers, two
@@ -432,6 +528,12 @@ void gemm_vnni(const std::byte* w, int64_t row_bytes, std::span<const PackedVect
 }
 }  // namespace
 
+RangeDot rows_dot_avx512vnni(DType t) {
+  // The byte permutes need AVX-512 VBMI (Zen 4, Ice Lake and later), beyond the VNNI level.
+  static const bool vbmi = __builtin_cpu_supports("avx512vbmi");
+  return t == DType::Q4_0 && vbmi ? rows_q4_0_vnni : nullptr;
+}
+
 RowsMultiDot gemm_avx512vnni(DType t) {
   switch (t) {
     case DType::Q4_0:
@@ -455,6 +557,9 @@ RowsMultiDot gemm_avx512vnni(DType t) {
 
 namespace epwa::quant {
 RowsMultiDot gemm_avx512vnni(DType) {
+  return nullptr;
+}
+RangeDot rows_dot_avx512vnni(DType) {
   return nullptr;
 }
 }  // namespace epwa::quant

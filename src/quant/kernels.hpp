@@ -40,6 +40,15 @@ RowsMultiDot gemm_avx2(DType t);
 // The same contract with AVX-512 VNNI tiles (gemm_avx512.cpp): nullptr for types it does not cover
 // and when the build has no AVX-512 code; callers check the CPU (isa_available).
 RowsMultiDot gemm_avx512vnni(DType t);
+// Decode of rows [row_begin, row_end) against one vector with AVX-512 VNNI (gemm_avx512.cpp):
+// out[r] bit-identical to RowDot's (the AVX2 kernel's) for every row. nullptr for types it does
+// not cover and when the build has no AVX-512 code; callers check the CPU (isa_available).
+using RangeDot = void (*)(const std::byte* w, int64_t row_bytes, const PackedVector& x,
+                          int64_t row_begin, int64_t row_end, float* out);
+RangeDot rows_dot_avx512vnni(DType t);
+// It repacks the vector once per call (for 4096 values about one row's work), so shorter ranges
+// keep the AVX2 kernel.
+inline constexpr int64_t kVnniDecodeMinRows = 4;
 
 // Quantises n values (n a multiple of `block`) to int8: per `block` values d = amax / 127 and
 // q = x / d rounded to nearest even; one sum of q per `sum_group` values. Both versions give

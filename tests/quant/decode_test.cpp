@@ -5,6 +5,7 @@
 // activations, |fast - ref_q| <= 2e-5 * sum |w_i xq_i|; float types 1e-4 * sum |w_i x_i|.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <numeric>
 
@@ -128,4 +129,37 @@ TEST(DecodeKernels, OffsetCorrectionIsExactForConstantNibbles) {
   PackedVector p;
   p.pack(DType::Q4_0, test::gaussian(rng, n, 3.0f));
   for (KernelIsa isa : test::runnable_isas()) EXPECT_EQ(vec_dot_packed(row.data(), p, isa), 0.0f);
+}
+
+TEST(DecodeKernels, Q4_0VnniDecodeEqualsTheAvx2KernelToTheBit) {
+  // The AVX-512 decode of Q4_0 (gemm_avx512.cpp, rows_q4_0_vnni) transposes each group of eight
+  // blocks with byte permutes (block 7 from a third load) and sums with vpdpbusd: every qs byte
+  // pattern, saturating activations, Mixtral's row width, partial last groups, unaligned rows and
+  // padded strides must give the AVX2 kernel's floats bit for bit.
+  if (!isa_available(KernelIsa::Avx512Vnni)) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (int64_t nb : {1, 7, 8, 9, 15, 16, 17, 128, 133}) {
+    for (auto [pad, skew] : {std::pair<int64_t, int64_t>{0, 0}, {6, 3}}) {
+      SCOPED_TRACE("blocks " + std::to_string(nb) + " pad " + std::to_string(pad));
+      const int64_t n = 32 * nb, rows = 37;
+      Matrix m = make_matrix(rng, DType::Q4_0, rows, n, pad, skew);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < nb; ++b)
+          for (int64_t i = 0; i < 16; ++i)
+            m.buf[static_cast<size_t>(skew + r * m.stride + 18 * b + 2 + i)] =
+                static_cast<std::byte>(rng());
+      auto x = test::gaussian(rng, n);
+      for (int64_t b = 0; b < nb; b += 3) x[32 * b + rng() % 32] = (rng() % 2 ? 1e3f : -1e3f);
+      PackedVector p;
+      p.pack(DType::Q4_0, x);
+      std::vector<float> vnni(rows), avx2(rows);
+      vec_dot_rows(m.row(0), m.stride, p, 0, rows, vnni.data(), KernelIsa::Avx512Vnni);
+      vec_dot_rows(m.row(0), m.stride, p, 0, rows, avx2.data(), KernelIsa::Avx2);
+      for (int64_t r = 0; r < rows; ++r)
+        ASSERT_EQ(std::bit_cast<uint32_t>(vnni[r]), std::bit_cast<uint32_t>(avx2[r]))
+            << "row " << r << ": " << vnni[r] << " vs " << avx2[r];
+    }
+  }
 }
