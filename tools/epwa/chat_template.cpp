@@ -43,23 +43,10 @@ const Command kChatTemplate{
       return [=] {
         const std::filesystem::path path = resolve_model_path(*model);
         const auto tok = load_tokenizer(path);
-        std::string source;
-        if (!tpl_file->empty()) {
-          source = read_input_file(path_from_utf8(*tpl_file), "--template");
-        } else {
-          auto found = find_chat_template(path);
-          check(found.has_value(), "the model " + path_to_utf8(path) +
-                                       " has no chat template (tokenizer_config.json, "
-                                       "chat_template.jinja or GGUF tokenizer.chat_template); "
-                                       "give one with --template FILE");
-          source = *found;
-        }
-        const ChatTemplate tpl(source, special_token_strings(*tok));
+        const ChatTemplate tpl(chat_template_source(path, *tpl_file, "--template"),
+                               special_token_strings(*tok));
         ChatInput in;
-        const auto body = parse_json_file(*messages, "--messages");
-        const bool is_request = body.is_object() && body.contains("messages");
-        in.messages = normalize_chat_messages(is_request ? body["messages"] : body);
-        if (is_request && body.contains("tools")) in.tools = body["tools"];
+        read_conversation(*messages, in);
         if (!tools->empty()) in.tools = parse_json_file(*tools, "--tools");
         if (!kwargs->empty()) {
           try {

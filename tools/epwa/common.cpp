@@ -22,6 +22,26 @@ nlohmann::ordered_json parse_json_file(const std::string& path, const char* flag
   }
 }
 
+std::string chat_template_source(const std::filesystem::path& model, const std::string& file,
+                                 const char* flag) {
+  if (!file.empty()) return read_input_file(path_from_utf8(file), flag);
+  auto found = find_chat_template(model);
+  check(found.has_value(), [&] {
+    return "the model " + path_to_utf8(model) +
+           " has no chat template (tokenizer_config.json, chat_template.jinja or GGUF "
+           "tokenizer.chat_template); give one with " +
+           flag + " FILE";
+  });
+  return *found;
+}
+
+void read_conversation(const std::string& file, ChatInput& in) {
+  const auto body = parse_json_file(file, "--messages");
+  const bool is_request = body.is_object() && body.contains("messages");
+  in.messages = normalize_chat_messages(is_request ? body["messages"] : body);
+  if (is_request && body.contains("tools")) in.tools = body["tools"];
+}
+
 std::filesystem::path resolve_model_path(const std::string& flag) {
   if (!flag.empty()) return path_from_utf8(flag);
   if (const auto env = get_env("EPW_MODEL_PATH"); env && !env->empty()) return path_from_utf8(*env);

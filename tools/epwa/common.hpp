@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "epwa/chat_template.hpp"
 #include "epwa/load_options.hpp"
 #include "epwa/model.hpp"
 #include "epwa/numbers.hpp"
@@ -65,6 +66,13 @@ struct ModelArgs {
 std::filesystem::path resolve_model_path(const std::string& flag);
 // A JSON file given with `flag`; throws Error naming the flag and file when unreadable or not JSON.
 nlohmann::ordered_json parse_json_file(const std::string& path, const char* flag);
+// The chat template for `model`: the file given with `flag` when `file` is not empty, else the
+// model's own; throws Error naming the model and the flag when it has none.
+std::string chat_template_source(const std::filesystem::path& model, const std::string& file,
+                                 const char* flag);
+// A --messages file into `in`: an array of messages, or a chat request body with "messages" (and
+// "tools").
+void read_conversation(const std::string& file, ChatInput& in);
 // "1,5,9" -> {1, 5, 9}; throws Error on anything else.
 std::vector<int32_t> parse_token_list(const std::string& s);
 // "0.5,1,2" -> floats; throws Error on anything else.

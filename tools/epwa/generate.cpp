@@ -48,19 +48,10 @@ struct ChatRequest {
 
 ChatRequest read_chat(const Args& a) {
   ChatRequest r;
-  const std::filesystem::path path = resolve_model_path(a.model.model);
-  if (!a.chat_template.empty()) {
-    r.source = read_input_file(path_from_utf8(a.chat_template), "--chat-template");
-  } else {
-    auto found = find_chat_template(path);
-    check(found.has_value(), "--chat: the model " + path_to_utf8(path) +
-                                 " has no chat template; give one with --chat-template FILE");
-    r.source = *found;
-  }
+  r.source =
+      chat_template_source(resolve_model_path(a.model.model), a.chat_template, "--chat-template");
   if (!a.messages.empty()) {
-    const auto body = parse_json_file(a.messages, "--messages");
-    r.input.messages = normalize_chat_messages(
-        body.is_object() && body.contains("messages") ? body["messages"] : body);
+    read_conversation(a.messages, r.input);
   } else {
     check(!a.prompt.empty(), "--prompt is empty");
     r.input.messages = normalize_chat_messages(
@@ -94,7 +85,7 @@ const Command kGenerate{
                    "reply stops at the template's end of turn");
       app.add_option("--messages", a->messages,
                      "with --chat: a JSON file with the conversation (an array of {role, content}, "
-                     "or a chat request body with \"messages\") instead of --prompt");
+                     "or a chat request body with \"messages\" and \"tools\") instead of --prompt");
       app.add_option("--chat-template", a->chat_template,
                      "with --chat: a Jinja template file instead of the model's own");
       app.add_option("--watermark", a->watermark,
