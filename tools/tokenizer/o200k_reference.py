@@ -135,6 +135,12 @@ def fnv1a64(ids):
     return f"{h:016x}"
 
 
+def corpus_texts(corpus):
+    """The corpus cut into lines, each with its "\n" (the last without, when it has none)."""
+    parts = corpus.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     data = os.path.join(here, "..", "..", "tests", "data", "tokenizers")
@@ -153,8 +159,7 @@ def main():
     # 64-bit FNV-1a of the ids (little-endian int32s), then the same for the whole file.
     with open(os.path.join(data, "train.txt"), encoding="utf-8") as f:
         corpus = f.read()
-    parts = corpus.split("\n")
-    texts = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    texts = corpus_texts(corpus)
     lines = [[len(ids), fnv1a64(ids)] for ids in (encode(t, ranks) for t in texts)]
     whole = encode(corpus, ranks)
     out = {"source": "tools/tokenizer/o200k_reference.py", "cases": cases,

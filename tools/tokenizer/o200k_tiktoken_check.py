@@ -6,9 +6,12 @@ and whole file that agree.
 
 Usage: tools/tokenizer/o200k_tiktoken_check.py REPO_ROOT
 """
-import base64, json, sys
+import base64, json, os, sys
 import tiktoken
 import tiktoken_ext.openai_public as op
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from o200k_reference import corpus_texts, fnv1a64  # the fixture's own line split and hash
 
 root = sys.argv[1]
 d = root + "/tests/data/tokenizers/"
@@ -30,18 +33,11 @@ for i, c in enumerate(refs["cases"]):
     if ids != c["ids"] or plain != c["ids_plain"]:
         bad += 1
         print("case", i, repr(text[:60]), "ids", ids == c["ids"], "plain", plain == c["ids_plain"])
-def fnv(ids):
-    h = 0xcbf29ce484222325
-    for t in ids:
-        for b in t.to_bytes(4, "little"):
-            h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
-    return f"{h:016x}"
 corpus = open(d + refs["corpus"]["file"], encoding="utf-8").read()
-parts = corpus.split("\n")
-texts = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+texts = corpus_texts(corpus)
 lines_bad = sum(1 for t, want in zip(texts, refs["corpus"]["lines"])
-                if [len(x := enc.encode(t, allowed_special="all")), fnv(x)] != want)
+                if [len(x := enc.encode(t, allowed_special="all")), fnv1a64(x)] != want)
 whole = enc.encode(corpus, allowed_special="all")
 print(f"cases: {len(refs['cases']) - bad} of {len(refs['cases'])} equal; corpus lines: "
       f"{len(texts) - lines_bad} of {len(texts)} equal; whole file equal: "
-      f"{[len(whole), fnv(whole)] == refs['corpus']['whole']}")
+      f"{[len(whole), fnv1a64(whole)] == refs['corpus']['whole']}")
