@@ -75,7 +75,7 @@ void advise_huge_pages(void* addr, size_t bytes);
 
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false, avx512f = false, avx512bw = false, avx512vl = false,
-       avx512vnni = false, avxvnni = false;
+       avx512vnni = false, avx512vbmi = false, avxvnni = false;
 };
 const CpuFeatures& cpu_features();
 

@@ -170,6 +170,7 @@ const CpuFeatures& cpu_features() {
     c.avx512bw = __builtin_cpu_supports("avx512bw");
     c.avx512vl = __builtin_cpu_supports("avx512vl");
     c.avx512vnni = __builtin_cpu_supports("avx512vnni");
+    c.avx512vbmi = __builtin_cpu_supports("avx512vbmi");
     c.avxvnni = __builtin_cpu_supports("avxvnni");
 #endif
     return c;

@@ -269,6 +269,7 @@ const CpuFeatures& cpu_features() {
       c.avx512bw = avx512_os && ((r[1] >> 30) & 1);
       c.avx512vl = avx512_os && ((r[1] >> 31) & 1);
       c.avx512vnni = avx512_os && ((r[2] >> 11) & 1);
+      c.avx512vbmi = avx512_os && ((r[2] >> 1) & 1);
       cpuid(7, 1, r);
       c.avxvnni = avx && ((r[0] >> 4) & 1);
     }

@@ -14,6 +14,7 @@
 #include <span>
 #include <vector>
 
+#include "epwa/platform.hpp"
 #include "epwa/quant.hpp"
 #include "quant/blocks.hpp"
 #include "quant/kernels.hpp"
@@ -530,8 +531,7 @@ void gemm_vnni(const std::byte* w, int64_t row_bytes, std::span<const PackedVect
 
 RangeDot rows_dot_avx512vnni(DType t) {
   // The byte permutes need AVX-512 VBMI (Zen 4, Ice Lake and later), beyond the VNNI level.
-  static const bool vbmi = __builtin_cpu_supports("avx512vbmi");
-  return t == DType::Q4_0 && vbmi ? rows_q4_0_vnni : nullptr;
+  return t == DType::Q4_0 && cpu_features().avx512vbmi ? rows_q4_0_vnni : nullptr;
 }
 
 RowsMultiDot gemm_avx512vnni(DType t) {
