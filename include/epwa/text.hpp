@@ -9,4 +9,7 @@ namespace epwa {
 // escape filter writes them), safe in element text and quoted attributes.
 std::string html_escape(std::string_view s);
 
+// `s` without the spaces, tabs and line breaks at either end.
+std::string_view trim_space(std::string_view s);
+
 }  // namespace epwa

@@ -15,6 +15,8 @@ enum class ToolCallSyntax {
   Hermes,    // <tool_call>{"name": .., "arguments": {..}}</tool_call>, repeated (Qwen2.5/3, Hermes)
   Mistral,   // [TOOL_CALLS][{"name": .., "arguments": {..}}, ..] (Mistral v0.3, Nemo)
   DeepSeek,  // <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>..<｜tool▁sep｜>..<｜tool▁call▁end｜>..
+  Harmony,   // GPT-OSS: <|start|>assistant to=functions.NAME<|channel|>commentary
+             // json<|message|>..<|call|>
 };
 std::string_view tool_call_syntax_name(ToolCallSyntax s);  // "none", "hermes", ...
 
@@ -33,11 +35,13 @@ struct ToolCall {
 struct AssistantReply {
   std::string content;  // the text outside the calls (before the first), trimmed
   std::vector<ToolCall> calls;
+  std::string reasoning;  // harmony's analysis channel (include/epwa/harmony.hpp)
 };
 
 // The reply split into content and tool calls. A reply without the syntax's opening marker, or
 // whose calls are not well formed (JSON that does not parse, a call without a name), is all
-// content: a malformed call is shown to the client as text, never dropped.
+// content: a malformed call is shown to the client as text, never dropped. Harmony replies are
+// parsed by parse_harmony (also their channels, without tools).
 AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text);
 
 // How the template writes a tool call (found once by rendering a probe call): what a reply that

@@ -7,6 +7,8 @@
 
 #include "epwa/chat_template.hpp"
 #include "epwa/error.hpp"
+#include "epwa/harmony.hpp"
+#include "epwa/text.hpp"
 
 namespace epwa {
 namespace {
@@ -18,13 +20,8 @@ constexpr std::string_view kDeepSeekOpen = "<｜tool▁calls▁begin｜>",
                            kDeepSeekCall = "<｜tool▁call▁begin｜>",
                            kDeepSeekCallEnd = "<｜tool▁call▁end｜>",
                            kDeepSeekSep = "<｜tool▁sep｜>";
-
-std::string_view trim(std::string_view s) {
-  const auto space = [](char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; };
-  while (!s.empty() && space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && space(s.back())) s.remove_suffix(1);
-  return s;
-}
+// A harmony call is a message to a function; what follows the prompt's "<|start|>assistant".
+constexpr std::string_view kHarmonyTo = " to=functions.";
 
 std::string_view opening(ToolCallSyntax s) {
   switch (s) {
@@ -34,6 +31,8 @@ std::string_view opening(ToolCallSyntax s) {
       return kMistralOpen;
     case ToolCallSyntax::DeepSeek:
       return kDeepSeekOpen;
+    case ToolCallSyntax::Harmony:
+      return kHarmonyTo;
     case ToolCallSyntax::None:
       break;
   }
@@ -97,7 +96,7 @@ AssistantReply hermes(std::string_view text) {
     if (open == std::string_view::npos) break;
     const size_t body = open + kHermesOpen.size();
     const size_t close = text.find(kHermesClose, body);  // EOS may come before the closing tag
-    const auto j = parse_json(trim(text.substr(
+    const auto j = parse_json(trim_space(text.substr(
         body, close == std::string_view::npos ? std::string_view::npos : close - body)));
     const auto call = j ? call_of(*j) : std::nullopt;
     if (!call) return {std::string(text), {}};
@@ -105,7 +104,7 @@ AssistantReply hermes(std::string_view text) {
     if (close == std::string_view::npos) break;
     at = close + kHermesClose.size();
   }
-  r.content = trim(content);
+  r.content = trim_space(content);
   return r;
 }
 
@@ -123,7 +122,7 @@ AssistantReply mistral(std::string_view text) {
     if (!call) return {std::string(text), {}};
     r.calls.push_back(*call);
   }
-  r.content = trim(std::string(text.substr(0, open)) + std::string(text.substr(end)));
+  r.content = trim_space(std::string(text.substr(0, open)) + std::string(text.substr(end)));
   return r;
 }
 
@@ -145,14 +144,15 @@ AssistantReply deepseek(std::string_view text) {
     const std::string_view one = calls.substr(at, end == std::string_view::npos ? end : end - at);
     const size_t sep = one.find(kDeepSeekSep);
     if (sep == std::string_view::npos) return bad();
-    std::string_view name = trim(one.substr(0, sep)), args = one.substr(sep + kDeepSeekSep.size());
+    std::string_view name = trim_space(one.substr(0, sep)),
+                     args = one.substr(sep + kDeepSeekSep.size());
     const size_t fence = args.find("```json");
     if (fence != std::string_view::npos) {
-      name = trim(args.substr(0, fence));
+      name = trim_space(args.substr(0, fence));
       args = args.substr(fence + 7);
       args = args.substr(0, args.rfind("```"));
     }
-    args = trim(args);
+    args = trim_space(args);
     if (name.empty() || !parse_json(args)) return bad();
     r.calls.push_back({std::string(name), std::string(args)});
     if (end == std::string_view::npos) break;
@@ -162,7 +162,7 @@ AssistantReply deepseek(std::string_view text) {
   const std::string_view after = close == std::string_view::npos
                                      ? std::string_view()
                                      : text.substr(close + kDeepSeekClose.size());
-  r.content = trim(std::string(text.substr(0, open)) + std::string(after));
+  r.content = trim_space(std::string(text.substr(0, open)) + std::string(after));
   return r;
 }
 
@@ -176,6 +176,8 @@ std::string_view tool_call_syntax_name(ToolCallSyntax s) {
       return "mistral";
     case ToolCallSyntax::DeepSeek:
       return "deepseek";
+    case ToolCallSyntax::Harmony:
+      return "harmony";
     case ToolCallSyntax::None:
       break;
   }
@@ -184,6 +186,9 @@ std::string_view tool_call_syntax_name(ToolCallSyntax s) {
 
 ToolCallSyntax tool_call_syntax(const ChatTemplate& tpl) {
   const std::string& src = tpl.source();
+  // The template spells "to=functions." in pieces; its channel and call markers are harmony's.
+  if (src.find("<|channel|>") != std::string::npos && src.find("<|call|>") != std::string::npos)
+    return ToolCallSyntax::Harmony;
   for (ToolCallSyntax s :
        {ToolCallSyntax::Hermes, ToolCallSyntax::Mistral, ToolCallSyntax::DeepSeek})
     if (src.find(opening(s)) != std::string::npos) return s;
@@ -199,6 +204,8 @@ std::vector<std::string> tool_call_markers(ToolCallSyntax s) {
     case ToolCallSyntax::DeepSeek:
       return {std::string(kDeepSeekOpen), std::string(kDeepSeekClose), std::string(kDeepSeekCall),
               std::string(kDeepSeekCallEnd), std::string(kDeepSeekSep)};
+    case ToolCallSyntax::Harmony:
+      return harmony_markers();
     case ToolCallSyntax::None:
       break;
   }
@@ -206,6 +213,7 @@ std::vector<std::string> tool_call_markers(ToolCallSyntax s) {
 }
 
 AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text) {
+  if (s == ToolCallSyntax::Harmony) return parse_harmony(text, true, true);
   if (s == ToolCallSyntax::None || text.find(opening(s)) == std::string_view::npos)
     return {std::string(text), {}};
   switch (s) {

@@ -29,4 +29,11 @@ std::string html_escape(std::string_view s) {
   return out;
 }
 
+std::string_view trim_space(std::string_view s) {
+  const auto space = [](char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; };
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
 }  // namespace epwa

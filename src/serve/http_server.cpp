@@ -23,6 +23,7 @@
 #include <set>
 #include <thread>
 
+#include "epwa/harmony.hpp"
 #include "epwa/json_constraint.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/server.hpp"
@@ -56,6 +57,9 @@ struct Server::Impl {
   // request with tools).
   ToolCallSyntax tool_syntax = ToolCallSyntax::None;
   std::vector<int32_t> tool_markers;
+  // GPT-OSS's harmony format: every reply is written with its markers (let through for every
+  // chat; "<|call|>" ends a turn as "<|return|>" does) and parsed into channels.
+  bool harmony = false;
   std::shared_ptr<const TokenTexts> texts;  // the vocabulary's bytes, for constrained decoding
   // How the template writes a call (tool_choice's forced calls), or why there is none.
   std::optional<ToolCallShape> tool_shape;
@@ -126,8 +130,10 @@ struct Generation {
   bool chat = false;               // /v1/chat/completions (its chunks carry messages and deltas)
   bool sent_role = false;          // a streamed chat's first delta names the role
   bool tools = false;              // a chat with tools: the reply may be tool calls
-  std::string forced;              // tool_choice: the call's opening that starts the reply
-  size_t forced_tokens = 0;        // its tokens (after the rendered prompt)
+  bool harmony = false;            // a chat of a harmony template: the reply has channels
+  size_t sent_content = 0, sent_reasoning = 0;  // a harmony stream's bytes of each, sent
+  std::string forced;        // tool_choice: the call's opening that starts the reply
+  size_t forced_tokens = 0;  // its tokens (after the rendered prompt)
   std::vector<int32_t> prompt, tokens, stop_tokens;
   std::vector<std::string> stop;
   std::string text;      // the text so far (cut at a stop string)
@@ -409,7 +415,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       const std::vector<int32_t> ids = srv_.tok->encode(forced, false, true);
       prompt.insert(prompt.end(), ids.begin(), ids.end());
     }
-    if (p.response_schema) alternatives.push_back({"", p.response_schema});
+    if (p.response_schema) {
+      alternatives.push_back({"", p.response_schema});
+      // Harmony: the value is the final channel's message, from the reply's first token.
+      if (chat && srv_.harmony) {
+        forced = "<|channel|>final<|message|>";
+        const std::vector<int32_t> ids = srv_.tok->encode(forced, false, true);
+        prompt.insert(prompt.end(), ids.begin(), ids.end());
+      }
+    }
     if (!alternatives.empty() && p.min_tokens > 0)
       throw bad_request(
           "'min_tokens' and JSON output (response_format, a forced tool call) exclude each other: "
@@ -447,6 +461,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       g->logprobs = p.logprobs;
       g->echo = p.echo;
       g->tools = tools;
+      g->harmony = chat && srv_.harmony;
       g->stop_tokens = stop_tokens;
       g->id = id;
       BatchRequest r;
@@ -548,8 +563,10 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   }
 
   // One answer (or streamed chunk) in the endpoint's shape: a completion's "text", a chat's
-  // "message" (whole answer) or "delta" (streamed, the first naming the role).
-  nlohmann::json chunk(Generation& g, const std::string& text, const nlohmann::json& finish) const {
+  // "message" (whole answer) or "delta" (streamed, the first naming the role); a harmony reply's
+  // analysis as "reasoning_content".
+  nlohmann::json chunk(Generation& g, const std::string& text, const nlohmann::json& finish,
+                       const std::string& reasoning = {}) const {
     nlohmann::json choice = {{"index", g.index}, {"logprobs", nullptr}, {"finish_reason", finish}};
     const char* object = "text_completion";
     if (!g.chat) {
@@ -557,12 +574,15 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     } else if (!g.stream) {
       object = "chat.completion";
       choice["message"] = {{"role", "assistant"}, {"content", text}};
+      if (!reasoning.empty()) choice["message"]["reasoning_content"] = reasoning;
     } else {
       object = "chat.completion.chunk";
       choice["delta"] = nlohmann::json::object();
       if (!g.sent_role) choice["delta"]["role"] = "assistant";
       g.sent_role = true;
-      if (!text.empty() || finish.is_null()) choice["delta"]["content"] = text;
+      if (!reasoning.empty()) choice["delta"]["reasoning_content"] = reasoning;
+      if (!text.empty() || (finish.is_null() && reasoning.empty()))
+        choice["delta"]["content"] = text;
     }
     return {{"id", g.id},
             {"object", object},
@@ -591,31 +611,53 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     if (!g.stopped)
       for (const std::string& s : g.stop)
         ready = std::min(ready, g.text.size() - std::min(g.text.size(), s.size() - 1));
-    if (g.tools) ready = std::min(ready, tool_call_start(srv_.tool_syntax, g.text));
+    if (g.harmony)
+      ready = std::min(ready, harmony_ready(g.text));
+    else if (g.tools)
+      ready = std::min(ready, tool_call_start(srv_.tool_syntax, g.text));
     // An echoed prompt goes out with the first token, whatever of the new text is held back.
     if (ready > g.sent || (g.echo && !g.echo_sent)) {
-      push("data: " + dump(stream_chunk(g, ready, nullptr)) + "\n\n");
+      const nlohmann::json out = stream_chunk(g, ready, nullptr);
+      if (!out.is_null()) push("data: " + dump(out) + "\n\n");
       g.sent = std::max(g.sent, ready);
     }
   }
 
   // A streamed chunk of the new text up to `ready` bytes: the echoed prompt first in a stream's
-  // first chunk; log-probabilities when asked for (echo asks for the prompt's).
+  // first chunk; log-probabilities when asked for (echo asks for the prompt's). A harmony reply's
+  // chunk carries the growth of its content and reasoning (null when neither grew and no
+  // log-probabilities are due).
   nlohmann::json stream_chunk(Generation& g, size_t ready, const nlohmann::json& finish) const {
     const std::string echoed = g.echo ? token_texts(g.prompt) : std::string();
     const size_t from = std::min(g.sent, ready);
-    auto out = chunk(g, (g.echo_sent ? std::string() : echoed) + g.text.substr(from, ready - from),
-                     finish);
+    std::string text = g.text.substr(from, ready - from), reasoning;
+    if (g.harmony) {
+      const AssistantReply r =
+          parse_harmony(std::string_view(g.text).substr(0, ready), !finish.is_null(), g.tools);
+      text = r.content.substr(std::min(g.sent_content, r.content.size()));
+      reasoning = r.reasoning.substr(std::min(g.sent_reasoning, r.reasoning.size()));
+      g.sent_content = std::max(g.sent_content, r.content.size());
+      g.sent_reasoning = std::max(g.sent_reasoning, r.reasoning.size());
+      if (text.empty() && reasoning.empty() && finish.is_null() && g.logprobs < 0) return nullptr;
+    }
+    auto out = chunk(g, (g.echo_sent ? std::string() : echoed) + text, finish, reasoning);
     if (g.logprobs >= 0 || g.echo)
       out["choices"][0]["logprobs"] = logprobs_json(g, echoed.size(), ready);
     g.echo_sent = true;
     return out;
   }
 
-  // The new tokens' text as it continues the prompt (a word's leading space kept); with tools,
-  // the special tokens that mark tool calls as their text.
+  // The new tokens' text as it continues the prompt (a word's leading space kept); with tools
+  // or harmony, the special tokens that mark tool calls and messages as their text.
   std::string continuation(const Generation& g) const {
-    return srv_.tok ? srv_.tok->decode_continuation(g.tokens, !g.tools) : std::string();
+    return srv_.tok ? srv_.tok->decode_continuation(g.tokens, !g.tools && !g.harmony)
+                    : std::string();
+  }
+
+  // The whole reply split into content, reasoning and tool calls.
+  AssistantReply reply_of(const Generation& g) const {
+    if (g.harmony) return parse_harmony(g.text, true, g.tools);
+    return g.tools ? parse_tool_calls(srv_.tool_syntax, g.text) : AssistantReply{g.text, {}, {}};
   }
 
   // OpenAI's tool_calls of a reply: [{id, type, function: {name, arguments}}] (a stream's delta
@@ -662,14 +704,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const nlohmann::json usage = {{"prompt_tokens", prompt_tokens},
                                   {"completion_tokens", generated},
                                   {"total_tokens", prompt_tokens + generated}};
-    AssistantReply reply;
-    if (g.tools) {
-      reply = parse_tool_calls(srv_.tool_syntax, g.text);
-      if (!reply.calls.empty()) g.finish = "tool_calls";
-    }
+    const AssistantReply reply = reply_of(g);
+    if (!reply.calls.empty()) g.finish = "tool_calls";
     if (g.stream) {
       // With tool calls the text from the first call on was held back: it goes as the calls.
-      const size_t upto = reply.calls.empty()
+      const size_t upto = reply.calls.empty() || g.harmony
                               ? g.text.size()
                               : std::min(g.text.size(), tool_call_start(srv_.tool_syntax, g.text));
       auto out = stream_chunk(g, upto, g.finish);
@@ -690,10 +729,12 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
       auto one = chunk(*x, echoed + x->text, x->finish);
       if (x->logprobs >= 0 || x->echo)
         one["choices"][0]["logprobs"] = logprobs_json(*x, echoed.size(), x->text.size());
-      if (x->tools) {
-        const AssistantReply r = parse_tool_calls(srv_.tool_syntax, x->text);
+      if (x->tools || x->harmony) {
+        const AssistantReply r = reply_of(*x);
+        auto& m = one["choices"][0]["message"];
+        if (x->harmony) m["content"] = r.content;
+        if (!r.reasoning.empty()) m["reasoning_content"] = r.reasoning;
         if (!r.calls.empty()) {
-          auto& m = one["choices"][0]["message"];
           m["content"] = r.content.empty() ? nlohmann::json() : nlohmann::json(r.content);
           m["tool_calls"] = tool_calls_json(*x, r.calls);
         }
@@ -1062,9 +1103,16 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
       const auto ids = s.tok->encode(m, false, true);
       if (ids.size() == 1) s.tool_markers.push_back(ids[0]);
     }
+    s.harmony = s.tool_syntax == ToolCallSyntax::Harmony;
+    if (const auto call = s.tok->encode("<|call|>", false, true);
+        s.harmony && call.size() == 1 && s.tok->is_special(call[0]))
+      s.end_of_turn.push_back(call[0]);
   }
+  const auto in = [](const std::vector<int32_t>& v, int32_t t) {
+    return std::find(v.begin(), v.end(), t) != v.end();
+  };
   for (int32_t t : s.suppress)
-    if (std::find(s.end_of_turn.begin(), s.end_of_turn.end(), t) == s.end_of_turn.end())
+    if (!in(s.end_of_turn, t) && !(s.harmony && in(s.tool_markers, t)))
       s.chat_suppress.push_back(t);
   s.router_hash = epwa::router_hash(model);
   // Detection scores what generation wrote.

@@ -5,6 +5,8 @@
 #include <random>
 #include <set>
 
+#include "epwa/tool_calls.hpp"
+
 namespace epwa::serve {
 
 ApiError bad_request(const std::string& message, const std::string& param) {
@@ -263,6 +265,12 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
   } catch (const Error& e) {
     throw bad_request(e.what(), "messages");
   }
+  // A harmony template reads an earlier turn's analysis from "thinking"; this server answers it
+  // as "reasoning_content", which a client sends back.
+  if (tool_call_syntax(*chat) == ToolCallSyntax::Harmony)
+    for (auto& m : in.messages)
+      if (m.contains("reasoning_content") && !m.contains("thinking"))
+        m["thinking"] = m["reasoning_content"];
   bool tools = false;
   if (j.contains("tools") && !j["tools"].is_null()) {
     if (!j["tools"].is_array()) throw bad_request("'tools' must be an array", "tools");

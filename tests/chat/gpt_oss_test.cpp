@@ -1,4 +1,5 @@
-// GPT-OSS's chat template (the harmony format) rendered by epwa and tokenized with o200k_harmony.
+// GPT-OSS's chat template (the harmony format) rendered by epwa and tokenized with o200k_harmony,
+// and its replies parsed back into channels and calls.
 // The expected prompts are written here from the harmony format (system message with knowledge
 // cutoff, date and reasoning effort; developer instructions and tools; <|start|>role<|message|>
 // ...<|end|> turns; tool calls to= a function on the commentary channel); tools/ref's Jinja2
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "epwa/chat_template.hpp"
+#include "epwa/harmony.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
 
@@ -139,3 +141,93 @@ TEST(GptOssChat, AnAnswerEndsWithReturn) {
 }
 
 }  // namespace
+
+// A reply in the harmony format split as an OpenAI answer carries it: analysis as reasoning,
+// final (and commentary preambles) as content, a message to a function as a call.
+TEST(Harmony, ReplySplitsIntoReasoningContentAndCalls) {
+  const epwa::AssistantReply a = epwa::parse_harmony(
+      "<|channel|>analysis<|message|>User greets.<|end|>"
+      "<|start|>assistant<|channel|>final<|message|>Hello!",
+      true, false);
+  EXPECT_EQ(a.reasoning, "User greets.");
+  EXPECT_EQ(a.content, "Hello!");
+  EXPECT_TRUE(a.calls.empty());
+  // The model's own spelling (recipient after the channel, <|constrain|>) and the template's
+  // (recipient in the role, before the channel), each with a preamble on commentary.
+  for (const std::string call :
+       {"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>",
+        " to=functions.get_weather<|channel|>commentary json<|message|>"}) {
+    SCOPED_TRACE(call);
+    const std::string text =
+        "<|channel|>analysis<|message|>Need the tool.<|end|>"
+        "<|start|>assistant<|channel|>commentary<|message|>Checking.<|end|><|start|>assistant" +
+        call + "{\"city\": \"Paris\"}";
+    const epwa::AssistantReply c = epwa::parse_harmony(text, true, true);
+    EXPECT_EQ(c.reasoning, "Need the tool.");
+    EXPECT_EQ(c.content, "Checking.");
+    ASSERT_EQ(c.calls.size(), 1u);
+    EXPECT_EQ(c.calls[0].name, "get_weather");
+    EXPECT_EQ(c.calls[0].arguments, "{\"city\": \"Paris\"}");
+    // Without tools in the request the message is text; a body that is not JSON stays text.
+    EXPECT_EQ(epwa::parse_harmony(text, true, false).content, "Checking.\n{\"city\": \"Paris\"}");
+    const epwa::AssistantReply bad =
+        epwa::parse_harmony(text.substr(0, text.size() - 1), true, true);
+    EXPECT_TRUE(bad.calls.empty());
+    EXPECT_EQ(bad.content, "Checking.\n{\"city\": \"Paris\"");
+    EXPECT_EQ(epwa::parse_tool_calls(epwa::ToolCallSyntax::Harmony, text).calls.size(), 1u);
+  }
+  // Never an empty answer: a reply that never reached a message body is shown as written.
+  EXPECT_EQ(epwa::parse_harmony("Plain words", true, false).content, "Plain words");
+  EXPECT_EQ(epwa::parse_harmony("<|channel|>ana", true, false).content, "<|channel|>ana");
+  EXPECT_EQ(epwa::parse_harmony("<|channel|>ana", false, false).content, "");
+}
+
+// A stream sends the growth of each field: every prefix's fields begin the whole reply's, the
+// text held back where a marker may be starting.
+TEST(Harmony, PrefixesGrowIntoTheWholeReply) {
+  EXPECT_EQ(epwa::harmony_ready("Hi <|chan"), 3u);
+  EXPECT_EQ(epwa::harmony_ready("Hi <|channel|>"), 14u);
+  EXPECT_EQ(epwa::harmony_ready("a < b"), 5u);
+  EXPECT_EQ(epwa::harmony_ready("a <"), 2u);
+  for (const std::string text :
+       {"<|channel|>analysis<|message|>Think <a> bit.<|end|><|start|>assistant<|channel|>final"
+        "<|message|>Answer: 4.",
+        "<|channel|>analysis<|message|>Hmm.<|end|><|start|>assistant<|channel|>commentary "
+        "to=functions.f <|constrain|>json<|message|>{\"x\": [1, 2]}",
+        "<|channel|>commentary to=functions.f<|message|>{oops", "no markers at all",
+        "<|channel|>final<|message|>One.<|end|><|start|>assistant<|channel|>final<|message|>"
+        "Two."}) {
+    SCOPED_TRACE(text);
+    for (const bool calls : {false, true}) {
+      const epwa::AssistantReply whole = epwa::parse_harmony(text, true, calls);
+      for (size_t n = 0; n <= text.size(); ++n) {
+        const std::string_view prefix = std::string_view(text).substr(0, n);
+        const epwa::AssistantReply p =
+            epwa::parse_harmony(prefix.substr(0, epwa::harmony_ready(prefix)), false, calls);
+        ASSERT_TRUE(whole.content.starts_with(p.content)) << n << ": " << p.content;
+        ASSERT_TRUE(whole.reasoning.starts_with(p.reasoning)) << n << ": " << p.reasoning;
+        ASSERT_TRUE(p.calls.empty());
+      }
+    }
+  }
+}
+
+// The template's syntax is harmony; a forced call opens as the template writes one and closes
+// with <|call|>; every marker is one special token of o200k_harmony, so the server lets it through.
+TEST(Harmony, TemplateCallShapeAndMarkerTokens) {
+  const epwa::ChatTemplate tpl = gpt_oss_template();
+  ASSERT_EQ(epwa::tool_call_syntax(tpl), epwa::ToolCallSyntax::Harmony);
+  const epwa::ToolCallShape shape = epwa::tool_call_shape(tpl, epwa::ToolCallSyntax::Harmony);
+  EXPECT_EQ(shape.opening("get_weather"),
+            " to=functions.get_weather<|channel|>commentary json<|message|>");
+  EXPECT_EQ(shape.closing("x"), "<|call|>");
+  const epwa::AssistantReply r =
+      epwa::parse_harmony(shape.opening("get_weather") + "{\"city\": \"Rome\"}", true, true);
+  ASSERT_EQ(r.calls.size(), 1u);
+  EXPECT_EQ(r.calls[0].name, "get_weather");
+  for (const std::string& m : epwa::tool_call_markers(epwa::ToolCallSyntax::Harmony)) {
+    const std::vector<int32_t> ids = o200k().encode(m, false, true);
+    ASSERT_EQ(ids.size(), 1u) << m;
+    EXPECT_TRUE(o200k().is_special(ids[0])) << m;
+  }
+}

@@ -1307,3 +1307,83 @@ TEST(Server, ExpModeGeneratesAsTheLibraryAndDetects) {
 }
 
 }  // namespace
+
+// GPT-OSS's harmony template: replies split into channels (the bundled model's vocabulary spells
+// harmony's markers as text, which the split reads the same way). A JSON reply is the final
+// channel's message, a forced call a message to the function; a reply that never opens a message
+// is shown as written; streams add up to the whole answers.
+TEST(Server, HarmonyRepliesSplitIntoChannelsAndCalls) {
+  epwa::ServerOptions o;
+  o.chat_template = read_file(fs::path(EPWA_TEST_DATA_DIR) / "gpt_oss" / "chat_template.jinja");
+  Running s(o);
+  const json messages = json::parse(R"([{"role": "user", "content": "Weather in Paris?"}])");
+  int status = 0;
+  json body = {{"messages", messages}, {"max_tokens", 24}, {"temperature", 0.8}, {"seed", 3}};
+  const json r = s.post("/v1/chat/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << r.dump();
+  const json plain = s.post("/v1/completions", json{{"prompt", chat_ids(o.chat_template, messages)},
+                                                    {"max_tokens", 24},
+                                                    {"temperature", 0.8},
+                                                    {"seed", 3}}
+                                                   .dump());
+  EXPECT_EQ(r["choices"][0]["message"]["content"], plain["choices"][0]["text"]);
+  EXPECT_FALSE(r["choices"][0]["message"].contains("reasoning_content"));
+  // Streamed, the reply that opens no message is held back to the end: it goes out once.
+  int pieces = 0;
+  const auto count = [&](const json& d) { pieces += d.value("content", "").empty() ? 0 : 1; };
+  EXPECT_EQ(streamed_content(s, body, count), r["choices"][0]["message"]["content"]);
+  EXPECT_EQ(pieces, 1);
+
+  const json schema = json::parse(R"({"type": "object", "properties": {
+      "answer": {"enum": ["sun", "rain"]}}, "required": ["answer"]})");
+  body["max_tokens"] = 60;
+  body["response_format"] = {{"type", "json_schema"},
+                             {"json_schema", {{"name", "reply"}, {"schema", schema}}}};
+  const json j = s.post("/v1/chat/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << j.dump();
+  const json v = json::parse(j["choices"][0]["message"]["content"].get<std::string>());
+  EXPECT_TRUE(v.at("answer") == "sun" || v.at("answer") == "rain") << v.dump();
+  // The final channel's message streams as it is written.
+  pieces = 0;
+  EXPECT_EQ(streamed_content(s, body, count), j["choices"][0]["message"]["content"]);
+  EXPECT_GT(pieces, 1);
+  body.erase("response_format");
+
+  body["tools"] = json::parse(R"([{"type": "function", "function": {"name": "get_weather",
+      "description": "Current weather", "parameters": {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]}},
+      "required": ["city"]}}}])");
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "get_weather"}}}};
+  const json c = s.post("/v1/chat/completions", body.dump(), &status);
+  ASSERT_EQ(status, 200) << c.dump();
+  EXPECT_EQ(c["choices"][0]["finish_reason"], "tool_calls") << c.dump();
+  const json& m = c["choices"][0]["message"];
+  ASSERT_TRUE(m.contains("tool_calls")) << c.dump();
+  EXPECT_TRUE(m["content"].is_null()) << c.dump();
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  const json args = json::parse(m["tool_calls"][0]["function"]["arguments"].get<std::string>());
+  EXPECT_TRUE(args.at("city") == "Paris" || args.at("city") == "Rome") << args.dump();
+  json calls;
+  const std::string streamed = streamed_content(s, body, [&](const json& d) {
+    if (d.contains("tool_calls")) calls = d["tool_calls"];
+  });
+  EXPECT_EQ(streamed, "");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["function"]["arguments"], m["tool_calls"][0]["function"]["arguments"]);
+
+  // An earlier turn's reasoning_content, sent back, is what the template renders as "thinking".
+  const json turns = json::parse(R"([{"role": "user", "content": "Weather in Paris?"},
+      {"role": "assistant", "reasoning_content": "Need the tool.", "tool_calls": [{"type":
+       "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+      {"role": "tool", "content": "sunny"}])");
+  json thinking = turns;
+  thinking[1].erase("reasoning_content");
+  const size_t without = chat_ids(o.chat_template, thinking, body["tools"]).size();
+  thinking[1]["thinking"] = "Need the tool.";
+  const size_t with = chat_ids(o.chat_template, thinking, body["tools"]).size();
+  EXPECT_GT(with, without);
+  const json t = s.post(
+      "/v1/chat/completions",
+      json{{"messages", turns}, {"tools", body["tools"]}, {"max_tokens", 1}}.dump(), &status);
+  ASSERT_EQ(status, 200) << t.dump();
+  EXPECT_EQ(t["usage"]["prompt_tokens"], with);
+}

@@ -1,7 +1,8 @@
 // epwa serve driven by the official `openai` npm client: models, completions and chat completions
 // (plain and streamed, the chat template given with --chat-template), the watermark record, error
-// objects, detection. Usage: node client_test.mjs EPWA_BINARY
-// (starts the server on a free port with a keyring of its own, stops it at the end; exits non-zero
+// objects, detection; GPT-OSS's harmony replies. Usage:
+// node client_test.mjs EPWA_BINARY CHAT_TEMPLATE HARMONY_TEMPLATE
+// (starts the servers on free ports with a keyring of their own, stops them at the end; exits non-zero
 // on the first failure).
 import { spawn } from "node:child_process";
 import assert from "node:assert/strict";
@@ -10,23 +11,29 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
 
-const [epwa, chatTemplate] = process.argv.slice(2);
+const [epwa, chatTemplate, harmonyTemplate] = process.argv.slice(2);
 const keyring = join(mkdtempSync(join(tmpdir(), "epwa-npm-")), "keys.json");
 writeFileSync(keyring, JSON.stringify({ default: "k1", keys: { k1: "npm-test-secret" } }),
               { mode: 0o600 });
-const server = spawn(epwa, ["serve", "--port", "0", "-q", "--policy", "opt-in", "--keyring", keyring,
-                            "--chat-template", chatTemplate],
-                     { stdio: ["ignore", "ignore", "pipe"] });
-const base = await new Promise((resolve, reject) => {
-  let err = "";
-  const timer = setTimeout(() => reject(new Error("no server address in 60 s: " + err)), 60000);
-  server.stderr.on("data", (d) => {
-    err += d;
-    const m = err.match(/(http:\/\/127\.0\.0\.1:\d+)/);
-    if (m) { clearTimeout(timer); resolve(m[1]); }
+const servers = [];
+// A server with `template` on a free port; resolves to its address.
+async function start(template) {
+  const server = spawn(epwa, ["serve", "--port", "0", "-q", "--policy", "opt-in",
+                              "--keyring", keyring, "--chat-template", template],
+                       { stdio: ["ignore", "ignore", "pipe"] });
+  servers.push(server);
+  return new Promise((resolve, reject) => {
+    let err = "";
+    const timer = setTimeout(() => reject(new Error("no server address in 60 s: " + err)), 60000);
+    server.stderr.on("data", (d) => {
+      err += d;
+      const m = err.match(/(http:\/\/127\.0\.0\.1:\d+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    server.on("exit", (code) => reject(new Error(`server exited (${code}): ${err}`)));
   });
-  server.on("exit", (code) => reject(new Error(`server exited (${code}): ${err}`)));
-});
+}
+const base = await start(chatTemplate);
 
 try {
   const client = new OpenAI({ baseURL: base + "/v1", apiKey: "unused", maxRetries: 0 });
@@ -125,7 +132,37 @@ try {
     client.chat.completions.create({
       model: "epwa", messages: [{ role: "user", content: "a" }, { role: "user", content: "b" }] }),
     (e) => e instanceof OpenAI.APIError && e.status === 400 && /roles must alternate/.test(e.message));
+
+  // GPT-OSS's harmony template: a JSON reply is the final channel's message, streamed as it is
+  // written; a forced call arrives as the client's tool_calls (docs/SERVER.md, "GPT-OSS").
+  const harmony = new OpenAI({ baseURL: (await start(harmonyTemplate)) + "/v1", apiKey: "unused",
+                               maxRetries: 0 });
+  const weather = { type: "object", required: ["city"],
+                    properties: { city: { type: "string", enum: ["Paris", "Rome"] } } };
+  const asked = { model: "epwa", messages: [{ role: "user", content: "Weather in Paris?" }],
+                  max_tokens: 60, temperature: 0.8, seed: 5 };
+  const json = await harmony.chat.completions.create({ ...asked,
+    response_format: { type: "json_schema", json_schema: { name: "w", schema: weather } } });
+  assert.ok(["Paris", "Rome"].includes(JSON.parse(json.choices[0].message.content).city));
+  assert.equal(json.choices[0].message.reasoning_content, undefined);
+  let streamed = "", deltas = 0;
+  for await (const chunk of await harmony.chat.completions.create({ ...asked, stream: true,
+    response_format: { type: "json_schema", json_schema: { name: "w", schema: weather } } })) {
+    const piece = chunk.choices[0]?.delta?.content ?? "";
+    streamed += piece;
+    deltas += piece.length > 0 ? 1 : 0;
+  }
+  assert.equal(streamed, json.choices[0].message.content);
+  assert.ok(deltas > 1);
+  const called = await harmony.chat.completions.create({ ...asked,
+    tools: [{ type: "function", function: { name: "get_weather", description: "Current weather",
+                                             parameters: weather } }],
+    tool_choice: { type: "function", function: { name: "get_weather" } } });
+  assert.equal(called.choices[0].finish_reason, "tool_calls");
+  const call = called.choices[0].message.tool_calls[0];
+  assert.equal(call.function.name, "get_weather");
+  assert.ok(["Paris", "Rome"].includes(JSON.parse(call.function.arguments).city));
   console.log("openai client: all checks passed against " + base);
 } finally {
-  server.kill("SIGTERM");
+  for (const s of servers) s.kill("SIGTERM");
 }
