@@ -60,7 +60,8 @@ std::optional<std::string> text_after_assistant_turn(
 
 // The tokens that end an assistant turn in this template: the special token the template writes
 // right after an assistant message's content (Qwen's <|im_end|>, Mixtral's </s>), found by
-// rendering a probe conversation. Empty when it writes none there or refuses the probe.
+// rendering a probe conversation. Empty when it writes none there or refuses the probe. A harmony
+// template's turn also ends with a call to a tool (<|call|>), where the caller must answer.
 std::vector<int32_t> end_of_turn_tokens(const ChatTemplate& tpl, const Tokenizer& tok);
 
 // Checks OpenAI-style chat messages and brings them to the form templates expect: an array of

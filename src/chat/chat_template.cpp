@@ -10,6 +10,7 @@
 #include "epwa/gguf.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/tokenizer.hpp"
+#include "epwa/tool_calls.hpp"
 #include "tokenizer/utf8.hpp"
 
 namespace epwa {
@@ -122,7 +123,12 @@ std::vector<int32_t> end_of_turn_tokens(const ChatTemplate& tpl, const Tokenizer
   if (!after) return {};
   const auto ids = tok.encode(*after, false, true);
   if (ids.empty() || !tok.is_special(ids[0])) return {};
-  return {ids[0]};
+  std::vector<int32_t> out = {ids[0]};
+  if (const auto call = tok.encode("<|call|>", false, true);
+      tool_call_syntax(tpl) == ToolCallSyntax::Harmony && call.size() == 1 &&
+      tok.is_special(call[0]))
+    out.push_back(call[0]);
+  return out;
 }
 
 nlohmann::ordered_json normalize_chat_messages(const nlohmann::ordered_json& messages) {

@@ -58,7 +58,7 @@ struct Server::Impl {
   ToolCallSyntax tool_syntax = ToolCallSyntax::None;
   std::vector<int32_t> tool_markers;
   // GPT-OSS's harmony format: every reply is written with its markers (let through for every
-  // chat; "<|call|>" ends a turn as "<|return|>" does) and parsed into channels.
+  // chat) and parsed into channels.
   bool harmony = false;
   std::shared_ptr<const TokenTexts> texts;  // the vocabulary's bytes, for constrained decoding
   // How the template writes a call (tool_choice's forced calls), or why there is none.
@@ -1104,9 +1104,6 @@ Server::Server(Model& model, std::shared_ptr<const Tokenizer> tokenizer, ServerO
       if (ids.size() == 1) s.tool_markers.push_back(ids[0]);
     }
     s.harmony = s.tool_syntax == ToolCallSyntax::Harmony;
-    if (const auto call = s.tok->encode("<|call|>", false, true);
-        s.harmony && call.size() == 1 && s.tok->is_special(call[0]))
-      s.end_of_turn.push_back(call[0]);
   }
   const auto in = [](const std::vector<int32_t>& v, int32_t t) {
     return std::find(v.begin(), v.end(), t) != v.end();

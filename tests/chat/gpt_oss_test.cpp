@@ -132,11 +132,13 @@ TEST(GptOssChat, RefusesChannelTagsInContent) {
   }
 }
 
-// An answer ends with <|return|> (the release's eos): what `generate --chat` stops on.
+// An answer ends with <|return|> (the release's eos), a call with <|call|>: what `generate --chat`
+// and the server stop on.
 TEST(GptOssChat, AnAnswerEndsWithReturn) {
   const epwa::ChatTemplate tpl = gpt_oss_template();
   EXPECT_EQ(epwa::text_after_assistant_turn(tpl), "<|return|>");
-  EXPECT_EQ(epwa::end_of_turn_tokens(tpl, o200k()), std::vector<int32_t>{200002});
+  // A call to a tool ends the turn too (<|call|>, 200012).
+  EXPECT_EQ(epwa::end_of_turn_tokens(tpl, o200k()), (std::vector<int32_t>{200002, 200012}));
   EXPECT_EQ(o200k().eos_id(), 200002);
 }
 
