@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <span>
+#include <utility>
 
 #include "epwa/quant.hpp"
 #include "quant/blocks.hpp"
