@@ -64,7 +64,10 @@ RowDot row_dot(DType t, KernelIsa isa) {
   if (!isa_available(isa))
     throw Error("quant kernels: " + std::string(isa_name(isa)) +
                 " is not available on this CPU or build");
-  const RowDot k = row_dot_avx2(t);  // every x86 level decodes with the AVX2 kernels
+  // MXFP4 has its own AVX-512 arithmetic; every other type decodes with the AVX2 kernels.
+  if (isa == KernelIsa::Avx512Vnni && t == DType::MXFP4)
+    if (const RowDot k = mxfp4_row_avx512()) return k;
+  const RowDot k = row_dot_avx2(t);
   if (!k) throw Error("quant kernels: no AVX2 kernel for " + std::string(dtype_name(t)));
   return k;
 }

@@ -530,6 +530,7 @@ void gemm_vnni(const std::byte* w, int64_t row_bytes, std::span<const PackedVect
 }  // namespace
 
 RangeDot rows_dot_avx512vnni(DType t) {
+  if (t == DType::MXFP4) return mxfp4_rows_avx512();
   // The byte permutes need AVX-512 VBMI (Zen 4, Ice Lake and later), beyond the VNNI level.
   return t == DType::Q4_0 && cpu_features().avx512vbmi ? rows_q4_0_vnni : nullptr;
 }
@@ -546,6 +547,8 @@ RowsMultiDot gemm_avx512vnni(DType t) {
       return gemm_vnni<&kFmtQ5_K>;
     case DType::Q6_K:
       return gemm_vnni<&kFmtQ6_K>;
+    case DType::MXFP4:
+      return mxfp4_gemm_avx512();
     default:
       return nullptr;
   }

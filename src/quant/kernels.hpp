@@ -49,6 +49,12 @@ RangeDot rows_dot_avx512vnni(DType t);
 // It repacks the vector once per call (for 4096 values about one row's work), so shorter ranges
 // keep the AVX2 kernel.
 inline constexpr int64_t kVnniDecodeMinRows = 4;
+// MXFP4 on the AVX-512 VNNI level (mxfp4_avx512.cpp): one row, a row range and the prompt tiles,
+// all with one arithmetic (512-bit accumulators), so the three agree to the bit. nullptr when the
+// build has no AVX-512 code; callers check the CPU (isa_available).
+RowDot mxfp4_row_avx512();
+RangeDot mxfp4_rows_avx512();
+RowsMultiDot mxfp4_gemm_avx512();
 
 // Quantises n values (n a multiple of `block`) to int8: per `block` values d = amax / 127 and
 // q = x / d rounded to nearest even; one sum of q per `sum_group` values. Both versions give
