@@ -132,7 +132,8 @@ struct Generation {
   bool tools = false;              // a chat with tools: the reply may be tool calls
   bool harmony = false;            // a chat of a harmony template: the reply has channels
   size_t sent_content = 0, sent_reasoning = 0;  // a harmony stream's bytes of each, sent
-  std::string forced;        // tool_choice: the call's opening that starts the reply
+  std::string forced;        // what starts the reply: a forced call's opening (tool_choice), or
+                             // harmony's final channel for response_format
   size_t forced_tokens = 0;  // its tokens (after the rendered prompt)
   std::vector<int32_t> prompt, tokens, stop_tokens;
   std::vector<std::string> stop;
