@@ -99,7 +99,7 @@ AssistantReply hermes(std::string_view text) {
     const auto j = parse_json(trim_space(text.substr(
         body, close == std::string_view::npos ? std::string_view::npos : close - body)));
     const auto call = j ? call_of(*j) : std::nullopt;
-    if (!call) return {std::string(text), {}};
+    if (!call) return {std::string(text), {}, {}};
     r.calls.push_back(*call);
     if (close == std::string_view::npos) break;
     at = close + kHermesClose.size();
@@ -115,11 +115,11 @@ AssistantReply mistral(std::string_view text) {
       start != std::string_view::npos && text[start] == '[' ? json_end(text, start) : start;
   const auto j =
       end != std::string_view::npos ? parse_json(text.substr(start, end - start)) : std::nullopt;
-  if (!j || !j->is_array() || j->empty()) return {std::string(text), {}};
+  if (!j || !j->is_array() || j->empty()) return {std::string(text), {}, {}};
   AssistantReply r;
   for (const auto& x : *j) {
     const auto call = call_of(x);
-    if (!call) return {std::string(text), {}};
+    if (!call) return {std::string(text), {}, {}};
     r.calls.push_back(*call);
   }
   r.content = trim_space(std::string(text.substr(0, open)) + std::string(text.substr(end)));
@@ -136,7 +136,7 @@ AssistantReply deepseek(std::string_view text) {
                                                    ? std::string_view::npos
                                                    : close - open - kDeepSeekOpen.size());
   AssistantReply r;
-  const auto bad = [&] { return AssistantReply{std::string(text), {}}; };
+  const auto bad = [&] { return AssistantReply{std::string(text), {}, {}}; };
   for (size_t at = calls.find(kDeepSeekCall); at != std::string_view::npos;
        at = calls.find(kDeepSeekCall, at)) {
     at += kDeepSeekCall.size();
@@ -215,7 +215,7 @@ std::vector<std::string> tool_call_markers(ToolCallSyntax s) {
 AssistantReply parse_tool_calls(ToolCallSyntax s, std::string_view text) {
   if (s == ToolCallSyntax::Harmony) return parse_harmony(text, true, true);
   if (s == ToolCallSyntax::None || text.find(opening(s)) == std::string_view::npos)
-    return {std::string(text), {}};
+    return {std::string(text), {}, {}};
   switch (s) {
     case ToolCallSyntax::Hermes:
       return hermes(text);
