@@ -10,6 +10,7 @@
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
 #include "epwa/session.hpp"
+#include "epwa/thread_pool.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa::attack {
@@ -130,8 +131,9 @@ class Harness {
     checkpoints_.erase(std::unique(checkpoints_.begin(), checkpoints_.end()), checkpoints_.end());
     // Unwatermarked texts of the attacked prompts: the spoofer's control (same prompts, seeds).
     say("generating " + std::to_string(attack_.size()) + " unwatermarked texts (spoof control)");
-    for (size_t i = 0; i < attack_.size(); ++i)
-      unbiased_.push_back(generate(nullptr, attack_[i], attack_seed(i)));
+    unbiased_.resize(attack_.size());
+    each(attack_.size(),
+         [&](size_t i) { unbiased_[i] = generate(nullptr, attack_[i], attack_seed(i)); });
     json schemes = json::array();
     for (Scheme s : o_.schemes) schemes.push_back(run_scheme(s));
     return {{"params", params()}, {"router_hash", router_hash(model_)}, {"schemes", schemes}};
@@ -142,6 +144,16 @@ class Harness {
 
   void say(const std::string& s) const {
     if (o_.progress) o_.progress(s);
+  }
+
+  // fn(i) for every i < n, texts in parallel, one per thread of the kernels' pool (the forward
+  // passes nested in its loop run serially). Each text has its own seed and slot, so the results
+  // do not depend on the thread count.
+  template <typename F>
+  static void each(size_t n, F&& fn) {
+    ThreadPool::global().parallel_for(static_cast<int64_t>(n), [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) fn(static_cast<size_t>(i));
+    });
   }
 
   GenerateOptions options(uint64_t seed) const {
@@ -203,22 +215,30 @@ class Harness {
     // The watermarked texts the attacker sees: observation prompts in turn, a new seed each.
     std::vector<ObservedText> seen;
     std::vector<size_t> seen_key;  // the key that made each (told only to a knows-keys attacker)
+    // A batch of texts at a time; those made past the last checkpoint's tokens are dropped.
+    const size_t batch = 4 * static_cast<size_t>(ThreadPool::global().size());
     int64_t total = 0;
-    for (size_t k = 0; total < checkpoints_.back(); ++k) {
-      ObservedText x{observe_[k % observe_.size()], {}};
-      x.text = generate(&victim, x.prompt, o_.seed + k);
-      seen_key.push_back(victim.key_for(o_.seed + k, x.prompt));
-      total += static_cast<int64_t>(x.text.size());
-      seen.push_back(std::move(x));
-      if (seen.size() % 25 == 0 || total >= checkpoints_.back())
+    while (total < checkpoints_.back()) {
+      const size_t k0 = seen.size();
+      std::vector<ObservedText> made(batch);
+      each(batch, [&](size_t i) {
+        made[i].prompt = observe_[(k0 + i) % observe_.size()];
+        made[i].text = generate(&victim, made[i].prompt, o_.seed + k0 + i);
+      });
+      for (size_t i = 0; i < batch && total < checkpoints_.back(); ++i) {
+        seen_key.push_back(victim.key_for(o_.seed + k0 + i, made[i].prompt));
+        total += static_cast<int64_t>(made[i].text.size());
+        seen.push_back(std::move(made[i]));
+      }
+      if (seen.size() / 25 != k0 / 25 || total >= checkpoints_.back())
         say(fmt::format("{}: observed {} of {} tokens ({} texts)", name,
                         std::min(total, checkpoints_.back()), checkpoints_.back(), seen.size()));
     }
     const double observe_s = seconds_since(t0);
     // The victim's texts from the attacked prompts: what the scrubber rewrites.
-    marked_.clear();
-    for (size_t i = 0; i < attack_.size(); ++i)
-      marked_.push_back(generate(&victim, attack_[i], attack_seed(i)));
+    marked_.assign(attack_.size(), {});
+    each(attack_.size(),
+         [&](size_t i) { marked_[i] = generate(&victim, attack_[i], attack_seed(i)); });
 
     const auto t1 = Clock::now();
     say(name + ": stealing (teacher-forced passes over the observed texts)");
@@ -245,9 +265,11 @@ class Harness {
         const auto m = std::min<int64_t>(left, static_cast<int64_t>(x.text.size()));
         left -= m;
         counted.push_back({x.prompt, {x.text.begin(), x.text.begin() + m}});
-        contexts.push_back(
-            attacker_contexts(model_, scheme, layer_, counted.back().prompt, counted.back().text));
       }
+      contexts.resize(counted.size());
+      each(counted.size(), [&](size_t t) {
+        contexts[t] = attacker_contexts(model_, scheme, layer_, counted[t].prompt, counted[t].text);
+      });
       say(name + ": clustering " + std::to_string(seen.size()) + " texts by key");
       const Clustering cl =
           cluster_by_key(pooled, counted, contexts, static_cast<size_t>(victim.keys()), o_.seed);
@@ -281,12 +303,13 @@ class Harness {
     }
     const double steal_s = seconds_since(t1);
 
-    std::vector<Scored> base, marked, blind;
-    for (size_t i = 0; i < attack_.size(); ++i) {
-      base.push_back(score(victim, attack_[i], unbiased_[i]));
-      marked.push_back(score(victim, attack_[i], marked_[i]));
-      blind.push_back(scrubbed(victim, nullptr, i));
-    }
+    const size_t n = attack_.size();
+    std::vector<Scored> base(n), marked(n), blind(n);
+    each(n, [&](size_t i) {
+      base[i] = score(victim, attack_[i], unbiased_[i]);
+      marked[i] = score(victim, attack_[i], marked_[i]);
+      blind[i] = scrubbed(victim, nullptr, i);
+    });
     const auto t2 = Clock::now();
     json rows = json::array();
     for (size_t c = 0; c < stolen[0].size(); ++c) {
@@ -296,15 +319,15 @@ class Harness {
       for (size_t key = 1; key < key_tokens.size(); ++key)
         if (key_tokens[key][c] > key_tokens[target][c]) target = key;
       const StolenLists& lists = stolen[target][c];
-      std::vector<Scored> spoofed, scrubs;
-      for (size_t i = 0; i < attack_.size(); ++i) {
+      std::vector<Scored> spoofed(n), scrubs(n);
+      each(n, [&](size_t i) {
         const auto text = strip_eos(
             spoof(model_, lists, layer_, o_.attack_delta, attack_[i], options(attack_seed(i))));
-        spoofed.push_back(score(victim, attack_[i], text));
+        spoofed[i] = score(victim, attack_[i], text);
         const size_t own =
             o_.attacker_knows_keys ? victim.key_for(attack_seed(i), attack_[i]) : target;
-        scrubs.push_back(scrubbed(victim, &stolen[own][c], i));
-      }
+        scrubs[i] = scrubbed(victim, &stolen[own][c], i);
+      });
       // Scored against the key the attacker's lists stand for: a cluster's most frequent one.
       const ScoreQuality q = score_quality(
           lists,

@@ -9,6 +9,7 @@
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
 #include "epwa/session.hpp"
+#include "epwa/thread_pool.hpp"
 
 namespace epwa::attack {
 
@@ -121,6 +122,46 @@ struct ExpertRecorder : RouterObserver {
   }
 };
 
+// One observed text's teacher-forced pass over its first m tokens: for each of them, the context
+// that governed it and the logits it was drawn from (m x V).
+struct Pass {
+  std::vector<int32_t> contexts;
+  std::vector<float> logits;
+};
+
+Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedText& x, size_t m) {
+  const auto vocab = static_cast<size_t>(model.config().vocab_size);
+  // The governing positions: the last prompt token and the text but its last kept token.
+  std::vector<int32_t> seq = x.prompt;
+  seq.insert(seq.end(), x.text.begin(), x.text.begin() + static_cast<std::ptrdiff_t>(m) - 1);
+  const size_t first = x.prompt.size() - 1;
+  ExpertRecorder rec;
+  rec.layer = layer;
+  ForwardOptions fo;
+  fo.all_logits = true;
+  if (scheme != Scheme::Kgw) {
+    fo.observer = &rec;
+    fo.watch = {layer};
+  }
+  Pass out;
+  out.logits.reserve(m * vocab);
+  Context cache = model.make_context(static_cast<int64_t>(seq.size()));
+  constexpr size_t kChunk = 256;  // bounds the logits of prompt positions held at once
+  for (size_t at = 0; at < seq.size(); at += kChunk) {
+    const auto part = std::span<const int32_t>(seq).subspan(at, std::min(kChunk, seq.size() - at));
+    const std::vector<float> logits = model.forward(part, cache, fo);
+    const size_t skip = first > at ? std::min(first - at, part.size()) : 0;
+    out.logits.insert(out.logits.end(), logits.begin() + static_cast<std::ptrdiff_t>(skip * vocab),
+                      logits.end());
+  }
+  const auto v = static_cast<int32_t>(vocab);
+  for (size_t p = first; p < seq.size(); ++p)
+    out.contexts.push_back(scheme == Scheme::Epwa  ? rec.experts[p]
+                           : scheme == Scheme::Kgw ? seq[p]
+                                                   : rec.experts[p] * v + seq[p]);
+  return out;
+}
+
 }  // namespace
 
 std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
@@ -139,57 +180,49 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
   layer = model_router_layer(model, layer);
   for (const ObservedText& x : texts) check(!x.prompt.empty(), "attack: a prompt is empty");
   std::vector<Tracked> tracked = tracked_pairs(scheme, contexts, vocab, texts, checkpoints.back());
+  // Each text's tokens up to the last checkpoint.
+  std::vector<size_t> take(texts.size());
+  int64_t left = checkpoints.back();
+  for (size_t i = 0; i < texts.size(); ++i) {
+    take[i] = static_cast<size_t>(std::min<int64_t>(left, std::ssize(texts[i].text)));
+    left -= static_cast<int64_t>(take[i]);
+  }
 
+  // The passes run a batch of texts at a time, one text per thread of the kernels' pool (its
+  // forward nested, so serial); the counts are added in text order, so the estimates do not
+  // depend on the thread count.
+  ThreadPool& pool = ThreadPool::global();
+  const size_t batch = 2 * static_cast<size_t>(pool.size());
   std::vector<StolenLists> out;
   int64_t seen = 0;
   std::vector<double> probs(static_cast<size_t>(vocab));
   const double inv_t = 1.0 / temperature;
-  for (const ObservedText& x : texts) {
-    if (out.size() == checkpoints.size()) break;
-    const auto m = static_cast<size_t>(
-        std::min<int64_t>(static_cast<int64_t>(x.text.size()), checkpoints.back() - seen));
-    if (m == 0) continue;
-    // The governing positions: the last prompt token and the text but its last kept token.
-    std::vector<int32_t> seq = x.prompt;
-    seq.insert(seq.end(), x.text.begin(), x.text.begin() + static_cast<std::ptrdiff_t>(m) - 1);
-    const size_t first = x.prompt.size() - 1;
-    ExpertRecorder rec;
-    rec.layer = layer;
-    ForwardOptions fo;
-    fo.all_logits = true;
-    if (scheme != Scheme::Kgw) {
-      fo.observer = &rec;
-      fo.watch = {layer};
-    }
-    Context cache = model.make_context(static_cast<int64_t>(seq.size()));
-    constexpr size_t kChunk = 256;  // bounds the logits held at once to 256 x V floats
-    for (size_t at = 0; at < seq.size(); at += kChunk) {
-      const auto part =
-          std::span<const int32_t>(seq).subspan(at, std::min(kChunk, seq.size() - at));
-      const std::vector<float> logits = model.forward(part, cache, fo);
-      for (size_t i = 0; i < part.size(); ++i) {
-        const size_t p = at + i;
-        if (p < first) continue;
-        const float* row = logits.data() + i * static_cast<size_t>(vocab);
+  for (size_t b = 0; b < texts.size(); b += batch) {
+    std::vector<Pass> passes(std::min(batch, texts.size() - b));
+    pool.parallel_for(std::ssize(passes), [&](int64_t i0, int64_t i1) {
+      for (auto i = static_cast<size_t>(i0); i < static_cast<size_t>(i1); ++i)
+        if (take[b + i] > 0)
+          passes[i] = teacher_forced(model, scheme, layer, texts[b + i], take[b + i]);
+    });
+    for (size_t i = 0; i < passes.size(); ++i) {
+      const ObservedText& x = texts[b + i];
+      for (size_t j = 0; j < take[b + i]; ++j) {
+        const float* row = passes[i].logits.data() + j * static_cast<size_t>(vocab);
         const double mx = *std::max_element(row, row + vocab);
         double z = 0;
         for (int32_t v = 0; v < vocab; ++v)
           z += probs[static_cast<size_t>(v)] = std::exp((row[v] - mx) * inv_t);
-        const int32_t ctx = scheme == Scheme::Epwa  ? rec.experts[p]
-                            : scheme == Scheme::Kgw ? seq[p]
-                                                    : rec.experts[p] * vocab + seq[p];
-        Tracked& t = tracked[static_cast<size_t>(ctx)];
+        Tracked& t = tracked[static_cast<size_t>(passes[i].contexts[j])];
         for (size_t k = 0; k < t.tokens.size(); ++k)
           t.expected[k] += probs[static_cast<size_t>(t.tokens[k])] / z;
-        t.observed[t.index(x.text[p - first])] += 1;
-        if (++seen == checkpoints[out.size()]) {
+        t.observed[t.index(x.text[j])] += 1;
+        ++seen;
+        while (out.size() < checkpoints.size() && seen == checkpoints[out.size()])
           out.push_back(snapshot(scheme, vocab, tracked, seen));
-          if (out.size() == checkpoints.size()) break;
-        }
       }
-      if (out.size() == checkpoints.size()) break;
+      if (take[b + i] > 0 && progress) progress(seen);
     }
-    if (progress) progress(seen);
+    if (out.size() == checkpoints.size()) break;
   }
   // Fewer tokens than the largest checkpoints: those get everything seen.
   while (out.size() < checkpoints.size()) out.push_back(snapshot(scheme, vocab, tracked, seen));

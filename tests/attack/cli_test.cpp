@@ -29,6 +29,7 @@ TEST(AttackCli, BadInputIsOneLineAndExit2) {
   expect_error("--prompts /nonexistent/prompts.txt", "/nonexistent/prompts.txt");
   expect_error("--texts 150 --observed 100", "--texts 150 needs 300 prompts");
   expect_error("--temperature 0", "--temperature");
+  expect_error("-t 5000", "--threads");
   const auto r = epwa_test::run_cli("attack");
   EXPECT_EQ(r.code, 2) << r.out;
 }
@@ -58,6 +59,25 @@ TEST(AttackCli, SmallRunPrintsTableAndJson) {
     EXPECT_GT(s["rows"][1]["spoof"]["ppl_median"].get<double>(), 1.0);
   }
   EXPECT_EQ(j["params"]["observed"], nlohmann::json({100, 300}));
+}
+
+// Texts run in parallel, one per thread: the results (all but the timings) do not depend on how
+// many threads there are.
+TEST(AttackCli, ThreadCountDoesNotChangeResults) {
+  nlohmann::json runs[2];
+  for (int t = 1; t <= 2; ++t) {
+    const auto r = epwa_test::run_cli(
+        "attack steal -q --json --observed 100,400 --texts 3 --tokens 40 --schemes epwa,epwa-ctx "
+        "--keys 2 --attacker-knows-keys -t " +
+            std::to_string(t),
+        epwa_test::Stderr::Drop);
+    ASSERT_EQ(r.code, 0) << r.out;
+    runs[t - 1] = nlohmann::json::parse(r.out);
+    for (auto& s : runs[t - 1]["schemes"]) s.erase("seconds");
+  }
+  ASSERT_EQ(runs[0]["schemes"].size(), 2u);
+  EXPECT_EQ(runs[0]["schemes"][1]["rows"][1]["observed_tokens"], 400);
+  EXPECT_EQ(runs[0], runs[1]);
 }
 
 }  // namespace

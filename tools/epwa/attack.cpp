@@ -20,6 +20,7 @@ struct Args {
   attack::StealOptions o;
   std::string prompts, observed = "1000,10000,100000", schemes = "epwa,kgw", json_out;
   bool json = false;
+  int32_t threads = 0;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -93,6 +94,7 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
   steal.add_option("--top-p", a->o.top_p, "nucleus mass")
       ->check(real_number({.lo = 0, .hi = 1, .lo_open = true}));
   steal.add_option("--seed", a->o.seed, "first sampling seed")->check(unsigned_number());
+  add_threads_option(steal, a->threads);
   steal.add_flag("--json", a->json, "print the results as JSON instead of the table");
   steal.add_option("--json-out", a->json_out, "also write the results as JSON to this file");
 }
@@ -117,6 +119,7 @@ int run_steal(Args& a) {
     check(json_file.good(), "--json-out '" + a.json_out + "' cannot be written");
   }
   a.o.progress = [](const std::string& s) { std::cerr << "[attack] " << s << std::endl; };
+  start_thread_pool(a.threads);
   auto model = a.model.load();
   const nlohmann::json r = attack::run_steal(*model, a.model.tokenizer(), a.o);
   if (json_file.is_open()) {

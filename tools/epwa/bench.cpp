@@ -11,7 +11,6 @@
 #include "common.hpp"
 #include "epwa/error.hpp"
 #include "epwa/platform.hpp"
-#include "epwa/thread_pool.hpp"
 #include "epwa_git_describe.hpp"  // generated at build time (cmake/git_describe.cmake)
 
 namespace epwa::cli {
@@ -60,7 +59,7 @@ const Command kBench{
                      "sequence counts, comma-separated: each S > 1 adds tgNxS tests (S sequences "
                      "decoded together; tokens/s over all of them)");
       app.add_option("-r,--repetitions", a->reps, "repetitions of each test");
-      app.add_option("-t,--threads", a->threads, "threads (default $EPWA_THREADS, else all cores)");
+      add_threads_option(app, a->threads);
       app.add_option("--watermark", a->watermark,
                      "gsg or ewp: each generation test also runs watermarked, alternating with "
                      "the plain run (overhead = the ratio); none (default)")
@@ -79,8 +78,6 @@ const Command kBench{
         o.gen_lengths = parse_lengths(a->gens, "-n");
         if (!a->sequences.empty()) o.sequences = parse_lengths(a->sequences, "-b");
         check(a->reps >= 1, "-r: repetitions must be at least 1, got " + std::to_string(a->reps));
-        check(a->threads >= 0 && a->threads <= 1024,
-              "-t: invalid thread count " + std::to_string(a->threads));
         check(a->probe_mib >= 1 && a->probe_mib <= 1 << 20, "--probe-mib: must be in [1, 1048576]");
         o.repetitions = a->reps;
         o.warmup = !a->no_warmup;
@@ -90,13 +87,9 @@ const Command kBench{
         if (a->watermark != "none") o.watermark = watermark_mode_from_name(a->watermark);
         o.probe_bytes = static_cast<uint64_t>(a->probe_mib * 1048576.0);
         o.validate();
-        // The global pool reads EPWA_THREADS when it starts, which is at the first kernel call.
-        if (a->threads > 0) set_env("EPWA_THREADS", std::to_string(a->threads));
+        start_thread_pool(a->threads);
         a->model.json_stats = a->json;
         auto m = a->model.load();
-        check(a->threads == 0 || ThreadPool::global().size() == a->threads,
-              "-t: the thread pool already runs " + std::to_string(ThreadPool::global().size()) +
-                  " threads");
         if (!a->model.quiet && !a->json)
           o.progress = [](const std::string& s) { fmt::print(stderr, "bench: {}\n", s); };
         BenchReport r = run_bench(*m, o);

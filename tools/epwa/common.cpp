@@ -9,6 +9,7 @@
 #include "epwa/files.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/session.hpp"
+#include "epwa/thread_pool.hpp"
 #include "epwa/watermark.hpp"
 
 namespace epwa::cli {
@@ -225,6 +226,19 @@ CLI::Option* add_path_option(CLI::App& app, const std::string& name, std::filesy
                              const std::string& help) {
   return app.add_option_function<std::string>(
       name, [&target](const std::string& s) { target = path_from_utf8(s); }, help);
+}
+
+void add_threads_option(CLI::App& app, int32_t& threads) {
+  app.add_option("-t,--threads", threads, "threads (default $EPWA_THREADS, else all cores)")
+      ->check(whole_number(0, 1024));
+}
+
+void start_thread_pool(int32_t threads) {
+  // The pool reads EPWA_THREADS when it starts.
+  if (threads > 0) set_env("EPWA_THREADS", std::to_string(threads));
+  check(threads == 0 || ThreadPool::global().size() == threads,
+        "-t: the thread pool already runs " + std::to_string(ThreadPool::global().size()) +
+            " threads");
 }
 
 void check_value_syntax(CLI::App& app) {

@@ -95,6 +95,10 @@ CLI::Option* add_path_option(CLI::App& app, const std::string& name, std::filesy
 // Every option of `app` and its subcommands gets the check its type asks for (a whole number, a
 // non-negative whole number, a finite number, a non-empty text), after the checks it already has.
 void check_value_syntax(CLI::App& app);
+// -t/--threads: the kernels' pool size (0: $EPWA_THREADS, else every core). Call before the first
+// kernel runs; starts the pool with that many threads.
+void add_threads_option(CLI::App& app, int32_t& threads);
+void start_thread_pool(int32_t threads);
 // The message of a CLI11 parse error in plain words (a repeated flag, a value out of range).
 std::string plain_parse_error(const CLI::ParseError& e);
 
