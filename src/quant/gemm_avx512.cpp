@@ -20,18 +20,7 @@
 #include "quant/kernels.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
-// GCC 12 reports the "undefined" pass-through operand of the unmasked 512-bit intrinsics
-// (_mm512_srlv_epi32, _mm512_permutex2var_epi32, ...) as maybe uninitialized, and with the Q8_0
-// tiles' 32 instances that of _mm512_inserti64x4 / _mm512_extracti64x4_epi64 as uninitialized:
-// false positives.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-
+#include "quant/avx512_begin.hpp"
 #include "quant/gemm_layout.hpp"
 
 namespace epwa::quant {
@@ -517,8 +506,7 @@ const TileFormat kFmtQ6_K{256, 1, kSuperBytes, repack_vector_q6k, kQ6_KV, nullpt
 }  // namespace
 }  // namespace epwa::quant
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+#include "quant/avx512_end.hpp"
 
 namespace epwa::quant {
 namespace {

@@ -21,16 +21,7 @@
 #include "quant/kernels.hpp"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
-// GCC 12 reports the "undefined" pass-through operand of unmasked 512-bit intrinsics
-// (_mm512_cvtepu8_epi32, _mm512_extractf64x4_pd, ...) as uninitialized: false positives.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-
+#include "quant/avx512_begin.hpp"
 #include "quant/simd_avx2.hpp"
 
 namespace epwa::quant {
@@ -170,8 +161,7 @@ RowsMultiDot mxfp4_gemm_avx512() {
 
 }  // namespace epwa::quant
 
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
+#include "quant/avx512_end.hpp"
 
 #else
 
