@@ -22,8 +22,9 @@
 #include "epwa/watermark.hpp"
 
 namespace epwa {
+class Oracle;
 class Tokenizer;
-}
+}  // namespace epwa
 
 namespace epwa::attack {
 
@@ -43,42 +44,63 @@ Scheme scheme_from_name(std::string_view name);  // throws Error on an unknown n
 std::shared_ptr<const GreenLists> make_kgw_green_lists(const Model& model, std::string_view key,
                                                        double gamma);
 
+// How the attacker learns the expert behind a position. Gray-box (oracle null): the top-1 expert
+// of the public model's router at the watermark layer. Black-box: a PEPI oracle's prediction from
+// the position's next-token distribution (what an API with log-probabilities shows) and the
+// tokens so far (docs/PEPI.md); the model's weights then serve only as that API.
+// The oracle's guess from a row of raw logits after `history` (its last token the position's):
+int32_t oracle_expert(const Oracle& oracle, std::span<const float> logits,
+                      std::span<const int32_t> history);
+// Throws Error when the oracle was trained on another model or another watermark layer.
+void check_oracle(const Oracle& oracle, const Model& model, int32_t layer);
+
 // The context of the next token while a sequence is being run: records the top-1 expert of the
-// latest router observation at the watermark layer (EPW-A) or the latest token pushed (KGW).
+// latest router observation at the watermark layer (EPW-A; with an oracle, its guess from the
+// logits seen) or the latest token pushed (KGW).
 class ContextTracker : public RouterObserver {
  public:
   // `vocab` is needed by EpwaCtx only (its contexts are expert * vocab + token).
-  ContextTracker(Scheme scheme, int32_t layer, int32_t vocab = 0)
-      : scheme_(scheme), layer_(layer), vocab_(vocab) {}
+  ContextTracker(Scheme scheme, int32_t layer, int32_t vocab = 0, const Oracle* oracle = nullptr)
+      : scheme_(scheme), layer_(layer), vocab_(vocab), oracle_(oracle) {}
   void reset() {
     context_ = -1;
     expert_ = -1;
     token_ = -1;
+    history_.clear();
   }
   void observe(const RouterObservation& obs) override;
   void push(int32_t token);  // a token entered the sequence (the KGW context)
-  int32_t context() const;   // throws Error before any observation / token
+  // The raw logits after the last token pushed (the oracle's input; ignored without one).
+  void see(std::span<const float> logits);
+  int32_t context() const;  // throws Error before any observation / token
   Scheme scheme() const { return scheme_; }
   int32_t layer() const { return layer_; }
 
  private:
+  void set_expert(int32_t e);
   Scheme scheme_;
   int32_t layer_, vocab_;
+  const Oracle* oracle_;
   int32_t context_ = -1, expert_ = -1, token_ = -1;
+  std::vector<int32_t> history_;  // the last tokens pushed (the oracle's context features)
 };
 
 // The context of every position of `tokens` from a teacher-forced pass: contexts[p] governs
-// token p + 1 (EPW-A: router_records at `layer`; KGW: the tokens themselves).
+// token p + 1 (EPW-A: router_records at `layer`, or the oracle's guesses; KGW: the tokens).
 std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const int32_t> tokens,
-                                 int32_t layer);
+                                 int32_t layer, const Oracle* oracle = nullptr);
 
 // Adds bias(context, logits) to each step's raw logits; the context is tracked as above.
 class ContextBias : public LogitsProcessor {
  public:
   using Bias = std::function<void(int32_t context, std::span<float> logits)>;
-  ContextBias(Scheme scheme, int32_t layer, Bias bias, int32_t vocab = 0)
-      : tracker_(scheme, layer, vocab), bias_(std::move(bias)) {}
-  void process(std::span<float> logits) override { bias_(tracker_.context(), logits); }
+  ContextBias(Scheme scheme, int32_t layer, Bias bias, int32_t vocab = 0,
+              const Oracle* oracle = nullptr)
+      : tracker_(scheme, layer, vocab, oracle), bias_(std::move(bias)) {}
+  void process(std::span<float> logits) override {
+    tracker_.see(logits);
+    bias_(tracker_.context(), logits);
+  }
   // generate() with this bias: the tracker sees the routers (EPW-A) and the tokens (KGW).
   std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o);
 
@@ -153,6 +175,9 @@ class StolenLists {
   int32_t contexts() const { return static_cast<int32_t>(pairs_.size()); }
   int32_t vocab() const { return vocab_; }
   int64_t observed_tokens = 0;
+  // Of those tokens, how many were keyed by the expert the router really chose (the black-box
+  // attacker's oracle guesses; the gray-box attacker and KGW: all).
+  int64_t expert_hits = 0;
   int64_t pair_count() const;
 
  private:
@@ -169,11 +194,13 @@ struct ObservedText {
 // Learns green scores from `texts` in order, one teacher-forced pass each (the public model, no
 // key): returns one StolenLists per checkpoint, after the first checkpoints[i] text tokens (or all
 // of them when fewer). The base probabilities are the model's at `temperature` (the sampling
-// temperature of the watermarked text, public in the model's generation_config).
+// temperature of the watermarked text, public in the model's generation_config). With an oracle,
+// the black-box attacker's experts (above).
 std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
                                std::span<const ObservedText> texts,
                                std::span<const int64_t> checkpoints, float temperature,
-                               const std::function<void(int64_t done)>& progress = {});
+                               const std::function<void(int64_t done)>& progress = {},
+                               const Oracle* oracle = nullptr);
 
 // How well the scores separate green from red (the truth from the key), as ROC AUC over the pairs
 // seen (EpwaCtx: the attacker's context (e, token) is the truth's context (e, bucket(token))).
@@ -198,7 +225,8 @@ ScoreQuality score_quality(const StolenLists& stolen, const GreenLists& truth,
 // token; EPW-A with buckets: expert x V + previous token).
 std::vector<int32_t> attacker_contexts(Model& model, Scheme scheme, int32_t layer,
                                        std::span<const int32_t> prompt,
-                                       std::span<const int32_t> text);
+                                       std::span<const int32_t> text,
+                                       const Oracle* oracle = nullptr);
 // Observed texts sorted into k clusters without knowing any key (src/attack/cluster.cpp): from a
 // random start (seed), each text in turn joins the cluster whose counts, without the text, make
 // its (context, token) pairs most likely against the pooled estimate's expectation
@@ -218,7 +246,7 @@ Clustering cluster_by_key(const StolenLists& pooled, std::span<const ObservedTex
 // the learned weights of its context.
 std::vector<int32_t> spoof(Model& model, const StolenLists& stolen, int32_t layer,
                            double attack_delta, std::span<const int32_t> prompt,
-                           const GenerateOptions& o);
+                           const GenerateOptions& o, const Oracle* oracle = nullptr);
 
 // Scrubbing: substitutes floor(budget * |text|) tokens of a watermarked text, each by the most
 // likely of the model's top_k next tokens (given the rewritten prefix) other than the original.
@@ -234,7 +262,7 @@ struct ScrubOptions {
 };
 std::vector<int32_t> scrub(Model& model, Scheme scheme, int32_t layer, const StolenLists* stolen,
                            std::span<const int32_t> prompt, std::span<const int32_t> text,
-                           const ScrubOptions& o);
+                           const ScrubOptions& o, const Oracle* oracle = nullptr);
 
 // ---- the harness (`epwa attack steal`) ----
 struct StealOptions {
@@ -253,6 +281,9 @@ struct StealOptions {
   // each cluster's lists from its texts; spoofs and scrubs use the largest cluster's. One N only.
   bool attacker_clusters_keys = false;
   int32_t context_buckets = 256;  // H of the epwa-ctx scheme (CTX-v1)
+  // The black-box attacker: every expert it uses (stealing, spoofing, scrubbing, clustering) is
+  // this PEPI oracle's guess (null: the gray-box attacker reads the router).
+  std::shared_ptr<const Oracle> oracle;
   double gamma = 0.5, delta = 2.0;
   double attack_delta = 4.0;
   double scrub_budget = 0.2;

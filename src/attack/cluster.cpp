@@ -15,22 +15,14 @@ namespace epwa::attack {
 
 std::vector<int32_t> attacker_contexts(Model& model, Scheme scheme, int32_t layer,
                                        std::span<const int32_t> prompt,
-                                       std::span<const int32_t> text) {
+                                       std::span<const int32_t> text, const Oracle* oracle) {
   check(!prompt.empty(), "attack: a prompt is empty");
+  if (text.empty()) return {};
+  // The positions that govern the text's tokens: the last prompt token and the text but its last.
   std::vector<int32_t> seq(prompt.begin(), prompt.end());
-  seq.insert(seq.end(), text.begin(), text.end());
-  std::vector<int32_t> out;
-  if (text.empty()) return out;
-  const int32_t vocab = model.config().vocab_size;
-  std::vector<RouterRecord> rec;
-  if (scheme != Scheme::Kgw)
-    rec = router_records(model, std::span<const int32_t>(seq).first(seq.size() - 1), layer);
-  for (size_t i = 0; i < text.size(); ++i) {
-    const size_t p = prompt.size() - 1 + i;  // the position that governs text token i
-    out.push_back(scheme == Scheme::Epwa  ? rec[p].expert
-                  : scheme == Scheme::Kgw ? seq[p]
-                                          : rec[p].expert * vocab + seq[p]);
-  }
+  seq.insert(seq.end(), text.begin(), text.end() - 1);
+  std::vector<int32_t> out = contexts_of(model, scheme, seq, layer, oracle);
+  out.erase(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(prompt.size() - 1));
   return out;
 }
 

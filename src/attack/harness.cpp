@@ -9,6 +9,7 @@
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
+#include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 #include "epwa/thread_pool.hpp"
 #include "epwa/tokenizer.hpp"
@@ -65,6 +66,15 @@ int64_t observed_by(const std::vector<std::vector<StolenLists>>& stolen, size_t 
   return n;
 }
 
+// The fraction of the tokens behind checkpoint c that the attacker keyed by the router's own
+// expert (1 but for the black-box attacker).
+double expert_accuracy(const std::vector<std::vector<StolenLists>>& stolen, size_t c) {
+  int64_t hits = 0;
+  for (const auto& v : stolen) hits += v[c].expert_hits;
+  const int64_t n = observed_by(stolen, c);
+  return n > 0 ? static_cast<double>(hits) / static_cast<double>(n) : 0.0;
+}
+
 // The most frequent true key among the texts of group g.
 size_t majority(std::span<const size_t> group, std::span<const size_t> key, size_t g) {
   std::map<size_t, size_t> n;
@@ -107,6 +117,7 @@ class Harness {
  public:
   Harness(Model& model, const Tokenizer& tok, const StealOptions& o)
       : model_(model), o_(o), layer_(model_router_layer(model, -1)) {
+    if (o.oracle) check_oracle(*o.oracle, model, layer_);
     const ModelConfig& c = model.config();
     for (int32_t id : non_text_token_ids(tok, c.vocab_size))
       if (id != c.eos_token_id) suppress_.push_back(id);
@@ -141,6 +152,7 @@ class Harness {
 
  private:
   uint64_t attack_seed(size_t i) const { return o_.seed + 1000000 + i; }
+  const Oracle* oracle() const { return o_.oracle.get(); }
 
   void say(const std::string& s) const {
     if (o_.progress) o_.progress(s);
@@ -200,7 +212,7 @@ class Harness {
     so.seed = attack_seed(i);
     so.suppress_tokens = suppress_;
     const auto& text = marked_[i];
-    const auto out = scrub(model_, v.scheme(), layer_, stolen, attack_[i], text, so);
+    const auto out = scrub(model_, v.scheme(), layer_, stolen, attack_[i], text, so, oracle());
     Scored s = score(v, attack_[i], out);
     size_t changed = 0;
     for (size_t k = 0; k < out.size(); ++k) changed += out[k] != text[k];
@@ -257,7 +269,7 @@ class Harness {
     json clustering;
     if (o_.attacker_clusters_keys) {
       const StolenLists pooled =
-          steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, report)[0];
+          steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, report, oracle())[0];
       std::vector<ObservedText> counted;  // the texts as far as the pooled estimate read them
       std::vector<std::vector<int32_t>> contexts;
       int64_t left = checkpoints_.back();
@@ -268,7 +280,8 @@ class Harness {
       }
       contexts.resize(counted.size());
       each(counted.size(), [&](size_t t) {
-        contexts[t] = attacker_contexts(model_, scheme, layer_, counted[t].prompt, counted[t].text);
+        contexts[t] =
+            attacker_contexts(model_, scheme, layer_, counted[t].prompt, counted[t].text, oracle());
       });
       say(name + ": clustering " + std::to_string(seen.size()) + " texts by key");
       const Clustering cl =
@@ -287,7 +300,8 @@ class Harness {
         for (int64_t n : key_tokens[key])
           if (n > 0) ck.push_back(n);
         stolen.emplace_back();
-        if (!ck.empty()) stolen.back() = steal(model_, scheme, layer_, own, ck, o_.temperature, {});
+        if (!ck.empty())
+          stolen.back() = steal(model_, scheme, layer_, own, ck, o_.temperature, {}, oracle());
         done += key_tokens[key].back();
         report(done);
       }
@@ -299,7 +313,8 @@ class Harness {
         while (v.size() < checkpoints_.size())
           v.insert(v.begin(), StolenLists(scheme, any->contexts(), any->vocab()));
     } else {
-      stolen.push_back(steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, report));
+      stolen.push_back(
+          steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, report, oracle()));
     }
     const double steal_s = seconds_since(t1);
 
@@ -321,8 +336,8 @@ class Harness {
       const StolenLists& lists = stolen[target][c];
       std::vector<Scored> spoofed(n), scrubs(n);
       each(n, [&](size_t i) {
-        const auto text = strip_eos(
-            spoof(model_, lists, layer_, o_.attack_delta, attack_[i], options(attack_seed(i))));
+        const auto text = strip_eos(spoof(model_, lists, layer_, o_.attack_delta, attack_[i],
+                                          options(attack_seed(i)), oracle()));
         spoofed[i] = score(victim, attack_[i], text);
         const size_t own =
             o_.attacker_knows_keys ? victim.key_for(attack_seed(i), attack_[i]) : target;
@@ -335,6 +350,7 @@ class Harness {
       rows.push_back({{"n", checkpoints_[c]},
                       {"observed_tokens", observed_by(stolen, c)},
                       {"target_key_tokens", lists.observed_tokens},
+                      {"expert_accuracy", expert_accuracy(stolen, c)},
                       {"pairs", lists.pair_count()},
                       {"estimated_green", q.estimated_green},
                       {"precision", q.precision},
@@ -366,6 +382,7 @@ class Harness {
             {"keys", o_.keys},
             {"attacker_knows_keys", o_.attacker_knows_keys},
             {"attacker_clusters_keys", o_.attacker_clusters_keys},
+            {"attacker", oracle() ? "black-box (PEPI oracle)" : "gray-box (router)"},
             {"context_buckets", o_.context_buckets},
             {"gamma", o_.gamma},
             {"delta", o_.delta},
@@ -435,13 +452,18 @@ std::string steal_table(const json& r) {
     s += fmt::format(
         "| {} | 0 (blind scrub) | - | - | - | - | - | - | - | {} | {} | {} | {:.0f}% |\n", name,
         pct(b), num(b, "z_median"), num(b, "ppl_median"), 100 * b["edit_rate"].get<double>());
+    const bool guessed =
+        r["params"].value("attacker", "").starts_with("black") && sc["scheme"] != "kgw";
     for (const json& row : sc["rows"]) {
       const json& sp = row["spoof"];
       const json& sr = row["scrub"];
+      const std::string who = guessed ? fmt::format("{} (oracle: {:.0f}% of experts right)", name,
+                                                    100 * row["expert_accuracy"].get<double>())
+                                      : name;
       s += fmt::format(
           "| {} | {} | {} | {:.3f} / {:.3f} | {:.2f} | {:.3f} | {} | {} | {} | {} | {} | {} | "
           "{:.0f}% |\n",
-          name, observed_cell(row), row["pairs"].get<int64_t>(), row["auc_seen"].get<double>(),
+          who, observed_cell(row), row["pairs"].get<int64_t>(), row["auc_seen"].get<double>(),
           row["auc_context"].get<double>(), row["precision"].get<double>(),
           row["coverage"].get<double>(), pct(sp), num(sp, "z_median"), num(sp, "ppl_median"),
           pct(sr), num(sr, "z_median"), num(sr, "ppl_median"), 100 * sr["edit_rate"].get<double>());

@@ -4,6 +4,7 @@
 
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
+#include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 
 namespace epwa::attack {
@@ -36,14 +37,40 @@ std::shared_ptr<const GreenLists> make_kgw_green_lists(const Model& model, std::
   return std::make_shared<const GreenLists>(kgw_key, router_hash(model), v, gamma, v);
 }
 
+int32_t oracle_expert(const Oracle& oracle, std::span<const float> logits,
+                      std::span<const int32_t> history) {
+  const PepiFeatureSpec& f = oracle.info().features;
+  return oracle.predict(top_logprobs(logits, f.full ? 0 : f.k), history).expert;
+}
+
+void check_oracle(const Oracle& oracle, const Model& model, int32_t layer) {
+  oracle.check_router_hash(router_hash(model));
+  check(oracle.info().router_layer == model_router_layer(model, layer),
+        "attack: the oracle predicts the experts of layer " +
+            std::to_string(oracle.info().router_layer) + ", the watermark reads layer " +
+            std::to_string(model_router_layer(model, layer)));
+}
+
+void ContextTracker::set_expert(int32_t e) {
+  expert_ = e;
+  if (scheme_ == Scheme::Epwa) context_ = e;
+}
+
 void ContextTracker::observe(const RouterObservation& obs) {
-  if (scheme_ != Scheme::Kgw && obs.layer == layer_) expert_ = top1_expert(obs).expert;
-  if (scheme_ == Scheme::Epwa) context_ = expert_;
+  if (scheme_ != Scheme::Kgw && !oracle_ && obs.layer == layer_)
+    set_expert(top1_expert(obs).expert);
 }
 
 void ContextTracker::push(int32_t token) {
   token_ = token;
   if (scheme_ == Scheme::Kgw) context_ = token;
+  // The oracle's context features read tokens p, p - 1 and p - 2 at most.
+  if (history_.size() == 3) history_.erase(history_.begin());
+  history_.push_back(token);
+}
+
+void ContextTracker::see(std::span<const float> logits) {
+  if (scheme_ != Scheme::Kgw && oracle_) set_expert(oracle_expert(*oracle_, logits, history_));
 }
 
 int32_t ContextTracker::context() const {
@@ -57,14 +84,26 @@ int32_t ContextTracker::context() const {
 }
 
 std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const int32_t> tokens,
-                                 int32_t layer) {
+                                 int32_t layer, const Oracle* oracle) {
   if (scheme == Scheme::Kgw) return {tokens.begin(), tokens.end()};
+  std::vector<int32_t> experts;
+  if (oracle) {
+    ForwardOptions fo;
+    fo.all_logits = true;
+    Context cache = model.make_context(std::ssize(tokens));
+    const std::vector<float> logits = model.forward(tokens, cache, fo);
+    const auto V = static_cast<size_t>(model.config().vocab_size);
+    for (size_t p = 0; p < tokens.size(); ++p)
+      experts.push_back(
+          oracle_expert(*oracle, std::span(logits).subspan(p * V, V), tokens.first(p + 1)));
+  } else {
+    for (const RouterRecord& r : router_records(model, tokens, layer)) experts.push_back(r.expert);
+  }
   std::vector<int32_t> out;
   out.reserve(tokens.size());
   const int32_t V = model.config().vocab_size;
-  const std::vector<RouterRecord> rec = router_records(model, tokens, layer);
-  for (size_t p = 0; p < rec.size(); ++p)
-    out.push_back(scheme == Scheme::Epwa ? rec[p].expert : rec[p].expert * V + tokens[p]);
+  for (size_t p = 0; p < experts.size(); ++p)
+    out.push_back(scheme == Scheme::Epwa ? experts[p] : experts[p] * V + tokens[p]);
   return out;
 }
 
@@ -73,7 +112,8 @@ std::vector<int32_t> ContextBias::generate(Model& model, std::span<const int32_t
   check(!prompt.empty(), "attack: the prompt is empty");
   check(o.processor == nullptr, "attack: another logits processor is already set");
   tracker_.reset();
-  tracker_.push(prompt.back());
+  for (size_t i = prompt.size() > 3 ? prompt.size() - 3 : 0; i < prompt.size(); ++i)
+    tracker_.push(prompt[i]);
   ObserverFan fan{&tracker_, o.observer};
   o.observer = &fan;
   o.processor = this;

@@ -19,14 +19,15 @@ namespace {
 // so that both spend the same budget.
 std::vector<bool> edit_positions(Model& model, Scheme scheme, int32_t layer,
                                  const StolenLists* stolen, std::span<const int32_t> prompt,
-                                 std::span<const int32_t> text, size_t edits, uint64_t seed) {
+                                 std::span<const int32_t> text, size_t edits, uint64_t seed,
+                                 const Oracle* oracle) {
   std::vector<bool> edit(text.size(), false);
   size_t chosen = 0;
   if (stolen != nullptr) {
     // The contexts of the original text: the attacker plans on the text as it stands.
     std::vector<int32_t> seq(prompt.begin(), prompt.end());
     seq.insert(seq.end(), text.begin(), text.end() - 1);
-    const std::vector<int32_t> ctx = contexts_of(model, scheme, seq, layer);
+    const std::vector<int32_t> ctx = contexts_of(model, scheme, seq, layer, oracle);
     std::vector<std::pair<double, size_t>> w;  // (-weight, position): heaviest first
     for (size_t i = 0; i < text.size(); ++i)
       if (const double x = stolen->weight(ctx[prompt.size() - 1 + i], text[i]); x > 0)
@@ -77,7 +78,7 @@ int32_t replacement(std::vector<float> logits, int32_t original, const ScrubOpti
 
 std::vector<int32_t> scrub(Model& model, Scheme scheme, int32_t layer, const StolenLists* stolen,
                            std::span<const int32_t> prompt, std::span<const int32_t> text,
-                           const ScrubOptions& o) {
+                           const ScrubOptions& o, const Oracle* oracle) {
   check(o.budget >= 0 && o.budget <= 1, "attack: the scrub budget must be in [0, 1]");
   check(o.top_k >= 1, "attack: the scrub top-k must be >= 1");
   check(!prompt.empty(), "attack: the prompt is empty");
@@ -86,11 +87,11 @@ std::vector<int32_t> scrub(Model& model, Scheme scheme, int32_t layer, const Sto
   layer = model_router_layer(model, layer);
   const auto edits = static_cast<size_t>(std::floor(o.budget * static_cast<double>(text.size())));
   const std::vector<bool> edit =
-      edit_positions(model, scheme, layer, stolen, prompt, text, edits, o.seed);
+      edit_positions(model, scheme, layer, stolen, prompt, text, edits, o.seed, oracle);
 
   // Re-decode: the unchanged stretches go through the model in one call each; at an edited
   // position the distribution (and context) given the rewritten prefix picks the replacement.
-  ContextTracker tracker(scheme, layer, model.config().vocab_size);
+  ContextTracker tracker(scheme, layer, model.config().vocab_size, oracle);
   ForwardOptions fo;
   fo.observer = &tracker;
   fo.watch = {layer};
@@ -100,7 +101,8 @@ std::vector<int32_t> scrub(Model& model, Scheme scheme, int32_t layer, const Sto
   for (size_t i = 0; i < text.size(); ++i) {
     if (edit[i]) {
       const std::vector<float> logits = model.forward(pending, cache, fo);
-      tracker.push(pending.back());
+      for (int32_t t : pending) tracker.push(t);
+      tracker.see(logits);
       pending.clear();
       const int32_t r = replacement(logits, text[i], o, stolen, tracker.context());
       out.push_back(r);

@@ -7,7 +7,7 @@ namespace epwa::attack {
 
 std::vector<int32_t> spoof(Model& model, const StolenLists& stolen, int32_t layer,
                            double attack_delta, std::span<const int32_t> prompt,
-                           const GenerateOptions& o) {
+                           const GenerateOptions& o, const Oracle* oracle) {
   check(attack_delta >= 0 && attack_delta <= kMaxDelta,
         "attack: --attack-delta must be in [0, 1e4]");
   ContextBias bias(
@@ -15,7 +15,7 @@ std::vector<int32_t> spoof(Model& model, const StolenLists& stolen, int32_t laye
       [&stolen, attack_delta](int32_t context, std::span<float> logits) {
         stolen.add_bias(context, attack_delta, logits);
       },
-      stolen.vocab());
+      stolen.vocab(), oracle);
   return bias.generate(model, prompt, o);
 }
 

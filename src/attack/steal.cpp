@@ -8,6 +8,7 @@
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
+#include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 #include "epwa/thread_pool.hpp"
 
@@ -100,9 +101,10 @@ std::vector<Tracked> tracked_pairs(Scheme scheme, int32_t contexts, int32_t voca
 }
 
 StolenLists snapshot(Scheme scheme, int32_t vocab, const std::vector<Tracked>& tracked,
-                     int64_t observed_tokens) {
+                     int64_t observed_tokens, int64_t expert_hits) {
   StolenLists s(scheme, static_cast<int32_t>(tracked.size()), vocab);
   s.observed_tokens = observed_tokens;
+  s.expert_hits = expert_hits;
   for (size_t c = 0; c < tracked.size(); ++c) {
     const Tracked& t = tracked[c];
     std::vector<PairCount> seen;
@@ -123,13 +125,16 @@ struct ExpertRecorder : RouterObserver {
 };
 
 // One observed text's teacher-forced pass over its first m tokens: for each of them, the context
-// that governed it and the logits it was drawn from (m x V).
+// that governed it, the logits it was drawn from (m x V) and whether the context's expert was
+// the router's.
 struct Pass {
   std::vector<int32_t> contexts;
   std::vector<float> logits;
+  std::vector<bool> hit;
 };
 
-Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedText& x, size_t m) {
+Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedText& x, size_t m,
+                    const Oracle* oracle) {
   const auto vocab = static_cast<size_t>(model.config().vocab_size);
   // The governing positions: the last prompt token and the text but its last kept token.
   std::vector<int32_t> seq = x.prompt;
@@ -155,10 +160,21 @@ Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedTe
                       logits.end());
   }
   const auto v = static_cast<int32_t>(vocab);
-  for (size_t p = first; p < seq.size(); ++p)
-    out.contexts.push_back(scheme == Scheme::Epwa  ? rec.experts[p]
+  for (size_t p = first; p < seq.size(); ++p) {
+    int32_t e = scheme == Scheme::Kgw ? 0 : rec.experts[p];
+    if (oracle && scheme != Scheme::Kgw) {
+      const int32_t guess = oracle_expert(
+          *oracle, std::span<const float>(out.logits).subspan((p - first) * vocab, vocab),
+          std::span<const int32_t>(seq).first(p + 1));
+      out.hit.push_back(guess == e);
+      e = guess;
+    } else {
+      out.hit.push_back(true);
+    }
+    out.contexts.push_back(scheme == Scheme::Epwa  ? e
                            : scheme == Scheme::Kgw ? seq[p]
-                                                   : rec.experts[p] * v + seq[p]);
+                                                   : e * v + seq[p]);
+  }
   return out;
 }
 
@@ -167,7 +183,7 @@ Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedTe
 std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
                                std::span<const ObservedText> texts,
                                std::span<const int64_t> checkpoints, float temperature,
-                               const std::function<void(int64_t)>& progress) {
+                               const std::function<void(int64_t)>& progress, const Oracle* oracle) {
   check(!checkpoints.empty(), "attack: no checkpoint (numbers of observed tokens)");
   check(std::is_sorted(checkpoints.begin(), checkpoints.end()) && checkpoints.front() > 0,
         "attack: checkpoints must be positive and ascending");
@@ -194,7 +210,7 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
   ThreadPool& pool = ThreadPool::global();
   const size_t batch = 2 * static_cast<size_t>(pool.size());
   std::vector<StolenLists> out;
-  int64_t seen = 0;
+  int64_t seen = 0, hits = 0;
   std::vector<double> probs(static_cast<size_t>(vocab));
   const double inv_t = 1.0 / temperature;
   for (size_t b = 0; b < texts.size(); b += batch) {
@@ -202,7 +218,7 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
     pool.parallel_for(std::ssize(passes), [&](int64_t i0, int64_t i1) {
       for (auto i = static_cast<size_t>(i0); i < static_cast<size_t>(i1); ++i)
         if (take[b + i] > 0)
-          passes[i] = teacher_forced(model, scheme, layer, texts[b + i], take[b + i]);
+          passes[i] = teacher_forced(model, scheme, layer, texts[b + i], take[b + i], oracle);
     });
     for (size_t i = 0; i < passes.size(); ++i) {
       const ObservedText& x = texts[b + i];
@@ -217,15 +233,17 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
           t.expected[k] += probs[static_cast<size_t>(t.tokens[k])] / z;
         t.observed[t.index(x.text[j])] += 1;
         ++seen;
+        hits += passes[i].hit[j];
         while (out.size() < checkpoints.size() && seen == checkpoints[out.size()])
-          out.push_back(snapshot(scheme, vocab, tracked, seen));
+          out.push_back(snapshot(scheme, vocab, tracked, seen, hits));
       }
       if (take[b + i] > 0 && progress) progress(seen);
     }
     if (out.size() == checkpoints.size()) break;
   }
   // Fewer tokens than the largest checkpoints: those get everything seen.
-  while (out.size() < checkpoints.size()) out.push_back(snapshot(scheme, vocab, tracked, seen));
+  while (out.size() < checkpoints.size())
+    out.push_back(snapshot(scheme, vocab, tracked, seen, hits));
   return out;
 }
 

@@ -30,6 +30,8 @@ TEST(AttackCli, BadInputIsOneLineAndExit2) {
   expect_error("--texts 150 --observed 100", "--texts 150 needs 300 prompts");
   expect_error("--temperature 0", "--temperature");
   expect_error("-t 5000", "--threads");
+  expect_error("--attacker-oracle /nonexistent/x.oracle", "/nonexistent/x.oracle");
+  expect_error("--attacker-oracle " + std::string(EPWA_SOURCE_DIR) + "/README.md", "README.md");
   const auto r = epwa_test::run_cli("attack");
   EXPECT_EQ(r.code, 2) << r.out;
 }

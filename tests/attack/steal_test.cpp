@@ -11,6 +11,7 @@
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
+#include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
 
@@ -274,6 +275,56 @@ TEST_F(Steal, AttackerClustersTextsByKey) {
   EXPECT_LT(s["rows"][0]["target_key_tokens"].get<int64_t>(), 3000);
   o.observed = {1000, 3000};
   EXPECT_THROW(run_steal(*model_, *tok_, o), Error);  // one N only
+}
+
+// The black-box attacker reads experts off a PEPI oracle: its contexts are the detector's PEPI
+// predictions (the same oracle through PepiPredictor), the tracker of its generations keys each
+// step as the teacher-forced pass over the finished text does, and the estimator counts how
+// often the guesses were the router's.
+TEST_F(Steal, BlackBoxAttackerUsesTheOraclesExperts) {
+  const auto oracle = std::make_shared<const Oracle>(
+      Oracle::load(fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe.oracle"));
+  check_oracle(*oracle, *model_, -1);
+  const int32_t layer = model_router_layer(*model_, -1);
+  const ObservedText& x = (*observed_)[0];
+  std::vector<int32_t> seq = x.prompt;
+  seq.insert(seq.end(), x.text.begin(), x.text.end());
+  const std::vector<int32_t> guessed = contexts_of(*model_, Scheme::Epwa, seq, layer, oracle.get());
+  PepiPredictor pepi(oracle, std::make_shared<LocalDistributionSource>(*model_, 0));
+  const std::vector<RouterRecord> want = pepi.predict(seq, 1);
+  const std::vector<RouterRecord> router = router_records(*model_, seq, layer);
+  size_t same_as_router = 0;
+  for (size_t p = 0; p + 1 < seq.size(); ++p) {
+    EXPECT_EQ(guessed[p], want[p].expert) << p;
+    same_as_router += guessed[p] == router[p].expert;
+  }
+  // A guess, not the router: right mostly (held-out accuracy 0.855), not always.
+  const double right = static_cast<double>(same_as_router) / static_cast<double>(seq.size() - 1);
+  EXPECT_GT(right, 0.6);
+  EXPECT_LT(right, 1.0);
+
+  // Spoofing: each step's context is the oracle's guess from that step's logits and tokens.
+  std::vector<int32_t> seen;
+  ContextBias watch(
+      Scheme::Epwa, layer, [&](int32_t c, std::span<float>) { seen.push_back(c); }, 0,
+      oracle.get());
+  const auto p = prompt(5);
+  const auto text = watch.generate(*model_, p, options(7, 40));
+  std::vector<int32_t> all = p;
+  all.insert(all.end(), text.begin(), text.end() - 1);
+  const auto after = contexts_of(*model_, Scheme::Epwa, all, layer, oracle.get());
+  ASSERT_EQ(seen.size(), text.size());
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], after[p.size() - 1 + i]) << i;
+
+  const int64_t checkpoints[] = {2000};
+  const StolenLists blind =
+      steal(*model_, Scheme::Epwa, -1, *observed_, checkpoints, 0.8f, {}, oracle.get())[0];
+  EXPECT_EQ(blind.observed_tokens, 2000);
+  EXPECT_GT(blind.expert_hits, 1200);
+  EXPECT_LT(blind.expert_hits, 2000);
+  EXPECT_EQ(stolen_->expert_hits, 2000);  // the gray-box attacker reads the router
+  // Still a useful estimate of the real lists.
+  EXPECT_GT(score_quality(blind, victim_->lists()).auc_seen, 0.7);
 }
 
 TEST(StolenLists, ScoresAndWeights) {

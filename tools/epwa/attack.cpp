@@ -11,6 +11,7 @@
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
 #include "epwa/numbers.hpp"
+#include "epwa/pepi.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -18,7 +19,7 @@ namespace {
 struct Args {
   ModelArgs model;
   attack::StealOptions o;
-  std::string prompts, observed = "1000,10000,100000", schemes = "epwa,kgw", json_out;
+  std::string prompts, observed = "1000,10000,100000", schemes = "epwa,kgw", json_out, oracle;
   bool json = false;
   int32_t threads = 0;
 };
@@ -94,6 +95,11 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
   steal.add_option("--top-p", a->o.top_p, "nucleus mass")
       ->check(real_number({.lo = 0, .hi = 1, .lo_open = true}));
   steal.add_option("--seed", a->o.seed, "first sampling seed")->check(unsigned_number());
+  steal
+      .add_option("--attacker-oracle", a->oracle,
+                  "black-box attacker: every expert it uses is this PEPI oracle's guess from the "
+                  "output distribution (epwa train-oracle), not the router's")
+      ->check(existing_file());
   add_threads_option(steal, a->threads);
   steal.add_flag("--json", a->json, "print the results as JSON instead of the table");
   steal.add_option("--json-out", a->json_out, "also write the results as JSON to this file");
@@ -119,6 +125,8 @@ int run_steal(Args& a) {
     check(json_file.good(), "--json-out '" + a.json_out + "' cannot be written");
   }
   a.o.progress = [](const std::string& s) { std::cerr << "[attack] " << s << std::endl; };
+  if (!a.oracle.empty())
+    a.o.oracle = std::make_shared<const Oracle>(Oracle::load(path_from_utf8(a.oracle)));
   start_thread_pool(a.threads);
   auto model = a.model.load();
   const nlohmann::json r = attack::run_steal(*model, a.model.tokenizer(), a.o);
