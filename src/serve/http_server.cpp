@@ -388,7 +388,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const ModelConfig& c = srv_.model.config();
     const auto j = serve::parse_body(body);
     const auto p = chat ? serve::parse_chat_completion(j, body, srv_.chat ? &*srv_.chat : nullptr,
-                                                       srv_.tok.get(), c.vocab_size, limits())
+                                                       srv_.tool_syntax, srv_.tok.get(),
+                                                       c.vocab_size, limits())
                         : serve::parse_completion(j, srv_.tok.get(), c.vocab_size, limits());
     const std::string key = watermark_key(p);
     // tool_choice "required" or naming a function: the reply opens with a call as the template

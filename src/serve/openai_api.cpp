@@ -224,8 +224,9 @@ CompletionParams parse_completion(const nlohmann::json& j, const Tokenizer* tok,
 }
 
 CompletionParams parse_chat_completion(const nlohmann::json& j, const std::string& body,
-                                       const ChatTemplate* chat, const Tokenizer* tok,
-                                       int32_t vocab, const ServerLimits& limits) {
+                                       const ChatTemplate* chat, ToolCallSyntax syntax,
+                                       const Tokenizer* tok, int32_t vocab,
+                                       const ServerLimits& limits) {
   refuse_unknown(j, {"model",
                      "messages",
                      "max_tokens",
@@ -267,7 +268,7 @@ CompletionParams parse_chat_completion(const nlohmann::json& j, const std::strin
   }
   // A harmony template reads an earlier turn's analysis from "thinking"; this server answers it
   // as "reasoning_content", which a client sends back.
-  if (tool_call_syntax(*chat) == ToolCallSyntax::Harmony)
+  if (syntax == ToolCallSyntax::Harmony)
     for (auto& m : in.messages)
       if (m.contains("reasoning_content") && !m.contains("thinking"))
         m["thinking"] = m["reasoning_content"];

@@ -14,6 +14,7 @@
 #include "epwa/json_constraint.hpp"
 #include "epwa/server.hpp"
 #include "epwa/tokenizer.hpp"
+#include "epwa/tool_calls.hpp"
 
 namespace epwa::serve {
 
@@ -69,10 +70,12 @@ CompletionParams parse_completion(const nlohmann::json& body, const Tokenizer* t
 
 // POST /v1/chat/completions's body: the messages rendered with the chat template (null: none,
 // a 400), tokenized with its special tokens parsed and no BOS added (the template writes it).
-// `text` is the body as sent (parse_body's `body` lost its key order, which the template keeps).
+// `text` is the body as sent (parse_body's `body` lost its key order, which the template keeps);
+// `syntax` is the template's tool-call syntax (tool_call_syntax, found once by the server).
 CompletionParams parse_chat_completion(const nlohmann::json& body, const std::string& text,
-                                       const ChatTemplate* chat, const Tokenizer* tokenizer,
-                                       int32_t vocab, const ServerLimits& limits);
+                                       const ChatTemplate* chat, ToolCallSyntax syntax,
+                                       const Tokenizer* tokenizer, int32_t vocab,
+                                       const ServerLimits& limits);
 
 struct DetectParams {
   std::vector<int32_t> tokens;  // BOS, prompt, text

@@ -47,7 +47,8 @@ TEST(OpenAiApi, ChatToolsKeepTheirKeyOrder) {
       R"({"messages": [{"role": "user", "content": "hi"}],
           "tools": [{"type": "function", "function": {"name": "f", "description": "d"}}]})";
   const auto p = epwa::serve::parse_chat_completion(nlohmann::json::parse(body), body, &tpl,
-                                                    tok.get(), 8000, epwa::ServerLimits{});
+                                                    epwa::tool_call_syntax(tpl), tok.get(), 8000,
+                                                    epwa::ServerLimits{});
   EXPECT_EQ(tok->decode(p.prompt),
             R"({"type": "function", "function": {"name": "f", "description": "d"}}|hi)");
 }
