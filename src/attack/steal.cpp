@@ -216,9 +216,14 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
   for (size_t b = 0; b < texts.size(); b += batch) {
     std::vector<Pass> passes(std::min(batch, texts.size() - b));
     pool.parallel_for(std::ssize(passes), [&](int64_t i0, int64_t i1) {
-      for (auto i = static_cast<size_t>(i0); i < static_cast<size_t>(i1); ++i)
+      for (auto i = static_cast<size_t>(i0); i < static_cast<size_t>(i1); ++i) {
+        // The whole text, also past the last checkpoint: a pass cut there batches its rows
+        // differently, so its logits (and near-tied routers) can differ in the last bits from a
+        // run with a larger N. Whole passes give each N the same estimate in every run.
         if (take[b + i] > 0)
-          passes[i] = teacher_forced(model, scheme, layer, texts[b + i], take[b + i], oracle);
+          passes[i] =
+              teacher_forced(model, scheme, layer, texts[b + i], texts[b + i].text.size(), oracle);
+      }
     });
     for (size_t i = 0; i < passes.size(); ++i) {
       const ObservedText& x = texts[b + i];
