@@ -124,21 +124,21 @@ struct ExpertRecorder : RouterObserver {
   }
 };
 
-// One observed text's teacher-forced pass over its first m tokens: for each of them, the context
-// that governed it, the logits it was drawn from (m x V) and whether the context's expert was
-// the router's.
+// One observed text's teacher-forced pass: for each of its tokens, the context that governed it,
+// the logits it was drawn from (one row of V each) and whether the context's expert was the
+// router's.
 struct Pass {
   std::vector<int32_t> contexts;
   std::vector<float> logits;
   std::vector<bool> hit;
 };
 
-Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedText& x, size_t m,
+Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedText& x,
                     const Oracle* oracle) {
   const auto vocab = static_cast<size_t>(model.config().vocab_size);
-  // The governing positions: the last prompt token and the text but its last kept token.
+  // The governing positions: the last prompt token and the text but its last token.
   std::vector<int32_t> seq = x.prompt;
-  seq.insert(seq.end(), x.text.begin(), x.text.begin() + static_cast<std::ptrdiff_t>(m) - 1);
+  seq.insert(seq.end(), x.text.begin(), x.text.end() - 1);
   const size_t first = x.prompt.size() - 1;
   ExpertRecorder rec;
   rec.layer = layer;
@@ -149,7 +149,7 @@ Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedTe
     fo.watch = {layer};
   }
   Pass out;
-  out.logits.reserve(m * vocab);
+  out.logits.reserve(x.text.size() * vocab);
   Context cache = model.make_context(static_cast<int64_t>(seq.size()));
   constexpr size_t kChunk = 256;  // bounds the logits of prompt positions held at once
   for (size_t at = 0; at < seq.size(); at += kChunk) {
@@ -220,9 +220,7 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
         // The whole text, also past the last checkpoint: a pass cut there batches its rows
         // differently, so its logits (and near-tied routers) can differ in the last bits from a
         // run with a larger N. Whole passes give each N the same estimate in every run.
-        if (take[b + i] > 0)
-          passes[i] =
-              teacher_forced(model, scheme, layer, texts[b + i], texts[b + i].text.size(), oracle);
+        if (take[b + i] > 0) passes[i] = teacher_forced(model, scheme, layer, texts[b + i], oracle);
       }
     });
     for (size_t i = 0; i < passes.size(); ++i) {
