@@ -70,6 +70,10 @@ void set_env(const std::string& name, const std::string& value);
 // std::atomic::wait is a mutex and condition variable, which Wine serves through wineserver).
 void wait_while_equal(const std::atomic<uint32_t>& a, uint32_t old);
 void wake_all(std::atomic<uint32_t>& a);
+// Runs fn(arg) when the calling thread exits, the last registered first (ThreadScratch's cleanup).
+// POSIX: a thread_local's destructor; Windows: a fiber-local storage callback, which runs after
+// the emulated TLS of MinGW's runtime is gone and touches none of it.
+void at_thread_exit(void (*fn)(void*), void* arg);
 // Hint that a large buffer should be backed by huge pages where the OS allows it; never fails.
 void advise_huge_pages(void* addr, size_t bytes);
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "epwa/error.hpp"
+#include "epwa/thread_scratch.hpp"
 #include "kernels.hpp"
 
 namespace epwa {
@@ -106,7 +107,8 @@ void attention_block(std::span<const AttentionQuery> queries, int64_t head_dim, 
   // Query j's scores at scores[off_j, off_j + n_keys_j): first all scores, tile by tile of K.
   const float scale = score_scale(hd);
   const int64_t tk = tile_keys(hd);
-  thread_local std::vector<float> tile;
+  thread_local ThreadScratch<std::vector<float>> tile_tls;
+  std::vector<float>& tile = *tile_tls;
   tile.resize(static_cast<size_t>(tk * hd));
   for (int64_t t0 = 0; t0 < n_max; t0 += tk) {
     const int64_t t1 = std::min(n_max, t0 + tk);

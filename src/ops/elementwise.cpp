@@ -6,6 +6,7 @@
 
 #include "epwa/error.hpp"
 #include "epwa/ops.hpp"
+#include "epwa/thread_scratch.hpp"
 
 namespace epwa {
 
@@ -32,7 +33,8 @@ void rmsnorm(std::span<const float> x, const TensorView& weight, float eps, std:
   if (static_cast<int64_t>(weight.data.size()) != dtype_bytes(weight.dtype, weight.numel()))
     throw Error("rmsnorm: tensor '" + weight.name + "' has " + std::to_string(weight.data.size()) +
                 " bytes of data for its shape");
-  thread_local std::vector<float> w;
+  thread_local ThreadScratch<std::vector<float>> w_tls;
+  std::vector<float>& w = *w_tls;
   w.resize(x.size());
   to_f32(weight.dtype, weight.data.data(), w.data(), weight.numel());
   rmsnorm(x, std::span<const float>(w), eps, out);

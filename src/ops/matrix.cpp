@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "epwa/error.hpp"
+#include "epwa/thread_scratch.hpp"
 #include "kernels.hpp"
 
 namespace epwa {
@@ -177,7 +178,8 @@ void matmul(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool
     pool.parallel_for(
         m.rows,
         [&](int64_t b, int64_t e) {
-          thread_local std::vector<float> scratch;
+          thread_local ThreadScratch<std::vector<float>> scratch_tls;
+          std::vector<float>& scratch = *scratch_tls;
           scratch.resize(static_cast<size_t>(m.cols));
           k.dot_rows(m.type, m.data + b * m.row_bytes, m.row_bytes, e - b, x, n, m.cols, y + b,
                      m.rows, scratch.data());
@@ -194,7 +196,8 @@ void matmul(const TensorView& w, const float* x, int64_t n, float* y, ThreadPool
   const int64_t eb = elem_bytes(m.type);
   const int64_t panels = (m.rows + ops::kPanel - 1) / ops::kPanel;
   pool.parallel_for(panels, [&](int64_t b, int64_t e) {
-    thread_local std::vector<float> panel;
+    thread_local ThreadScratch<std::vector<float>> panel_tls;
+    std::vector<float>& panel = *panel_tls;
     panel.resize(ops::kPanel * kCols);
     for (int64_t t0 = 0; t0 < n; t0 += kTokens) {
       const int64_t nt = std::min(kTokens, n - t0);

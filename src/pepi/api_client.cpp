@@ -11,6 +11,7 @@
 
 #include "epwa/error.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/thread_scratch.hpp"
 #include "epwa/tokenizer.hpp"
 
 namespace epwa {
@@ -41,8 +42,12 @@ Endpoint parse_url(const std::string& url) {
 // Token text as the completions API writes it -> id (first id wins), for servers without
 // token-id keys. The SentencePiece meta space becomes a real space as in decoded text.
 const std::unordered_map<std::string, int32_t>& text_ids(const Tokenizer& tok) {
-  thread_local const Tokenizer* cached = nullptr;
-  thread_local std::unordered_map<std::string, int32_t> map;
+  struct Cache {
+    const Tokenizer* tok = nullptr;
+    std::unordered_map<std::string, int32_t> map;
+  };
+  thread_local ThreadScratch<Cache> cache;
+  auto& [cached, map] = *cache;
   if (cached != &tok) {
     map.clear();
     for (int32_t id = 0; id < tok.vocab_size(); ++id) {
@@ -108,12 +113,12 @@ std::vector<TokenDistribution> parse_completions_logprobs(std::string_view body,
     check(e.is_object(), "API response: top_logprobs[" + std::to_string(i) + "] is not an object");
     TokenDistribution d;
     for (const auto& [key, val] : e.items()) {
-      check(val.is_number(), "API response: top_logprobs[" + std::to_string(i) + "]['" + key +
-                                 "'] is not a number");
+      check(val.is_number(),
+            "API response: top_logprobs[" + std::to_string(i) + "]['" + key + "'] is not a number");
       const double v = val.get<double>();
-      check(!std::isnan(v) && v <= 1e-3, "API response: top_logprobs[" + std::to_string(i) +
-                                              "]['" + key + "'] = " + std::to_string(v) +
-                                              " is not a log-probability");
+      check(!std::isnan(v) && v <= 1e-3, "API response: top_logprobs[" + std::to_string(i) + "]['" +
+                                             key + "'] = " + std::to_string(v) +
+                                             " is not a log-probability");
       const int32_t id = key_to_id(key, tok, i);
       if (id < 0) continue;  // text the tokenizer cannot map back (rare byte pieces)
       d.tokens.push_back(id);
@@ -125,7 +130,8 @@ std::vector<TokenDistribution> parse_completions_logprobs(std::string_view body,
     std::vector<size_t> ord(d.tokens.size());
     for (size_t j = 0; j < ord.size(); ++j) ord[j] = j;
     std::sort(ord.begin(), ord.end(), [&](size_t a, size_t b) {
-      return d.logprobs[a] > d.logprobs[b] || (d.logprobs[a] == d.logprobs[b] && d.tokens[a] < d.tokens[b]);
+      return d.logprobs[a] > d.logprobs[b] ||
+             (d.logprobs[a] == d.logprobs[b] && d.tokens[a] < d.tokens[b]);
     });
     TokenDistribution sorted;
     for (size_t j : ord) {
@@ -141,7 +147,8 @@ std::string completions_response_json(std::span<const int32_t> tokens,
                                       std::span<const TokenDistribution> dists,
                                       const Tokenizer* tok, bool token_ids_as_keys) {
   auto key = [&](int32_t id) {
-    return token_ids_as_keys || tok == nullptr ? "token_id:" + std::to_string(id) : tok->token_bytes(id);
+    return token_ids_as_keys || tok == nullptr ? "token_id:" + std::to_string(id)
+                                               : tok->token_bytes(id);
   };
   nlohmann::json toks = nlohmann::json::array(), tlp = nlohmann::json::array(),
                  top = nlohmann::json::array(), offs = nlohmann::json::array();
@@ -167,17 +174,22 @@ std::string completions_response_json(std::span<const int32_t> tokens,
     tlp.push_back(mine);
     top.push_back(std::move(o));
   }
-  nlohmann::json r = {
-      {"id", "cmpl-epwa"},
-      {"object", "text_completion"},
-      {"model", "epwa"},
-      {"choices",
-       {{{"index", 0},
-         {"text", text},
-         {"finish_reason", "length"},
-         {"logprobs",
-          {{"tokens", toks}, {"token_logprobs", tlp}, {"top_logprobs", top}, {"text_offset", offs}}}}}},
-      {"usage", {{"prompt_tokens", tokens.size()}, {"completion_tokens", 0}, {"total_tokens", tokens.size()}}}};
+  nlohmann::json r = {{"id", "cmpl-epwa"},
+                      {"object", "text_completion"},
+                      {"model", "epwa"},
+                      {"choices",
+                       {{{"index", 0},
+                         {"text", text},
+                         {"finish_reason", "length"},
+                         {"logprobs",
+                          {{"tokens", toks},
+                           {"token_logprobs", tlp},
+                           {"top_logprobs", top},
+                           {"text_offset", offs}}}}}},
+                      {"usage",
+                       {{"prompt_tokens", tokens.size()},
+                        {"completion_tokens", 0},
+                        {"total_tokens", tokens.size()}}}};
   return r.dump();
 }
 
@@ -187,7 +199,8 @@ ApiDistributionSource::ApiDistributionSource(ApiOptions opt, std::shared_ptr<con
   check(opt_.top_k > 0, "API: --api-top-k must be positive");
 }
 
-std::vector<TokenDistribution> ApiDistributionSource::distributions(std::span<const int32_t> tokens) {
+std::vector<TokenDistribution> ApiDistributionSource::distributions(
+    std::span<const int32_t> tokens) {
   if (tokens.size() < 2) return {};
   const Endpoint ep = parse_url(opt_.url);
   httplib::Client cli(ep.host_port);
@@ -202,7 +215,8 @@ std::vector<TokenDistribution> ApiDistributionSource::distributions(std::span<co
   if (!opt_.model.empty()) req["model"] = opt_.model;
   auto res = cli.Post(ep.path, req.dump(), "application/json");
   if (!res)
-    throw Error("API " + ep.host_port + ep.path + ": request failed (" + httplib::to_string(res.error()) + ")");
+    throw Error("API " + ep.host_port + ep.path + ": request failed (" +
+                httplib::to_string(res.error()) + ")");
   if (res->status != 200) {
     std::string detail = res->body.substr(0, 300);
     try {
@@ -211,7 +225,8 @@ std::vector<TokenDistribution> ApiDistributionSource::distributions(std::span<co
         detail = j["error"]["message"].dump();
     } catch (...) {
     }
-    throw Error("API " + ep.host_port + ep.path + ": HTTP " + std::to_string(res->status) + ": " + detail);
+    throw Error("API " + ep.host_port + ep.path + ": HTTP " + std::to_string(res->status) + ": " +
+                detail);
   }
   try {
     return parse_completions_logprobs(res->body, tokens.size(), tok_.get());

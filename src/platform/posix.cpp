@@ -11,6 +11,8 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "epwa/error.hpp"
 #include "epwa/memory.hpp"
@@ -92,6 +94,18 @@ void wait_while_equal(const std::atomic<uint32_t>& a, uint32_t old) {
 
 void wake_all(std::atomic<uint32_t>& a) {
   a.notify_all();
+}
+
+void at_thread_exit(void (*fn)(void*), void* arg) {
+  // glibc runs thread_local destructors while the thread's TLS is still in place.
+  struct Hooks {
+    std::vector<std::pair<void (*)(void*), void*>> list;
+    ~Hooks() {
+      for (auto it = list.rbegin(); it != list.rend(); ++it) it->first(it->second);
+    }
+  };
+  thread_local Hooks hooks;
+  hooks.list.emplace_back(fn, arg);
 }
 
 void advise_huge_pages(void* addr, size_t bytes) {

@@ -166,6 +166,30 @@ void wake_all(std::atomic<uint32_t>& a) {
   WakeByAddressAll(&a);
 }
 
+namespace {
+using ExitHooks = std::vector<std::pair<void (*)(void*), void*>>;
+
+void WINAPI run_exit_hooks(void* data) {
+  auto* hooks = static_cast<ExitHooks*>(data);
+  for (auto it = hooks->rbegin(); it != hooks->rend(); ++it) it->first(it->second);
+  delete hooks;
+}
+}  // namespace
+
+void at_thread_exit(void (*fn)(void*), void* arg) {
+  // Not a thread_local with a destructor: MinGW's emulated TLS frees such an object's storage
+  // before its destructor runs (include/epwa/thread_scratch.hpp). The slot's callback runs when
+  // the thread exits, on the heap list that the slot holds.
+  static const DWORD slot = FlsAlloc(run_exit_hooks);
+  check(slot != FLS_OUT_OF_INDEXES, "at_thread_exit: no fiber-local storage slot left");
+  auto* hooks = static_cast<ExitHooks*>(FlsGetValue(slot));
+  if (!hooks) {
+    hooks = new ExitHooks;
+    FlsSetValue(slot, hooks);
+  }
+  hooks->emplace_back(fn, arg);
+}
+
 // Windows gives large pages only at allocation time (LargeBuffer), never to an existing range.
 void advise_huge_pages(void*, size_t) {}
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "epwa/quant.hpp"
+#include "epwa/thread_scratch.hpp"
 #include "quant/blocks.hpp"
 #include "quant/kernels.hpp"
 
@@ -213,7 +214,8 @@ void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
   // past them; each pass of kMaxV vectors (24 KiB for 2048 columns) stays in L1.
   const int64_t mv = f.max_v;
   const int64_t batch = std::max<int64_t>(mv, (256 << 10) / stride / mv * mv);
-  thread_local std::vector<uint8_t> ybuf;
+  thread_local ThreadScratch<std::vector<uint8_t>> ybuf_tls;
+  std::vector<uint8_t>& ybuf = *ybuf_tls;
   for (size_t v0 = 0; v0 < xs.size(); v0 += static_cast<size_t>(batch)) {
     const size_t v1 = std::min(xs.size(), v0 + static_cast<size_t>(batch));
     // 64-byte aligned (group sizes are multiples of 64 where a format loads aligned registers)

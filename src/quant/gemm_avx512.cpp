@@ -16,6 +16,7 @@
 
 #include "epwa/platform.hpp"
 #include "epwa/quant.hpp"
+#include "epwa/thread_scratch.hpp"
 #include "quant/blocks.hpp"
 #include "quant/kernels.hpp"
 
@@ -269,7 +270,8 @@ EPWA_VBMI void rows_q4_0_vnni(const std::byte* w, int64_t row_bytes, const Packe
     uint8_t b[64];
   };
   static_assert(kTGroupBytes % 64 == 0);
-  thread_local std::vector<Line> buf;
+  thread_local ThreadScratch<std::vector<Line>> buf_tls;
+  std::vector<Line>& buf = *buf_tls;
   const int64_t nb = x.size() / 32, groups = (nb + 7) / 8;
   buf.resize(static_cast<size_t>(groups * kTGroupBytes / 64));
   uint8_t* y = buf.data()->b;

@@ -9,6 +9,7 @@
 #include "epwa/error.hpp"
 #include "epwa/quant.hpp"
 #include "epwa/thread_pool.hpp"
+#include "epwa/thread_scratch.hpp"
 
 namespace epwa::cpu {
 
@@ -195,8 +196,10 @@ class CpuBackend final : public Backend {
     ThreadPool::global().parallel_for(
         nblocks * nkv,
         [&](int64_t b, int64_t e) {
-          thread_local std::vector<float> scores;
-          thread_local std::vector<AttentionQuery> queries;
+          thread_local ThreadScratch<std::vector<float>> scores_tls;
+          std::vector<float>& scores = *scores_tls;
+          thread_local ThreadScratch<std::vector<AttentionQuery>> queries_tls;
+          std::vector<AttentionQuery>& queries = *queries_tls;
           const size_t need = static_cast<size_t>(bt * group * (p0 + n));
           if (scores.size() < need)
             scores.resize(std::max(need, static_cast<size_t>(bt * group * kv.capacity)));
@@ -227,7 +230,9 @@ class CpuBackend final : public Backend {
     const int64_t lo = w > 0 ? std::max<int64_t>(0, p0 - w + 1) : 0;  // first position read
     const int64_t span = p0 + n - lo;
     const float *keys = kv.k, *values = kv.v;  // rows lo ... in position order
-    thread_local std::vector<float> kbuf, vbuf;
+    thread_local ThreadScratch<std::vector<float>> kbuf_tls, vbuf_tls;
+    std::vector<float>& kbuf = *kbuf_tls;
+    std::vector<float>& vbuf = *vbuf_tls;
     if (w > 0) {
       kbuf.resize(static_cast<size_t>(span * kvdim));
       vbuf.resize(static_cast<size_t>(span * kvdim));
@@ -246,7 +251,8 @@ class CpuBackend final : public Backend {
     ThreadPool::global().parallel_for(
         n * nh,
         [&](int64_t b, int64_t e) {
-          thread_local std::vector<float> scores;
+          thread_local ThreadScratch<std::vector<float>> scores_tls;
+          std::vector<float>& scores = *scores_tls;
           if (scores.size() < static_cast<size_t>(span)) scores.resize(static_cast<size_t>(span));
           for (int64_t it = b; it < e; ++it) {
             const int64_t i = it / nh, h = it % nh, g = h / group, p = p0 + i;

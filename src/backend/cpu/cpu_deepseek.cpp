@@ -10,6 +10,7 @@
 #include "cpu_scratch.hpp"
 #include "epwa/quant.hpp"
 #include "epwa/thread_pool.hpp"
+#include "epwa/thread_scratch.hpp"
 #include "ops/kernels.hpp"
 
 namespace epwa::cpu {
@@ -43,7 +44,11 @@ void latent_attention(const float* q, const float* kv, int64_t n, int64_t p0, co
   ThreadPool::global().parallel_for(
       sh.heads,
       [&](int64_t b, int64_t e) {
-        thread_local std::vector<float> wk, qlat, olat, scores;
+        thread_local ThreadScratch<std::vector<float>> wk_tls, qlat_tls, olat_tls, scores_tls;
+        std::vector<float>& wk = *wk_tls;
+        std::vector<float>& qlat = *qlat_tls;
+        std::vector<float>& olat = *olat_tls;
+        std::vector<float>& scores = *scores_tls;
         wk.resize(sh.nope * sh.latent);
         qlat.resize(row);
         olat.resize(row);

@@ -15,6 +15,7 @@
 #include "cpu_scratch.hpp"
 #include "epwa/error.hpp"
 #include "epwa/thread_pool.hpp"
+#include "epwa/thread_scratch.hpp"
 
 namespace epwa::cpu {
 
@@ -298,8 +299,11 @@ void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, in
         const ExpertTask task = s.expert_tasks[t];
         const int64_t e = task.expert, r0 = task.r0, nr = task.r1 - task.r0;
         const int64_t b = ebegin[e], m = routed(e);
-        thread_local std::vector<const PackedVector*> xg, xu;
-        thread_local std::vector<float> up;
+        thread_local ThreadScratch<std::vector<const PackedVector*>> xg_tls, xu_tls;
+        std::vector<const PackedVector*>& xg = *xg_tls;
+        std::vector<const PackedVector*>& xu = *xu_tls;
+        thread_local ThreadScratch<std::vector<float>> up_tls;
+        std::vector<float>& up = *up_tls;
         xg.resize(m);
         xu.resize(m);
         up.resize(m * nr);

@@ -5,6 +5,7 @@
 
 #include "epwa/error.hpp"
 #include "epwa/ops.hpp"
+#include "epwa/thread_scratch.hpp"
 
 namespace epwa {
 
@@ -82,7 +83,8 @@ void linear(const TensorView& w, const LinearInput& in, float* y, ThreadPool& po
 }
 
 void linear(const TensorView& w, const float* x, int64_t n, float* y) {
-  thread_local LinearInput in;
+  thread_local ThreadScratch<LinearInput> in_tls;
+  LinearInput& in = *in_tls;
   in.prepare(w.dtype, x, n, w.cols());
   linear(w, in, y);
 }
