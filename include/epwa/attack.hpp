@@ -98,15 +98,20 @@ class ContextBias : public LogitsProcessor {
               const Oracle* oracle = nullptr)
       : tracker_(scheme, layer, vocab, oracle), bias_(std::move(bias)) {}
   void process(std::span<float> logits) override {
-    tracker_.see(logits);
+    if (!following_) tracker_.see(logits);
     bias_(tracker_.context(), logits);
   }
-  // generate() with this bias: the tracker sees the routers (EPW-A) and the tokens (KGW).
-  std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o);
+  // generate() with this bias: the tracker sees the routers (EPW-A) and the tokens (KGW). With a
+  // `router` model, `model` only writes (a second model on the same vocabulary): the contexts come
+  // from `router` run in lockstep on the same tokens (its routers, or the oracle's guesses from its
+  // output distributions). Throws Error when the vocabulary sizes differ.
+  std::vector<int32_t> generate(Model& model, std::span<const int32_t> prompt, GenerateOptions o,
+                                const Model* router = nullptr);
 
  private:
   ContextTracker tracker_;
   Bias bias_;
+  bool following_ = false;  // the contexts come from a router model run in lockstep
 };
 
 // The watermark under attack, with its secret key or keyring: generates and detects (full method,
@@ -242,11 +247,13 @@ Clustering cluster_by_key(const StolenLists& pooled, std::span<const ObservedTex
 
 // ---- the attacks ----
 
-// Spoofing: generation with the public model and no key, each step biased by attack_delta times
-// the learned weights of its context.
+// Spoofing: generation with no key, each step biased by attack_delta times the learned weights of
+// its context. The public model `model` writes, or a second model `writer` on the same vocabulary
+// does while `model` (or the oracle reading its output distributions) gives the contexts.
 std::vector<int32_t> spoof(Model& model, const StolenLists& stolen, int32_t layer,
                            double attack_delta, std::span<const int32_t> prompt,
-                           const GenerateOptions& o, const Oracle* oracle = nullptr);
+                           const GenerateOptions& o, const Oracle* oracle = nullptr,
+                           Model* writer = nullptr);
 
 // Scrubbing: substitutes floor(budget * |text|) tokens of a watermarked text, each by the most
 // likely of the model's top_k next tokens (given the rewritten prefix) other than the original.
@@ -284,6 +291,9 @@ struct StealOptions {
   // The black-box attacker: every expert it uses (stealing, spoofing, scrubbing, clustering) is
   // this PEPI oracle's guess (null: the gray-box attacker reads the router).
   std::shared_ptr<const Oracle> oracle;
+  // A second model on the same vocabulary that writes the spoofs and their unwatermarked controls
+  // (null: the public model writes them); the public model still gives the contexts.
+  std::shared_ptr<Model> writer;
   double gamma = 0.5, delta = 2.0;
   double attack_delta = 4.0;
   double scrub_budget = 0.2;

@@ -118,6 +118,10 @@ class Harness {
   Harness(Model& model, const Tokenizer& tok, const StealOptions& o)
       : model_(model), o_(o), layer_(model_router_layer(model, -1)) {
     if (o.oracle) check_oracle(*o.oracle, model, layer_);
+    check(!o.writer || o.writer->config().vocab_size == model.config().vocab_size, [&] {
+      return fmt::format("attack: the spoof writer has {} tokens, the public model {}",
+                         o.writer->config().vocab_size, model.config().vocab_size);
+    });
     const ModelConfig& c = model.config();
     for (int32_t id : non_text_token_ids(tok, c.vocab_size))
       if (id != c.eos_token_id) suppress_.push_back(id);
@@ -140,11 +144,13 @@ class Harness {
     checkpoints_ = o_.observed;
     std::sort(checkpoints_.begin(), checkpoints_.end());
     checkpoints_.erase(std::unique(checkpoints_.begin(), checkpoints_.end()), checkpoints_.end());
-    // Unwatermarked texts of the attacked prompts: the spoofer's control (same prompts, seeds).
+    // Unwatermarked texts of the attacked prompts by the spoofs' writer: the spoofer's control
+    // (same prompts, seeds).
     say("generating " + std::to_string(attack_.size()) + " unwatermarked texts (spoof control)");
     unbiased_.resize(attack_.size());
-    each(attack_.size(),
-         [&](size_t i) { unbiased_[i] = generate(nullptr, attack_[i], attack_seed(i)); });
+    each(attack_.size(), [&](size_t i) {
+      unbiased_[i] = strip_eos(epwa::generate(writer(), attack_[i], options(attack_seed(i))));
+    });
     json schemes = json::array();
     for (Scheme s : o_.schemes) schemes.push_back(run_scheme(s));
     return {{"params", params()}, {"router_hash", router_hash(model_)}, {"schemes", schemes}};
@@ -153,6 +159,7 @@ class Harness {
  private:
   uint64_t attack_seed(size_t i) const { return o_.seed + 1000000 + i; }
   const Oracle* oracle() const { return o_.oracle.get(); }
+  Model& writer() const { return o_.writer ? *o_.writer : model_; }
 
   void say(const std::string& s) const {
     if (o_.progress) o_.progress(s);
@@ -337,7 +344,7 @@ class Harness {
       std::vector<Scored> spoofed(n), scrubs(n);
       each(n, [&](size_t i) {
         const auto text = strip_eos(spoof(model_, lists, layer_, o_.attack_delta, attack_[i],
-                                          options(attack_seed(i)), oracle()));
+                                          options(attack_seed(i)), oracle(), o_.writer.get()));
         spoofed[i] = score(victim, attack_[i], text);
         const size_t own =
             o_.attacker_knows_keys ? victim.key_for(attack_seed(i), attack_[i]) : target;
@@ -383,6 +390,8 @@ class Harness {
             {"attacker_knows_keys", o_.attacker_knows_keys},
             {"attacker_clusters_keys", o_.attacker_clusters_keys},
             {"attacker", oracle() ? "black-box (PEPI oracle)" : "gray-box (router)"},
+            {"spoof_writer",
+             o_.writer ? "second model, router hash " + router_hash(*o_.writer) : "public model"},
             {"context_buckets", o_.context_buckets},
             {"gamma", o_.gamma},
             {"delta", o_.delta},

@@ -1,5 +1,8 @@
 // The two schemes under attack (EPW-A and the KGW-style baseline): their contexts, green lists,
 // generation and detection.
+#include <fmt/core.h>
+
+#include <optional>
 #include <string>
 
 #include "epwa/attack.hpp"
@@ -108,19 +111,41 @@ std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const in
 }
 
 std::vector<int32_t> ContextBias::generate(Model& model, std::span<const int32_t> prompt,
-                                           GenerateOptions o) {
+                                           GenerateOptions o, const Model* router) {
   check(!prompt.empty(), "attack: the prompt is empty");
   check(o.processor == nullptr, "attack: another logits processor is already set");
+  check(!router || router->config().vocab_size == model.config().vocab_size, [&] {
+    return fmt::format("attack: the writing model has {} tokens, the public model {}",
+                       model.config().vocab_size, router->config().vocab_size);
+  });
   tracker_.reset();
   for (size_t i = prompt.size() > 3 ? prompt.size() - 3 : 0; i < prompt.size(); ++i)
     tracker_.push(prompt[i]);
-  ObserverFan fan{&tracker_, o.observer};
+  // The router model's pass over the same tokens, one forward per token.
+  std::optional<Context> cache;
+  ForwardOptions fo;
+  fo.observer = &tracker_;
+  fo.watch = {tracker_.layer()};
+  const auto follow = [&](std::span<const int32_t> tokens) {
+    tracker_.see(router->forward(tokens, *cache, fo));
+  };
+  if (router) {
+    cache.emplace(router->make_context(std::ssize(prompt) + o.max_new_tokens + 1));
+    follow(prompt);
+  }
+  ObserverFan fan{router ? nullptr : &tracker_, o.observer};
   o.observer = &fan;
   o.processor = this;
-  o.on_token = [this, next = std::move(o.on_token)](int32_t t) {
+  o.on_token = [&, next = std::move(o.on_token)](int32_t t) {
     tracker_.push(t);
+    if (router) follow({&t, 1});
     if (next) next(t);
   };
+  following_ = router != nullptr;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{following_};
   return epwa::generate(model, prompt, o);
 }
 

@@ -32,6 +32,18 @@ TEST(AttackCli, BadInputIsOneLineAndExit2) {
   expect_error("-t 5000", "--threads");
   expect_error("--attacker-oracle /nonexistent/x.oracle", "/nonexistent/x.oracle");
   expect_error("--attacker-oracle " + std::string(EPWA_SOURCE_DIR) + "/README.md", "README.md");
+  expect_error("--spoof-model /nonexistent/writer", "/nonexistent/writer");
+  // A writer whose tokens mean something else.
+  const fs::path bundled = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
+  const fs::path other =
+      fs::temp_directory_path() / ("epwa-attack-writer-" + std::to_string(::getpid()));
+  fs::create_directories(other);
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer_config.json"})
+    fs::create_symlink(bundled / f, other / f);
+  fs::copy_file(fs::path(EPWA_SOURCE_DIR) / "tests" / "data" / "tokenizers" / "llama_spm.model",
+                other / "tokenizer.model");
+  expect_error("--spoof-model " + other.string(), "--spoof-model: its tokenizer ");
+  fs::remove_all(other);
   const auto r = epwa_test::run_cli("attack");
   EXPECT_EQ(r.code, 2) << r.out;
 }
@@ -79,6 +91,28 @@ TEST(AttackCli, ThreadCountDoesNotChangeResults) {
   }
   ASSERT_EQ(runs[0]["schemes"].size(), 2u);
   EXPECT_EQ(runs[0]["schemes"][1]["rows"][1]["observed_tokens"], 400);
+  EXPECT_EQ(runs[0], runs[1]);
+}
+
+// The public model as its own spoof writer, run in lockstep for the contexts: every result is the
+// ordinary run's.
+TEST(AttackCli, PublicModelAsSpoofWriterChangesNothing) {
+  nlohmann::json runs[2];
+  const std::string writer = (fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe").string();
+  for (int w = 0; w < 2; ++w) {
+    const auto r = epwa_test::run_cli(
+        "attack steal -q --json --observed 300 --texts 2 --tokens 40 --schemes epwa,kgw" +
+            (w ? " --spoof-model " + writer : std::string()),
+        epwa_test::Stderr::Drop);
+    ASSERT_EQ(r.code, 0) << r.out;
+    runs[w] = nlohmann::json::parse(r.out);
+    for (auto& s : runs[w]["schemes"]) s.erase("seconds");
+  }
+  EXPECT_EQ(runs[0]["params"]["spoof_writer"], "public model");
+  EXPECT_NE(runs[1]["params"]["spoof_writer"].get<std::string>().find("second model"),
+            std::string::npos);
+  runs[1]["params"].erase("spoof_writer");
+  runs[0]["params"].erase("spoof_writer");
   EXPECT_EQ(runs[0], runs[1]);
 }
 

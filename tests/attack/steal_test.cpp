@@ -11,6 +11,7 @@
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
 #include "epwa/eval.hpp"
+#include "epwa/make_model.hpp"
 #include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 #include "epwa/tokenizer.hpp"
@@ -137,6 +138,58 @@ TEST_F(Steal, SpoofRaisesZUnderTheRealKey) {
   }
   EXPECT_GT(spoofed / 3, plain / 3 + 2.0) << "spoofed " << spoofed / 3 << ", plain " << plain / 3;
   EXPECT_GT(spoofed / 3, 3.0);
+}
+
+// A second model writes while the public model, run in lockstep on the same tokens, gives the
+// contexts. With the public model itself as the writer, that is the ordinary spoof, token for
+// token (gray-box and black-box).
+TEST_F(Steal, LockstepContextsEqualTheWritersOwn) {
+  const auto oracle = std::make_shared<const Oracle>(
+      Oracle::load(fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe.oracle"));
+  for (const Oracle* o : {static_cast<const Oracle*>(nullptr), oracle.get()}) {
+    for (size_t i = 4; i < 6; ++i) {
+      const auto p = prompt(i);
+      const auto own = spoof(*model_, *stolen_, -1, 4.0, p, options(300 + i, 60), o);
+      const auto lockstep = spoof(*model_, *stolen_, -1, 4.0, p, options(300 + i, 60), o, model_);
+      EXPECT_EQ(own, lockstep) << i << (o ? " black-box" : " gray-box");
+    }
+  }
+}
+
+// A different model (random weights on the same vocabulary) writes text the real key does not
+// detect; biased by the stolen lists through the public model's contexts, the real key fires. (A
+// strong bias: a random writer puts most of its mass on tokens the lists never saw; at 4 its
+// spoofs reach z 0.8.)
+TEST_F(Steal, SecondModelSpoofsWithThePublicModelsContexts) {
+  const fs::path dir = fs::temp_directory_path() / "epwa-steal-writer-model";
+  ModelConfig c = shape_config("tiny");
+  c.vocab_size = model_->config().vocab_size;
+  write_random_hf(c, 99, DType::F32, dir);
+  const auto writer = Model::load(dir);
+  fs::remove_all(dir);
+  double spoofed = 0, plain = 0;
+  for (size_t i = 4; i < 7; ++i) {
+    const auto p = prompt(i);
+    spoofed +=
+        z_of(*victim_, p,
+             spoof(*model_, *stolen_, -1, 10.0, p, options(100 + i, 80), nullptr, writer.get()));
+    plain += z_of(*victim_, p, generate(*writer, p, options(100 + i, 80)));
+  }
+  EXPECT_GT(spoofed / 3, 4.0) << "spoofed " << spoofed / 3 << " plain " << plain / 3;
+  EXPECT_LT(plain / 3, 2.0) << "plain " << plain / 3;
+
+  ModelConfig small = c;
+  small.vocab_size = 1000;
+  write_random_hf(small, 99, DType::F32, dir);
+  const auto other = Model::load(dir);
+  fs::remove_all(dir);
+  try {
+    spoof(*model_, *stolen_, -1, 4.0, prompt(4), options(1, 10), nullptr, other.get());
+    ADD_FAILURE() << "a writer on another vocabulary was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the writing model has 1000 tokens"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST_F(Steal, ScrubLowersZMoreThanBlindEditsOfTheSameBudget) {

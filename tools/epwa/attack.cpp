@@ -12,6 +12,7 @@
 #include "epwa/files.hpp"
 #include "epwa/numbers.hpp"
 #include "epwa/pepi.hpp"
+#include "epwa/tokenizer.hpp"
 
 namespace epwa::cli {
 namespace {
@@ -19,7 +20,8 @@ namespace {
 struct Args {
   ModelArgs model;
   attack::StealOptions o;
-  std::string prompts, observed = "1000,10000,100000", schemes = "epwa,kgw", json_out, oracle;
+  std::string prompts, observed = "1000,10000,100000", schemes = "epwa,kgw", json_out, oracle,
+                       spoof_model;
   bool json = false;
   int32_t threads = 0;
 };
@@ -40,6 +42,19 @@ std::vector<std::string> read_prompts(const std::string& path) {
   }
   check(!f.bad(), "--prompts file '" + path + "' cannot be read");
   return out;
+}
+
+// The spoof writer's tokens must mean what the public model's do.
+void check_same_tokenizer(const Tokenizer& pub, const Tokenizer& writer) {
+  check(writer.vocab_size() == pub.vocab_size(), [&] {
+    return "--spoof-model: its tokenizer has " + std::to_string(writer.vocab_size()) +
+           " tokens, the public model's " + std::to_string(pub.vocab_size());
+  });
+  for (int32_t id = 0; id < pub.vocab_size(); ++id)
+    check(writer.token_bytes(id) == pub.token_bytes(id), [&] {
+      return "--spoof-model: its tokenizer differs from the public model's (token " +
+             std::to_string(id) + ")";
+    });
 }
 
 void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
@@ -100,6 +115,9 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
                   "black-box attacker: every expert it uses is this PEPI oracle's guess from the "
                   "output distribution (epwa train-oracle), not the router's")
       ->check(existing_file());
+  steal.add_option("--spoof-model", a->spoof_model,
+                   "a second model, with the public model's tokenizer, that writes the spoofs "
+                   "(the public model still gives the contexts)");
   add_threads_option(steal, a->threads);
   steal.add_flag("--json", a->json, "print the results as JSON instead of the table");
   steal.add_option("--json-out", a->json_out, "also write the results as JSON to this file");
@@ -129,6 +147,13 @@ int run_steal(Args& a) {
     a.o.oracle = std::make_shared<const Oracle>(Oracle::load(path_from_utf8(a.oracle)));
   start_thread_pool(a.threads);
   auto model = a.model.load();
+  ModelArgs writer_args;
+  if (!a.spoof_model.empty()) {
+    writer_args.model = a.spoof_model;
+    writer_args.quiet = a.model.quiet;
+    a.o.writer = writer_args.load();
+    check_same_tokenizer(a.model.tokenizer(), writer_args.tokenizer());
+  }
   const nlohmann::json r = attack::run_steal(*model, a.model.tokenizer(), a.o);
   if (json_file.is_open()) {
     json_file << r.dump(2) << "\n";
