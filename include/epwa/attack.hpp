@@ -54,6 +54,11 @@ int32_t oracle_expert(const Oracle& oracle, std::span<const float> logits,
 // Throws Error when the oracle was trained on another model or another watermark layer.
 void check_oracle(const Oracle& oracle, const Model& model, int32_t layer);
 
+// The attacker's context of a position from its expert and token: EPW-A the expert, KGW the token,
+// epwa-ctx the pair (expert * vocab + token: the buckets are keyed, so the attacker keeps the
+// token).
+int32_t context_id(Scheme scheme, int32_t expert, int32_t token, int32_t vocab);
+
 // The context of the next token while a sequence is being run: records the top-1 expert of the
 // latest router observation at the watermark layer (EPW-A; with an oracle, its guess from the
 // logits seen) or the latest token pushed (KGW).
@@ -63,7 +68,6 @@ class ContextTracker : public RouterObserver {
   ContextTracker(Scheme scheme, int32_t layer, int32_t vocab = 0, const Oracle* oracle = nullptr)
       : scheme_(scheme), layer_(layer), vocab_(vocab), oracle_(oracle) {}
   void reset() {
-    context_ = -1;
     expert_ = -1;
     token_ = -1;
     history_.clear();
@@ -77,11 +81,10 @@ class ContextTracker : public RouterObserver {
   int32_t layer() const { return layer_; }
 
  private:
-  void set_expert(int32_t e);
   Scheme scheme_;
   int32_t layer_, vocab_;
   const Oracle* oracle_;
-  int32_t context_ = -1, expert_ = -1, token_ = -1;
+  int32_t expert_ = -1, token_ = -1;
   std::vector<int32_t> history_;  // the last tokens pushed (the oracle's context features)
 };
 

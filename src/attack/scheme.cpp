@@ -54,36 +54,38 @@ void check_oracle(const Oracle& oracle, const Model& model, int32_t layer) {
             std::to_string(model_router_layer(model, layer)));
 }
 
-void ContextTracker::set_expert(int32_t e) {
-  expert_ = e;
-  if (scheme_ == Scheme::Epwa) context_ = e;
+int32_t context_id(Scheme scheme, int32_t expert, int32_t token, int32_t vocab) {
+  switch (scheme) {
+    case Scheme::Epwa:
+      return expert;
+    case Scheme::Kgw:
+      return token;
+    case Scheme::EpwaCtx:
+      return expert * vocab + token;
+  }
+  return -1;
 }
 
 void ContextTracker::observe(const RouterObservation& obs) {
-  if (scheme_ != Scheme::Kgw && !oracle_ && obs.layer == layer_)
-    set_expert(top1_expert(obs).expert);
+  if (scheme_ != Scheme::Kgw && !oracle_ && obs.layer == layer_) expert_ = top1_expert(obs).expert;
 }
 
 void ContextTracker::push(int32_t token) {
   token_ = token;
-  if (scheme_ == Scheme::Kgw) context_ = token;
   // The oracle's context features read tokens p, p - 1 and p - 2 at most.
   if (history_.size() == 3) history_.erase(history_.begin());
   history_.push_back(token);
 }
 
 void ContextTracker::see(std::span<const float> logits) {
-  if (scheme_ != Scheme::Kgw && oracle_) set_expert(oracle_expert(*oracle_, logits, history_));
+  if (scheme_ != Scheme::Kgw && oracle_) expert_ = oracle_expert(*oracle_, logits, history_);
 }
 
 int32_t ContextTracker::context() const {
-  if (scheme_ == Scheme::EpwaCtx) {
-    check(expert_ >= 0 && token_ >= 0 && vocab_ > 0,
-          "attack: no context yet (no router observation and token, or no vocabulary size)");
-    return expert_ * vocab_ + token_;
-  }
-  check(context_ >= 0, "attack: no context yet (no router observation or token)");
-  return context_;
+  check((scheme_ == Scheme::Kgw || expert_ >= 0) && (scheme_ == Scheme::Epwa || token_ >= 0) &&
+            (scheme_ != Scheme::EpwaCtx || vocab_ > 0),
+        "attack: no context yet (no router observation or token, or no vocabulary size)");
+  return context_id(scheme_, expert_, token_, vocab_);
 }
 
 std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const int32_t> tokens,
@@ -104,9 +106,8 @@ std::vector<int32_t> contexts_of(Model& model, Scheme scheme, std::span<const in
   }
   std::vector<int32_t> out;
   out.reserve(tokens.size());
-  const int32_t V = model.config().vocab_size;
   for (size_t p = 0; p < experts.size(); ++p)
-    out.push_back(scheme == Scheme::Epwa ? experts[p] : experts[p] * V + tokens[p]);
+    out.push_back(context_id(scheme, experts[p], tokens[p], model.config().vocab_size));
   return out;
 }
 

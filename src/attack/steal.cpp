@@ -171,9 +171,7 @@ Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedTe
     } else {
       out.hit.push_back(true);
     }
-    out.contexts.push_back(scheme == Scheme::Epwa  ? e
-                           : scheme == Scheme::Kgw ? seq[p]
-                                                   : e * v + seq[p]);
+    out.contexts.push_back(context_id(scheme, e, seq[p], v));
   }
   return out;
 }
