@@ -6,6 +6,10 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -67,6 +71,38 @@ TEST(AtThreadExit, RunsTheHooksLastRegisteredFirst) {
   });
   t.join();
   EXPECT_EQ(order, (std::vector<int>{2, 1}));
+}
+
+// The rule ThreadScratch exists for, kept by a scan of the sources: a thread_local is a pointer, a
+// number or a ThreadScratch (the POSIX platform file, where glibc runs destructors in order,
+// aside).
+TEST(ThreadLocals, HaveNoDestructors) {
+  namespace fs = std::filesystem;
+  const std::regex decl(R"(\bthread_local\s+(static\s+)?(.*))");
+  const std::regex allowed(
+      R"((ThreadScratch<|(const\s+)?[\w:]+\s*\*|(const\s+)?(bool|int|unsigned|double|float|char|)"
+      R"(u?int(8|16|32|64)_t|size_t)\b))");
+  int seen = 0;
+  for (const char* dir : {"src", "tools", "include"}) {
+    for (const auto& e : fs::recursive_directory_iterator(fs::path(EPWA_SOURCE_DIR) / dir)) {
+      const std::string ext = e.path().extension().string();
+      if (ext != ".cpp" && ext != ".hpp" && ext != ".cu" && ext != ".cuh") continue;
+      if (e.path().filename() == "posix.cpp") continue;
+      std::ifstream f(e.path());
+      int n = 0;
+      for (std::string line; std::getline(f, line);) {
+        ++n;
+        const auto code = line.substr(0, line.find("//"));
+        std::smatch m;
+        if (!std::regex_search(code, m, decl)) continue;
+        ++seen;
+        EXPECT_TRUE(std::regex_search(m[2].first, m[2].second, allowed,
+                                      std::regex_constants::match_continuous))
+            << e.path().string() << ":" << n << ": " << line;
+      }
+    }
+  }
+  EXPECT_GT(seen, 10);  // the scan found the declarations it checks
 }
 
 }  // namespace
