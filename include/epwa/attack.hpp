@@ -210,6 +210,16 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
                                const std::function<void(int64_t done)>& progress = {},
                                const Oracle* oracle = nullptr);
 
+// The text-only attacker: no model, no router, no distributions, only the texts. Its context is the
+// previous token whatever the scheme (for EPW-A the expert is invisible), its base probabilities
+// `base` (V values) the unigram frequencies of its own human text. Returns lists of scheme Kgw (V
+// token contexts), one per checkpoint as steal(); expert_hits 0.
+std::vector<StolenLists> steal_text_only(std::span<const ObservedText> texts,
+                                         std::span<const int64_t> checkpoints,
+                                         std::span<const double> base);
+// Add-one smoothed unigram probabilities of `tokens` over a vocabulary of `vocab`.
+std::vector<double> unigram_base(std::span<const int32_t> tokens, int32_t vocab);
+
 // How well the scores separate green from red (the truth from the key), as ROC AUC over the pairs
 // seen (EpwaCtx: the attacker's context (e, token) is the truth's context (e, bucket(token))).
 // One context (0.5 when its pairs are all green or all red):
@@ -294,6 +304,8 @@ struct StealOptions {
   // The black-box attacker: every expert it uses (stealing, spoofing, scrubbing, clustering) is
   // this PEPI oracle's guess (null: the gray-box attacker reads the router).
   std::shared_ptr<const Oracle> oracle;
+  // The text-only attacker (steal_text_only) with these base probabilities, when not empty.
+  std::vector<double> text_only_base;
   // A second model on the same vocabulary that writes the spoofs and their unwatermarked controls
   // (null: the public model writes them); the public model still gives the contexts.
   std::shared_ptr<Model> writer;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
@@ -118,6 +119,12 @@ class Harness {
   Harness(Model& model, const Tokenizer& tok, const StealOptions& o)
       : model_(model), o_(o), layer_(model_router_layer(model, -1)) {
     if (o.oracle) check_oracle(*o.oracle, model, layer_);
+    if (text_only()) {
+      check(!o.oracle && !o.attacker_clusters_keys,
+            "attack: the text-only attacker has no oracle and does not cluster keys");
+      check(std::ssize(o.text_only_base) == model.config().vocab_size,
+            "attack: the text-only base has the wrong number of tokens");
+    }
     check(!o.writer || o.writer->config().vocab_size == model.config().vocab_size, [&] {
       return fmt::format("attack: the spoof writer has {} tokens, the public model {}",
                          o.writer->config().vocab_size, model.config().vocab_size);
@@ -160,6 +167,14 @@ class Harness {
   uint64_t attack_seed(size_t i) const { return o_.seed + 1000000 + i; }
   const Oracle* oracle() const { return o_.oracle.get(); }
   Model& writer() const { return o_.writer ? *o_.writer : model_; }
+  bool text_only() const { return !o_.text_only_base.empty(); }
+  // The attacker's estimate from `texts` at each checkpoint.
+  std::vector<StolenLists> learn(Scheme scheme, std::span<const ObservedText> texts,
+                                 std::span<const int64_t> checkpoints,
+                                 const std::function<void(int64_t)>& progress) {
+    if (text_only()) return steal_text_only(texts, checkpoints, o_.text_only_base);
+    return steal(model_, scheme, layer_, texts, checkpoints, o_.temperature, progress, oracle());
+  }
 
   void say(const std::string& s) const {
     if (o_.progress) o_.progress(s);
@@ -219,7 +234,8 @@ class Harness {
     so.seed = attack_seed(i);
     so.suppress_tokens = suppress_;
     const auto& text = marked_[i];
-    const auto out = scrub(model_, v.scheme(), layer_, stolen, attack_[i], text, so, oracle());
+    const Scheme scheme = stolen ? stolen->scheme() : v.scheme();  // text-only: token contexts
+    const auto out = scrub(model_, scheme, layer_, stolen, attack_[i], text, so, oracle());
     Scored s = score(v, attack_[i], out);
     size_t changed = 0;
     for (size_t k = 0; k < out.size(); ++k) changed += out[k] != text[k];
@@ -275,8 +291,7 @@ class Harness {
     std::vector<size_t> group = seen_key;
     json clustering;
     if (o_.attacker_clusters_keys) {
-      const StolenLists pooled =
-          steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, report, oracle())[0];
+      const StolenLists pooled = learn(scheme, seen, checkpoints_, report)[0];
       std::vector<ObservedText> counted;  // the texts as far as the pooled estimate read them
       std::vector<std::vector<int32_t>> contexts;
       int64_t left = checkpoints_.back();
@@ -307,8 +322,7 @@ class Harness {
         for (int64_t n : key_tokens[key])
           if (n > 0) ck.push_back(n);
         stolen.emplace_back();
-        if (!ck.empty())
-          stolen.back() = steal(model_, scheme, layer_, own, ck, o_.temperature, {}, oracle());
+        if (!ck.empty()) stolen.back() = learn(scheme, own, ck, {});
         done += key_tokens[key].back();
         report(done);
       }
@@ -318,10 +332,9 @@ class Harness {
         if (!v.empty()) any = &v.front();
       for (auto& v : stolen)
         while (v.size() < checkpoints_.size())
-          v.insert(v.begin(), StolenLists(scheme, any->contexts(), any->vocab()));
+          v.insert(v.begin(), StolenLists(any->scheme(), any->contexts(), any->vocab()));
     } else {
-      stolen.push_back(
-          steal(model_, scheme, layer_, seen, checkpoints_, o_.temperature, report, oracle()));
+      stolen.push_back(learn(scheme, seen, checkpoints_, report));
     }
     const double steal_s = seconds_since(t1);
 
@@ -351,19 +364,26 @@ class Harness {
         scrubs[i] = scrubbed(victim, &stolen[own][c], i);
       });
       // Scored against the key the attacker's lists stand for: a cluster's most frequent one.
-      const ScoreQuality q = score_quality(
-          lists,
-          victim.lists(o_.attacker_clusters_keys ? majority(group, seen_key, target) : target));
+      // (Not comparable where the attacker's contexts are not the scheme's: the text-only
+      // attacker's tokens against EPW-A's experts.)
+      std::optional<ScoreQuality> q;
+      if (lists.scheme() == scheme)
+        q = score_quality(
+            lists,
+            victim.lists(o_.attacker_clusters_keys ? majority(group, seen_key, target) : target));
+      const auto quality = [&](auto ScoreQuality::*field) {
+        return q ? json((*q).*field) : json(nullptr);
+      };
       rows.push_back({{"n", checkpoints_[c]},
                       {"observed_tokens", observed_by(stolen, c)},
                       {"target_key_tokens", lists.observed_tokens},
                       {"expert_accuracy", expert_accuracy(stolen, c)},
                       {"pairs", lists.pair_count()},
-                      {"estimated_green", q.estimated_green},
-                      {"precision", q.precision},
-                      {"auc_seen", q.auc_seen},
-                      {"auc_context", q.auc_context},
-                      {"coverage", q.coverage},
+                      {"estimated_green", quality(&ScoreQuality::estimated_green)},
+                      {"precision", quality(&ScoreQuality::precision)},
+                      {"auc_seen", quality(&ScoreQuality::auc_seen)},
+                      {"auc_context", quality(&ScoreQuality::auc_context)},
+                      {"coverage", quality(&ScoreQuality::coverage)},
                       {"spoof", summary(spoofed, true)},
                       {"scrub", summary(scrubs, false)}});
     }
@@ -389,7 +409,9 @@ class Harness {
             {"keys", o_.keys},
             {"attacker_knows_keys", o_.attacker_knows_keys},
             {"attacker_clusters_keys", o_.attacker_clusters_keys},
-            {"attacker", oracle() ? "black-box (PEPI oracle)" : "gray-box (router)"},
+            {"attacker", text_only() ? "text-only (previous-token contexts, unigram base)"
+                         : oracle()  ? "black-box (PEPI oracle)"
+                                     : "gray-box (router)"},
             {"spoof_writer",
              o_.writer ? "second model, router hash " + router_hash(*o_.writer) : "public model"},
             {"context_buckets", o_.context_buckets},
@@ -448,6 +470,11 @@ std::string steal_table(const json& r) {
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   auto pct = [](const json& x) { return fmt::format("{:.0f}%", 100 * x["success"].get<double>()); };
   auto num = [](const json& x, const char* k) { return fmt::format("{:.2f}", x[k].get<double>()); };
+  // A row's estimator figure, "-" where it is not comparable (null).
+  auto fig = [](const json& row, const char* k, int digits) {
+    return row[k].is_null() ? std::string("-")
+                            : fmt::format("{:.{}f}", row[k].get<double>(), digits);
+  };
   for (const json& sc : r["schemes"]) {
     std::string name = sc["scheme"];
     if (sc.contains("clustering") && sc["clustering"].is_object())
@@ -470,12 +497,11 @@ std::string steal_table(const json& r) {
                                                     100 * row["expert_accuracy"].get<double>())
                                       : name;
       s += fmt::format(
-          "| {} | {} | {} | {:.3f} / {:.3f} | {:.2f} | {:.3f} | {} | {} | {} | {} | {} | {} | "
-          "{:.0f}% |\n",
-          who, observed_cell(row), row["pairs"].get<int64_t>(), row["auc_seen"].get<double>(),
-          row["auc_context"].get<double>(), row["precision"].get<double>(),
-          row["coverage"].get<double>(), pct(sp), num(sp, "z_median"), num(sp, "ppl_median"),
-          pct(sr), num(sr, "z_median"), num(sr, "ppl_median"), 100 * sr["edit_rate"].get<double>());
+          "| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0f}% |\n", who,
+          observed_cell(row), row["pairs"].get<int64_t>(), fig(row, "auc_seen", 3),
+          fig(row, "auc_context", 3), fig(row, "precision", 2), fig(row, "coverage", 3), pct(sp),
+          num(sp, "z_median"), num(sp, "ppl_median"), pct(sr), num(sr, "z_median"),
+          num(sr, "ppl_median"), 100 * sr["edit_rate"].get<double>());
     }
   }
   return s;

@@ -248,6 +248,51 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
   return out;
 }
 
+std::vector<double> unigram_base(std::span<const int32_t> tokens, int32_t vocab) {
+  check(vocab > 0, "attack: the unigram base needs a vocabulary");
+  std::vector<double> p(static_cast<size_t>(vocab), 1.0);
+  for (int32_t t : tokens) {
+    check(t >= 0 && t < vocab, "attack: a token of the attacker's text is out of the vocabulary");
+    p[static_cast<size_t>(t)] += 1;
+  }
+  const double total = static_cast<double>(tokens.size()) + vocab;
+  for (double& x : p) x /= total;
+  return p;
+}
+
+std::vector<StolenLists> steal_text_only(std::span<const ObservedText> texts,
+                                         std::span<const int64_t> checkpoints,
+                                         std::span<const double> base) {
+  check(!checkpoints.empty(), "attack: no checkpoint (numbers of observed tokens)");
+  check(std::is_sorted(checkpoints.begin(), checkpoints.end()) && checkpoints.front() > 0,
+        "attack: checkpoints must be positive and ascending");
+  const auto vocab = static_cast<int32_t>(base.size());
+  for (const ObservedText& x : texts) check(!x.prompt.empty(), "attack: a prompt is empty");
+  std::vector<Tracked> tracked =
+      tracked_pairs(Scheme::Kgw, vocab, vocab, texts, checkpoints.back());
+  std::vector<StolenLists> out;
+  int64_t seen = 0;
+  for (const ObservedText& x : texts) {
+    int32_t prev = x.prompt.back();
+    for (int32_t tok : x.text) {
+      if (out.size() == checkpoints.size()) break;
+      check(prev >= 0 && prev < vocab && tok >= 0 && tok < vocab,
+            "attack: an observed token is out of the vocabulary");
+      Tracked& t = tracked[static_cast<size_t>(prev)];
+      for (size_t k = 0; k < t.tokens.size(); ++k)
+        t.expected[k] += base[static_cast<size_t>(t.tokens[k])];
+      t.observed[t.index(tok)] += 1;
+      ++seen;
+      while (out.size() < checkpoints.size() && seen == checkpoints[out.size()])
+        out.push_back(snapshot(Scheme::Kgw, vocab, tracked, seen, 0));
+      prev = tok;
+    }
+  }
+  while (out.size() < checkpoints.size())
+    out.push_back(snapshot(Scheme::Kgw, vocab, tracked, seen, 0));
+  return out;
+}
+
 namespace {
 
 double auc_or_half(const std::vector<double>& pos, const std::vector<double>& neg) {

@@ -33,6 +33,11 @@ TEST(AttackCli, BadInputIsOneLineAndExit2) {
   expect_error("--attacker-oracle /nonexistent/x.oracle", "/nonexistent/x.oracle");
   expect_error("--attacker-oracle " + std::string(EPWA_SOURCE_DIR) + "/README.md", "README.md");
   expect_error("--spoof-model /nonexistent/writer", "/nonexistent/writer");
+  const std::string human = std::string(EPWA_SOURCE_DIR) + "/data/heldout/heldout.txt";
+  expect_error("--attacker-text-only /nonexistent/human.txt", "/nonexistent/human.txt");
+  expect_error("--attacker-text-only " + human + " --attacker-oracle " +
+                   std::string(EPWA_SOURCE_DIR) + "/models/epwa-tiny-moe.oracle",
+               "--attacker-text-only: not with --attacker-oracle");
   // A writer whose tokens mean something else.
   const fs::path bundled = fs::path(EPWA_SOURCE_DIR) / "models" / "epwa-tiny-moe";
   const fs::path other =
@@ -92,6 +97,26 @@ TEST(AttackCli, ThreadCountDoesNotChangeResults) {
   ASSERT_EQ(runs[0]["schemes"].size(), 2u);
   EXPECT_EQ(runs[0]["schemes"][1]["rows"][1]["observed_tokens"], 400);
   EXPECT_EQ(runs[0], runs[1]);
+}
+
+// The text-only attacker: token contexts against both schemes; the estimator's figures are
+// comparable with the truth only where the scheme's context is the token (KGW).
+TEST(AttackCli, TextOnlyAttackerRuns) {
+  const auto r = epwa_test::run_cli(
+      "attack steal -q --json --observed 300 --texts 2 --tokens 40 --schemes epwa,kgw "
+      "--attacker-text-only " +
+          std::string(EPWA_SOURCE_DIR) + "/data/heldout/heldout.txt",
+      epwa_test::Stderr::Drop);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j["params"]["attacker"].get<std::string>().starts_with("text-only"));
+  const auto& epwa = j["schemes"][0]["rows"][0];
+  const auto& kgw = j["schemes"][1]["rows"][0];
+  EXPECT_TRUE(epwa["auc_seen"].is_null());
+  EXPECT_GT(epwa["pairs"].get<int64_t>(), 100);
+  EXPECT_EQ(epwa["spoof"]["texts"], 2);
+  EXPECT_TRUE(kgw["auc_seen"].is_number());
+  EXPECT_EQ(kgw["expert_accuracy"], 0.0);
 }
 
 // The public model as its own spoof writer, run in lockstep for the contexts: every result is the

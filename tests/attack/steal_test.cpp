@@ -400,4 +400,47 @@ TEST(StolenLists, ScoresAndWeights) {
   EXPECT_THROW(scheme_from_name("kgw2"), Error);
 }
 
+// The text-only attacker's counts by hand: contexts are the previous tokens, each occurrence of a
+// context adds the base probability of every token tracked in it.
+TEST(StealTextOnly, CountsFollowThePreviousTokenAndTheBase) {
+  const std::vector<double> base = {0.1, 0.2, 0.3, 0.4};
+  const std::vector<ObservedText> texts = {{{0, 1}, {2, 2, 3}}, {{0}, {1, 2}}};
+  const int64_t checkpoints[] = {2, 5};
+  const auto s = steal_text_only(texts, checkpoints, base);
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].scheme(), Scheme::Kgw);
+  EXPECT_EQ(s[0].contexts(), 4);
+  EXPECT_EQ(s[0].observed_tokens, 2);
+  EXPECT_EQ(s[1].observed_tokens, 5);
+  // After 2 tokens: 1 -> 2 and 2 -> 2 seen; context 2 tracks tokens 2 and 3 (2 -> 3 comes later).
+  ASSERT_EQ(s[0].pairs(1).size(), 1u);
+  EXPECT_EQ(s[0].pairs(1)[0].token, 2);
+  EXPECT_DOUBLE_EQ(s[0].pairs(1)[0].observed, 1);
+  EXPECT_DOUBLE_EQ(s[0].pairs(1)[0].expected, 0.3);
+  ASSERT_EQ(s[0].pairs(2).size(), 1u);
+  EXPECT_DOUBLE_EQ(s[0].pairs(2)[0].expected, 0.3);
+  // All 5: context 2 came twice (before the second 2 and before 3), context 1 twice (once in each
+  // text), context 0 once.
+  ASSERT_EQ(s[1].pairs(2).size(), 2u);
+  EXPECT_DOUBLE_EQ(s[1].pairs(2)[0].expected, 2 * 0.3);  // token 2
+  EXPECT_DOUBLE_EQ(s[1].pairs(2)[1].observed, 1);        // token 3
+  EXPECT_DOUBLE_EQ(s[1].pairs(2)[1].expected, 2 * 0.4);
+  ASSERT_EQ(s[1].pairs(1).size(), 1u);
+  EXPECT_DOUBLE_EQ(s[1].pairs(1)[0].observed, 2);
+  EXPECT_DOUBLE_EQ(s[1].pairs(1)[0].expected, 2 * 0.3);
+  ASSERT_EQ(s[1].pairs(0).size(), 1u);  // 0 -> 1 in the second text
+  EXPECT_EQ(s[1].pairs(0)[0].token, 1);
+  EXPECT_EQ(s[1].expert_hits, 0);
+
+  const std::vector<int32_t> toks = {0, 0, 3};
+  const auto u = unigram_base(toks, 4);
+  EXPECT_DOUBLE_EQ(u[0], 3.0 / 7);
+  EXPECT_DOUBLE_EQ(u[1], 1.0 / 7);
+  EXPECT_DOUBLE_EQ(u[3], 2.0 / 7);
+  const std::vector<int32_t> bad = {5};
+  EXPECT_THROW(unigram_base(bad, 4), Error);
+  const std::vector<ObservedText> outside = {{{0}, {9}}};
+  EXPECT_THROW(steal_text_only(outside, checkpoints, base), Error);
+}
+
 }  // namespace

@@ -21,7 +21,7 @@ struct Args {
   ModelArgs model;
   attack::StealOptions o;
   std::string prompts, observed = "1000,10000,100000", schemes = "epwa,kgw", json_out, oracle,
-                       spoof_model;
+                       spoof_model, text_only;
   bool json = false;
   int32_t threads = 0;
 };
@@ -115,6 +115,11 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
                   "black-box attacker: every expert it uses is this PEPI oracle's guess from the "
                   "output distribution (epwa train-oracle), not the router's")
       ->check(existing_file());
+  steal
+      .add_option("--attacker-text-only", a->text_only,
+                  "text-only attacker: no model, no router, no distributions; contexts are the "
+                  "previous token and the base is the unigram frequencies of this human text file")
+      ->check(existing_file());
   steal.add_option("--spoof-model", a->spoof_model,
                    "a second model, with the public model's tokenizer, that writes the spoofs "
                    "(the public model still gives the contexts)");
@@ -147,6 +152,21 @@ int run_steal(Args& a) {
     a.o.oracle = std::make_shared<const Oracle>(Oracle::load(path_from_utf8(a.oracle)));
   start_thread_pool(a.threads);
   auto model = a.model.load();
+  if (!a.text_only.empty()) {
+    check(a.oracle.empty() && !a.o.attacker_clusters_keys,
+          "--attacker-text-only: not with --attacker-oracle or --attacker-clusters-keys");
+    std::ifstream f = open_input_file(path_from_utf8(a.text_only), "--attacker-text-only file");
+    std::vector<int32_t> tokens;
+    for (std::string line; std::getline(f, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) continue;
+      const auto ids = a.model.tokenizer().encode(line, false, false);
+      tokens.insert(tokens.end(), ids.begin(), ids.end());
+    }
+    check(!f.bad(), "--attacker-text-only file '" + a.text_only + "' cannot be read");
+    check(!tokens.empty(), "--attacker-text-only file '" + a.text_only + "' has no text");
+    a.o.text_only_base = attack::unigram_base(tokens, model->config().vocab_size);
+  }
   ModelArgs writer_args;
   if (!a.spoof_model.empty()) {
     writer_args.model = a.spoof_model;
