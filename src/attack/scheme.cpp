@@ -119,6 +119,7 @@ std::vector<int32_t> ContextBias::generate(Model& model, std::span<const int32_t
     return fmt::format("attack: the writing model has {} tokens, the public model {}",
                        model.config().vocab_size, router->config().vocab_size);
   });
+  if (tracker_.scheme() == Scheme::Kgw) router = nullptr;  // the token is the whole context
   tracker_.reset();
   for (size_t i = prompt.size() > 3 ? prompt.size() - 3 : 0; i < prompt.size(); ++i)
     tracker_.push(prompt[i]);
