@@ -161,12 +161,15 @@ TEST_F(Steal, LockstepContextsEqualTheWritersOwn) {
 // strong bias: a random writer puts most of its mass on tokens the lists never saw; at 4 its
 // spoofs reach z 0.8.)
 TEST_F(Steal, SecondModelSpoofsWithThePublicModelsContexts) {
-  const fs::path dir = fs::temp_directory_path() / "epwa-steal-writer-model";
+  const fs::path dir = fs::temp_directory_path() / "epwa-steal-writer-models";
   ModelConfig c = shape_config("tiny");
   c.vocab_size = model_->config().vocab_size;
-  write_random_hf(c, 99, DType::F32, dir);
-  const auto writer = Model::load(dir);
-  fs::remove_all(dir);
+  ModelConfig small = c;
+  small.vocab_size = 1000;
+  write_random_hf(c, 99, DType::F32, dir / "same");
+  write_random_hf(small, 99, DType::F32, dir / "other");
+  // Released before the folder is removed (Windows cannot remove a mapped file).
+  std::unique_ptr<Model> writer = Model::load(dir / "same"), other = Model::load(dir / "other");
   double spoofed = 0, plain = 0;
   for (size_t i = 4; i < 7; ++i) {
     const auto p = prompt(i);
@@ -177,12 +180,6 @@ TEST_F(Steal, SecondModelSpoofsWithThePublicModelsContexts) {
   }
   EXPECT_GT(spoofed / 3, 4.0) << "spoofed " << spoofed / 3 << " plain " << plain / 3;
   EXPECT_LT(plain / 3, 2.0) << "plain " << plain / 3;
-
-  ModelConfig small = c;
-  small.vocab_size = 1000;
-  write_random_hf(small, 99, DType::F32, dir);
-  const auto other = Model::load(dir);
-  fs::remove_all(dir);
   try {
     spoof(*model_, *stolen_, -1, 4.0, prompt(4), options(1, 10), nullptr, other.get());
     ADD_FAILURE() << "a writer on another vocabulary was accepted";
@@ -190,6 +187,9 @@ TEST_F(Steal, SecondModelSpoofsWithThePublicModelsContexts) {
     EXPECT_NE(std::string(e.what()).find("the writing model has 1000 tokens"), std::string::npos)
         << e.what();
   }
+  writer.reset();
+  other.reset();
+  fs::remove_all(dir);
 }
 
 TEST_F(Steal, ScrubLowersZMoreThanBlindEditsOfTheSameBudget) {
