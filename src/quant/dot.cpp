@@ -162,8 +162,8 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes,
 void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const PackedVector> xs,
                         int64_t row_begin, int64_t row_end, float* out, int64_t out_stride,
                         KernelIsa isa) {
-  thread_local ThreadScratch<std::vector<const PackedVector*>>
-      ptrs_tls;  // reused: no allocation per call
+  // Reused: no allocation per call.
+  thread_local ThreadScratch<std::vector<const PackedVector*>> ptrs_tls;
   std::vector<const PackedVector*>& ptrs = *ptrs_tls;
   ptrs.resize(xs.size());
   for (size_t v = 0; v < xs.size(); ++v) ptrs[v] = &xs[v];
@@ -176,8 +176,8 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
 }
 
 void matvec(DType wtype, const std::byte* w, int64_t rows, int64_t cols, const float* x, float* y) {
-  thread_local ThreadScratch<PackedVector>
-      packed_tls;  // reused: decode calls this for every matrix of every token
+  // Reused: decode calls this for every matrix of every token.
+  thread_local ThreadScratch<PackedVector> packed_tls;
   PackedVector& packed = *packed_tls;
   packed.pack(wtype, {x, static_cast<size_t>(cols)});
   vec_dot_rows(w, dtype_bytes(wtype, cols), packed, 0, rows, y);
