@@ -115,6 +115,12 @@ StolenLists snapshot(Scheme scheme, int32_t vocab, const std::vector<Tracked>& t
   return s;
 }
 
+void check_checkpoints(std::span<const int64_t> checkpoints) {
+  check(!checkpoints.empty(), "attack: no checkpoint (numbers of observed tokens)");
+  check(std::is_sorted(checkpoints.begin(), checkpoints.end()) && checkpoints.front() > 0,
+        "attack: checkpoints must be positive and ascending");
+}
+
 // Keeps the top-1 expert of one layer, one entry per position.
 struct ExpertRecorder : RouterObserver {
   int32_t layer = 0;
@@ -182,9 +188,7 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
                                std::span<const ObservedText> texts,
                                std::span<const int64_t> checkpoints, float temperature,
                                const std::function<void(int64_t)>& progress, const Oracle* oracle) {
-  check(!checkpoints.empty(), "attack: no checkpoint (numbers of observed tokens)");
-  check(std::is_sorted(checkpoints.begin(), checkpoints.end()) && checkpoints.front() > 0,
-        "attack: checkpoints must be positive and ascending");
+  check_checkpoints(checkpoints);
   check(temperature > 0, "attack: the base distribution needs a temperature > 0");
   const ModelConfig& c = model.config();
   const int32_t vocab = c.vocab_size;
@@ -263,9 +267,7 @@ std::vector<double> unigram_base(std::span<const int32_t> tokens, int32_t vocab)
 std::vector<StolenLists> steal_text_only(std::span<const ObservedText> texts,
                                          std::span<const int64_t> checkpoints,
                                          std::span<const double> base) {
-  check(!checkpoints.empty(), "attack: no checkpoint (numbers of observed tokens)");
-  check(std::is_sorted(checkpoints.begin(), checkpoints.end()) && checkpoints.front() > 0,
-        "attack: checkpoints must be positive and ascending");
+  check_checkpoints(checkpoints);
   const auto vocab = static_cast<int32_t>(base.size());
   for (const ObservedText& x : texts) check(!x.prompt.empty(), "attack: a prompt is empty");
   std::vector<Tracked> tracked =
