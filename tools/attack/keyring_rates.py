@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """TPR and FPR of keyring detection (docs/SPEC.md section 9) at 200 tokens, for keyring sizes m.
 
-Positives: `epwa generate --keyring` with a 16-key keyring (each text watermarked with the key
-KR-v1 picks), prompts 1..N of data/heldout/prompts.txt, seeds 1..N, T 0.8, top-p 0.95, as
+Positives: `epwa generate --keyring` with a keyring of KEYS keys (each text watermarked with the
+key KR-v1 picks), prompts 1..N of data/heldout/prompts.txt, seeds 1..N, T 0.8, top-p 0.95, as
 `epwa eval`. Negatives: the human passages `epwa eval` takes (data/heldout/heldout.txt, not
 beginning with a prompt, >= 8 + 50 tokens; the first 8 tokens context). One `epwa detect --jsonl
---keyring` pass scores every text under all 16 keys; a keyring of m keys is then its own key plus
+--keyring` pass scores every text under all KEYS keys; a keyring of m keys is then its own key plus
 m - 1 others (positives) or m keys (negatives), detected when its best z exceeds z_m (the
 Bonferroni threshold the detector reports). Keys are independent, so this is the decision a
 keyring of m keys makes.
 
 usage: PYTHONPATH=build/python /usr/bin/python3 tools/attack/keyring_rates.py build/epwa OUTDIR
-environment: N_POS (200), N_NEG (600), CONTEXT_BUCKETS (0: GL-v1; H: CTX-v1 lists, docs/SPEC.md 10),
-SECRETS (comma-separated: the keyring's secrets instead of 16 generated ones; e.g. epwa-eval, the
+environment: KEYS (16: the keyring's size; rows for m = 1, 2, 4, ... up to it), N_POS (200),
+N_NEG (600), CONTEXT_BUCKETS (0: GL-v1; H: CTX-v1 lists, docs/SPEC.md 10),
+SECRETS (comma-separated: the keyring's secrets instead of KEYS generated ones; e.g. epwa-eval, the
 key of `epwa eval`, for one key), METHOD (full: the detection method, `epwa detect --method`),
 MIN_NEW_TOKENS (0: `epwa generate --min-new-tokens`; 200 gives texts of exactly 200 tokens)
 """
@@ -26,8 +27,8 @@ import epwa
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KEYS = 16
-SIZES = (1, 2, 4, 8, 16)
+KEYS = int(os.environ.get("KEYS", "16"))
+SIZES = tuple(1 << i for i in range(KEYS.bit_length()) if 1 << i <= KEYS)
 
 
 def z_threshold(m, threshold=4.0):
