@@ -4,6 +4,7 @@
 // black-box PEPI method, from an ExpertPredictor.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <span>
@@ -166,6 +167,11 @@ class KeyringDetector {
   // As Detector::detect; PEPI predicts the records once for all keys.
   KeyringResult detect(const DetectionInput& in) const;
   void set_expert_predictor(std::shared_ptr<ExpertPredictor> predictor);
+  // Scores the keys through `parallel_for(n, fn)` (fn(begin, end) over disjoint ranges covering
+  // [0, n)), e.g. a thread pool's: each key's first use of a list makes it (a keyed shuffle of the
+  // vocabulary), so detection's time grows with the keys. The result is the serial one.
+  using ParallelFor = std::function<void(int64_t, const std::function<void(int64_t, int64_t)>&)>;
+  void set_parallel_for(ParallelFor parallel_for);
   const DetectOptions& options() const { return opt_; }
   size_t size() const { return ids_.size(); }
 
@@ -174,6 +180,7 @@ class KeyringDetector {
   std::vector<Detector> detectors_;  // method pepi runs as full over the predicted records
   DetectOptions opt_;
   std::shared_ptr<ExpertPredictor> predictor_;
+  ParallelFor parallel_for_;
 };
 
 // --- statistics, exposed for tests, benchmarks and the evaluation ---

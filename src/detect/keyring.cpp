@@ -44,6 +44,10 @@ void KeyringDetector::set_expert_predictor(std::shared_ptr<ExpertPredictor> pred
   predictor_ = std::move(predictor);
 }
 
+void KeyringDetector::set_parallel_for(ParallelFor parallel_for) {
+  parallel_for_ = std::move(parallel_for);
+}
+
 KeyringResult KeyringDetector::detect(const DetectionInput& in) const {
   DetectionInput x = in;
   std::vector<RouterRecord> predicted;
@@ -55,9 +59,18 @@ KeyringResult KeyringDetector::detect(const DetectionInput& in) const {
   KeyringResult r;
   r.keys = static_cast<int32_t>(ids_.size());
   r.z_threshold = keyring_threshold(opt_.threshold, r.keys);
+  std::vector<DetectionResult> each(detectors_.size());
+  const auto score = [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k)
+      each[static_cast<size_t>(k)] = detectors_[static_cast<size_t>(k)].detect(x);
+  };
+  if (parallel_for_)
+    parallel_for_(static_cast<int64_t>(each.size()), score);
+  else
+    score(0, static_cast<int64_t>(each.size()));
   size_t best = 0;
   for (size_t k = 0; k < detectors_.size(); ++k) {
-    DetectionResult d = detectors_[k].detect(x);
+    DetectionResult& d = each[k];
     r.per_key.push_back({ids_[k], d.g, d.z, d.p_value, d.log10_p});
     // The decision statistic picks the key (ties: the first): max z > z_m is "some key fires".
     // With GL-v1 every key has the same n, so this is also the smallest p; with CTX-v1 the keyed

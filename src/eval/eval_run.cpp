@@ -18,6 +18,7 @@
 #include "epwa/pepi.hpp"
 #include "epwa/platform.hpp"
 #include "epwa/session.hpp"
+#include "epwa/thread_pool.hpp"
 #include "epwa/tokenizer.hpp"
 #include "epwa/watermark.hpp"
 #include "eval/frontier.hpp"
@@ -157,7 +158,9 @@ class Pipeline {
   KeyringDetector keyring_detector(const DetectOptions& opt) const {
     std::vector<std::string> ids;
     for (size_t k = 0; k < keyring_.size(); ++k) ids.push_back(std::to_string(k));
-    return KeyringDetector(ids, keyring_, opt);
+    KeyringDetector d(ids, keyring_, opt);
+    d.set_parallel_for([](int64_t n, const auto& fn) { ThreadPool::global().parallel_for(n, fn); });
+    return d;
   }
 
   const EvalOptions& o_;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "epwa/detect.hpp"
 #include "epwa/error.hpp"
@@ -90,6 +91,36 @@ TEST(KeyringDetector, ReportsTheKeyThatFiredWithCorrectedP) {
   EXPECT_EQ(j["keyring"]["key_id"], "k2");
   EXPECT_EQ(j["keyring"]["correction"], "bonferroni");
   EXPECT_EQ(j["keyring"]["per_key"].size(), 4u);
+}
+
+TEST(KeyringDetector, KeysScoredInParallelGiveTheSerialResult) {
+  // Fresh rings for each detector, so both make their lists on first use (the parallel one from
+  // four threads at once).
+  const Ring serial_ring(64), parallel_ring(64);
+  std::mt19937_64 rng(5);
+  const Seq s = make(rng, 300, serial_ring.lists[37].get());
+  const epwa::KeyringDetector serial(serial_ring.ids, serial_ring.lists);
+  epwa::KeyringDetector parallel(parallel_ring.ids, parallel_ring.lists);
+  int calls = 0;
+  parallel.set_parallel_for([&](int64_t n, const auto& fn) {
+    ++calls;
+    std::vector<std::thread> threads;
+    for (int64_t t = 0; t < 4; ++t) threads.emplace_back(fn, n * t / 4, n * (t + 1) / 4);
+    for (auto& th : threads) th.join();
+  });
+  const epwa::KeyringResult a = serial.detect({s.tokens, 1, s.records});
+  const epwa::KeyringResult b = parallel.detect({s.tokens, 1, s.records});
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(a.key_id, "k37");
+  EXPECT_EQ(b.key_id, a.key_id);
+  EXPECT_EQ(b.best.z, a.best.z);
+  ASSERT_EQ(b.per_key.size(), a.per_key.size());
+  for (size_t k = 0; k < a.per_key.size(); ++k) {
+    EXPECT_EQ(b.per_key[k].id, a.per_key[k].id);
+    EXPECT_EQ(b.per_key[k].g, a.per_key[k].g) << k;
+    EXPECT_EQ(b.per_key[k].z, a.per_key[k].z) << k;
+    EXPECT_EQ(b.per_key[k].log10_p, a.per_key[k].log10_p) << k;
+  }
 }
 
 TEST(KeyringDetector, OneKeyIsTheOneKeyRule) {

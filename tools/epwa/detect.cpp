@@ -13,6 +13,7 @@
 #include "epwa/error.hpp"
 #include "epwa/files.hpp"
 #include "epwa/session.hpp"
+#include "epwa/thread_pool.hpp"
 #include "epwa/tokenizer.hpp"
 #include "pepi_args.hpp"
 #include "progress.hpp"
@@ -240,6 +241,8 @@ const Command kDetect{
           for (const std::string& s : keys.secrets)
             lists.push_back(make_green_lists(*m, s, a->wm.gamma, a->wm.context_buckets));
           ring.emplace(keys.ids, std::move(lists), a->opt);
+          ring->set_parallel_for(
+              [](int64_t n, const auto& fn) { ThreadPool::global().parallel_for(n, fn); });
         } else {
           det.emplace(make_green_lists(*m, key, a->wm.gamma, a->wm.context_buckets), a->opt);
         }
