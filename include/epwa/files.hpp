@@ -7,6 +7,7 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace epwa {
 
@@ -16,6 +17,9 @@ std::ifstream open_input_file(const std::filesystem::path& path, std::string_vie
 
 // The whole content of `path` (same errors, plus a read failure).
 std::string read_input_file(const std::filesystem::path& path, std::string_view what);
+
+// The non-empty lines of `path`, without a line's CR (same errors as read_input_file).
+std::vector<std::string> read_input_lines(const std::filesystem::path& path, std::string_view what);
 
 // Throws Error when the output `out` (given with `flag`) is one of `inputs` or lies inside one of
 // them (an input folder), so that writing it cannot destroy what it is made from.

@@ -28,6 +28,17 @@ std::string read_input_file(const fs::path& path, std::string_view what) {
   return bytes;
 }
 
+std::vector<std::string> read_input_lines(const fs::path& path, std::string_view what) {
+  std::ifstream f = open_input_file(path, what);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(f, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) out.push_back(std::move(line));
+  }
+  check(!f.bad(), std::string(what) + " '" + path_to_utf8(path) + "' cannot be read");
+  return out;
+}
+
 namespace {
 // The absolute, symlink-resolved form of `p`, for the part of it that exists.
 fs::path resolved(const fs::path& p) {

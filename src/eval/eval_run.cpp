@@ -660,16 +660,6 @@ json Pipeline::token_view(const Text& t) {
           {"tokens", toks}};
 }
 
-std::vector<std::string> read_lines(const std::filesystem::path& p) {
-  std::ifstream f = open_input_file(p, "eval: input");
-  std::vector<std::string> out;
-  for (std::string line; std::getline(f, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (!line.empty()) out.push_back(line);
-  }
-  return out;
-}
-
 json Pipeline::run() {
   check(o_.n > 0, "eval: --n must be > 0");
   check(o_.tokens > 0, "eval: --tokens must be > 0");
@@ -739,14 +729,14 @@ json Pipeline::run() {
 
   // Prompts and human passages. Human passages that begin with a prompt are skipped (prompts are
   // taken from the same held-out file).
-  const auto prompt_lines = read_lines(o_.prompts);
+  const auto prompt_lines = read_input_lines(o_.prompts, "eval: input");
   check(static_cast<int32_t>(prompt_lines.size()) >= o_.n,
         "eval: '" + path_to_utf8(o_.prompts) + "' has " + std::to_string(prompt_lines.size()) +
             " prompts, --n is " + std::to_string(o_.n));
   const int32_t n_human = o_.n_human < 0 ? o_.n : o_.n_human;
   std::vector<Text> human;
   const int32_t human_prompt = 8, human_min = 50;
-  for (const std::string& line : read_lines(o_.human)) {
+  for (const std::string& line : read_input_lines(o_.human, "eval: input")) {
     if (static_cast<int32_t>(human.size()) >= n_human) break;
     bool used = false;
     for (int32_t i = 0; i < static_cast<int32_t>(prompt_lines.size()) && !used; ++i)

@@ -33,18 +33,6 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-// The non-empty lines of a text file (`what` names it in errors, e.g. "--prompts file").
-std::vector<std::string> read_lines(const std::string& path, const std::string& what) {
-  std::ifstream f = open_input_file(path_from_utf8(path), what);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(f, line);) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (!line.empty()) out.push_back(line);
-  }
-  check(!f.bad(), what + " '" + path + "' cannot be read");
-  return out;
-}
-
 // The spoof writer's tokens must mean what the public model's do.
 void check_same_tokenizer(const Tokenizer& pub, const Tokenizer& writer) {
   check(writer.vocab_size() == pub.vocab_size(), [&] {
@@ -142,7 +130,7 @@ int run_steal(Args& a) {
   a.o.schemes.clear();
   for (const std::string& s : split(a.schemes)) a.o.schemes.push_back(attack::scheme_from_name(s));
   check(!a.o.schemes.empty(), "--schemes: give epwa, kgw and/or epwa-ctx");
-  a.o.prompts = read_lines(a.prompts, "--prompts file");
+  a.o.prompts = read_input_lines(path_from_utf8(a.prompts), "--prompts file");
   std::ofstream json_file;
   if (!a.json_out.empty()) {
     json_file.open(path_from_utf8(a.json_out), std::ios::binary);
@@ -157,7 +145,8 @@ int run_steal(Args& a) {
     check(a.oracle.empty() && !a.o.attacker_clusters_keys,
           "--attacker-text-only: not with --attacker-oracle or --attacker-clusters-keys");
     std::vector<int32_t> tokens;
-    for (const std::string& line : read_lines(a.text_only, "--attacker-text-only file")) {
+    for (const std::string& line :
+         read_input_lines(path_from_utf8(a.text_only), "--attacker-text-only file")) {
       const auto ids = a.model.tokenizer().encode(line, false, false);
       tokens.insert(tokens.end(), ids.begin(), ids.end());
     }
