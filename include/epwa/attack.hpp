@@ -204,11 +204,16 @@ struct ObservedText {
 // of them when fewer). The base probabilities are the model's at `temperature` (the sampling
 // temperature of the watermarked text, public in the model's generation_config). With an oracle,
 // the black-box attacker's experts (above).
+// With api_top_k > 0, the attacker of an API that returns only the top api_top_k probabilities
+// of a position: those as they are, the rest of the mass spread evenly over the other tokens.
 std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
                                std::span<const ObservedText> texts,
                                std::span<const int64_t> checkpoints, float temperature,
                                const std::function<void(int64_t done)>& progress = {},
-                               const Oracle* oracle = nullptr);
+                               const Oracle* oracle = nullptr, int32_t api_top_k = 0);
+// The k largest of `values` as a mask (ties: the lower index first): mask[i] = 1 for them, 0 for
+// the rest; every 1 when k <= 0 or k >= values.size().
+void top_k_mask(std::span<const float> values, int32_t k, std::vector<uint8_t>& mask);
 
 // The text-only attacker: no model, no router, no distributions, only the texts. Its context is the
 // previous token whatever the scheme (for EPW-A the expert is invisible), its base probabilities
@@ -262,11 +267,13 @@ Clustering cluster_by_key(const StolenLists& pooled, std::span<const ObservedTex
 
 // Spoofing: generation with no key, each step biased by attack_delta times the learned weights of
 // its context. The public model `model` writes, or a second model `writer` on the same vocabulary
-// does while `model` (or the oracle reading its output distributions) gives the contexts.
+// does while `model` (or the oracle reading its output distributions) gives the contexts. With
+// api_top_k > 0 the writer is an API: each step picks among its api_top_k most likely tokens
+// (before the bias) only.
 std::vector<int32_t> spoof(Model& model, const StolenLists& stolen, int32_t layer,
                            double attack_delta, std::span<const int32_t> prompt,
                            const GenerateOptions& o, const Oracle* oracle = nullptr,
-                           Model* writer = nullptr);
+                           Model* writer = nullptr, int32_t api_top_k = 0);
 
 // Scrubbing: substitutes floor(budget * |text|) tokens of a watermarked text, each by the most
 // likely of the model's top_k next tokens (given the rewritten prefix) other than the original.
@@ -309,6 +316,9 @@ struct StealOptions {
   // A second model on the same vocabulary that writes the spoofs and their unwatermarked controls
   // (null: the public model writes them); the public model still gives the contexts.
   std::shared_ptr<Model> writer;
+  // The API attacker (> 0): it sees only the top api_top_k probabilities of each position, for
+  // its base distribution (steal) and its spoofs' choices (spoof). 0: the whole distribution.
+  int32_t api_top_k = 0;
   double gamma = 0.5, delta = 2.0;
   double attack_delta = 4.0;
   double scrub_budget = 0.2;

@@ -173,7 +173,8 @@ class Harness {
                                  std::span<const int64_t> checkpoints,
                                  const std::function<void(int64_t)>& progress) {
     if (text_only()) return steal_text_only(texts, checkpoints, o_.text_only_base);
-    return steal(model_, scheme, layer_, texts, checkpoints, o_.temperature, progress, oracle());
+    return steal(model_, scheme, layer_, texts, checkpoints, o_.temperature, progress, oracle(),
+                 o_.api_top_k);
   }
 
   void say(const std::string& s) const {
@@ -356,8 +357,9 @@ class Harness {
       const StolenLists& lists = stolen[target][c];
       std::vector<Scored> spoofed(n), scrubs(n);
       each(n, [&](size_t i) {
-        const auto text = strip_eos(spoof(model_, lists, layer_, o_.attack_delta, attack_[i],
-                                          options(attack_seed(i)), oracle(), o_.writer.get()));
+        const auto text =
+            strip_eos(spoof(model_, lists, layer_, o_.attack_delta, attack_[i],
+                            options(attack_seed(i)), oracle(), o_.writer.get(), o_.api_top_k));
         spoofed[i] = score(victim, attack_[i], text);
         const size_t own =
             o_.attacker_knows_keys ? victim.key_for(attack_seed(i), attack_[i]) : target;
@@ -414,6 +416,7 @@ class Harness {
                                      : "gray-box (router)"},
             {"spoof_writer",
              o_.writer ? "second model, router hash " + router_hash(*o_.writer) : "public model"},
+            {"api_top_k", o_.api_top_k},
             {"context_buckets", o_.context_buckets},
             {"gamma", o_.gamma},
             {"delta", o_.delta},

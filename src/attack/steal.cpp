@@ -11,6 +11,7 @@
 #include "epwa/pepi.hpp"
 #include "epwa/session.hpp"
 #include "epwa/thread_pool.hpp"
+#include "epwa/thread_scratch.hpp"
 
 namespace epwa::attack {
 
@@ -184,11 +185,31 @@ Pass teacher_forced(Model& model, Scheme scheme, int32_t layer, const ObservedTe
 
 }  // namespace
 
+void top_k_mask(std::span<const float> values, int32_t k, std::vector<uint8_t>& mask) {
+  const size_t n = values.size();
+  if (k <= 0 || static_cast<size_t>(k) >= n) {
+    mask.assign(n, 1);
+    return;
+  }
+  thread_local ThreadScratch<std::vector<int32_t>> order_tls;
+  std::vector<int32_t>& order = *order_tls;
+  order.resize(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::nth_element(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+    return values[static_cast<size_t>(a)] > values[static_cast<size_t>(b)] ||
+           (values[static_cast<size_t>(a)] == values[static_cast<size_t>(b)] && a < b);
+  });
+  mask.assign(n, 0);
+  for (int32_t i = 0; i < k; ++i) mask[static_cast<size_t>(order[static_cast<size_t>(i)])] = 1;
+}
+
 std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
                                std::span<const ObservedText> texts,
                                std::span<const int64_t> checkpoints, float temperature,
-                               const std::function<void(int64_t)>& progress, const Oracle* oracle) {
+                               const std::function<void(int64_t)>& progress, const Oracle* oracle,
+                               int32_t api_top_k) {
   check_checkpoints(checkpoints);
+  check(api_top_k >= 0, "attack: the API's top k must not be negative");
   check(temperature > 0, "attack: the base distribution needs a temperature > 0");
   const ModelConfig& c = model.config();
   const int32_t vocab = c.vocab_size;
@@ -214,6 +235,8 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
   std::vector<StolenLists> out;
   int64_t seen = 0, hits = 0;
   std::vector<double> probs(static_cast<size_t>(vocab));
+  std::vector<uint8_t> top;
+  const bool api = api_top_k > 0 && api_top_k < vocab;
   const double inv_t = 1.0 / temperature;
   for (size_t b = 0; b < texts.size(); b += batch) {
     std::vector<Pass> passes(std::min(batch, texts.size() - b));
@@ -233,6 +256,16 @@ std::vector<StolenLists> steal(Model& model, Scheme scheme, int32_t layer,
         double z = 0;
         for (int32_t v = 0; v < vocab; ++v)
           z += probs[static_cast<size_t>(v)] = std::exp((row[v] - mx) * inv_t);
+        if (api) {
+          // The API attacker: the top k as they are, the rest of the mass spread evenly.
+          top_k_mask({row, static_cast<size_t>(vocab)}, api_top_k, top);
+          double kept = 0;
+          for (int32_t v = 0; v < vocab; ++v)
+            if (top[static_cast<size_t>(v)]) kept += probs[static_cast<size_t>(v)];
+          const double rest = (z - kept) / static_cast<double>(vocab - api_top_k);
+          for (int32_t v = 0; v < vocab; ++v)
+            if (!top[static_cast<size_t>(v)]) probs[static_cast<size_t>(v)] = rest;
+        }
         Tracked& t = tracked[static_cast<size_t>(passes[i].contexts[j])];
         for (size_t k = 0; k < t.tokens.size(); ++k)
           t.expected[k] += probs[static_cast<size_t>(t.tokens[k])] / z;

@@ -3,10 +3,14 @@
 // stop; and the KGW-style baseline is what it claims to be.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <set>
+#include <vector>
 
 #include "epwa/attack.hpp"
 #include "epwa/error.hpp"
@@ -378,6 +382,90 @@ TEST_F(Steal, BlackBoxAttackerUsesTheOraclesExperts) {
   EXPECT_EQ(stolen_->expert_hits, 2000);  // the gray-box attacker reads the router
   // Still a useful estimate of the real lists.
   EXPECT_GT(score_quality(blind, victim_->lists()).auc_seen, 0.7);
+}
+
+// The API attacker's base at one position, by hand: the top 20 probabilities as they are, the
+// rest of the mass spread evenly over the other tokens.
+TEST_F(Steal, ApiAttackerSeesOnlyTheTopKOfEachPosition) {
+  const auto p = prompt(6);
+  ForwardOptions fo;
+  Context cache = model_->make_context(std::ssize(p) + 1);
+  const std::vector<float> last = model_->forward(p, cache, fo);
+  const auto V = static_cast<size_t>(model_->config().vocab_size);
+  ASSERT_EQ(last.size(), V);
+  const float mx = *std::max_element(last.begin(), last.end());
+  std::vector<double> prob(V);
+  double z = 0;
+  for (size_t v = 0; v < V; ++v) z += prob[v] = std::exp((last[v] - mx) / 0.8);
+  for (double& q : prob) q /= z;
+  std::vector<uint8_t> top;
+  top_k_mask(last, 20, top);
+  double kept = 0;
+  for (size_t v = 0; v < V; ++v) kept += top[v] ? prob[v] : 0.0;
+  const auto best = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+  const auto worst =
+      static_cast<int32_t>(std::min_element(last.begin(), last.end()) - last.begin());
+  ASSERT_TRUE(top[static_cast<size_t>(best)]);
+  ASSERT_FALSE(top[static_cast<size_t>(worst)]);
+  const int64_t one[] = {1};
+  for (const int32_t t : {best, worst}) {
+    const std::vector<ObservedText> x = {{p, {t}}};
+    const auto expected_of = [&](int32_t k) {
+      const StolenLists s = steal(*model_, Scheme::Epwa, -1, x, one, 0.8f, {}, nullptr, k)[0];
+      std::vector<double> found;
+      for (int32_t c = 0; c < s.contexts(); ++c)
+        for (const PairCount& pc : s.pairs(c)) found.push_back(pc.expected);
+      EXPECT_EQ(found.size(), 1u);
+      return found.empty() ? -1.0 : found[0];
+    };
+    const double want = top[static_cast<size_t>(t)] ? prob[static_cast<size_t>(t)]
+                                                    : (1.0 - kept) / static_cast<double>(V - 20);
+    SCOPED_TRACE("token " + std::to_string(t));
+    EXPECT_NEAR(expected_of(20), want, 1e-5 * want);
+    // The whole vocabulary is the full distribution.
+    EXPECT_EQ(expected_of(static_cast<int32_t>(V)), expected_of(0));
+    EXPECT_NEAR(expected_of(0), prob[static_cast<size_t>(t)], 1e-5 * prob[static_cast<size_t>(t)]);
+  }
+  EXPECT_NE(prob[static_cast<size_t>(worst)], (1.0 - kept) / static_cast<double>(V - 20));
+}
+
+// An API's spoofer writes only tokens of the writer's top k at each step (the bias reorders them,
+// never adds others), however strongly it is biased.
+TEST_F(Steal, ApiSpoofWritesOnlyTheWritersTopK) {
+  const auto p = prompt(5);
+  const GenerateOptions go = options(11, 40);
+  const auto text = spoof(*model_, *stolen_, -1, 8.0, p, go, nullptr, nullptr, 2);
+  ASSERT_FALSE(text.empty());
+  std::vector<int32_t> seq = p;
+  seq.insert(seq.end(), text.begin(), text.end());
+  ForwardOptions fo;
+  fo.all_logits = true;
+  Context cache = model_->make_context(std::ssize(seq));
+  const std::vector<float> logits = model_->forward(seq, cache, fo);
+  const auto V = static_cast<size_t>(model_->config().vocab_size);
+  const std::set<int32_t> suppressed(go.suppress_tokens.begin(), go.suppress_tokens.end());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const float* row = logits.data() + (p.size() - 1 + i) * V;
+    std::vector<float> allowed;
+    for (size_t v = 0; v < V; ++v)
+      if (!suppressed.count(static_cast<int32_t>(v))) allowed.push_back(row[v]);
+    std::nth_element(allowed.begin(), allowed.begin() + 1, allowed.end(), std::greater<>());
+    // The generation's incremental logits may differ from this pass's in the last bits.
+    EXPECT_GE(row[text[i]], allowed[1] - 1e-3f) << "token " << i;
+  }
+}
+
+TEST(TopKMask, KeepsTheKLargestWithTiesToTheLowerIndex) {
+  const std::vector<float> v = {1, 3, 3, 2, 3};
+  std::vector<uint8_t> m;
+  top_k_mask(v, 2, m);
+  EXPECT_EQ(m, (std::vector<uint8_t>{0, 1, 1, 0, 0}));
+  top_k_mask(v, 4, m);
+  EXPECT_EQ(m, (std::vector<uint8_t>{0, 1, 1, 1, 1}));
+  top_k_mask(v, 0, m);
+  EXPECT_EQ(m, std::vector<uint8_t>(5, 1));
+  top_k_mask(v, 5, m);
+  EXPECT_EQ(m, std::vector<uint8_t>(5, 1));
 }
 
 TEST(StolenLists, ScoresAndWeights) {

@@ -109,6 +109,12 @@ void add_steal(CLI::App& steal, const std::shared_ptr<Args>& a) {
                   "text-only attacker: no model, no router, no distributions; contexts are the "
                   "previous token and the base is the unigram frequencies of this human text file")
       ->check(existing_file());
+  steal
+      .add_option("--attacker-top-k", a->o.api_top_k,
+                  "API attacker: only the top K probabilities of each position (an API's "
+                  "logprobs): its base gives the other tokens the rest of the mass evenly, its "
+                  "spoofs pick among the top K (0: the whole distribution)")
+      ->check(whole_number(0, 1000000));
   steal.add_option("--spoof-model", a->spoof_model,
                    "a second model, with the public model's tokenizer, that writes the spoofs "
                    "(the public model still gives the contexts)");
@@ -142,8 +148,9 @@ int run_steal(Args& a) {
   start_thread_pool(a.threads);
   auto model = a.model.load();
   if (!a.text_only.empty()) {
-    check(a.oracle.empty() && !a.o.attacker_clusters_keys,
-          "--attacker-text-only: not with --attacker-oracle or --attacker-clusters-keys");
+    check(a.oracle.empty() && !a.o.attacker_clusters_keys && a.o.api_top_k == 0,
+          "--attacker-text-only: not with --attacker-oracle, --attacker-clusters-keys or "
+          "--attacker-top-k");
     std::vector<int32_t> tokens;
     for (const std::string& line :
          read_input_lines(path_from_utf8(a.text_only), "--attacker-text-only file")) {
