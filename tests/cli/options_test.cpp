@@ -65,6 +65,19 @@ TEST(Options, WatermarkOptionsThatWouldBeIgnored) {
   expect_error("detect -q --key k --text hi --sample 5", "--sample is for --method cspv");
 }
 
+// pepi-eval checks its inputs and its output before the long run: an empty set (the sets cycle
+// through their lines) and an output it could not write or that is one of its inputs.
+TEST(Options, PepiEvalChecksInputsAndOutputFirst) {
+  const std::string src = EPWA_SOURCE_DIR;
+  const std::string cmd = "pepi-eval -q --oracle " + src + "/models/epwa-tiny-moe.oracle ";
+  const std::string prompts = src + "/data/heldout/prompts.txt";
+  expect_error(cmd + "--prompts /dev/null", "--prompts file '/dev/null' has no text");
+  expect_error(cmd + "--human /dev/null", "--human file '/dev/null' has no text");
+  expect_error(cmd + "--json /nonexistent-dir/out.json",
+               "--json '/nonexistent-dir/out.json' cannot be written");
+  expect_error(cmd + "--json " + prompts, "give another output path");
+}
+
 TEST(Options, HelpShowsEveryDefault) {
   const std::string gen = epwa_test::run_cli("generate --help").out;
   for (const char* d :

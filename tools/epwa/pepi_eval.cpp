@@ -30,11 +30,10 @@ struct Args {
   uint64_t seed = 1;
 };
 
-std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in = open_input_file(path_from_utf8(path), "pepi-eval: input");
-  std::vector<std::string> v;
-  for (std::string l; std::getline(in, l);)
-    if (!l.empty()) v.push_back(l);
+// The non-empty lines of an input file; none is an error (the sets cycle through them).
+std::vector<std::string> read_set(const std::string& path, const std::string& flag) {
+  std::vector<std::string> v = read_input_lines(path_from_utf8(path), flag + " file");
+  check(!v.empty(), flag + " file '" + path + "' has no text");
   return v;
 }
 
@@ -78,6 +77,17 @@ const Command kPepiEval{
         auto secs = [&] {
           return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         };
+        const auto prompts = read_set(a->prompts, "--prompts"),
+                   human = read_set(a->human, "--human");
+        std::ofstream json_file;  // opened first: a bad path fails before the run, not after it
+        if (!a->out_json.empty()) {
+          check_output_not_input(
+              path_from_utf8(a->out_json),
+              {path_from_utf8(a->prompts), path_from_utf8(a->human), path_from_utf8(a->oracle)},
+              "--json");
+          json_file.open(path_from_utf8(a->out_json), std::ios::binary);
+          check(json_file.good(), "--json '" + a->out_json + "' cannot be written");
+        }
         const auto path = resolve_model_path(a->model.model);
         auto m = a->model.load();
         auto tok = load_tokenizer(path);
@@ -116,7 +126,6 @@ const Command kPepiEval{
           t.full_z += rf.z;
           t.pepi_z += rp.z;
         };
-        const auto prompts = read_lines(a->prompts), human = read_lines(a->human);
         Tally pos, unmarked, people;
         for (int32_t i = 0; i < a->n; ++i) {
           const auto prompt =
@@ -155,7 +164,10 @@ const Command kPepiEval{
             {"sets",
              {pos.json("watermarked"), unmarked.json("unwatermarked"), people.json("human")}},
             {"seconds", secs()}};
-        if (!a->out_json.empty()) std::ofstream(path_from_utf8(a->out_json)) << j.dump(2) << "\n";
+        if (json_file.is_open()) {
+          json_file << j.dump(2) << "\n";
+          check(json_file.good(), "--json '" + a->out_json + "' could not be written");
+        }
         std::cout << j.dump(2) << "\n";
         return 0;
       };
