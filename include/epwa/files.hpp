@@ -22,7 +22,8 @@ std::string read_input_file(const std::filesystem::path& path, std::string_view 
 std::vector<std::string> read_input_lines(const std::filesystem::path& path, std::string_view what);
 
 // Throws Error when the output `out` (given with `flag`) is one of `inputs` or lies inside one of
-// them (an input folder), so that writing it cannot destroy what it is made from.
+// them (an input folder), so that writing it cannot destroy what it is made from. Empty inputs
+// (options not given) are skipped.
 void check_output_not_input(const std::filesystem::path& out,
                             std::initializer_list<std::filesystem::path> inputs,
                             std::string_view flag);

@@ -62,6 +62,7 @@ void check_output_not_input(const fs::path& out, std::initializer_list<fs::path>
                             std::string_view flag) {
   const fs::path o = resolved(out);
   for (const fs::path& in : inputs) {
+    if (in.empty()) continue;  // an optional input not given
     const fs::path i = resolved(in);
     std::error_code ec;
     const bool same = o == i || fs::equivalent(out, in, ec);

@@ -78,6 +78,22 @@ TEST(Options, PepiEvalChecksInputsAndOutputFirst) {
   expect_error(cmd + "--json " + prompts, "give another output path");
 }
 
+// attack steal's --json-out is checked before the run: not one of its inputs nor inside the model
+// folder (writing it would destroy that input; options not given are no inputs), and writable.
+TEST(Options, StealChecksItsOutputFirst) {
+  const std::string src = EPWA_SOURCE_DIR;
+  const std::string prompts = src + "/data/heldout/steal_prompts.txt";
+  const std::string cmd = "attack steal -q --prompts " + prompts + " --observed 1000 ";
+  expect_error(cmd + "--json-out " + prompts, "give another output path");
+  expect_error(cmd + "--attacker-oracle " + src + "/models/epwa-tiny-moe.oracle --json-out " +
+                   src + "/models/epwa-tiny-moe.oracle",
+               "give another output path");
+  expect_error(cmd + "--json-out " + src + "/models/epwa-tiny-moe/config.json",
+               "is inside the input folder");
+  expect_error(cmd + "--json-out /nonexistent-dir/out.json",
+               "--json-out '/nonexistent-dir/out.json' cannot be written");
+}
+
 TEST(Options, HelpShowsEveryDefault) {
   const std::string gen = epwa_test::run_cli("generate --help").out;
   for (const char* d :
