@@ -85,8 +85,8 @@ TEST(Options, StealChecksItsOutputFirst) {
   const std::string prompts = src + "/data/heldout/steal_prompts.txt";
   const std::string cmd = "attack steal -q --prompts " + prompts + " --observed 1000 ";
   expect_error(cmd + "--json-out " + prompts, "give another output path");
-  expect_error(cmd + "--attacker-oracle " + src + "/models/epwa-tiny-moe.oracle --json-out " +
-                   src + "/models/epwa-tiny-moe.oracle",
+  expect_error(cmd + "--attacker-oracle " + src + "/models/epwa-tiny-moe.oracle --json-out " + src +
+                   "/models/epwa-tiny-moe.oracle",
                "give another output path");
   expect_error(cmd + "--json-out " + src + "/models/epwa-tiny-moe/config.json",
                "is inside the input folder");

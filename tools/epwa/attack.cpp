@@ -139,11 +139,11 @@ int run_steal(Args& a) {
   a.o.prompts = read_input_lines(path_from_utf8(a.prompts), "--prompts file");
   std::ofstream json_file;  // opened first: a bad path fails before the run, not after it
   if (!a.json_out.empty()) {
-    check_output_not_input(path_from_utf8(a.json_out),
-                           {path_from_utf8(a.prompts), path_from_utf8(a.oracle),
-                            path_from_utf8(a.text_only), path_from_utf8(a.spoof_model),
-                            a.model.path()},
-                           "--json-out");
+    check_output_not_input(
+        path_from_utf8(a.json_out),
+        {path_from_utf8(a.prompts), path_from_utf8(a.oracle), path_from_utf8(a.text_only),
+         path_from_utf8(a.spoof_model), a.model.path()},
+        "--json-out");
     json_file.open(path_from_utf8(a.json_out), std::ios::binary);
     check(json_file.good(), "--json-out '" + a.json_out + "' cannot be written");
   }
