@@ -142,22 +142,23 @@ class BackendFixture : public ::testing::TestWithParam<std::string> {
   }
   const Backend& backend() const { return *backend_; }
   // Whether the GPU's prompt products (64+ rows; 32+ slots per expert) round `type` weights and
-  // their activations to f16 here (tensor cores; F32 weights stay f32).
+  // their activations to f16 here (tensor cores; F32 weights stay f32; Q8_0 and Q4_0 go 8-bit).
   bool half_gemm(epwa::DType type) const {
-    return GetParam() == "cuda" && type != epwa::DType::F32;
+    return GetParam() == "cuda" && type != epwa::DType::F32 && !q8_products(type);
   }
-  // Whether the GPU's smaller products (under 64 rows; under 32 slots per expert) round the
-  // activations of `type` weights to 8 bits, as the CPU does (dp4a; not with EPWA_CUDA_GEMM=f32).
-  bool q8_decode(epwa::DType type) const {
+  // Whether the GPU rounds the activations of `type` weights to 8 bits, as the CPU does: Q8_0 and
+  // Q4_0 (not with EPWA_CUDA_GEMM=f32), in its dp4a kernels and, for rows of a multiple of 256
+  // values (every width these tests use), on the int8 tensor cores (16 rows and more).
+  bool q8_products(epwa::DType type) const {
     return GetParam() == "cuda" && (type == epwa::DType::Q8_0 || type == epwa::DType::Q4_0);
   }
 
   // The routed experts' outputs of n tokens (k slots each over ne experts of `type`) against the
   // double reference `want`, `mag` its sums of the terms' magnitudes. f32 sums: within 1e-5 of
   // mag. The CPU rounds activations of quantized types to 8 bits (and of bf16 / f16 weights to
-  // those): about 1 % of the largest output, as does the GPU for Q8_0 and Q4_0 below the prompt
-  // size; the GPU's f16 prompt products (32+ slots per expert) round weights and activations of
-  // both products to f16: a few 2^-11 of the largest output.
+  // those): about 1 % of the largest output, as does the GPU for Q8_0 and Q4_0; the GPU's f16
+  // prompt products (32+ slots per expert) round weights and activations of both products to f16: a
+  // few 2^-11 of the largest output.
   void expect_experts_close(const std::vector<float>& out, const std::vector<double>& want,
                             const std::vector<double>& mag, epwa::DType type, int64_t n, int64_t k,
                             int64_t ne) const {
@@ -165,7 +166,7 @@ class BackendFixture : public ::testing::TestWithParam<std::string> {
     for (double v : want) scale = std::max(scale, std::fabs(v));
     const bool prompt = n * k >= 32 * ne;
     const bool rounded =
-        (backend_->name() == "cpu" && type != epwa::DType::F32) || (!prompt && q8_decode(type));
+        (backend_->name() == "cpu" && type != epwa::DType::F32) || q8_products(type);
     const double tol = rounded ? 5e-2 : prompt && half_gemm(type) ? 5e-3 : 0;
     for (size_t i = 0; i < want.size(); ++i)
       EXPECT_NEAR(out[i], want[i], tol > 0 ? tol * scale : 1e-5 * mag[i]) << i;

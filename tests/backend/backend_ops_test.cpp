@@ -282,8 +282,8 @@ TEST_P(BackendOps, PromptSizedAttentionAfterAPrefix) {
 
 // The GPU reads the stored values exactly and keeps activations in f32, except in its f16 prompt
 // products (weights and activations each rounded to f16, 2^-11 of each value, sums in f32: within
-// 2^-10 + 2^-22 of sum |w x|) and in its smaller products of Q8_0 and Q4_0 weights (`q8`:
-// activations rounded to 8 bits, as the CPU rounds them). The CPU quantizes activations to 8 bits
+// 2^-10 + 2^-22 of sum |w x|) and in its products of Q8_0 and Q4_0 weights (`q8`: activations
+// rounded to 8 bits, as the CPU rounds them). The CPU quantizes activations to 8 bits
 // for the quantized types (and rounds them to f16/bf16 for those): its error is that of the
 // activations, about 1% of sum |w x|.
 double type_tolerance(const Backend& be, epwa::DType t, bool half_gemm, bool q8) {
@@ -318,9 +318,8 @@ TEST_P(BackendOps, LinearOfEveryStorageType) {
             acc += m.at(r, c) * x[i * cols + c];
             mag += std::fabs(m.at(r, c) * x[i * cols + c]);
           }
-          EXPECT_NEAR(
-              y[i * rows + r], acc,
-              type_tolerance(be, type, n >= 64 && half_gemm(type), n < 64 && q8_decode(type)) * mag)
+          EXPECT_NEAR(y[i * rows + r], acc,
+                      type_tolerance(be, type, n >= 64 && half_gemm(type), q8_products(type)) * mag)
               << i << "," << r;
         }
     }
@@ -341,28 +340,33 @@ std::vector<float> linear_on(const Backend& be, const TensorView& w, const std::
   return y;
 }
 
-// The GPU's 8-bit decode rounds activations exactly as the CPU does, so the two differ only in the
-// order of their f32 sums (a few ulps of sum |w x|), not by the rounding (about 1 %): one token by
-// rows (4096+ rows, a part-filled last warp), and by chunks (a short matrix; 11 tokens).
-TEST_P(BackendOps, EightBitDecodeRoundsAsTheCpu) {
-  if (!q8_decode(epwa::DType::Q8_0)) GTEST_SKIP() << "the GPU's 8-bit decode only";
+// The GPU's 8-bit products round activations exactly as the CPU does, so the two differ only in
+// the order of their f32 sums (a few ulps of sum |w x|), not by the rounding (about 1 %): one token
+// by rows (4096+ rows, a part-filled last warp), by chunks (a short matrix; 11 tokens), and on the
+// int8 tensor cores from 16 tokens (tiles of 64 rows and 16 or 64 tokens, part-filled; six groups
+// of 256 values, so each of the two stages is loaded three times).
+TEST_P(BackendOps, EightBitProductsRoundAsTheCpu) {
+  if (!q8_products(epwa::DType::Q8_0)) GTEST_SKIP() << "the GPU's 8-bit products only";
   std::mt19937 rng(9);
-  const int64_t cols = 512;
   std::deque<StoredMat> mats;  // alive until the end: the GPU keys its weight copies by address
+  struct Case {
+    int64_t rows, n, cols;
+  };
   for (epwa::DType type : {epwa::DType::Q8_0, epwa::DType::Q4_0})
-    for (auto [rows, n] : {std::pair<int64_t, int64_t>{4102, 1}, {9, 1}, {9, 11}}) {
-      SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", " + std::to_string(rows) +
-                   " rows, n = " + std::to_string(n));
-      const StoredMat& m = mats.emplace_back(type, rows, cols, rng);
-      const auto x = randn(n * cols, rng);
-      const auto gpu = linear_on(backend(), m.t, x, n);
-      const auto cpu = linear_on(epwa::cpu_backend(), m.t, x, n);
+    for (const Case& c : {Case{4102, 1, 512}, Case{9, 1, 512}, Case{9, 11, 512}, Case{9, 16, 512},
+                          Case{70, 20, 512}, Case{9, 70, 512}, Case{130, 200, 1536}}) {
+      SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", " + std::to_string(c.rows) +
+                   " rows, n = " + std::to_string(c.n) + ", " + std::to_string(c.cols) + " cols");
+      const StoredMat& m = mats.emplace_back(type, c.rows, c.cols, rng);
+      const auto x = randn(c.n * c.cols, rng);
+      const auto gpu = linear_on(backend(), m.t, x, c.n);
+      const auto cpu = linear_on(epwa::cpu_backend(), m.t, x, c.n);
       double worst = 0;
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < c.n; ++i)
+        for (int64_t r = 0; r < c.rows; ++r) {
           double mag = 0;
-          for (int64_t c = 0; c < cols; ++c) mag += std::fabs(m.at(r, c) * x[i * cols + c]);
-          worst = std::max(worst, std::fabs(gpu[i * rows + r] - cpu[i * rows + r]) / mag);
+          for (int64_t k = 0; k < c.cols; ++k) mag += std::fabs(m.at(r, k) * x[i * c.cols + k]);
+          worst = std::max(worst, std::fabs(gpu[i * c.rows + r] - cpu[i * c.rows + r]) / mag);
         }
       EXPECT_LT(worst, 2e-6);
     }
@@ -376,10 +380,12 @@ TEST_P(BackendOps, ExpertsOfEveryStorageType) {
   std::deque<std::vector<StoredMat>> keep;
   std::deque<std::vector<TensorView>> views;
   // One token and 4 tokens decode-style (the GPU reads one token's experts by rows, a few tokens'
-  // by tiles of slots); 50 tokens (100 slots of 3 experts) as a prompt (cuBLAS per expert on the
-  // GPU).
+  // by tiles of up to 8 slots of one expert); 50 and 200 tokens (100 and 400 slots of 3 experts)
+  // as a prompt (tiles of up to 64 slots: 3 an expert at 200 tokens, the last part-filled). On the
+  // GPU the tiles of Q8_0 and Q4_0 run on the int8 tensor cores, a prompt's other types through
+  // cuBLAS per expert.
   for (epwa::DType type : kTypes)
-    for (int64_t n : {1, 4, 50}) {
+    for (int64_t n : {1, 4, 50, 200}) {
       SCOPED_TRACE(std::string(epwa::dtype_name(type)) + ", n = " + std::to_string(n));
       auto& g = keep.emplace_back();
       auto& dn = keep.emplace_back();

@@ -31,12 +31,22 @@ namespace {
 // stored weights once per 8 rows. On the H100, 16 sequences decoded together (32 expert slots of 8
 // experts) through cuBLAS (f32, the weights copied) ran at a tenth of llama.cpp's speed.
 constexpr int64_t kGemmRows = 64, kGemmSlotsPerExpert = 32;
+// Grouped Q4_0 / Q8_0 products take the int8 tensor cores (mma_q8) from this many rows of a dense
+// matrix, and routed experts from this many slots per expert on average: 16 sequences decoded
+// together (16 rows; 32 slots of 8 experts) ran 12-20 % faster there than on the dp4a kernels
+// (H100, mixtral-l4; docs/GPU.md).
+constexpr int64_t kInt8Rows = 16, kInt8SlotsPerExpert = 2;
 // Weights are dequantized for cuBLAS in slices of at most this many bytes.
 constexpr int64_t kSliceBytes = int64_t{64} << 20;
 
 void check_blas(cublasStatus_t st, const char* what) {
   if (st != CUBLAS_STATUS_SUCCESS)
     throw Error(std::string("cublas: ") + what + ": " + cublasGetStatusString(st));
+}
+
+// Whether a prompt's product of w runs on the int8 tensor cores (mma_q8).
+bool mma_fits(const DevMatrix& w) {
+  return mma_q8_fits(w.type, w.cols, w.row_bytes, w.data);
 }
 
 // A layer's KV cache of one sequence: `capacity` rows of kv_dim keys and values (a position each;
@@ -56,7 +66,7 @@ struct Scratch : BackendScratch {
   int64_t latent_positions = 0;
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
-      counts, xq, xqd, sinks, qlat, olat;
+      counts, xq, xqd, sinks, qlat, olat, mma_tiles;
   Q8Rows q8{};
   PinnedBuffer staging;  // download_all's small copies
   // A decode step's {row, position} per sequence and, per layer, the sequences' caches, on the
@@ -90,12 +100,18 @@ struct Scratch : BackendScratch {
   }
   void sync() const { EPWA_CUDA(cudaStreamSynchronize(stream)); }
 
-  // y (n x w.rows) = x (n x w.cols) W^T through cuBLAS. Tensor cores by default: activations in
-  // f16 (each row scaled by a power of two, undone on the product), F16 weights as stored, other
-  // types dequantized to f16 slice by slice, sums in f32. `exact` (and F32 weights): f32 SGEMM on
-  // weights dequantized to f32. The stream orders each slice's product before the next slice
-  // overwrites it.
-  void gemm(const DevMatrix& w, const float* x, int64_t n, float* y) {
+  // y (n x w.rows) = x (n x w.cols) W^T on the tensor cores. Grouped Q4_0 / Q8_0 weights: as
+  // stored, on the int8 cores, activations rounded to 8 bits as for decoding (mma_q8). Other
+  // types through cuBLAS: activations in f16 (each row scaled by a power of two, undone on the
+  // product), F16 weights as stored, other types dequantized to f16 slice by slice, sums in f32.
+  // `exact` (and F32 weights): f32 SGEMM on weights dequantized to f32. The stream orders each
+  // slice's product before the next slice overwrites it.
+  // xq: x already rounded (round_q8), or null.
+  void gemm(const DevMatrix& w, const float* x, int64_t n, float* y, const Q8Rows* xq = nullptr) {
+    if (!exact && mma_fits(w)) {
+      mma_q8(w, xq ? *xq : *round_q8(x, n, w.cols, true), n, y, stream);
+      return;
+    }
     const auto m = static_cast<int>(w.rows), nn = static_cast<int>(n), k = static_cast<int>(w.cols);
     const float one = 1, zero = 0;
     if (exact || w.type == DType::F32) {
@@ -175,6 +191,8 @@ struct ExpertTable {
   // GPT-OSS's biases: per matrix a device table of E f32 row pointers, or none.
   DeviceBuffer bias_ptrs;  // gate[E], up[E], down[E]
   bool gate_biased = false, up_biased = false, down_biased = false;
+  // Every matrix grouped Q4_0 / Q8_0 and no bias: a prompt's products in one int8 launch each.
+  bool int8_prompts = false;
   const uint8_t* const* gate() const { return ptrs.data<const uint8_t*>(); }
   const uint8_t* const* up() const { return gate() + experts; }
   const uint8_t* const* down() const { return gate() + 2 * experts; }
@@ -403,18 +421,24 @@ class CudaBackend final : public Backend {
   void linear(std::span<const TensorView* const> ws, const float* x, int64_t n, int64_t cols,
               std::span<float* const> ys, BackendScratch& bs) const override {
     Scratch& s = cast(bs);
+    // x rounded to 8 bits once for every product that reads it so: the decode kernels of Q8_0 /
+    // Q4_0, the int8 tensor cores for a prompt's grouped ones.
+    const auto tensor_cores = [&](const TensorView* w) {
+      return n >= kGemmRows || (n >= kInt8Rows && !s.exact && mma_fits(matrix(*w)));
+    };
     const Q8Rows* xq = nullptr;
-    if (n < kGemmRows && std::any_of(ws.begin(), ws.end(), [&](const TensorView* w) {
-          return reads_q8(w->dtype, cols);
+    if (std::any_of(ws.begin(), ws.end(), [&](const TensorView* w) {
+          return tensor_cores(w) ? mma_fits(matrix(*w)) : reads_q8(w->dtype, cols);
         })) {
       auto timed = profile_.time(s.stream, "linear: 8-bit activations");
       xq = s.round_q8(x, n, cols, true);
     }
     for (size_t i = 0; i < ws.size(); ++i) {
       check_cols(*ws[i], cols);
-      auto timed = profile_.time(s.stream, n >= kGemmRows ? "linear (cuBLAS)" : "linear");
-      if (n >= kGemmRows)
-        s.gemm(matrix(*ws[i]), x, n, ys[i]);
+      const bool tc = tensor_cores(ws[i]);
+      auto timed = profile_.time(s.stream, tc ? "linear (tensor cores)" : "linear");
+      if (tc)
+        s.gemm(matrix(*ws[i]), x, n, ys[i], xq);
       else
         cuda::linear(matrix(*ws[i]), x, n, ys[i], s.stream, xq);
     }
@@ -438,30 +462,42 @@ class CudaBackend final : public Backend {
       auto timed = profile_.time(s.stream, "experts: group");
       group_experts(r.topk, slots, t.experts, eg, s.stream);
     }
-    if (slots >= kGemmSlotsPerExpert * t.experts) {
-      auto timed = profile_.time(s.stream, "experts (cuBLAS)");
-      // A prompt: each expert's slots gathered, its three products through cuBLAS, the outputs
+    const bool prompt = slots >= kGemmSlotsPerExpert * t.experts;
+    if (t.int8_prompts && !s.exact && slots >= kInt8SlotsPerExpert * t.experts) {
+      auto timed = profile_.time(s.stream, "experts (tensor cores)");
+      float* xe = s.xe.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
+      float* ye = s.ye.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
+      if (prompt) {
+        // Tiles of up to kTileTokens slots of one expert, cut on the host from the counts (the
+        // layer's one wait): each tile reads its expert's weights once.
+        std::vector<int32_t> counts(t.experts);
+        download(counts.data(), eg.counts, counts.size() * sizeof(int32_t), s);
+        std::vector<int4> tiles;
+        int32_t at = 0;
+        for (int64_t e = 0; e < t.experts; ++e) {
+          for (int32_t i = 0; i < counts[e]; i += kTileTokens)
+            tiles.push_back({static_cast<int32_t>(e), at + i,
+                             static_cast<int32_t>(std::min<int64_t>(kTileTokens, counts[e] - i)),
+                             0});
+          at += counts[e];
+        }
+        const int4* dt = s.upload(s.mma_tiles, tiles.data(), static_cast<int64_t>(tiles.size()));
+        int8_experts(s, t, X, {dt, static_cast<int64_t>(tiles.size()), kTileTokens}, eg.order, x,
+                     slots, r.k, width, d, xe, g, u, ye, y);
+      } else {
+        // A few sequences' step: group_experts' tiles of up to 8 slots, no wait.
+        int8_experts(s, t, X, {eg.tiles, eg.max_tiles, 8}, eg.order, x, slots, r.k, width, d, xe, g,
+                     u, ye, y);
+      }
+    } else if (prompt) {
+      auto timed = profile_.time(s.stream, "experts (prompt)");
+      // A prompt: the slots gathered expert by expert, the three products as GEMMs, the outputs
       // scattered back to slot order (one wait, for the counts).
       std::vector<int32_t> counts(t.experts);
       download(counts.data(), eg.counts, counts.size() * sizeof(int32_t), s);
       float* xe = s.xe.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
       float* ye = s.ye.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
-      int64_t at = 0;
-      for (int64_t e = 0; e < t.experts; ++e) {
-        const int64_t c = counts[e];
-        if (c == 0) continue;
-        const int32_t* idx = eg.order + at;
-        gather_rows(x, idx, c, r.k, d, xe + at * d, s.stream);
-        s.gemm(t.matrix(0, e, width, d), xe + at * d, c, g + at * width);
-        s.gemm(t.matrix(1, e, width, d), xe + at * d, c, u + at * width);
-        activate(t, X, g + at * width, u + at * width, c, width, nullptr, static_cast<int32_t>(e),
-                 s.stream);
-        s.gemm(t.matrix(2, e, d, width), g + at * width, c, ye + at * d);
-        if (t.bias(2))
-          add_expert_bias(ye + at * d, c, d, nullptr, static_cast<int32_t>(e), t.bias(2), s.stream);
-        scatter_rows(ye + at * d, idx, c, d, y, s.stream);
-        at += c;
-      }
+      prompt_experts(s, t, X, counts, eg.order, x, r.k, width, d, xe, g, u, ye, y);
     } else {
       {
         auto timed = profile_.time(s.stream, "experts: gate, up");
@@ -483,6 +519,57 @@ class CudaBackend final : public Backend {
     }
     auto timed = profile_.time(s.stream, "experts: combine");
     combine_experts(y, r.topk, r.weights, n, r.k, d, out, s.stream);
+  }
+
+  // A prompt's experts one by one: each expert's slots gathered, its three products (gemm), the
+  // activation and its down bias, its outputs scattered to slot order (ye: in expert order).
+  void prompt_experts(Scratch& s, const ExpertTable& t, const ExpertMatrices& X,
+                      const std::vector<int32_t>& counts, const int32_t* order, const float* x,
+                      int64_t k, int64_t width, int64_t d, float* xe, float* g, float* u, float* ye,
+                      float* y) const {
+    int64_t at = 0;
+    for (int64_t e = 0; e < t.experts; ++e) {
+      const int64_t c = counts[e];
+      if (c == 0) continue;
+      const int32_t* idx = order + at;
+      gather_rows(x, idx, c, k, d, xe + at * d, s.stream);
+      const DevMatrix gate = t.matrix(0, e, width, d), up = t.matrix(1, e, width, d);
+      const Q8Rows* xq = s.round_q8(xe + at * d, c, d, mma_fits(gate) || mma_fits(up));
+      s.gemm(gate, xe + at * d, c, g + at * width, xq);
+      s.gemm(up, xe + at * d, c, u + at * width, xq);
+      activate(t, X, g + at * width, u + at * width, c, width, nullptr, static_cast<int32_t>(e),
+               s.stream);
+      s.gemm(t.matrix(2, e, d, width), g + at * width, c, ye + at * d);
+      if (t.bias(2))
+        add_expert_bias(ye + at * d, c, d, nullptr, static_cast<int32_t>(e), t.bias(2), s.stream);
+      scatter_rows(ye + at * d, idx, c, d, y, s.stream);
+      at += c;
+    }
+  }
+
+  // Tiles of slots of one expert, on the device: {expert, first row in expert order, rows, 0}.
+  struct Tiles {
+    const int4* dev;
+    int64_t count, most;  // entries; the most rows of one
+  };
+  // The experts when every matrix is grouped Q4_0 / Q8_0 without biases (int8_prompts): all
+  // experts' slots at once, gathered in expert order, each product one launch over the tiles (a
+  // launch per expert left the SMs idle: a 4096-row down product is 64 blocks of rows), the
+  // outputs scattered back to slot order.
+  static void int8_experts(Scratch& s, const ExpertTable& t, const ExpertMatrices& X,
+                           const Tiles& tl, const int32_t* order, const float* x, int64_t slots,
+                           int64_t k, int64_t width, int64_t d, float* xe, float* g, float* u,
+                           float* ye, float* y) {
+    gather_rows(x, order, slots, k, d, xe, s.stream);
+    const Q8Rows xq = *s.round_q8(xe, slots, d, true);
+    mma_q8_experts(t.gate(), t.gate_t, width, d, t.gate_rb, tl.dev, tl.count, tl.most, xq, g,
+                   s.stream);
+    mma_q8_experts(t.up(), t.up_t, width, d, t.up_rb, tl.dev, tl.count, tl.most, xq, u, s.stream);
+    activate(t, X, g, u, slots, width, nullptr, 0, s.stream);
+    const Q8Rows gq = *s.round_q8(g, slots, width, true);
+    mma_q8_experts(t.down(), t.down_t, d, width, t.down_rb, tl.dev, tl.count, tl.most, gq, ye,
+                   s.stream);
+    scatter_rows(ye, order, slots, d, y, s.stream);
   }
 
   void ffn(const TensorView& gate_w, const TensorView& down_w, const TensorView& up_w,
@@ -888,6 +975,12 @@ class CudaBackend final : public Backend {
     if (t.gate_biased || t.up_biased || t.down_biased)
       EPWA_CUDA(cudaMemcpy(t.bias_ptrs.get(biases.size() * sizeof(void*)), biases.data(),
                            biases.size() * sizeof(void*), cudaMemcpyHostToDevice));
+    t.int8_prompts = !t.gate_biased && !t.up_biased && !t.down_biased;
+    for (int64_t i = 0; i < 3 * ne; ++i) {
+      const int which = static_cast<int>(i / ne);
+      t.int8_prompts = t.int8_prompts && mma_fits(t.matrix(which, i % ne, which == 2 ? d : width,
+                                                           which == 2 ? width : d));
+    }
     return tables_.emplace(X.gate.data(), std::move(t)).first->second;
   }
 

@@ -67,6 +67,21 @@ void expert_linear(const uint8_t* const* mats, DType type, int64_t rows, int64_t
                    int64_t k, bool x_per_token, const float* x, float* y, cudaStream_t s,
                    const Q8Rows* xq = nullptr);
 
+// Whether mma_q8 multiplies weights of `type` (grouped Q4_0 / Q8_0, aligned rows) at `data`.
+bool mma_q8_fits(DType type, int64_t cols, int64_t row_bytes, const void* data);
+// y[i][r] = W[r] . x[i] for the n rows of x rounded by quantize_q8, on the int8 tensor cores
+// (mma_q8.cu): per block d_w * d_x * (q_w . q_x), summed in f32, as the 8-bit decode kernels.
+void mma_q8(const DevMatrix& w, const Q8Rows& x, int64_t n, float* y, cudaStream_t s);
+// The most tokens of a tile of mma_q8_experts.
+constexpr int64_t kTileTokens = 64;
+// The same for routed experts in one launch: for each of the `count` tiles {expert, first row,
+// rows (at most tile_tokens: 8, as group_experts makes them, or kTileTokens), 0}, y[i][r] =
+// W_expert[r] . x[i] over its rows i (mats: one row pointer per expert, all of `type`, rows x
+// cols). Tiles of no rows are skipped.
+void mma_q8_experts(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
+                    int64_t row_bytes, const int4* tiles, int64_t count, int64_t tile_tokens,
+                    const Q8Rows& x, float* y, cudaStream_t s);
+
 // out = rows [r0, r0 + count) of w as f32 or f16 (count x cols values).
 void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, float* out, cudaStream_t s);
 void dequantize_rows(const DevMatrix& w, int64_t r0, int64_t count, __half* out, cudaStream_t s);
