@@ -44,7 +44,7 @@ void check_blas(cublasStatus_t st, const char* what) {
     throw Error(std::string("cublas: ") + what + ": " + cublasGetStatusString(st));
 }
 
-// Whether a prompt's product of w runs on the int8 tensor cores (mma_q8).
+// Whether w can be multiplied on the int8 tensor cores (mma_q8).
 bool mma_fits(const DevMatrix& w) {
   return mma_q8_fits(w.type, w.cols, w.row_bytes, w.data);
 }
@@ -191,8 +191,9 @@ struct ExpertTable {
   // GPT-OSS's biases: per matrix a device table of E f32 row pointers, or none.
   DeviceBuffer bias_ptrs;  // gate[E], up[E], down[E]
   bool gate_biased = false, up_biased = false, down_biased = false;
-  // Every matrix grouped Q4_0 / Q8_0 and no bias: a prompt's products in one int8 launch each.
-  bool int8_prompts = false;
+  // Every matrix grouped Q4_0 / Q8_0 and no bias: products of 2+ slots per expert on the int8
+  // tensor cores, one launch each for all experts (int8_experts).
+  bool int8_tiles = false;
   const uint8_t* const* gate() const { return ptrs.data<const uint8_t*>(); }
   const uint8_t* const* up() const { return gate() + experts; }
   const uint8_t* const* down() const { return gate() + 2 * experts; }
@@ -421,8 +422,8 @@ class CudaBackend final : public Backend {
   void linear(std::span<const TensorView* const> ws, const float* x, int64_t n, int64_t cols,
               std::span<float* const> ys, BackendScratch& bs) const override {
     Scratch& s = cast(bs);
-    // x rounded to 8 bits once for every product that reads it so: the decode kernels of Q8_0 /
-    // Q4_0, the int8 tensor cores for a prompt's grouped ones.
+    // x rounded to 8 bits once for every product that reads it so: the dp4a kernels of Q8_0 /
+    // Q4_0, the int8 tensor cores for grouped ones of 16+ rows.
     const auto tensor_cores = [&](const TensorView* w) {
       return n >= kGemmRows || (n >= kInt8Rows && !s.exact && mma_fits(matrix(*w)));
     };
@@ -463,7 +464,7 @@ class CudaBackend final : public Backend {
       group_experts(r.topk, slots, t.experts, eg, s.stream);
     }
     const bool prompt = slots >= kGemmSlotsPerExpert * t.experts;
-    if (t.int8_prompts && !s.exact && slots >= kInt8SlotsPerExpert * t.experts) {
+    if (t.int8_tiles && !s.exact && slots >= kInt8SlotsPerExpert * t.experts) {
       auto timed = profile_.time(s.stream, "experts (tensor cores)");
       float* xe = s.xe.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
       float* ye = s.ye.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
@@ -552,7 +553,7 @@ class CudaBackend final : public Backend {
     const int4* dev;
     int64_t count, most;  // entries; the most rows of one
   };
-  // The experts when every matrix is grouped Q4_0 / Q8_0 without biases (int8_prompts): all
+  // The experts when every matrix is grouped Q4_0 / Q8_0 without biases (int8_tiles): all
   // experts' slots at once, gathered in expert order, each product one launch over the tiles (a
   // launch per expert left the SMs idle: a 4096-row down product is 64 blocks of rows), the
   // outputs scattered back to slot order.
@@ -975,11 +976,11 @@ class CudaBackend final : public Backend {
     if (t.gate_biased || t.up_biased || t.down_biased)
       EPWA_CUDA(cudaMemcpy(t.bias_ptrs.get(biases.size() * sizeof(void*)), biases.data(),
                            biases.size() * sizeof(void*), cudaMemcpyHostToDevice));
-    t.int8_prompts = !t.gate_biased && !t.up_biased && !t.down_biased;
+    t.int8_tiles = !t.gate_biased && !t.up_biased && !t.down_biased;
     for (int64_t i = 0; i < 3 * ne; ++i) {
       const int which = static_cast<int>(i / ne);
-      t.int8_prompts = t.int8_prompts && mma_fits(t.matrix(which, i % ne, which == 2 ? d : width,
-                                                           which == 2 ? width : d));
+      t.int8_tiles = t.int8_tiles && mma_fits(t.matrix(which, i % ne, which == 2 ? d : width,
+                                                       which == 2 ? width : d));
     }
     return tables_.emplace(X.gate.data(), std::move(t)).first->second;
   }
