@@ -1,9 +1,10 @@
-// Prompt products of grouped Q4_0 / Q8_0 weights on the int8 tensor cores, from the stored blocks:
-// activations rounded to 8 bits per block of 32 (quantize_q8, the CPU's rounding), each block's
-// 32-term integer dot product one mma.m16n8k32, then scaled by the weight's and the activation's
-// block scales and summed in f32 (the decode kernels' per-block formula, d_w * d_x * isum). The
-// weights are never widened: the f16 path wrote and read 2 bytes a weight per product before its
-// GEMM could start (77 % of a full-size Mixtral prompt).
+// Products of grouped Q4_0 / Q8_0 weights with 16 rows or more (prompts, decode steps of several
+// sequences) on the int8 tensor cores, from the stored blocks: activations rounded to 8 bits per
+// block of 32 (quantize_q8, the CPU's rounding), each block's 32-term integer dot product one
+// mma.m16n8k32, then scaled by the weight's and the activation's block scales and summed in f32
+// (the decode kernels' per-block formula, d_w * d_x * isum). The weights are never widened: the
+// f16 path wrote and read 2 bytes a weight per product before its GEMM could start (77 % of a
+// full-size Mixtral prompt).
 #include <cuda_fp16.h>
 
 #include <string>
