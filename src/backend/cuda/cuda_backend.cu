@@ -464,15 +464,20 @@ class CudaBackend final : public Backend {
       group_experts(r.topk, slots, t.experts, eg, s.stream);
     }
     const bool prompt = slots >= kGemmSlotsPerExpert * t.experts;
-    if (t.int8_tiles && !s.exact && slots >= kInt8SlotsPerExpert * t.experts) {
-      auto timed = profile_.time(s.stream, "experts (tensor cores)");
+    const bool int8 = t.int8_tiles && !s.exact && slots >= kInt8SlotsPerExpert * t.experts;
+    if (int8 || prompt) {
+      auto timed = profile_.time(s.stream, int8 ? "experts (tensor cores)" : "experts (prompt)");
+      // The slots gathered in expert order (xe), the products, the outputs (ye) scattered back to
+      // slot order. A prompt waits once, for the counts of each expert.
       float* xe = s.xe.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
       float* ye = s.ye.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
-      if (prompt) {
-        // Tiles of up to kTileTokens slots of one expert, cut on the host from the counts (the
-        // layer's one wait): each tile reads its expert's weights once.
-        std::vector<int32_t> counts(t.experts);
-        download(counts.data(), eg.counts, counts.size() * sizeof(int32_t), s);
+      std::vector<int32_t> counts(t.experts);
+      if (prompt) download(counts.data(), eg.counts, counts.size() * sizeof(int32_t), s);
+      if (!int8) {
+        prompt_experts(s, t, X, counts, eg.order, x, r.k, width, d, xe, g, u, ye, y);
+      } else if (prompt) {
+        // Tiles of up to kTileTokens slots of one expert, cut on the host from the counts: each
+        // tile reads its expert's weights once.
         std::vector<int4> tiles;
         int32_t at = 0;
         for (int64_t e = 0; e < t.experts; ++e) {
@@ -490,15 +495,6 @@ class CudaBackend final : public Backend {
         int8_experts(s, t, X, {eg.tiles, eg.max_tiles, 8}, eg.order, x, slots, r.k, width, d, xe, g,
                      u, ye, y);
       }
-    } else if (prompt) {
-      auto timed = profile_.time(s.stream, "experts (prompt)");
-      // A prompt: the slots gathered expert by expert, the three products as GEMMs, the outputs
-      // scattered back to slot order (one wait, for the counts).
-      std::vector<int32_t> counts(t.experts);
-      download(counts.data(), eg.counts, counts.size() * sizeof(int32_t), s);
-      float* xe = s.xe.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
-      float* ye = s.ye.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
-      prompt_experts(s, t, X, counts, eg.order, x, r.k, width, d, xe, g, u, ye, y);
     } else {
       {
         auto timed = profile_.time(s.stream, "experts: gate, up");

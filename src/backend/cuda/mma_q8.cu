@@ -239,15 +239,18 @@ bool mma_q8_fits(DType type, int64_t cols, int64_t row_bytes, const void* data) 
 
 void mma_q8(const DevMatrix& w, const Q8Rows& x, int64_t n, float* y, cudaStream_t s) {
   if (n == 0 || w.rows == 0) return;
-  const int64_t tokens = n <= 8 ? 8 : n <= 16 ? 16 : kTileTokens;
-  const int64_t token_blocks = (n + tokens - 1) / tokens;
-  if (!mma_q8_fits(w.type, w.cols, w.row_bytes, w.data) || token_blocks > 65535)
-    throw Error("mma_q8: a matrix of type " + std::to_string(static_cast<int>(w.type)) + ", " +
-                std::to_string(w.cols) + " columns, for " + std::to_string(n) + " rows");
+  const auto fail = [&] {
+    return Error("mma_q8: a matrix of type " + std::to_string(static_cast<int>(w.type)) + ", " +
+                 std::to_string(w.cols) + " columns, for " + std::to_string(n) + " rows");
+  };
+  if (!mma_q8_fits(w.type, w.cols, w.row_bytes, w.data)) throw fail();
   dispatch(w.type, n, [&](auto T, auto tok) {
-    launch<decltype(T)::value, decltype(tok)::value>(w.data, nullptr, nullptr,
-                                                     static_cast<unsigned>(token_blocks), w.rows,
-                                                     w.cols, w.row_bytes, x, n, y, s);
+    constexpr int64_t tokens = decltype(tok)::value;
+    const int64_t token_blocks = (n + tokens - 1) / tokens;
+    if (token_blocks > 65535) throw fail();
+    launch<decltype(T)::value, tokens>(w.data, nullptr, nullptr,
+                                       static_cast<unsigned>(token_blocks), w.rows, w.cols,
+                                       w.row_bytes, x, n, y, s);
   });
 }
 
