@@ -66,7 +66,7 @@ struct Scratch : BackendScratch {
   int64_t latent_positions = 0;
   std::array<DeviceBuffer, 64> slots;  // Backend::buffer's activation memory
   DeviceBuffer tokens, g, u, y, xe, ye, wf, xhalf, xscale, scores, grow_k, grow_v, order, tiles,
-      counts, xq, xqd, sinks, qlat, olat, mma_tiles;
+      counts, xq, xqd, sinks, qlat, olat, wide;
   Q8Rows q8{};
   PinnedBuffer staging;  // download_all's small copies
   // A decode step's {row, position} per sequence and, per layer, the sequences' caches, on the
@@ -457,7 +457,9 @@ class CudaBackend final : public Backend {
     float* y = s.y.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
     ExpertGroups eg{
         s.order.get<int32_t>(static_cast<size_t>(slots) * sizeof(int32_t)),
-        s.tiles.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts)) * sizeof(int4)),
+        s.tiles.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts, 8)) * sizeof(int4)),
+        s.wide.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts, kTileTokens)) *
+                         sizeof(int4)),
         s.counts.get<int32_t>(static_cast<size_t>(t.experts) * sizeof(int32_t))};
     {
       auto timed = profile_.time(s.stream, "experts: group");
@@ -468,32 +470,20 @@ class CudaBackend final : public Backend {
     if (int8 || prompt) {
       auto timed = profile_.time(s.stream, int8 ? "experts (tensor cores)" : "experts (prompt)");
       // The slots gathered in expert order (xe), the products, the outputs (ye) scattered back to
-      // slot order. A prompt waits once, for the counts of each expert.
+      // slot order.
       float* xe = s.xe.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
       float* ye = s.ye.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
-      std::vector<int32_t> counts(t.experts);
-      if (prompt) download(counts.data(), eg.counts, counts.size() * sizeof(int32_t), s);
       if (!int8) {
+        // One expert at a time through cuBLAS: waits once, for the counts of each expert.
+        std::vector<int32_t> counts(t.experts);
+        download(counts.data(), eg.counts, counts.size() * sizeof(int32_t), s);
         prompt_experts(s, t, X, counts, eg.order, x, r.k, width, d, xe, g, u, ye, y);
-      } else if (prompt) {
-        // Tiles of up to kTileTokens slots of one expert, cut on the host from the counts: each
-        // tile reads its expert's weights once.
-        std::vector<int4> tiles;
-        int32_t at = 0;
-        for (int64_t e = 0; e < t.experts; ++e) {
-          for (int32_t i = 0; i < counts[e]; i += kTileTokens)
-            tiles.push_back({static_cast<int32_t>(e), at + i,
-                             static_cast<int32_t>(std::min<int64_t>(kTileTokens, counts[e] - i)),
-                             0});
-          at += counts[e];
-        }
-        const int4* dt = s.upload(s.mma_tiles, tiles.data(), static_cast<int64_t>(tiles.size()));
-        int8_experts(s, t, X, {dt, static_cast<int64_t>(tiles.size()), kTileTokens}, eg.order, x,
-                     slots, r.k, width, d, xe, g, u, ye, y);
       } else {
-        // A few sequences' step: group_experts' tiles of up to 8 slots, no wait.
-        int8_experts(s, t, X, {eg.tiles, eg.max_tiles, 8}, eg.order, x, slots, r.k, width, d, xe, g,
-                     u, ye, y);
+        // Tiles of one expert cut by group_experts, no wait: up to kTileTokens slots for a prompt
+        // (each tile reads its expert's weights once), up to 8 for a few sequences' step.
+        const Tiles tl = prompt ? Tiles{eg.wide, eg.max_wide, kTileTokens}
+                                : Tiles{eg.tiles, eg.max_tiles, 8};
+        int8_experts(s, t, X, tl, eg.order, x, slots, r.k, width, d, xe, g, u, ye, y);
       }
     } else {
       {

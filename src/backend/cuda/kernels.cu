@@ -339,34 +339,44 @@ __global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t row_
 // cuts each expert's run into tiles of up to kTile slots ({expert, first index into order, count};
 // tiles past the last are empty). The order within an expert does not matter: every slot's output
 // is its own dot products.
+// Tiles of at most `size` slots of one expert, experts in order: {expert, first index into
+// order, count, 0}; the table's rest (up to `most`) zero. Run by one block; count[e] and offset[e]
+// in shared memory, first_tile (ne entries) its scratch.
+__device__ void cut_tiles(const int32_t* count, const int32_t* offset, int32_t* first_tile,
+                          int64_t ne, int32_t size, int4* tiles, int64_t most) {
+  __shared__ int32_t total;
+  if (threadIdx.x == 0) {
+    int32_t tile = 0;
+    for (int64_t e = 0; e < ne; ++e) first_tile[e] = tile, tile += (count[e] + size - 1) / size;
+    total = tile;
+  }
+  __syncthreads();
+  for (int64_t e = threadIdx.x; e < ne; e += blockDim.x)
+    for (int32_t t = 0; t * size < count[e]; ++t)
+      tiles[first_tile[e] + t] =
+          make_int4(static_cast<int>(e), offset[e] + t * size, min(size, count[e] - t * size), 0);
+  for (int64_t t = total + threadIdx.x; t < most; t += blockDim.x) tiles[t] = make_int4(0, 0, 0, 0);
+  __syncthreads();
+}
+
 __global__ void group_kernel(const int32_t* topk, int64_t slots, int64_t ne, int32_t* order,
-                             int4* tiles, int32_t* counts, int64_t max_tiles) {
+                             int4* tiles, int64_t max_tiles, int4* wide, int64_t max_wide,
+                             int32_t* counts) {
   extern __shared__ int32_t sh[];
-  int32_t *count = sh, *offset = sh + ne, *first_tile = sh + 2 * ne;
-  __shared__ int32_t total_tiles;
+  int32_t *count = sh, *offset = sh + ne, *scratch = sh + 2 * ne;
   for (int64_t e = threadIdx.x; e < ne; e += blockDim.x) count[e] = 0;
   __syncthreads();
   for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) atomicAdd(&count[topk[i]], 1);
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int32_t at = 0, tile = 0;
-    for (int64_t e = 0; e < ne; ++e) {
-      offset[e] = at, first_tile[e] = tile;
-      at += count[e], tile += (count[e] + kTile - 1) / kTile;
-    }
-    total_tiles = tile;
-  }
+  if (threadIdx.x == 0)
+    for (int32_t e = 0, at = 0; e < ne; ++e) offset[e] = at, at += count[e];
   __syncthreads();
+  cut_tiles(count, offset, scratch, ne, kTile, tiles, max_tiles);
+  cut_tiles(count, offset, scratch, ne, static_cast<int32_t>(kTileTokens), wide, max_wide);
   for (int64_t e = threadIdx.x; e < ne; e += blockDim.x) {
-    const int32_t c = count[e];
-    counts[e] = c;
-    for (int32_t t = 0; t * kTile < c; ++t)
-      tiles[first_tile[e] + t] =
-          make_int4(static_cast<int>(e), offset[e] + t * kTile, min(kTile, c - t * kTile), 0);
+    counts[e] = count[e];
     count[e] = 0;  // now the fill of the expert's run
   }
-  for (int64_t t = total_tiles + threadIdx.x; t < max_tiles; t += blockDim.x)
-    tiles[t] = make_int4(0, 0, 0, 0);
   __syncthreads();
   for (int64_t i = threadIdx.x; i < slots; i += blockDim.x) {
     const int32_t e = topk[i];
@@ -970,14 +980,15 @@ void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_
 
 void group_experts(const int32_t* topk, int64_t slots, int64_t experts, ExpertGroups& g,
                    cudaStream_t s) {
-  g.max_tiles = max_expert_tiles(slots, experts);
+  g.max_tiles = max_expert_tiles(slots, experts, kTile);
+  g.max_wide = max_expert_tiles(slots, experts, kTileTokens);
   if (slots == 0) return;
   if (g.max_tiles > kMaxGridY)
     throw Error("expert_ffn: " + std::to_string(slots) +
                 " (token, expert) pairs in one batch (at most " +
                 std::to_string((kMaxGridY - experts) * kTile) + " on the GPU)");
   group_kernel<<<1, 256, static_cast<size_t>(3 * experts) * sizeof(int32_t), s>>>(
-      topk, slots, experts, g.order, g.tiles, g.counts, g.max_tiles);
+      topk, slots, experts, g.order, g.tiles, g.max_tiles, g.wide, g.max_wide, g.counts);
   check_launch("group kernel");
 }
 

@@ -43,19 +43,24 @@ void quantize_q8(const float* x, int64_t n, int64_t cols, const Q8Rows& out, cud
 void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s,
             const Q8Rows* xq = nullptr);
 
+// The most tokens of a tile of mma_q8_experts (a prompt's experts on the int8 tensor cores).
+constexpr int64_t kTileTokens = 64;
 // The (token, expert) slots of a batch grouped by expert, on the device: `order` holds the slots
-// expert by expert, `tiles` up to max_tiles runs of at most 8 slots of one expert.
+// expert by expert, `tiles` up to max_tiles runs of at most 8 slots of one expert, `wide` up to
+// max_wide runs of at most kTileTokens (cut on the device too: a prompt does not wait for the
+// counts to run its experts on the tensor cores).
 struct ExpertGroups {
   int32_t* order;   // slots entries
   int4* tiles;      // max_tiles entries: {expert, first index into order, count, 0}
+  int4* wide;       // max_wide entries, the same
   int32_t* counts;  // experts entries: the slots of each expert
-  int64_t max_tiles = 0;
+  int64_t max_tiles = 0, max_wide = 0;
 };
-// Tiles a batch needs at most: enough room for group_experts.
-inline int64_t max_expert_tiles(int64_t slots, int64_t experts) {
-  return slots / 8 + experts;
+// Tiles of at most `tile` slots a batch needs at most: enough room for group_experts.
+inline int64_t max_expert_tiles(int64_t slots, int64_t experts, int64_t tile) {
+  return slots / tile + experts;
 }
-// Fills g (order and tiles sized for `slots` and max_expert_tiles) from topk.
+// Fills g (order, tiles and wide sized for `slots` by max_expert_tiles) from topk.
 void group_experts(const int32_t* topk, int64_t slots, int64_t experts, ExpertGroups& g,
                    cudaStream_t s);
 
@@ -72,10 +77,8 @@ bool mma_q8_fits(DType type, int64_t cols, int64_t row_bytes, const void* data);
 // y[i][r] = W[r] . x[i] for the n rows of x rounded by quantize_q8, on the int8 tensor cores
 // (mma_q8.cu): per block d_w * d_x * (q_w . q_x), summed in f32, as the 8-bit decode kernels.
 void mma_q8(const DevMatrix& w, const Q8Rows& x, int64_t n, float* y, cudaStream_t s);
-// The most tokens of a tile of mma_q8_experts.
-constexpr int64_t kTileTokens = 64;
 // The same for routed experts in one launch: for each of the `count` tiles {expert, first row,
-// rows (at most tile_tokens: 8, as group_experts makes them, or kTileTokens), 0}, y[i][r] =
+// rows (at most tile_tokens: 8 or kTileTokens, as group_experts cuts them), 0}, y[i][r] =
 // W_expert[r] . x[i] over its rows i (mats: one row pointer per expert, all of `type`, rows x
 // cols). Tiles of no rows are skipped.
 void mma_q8_experts(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,
