@@ -335,10 +335,6 @@ __global__ void linear_chunk_kernel(const uint8_t* w, int64_t rows, int64_t row_
   }
 }
 
-// One block: counts the slots of each expert, lays the slots out expert by expert in `order`, and
-// cuts each expert's run into tiles of up to kTile slots ({expert, first index into order, count};
-// tiles past the last are empty). The order within an expert does not matter: every slot's output
-// is its own dot products.
 // Tiles of at most `size` slots of one expert, experts in order: {expert, first index into
 // order, count, 0}; the table's rest (up to `most`) zero. Run by one block; count[e] and offset[e]
 // in shared memory, first_tile (ne entries) its scratch.
@@ -359,6 +355,10 @@ __device__ void cut_tiles(const int32_t* count, const int32_t* offset, int32_t* 
   __syncthreads();
 }
 
+// One block: counts the slots of each expert, lays the slots out expert by expert in `order`, and
+// cuts each expert's run into tiles of up to kTile slots (`tiles`) and of up to kTileTokens
+// (`wide`). The order within an expert does not matter: every slot's output is its own dot
+// products.
 __global__ void group_kernel(const int32_t* topk, int64_t slots, int64_t ne, int32_t* order,
                              int4* tiles, int64_t max_tiles, int4* wide, int64_t max_wide,
                              int32_t* counts) {
