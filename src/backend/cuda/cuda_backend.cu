@@ -457,7 +457,7 @@ class CudaBackend final : public Backend {
     float* y = s.y.get<float>(static_cast<size_t>(slots * d) * sizeof(float));
     ExpertGroups eg{
         s.order.get<int32_t>(static_cast<size_t>(slots) * sizeof(int32_t)),
-        s.tiles.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts, 8)) *
+        s.tiles.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts, kTileSlots)) *
                           sizeof(int4)),
         s.wide.get<int4>(static_cast<size_t>(max_expert_tiles(slots, t.experts, kTileTokens)) *
                          sizeof(int4)),
@@ -481,9 +481,9 @@ class CudaBackend final : public Backend {
         prompt_experts(s, t, X, counts, eg.order, x, r.k, width, d, xe, g, u, ye, y);
       } else {
         // Tiles of one expert cut by group_experts, no wait: up to kTileTokens slots for a prompt
-        // (each tile reads its expert's weights once), up to 8 for a few sequences' step.
-        const Tiles tl =
-            prompt ? Tiles{eg.wide, eg.max_wide, kTileTokens} : Tiles{eg.tiles, eg.max_tiles, 8};
+        // (each tile reads its expert's weights once), up to kTileSlots for a few sequences' step.
+        const Tiles tl = prompt ? Tiles{eg.wide, eg.max_wide, kTileTokens}
+                                : Tiles{eg.tiles, eg.max_tiles, kTileSlots};
         int8_experts(s, t, X, tl, eg.order, x, slots, r.k, width, d, xe, g, u, ye, y);
       }
     } else {

@@ -18,9 +18,9 @@
 namespace epwa::cuda {
 namespace {
 
-constexpr int kWarps = 4;  // output rows per block of the matrix kernels
-constexpr int kTile = 8;   // activation rows a warp reads each weight value for
-constexpr int kRows = 4;   // weight rows a warp reads each activation value for (a token, a tile)
+constexpr int kWarps = 4;                            // output rows per block of the matrix kernels
+constexpr int kTile = static_cast<int>(kTileSlots);  // activation rows per weight value read
+constexpr int kRows = 4;  // weight rows a warp reads each activation value for (a token, a tile)
 constexpr int64_t kRowsMinRows = 4096;  // dense products this tall go by kRows (256+ blocks)
 constexpr int64_t kMaxGridY = 65535;
 

@@ -43,10 +43,12 @@ void quantize_q8(const float* x, int64_t n, int64_t cols, const Q8Rows& out, cud
 void linear(const DevMatrix& w, const float* x, int64_t n, float* y, cudaStream_t s,
             const Q8Rows* xq = nullptr);
 
-// The most tokens of a tile of mma_q8_experts (a prompt's experts on the int8 tensor cores).
+// The most slots of a decode step's expert tile (the activation rows a warp reads each weight
+// value for) and the most tokens of a prompt's (mma_q8_experts on the int8 tensor cores).
+constexpr int64_t kTileSlots = 8;
 constexpr int64_t kTileTokens = 64;
 // The (token, expert) slots of a batch grouped by expert, on the device: `order` holds the slots
-// expert by expert, `tiles` up to max_tiles runs of at most 8 slots of one expert, `wide` up to
+// expert by expert, `tiles` up to max_tiles runs of at most kTileSlots of one expert, `wide` up to
 // max_wide runs of at most kTileTokens (cut on the device too: a prompt does not wait for the
 // counts to run its experts on the tensor cores).
 struct ExpertGroups {
@@ -78,7 +80,7 @@ bool mma_q8_fits(DType type, int64_t cols, int64_t row_bytes, const void* data);
 // (mma_q8.cu): per block d_w * d_x * (q_w . q_x), summed in f32, as the 8-bit decode kernels.
 void mma_q8(const DevMatrix& w, const Q8Rows& x, int64_t n, float* y, cudaStream_t s);
 // The same for routed experts in one launch: for each of the `count` tiles {expert, first row,
-// rows (at most tile_tokens: 8 or kTileTokens, as group_experts cuts them), 0}, y[i][r] =
+// rows (at most tile_tokens: kTileSlots or kTileTokens, as group_experts cuts them), 0}, y[i][r] =
 // W_expert[r] . x[i] over its rows i (mats: one row pointer per expert, all of `type`, rows x
 // cols). Tiles of no rows are skipped.
 void mma_q8_experts(const uint8_t* const* mats, DType type, int64_t rows, int64_t cols,

@@ -22,7 +22,7 @@ namespace {
 // fragments of 16 x 8) for 64 tokens, 16 x Tokens each for fewer. One stage holds one group
 // (eight blocks, 256 values) of each row.
 constexpr int kTileRows = 64, kThreads = 128;
-static_assert(kTileTokens == 64, "the widest tile is 64 tokens");
+static_assert(kTileSlots == 8 && kTileTokens == 64, "the tiles dispatch() has kernels for");
 // Bytes from one token's row of the stage to the next: 256 quants and 16 bytes of padding, so
 // that the eight rows a fragment load touches fall in different banks (272 / 4 = 68 = 4 mod 32).
 constexpr int kTokenStride = 256 + 16;
@@ -259,7 +259,7 @@ void mma_q8_experts(const uint8_t* const* mats, DType type, int64_t rows, int64_
                     const Q8Rows& x, float* y, cudaStream_t s) {
   if (count == 0 || rows == 0) return;
   if (count > 65535) throw Error("mma_q8: " + std::to_string(count) + " expert tiles");
-  if (tile_tokens != 8 && tile_tokens != kTileTokens)
+  if (tile_tokens != kTileSlots && tile_tokens != kTileTokens)
     throw Error("mma_q8: expert tiles of " + std::to_string(tile_tokens) + " rows");
   dispatch(type, tile_tokens, [&](auto T, auto tok) {
     launch<decltype(T)::value, decltype(tok)::value>(
