@@ -126,18 +126,21 @@ void BM_MemRead(benchmark::State& state) {
 
 // Quantized prompt product of one MoE expert matrix: `vectors` packed activation rows against a
 // {rows, cols} matrix, rows split across the pool as the engine's linear() does. Args: dtype, rows,
-// cols, vectors, threads, kernel (0: vec_dot_rows_multi, i.e. the tiled kernel where one exists;
-// 1: the one-row x four-vector kernel it replaced, for before/after in one run).
+// cols, vectors, threads, kernel (below; before/after pairs in one run).
 void BM_QuantMatmul(benchmark::State& state) {
   const auto t = static_cast<DType>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2), nv = state.range(3);
   epwa::ThreadPool& p = pool(static_cast<int>(state.range(4)));
   // 0: the tiles of the best kernel level; 1: the AVX2 tiles (VNNI against AVX2 in one run);
-  // 2: the one-row x four-vector kernel the tiles replaced
+  // 2: the one-row x four-vector kernel the tiles replaced; 3: the AVX-512 VNNI tiles without the
+  // byte permutes of AVX-512 VBMI (Q4_0; mode 0 has them where the CPU does)
   const int64_t mode = state.range(5);
   const bool old = mode == 2;
   const epwa::KernelIsa isa = mode == 1 ? epwa::KernelIsa::Avx2 : epwa::best_isa();
-  if (!epwa::isa_available(isa) || (mode == 1 && epwa::best_isa() == epwa::KernelIsa::Avx2)) {
+  const epwa::quant::RowsMultiDot no_vbmi =
+      mode == 3 ? epwa::quant::gemm_avx512vnni(t, false) : nullptr;
+  if (!epwa::isa_available(isa) || (mode == 1 && epwa::best_isa() == epwa::KernelIsa::Avx2) ||
+      (mode == 3 && (isa != epwa::KernelIsa::Avx512Vnni || !no_vbmi))) {
     state.SkipWithError("kernel level not available here, or the same as mode 0");
     return;
   }
@@ -166,10 +169,13 @@ void BM_QuantMatmul(benchmark::State& state) {
     return;
   }
   std::vector<float> out(nv * rows);
+  std::vector<const epwa::PackedVector*> ptrs;
+  for (const epwa::PackedVector& x : xs) ptrs.push_back(&x);
   for (auto _ : state) {
     p.parallel_for(
         rows,
         [&](int64_t r0, int64_t r1) {
+          if (no_vbmi) return no_vbmi(w.data(), rb, ptrs, r0, r1, out.data(), rows);
           if (!old)
             return epwa::vec_dot_rows_multi(w.data(), rb, xs, r0, r1, out.data(), rows, isa);
           for (int64_t r = r0; r < r1; ++r)  // the replaced loop (nv a multiple of 4 here)
@@ -187,13 +193,17 @@ void BM_QuantMatmul(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(state.iterations()) * 2.0 * nv * rows * cols * 1e-9,
                          benchmark::Counter::kIsRate);
   state.SetLabel(std::string(epwa::dtype_name(t)) +
-                 (old ? " 1x4 (old)" : " tiles " + std::string(epwa::isa_name(isa))));
+                 (old ? " 1x4 (old)" : " tiles " + std::string(epwa::isa_name(isa))) +
+                 (no_vbmi ? " without VBMI" : ""));
 }
 
 void QuantMatmulArgs(benchmark::internal::Benchmark* b) {
   for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q6_K, DType::Q4_K, DType::Q5_K})
     for (int threads : {1, 2})
       for (int mode : {0, 1, 2}) b->Args({static_cast<int64_t>(t), 1024, 2048, 64, threads, mode});
+  // A prompt's Mixtral-shaped expert products (128 tokens an expert), with and without VBMI.
+  for (int64_t cols : {4096, 14336})
+    for (int mode : {0, 3}) b->Args({static_cast<int64_t>(DType::Q4_0), 512, cols, 128, 1, mode});
 }
 
 void MatvecArgs(benchmark::internal::Benchmark* b) {

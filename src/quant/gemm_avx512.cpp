@@ -117,11 +117,17 @@ inline __m256 unpack_q4_0_t(const std::byte* row, int64_t nb, int64_t g, std::by
   }
   return scales_natural<Q4_0::bytes>(blk);
 }
+struct InsertUnpack {  // unpack_q4_0_t for the tiles (below: the VBMI machines' byte permutes)
+  static __m256 unpack(const std::byte* row, int64_t nb, int64_t g, std::byte* tail, __m512i* w) {
+    return unpack_q4_0_t(row, nb, g, tail, w);
+  }
+};
 
 // R rows against V vectors: each activation load serves R rows. One row per tile is bound by
 // the activation loads (320 bytes per 256 products, from L2 once a pass's vectors outgrow L1).
-// Every row gets the same operations whatever R (tested against the decode kernel to the bit).
-template <int R, int V>
+// Every row gets the same operations whatever R and U (tested against the decode kernel to the
+// bit); U::unpack gives a row group's four weight registers and scales in block order.
+template <int R, int V, class U>
 void tile_rows_q4_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
                       int64_t ystride, float* out, int64_t ldo) {
   alignas(32) std::byte tail[R][8 * Q4_0::bytes];
@@ -132,7 +138,7 @@ void tile_rows_q4_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const
   for (int64_t g = 0; g < groups; ++g, y += kTGroupBytes) {
     __m512i w[R][4];
     __m256 dw[R];
-    for (int r = 0; r < R; ++r) dw[r] = unpack_q4_0_t(row + r * row_bytes, nb, g, tail[r], w[r]);
+    for (int r = 0; r < R; ++r) dw[r] = U::unpack(row + r * row_bytes, nb, g, tail[r], w[r]);
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
       const uint8_t* yv = y + v * ystride;
@@ -171,7 +177,7 @@ constexpr int kQ4_0MaxV = 16;
 template <int V>
 void tile4_q4_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const uint8_t* y,
                   int64_t ystride, float* out, int64_t ldo) {
-  tile_rows_q4_0_t<kQ4_0Rows, V>(row, row_bytes, nb, y, ystride, out, ldo);
+  tile_rows_q4_0_t<kQ4_0Rows, V, InsertUnpack>(row, row_bytes, nb, y, ystride, out, ldo);
 }
 constexpr TileRowsFn kQ4_0T4[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile4_q4_0_t);
 
@@ -179,7 +185,7 @@ constexpr TileRowsFn kQ4_0T4[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile4_q4_0_t);
 template <int V>
 void tile_q4_0_t(const std::byte* row, int64_t nb, const uint8_t* y, int64_t ystride, float* out,
                  int64_t ldo) {
-  tile_rows_q4_0_t<1, V>(row, 0, nb, y, ystride, out, ldo);
+  tile_rows_q4_0_t<1, V, InsertUnpack>(row, 0, nb, y, ystride, out, ldo);
 }
 constexpr TileFn kQ4_0T[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile_q4_0_t);
 
@@ -228,11 +234,33 @@ constexpr __mmask64 kBlock7 = 0xF0000000F0000000ull;  // dword lane 7 of both ha
 // were slower in BM_matvec_mem.
 constexpr int64_t kDecodePrefetchBytes = 8192;
 
+// A row group's blocks (144 bytes at blk) as unpack_q4_0_t's four weight registers, and its
+// scales, by the byte permutes above (idx: kDecodeIdx's three registers).
+EPWA_VBMI inline __m256 transpose_q4_0(const std::byte* blk, const __m512i* idx, __m512i* w) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i r0 = _mm512_loadu_si512(blk), r1 = _mm512_loadu_si512(blk + 64);
+  const __m512i r2 = _mm512_castsi128_si512(load128(blk + 128));
+  for (int p = 0; p < 2; ++p) {
+    const __m512i q =
+        _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r0, idx[p], r1), kBlock7, idx[p], r2);
+    w[p] = _mm512_and_si512(q, low4);
+    w[2 + p] = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+  }
+  return _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi8(r0, idx[2], r1)));
+}
+struct ByteUnpack {
+  EPWA_VBMI static __m256 unpack(const std::byte* row, int64_t nb, int64_t g, std::byte* tail,
+                                 __m512i* w) {
+    const __m512i idx[3] = {_mm512_load_si512(kDecodeIdx.q[0]), _mm512_load_si512(kDecodeIdx.q[1]),
+                            _mm512_load_si512(kDecodeIdx.d)};
+    return transpose_q4_0(group_blocks<Q4_0::bytes>(row, nb, g, tail), idx, w);
+  }
+};
+
 // One row against the repacked vector y.
 EPWA_VBMI float decode_row_q4_0(const std::byte* row, int64_t nb, const uint8_t* y) {
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  const __m512i iq0 = _mm512_load_si512(kDecodeIdx.q[0]), iq1 = _mm512_load_si512(kDecodeIdx.q[1]),
-                id = _mm512_load_si512(kDecodeIdx.d);
+  const __m512i idx[3] = {_mm512_load_si512(kDecodeIdx.q[0]), _mm512_load_si512(kDecodeIdx.q[1]),
+                          _mm512_load_si512(kDecodeIdx.d)};
   alignas(64) std::byte tail[8 * Q4_0::bytes];
   __m256 acc = _mm256_setzero_ps();
   const int64_t groups = (nb + 7) / 8;
@@ -241,22 +269,11 @@ EPWA_VBMI float decode_row_q4_0(const std::byte* row, int64_t nb, const uint8_t*
       _mm_prefetch(
           reinterpret_cast<const char*>(row + 8 * g * Q4_0::bytes + kDecodePrefetchBytes + o),
           _MM_HINT_T1);
-    const std::byte* blk = group_blocks<Q4_0::bytes>(row, nb, g, tail);
-    const __m512i r0 = _mm512_loadu_si512(blk), r1 = _mm512_loadu_si512(blk + 64);
-    const __m512i r2 = _mm512_castsi128_si512(load128(blk + 128));
-    const __m512i q0 =
-        _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r0, iq0, r1), kBlock7, iq0, r2);
-    const __m512i q1 =
-        _mm512_mask_permutexvar_epi8(_mm512_permutex2var_epi8(r0, iq1, r1), kBlock7, iq1, r2);
-    const __m512i start =
+    __m512i w[4];
+    const __m256 dw = transpose_q4_0(group_blocks<Q4_0::bytes>(row, nb, g, tail), idx, w);
+    __m512i s =
         _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(y + 288)));
-    __m512i s = _mm512_dpbusd_epi32(start, _mm512_and_si512(q0, low4), _mm512_load_si512(y));
-    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(q1, low4), _mm512_load_si512(y + 64));
-    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q0, 4), low4),
-                            _mm512_load_si512(y + 128));
-    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q1, 4), low4),
-                            _mm512_load_si512(y + 192));
-    const __m256 dw = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutex2var_epi8(r0, id, r1)));
+    for (int j = 0; j < 4; ++j) s = _mm512_dpbusd_epi32(s, w[j], _mm512_load_si512(y + 64 * j));
     const __m256 dx = _mm256_load_ps(reinterpret_cast<const float*>(y + 256));
     const __m256i si = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64(s, 1));
     acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(si), acc);
@@ -278,6 +295,23 @@ EPWA_VBMI void rows_q4_0_vnni(const std::byte* w, int64_t row_bytes, const Packe
   repack_t<false>(x, y);
   for (int64_t r = r0; r < r1; ++r) out[r] = decode_row_q4_0(w + r * row_bytes, nb, y);
 }
+
+// The prompt tiles with the same byte permutes (flatten: the shared tile body is compiled here for
+// VBMI, so ByteUnpack inlines into it; docs/KERNELS.md, "Q4_0 prompt tiles by byte permutes").
+template <int V>
+EPWA_VBMI __attribute__((flatten)) void tile4_q4_0_vbmi(const std::byte* row, int64_t row_bytes,
+                                                        int64_t nb, const uint8_t* y,
+                                                        int64_t ystride, float* out, int64_t ldo) {
+  tile_rows_q4_0_t<kQ4_0Rows, V, ByteUnpack>(row, row_bytes, nb, y, ystride, out, ldo);
+}
+template <int V>
+EPWA_VBMI __attribute__((flatten)) void tile_q4_0_vbmi(const std::byte* row, int64_t nb,
+                                                       const uint8_t* y, int64_t ystride,
+                                                       float* out, int64_t ldo) {
+  tile_rows_q4_0_t<1, V, ByteUnpack>(row, 0, nb, y, ystride, out, ldo);
+}
+constexpr TileRowsFn kQ4_0T4B[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile4_q4_0_vbmi);
+constexpr TileFn kQ4_0TB[kQ4_0MaxV] = EPWA_Q4_0_TILES(tile_q4_0_vbmi);
 #undef EPWA_VBMI
 
 // ---- Q8_0, block-transposed (512-bit registers) ------------------------------------------------
@@ -351,6 +385,8 @@ void tile_rows_q8_0_t(const std::byte* row, int64_t row_bytes, int64_t nb, const
 
 const TileFormat kFmtQ4_0{32,     8,       kTGroupBytes, repack_t<false>,
                           kQ4_0T, kQ4_0T4, kQ4_0Rows,    kQ4_0MaxV};
+const TileFormat kFmtQ4_0Vbmi{32,      8,        kTGroupBytes, repack_t<false>,
+                              kQ4_0TB, kQ4_0T4B, kQ4_0Rows,    kQ4_0MaxV};
 // Q8_0: the block-transposed tiles, three rows x 32 vectors per pass. Measured (one thread, best of
 // 15 calls, GMAC/s on 1024 x 2048 / 2048 x 1024 x 64 vectors / 512 x 14336 x 128 vectors):
 // gemm_layout.hpp's 256-bit group tiles (4 rows x 16) 110-114 / 105-107 / 109-116; these with
@@ -525,10 +561,10 @@ RangeDot rows_dot_avx512vnni(DType t) {
   return t == DType::Q4_0 && cpu_features().avx512vbmi ? rows_q4_0_vnni : nullptr;
 }
 
-RowsMultiDot gemm_avx512vnni(DType t) {
+RowsMultiDot gemm_avx512vnni(DType t, bool vbmi) {
   switch (t) {
     case DType::Q4_0:
-      return gemm_vnni<&kFmtQ4_0>;
+      return vbmi ? gemm_vnni<&kFmtQ4_0Vbmi> : gemm_vnni<&kFmtQ4_0>;
     case DType::Q8_0:
       return gemm_vnni<&kFmtQ8_0>;
     case DType::Q4_K:
@@ -549,7 +585,7 @@ RowsMultiDot gemm_avx512vnni(DType t) {
 #else
 
 namespace epwa::quant {
-RowsMultiDot gemm_avx512vnni(DType) {
+RowsMultiDot gemm_avx512vnni(DType, bool) {
   return nullptr;
 }
 RangeDot rows_dot_avx512vnni(DType) {

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 
+#include "epwa/platform.hpp"
 #include "epwa/quant.hpp"
 
 namespace epwa::quant {
@@ -38,8 +39,12 @@ using RowsMultiDot = void (*)(const std::byte* w, int64_t row_bytes,
                               int64_t row_end, float* out, int64_t out_stride);
 RowsMultiDot gemm_avx2(DType t);
 // The same contract with AVX-512 VNNI tiles (gemm_avx512.cpp): nullptr for types it does not cover
-// and when the build has no AVX-512 code; callers check the CPU (isa_available).
-RowsMultiDot gemm_avx512vnni(DType t);
+// and when the build has no AVX-512 code; callers check the CPU (isa_available). `vbmi` picks the
+// Q4_0 tiles that unpack weights by byte permutes (callers check cpu_features().avx512vbmi).
+RowsMultiDot gemm_avx512vnni(DType t, bool vbmi);
+inline RowsMultiDot gemm_avx512vnni(DType t) {
+  return gemm_avx512vnni(t, cpu_features().avx512vbmi);
+}
 // Decode of rows [row_begin, row_end) against one vector with AVX-512 VNNI (gemm_avx512.cpp):
 // out[r] bit-identical to RowDot's (the AVX2 kernel's) for every row. nullptr for types it does
 // not cover and when the build has no AVX-512 code; callers check the CPU (isa_available).

@@ -297,3 +297,42 @@ TEST(GemmTiled, VectorsByAddressEqualTheContiguousCall) {
     }
   }
 }
+
+// The AVX-512 VNNI level has two sets of Q4_0 tiles: weights unpacked by 128-bit inserts, or by
+// the byte permutes of AVX-512 VBMI where the CPU has them (vec_dot_rows_multi takes those, so the
+// tests above cover only one set on such a CPU). Each value of both equals the decode kernel's to
+// the bit: 1-4 row tiles, 1-16 vectors a pass and several passes, a short last group of blocks.
+TEST(GemmTiled, Q4_0TilesWithAndWithoutByteShufflesEqualTheDecodeKernel) {
+  if (!isa_available(KernelIsa::Avx512Vnni) || !quant::gemm_avx512vnni(DType::Q4_0, false))
+    GTEST_SKIP() << "no AVX-512 VNNI tiles on this CPU";
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const DType t = DType::Q4_0;
+  for (bool vbmi : {false, true}) {
+    if (vbmi && !cpu_features().avx512vbmi) continue;
+    const quant::RowsMultiDot g = quant::gemm_avx512vnni(t, vbmi);
+    for (int64_t n : {32, 288, 2048 + 96}) {
+      const int64_t rows = 11, rb = dtype_bytes(t, n);
+      const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
+      for (int64_t nv : {1, 5, 16, 37}) {
+        SCOPED_TRACE(std::string(vbmi ? "VBMI" : "inserts") + " n=" + std::to_string(n) +
+                     " vectors=" + std::to_string(nv));
+        std::vector<PackedVector> xs(static_cast<size_t>(nv));
+        std::vector<const PackedVector*> ptrs;
+        for (auto& p : xs) {
+          p.pack(t, test::gaussian(rng, n, 3.0f));
+          ptrs.push_back(&p);
+        }
+        std::vector<float> out(static_cast<size_t>(nv * rows), -7.0f), one(rows);
+        g(w.data(), rb, ptrs, 1, rows, out.data(), rows);
+        for (int64_t v = 0; v < nv; ++v) {
+          vec_dot_rows(w.data(), rb, xs[v], 1, rows, one.data(), KernelIsa::Avx2);
+          ASSERT_EQ(out[v * rows], -7.0f) << "row 0 is outside the range";
+          for (int64_t r = 1; r < rows; ++r)
+            ASSERT_EQ(out[v * rows + r], one[r]) << "row " << r << " vector " << v;
+        }
+      }
+    }
+  }
+}
