@@ -99,6 +99,37 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes,
                         std::span<const PackedVector* const> xs, int64_t row_begin, int64_t row_end,
                         float* out, int64_t out_stride, KernelIsa isa);
 
+// Vectors repacked once for the prompt tiles of their weight type, shared by many
+// vec_dot_rows_multi calls (a prompt's expert: its gate and up matrices, in tasks of a few hundred
+// rows each, read the same vectors). tiled() is false where the type has no such tiles on the
+// kernel level (callers then pass the vectors themselves). repack() reuses the buffer.
+class TiledVectors {
+ public:
+  void repack(std::span<const PackedVector* const> xs, KernelIsa isa);
+  void repack(std::span<const PackedVector* const> xs);  // best_isa()
+  // The same in two steps, for callers that pack and repack rows in parallel: reserve() sizes the
+  // buffer for `count` vectors of n values packed for wtype, then set(v, x) repacks vector v
+  // (distinct v from any threads; nothing to do unless tiled()).
+  void reserve(DType wtype, int64_t n, int64_t count, KernelIsa isa);
+  void set(int64_t v, const PackedVector& x);
+  bool tiled() const { return format_ != nullptr; }
+  DType wtype() const { return wtype_; }
+  int64_t size() const { return n_; }  // values per vector
+  int64_t count() const { return count_; }
+
+ private:
+  friend void vec_dot_rows_multi(const std::byte*, int64_t, const TiledVectors&, int64_t, int64_t,
+                                 float*, int64_t);
+  const void* format_ = nullptr;
+  DType wtype_ = DType::F32;
+  int64_t n_ = 0, count_ = 0, stride_ = 0;
+  std::vector<uint8_t> buf_;
+};
+// vec_dot_rows_multi on vectors repacked by TiledVectors (xs.tiled()): the same values to the bit
+// as the call on the vectors themselves, on the kernel level they were repacked for.
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, const TiledVectors& xs,
+                        int64_t row_begin, int64_t row_end, float* out, int64_t out_stride);
+
 // Convenience single-thread y = W x for a contiguous {rows, cols} matrix of type wtype.
 void matvec(DType wtype, const std::byte* w, int64_t rows, int64_t cols, const float* x, float* y);
 

@@ -175,6 +175,58 @@ void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, std::span<const P
   vec_dot_rows_multi(w, row_bytes, xs, row_begin, row_end, out, out_stride, best_isa());
 }
 
+void TiledVectors::reserve(DType wtype, int64_t n, int64_t count, KernelIsa isa) {
+  check(n >= 0 && count >= 0, "TiledVectors: negative size");
+  check(isa_available(isa), [&] {
+    return "TiledVectors: kernel level " + std::string(isa_name(isa)) + " does not run here";
+  });
+  wtype_ = wtype;
+  n_ = n;
+  count_ = count;
+  // The format vec_dot_rows_multi takes on this level (the VNNI level falls back to AVX2 tiles).
+  const quant::TileFormat* f = isa == KernelIsa::Avx512Vnni
+                                   ? quant::tile_format_avx512vnni(wtype, cpu_features().avx512vbmi)
+                                   : nullptr;
+  if (!f && isa >= KernelIsa::Avx2) f = quant::tile_format_avx2(wtype);
+  format_ = count > 0 && n > 0 ? f : nullptr;
+  if (!format_) return;
+  stride_ = quant::tile_stride(*f, n);
+  buf_.resize(static_cast<size_t>(count * stride_) + 64);
+}
+void TiledVectors::set(int64_t v, const PackedVector& x) {
+  check(v >= 0 && v < count_ && x.wtype() == wtype_ && x.size() == n_,
+        "TiledVectors: vector of another type, length or index");
+  if (!format_) return;
+  uint8_t* const base = buf_.data() + ((64 - reinterpret_cast<uintptr_t>(buf_.data()) % 64) % 64);
+  quant::tile_repack(*static_cast<const quant::TileFormat*>(format_), x, base + v * stride_);
+}
+void TiledVectors::repack(std::span<const PackedVector* const> xs, KernelIsa isa) {
+  reserve(xs.empty() ? DType::F32 : xs[0]->wtype(), xs.empty() ? 0 : xs[0]->size(),
+          static_cast<int64_t>(xs.size()), isa);
+  for (size_t v = 0; v < xs.size(); ++v) set(static_cast<int64_t>(v), *xs[v]);
+}
+void TiledVectors::repack(std::span<const PackedVector* const> xs) {
+  repack(xs, best_isa());
+}
+
+void vec_dot_rows_multi(const std::byte* w, int64_t row_bytes, const TiledVectors& xs,
+                        int64_t row_begin, int64_t row_end, float* out, int64_t out_stride) {
+  check(xs.tiled(), "vec_dot_rows_multi: vectors not repacked for tiles");
+  check(row_begin >= 0 && row_begin <= row_end, [&] {
+    return "vec_dot_rows_multi: bad row range [" + std::to_string(row_begin) + ", " +
+           std::to_string(row_end) + ")";
+  });
+  check(row_bytes >= dtype_bytes(xs.wtype_, xs.n_), [&] {
+    return "vec_dot_rows_multi: row stride " + std::to_string(row_bytes) +
+           " bytes is shorter than a " + std::string(dtype_name(xs.wtype_)) + " row of " +
+           std::to_string(xs.n_) + " elements";
+  });
+  const uint8_t* base =
+      xs.buf_.data() + ((64 - reinterpret_cast<uintptr_t>(xs.buf_.data()) % 64) % 64);
+  quant::run_tile_passes(*static_cast<const quant::TileFormat*>(xs.format_), w, row_bytes, base,
+                         xs.count_, xs.stride_, xs.n_, row_begin, row_end, out, out_stride);
+}
+
 void matvec(DType wtype, const std::byte* w, int64_t rows, int64_t cols, const float* x, float* y) {
   // Reused: decode calls this for every matrix of every token.
   thread_local ThreadScratch<PackedVector> packed_tls;

@@ -199,19 +199,46 @@ const TileFormat kFmtQ5_K{256, 1, kSuperBytes, repack_vector_k, kQ5_K};
 // instantiated under a target pragma) and only calls the kernel files' functions through f.
 namespace epwa::quant {
 
+int64_t tile_stride(const TileFormat& f, int64_t n) {
+  const int64_t units = n / f.unit_values;  // 32-blocks or 256-super-blocks
+  return (units + f.group_units - 1) / f.group_units * f.group_bytes;
+}
+void tile_repack(const TileFormat& f, const PackedVector& x, uint8_t* dst) {
+  f.repack(x, dst);
+}
+
+void run_tile_passes(const TileFormat& f, const std::byte* w, int64_t row_bytes, const uint8_t* y,
+                     int64_t count, int64_t stride, int64_t n, int64_t row_begin, int64_t row_end,
+                     float* out, int64_t out_stride) {
+  const int64_t units = n / f.unit_values, mv = f.max_v;
+  for (int64_t s = 0; s < count; s += mv) {
+    const int nv = static_cast<int>(std::min(mv, count - s));
+    const TileFn tile = f.tiles[nv - 1];
+    const uint8_t* ys = y + s * stride;
+    float* o = out + s * out_stride;
+    int64_t r = row_begin;
+    if (f.tile_rows_fns) {
+      const TileRowsFn tile_rows = f.tile_rows_fns[nv - 1];
+      for (; r + f.tile_rows <= row_end; r += f.tile_rows)
+        tile_rows(w + r * row_bytes, row_bytes, units, ys, stride, o + r, out_stride);
+    }
+    for (; r < row_end; ++r) tile(w + r * row_bytes, units, ys, stride, o + r, out_stride);
+  }
+}
+
 void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
                std::span<const PackedVector* const> xs, int64_t row_begin, int64_t row_end,
                float* out, int64_t out_stride) {
-  const int64_t units = xs[0]->size() / f.unit_values;  // 32-blocks or 256-super-blocks
-  const int64_t stride = (units + f.group_units - 1) / f.group_units * f.group_bytes;
-  if (units == 0 || row_begin >= row_end) {
+  const int64_t n = xs[0]->size(), stride = tile_stride(f, n);
+  if (n / f.unit_values == 0 || row_begin >= row_end) {
     for (size_t v = 0; v < xs.size(); ++v)
       for (int64_t r = row_begin; r < row_end; ++r)
         out[static_cast<int64_t>(v) * out_stride + r] = 0.0f;
     return;
   }
   // Vectors per repacked batch: ~256 KiB of activations stay in L2 while the row range streams
-  // past them; each pass of kMaxV vectors (24 KiB for 2048 columns) stays in L1.
+  // past them; each pass of max_v vectors stays in L1. Batches are whole passes, so the passes are
+  // those of run_tile_passes over the whole set.
   const int64_t mv = f.max_v;
   const int64_t batch = std::max<int64_t>(mv, (256 << 10) / stride / mv * mv);
   thread_local ThreadScratch<std::vector<uint8_t>> ybuf_tls;
@@ -224,19 +251,8 @@ void run_tiles(const TileFormat& f, const std::byte* w, int64_t row_bytes,
         ybuf.data() + ((64 - reinterpret_cast<uintptr_t>(ybuf.data()) % 64) % 64);
     for (size_t v = v0; v < v1; ++v)
       f.repack(*xs[v], ybase + (v - v0) * static_cast<size_t>(stride));
-    for (size_t s = v0; s < v1; s += static_cast<size_t>(mv)) {
-      const int nv = static_cast<int>(std::min<size_t>(static_cast<size_t>(mv), v1 - s));
-      const TileFn tile = f.tiles[nv - 1];
-      const uint8_t* y = ybase + (s - v0) * static_cast<size_t>(stride);
-      float* o = out + static_cast<int64_t>(s) * out_stride;
-      int64_t r = row_begin;
-      if (f.tile_rows_fns) {
-        const TileRowsFn tile_rows = f.tile_rows_fns[nv - 1];
-        for (; r + f.tile_rows <= row_end; r += f.tile_rows)
-          tile_rows(w + r * row_bytes, row_bytes, units, y, stride, o + r, out_stride);
-      }
-      for (; r < row_end; ++r) tile(w + r * row_bytes, units, y, stride, o + r, out_stride);
-    }
+    run_tile_passes(f, w, row_bytes, ybase, static_cast<int64_t>(v1 - v0), stride, n, row_begin,
+                    row_end, out + static_cast<int64_t>(v0) * out_stride, out_stride);
   }
 }
 
@@ -247,6 +263,23 @@ void gemm_tiled(const std::byte* w, int64_t row_bytes, std::span<const PackedVec
   run_tiles(*F, w, row_bytes, xs, row_begin, row_end, out, out_stride);
 }
 }  // namespace
+
+const TileFormat* tile_format_avx2(DType t) {
+  switch (t) {
+    case DType::Q4_0:
+      return &kFmtQ4_0;
+    case DType::Q8_0:
+      return &kFmtQ8_0;
+    case DType::Q6_K:
+      return &kFmtQ6_K;
+    case DType::Q4_K:
+      return &kFmtQ4_K;
+    case DType::Q5_K:
+      return &kFmtQ5_K;
+    default:
+      return nullptr;
+  }
+}
 
 RowsMultiDot gemm_avx2(DType t) {
   switch (t) {
@@ -272,6 +305,20 @@ RowsMultiDot gemm_avx2(DType t) {
 namespace epwa::quant {
 RowsMultiDot gemm_avx2(DType) {
   return nullptr;
+}
+const TileFormat* tile_format_avx2(DType) {
+  return nullptr;
+}
+// Without tile formats (tile_format_* give none) nothing reaches these.
+int64_t tile_stride(const TileFormat&, int64_t) {
+  throw Error("no prompt tiles in this build");
+}
+void tile_repack(const TileFormat&, const PackedVector&, uint8_t*) {
+  throw Error("no prompt tiles in this build");
+}
+void run_tile_passes(const TileFormat&, const std::byte*, int64_t, const uint8_t*, int64_t, int64_t,
+                     int64_t, int64_t, int64_t, float*, int64_t) {
+  throw Error("no prompt tiles in this build");
 }
 }  // namespace epwa::quant
 

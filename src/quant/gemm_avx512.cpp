@@ -561,6 +561,23 @@ RangeDot rows_dot_avx512vnni(DType t) {
   return t == DType::Q4_0 && cpu_features().avx512vbmi ? rows_q4_0_vnni : nullptr;
 }
 
+const TileFormat* tile_format_avx512vnni(DType t, bool vbmi) {
+  switch (t) {
+    case DType::Q4_0:
+      return vbmi ? &kFmtQ4_0Vbmi : &kFmtQ4_0;
+    case DType::Q8_0:
+      return &kFmtQ8_0;
+    case DType::Q4_K:
+      return &kFmtQ4_K;
+    case DType::Q5_K:
+      return &kFmtQ5_K;
+    case DType::Q6_K:
+      return &kFmtQ6_K;
+    default:
+      return nullptr;
+  }
+}
+
 RowsMultiDot gemm_avx512vnni(DType t, bool vbmi) {
   switch (t) {
     case DType::Q4_0:
@@ -586,6 +603,9 @@ RowsMultiDot gemm_avx512vnni(DType t, bool vbmi) {
 
 namespace epwa::quant {
 RowsMultiDot gemm_avx512vnni(DType, bool) {
+  return nullptr;
+}
+const TileFormat* tile_format_avx512vnni(DType, bool) {
   return nullptr;
 }
 RangeDot rows_dot_avx512vnni(DType) {

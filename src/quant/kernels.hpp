@@ -45,6 +45,18 @@ RowsMultiDot gemm_avx512vnni(DType t, bool vbmi);
 inline RowsMultiDot gemm_avx512vnni(DType t) {
   return gemm_avx512vnni(t, cpu_features().avx512vbmi);
 }
+// The tile formats behind those (gemm_layout.hpp), for vectors repacked once and shared by many
+// calls (TiledVectors): nullptr where a type has no format-driven tiles on the level (MXFP4's
+// tiles are its own). run_tile_passes is run_tiles on vectors already repacked, `stride` bytes
+// apart; both drivers run the same passes, so the results are the same to the bit.
+struct TileFormat;
+const TileFormat* tile_format_avx2(DType t);
+const TileFormat* tile_format_avx512vnni(DType t, bool vbmi);
+int64_t tile_stride(const TileFormat& f, int64_t n);  // repacked bytes of a vector of n values
+void tile_repack(const TileFormat& f, const PackedVector& x, uint8_t* dst);
+void run_tile_passes(const TileFormat& f, const std::byte* w, int64_t row_bytes, const uint8_t* y,
+                     int64_t count, int64_t stride, int64_t n, int64_t row_begin, int64_t row_end,
+                     float* out, int64_t out_stride);
 // Decode of rows [row_begin, row_end) against one vector with AVX-512 VNNI (gemm_avx512.cpp):
 // out[r] bit-identical to RowDot's (the AVX2 kernel's) for every row. nullptr for types it does
 // not cover and when the build has no AVX-512 code; callers check the CPU (isa_available).

@@ -105,6 +105,7 @@ struct Case {
   bool biases;
   int64_t wave_bytes;  // 0: the default
   int64_t n = 45;      // tokens (5: experts with one token, which take the decode kernel)
+  DType up = DType::F32, down = DType::F32;  // F32: `type` (mixes: gate and up apart, Q4_K_M's)
 };
 
 TEST(CpuExperts, PromptPathEqualsOneExpertAtATimeToTheBit) {
@@ -113,14 +114,17 @@ TEST(CpuExperts, PromptPathEqualsOneExpertAtATimeToTheBit) {
   c.head_dim = 8;
   c.rope_theta = 10000.0f;
   const int64_t d = 256, inter = 768, ne = 7, k = 3;
-  for (const Case& cs : {Case{DType::Q8_0, false, 0}, Case{DType::Q4_0, false, 0},
-                         Case{DType::Q4_K, false, 0}, Case{DType::Q8_0, false, 1},
-                         Case{DType::Q8_0, false, 200 << 10}, Case{DType::Q4_0, true, 150 << 10},
-                         Case{DType::Q8_0, false, 0, 5}, Case{DType::Q4_K, true, 1, 5}}) {
+  for (const Case& cs :
+       {Case{DType::Q8_0, false, 0}, Case{DType::Q4_0, false, 0}, Case{DType::Q4_K, false, 0},
+        Case{DType::Q8_0, false, 1}, Case{DType::Q8_0, false, 200 << 10},
+        Case{DType::Q4_0, true, 150 << 10}, Case{DType::Q8_0, false, 0, 5},
+        Case{DType::Q4_K, true, 1, 5}, Case{DType::Q4_0, false, 150 << 10, 45, DType::Q8_0},
+        Case{DType::Q4_K, false, 0, 45, DType::Q4_K, DType::Q6_K}}) {
     const int64_t n = cs.n;
     SCOPED_TRACE(std::string(epwa::dtype_name(cs.type)) + (cs.biases ? " with biases" : "") +
-                 " wave bytes " + std::to_string(cs.wave_bytes) + ", " + std::to_string(cs.n) +
-                 " tokens");
+                 " up " + std::string(epwa::dtype_name(cs.up)) + " down " +
+                 std::string(epwa::dtype_name(cs.down)) + " wave bytes " +
+                 std::to_string(cs.wave_bytes) + ", " + std::to_string(cs.n) + " tokens");
     std::mt19937 rng(11);
     std::vector<Quantized> mats;
     mats.reserve(3 * ne);
@@ -129,9 +133,10 @@ TEST(CpuExperts, PromptPathEqualsOneExpertAtATimeToTheBit) {
     biases.reserve(3 * ne);
     std::normal_distribution<float> nd(0, 0.3f);
     for (int64_t e = 0; e < ne; ++e) {
+      const auto or_type = [&cs](DType t) { return t == DType::F32 ? cs.type : t; };
       G.push_back(mats.emplace_back(cs.type, inter, d, rng).t);
-      D.push_back(mats.emplace_back(cs.type, d, inter, rng).t);
-      U.push_back(mats.emplace_back(cs.type, inter, d, rng).t);
+      D.push_back(mats.emplace_back(or_type(cs.down), d, inter, rng).t);
+      U.push_back(mats.emplace_back(or_type(cs.up), inter, d, rng).t);
       if (cs.biases)
         for (auto* views : {&BG, &BD, &BU}) {
           auto& b = biases.emplace_back(views == &BD ? d : inter);

@@ -336,3 +336,57 @@ TEST(GemmTiled, Q4_0TilesWithAndWithoutByteShufflesEqualTheDecodeKernel) {
     }
   }
 }
+
+// Vectors repacked once (TiledVectors) and used by several calls over row ranges give, to the bit,
+// the values of the calls on the vectors themselves, on every level this CPU runs, for counts of
+// one pass, several passes and several of run_tiles' repack batches; types without format tiles
+// on a level (MXFP4, Q5_0) report tiled() false.
+TEST(GemmTiled, VectorsRepackedOnceEqualTheCallsOnTheVectors) {
+  const uint32_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::MXFP4,
+                  DType::Q5_0}) {
+    const int64_t rows = 13, n = super_blocks(t) ? 1024 : 2048 + 96, rb = dtype_bytes(t, n);
+    const auto w = quantized(t, test::gaussian(rng, rows * n), rows, n);
+    std::vector<PackedVector> pool(70);
+    for (auto& p : pool) p.pack(t, test::gaussian(rng, n, 3.0f));
+    for (KernelIsa isa : test::runnable_isas()) {
+      for (int64_t count : {2, 16, 37, 70}) {
+        SCOPED_TRACE(std::string(dtype_name(t)) + " " + std::string(isa_name(isa)) +
+                     " vectors=" + std::to_string(count));
+        std::vector<const PackedVector*> xs;
+        for (int64_t i = 0; i < count; ++i) xs.push_back(&pool[static_cast<size_t>((5 * i) % 70)]);
+        TiledVectors tv;
+        tv.repack(xs, isa);
+        const bool expect = isa != KernelIsa::Scalar && t != DType::MXFP4 && t != DType::Q5_0;
+        ASSERT_EQ(tv.tiled(), expect);
+        if (!expect) continue;
+        ASSERT_EQ(tv.count(), count);
+        const int64_t ld = rows + 2;
+        std::vector<float> a(static_cast<size_t>(count * ld), -7.0f), b = a;
+        for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, 5}, {5, 6}, {6, rows}}) {
+          vec_dot_rows_multi(w.data(), rb, tv, r0, r1, a.data(), ld);
+          vec_dot_rows_multi(w.data(), rb, std::span<const PackedVector* const>(xs), r0, r1,
+                             b.data(), ld, isa);
+        }
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+        ASSERT_EQ(a[rows], -7.0f);  // padding untouched
+      }
+    }
+  }
+}
+
+TEST(GemmTiled, VectorsRepackedOnceRejectMixedTypesAndUnrepackedUse) {
+  PackedVector a, b;
+  a.pack(DType::Q4_0, std::vector<float>(64, 1.0f));
+  b.pack(DType::Q8_0, std::vector<float>(64, 1.0f));
+  const PackedVector* xs[2] = {&a, &b};
+  TiledVectors tv;
+  EXPECT_THROW(tv.repack(xs), Error);
+  std::vector<std::byte> w(static_cast<size_t>(dtype_bytes(DType::Q4_0, 64)));
+  float out[1];
+  EXPECT_THROW(
+      vec_dot_rows_multi(w.data(), dtype_bytes(DType::Q4_0, 64), TiledVectors{}, 0, 1, out, 1),
+      Error);
+}

@@ -233,8 +233,27 @@ void rows_product(const std::byte* w, int64_t row_bytes, Vectors xs, int64_t row
   vec_dot_rows_multi(w, row_bytes, xs, 0, rows, out, stride);
 }
 
-// Rows per task of an expert's matrix: at least 256 (a task repacks its expert's vectors once),
-// else a 32nd of the matrix, as the one-matrix path's chunks; a multiple of 16 (whole row tiles).
+// out = rows x vectors as rows_product, from vectors repacked once where the type has tiles.
+template <class Vectors>
+void tiled_product(const std::byte* w, int64_t row_bytes, const TiledVectors& tv, Vectors xs,
+                   int64_t rows, float* out, int64_t stride) {
+  if (tv.tiled()) return vec_dot_rows_multi(w, row_bytes, tv, 0, rows, out, stride);
+  rows_product(w, row_bytes, xs, rows, out, stride);
+}
+
+// Repacks an expert's vectors (xs(i) for i < m) for the tiles; none for one vector, which takes
+// the decode kernel (rows_product).
+template <class F>
+void repack_expert(TiledVectors& tv, int64_t m, F&& xs) {
+  thread_local ThreadScratch<std::vector<const PackedVector*>> ptrs_tls;
+  std::vector<const PackedVector*>& ptrs = *ptrs_tls;
+  ptrs.resize(m < 2 ? 0 : m);
+  for (size_t i = 0; i < ptrs.size(); ++i) ptrs[i] = &xs(static_cast<int64_t>(i));
+  tv.repack(ptrs);
+}
+
+// Rows per task of an expert's matrix: at least 256, else a 32nd of the matrix, as the one-matrix
+// path's chunks; a multiple of 16 (whole row tiles).
 int64_t rows_per_task(int64_t rows) {
   return std::min(rows, (std::max<int64_t>(256, rows / 32) + 15) / 16 * 16);
 }
@@ -289,34 +308,57 @@ void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, in
     // Largest first: the job's last tasks are its shortest.
     std::stable_sort(s.wave_experts.begin(), s.wave_experts.end(),
                      [&](int32_t a, int32_t b) { return routed(a) > routed(b); });
+    const auto nw = static_cast<int64_t>(s.wave_experts.size());
     s.expert_tasks.clear();
-    for (const int32_t e : s.wave_experts)
+    for (int32_t i = 0; i < nw; ++i)
       for (int64_t r = 0; r < inter; r += rb_in)
-        s.expert_tasks.push_back({e, r, std::min(inter, r + rb_in)});
+        s.expert_tasks.push_back({s.wave_experts[i], i, r, std::min(inter, r + rb_in)});
+    // Each expert's vectors are repacked once for all its gate and up tasks (a task used to
+    // repack them for each of its two products: 7 % of a Mixtral prompt's compute).
+    s.tiled_gate.resize(std::max<size_t>(s.tiled_gate.size(), s.wave_experts.size()));
+    s.tiled_up.resize(s.tiled_gate.size());
+    s.tiled_down.resize(s.tiled_gate.size());
+    const auto shared_up = [&](int64_t e) { return s.in_up[e] == s.in_gate[e]; };
+    {
+      EPWA_PHASE("moe repack");
+      run_tasks(pool, nw, [&](int64_t i) {
+        const int32_t e = s.wave_experts[i];
+        const int64_t b = ebegin[e];
+        const std::span<const PackedVector> pg = s.in_gate[e]->packed(), pu = s.in_up[e]->packed();
+        repack_expert(
+            s.tiled_gate[i], routed(e), [&](int64_t r) -> auto& { return pg[erows[b + r]]; });
+        repack_expert(
+            s.tiled_up[i],
+            shared_up(e) ? 0 : routed(e), [&](int64_t r) -> auto& { return pu[erows[b + r]]; });
+      });
+    }
     {
       EPWA_PHASE("moe gate+up");
       run_tasks(pool, static_cast<int64_t>(s.expert_tasks.size()), [&](int64_t t) {
         const ExpertTask task = s.expert_tasks[t];
         const int64_t e = task.expert, r0 = task.r0, nr = task.r1 - task.r0;
         const int64_t b = ebegin[e], m = routed(e);
+        const TiledVectors& tg = s.tiled_gate[task.in_wave];
+        const TiledVectors& tu = shared_up(e) ? tg : s.tiled_up[task.in_wave];
         thread_local ThreadScratch<std::vector<const PackedVector*>> xg_tls, xu_tls;
         std::vector<const PackedVector*>& xg = *xg_tls;
         std::vector<const PackedVector*>& xu = *xu_tls;
         thread_local ThreadScratch<std::vector<float>> up_tls;
         std::vector<float>& up = *up_tls;
-        xg.resize(m);
-        xu.resize(m);
+        xg.resize(tg.tiled() ? 0 : m);
+        xu.resize(tu.tiled() ? 0 : m);
         up.resize(m * nr);
         const std::span<const PackedVector> pg = s.in_gate[e]->packed(), pu = s.in_up[e]->packed();
-        for (int64_t r = 0; r < m; ++r) xg[r] = &pg[erows[b + r]], xu[r] = &pu[erows[b + r]];
+        for (size_t r = 0; r < xg.size(); ++r) xg[r] = &pg[erows[b + static_cast<int64_t>(r)]];
+        for (size_t r = 0; r < xu.size(); ++r) xu[r] = &pu[erows[b + static_cast<int64_t>(r)]];
         const TensorView& w1g = X.gate[e];
         const TensorView& w3 = X.up[e];
         const int64_t rbg = dtype_bytes(w1g.dtype, d), rbu = dtype_bytes(w3.dtype, d);
         float* g = gate + (b - p0) * inter + r0;
-        rows_product(w1g.data.data() + r0 * rbg, rbg, std::span<const PackedVector* const>(xg), nr,
-                     g, inter);
-        rows_product(w3.data.data() + r0 * rbu, rbu, std::span<const PackedVector* const>(xu), nr,
-                     up.data(), nr);
+        tiled_product(w1g.data.data() + r0 * rbg, rbg, tg, std::span<const PackedVector* const>(xg),
+                      nr, g, inter);
+        tiled_product(w3.data.data() + r0 * rbu, rbu, tu, std::span<const PackedVector* const>(xu),
+                      nr, up.data(), nr);
         for (int64_t r = 0; r < m; ++r) activate(X, e, r0, g + r * inter, up.data() + r * nr, nr);
       });
     }
@@ -331,21 +373,31 @@ void moe_tokens_quantized(const ExpertMatrices& X, int64_t ne, int64_t inter, in
     }
     float* down = s.down.resize((p1 - p0) * d);
     s.expert_tasks.clear();
-    for (const int32_t e : s.wave_experts)
+    for (int32_t i = 0; i < nw; ++i)
       for (int64_t r = 0; r < d; r += rb_out)
-        s.expert_tasks.push_back({e, r, std::min(d, r + rb_out)});
+        s.expert_tasks.push_back({s.wave_experts[i], i, r, std::min(d, r + rb_out)});
+    const auto down_in = [&](int64_t e) {
+      return s.in_down[e]->packed().subspan(static_cast<size_t>(ebegin[e] - p0),
+                                            static_cast<size_t>(routed(e)));
+    };
+    {
+      EPWA_PHASE("moe repack");
+      run_tasks(pool, nw, [&](int64_t i) {
+        const int32_t e = s.wave_experts[i];
+        const std::span<const PackedVector> xs = down_in(e);
+        repack_expert(
+            s.tiled_down[i], routed(e), [&](int64_t r) -> auto& { return xs[r]; });
+      });
+    }
     {
       EPWA_PHASE("moe down");
       run_tasks(pool, static_cast<int64_t>(s.expert_tasks.size()), [&](int64_t t) {
         const ExpertTask task = s.expert_tasks[t];
         const int64_t e = task.expert, r0 = task.r0, nr = task.r1 - task.r0;
-        const int64_t b = ebegin[e], m = routed(e);
         const TensorView& w2 = X.down[e];
         const int64_t rbd = dtype_bytes(w2.dtype, inter);
-        rows_product(
-            w2.data.data() + r0 * rbd, rbd,
-            s.in_down[e]->packed().subspan(static_cast<size_t>(b - p0), static_cast<size_t>(m)), nr,
-            down + (b - p0) * d + r0, d);
+        tiled_product(w2.data.data() + r0 * rbd, rbd, s.tiled_down[task.in_wave], down_in(e), nr,
+                      down + (ebegin[e] - p0) * d + r0, d);
       });
     }
     EPWA_PHASE("moe sum");

@@ -37,7 +37,7 @@ class InputSet {
 
 // Rows [r0, r1) of one expert's matrix over the tokens routed to it (a prompt's job's task).
 struct ExpertTask {
-  int32_t expert;
+  int32_t expert, in_wave;  // in_wave: its place in Scratch::wave_experts
   int64_t r0, r1;
 };
 
@@ -60,6 +60,9 @@ struct Scratch : BackendScratch {
   InputSet wave_inputs;
   std::vector<ExpertTask> expert_tasks;  // the prompt's (expert, row range) tasks of one job
   std::vector<int32_t> wave_experts;
+  // The wave's experts' vectors repacked once for the prompt tiles (by place in wave_experts):
+  // gate's (up's too where they share the packed input), up's, down's.
+  std::vector<TiledVectors> tiled_gate, tiled_up, tiled_down;
   // The most bytes of gate and down outputs a wave of a prompt's experts keeps (at least one
   // expert per wave; tests lower it to run many waves).
   int64_t moe_wave_bytes = int64_t{8} << 20;

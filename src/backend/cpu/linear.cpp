@@ -31,12 +31,16 @@ void LinearInput::prepare(DType wtype, const float* x, int64_t n, int64_t cols, 
   quantized_ = !is_float(wtype);
   if (!quantized_) return;
   if (static_cast<int64_t>(packed_.size()) < n) packed_.resize(static_cast<size_t>(n));
-  // Rows are packed independently: a prompt's rows are spread over the pool.
+  tiles_.reserve(wtype, cols, n >= 2 ? n : 0, best_isa());
+  // Rows are packed (and repacked for the tiles) independently: a prompt's rows are spread over
+  // the pool.
   pool.parallel_for(
       n,
       [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i)
+        for (int64_t i = b; i < e; ++i) {
           packed_[i].pack(wtype, {x + i * cols, static_cast<size_t>(cols)});
+          if (tiles_.tiled()) tiles_.set(i, packed_[i]);
+        }
       },
       32);
 }
@@ -67,15 +71,19 @@ void linear(const TensorView& w, const LinearInput& in, float* y, ThreadPool& po
   const int64_t rows = w.rows();
   const int64_t row_bytes = dtype_bytes(w.dtype, w.cols());
   const std::span<const PackedVector> packed = in.packed();
-  // A prompt's chunks are at least kPromptRows rows: the tiled kernel repacks every activation row
-  // once per call, which cost 12% of an olmoe pp512 profile with 32-row chunks
-  // (docs/history/PERF-issue9.md, "Profiles"). The row split does not change any value.
+  // A prompt's chunks are at least kPromptRows rows: the multi-vector kernels without tiles read
+  // every vector once per call (and the tiles used to repack them once per call: 12 % of an olmoe
+  // pp512 profile with 32-row chunks, docs/history/PERF-issue9.md, "Profiles"; now the input's
+  // tiles() are repacked once). The row split does not change any value.
   constexpr int64_t kPromptRows = 128;
+  const TiledVectors& tiles = in.tiles();
   pool.parallel_for(
       rows,
       [&](int64_t r0, int64_t r1) {
         if (n == 1)
           vec_dot_rows(w.data.data(), row_bytes, packed[0], r0, r1, y);
+        else if (tiles.tiled())
+          vec_dot_rows_multi(w.data.data(), row_bytes, tiles, r0, r1, y, rows);
         else
           vec_dot_rows_multi(w.data.data(), row_bytes, packed, r0, r1, y, rows);
       },

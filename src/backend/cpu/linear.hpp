@@ -26,6 +26,9 @@ class LinearInput {
   int64_t cols() const { return cols_; }
   bool quantized() const { return quantized_; }
   std::span<const PackedVector> packed() const { return {packed_.data(), static_cast<size_t>(n_)}; }
+  // Two rows or more, repacked once for the prompt tiles of the type (where it has them), shared
+  // by every row chunk of every matrix reading this input.
+  const TiledVectors& tiles() const { return tiles_; }
 
  private:
   DType wtype_ = DType::F32;
@@ -33,6 +36,7 @@ class LinearInput {
   int64_t n_ = 0, cols_ = 0;
   bool quantized_ = false;
   std::vector<PackedVector> packed_;
+  TiledVectors tiles_;
 };
 
 // y[n x w.rows()] = x[n x w.cols()] * w^T with x prepared for w's type.
