@@ -85,7 +85,9 @@ struct Server::Impl {
   std::optional<net::ssl::context> tls;  // with tls_cert and tls_key; outlives the sessions
 #endif
   net::io_context ioc;
-  tcp::acceptor acceptor{ioc};
+  // On a strand: the accept loop's handler (any I/O thread) and stop()'s close must not overlap
+  // (ThreadSanitizer saw the two race once with several I/O threads).
+  tcp::acceptor acceptor{net::make_strand(ioc)};
   net::signal_set signals{ioc};
   net::thread_pool detect_pool{1};
   std::unique_ptr<BatchEngine> engine;
@@ -1188,7 +1190,7 @@ void Server::run() {
 }
 
 void Server::stop() {
-  net::post(impl_->ioc, [this] {
+  net::post(impl_->acceptor.get_executor(), [this] {
     beast::error_code ignored;
     impl_->acceptor.close(ignored);
     impl_->signals.cancel(ignored);
